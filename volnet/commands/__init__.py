@@ -1,0 +1,1 @@
+"""One module per ``volnet`` subcommand; each parses its arguments and calls one public function."""

@@ -1,0 +1,191 @@
+"""Convolution kernels: output sizes, im2col through stride tricks, col2im.
+
+All arrays are NCHW. Shapes used below:
+    x     (N, C, H, W)              input volume
+    w     (F, C // groups, KH, KW)  filters, output-first as in PyTorch
+    b     (F,)                      biases
+    out   (N, F, H_out, W_out)
+    cols  (N, G, C // G * KH * KW, H_out * W_out)   unrolled receptive fields
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from volnet.errors import ConfigError, ShapeError
+
+
+def pair(value, name: str) -> tuple[int, int]:
+    """Normalise an int or a pair of ints to a tuple ``(height, width)``."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise ConfigError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def conv_output_size(
+    size: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    *,
+    ceil_mode: bool = False,
+    strict: bool = False,
+    what: str = "layer",
+) -> int:
+    """Output length of a convolution or pooling window along one axis.
+
+    The lecture's formula ``(W - F + 2P) / S + 1`` with the dilated filter size
+    ``D * (F - 1) + 1`` in place of ``F``. PyTorch floors a non-integral result
+    (ceil with ``ceil_mode``, where the last window must still start inside the
+    input or its left padding); ``strict=True`` raises instead, as CS231n calls
+    such settings invalid. An output smaller than 1 always raises.
+
+    Example:
+        >>> conv_output_size(227, 11, stride=4)   # AlexNet conv1
+        55
+    """
+    span = dilation * (kernel_size - 1) + 1
+    room = size + 2 * padding - span
+    formula = (
+        f"(W - F + 2P)/S + 1 = ({size} - {span} + 2*{padding})/{stride} + 1"
+        + (f" with dilated F = {dilation}*({kernel_size}-1)+1" if dilation > 1 else "")
+    )
+    if room < 0:
+        raise ShapeError(
+            f"{what}: the window ({span}) is larger than the padded input "
+            f"({size} + 2*{padding} = {size + 2 * padding}); {formula} < 1. "
+            "Use a larger input, more padding or a smaller kernel."
+        )
+    if strict and room % stride:
+        raise ShapeError(
+            f"{what}: the window does not tile the input exactly: {formula} = "
+            f"{room / stride + 1:g} is not an integer. Change padding or stride."
+        )
+    if not ceil_mode:
+        return room // stride + 1
+    out = -(-room // stride) + 1
+    if (out - 1) * stride >= size + padding:   # last window would start in the right padding
+        out -= 1
+    return out
+
+
+def check_conv_hyperparams(kernel_size, stride, padding, dilation, what: str) -> None:
+    """Raise a ConfigError for non-positive kernels, strides or dilations or negative padding."""
+    for name, value, low in (
+        ("kernel_size", kernel_size, 1),
+        ("stride", stride, 1),
+        ("padding", padding, 0),
+        ("dilation", dilation, 1),
+    ):
+        if min(value) < low:
+            raise ConfigError(f"{what}: {name} must be >= {low}, got {value}")
+
+
+def pad_spatial(x: np.ndarray, padding: tuple[int, int], value: float = 0.0) -> np.ndarray:
+    """Pad H and W by ``padding`` on both sides (no copy when there is no padding)."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def window_view(
+    x_pad: np.ndarray,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    out_size: tuple[int, int],
+) -> np.ndarray:
+    """Read-only view (N, C, KH, KW, H_out, W_out) of every window of a padded input."""
+    n, c, _, _ = x_pad.shape
+    sn, sc, sh, sw = x_pad.strides
+    (kh, kw), (st_h, st_w), (dh, dw), (ho, wo) = kernel_size, stride, dilation, out_size
+    return as_strided(
+        x_pad,
+        shape=(n, c, kh, kw, ho, wo),
+        strides=(sn, sc, sh * dh, sw * dw, sh * st_h, sw * st_w),
+        writeable=False,
+    )
+
+
+def im2col(x, kernel_size, stride, padding, dilation, groups, out_size) -> np.ndarray:
+    """Unroll receptive fields into (N, G, C/G * KH * KW, H_out * W_out), one copy."""
+    n, c = x.shape[:2]
+    view = window_view(pad_spatial(x, padding), kernel_size, stride, dilation, out_size)
+    k = (c // groups) * kernel_size[0] * kernel_size[1]
+    return view.reshape(n, groups, k, out_size[0] * out_size[1])
+
+
+def col2im(dcols, x_shape, kernel_size, stride, padding, dilation, out_size) -> np.ndarray:
+    """Adjoint of :func:`im2col`: sum every window's gradient back into (N, C, H, W)."""
+    n, c, h, w = x_shape
+    (kh, kw), (st_h, st_w), (dh, dw), (ph, pw), (ho, wo) = (
+        kernel_size, stride, dilation, padding, out_size)
+    dcols = dcols.reshape(n, c, kh, kw, ho, wo)
+    dx_pad = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + st_h * (ho - 1) + 1, st_h)
+            cols = slice(j * dw, j * dw + st_w * (wo - 1) + 1, st_w)
+            dx_pad[:, :, rows, cols] += dcols[:, :, i, j]
+    return dx_pad[:, :, ph:ph + h, pw:pw + w]
+
+
+def _is_pointwise(kernel_size, stride, padding) -> bool:
+    return kernel_size == (1, 1) and stride == (1, 1) and padding == (0, 0)
+
+
+def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                   keep_cache=True):
+    """Convolution (cross-correlation) as one batched matrix product per group.
+
+    Args:
+        x: (N, C, H, W) input. w: (F, C // groups, KH, KW). b: (F,) or None.
+        keep_cache: keep what ``conv2d_backward`` needs; False for inference.
+
+    Returns:
+        out (N, F, H_out, W_out) and the cache (None when ``keep_cache`` is False).
+        A 1x1 stride-1 unpadded convolution is a plain matrix product with no unrolling.
+    """
+    n, c, h, wd = x.shape
+    f, _, kh, kw = w.shape
+    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
+    if _is_pointwise((kh, kw), stride, padding):
+        cols = x.reshape(n, groups, c // groups, h * wd)
+    else:
+        cols = im2col(x, (kh, kw), stride, padding, dilation, groups, (ho, wo))
+    w_mat = w.reshape(groups, f // groups, -1)
+    out = np.matmul(w_mat, cols).reshape(n, f, ho, wo)   # (G, F/G, K) @ (N, G, K, P)
+    if b is not None:
+        out += b.reshape(1, f, 1, 1)
+    cache = (x.shape, cols, w, b is not None, stride, padding, dilation, groups) if keep_cache else None
+    return out, cache
+
+
+def conv2d_backward(dout, cache):
+    """Gradients of :func:`conv2d_forward`: returns (dx, dw, db); db is None without bias."""
+    x_shape, cols, w, has_bias, stride, padding, dilation, groups = cache
+    n, f, ho, wo = dout.shape
+    kh, kw = w.shape[2:]
+    dout_g = dout.reshape(n, groups, f // groups, ho * wo)
+    # dw[g] = sum_n dout[n, g] @ cols[n, g].T, as one contraction over (n, p)
+    dw = np.einsum("ngfp,ngkp->gfk", dout_g, cols, optimize=True).reshape(w.shape)
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    w_mat = w.reshape(groups, f // groups, -1)
+    dcols = np.matmul(w_mat.transpose(0, 2, 1), dout_g)   # (N, G, K, P)
+    if _is_pointwise((kh, kw), stride, padding):
+        dx = dcols.reshape(x_shape)
+    else:
+        dx = col2im(dcols, x_shape, (kh, kw), stride, padding, dilation, (ho, wo))
+    return dx, dw.astype(w.dtype, copy=False), db

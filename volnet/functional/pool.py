@@ -1,0 +1,151 @@
+"""Pooling kernels: max (with argmax for backprop), average, adaptive average.
+
+Shapes: x (N, C, H, W) -> out (N, C, H_out, W_out). Window hyperparameters are
+pairs ``(height, width)``. With ``ceil_mode`` the input is padded on the bottom
+and right so that the last, partial window exists (as in Caffe and PyTorch).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from volnet.functional.conv import conv_output_size, window_view
+
+
+def pool_output_size(hw, kernel_size, stride, padding, ceil_mode, what="pool"):
+    """(H_out, W_out) for a pooling window; see :func:`conv_output_size`."""
+    return tuple(
+        conv_output_size(hw[i], kernel_size[i], stride[i], padding[i],
+                         ceil_mode=ceil_mode, what=what)
+        for i in range(2)
+    )
+
+
+def _pad_for_pool(x, kernel_size, stride, padding, out_size, value):
+    """Pad so that every window of the output lies inside the array."""
+    n, c, h, w = x.shape
+    extra = [max(0, (out_size[i] - 1) * stride[i] + kernel_size[i] - (x.shape[2 + i] + 2 * padding[i]))
+             for i in range(2)]
+    ph, pw = padding
+    if ph == pw == extra[0] == extra[1] == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph + extra[0]), (pw, pw + extra[1])),
+                  constant_values=value)
+
+
+def _tiles(x, kernel_size, stride, padding, out_size) -> bool:
+    """True when windows tile the input exactly: pooling is then a reshape."""
+    return (tuple(kernel_size) == tuple(stride) and padding == (0, 0)
+            and x.shape[2] == out_size[0] * kernel_size[0]
+            and x.shape[3] == out_size[1] * kernel_size[1])
+
+
+def maxpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False, keep_cache=True):
+    """Max over each window; the cache records the winning index (first maximum on ties)."""
+    n, c, h, w = x.shape
+    out_size = pool_output_size((h, w), kernel_size, stride, padding, ceil_mode)
+    (kh, kw), (ho, wo) = kernel_size, out_size
+    if _tiles(x, kernel_size, stride, padding, out_size):
+        blocks = x.reshape(n, c, ho, kh, wo, kw).transpose(0, 1, 2, 4, 3, 5)
+        windows = blocks.reshape(n, c, ho, wo, kh * kw)
+    else:
+        x_pad = _pad_for_pool(x, kernel_size, stride, padding, out_size, -np.inf)
+        view = window_view(x_pad, kernel_size, stride, (1, 1), out_size)
+        windows = view.transpose(0, 1, 4, 5, 2, 3).reshape(n, c, ho, wo, kh * kw)
+    if not keep_cache:
+        return windows.max(axis=-1), None
+    arg = windows.argmax(axis=-1)
+    out = np.take_along_axis(windows, arg[..., None], axis=-1)[..., 0]
+    return out, (x.shape, arg.astype(np.int32 if kh * kw < 2**31 else np.int64), kernel_size, stride, padding, out_size)
+
+
+def maxpool2d_backward(dout, cache):
+    """Route each output gradient to the input position that won its window."""
+    x_shape, arg, kernel_size, stride, padding, out_size = cache
+    n, c, h, w = x_shape
+    (kh, kw), (st_h, st_w), (ph, pw), (ho, wo) = kernel_size, stride, padding, out_size
+    if (kh, kw) == (st_h, st_w) and (ph, pw) == (0, 0) and (h, w) == (ho * kh, wo * kw):
+        dwin = np.zeros((n, c, ho, wo, kh * kw), dtype=dout.dtype)
+        np.put_along_axis(dwin, arg[..., None], dout[..., None], axis=-1)
+        return dwin.reshape(n, c, ho, wo, kh, kw).transpose(0, 1, 2, 4, 3, 5).reshape(x_shape)
+    hp = max(h + 2 * ph, (ho - 1) * st_h + kh)
+    wp = max(w + 2 * pw, (wo - 1) * st_w + kw)
+    dx_pad = np.zeros((n, c, hp, wp), dtype=dout.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            routed = np.where(arg == i * kw + j, dout, 0)
+            dx_pad[:, :, i:i + st_h * (ho - 1) + 1:st_h, j:j + st_w * (wo - 1) + 1:st_w] += routed
+    return dx_pad[:, :, ph:ph + h, pw:pw + w]
+
+
+def _avg_divisor(hw, kernel_size, stride, padding, out_size, count_include_pad, dtype):
+    """Per-window element counts (H_out, W_out), following PyTorch's rules."""
+    counts = []
+    for axis in range(2):
+        size, k, s, p, o = hw[axis], kernel_size[axis], stride[axis], padding[axis], out_size[axis]
+        start = np.arange(o) * s - p
+        end = np.minimum(start + k, size + p)          # windows never count the ceil overhang
+        if not count_include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, size)
+        counts.append(end - start)
+    return np.outer(counts[0], counts[1]).astype(dtype)
+
+
+def avgpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False,
+                      count_include_pad=True, keep_cache=True):
+    """Mean over each window (zero padding; divisor as in PyTorch)."""
+    n, c, h, w = x.shape
+    out_size = pool_output_size((h, w), kernel_size, stride, padding, ceil_mode)
+    (kh, kw), (ho, wo) = kernel_size, out_size
+    divisor = _avg_divisor((h, w), kernel_size, stride, padding, out_size, count_include_pad, x.dtype)
+    if _tiles(x, kernel_size, stride, padding, out_size):
+        out = x.reshape(n, c, ho, kh, wo, kw).sum(axis=(3, 5))
+    else:
+        x_pad = _pad_for_pool(x, kernel_size, stride, padding, out_size, 0.0)
+        out = window_view(x_pad, kernel_size, stride, (1, 1), out_size).sum(axis=(2, 3))
+    out /= divisor
+    cache = (x.shape, divisor, kernel_size, stride, padding, out_size) if keep_cache else None
+    return out, cache
+
+
+def avgpool2d_backward(dout, cache):
+    """Spread each output gradient evenly over its window."""
+    x_shape, divisor, kernel_size, stride, padding, out_size = cache
+    n, c, h, w = x_shape
+    (kh, kw), (st_h, st_w), (ph, pw), (ho, wo) = kernel_size, stride, padding, out_size
+    share = dout / divisor
+    if (kh, kw) == (st_h, st_w) and (ph, pw) == (0, 0) and (h, w) == (ho * kh, wo * kw):
+        return np.broadcast_to(share[:, :, :, None, :, None], (n, c, ho, kh, wo, kw)).reshape(x_shape)
+    hp = max(h + 2 * ph, (ho - 1) * st_h + kh)
+    wp = max(w + 2 * pw, (wo - 1) * st_w + kw)
+    dx_pad = np.zeros((n, c, hp, wp), dtype=dout.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx_pad[:, :, i:i + st_h * (ho - 1) + 1:st_h, j:j + st_w * (wo - 1) + 1:st_w] += share
+    return dx_pad[:, :, ph:ph + h, pw:pw + w]
+
+
+def adaptive_bounds(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive windows: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def adaptive_avgpool2d_forward(x, out_size):
+    """Average over adaptive windows so the output is exactly ``out_size``."""
+    rows, cols = adaptive_bounds(x.shape[2], out_size[0]), adaptive_bounds(x.shape[3], out_size[1])
+    out = np.empty(x.shape[:2] + tuple(out_size), dtype=x.dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            out[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+    return out
+
+
+def adaptive_avgpool2d_backward(dout, x_shape):
+    """Adjoint of :func:`adaptive_avgpool2d_forward`."""
+    out_size = dout.shape[2:]
+    rows, cols = adaptive_bounds(x_shape[2], out_size[0]), adaptive_bounds(x_shape[3], out_size[1])
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            dx[:, :, r0:r1, c0:c1] += (dout[:, :, i, j] / ((r1 - r0) * (c1 - c0)))[:, :, None, None]
+    return dx

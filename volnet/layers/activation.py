@@ -1,0 +1,114 @@
+"""Elementwise activations: RELU and friends. Each keeps its backward formula beside its forward."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from volnet.errors import ConfigError
+from volnet.layers.base import Layer
+
+
+class _Elementwise(Layer):
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+class ReLU(_Elementwise):
+    """max(0, x), the lecture's RELU layer.
+
+    Example:
+        >>> ReLU().forward(np.array([[-1.0, 2.0]]))
+        array([[0., 2.]])
+    """
+
+    def _forward(self, x, training, keep_cache):
+        positive = x > 0
+        self._cache = positive if keep_cache else None
+        return np.multiply(x, positive, dtype=x.dtype)
+
+    def _backward(self, dout):
+        return dout * self._cache   # gradient passes only where the input was positive
+
+
+class LeakyReLU(_Elementwise):
+    """x if x > 0 else negative_slope * x.
+
+    Example:
+        >>> LeakyReLU(0.1).forward(np.array([[-1.0, 2.0]]))
+        array([[-0.1,  2. ]])
+    """
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def _forward(self, x, training, keep_cache):
+        positive = x > 0
+        self._cache = positive if keep_cache else None
+        return np.where(positive, x, x * self.negative_slope).astype(x.dtype, copy=False)
+
+    def _backward(self, dout):
+        return np.where(self._cache, dout, dout * self.negative_slope).astype(dout.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class Tanh(_Elementwise):
+    """tanh(x); backward uses 1 - tanh(x)^2 from the saved output."""
+
+    def _forward(self, x, training, keep_cache):
+        out = np.tanh(x)
+        self._cache = out if keep_cache else None
+        return out
+
+    def _backward(self, dout):
+        return dout * (1.0 - self._cache * self._cache)
+
+
+class Sigmoid(_Elementwise):
+    """1 / (1 + exp(-x)), computed without overflow; backward s(1 - s)."""
+
+    def _forward(self, x, training, keep_cache):
+        e = np.exp(-np.abs(x))
+        out = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+        self._cache = out if keep_cache else None
+        return out
+
+    def _backward(self, dout):
+        return dout * self._cache * (1.0 - self._cache)
+
+
+class Softmax(_Elementwise):
+    """Softmax along ``dim`` (default 1, the class or channel axis)."""
+
+    def __init__(self, dim: int = 1):
+        super().__init__()
+        if dim == 0:
+            raise ConfigError("Softmax over the batch axis (dim=0) is not supported; use dim >= 1")
+        self.dim = int(dim)
+
+    def _forward(self, x, training, keep_cache):
+        shifted = x - x.max(axis=self.dim, keepdims=True)
+        e = np.exp(shifted)
+        out = e / e.sum(axis=self.dim, keepdims=True)
+        self._cache = out if keep_cache else None
+        return out
+
+    def _backward(self, dout):
+        s = self._cache
+        return s * (dout - (dout * s).sum(axis=self.dim, keepdims=True))
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class Identity(_Elementwise):
+    """Passes its input through unchanged (a placeholder in surgery, like PyTorch's)."""
+
+    def _forward(self, x, training, keep_cache):
+        self._cache = True if keep_cache else None
+        return x
+
+    def _backward(self, dout):
+        return dout

@@ -1,0 +1,295 @@
+"""The layer contract every volnet layer and container follows.
+
+A layer maps an input volume to an output volume with a differentiable
+function (CS231n; Torch7's ``nn.Module`` protocol):
+
+* ``forward(x, training=False)`` returns ``y`` and, when training (or when
+  asked with ``cache=True``), keeps what ``backward`` needs;
+* ``backward(dout)`` returns ``dx`` for the *last* forward and overwrites
+  ``grads`` (no accumulation, so there is no ``zero_grad`` to forget);
+* ``output_shape(input_shape)`` gives the per-example output shape from shapes
+  alone, so summaries and FC->CONV conversion never need data;
+* ``params`` / ``grads`` are dicts keyed by PyTorch's names (``weight``,
+  ``bias``), ``buffers`` hold non-trained state (``running_mean``...);
+* ``state_dict()`` / ``load_state_dict()`` use PyTorch's dotted keys.
+
+Subclasses implement ``_forward(x, training, keep_cache)``, ``_backward(dout)``,
+``output_shape`` and optionally ``_check_input`` and ``named_children``.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import threading
+from collections import OrderedDict
+from typing import Iterator
+
+import numpy as np
+
+from volnet.errors import DTypeError, NonFiniteError, ShapeError, StateDictError, StateError
+
+_local = threading.local()   # forward nesting depth: only the outermost call scans for NaN
+
+
+def join_key(prefix: str, name: str) -> str:
+    """Dotted key of ``name`` under ``prefix``; an empty name is spliced into its parent."""
+    if not name:
+        return prefix
+    return f"{prefix}.{name}" if prefix else name
+
+
+class Layer:
+    """Maps an input volume to an output volume; owns its backward pass."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.frozen: set[str] = set()       # parameter names excluded from training
+        self.path = ""                      # dotted location in the enclosing network
+        self._cache = None
+        self._out_shape: tuple[int, ...] | None = None
+
+    # ---- the subclass API -------------------------------------------------
+    def _forward(self, x: np.ndarray, training: bool, keep_cache: bool) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must implement _forward")
+
+    def _backward(self, dout: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must implement _backward")
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-example output shape (batch axis excluded) for a per-example input shape."""
+        raise NotImplementedError(f"{type(self).__name__} must implement output_shape")
+
+    def _check_input(self, x: np.ndarray) -> None:
+        """Raise a ShapeError naming the layer when ``x`` cannot be this layer's input."""
+
+    def named_children(self) -> list[tuple[str, "Layer"]]:
+        """Direct sub-layers with their names; empty for a leaf layer."""
+        return []
+
+    # ---- running ----------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool = False, *, cache: bool | None = None) -> np.ndarray:
+        """Run the layer on a batch ``x`` of shape (N, *input_shape).
+
+        Args:
+            x: a floating-point array; a layer with parameters computes in its
+                parameters' dtype (see ``astype``), others keep the input's dtype.
+            training: batch statistics for batch norm, dropout active.
+            cache: keep what ``backward`` needs; defaults to ``training``, so
+                inference keeps nothing. Pass ``cache=True`` for gradients in
+                inference mode (saliency maps, gradient checks of eval mode).
+        """
+        keep = training if cache is None else bool(cache)
+        depth = getattr(_local, "depth", 0)
+        x = self._validate(x, outermost=depth == 0)
+        _local.depth = depth + 1
+        try:
+            out = self._forward(x, training, keep)
+        finally:
+            _local.depth = depth
+        self._out_shape = out.shape
+        if not keep:
+            self._cache = None
+        return out
+
+    __call__ = forward
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """dL/d(output) -> dL/d(input) for the last forward; fills ``self.grads``."""
+        if self._cache is None:
+            raise StateError(
+                f"{self.where()}: backward() needs a preceding forward(x, training=True) "
+                "(or forward(x, cache=True)); forward(x, training=False) keeps no cache."
+            )
+        dout = self._as_float(dout, "dout")
+        if dout.shape != self._out_shape:
+            raise ShapeError(
+                f"{self.where()}: backward expects dout of the last output's shape "
+                f"{self._out_shape}, got {dout.shape}"
+            )
+        return self._backward(dout)
+
+    def _validate(self, x, outermost: bool) -> np.ndarray:
+        x = self._as_float(x, "input")
+        if outermost and not np.isfinite(x).all():
+            bad = np.argwhere(~np.isfinite(x))[0]
+            raise NonFiniteError(
+                f"{self.where()}: input contains NaN or infinity (first at index "
+                f"{tuple(int(i) for i in bad)}); clean or normalise the data first."
+            )
+        self._check_input(x)
+        return x
+
+    def _as_float(self, x, what: str) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            raise DTypeError(f"{self.where()}: {what} must be a NumPy array, got {type(x).__name__}")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise DTypeError(
+                f"{self.where()}: {what} must be floating point, got dtype {x.dtype} "
+                f"with shape {x.shape}; convert with x.astype(np.float32) "
+                "(divide uint8 images by 255)."
+            )
+        dtype = self.dtype
+        if dtype is not None and x.dtype != dtype:
+            x = x.astype(dtype)
+        return x
+
+    @property
+    def dtype(self):
+        """The dtype of the parameters (None for a layer without parameters)."""
+        for value in self.params.values():
+            return value.dtype
+        return None
+
+    # ---- naming and errors -------------------------------------------------
+    def where(self) -> str:
+        """How error messages name this layer: its repr and its place in the network."""
+        head = self.extra_repr()
+        text = f"{type(self).__name__}({head})" if not self.named_children() else type(self).__name__
+        return f"{text} at {self.path}" if self.path else text
+
+    def _expect_rank(self, x: np.ndarray, rank: int, layout: str) -> None:
+        if x.ndim != rank:
+            raise ShapeError(
+                f"{self.where()} expects a {rank}-D input {layout}, got shape {x.shape}"
+                + ("; add Flatten() before a Linear layer" if layout == "(N, in_features)" else "")
+            )
+
+    def _set_path(self, path: str) -> None:
+        self.path = path
+        for name, child in self.named_children():
+            child._set_path(join_key(path, name))
+
+    def extra_repr(self) -> str:
+        """Arguments shown inside the repr's parentheses."""
+        return ""
+
+    def __repr__(self) -> str:
+        children = self.named_children()
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in children:
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name or '_'}): {body}")
+        return "\n".join(lines) + "\n)"
+
+    # ---- parameters, buffers and state dicts --------------------------------
+    def named_layers(self, prefix: str = "") -> Iterator[tuple[str, "Layer"]]:
+        """Yield (dotted path, layer) for this layer and every descendant, depth first."""
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_layers(join_key(prefix, name))
+
+    def named_params(self, prefix: str = "", trainable_only: bool = False):
+        """Yield (dotted name, param, grad or None) over the whole network."""
+        for path, layer in self.named_layers(prefix):
+            for name, value in layer.params.items():
+                if trainable_only and name in layer.frozen:
+                    continue
+                yield join_key(path, name), value, layer.grads.get(name)
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        """Number of scalar parameters (buffers excluded)."""
+        return sum(int(p.size) for _, p, _ in self.named_params(trainable_only=trainable_only))
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Copies of every parameter and buffer under PyTorch-style dotted keys."""
+        state = OrderedDict()
+        for path, layer in self.named_layers():
+            for name, value in list(layer.params.items()) + list(layer.buffers.items()):
+                state[join_key(path, name)] = value.copy()
+        return state
+
+    def _slots(self) -> dict[str, tuple[dict, str]]:
+        return {join_key(path, name): (store, name)
+                for path, layer in self.named_layers()
+                for store in (layer.params, layer.buffers) for name in store}
+
+    def load_state_dict(self, state, strict: bool = True) -> dict[str, list[str]]:
+        """Copy arrays from ``state`` into this network's parameters and buffers.
+
+        Shapes must match exactly. With ``strict`` (default) missing and
+        unexpected keys are errors too; all problems are reported at once and
+        nothing is changed unless everything fits. Values are cast to the
+        existing arrays' dtypes. Returns the missing and unexpected keys.
+        """
+        slots = self._slots()
+        missing = [k for k in slots if k not in state]
+        unexpected = [k for k in state if k not in slots]
+        problems = []
+        for key, (store, name) in slots.items():
+            if key not in state:
+                continue
+            value = np.asarray(state[key])
+            if value.shape != store[name].shape:
+                problems.append(f"shape mismatch for {key}: checkpoint {tuple(value.shape)} "
+                                f"vs model {tuple(store[name].shape)}")
+            elif value.dtype.kind not in "fiub":
+                problems.append(f"{key}: dtype {value.dtype} is not numeric")
+            elif not np.isfinite(value).all():
+                problems.append(f"{key}: contains NaN or infinity")
+        if strict:
+            problems += [f"missing key {k}" for k in missing]
+            problems += [f"unexpected key {k}" for k in unexpected]
+        if problems:
+            raise StateDictError(
+                f"cannot load state dict into {type(self).__name__}: " + "; ".join(problems)
+                + ". Use strict=False to load a subset with matching names."
+            )
+        for key, (store, name) in slots.items():
+            if key in state:
+                store[name][...] = np.asarray(state[key]).astype(store[name].dtype, copy=False)
+        return {"missing": missing, "unexpected": unexpected}
+
+    # ---- conveniences ---------------------------------------------------------
+    def astype(self, dtype) -> "Layer":
+        """Convert every floating parameter, gradient and buffer to ``dtype`` in place."""
+        dtype = np.dtype(dtype)
+        for _, layer in self.named_layers():
+            for store in (layer.params, layer.grads, layer.buffers):
+                for name, value in store.items():
+                    if np.issubdtype(value.dtype, np.floating):
+                        store[name] = value.astype(dtype)
+            layer._cache = None
+        return self
+
+    def copy(self) -> "Layer":
+        """A deep copy sharing no arrays with this layer (caches dropped)."""
+        dup = copy.deepcopy(self)
+        for _, layer in dup.named_layers():
+            layer._cache = None
+        return dup
+
+    def freeze(self, *patterns: str) -> "Layer":
+        """Exclude parameters whose dotted names match any glob pattern from training.
+
+        ``net.freeze("*")`` freezes everything; ``net.freeze("features.*")`` a part.
+        """
+        self._set_frozen(patterns or ("*",), True)
+        return self
+
+    def unfreeze(self, *patterns: str) -> "Layer":
+        """Undo :meth:`freeze` for parameters matching the patterns (all by default)."""
+        self._set_frozen(patterns or ("*",), False)
+        return self
+
+    def _set_frozen(self, patterns, frozen: bool) -> None:
+        for path, layer in self.named_layers():
+            for name in layer.params:
+                if any(fnmatch.fnmatchcase(join_key(path, name), p) for p in patterns):
+                    (layer.frozen.add if frozen else layer.frozen.discard)(name)
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (softmax of the scores) for ``x``, in inference mode, batched."""
+        from volnet.functional.loss import softmax
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        outs = [softmax(self.forward(x[i:i + batch_size]).reshape(len(x[i:i + batch_size]), -1))
+                for i in range(0, len(x), batch_size)]
+        if not outs:
+            return np.zeros((0,) + (int(np.prod(self.output_shape(x.shape[1:]))),), dtype=x.dtype)
+        return np.concatenate(outs)

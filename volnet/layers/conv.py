@@ -1,0 +1,101 @@
+"""Conv2d: the CONV layer of the lecture."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from volnet import init
+from volnet.errors import ConfigError, ShapeError
+from volnet.functional.conv import (check_conv_hyperparams, conv2d_backward, conv2d_forward,
+                                    conv_output_size, pair)
+from volnet.layers.base import Layer
+
+
+class Conv2d(Layer):
+    """2-D convolution (cross-correlation) over a batch of volumes.
+
+    Each of the ``out_channels`` filters spans the full input depth (or
+    ``in_channels / groups`` of it), slides with ``stride`` over the input
+    padded with ``padding`` zeros, and shares its weights across positions.
+
+    Args:
+        in_channels: Channels C of the input volume.
+        out_channels: Number of filters K (the lecture's K; PyTorch's out_channels).
+        kernel_size: Filter height and width F, an int or (KH, KW).
+        stride: Step S between filter applications. Default 1.
+        padding: Zeros P added on each side of H and W. Default 0.
+        dilation: Gap between filter taps; 1 is an ordinary convolution.
+        groups: Split channels into groups convolved separately (AlexNet's two columns).
+        bias: Add a learned bias per filter.
+        rng: Generator or seed for the He-normal initial weights (biases start at 0).
+        dtype: Parameter dtype, float32 by default.
+
+    Shape:
+        input (N, C, H, W) -> output (N, K, H_out, W_out),
+        H_out = floor((H + 2P - D(F - 1) - 1) / S) + 1, likewise W_out.
+
+    Example:
+        >>> Conv2d(3, 16, kernel_size=3, padding=1).output_shape((3, 32, 32))
+        (16, 32, 32)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, rng=None, dtype=np.float32):
+        super().__init__()
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding = pair(padding, "padding")
+        self.dilation = pair(dilation, "dilation")
+        what = f"Conv2d({in_channels}, {out_channels}, kernel_size={kernel_size})"
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ConfigError(f"{what}: in_channels and out_channels must be >= 1")
+        check_conv_hyperparams(self.kernel_size, self.stride, self.padding, self.dilation, what)
+        if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ConfigError(f"{what}: groups={groups} must divide both in_channels "
+                              f"({in_channels}) and out_channels ({out_channels})")
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.params["weight"] = init.he_normal(shape, init.make_rng(rng), dtype)
+        if bias:
+            self.params["bias"] = np.zeros(self.out_channels, dtype=dtype)
+
+    def _check_input(self, x):
+        self._expect_rank(x, 4, "(N, C, H, W)")
+        if x.shape[1] != self.in_channels:
+            raise ShapeError(f"{self.where()} expected {self.in_channels} channels, got "
+                             f"{x.shape[1]} in input of shape {x.shape}")
+        self.output_shape(x.shape[1:])
+
+    def output_shape(self, input_shape):
+        c, h, w = input_shape
+        if c != self.in_channels:
+            raise ShapeError(f"{self.where()} expected {self.in_channels} channels, got "
+                             f"input shape {tuple(input_shape)}")
+        ho, wo = (conv_output_size(size, self.kernel_size[i], self.stride[i], self.padding[i],
+                                   self.dilation[i], what=self.where())
+                  for i, size in enumerate((h, w)))
+        return (self.out_channels, ho, wo)
+
+    def _forward(self, x, training, keep_cache):
+        out, self._cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
+                                          self.stride, self.padding, self.dilation, self.groups,
+                                          keep_cache=keep_cache)
+        return out
+
+    def _backward(self, dout):
+        dx, dw, db = conv2d_backward(dout, self._cache)
+        self.grads["weight"] = dw
+        if db is not None:
+            self.grads["bias"] = db
+        return dx
+
+    def extra_repr(self):
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        for name, default in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1))):
+            if getattr(self, name) != default:
+                text += f", {name}={getattr(self, name)}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if "bias" not in self.params:
+            text += ", bias=False"
+        return text

@@ -1,0 +1,1 @@
+"""Tools that walk a network: gradient checks (and, in later modules, summaries)."""
