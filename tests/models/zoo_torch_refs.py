@@ -5,6 +5,8 @@ layouts of torchvision/models/{vgg,resnet,googlenet,inception,alexnet}.py; the
 test loads volnet's state dict into them with ``strict=True``.
 """
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -101,3 +103,47 @@ class ResNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class AlexNet(nn.Module):
+    """torchvision.models.alexnet."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(True), nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(True), nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(True),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(True),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(True), nn.MaxPool2d(3, 2))
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(), nn.Linear(9216, 4096), nn.ReLU(True),
+            nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(True), nn.Linear(4096, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class CaffeAlexNet(nn.Module):
+    """bvlc_alexnet (the lecture's AlexNet): LRN, groups=2 in conv2/4/5, Caffe layer names."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        lrn = lambda: nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)  # noqa: E731
+        self.features = nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv2d(3, 96, 11, 4)), ("relu1", nn.ReLU()), ("norm1", lrn()),
+            ("pool1", nn.MaxPool2d(3, 2)),
+            ("conv2", nn.Conv2d(96, 256, 5, padding=2, groups=2)), ("relu2", nn.ReLU()),
+            ("norm2", lrn()), ("pool2", nn.MaxPool2d(3, 2)),
+            ("conv3", nn.Conv2d(256, 384, 3, padding=1)), ("relu3", nn.ReLU()),
+            ("conv4", nn.Conv2d(384, 384, 3, padding=1, groups=2)), ("relu4", nn.ReLU()),
+            ("conv5", nn.Conv2d(384, 256, 3, padding=1, groups=2)), ("relu5", nn.ReLU()),
+            ("pool5", nn.MaxPool2d(3, 2))]))
+        self.classifier = nn.Sequential(OrderedDict([
+            ("fc6", nn.Linear(9216, 4096)), ("relu6", nn.ReLU()), ("drop6", nn.Dropout()),
+            ("fc7", nn.Linear(4096, 4096)), ("relu7", nn.ReLU()), ("drop7", nn.Dropout()),
+            ("fc8", nn.Linear(4096, num_classes))]))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))

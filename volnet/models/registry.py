@@ -3,6 +3,7 @@ arguments ``num_classes``, ``in_channels`` and ``seed`` at least."""
 
 from __future__ import annotations
 
+from volnet.models.alexnet import alexnet, alexnet_torchvision
 from volnet.models.lenet import cifar_example, lenet5
 from volnet.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from volnet.models.vgg import (vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
@@ -11,6 +12,8 @@ from volnet.models.vgg import (vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn
 MODELS = {
     "lenet5": lenet5,
     "cifar_example": cifar_example,
+    "alexnet": alexnet,
+    "alexnet_torchvision": alexnet_torchvision,
     "vgg11": vgg11, "vgg13": vgg13, "vgg16": vgg16, "vgg19": vgg19,
     "vgg11_bn": vgg11_bn, "vgg13_bn": vgg13_bn, "vgg16_bn": vgg16_bn, "vgg19_bn": vgg19_bn,
     "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
@@ -21,6 +24,8 @@ MODELS = {
 INPUT_SHAPES = {
     "lenet5": (1, 28, 28),
     "cifar_example": (3, 32, 32),
+    "alexnet": (3, 227, 227),
+    "alexnet_torchvision": (3, 224, 224),
     **{name: (3, 224, 224) for name in MODELS if name.startswith(("vgg", "resnet"))},
 }
 
