@@ -1,0 +1,99 @@
+"""Worker for tests/train/test_distributed.py, launched as ``mpiexec -n W python dp_worker.py``.
+
+Trains a tiny conv net data-parallel with volnet's pieces (BatchIterator shards,
+GradientAllreducer, optional sync BN) and plain SGD, and saves each rank's
+weights. ``train`` with a world of one is the single-process reference.
+
+Usage:
+    dp_worker.py equiv OUT_DIR BN STEPS GLOBAL_BATCH BUCKET_MB
+    dp_worker.py fail {kill,hang,raise}
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+import volnet as vn
+from volnet.data.batches import BatchIterator
+from volnet.train.distributed import (GradientAllreducer, abort_on_error, broadcast_model,
+                                      get_communicator, local_batch_size)
+from volnet.train.sync_bn import convert_sync_batchnorm
+
+
+def build_net(bn: bool, seed: int = 0) -> vn.Sequential:
+    rng = np.random.default_rng(seed)
+    layers = [vn.Conv2d(2, 4, 3, padding=1, rng=rng)]
+    layers += [vn.BatchNorm2d(4)] if bn else []
+    layers += [vn.ReLU(), vn.MaxPool2d(2), vn.Flatten(), vn.Linear(4 * 4 * 4, 3, rng=rng)]
+    return vn.Sequential(*layers)
+
+
+def make_data(n: int = 48, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(n, 2, 8, 8), dtype=np.uint8), rng.integers(0, 3, size=n)
+
+
+def train(comm, bn: bool, steps: int, global_batch: int, bucket_mb: float = 25.0, lr: float = 0.5):
+    """``steps`` SGD steps on global batches of ``global_batch``; returns (net, reducer)."""
+    net = build_net(bn, seed=comm.rank)   # different on each rank: broadcast must fix it
+    if bn and comm.world_size > 1:
+        convert_sync_batchnorm(net, comm)
+    broadcast_model(net, comm)
+    x, y = make_data()
+    batches = BatchIterator(x, y, batch_size=local_batch_size(global_batch, comm.world_size),
+                            seed=3, shard=(comm.rank, comm.world_size))
+    reducer = GradientAllreducer(comm, bucket_mb=bucket_mb)
+    step, epoch = 0, 0
+    while step < steps:
+        for xb, yb in batches.batches(epoch):
+            if step == steps:
+                break
+            _, dscores = vn.softmax_cross_entropy(net.forward(xb, training=True), yb)
+            net.backward(dscores)
+            reducer(net)
+            for _, param, grad in net.named_params():
+                param -= lr * grad
+            step += 1
+        epoch += 1
+    return net, reducer
+
+
+def main(argv: list[str]) -> None:
+    comm = get_communicator(distributed=True)
+    with abort_on_error(comm):
+        if argv[0] == "equiv":
+            out, bn, steps, batch, bucket_mb = argv[1], argv[2] == "1", *map(float, argv[3:6])
+            net, reducer = train(comm, bn, int(steps), int(batch), bucket_mb)
+            np.savez(os.path.join(out, f"rank{comm.rank}.npz"), **net.state_dict())
+            with open(os.path.join(out, f"rank{comm.rank}.json"), "w") as f:
+                json.dump({"collectives": reducer.collectives, "steps": reducer.steps,
+                           "buckets": len(reducer.buckets)}, f)
+        elif argv[0] == "fail":
+            fail(comm, argv[1])
+
+
+def fail(comm, mode: str) -> None:
+    """Rank 1 dies, hangs or raises at step 2 of an allreduce loop; rank 0 carries on."""
+    net = build_net(False)
+    reducer = GradientAllreducer(comm)
+    x = np.random.default_rng(0).standard_normal((2, 2, 8, 8)).astype(np.float32)
+    for step in range(10_000):
+        if comm.rank == 1 and step == 2:
+            if mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif mode == "hang":
+                time.sleep(600)
+            elif mode == "raise":
+                raise ValueError("simulated failure in the training step")
+        _, dscores = vn.softmax_cross_entropy(net.forward(x, training=True), np.array([0, 1]))
+        net.backward(dscores)
+        reducer(net)
+    print(f"rank {comm.rank}: finished without noticing the failure", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

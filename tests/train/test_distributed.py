@@ -1,0 +1,185 @@
+"""Data-parallel training over MPI: real 2-rank runs under mpiexec, plus the single-process parts.
+
+The multi-process tests launch ``tests/train/mpi_scripts/dp_worker.py`` with
+``mpiexec -n 2`` in a subprocess with a timeout; the reference is the same
+training loop run in this process as a world of one with the global batch.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import volnet as vn
+from volnet.errors import ConfigError, VolnetError
+from volnet.train import distributed as dist
+from volnet.train.sync_bn import SyncBatchNorm2d, convert_sync_batchnorm, revert_sync_batchnorm
+
+WORKER = pathlib.Path(__file__).with_name("mpi_scripts") / "dp_worker.py"
+MPIEXEC = shutil.which("mpiexec", path=str(pathlib.Path(sys.executable).parent)) \
+    or shutil.which("mpiexec")
+
+
+def _load_worker():
+    spec = importlib.util.spec_from_file_location("dp_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+worker = _load_worker()
+
+
+def mpirun(nprocs: int, *args: str, timeout: float = 120, **env: str):
+    """Run the worker under mpiexec; returns (returncode, stdout + stderr, seconds)."""
+    environ = {k: v for k, v in os.environ.items() if k not in dist._LAUNCHER_VARS}
+    environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **env)
+    start = time.monotonic()
+    proc = subprocess.Popen([MPIEXEC, "-n", str(nprocs), sys.executable, str(WORKER), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=environ, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)   # the launcher and every rank it started
+        out, _ = proc.communicate()
+        pytest.fail(f"mpiexec -n {nprocs} {' '.join(args)} still running after {timeout} s:\n{out}")
+    return proc.returncode, out, time.monotonic() - start
+
+
+# ---- two ranks reproduce one process --------------------------------------------------------
+
+@pytest.mark.parametrize("bn, bucket_mb", [("0", "25"), ("1", "25"), ("0", "0.0005")],
+                         ids=["no-bn", "sync-bn", "many-buckets"])
+def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, bn, bucket_mb):
+    steps, global_batch = 5, 8
+    code, out, _ = mpirun(2, "equiv", str(tmp_path), bn, str(steps), str(global_batch), bucket_mb)
+    assert code == 0, out
+    ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in (0, 1)]
+    stats = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    reference, _ = worker.train(dist.Communicator(), bn == "1", steps, global_batch)
+    initial = worker.build_net(bn == "1").state_dict()
+    for key, want in reference.state_dict().items():
+        np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)   # in lockstep
+        np.testing.assert_allclose(ranks[0][key], want, rtol=2e-5, atol=2e-6, err_msg=key)
+    assert not np.allclose(reference.state_dict()["0.weight"], initial["0.weight"])
+    # one allreduce per bucket per step, never one per parameter
+    assert stats[0]["steps"] == steps
+    assert stats[0]["collectives"] == steps * stats[0]["buckets"]
+    assert stats[0]["buckets"] == (1 if bucket_mb == "25" else 3)
+
+
+# ---- a failing rank takes the others down -------------------------------------------------------
+
+@pytest.mark.parametrize("mode, message", [
+    ("kill", "BAD TERMINATION"),                                          # launcher notices
+    ("hang", "gradient allreduce did not complete within 2 s"),           # our deadline
+    ("raise", "rank 1 of 2 failed with ValueError: simulated failure"),   # abort_on_error
+])
+def test_failed_rank_stops_every_rank_with_a_clear_error(mode, message):
+    code, out, seconds = mpirun(2, "fail", mode, timeout=90, VOLNET_MPI_TIMEOUT="2")
+    assert code != 0, out
+    assert message in out
+    assert "finished without noticing" not in out
+    assert seconds < 60, f"took {seconds:.0f} s to notice"
+
+
+# ---- single-process parts --------------------------------------------------------------------
+
+def test_world_of_one_without_mpi_and_the_install_hint(monkeypatch):
+    for name in dist._LAUNCHER_VARS:
+        monkeypatch.delenv(name, raising=False)
+    assert dist.get_communicator().world_size == 1          # not launched by MPI
+    monkeypatch.setitem(sys.modules, "mpi4py", None)         # as if mpi4py were not installed
+    assert not dist.mpi_available()
+    assert dist.get_communicator().world_size == 1
+    with pytest.raises(ConfigError, match=r"pip install volnet\[mpi\]"):
+        dist.get_communicator(distributed=True)
+
+
+class TwoIdenticalRanks(dist.Communicator):
+    """Pretends a second rank holds the same arrays: a sum doubles them; records every call."""
+
+    world_size = 2
+
+    def __init__(self, other_layout=None):
+        self.calls, self.other_layout = [], other_layout
+
+    def allreduce_(self, arrays, what="allreduce"):
+        self.calls.append([a.size for a in arrays])
+        for a in arrays:
+            a *= 2
+
+    def broadcast_json(self, value, root=0):
+        return value if self.other_layout is None else self.other_layout
+
+
+def _net_with_grads(rng, dtype=np.float32):
+    net = worker.build_net(bn=True).astype(dtype)
+    x = rng.standard_normal((4, 2, 8, 8)).astype(dtype)
+    net.forward(x, training=True)
+    net.backward(rng.standard_normal((4, 3)).astype(dtype))
+    return net
+
+
+def test_allreducer_buckets_and_averages_in_place(rng):
+    net = _net_with_grads(rng)
+    before = {name: grad.copy() for name, _, grad in net.named_params()}
+    sizes = [g.size for g in before.values()]
+    comm = TwoIdenticalRanks()
+    reducer = dist.GradientAllreducer(comm, bucket_mb=4 * 200 / 2 ** 20)   # 200 floats a bucket
+    reducer(net)
+    reducer(net)
+    for name, _, grad in net.named_params():   # mean of two equal copies: unchanged
+        np.testing.assert_array_equal(grad, before[name])
+    assert comm.calls[0] == comm.calls[1]                       # one call per step, all buckets
+    assert sum(comm.calls[0]) == sum(sizes)                     # every gradient element, once
+    assert 1 < len(comm.calls[0]) < len(sizes)                  # fewer calls than parameters
+    assert reducer.bytes_per_step == 4 * sum(sizes)
+    assert reducer.collectives == 2 * len(comm.calls[0])
+
+
+def test_allreducer_refuses_ranks_with_different_networks(rng):
+    net = _net_with_grads(rng)
+    reducer = dist.GradientAllreducer(TwoIdenticalRanks(other_layout=[["0.weight", [1], "<f4"]]))
+    with pytest.raises(dist.DistributedError, match="differ from rank 0"):
+        reducer(net)
+    assert isinstance(dist.DistributedError("x"), VolnetError)
+
+
+def test_global_batch_must_split_evenly():
+    assert dist.local_batch_size(64, 4) == 16
+    with pytest.raises(ConfigError, match="multiple of the 3 ranks"):
+        dist.local_batch_size(64, 3)
+
+
+def test_abort_on_error_in_a_world_of_one_just_raises():
+    with pytest.raises(ValueError, match="boom"):
+        with dist.abort_on_error(dist.Communicator()):
+            raise ValueError("boom")
+
+
+def test_sync_batchnorm_alone_equals_batchnorm_and_converts_back(rng):
+    plain = worker.build_net(bn=True).astype(np.float64)
+    synced = convert_sync_batchnorm(plain.copy(), dist.Communicator())
+    assert isinstance(synced[1], SyncBatchNorm2d) and isinstance(synced[1], vn.BatchNorm2d)
+    x = rng.standard_normal((3, 2, 8, 8)) * 2 + 1
+    dout = rng.standard_normal((3, 3))
+    np.testing.assert_allclose(synced.forward(x, training=True), plain.forward(x, training=True),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(synced.backward(dout), plain.backward(dout), rtol=1e-10, atol=1e-12)
+    for (name, _, g_sync), (_, _, g_plain) in zip(synced.named_params(), plain.named_params()):
+        np.testing.assert_allclose(g_sync, g_plain, rtol=1e-10, atol=1e-12, err_msg=name)
+    for key, value in plain.state_dict().items():
+        np.testing.assert_allclose(synced.state_dict()[key], value, rtol=1e-12, err_msg=key)
+    revert_sync_batchnorm(synced)
+    assert type(synced[1]) is vn.BatchNorm2d and "comm" not in vars(synced[1])
