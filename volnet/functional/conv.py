@@ -16,6 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from volnet.errors import ConfigError, ShapeError
+from volnet.functional import conv_gemm
 
 
 def pair(value, name: str) -> tuple[int, int]:
@@ -141,13 +142,19 @@ def col2im(dcols, x_shape, kernel_size, stride, padding, dilation, out_size) -> 
     return dx_pad[:, :, ph:ph + h, pw:pw + w]
 
 
-def _is_pointwise(kernel_size, stride, padding) -> bool:
-    return kernel_size == (1, 1) and stride == (1, 1) and padding == (0, 0)
+def _adjoint_is_conv(channels_per_group, kernel_size, stride, padding, dilation) -> bool:
+    """Whether dx is best computed as a convolution with flipped filters (see conv_gemm).
+
+    Needs stride 1 and padding within the dilated kernel; with few input channels the
+    adjoint product is too thin for BLAS and col2im is faster (measured, benchmarks/README.md).
+    """
+    return (stride == (1, 1) and channels_per_group >= 16
+            and all(p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel_size)))
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
                    keep_cache=True):
-    """Convolution (cross-correlation) as one batched matrix product per group.
+    """Convolution (cross-correlation) as chunked im2col + matrix products.
 
     Args:
         x: (N, C, H, W) input. w: (F, C // groups, KH, KW). b: (F,) or None.
@@ -155,37 +162,32 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
 
     Returns:
         out (N, F, H_out, W_out) and the cache (None when ``keep_cache`` is False).
+        The cache holds the input, not its unrolled columns (backward re-unrolls
+        chunk by chunk), so a training step's memory stays near the activations'.
         A 1x1 stride-1 unpadded convolution is a plain matrix product with no unrolling.
     """
     n, c, h, wd = x.shape
     f, _, kh, kw = w.shape
+    dtype = np.result_type(x, w)
+    x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
     ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
-    if _is_pointwise((kh, kw), stride, padding):
-        cols = x.reshape(n, groups, c // groups, h * wd)
-    else:
-        cols = im2col(x, (kh, kw), stride, padding, dilation, groups, (ho, wo))
-    w_mat = w.reshape(groups, f // groups, -1)
-    out = np.matmul(w_mat, cols).reshape(n, f, ho, wo)   # (G, F/G, K) @ (N, G, K, P)
+    out = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo))
     if b is not None:
         out += b.reshape(1, f, 1, 1)
-    cache = (x.shape, cols, w, b is not None, stride, padding, dilation, groups) if keep_cache else None
+    cache = (x, w, b is not None, stride, padding, dilation, groups) if keep_cache else None
     return out, cache
 
 
 def conv2d_backward(dout, cache):
     """Gradients of :func:`conv2d_forward`: returns (dx, dw, db); db is None without bias."""
-    x_shape, cols, w, has_bias, stride, padding, dilation, groups = cache
-    n, f, ho, wo = dout.shape
+    x, w, has_bias, stride, padding, dilation, groups = cache
+    dout = np.ascontiguousarray(dout, dtype=x.dtype)
     kh, kw = w.shape[2:]
-    dout_g = dout.reshape(n, groups, f // groups, ho * wo)
-    # dw[g] = sum_n dout[n, g] @ cols[n, g].T, as one contraction over (n, p)
-    dw = np.einsum("ngfp,ngkp->gfk", dout_g, cols, optimize=True).reshape(w.shape)
+    dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    w_mat = w.reshape(groups, f // groups, -1)
-    dcols = np.matmul(w_mat.transpose(0, 2, 1), dout_g)   # (N, G, K, P)
-    if _is_pointwise((kh, kw), stride, padding):
-        dx = dcols.reshape(x_shape)
+    if _adjoint_is_conv(x.shape[1] // groups, (kh, kw), stride, padding, dilation):
+        dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)
     else:
-        dx = col2im(dcols, x_shape, (kh, kw), stride, padding, dilation, (ho, wo))
-    return dx, dw.astype(w.dtype, copy=False), db
+        dx = conv_gemm.input_grad_by_fold(dout, w, x.shape, stride, padding, dilation, groups)
+    return dx, dw, db

@@ -1,0 +1,171 @@
+"""Chunked im2col + GEMM convolution: the fast path behind ``conv2d_forward``.
+
+Why this shape (profiles in ``benchmarks/README.md``):
+
+* Unrolling the whole batch at once writes ``C*KH*KW`` times the input into a
+  fresh array (115 MB for a 16x64x56x56 3x3 layer); first-touch page faults
+  doubled the cost of that copy. Unrolling a few samples at a time into one
+  reused buffer keeps it in the last-level cache, so the matrix product reads
+  it back from cache.
+* The product writes NCHW output directly: per sample ``(F, K) @ (K, P)`` when
+  each image has many positions P, or one wide ``(F, K) @ (K, m*P)`` plus a
+  transpose when P is small (late layers, 7x7 or 14x14) and per-sample
+  products would be too thin for BLAS.
+* Backward never keeps the unrolled columns: it re-unrolls the input chunk by
+  chunk (as PyTorch does), which bounds memory to the input volume.
+* The input gradient of a stride-1 convolution is itself a convolution of the
+  padded output gradient with the flipped, transposed filters, so it reuses the
+  forward kernel instead of a KH*KW-pass col2im.
+
+Shapes: x (N, C, H, W), w (F, C/G, KH, KW), out (N, F, H_out, W_out),
+K = C/G * KH * KW, P = H_out * W_out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+CHUNK_BYTES = 8 * 2**20     # unrolled columns per chunk: well inside a 32 MB L3
+WIDE_BELOW = 1024           # positions per image under which one wide product wins
+
+
+def pad_zeros(x: np.ndarray, padding: tuple[int, int]) -> np.ndarray:
+    """Zero-pad H and W (one allocation and one copy; np.pad is several times slower)."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    n, c, h, w = x.shape
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    return xp
+
+
+def _windows(xp, kernel_size, stride, dilation, out_size, wide):
+    """Strided view of every window: (G-major) (C, KH, KW, m, Ho, Wo) if wide else (m, C, KH, KW, Ho, Wo)."""
+    m, c = xp.shape[:2]
+    sn, sc, sh, sw = xp.strides
+    (kh, kw), (st_h, st_w), (dh, dw), (ho, wo) = kernel_size, stride, dilation, out_size
+    if wide:
+        shape, strides = (c, kh, kw, m, ho, wo), (sc, sh * dh, sw * dw, sn, sh * st_h, sw * st_w)
+    else:
+        shape, strides = (m, c, kh, kw, ho, wo), (sn, sc, sh * dh, sw * dw, sh * st_h, sw * st_w)
+    return as_strided(xp, shape=shape, strides=strides, writeable=False)
+
+
+class _Plan:
+    """Chunk size, layout and a reusable column buffer for one convolution call."""
+
+    def __init__(self, x_shape, w_shape, out_size, groups, dtype):
+        n, c = x_shape[:2]
+        kh, kw = w_shape[2:]
+        self.k = c // groups * kh * kw
+        self.p = out_size[0] * out_size[1]
+        per_sample = c * kh * kw * self.p * np.dtype(dtype).itemsize
+        self.chunk = int(max(1, min(n, CHUNK_BYTES // max(per_sample, 1))))
+        self.wide = self.p < WIDE_BELOW
+        self.groups = groups
+        self._buf = np.empty(self.chunk * c * kh * kw * self.p, dtype=dtype)
+
+    def cols(self, xp_chunk, kernel_size, stride, dilation, out_size):
+        """Unroll a chunk: (G, K, m*P) if wide else (m, G, K, P), copied once into the buffer."""
+        view = _windows(xp_chunk, kernel_size, stride, dilation, out_size, self.wide)
+        m = xp_chunk.shape[0]
+        buf = self._buf[:view.size].reshape(view.shape)
+        np.copyto(buf, view)
+        if self.wide:
+            return buf.reshape(self.groups, self.k, m * self.p)
+        return buf.reshape(m, self.groups, self.k, self.p)
+
+
+def forward(x, w, stride, padding, dilation, groups, out_size):
+    """out (N, F, Ho, Wo) = cross-correlation of x with w (no bias)."""
+    n, c, h, wd = x.shape
+    f, _, kh, kw = w.shape
+    ho, wo = out_size
+    plan = _Plan(x.shape, w.shape, out_size, groups, x.dtype)
+    w_mat = w.reshape(groups, f // groups, plan.k)
+    out = np.empty((n, f, ho, wo), dtype=x.dtype)
+    if kh == kw == 1 and stride == (1, 1) and padding == (0, 0):
+        # 1x1: the input already is the column matrix, one product per sample
+        np.matmul(w_mat, x.reshape(n, groups, c // groups, h * wd),
+                  out=out.reshape(n, groups, f // groups, ho * wo))
+        return out
+    xp = pad_zeros(x, padding)
+    for s in range(0, n, plan.chunk):
+        e = min(n, s + plan.chunk)
+        cols = plan.cols(xp[s:e], (kh, kw), stride, dilation, out_size)
+        if plan.wide:
+            res = np.matmul(w_mat, cols)                        # (G, F/G, m*P)
+            out[s:e] = res.reshape(f, e - s, ho, wo).transpose(1, 0, 2, 3)
+        else:
+            np.matmul(w_mat, cols, out=out[s:e].reshape(e - s, groups, f // groups, plan.p))
+    return out
+
+
+def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
+    """dw (F, C/G, KH, KW) = sum over batch and positions of dout x unrolled x."""
+    n, c, h, wd = x.shape
+    f, _, kh, kw = w_shape
+    ho, wo = dout.shape[2:]
+    plan = _Plan(x.shape, w_shape, (ho, wo), groups, x.dtype)
+    fg = f // groups
+    dw = np.zeros((groups, fg, plan.k), dtype=x.dtype)
+    pointwise = kh == kw == 1 and stride == (1, 1) and padding == (0, 0)
+    xp = x if pointwise else pad_zeros(x, padding)
+    for s in range(0, n, plan.chunk):
+        e = min(n, s + plan.chunk)
+        d = dout[s:e]
+        if pointwise and not plan.wide:
+            cols = x[s:e].reshape(e - s, groups, plan.k, plan.p)
+        else:
+            cols = plan.cols(xp[s:e], (kh, kw), stride, dilation, (ho, wo))
+        if plan.wide:
+            d_t = np.ascontiguousarray(d.transpose(1, 0, 2, 3)).reshape(groups, fg, -1)
+            dw += np.matmul(d_t, cols.transpose(0, 2, 1))
+        else:
+            d_g = d.reshape(e - s, groups, fg, plan.p)
+            dw += np.matmul(d_g, cols.transpose(0, 1, 3, 2)).sum(axis=0)
+    return dw.reshape(w_shape)
+
+
+def flipped_transpose(w, groups):
+    """Filters of the adjoint convolution: (C, F/G, KH, KW), spatially flipped (the lecture's identity)."""
+    f, cg, kh, kw = w.shape
+    fg = f // groups
+    w_t = w.reshape(groups, fg, cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    return np.ascontiguousarray(w_t).reshape(groups * cg, fg, kh, kw)
+
+
+def input_grad_as_conv(dout, w, x_shape, padding, dilation, groups):
+    """dx for a stride-1 convolution: dout padded by D(K-1)-P, correlated with flipped filters."""
+    kh, kw = w.shape[2:]
+    full = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+    w_t = flipped_transpose(w, groups)
+    return forward(dout, w_t, (1, 1), full, dilation, groups, x_shape[2:])
+
+
+def input_grad_by_fold(dout, w, x_shape, stride, padding, dilation, groups):
+    """dx for any stride: columns W^T @ dout, summed back into their windows chunk by chunk."""
+    n, c, h, wd = x_shape
+    f, cg, kh, kw = w.shape
+    ho, wo = dout.shape[2:]
+    (st_h, st_w), (ph, pw), (dh, dw_) = stride, padding, dilation
+    fg = f // groups
+    w_t = w.reshape(groups, fg, -1).transpose(0, 2, 1)           # (G, K, F/G)
+    dx_pad = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=dout.dtype)
+    per_sample = c * kh * kw * ho * wo * dout.itemsize
+    chunk = int(max(1, min(n, CHUNK_BYTES // max(per_sample, 1))))
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        d_t = np.ascontiguousarray(dout[s:e].transpose(1, 0, 2, 3)).reshape(groups, fg, -1)
+        dcols = np.matmul(w_t, d_t).reshape(c, kh, kw, e - s, ho, wo)
+        target = dx_pad[s:e].transpose(1, 0, 2, 3)                 # (C, m, Hp, Wp) view
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * dh, i * dh + st_h * (ho - 1) + 1, st_h)
+                cols = slice(j * dw_, j * dw_ + st_w * (wo - 1) + 1, st_w)
+                target[:, :, rows, cols] += dcols[:, i, j]
+    if ph == pw == 0:
+        return dx_pad
+    return np.ascontiguousarray(dx_pad[:, :, ph:ph + h, pw:pw + wd])
