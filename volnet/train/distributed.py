@@ -246,7 +246,9 @@ class GradientAllreducer:
     allreduce (all buckets in flight together), scaled by 1/W and unpacked into
     the gradient arrays in place. With each rank's loss a mean over its local
     batch (all local batches equal), the result is the gradient of the mean over
-    the global batch. Call it between ``backward`` and the optimizer step.
+    the global batch. Call it between ``backward`` and the optimizer step, or pass
+    it as ``Trainer(grad_hook=...)``. Communication does not overlap backward:
+    volnet's backward is one call, so buckets are sent once it returns.
 
     Args:
         comm: the communicator (a world of one makes this a no-op).
@@ -275,12 +277,15 @@ class GradientAllreducer:
         """Bytes of gradient each rank sends into the allreduce per step."""
         return sum(buf.nbytes for buf, _ in self.buckets)
 
-    def __call__(self, model) -> None:
+    def __call__(self, grads_of) -> None:
+        """Average in place the gradients of ``grads_of``: a network, or (name, grad) pairs
+        (what ``Trainer(grad_hook=...)`` passes)."""
         if self.comm.world_size == 1:
             return
         start = time.perf_counter()
-        grads = {name: grad for name, _, grad in model.named_params(trainable_only=True)
-                 if grad is not None}
+        pairs = ([(n, g) for n, _, g in grads_of.named_params(trainable_only=True)]
+                 if hasattr(grads_of, "named_params") else grads_of)
+        grads = {name: grad for name, grad in pairs if grad is not None}
         self._ensure_layout(grads)
         for buf, slots in self.buckets:
             for name, lo, hi in slots:
