@@ -12,6 +12,7 @@ from volnet.errors import VolnetError
 # Subcommand modules under volnet.commands, in the order ``volnet --help`` lists them.
 COMMANDS = [
     "summary",
+    "demo",
 ]
 
 

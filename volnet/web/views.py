@@ -1,0 +1,80 @@
+"""What the page draws, computed from a network: summary rows, filters, activation maps.
+
+Everything here runs the net in inference mode (``training=False``) and returns
+plain JSON-ready lists; images travel as 0-255 integers, one row-major list per
+map, normalised per map so faint filters stay visible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from volnet.functional.loss import softmax
+from volnet.layers import Layer
+
+MAX_MAPS = 16       # activation maps shown per layer
+MAX_FILTERS = 32    # first-layer filters shown
+
+
+def to_grey(a: np.ndarray) -> list[int]:
+    """Scale an array to 0..255 (min -> 0, max -> 255) and flatten it row-major.
+
+    Example:
+        >>> to_grey(np.array([[0.0, 0.5], [1.0, 1.0]]))
+        [0, 128, 255, 255]
+    """
+    a = np.asarray(a, dtype=np.float64)
+    low, span = a.min(), np.ptp(a)
+    scaled = (a - low) / span if span > 0 else np.zeros_like(a)
+    return np.rint(scaled * 255).astype(np.uint8).ravel().tolist()
+
+
+def summary_rows(net: Layer, input_shape: tuple[int, ...]) -> dict:
+    """The summary table: one row per top-level layer with its output volume and parameters."""
+    rows, shape = [{"name": "input", "layer": "", "shape": list(input_shape), "params": 0}], input_shape
+    for name, layer in net.named_children() or [("0", net)]:
+        shape = layer.output_shape(shape)
+        rows.append({"name": name, "layer": repr(layer).split("\n")[0], "shape": list(shape),
+                     "params": layer.num_params()})
+    return {"rows": rows, "total_params": net.num_params()}
+
+
+def first_layer_filters(net: Layer, input_shape: tuple[int, ...]) -> dict:
+    """The first weighted layer's filters as images.
+
+    A conv layer gives its (K, C, F, F) filters, channels averaged; a first
+    fully connected layer gives each unit's weights over the input image,
+    as ConvNetJS shows them.
+    """
+    for path, layer in net.named_layers():
+        weight = layer.params.get("weight")
+        if weight is None:
+            continue
+        if weight.ndim == 4:
+            maps = weight.mean(axis=1)
+        else:
+            maps = weight.reshape((weight.shape[0],) + tuple(input_shape)).mean(axis=1)
+        maps = maps[:MAX_FILTERS]
+        return {"layer": path, "size": list(maps.shape[1:]),
+                "filters": [to_grey(m) for m in maps]}
+    return {"layer": None, "size": [0, 0], "filters": []}
+
+
+def _layer_view(name: str, layer: Layer, out: np.ndarray) -> dict:
+    view = {"name": name, "layer": repr(layer).split("\n")[0], "shape": list(out.shape[1:])}
+    if out.ndim == 4:
+        view["maps"] = [to_grey(m) for m in out[0, :MAX_MAPS]]
+    else:
+        view["values"] = np.round(out[0].astype(np.float64), 4).ravel()[:256].tolist()
+    return view
+
+
+def activations(net: Layer, x: np.ndarray) -> dict:
+    """Every top-level layer's output for one example ``x`` (1, C, H, W), and its class probabilities."""
+    layers, out = [], x
+    for name, layer in net.named_children() or [("0", net)]:
+        out = layer.forward(out, training=False)
+        layers.append(_layer_view(name, layer, out))
+    probs = softmax(out.reshape(1, -1).astype(np.float64))[0]
+    return {"input": to_grey(x[0, 0]), "layers": layers, "probs": probs.round(6).tolist()}
+
