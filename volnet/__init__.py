@@ -16,6 +16,8 @@ from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2
                            Conv2d, Dropout, Flatten, GlobalAvgPool2d, Identity, Layer, LeakyReLU,
                            Linear, LocalResponseNorm, MaxPool2d, ReLU, Residual, Sequential,
                            Sigmoid, Softmax, Tanh)
+from volnet.io.checkpoint import load, save
+from volnet.train import SGD, Adagrad, Adam, RMSProp, Trainer, fit
 
 __version__ = "0.1.0"
 
@@ -27,4 +29,5 @@ __all__ = [
     "softmax", "softmax_cross_entropy", "svm_hinge_loss", "conv_output_size",
     "VolnetError", "ShapeError", "DTypeError", "ConfigError", "NonFiniteError", "StateError",
     "StateDictError", "CheckpointError", "DataError", "TrainingDivergedError",
+    "load", "save", "fit", "Trainer", "SGD", "Adam", "RMSProp", "Adagrad",
 ]

@@ -60,6 +60,15 @@ def launched_by_mpi() -> bool:
     return any(name in os.environ for name in _LAUNCHER_VARS)
 
 
+def _launched_size() -> int:
+    """World size announced by the launcher's environment (1 when unknown)."""
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
 def _timeout_from_env(timeout: float | None) -> float:
     if timeout is None:
         timeout = float(os.environ.get("VOLNET_MPI_TIMEOUT", DEFAULT_TIMEOUT))
@@ -193,7 +202,7 @@ def get_communicator(distributed: bool | None = None, timeout: float | None = No
     if distributed is False:
         return Communicator()
     if not mpi_available():
-        if distributed:
+        if distributed or _launched_size() > 1:   # W copies would each train alone otherwise
             raise ConfigError("distributed training needs mpi4py and an MPI library; install "
                               f"them with `{INSTALL_HINT}` and launch with `mpiexec -n 4 volnet "
                               "train ...` (or srun on a Slurm cluster)")
@@ -339,3 +348,24 @@ def broadcast_model(model, comm: Communicator, root: int = 0) -> None:
                     store[name] = value = np.ascontiguousarray(value).copy()
                 arrays.append(value)
     comm.broadcast_(arrays, root, "broadcast of the initial weights")
+
+
+def data_parallel(net, comm: Communicator, *, sync_bn: bool = False,
+                  bucket_mb: float = 25.0) -> GradientAllreducer:
+    """Prepare ``net`` for data-parallel training; returns the Trainer's ``grad_hook``.
+
+    Converts batch norm to synchronised batch norm when ``sync_bn`` (otherwise
+    each rank normalises with its local batch and keeps its own running
+    statistics; rank 0's are saved), then copies rank 0's weights to every rank.
+
+    Example:
+        >>> hook = data_parallel(vn.Linear(4, 2), get_communicator(distributed=False))
+        >>> type(hook).__name__
+        'GradientAllreducer'
+    """
+    if sync_bn:
+        from volnet.train.sync_bn import convert_sync_batchnorm
+
+        convert_sync_batchnorm(net, comm)
+    broadcast_model(net, comm)
+    return GradientAllreducer(comm, bucket_mb=bucket_mb)

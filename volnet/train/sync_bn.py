@@ -20,7 +20,8 @@ float rounding), at the price of collectives inside forward and backward:
   ``dbeta`` stay local sums and are averaged with the other gradients.
 
 Inference (``training=False``) uses the running statistics and communicates
-nothing.
+nothing. A layer without a communicator (``comm=None``, as when a checkpoint
+of a sync-BN run is loaded) behaves exactly as plain batch norm.
 
 Example:
     >>> from volnet.train.distributed import get_communicator
@@ -57,7 +58,7 @@ class _SyncMixin:
         return np.split(buf, np.cumsum([np.size(p) for p in parts])[:-1])
 
     def _forward(self, x, training, keep_cache):
-        if not training:
+        if not training or self.comm is None:   # e.g. rebuilt from a checkpoint: plain BN
             return super()._forward(x, training, keep_cache)
         axes, dtype = _axes(x), x.dtype
         total, count = self._allreduce(x.sum(axis=axes, dtype=np.float64),

@@ -1,0 +1,11 @@
+"""Datasets and batches: MNIST-format IDX files, CIFAR-10 binary, image folders, downloads.
+
+Nothing here unpickles: IDX, CIFAR-10 *binary* batches and image files only.
+"""
+
+from volnet.data.batches import BatchIterator
+from volnet.data.datasets import Dataset, load_mnist_folder, load_mnist_sample, sample_dir
+from volnet.data.idx import read_idx, write_idx
+
+__all__ = ["BatchIterator", "Dataset", "load_mnist_folder", "load_mnist_sample", "sample_dir",
+           "read_idx", "write_idx"]

@@ -1,0 +1,143 @@
+"""A network's architecture as JSON, and back: what lets ``volnet.load`` rebuild a net.
+
+Every layer becomes ``{"type": "Conv2d", "module": "volnet.layers.conv", "args": {...}}``;
+containers add ``"children": [[name, config], ...]`` so child names (and with
+them state-dict keys) survive; Residual records ``body_name``,
+``shortcut_name`` and its activation. Arguments are recovered from the
+constructor's signature: each parameter is read from the attribute of the same
+name (``kernel_size``, ``stride``...), with a few spelled-out exceptions
+(``bias`` is whether the layer has a bias parameter). ``rng`` and ``dtype``
+are not architecture: weights come from the checkpoint, dtype from them.
+
+Rebuilding imports nothing outside ``volnet`` and only instantiates ``Layer``
+subclasses, so a forged config cannot run arbitrary code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+
+import numpy as np
+
+from volnet.errors import CheckpointError, ConfigError
+from volnet.layers import Concat, Layer, Residual, Sequential
+
+_SKIP = {"self", "rng", "dtype", "seed"}
+FORMAT = 1
+
+
+def _plain(value):
+    """JSON-friendly copy of an attribute value (tuples -> lists, NumPy scalars -> Python)."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ConfigError(f"cannot describe {value!r} ({type(value).__name__}) as JSON")
+
+
+def _leaf_args(layer: Layer) -> dict:
+    args = {}
+    for name, param in inspect.signature(type(layer).__init__).parameters.items():
+        if name in _SKIP or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if name == "bias" and isinstance(param.default, bool):
+            args[name] = "bias" in layer.params
+        elif hasattr(layer, name):
+            args[name] = _plain(getattr(layer, name))
+        elif param.default is inspect.Parameter.empty:
+            raise ConfigError(f"{layer.where()}: cannot recover constructor argument {name!r} "
+                              f"of {type(layer).__name__} (no attribute of that name)")
+    return args
+
+
+def layer_config(layer: Layer) -> dict:
+    """The JSON-serialisable description of ``layer`` and all its children."""
+    config = {"type": type(layer).__name__, "module": type(layer).__module__}
+    if isinstance(layer, Residual):
+        names = {id(child): name for name, child in layer.named_children()}
+        config["args"] = {"body_name": names[id(layer.body)],
+                          "shortcut_name": names.get(id(layer.shortcut), "shortcut")}
+        config["children"] = [[role, layer_config(child)] for role, child in
+                              (("body", layer.body), ("shortcut", layer.shortcut),
+                               ("activation", layer.activation)) if child is not None]
+    elif isinstance(layer, (Sequential, Concat)):
+        config["args"] = {}
+        config["children"] = [[name, layer_config(child)] for name, child in layer.named_children()]
+    else:
+        if layer.named_children():
+            raise ConfigError(f"{layer.where()}: {type(layer).__name__} has children but no "
+                              "architecture rule; describe it with Sequential/Residual/Concat")
+        config["args"] = _leaf_args(layer)
+    if layer.frozen:
+        config["frozen"] = sorted(layer.frozen)
+    return config
+
+
+def _layer_class(config: dict) -> type:
+    module_name, type_name = config.get("module", ""), config.get("type", "")
+    if not isinstance(module_name, str) or not (module_name == "volnet" or module_name.startswith("volnet.")):
+        raise CheckpointError(f"architecture names module {module_name!r}; only volnet layers "
+                              "can be rebuilt")
+    try:
+        cls = getattr(importlib.import_module(module_name), type_name)
+    except (ImportError, AttributeError):
+        raise CheckpointError(f"architecture names unknown layer {module_name}.{type_name}; "
+                              "is this checkpoint from a newer volnet?") from None
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise CheckpointError(f"{module_name}.{type_name} is not a volnet Layer")
+    return cls
+
+
+def build_layer(config: dict, dtype=np.float32) -> Layer:
+    """Rebuild a layer (with fresh weights) from :func:`layer_config` output."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"layer config must be an object, got {type(config).__name__}")
+    cls = _layer_class(config)
+    args = dict(config.get("args") or {})
+    children = [(name, build_layer(child, dtype)) for name, child in config.get("children", [])]
+    try:
+        if cls is Residual or issubclass(cls, Residual):
+            roles = dict(children)
+            layer = cls(roles["body"], roles.get("shortcut"), roles.get("activation"), **args)
+        elif issubclass(cls, (Sequential, Concat)):
+            layer = cls(dict(children)) if children else cls()
+        else:
+            if "dtype" in inspect.signature(cls.__init__).parameters:
+                args["dtype"] = dtype
+            layer = cls(**args)
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"cannot rebuild {config.get('type')} from {args}: {err}") from None
+    layer.frozen |= set(config.get("frozen", []))
+    return layer
+
+
+def to_json(net: Layer) -> str:
+    """``net``'s architecture as a JSON string (format version included).
+
+    Example:
+        >>> from volnet.models import lenet5
+        >>> net = from_json(to_json(lenet5()))
+        >>> net.output_shape((1, 28, 28))
+        (10,)
+    """
+    return json.dumps({"format": FORMAT, "net": layer_config(net)}, separators=(",", ":"))
+
+
+def from_json(text: str, dtype=np.float32) -> Layer:
+    """Rebuild a network (fresh weights) from :func:`to_json` output."""
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as err:
+        raise CheckpointError(f"architecture is not valid JSON: {err}") from None
+    if not isinstance(doc, dict) or "net" not in doc:
+        raise CheckpointError("architecture JSON must be an object with a 'net' entry")
+    if doc.get("format", 0) > FORMAT:
+        raise CheckpointError(f"architecture format {doc.get('format')} is newer than this "
+                              f"volnet understands ({FORMAT}); upgrade volnet")
+    net = build_layer(doc["net"], dtype)
+    net._set_path("")
+    return net

@@ -1,0 +1,235 @@
+"""Update rules: one class per rule, state kept in the optimizer (CS231n, PyTorch formulas).
+
+Every optimizer has the same shape::
+
+    opt = SGD(lr=0.01, momentum=0.9)
+    params = {name: p for name, p, _ in net.named_params(trainable_only=True)}
+    grads = {name: g for name, _, g in net.named_params(trainable_only=True)}
+    opt.step(params, grads)        # updates the arrays in ``params`` in place
+
+State (momentum buffers, Adam moments, step count) is keyed by parameter name,
+so it travels in checkpoints and resumes exactly. ``weight_decay`` is L2
+regularisation added to the gradient, as in ``torch.optim`` (so results agree
+step for step with PyTorch).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from volnet.errors import ConfigError, StateDictError, StateError
+
+
+class Optimizer:
+    """Base class: validates hyperparameters, owns per-parameter state and the step count."""
+
+    slots: tuple[str, ...] = ()          # names of the per-parameter state arrays
+
+    def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
+        if not lr > 0:
+            raise ConfigError(f"{type(self).__name__}: lr must be > 0, got {lr}")
+        if weight_decay < 0:
+            raise ConfigError(f"{type(self).__name__}: weight_decay must be >= 0, got {weight_decay}")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.t = 0                                         # completed steps
+        self.state: dict[str, dict[str, np.ndarray]] = {}  # param name -> slot -> array
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        """Update every array in ``params`` in place from the matching entry in ``grads``."""
+        self.t += 1
+        for name, p in params.items():
+            g = grads.get(name)
+            if g is None:
+                raise StateError(f"no gradient for parameter {name}; run forward(training=True) "
+                                 "and backward before optimizer.step")
+            if g.shape != p.shape:
+                raise ConfigError(f"{type(self).__name__}: gradient of {name} has shape "
+                                  f"{g.shape}, parameter has {p.shape}")
+            if self.weight_decay:
+                g = g + self.weight_decay * p
+            state = self.state.get(name)
+            if state is None:
+                state = self.state[name] = {s: np.zeros_like(p) for s in self.slots}
+            self._update(p, g, state)
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict:
+        """JSON-serialisable constructor arguments (lr included)."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def state_dict(self) -> dict:
+        """{"type", "hyper", "t", "state": {param: {slot: array}}} with copied arrays."""
+        return {"type": type(self).__name__, "hyper": self.hyperparameters(), "t": self.t,
+                "state": {n: {s: a.copy() for s, a in st.items()} for n, st in self.state.items()}}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Restore the step count, hyperparameters and per-parameter state."""
+        if sd.get("type") != type(self).__name__:
+            raise StateDictError(f"optimizer state is for {sd.get('type')}, not "
+                                 f"{type(self).__name__}; build the matching optimizer")
+        for name, st in sd["state"].items():
+            if set(st) != set(self.slots):
+                raise StateDictError(f"{type(self).__name__}: state of {name} has slots "
+                                     f"{sorted(st)}, expected {sorted(self.slots)}")
+        for key, value in sd.get("hyper", {}).items():
+            setattr(self, key, value)
+        self.t = int(sd["t"])
+        self.state = {n: {s: np.array(a) for s, a in st.items()} for n, st in sd["state"].items()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum.
+
+    ``v = momentum * v + g`` (PyTorch's form, no dampening); the update is
+    ``p -= lr * v``, or ``p -= lr * (g + momentum * v)`` with ``nesterov``.
+
+    Args:
+        lr: Learning rate.
+        momentum: Velocity decay in [0, 1). Default 0 (plain SGD).
+        nesterov: Use Nesterov's look-ahead gradient (needs momentum > 0).
+        weight_decay: L2 penalty added to the gradient.
+
+    Example:
+        >>> p = {"w": np.array([1.0])}
+        >>> SGD(lr=0.1).step(p, {"w": np.array([2.0])})
+        >>> p["w"]
+        array([0.8])
+    """
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        if not 0.0 <= momentum < 1.0:
+            raise ConfigError(f"SGD: momentum must be in [0, 1), got {momentum}")
+        if nesterov and momentum == 0:
+            raise ConfigError("SGD: nesterov=True needs momentum > 0")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.slots = ("momentum_buffer",) if momentum else ()
+
+    def _update(self, p, g, state):
+        if not self.momentum:
+            p -= self.lr * g
+            return
+        v = state["momentum_buffer"]
+        # The buffer starts at zero, so the first step gives v = g, as PyTorch's does.
+        v *= self.momentum
+        v += g
+        p -= self.lr * (g + self.momentum * v if self.nesterov else v)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias-corrected first and second moments.
+
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
+    ``p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``; the
+    corrections *divide* (ConvNetJS multiplied, a bug for years).
+
+    Example:
+        >>> p = {"w": np.array([1.0])}
+        >>> Adam(lr=0.1).step(p, {"w": np.array([5.0])})   # first step moves by ~lr
+        >>> p["w"].round(6)
+        array([0.9])
+    """
+
+    slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        if not all(0.0 <= b < 1.0 for b in betas) or eps <= 0:
+            raise ConfigError(f"Adam: need 0 <= betas < 1 and eps > 0, got betas={betas}, eps={eps}")
+        self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
+
+    def _update(self, p, g, state):
+        b1, b2 = self.betas
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        m_hat = m / (1 - b1 ** self.t)
+        v_hat = v / (1 - b2 ** self.t)
+        p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "betas": list(self.betas), "eps": self.eps}
+
+    def load_state_dict(self, sd):
+        super().load_state_dict(sd)
+        self.betas = tuple(self.betas)
+
+
+class RMSProp(Optimizer):
+    """RMSProp (Hinton): ``v = alpha v + (1 - alpha) g^2``, ``p -= lr g / (sqrt(v) + eps)``.
+
+    Example:
+        >>> p = {"w": np.array([1.0])}
+        >>> RMSProp(lr=0.01, alpha=0.99).step(p, {"w": np.array([1.0])})
+        >>> p["w"].round(4)   # 1 - 0.01 / sqrt(0.01)
+        array([0.9])
+    """
+
+    slots = ("square_avg",)
+
+    def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        if not 0.0 <= alpha < 1.0 or eps <= 0:
+            raise ConfigError(f"RMSProp: need 0 <= alpha < 1 and eps > 0, got alpha={alpha}, eps={eps}")
+        self.alpha, self.eps = float(alpha), float(eps)
+
+    def _update(self, p, g, state):
+        v = state["square_avg"]
+        v *= self.alpha
+        v += (1 - self.alpha) * g * g
+        p -= self.lr * g / (np.sqrt(v) + self.eps)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "alpha": self.alpha, "eps": self.eps}
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al. 2011): ``s += g^2``, ``p -= lr g / (sqrt(s) + eps)``.
+
+    Example:
+        >>> p = {"w": np.array([1.0])}
+        >>> Adagrad(lr=0.5).step(p, {"w": np.array([3.0])})
+        >>> p["w"].round(6)
+        array([0.5])
+    """
+
+    slots = ("sum",)
+
+    def __init__(self, lr: float = 0.01, eps: float = 1e-10, weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        if eps <= 0:
+            raise ConfigError(f"Adagrad: eps must be > 0, got {eps}")
+        self.eps = float(eps)
+
+    def _update(self, p, g, state):
+        s = state["sum"]
+        s += g * g
+        p -= self.lr * g / (np.sqrt(s) + self.eps)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "eps": self.eps}
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "rmsprop": RMSProp, "adagrad": Adagrad}
+
+
+def make_optimizer(name: str, **kwargs) -> Optimizer:
+    """Build an optimizer by its CLI name (sgd, adam, rmsprop, adagrad)."""
+    if name.lower() not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name.lower()](**kwargs)

@@ -1,0 +1,285 @@
+"""The training loop, shared by ``volnet train``, the web demo and MPI training.
+
+API (stable; the demo and distributed training build on it)::
+
+    trainer = Trainer(net, optimizer, loss=softmax_cross_entropy, callbacks=[...],
+                      grad_hook=None, is_main=True, progress=True, schedule=None)
+    history = trainer.fit(train_batches, epochs=10, val=(x_val, y_val))
+
+* ``train_batches`` is a :class:`volnet.data.BatchIterator` (seeded, optionally
+  sharded with ``shard=(rank, world_size)``); ``val`` is a (float images,
+  labels) pair or a BatchIterator, evaluated after every epoch.
+* Callbacks (:mod:`volnet.train.callbacks`) get ``on_train_begin(trainer)``,
+  ``on_batch_end(trainer, logs)``, ``on_epoch_end(trainer, logs)`` and
+  ``on_train_end(trainer, logs)``. Batch logs: ``epoch, batch, step, loss,
+  accuracy, images_per_s, lr``; epoch logs add ``val_loss, val_accuracy,
+  time``; all values are plain Python numbers. ``epoch`` counts from 1.
+* ``trainer.stop()`` (thread-safe) ends training after the current batch;
+  ``trainer.pause()`` / ``trainer.resume()`` hold it between batches. A
+  callback may also call ``trainer.stop()``.
+* ``grad_hook(named_grads)`` is called after backward and before the update
+  with a list of (name, gradient array); it may change the arrays in place
+  (an MPI allreduce that averages them).
+* ``is_main=False`` silences the progress bar and makes checkpoint callbacks
+  do nothing (only rank 0 writes).
+* ``trainer.net``, ``trainer.optimizer``, ``trainer.history``,
+  ``trainer.epoch`` (completed epochs), ``trainer.step`` (completed updates)
+  are public; ``trainer.state_dict()`` is what checkpoints save and
+  :func:`volnet.io.checkpoint.resume` restores. Resuming from a checkpoint of
+  epoch k (or mid-epoch) and training to epoch n gives the same weights, bit
+  for bit, as an uninterrupted run (same machine, same BLAS thread count).
+* A NaN/inf loss or gradient norm raises :class:`TrainingDivergedError`
+  *before* the update, so the network keeps its last finite weights.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+
+import numpy as np
+
+from volnet.errors import ConfigError, NonFiniteError, TrainingDivergedError
+from volnet.functional.loss import softmax_cross_entropy
+
+
+class History(dict):
+    """Per-epoch metrics: ``history["val_accuracy"][-1]``; keys as in the epoch logs."""
+
+    def append(self, logs: dict) -> None:
+        for key, value in logs.items():
+            self.setdefault(key, []).append(value)
+
+
+def evaluate(net, x, y=None, loss=softmax_cross_entropy, batch_size: int = 500) -> dict:
+    """Mean loss and accuracy of ``net`` in inference mode.
+
+    Args:
+        net: a network returning class scores (N, num_classes).
+        x: float images, or a BatchIterator (then ``y`` is None).
+        y: integer labels for ``x``.
+
+    Returns:
+        {"loss": float, "accuracy": float, "predictions": int array}.
+    """
+    batches = x.batches(0) if y is None else (
+        (x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size))
+    total_loss, correct, count, preds = 0.0, 0, 0, []
+    for xb, yb in batches:
+        scores = net.forward(xb, training=False)
+        batch_loss, _ = loss(scores, yb)
+        total_loss += batch_loss * len(yb)
+        pred = scores.argmax(axis=1)
+        correct += int((pred == yb).sum())
+        count += len(yb)
+        preds.append(pred)
+    if count == 0:
+        raise ConfigError("evaluate: the evaluation set is empty")
+    return {"loss": total_loss / count, "accuracy": correct / count,
+            "predictions": np.concatenate(preds)}
+
+
+class Trainer:
+    """Runs epochs of forward, loss, backward, (hook), update; evaluates; calls callbacks.
+
+    Args:
+        net: the network (any Layer producing class scores).
+        optimizer: an :class:`volnet.train.optim.Optimizer`.
+        loss: ``loss(scores, labels) -> (value, dscores)``.
+        callbacks: objects with any of the ``on_*`` methods listed above.
+        grad_hook: ``hook(named_grads)`` run between backward and the update.
+        schedule: a learning-rate schedule stepped after each epoch (its
+            ``step`` gets ``val_loss`` when it is a ReduceLROnPlateau).
+        is_main: False on ranks other than 0: no output, no checkpoint files.
+        progress: show a tqdm progress bar (only when ``is_main``).
+        metadata: extra JSON saved in checkpoints (preprocessing, class names).
+    """
+
+    def __init__(self, net, optimizer, loss=softmax_cross_entropy, *, callbacks=(),
+                 grad_hook=None, schedule=None, is_main: bool = True, progress: bool = True,
+                 metadata: dict | None = None) -> None:
+        self.net, self.optimizer, self.loss = net, optimizer, loss
+        self.callbacks = list(callbacks)
+        self.grad_hook, self.schedule = grad_hook, schedule
+        self.is_main, self.progress = bool(is_main), bool(progress)
+        self.metadata = dict(metadata or {})
+        self.history = History()
+        self.epoch = 0            # completed epochs
+        self.step = 0             # completed updates
+        self.batch = 0            # completed batches of the running epoch
+        self.seen = 0             # examples of the running epoch consumed by all ranks
+        self.last_loss = None     # last finite training loss
+        self.batches_config = None
+        self._running = {"loss": 0.0, "correct": 0, "count": 0, "time": 0.0}
+        self._stop = threading.Event()
+        self._go = threading.Event()
+        self._go.set()
+
+    # ---- control from outside (thread-safe) ------------------------------------
+    def stop(self) -> None:
+        """End training after the current batch (``fit`` returns normally)."""
+        self._stop.set()
+        self._go.set()
+
+    def pause(self) -> None:
+        """Hold training between batches until :meth:`resume` or :meth:`stop`."""
+        self._go.clear()
+
+    def resume(self) -> None:
+        """Continue after :meth:`pause`."""
+        self._go.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # ---- the loop ------------------------------------------------------------------
+    def fit(self, batches, epochs: int, val=None) -> History:
+        """Train until ``epochs`` epochs are complete (counting epochs already done).
+
+        Returns the history; raises TrainingDivergedError on NaN/inf.
+        """
+        if epochs < 1:
+            raise ConfigError(f"fit: epochs must be >= 1, got {epochs}")
+        self._stop.clear()
+        self.batches_config = batches.config()
+        self._call("on_train_begin", self)
+        logs = {}
+        while self.epoch < epochs and not self.stopped:
+            logs = self._run_epoch(batches, epochs)
+            if self.stopped and self.batch:       # stopped mid-epoch: no epoch-end logs
+                break
+            logs.update(self._validate(val))
+            self._end_epoch(logs)
+        self._call("on_train_end", self, logs)
+        return self.history
+
+    def _run_epoch(self, batches, epochs: int) -> dict:
+        skip = min(self.seen, len(batches.x))
+        bar = self._bar(batches.num_batches(skip), epochs)
+        start = time.perf_counter()
+        for xb, yb in batches.batches(self.epoch, skip=skip):
+            self._go.wait()
+            if self.stopped:
+                break
+            t0 = time.perf_counter()
+            loss, correct = self._train_step(xb, yb)
+            self.seen += batches.examples_per_step
+            dt = time.perf_counter() - t0
+            run = self._running
+            run["loss"] += loss * len(yb)
+            run["correct"] += correct
+            run["count"] += len(yb)
+            run["time"] += dt
+            logs = {"epoch": self.epoch + 1, "batch": self.batch, "step": self.step,
+                    "loss": loss, "accuracy": correct / len(yb),
+                    "images_per_s": len(yb) * batches.world_size / max(dt, 1e-9),
+                    "lr": self.optimizer.lr}
+            if bar is not None:
+                bar.set_postfix(loss=f"{run['loss'] / run['count']:.4f}",
+                                acc=f"{run['correct'] / run['count']:.3f}",
+                                img_s=f"{logs['images_per_s']:.0f}", refresh=False)
+                bar.update(1)
+            self._call("on_batch_end", self, logs)
+        if bar is not None:
+            bar.close()
+        run = self._running
+        count = max(run["count"], 1)
+        return {"epoch": self.epoch + 1, "step": self.step, "loss": run["loss"] / count,
+                "accuracy": run["correct"] / count,
+                "images_per_s": run["count"] * batches.world_size / max(run["time"], 1e-9),
+                "lr": self.optimizer.lr, "time": time.perf_counter() - start}
+
+    def _train_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, int]:
+        scores = self.net.forward(xb, training=True)
+        try:
+            loss, dscores = self.loss(scores, yb)
+        except NonFiniteError:
+            loss, dscores = math.nan, None
+        if not math.isfinite(loss):
+            self._diverged(f"loss became {loss}")
+        self.net.backward(dscores.astype(scores.dtype, copy=False))
+        named = [(n, p, g) for n, p, g in self.net.named_params(trainable_only=True)]
+        if self.grad_hook is not None:
+            self.grad_hook([(n, g) for n, _, g in named])
+        norm = math.sqrt(sum(float(np.vdot(g, g)) for _, _, g in named))
+        if not math.isfinite(norm):
+            self._diverged(f"gradient norm became {norm}")
+        self.optimizer.step({n: p for n, p, _ in named}, {n: g for n, _, g in named})
+        self.step += 1
+        self.batch += 1
+        self.last_loss = loss
+        return loss, int((scores.argmax(axis=1) == yb).sum())
+
+    def _diverged(self, what: str) -> None:
+        raise TrainingDivergedError(
+            f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}, batch "
+            f"{self.batch + 1}): {what}; last finite loss {self.last_loss}. The weights are "
+            f"those before this step. Lower the learning rate (now {self.optimizer.lr}) or "
+            "check the input normalisation.")
+
+    def _validate(self, val) -> dict:
+        if val is None:
+            return {}
+        result = evaluate(self.net, val) if not isinstance(val, tuple) else evaluate(
+            self.net, val[0], val[1], self.loss)
+        return {"val_loss": result["loss"], "val_accuracy": result["accuracy"]}
+
+    def _end_epoch(self, logs: dict) -> None:
+        self.epoch += 1
+        self.batch = self.seen = 0
+        self._running = {"loss": 0.0, "correct": 0, "count": 0, "time": 0.0}
+        if self.schedule is not None:
+            metric = logs.get("val_loss", logs["loss"])
+            self.schedule.step(metric)
+        self.history.append(logs)
+        if self.is_main and self.progress:
+            text = ", ".join(f"{k} {v:.4f}" for k, v in logs.items()
+                             if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+            print(f"epoch {self.epoch}: {text} ({logs['time']:.1f} s, "
+                  f"{logs['images_per_s']:.0f} images/s)", file=sys.stderr, flush=True)
+        self._call("on_epoch_end", self, logs)
+
+    def _bar(self, total: int, epochs: int):
+        if not (self.is_main and self.progress):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=f"epoch {self.epoch + 1}/{epochs}", unit="batch",
+                    leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    def _call(self, event: str, *args) -> None:
+        for callback in self.callbacks:
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(*args)
+
+    # ---- state for checkpoints and resume --------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything besides the weights that resuming needs (JSON plus optimizer arrays)."""
+        rngs = {path: layer.rng.bit_generator.state
+                for path, layer in self.net.named_layers() if hasattr(layer, "rng")}
+        return {"epoch": self.epoch, "step": self.step, "batch": self.batch,
+                "seen": self.seen, "last_loss": self.last_loss, "running": dict(self._running),
+                "history": dict(self.history), "layer_rngs": rngs,
+                "batches": self.batches_config,
+                "schedule": self.schedule.state_dict() if self.schedule else None,
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore counters, history, RNG states, optimizer and schedule state."""
+        self.epoch, self.step, self.batch = int(state["epoch"]), int(state["step"]), int(state["batch"])
+        self.seen = int(state.get("seen", 0))
+        self.last_loss = state.get("last_loss")
+        self._running = dict(state.get("running") or self._running)
+        self.history = History(state.get("history") or {})
+        layers = dict(self.net.named_layers())
+        for path, rng_state in (state.get("layer_rngs") or {}).items():
+            if path in layers and hasattr(layers[path], "rng"):
+                layers[path].rng.bit_generator.state = rng_state
+        if self.schedule is not None and state.get("schedule"):
+            self.schedule.load_state_dict(state["schedule"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches_config = state.get("batches")
