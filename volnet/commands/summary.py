@@ -1,14 +1,15 @@
-"""``volnet summary MODEL``: the lecture's shape and parameter table for a zoo model."""
+"""``volnet summary MODEL``: the lecture's table of volumes, parameters, costs and fields."""
 
 from __future__ import annotations
 
-from volnet.models.registry import INPUT_SHAPES, build
+import argparse
+
+from volnet.errors import ConfigError
+from volnet.models.registry import INPUT_SHAPES, MODELS, build
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """'3x224x224' -> (3, 224, 224)."""
-    from volnet.errors import ConfigError
-
     try:
         shape = tuple(int(part) for part in text.lower().split("x"))
     except ValueError:
@@ -18,16 +19,41 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _shape_arg(text: str) -> tuple[int, ...]:
+    try:
+        return parse_shape(text)
+    except ConfigError as err:            # argparse shows this message instead of its own
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def add_parser(sub):
-    p = sub.add_parser("summary", help="print output volumes and parameter counts of a model")
-    p.add_argument("model", help="a zoo model name, e.g. lenet5, alexnet, vgg16")
-    p.add_argument("--input", type=parse_shape, default=None, help="input volume CxHxW")
+    p = sub.add_parser(
+        "summary", help="print a model's volumes, parameters, multiply-adds and receptive fields",
+        description="Print the lecture's per-layer table for a zoo model: output volume, "
+                    "F/S/P/K, parameters with and without sharing, multiply-adds, memory, "
+                    "receptive field. Computed from shapes alone.")
+    p.add_argument("model", help="a zoo model: " + ", ".join(MODELS))
+    p.add_argument("--input", type=_shape_arg, default=None, metavar="CxHxW",
+                   help="input volume, e.g. 3x227x227 (default: the model's own)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size for the memory totals")
+    p.add_argument("--strict", action="store_true",
+                   help="fail where a CONV/POOL does not tile its input ((W - F + 2P)/S + 1 not integral)")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--json", action="store_true", help="print rows and totals as JSON")
     return p
 
 
 def run(args) -> int:
-    net = build(args.model)
+    from volnet.tools.summary import summary
+
+    if args.model not in MODELS:
+        raise ConfigError(f"unknown model {args.model!r}; choose one of: {', '.join(MODELS)}")
     shape = args.input or INPUT_SHAPES[args.model]
-    print(net)
-    print(f"input {shape} -> output {net.output_shape(shape)}; {net.num_params():,} parameters")
+    table = summary(build(args.model), shape, batch_size=args.batch_size, strict=args.strict)
+    if args.json:
+        print(table.to_json(indent=1))
+    elif args.markdown:
+        print(table.to_markdown(), end="")
+    else:
+        print(table)
     return 0
