@@ -78,6 +78,34 @@ def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, bn, bucket_
     assert stats[0]["buckets"] == (1 if bucket_mb == "25" else 3)
 
 
+# ---- checkpoints resume on another number of ranks ---------------------------------------------
+
+def test_resume_on_a_different_number_of_ranks_continues_the_run(tmp_path):
+    from volnet.io.checkpoint import load_checkpoint
+
+    one = dist.Communicator()
+    full = worker.train_with_trainer(one, str(tmp_path / "full.safetensors"), 0, None)
+    assert full.step == 12                                        # 2 epochs of 48 / 8
+
+    # 2 ranks stop mid-epoch 2 (step 7 of 12); one process finishes the run
+    code, out, _ = mpirun(2, "trainer", str(tmp_path / "two.safetensors"), "7", "-")
+    assert code == 0, out
+    assert load_checkpoint(tmp_path / "two.safetensors").trainer_state["step"] == 7
+    resumed = worker.train_with_trainer(one, str(tmp_path / "end1.safetensors"), 0,
+                                        str(tmp_path / "two.safetensors"))
+    # one process stops at step 3; 2 ranks finish the run
+    worker.train_with_trainer(one, str(tmp_path / "one.safetensors"), 3, None)
+    code, out, _ = mpirun(2, "trainer", str(tmp_path / "end2.safetensors"), "0",
+                          str(tmp_path / "one.safetensors"))
+    assert code == 0, out
+    finished = load_checkpoint(tmp_path / "end2.safetensors")
+
+    assert resumed.step == finished.trainer_state["step"] == 12
+    for key, want in full.net.state_dict().items():
+        np.testing.assert_allclose(resumed.net.state_dict()[key], want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(finished.net.state_dict()[key], want, rtol=1e-5, atol=1e-6)
+
+
 # ---- a failing rank takes the others down -------------------------------------------------------
 
 @pytest.mark.parametrize("mode, message", [
@@ -183,3 +211,17 @@ def test_sync_batchnorm_alone_equals_batchnorm_and_converts_back(rng):
         np.testing.assert_allclose(synced.state_dict()[key], value, rtol=1e-12, err_msg=key)
     revert_sync_batchnorm(synced)
     assert type(synced[1]) is vn.BatchNorm2d and "comm" not in vars(synced[1])
+
+
+def test_checkpoint_of_a_sync_bn_net_loads_as_plain_batch_norm(tmp_path, rng):
+    from volnet.io.checkpoint import load, save
+
+    plain = worker.build_net(bn=True)
+    synced = convert_sync_batchnorm(plain.copy(), dist.Communicator())
+    loaded = load(save(tmp_path / "sync.safetensors", synced))   # no communicator inside
+    x = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(loaded.forward(x, training=True), plain.forward(x, training=True),
+                               rtol=1e-6, atol=1e-6)
+    dout = rng.standard_normal((3, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.backward(dout), plain.backward(dout), rtol=1e-5, atol=1e-6)
+

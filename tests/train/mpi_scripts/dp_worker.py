@@ -6,6 +6,7 @@ weights. ``train`` with a world of one is the single-process reference.
 
 Usage:
     dp_worker.py equiv OUT_DIR BN STEPS GLOBAL_BATCH BUCKET_MB
+    dp_worker.py trainer OUT_PATH STOP_AT RESUME_FROM|-
     dp_worker.py fail {kill,hang,raise}
 """
 
@@ -19,8 +20,10 @@ import numpy as np
 
 import volnet as vn
 from volnet.data.batches import BatchIterator
+from volnet.io.checkpoint import resume, save
+from volnet.train import SGD, Trainer
 from volnet.train.distributed import (GradientAllreducer, abort_on_error, broadcast_model,
-                                      get_communicator, local_batch_size)
+                                      data_parallel, get_communicator, local_batch_size)
 from volnet.train.sync_bn import convert_sync_batchnorm
 
 
@@ -62,6 +65,35 @@ def train(comm, bn: bool, steps: int, global_batch: int, bucket_mb: float = 25.0
     return net, reducer
 
 
+class StopAt:
+    """Callback: stop after ``step`` updates (mid-epoch when it does not divide the epoch)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_batch_end(self, trainer, logs) -> None:
+        if trainer.step == self.step:
+            trainer.stop()
+
+
+def train_with_trainer(comm, out_path: str, stop_at: int, resume_from: str | None,
+                       epochs: int = 2, global_batch: int = 8):
+    """The Trainer on 48 examples with momentum SGD; rank 0 saves a checkpoint at the end."""
+    net = build_net(bn=False)
+    hook = data_parallel(net, comm)
+    x, y = make_data()
+    batches = BatchIterator(x, y, batch_size=local_batch_size(global_batch, comm.world_size),
+                            seed=3, shard=(comm.rank, comm.world_size))
+    trainer = Trainer(net, SGD(lr=0.2, momentum=0.9), grad_hook=hook, is_main=comm.is_main,
+                      progress=False, callbacks=[StopAt(stop_at)] if stop_at else [])
+    if resume_from:
+        resume(trainer, resume_from)   # every rank reads the same file: identical replicas
+    trainer.fit(batches, epochs=epochs)
+    if comm.is_main:
+        save(out_path, net, trainer)
+    return trainer
+
+
 def main(argv: list[str]) -> None:
     comm = get_communicator(distributed=True)
     with abort_on_error(comm):
@@ -72,6 +104,9 @@ def main(argv: list[str]) -> None:
             with open(os.path.join(out, f"rank{comm.rank}.json"), "w") as f:
                 json.dump({"collectives": reducer.collectives, "steps": reducer.steps,
                            "buckets": len(reducer.buckets)}, f)
+        elif argv[0] == "trainer":
+            resume_from = None if argv[3] == "-" else argv[3]
+            train_with_trainer(comm, argv[1], int(argv[2]), resume_from)
         elif argv[0] == "fail":
             fail(comm, argv[1])
 
