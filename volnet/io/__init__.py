@@ -5,6 +5,11 @@ allow-listed unpickler (:func:`load_torch`); ``onnx``/``onnxruntime`` are
 optional and imported only when an ONNX function is called.
 """
 
+from volnet.io._optional import MissingDependencyError
+from volnet.io.onnx_export import export_onnx, register_onnx_exporter
+from volnet.io.onnx_graph import Graph, Node, Reshape
+from volnet.io.onnx_import import load_onnx
 from volnet.io.torch_load import load_torch
 
-__all__ = ["load_torch"]
+__all__ = ["load_torch", "export_onnx", "load_onnx", "register_onnx_exporter", "Graph", "Node",
+           "Reshape", "MissingDependencyError"]
