@@ -1,0 +1,356 @@
+"""FC -> CONV conversion: rewrite a classifier so that it slides over bigger images.
+
+A ``Linear`` layer that reads a flattened (C, H, W) volume computes the same
+dot products as a ``Conv2d`` with K filters of size H x W x C applied once;
+every later ``Linear`` is a 1x1 convolution (CS231n, "Converting FC layers to
+CONV layers"; Caffe's net surgery). Because both layouts store weights
+output-first and flatten in (C, H, W) order, each conversion is a reshape.
+
+The converted network computes exactly the original's scores on an input of
+the original size (as a 1x1 map) and, on a bigger image, one score vector per
+position of a grid with the network's total stride. It is meant for
+inference: ``BatchNorm1d`` becomes a ``BatchNorm2d`` with the same parameters
+and running statistics, which agrees in evaluation mode.
+
+What is rewritten, and why it is exact at every map position:
+
+* ``Flatten`` disappears; the first ``Linear`` after it becomes a ``Conv2d``
+  whose kernel is the whole incoming volume (VGG: 7x7x512 -> 1x1x4096), the
+  next ones 1x1 convolutions.
+* ``GlobalAvgPool2d`` becomes ``AvgPool2d`` over its input size at the native
+  input with stride 1 (each position averages its own crop's window).
+* ``AdaptiveAvgPool2d`` is dropped where it is the identity at ``input_shape``
+  (torchvision's VGG ``(7, 7)`` at 224), becomes ``AvgPool2d`` where its
+  windows tile the input evenly, and is refused otherwise (its windows would
+  change with the image size).
+* Elementwise layers, dropout and ``Softmax(dim=1)`` act per position and are
+  copied; ``Residual`` and ``Concat`` are converted branch by branch.
+
+Everything else is refused with a ``ConfigError`` naming the layer's path.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+from volnet.errors import ConfigError, ShapeError
+from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d,
+                           Dropout, Flatten, GlobalAvgPool2d, Identity, Layer, Linear,
+                           LocalResponseNorm, MaxPool2d, Residual, Sequential, Softmax)
+from volnet.layers.activation import _Elementwise
+from volnet.layers.base import join_key
+
+
+@dataclass(frozen=True)
+class _State:
+    """What flows between two layers during the walk.
+
+    mode: "spatial" (a (C, H, W) volume), "flat" (a flattened volume; the
+        converted net still carries it as (C, H, W)) or "vector" (features; the
+        converted net carries them as (D, 1, 1) per position).
+    shape: the original network's per-example shape at this point.
+    stride: input pixels per step of the converted network's map here.
+    volume: the (C, H, W) behind a "flat" shape.
+    exact: no zero padding or partial pooling window so far, so a map position
+        sees exactly what the original network sees on its crop.
+    """
+
+    mode: str
+    shape: tuple
+    stride: tuple = (1, 1)
+    volume: tuple = ()
+    exact: bool = True
+
+
+class FullyConvNet(Sequential):
+    """A classifier rewritten by :func:`to_fully_conv`; a ``Sequential`` that remembers
+    the original network's input size, its total stride and whether dense maps are exact.
+
+    Attributes:
+        input_shape: the original network's per-example input (C, H, W): one crop.
+        stride: (SH, SW), input pixels between neighbouring map positions.
+        exact: True when no layer zero-pads or pools a partial window, so each
+            map position equals the original network on its crop bit for bit
+            (up to float rounding). With padding, a position sees the real
+            neighbouring pixels where a lone crop sees zeros.
+    """
+
+    def __init__(self, children: "OrderedDict[str, Layer]", input_shape: tuple, stride: tuple,
+                 exact: bool) -> None:
+        super().__init__(children)
+        self.input_shape, self.stride, self.exact = tuple(input_shape), tuple(stride), bool(exact)
+
+    def extra_repr(self) -> str:
+        return f"input_shape={self.input_shape}, stride={self.stride}, exact={self.exact}"
+
+
+def to_fully_conv(net: Layer, input_shape: tuple[int, int, int]) -> FullyConvNet:
+    """A new network with every FC layer rewritten as a CONV layer (no arrays shared).
+
+    Args:
+        net: a classifier built from volnet layers: CONV/POOL layers, then
+            ``Flatten`` and ``Linear`` layers (with activations, dropout and
+            batch norm), possibly nested in ``Sequential``, ``Residual`` and ``Concat``.
+        input_shape: the per-example input (C, H, W) the classifier was built for.
+
+    Returns:
+        A :class:`FullyConvNet` giving (N, K, 1, 1) on (N, C, H, W) inputs of
+        ``input_shape`` (the original's K scores) and (N, K, H_map, W_map) on
+        bigger ones. State-dict keys are the original's (FC weights reshaped).
+
+    Raises:
+        ConfigError: naming the first layer that has no per-position equivalent.
+        ShapeError: when ``net`` does not accept ``input_shape`` at all.
+
+    Example:
+        >>> net = Sequential(Conv2d(3, 8, 3), ReLU(), MaxPool2d(2), Flatten(), Linear(8 * 3 * 3, 10))
+        >>> fc = to_fully_conv(net, (3, 8, 8))
+        >>> fc[3]
+        Conv2d(8, 10, kernel_size=(3, 3))
+        >>> fc.output_shape((3, 8, 8)), fc.output_shape((3, 16, 16)), fc.stride
+        ((10, 1, 1), (10, 5, 5), (2, 2))
+    """
+    shape = _check_input_shape(input_shape)
+    if not isinstance(net, Layer):
+        raise ConfigError(f"to_fully_conv expects a volnet Layer, got {type(net).__name__}")
+    body, state = _convert(net, "", _State("spatial", shape))
+    _check_output(net, state, shape)
+    if isinstance(body, Sequential):
+        children = OrderedDict(body.named_children())
+    else:   # a lone block: splice it in under "" so its state-dict keys do not change
+        children = OrderedDict([("", body if body is not None else Identity())])
+    return FullyConvNet(children, shape, state.stride, state.exact)
+
+
+def _check_input_shape(input_shape) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"to_fully_conv: input_shape must be the classifier's per-example "
+                          f"input (C, H, W) of positive ints, e.g. (3, 224, 224); got {input_shape!r}")
+    return shape
+
+
+def _check_output(net: Layer, state: _State, input_shape: tuple) -> None:
+    """The original output must be one score vector per crop (a 1x1 map once converted)."""
+    spatial = state.volume[1:] if state.mode == "flat" else state.shape[1:]
+    if state.mode != "vector" and tuple(spatial) != (1, 1):
+        raise ConfigError(
+            f"to_fully_conv: {type(net).__name__} gives {state.shape} per example for input "
+            f"{input_shape}, not a vector of class scores; dense evaluation needs a classifier "
+            "ending in Linear layers (or in a 1x1 volume).")
+
+
+def _refuse(layer: Layer, path: str, why: str) -> ConfigError:
+    where = f"{type(layer).__name__}({layer.extra_repr()})" + (f" at {path}" if path else "")
+    return ConfigError(f"to_fully_conv cannot convert {where}: {why}")
+
+
+def _convert(layer: Layer, path: str, state: _State) -> tuple[Layer | None, _State]:
+    """Convert one layer (recursively); None means it disappears."""
+    if isinstance(layer, Sequential):
+        return _convert_sequential(layer, path, state)
+    if isinstance(layer, Residual):
+        return _convert_residual(layer, path, state)
+    if isinstance(layer, Concat):
+        return _convert_concat(layer, path, state)
+    if layer.named_children():
+        raise _refuse(layer, path, "only Sequential, Residual and Concat containers are "
+                                   "understood; rebuild the block from those")
+    convert = {"spatial": _convert_spatial, "flat": _convert_flat, "vector": _convert_vector}
+    return convert[state.mode](layer, path, state)
+
+
+def _convert_sequential(seq: Sequential, path: str, state: _State):
+    children = OrderedDict()
+    for name, child in seq.named_children():
+        new, state = _convert(child, join_key(path, name), state)
+        if new is not None:
+            children[name] = new
+    return (Sequential(children) if children else None), state
+
+
+def _convert_residual(block: Residual, path: str, state: _State):
+    names = {id(child): name for name, child in block.named_children()}
+    body_name = names[id(block.body)]
+    body, after_body = _convert(block.body, join_key(path, body_name), state)
+    short_name, short, after_short = "shortcut", None, state
+    if block.shortcut is not None:
+        short_name = names[id(block.shortcut)]
+        short, after_short = _convert(block.shortcut, join_key(path, short_name), state)
+        short = short if short is not None else Identity()
+    if replace(after_body, exact=True) != replace(after_short, exact=True):
+        raise _refuse(block, path, f"its body ends as {_describe(after_body)} but its shortcut "
+                                   f"as {_describe(after_short)}; both must stay per-position alike")
+    out = replace(after_body, exact=after_body.exact and after_short.exact)
+    act = None
+    if block.activation is not None:
+        act, out = _convert(block.activation, join_key(path, "activation"), out)
+    new = Residual(body if body is not None else Identity(), short, act,
+                   body_name=body_name, shortcut_name=short_name)
+    return new, out
+
+
+def _convert_concat(block: Concat, path: str, state: _State):
+    children, states = OrderedDict(), []
+    for name, branch in block.named_children():
+        new, after = _convert(branch, join_key(path, name), state)
+        children[name] = new if new is not None else Identity()
+        states.append(after)
+    first = states[0]
+    same = {(s.mode, s.stride, (s.volume or s.shape)[1:] if s.mode != "vector" else ())
+            for s in states}
+    if len(same) != 1:
+        raise _refuse(block, path, "its branches end in different layouts or strides ("
+                      + ", ".join(_describe(s) for s in states) + ")")
+    exact = all(s.exact for s in states)
+    if first.mode == "vector":
+        out = replace(first, shape=(sum(s.shape[0] for s in states),), exact=exact)
+    elif first.mode == "spatial":
+        out = replace(first, shape=(sum(s.shape[0] for s in states),) + first.shape[1:], exact=exact)
+    else:   # flattened volumes joined end to end = channels joined, then flattened (C outermost)
+        volume = (sum(s.volume[0] for s in states),) + first.volume[1:]
+        out = replace(first, shape=(volume[0] * volume[1] * volume[2],), volume=volume, exact=exact)
+    return Concat(children), out
+
+
+def _describe(state: _State) -> str:
+    if state.mode == "flat":
+        return f"a flattened {state.volume} volume"
+    return f"a {state.mode} {state.shape} at stride {state.stride}"
+
+
+def _is_pointwise(layer: Layer) -> bool:
+    """Layers acting on each position (and each value) alone, in every layout."""
+    return isinstance(layer, (_Elementwise, Dropout)) and not isinstance(layer, Softmax)
+
+
+def _convert_spatial(layer: Layer, path: str, state: _State):
+    shape = state.shape
+    if isinstance(layer, (Conv2d, MaxPool2d, AvgPool2d)):
+        out = layer.output_shape(shape)
+        exact = state.exact and layer.padding == (0, 0) and not _partial_window(layer, shape)
+        stride = (state.stride[0] * layer.stride[0], state.stride[1] * layer.stride[1])
+        return layer.copy(), replace(state, shape=out, stride=stride, exact=exact)
+    if _is_pointwise(layer) or isinstance(layer, (BatchNorm2d, LocalResponseNorm)):
+        return layer.copy(), replace(state, shape=layer.output_shape(shape))
+    if isinstance(layer, Softmax):
+        if layer.dim != 1:
+            raise _refuse(layer, path, "a softmax over spatial positions has no sliding-window "
+                                       "equivalent; use Softmax(dim=1) over channels")
+        return layer.copy(), state
+    if isinstance(layer, Flatten):
+        return None, replace(state, mode="flat", shape=layer.output_shape(shape), volume=shape)
+    if isinstance(layer, GlobalAvgPool2d):
+        return _window_average(shape[1:], (1, 1), (1, 1), state)
+    if isinstance(layer, AdaptiveAvgPool2d):
+        return _convert_adaptive(layer, path, state)
+    if isinstance(layer, Linear):
+        raise _refuse(layer, path, f"it receives a {shape} volume that was never flattened; "
+                                   "insert Flatten() before it")
+    raise _refuse(layer, path, f"it is not known to act on each position of a {shape} volume "
+                               "alone; only CONV, POOL, normalisation and elementwise layers can slide")
+
+
+def _partial_window(layer: Layer, shape: tuple) -> bool:
+    """True when ceil_mode adds a window that hangs over the edge at the native size."""
+    if not getattr(layer, "ceil_mode", False):
+        return False
+    return any((size + 2 * p - k) % s != 0
+               for size, k, s, p in zip(shape[1:], layer.kernel_size, layer.stride, layer.padding))
+
+
+def _window_average(window: tuple, steps: tuple, out_hw: tuple, state: _State):
+    """An AvgPool2d standing for a global or adaptive pool at the native size (None if 1x1)."""
+    stride = (state.stride[0] * steps[0], state.stride[1] * steps[1])
+    after = replace(state, shape=(state.shape[0],) + tuple(out_hw), stride=stride)
+    if tuple(window) == (1, 1):
+        return None, after
+    return AvgPool2d(kernel_size=tuple(window), stride=tuple(steps)), after
+
+
+def _convert_adaptive(layer: AdaptiveAvgPool2d, path: str, state: _State):
+    size = state.shape[1:]
+    window, steps = [], []
+    for axis, (n, o) in enumerate(zip(size, layer.output_size)):
+        if n % o:
+            raise _refuse(layer, path, f"at input_shape it averages a {size[0]}x{size[1]} map into "
+                          f"{layer.output_size[0]}x{layer.output_size[1]} with uneven windows, which "
+                          "change with the image size; choose an input_shape where its input is "
+                          f"{layer.output_size[0]}x{layer.output_size[1]} (an identity) or a multiple of it")
+        window.append(n // o)
+        steps.append(n // o if o > 1 else 1)   # a single window may slide one step at a time
+    # window 1x1: the identity at this input size (torchvision's VGG at 224) disappears
+    return _window_average(tuple(window), tuple(steps), layer.output_size, state)
+
+
+def _convert_flat(layer: Layer, path: str, state: _State):
+    if isinstance(layer, Linear):
+        c, h, w = state.volume
+        if layer.in_features != c * h * w:
+            raise ShapeError(f"{layer.where()} expected {layer.in_features} input features, "
+                             f"got a flattened {state.volume} volume ({c * h * w})")
+        conv = _conv_from_linear(layer, c, (h, w))
+        return conv, replace(state, mode="vector", shape=(layer.out_features,), volume=())
+    if _is_pointwise(layer):
+        return layer.copy(), state
+    if isinstance(layer, Flatten):
+        return None, state
+    if isinstance(layer, BatchNorm1d):
+        raise _refuse(layer, path, f"it normalises each of the {state.shape[0]} features of a "
+                                   f"flattened {state.volume} volume separately, which is not a "
+                                   "per-channel operation; use BatchNorm2d before Flatten")
+    raise _refuse(layer, path, f"it acts on a flattened {state.volume} volume as a whole; only "
+                               "Linear, elementwise and dropout layers may follow Flatten")
+
+
+def _convert_vector(layer: Layer, path: str, state: _State):
+    if isinstance(layer, Linear):
+        if layer.in_features != state.shape[0]:
+            raise ShapeError(f"{layer.where()} expected {layer.in_features} input features, "
+                             f"got {state.shape[0]}")
+        return _conv_from_linear(layer, layer.in_features, (1, 1)), replace(
+            state, shape=(layer.out_features,))
+    if _is_pointwise(layer):
+        return layer.copy(), state
+    if isinstance(layer, Flatten):
+        return None, state
+    if isinstance(layer, Softmax):
+        if layer.dim not in (1, -1):
+            raise _refuse(layer, path, "a softmax over features needs dim=1")
+        return Softmax(dim=1), state   # features are channels now
+    if isinstance(layer, BatchNorm1d):
+        return _bn2d_from_bn1d(layer, path, state), state
+    raise _refuse(layer, path, f"it is not known to act on a feature vector of {state.shape[0]} "
+                               "values per position; only Linear, elementwise, dropout, softmax "
+                               "and BatchNorm1d layers may follow the first FC layer")
+
+
+def _conv_from_linear(linear: Linear, in_channels: int, kernel: tuple[int, int]) -> Conv2d:
+    """The Conv2d computing ``linear`` on a flattened (in_channels, *kernel) volume."""
+    weight = linear.params["weight"].reshape(linear.out_features, in_channels, *kernel).copy()
+    # Build a 1x1x1 conv and install the weights: constructing it at full size
+    # would draw (and throw away) 100 M random numbers for VGG's first FC layer.
+    conv = Conv2d(1, 1, 1, bias="bias" in linear.params, dtype=weight.dtype)
+    conv.in_channels, conv.out_channels, conv.kernel_size = in_channels, linear.out_features, kernel
+    conv.params["weight"] = weight
+    if "bias" in linear.params:
+        conv.params["bias"] = linear.params["bias"].copy()
+    conv.frozen = set(linear.frozen)
+    return conv
+
+
+def _bn2d_from_bn1d(bn: BatchNorm1d, path: str, state: _State) -> BatchNorm2d:
+    """The same per-feature normalisation applied to the channels of a map."""
+    if bn.num_features != state.shape[0]:
+        raise ShapeError(f"{bn.where()} expected {bn.num_features} features, got {state.shape[0]}")
+    new = BatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine,
+                      dtype=bn.params["weight"].dtype)
+    for store, source in ((new.params, bn.params), (new.buffers, bn.buffers)):
+        for name, value in source.items():
+            store[name] = value.copy()
+    new.frozen = set(bn.frozen)
+    return new
