@@ -16,10 +16,14 @@ from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2
                            Conv2d, Dropout, Flatten, GlobalAvgPool2d, Identity, Layer, LeakyReLU,
                            Linear, LocalResponseNorm, MaxPool2d, ReLU, Residual, Sequential,
                            Sigmoid, Softmax, Tanh)
-from volnet.tools.dense import dense_scores
-from volnet.tools.fully_conv import to_fully_conv
 from volnet.io.checkpoint import load, save
 from volnet.train import SGD, Adagrad, Adam, RMSProp, Trainer, fit
+
+from volnet import models
+from volnet.tools.receptive_field import receptive_field
+from volnet.tools.summary import summary
+from volnet.tools.dense import dense_scores
+from volnet.tools.fully_conv import to_fully_conv
 
 __version__ = "0.1.0"
 
@@ -29,6 +33,7 @@ __all__ = [
     "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "Identity", "Flatten", "Dropout",
     "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm",
     "softmax", "softmax_cross_entropy", "svm_hinge_loss", "conv_output_size",
+    "models", "summary", "receptive_field",
     "to_fully_conv", "dense_scores",
     "VolnetError", "ShapeError", "DTypeError", "ConfigError", "NonFiniteError", "StateError",
     "StateDictError", "CheckpointError", "DataError", "TrainingDivergedError",
