@@ -12,7 +12,7 @@ waiting for the slowest rank), and a bare allreduce of the same bytes timed
 alone (the pure communication cost).
 
 Usage:
-    python -m benchmarks.scaling                  # 1 and 2 processes
+    python -m benchmarks.scaling                  # 1 and 2 processes, best of 3 runs each
     python -m benchmarks.scaling --procs 1 2 4 --batch 64 --steps 40
 """
 
@@ -35,6 +35,9 @@ def _parse(argv):
     parser.add_argument("--batch", type=int, default=64, help="images per process per step")
     parser.add_argument("--steps", type=int, default=30, help="timed steps (after 5 warm-up steps)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads per process")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per process count, interleaved; the fastest is kept "
+                             "(other load on a shared machine only ever slows a run down)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -105,21 +108,27 @@ def run(args) -> list[dict]:
         sys.exit("mpiexec not found: pip install volnet[mpi]")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
-    results = []
-    for procs in args.procs:
-        cmd = [mpiexec, "-n", str(procs), sys.executable, "-m", "benchmarks.scaling", "--worker",
-               "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-        if out.returncode:
-            sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout}{out.stderr}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    _print_table(results)
+    best: dict[int, dict] = {}
+    for _ in range(args.repeat):
+        for procs in args.procs:
+            cmd = [mpiexec, "-n", str(procs), sys.executable, "-m", "benchmarks.scaling",
+                   "--worker", "--batch", str(args.batch), "--steps", str(args.steps),
+                   "--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+            if out.returncode:
+                sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout}{out.stderr}")
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            if procs not in best or result["images_per_s"] > best[procs]["images_per_s"]:
+                best[procs] = result
+    results = [best[p] for p in args.procs]
+    _print_table(results, args.repeat)
     return results
 
 
-def _print_table(results: list[dict]) -> None:
+def _print_table(results: list[dict], repeat: int) -> None:
     base = results[0]["images_per_s"]
-    print(f"cifar_example, {results[0]['batch']} images per process per step, "
+    print(f"cifar_example, {results[0]['batch']} images per process per step, best of "
+          f"{repeat} runs, "
           f"{results[0]['threads']} BLAS thread(s) per process, "
           f"{max(r['bytes_per_step'] for r in results) / 1e3:.0f} kB of gradients per step "
           f"per process (in {max(r['buckets'] for r in results)} allreduce call(s))")

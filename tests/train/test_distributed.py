@@ -57,17 +57,13 @@ def mpirun(nprocs: int, *args: str, timeout: float = 120, **env: str):
 
 # ---- two ranks reproduce one process --------------------------------------------------------
 
-@pytest.mark.parametrize("bn, bucket_mb", [("0", "25"), ("1", "25"), ("0", "0.0005")],
+@pytest.mark.parametrize("bn, bucket_mb", [("none", "25"), ("sync", "25"), ("none", "0.0005")],
                          ids=["no-bn", "sync-bn", "many-buckets"])
 def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, bn, bucket_mb):
     steps, global_batch = 5, 8
-    code, out, _ = mpirun(2, "equiv", str(tmp_path), bn, str(steps), str(global_batch), bucket_mb)
-    assert code == 0, out
-    ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in (0, 1)]
-    stats = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-
-    reference, _ = worker.train(dist.Communicator(), bn == "1", steps, global_batch)
-    initial = worker.build_net(bn == "1").state_dict()
+    ranks, stats = _run_equiv(tmp_path, bn, steps, global_batch, bucket_mb)
+    reference, _ = worker.train(dist.Communicator(), bn, steps, global_batch)
+    initial = worker.build_net(bn != "none").state_dict()
     for key, want in reference.state_dict().items():
         np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)   # in lockstep
         np.testing.assert_allclose(ranks[0][key], want, rtol=2e-5, atol=2e-6, err_msg=key)
@@ -76,6 +72,24 @@ def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, bn, bucket_
     assert stats[0]["steps"] == steps
     assert stats[0]["collectives"] == steps * stats[0]["buckets"]
     assert stats[0]["buckets"] == (1 if bucket_mb == "25" else 3)
+
+
+def test_local_batch_norm_keeps_replicas_identical(tmp_path):
+    ranks, _ = _run_equiv(tmp_path, "local", 5, 8, "25")
+    reference, _ = worker.train(dist.Communicator(), "local", 5, 8)
+    for key in reference.state_dict():   # running statistics averaged: replicas agree
+        np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)
+    # local statistics are not the global batch's: the run differs from one process
+    assert not np.allclose(ranks[0]["1.running_var"], reference.state_dict()["1.running_var"],
+                           rtol=1e-3)
+
+
+def _run_equiv(tmp_path, bn, steps, global_batch, bucket_mb):
+    code, out, _ = mpirun(2, "equiv", str(tmp_path), bn, str(steps), str(global_batch), bucket_mb)
+    assert code == 0, out
+    ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in (0, 1)]
+    stats = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return ranks, stats
 
 
 # ---- checkpoints resume on another number of ranks ---------------------------------------------
@@ -152,7 +166,7 @@ class TwoIdenticalRanks(dist.Communicator):
 
 
 def _net_with_grads(rng, dtype=np.float32):
-    net = worker.build_net(bn=True).astype(dtype)
+    net = worker.build_net(True).astype(dtype)
     x = rng.standard_normal((4, 2, 8, 8)).astype(dtype)
     net.forward(x, training=True)
     net.backward(rng.standard_normal((4, 3)).astype(dtype))
@@ -197,7 +211,7 @@ def test_abort_on_error_in_a_world_of_one_just_raises():
 
 
 def test_sync_batchnorm_alone_equals_batchnorm_and_converts_back(rng):
-    plain = worker.build_net(bn=True).astype(np.float64)
+    plain = worker.build_net(True).astype(np.float64)
     synced = convert_sync_batchnorm(plain.copy(), dist.Communicator())
     assert isinstance(synced[1], SyncBatchNorm2d) and isinstance(synced[1], vn.BatchNorm2d)
     x = rng.standard_normal((3, 2, 8, 8)) * 2 + 1
@@ -216,7 +230,7 @@ def test_sync_batchnorm_alone_equals_batchnorm_and_converts_back(rng):
 def test_checkpoint_of_a_sync_bn_net_loads_as_plain_batch_norm(tmp_path, rng):
     from volnet.io.checkpoint import load, save
 
-    plain = worker.build_net(bn=True)
+    plain = worker.build_net(True)
     synced = convert_sync_batchnorm(plain.copy(), dist.Communicator())
     loaded = load(save(tmp_path / "sync.safetensors", synced))   # no communicator inside
     x = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)

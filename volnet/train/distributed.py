@@ -71,7 +71,11 @@ def _launched_size() -> int:
 
 def _timeout_from_env(timeout: float | None) -> float:
     if timeout is None:
-        timeout = float(os.environ.get("VOLNET_MPI_TIMEOUT", DEFAULT_TIMEOUT))
+        text = os.environ.get("VOLNET_MPI_TIMEOUT", str(DEFAULT_TIMEOUT))
+        try:
+            timeout = float(text)
+        except ValueError:
+            raise ConfigError(f"VOLNET_MPI_TIMEOUT must be a number of seconds, got {text!r}") from None
     if not timeout > 0:
         raise ConfigError(f"collective timeout must be > 0 seconds, got {timeout}")
     return float(timeout)
@@ -259,9 +263,18 @@ class GradientAllreducer:
     it as ``Trainer(grad_hook=...)``. Communication does not overlap backward:
     volnet's backward is one call, so buckets are sent once it returns.
 
+    Given ``net``, its floating buffers (batch-norm running statistics) ride in
+    the same buckets and are averaged too, so with local batch norm every
+    replica still evaluates identically and callbacks that watch validation
+    metrics (early stopping, plateau schedules) decide the same on every rank.
+    Averaging the running mean each step equals a running mean of the global
+    batch means; the running variance misses only the spread between ranks'
+    means. With synchronised batch norm they are equal already and stay so.
+
     Args:
         comm: the communicator (a world of one makes this a no-op).
         bucket_mb: target bucket size in megabytes. Default 25, as PyTorch DDP.
+        net: the network whose floating buffers to average as well (optional).
 
     Example:
         >>> reducer = GradientAllreducer(get_communicator(distributed=False))
@@ -270,10 +283,10 @@ class GradientAllreducer:
         0
     """
 
-    def __init__(self, comm: Communicator, bucket_mb: float = 25.0) -> None:
+    def __init__(self, comm: Communicator, bucket_mb: float = 25.0, net=None) -> None:
         if not bucket_mb > 0:
             raise ConfigError(f"bucket_mb must be > 0, got {bucket_mb}")
-        self.comm = comm
+        self.comm, self.net = comm, net
         self.bucket_bytes = int(bucket_mb * 2 ** 20)
         self._key = None
         self.buckets: list[tuple[np.ndarray, list[tuple[str, int, int]]]] = []
@@ -283,7 +296,7 @@ class GradientAllreducer:
 
     @property
     def bytes_per_step(self) -> int:
-        """Bytes of gradient each rank sends into the allreduce per step."""
+        """Bytes (gradients and buffers) each rank sends into the allreduce per step."""
         return sum(buf.nbytes for buf, _ in self.buckets)
 
     def __call__(self, grads_of) -> None:
@@ -295,6 +308,7 @@ class GradientAllreducer:
         pairs = ([(n, g) for n, _, g in grads_of.named_params(trainable_only=True)]
                  if hasattr(grads_of, "named_params") else grads_of)
         grads = {name: grad for name, grad in pairs if grad is not None}
+        grads.update(self._buffers())
         self._ensure_layout(grads)
         for buf, slots in self.buckets:
             for name, lo, hi in slots:
@@ -308,6 +322,12 @@ class GradientAllreducer:
         self.steps += 1
         self.collectives += len(self.buckets)
         self.seconds += time.perf_counter() - start
+
+    def _buffers(self) -> dict[str, np.ndarray]:
+        if self.net is None:
+            return {}
+        return {f"buffer:{path}.{name}": value for path, layer in self.net.named_layers()
+                for name, value in layer.buffers.items() if value.dtype.kind == "f"}
 
     def _ensure_layout(self, grads: dict[str, np.ndarray]) -> None:
         key = [[name, list(g.shape), g.dtype.str] for name, g in grads.items()]   # JSON-shaped
@@ -355,8 +375,9 @@ def data_parallel(net, comm: Communicator, *, sync_bn: bool = False,
     """Prepare ``net`` for data-parallel training; returns the Trainer's ``grad_hook``.
 
     Converts batch norm to synchronised batch norm when ``sync_bn`` (otherwise
-    each rank normalises with its local batch and keeps its own running
-    statistics; rank 0's are saved), then copies rank 0's weights to every rank.
+    each rank normalises with its local batch's statistics, and the running
+    statistics are averaged over the ranks every step), then copies rank 0's
+    weights to every rank.
 
     Example:
         >>> hook = data_parallel(vn.Linear(4, 2), get_communicator(distributed=False))
@@ -368,4 +389,4 @@ def data_parallel(net, comm: Communicator, *, sync_bn: bool = False,
 
         convert_sync_batchnorm(net, comm)
     broadcast_model(net, comm)
-    return GradientAllreducer(comm, bucket_mb=bucket_mb)
+    return GradientAllreducer(comm, bucket_mb=bucket_mb, net=net)

@@ -2,8 +2,8 @@
 
 With plain (local) batch norm each rank normalises with its own local batch's
 mean and variance, so W ranks with local batch B do not compute what one
-process with batch W*B computes, and each rank's running statistics differ
-(rank 0's are the ones checkpointed). Synchronised batch norm reduces the
+process with batch W*B computes (``data_parallel`` then averages the running
+statistics over the ranks each step). Synchronised batch norm reduces the
 statistics over all ranks, so W ranks reproduce one process exactly (up to
 float rounding), at the price of collectives inside forward and backward:
 

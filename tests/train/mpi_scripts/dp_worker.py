@@ -5,7 +5,7 @@ GradientAllreducer, optional sync BN) and plain SGD, and saves each rank's
 weights. ``train`` with a world of one is the single-process reference.
 
 Usage:
-    dp_worker.py equiv OUT_DIR BN STEPS GLOBAL_BATCH BUCKET_MB
+    dp_worker.py equiv OUT_DIR {none,sync,local} STEPS GLOBAL_BATCH BUCKET_MB
     dp_worker.py trainer OUT_PATH STOP_AT RESUME_FROM|-
     dp_worker.py fail {kill,hang,raise}
 """
@@ -40,16 +40,19 @@ def make_data(n: int = 48, seed: int = 1):
     return rng.integers(0, 256, size=(n, 2, 8, 8), dtype=np.uint8), rng.integers(0, 3, size=n)
 
 
-def train(comm, bn: bool, steps: int, global_batch: int, bucket_mb: float = 25.0, lr: float = 0.5):
-    """``steps`` SGD steps on global batches of ``global_batch``; returns (net, reducer)."""
-    net = build_net(bn, seed=comm.rank)   # different on each rank: broadcast must fix it
-    if bn and comm.world_size > 1:
+def train(comm, bn: str, steps: int, global_batch: int, bucket_mb: float = 25.0, lr: float = 0.5):
+    """``steps`` SGD steps on global batches of ``global_batch``; returns (net, reducer).
+
+    ``bn``: "none" (no batch norm), "sync" (synchronised) or "local".
+    """
+    net = build_net(bn != "none", seed=comm.rank)   # different on each rank: broadcast fixes it
+    if bn == "sync" and comm.world_size > 1:
         convert_sync_batchnorm(net, comm)
     broadcast_model(net, comm)
     x, y = make_data()
     batches = BatchIterator(x, y, batch_size=local_batch_size(global_batch, comm.world_size),
                             seed=3, shard=(comm.rank, comm.world_size))
-    reducer = GradientAllreducer(comm, bucket_mb=bucket_mb)
+    reducer = GradientAllreducer(comm, bucket_mb=bucket_mb, net=net)
     step, epoch = 0, 0
     while step < steps:
         for xb, yb in batches.batches(epoch):
@@ -98,7 +101,7 @@ def main(argv: list[str]) -> None:
     comm = get_communicator(distributed=True)
     with abort_on_error(comm):
         if argv[0] == "equiv":
-            out, bn, steps, batch, bucket_mb = argv[1], argv[2] == "1", *map(float, argv[3:6])
+            out, bn, steps, batch, bucket_mb = argv[1], argv[2], *map(float, argv[3:6])
             net, reducer = train(comm, bn, int(steps), int(batch), bucket_mb)
             np.savez(os.path.join(out, f"rank{comm.rank}.npz"), **net.state_dict())
             with open(os.path.join(out, f"rank{comm.rank}.json"), "w") as f:
