@@ -12,6 +12,9 @@ from volnet.errors import VolnetError
 # Subcommand modules under volnet.commands, in the order ``volnet --help`` lists them.
 COMMANDS = [
     "summary",
+    "train",
+    "evaluate",
+    "predict",
     "demo",
 ]
 

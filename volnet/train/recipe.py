@@ -1,0 +1,122 @@
+"""The main job: train a zoo model on a dataset with a good default recipe, checkpointing.
+
+``volnet train lenet5`` calls :func:`train`. The defaults (Adam, lr 2e-3 with
+cosine decay, batch 64, 10 epochs, per-channel normalisation) take LeNet-5 past
+97% on the bundled sample's 1,000 held-out digits in a few minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from volnet.data.batches import BatchIterator
+from volnet.data.registry import load_dataset
+from volnet.errors import CheckpointError, ConfigError, ShapeError
+from volnet.train.callbacks import ModelCheckpoint
+from volnet.train.optim import make_optimizer
+from volnet.train.schedule import CosineLR
+from volnet.train.trainer import Trainer, evaluate
+
+DEFAULTS = {"epochs": 10, "batch_size": 64, "lr": 2e-3, "optimizer": "adam", "seed": 0}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    net: object
+    history: dict
+    path: str
+    accuracy: float
+    seconds: float
+
+
+def build_for_data(model: str, input_shape, num_classes: int, seed: int = 0):
+    """Build zoo model ``model`` for images of ``input_shape`` and ``num_classes`` classes."""
+    from volnet.models.registry import INPUT_SHAPES, MODELS, build
+
+    if model not in MODELS:
+        build(model)   # raises the ConfigError listing the names
+    accepted = inspect.signature(MODELS[model]).parameters
+    wanted = {"num_classes": num_classes, "in_channels": input_shape[0], "seed": seed,
+              "input_size": input_shape[1]}
+    kwargs = {k: v for k, v in wanted.items() if k in accepted}
+    try:
+        net = build(model, **kwargs)
+        out = net.output_shape(tuple(input_shape))
+    except (ShapeError, ConfigError) as err:
+        raise ConfigError(f"model {model} (made for input {INPUT_SHAPES.get(model)}) cannot take "
+                          f"this data's images {tuple(input_shape)}: {err}. Pick a model whose "
+                          "input fits, e.g. lenet5 for 28x28 digits, cifar_example for 32x32x3") from None
+    if tuple(out) != (num_classes,):
+        raise ConfigError(f"model {model} gives output {out} for input {tuple(input_shape)}, "
+                          f"expected ({num_classes},) class scores")
+    return net
+
+
+def default_out_path(model: str, data: str) -> str:
+    """``<model>-<data>-<UTC time>.safetensors`` in the working directory, never an existing file."""
+    tag = os.path.basename(os.path.normpath(data)) or "data"
+    stem = f"{model}-{tag}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    path, n = f"{stem}.safetensors", 1
+    while os.path.exists(path):
+        path, n = f"{stem}-{n}.safetensors", n + 1
+    return path
+
+
+def preprocessing_of(data, input_shape) -> dict:
+    """What evaluate/predict need to feed the net what it was trained on."""
+    return {"input_shape": list(input_shape), "scale": "x / 255", "mean": list(data.mean),
+            "std": list(data.std), "class_names": list(data.class_names), "dataset": data.name}
+
+
+def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epochs"],
+          batch_size: int = DEFAULTS["batch_size"], lr: float = DEFAULTS["lr"],
+          optimizer: str = DEFAULTS["optimizer"], seed: int = DEFAULTS["seed"],
+          out: str | None = None, resume: str | None = None, overwrite: bool = False,
+          progress: bool = True, log=print) -> TrainResult:
+    """Train ``model`` on ``data``; save a resumable checkpoint after every epoch.
+
+    Args:
+        model: a registry name (``volnet.models.MODELS``).
+        data: a dataset name or folder (see :func:`volnet.data.registry.load_dataset`).
+        out: checkpoint path; default a new ``<model>-<data>-<time>.safetensors``.
+            An existing file is refused unless ``overwrite`` (or it is ``resume``).
+        resume: continue from this checkpoint (same recipe; bit-identical weights).
+    """
+    data_set = load_dataset(data)
+    shape = data_set.input_shape
+    net = build_for_data(model, shape, data_set.num_classes, seed)
+    opt = make_optimizer(optimizer, lr=lr, **({"momentum": 0.9} if optimizer == "sgd" else {}))
+    out = out or resume or default_out_path(model, data)
+    if os.path.exists(out) and not overwrite and out != resume:
+        raise CheckpointError(f"{out} already exists; pass another --out, --overwrite, or "
+                              f"--resume {out} to continue that run")
+    trainer = Trainer(net, opt, schedule=CosineLR(opt, epochs), progress=progress,
+                      callbacks=[ModelCheckpoint(out)],
+                      metadata={"preprocessing": preprocessing_of(data_set, shape)})
+    if resume:
+        from volnet.io.checkpoint import resume as resume_from
+
+        resume_from(trainer, resume)
+        log(f"resumed {resume} at epoch {trainer.epoch}, step {trainer.step}")
+    batches = BatchIterator(data_set.x_train, data_set.y_train, batch_size, seed=seed,
+                            mean=data_set.mean, std=data_set.std)
+    x_test = batches.transform(data_set.x_test)
+    log(f"training {model} ({net.num_params():,} parameters) on {data_set.name}: "
+        f"{len(data_set.x_train):,} images {shape}, {len(data_set.x_test):,} held out; "
+        f"{optimizer} lr={lr}, batch {batch_size}, {epochs} epochs; checkpoint -> {out}")
+    start = time.perf_counter()
+    history = trainer.fit(batches, epochs, val=(x_test, data_set.y_test))
+    seconds = time.perf_counter() - start
+    accuracy = evaluate(net, x_test, data_set.y_test)["accuracy"]
+    if trainer.epoch < epochs or not os.path.exists(out):   # stopped early: keep what we have
+        from volnet.io.checkpoint import save
+
+        save(out, net, trainer=trainer)
+    return TrainResult(net, dict(history), out, accuracy, seconds)
