@@ -216,7 +216,11 @@ class DemoApp:
                              "input": views.to_grey(digit) if digit.any() else [0] * 784})
 
     async def checkpoint(self, request: Request) -> Response:
-        raise HTTPException(501, "checkpoint download is not wired yet")
+        """The snapshot's weights as a volnet checkpoint (``volnet.load`` rebuilds the net)."""
+        body = await run_in_threadpool(self.session.checkpoint_bytes)
+        name = f"volnet-demo-{self.session.choice.kind}.safetensors"
+        return Response(body, media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     # ---- live updates -------------------------------------------------------------------
     async def websocket(self, ws: WebSocket) -> None:

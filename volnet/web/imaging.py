@@ -26,16 +26,16 @@ def decode_png(data: bytes) -> np.ndarray:
         DataError: not a PNG, a size over the limits (checked before decoding),
             or a corrupt file.
     """
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise DataError("the upload is not a PNG image (send the canvas as image/png)")
+    width, height = png_size(data)
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise DataError(f"the image declares {width}x{height} pixels; the limit is "
+                        f"{MAX_PIXELS:,} pixels and {MAX_SIDE} per side")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=["PNG"])
-            width, height = image.size   # from the header; no pixels decoded yet
-            if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-                raise DataError(f"the image declares {width}x{height} pixels; the limit is "
-                                f"{MAX_PIXELS:,} pixels and {MAX_SIDE} per side")
+            if image.size != (width, height):
+                raise DataError("the PNG header is inconsistent")
             image.load()
     except DataError:
         raise
@@ -43,6 +43,19 @@ def decode_png(data: bytes) -> np.ndarray:
             Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise DataError(f"the PNG could not be decoded: {err}") from None
     return _to_grey(image)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, read before Pillow sees the file.
+
+    Example:
+        >>> png_size(b"\x89PNG\r\n\x1a\n" + bytes([0, 0, 0, 13]) + b"IHDR"
+        ...          + (640).to_bytes(4, "big") + (480).to_bytes(4, "big"))
+        (640, 480)
+    """
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 24 or data[12:16] != b"IHDR":
+        raise DataError("the upload is not a PNG image (send the canvas as image/png)")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def _to_grey(image: Image.Image) -> np.ndarray:

@@ -138,6 +138,24 @@ class DemoSession:
             self.view_net.load_state_dict(self.choice.net.state_dict())
             self.version += 1
 
+    def checkpoint_bytes(self) -> bytes:
+        """The published weights as a safetensors checkpoint with the preprocessing they need."""
+        import os
+        import tempfile
+
+        from volnet.io.checkpoint import save
+
+        preprocessing = {"input_shape": list(self.choice.input_shape), "scale": 255.0,
+                         "mean": list(self.data.mean), "std": list(self.data.std),
+                         "class_names": list(self.data.class_names),
+                         "pad_from": [28, 28]}
+        with tempfile.TemporaryDirectory(prefix="volnet-demo-") as folder:
+            path = os.path.join(folder, "demo.safetensors")   # a fresh private folder
+            with self._lock:
+                save(path, self.view_net, preprocessing=preprocessing)
+            with open(path, "rb") as f:
+                return f.read()
+
     def _clear(self) -> None:
         self.state, self.error = IDLE, ""
         self.images_per_s, self.step, self.epoch = 0.0, 0, 0
@@ -237,7 +255,8 @@ class _Recorder:
             session.images_per_s = logs["images_per_s"] if rate == 0 else 0.9 * rate + 0.1 * logs["images_per_s"]
         if logs["step"] % settings.eval_every == 0:
             self._evaluate(logs, settings.eval_size)
-        elif time.monotonic() - self.last_publish > 0.5:
+        elif session.state != TRAINING or time.monotonic() - self.last_publish > 0.5:
+            # paused (or stopping): the trainer holds after this batch, so publish it now
             session.publish()
             self.last_publish = time.monotonic()
 
