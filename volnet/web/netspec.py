@@ -155,11 +155,13 @@ def parse_net(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28),
         >>> net.output_shape((1, 28, 28)), net.num_params()
         ((10,), 15898)
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"the layer list is empty; type one such as '{EXAMPLE}'")
+    if not isinstance(spec, str):
+        raise ConfigError(f"the layer list must be text such as '{EXAMPLE}'")
     if len(spec) > MAX_SPEC_CHARS:
         raise ConfigError(f"the layer list is {len(spec)} characters; the limit is {MAX_SPEC_CHARS}")
     items = split_items(spec)
+    if not items:
+        raise ConfigError(f"the layer list is empty; type one such as '{EXAMPLE}'")
     if len(items) > MAX_ITEMS:
         raise ConfigError(f"the layer list has {len(items)} items; the limit is {MAX_ITEMS}")
     layers, shape, rng = [], tuple(input_shape), np.random.default_rng(seed)
