@@ -37,4 +37,7 @@ def copy_into_torch(net, module: torch.nn.Module) -> torch.nn.Module:
 
 def torch_forward(module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return module(torch.from_numpy(x)).numpy()
+        out = module(torch.from_numpy(x))
+    if isinstance(out, tuple):      # (main, aux...) from the Inception references
+        return tuple(None if o is None else o.numpy() for o in out)
+    return out.numpy()

@@ -5,14 +5,17 @@ from volnet.layers.base import Layer
 from volnet.layers.containers import Concat, Container, Residual, Sequential
 from volnet.layers.conv import Conv2d
 from volnet.layers.dropout import Dropout
+from volnet.layers.flat_concat import FlatConcat
 from volnet.layers.linear import Linear
 from volnet.layers.norm import BatchNorm1d, BatchNorm2d, LocalResponseNorm
 from volnet.layers.pool import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from volnet.layers.reshape import Flatten
+from volnet.layers.side_branch import SideBranch
 
 __all__ = [
     "Layer", "Container", "Sequential", "Residual", "Concat",
     "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
     "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "Identity", "Flatten", "Dropout",
     "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm",
+    "FlatConcat", "SideBranch",
 ]

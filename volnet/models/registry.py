@@ -4,6 +4,8 @@ arguments ``num_classes``, ``in_channels`` and ``seed`` at least."""
 from __future__ import annotations
 
 from volnet.models.alexnet import alexnet, alexnet_torchvision
+from volnet.models.googlenet import googlenet
+from volnet.models.inception import inception_v3
 from volnet.models.lenet import cifar_example, lenet5
 from volnet.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from volnet.models.vgg import (vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
@@ -18,6 +20,8 @@ MODELS = {
     "vgg11_bn": vgg11_bn, "vgg13_bn": vgg13_bn, "vgg16_bn": vgg16_bn, "vgg19_bn": vgg19_bn,
     "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
     "resnet101": resnet101, "resnet152": resnet152,
+    "googlenet": googlenet,
+    "inception_v3": inception_v3,
 }
 
 # Per-example input shape each model expects by default (C, H, W).
@@ -27,6 +31,8 @@ INPUT_SHAPES = {
     "alexnet": (3, 227, 227),
     "alexnet_torchvision": (3, 224, 224),
     **{name: (3, 224, 224) for name in MODELS if name.startswith(("vgg", "resnet"))},
+    "googlenet": (3, 224, 224),
+    "inception_v3": (3, 299, 299),
 }
 
 

@@ -19,12 +19,12 @@ import json
 import numpy as np
 
 from volnet.errors import ConfigError
-from volnet.layers import Dropout, Flatten, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
+from volnet.layers import Dropout, Flatten, Identity, LeakyReLU, ReLU, SideBranch, Sigmoid, Tanh
 from volnet.layers.base import Layer
 from volnet.tools.flops import layer_macs, params_without_sharing
 from volnet.tools.walk import walk
 
-IN_PLACE = (ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, Identity, Flatten)
+IN_PLACE = (ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, Identity, Flatten, SideBranch)
 MB = 2 ** 20
 
 

@@ -1,0 +1,59 @@
+"""Inception v3: count, torchvision keys, factorised modules, eval parity, a training step."""
+
+import numpy as np
+import torch
+from conftest import copy_into_torch, randomise_norm_stats, torch_forward
+from zoo_torch_refs import Inception3, InceptionAux
+
+import volnet as vn
+from volnet.models.inception import inception_v3
+
+
+def test_v3_parameter_count_and_keys(lazy_init):
+    net = inception_v3()
+    assert net.num_params() == 27_161_264                        # torchvision, with AuxLogits
+    assert sum(p.numel() for p in Inception3().parameters()) == 27_161_264
+    keys = set(net.state_dict())
+    for key in ("Conv2d_1a_3x3.conv.weight", "Mixed_5b.branch1x1.conv.weight",
+                "Mixed_5b.branch_pool.bn.running_var", "Mixed_6b.branch7x7_2.conv.weight",
+                "Mixed_7c.branch3x3dbl_3b.conv.weight", "AuxLogits.conv1.conv.weight",
+                "AuxLogits.fc.weight", "fc.bias"):
+        assert key in keys
+    assert net.Mixed_6b.state_dict()["branch7x7_2.conv.weight"].shape == (128, 128, 1, 7)
+
+
+def test_v3_volumes(lazy_init):
+    table = vn.summary(inception_v3(), (3, 299, 299))
+    out = {r["name"]: r["output"] for r in table.rows if r["type"] == "FlatConcat"}
+    assert out["Mixed_5d"] == "35x35x288" and out["Mixed_6e"] == "17x17x768"
+    assert out["Mixed_7c"] == "8x8x2048"
+    assert round(table.totals["macs"] / 1e9, 2) == 5.71          # torchvision: 5.71 GFLOPS
+
+
+def test_v3_eval_forward_matches_torch(rng):
+    net = inception_v3(num_classes=10, seed=7).astype(np.float64)
+    randomise_norm_stats(net, rng)
+    ref = copy_into_torch(net, Inception3(10))
+    x = rng.standard_normal((1, 3, 75, 75))                      # the smallest size it accepts
+    np.testing.assert_allclose(net.forward(x), torch_forward(ref, x)[0], rtol=1e-7, atol=1e-9)
+
+
+def test_v3_aux_head_matches_torch(rng):
+    net = inception_v3(num_classes=10, seed=8).astype(np.float64)
+    randomise_norm_stats(net, rng)
+    ref = InceptionAux(768, 10).double()
+    ref.load_state_dict({k[len("AuxLogits."):]: torch.from_numpy(v)
+                         for k, v in net.state_dict().items() if k.startswith("AuxLogits.")})
+    x = rng.standard_normal((1, 768, 17, 17))
+    np.testing.assert_allclose(net.AuxLogits.head.forward(x), torch_forward(ref.eval(), x),
+                               rtol=1e-7, atol=1e-9)
+
+
+def test_v3_training_step():
+    # the aux head needs the 17x17 grid of a 299 input; at 75x75 train without it
+    net = inception_v3(num_classes=4, seed=0, aux_logits=False)
+    x = np.random.default_rng(0).standard_normal((2, 3, 75, 75)).astype(np.float32)
+    loss, dscores = vn.softmax_cross_entropy(net.forward(x, training=True), np.array([1, 2]))
+    assert np.isfinite(loss)
+    assert net.backward(dscores).shape == x.shape
+    assert all(g is not None and np.isfinite(g).all() for _, _, g in net.named_params())

@@ -1,0 +1,24 @@
+"""Building blocks shared by the Inception family."""
+
+from __future__ import annotations
+
+from volnet.layers import BatchNorm2d, Conv2d, ReLU, Sequential
+
+
+def basic_conv(in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+               rng=None, eps: float = 0.001) -> Sequential:
+    """CONV (no bias) -> batch norm -> RELU, torchvision's ``BasicConv2d``.
+
+    Keys ``conv.weight``, ``bn.weight``, ``bn.running_mean``...; batch norm eps is
+    0.001 as in torchvision's GoogLeNet and Inception v3 (and TensorFlow's Inception).
+
+    Example:
+        >>> basic_conv(192, 64, 1).output_shape((192, 28, 28))
+        (64, 28, 28)
+    """
+    return Sequential({
+        "conv": Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                       bias=False, rng=rng),
+        "bn": BatchNorm2d(out_channels, eps=eps),
+        "relu": ReLU(),
+    })
