@@ -38,12 +38,12 @@ def _load_worker():
 worker = _load_worker()
 
 
-def mpirun(nprocs: int, *args: str, timeout: float = 120, **env: str):
-    """Run the worker under mpiexec; returns (returncode, stdout + stderr, seconds)."""
+def mpirun(nprocs: int, *args: str, timeout: float = 120, program=(str(WORKER),), **env: str):
+    """Run the worker (or ``program``) under mpiexec; returns (returncode, output, seconds)."""
     environ = {k: v for k, v in os.environ.items() if k not in dist._LAUNCHER_VARS}
     environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **env)
     start = time.monotonic()
-    proc = subprocess.Popen([MPIEXEC, "-n", str(nprocs), sys.executable, str(WORKER), *args],
+    proc = subprocess.Popen([MPIEXEC, "-n", str(nprocs), sys.executable, *program, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=environ, start_new_session=True)
     try:
@@ -118,6 +118,48 @@ def test_resume_on_a_different_number_of_ranks_continues_the_run(tmp_path):
     for key, want in full.net.state_dict().items():
         np.testing.assert_allclose(resumed.net.state_dict()[key], want, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(finished.net.state_dict()[key], want, rtol=1e-5, atol=1e-6)
+
+
+# ---- the volnet train command ------------------------------------------------------------------
+
+def _tiny_mnist(folder: pathlib.Path) -> pathlib.Path:
+    from volnet.data.datasets import load_mnist_sample
+    from volnet.data.idx import write_idx
+
+    data = load_mnist_sample()
+    folder.mkdir()
+    for split, x, y, n in (("train", data.x_train, data.y_train, 256),
+                           ("t10k", data.x_test, data.y_test, 64)):
+        write_idx(folder / f"{split}-images-idx3-ubyte", x[:n, 0])
+        write_idx(folder / f"{split}-labels-idx1-ubyte", y[:n].astype(np.uint8))
+    return folder
+
+
+def test_volnet_train_under_mpiexec_matches_one_process(tmp_path):
+    from volnet.cli import main
+    from volnet.io.checkpoint import load
+
+    data = str(_tiny_mnist(tmp_path / "mnist"))
+    common = ["train", "lenet5", "--data", data, "--epochs", "2", "--batch-size", "32", "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "one.safetensors")]) == 0
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    code, out, _ = mpirun(2, *common, "--sync-bn", "--out", str(runs / "two.safetensors"),
+                          program=("-m", "volnet"))
+    assert code == 0, out
+    assert out.count("checkpoint saved to") == 1 and "over 2 MPI ranks" in out   # rank 0 talks
+    assert sorted(p.name for p in runs.iterdir()) == ["two.safetensors"]          # and writes
+    one, two = load(tmp_path / "one.safetensors"), load(runs / "two.safetensors")
+    for key, want in one.state_dict().items():
+        np.testing.assert_allclose(two.state_dict()[key], want, rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_volnet_train_distributed_without_mpi_says_how_to_install(monkeypatch, capsys):
+    from volnet.cli import main
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    assert main(["train", "lenet5", "--distributed", "--epochs", "1"]) == 2
+    assert "pip install volnet[mpi]" in capsys.readouterr().err
 
 
 # ---- a failing rank takes the others down -------------------------------------------------------

@@ -26,15 +26,26 @@ def add_parser(sub):
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace a file")
     p.add_argument("--resume", default=None, help="continue training from this checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI ranks (automatic under mpiexec; needed under "
+                        "launchers it cannot detect). --batch-size is then the global batch")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="with several ranks, batch-norm statistics over the global batch")
     return p
 
 
 def run(args) -> int:
+    from volnet.train.distributed import abort_on_error, get_communicator
     from volnet.train.recipe import train
 
-    result = train(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
-                   lr=args.lr, optimizer=args.optimizer, seed=args.seed, out=args.out,
-                   resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    comm = get_communicator(True if args.distributed else None)
+    with abort_on_error(comm):   # a failing rank stops every rank instead of hanging them
+        result = train(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
+                       lr=args.lr, optimizer=args.optimizer, seed=args.seed, out=args.out,
+                       resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                       comm=comm, sync_bn=args.sync_bn)
+    if not comm.is_main:
+        return 0
     print(f"held-out accuracy {result.accuracy:.4f} after {len(result.history.get('loss', []))} "
           f"epochs this run ({result.seconds:.1f} s)")
     print(f"checkpoint saved to {result.path}")

@@ -244,6 +244,8 @@ def local_batch_size(global_batch_size: int, world_size: int) -> int:
         >>> local_batch_size(64, 4)
         16
     """
+    if global_batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {global_batch_size}")
     if global_batch_size < world_size or global_batch_size % world_size:
         raise ConfigError(f"batch size {global_batch_size} is the global batch and must be a "
                           f"multiple of the {world_size} ranks; use e.g. "
@@ -374,17 +376,17 @@ def data_parallel(net, comm: Communicator, *, sync_bn: bool = False,
                   bucket_mb: float = 25.0) -> GradientAllreducer:
     """Prepare ``net`` for data-parallel training; returns the Trainer's ``grad_hook``.
 
-    Converts batch norm to synchronised batch norm when ``sync_bn`` (otherwise
-    each rank normalises with its local batch's statistics, and the running
-    statistics are averaged over the ranks every step), then copies rank 0's
-    weights to every rank.
+    Converts batch norm to synchronised batch norm when ``sync_bn`` and there
+    is more than one rank (otherwise each rank normalises with its local batch's
+    statistics, and the running statistics are averaged over the ranks every
+    step), then copies rank 0's weights to every rank.
 
     Example:
         >>> hook = data_parallel(vn.Linear(4, 2), get_communicator(distributed=False))
         >>> type(hook).__name__
         'GradientAllreducer'
     """
-    if sync_bn:
+    if sync_bn and comm.world_size > 1:
         from volnet.train.sync_bn import convert_sync_batchnorm
 
         convert_sync_batchnorm(net, comm)

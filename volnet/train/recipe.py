@@ -18,6 +18,7 @@ from volnet.data.batches import BatchIterator
 from volnet.data.registry import load_dataset
 from volnet.errors import CheckpointError, ConfigError, ShapeError
 from volnet.train.callbacks import ModelCheckpoint
+from volnet.train.distributed import Communicator, data_parallel, local_batch_size
 from volnet.train.optim import make_optimizer
 from volnet.train.schedule import CosineLR
 from volnet.train.trainer import Trainer, evaluate
@@ -79,7 +80,7 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
           batch_size: int = DEFAULTS["batch_size"], lr: float = DEFAULTS["lr"],
           optimizer: str = DEFAULTS["optimizer"], seed: int = DEFAULTS["seed"],
           out: str | None = None, resume: str | None = None, overwrite: bool = False,
-          progress: bool = True, log=print) -> TrainResult:
+          progress: bool = True, log=print, comm=None, sync_bn: bool = False) -> TrainResult:
     """Train ``model`` on ``data``; save a resumable checkpoint after every epoch.
 
     Args:
@@ -88,16 +89,24 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
         out: checkpoint path; default a new ``<model>-<data>-<time>.safetensors``.
             An existing file is refused unless ``overwrite`` (or it is ``resume``).
         resume: continue from this checkpoint (same recipe; bit-identical weights).
+        comm: a :mod:`volnet.train.distributed` communicator for data-parallel
+            training (default: one process). ``batch_size`` is then the global
+            batch, split over the ranks; rank 0 alone logs and writes.
+        sync_bn: synchronise batch-norm statistics over the ranks.
     """
+    comm = comm or Communicator()
+    if not comm.is_main:
+        log = lambda *args, **kwargs: None   # noqa: E731 - only rank 0 talks
     data_set = load_dataset(data)
     shape = data_set.input_shape
     net = build_for_data(model, shape, data_set.num_classes, seed)
     opt = make_optimizer(optimizer, lr=lr, **({"momentum": 0.9} if optimizer == "sgd" else {}))
-    out = out or resume or default_out_path(model, data)
+    out = comm.broadcast_json(out or resume or default_out_path(model, data))   # rank 0's name
     if os.path.exists(out) and not overwrite and out != resume:
         raise CheckpointError(f"{out} already exists; pass another --out, --overwrite, or "
                               f"--resume {out} to continue that run")
     trainer = Trainer(net, opt, schedule=CosineLR(opt, epochs), progress=progress,
+                      is_main=comm.is_main,
                       callbacks=[ModelCheckpoint(out)],
                       metadata={"preprocessing": preprocessing_of(data_set, shape)})
     if resume:
@@ -105,8 +114,14 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
 
         resume_from(trainer, resume)
         log(f"resumed {resume} at epoch {trainer.epoch}, step {trainer.step}")
-    batches = BatchIterator(data_set.x_train, data_set.y_train, batch_size, seed=seed,
-                            mean=data_set.mean, std=data_set.std)
+    trainer.grad_hook = data_parallel(net, comm, sync_bn=sync_bn)   # no-op for one process
+    if comm.world_size > 1:
+        log(f"data-parallel over {comm.world_size} MPI ranks: {batch_size // comm.world_size} "
+            f"images per rank per step, batch norm {'synchronised' if sync_bn else 'local'}")
+    batches = BatchIterator(data_set.x_train, data_set.y_train,
+                            local_batch_size(batch_size, comm.world_size), seed=seed,
+                            mean=data_set.mean, std=data_set.std,
+                            shard=(comm.rank, comm.world_size))
     x_test = batches.transform(data_set.x_test)
     log(f"training {model} ({net.num_params():,} parameters) on {data_set.name}: "
         f"{len(data_set.x_train):,} images {shape}, {len(data_set.x_test):,} held out; "
@@ -115,7 +130,7 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
     history = trainer.fit(batches, epochs, val=(x_test, data_set.y_test))
     seconds = time.perf_counter() - start
     accuracy = evaluate(net, x_test, data_set.y_test)["accuracy"]
-    if trainer.epoch < epochs or not os.path.exists(out):   # stopped early: keep what we have
+    if comm.is_main and (trainer.epoch < epochs or not os.path.exists(out)):   # stopped early
         from volnet.io.checkpoint import save
 
         save(out, net, trainer=trainer)
