@@ -22,6 +22,7 @@ from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2
                            LocalResponseNorm, MaxPool2d, ReLU, Residual, Sequential, Sigmoid,
                            Softmax, Tanh)
 from volnet.layers.base import join_key
+from volnet.layers.side_branch import SideBranch
 
 OPSET = 17
 EXPORTERS: dict[type, callable] = {}
@@ -157,6 +158,12 @@ def _concat(layer, b, x, shape, prefix):
     outs = [_emit(child, b, x, shape, join_key(prefix, name))[0]
             for name, child in layer.named_children()]
     return b.node("Concat", outs, prefix, axis=1), layer.output_shape(shape)
+
+
+@register_onnx_exporter(SideBranch)
+def _side_branch(layer, b, x, shape, prefix):
+    # An auxiliary head runs only while training: the inference graph is the main path.
+    return x, shape
 
 
 @register_onnx_exporter(Graph)

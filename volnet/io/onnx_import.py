@@ -226,10 +226,14 @@ def supported_ops() -> set[str]:
 def _scope_path(node_name: str) -> str:
     """PyTorch's exporter names nodes by module scope: "/layer1/layer1.0/conv1/Conv" ->
     "layer1.0.conv1", the module's state-dict prefix."""
-    path = ""
+    parts: list[str] = []
     for part in node_name.split("/")[1:-1]:
-        path = part if path and part.startswith(path + ".") else (f"{path}.{part}" if path else part)
-    return path
+        # a Sequential's children are scoped as "<its name>.<index>": replace, don't append
+        if parts and part.startswith(parts[-1] + "."):
+            parts[-1] = part
+        else:
+            parts.append(part)
+    return ".".join(parts)
 
 
 def _attrs(node, onnx) -> dict:

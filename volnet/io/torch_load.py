@@ -65,7 +65,8 @@ def load_torch(path, key: str | None = None) -> "OrderedDict[str, np.ndarray]":
     if str(path).endswith(".safetensors"):
         from volnet.io.safetensors import load_file
 
-        return OrderedDict(load_file(path))
+        tensors, _ = load_file(path)
+        return OrderedDict(tensors)
     obj = _read_object(path)
     if key is not None:
         if not isinstance(obj, dict) or key not in obj:
