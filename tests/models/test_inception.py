@@ -1,12 +1,13 @@
-"""Inception v3: count, torchvision keys, factorised modules, eval parity, a training step."""
+"""Inception v3 and v4: counts, keys, factorised modules, eval parity, a training step."""
 
 import numpy as np
 import torch
 from conftest import copy_into_torch, randomise_norm_stats, torch_forward
-from zoo_torch_refs import Inception3, InceptionAux
+from zoo_torch_refs import Inception3, InceptionAux, InceptionV4
 
 import volnet as vn
 from volnet.models.inception import inception_v3
+from volnet.models.inception_v4 import inception_v4
 
 
 def test_v3_parameter_count_and_keys(lazy_init):
@@ -54,6 +55,35 @@ def test_v3_training_step():
     net = inception_v3(num_classes=4, seed=0, aux_logits=False)
     x = np.random.default_rng(0).standard_normal((2, 3, 75, 75)).astype(np.float32)
     loss, dscores = vn.softmax_cross_entropy(net.forward(x, training=True), np.array([1, 2]))
+    assert np.isfinite(loss)
+    assert net.backward(dscores).shape == x.shape
+    assert all(g is not None and np.isfinite(g).all() for _, _, g in net.named_params())
+
+
+def test_v4_parameter_count_and_stages(lazy_init):
+    net = inception_v4()
+    # 42,679,816: the reference port (Cadene's pretrainedmodels, timm inception_v4), "42.7 M"
+    assert net.num_params() == sum(p.numel() for p in InceptionV4().parameters()) == 42_679_816
+    table = vn.summary(net, (3, 299, 299))
+    out = {r["name"]: r["output"] for r in table.rows}
+    assert out["features.5"] == "35x35x384"        # stem (paper Fig. 3)
+    assert out["features.10"] == "17x17x1024"      # Reduction-A (Fig. 7)
+    assert out["features.18"] == "8x8x1536"        # Reduction-B (Fig. 8)
+    assert out["features.21"] == "8x8x1536"
+
+
+def test_v4_eval_forward_matches_torch(rng):
+    net = inception_v4(num_classes=10, seed=9).astype(np.float64)
+    randomise_norm_stats(net, rng)
+    ref = copy_into_torch(net, InceptionV4(10))
+    x = rng.standard_normal((1, 3, 75, 75))
+    np.testing.assert_allclose(net.forward(x), torch_forward(ref, x), rtol=1e-7, atol=1e-9)
+
+
+def test_v4_training_step():
+    net = inception_v4(num_classes=4, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 3, 75, 75)).astype(np.float32)
+    loss, dscores = vn.softmax_cross_entropy(net.forward(x, training=True), np.array([0, 3]))
     assert np.isfinite(loss)
     assert net.backward(dscores).shape == x.shape
     assert all(g is not None and np.isfinite(g).all() for _, _, g in net.named_params())

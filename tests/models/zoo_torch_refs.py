@@ -365,3 +365,88 @@ class Inception3(nn.Module):
         aux = self.AuxLogits(x) if self.AuxLogits is not None and x.shape[-1] >= 17 else None
         x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1))), aux
+
+
+def _bc(cin, cout, k, s=1, p=0):
+    return BasicConv2d(cin, cout, kernel_size=k, stride=s, padding=p)
+
+
+def _avg_conv(cin, cout):
+    return nn.Sequential(nn.AvgPool2d(3, 1, 1, count_include_pad=False), _bc(cin, cout, 1))
+
+
+class _Cat(nn.Module):
+    """Concatenate the outputs of the named children (Cadene's Mixed_* / Inception_* modules)."""
+
+    def __init__(self, **branches):
+        super().__init__()
+        for name, module in branches.items():
+            setattr(self, name, module)
+
+    def forward(self, x):
+        return torch.cat([m(x) for m in self.children()], 1)
+
+
+class InceptionC4(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.branch0 = _bc(1536, 256, 1)
+        self.branch1_0 = _bc(1536, 384, 1)
+        self.branch1_1a = _bc(384, 256, (1, 3), p=(0, 1))
+        self.branch1_1b = _bc(384, 256, (3, 1), p=(1, 0))
+        self.branch2_0 = _bc(1536, 384, 1)
+        self.branch2_1 = _bc(384, 448, (3, 1), p=(1, 0))
+        self.branch2_2 = _bc(448, 512, (1, 3), p=(0, 1))
+        self.branch2_3a = _bc(512, 256, (1, 3), p=(0, 1))
+        self.branch2_3b = _bc(512, 256, (3, 1), p=(1, 0))
+        self.branch3 = _avg_conv(1536, 256)
+
+    def forward(self, x):
+        x1 = self.branch1_0(x)
+        x2 = self.branch2_2(self.branch2_1(self.branch2_0(x)))
+        return torch.cat([self.branch0(x), self.branch1_1a(x1), self.branch1_1b(x1),
+                          self.branch2_3a(x2), self.branch2_3b(x2), self.branch3(x)], 1)
+
+
+def _seq4(*specs):
+    return nn.Sequential(*[_bc(*s) for s in specs])
+
+
+class InceptionV4(nn.Module):
+    """Cadene's pretrainedmodels InceptionV4 (features.N..., last_linear)."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        a = lambda: _Cat(branch0=_bc(384, 96, 1), branch1=_seq4((384, 64, 1), (64, 96, 3, 1, 1)),  # noqa
+                         branch2=_seq4((384, 64, 1), (64, 96, 3, 1, 1), (96, 96, 3, 1, 1)),
+                         branch3=_avg_conv(384, 96))
+        b = lambda: _Cat(branch0=_bc(1024, 384, 1),  # noqa: E731
+                         branch1=_seq4((1024, 192, 1), (192, 224, (1, 7), 1, (0, 3)),
+                                       (224, 256, (7, 1), 1, (3, 0))),
+                         branch2=_seq4((1024, 192, 1), (192, 192, (7, 1), 1, (3, 0)),
+                                       (192, 224, (1, 7), 1, (0, 3)), (224, 224, (7, 1), 1, (3, 0)),
+                                       (224, 256, (1, 7), 1, (0, 3))),
+                         branch3=_avg_conv(1024, 128))
+        self.features = nn.Sequential(
+            _bc(3, 32, 3, 2), _bc(32, 32, 3), _bc(32, 64, 3, 1, 1),
+            _Cat(maxpool=nn.MaxPool2d(3, 2), conv=_bc(64, 96, 3, 2)),
+            _Cat(branch0=_seq4((160, 64, 1), (64, 96, 3)),
+                 branch1=_seq4((160, 64, 1), (64, 64, (1, 7), 1, (0, 3)),
+                               (64, 64, (7, 1), 1, (3, 0)), (64, 96, 3))),
+            _Cat(conv=_bc(192, 192, 3, 2), maxpool=nn.MaxPool2d(3, 2)),
+            a(), a(), a(), a(),
+            _Cat(branch0=_bc(384, 384, 3, 2), branch1=_seq4((384, 192, 1), (192, 224, 3, 1, 1),
+                                                            (224, 256, 3, 2)),
+                 branch2=nn.MaxPool2d(3, 2)),
+            b(), b(), b(), b(), b(), b(), b(),
+            _Cat(branch0=_seq4((1024, 192, 1), (192, 192, 3, 2)),
+                 branch1=_seq4((1024, 256, 1), (256, 256, (1, 7), 1, (0, 3)),
+                               (256, 320, (7, 1), 1, (3, 0)), (320, 320, 3, 2)),
+                 branch2=nn.MaxPool2d(3, 2)),
+            InceptionC4(), InceptionC4(), InceptionC4())
+        self.last_linear = nn.Linear(1536, num_classes)
+
+    def forward(self, x):
+        x = self.features(x)
+        x = nn.functional.avg_pool2d(x, x.shape[2], count_include_pad=False)
+        return self.last_linear(torch.flatten(x, 1))

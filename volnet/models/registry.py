@@ -6,6 +6,7 @@ from __future__ import annotations
 from volnet.models.alexnet import alexnet, alexnet_torchvision
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
+from volnet.models.inception_v4 import inception_v4
 from volnet.models.lenet import cifar_example, lenet5
 from volnet.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from volnet.models.vgg import (vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
@@ -22,6 +23,7 @@ MODELS = {
     "resnet101": resnet101, "resnet152": resnet152,
     "googlenet": googlenet,
     "inception_v3": inception_v3,
+    "inception_v4": inception_v4,
 }
 
 # Per-example input shape each model expects by default (C, H, W).
@@ -33,6 +35,7 @@ INPUT_SHAPES = {
     **{name: (3, 224, 224) for name in MODELS if name.startswith(("vgg", "resnet"))},
     "googlenet": (3, 224, 224),
     "inception_v3": (3, 299, 299),
+    "inception_v4": (3, 299, 299),
 }
 
 
