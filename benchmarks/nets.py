@@ -1,0 +1,77 @@
+"""Network-level cases: training steps and inference on zoo models, volnet vs torch.nn mirror."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as TF
+
+import volnet.models as zoo
+from benchmarks.torch_mirror import to_torch
+from volnet.functional.loss import softmax_cross_entropy
+
+LR = 1e-3
+
+
+def _rel_err(a, b) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def volnet_train_step(net, x, labels):
+    """Forward (training), softmax cross-entropy, backward, plain SGD update."""
+    scores = net.forward(x, training=True)
+    loss, dscores = softmax_cross_entropy(scores, labels)
+    net.backward(dscores.astype(scores.dtype, copy=False))
+    for _, p, g in net.named_params(trainable_only=True):
+        p -= LR * g
+    return loss
+
+
+def torch_train_step(net, xt, yt):
+    """The same step in PyTorch: grads reset, forward, cross-entropy, backward, SGD update."""
+    for p in net.parameters():
+        p.grad = None
+    loss = TF.cross_entropy(net(xt), yt)
+    loss.backward()
+    with torch.no_grad():
+        for p in net.parameters():
+            p -= LR * p.grad
+    return float(loss.detach())
+
+
+def build(name):
+    """A zoo model (float32, seed 0) and its torch.nn mirror."""
+    net = zoo.build(name) if name in zoo.MODELS else getattr(zoo, name)()
+    return net, to_torch(net)
+
+
+def train_case(name, batch, input_shape, rng):
+    """(volnet_fn, torch_fn, max relative error of loss and first-layer gradient)."""
+    net, tnet = build(name)
+    tnet.train()
+    x = rng.standard_normal((batch, *input_shape), dtype=np.float32)
+    labels = rng.integers(0, 10, batch)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
+    # one checked step each, from identical weights
+    loss_v = volnet_train_step(net, x, labels)
+    loss_t = torch_train_step(tnet, xt, yt)
+    first_grad = next(g for _, _, g in net.named_params(trainable_only=True))
+    t_grad = next(iter(tnet.parameters())).grad.numpy()
+    err = max(abs(loss_v - loss_t) / abs(loss_t), _rel_err(first_grad, t_grad))
+    return (lambda: volnet_train_step(net, x, labels)), (lambda: torch_train_step(tnet, xt, yt)), err
+
+
+def infer_case(name, batch, input_shape, rng):
+    """(volnet_fn, torch_fn, max relative error of the scores) for eval-mode inference."""
+    net, tnet = build(name)
+    tnet.eval()
+    x = rng.standard_normal((batch, *input_shape), dtype=np.float32)
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        err = _rel_err(net.forward(x), tnet(xt).numpy())
+
+    def torch_fn():
+        with torch.no_grad():
+            tnet(xt)
+
+    return (lambda: net.forward(x)), torch_fn, err

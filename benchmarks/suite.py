@@ -1,0 +1,140 @@
+"""Runs every case, checks agreement, prints the table and writes the JSON records.
+
+Record: {"name", "group", "volnet", "torch", "unit", "ratio"} with ratio = volnet
+time (or peak memory) / PyTorch's, lower is better; extra keys: "max_rel_err"
+(volnet vs PyTorch on identical inputs and weights) and, for conv rows,
+"volnet_gflops" (equivalent GFLOP/s of fwd+bwd).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+
+import numpy as np
+import torch
+
+from benchmarks import kernels, memory, nets
+from benchmarks.timing import time_pair
+
+TOLERANCE = 1e-3      # float32 results must agree this closely (relative to the largest value)
+
+
+def _record(name, group, volnet, torch_value, unit, ratio, err, **extra):
+    rec = {"name": name, "group": group, "volnet": round(volnet, 3), "torch": round(torch_value, 3),
+           "unit": unit, "ratio": round(ratio, 3), "max_rel_err": float(f"{err:.2e}")}
+    rec.update(extra)
+    print(f"  {name:58s} {volnet:10.1f} {torch_value:10.1f} {unit:6s} {ratio:6.2f}   err {err:.1e}",
+          flush=True)
+    if not err <= TOLERANCE:
+        raise SystemExit(f"{name}: volnet and PyTorch disagree (max relative error {err:.2e})")
+    return rec
+
+
+def conv_rows(rng, repeats):
+    yield "gemm", _gemm_row(rng, repeats)
+    for row in kernels.CONV_ROWS:
+        v_fn, t_fn, err, flops = kernels.conv_case(row, rng)
+        pair = time_pair(v_fn, t_fn, repeats)
+        yield "conv", _record(row[0], "conv", pair.volnet * 1e3, pair.torch * 1e3, "ms",
+                              pair.volnet / pair.torch, err,
+                              volnet_gflops=round(flops / pair.volnet / 1e9, 1),
+                              torch_gflops=round(flops / pair.torch / 1e9, 1))
+
+
+def _gemm_row(rng, repeats):
+    v_fn, t_fn, err, flops = kernels.gemm_case(rng)
+    pair = time_pair(v_fn, t_fn, repeats)
+    return _record("GEMM ceiling: float32 2048^3 (NumPy @ vs torch.mm)", "conv",
+                   flops / pair.volnet / 1e9, flops / pair.torch / 1e9, "GFLOP/s",
+                   pair.volnet / pair.torch, err)
+
+
+def pool_rows(rng, repeats):
+    for row in kernels.POOL_ROWS:
+        v_fn, t_fn, err = kernels.pool_case(row, rng)
+        pair = time_pair(v_fn, t_fn, repeats)
+        yield "pool", _record(row[0] + " fwd+bwd", "pool", pair.volnet * 1e3, pair.torch * 1e3,
+                              "ms", pair.volnet / pair.torch, err)
+
+
+TRAIN_ROWS = [("LeNet-5 training step, batch 64", "lenet5", 64, (1, 28, 28)),
+              ("CIFAR net (cifar_example) training step, batch 128", "cifar_example", 128, (3, 32, 32)),
+              ("ResNet-18 training step 224x224, batch 16", "resnet18", 16, (3, 224, 224))]
+INFER_ROWS = [("VGG-16 inference 224x224, batch 1", "vgg16", 1),
+              ("VGG-16 inference 224x224, batch 8", "vgg16", 8),
+              ("ResNet-18 inference 224x224, batch 1", "resnet18", 1),
+              ("ResNet-18 inference 224x224, batch 8", "resnet18", 8)]
+
+
+def _throughput(title, group, case, batch, repeats):
+    v_fn, t_fn, err = case
+    pair = time_pair(v_fn, t_fn, repeats)
+    return _record(title, group, batch / pair.volnet, batch / pair.torch, "img/s",
+                   pair.volnet / pair.torch, err)
+
+
+def train_rows(rng, repeats, big_repeats):
+    for title, name, batch, shape in TRAIN_ROWS:
+        reps = big_repeats if name == "resnet18" else repeats
+        yield "train", _throughput(title, "train", nets.train_case(name, batch, shape, rng), batch, reps)
+
+
+def infer_rows(rng, repeats):
+    for title, name, batch in INFER_ROWS:
+        case = nets.infer_case(name, batch, (3, 224, 224), rng)
+        yield "infer", _throughput(title, "infer", case, batch, repeats)
+
+
+def memory_rows():
+    v = memory.peak_in_subprocess("volnet", 16)
+    t = memory.peak_in_subprocess("torch", 16)
+    how = "RSS high-water growth in a fresh process" + ("" if v["exact_reset"] else " (ru_maxrss)")
+    yield "memory", _record("ResNet-18 training step 224x224 b16: peak memory", "memory",
+                            v["peak_mb"], t["peak_mb"], "MB", v["peak_mb"] / t["peak_mb"], 0.0,
+                            method=how)
+
+
+def summarise(records):
+    """Per-group verdicts against the issue's targets."""
+    by = {}
+    for r in records:
+        if r["unit"] != "GFLOP/s":
+            by.setdefault(r["group"], []).append(r["ratio"])
+    lines = []
+    if "conv" in by:
+        geo = math.exp(sum(math.log(x) for x in by["conv"]) / len(by["conv"]))
+        lines.append(f"conv: geometric mean {geo:.2f} (target <= 1.0), worst {max(by['conv']):.2f} (<= 1.5)")
+    for group, target in (("pool", 1.0), ("train", 1.0), ("infer", 1.1), ("memory", 1.5)):
+        if group in by:
+            lines.append(f"{group}: worst {max(by[group]):.2f} (target <= {target})")
+    return lines
+
+
+def run_suite(args) -> int:
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    groups = set(args.only.split(","))
+    small, big = (3, 2) if args.quick else (11, 5)
+    print(f"volnet vs PyTorch {torch.__version__} CPU, {args.threads} threads "
+          f"(OMP/OPENBLAS/MKL_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
+          f"torch.set_num_threads({args.threads})), NumPy {np.__version__}, {platform.machine()}, "
+          f"{'quick' if args.quick else 'full'} run; medians of interleaved repeats")
+    print(f"  {'case':58s} {'volnet':>10s} {'torch':>10s} {'unit':6s} {'ratio':>6s}")
+    records = []
+    sources = [("conv", lambda: conv_rows(rng, small * 2 + 1)), ("pool", lambda: pool_rows(rng, small * 2 + 1)),
+               ("train", lambda: train_rows(rng, small * 2 + 1, big)), ("infer", lambda: infer_rows(rng, big)),
+               ("memory", memory_rows)]
+    for group, source in sources:
+        if group in groups or (group == "conv" and "gemm" in groups):
+            for kind, rec in source():
+                if kind in groups:
+                    records.append(rec)
+    for line in summarise(records):
+        print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+    return 0
