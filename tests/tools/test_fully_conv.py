@@ -273,6 +273,16 @@ def test_vgg16_volumes_follow_the_lecture():
     assert fc.output_shape((3, 384, 384)) == (1000, 6, 6)   # (384 - 224) / 32 + 1 = 6
 
 
+def test_alexnet_fc6_becomes_a_6x6x256_conv():
+    from volnet.models.registry import build
+
+    fc = vn.to_fully_conv(build("alexnet"), (3, 227, 227))   # the lecture's layout (Caffe's keys)
+    assert fc.classifier.fc6.params["weight"].shape == (4096, 256, 6, 6)
+    assert fc.classifier.fc8.params["weight"].shape == (1000, 4096, 1, 1)
+    assert fc.stride == (32, 32)
+    assert fc.output_shape((3, 227 + 5 * 32, 227 + 5 * 32)) == (1000, 6, 6)
+
+
 def test_vgg16_structure_real_forward_at_384(rng):
     net = small_vgg16()
     fc = vn.to_fully_conv(net, (3, 224, 224))

@@ -16,10 +16,11 @@ The image and the map, precisely:
   that is k*k passes, e.g. (0,0), (0,16), (16,0), (16,16) for VGG at 16.
 
 A map position equals the original network on its crop exactly when the
-network has no zero padding (``FullyConvNet.exact``); with padding, a position
-sees the real pixels around its crop where a lone crop sees zeros, the usual
-fully convolutional evaluation. ``exact=True`` falls back to crop-by-crop
-evaluation in that case.
+network has no zero padding (``FullyConvNet.exact``). With padding, a position
+sees the real pixels around its crop where a lone crop sees zeros (the usual
+fully convolutional evaluation), as far as its pass reaches: the pass for
+shift (a, b) covers the image from (a, b) to the far edge of its last crop.
+``exact=True`` falls back to crop-by-crop evaluation in that case.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def _one_pass(fc: FullyConvNet, x: np.ndarray, shift: tuple, picks: tuple) -> np
 
 
 def crop_scores(net: Layer, image: np.ndarray, stride=None, input_shape=None, *,
-                batch_size: int = 16) -> np.ndarray:
+                batch_size: int = 4) -> np.ndarray:
     """The definition :func:`dense_scores` computes faster: the classifier on every crop.
 
     Same arguments and result as :func:`dense_scores`; crops go through ``net``
