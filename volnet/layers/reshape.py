@@ -20,7 +20,8 @@ class Flatten(Layer):
 
     def _forward(self, x, training, keep_cache):
         self._cache = x.shape if keep_cache else None
-        return x.reshape(x.shape[0], -1)
+        # an explicit width, not -1: reshape cannot infer -1 for an empty batch (N=0)
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
 
     def _backward(self, dout):
         return dout.reshape(self._cache)
