@@ -92,6 +92,42 @@ def _run_equiv(tmp_path, bn, steps, global_batch, bucket_mb):
     return ranks, stats
 
 
+# ---- shards ---------------------------------------------------------------------------------------
+
+def _epoch_labels(n, world, epoch, local_batch, skip=0):
+    """Per rank, the labels (= example indices) it reads in ``epoch`` after ``skip`` examples."""
+    from volnet.data.batches import BatchIterator
+
+    x = np.zeros((n, 1, 1, 1), np.uint8)
+    return [[yb for _, yb in BatchIterator(x, np.arange(n), local_batch, seed=5,
+                                           shard=(rank, world)).batches(epoch, skip)]
+            for rank in range(world)]
+
+
+@pytest.mark.parametrize("n, world", [(48, 2), (48, 3), (50, 4), (7, 2)])
+def test_shards_are_disjoint_cover_the_epoch_and_keep_ranks_in_step(n, world):
+    for epoch in (0, 1):
+        per_rank = _epoch_labels(n, world, epoch, local_batch=4)
+        seen = np.concatenate([np.concatenate(batches) for batches in per_rank])
+        assert set(seen.tolist()) == set(range(n))                     # covering
+        assert len(seen) == n + (-n) % world                            # padding only to W
+        if n % world == 0:
+            assert len(np.unique(seen)) == len(seen)                    # disjoint
+        assert len({len(batches) for batches in per_rank}) == 1         # same number of steps
+    assert not np.array_equal(_epoch_labels(n, 1, 0, n)[0][0], _epoch_labels(n, 1, 1, n)[0][0])
+
+
+def test_ranks_together_read_what_one_process_reads_even_after_resuming():
+    one = _epoch_labels(48, 1, epoch=2, local_batch=12)[0]
+    for world in (2, 3, 4):
+        ranks = _epoch_labels(48, world, epoch=2, local_batch=12 // world)
+        for step, batch in enumerate(one):      # global batch t = union of local batches t
+            assert sorted(np.concatenate([r[step] for r in ranks])) == sorted(batch)
+        resumed = _epoch_labels(48, world, epoch=2, local_batch=12 // world, skip=24)
+        for step, batch in enumerate(one[2:]):   # continuing mid-epoch on another rank count
+            assert sorted(np.concatenate([r[step] for r in resumed])) == sorted(batch)
+
+
 # ---- checkpoints resume on another number of ranks ---------------------------------------------
 
 def test_resume_on_a_different_number_of_ranks_continues_the_run(tmp_path):
