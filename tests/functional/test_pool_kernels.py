@@ -14,8 +14,13 @@ from hypothesis import strategies as st
 
 from volnet.errors import ShapeError
 from volnet.functional import naive
-from volnet.functional.pool import (avgpool2d_backward, avgpool2d_forward, maxpool2d_backward,
-                                    maxpool2d_forward, pool_output_size)
+from volnet.functional.pool import (
+    avgpool2d_backward,
+    avgpool2d_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
+    pool_output_size,
+)
 
 
 @st.composite
@@ -97,7 +102,7 @@ def test_pool_backward_matches_central_differences(config, include_pad):
         out, cache = forward(x, kernel, stride, padding, ceil_mode, *extra)
         dout = np.random.default_rng(5).standard_normal(out.shape)
 
-        def loss():
+        def loss(forward=forward, extra=extra, dout=dout):
             return float(np.sum(forward(x, kernel, stride, padding, ceil_mode, *extra,
                                         keep_cache=False)[0] * dout))
 

@@ -10,8 +10,8 @@ rebuilds a volnet network as torch modules with the same weights and the same do
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

@@ -8,9 +8,9 @@ differentiate through batch statistics and through the (re-seeded) dropout mask.
 
 import numpy as np
 import pytest
+from layer_cases import CASE_IDS, LAYER_CASES, gradient_errors
 
 import volnet as vn
-from layer_cases import CASE_IDS, LAYER_CASES, gradient_errors
 
 TOLERANCE = 1e-6
 

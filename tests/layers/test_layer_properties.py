@@ -13,9 +13,9 @@
 
 import numpy as np
 import pytest
+from layer_cases import CASE_IDS, LAYER_CASES, reseed_dropout
 
 import volnet as vn
-from layer_cases import CASE_IDS, LAYER_CASES, reseed_dropout
 
 
 def _is_bn_train(case):

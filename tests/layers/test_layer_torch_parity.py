@@ -8,9 +8,9 @@ float32. Training-mode cases also compare BN running statistics after the step.
 import numpy as np
 import pytest
 import torch
+from layer_cases import CASE_IDS, LAYER_CASES, to_torch
 
 import volnet as vn
-from layer_cases import CASE_IDS, LAYER_CASES, to_torch
 
 
 def _run_both(case, dtype, tdtype):
