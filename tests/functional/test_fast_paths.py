@@ -70,3 +70,38 @@ def test_float32_conv_stays_float32_and_close_to_float64():
     assert out.dtype == dx.dtype == dw.dtype == np.float32 and db is None
     ref, _ = conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, (1, 1), (1, 1), (1, 1), 1)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+# (input shape, kernel, stride, padding, ceil_mode): tiled reshape path and separable path
+POOL_CASES = [
+    ((2, 3, 8, 8), (2, 2), (2, 2), (0, 0), False),      # tiles exactly
+    ((2, 2, 12, 12), (3, 3), (3, 3), (0, 0), False),    # tiles exactly, 3x3
+    ((2, 3, 7, 7), (2, 2), (2, 2), (0, 0), False),      # odd size: separable path
+    ((2, 3, 7, 7), (2, 2), (2, 2), (0, 0), True),       # ceil mode partial windows
+    ((1, 2, 9, 7), (3, 3), (2, 2), (1, 1), False),      # overlapping, padded (ResNet stem)
+    ((2, 2, 10, 11), (3, 2), (1, 3), (1, 1), False),    # rectangular windows and strides
+    ((1, 1, 5, 5), (5, 5), (1, 1), (2, 2), False),      # window as large as the padded input
+]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_maxpool_paths_match_torch_including_ties(case, ties):
+    shape, k, s, p, ceil = case
+    rng = np.random.default_rng(len(str(case)) + ties)
+    x = rng.standard_normal(shape)
+    if ties:   # exact ties, as after a ReLU: the first maximum (row-major) must win
+        x = np.maximum(np.round(x), 0.0)
+    out, cache = maxpool2d_forward(x, k, s, p, ceil)
+    np.testing.assert_array_equal(out, naive.maxpool2d(x, k, s, p, ceil))
+    xt = torch.tensor(x, requires_grad=True)
+    out_t = torch.nn.functional.max_pool2d(xt, k, s, p, ceil_mode=ceil)
+    dout = rng.standard_normal(out_t.shape)
+    out_t.backward(torch.tensor(dout))
+    np.testing.assert_allclose(maxpool2d_backward(dout, cache), xt.grad.numpy(), rtol=1e-12, atol=0)
+
+
+def test_maxpool_float32_inference_keeps_no_cache():
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    out, cache = maxpool2d_forward(x, (2, 2), (2, 2), keep_cache=False)
+    assert cache is None and out.dtype == np.float32

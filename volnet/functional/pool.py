@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from volnet.functional import maxpool
 from volnet.functional.conv import conv_output_size, window_view
 
 
@@ -41,41 +42,35 @@ def _tiles(x, kernel_size, stride, padding, out_size) -> bool:
 
 
 def maxpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False, keep_cache=True):
-    """Max over each window; the cache records the winning index (first maximum on ties)."""
+    """Max over each window; backward routes to the first maximum (row-major) as in PyTorch.
+
+    The cache is opaque: the input (padded with -inf when needed) and the output,
+    from which backward finds each window's winner (see ``maxpool``).
+    """
     n, c, h, w = x.shape
     out_size = pool_output_size((h, w), kernel_size, stride, padding, ceil_mode)
-    (kh, kw), (ho, wo) = kernel_size, out_size
     if _tiles(x, kernel_size, stride, padding, out_size):
-        blocks = x.reshape(n, c, ho, kh, wo, kw).transpose(0, 1, 2, 4, 3, 5)
-        windows = blocks.reshape(n, c, ho, wo, kh * kw)
+        out, inner = maxpool.tiled_forward(x, kernel_size, out_size, keep_cache)
+        tiled = True
     else:
         x_pad = _pad_for_pool(x, kernel_size, stride, padding, out_size, -np.inf)
-        view = window_view(x_pad, kernel_size, stride, (1, 1), out_size)
-        windows = view.transpose(0, 1, 4, 5, 2, 3).reshape(n, c, ho, wo, kh * kw)
-    if not keep_cache:
-        return windows.max(axis=-1), None
-    arg = windows.argmax(axis=-1)
-    out = np.take_along_axis(windows, arg[..., None], axis=-1)[..., 0]
-    return out, (x.shape, arg.astype(np.int32 if kh * kw < 2**31 else np.int64), kernel_size, stride, padding, out_size)
+        out, inner = maxpool.separable_forward(x_pad, kernel_size, stride, out_size, keep_cache)
+        tiled = False
+    cache = (tiled, inner, x.shape, kernel_size, stride, padding) if keep_cache else None
+    return out, cache
 
 
 def maxpool2d_backward(dout, cache):
     """Route each output gradient to the input position that won its window."""
-    x_shape, arg, kernel_size, stride, padding, out_size = cache
-    n, c, h, w = x_shape
-    (kh, kw), (st_h, st_w), (ph, pw), (ho, wo) = kernel_size, stride, padding, out_size
-    if (kh, kw) == (st_h, st_w) and (ph, pw) == (0, 0) and (h, w) == (ho * kh, wo * kw):
-        dwin = np.zeros((n, c, ho, wo, kh * kw), dtype=dout.dtype)
-        np.put_along_axis(dwin, arg[..., None], dout[..., None], axis=-1)
-        return dwin.reshape(n, c, ho, wo, kh, kw).transpose(0, 1, 2, 4, 3, 5).reshape(x_shape)
-    hp = max(h + 2 * ph, (ho - 1) * st_h + kh)
-    wp = max(w + 2 * pw, (wo - 1) * st_w + kw)
-    dx_pad = np.zeros((n, c, hp, wp), dtype=dout.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            routed = np.where(arg == i * kw + j, dout, 0)
-            dx_pad[:, :, i:i + st_h * (ho - 1) + 1:st_h, j:j + st_w * (wo - 1) + 1:st_w] += routed
-    return dx_pad[:, :, ph:ph + h, pw:pw + w]
+    tiled, inner, x_shape, kernel_size, stride, padding = cache
+    if tiled:
+        return maxpool.tiled_backward(dout, inner, kernel_size)
+    h, w = x_shape[2:]
+    ph, pw = padding
+    dx_pad = maxpool.separable_backward(dout, inner, kernel_size, stride)
+    if dx_pad.shape[2:] == (h, w):
+        return dx_pad
+    return np.ascontiguousarray(dx_pad[:, :, ph:ph + h, pw:pw + w])
 
 
 def _avg_divisor(hw, kernel_size, stride, padding, out_size, count_include_pad, dtype):
