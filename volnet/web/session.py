@@ -38,7 +38,7 @@ class Settings:
         seed: Seed of the initial weights and of the batch order.
     """
 
-    lr: float = 2e-3
+    lr: float = 3e-3
     batch_size: int = 32
     epochs: int = 5
     eval_every: int = 25

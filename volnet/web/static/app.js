@@ -67,8 +67,10 @@ async function control(action) {
 function onStatus(s, fromControl) {
   if (s.run !== metrics.run) { metrics.run = s.run; metrics.train = []; metrics.held = []; }
   if (!fromControl) { metrics.train.push(...s.train); metrics.held.push(...s.held_out); }
+  const held = metrics.held.length ? metrics.held[metrics.held.length - 1].acc : null;
   $("status").textContent = `${s.state} | ${s.network} | epoch ${s.epoch} | step ${s.step} | ` +
-    `${s.images_per_s.toFixed(0)} images/s` + (s.error ? " | " + s.error : "");
+    `${s.images_per_s.toFixed(0)} images/s` +
+    (held === null ? "" : ` | held-out accuracy ${(100 * held).toFixed(1)}%`) + (s.error ? " | " + s.error : "");
   $("status").dataset.state = s.state;
   $("start").disabled = s.state !== "idle";
   $("pause").disabled = s.state !== "training";

@@ -11,7 +11,7 @@ function drawChart(canvas, series, opts) {
   let xMax = Math.max(1, ...all.map(p => p[0]));
   let yMin = opts.yMin, yMax = opts.yMax;
   if (yMin === undefined) yMin = Math.min(0, ...all.map(p => p[1]));
-  if (yMax === undefined) yMax = Math.max(1e-6, ...all.map(p => p[1])) * 1.05;
+  if (yMax === undefined) yMax = all.length ? Math.max(1e-6, ...all.map(p => p[1])) * 1.05 : 1;
   const X = x => left + (w - left - right) * x / xMax;
   const Y = y => top + (h - top - bottom) * (1 - (y - yMin) / (yMax - yMin));
   ctx.strokeStyle = "#999"; ctx.fillStyle = "#444"; ctx.font = "11px sans-serif"; ctx.lineWidth = 1;
