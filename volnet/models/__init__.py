@@ -1,10 +1,12 @@
 """The model zoo: tables plus one builder per family, and a registry for the CLI and demo."""
 
 from volnet.models.alexnet import alexnet, alexnet_torchvision
+from volnet.models.context import context_module
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
 from volnet.models.inception_v4 import inception_v4
 from volnet.models.lenet import cifar_example, lenet5
+from volnet.models.pattern import pattern
 from volnet.models.resnet import resnet, resnet18, resnet34, resnet50, resnet101, resnet152
 from volnet.models.vgg import (vgg, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
                                vgg19_bn)
@@ -12,7 +14,7 @@ from volnet.models.registry import INPUT_SHAPES, MODELS, build
 
 __all__ = [
     "lenet5", "cifar_example", "alexnet", "alexnet_torchvision", "googlenet", "inception_v3",
-    "inception_v4",
+    "inception_v4", "context_module", "pattern",
     "vgg", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
     "resnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "MODELS", "INPUT_SHAPES", "build",

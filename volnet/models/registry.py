@@ -4,10 +4,12 @@ arguments ``num_classes``, ``in_channels`` and ``seed`` at least."""
 from __future__ import annotations
 
 from volnet.models.alexnet import alexnet, alexnet_torchvision
+from volnet.models.context import context_module
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
 from volnet.models.inception_v4 import inception_v4
 from volnet.models.lenet import cifar_example, lenet5
+from volnet.models.pattern import pattern
 from volnet.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from volnet.models.vgg import (vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
                                vgg19_bn)
@@ -24,6 +26,8 @@ MODELS = {
     "googlenet": googlenet,
     "inception_v3": inception_v3,
     "inception_v4": inception_v4,
+    "context_module": context_module,
+    "pattern": pattern,
 }
 
 # Per-example input shape each model expects by default (C, H, W).
@@ -36,6 +40,8 @@ INPUT_SHAPES = {
     "googlenet": (3, 224, 224),
     "inception_v3": (3, 299, 299),
     "inception_v4": (3, 299, 299),
+    "context_module": (21, 66, 66),   # PASCAL VOC's 21 score maps, 66x66 (Yu & Koltun)
+    "pattern": (3, 32, 32),
 }
 
 
