@@ -17,6 +17,7 @@ COMMANDS = [
     "predict",
     "slide",
     "demo",
+    "weights",
 ]
 
 

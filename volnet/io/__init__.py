@@ -10,6 +10,8 @@ from volnet.io.onnx_export import export_onnx, register_onnx_exporter
 from volnet.io.onnx_graph import Graph, Node, Reshape
 from volnet.io.onnx_import import load_onnx
 from volnet.io.torch_load import load_torch
+from volnet.io.weights import fetch_weights, load_weights, pretrained
 
-__all__ = ["load_torch", "export_onnx", "load_onnx", "register_onnx_exporter", "Graph", "Node",
-           "Reshape", "MissingDependencyError"]
+__all__ = ["load_torch", "load_weights", "fetch_weights", "pretrained", "export_onnx",
+           "load_onnx", "register_onnx_exporter", "Graph", "Node", "Reshape",
+           "MissingDependencyError"]
