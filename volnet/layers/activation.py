@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.errors import ConfigError
+from volnet.errors import ConfigError, ShapeError
 from volnet.layers.base import Layer
 
 
@@ -87,6 +87,11 @@ class Softmax(_Elementwise):
         if dim == 0:
             raise ConfigError("Softmax over the batch axis (dim=0) is not supported; use dim >= 1")
         self.dim = int(dim)
+
+    def _check_input(self, x):
+        if not -x.ndim <= self.dim < x.ndim or self.dim % x.ndim == 0:
+            raise ShapeError(f"{self.where()} needs an input with axis {self.dim} besides the batch "
+                             f"axis, got shape {x.shape}")
 
     def _forward(self, x, training, keep_cache):
         shifted = x - x.max(axis=self.dim, keepdims=True)

@@ -42,12 +42,15 @@ class Conv2d(Layer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, rng=None, dtype=np.float32):
         super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise ConfigError(f"Conv2d: {name} must be an int, got {value!r}")
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = pair(stride, "stride")
-        self.padding = pair(padding, "padding")
-        self.dilation = pair(dilation, "dilation")
         what = f"Conv2d({in_channels}, {out_channels}, kernel_size={kernel_size})"
+        self.kernel_size = pair(kernel_size, f"{what}: kernel_size")
+        self.stride = pair(stride, f"{what}: stride")
+        self.padding = pair(padding, f"{what}: padding")
+        self.dilation = pair(dilation, f"{what}: dilation")
         if self.in_channels < 1 or self.out_channels < 1:
             raise ConfigError(f"{what}: in_channels and out_channels must be >= 1")
         check_conv_hyperparams(self.kernel_size, self.stride, self.padding, self.dilation, what)

@@ -26,7 +26,7 @@ class Dropout(Layer):
 
     def __init__(self, drop_prob: float = 0.5, rng=None):
         super().__init__()
-        if not 0.0 <= drop_prob < 1.0:
+        if not isinstance(drop_prob, (int, float, np.floating)) or not 0.0 <= drop_prob < 1.0:
             raise ConfigError(f"Dropout: drop_prob must be in [0, 1), got {drop_prob}")
         self.drop_prob = float(drop_prob)
         self.rng = init.make_rng(rng)

@@ -29,6 +29,10 @@ class Linear(Layer):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None,
                  dtype=np.float32):
         super().__init__()
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                   for v in (in_features, out_features)):
+            raise ConfigError(f"Linear: in_features and out_features must be ints, got "
+                              f"{in_features!r}, {out_features!r}")
         if in_features < 1 or out_features < 1:
             raise ConfigError(f"Linear({in_features}, {out_features}): features must be >= 1")
         self.in_features, self.out_features = int(in_features), int(out_features)

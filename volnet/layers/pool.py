@@ -15,12 +15,12 @@ class _Pool2d(Layer):
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
-        self.padding = pair(padding, "padding")
+        what = f"{type(self).__name__}(kernel_size={kernel_size})"
+        self.kernel_size = pair(kernel_size, f"{what}: kernel_size")
+        self.stride = self.kernel_size if stride is None else pair(stride, f"{what}: stride")
+        self.padding = pair(padding, f"{what}: padding")
         self.dilation = (1, 1)
         self.ceil_mode = bool(ceil_mode)
-        what = f"{type(self).__name__}(kernel_size={kernel_size})"
         check_conv_hyperparams(self.kernel_size, self.stride, self.padding, self.dilation, what)
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
             raise ConfigError(f"{what}: padding {self.padding} must be at most half the kernel "
