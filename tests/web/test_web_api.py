@@ -53,6 +53,12 @@ def test_lenet_summary_matches_hand_counts(client):
     # (5*5*1+1)*6 + (5*5*6+1)*16 + (400+1)*120 + (120+1)*84 + (84+1)*10
     assert net["total_params"] == 156 + 2416 + 48120 + 10164 + 850 == 61706
     assert sum(row["params"] for row in net["rows"]) == net["total_params"]
+    conv1 = net["rows"][1]
+    assert conv1["volume"] == "28x28x6" and conv1["window"] == "F=5 S=1 P=2 K=6"
+    # the lecture's count without parameter sharing: every one of the 28*28*6 neurons has its own
+    # 5*5*1 weights and bias
+    assert conv1["params_no_sharing"] == 28 * 28 * 6 * (5 * 5 * 1 + 1) == 122_304
+    assert conv1["receptive_field"] == 5
 
 
 def test_custom_layer_list_summary(post):

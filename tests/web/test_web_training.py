@@ -62,9 +62,12 @@ def test_live_training_passes_90_percent_then_pause_resume_reset(client, post, d
     assert held[-1] > held[0]
 
     assert post("/api/train", {"action": "pause"}).json()["state"] == "paused"
-    time.sleep(0.3)   # the batch in flight finishes, then the trainer holds
-    step = client.get("/api/status").json()["step"]
-    time.sleep(0.5)
+    def settled():   # the batch in flight (slow on a loaded machine) finishes, then it holds
+        before = client.get("/api/status").json()["step"]
+        time.sleep(0.5)
+        return before == client.get("/api/status").json()["step"] and before
+    step = wait_for(settled, timeout=20, what="the paused trainer to hold")
+    time.sleep(1.0)
     assert client.get("/api/status").json()["step"] == step
     assert post("/api/train", {"action": "resume"}).json()["state"] == "training"
     wait_for(lambda: client.get("/api/status").json()["step"] > step, what="training to go on")

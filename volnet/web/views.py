@@ -11,6 +11,7 @@ import numpy as np
 
 from volnet.functional.loss import softmax
 from volnet.layers import Layer
+from volnet.tools.summary import summary
 
 MAX_MAPS = 16       # activation maps shown per layer
 MAX_FILTERS = 32    # first-layer filters shown
@@ -29,14 +30,26 @@ def to_grey(a: np.ndarray) -> list[int]:
     return np.rint(scaled * 255).astype(np.uint8).ravel().tolist()
 
 
+def _window_text(row: dict) -> str:
+    """'F=5 S=1 P=2 K=6' for window layers, from a summary row; '' for others."""
+    parts = []
+    for key in ("F", "S", "P", "K"):
+        value = row.get(key)
+        if value is not None:
+            value = value if isinstance(value, int) else (
+                value[0] if value[0] == value[1] else "x".join(map(str, value)))
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
 def summary_rows(net: Layer, input_shape: tuple[int, ...]) -> dict:
-    """The summary table: one row per top-level layer with its output volume and parameters."""
-    rows, shape = [{"name": "input", "layer": "", "shape": list(input_shape), "params": 0}], input_shape
-    for name, layer in net.named_children() or [("0", net)]:
-        shape = layer.output_shape(shape)
-        rows.append({"name": name, "layer": repr(layer).split("\n")[0], "shape": list(shape),
-                     "params": layer.num_params()})
-    return {"rows": rows, "total_params": net.num_params()}
+    """The summary table (``volnet.summary``): volumes, F/S/P/K, parameters with and without sharing."""
+    table = summary(net, input_shape)
+    rows = [{"name": row["name"], "type": row["type"], "volume": row["output"],
+             "shape": list(row["shape"]), "window": _window_text(row), "params": row["params"],
+             "params_no_sharing": row["params_no_sharing"],
+             "receptive_field": row["receptive_field"][0]} for row in table.rows]
+    return {"rows": rows, "total_params": table.totals["params"], "macs": table.totals["macs"]}
 
 
 def first_layer_filters(net: Layer, input_shape: tuple[int, ...]) -> dict:

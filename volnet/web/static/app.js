@@ -35,9 +35,10 @@ function showSummary(net) {
   body.innerHTML = "";
   net.rows.forEach(row => {
     const tr = document.createElement("tr");
-    [row.name, row.layer || "input", row.shape.join(" x "), row.params.toLocaleString()].forEach((text, i) => {
+    [row.name, row.type, row.volume, row.window, row.params.toLocaleString(),
+     row.params_no_sharing.toLocaleString(), row.receptive_field].forEach((text, i) => {
       const td = document.createElement("td"); td.textContent = text;
-      if (i === 3) td.className = "num";
+      if (i >= 4) td.className = "num";
       tr.appendChild(td);
     });
     body.appendChild(tr);
