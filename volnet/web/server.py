@@ -119,6 +119,9 @@ def serve(host: str = DEFAULT_HOST, port: int = 8000, open_browser: bool = True)
         import webbrowser
 
         threading.Timer(0.5, webbrowser.open, args=(server.url,)).start()
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:   # uvicorn shuts down gracefully, then re-raises the Ctrl-C
+        pass
     print("volnet demo stopped", flush=True)
     return 0
