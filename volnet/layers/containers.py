@@ -49,7 +49,9 @@ class Container(Layer):
             return self._children[key]
         layers = list(self._children.values())
         if isinstance(key, slice):
-            return Sequential(*layers[key])
+            part = Sequential(*layers[key])
+            self._set_path(self.path)   # shared children keep their names in this (whole) network
+            return part
         return layers[key]
 
     def __setitem__(self, key, layer: Layer) -> None:
