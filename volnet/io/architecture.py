@@ -30,6 +30,8 @@ FORMAT = 1
 
 def _plain(value):
     """JSON-friendly copy of an attribute value (tuples -> lists, NumPy scalars -> Python)."""
+    if isinstance(value, Layer):        # a layer passed to the constructor (e.g. a head)
+        return {"__layer__": layer_config(value)}
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
     if isinstance(value, np.generic):
@@ -65,13 +67,14 @@ def layer_config(layer: Layer) -> dict:
                               (("body", layer.body), ("shortcut", layer.shortcut),
                                ("activation", layer.activation)) if child is not None]
     elif isinstance(layer, (Sequential, Concat)):
+        # the container's own child names (FlatConcat reports "" to splice keys)
         config["args"] = {}
-        config["children"] = [[name, layer_config(child)] for name, child in layer.named_children()]
+        config["children"] = [[name, layer_config(child)] for name, child in layer._children.items()]
     else:
-        if layer.named_children():
-            raise ConfigError(f"{layer.where()}: {type(layer).__name__} has children but no "
-                              "architecture rule; describe it with Sequential/Residual/Concat")
         config["args"] = _leaf_args(layer)
+        if layer.named_children() and "__layer__" not in json.dumps(config["args"]):
+            raise ConfigError(f"{layer.where()}: {type(layer).__name__} has children that are "
+                              "not constructor arguments; architecture JSON cannot rebuild it")
     if layer.frozen:
         config["frozen"] = sorted(layer.frozen)
     return config
@@ -92,12 +95,20 @@ def _layer_class(config: dict) -> type:
     return cls
 
 
+def _unplain(value, dtype):
+    if isinstance(value, dict) and set(value) == {"__layer__"}:
+        return build_layer(value["__layer__"], dtype)
+    if isinstance(value, list):
+        return [_unplain(v, dtype) for v in value]
+    return value
+
+
 def build_layer(config: dict, dtype=np.float32) -> Layer:
     """Rebuild a layer (with fresh weights) from :func:`layer_config` output."""
     if not isinstance(config, dict):
         raise CheckpointError(f"layer config must be an object, got {type(config).__name__}")
     cls = _layer_class(config)
-    args = dict(config.get("args") or {})
+    args = {k: _unplain(v, dtype) for k, v in (config.get("args") or {}).items()}
     children = [(name, build_layer(child, dtype)) for name, child in config.get("children", [])]
     try:
         if cls is Residual or issubclass(cls, Residual):
