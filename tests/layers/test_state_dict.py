@@ -110,7 +110,7 @@ def test_containers_index_iterate_and_name_paths():
     assert net[1].body[0].path == "1.body.0"          # slicing does not rename the original's layers
     net[6] = vn.Linear(24, 5)
     assert net.output_shape((3, 4, 4)) == (5,) and net[6].path == "6"
-    outer = vn.Sequential({"features": net})
+    vn.Sequential({"features": net})                  # nesting renames: paths follow the outer network
     assert net[2][0].path == "features.2.0"
     with pytest.raises(vn.ShapeError, match="at features.2.0"):
         net[2][0].forward(np.zeros((1, 3, 4, 4)))     # Conv2d(4, 2, 1) given 3 channels
