@@ -83,8 +83,21 @@ def bn_head():       # batch norm after a converted FC, with non-trivial statist
     return net
 
 
+def inception_like():  # FlatConcat branches (torchvision keys), an auxiliary SideBranch; 3x11x11
+    from volnet.layers.flat_concat import FlatConcat
+    from volnet.layers.side_branch import SideBranch
+
+    block = FlatConcat({"a": vn.Sequential({"branch1x1": vn.Conv2d(4, 2, 1, rng=2)}),
+                        "b": vn.Sequential({"branch_b": vn.Conv2d(4, 3, 1, rng=3), "relu": vn.ReLU()})})
+    aux = SideBranch(vn.Sequential(vn.Flatten(), vn.Linear(4 * 4 * 4, 3, rng=4)))
+    return vn.Sequential({"conv": vn.Conv2d(3, 4, 3, rng=1), "pool": vn.MaxPool2d(2), "aux": aux,
+                          "mixed": block, "gap": vn.GlobalAvgPool2d(), "flat": vn.Flatten(),
+                          "fc": vn.Linear(5, 6, rng=5)})
+
+
 EXACT_NETS = [(vgg_like, (3, 28, 28), 4), (odd_stride, (2, 14, 14), 3), (nested, (3, 10, 10), 4),
-              (residual_gap, (3, 12, 12), 2), (concat_head, (2, 7, 7), 1), (bn_head, (3, 9, 9), 2)]
+              (residual_gap, (3, 12, 12), 2), (concat_head, (2, 7, 7), 1), (bn_head, (3, 9, 9), 2),
+              (inception_like, (3, 11, 11), 2)]
 
 
 def small_vgg16(**kwargs):   # VGG-16's spatial structure (13 CONV, 5 POOL) at 1/16 of the width
@@ -119,6 +132,14 @@ def test_converted_net_gives_the_original_scores_at_the_native_size(factory, sha
     out = vn.to_fully_conv(net, shape).forward(x)
     assert out.shape[2:] == (1, 1)
     assert close(out[:, :, 0, 0], net.forward(x))
+
+
+def test_flat_concat_keeps_its_keys_and_side_branches_disappear():
+    net = inception_like()
+    fc = vn.to_fully_conv(net, (3, 11, 11))
+    assert type(fc.mixed).__name__ == "FlatConcat"
+    assert list(fc.state_dict()) == [k for k in net.state_dict() if not k.startswith("aux")]
+    assert "aux" not in dict(fc.named_children())
 
 
 def test_converted_net_shares_no_arrays_with_the_original():

@@ -25,6 +25,8 @@ What is rewritten, and why it is exact at every map position:
   change with the image size).
 * Elementwise layers, dropout and ``Softmax(dim=1)`` act per position and are
   copied; ``Residual`` and ``Concat`` are converted branch by branch.
+* ``SideBranch`` (GoogLeNet's auxiliary classifiers) disappears: it is the
+  identity at inference.
 
 Everything else is refused with a ``ConfigError`` naming the layer's path.
 """
@@ -40,6 +42,7 @@ from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2
                            LocalResponseNorm, MaxPool2d, Residual, Sequential, Softmax)
 from volnet.layers.activation import _Elementwise
 from volnet.layers.base import join_key
+from volnet.layers.side_branch import SideBranch
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,8 @@ def _convert(layer: Layer, path: str, state: _State) -> tuple[Layer | None, _Sta
         return _convert_residual(layer, path, state)
     if isinstance(layer, Concat):
         return _convert_concat(layer, path, state)
+    if isinstance(layer, SideBranch):
+        return None, state   # an auxiliary head: the identity at inference
     if layer.named_children():
         raise _refuse(layer, path, "only Sequential, Residual and Concat containers are "
                                    "understood; rebuild the block from those")
@@ -164,13 +169,28 @@ def _convert(layer: Layer, path: str, state: _State) -> tuple[Layer | None, _Sta
     return convert[state.mode](layer, path, state)
 
 
+def _keyed_children(block):
+    """(own key, key in state-dict paths, child): FlatConcat shows every branch as "" in
+    paths but keeps distinct keys of its own, which the rebuilt block must keep too."""
+    return [(key, name, child) for key, (name, child)
+            in zip(block._children, block.named_children())]
+
+
+def _same_kind(block, children: "OrderedDict[str, Layer]", fallback):
+    """A container of ``block``'s class (e.g. FlatConcat) holding ``children``."""
+    try:
+        return type(block)(children)
+    except TypeError:   # a subclass with another constructor: the plain container computes the same
+        return fallback(children)
+
+
 def _convert_sequential(seq: Sequential, path: str, state: _State):
     children = OrderedDict()
-    for name, child in seq.named_children():
+    for key, name, child in _keyed_children(seq):
         new, state = _convert(child, join_key(path, name), state)
         if new is not None:
-            children[name] = new
-    return (Sequential(children) if children else None), state
+            children[key] = new
+    return (_same_kind(seq, children, Sequential) if children else None), state
 
 
 def _convert_residual(block: Residual, path: str, state: _State):
@@ -196,9 +216,9 @@ def _convert_residual(block: Residual, path: str, state: _State):
 
 def _convert_concat(block: Concat, path: str, state: _State):
     children, states = OrderedDict(), []
-    for name, branch in block.named_children():
+    for key, name, branch in _keyed_children(block):
         new, after = _convert(branch, join_key(path, name), state)
-        children[name] = new if new is not None else Identity()
+        children[key] = new if new is not None else Identity()
         states.append(after)
     first = states[0]
     same = {(s.mode, s.stride, (s.volume or s.shape)[1:] if s.mode != "vector" else ())
@@ -214,7 +234,7 @@ def _convert_concat(block: Concat, path: str, state: _State):
     else:   # flattened volumes joined end to end = channels joined, then flattened (C outermost)
         volume = (sum(s.volume[0] for s in states),) + first.volume[1:]
         out = replace(first, shape=(volume[0] * volume[1] * volume[2],), volume=volume, exact=exact)
-    return Concat(children), out
+    return _same_kind(block, children, Concat), out
 
 
 def _describe(state: _State) -> str:
