@@ -159,7 +159,10 @@ class MPICommunicator(Communicator):
         self._wait([self.comm.Ibarrier()], "barrier")
 
     def abort(self, code=1):
+        sys.stdout.flush()
+        sys.stderr.flush()
         self.comm.Abort(code)
+        os._exit(code)   # MPICH's MPI_Abort can return before the launcher ends this process
 
     def _wait(self, requests, what: str) -> None:
         """Poll until every request completes; raise once the deadline passes.
