@@ -113,13 +113,18 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
         from volnet.io.checkpoint import resume as resume_from
 
         resume_from(trainer, resume)
+        # the cosine horizon follows this command's --epochs: resuming an interrupted run
+        # replays it exactly, and a finished run can be extended
+        trainer.schedule.t_max = epochs
+        if trainer.schedule.epoch:
+            opt.lr = trainer.schedule._next_lr(None)
         log(f"resumed {resume} at epoch {trainer.epoch}, step {trainer.step}")
+    local_batch = local_batch_size(batch_size, comm.world_size)
     trainer.grad_hook = data_parallel(net, comm, sync_bn=sync_bn)   # no-op for one process
     if comm.world_size > 1:
-        log(f"data-parallel over {comm.world_size} MPI ranks: {batch_size // comm.world_size} "
-            f"images per rank per step, batch norm {'synchronised' if sync_bn else 'local'}")
-    batches = BatchIterator(data_set.x_train, data_set.y_train,
-                            local_batch_size(batch_size, comm.world_size), seed=seed,
+        log(f"data-parallel over {comm.world_size} MPI ranks: {local_batch} images per rank "
+            f"per step, batch norm {'synchronised' if sync_bn else 'local'}")
+    batches = BatchIterator(data_set.x_train, data_set.y_train, local_batch, seed=seed,
                             mean=data_set.mean, std=data_set.std,
                             shard=(comm.rank, comm.world_size))
     x_test = batches.transform(data_set.x_test)
