@@ -70,6 +70,26 @@ def test_out_writes_one_heat_map_panel_per_class_and_never_overwrites(image_file
         assert sheet.size == (44, 54)
 
 
+def test_heat_map_is_hot_at_the_most_likely_crop_and_cold_at_the_least(image_file, tmp_path, capsys):
+    path, pixels = image_file
+    out = tmp_path / "heat.png"
+    assert main(["slide", "cifar_example", path, "--stride", "4", "--exact", "--out", str(out),
+                 "--panels", "1"]) == 0
+    mean, _ = mean_probabilities_over_crops(cifar_example(), pixels, 4)
+    k = int(np.argmax(mean))
+    x = pixels.transpose(2, 0, 1).astype(np.float32) / 255
+    p = np.array([[np.exp(s - s.max())[k] / np.exp(s - s.max()).sum()
+                   for s in (cifar_example().forward(x[None, :, i:i + 32, j:j + 32])[0]
+                             for j in range(0, 13, 4))] for i in range(0, 9, 4)])
+    with Image.open(out) as sheet:
+        rgb = np.asarray(sheet.convert("RGB")).astype(int)[14:]   # below the label strip
+    hot, cold = np.unravel_index(p.argmax(), p.shape), np.unravel_index(p.argmin(), p.shape)
+    y, x_ = hot[0] * 4 + 16, hot[1] * 4 + 16          # the centre of the most likely crop
+    assert rgb[y, x_].min() >= 0.55 * 255 - 1          # white-hot: heat 1 in every channel
+    y, x_ = cold[0] * 4 + 16, cold[1] * 4 + 16
+    assert rgb[y, x_].max() <= 0.45 * 255 + 1          # heat 0: only the dimmed grey image
+
+
 def test_a_checkpoint_brings_its_input_shape_and_class_names(image_file, tmp_path, capsys):
     path, pixels = image_file
     net = cifar_example(seed=5)

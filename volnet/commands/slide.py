@@ -56,16 +56,16 @@ def run(args) -> int:
     probs = _softmax_map(scores)
     mean = probs.mean(axis=(1, 2))   # the lecture's "evaluate at many positions and average"
     names = prep.get("class_names") or [str(k) for k in range(len(mean))]
-    step = args.stride or fc.stride[0]
+    step = (args.stride, args.stride) if args.stride else fc.stride
     print(f"{source} on {args.image} ({x.shape[1]}x{x.shape[2]}): {shape[1]}x{shape[2]} crops at "
-          f"stride {step} -> {scores.shape[1]}x{scores.shape[2]} positions"
+          f"stride {step[0]}x{step[1]} -> {scores.shape[1]}x{scores.shape[2]} positions"
           + ("" if fc.exact or args.exact else " (zero padding: positions see neighbouring pixels)"))
     print(f"top classes, probability averaged over {scores.shape[1] * scores.shape[2]} positions:")
     top = np.argsort(-mean)[:args.top]
     for k in top:
         i, j = (int(v) for v in np.unravel_index(probs[k].argmax(), probs[k].shape))
         print(f"  {names[k]:>12s}  {mean[k]:.4f}  (max {probs[k, i, j]:.4f}, crop at "
-              f"y={i * step}, x={j * step})")
+              f"y={i * step[0]}, x={j * step[1]})")
     if args.out:
         _write_heatmaps(args.out, pixels, probs, top[:args.panels], names, shape[1:], step)
         print(f"heat maps of {min(args.panels, len(top))} classes written to {args.out}")
@@ -132,8 +132,8 @@ def _write_heatmaps(path, pixels, probs, classes, names, crop, step) -> None:
     from volnet.io.checkpoint import atomic_write
 
     grey = pixels.astype(np.float32).mean(axis=0) / 255
-    rows = _nearest_cell(grey.shape[0], crop[0], step, probs.shape[1])
-    cols = _nearest_cell(grey.shape[1], crop[1], step, probs.shape[2])
+    rows = _nearest_cell(grey.shape[0], crop[0], step[0], probs.shape[1])
+    cols = _nearest_cell(grey.shape[1], crop[1], step[1], probs.shape[2])
     panels = []
     for k in classes:
         low, high = float(probs[k].min()), float(probs[k].max())
