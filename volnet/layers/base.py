@@ -27,7 +27,8 @@ from typing import Iterator
 
 import numpy as np
 
-from volnet.errors import DTypeError, NonFiniteError, ShapeError, StateDictError, StateError
+from volnet.errors import (ConfigError, DTypeError, NonFiniteError, ShapeError, StateDictError,
+                           StateError)
 
 _local = threading.local()   # forward nesting depth: only the outermost call scans for NaN
 
@@ -287,7 +288,7 @@ class Layer:
         from volnet.functional.loss import softmax
 
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"{self.where()}: predict() needs batch_size >= 1, got {batch_size}")
         outs = [softmax(self.forward(x[i:i + batch_size]).reshape(len(x[i:i + batch_size]), -1))
                 for i in range(0, len(x), batch_size)]
         if not outs:
