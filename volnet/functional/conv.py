@@ -162,8 +162,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
 
     Returns:
         out (N, F, H_out, W_out) and the cache (None when ``keep_cache`` is False).
-        The cache holds the input, not its unrolled columns (backward re-unrolls
-        chunk by chunk), so a training step's memory stays near the activations'.
+        The cache holds the input and, only for layers small enough to unroll in one
+        chunk, its columns; larger layers are re-unrolled chunk by chunk in backward,
+        so a training step's memory stays near the activations'.
         A 1x1 stride-1 unpadded convolution is a plain matrix product with no unrolling.
     """
     n, c, h, wd = x.shape
@@ -172,19 +173,19 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
     ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
-    out = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo))
+    out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo), keep_cache)
     if b is not None:
         out += b.reshape(1, f, 1, 1)
-    cache = (x, w, b is not None, stride, padding, dilation, groups) if keep_cache else None
+    cache = (x, cols, w, b is not None, stride, padding, dilation, groups) if keep_cache else None
     return out, cache
 
 
 def conv2d_backward(dout, cache):
     """Gradients of :func:`conv2d_forward`: returns (dx, dw, db); db is None without bias."""
-    x, w, has_bias, stride, padding, dilation, groups = cache
+    x, cols, w, has_bias, stride, padding, dilation, groups = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
     kh, kw = w.shape[2:]
-    dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups)
+    dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     if _adjoint_is_conv(x.shape[1] // groups, (kh, kw), stride, padding, dilation):
         dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)

@@ -78,8 +78,12 @@ class _Plan:
         return buf.reshape(m, self.groups, self.k, self.p)
 
 
-def forward(x, w, stride, padding, dilation, groups, out_size):
-    """out (N, F, Ho, Wo) = cross-correlation of x with w (no bias)."""
+def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
+    """(out, cols): out (N, F, Ho, Wo) = cross-correlation of x with w (no bias).
+
+    ``cols`` is the unrolled input when ``keep_cols`` and the whole batch fit in
+    one chunk (small layers: backward then skips re-unrolling), else None.
+    """
     n, c, h, wd = x.shape
     f, _, kh, kw = w.shape
     ho, wo = out_size
@@ -90,7 +94,7 @@ def forward(x, w, stride, padding, dilation, groups, out_size):
         # 1x1: the input already is the column matrix, one product per sample
         np.matmul(w_mat, x.reshape(n, groups, c // groups, h * wd),
                   out=out.reshape(n, groups, f // groups, ho * wo))
-        return out
+        return out, None
     xp = pad_zeros(x, padding)
     for s in range(0, n, plan.chunk):
         e = min(n, s + plan.chunk)
@@ -100,11 +104,14 @@ def forward(x, w, stride, padding, dilation, groups, out_size):
             out[s:e] = res.reshape(f, e - s, ho, wo).transpose(1, 0, 2, 3)
         else:
             np.matmul(w_mat, cols, out=out[s:e].reshape(e - s, groups, f // groups, plan.p))
-    return out
+    return out, (cols if keep_cols and plan.chunk >= n else None)
 
 
-def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
-    """dw (F, C/G, KH, KW) = sum over batch and positions of dout x unrolled x."""
+def weight_grad(x, dout, w_shape, stride, padding, dilation, groups, kept=None):
+    """dw (F, C/G, KH, KW) = sum over batch and positions of dout x unrolled x.
+
+    ``kept``: the forward's single-chunk columns, if it kept them.
+    """
     n, c, h, wd = x.shape
     f, _, kh, kw = w_shape
     ho, wo = dout.shape[2:]
@@ -116,7 +123,9 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     for s in range(0, n, plan.chunk):
         e = min(n, s + plan.chunk)
         d = dout[s:e]
-        if pointwise and not plan.wide:
+        if kept is not None:
+            cols = kept                      # the forward's columns cover the whole batch
+        elif pointwise and not plan.wide:
             cols = x[s:e].reshape(e - s, groups, plan.k, plan.p)
         else:
             cols = plan.cols(xp[s:e], (kh, kw), stride, dilation, (ho, wo))
@@ -142,7 +151,7 @@ def input_grad_as_conv(dout, w, x_shape, padding, dilation, groups):
     kh, kw = w.shape[2:]
     full = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
     w_t = flipped_transpose(w, groups)
-    return forward(dout, w_t, (1, 1), full, dilation, groups, x_shape[2:])
+    return forward(dout, w_t, (1, 1), full, dilation, groups, x_shape[2:])[0]
 
 
 def input_grad_by_fold(dout, w, x_shape, stride, padding, dilation, groups):
