@@ -67,7 +67,7 @@ def concat_head():   # two FC branches on the same flattened volume, joined; inp
     return vn.Sequential(vn.Conv2d(2, 3, 3, rng=1), vn.ReLU(),
                          vn.Concat(vn.Sequential(vn.Flatten(), vn.Linear(3 * 5 * 5, 4, rng=2)),
                                    vn.Sequential(vn.Flatten(), vn.Linear(3 * 5 * 5, 3, rng=3))),
-                         vn.ReLU(), vn.Linear(7, 5, rng=4))
+                         vn.ReLU(), vn.Linear(7, 5, rng=4), vn.Softmax())
 
 
 def bn_head():       # batch norm after a converted FC, with non-trivial statistics; input 3x9x9
@@ -169,6 +169,23 @@ def test_global_average_pool_slides_as_a_stride_1_average_over_its_native_window
     pool = vn.to_fully_conv(residual_gap(), (3, 12, 12))["5"]
     assert isinstance(pool, vn.AvgPool2d)
     assert (pool.kernel_size, pool.stride) == ((5, 5), (1, 1))
+
+
+@pytest.mark.parametrize("pool, size, exact", [
+    (vn.MaxPool2d(2), 9, True),                                # floor: the last row is dropped
+    (vn.MaxPool2d(2, ceil_mode=True), 10, True),               # windows tile: ceil changes nothing
+    (vn.MaxPool2d(2, ceil_mode=True), 9, False),               # a window hangs over the edge
+    (vn.MaxPool2d(3, stride=2, padding=1), 9, False),          # padding
+])
+def test_exact_flag_says_whether_positions_see_only_their_crop(pool, size, exact, rng):
+    net = vn.Sequential(vn.Conv2d(1, 2, 1, rng=1), pool, vn.Flatten())
+    net.append(vn.Linear(int(np.prod(net.output_shape((1, size, size)))), 3, rng=2))
+    fc = vn.to_fully_conv(net, (1, size, size))
+    assert fc.exact is exact
+    image = rng.standard_normal((1, size + 5, size + 4)).astype(np.float32)
+    crops = crops_one_by_one(net, image, fc.stride, (size, size))
+    assert close(vn.dense_scores(fc, image), crops) is exact
+    assert close(vn.dense_scores(fc, image, exact=True), crops)
 
 
 def test_float64_network_stays_float64():
