@@ -292,3 +292,13 @@ def _structure(layer, masks):
     if isinstance(layer, vn.Dropout) and masks:
         return TorchMask(layer)
     return _leaf_to_torch(layer)
+
+
+if __name__ == "__main__":     # python tests/layers/layer_cases.py: worst gradcheck error per family
+    worst: dict[str, tuple[float, str]] = {}
+    for case in LAYER_CASES:
+        errs = gradient_errors(case.layer(), case.x(), case.training)
+        family = case.id.split("_")[0]
+        worst[family] = max(worst.get(family, (0.0, "")), (max(errs.values()), case.id))
+    for family, (err, case_id) in worst.items():
+        print(f"{family:12s} {err:.1e}  ({case_id})")
