@@ -5,9 +5,9 @@ that exactly fill the padded input), input and every parameter, float64."""
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from layer_cases import gradient_errors, randomise
 
 import volnet as vn
-from layer_cases import gradient_errors, randomise
 
 TOLERANCE = 1e-6
 FEW = settings(max_examples=25)
