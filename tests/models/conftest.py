@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from volnet import init
+from volnet.layers.base import join_key
 
 
 @pytest.fixture
@@ -28,10 +29,22 @@ def randomise_norm_stats(net, rng):
             layer.params["bias"][...] = rng.normal(0, 0.1, c)
 
 
-def copy_into_torch(net, module: torch.nn.Module) -> torch.nn.Module:
-    """Load volnet's state dict into a torch module by key (strict: keys must match exactly)."""
-    state = {k: torch.from_numpy(np.array(v)) for k, v in net.state_dict().items()}
-    module.double().load_state_dict(state, strict=True)   # double first: no float32 rounding
+def copy_into_torch(net, factory) -> torch.nn.Module:
+    """Build ``factory()`` without initialising it and give it volnet's arrays by key.
+
+    ``strict=True``: the keys must match exactly. Parameters are shared with volnet
+    (no copy of a 60 M-weight model), buffers are copied since torch updates them in
+    place in training mode.
+    """
+    state = {}
+    for path, layer in net.named_layers():
+        for name, value in layer.params.items():
+            state[join_key(path, name)] = torch.from_numpy(value)
+        for name, value in layer.buffers.items():
+            state[join_key(path, name)] = torch.from_numpy(value.copy())
+    with torch.device("meta"):      # skip torch's own (slow, discarded) initialisation
+        module = factory()
+    module.load_state_dict(state, strict=True, assign=True)
     return module.eval()
 
 

@@ -45,7 +45,7 @@ def test_forward_matches_torch(rng):
         layers[f"ctx_relu{i + 1}"] = nn.ReLU()
         cin = 3
     layers[NAMES[-1]] = nn.Conv2d(3, 3, 1)
-    ref = copy_into_torch(net, nn.Sequential(layers))
+    ref = copy_into_torch(net, lambda: nn.Sequential(layers))
     x = rng.standard_normal((2, 4, 40, 40))
     np.testing.assert_allclose(net.forward(x), torch_forward(ref, x), rtol=1e-7, atol=1e-9)
 

@@ -29,7 +29,7 @@ def test_volumes_follow_the_paper(lazy_init):
 def test_eval_forward_matches_torch(rng):
     net = googlenet(num_classes=10, seed=4, aux_logits=True).astype(np.float64)
     randomise_norm_stats(net, rng)
-    ref = copy_into_torch(net, GoogLeNet(10, aux_logits=True))   # strict: same keys
+    ref = copy_into_torch(net, lambda: GoogLeNet(10, aux_logits=True))   # strict: same keys
     x = rng.standard_normal((2, 3, 64, 64))
     np.testing.assert_allclose(net.forward(x), torch_forward(ref, x)[0], rtol=1e-7, atol=1e-9)
     assert net.aux1.output is None                               # heads are off at inference
@@ -51,7 +51,7 @@ def test_training_step_with_aux_gradients_matches_torch(rng):
     for _, layer in net.named_layers():
         if isinstance(layer, vn.Dropout):
             layer.drop_prob = 0.0                # deterministic: compare exact gradients
-    ref = copy_into_torch(net, GoogLeNet(5, aux_logits=True)).train()
+    ref = copy_into_torch(net, lambda: GoogLeNet(5, aux_logits=True)).train()
     ref.dropout.p = 0.0
     x = rng.standard_normal((2, 3, 64, 64))
     g_main, g1, g2 = (rng.standard_normal((2, 5)) for _ in range(3))

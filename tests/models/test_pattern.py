@@ -42,12 +42,12 @@ def test_volumes_and_first_fc_size():
 def test_forward_matches_torch(rng):
     net = pattern(n=1, m=2, k=1, widths=(4, 6), fc_widths=5, input_shape=(2, 12, 12),
                   num_classes=3, seed=1).astype(np.float64)
-    ref = nn.Sequential()
-    ref.features = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                 nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-    ref.flatten = nn.Flatten()
-    ref.classifier = nn.Sequential(nn.Linear(54, 5), nn.ReLU(), nn.Linear(5, 3))
-    ref = copy_into_torch(net, ref)
+    torch_net = nn.Sequential()
+    torch_net.features = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                       nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    torch_net.flatten = nn.Flatten()
+    torch_net.classifier = nn.Sequential(nn.Linear(54, 5), nn.ReLU(), nn.Linear(5, 3))
+    ref = copy_into_torch(net, lambda: torch_net)
     x = rng.standard_normal((2, 2, 12, 12))
     np.testing.assert_allclose(net.forward(x), torch_forward(ref, x), rtol=1e-7, atol=1e-9)
 

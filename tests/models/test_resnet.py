@@ -35,7 +35,7 @@ def test_forward_matches_torch(depth, block, counts, rng):
     widths = (8, 16, 16, 32)   # narrow stages, same depth and wiring
     net = resnet(depth, num_classes=10, widths=widths, seed=2).astype(np.float64)
     randomise_norm_stats(net, rng)
-    ref = copy_into_torch(net, ResNet(block, counts, 10, widths))
+    ref = copy_into_torch(net, lambda: ResNet(block, counts, 10, widths))
     x = rng.standard_normal((2, 3, 64, 64))
     np.testing.assert_allclose(net.forward(x), torch_forward(ref, x), rtol=1e-7, atol=1e-9)
 
@@ -43,7 +43,7 @@ def test_forward_matches_torch(depth, block, counts, rng):
 def test_resnet18_full_width_matches_torch(rng):
     net = resnet18(seed=0).astype(np.float64)
     randomise_norm_stats(net, rng)
-    ref = copy_into_torch(net, ResNet(BasicBlock, [2, 2, 2, 2]))
+    ref = copy_into_torch(net, lambda: ResNet(BasicBlock, [2, 2, 2, 2]))
     x = rng.standard_normal((1, 3, 64, 64))
     np.testing.assert_allclose(net.forward(x), torch_forward(ref, x), rtol=1e-7, atol=1e-9)
 
