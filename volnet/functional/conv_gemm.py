@@ -96,6 +96,7 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
                   out=out.reshape(n, groups, f // groups, ho * wo))
         return out, None
     xp = pad_zeros(x, padding)
+    cols = None                              # stays None for an empty batch
     for s in range(0, n, plan.chunk):
         e = min(n, s + plan.chunk)
         cols = plan.cols(xp[s:e], (kh, kw), stride, dilation, out_size)
