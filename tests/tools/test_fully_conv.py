@@ -142,6 +142,14 @@ def test_flat_concat_keeps_its_keys_and_side_branches_disappear():
     assert "aux" not in dict(fc.named_children())
 
 
+def test_converting_a_converted_net_changes_nothing(rng):
+    fc = vn.to_fully_conv(nested(), (3, 10, 10))
+    again = vn.to_fully_conv(fc, (3, 10, 10))
+    assert (again.stride, again.exact, list(again.state_dict())) == (fc.stride, fc.exact, list(fc.state_dict()))
+    x = rng.standard_normal((1, 3, 19, 23)).astype(np.float32)
+    np.testing.assert_array_equal(again.forward(x), fc.forward(x))
+
+
 def test_converted_net_shares_no_arrays_with_the_original():
     net = bn_head()
     fc = vn.to_fully_conv(net, (3, 9, 9))

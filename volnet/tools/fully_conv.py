@@ -119,8 +119,8 @@ def to_fully_conv(net: Layer, input_shape: tuple[int, int, int]) -> FullyConvNet
         raise ConfigError(f"to_fully_conv expects a volnet Layer, got {type(net).__name__}")
     body, state = _convert(net, "", _State("spatial", shape))
     _check_output(net, state, shape)
-    if isinstance(body, Sequential):
-        children = OrderedDict(body.named_children())
+    if type(body) is Sequential:
+        children = OrderedDict((key, child) for key, _, child in _keyed_children(body))
     else:   # a lone block: splice it in under "" so its state-dict keys do not change
         children = OrderedDict([("", body if body is not None else Identity())])
     return FullyConvNet(children, shape, state.stride, state.exact)
