@@ -18,6 +18,7 @@ COMMANDS = [
     "slide",
     "demo",
     "weights",
+    "finetune",
 ]
 
 

@@ -174,6 +174,10 @@ def pretrained(name: str, weights="imagenet", **kwargs):
 
     net = build(name, **kwargs)
     path = fetch_weights(name) if weights in ("imagenet", True) else weights
+    return load_weights(net, path, ignore=absent_aux_heads(net))
+
+
+def absent_aux_heads(net) -> tuple[str, ...]:
+    """The :data:`AUX_KEYS` patterns for auxiliary heads ``net`` was built without."""
     own = set(net.state_dict())
-    extra = tuple(p for p in AUX_KEYS if not any(fnmatch.fnmatchcase(k, p) for k in own))
-    return load_weights(net, path, ignore=extra)
+    return tuple(p for p in AUX_KEYS if not any(fnmatch.fnmatchcase(k, p) for k in own))

@@ -1,0 +1,120 @@
+"""``volnet finetune MODEL --weights W --data DIR``: new head, frozen body, train, save."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def add_parser(sub):
+    from volnet.commands.summary import parse_shape
+
+    p = sub.add_parser("finetune", help="fine-tune a pretrained zoo model on an image folder",
+                       description="Load pretrained weights, replace the classifier for the "
+                                   "folder's classes, freeze the rest and train the head "
+                                   "(or what --train names). Prints held-out accuracy before "
+                                   "and after, and saves a checkpoint for volnet predict.")
+    p.add_argument("model", help="zoo model name, e.g. resnet18")
+    p.add_argument("--weights", required=True, help="a .pth/.safetensors file with the model's "
+                   "(torchvision) keys, or 'imagenet' to download torchvision's weights")
+    p.add_argument("--data", required=True, help="folder of <class>/<image> sub-folders, or "
+                   "with train/ and val/ sub-folders of that form")
+    p.add_argument("--input", type=parse_shape, default=None,
+                   help="input volume CxHxW the images are resized to (default: the model's)")
+    p.add_argument("--train", nargs="+", default=None, metavar="PATTERN",
+                   help="parameters to train (glob, e.g. 'layer4.*' 'fc.*'); default: the head")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of each class held out when DIR has no val/ folder")
+    p.add_argument("--no-imagenet-norm", action="store_true",
+                   help="do not normalise with ImageNet's mean and std")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="checkpoint path (default <model>-finetuned."
+                   "safetensors); an existing file is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def split_held_out(labels: np.ndarray, fraction: float, seed: int):
+    """Indices (train, held-out) with ``fraction`` of every class held out (at least one)."""
+    from volnet.errors import ConfigError
+
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"--val-fraction must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for label in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        if len(idx) < 2:
+            raise ConfigError(f"class {label} has {len(idx)} image(s); need at least 2 to hold "
+                              "one out (or give DIR/train and DIR/val)")
+        k = max(1, int(round(fraction * len(idx))))
+        held.extend(idx[:k])
+        train.extend(idx[k:])
+    return np.sort(train), np.sort(held)
+
+
+def _load_data(folder: str, shape, fraction: float, seed: int):
+    from volnet.data.images import read_image_folder
+    from volnet.errors import DataError
+
+    train_dir, val_dir = os.path.join(folder, "train"), os.path.join(folder, "val")
+    if os.path.isdir(train_dir) and os.path.isdir(val_dir):
+        x, y, classes = read_image_folder(train_dir, shape)
+        xv, yv, val_classes = read_image_folder(val_dir, shape)
+        if val_classes != classes:
+            raise DataError(f"{folder}: train/ has classes {classes} but val/ has {val_classes}")
+        return x, y, xv, yv, classes
+    x, y, classes = read_image_folder(folder, shape)
+    train, held = split_held_out(y, fraction, seed)
+    return x[train], y[train], x[held], y[held], classes
+
+
+def run(args) -> int:
+    from volnet.data.batches import BatchIterator
+    from volnet.data.imagenet import MEAN, STD
+    from volnet.errors import CheckpointError
+    from volnet.io.checkpoint import save
+    from volnet.io.weights import absent_aux_heads, fetch_weights
+    from volnet.models.registry import build
+    from volnet.models.registry import INPUT_SHAPES
+    from volnet.train.finetune import finetune, load_backbone, replace_head
+    from volnet.train.optim import Adam
+    from volnet.train.callbacks import LambdaCallback
+    from volnet.train.trainer import evaluate
+
+    out = args.out or f"{args.model}-finetuned.safetensors"
+    if os.path.exists(out) and not args.overwrite:
+        raise CheckpointError(f"{out} exists; choose another --out or pass --overwrite")
+    net = build(args.model)
+    shape = args.input or INPUT_SHAPES[args.model]
+    x, y, xv, yv, classes = _load_data(args.data, shape, args.val_fraction, args.seed)
+    head = replace_head(net, len(classes), rng=args.seed)
+    weights = fetch_weights(args.model) if args.weights == "imagenet" else args.weights
+    load_backbone(net, weights, head, ignore=absent_aux_heads(net))
+    mean, std = (None, None) if args.no_imagenet_norm else (MEAN, STD)
+    val_x = BatchIterator(xv, yv, mean=mean, std=std).transform(xv)
+    before = {}   # held-out accuracy with the new, untrained head
+
+    def record(trainer):
+        before["accuracy"] = evaluate(trainer.net, val_x, yv)["accuracy"]
+    history = finetune(net, x, y, train=args.train, epochs=args.epochs,
+                       batch_size=args.batch_size, optimizer=Adam(lr=args.lr), seed=args.seed,
+                       mean=mean, std=std, val=(val_x, yv), progress=not args.quiet,
+                       callbacks=[LambdaCallback(on_train_begin=record)])
+    trained = [name for name, _, _ in net.named_params(trainable_only=True)]
+    print(f"trained {len(trained)} of {len(list(net.named_params()))} parameter arrays "
+          f"({', '.join(trained[:4])}{', ...' if len(trained) > 4 else ''}) on {len(x)} images")
+    print(f"held-out accuracy ({len(xv)} images): before {before['accuracy']:.3f} "
+          f"(new head), after {history['val_accuracy'][-1]:.3f}")
+    net.unfreeze()
+    save(out, net, preprocessing={"input_shape": list(shape), "class_names": list(classes),
+                                  "mean": None if mean is None else list(mean),
+                                  "std": None if std is None else list(std)})
+    print(f"saved {out}")
+    return 0
+
