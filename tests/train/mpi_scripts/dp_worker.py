@@ -22,8 +22,9 @@ import volnet as vn
 from volnet.data.batches import BatchIterator
 from volnet.io.checkpoint import resume, save
 from volnet.train import SGD, Trainer
-from volnet.train.distributed import (GradientAllreducer, abort_on_error, broadcast_model,
-                                      data_parallel, get_communicator, local_batch_size)
+from volnet.train.distributed import (GradientAllreducer, MPICommunicator, abort_on_error,
+                                      broadcast_model, data_parallel, get_communicator,
+                                      local_batch_size)
 from volnet.train.sync_bn import convert_sync_batchnorm
 
 
@@ -111,6 +112,7 @@ def main(argv: list[str]) -> None:
             resume_from = None if argv[3] == "-" else argv[3]
             train_with_trainer(comm, argv[1], int(argv[2]), resume_from)
         elif argv[0] == "fail":
+            MPICommunicator(timeout=120).barrier()   # start together: a slow import is no hang
             fail(comm, argv[1])
 
 
