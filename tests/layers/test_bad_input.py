@@ -151,6 +151,7 @@ def test_softmax_axis_must_exist():
     (lambda: vn.Linear(0, 3), "features must be >= 1"),
     (lambda: vn.BatchNorm2d(0), "num_features must be >= 1"),
     (lambda: vn.BatchNorm1d(3, momentum=1.5), "momentum"),
+    (lambda: vn.BatchNorm2d(3, momentum=None), "momentum=None"),
     (lambda: vn.LocalResponseNorm(0), "size must be >= 1"),
     (lambda: vn.AdaptiveAvgPool2d(0), "output_size must be >= 1"),
     (lambda: vn.Softmax(dim=0), "batch axis"),

@@ -24,7 +24,7 @@ class ReLU(_Elementwise):
     def _forward(self, x, training, keep_cache):
         positive = x > 0
         self._cache = positive if keep_cache else None
-        return np.multiply(x, positive, dtype=x.dtype)
+        return np.maximum(x, 0).astype(x.dtype, copy=False)   # not x * mask: that gives -0.0
 
     def _backward(self, dout):
         return dout * self._cache   # gradient passes only where the input was positive

@@ -20,7 +20,8 @@ class _BatchNorm(Layer):
         super().__init__()
         if num_features < 1:
             raise ConfigError(f"{type(self).__name__}: num_features must be >= 1, got {num_features}")
-        if eps <= 0 or not 0.0 <= momentum <= 1.0:
+        if (not all(isinstance(v, (int, float, np.floating)) for v in (eps, momentum))
+                or eps <= 0 or not 0.0 <= momentum <= 1.0):
             raise ConfigError(f"{type(self).__name__}: need eps > 0 and 0 <= momentum <= 1, "
                               f"got eps={eps}, momentum={momentum}")
         self.num_features, self.eps, self.momentum, self.affine = int(num_features), float(eps), float(momentum), affine
