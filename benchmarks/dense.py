@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,8 +77,8 @@ def main(argv=None) -> int:
             extents[start % 32] = max(extents.get(start % 32, 0), start - start % 32 + 224)
         passes = len(extents) ** 2
         pixels = sum(extents.values()) ** 2   # input pixels the dense passes read
-        dense = lambda: dense_scores(fc, image, stride)                       # noqa: E731
-        crops = lambda: crop_scores(net, image, stride, (3, 224, 224), batch_size=args.batch)  # noqa: E731
+        dense = partial(dense_scores, fc, image, stride)
+        crops = partial(crop_scores, net, image, stride, (3, 224, 224), batch_size=args.batch)
         t_dense, t_crops, (by_dense, by_crops) = _median_interleaved(dense, crops, args.repeats)
         gap = np.abs(by_dense - by_crops).max() / np.abs(by_crops).max()
         print(f"{stride:>6} {side:>3}x{side:<3} {passes:>6} {side * side:>6} {t_dense:>9.3f} "

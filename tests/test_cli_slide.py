@@ -33,7 +33,7 @@ def mean_probabilities_over_crops(net, pixels, step, size=32):
 
 
 def printed_classes(text):
-    return [(name, float(p)) for name, p in re.findall(r"^\s+(\S+)\s+([0-9.]+)\s+\(max", text, re.M)]
+    return [(name, float(p)) for name, p in re.findall(r"^\s+(\S+)\s+([0-9.]+)\s+\(max", text, re.MULTILINE)]
 
 
 def test_top_classes_are_the_crop_averaged_probabilities(image_file, capsys):

@@ -400,13 +400,13 @@ def test_refuses_a_bad_input_shape(shape):
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
-    (dict(image=np.zeros((3, 27, 40), np.float32)), vn.ShapeError, "at least 28x28"),
-    (dict(image=np.zeros((1, 30, 30), np.float32)), vn.ShapeError, "3 channels"),
-    (dict(image=np.zeros((30, 30), np.float32)), vn.ShapeError, "(C, H, W) or (N, C, H, W)"),
-    (dict(image=np.zeros((3, 30, 30), np.uint8)), vn.DTypeError, "astype"),
-    (dict(image=np.zeros((3, 30, 30), np.float32), stride=0), vn.ConfigError, "positive int"),
-    (dict(image=np.zeros((3, 30, 30), np.float32), stride=1.5), vn.ConfigError, "positive int"),
-    (dict(image=np.zeros((3, 30, 30), np.float32), input_shape=(3, 20, 20)), vn.ConfigError, "differs"),
+    ({"image": np.zeros((3, 27, 40), np.float32)}, vn.ShapeError, "at least 28x28"),
+    ({"image": np.zeros((1, 30, 30), np.float32)}, vn.ShapeError, "3 channels"),
+    ({"image": np.zeros((30, 30), np.float32)}, vn.ShapeError, "(C, H, W) or (N, C, H, W)"),
+    ({"image": np.zeros((3, 30, 30), np.uint8)}, vn.DTypeError, "astype"),
+    ({"image": np.zeros((3, 30, 30), np.float32), "stride": 0}, vn.ConfigError, "positive int"),
+    ({"image": np.zeros((3, 30, 30), np.float32), "stride": 1.5}, vn.ConfigError, "positive int"),
+    ({"image": np.zeros((3, 30, 30), np.float32), "input_shape": (3, 20, 20)}, vn.ConfigError, "differs"),
 ])
 def test_dense_scores_rejects_bad_arguments(kwargs, error, words):
     fc = vn.to_fully_conv(vgg_like(), (3, 28, 28))

@@ -79,7 +79,7 @@ class FullyConvNet(Sequential):
             neighbouring pixels where a lone crop sees zeros.
     """
 
-    def __init__(self, children: "OrderedDict[str, Layer]", input_shape: tuple, stride: tuple,
+    def __init__(self, children: OrderedDict[str, Layer], input_shape: tuple, stride: tuple,
                  exact: bool) -> None:
         super().__init__(children)
         self.input_shape, self.stride, self.exact = tuple(input_shape), tuple(stride), bool(exact)
@@ -176,7 +176,7 @@ def _keyed_children(block):
             in zip(block._children, block.named_children())]
 
 
-def _same_kind(block, children: "OrderedDict[str, Layer]", fallback):
+def _same_kind(block, children: OrderedDict[str, Layer], fallback):
     """A container of ``block``'s class (e.g. FlatConcat) holding ``children``."""
     try:
         return type(block)(children)
