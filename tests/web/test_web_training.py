@@ -1,9 +1,11 @@
 """Training through the demo: the shared Trainer's results, live metrics, pause/resume/reset, tabs."""
 
+import io
 import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from volnet.data.batches import BatchIterator
 from volnet.data.datasets import Dataset
@@ -27,9 +29,9 @@ def wait_for(predicate, timeout=60.0, what="condition"):
 
 def test_demo_training_is_the_trainer_bit_for_bit(sample):
     """One epoch through the demo gives exactly the weights of Trainer.fit with the same settings."""
-    small = Dataset(sample.x_train[:640], sample.y_train[:640], sample.x_test[:200],
-                    sample.y_test[:200], sample.class_names, sample.mean, sample.std, "small")
-    settings = Settings(lr=2e-3, batch_size=32, epochs=1, eval_every=5, eval_size=100, seed=0)
+    small = Dataset(sample.x_train[:320], sample.y_train[:320], sample.x_test[:100],
+                    sample.y_test[:100], sample.class_names, sample.mean, sample.std, "small")
+    settings = Settings(lr=2e-3, batch_size=32, epochs=1, eval_every=3, eval_size=50, seed=0)
     session = DemoSession(small, settings)
     session.start()
     wait_for(lambda: session.state == "done", what="the demo run to finish")
@@ -40,13 +42,29 @@ def test_demo_training_is_the_trainer_bit_for_bit(sample):
     for (name, ours, _), (_, theirs, _) in zip(session.choice.net.named_params(), net.named_params()):
         np.testing.assert_array_equal(ours, theirs, err_msg=name)
     status = session.status()
-    assert status["step"] == 20 and len(status["train"]) == 20
+    assert status["step"] == 10 and len(status["train"]) == 10
     assert np.mean([p["loss"] for p in status["train"]]) == pytest.approx(history["loss"][0], rel=1e-4)
-    # four mid-epoch evaluations on 100 digits, then the epoch's full held-out evaluation
-    assert [p["size"] for p in status["held_out"]] == [100, 100, 100, 100, 200]
+    # three mid-epoch evaluations on 50 digits, then the epoch's full held-out evaluation
+    assert [p["size"] for p in status["held_out"]] == [50, 50, 50, 100]
 
 
-def test_live_training_passes_90_percent_then_pause_resume_reset(client, post, demo):
+def drawn_digit_agreement(net, post_png, sample, count=40) -> tuple[int, float]:
+    """Held-out digits the net classifies confidently (p > 0.9), drawn large on a 280x280 canvas
+    and sent as PNG: (how many such digits, fraction whose prediction matches the original's)."""
+    originals = sample.x_test[:count, 0]
+    probs = net.predict(((originals[:, None] / 255.0 - 0.1307) / 0.3081).astype(np.float32))
+    confident = [i for i in range(count) if probs[i].max() > 0.9]
+    agree = 0
+    for i in confident:
+        canvas = np.zeros((280, 280), np.uint8)
+        canvas[20:260, 20:260] = np.asarray(Image.fromarray(originals[i]).resize((240, 240)))
+        buffer = io.BytesIO()
+        Image.fromarray(canvas).save(buffer, format="PNG")
+        agree += post_png(buffer.getvalue()).json()["predicted"] == probs[i].argmax()
+    return len(confident), agree / max(len(confident), 1)
+
+
+def test_live_training_passes_90_percent_then_pause_resume_reset(client, post, post_png, demo, sample):
     assert post("/api/net", {"model": "lenet5"}).status_code == 200
     assert post("/api/train", {"action": "start"}).json()["state"] == "training"
     assert post("/api/train", {"action": "start"}).status_code == 409   # already running
@@ -67,7 +85,9 @@ def test_live_training_passes_90_percent_then_pause_resume_reset(client, post, d
         time.sleep(0.5)
         return before == client.get("/api/status").json()["step"] and before
     step = wait_for(settled, timeout=20, what="the paused trainer to hold")
-    time.sleep(1.0)
+    # the trained net reads digits drawn on the canvas as it reads the originals
+    confident, agreement = drawn_digit_agreement(demo.session.view_net, post_png, sample)
+    assert confident >= 15 and agreement >= 0.95
     assert client.get("/api/status").json()["step"] == step
     assert post("/api/train", {"action": "resume"}).json()["state"] == "training"
     wait_for(lambda: client.get("/api/status").json()["step"] > step, what="training to go on")
@@ -84,28 +104,3 @@ def test_live_training_passes_90_percent_then_pause_resume_reset(client, post, d
     for (name, ours, _), (_, fresh, _) in zip(demo.session.view_net.named_params(),
                                               lenet5(seed=0).named_params()):
         np.testing.assert_array_equal(ours, fresh, err_msg=name)
-
-
-def test_trained_net_reads_a_drawn_digit_like_the_original(client, post_png, demo, sample):
-    """A held-out digit drawn large on a 280x280 canvas gets the class the net gives the original."""
-    import io
-
-    from PIL import Image
-
-    part = Dataset(sample.x_train[:3000], sample.y_train[:3000], sample.x_test[:100],
-                   sample.y_test[:100], sample.class_names, sample.mean, sample.std, "part")
-    session = DemoSession(part, Settings(epochs=1, eval_every=1000))
-    session.start()
-    wait_for(lambda: session.state == "done", timeout=120, what="one epoch")
-    demo.session.view_net.load_state_dict(session.view_net.state_dict())
-    originals = sample.x_test[:20, 0]
-    direct = demo.session.view_net.forward(
-        ((originals[:, None] / 255.0 - 0.1307) / 0.3081).astype(np.float32)).argmax(axis=1)
-    agree = 0
-    for digit, expected in zip(originals, direct):
-        canvas = np.zeros((280, 280), np.uint8)
-        canvas[20:260, 20:260] = np.asarray(Image.fromarray(digit).resize((240, 240)))
-        buffer = io.BytesIO()
-        Image.fromarray(canvas).save(buffer, format="PNG")
-        agree += post_png(buffer.getvalue()).json()["predicted"] == expected
-    assert agree >= 18

@@ -17,6 +17,7 @@ from volnet.errors import DataError
 
 MAX_PIXELS = 1024 * 1024     # a drawing canvas is a few hundred pixels square
 MAX_SIDE = 2048
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -46,14 +47,14 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 def png_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from a PNG's IHDR chunk, read before Pillow sees the file.
+    r"""(width, height) from a PNG's IHDR chunk, read before Pillow sees the file.
 
     Example:
-        >>> png_size(b"\x89PNG\r\n\x1a\n" + bytes([0, 0, 0, 13]) + b"IHDR"
+        >>> png_size(PNG_SIGNATURE + bytes([0, 0, 0, 13]) + b"IHDR"
         ...          + (640).to_bytes(4, "big") + (480).to_bytes(4, "big"))
         (640, 480)
     """
-    if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 24 or data[12:16] != b"IHDR":
+    if not data.startswith(PNG_SIGNATURE) or len(data) < 24 or data[12:16] != b"IHDR":
         raise DataError("the upload is not a PNG image (send the canvas as image/png)")
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
