@@ -21,7 +21,8 @@ def test_alexnet_table(capsys):
 
 
 def test_input_markdown_batch_size(capsys):
-    assert main(["summary", "vgg16", "--input", "3x224x224", "--markdown", "--batch-size", "2"]) == 0
+    args = ["summary", "vgg16", "--input", "3x224x224", "--markdown", "--batch-size", "2"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("| layer |") and "15,470,264,320" in out and "batch size 2" in out
 

@@ -1,14 +1,13 @@
-"""Yu & Koltun's context module: Table 1's receptive fields, identity init, torch parity, training."""
+"""Yu & Koltun's context module: Table 1's fields, identity init, torch parity, training."""
 
 from collections import OrderedDict
 
 import numpy as np
 import pytest
-import torch
-from conftest import copy_into_torch, torch_forward
 from torch import nn
 
 import volnet as vn
+from conftest import copy_into_torch, torch_forward
 from volnet.models.context import DILATIONS, NAMES, context_module
 
 
@@ -17,7 +16,8 @@ def test_receptive_fields_follow_table_1():
     fields = [r["receptive_field"][0] for r in table.rows if r["type"] == "Conv2d"]
     assert fields == [3, 5, 9, 17, 33, 65, 67, 67]
     assert all(r["output"] == "66x66x21" for r in table.rows if r["type"] == "Conv2d")
-    assert [r["dilation"] for r in table.rows if r["type"] == "Conv2d"][:7] == [(d, d) for d in DILATIONS]
+    dilations = [r["dilation"] for r in table.rows if r["type"] == "Conv2d"]
+    assert dilations[:7] == [(d, d) for d in DILATIONS]
 
 
 def test_parameter_counts():

@@ -1,12 +1,12 @@
-"""GoogLeNet: counts, torchvision keys, eval parity, and auxiliary heads trained through SideBranch."""
+"""GoogLeNet: counts, torchvision keys, eval parity, auxiliary heads trained via SideBranch."""
 
 import numpy as np
 import pytest
 import torch
-from conftest import copy_into_torch, randomise_norm_stats, torch_forward
 from zoo_torch_refs import GoogLeNet, GoogLeNetAux
 
 import volnet as vn
+from conftest import copy_into_torch, randomise_norm_stats, torch_forward
 from volnet.models.googlenet import googlenet
 
 

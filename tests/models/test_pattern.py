@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from conftest import copy_into_torch, torch_forward
 from torch import nn
 
 import volnet as vn
+from conftest import copy_into_torch, torch_forward
 from volnet.models.pattern import pattern
 
 TOKENS = {"Conv2d": "CONV", "ReLU": "RELU", "MaxPool2d": "POOL", "Linear": "FC"}

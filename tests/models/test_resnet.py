@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from conftest import copy_into_torch, randomise_norm_stats, torch_forward
 from zoo_torch_refs import BasicBlock, Bottleneck, ResNet
 
 import volnet as vn
+from conftest import copy_into_torch, randomise_norm_stats, torch_forward
 from volnet.models import resnet, resnet18, resnet152
 
 # torchvision's model cards (ResNet*_Weights.IMAGENET1K_V1.meta["num_params"])

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
-from conftest import copy_into_torch, randomise_norm_stats, torch_forward
 from zoo_torch_refs import VGG
 
 import volnet as vn
+from conftest import copy_into_torch, randomise_norm_stats, torch_forward
 from volnet.models import vgg, vgg11, vgg13, vgg16, vgg19
 from volnet.models.vgg import VGG_CONFIGS
 
@@ -56,7 +55,7 @@ def test_vgg16_trains_a_step():
     net = vgg16(num_classes=10, seed=0, hidden_features=64)
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     labels = np.array([1, 7])
-    loss, dscores = vn.softmax_cross_entropy(net.forward(x, training=True), labels)
+    _, dscores = vn.softmax_cross_entropy(net.forward(x, training=True), labels)
     dx = net.backward(dscores)
     assert dx.shape == x.shape
     grads = {name: g for name, _, g in net.named_params()}

@@ -130,7 +130,7 @@ class CaffeAlexNet(nn.Module):
 
     def __init__(self, num_classes=1000):
         super().__init__()
-        lrn = lambda: nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)  # noqa: E731
+        lrn = lambda: nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
         self.features = nn.Sequential(OrderedDict([
             ("conv1", nn.Conv2d(3, 96, 11, 4)), ("relu1", nn.ReLU()), ("norm1", lrn()),
             ("pool1", nn.MaxPool2d(3, 2)),
@@ -417,10 +417,10 @@ class InceptionV4(nn.Module):
 
     def __init__(self, num_classes=1000):
         super().__init__()
-        a = lambda: _Cat(branch0=_bc(384, 96, 1), branch1=_seq4((384, 64, 1), (64, 96, 3, 1, 1)),  # noqa
+        a = lambda: _Cat(branch0=_bc(384, 96, 1), branch1=_seq4((384, 64, 1), (64, 96, 3, 1, 1)),
                          branch2=_seq4((384, 64, 1), (64, 96, 3, 1, 1), (96, 96, 3, 1, 1)),
                          branch3=_avg_conv(384, 96))
-        b = lambda: _Cat(branch0=_bc(1024, 384, 1),  # noqa: E731
+        b = lambda: _Cat(branch0=_bc(1024, 384, 1),
                          branch1=_seq4((1024, 192, 1), (192, 224, (1, 7), 1, (0, 3)),
                                        (224, 256, (7, 1), 1, (3, 0))),
                          branch2=_seq4((1024, 192, 1), (192, 192, (7, 1), 1, (3, 0)),

@@ -37,7 +37,8 @@ def add_parser(sub):
                    help="input volume, e.g. 3x227x227 (default: the model's own)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size for the memory totals")
     p.add_argument("--strict", action="store_true",
-                   help="fail where a CONV/POOL does not tile its input ((W - F + 2P)/S + 1 not integral)")
+                   help="fail where a CONV/POOL does not tile its input "
+                        "((W - F + 2P)/S + 1 not an integer)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument("--json", action="store_true", help="print rows and totals as JSON")
     return p

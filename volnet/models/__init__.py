@@ -7,10 +7,10 @@ from volnet.models.inception import inception_v3
 from volnet.models.inception_v4 import inception_v4
 from volnet.models.lenet import cifar_example, lenet5
 from volnet.models.pattern import pattern
+from volnet.models.registry import INPUT_SHAPES, MODELS, build
 from volnet.models.resnet import resnet, resnet18, resnet34, resnet50, resnet101, resnet152
 from volnet.models.vgg import (vgg, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
                                vgg19_bn)
-from volnet.models.registry import INPUT_SHAPES, MODELS, build
 
 __all__ = [
     "lenet5", "cifar_example", "alexnet", "alexnet_torchvision", "googlenet", "inception_v3",

@@ -25,7 +25,8 @@ LARGE_MULTIPLIERS = (2, 2, 4, 8, 16, 32, 32)
 
 
 def identity_init(conv: Conv2d, num_classes: int) -> None:
-    """Yu & Koltun's Eq. 5: w[b, a, centre] = C / c_out where floor(a C / c_in) == floor(b C / c_out).
+    """Yu & Koltun's Eq. 5: w[b, a, centre] = C / c_out where
+    floor(a C / c_in) == floor(b C / c_out).
 
     With c_in == c_out == C this is Eq. 4, the identity (one 1 per filter, at the centre).
     """

@@ -1,4 +1,4 @@
-"""Inception v3 (Szegedy et al. 2015, "Rethinking the Inception Architecture"), torchvision's layout.
+"""Inception v3 (Szegedy et al. 2015, "Rethinking the Inception Architecture"), torchvision's.
 
 The modules factorise large filters: a 5x5 becomes two stacked 3x3s (InceptionA),
 an n x n becomes 1 x n then n x 1 (InceptionC with n = 7, InceptionE's split
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.layers import (AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Linear,
-                           MaxPool2d, Sequential)
+from volnet.layers import (AvgPool2d, Dropout, Flatten, GlobalAvgPool2d, Linear, MaxPool2d,
+                           Sequential)
 from volnet.layers.flat_concat import FlatConcat
 from volnet.layers.side_branch import SideBranch
 from volnet.models.blocks import basic_conv
@@ -72,7 +72,8 @@ def inception_c(in_ch: int, c7: int, rng=None) -> FlatConcat:
 def inception_d(in_ch: int, rng=None) -> FlatConcat:
     """17 -> 8 grid reduction."""
     return FlatConcat({
-        "3x3": _chain(rng, ("branch3x3_1", in_ch, 192, 1, 1, 0), ("branch3x3_2", 192, 320, 3, 2, 0)),
+        "3x3": _chain(rng, ("branch3x3_1", in_ch, 192, 1, 1, 0),
+                      ("branch3x3_2", 192, 320, 3, 2, 0)),
         "7x7x3": _chain(rng, ("branch7x7x3_1", in_ch, 192, 1, 1, 0),
                         ("branch7x7x3_2", 192, 192, (1, 7), 1, (0, 3)),
                         ("branch7x7x3_3", 192, 192, (7, 1), 1, (3, 0)),

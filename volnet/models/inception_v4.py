@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.layers import (AvgPool2d, Concat, Dropout, Flatten, GlobalAvgPool2d, Linear,
-                           MaxPool2d, Sequential)
+from volnet.layers import (AvgPool2d, Concat, Dropout, Flatten, GlobalAvgPool2d, Linear, MaxPool2d,
+                           Sequential)
 from volnet.layers.flat_concat import FlatConcat
 from volnet.models.blocks import basic_conv
 
 
 def _seq(rng, *specs) -> Sequential:
     """basic convs in a row, numbered 0, 1, ...: specs are (in, out, kernel, stride, padding)."""
-    return Sequential(*[basic_conv(i, o, k, stride=s, padding=p, rng=rng) for i, o, k, s, p in specs])
+    return Sequential(*[basic_conv(i, o, k, stride=s, padding=p, rng=rng)
+                        for i, o, k, s, p in specs])
 
 
 def _avg_branch(in_ch: int, out_ch: int, rng) -> Sequential:
-    # 3x3 average pool, stride 1, pad 1, padding not counted (the reference's count_include_pad=False)
+    # 3x3 average pool, stride 1, pad 1, padding not counted in the mean
+    # (the reference's count_include_pad=False)
     return Sequential(AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
                       basic_conv(in_ch, out_ch, 1, rng=rng))
 
@@ -60,7 +62,7 @@ def inception_a(rng=None) -> Concat:
     })
 
 
-def reduction_a(rng=None, k=192, l=224, m=256, n=384) -> Concat:  # noqa: E741 (paper's names)
+def reduction_a(rng=None, k=192, l=224, m=256, n=384) -> Concat:
     """Figure 7: 35x35x384 -> 17x17x1024 (k, l, m, n from Table 1 for Inception-v4)."""
     return Concat({
         "branch0": basic_conv(384, n, 3, stride=2, rng=rng),

@@ -57,7 +57,8 @@ def pattern(n: int = 2, m: int = 2, k: int = 1, widths=(32, 64), fc_widths=128,
         if not isinstance(value, (int, np.integer)) or value < 0:
             raise ConfigError(f"pattern: {name} must be an int >= 0, got {value!r}")
     if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ConfigError(f"pattern: kernel_size must be odd so padding keeps the size, got {kernel_size}")
+        raise ConfigError(f"pattern: kernel_size must be odd so padding keeps the size, "
+                          f"got {kernel_size}")
     widths, pools = _per_item(widths, m, "widths"), _per_item(pool, m, "pool")
     fc_widths = _per_item(fc_widths, k, "fc_widths")
     channels, height, width = input_shape
@@ -71,8 +72,9 @@ def pattern(n: int = 2, m: int = 2, k: int = 1, widths=(32, 64), fc_widths=128,
             channels = filters
         if pooled:
             if min(height, width) < 2:
-                raise ConfigError(f"pattern: block {block + 1} of {m} would pool a {height}x{width} "
-                                  f"volume; use fewer pooled blocks or a larger input")
+                raise ConfigError(f"pattern: block {block + 1} of {m} would pool a "
+                                  f"{height}x{width} volume; use fewer pooled blocks or a "
+                                  "larger input")
             features.append(MaxPool2d(2, stride=2))
             height, width = height // 2, width // 2
     classifier, size = [], channels * height * width

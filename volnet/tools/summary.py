@@ -62,6 +62,11 @@ def _hyper(layer) -> dict:
     }
 
 
+def _no_sharing(layer, out) -> int:
+    # a composite walked as one leaf (e.g. SideBranch) reports its parameters as they are
+    return layer.num_params() if layer.named_children() else params_without_sharing(layer, out)
+
+
 def _row(record, batch_size: int, itemsize: int) -> dict:
     layer, out = record.layer, record.output_shape
     leaf = record.kind == "leaf"
@@ -75,8 +80,7 @@ def _row(record, batch_size: int, itemsize: int) -> dict:
         "shape": tuple(out),
         **(_hyper(layer) if leaf else dict.fromkeys(("F", "S", "P", "K", "dilation"))),
         "params": layer.num_params() if leaf else 0,
-        "params_no_sharing": params_without_sharing(layer, out) if leaf and not layer.named_children()
-        else (layer.num_params() if leaf else 0),
+        "params_no_sharing": _no_sharing(layer, out) if leaf else 0,
         "macs": layer_macs(layer, out) if leaf else 0,
         "activations": activations,
         "memory": activations * batch_size * itemsize if counted else 0,
@@ -122,20 +126,21 @@ class Summary:
     def total_lines(self) -> list[str]:
         t = self.totals
         return [
-            f"input {volume(t['input_shape'])} -> output {volume(t['output_shape'])}, "
-            f"batch size {t['batch_size']}",
-            f"parameters: {t['params']:,} ({t['trainable_params']:,} trainable), "
-            f"{t['param_mb']:.2f} MB",
+            (f"input {volume(t['input_shape'])} -> output {volume(t['output_shape'])}, "
+             f"batch size {t['batch_size']}"),
+            (f"parameters: {t['params']:,} ({t['trainable_params']:,} trainable), "
+             f"{t['param_mb']:.2f} MB"),
             f"forward multiply-adds: {t['macs']:,} ({t['macs'] / 1e9:.2f} G) per example",
-            f"activations: {t['activations']:,} per example, {t['activation_mb']:.2f} MB "
-            "for the batch (forward)",
+            (f"activations: {t['activations']:,} per example, {t['activation_mb']:.2f} MB "
+             "for the batch (forward)"),
         ]
 
     def __str__(self) -> str:
         header = [title for _, title in self.COLUMNS]
         body = [self._cells(r) for r in self.rows]
         widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
-        numeric = {i for i, (key, _) in enumerate(self.COLUMNS) if key not in ("name", "type", "output")}
+        numeric = {i for i, (key, _) in enumerate(self.COLUMNS)
+                   if key not in ("name", "type", "output")}
 
         def fmt(line):
             return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
@@ -179,7 +184,8 @@ def summary(net: Layer, input_shape, batch_size: int = 1, strict: bool = False) 
     """
     if not isinstance(net, Layer):
         raise ConfigError(f"summary needs a volnet Layer, got {type(net).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1):
         raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
     records = walk(net, input_shape, strict=strict)
     dtype = next((p.dtype for _, p, _ in net.named_params()), np.dtype(np.float32))
