@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import volnet as vn
 from volnet.io.checkpoint import load
 
 MEAN, STD = 0.1307, 0.3081   # the usual MNIST statistics, which the demo normalises with

@@ -105,8 +105,8 @@ MNIST_CENTRE = 14.0
 def _centre_of_mass(field: np.ndarray) -> np.ndarray:
     total = field.sum()
     ys, xs = np.indices(field.shape)
-    dy = int(round(MNIST_CENTRE - (ys * field).sum() / total))
-    dx = int(round(MNIST_CENTRE - (xs * field).sum() / total))
+    dy = round(float(MNIST_CENTRE - (ys * field).sum() / total))
+    dx = round(float(MNIST_CENTRE - (xs * field).sum() / total))
     # Shift without wrap-around: roll, then clear the rows/columns that came round.
     dy, dx = int(np.clip(dy, -4, 4)), int(np.clip(dx, -4, 4))
     out = np.roll(field, (dy, dx), axis=(0, 1))

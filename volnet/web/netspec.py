@@ -23,8 +23,19 @@ import re
 import numpy as np
 
 from volnet.errors import ConfigError, VolnetError
-from volnet.layers import (AvgPool2d, Conv2d, Dropout, Flatten, LeakyReLU, Linear, MaxPool2d,
-                           ReLU, Sequential, Sigmoid, Tanh)
+from volnet.layers import (
+    AvgPool2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
 
 MAX_SPEC_CHARS = 400
 MAX_ITEMS = 16

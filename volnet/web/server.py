@@ -87,7 +87,7 @@ class DemoServer:
         finally:
             self.close()
 
-    def start(self) -> "DemoServer":
+    def start(self) -> DemoServer:
         """Serve from a background thread (tests, notebooks); returns once accepting."""
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                         name="volnet-demo-server", daemon=True)

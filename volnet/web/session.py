@@ -45,7 +45,7 @@ class Settings:
     eval_size: int = 500
     seed: int = 0
 
-    def updated(self, values: dict) -> "Settings":
+    def updated(self, values: dict) -> Settings:
         """A copy with ``lr`` / ``batch_size`` / ``epochs`` replaced, each range-checked."""
         ranges = {"lr": (1e-5, 1.0, float), "batch_size": (1, 512, int), "epochs": (1, 50, int)}
         new = Settings(**self.__dict__)
@@ -125,7 +125,7 @@ class DemoSession:
             trainer.fit(batches, epochs=self.settings.epochs,
                         val=(self.inputs(data.x_test), data.y_test))
             final, error = (IDLE if trainer.stopped else DONE), ""
-        except Exception as err:   # shown on the page; the server keeps running
+        except Exception as err:  # noqa: BLE001 - any failure is shown on the page; the server lives on
             final, error = FAILED, f"{type(err).__name__}: {err}"
         with self._lock:
             if self._trainer is trainer:   # not superseded by a reset meanwhile
