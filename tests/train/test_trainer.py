@@ -213,3 +213,15 @@ def test_evaluate_counts_correct_predictions():
     result = evaluate(net, x, np.array([0, 1, 1]))
     assert result["accuracy"] == pytest.approx(2 / 3)
     assert result["predictions"].tolist() == [0, 1, 0]
+
+
+def test_divergence_factor_stops_a_run_with_a_huge_learning_rate():
+    from volnet.data import load_mnist_sample
+    from volnet.models import lenet5
+
+    data = load_mnist_sample()
+    batches = BatchIterator(data.x_train[:640], data.y_train[:640], 32, mean=data.mean, std=data.std)
+    trainer = Trainer(lenet5(), SGD(lr=10.0), progress=False, divergence_factor=5.0)
+    with pytest.raises(TrainingDivergedError, match="exceeds 5.0 x the first loss|loss became"):
+        trainer.fit(batches, 1)
+    assert trainer.step < 20

@@ -95,16 +95,20 @@ class Trainer:
         is_main: False on ranks other than 0: no output, no checkpoint files.
         progress: show a tqdm progress bar (only when ``is_main``).
         metadata: extra JSON saved in checkpoints (preprocessing, class names).
+        divergence_factor: also stop (TrainingDivergedError) when a batch loss
+            exceeds this multiple of the first batch loss (Keras-style guard).
     """
 
     def __init__(self, net, optimizer, loss=softmax_cross_entropy, *, callbacks=(),
                  grad_hook=None, schedule=None, is_main: bool = True, progress: bool = True,
-                 metadata: dict | None = None) -> None:
+                 metadata: dict | None = None, divergence_factor: float | None = None) -> None:
         self.net, self.optimizer, self.loss = net, optimizer, loss
         self.callbacks = list(callbacks)
         self.grad_hook, self.schedule = grad_hook, schedule
         self.is_main, self.progress = bool(is_main), bool(progress)
         self.metadata = dict(metadata or {})
+        self.divergence_factor = divergence_factor
+        self.first_loss = None
         self.history = History()
         self.epoch = 0            # completed epochs
         self.step = 0             # completed updates
@@ -200,6 +204,11 @@ class Trainer:
             loss, dscores = math.nan, None
         if not math.isfinite(loss):
             self._diverged(f"loss became {loss}")
+        if self.first_loss is None:
+            self.first_loss = loss
+        elif self.divergence_factor and loss > self.divergence_factor * self.first_loss:
+            self._diverged(f"loss {loss:.4g} exceeds {self.divergence_factor} x the first "
+                           f"loss {self.first_loss:.4g}")
         self.net.backward(dscores.astype(scores.dtype, copy=False))
         named = [(n, p, g) for n, p, g in self.net.named_params(trainable_only=True)]
         if self.grad_hook is not None:
@@ -262,7 +271,8 @@ class Trainer:
         rngs = {path: layer.rng.bit_generator.state
                 for path, layer in self.net.named_layers() if hasattr(layer, "rng")}
         return {"epoch": self.epoch, "step": self.step, "batch": self.batch,
-                "seen": self.seen, "last_loss": self.last_loss, "running": dict(self._running),
+                "seen": self.seen, "last_loss": self.last_loss, "first_loss": self.first_loss,
+                "running": dict(self._running),
                 "history": dict(self.history), "layer_rngs": rngs,
                 "batches": self.batches_config,
                 "schedule": self.schedule.state_dict() if self.schedule else None,
@@ -273,6 +283,7 @@ class Trainer:
         self.epoch, self.step, self.batch = int(state["epoch"]), int(state["step"]), int(state["batch"])
         self.seen = int(state.get("seen", 0))
         self.last_loss = state.get("last_loss")
+        self.first_loss = state.get("first_loss")
         self._running = dict(state.get("running") or self._running)
         self.history = History(state.get("history") or {})
         layers = dict(self.net.named_layers())
