@@ -24,3 +24,11 @@ def test_summary_section_is_real_output(lazy_init):
     section = README.split("## volnet summary", 1)[1]
     shown = re.search(r"```text\n(.*?)```", section, flags=re.S).group(1)
     assert shown.rstrip("\n") == str(vn.summary(vn.models.alexnet(), (3, 227, 227)))
+
+
+def test_every_registered_builder_takes_the_common_arguments(lazy_init):
+    for name, builder in MODELS.items():
+        c, h, w = INPUT_SHAPES[name]
+        net = builder(num_classes=7, in_channels=c + 1, seed=3)
+        out = net.output_shape((c + 1, h, w))
+        assert out[0] == 7, name       # (7,) for classifiers, (7, H, W) for the context module

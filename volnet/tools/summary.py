@@ -97,8 +97,9 @@ class Summary:
             keys name, type, output, shape, F, S, P, K, dilation, params,
             params_no_sharing, macs, activations, memory (bytes for the batch),
             receptive_field and jump ((H, W) pairs; None where they do not apply).
-        totals: params, trainable_params, macs, activations (per example, as counted
-            for memory), activation_mb, param_mb, batch_size, input_shape, output_shape.
+        totals: params, trainable_params, macs and flops (2 per multiply-add) per example,
+            activations (per example, as counted for memory), activation_mb, param_mb,
+            batch_size, input_shape, output_shape.
     """
 
     COLUMNS = [("name", "layer"), ("type", "type"), ("output", "output"), ("F", "F"),
@@ -130,7 +131,8 @@ class Summary:
              f"batch size {t['batch_size']}"),
             (f"parameters: {t['params']:,} ({t['trainable_params']:,} trainable), "
              f"{t['param_mb']:.2f} MB"),
-            f"forward multiply-adds: {t['macs']:,} ({t['macs'] / 1e9:.2f} G) per example",
+            (f"forward multiply-adds: {t['macs']:,} ({t['macs'] / 1e9:.2f} G, "
+             f"{t['flops'] / 1e9:.2f} GFLOP) per example"),
             (f"activations: {t['activations']:,} per example, {t['activation_mb']:.2f} MB "
              "for the batch (forward)"),
         ]
@@ -197,6 +199,7 @@ def summary(net: Layer, input_shape, batch_size: int = 1, strict: bool = False) 
         "params": params,
         "trainable_params": net.num_params(trainable_only=True),
         "macs": sum(r["macs"] for r in rows),
+        "flops": 2 * sum(r["macs"] for r in rows),   # a multiply-add is two floating-point ops
         "activations": counted,
         "activation_mb": counted * int(batch_size) * itemsize / MB,
         "param_mb": params * itemsize / MB,
