@@ -252,16 +252,23 @@ def test_predict_needs_png_content_type(post_png, sample):
     assert response.status_code == 415
 
 
-def test_checkpoint_download_loads_with_volnet_load(demo, client, sample, tmp_path):
+@pytest.mark.parametrize("choice, size", [
+    ({"model": "lenet5"}, 28), ({"model": "cifar_example"}, 32),
+    ({"model": "custom", "layers": "conv 4 3 stride2 pad1, leakyrelu, avgpool 2, tanh, "
+                                   "dropout 0.3, fc 16, sigmoid, fc 10"}, 28)])
+def test_checkpoint_download_loads_with_volnet_load(demo, client, post, sample, tmp_path,
+                                                    choice, size):
+    post("/api/net", choice)
     response = client.get("/api/checkpoint")
     assert response.status_code == 200
     assert "attachment" in response.headers["content-disposition"]
     path = tmp_path / "demo.safetensors"
     path.write_bytes(response.content)
     net = load(path)
-    x = normalise(sample.x_test[:20])
+    border = (size - 28) // 2   # black (0) pixels around the digit, then normalised
+    x = normalise(np.pad(sample.x_test[:20], ((0, 0), (0, 0), (border, border), (border, border))))
     np.testing.assert_array_equal(net.forward(x), demo.session.view_net.forward(x))
-    assert net.preprocessing["mean"] == [MEAN] and net.preprocessing["input_shape"] == [1, 28, 28]
+    assert net.preprocessing["mean"] == [MEAN] and net.preprocessing["input_shape"] == [1, size, size]
 
 
 def test_unknown_route_404_json(client):

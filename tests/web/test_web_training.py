@@ -12,7 +12,7 @@ from volnet.data.datasets import Dataset
 from volnet.models import lenet5
 from volnet.train.optim import Adam
 from volnet.train.trainer import Trainer
-from volnet.web.session import DemoSession, Settings
+from volnet.web.session import DemoSession, Settings, pad_to
 
 WS_URL = "ws://127.0.0.1:8000"
 
@@ -104,3 +104,15 @@ def test_live_training_passes_90_percent_then_pause_resume_reset(client, post, p
     for (name, ours, _), (_, fresh, _) in zip(demo.session.view_net.named_params(),
                                               lenet5(seed=0).named_params()):
         np.testing.assert_array_equal(ours, fresh, err_msg=name)
+
+
+@pytest.mark.parametrize("model, size", [("lenet5", 28), ("cifar_example", 32)])
+def test_views_feed_the_net_what_training_feeds_it(sample, model, size):
+    session = DemoSession(sample)
+    session.select(model)
+    digits = sample.x_test[:8]
+    batches = BatchIterator(pad_to(digits, size), sample.y_test[:8], 8, shuffle=False,
+                            mean=sample.mean, std=sample.std)
+    xb, _ = next(batches.batches(0))
+    assert session.inputs(digits).shape == (8, 1, size, size)
+    np.testing.assert_allclose(session.inputs(digits), xb, rtol=1e-6, atol=1e-6)

@@ -164,8 +164,9 @@ class DemoSession:
 
     def inputs(self, images: np.ndarray) -> np.ndarray:
         """uint8 digits (N, 1, 28, 28) -> the normalised float32 input of the current net."""
-        x = (images.astype(np.float32) / 255.0 - self.data.mean[0]) / self.data.std[0]
-        return pad_to(x, self.choice.input_size)
+        # Pad before normalising, exactly as the training batches are built in ``_run``.
+        images = pad_to(images, self.choice.input_size)
+        return (images.astype(np.float32) / 255.0 - self.data.mean[0]) / self.data.std[0]
 
     def view(self, fn, *args):
         """Run ``fn(net, *args)`` on the published snapshot while no snapshot is being written."""
