@@ -225,3 +225,52 @@ def test_wrong_architecture_reports_every_mismatch(resnet_file):
     with pytest.raises(vn.StateDictError, match=r"shape mismatch for fc.weight: checkpoint "
                                                 r"\(1000, 512\) vs model \(10, 512\)"):
         net.load_state_dict(load_torch(resnet_file[0]))
+
+
+def _zoo_refs():
+    """The zoo's torch.nn references with torchvision's module names (tests/models)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "models" / "zoo_torch_refs.py"
+    spec = importlib.util.spec_from_file_location("zoo_torch_refs_for_io", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _narrow_alexnet_classifier(classifier, linear, hidden=32):
+    """Same layers, narrower hidden FCs (9216 -> 32 -> 32 -> 10): a small file, same keys."""
+    classifier[1], classifier[4], classifier[6] = (linear(9216, hidden), linear(hidden, hidden),
+                                                   linear(hidden, 10))
+
+
+def _torchvision_style(name):
+    refs = _zoo_refs()
+    torch.manual_seed(0)
+    if name == "vgg11_bn":
+        from volnet.models.vgg import VGG_CONFIGS
+
+        return (randomise(refs.VGG(VGG_CONFIGS["vgg11"], batch_norm=True, num_classes=10,
+                                   hidden=32)),
+                vn.models.vgg11_bn(num_classes=10, hidden_features=32))
+    if name == "alexnet_torchvision":
+        module, net = refs.AlexNet(num_classes=10), vn.models.alexnet_torchvision(num_classes=10)
+        _narrow_alexnet_classifier(module.classifier, torch.nn.Linear)
+        _narrow_alexnet_classifier(net.classifier, lambda i, o: vn.Linear(i, o))
+        return module.eval(), net
+    return randomise(refs.GoogLeNet(10, aux_logits=True)), vn.models.googlenet(num_classes=10)
+
+
+@pytest.mark.parametrize("name", ["vgg11_bn", "alexnet_torchvision", "googlenet"])
+def test_torchvision_architecture_files_load_into_the_zoo(name, tmp_path, rng):
+    module, net = _torchvision_style(name)
+    torch.save(module.state_dict(), tmp_path / f"{name}.pth")
+    state = load_torch(tmp_path / f"{name}.pth")
+    if name == "googlenet":   # torchvision's file carries the auxiliary heads; the net has none
+        assert any(k.startswith("aux1.") for k in state)
+        with pytest.raises(vn.StateDictError, match="unexpected key aux1"):
+            net.load_state_dict(state)
+    vn.io.load_weights(net, tmp_path / f"{name}.pth", ignore=vn.io.weights.absent_aux_heads(net))
+    x = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(net.forward(x), run(module, x), rtol=1e-4, atol=1e-4)

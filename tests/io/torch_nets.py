@@ -69,5 +69,7 @@ def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def run(module: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Eval-mode output as NumPy (the main output when a module also returns aux heads)."""
     with torch.no_grad():
-        return module(torch.from_numpy(x)).numpy()
+        out = module(torch.from_numpy(x))
+    return (out[0] if isinstance(out, tuple) else out).numpy()
