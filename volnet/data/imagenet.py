@@ -26,6 +26,10 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 # model -> (resize of the shorter side, centre crop); 256/224 for every other model
 SIZES = {"inception_v3": (342, 299)}
+# torchvision builds its pretrained GoogLeNet and Inception v3 with ``transform_input=True``:
+# the model maps ImageNet-normalised input back to (x - 0.5) / 0.5, the scale Google
+# trained on. A volnet model built without that step (the default) gets that scale directly.
+NORMS = {"googlenet": ((0.5,) * 3, (0.5,) * 3), "inception_v3": ((0.5,) * 3, (0.5,) * 3)}
 
 
 @lru_cache(maxsize=1)
@@ -124,7 +128,9 @@ def classify(net, images, model: str = "", top: int = 5) -> list[list[tuple[str,
         top: how many classes to report per image.
     """
     resize, crop = SIZES.get(model, (256, 224))
-    x = np.stack([preprocess(path, resize, crop) for path in images])
+    has_transform = any(name == "transform_input" for name, _ in net.named_children())
+    mean, std = (MEAN, STD) if has_transform else NORMS.get(model, (MEAN, STD))
+    x = np.stack([preprocess(path, resize, crop, mean, std) for path in images])
     probs = net.predict(x, batch_size=8)
     if probs.shape[1] != 1000:
         raise DataError(f"the network has {probs.shape[1]} outputs; ImageNet class names need "

@@ -14,6 +14,7 @@ code. Offline, the error says which URL to fetch by hand.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import os
 import re
@@ -160,6 +161,33 @@ def load_weights(net, source, strict: bool = True, ignore: tuple[str, ...] = ())
     return net
 
 
+def with_weights(builder, name: str | None = None):
+    """Give a zoo builder a ``weights=`` argument: ``None`` (fresh initialisation, the
+    default), ``"imagenet"`` (torchvision's file, downloaded once) or a file path.
+
+    Example:
+        >>> import tempfile, os, volnet as vn
+        >>> from volnet.io.safetensors import serialize
+        >>> path = os.path.join(tempfile.mkdtemp(), "lenet.safetensors")
+        >>> _ = open(path, "wb").write(serialize(vn.models.lenet5(seed=7).state_dict()))
+        >>> lenet5 = with_weights(vn.models.lenet5)
+        >>> net = lenet5(weights=path)       # seed 0 initialisation, then seed 7's weights
+        >>> bool((net[0].params["weight"] == vn.models.lenet5(seed=7)[0].params["weight"]).all())
+        True
+    """
+    name = name or builder.__name__
+
+    @functools.wraps(builder)
+    def build(*args, weights=None, **kwargs):
+        net = builder(*args, **kwargs)
+        if weights is None:
+            return net
+        path = fetch_weights(name) if weights == "imagenet" else weights
+        return load_weights(net, path, ignore=absent_aux_heads(net))
+
+    return build
+
+
 def pretrained(name: str, weights="imagenet", **kwargs):
     """Build zoo model ``name`` and load weights: ``"imagenet"`` (download) or a file path.
 
@@ -170,11 +198,11 @@ def pretrained(name: str, weights="imagenet", **kwargs):
         name: a zoo model with torchvision keys (see :data:`WEIGHTS`).
         weights: ``"imagenet"`` to fetch torchvision's file (cached), or a file path.
     """
-    from volnet.models import build
+    from volnet.models.registry import MODELS, build
 
-    net = build(name, **kwargs)
-    path = fetch_weights(name) if weights in ("imagenet", True) else weights
-    return load_weights(net, path, ignore=absent_aux_heads(net))
+    if name not in MODELS:
+        build(name)   # the registry's error, listing the names
+    return with_weights(MODELS[name], name)(weights=weights, **kwargs)
 
 
 def absent_aux_heads(net) -> tuple[str, ...]:
