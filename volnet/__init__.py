@@ -16,7 +16,7 @@ from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2
                            Conv2d, Dropout, Flatten, GlobalAvgPool2d, Identity, Layer, LeakyReLU,
                            Linear, LocalResponseNorm, MaxPool2d, ReLU, Residual, Sequential,
                            Sigmoid, Softmax, Tanh)
-from volnet.layers import FlatConcat, SideBranch
+from volnet.layers import ChannelAffine, FlatConcat, SideBranch
 from volnet.io.checkpoint import load, save
 from volnet.train import SGD, Adagrad, Adam, RMSProp, Trainer, fit
 
@@ -34,7 +34,7 @@ __all__ = [
     "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "Identity", "Flatten", "Dropout",
     "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm",
     "softmax", "softmax_cross_entropy", "svm_hinge_loss", "conv_output_size",
-    "models", "summary", "receptive_field", "FlatConcat", "SideBranch",
+    "models", "summary", "receptive_field", "FlatConcat", "SideBranch", "ChannelAffine",
     "to_fully_conv", "dense_scores",
     "VolnetError", "ShapeError", "DTypeError", "ConfigError", "NonFiniteError", "StateError",
     "StateDictError", "CheckpointError", "DataError", "TrainingDivergedError",

@@ -26,10 +26,12 @@ def test_volumes_follow_the_paper(lazy_init):
     assert out["avgpool"] == "1x1x1024"
 
 
-def test_eval_forward_matches_torch(rng):
-    net = googlenet(num_classes=10, seed=4, aux_logits=True).astype(np.float64)
+@pytest.mark.parametrize("transform_input", [False, True])
+def test_eval_forward_matches_torch(transform_input, rng):
+    net = googlenet(num_classes=10, seed=4, aux_logits=True, transform_input=transform_input)
+    net.astype(np.float64)
     randomise_norm_stats(net, rng)
-    ref = copy_into_torch(net, lambda: GoogLeNet(10, aux_logits=True))   # strict: same keys
+    ref = copy_into_torch(net, lambda: GoogLeNet(10, True, transform_input))   # strict: same keys
     x = rng.standard_normal((2, 3, 64, 64))
     np.testing.assert_allclose(net.forward(x), torch_forward(ref, x)[0], rtol=1e-7, atol=1e-9)
     assert net.aux1.output is None                               # heads are off at inference

@@ -1,4 +1,4 @@
-"""The two layers the zoo added: FlatConcat (flat keys) and SideBranch (auxiliary heads)."""
+"""Layers the zoo added: FlatConcat (flat keys), SideBranch (aux heads), ChannelAffine."""
 
 import numpy as np
 import pytest
@@ -49,3 +49,19 @@ def test_side_branch_is_identity_at_inference(rng):
     assert list(tap.state_dict()) == ["1.weight", "1.bias"]     # head keys spliced
     with pytest.raises(vn.StateError):
         tap.backward(x)
+
+
+def test_channel_affine_is_torchvisions_transform_input(rng):
+    import torch
+    from zoo_torch_refs import transform_input
+
+    layer = vn.ChannelAffine.imagenet_to_unit_range()
+    x = rng.standard_normal((2, 3, 4, 5))
+    expected = transform_input(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
+    assert layer.state_dict() == {}
+    assert check_gradients(layer, x, rng=0)["input"] < 1e-6
+    with pytest.raises(vn.ShapeError, match="expects"):
+        layer.forward(np.zeros((1, 1, 4, 4)))
+    with pytest.raises(vn.ConfigError, match="in_channels=3"):
+        vn.models.googlenet(in_channels=1, transform_input=True)

@@ -185,6 +185,14 @@ class GoogLeNetAux(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))     # dropout is the identity in eval
 
 
+def transform_input(x):
+    """torchvision's GoogLeNet/Inception3 ``_transform_input``, verbatim arithmetic."""
+    x_ch0 = torch.unsqueeze(x[:, 0], 1) * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
+    x_ch1 = torch.unsqueeze(x[:, 1], 1) * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
+    x_ch2 = torch.unsqueeze(x[:, 2], 1) * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
+    return torch.cat((x_ch0, x_ch1, x_ch2), 1)
+
+
 class GoogLeNet(nn.Module):
     """torchvision.models.googlenet(aux_logits=..., init_weights=False), transform_input off."""
 
@@ -195,8 +203,9 @@ class GoogLeNet(nn.Module):
            (832, 384, 192, 384, 48, 128, 128)]
     NAMES = ["3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"]
 
-    def __init__(self, num_classes=1000, aux_logits=False):
+    def __init__(self, num_classes=1000, aux_logits=False, transform_input=False):
         super().__init__()
+        self.transform_input = transform_input
         self.conv1 = BasicConv2d(3, 64, kernel_size=7, stride=2, padding=3)
         self.maxpool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv2 = BasicConv2d(64, 64, kernel_size=1)
@@ -213,6 +222,8 @@ class GoogLeNet(nn.Module):
         self.fc = nn.Linear(1024, num_classes)
 
     def forward(self, x):
+        if self.transform_input:
+            x = transform_input(x)
         x = self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))
         x = self.maxpool3(self.inception3b(self.inception3a(x)))
         x = self.inception4a(x)

@@ -2,6 +2,7 @@
 
 from volnet.layers.activation import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from volnet.layers.base import Layer
+from volnet.layers.channel_affine import ChannelAffine
 from volnet.layers.containers import Concat, Container, Residual, Sequential
 from volnet.layers.conv import Conv2d
 from volnet.layers.dropout import Dropout
@@ -17,5 +18,5 @@ __all__ = [
     "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
     "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "Identity", "Flatten", "Dropout",
     "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm",
-    "FlatConcat", "SideBranch",
+    "FlatConcat", "SideBranch", "ChannelAffine",
 ]

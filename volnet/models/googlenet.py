@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from volnet.errors import ConfigError
 from volnet.layers import (AdaptiveAvgPool2d, Concat, Dropout, Flatten, GlobalAvgPool2d, Linear,
                            MaxPool2d, ReLU, Sequential)
+from volnet.layers.channel_affine import ChannelAffine
 from volnet.layers.side_branch import SideBranch
 from volnet.models.blocks import basic_conv
 
@@ -63,8 +65,18 @@ def aux_head(in_ch: int, num_classes: int, rng=None, drop_prob: float = 0.7) -> 
     }))
 
 
+def _transform_input(in_channels: int) -> ChannelAffine:
+    """torchvision's ``transform_input``: ImageNet-normalised RGB -> the [-1, 1] range
+    Google's weights were trained on (set it when loading torchvision's pretrained weights)."""
+    if in_channels != 3:
+        raise ConfigError(f"transform_input maps ImageNet-normalised RGB and needs "
+                          f"in_channels=3, got {in_channels}")
+    return ChannelAffine.imagenet_to_unit_range()
+
+
 def googlenet(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logits: bool = False,
-              drop_prob: float = 0.2) -> Sequential:
+              drop_prob: float = 0.2,
+              transform_input: bool = False) -> Sequential:
     """GoogLeNet (Inception v1) with torchvision's layout and state-dict keys.
 
     Args:
@@ -74,6 +86,8 @@ def googlenet(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logits:
         aux_logits: add the two auxiliary classifiers (``aux1`` after inception4a,
             ``aux2`` after inception4d) as :class:`SideBranch` layers.
         drop_prob: dropout before the final FC layer (torchvision: 0.2).
+        transform_input: start with torchvision's ``transform_input`` (a
+            :class:`ChannelAffine`, no keys); torchvision turns it on with pretrained weights.
 
     Shape:
         (N, C, 224, 224) -> 112 -> 56 -> 28 (3a, 3b) -> 14 (4a-4e) -> 7 (5a, 5b)
@@ -84,13 +98,16 @@ def googlenet(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logits:
         (10,)
     """
     rng = np.random.default_rng(seed)
-    layers = {
+    layers = {}
+    if transform_input:
+        layers["transform_input"] = _transform_input(in_channels)
+    layers.update({
         "conv1": basic_conv(in_channels, 64, 7, stride=2, padding=3, rng=rng),   # 112x112x64
         "maxpool1": MaxPool2d(3, stride=2, ceil_mode=True),                     # 56x56x64
         "conv2": basic_conv(64, 64, 1, rng=rng),
         "conv3": basic_conv(64, 192, 3, padding=1, rng=rng),                    # 56x56x192
         "maxpool2": MaxPool2d(3, stride=2, ceil_mode=True),                     # 28x28x192
-    }
+    })
     for name, config in INCEPTION_V1.items():
         layers[name] = inception_module(*config, rng=rng)
         if name == "inception3b":

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from volnet.errors import ConfigError
 from volnet.layers import (AvgPool2d, Dropout, Flatten, GlobalAvgPool2d, Linear, MaxPool2d,
                            Sequential)
+from volnet.layers.channel_affine import ChannelAffine
 from volnet.layers.flat_concat import FlatConcat
 from volnet.layers.side_branch import SideBranch
 from volnet.models.blocks import basic_conv
@@ -118,8 +120,18 @@ def inception_aux(in_ch: int, num_classes: int, rng=None) -> SideBranch:
     }))
 
 
+def _transform_input(in_channels: int) -> ChannelAffine:
+    """torchvision's ``transform_input``: ImageNet-normalised RGB -> the [-1, 1] range
+    Google's weights were trained on (set it when loading torchvision's pretrained weights)."""
+    if in_channels != 3:
+        raise ConfigError(f"transform_input maps ImageNet-normalised RGB and needs "
+                          f"in_channels=3, got {in_channels}")
+    return ChannelAffine.imagenet_to_unit_range()
+
+
 def inception_v3(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logits: bool = True,
-                 drop_prob: float = 0.5) -> Sequential:
+                 drop_prob: float = 0.5,
+                 transform_input: bool = False) -> Sequential:
     """Inception v3 with torchvision's layout and keys (``transform_input`` off, as untrained).
 
     Args:
@@ -129,6 +141,8 @@ def inception_v3(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logi
         aux_logits: include ``AuxLogits`` (a :class:`SideBranch` after Mixed_6e), as
             torchvision does by default.
         drop_prob: dropout before the final FC layer.
+        transform_input: start with torchvision's ``transform_input`` (a
+            :class:`ChannelAffine`, no keys); torchvision turns it on with pretrained weights.
 
     Shape:
         (N, C, 299, 299) -> 35x35x288 (Mixed_5d) -> 17x17x768 (Mixed_6e) -> 8x8x2048
@@ -139,7 +153,10 @@ def inception_v3(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logi
         (10,)
     """
     rng = np.random.default_rng(seed)
-    layers = {
+    layers = {}
+    if transform_input:
+        layers["transform_input"] = _transform_input(in_channels)
+    layers.update({
         "Conv2d_1a_3x3": basic_conv(in_channels, 32, 3, stride=2, rng=rng),    # 149x149x32
         "Conv2d_2a_3x3": basic_conv(32, 32, 3, rng=rng),                       # 147x147x32
         "Conv2d_2b_3x3": basic_conv(32, 64, 3, padding=1, rng=rng),            # 147x147x64
@@ -155,7 +172,7 @@ def inception_v3(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logi
         "Mixed_6c": inception_c(768, 160, rng),
         "Mixed_6d": inception_c(768, 160, rng),
         "Mixed_6e": inception_c(768, 192, rng),
-    }
+    })
     if aux_logits:
         layers["AuxLogits"] = inception_aux(768, num_classes, rng)
     layers.update({
