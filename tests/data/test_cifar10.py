@@ -91,7 +91,7 @@ def test_image_folder_dataset(tmp_path):
     data = load_dataset(str(tmp_path), input_shape=(3, 8, 8))
     assert data.class_names == ["cat", "dog"] and data.x_train.shape == (6, 3, 8, 8)
     assert data.y_train.tolist() == [0, 0, 0, 1, 1, 1] and data.x_test[3, 2, 0, 0] == 255
-    x, y, names = read_image_folder(str(tmp_path / "test"), (1, 8, 8))
+    x, _, names = read_image_folder(str(tmp_path / "test"), (1, 8, 8))
     assert x.shape == (4, 1, 8, 8) and names == ["cat", "dog"]
 
 

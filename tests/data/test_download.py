@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import os
 import threading
+import typing
 
 import pytest
 
@@ -15,9 +16,9 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    requests = []
+    requests: typing.ClassVar[list] = []
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         Handler.requests.append(self.headers.get("Range"))
         body, status = PAYLOAD, 200
         if self.headers.get("Range"):

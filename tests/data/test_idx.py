@@ -143,7 +143,8 @@ def test_missing_file_names_the_expected_names(tmp_path):
 
 
 def test_bundled_sample_is_the_published_one():
-    readme = open(os.path.join(sample_dir(), "README.md")).read()
+    with open(os.path.join(sample_dir(), "README.md")) as f:
+        readme = f.read()
     assert "CC BY-SA 3.0" in readme and "LeCun" in readme
     for line in readme.splitlines():
         if line.startswith("- ") and "-ubyte.gz" in line:

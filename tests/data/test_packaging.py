@@ -2,6 +2,7 @@
 
 import fnmatch
 import os
+
 import tomllib
 
 from volnet.data import sample_dir

@@ -10,8 +10,16 @@ import volnet as vn
 from volnet.data import BatchIterator
 from volnet.errors import NonFiniteError, TrainingDivergedError
 from volnet.io.checkpoint import load_checkpoint, resume, save
-from volnet.train import (SGD, Adam, CosineLR, EarlyStopping, LambdaCallback, ModelCheckpoint,
-                          Trainer, evaluate)
+from volnet.train import (
+    SGD,
+    Adam,
+    CosineLR,
+    EarlyStopping,
+    LambdaCallback,
+    ModelCheckpoint,
+    Trainer,
+    evaluate,
+)
 
 
 def small_net():

@@ -47,6 +47,6 @@ def run(args) -> int:
     result = evaluate(net, x, data.y_test)
     names = prep.get("class_names") or [str(i) for i in range(int(data.y_test.max()) + 1)]
     print(f"{args.checkpoint} on {data.name} held-out split: accuracy {result['accuracy']:.4f} "
-          f"({int(round(result['accuracy'] * len(x)))}/{len(x)}), loss {result['loss']:.4f}")
+          f"({round(result['accuracy'] * len(x))}/{len(x)}), loss {result['loss']:.4f}")
     print(format_matrix(confusion_matrix(data.y_test, result["predictions"], len(names)), names))
     return 0

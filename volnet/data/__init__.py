@@ -8,5 +8,13 @@ from volnet.data.datasets import Dataset, load_mnist_folder, load_mnist_sample, 
 from volnet.data.idx import read_idx, write_idx
 from volnet.data.registry import load_dataset
 
-__all__ = ["BatchIterator", "Dataset", "load_mnist_folder", "load_mnist_sample", "sample_dir",
-           "read_idx", "write_idx", "load_dataset"]
+__all__ = [
+           "BatchIterator",
+           "Dataset",
+           "load_dataset",
+           "load_mnist_folder",
+           "load_mnist_sample",
+           "read_idx",
+           "sample_dir",
+           "write_idx",
+]

@@ -16,7 +16,7 @@ always cover the whole epoch.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -134,7 +134,7 @@ class BatchIterator:
             rng = np.random.default_rng([self.seed, int(epoch), first + b, self.rank, 1])
             yield self.transform(self.x[take], rng), self.y[take].astype(np.int64, copy=False)
 
-    __iter__ = lambda self: self.batches(0)   # noqa: E731 - convenience for one pass
+    __iter__ = lambda self: self.batches(0)
 
     # ---- per-batch preprocessing --------------------------------------------------
     def transform(self, xb: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -14,8 +14,8 @@ from importlib import resources
 
 import numpy as np
 
-from volnet.errors import DataError
 from volnet.data.idx import read_idx
+from volnet.errors import DataError
 
 MNIST_CLASSES = [str(d) for d in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",

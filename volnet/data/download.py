@@ -67,8 +67,7 @@ def download(url: str, dest: str, sha256: str, timeout: float = 30.0) -> str:
     with urllib.request.urlopen(request, timeout=timeout) as response:
         resumed = have and response.status == 206
         with open(part, "ab" if resumed else "wb") as out:
-            for block in iter(lambda: response.read(CHUNK), b""):
-                out.write(block)
+            out.writelines(iter(lambda: response.read(CHUNK), b""))
             out.flush()
             os.fsync(out.fileno())
     found = sha256_file(part)

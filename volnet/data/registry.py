@@ -13,8 +13,13 @@ import os
 import numpy as np
 
 from volnet.data.cifar10 import load_cifar10_folder
-from volnet.data.datasets import (FASHION_CLASSES, MNIST_STATS, Dataset, load_mnist_folder,
-                                  load_mnist_sample)
+from volnet.data.datasets import (
+    FASHION_CLASSES,
+    MNIST_STATS,
+    Dataset,
+    load_mnist_folder,
+    load_mnist_sample,
+)
 from volnet.errors import DataError
 
 NAMES = ("mnist-sample", "mnist", "fashion-mnist", "cifar10")
