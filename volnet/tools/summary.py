@@ -102,10 +102,10 @@ class Summary:
             batch_size, input_shape, output_shape.
     """
 
-    COLUMNS = [("name", "layer"), ("type", "type"), ("output", "output"), ("F", "F"),
+    COLUMNS = (("name", "layer"), ("type", "type"), ("output", "output"), ("F", "F"),
                ("S", "S"), ("P", "P"), ("K", "K"), ("dilation", "D"), ("params", "params"),
                ("params_no_sharing", "no sharing"), ("macs", "MACs"), ("memory", "memory"),
-               ("receptive_field", "RF"), ("jump", "jump")]
+               ("receptive_field", "RF"), ("jump", "jump"))
 
     def __init__(self, rows: list[dict], totals: dict) -> None:
         self.rows, self.totals = rows, totals
