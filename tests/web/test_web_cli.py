@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import httpx
+from websockets.sync.client import connect
 
 
 def test_volnet_demo_serves_and_stops_cleanly_on_ctrl_c():
@@ -20,8 +21,11 @@ def test_volnet_demo_serves_and_stops_cleanly_on_ctrl_c():
             started = client.post("/api/train", json={"action": "start"},
                                   headers={"X-Volnet-Token": token})
             assert started.json()["state"] == "training"
-        proc.send_signal(signal.SIGINT)   # Ctrl-C while training
-        out, err = proc.communicate(timeout=30)
+        ws_url = url.replace("http://", "ws://") + f"ws?token={token}"
+        with connect(ws_url, origin=url.rstrip("/")) as tab:   # a tab stays connected
+            assert '"state"' in tab.recv(timeout=30)
+            proc.send_signal(signal.SIGINT)   # Ctrl-C while training and watched
+            out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
