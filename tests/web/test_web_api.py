@@ -269,6 +269,7 @@ def test_checkpoint_download_loads_with_volnet_load(demo, client, post, sample, 
     x = normalise(np.pad(sample.x_test[:20], ((0, 0), (0, 0), (border, border), (border, border))))
     np.testing.assert_array_equal(net.forward(x), demo.session.view_net.forward(x))
     assert net.preprocessing["mean"] == [MEAN] and net.preprocessing["input_shape"] == [1, size, size]
+    assert net.preprocessing["zero_pad"] == border
 
 
 def test_unknown_route_404_json(client):

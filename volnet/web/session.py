@@ -144,11 +144,11 @@ class DemoSession:
         import tempfile
 
         from volnet.io.checkpoint import save
+        from volnet.train.recipe import preprocessing_of
 
-        preprocessing = {"input_shape": list(self.choice.input_shape), "scale": 255.0,
-                         "mean": list(self.data.mean), "std": list(self.data.std),
-                         "class_names": list(self.data.class_names),
-                         "pad_from": [28, 28]}
+        # What ``volnet train`` records, plus the zero border that pads digits up to 32x32.
+        preprocessing = {**preprocessing_of(self.data, self.choice.input_shape),
+                         "zero_pad": (self.choice.input_size - self.data.input_shape[-1]) // 2}
         with tempfile.TemporaryDirectory(prefix="volnet-demo-") as folder:
             path = os.path.join(folder, "demo.safetensors")   # a fresh private folder
             with self._lock:
