@@ -166,7 +166,8 @@ def test_activations_match_a_layer_by_layer_forward(demo, client, sample):
                                   sample.x_test[3, 0] > sample.x_test[3, 0].min())
 
 
-@pytest.mark.parametrize("index", ["-1", "100", "abc", "1e3", "99999999999999999999", ""])
+@pytest.mark.parametrize("index", ["-1", "100", "abc", "1e3", "99999999999999999999", "", "%C2%B2",
+                                   "%D9%A3", "+3", " 3"])
 def test_activations_bad_index_400(client, index):
     response = client.get(f"/api/activations?index={index}")
     assert response.status_code == 400

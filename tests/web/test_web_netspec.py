@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from volnet.errors import ConfigError
 from volnet.layers import AvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Tanh
@@ -73,3 +75,19 @@ def test_parameter_limit_is_checked_before_allocating():
     with pytest.raises(ConfigError, match="50,176 inputs x 1000 outputs"):
         parse_net("conv 64 3 pad1, fc 1000, fc 10")
     assert MAX_PARAMS == 1_000_000
+
+
+WORDS = ["conv", "pool", "avgpool", "fc", "relu", "tanh", "dropout", "stride", "pad", "s2", "p1",
+         "pad=2", "0", "1", "2", "3", "5", "9", "10", "64", "0.5", "-1", "x", ",", ";", "\n", "²"]
+
+
+@given(st.lists(st.sampled_from(WORDS), max_size=25).map(" ".join))
+@settings(max_examples=150)
+def test_any_layer_list_builds_a_10_class_net_or_raises_config_error(spec):
+    try:
+        net = parse_net(spec)
+    except ConfigError as err:
+        assert str(err)   # a message for the page
+        return
+    assert net.output_shape((1, 28, 28)) == (10,)
+    assert net.num_params() <= MAX_PARAMS

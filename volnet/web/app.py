@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from importlib import resources
 
@@ -67,7 +68,7 @@ async def _json_body(request: Request) -> dict:
 
 def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
     text = request.query_params.get(name, str(default))
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not re.fullmatch(r"[0-9]{1,12}", text) or not low <= int(text) <= high:
         raise HTTPException(400, f"query parameter {name} must be an integer in [{low}, {high}], "
                                  f"got {text!r}")
     return int(text)

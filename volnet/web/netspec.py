@@ -44,7 +44,7 @@ MAX_PARAMS = 1_000_000
 LIMITS = {"filters": (1, 64), "size": (1, 9), "stride": (1, 4), "pad": (0, 4), "units": (1, 1024)}
 EXAMPLE = "conv 8 5 pad2, relu, pool 2, conv 16 5, relu, pool 2, fc 10"
 
-_OPTION = re.compile(r"^(stride|s|pad|p)=?(\d+)$")
+_OPTION = re.compile(r"^(stride|s|pad|p)=?([0-9]{1,6})$")
 _ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid, "leakyrelu": LeakyReLU}
 
 
@@ -59,7 +59,7 @@ def split_items(spec: str) -> list[str]:
 
 
 def _int(text: str, what: str, where: str) -> int:
-    if not re.fullmatch(r"\d+", text):
+    if not re.fullmatch(r"[0-9]{1,6}", text):
         raise ConfigError(f"{where}: {what} must be a whole number, got {text!r}")
     low, high = LIMITS[what]
     value = int(text)

@@ -10,6 +10,7 @@ one. Bodies need a Content-Length under the route's cap, checked before reading.
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import parse_qs, urlsplit
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -89,7 +90,7 @@ class Guard:
 
     def _check_length(self, path: str, headers) -> tuple[int, str] | None:
         length = headers.get("content-length")
-        if length is None or not length.isdigit():
+        if length is None or not re.fullmatch(r"[0-9]{1,15}", length):
             return 411, "POST needs a Content-Length header (chunked bodies are not accepted)"
         limit = self.body_limits.get(path, self.default_limit)
         if int(length) > limit:
