@@ -174,3 +174,10 @@ def test_weights_only_checkpoint_cannot_resume(tmp_path):
     trainer = vn.Trainer(vn.models.lenet5(), vn.SGD(lr=0.1), progress=False)
     with pytest.raises(CheckpointError, match="weights only"):
         ck.resume(trainer, path)
+
+
+def test_checkpoint_gets_the_usual_file_mode(tmp_path):
+    path = ck.save(tmp_path / "c.safetensors", vn.Sequential(vn.Flatten()))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
