@@ -77,8 +77,10 @@ function onStatus(s, fromControl) {
   $("pause").disabled = s.state !== "training";
   $("resume").disabled = s.state !== "paused";
   drawCharts();
-  const due = Date.now() - lastViews > 2000 || (s.state !== "training" && s.version !== lastVersion);
-  if (s.version !== lastVersion || (s.state === "training" && due)) refreshViews(false);
+  // Redraw filters, grid and activations when the weights changed; while training, at most
+  // every 2 s, since each redraw runs the net on the server beside the training thread.
+  const changed = s.version !== lastVersion;
+  if (changed && (s.state !== "training" || Date.now() - lastViews > 2000)) refreshViews(false);
   lastVersion = s.version;
 }
 
