@@ -66,6 +66,7 @@ def drawn_digit_agreement(net, post_png, sample, count=40) -> tuple[int, float]:
 
 def test_live_training_passes_90_percent_then_pause_resume_reset(client, post, post_png, demo, sample):
     assert post("/api/net", {"model": "lenet5"}).status_code == 200
+    filters_before = client.get("/api/filters").json()["filters"]
     assert post("/api/train", {"action": "start"}).json()["state"] == "training"
     assert post("/api/train", {"action": "start"}).status_code == 409   # already running
     # malformed requests while training get 4xx and leave the loop running
@@ -78,6 +79,7 @@ def test_live_training_passes_90_percent_then_pause_resume_reset(client, post, p
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
     held = [p["acc"] for p in status["held_out"]]
     assert held[-1] > held[0]
+    assert client.get("/api/filters").json()["filters"] != filters_before   # the filters learn
 
     assert post("/api/train", {"action": "pause"}).json()["state"] == "paused"
     def settled():   # the batch in flight (slow on a loaded machine) finishes, then it holds
