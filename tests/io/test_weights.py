@@ -173,3 +173,14 @@ def test_cli_downloads_and_lists(published, tmp_path, capsys):
     assert main(["weights", "lenet5", "--mirror", "http://127.0.0.1:1/",
                  "--cache", str(tmp_path / "d")]) == 2
     assert "could not download" in capsys.readouterr().err
+
+
+def test_zoo_builders_load_weights_in_one_call(published, monkeypatch):
+    monkeypatch.setattr(W, "BASE_URL", published["url"])
+    expected = published["module"][7].weight.detach().numpy()     # F5 of LeNet
+    for net in (vn.models.lenet5(weights="imagenet"),            # here: the served file
+                vn.models.lenet5(weights=W.fetch_weights("lenet5")),
+                vn.models.build("lenet5", weights=W.fetch_weights("lenet5"))):
+        np.testing.assert_array_equal(net[7].params["weight"], expected)
+    assert not np.array_equal(vn.models.lenet5()[7].params["weight"], expected)
+    assert "weights" in str(__import__("inspect").signature(vn.models.resnet18))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
+import inspect
 import os
 import re
 import urllib.error
@@ -170,11 +171,13 @@ def with_weights(builder, name: str | None = None):
         >>> from volnet.io.safetensors import serialize
         >>> path = os.path.join(tempfile.mkdtemp(), "lenet.safetensors")
         >>> _ = open(path, "wb").write(serialize(vn.models.lenet5(seed=7).state_dict()))
-        >>> lenet5 = with_weights(vn.models.lenet5)
+        >>> lenet5 = with_weights(vn.models.MODELS["lenet5"])   # the plain builder
         >>> net = lenet5(weights=path)       # seed 0 initialisation, then seed 7's weights
         >>> bool((net[0].params["weight"] == vn.models.lenet5(seed=7)[0].params["weight"]).all())
         True
     """
+    if getattr(builder, "accepts_weights", False):
+        return builder
     name = name or builder.__name__
 
     @functools.wraps(builder)
@@ -185,6 +188,11 @@ def with_weights(builder, name: str | None = None):
         path = fetch_weights(name) if weights == "imagenet" else weights
         return load_weights(net, path, ignore=absent_aux_heads(net))
 
+    params = list(inspect.signature(builder).parameters.values())
+    at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+    params.insert(at, inspect.Parameter("weights", inspect.Parameter.KEYWORD_ONLY, default=None))
+    build.__signature__ = inspect.signature(builder).replace(parameters=params)
+    build.accepts_weights = True
     return build
 
 
@@ -198,11 +206,9 @@ def pretrained(name: str, weights="imagenet", **kwargs):
         name: a zoo model with torchvision keys (see :data:`WEIGHTS`).
         weights: ``"imagenet"`` to fetch torchvision's file (cached), or a file path.
     """
-    from volnet.models.registry import MODELS, build
+    from volnet.models.registry import build
 
-    if name not in MODELS:
-        build(name)   # the registry's error, listing the names
-    return with_weights(MODELS[name], name)(weights=weights, **kwargs)
+    return build(name, weights=weights, **kwargs)
 
 
 def absent_aux_heads(net) -> tuple[str, ...]:

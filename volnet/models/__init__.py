@@ -11,6 +11,13 @@ from volnet.models.registry import INPUT_SHAPES, MODELS, build
 from volnet.models.resnet import resnet, resnet18, resnet34, resnet50, resnet101, resnet152
 from volnet.models.vgg import (vgg, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
                                vgg19_bn)
+from volnet.io.weights import with_weights
+
+# One-call pretrained loading: vn.models.resnet18(weights="imagenet" or a .pth/.safetensors
+# file). MODELS keeps the plain builders; build(name, weights=...) does the same.
+for _name in MODELS:
+    globals()[_name] = with_weights(globals()[_name], _name)
+del _name
 
 __all__ = [
     "lenet5", "cifar_example", "alexnet", "alexnet_torchvision", "googlenet", "inception_v3",

@@ -44,10 +44,14 @@ INPUT_SHAPES = {
 }
 
 
-def build(name: str, **kwargs):
-    """Build a registered model by name, with a clear error listing the names."""
+def build(name: str, weights=None, **kwargs):
+    """Build a registered model by name, with a clear error listing the names.
+
+    ``weights``: None (fresh initialisation), "imagenet" (torchvision's file) or a path.
+    """
     from volnet.errors import ConfigError
+    from volnet.io.weights import with_weights
 
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**kwargs)
+    return with_weights(MODELS[name], name)(weights=weights, **kwargs)
