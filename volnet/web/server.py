@@ -111,7 +111,11 @@ class DemoServer:
 def serve(host: str = DEFAULT_HOST, port: int = 8000, open_browser: bool = True) -> int:
     """Start the demo, print its address, open a browser tab, serve until Ctrl-C."""
     server = DemoServer(host, port)
-    if not is_loopback(host):
+    if host in ("0.0.0.0", "::"):
+        print(f"note: listening on {host}, but only requests addressed to 127.0.0.1/localhost "
+              "are answered (Host check); pass this machine's address as --host to serve it",
+              file=sys.stderr)
+    elif not is_loopback(host):
         print(f"warning: listening on {host}, reachable from other machines; the demo has no "
               "login. Use the default 127.0.0.1 unless you mean this.", file=sys.stderr)
     print(f"volnet demo at {server.url}  (Ctrl-C stops it)", flush=True)
