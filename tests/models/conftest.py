@@ -1,11 +1,9 @@
-"""Zoo test helpers: cheap construction for shape-only tests and torch weight copying."""
+"""Zoo fixtures: cheap construction for shape-only tests (helpers are in zoo_helpers.py)."""
 
 import numpy as np
 import pytest
-import torch
 
 from volnet import init
-from volnet.layers.base import join_key
 
 
 @pytest.fixture
@@ -17,41 +15,3 @@ def lazy_init(monkeypatch):
     """
     monkeypatch.setattr(init, "he_normal",
                         lambda shape, rng, dtype=np.float32: np.zeros(shape, dtype))
-
-
-def randomise_norm_stats(net, rng):
-    """Give every batch norm non-trivial statistics and affine parameters (eval parity)."""
-    for _, layer in net.named_layers():
-        if "running_mean" in layer.buffers:
-            c = layer.buffers["running_mean"].shape
-            layer.buffers["running_mean"][...] = rng.normal(0, 0.1, c)
-            layer.buffers["running_var"][...] = rng.uniform(0.5, 1.5, c)
-            layer.params["weight"][...] = rng.uniform(0.5, 1.5, c)
-            layer.params["bias"][...] = rng.normal(0, 0.1, c)
-
-
-def copy_into_torch(net, factory) -> torch.nn.Module:
-    """Build ``factory()`` without initialising it and give it volnet's arrays by key.
-
-    ``strict=True``: the keys must match exactly. Parameters are shared with volnet
-    (no copy of a 60 M-weight model), buffers are copied since torch updates them in
-    place in training mode.
-    """
-    state = {}
-    for path, layer in net.named_layers():
-        for name, value in layer.params.items():
-            state[join_key(path, name)] = torch.from_numpy(value)
-        for name, value in layer.buffers.items():
-            state[join_key(path, name)] = torch.from_numpy(value.copy())
-    with torch.device("meta"):      # skip torch's own (slow, discarded) initialisation
-        module = factory()
-    module.load_state_dict(state, strict=True, assign=True)
-    return module.eval()
-
-
-def torch_forward(module, x: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        out = module(torch.from_numpy(x))
-    if isinstance(out, tuple):      # (main, aux...) from the Inception references
-        return tuple(None if o is None else o.numpy() for o in out)
-    return out.numpy()

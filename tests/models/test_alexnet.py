@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from zoo_helpers import copy_into_torch, torch_forward
 from zoo_torch_refs import AlexNet, CaffeAlexNet
 
 import volnet as vn
-from conftest import copy_into_torch, torch_forward
 from volnet.models.alexnet import alexnet, alexnet_torchvision
 
 

@@ -5,9 +5,9 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 from torch import nn
+from zoo_helpers import copy_into_torch, torch_forward
 
 import volnet as vn
-from conftest import copy_into_torch, torch_forward
 from volnet.models.context import DILATIONS, NAMES, context_module
 
 

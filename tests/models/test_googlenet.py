@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from zoo_helpers import copy_into_torch, randomise_norm_stats, torch_forward
 from zoo_torch_refs import GoogLeNet, GoogLeNetAux
 
 import volnet as vn
-from conftest import copy_into_torch, randomise_norm_stats, torch_forward
 from volnet.models.googlenet import googlenet
 
 

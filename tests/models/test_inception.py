@@ -2,10 +2,10 @@
 
 import numpy as np
 import torch
+from zoo_helpers import copy_into_torch, randomise_norm_stats, torch_forward
 from zoo_torch_refs import Inception3, InceptionAux, InceptionV4
 
 import volnet as vn
-from conftest import copy_into_torch, randomise_norm_stats, torch_forward
 from volnet.models.inception import inception_v3
 from volnet.models.inception_v4 import inception_c, inception_v4, reduction_b
 

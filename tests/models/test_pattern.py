@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 from torch import nn
+from zoo_helpers import copy_into_torch, torch_forward
 
 import volnet as vn
-from conftest import copy_into_torch, torch_forward
 from volnet.models.pattern import pattern
 
 TOKENS = {"Conv2d": "CONV", "ReLU": "RELU", "MaxPool2d": "POOL", "Linear": "FC"}

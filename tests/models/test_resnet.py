@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
+from zoo_helpers import copy_into_torch, randomise_norm_stats, torch_forward
 from zoo_torch_refs import BasicBlock, Bottleneck, ResNet
 
 import volnet as vn
-from conftest import copy_into_torch, randomise_norm_stats, torch_forward
 from volnet.models import resnet, resnet18, resnet152
 
 # torchvision's model cards (ResNet*_Weights.IMAGENET1K_V1.meta["num_params"])
@@ -62,3 +63,24 @@ def test_resnet152_trains_a_step_at_small_size():
 def test_unknown_depth_is_a_config_error():
     with pytest.raises(vn.ConfigError, match="18, 34, 50, 101, 152"):
         resnet(20)
+
+
+@pytest.mark.parametrize("depth, block, counts", [(18, BasicBlock, [2, 2, 2, 2]),
+                                                  (50, Bottleneck, [3, 4, 6, 3])])
+def test_training_step_gradients_match_torch(depth, block, counts, rng):
+    widths = (4, 8, 8, 16)
+    net = resnet(depth, num_classes=5, widths=widths, seed=3).astype(np.float64)
+    ref = copy_into_torch(net, lambda: ResNet(block, counts, 5, widths)).train()
+    x = rng.standard_normal((2, 3, 32, 32))
+    upstream = rng.standard_normal((2, 5))
+    scores = net.forward(x, training=True)              # batch statistics, as torch.train()
+    dx = net.backward(upstream)
+    xt = torch.from_numpy(x).requires_grad_()
+    out = ref(xt)
+    (out * torch.from_numpy(upstream)).sum().backward()
+    np.testing.assert_allclose(scores, out.detach().numpy(), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-9)
+    torch_params = dict(ref.named_parameters())
+    for name, _, grad in net.named_params():
+        np.testing.assert_allclose(grad, torch_params[name].grad.numpy(), rtol=1e-6, atol=1e-9,
+                                   err_msg=name)

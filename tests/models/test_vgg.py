@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
+from zoo_helpers import copy_into_torch, randomise_norm_stats, torch_forward
 from zoo_torch_refs import VGG
 
 import volnet as vn
-from conftest import copy_into_torch, randomise_norm_stats, torch_forward
 from volnet.models import vgg, vgg11, vgg13, vgg16, vgg19
 from volnet.models.vgg import VGG_CONFIGS
 
@@ -76,3 +77,23 @@ def test_other_depths_train_a_step(builder):
 def test_unknown_configuration_is_a_config_error():
     with pytest.raises(vn.ConfigError, match="vgg16"):
         vgg("vgg17")
+
+
+def test_training_step_gradients_match_torch(rng):
+    net = vgg("vgg11", batch_norm=True, num_classes=4, hidden_features=16, seed=5, drop_prob=0.0)
+    net.astype(np.float64)
+    ref = copy_into_torch(net, lambda: VGG(VGG_CONFIGS["vgg11"], True, 4, hidden=16)).train()
+    for module in ref.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0                                    # same (absent) masks on both sides
+    x = rng.standard_normal((2, 3, 32, 32))
+    upstream = rng.standard_normal((2, 4))
+    net.forward(x, training=True)
+    dx = net.backward(upstream)
+    xt = torch.from_numpy(x).requires_grad_()
+    (ref(xt) * torch.from_numpy(upstream)).sum().backward()
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-9)
+    torch_params = dict(ref.named_parameters())
+    for name, _, grad in net.named_params():
+        np.testing.assert_allclose(grad, torch_params[name].grad.numpy(), rtol=1e-6, atol=1e-9,
+                                   err_msg=name)
