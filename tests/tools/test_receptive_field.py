@@ -89,3 +89,9 @@ def test_field_equals_empirical_gradient_support(net):
     field = receptive_field(net, shape)
     out_h, out_w = net.output_shape(shape)[1:]
     assert _gradient_support(net, shape, (out_h // 2, out_w // 2)) == field.size
+
+
+def test_vector_input_has_no_receptive_field():
+    net = vn.Sequential(vn.Linear(8, 4))
+    with pytest.raises(vn.ShapeError, match=r"\(C, H, W\)"):
+        receptive_field(net, (8,))

@@ -135,6 +135,9 @@ def receptive_field(net, input_shape, layer: str | None = None) -> Field:
     from volnet.tools.walk import walk
 
     records = walk(net, input_shape)
+    if records[0].field is None:
+        raise ShapeError(f"receptive_field needs an image-shaped input (C, H, W), got "
+                         f"{tuple(input_shape)}")
     if layer is not None:
         found = [r for r in records if r.path == layer and not r.is_input]
         if not found:
@@ -144,6 +147,8 @@ def receptive_field(net, input_shape, layer: str | None = None) -> Field:
     else:
         record = records[-1]
     if record.field is None:
+        unknown = next(r for r in records if r.field is None)
         raise ShapeError(f"receptive_field: cannot follow the field through "
-                         f"{type(record.layer).__name__} at {record.path or 'the input'}")
+                         f"{type(unknown.layer).__name__} at {unknown.path or 'the top'}, "
+                         "which changes the spatial size without a kernel_size/stride")
     return record.field
