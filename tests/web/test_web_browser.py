@@ -117,7 +117,10 @@ def test_train_live_draw_and_look_inside(page, browser, server):
     page.wait_for_selector("#status[data-state=idle]")
 
 
-def test_bad_layer_list_shows_the_error_on_the_page(page):
+def test_bad_layer_list_shows_the_error_on_the_page(page, browser, server):
+    watcher = browser.new_page()   # another tab, which should follow the change of network
+    watcher.goto(server.url)
+    watcher.wait_for_selector("#summary tbody tr")
     page.check("input[value=custom]")
     page.fill("#layers", "conv 8 5 pad2, relu, pool 2")
     page.click("#build")
@@ -127,4 +130,6 @@ def test_bad_layer_list_shows_the_error_on_the_page(page):
     page.click("#build")
     page.wait_for_selector("#error", state="hidden")
     assert page.inner_text("#total-params") == "15,898"
+    poll(lambda: watcher.inner_text("#total-params") == "15,898", 20, "the other tab's summary")
+    watcher.close()
     shoot(page, "custom-net.png")

@@ -66,7 +66,11 @@ async function control(action) {
 }
 
 function onStatus(s, fromControl) {
-  if (s.run !== metrics.run) { metrics.run = s.run; metrics.train = []; metrics.held = []; }
+  if (s.run !== metrics.run) {   // a new net or a reset, maybe from another tab
+    const first = metrics.run === null;
+    metrics.run = s.run; metrics.train = []; metrics.held = [];
+    if (!first) guard(async () => showSummary(await api("/api/net")))();
+  }
   if (!fromControl) { metrics.train.push(...s.train); metrics.held.push(...s.held_out); }
   const held = metrics.held.length ? metrics.held[metrics.held.length - 1].acc : null;
   $("status").textContent = `${s.state} | ${s.network} | epoch ${s.epoch} | step ${s.step} | ` +
