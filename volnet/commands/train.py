@@ -31,19 +31,32 @@ def add_parser(sub):
                         "launchers it cannot detect). --batch-size is then the global batch")
     p.add_argument("--sync-bn", action="store_true",
                    help="with several ranks, batch-norm statistics over the global batch")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads per process (default 1 unless OMP_NUM_THREADS is set: "
+                        "on busy cores more threads spin-wait and run ~10x slower)")
     return p
 
 
 def run(args) -> int:
     from volnet.train.distributed import abort_on_error, get_communicator
     from volnet.train.recipe import train
+    from volnet.train.threads import blas_threads, default_threads, set_blas_threads
 
+    threads = args.threads if args.threads is not None else default_threads()
+    previous = blas_threads() if threads is not None else None
+    if threads is not None:
+        set_blas_threads(threads)
     comm = get_communicator(True if args.distributed else None)
-    with abort_on_error(comm):   # a failing rank stops every rank instead of hanging them
-        result = train(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
-                       lr=args.lr, optimizer=args.optimizer, seed=args.seed, out=args.out,
-                       resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-                       comm=comm, sync_bn=args.sync_bn)
+    try:
+        with abort_on_error(comm):   # a failing rank stops every rank instead of hanging them
+            result = train(args.model, args.data, epochs=args.epochs,
+                           batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                           seed=args.seed, out=args.out, resume=args.resume,
+                           overwrite=args.overwrite, progress=not args.quiet, comm=comm,
+                           sync_bn=args.sync_bn)
+    finally:
+        if previous is not None:   # main() may run inside a longer-lived process
+            set_blas_threads(previous)
     if not comm.is_main:
         return 0
     print(f"held-out accuracy {result.accuracy:.4f} after {len(result.history.get('loss', []))} "
