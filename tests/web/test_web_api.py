@@ -34,7 +34,9 @@ def test_page_carries_token_and_loads_local_assets_only(client, token):
     page = client.get("/").text
     assert len(token) >= 32
     assert 'src="/static/app.js"' in page and 'href="/static/style.css"' in page
-    assert "http://" not in page and "https://" not in page   # no CDN
+    for text in (page, client.get("/static/app.js").text, client.get("/static/charts.js").text,
+                 client.get("/static/style.css").text):
+        assert "http://" not in text and "https://" not in text and "@import" not in text  # no CDN
 
 
 def test_models_lists_the_three_choices(client):
