@@ -92,3 +92,29 @@ def test_unknown_model_and_missing_data(tmp_path, capsys):
     assert "choose one of" in capsys.readouterr().err
     assert main(["train", "lenet5", "--data", str(tmp_path), "--quiet"]) == 2
     assert "MNIST-format" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_after_the_batch_and_resume_is_exact(digits, trained, tmp_path, monkeypatch,
+                                                          capsys):
+    import signal
+
+    from volnet.train.trainer import Trainer
+
+    real_step = Trainer._train_step
+
+    def step_then_interrupt(self, xb, yb):
+        result = real_step(self, xb, yb)
+        if self.step == 25:                      # inside epoch 2 (19 batches per epoch)
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    out = tmp_path / "cut.safetensors"
+    monkeypatch.setattr(Trainer, "_train_step", step_then_interrupt)
+    assert main(train_args(digits, out)) == 0
+    assert "--resume" in capsys.readouterr().out
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    state = vn.io.checkpoint.load_checkpoint(out).trainer_state
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 6, 25)
+    assert main(train_args(digits, out, "--resume", str(out))) == 0
+    a, b = vn.load(trained[0]).state_dict(), vn.load(out).state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)

@@ -12,13 +12,12 @@ import os
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from volnet.data.batches import BatchIterator
 from volnet.data.registry import load_dataset
 from volnet.errors import CheckpointError, ConfigError, ShapeError
 from volnet.train.callbacks import ModelCheckpoint
 from volnet.train.distributed import Communicator, data_parallel, local_batch_size
+from volnet.train.interrupt import stop_on_interrupt
 from volnet.train.optim import make_optimizer
 from volnet.train.schedule import CosineLR
 from volnet.train.trainer import Trainer, evaluate
@@ -96,7 +95,7 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
     """
     comm = comm or Communicator()
     if not comm.is_main:
-        log = lambda *args, **kwargs: None   # noqa: E731 - only rank 0 talks
+        log = lambda *args, **kwargs: None   # only rank 0 talks
     data_set = load_dataset(data)
     shape = data_set.input_shape
     net = build_for_data(model, shape, data_set.num_classes, seed)
@@ -132,11 +131,15 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
         f"{len(data_set.x_train):,} images {shape}, {len(data_set.x_test):,} held out; "
         f"{optimizer} lr={lr}, batch {batch_size}, {epochs} epochs; checkpoint -> {out}")
     start = time.perf_counter()
-    history = trainer.fit(batches, epochs, val=(x_test, data_set.y_test))
+    with stop_on_interrupt(trainer, enabled=comm.world_size == 1):
+        history = trainer.fit(batches, epochs, val=(x_test, data_set.y_test))
     seconds = time.perf_counter() - start
     accuracy = evaluate(net, x_test, data_set.y_test)["accuracy"]
     if comm.is_main and (trainer.epoch < epochs or not os.path.exists(out)):   # stopped early
         from volnet.io.checkpoint import save
 
         save(out, net, trainer=trainer)
+    if trainer.stopped:
+        log(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.batch}; state saved to "
+            f"{out}; continue with: volnet train {model} --data {data} --resume {out}")
     return TrainResult(net, dict(history), out, accuracy, seconds)
