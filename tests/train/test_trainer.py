@@ -233,3 +233,16 @@ def test_divergence_factor_stops_a_run_with_a_huge_learning_rate():
     with pytest.raises(TrainingDivergedError, match="exceeds 5.0 x the first loss|loss became"):
         trainer.fit(batches, 1)
     assert trainer.step < 20
+
+
+def test_validation_as_pair_list_or_batch_iterator_agree():
+    x, y = toy_data()
+    plain = BatchIterator(x, y, 16, shuffle=False, mean=0.3, std=0.3)
+    xv = plain.transform(x)
+    results = []
+    for val in ((xv, y), [xv, y], plain):
+        trainer = make_trainer()
+        trainer.fit(batches_for(x, y), 1, val=val)
+        results.append((trainer.history["val_loss"][-1], trainer.history["val_accuracy"][-1]))
+    assert results[0] == results[1]
+    assert results[0][1] == results[2][1] and results[0][0] == pytest.approx(results[2][0])

@@ -232,7 +232,7 @@ class Trainer:
     def _validate(self, val) -> dict:
         if val is None:
             return {}
-        result = evaluate(self.net, val) if not isinstance(val, tuple) else evaluate(
+        result = evaluate(self.net, val) if not isinstance(val, (tuple, list)) else evaluate(
             self.net, val[0], val[1], self.loss)
         return {"val_loss": result["loss"], "val_accuracy": result["accuracy"]}
 
