@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(args.threads)      # before NumPy or torch load their BLAS
-    from benchmarks.suite import run_suite      # noqa: E402 (imports numpy and torch)
+    # imported only now: it loads NumPy and torch, which read the variables above
+    from benchmarks.suite import run_suite
 
     return run_suite(args)
 

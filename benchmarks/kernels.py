@@ -36,7 +36,7 @@ def conv_case(row, rng):
     """(volnet_fn, torch_fn, max relative error, fwd+bwd FLOPs) for one conv row."""
     _, n, c, h, k, f, s, p, d = row
     x = rng.standard_normal((n, c, h, h), dtype=np.float32)
-    w = (rng.standard_normal((k, c, f, f), dtype=np.float32) / np.sqrt(c * f * f)).astype(np.float32)
+    w = rng.standard_normal((k, c, f, f), dtype=np.float32) / np.float32(np.sqrt(c * f * f))
     b = rng.standard_normal(k, dtype=np.float32)
     st, pad, dil = (s, s), (p, p), (d, d)
     out, cache = conv2d_forward(x, w, b, st, pad, dil, 1)
@@ -51,10 +51,11 @@ def conv_case(row, rng):
 
     torch_fn()
     ot = TF.conv2d(xt, wt, bt, s, p, d).detach().numpy()
-    err = max(_rel_err(out, ot), _rel_err(dx, xt.grad), _rel_err(dw, wt.grad), _rel_err(db, bt.grad))
+    err = max(_rel_err(out, ot), _rel_err(dx, xt.grad), _rel_err(dw, wt.grad),
+              _rel_err(db, bt.grad))
 
     def volnet_fn():
-        o, cch = conv2d_forward(x, w, b, st, pad, dil, 1)
+        _, cch = conv2d_forward(x, w, b, st, pad, dil, 1)
         conv2d_backward(dout, cch)
 
     flops = 3 * 2 * out.size * c * f * f          # forward, dx and dw products
@@ -78,7 +79,7 @@ def pool_case(row, rng):
     err = max(_rel_err(out, TF.max_pool2d(xt, k, s).detach().numpy()), _rel_err(dx, xt.grad))
 
     def volnet_fn():
-        o, cch = maxpool2d_forward(x, (k, k), (s, s))
+        _, cch = maxpool2d_forward(x, (k, k), (s, s))
         maxpool2d_backward(dout, cch)
 
     return volnet_fn, torch_fn, err

@@ -50,14 +50,14 @@ def measure(side: str, batch: int, size: int = 224) -> dict:
     net, tnet = nets.build("resnet18")
     if side == "volnet":
         del tnet
-        step = lambda: nets.volnet_train_step(net, x, labels)   # noqa: E731
+        step = lambda: nets.volnet_train_step(net, x, labels)
     else:
         import torch
 
         del net
         xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
         tnet.train()
-        step = lambda: nets.torch_train_step(tnet, xt, yt)       # noqa: E731
+        step = lambda: nets.torch_train_step(tnet, xt, yt)
     gc.collect()
     before = _status_kb("VmRSS")
     exact = _reset_peak()

@@ -119,7 +119,7 @@ def run_suite(args) -> int:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     groups = set(args.only.split(","))
-    small, big = (3, 2) if args.quick else (11, 5)
+    small, big = (3, 2) if args.quick else (7, 4)
     print(f"volnet vs PyTorch {torch.__version__} CPU, {args.threads} threads "
           f"(OMP/OPENBLAS/MKL_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
           f"torch.set_num_threads({args.threads})), NumPy {np.__version__}, {platform.machine()}, "

@@ -10,8 +10,6 @@ All arrays are NCHW. Shapes used below:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -167,7 +165,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         so a training step's memory stays near the activations'.
         A 1x1 stride-1 unpadded convolution is a plain matrix product with no unrolling.
     """
-    n, c, h, wd = x.shape
+    h, wd = x.shape[2:]
     f, _, kh, kw = w.shape
     dtype = np.result_type(x, w)
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)

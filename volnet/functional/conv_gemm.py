@@ -42,7 +42,7 @@ def pad_zeros(x: np.ndarray, padding: tuple[int, int]) -> np.ndarray:
 
 
 def _windows(xp, kernel_size, stride, dilation, out_size, wide):
-    """Strided view of every window: (G-major) (C, KH, KW, m, Ho, Wo) if wide else (m, C, KH, KW, Ho, Wo)."""
+    """Strided view of every window: (C, KH, KW, m, Ho, Wo) if wide, else (m, C, KH, KW, Ho, Wo)."""
     m, c = xp.shape[:2]
     sn, sc, sh, sw = xp.strides
     (kh, kw), (st_h, st_w), (dh, dw), (ho, wo) = kernel_size, stride, dilation, out_size
@@ -113,7 +113,7 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups, kept=None):
 
     ``kept``: the forward's single-chunk columns, if it kept them.
     """
-    n, c, h, wd = x.shape
+    n = x.shape[0]
     f, _, kh, kw = w_shape
     ho, wo = dout.shape[2:]
     plan = _Plan(x.shape, w_shape, (ho, wo), groups, x.dtype)
@@ -140,7 +140,11 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups, kept=None):
 
 
 def flipped_transpose(w, groups):
-    """Filters of the adjoint convolution: (C, F/G, KH, KW), spatially flipped (the lecture's identity)."""
+    """Filters of the adjoint convolution: (C, F/G, KH, KW), spatially flipped.
+
+    The lecture's identity: backprop through a convolution is a convolution with
+    spatially flipped filters.
+    """
     f, cg, kh, kw = w.shape
     fg = f // groups
     w_t = w.reshape(groups, fg, cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
@@ -158,7 +162,7 @@ def input_grad_as_conv(dout, w, x_shape, padding, dilation, groups):
 def input_grad_by_fold(dout, w, x_shape, stride, padding, dilation, groups):
     """dx for any stride: columns W^T @ dout, summed back into their windows chunk by chunk."""
     n, c, h, wd = x_shape
-    f, cg, kh, kw = w.shape
+    f, _, kh, kw = w.shape
     ho, wo = dout.shape[2:]
     (st_h, st_w), (ph, pw), (dh, dw_) = stride, padding, dilation
     fg = f // groups

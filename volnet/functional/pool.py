@@ -24,7 +24,6 @@ def pool_output_size(hw, kernel_size, stride, padding, ceil_mode, what="pool"):
 
 def _pad_for_pool(x, kernel_size, stride, padding, out_size, value):
     """Pad so that every window of the output lies inside the array."""
-    n, c, h, w = x.shape
     extra = [max(0, (out_size[i] - 1) * stride[i] + kernel_size[i] - (x.shape[2 + i] + 2 * padding[i]))
              for i in range(2)]
     ph, pw = padding
@@ -47,7 +46,7 @@ def maxpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False, k
     The cache is opaque: the input (padded with -inf when needed) and the output,
     from which backward finds each window's winner (see ``maxpool``).
     """
-    n, c, h, w = x.shape
+    h, w = x.shape[2:]
     out_size = pool_output_size((h, w), kernel_size, stride, padding, ceil_mode)
     if _tiles(x, kernel_size, stride, padding, out_size):
         out, inner = maxpool.tiled_forward(x, kernel_size, out_size, keep_cache)
