@@ -101,6 +101,7 @@ def test_nan_loss_raises_with_context_and_keeps_weights():
         trainer.fit(batches_for(x, y), 2)
     text = str(err.value)
     assert "step 7" in text and "epoch 2" in text and "last finite loss" in text
+    assert "parameter 6.bias holds NaN/inf" in text
     after = trainer.net.state_dict()
     assert all(np.array_equal(before[k], after[k]) for k in before if "running" not in k
                and "num_batches" not in k)
@@ -246,3 +247,11 @@ def test_validation_as_pair_list_or_batch_iterator_agree():
         results.append((trainer.history["val_loss"][-1], trainer.history["val_accuracy"][-1]))
     assert results[0] == results[1]
     assert results[0][1] == results[2][1] and results[0][0] == pytest.approx(results[2][0])
+
+
+def test_divergence_names_the_first_layer_with_a_non_finite_output():
+    x, y = toy_data()
+    trainer = make_trainer()
+    trainer.net[0].params["weight"][...] = 1e38       # finite weights, overflowing activations
+    with pytest.raises(TrainingDivergedError, match="first non-finite output: layer 0, Conv2d"):
+        trainer.fit(batches_for(x, y), 1)

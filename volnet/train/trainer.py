@@ -81,6 +81,22 @@ def evaluate(net, x, y=None, loss=softmax_cross_entropy, batch_size: int = 500) 
             "predictions": np.concatenate(preds)}
 
 
+def _locate_nonfinite(net, xb: np.ndarray) -> str:
+    """Where NaN/inf first appears: a parameter, or (for a Sequential) a top-level layer output."""
+    for name, p, _ in net.named_params():
+        if not np.isfinite(p).all():
+            return f" (parameter {name} holds NaN/inf)"
+    out = xb
+    for name, child in net.named_children():   # inference mode: no state changes
+        try:
+            out = child.forward(out, training=False)
+        except NonFiniteError:
+            return ""
+        if not np.isfinite(out).all():
+            return f" (first non-finite output: layer {name}, {type(child).__name__})"
+    return ""
+
+
 class Trainer:
     """Runs epochs of forward, loss, backward, (hook), update; evaluates; calls callbacks.
 
@@ -197,13 +213,18 @@ class Trainer:
                 "lr": self.optimizer.lr, "time": time.perf_counter() - start}
 
     def _train_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, int]:
+        # overflow is detected below and reported as TrainingDivergedError, not as warnings
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._checked_step(xb, yb)
+
+    def _checked_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, int]:
         scores = self.net.forward(xb, training=True)
         try:
             loss, dscores = self.loss(scores, yb)
         except NonFiniteError:
             loss, dscores = math.nan, None
         if not math.isfinite(loss):
-            self._diverged(f"loss became {loss}")
+            self._diverged(f"loss became {loss}{_locate_nonfinite(self.net, xb)}")
         if self.first_loss is None:
             self.first_loss = loss
         elif self.divergence_factor and loss > self.divergence_factor * self.first_loss:
