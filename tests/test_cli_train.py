@@ -118,3 +118,22 @@ def test_ctrl_c_stops_after_the_batch_and_resume_is_exact(digits, trained, tmp_p
     assert main(train_args(digits, out, "--resume", str(out))) == 0
     a, b = vn.load(trained[0]).state_dict(), vn.load(out).state_dict()
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_colour_models_train_on_a_cifar_folder(tmp_path, capsys):
+    from volnet.data.cifar10 import RECORD
+
+    rng = np.random.default_rng(0)
+    for name, n in (("data_batch_1.bin", 40), ("test_batch.bin", 20)):
+        raw = rng.integers(0, 256, (n, RECORD), dtype=np.uint8)
+        raw[:, 0] = np.arange(n) % 10
+        raw.tofile(tmp_path / name)
+    for model in ("cifar_example", "lenet5"):             # lenet5 adapts to 3x32x32
+        out = tmp_path / f"{model}.safetensors"
+        assert main(["train", model, "--data", str(tmp_path), "--epochs", "1", "--out", str(out),
+                     "--quiet"]) == 0
+        net = vn.load(out)
+        assert net.preprocessing["input_shape"] == [3, 32, 32]
+        assert net.preprocessing["class_names"][0] == "airplane"
+        assert main(["evaluate", str(out), "--data", str(tmp_path)]) == 0
+        assert "truck" in capsys.readouterr().out
