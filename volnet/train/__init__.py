@@ -6,6 +6,21 @@ from volnet.train.optim import SGD, Adagrad, Adam, Optimizer, RMSProp, make_opti
 from volnet.train.schedule import CosineLR, ReduceLROnPlateau, StepLR
 from volnet.train.trainer import History, Trainer, evaluate
 
-__all__ = ["Trainer", "History", "fit", "evaluate", "Optimizer", "SGD", "Adam", "RMSProp",
-           "Adagrad", "make_optimizer", "StepLR", "CosineLR", "ReduceLROnPlateau",
-           "ModelCheckpoint", "EarlyStopping", "LambdaCallback"]
+__all__ = [
+           "SGD",
+           "Adagrad",
+           "Adam",
+           "CosineLR",
+           "EarlyStopping",
+           "History",
+           "LambdaCallback",
+           "ModelCheckpoint",
+           "Optimizer",
+           "RMSProp",
+           "ReduceLROnPlateau",
+           "StepLR",
+           "Trainer",
+           "evaluate",
+           "fit",
+           "make_optimizer",
+]
