@@ -94,11 +94,7 @@ def test_every_layer_exports_and_matches_onnxruntime(factory, shape, tmp_path, r
         np.testing.assert_allclose(ort_run(path, x), net.forward(x), rtol=1e-5, atol=1e-5)
 
 
-# AdaptiveAvgPool2d from 1x1 exports as Expand, which the importer does not take (tested below).
-ROUND_TRIP_CASES = [case for case in LAYER_CASES if case[1] != (3, 1, 1)]
-
-
-@pytest.mark.parametrize("factory, shape", ROUND_TRIP_CASES)
+@pytest.mark.parametrize("factory, shape", LAYER_CASES)
 def test_every_layer_round_trips_through_load_onnx(factory, shape, tmp_path, rng):
     net = randomise_bn(factory(), rng)
     back = load_onnx(export_onnx(net, tmp_path / "m.onnx", shape))
@@ -138,14 +134,16 @@ ZOO_KWARGS = {"resnet": {"widths": (8, 16, 16, 32)}, "vgg": {"hidden_features": 
 
 
 @pytest.mark.parametrize("name", sorted(vn.models.MODELS))
-def test_every_zoo_model_exports_and_matches_onnxruntime(name, tmp_path, rng):
+def test_every_zoo_model_exports_matches_onnxruntime_and_imports_back(name, tmp_path, rng):
     family = next((k for k in ZOO_INPUTS if name.startswith(k)), name)
     shape = ZOO_INPUTS.get(family, vn.models.INPUT_SHAPES[name])
     net = narrow_hidden_fc(randomise_bn(vn.models.build(name, **ZOO_KWARGS.get(family, {})), rng))
     x = rng.standard_normal((1, *shape)).astype(np.float32)
     ref = net.forward(x)
-    got = ort_run(export_onnx(net, tmp_path / f"{name}.onnx", shape), x)
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(ref).max()))
+    path = export_onnx(net, tmp_path / f"{name}.onnx", shape)
+    tolerance = {"rtol": 1e-4, "atol": 1e-5 * max(1.0, np.abs(ref).max())}
+    np.testing.assert_allclose(ort_run(path, x), ref, **tolerance)
+    np.testing.assert_allclose(load_onnx(path).forward(x), ref, **tolerance)   # and back
 
 
 class TorchZooParts(nn.Module):
@@ -242,10 +240,15 @@ def test_unsupported_operator_is_named(tmp_path, rng):
         load_onnx(path)
 
 
-def test_adaptive_pool_from_one_pixel_is_export_only(tmp_path):
+def test_unsupported_attribute_values_are_named(tmp_path):
     path = export_onnx(vn.AdaptiveAvgPool2d(7), tmp_path / "e.onnx", (3, 1, 1))
-    with pytest.raises(ConfigError, match="ONNX operator 'Expand'"):
-        load_onnx(path)
+    model = onnx.load(path)
+    shape = next(t for t in model.graph.initializer if t.name.endswith("shape"))
+    shape.CopyFrom(onnx.numpy_helper.from_array(np.array([1, 3, 7, 7], np.int64), shape.name))
+    onnx.save(model, tmp_path / "f.onnx")
+    with pytest.raises(ConfigError, match=r"Expand .* only spatial broadcasting to \[1, 1, H, W\] "
+                                          r"is supported, got \[1, 3, 7, 7\]"):
+        load_onnx(tmp_path / "f.onnx")
 
 
 def test_export_refusals_are_clear(tmp_path):

@@ -274,3 +274,13 @@ def test_torchvision_architecture_files_load_into_the_zoo(name, tmp_path, rng):
     vn.io.load_weights(net, tmp_path / f"{name}.pth", ignore=vn.io.weights.absent_aux_heads(net))
     x = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
     np.testing.assert_allclose(net.forward(x), run(module, x), rtol=1e-4, atol=1e-4)
+
+
+def test_compressed_record_that_would_expand_hugely_is_refused(tmp_path):
+    payload = b"\x80\x02}q\x00." + b"\x00" * (8 << 20)        # an empty dict, then 8 MB of zeros
+    with zipfile.ZipFile(tmp_path / "bomb.pth", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", payload)
+    assert (tmp_path / "bomb.pth").stat().st_size < 100_000
+    with pytest.raises(CheckpointError, match=r"declares 8388613 bytes from \d+ compressed bytes; "
+                                              "refusing to expand it"):
+        load_torch(tmp_path / "bomb.pth")

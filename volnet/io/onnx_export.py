@@ -73,8 +73,11 @@ def _emit(layer, b: _Builder, x: str, shape: tuple, prefix: str):
                       "register one with volnet.io.onnx_export.register_onnx_exporter")
 
 
-def to_onnx_model(net, input_shape: tuple[int, ...], opset: int = OPSET):
-    """Build the ``onnx.ModelProto`` of ``net`` for per-example ``input_shape`` (C, H, W)."""
+def to_onnx_model(net, input_shape: tuple[int, ...], opset: int = OPSET, check: bool = True):
+    """Build the ``onnx.ModelProto`` of ``net`` for per-example ``input_shape`` (C, H, W).
+
+    ``check`` runs ONNX's model checker on the result (``export_onnx`` checks the file instead).
+    """
     onnx = require("onnx", "onnx", "ONNX export")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -90,7 +93,8 @@ def to_onnx_model(net, input_shape: tuple[int, ...], opset: int = OPSET):
         initializer=b.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="volnet")
-    onnx.checker.check_model(model)
+    if check:
+        onnx.checker.check_model(model)
     return model
 
 
@@ -115,7 +119,8 @@ def export_onnx(net, path, input_shape: tuple[int, ...], opset: int = OPSET):
         >>> export_onnx(vn.models.lenet5(), path, (1, 28, 28)) == path
         True
     """
-    model = to_onnx_model(net, input_shape, opset)
+    onnx = require("onnx", "onnx", "ONNX export")
+    model = to_onnx_model(net, input_shape, opset, check=False)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(prefix=".volnet-", suffix=".onnx.tmp", dir=folder)
@@ -124,6 +129,7 @@ def export_onnx(net, path, input_shape: tuple[int, ...], opset: int = OPSET):
             f.write(model.SerializeToString())
             f.flush()
             os.fsync(f.fileno())
+        onnx.checker.check_model(tmp)   # checked as written, before it takes the final name
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -3,7 +3,8 @@
 Supported: Conv (groups, dilations, symmetric pads), Relu, LeakyRelu, Sigmoid,
 Tanh, MaxPool, AveragePool, GlobalAveragePool, Gemm, MatMul (+ Add of a
 constant bias), Add, Concat (channels), BatchNormalization, LRN, Flatten,
-Reshape (constant shape), Dropout, Identity, Softmax and Constant. Any other
+Reshape (constant shape), Expand (spatial broadcast), Dropout, Identity,
+Softmax and Constant. Any other
 operator raises an error naming it. The result is a :class:`Graph`, whose
 layers are named after their weights (``features.0`` for ``features.0.weight``)
 so state dicts keep PyTorch's keys. ``onnx`` is imported only when called.
@@ -19,7 +20,7 @@ import numpy as np
 from volnet.errors import CheckpointError, ConfigError
 from volnet.io._optional import require
 from volnet.io.onnx_graph import Graph, Node, Reshape
-from volnet.layers import (BatchNorm1d, BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Identity,
+from volnet.layers import (AdaptiveAvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Identity,
                            LeakyReLU, Linear, LocalResponseNorm, MaxPool2d, AvgPool2d, ReLU,
                            Sigmoid, Softmax, Tanh)
 
@@ -41,13 +42,20 @@ class _Importer:
         self.used_consts: set[str] = set()
 
     def _ranks(self, model) -> dict[str, int]:
-        try:
-            inferred = self.onnx.shape_inference.infer_shapes(model).graph
-        except Exception:      # shape inference is a hint only (BatchNorm1d vs 2d)
-            inferred = model.graph
-        infos = list(inferred.value_info) + list(inferred.input) + list(inferred.output)
-        return {v.name: len(v.type.tensor_type.shape.dim) for v in infos
+        """Rank of the graph input; node outputs are filled in as the nodes are imported."""
+        return {v.name: len(v.type.tensor_type.shape.dim) for v in model.graph.input
                 if v.type.tensor_type.HasField("shape")}
+
+    def _track_rank(self, node) -> None:
+        # Enough shape knowledge for BatchNorm1d/2d, Concat and Softmax axes, without running
+        # ONNX shape inference (which copies every weight).
+        rank = self.ranks.get(self.name(node.input[0]) if node.input else "", 4)
+        if node.op_type in ("Flatten", "Gemm"):
+            rank = 2
+        elif node.op_type == "Reshape":
+            rank = len(self.consts[node.input[1]])
+        for out in node.output:
+            self.ranks[out] = rank
 
     def name(self, tensor: str) -> str:
         return self.alias.get(tensor, tensor)
@@ -85,6 +93,7 @@ class _Importer:
                     f"ONNX operator {node.op_type!r} (node {node.name!r}) is not supported by "
                     f"volnet's importer; supported: {', '.join(sorted(supported_ops()))}")
             handler(node, _attrs(node, self.onnx))
+            self._track_rank(node)
         return self.nodes, self.layers
 
     # ---- operators ---------------------------------------------------------------
@@ -148,7 +157,7 @@ class _Importer:
         self.alias[node.output[0]] = self.name(other)
 
     def op_Concat(self, node, a):
-        rank = self.ranks.get(node.output[0], 4)
+        rank = self.ranks.get(self.name(node.input[0]), 4)
         if a.get("axis") not in (1, 1 - rank):
             raise ConfigError(f"ONNX Concat {node.name!r}: only the channel axis 1 is supported, "
                               f"got axis={a.get('axis')}")
@@ -172,7 +181,7 @@ class _Importer:
         if a.get("training_mode", 0):
             raise ConfigError(f"ONNX BatchNormalization {node.name!r}: training_mode=1 is not supported")
         scale = self.const(node, 1)
-        rank = self.ranks.get(node.input[0], 4)
+        rank = self.ranks.get(self.name(node.input[0]), 4)
         layer = (BatchNorm2d if rank == 4 else BatchNorm1d)(scale.size, eps=a.get("epsilon", 1e-5))
         for i, key in enumerate(("weight", "bias", "running_mean", "running_var"), start=1):
             (layer.params if i < 3 else layer.buffers)[key][...] = self.const(node, i)
@@ -200,9 +209,18 @@ class _Importer:
                               "the batch axis")
         self.add_layer(node, Flatten() if len(shape) == 2 and shape[1] == -1 else Reshape(shape[1:]))
 
+    def op_Expand(self, node, a):
+        # Valid ONNX broadcasting over (N, C, 1, 1) or (N, C, H, W) to [1, 1, H, W] is exactly
+        # what AdaptiveAvgPool2d((H, W)) computes (volnet exports it this way from 1x1).
+        shape = [int(d) for d in self.const(node, 1)]
+        if len(shape) != 4 or shape[:2] != [1, 1] or min(shape[2:]) < 1:
+            raise ConfigError(f"ONNX Expand {node.name!r}: only spatial broadcasting to "
+                              f"[1, 1, H, W] is supported, got {shape}")
+        self.add_layer(node, AdaptiveAvgPool2d(tuple(shape[2:])))
+
     def op_Softmax(self, node, a):
         default = -1 if self.opset >= 13 else 1
-        rank = self.ranks.get(node.input[0], 2)
+        rank = self.ranks.get(self.name(node.input[0]), 2)
         axis = a.get("axis", default)
         if self.opset < 13 and rank != 2:
             raise ConfigError(f"ONNX Softmax {node.name!r}: opset {self.opset} flattens inputs; "
@@ -284,11 +302,11 @@ def load_onnx(path) -> Graph:
     """
     onnx = require("onnx", "onnx", "ONNX import")
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file")
     try:
+        onnx.checker.check_model(path)   # from the file: no second copy of the weights
         model = onnx.load(path)
-        onnx.checker.check_model(model)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
     except Exception as err:
         raise CheckpointError(f"{path} is not a valid ONNX model ({type(err).__name__}: "
                               f"{str(err)[:200]})") from None

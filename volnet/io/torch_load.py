@@ -30,6 +30,7 @@ from volnet.io._torch_pickle import StorageRef, TensorRef, materialise, restrict
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
+MAX_EXPANSION = 20   # largest accepted uncompressed/compressed size ratio of a zip record
 
 
 def load_torch(path, key: str | None = None) -> "OrderedDict[str, np.ndarray]":
@@ -140,6 +141,13 @@ def _read_record(archive, names, name, path, optional=False) -> bytes | None:
         if optional:
             return None
         raise CheckpointError(f"{path}: record {name!r} is missing; the archive is incomplete")
+    info = names[name]
+    # torch.save stores records uncompressed; bound what a compressed one may expand to
+    # before reading it (a deflate "bomb" reaches ratios above 1000:1).
+    if info.file_size > MAX_EXPANSION * info.compress_size + (1 << 20):
+        raise CheckpointError(f"{path}: record {name!r} declares {info.file_size} bytes from "
+                              f"{info.compress_size} compressed bytes; refusing to expand it "
+                              "(torch.save writes uncompressed records)")
     try:
         return archive.read(name)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
