@@ -56,14 +56,15 @@ def _windows(xp, kernel_size, stride, dilation, out_size, wide):
 class _Plan:
     """Chunk size, layout and a reusable column buffer for one convolution call."""
 
-    def __init__(self, x_shape, w_shape, out_size, groups, dtype):
+    def __init__(self, x_shape, w_shape, out_size, groups, dtype, wide=None, budget=None):
         n, c = x_shape[:2]
         kh, kw = w_shape[2:]
         self.k = c // groups * kh * kw
         self.p = out_size[0] * out_size[1]
         per_sample = c * kh * kw * self.p * np.dtype(dtype).itemsize
-        self.chunk = int(max(1, min(n, CHUNK_BYTES // max(per_sample, 1))))
-        self.wide = self.p < WIDE_BELOW
+        budget = CHUNK_BYTES if budget is None else budget
+        self.chunk = int(max(1, min(n, budget // max(per_sample, 1))))
+        self.wide = self.p < WIDE_BELOW if wide is None else wide
         self.groups = groups
         self._buf = np.empty(self.chunk * c * kh * kw * self.p, dtype=dtype)
 
@@ -111,32 +112,35 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
 def weight_grad(x, dout, w_shape, stride, padding, dilation, groups, kept=None):
     """dw (F, C/G, KH, KW) = sum over batch and positions of dout x unrolled x.
 
-    ``kept``: the forward's single-chunk columns, if it kept them.
+    ``kept``: the forward's single-chunk columns, if it kept them. Otherwise x is
+    re-unrolled in the wide layout, in chunks 4x the forward's: one product per
+    chunk with a long inner dimension, instead of one thin product per sample
+    (fewer BLAS calls, each a thread fork/join; see benchmarks/README.md).
     """
     n = x.shape[0]
     f, _, kh, kw = w_shape
     ho, wo = dout.shape[2:]
-    plan = _Plan(x.shape, w_shape, (ho, wo), groups, x.dtype)
     fg = f // groups
+    if kept is not None:
+        return _weight_grad_chunk(dout, kept, groups, fg).reshape(w_shape)
+    plan = _Plan(x.shape, w_shape, (ho, wo), groups, x.dtype, wide=True, budget=4 * CHUNK_BYTES)
     dw = np.zeros((groups, fg, plan.k), dtype=x.dtype)
-    pointwise = kh == kw == 1 and stride == (1, 1) and padding == (0, 0)
-    xp = x if pointwise else pad_zeros(x, padding)
+    xp = pad_zeros(x, padding)
     for s in range(0, n, plan.chunk):
         e = min(n, s + plan.chunk)
-        d = dout[s:e]
-        if kept is not None:
-            cols = kept                      # the forward's columns cover the whole batch
-        elif pointwise and not plan.wide:
-            cols = x[s:e].reshape(e - s, groups, plan.k, plan.p)
-        else:
-            cols = plan.cols(xp[s:e], (kh, kw), stride, dilation, (ho, wo))
-        if plan.wide:
-            d_t = np.ascontiguousarray(d.transpose(1, 0, 2, 3)).reshape(groups, fg, -1)
-            dw += np.matmul(d_t, cols.transpose(0, 2, 1))
-        else:
-            d_g = d.reshape(e - s, groups, fg, plan.p)
-            dw += np.matmul(d_g, cols.transpose(0, 1, 3, 2)).sum(axis=0)
+        cols = plan.cols(xp[s:e], (kh, kw), stride, dilation, (ho, wo))
+        dw += _weight_grad_chunk(dout[s:e], cols, groups, fg)
     return dw.reshape(w_shape)
+
+
+def _weight_grad_chunk(d, cols, groups, fg):
+    """(G, F/G, K) contribution of one chunk; cols wide (G, K, m*P) or per-sample (m, G, K, P)."""
+    m = d.shape[0]
+    if cols.ndim == 3:
+        d_t = np.ascontiguousarray(d.transpose(1, 0, 2, 3)).reshape(groups, fg, -1)
+        return np.matmul(d_t, cols.transpose(0, 2, 1))
+    d_g = d.reshape(m, groups, fg, -1)
+    return np.matmul(d_g, cols.transpose(0, 1, 3, 2)).sum(axis=0)
 
 
 def flipped_transpose(w, groups):
