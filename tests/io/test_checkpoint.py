@@ -181,3 +181,29 @@ def test_checkpoint_gets_the_usual_file_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_forged_giant_layer_is_refused_before_allocation(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "c.safetensors"
+    net = vn.Sequential(vn.Flatten(), vn.Linear(4, 2, rng=0))
+    ck.save(path, net)
+    arch = json.loads(to_json(net))
+    arch["net"]["children"][1][1]["args"].update(in_features=10 ** 6, out_features=10 ** 6)
+    _rewrite_metadata(path, architecture=json.dumps(arch))
+    tracemalloc.start()
+    with pytest.raises(CheckpointError, match="declares 1,000,001,000,000 weights"):
+        vn.load(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet18", "googlenet"])
+def test_declared_size_matches_real_zoo_models(name):
+    from volnet.io.architecture import declared_size
+
+    net = MODELS[name]()
+    stored = sum(v.size for v in net.state_dict().values())
+    assert declared_size(json.loads(to_json(net))["net"]) == stored

@@ -126,6 +126,33 @@ def build_layer(config: dict, dtype=np.float32) -> Layer:
     return layer
 
 
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, list) else (value, value)
+
+
+def declared_size(config: dict) -> int:
+    """Parameter and buffer elements the config's Conv2d, Linear and batch-norm layers will
+    allocate, computed from the JSON alone (so a forged config is caught before building)."""
+    args, kind = config.get("args") or {}, config.get("type")
+    total = 0
+    try:
+        if kind == "Conv2d":
+            kh, kw = _pair(args["kernel_size"])
+            bias = args["out_channels"] if args.get("bias", True) else 0
+            total = args["out_channels"] * (args["in_channels"] // max(args.get("groups", 1), 1)) \
+                * kh * kw + bias
+        elif kind == "Linear":
+            total = (args["in_features"] + bool(args.get("bias", True))) * args["out_features"]
+        elif kind in ("BatchNorm1d", "BatchNorm2d"):
+            total = 4 * args["num_features"] + 1
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"architecture entry {kind} has malformed arguments {args}") from None
+    for value in args.values():
+        if isinstance(value, dict) and "__layer__" in value:
+            total += declared_size(value["__layer__"])
+    return total + sum(declared_size(child) for _, child in config.get("children", []))
+
+
 def to_json(net: Layer) -> str:
     """``net``'s architecture as a JSON string (format version included).
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from volnet.errors import CheckpointError, NonFiniteError
 from volnet.io import safetensors as st
-from volnet.io.architecture import from_json, to_json
+from volnet.io.architecture import declared_size, from_json, to_json
 
 FORMAT_VERSION = 1
 
@@ -161,6 +161,17 @@ def _check_metadata(path: str, metadata: dict, blob_sha: str) -> None:
                               "SHA-256 recorded when it was saved (corrupt or modified file)")
 
 
+def _check_declared_size(path: str, arch: str, stored: int) -> None:
+    """Refuse an architecture that would allocate more weights than the file holds."""
+    try:
+        declared = declared_size(json.loads(arch)["net"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return   # from_json reports malformed architectures
+    if declared > stored:
+        raise CheckpointError(f"{path}: the architecture declares {declared:,} weights but the "
+                              f"file holds {stored:,}; the checkpoint is forged or corrupt")
+
+
 def _json(path, metadata, key, default):
     try:
         return json.loads(metadata[key]) if key in metadata else default
@@ -179,7 +190,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     _check_metadata(path, metadata, blob_sha)
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     dtype = next((v.dtype for v in model.values() if v.dtype.kind == "f"), np.float32)
-    net = from_json(metadata["architecture"], dtype=dtype)
+    arch = metadata.get("architecture", "")
+    _check_declared_size(path, arch, sum(v.size for v in model.values()))
+    net = from_json(arch, dtype=dtype)
     net.load_state_dict(model)
     trainer_state = _json(path, metadata, "trainer", None)
     if trainer_state is not None:
