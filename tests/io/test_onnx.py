@@ -80,8 +80,24 @@ LAYER_CASES = [   # (factory, per-example input shape)
     (lambda: vn.Concat(vn.Conv2d(3, 2, 1, rng=0), vn.Sequential(vn.Conv2d(3, 5, 3, padding=1, rng=1)),
                        vn.MaxPool2d(3, stride=1, padding=1)), (3, 5, 5)),
     (lambda: Reshape((4, -1)), (2, 4, 4)),
+    (lambda: vn.layers.ChannelAffine.imagenet_to_unit_range(), (3, 4, 4)),
+    (lambda: vn.Sequential(vn.layers.ChannelAffine((2.0, 0.5), (0.0, 0.0)), vn.ReLU(),
+                           vn.layers.ChannelAffine((1.0, 1.0), (0.25, -1.0))), (2, 3, 3)),
+    (lambda: vn.Sequential({"aux": vn.layers.SideBranch(vn.Sequential(vn.Flatten(),
+                                                                       vn.Linear(12, 2))),
+                            "fc": vn.Sequential(vn.Flatten(), vn.Linear(12, 3))}), (3, 2, 2)),
     (_graph_case, (3, 4, 4)),
 ]
+
+
+def test_every_layer_type_has_an_exporter():
+    from volnet.io.onnx_export import EXPORTERS
+
+    types = [getattr(vn.layers, name) for name in vn.layers.__all__] + [Graph, Reshape]
+    abstract = {vn.Layer, vn.layers.Container}
+    missing = [t.__name__ for t in types
+               if t not in abstract and not any(cls in EXPORTERS for cls in t.__mro__)]
+    assert not missing, missing
 
 
 @pytest.mark.parametrize("factory, shape", LAYER_CASES)

@@ -17,10 +17,10 @@ import numpy as np
 from volnet.errors import ConfigError
 from volnet.io._optional import require
 from volnet.io.onnx_graph import Graph, Reshape
-from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d,
-                           Dropout, Flatten, GlobalAvgPool2d, Identity, LeakyReLU, Linear,
-                           LocalResponseNorm, MaxPool2d, ReLU, Residual, Sequential, Sigmoid,
-                           Softmax, Tanh)
+from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, ChannelAffine,
+                           Concat, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Identity, LeakyReLU,
+                           Linear, LocalResponseNorm, MaxPool2d, ReLU, Residual, Sequential,
+                           Sigmoid, Softmax, Tanh)
 from volnet.layers.base import join_key
 from volnet.layers.side_branch import SideBranch
 
@@ -285,6 +285,14 @@ def _lrn(layer, b, x, shape, prefix):
     out = b.node("LRN", [x], prefix, size=layer.size, alpha=layer.alpha, beta=layer.beta,
                  bias=layer.k)
     return out, layer.output_shape(shape)
+
+
+@register_onnx_exporter(ChannelAffine)
+def _channel_affine(layer, b, x, shape, prefix):
+    per_channel = (1, len(layer.scale)) + (1,) * (len(shape) - 1)
+    scale = b.const(join_key(prefix, "scale"), np.reshape(np.float32(layer.scale), per_channel))
+    shift = b.const(join_key(prefix, "shift"), np.reshape(np.float32(layer.shift), per_channel))
+    return b.node("Add", [b.node("Mul", [x, scale], prefix), shift], prefix), shape
 
 
 @register_onnx_exporter(Reshape)

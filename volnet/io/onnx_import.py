@@ -3,8 +3,8 @@
 Supported: Conv (groups, dilations, symmetric pads), Relu, LeakyRelu, Sigmoid,
 Tanh, MaxPool, AveragePool, GlobalAveragePool, Gemm, MatMul (+ Add of a
 constant bias), Add, Concat (channels), BatchNormalization, LRN, Flatten,
-Reshape (constant shape), Expand (spatial broadcast), Dropout, Identity,
-Softmax and Constant. Any other
+Reshape (constant shape), Expand (spatial broadcast), Mul/Add by per-channel
+constants (ChannelAffine), Dropout, Identity, Softmax and Constant. Any other
 operator raises an error naming it. The result is a :class:`Graph`, whose
 layers are named after their weights (``features.0`` for ``features.0.weight``)
 so state dicts keep PyTorch's keys. ``onnx`` is imported only when called.
@@ -18,11 +18,12 @@ import re
 import numpy as np
 
 from volnet.errors import CheckpointError, ConfigError
+from volnet.io._onnx_attrs import attrs, pads, pair, per_channel, scope_path
 from volnet.io._optional import require
 from volnet.io.onnx_graph import Graph, Node, Reshape
-from volnet.layers import (AdaptiveAvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Identity,
-                           LeakyReLU, Linear, LocalResponseNorm, MaxPool2d, AvgPool2d, ReLU,
-                           Sigmoid, Softmax, Tanh)
+from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, ChannelAffine,
+                           Conv2d, Flatten, GlobalAvgPool2d, Identity, LeakyReLU, Linear,
+                           LocalResponseNorm, MaxPool2d, ReLU, Sigmoid, Softmax, Tanh)
 
 SIMPLE = {"Relu": ReLU, "Sigmoid": Sigmoid, "Tanh": Tanh, "Identity": Identity,
           "Dropout": Identity, "GlobalAveragePool": GlobalAvgPool2d}
@@ -72,7 +73,7 @@ class _Importer:
         if weight_index is not None and weight_index < len(node.input):
             base = re.sub(r"\.(weight|bias)$", "", node.input[weight_index])
         if not base or base == node.input[weight_index] or base in self.layers:
-            base = _scope_path(node.name) or node.name or f"{node.op_type.lower()}_{len(self.nodes)}"
+            base = scope_path(node.name) or node.name or f"{node.op_type.lower()}_{len(self.nodes)}"
         base = base.replace("/", ".").strip(".") or node.op_type.lower()
         name, i = base, 1
         while name in self.layers:
@@ -92,7 +93,7 @@ class _Importer:
                 raise ConfigError(
                     f"ONNX operator {node.op_type!r} (node {node.name!r}) is not supported by "
                     f"volnet's importer; supported: {', '.join(sorted(supported_ops()))}")
-            handler(node, _attrs(node, self.onnx))
+            handler(node, attrs(node, self.onnx))
             self._track_rank(node)
         return self.nodes, self.layers
 
@@ -108,8 +109,8 @@ class _Importer:
             raise ConfigError(f"ONNX Conv {node.name!r}: only 2-D convolution is supported "
                               f"(weight shape {w.shape})")
         group = a.get("group", 1)
-        layer = Conv2d(w.shape[1] * group, w.shape[0], w.shape[2:], stride=_pair(a, "strides"),
-                       padding=_pads(node, a), dilation=_pair(a, "dilations"), groups=group,
+        layer = Conv2d(w.shape[1] * group, w.shape[0], w.shape[2:], stride=pair(a, "strides"),
+                       padding=pads(node, a), dilation=pair(a, "dilations"), groups=group,
                        bias=len(node.input) > 2 and node.input[2] != "")
         layer.params["weight"][...] = w
         if "bias" in layer.params:
@@ -143,18 +144,33 @@ class _Importer:
             self.nodes.append(Node("add", node.name or f"add_{len(self.nodes)}",
                                    tuple(self.name(t) for t in node.input), node.output[0]))
             return
-        # MatMul + Add(bias): fold the constant into the Linear layer MatMul made.
+        # MatMul + Add(bias): fold the constant into the Linear layer MatMul made; a
+        # per-channel constant elsewhere is a ChannelAffine shift (merged into a Mul's).
+        index = node.input[const[0]]
         other = node.input[1 - const[0]]
         layer = self.layers.get(self.producer.get(other, ""))
-        bias = self.consts[node.input[const[0]]]
-        if not (isinstance(layer, Linear) and "bias" not in layer.params
-                and bias.size == layer.out_features):
-            raise ConfigError(f"ONNX Add {node.name!r}: adding a constant is supported only as "
-                              "the bias of a preceding MatMul")
-        layer.params["bias"] = bias.reshape(-1).astype(layer.params["weight"].dtype)
-        layer.grads.pop("bias", None)
+        bias = self.consts[index]
+        self.used_consts.add(index)
+        if isinstance(layer, Linear) and "bias" not in layer.params and bias.size == layer.out_features:
+            layer.params["bias"] = bias.reshape(-1).astype(layer.params["weight"].dtype)
+            layer.grads.pop("bias", None)
+            self.alias[node.output[0]] = self.name(other)
+        elif isinstance(layer, ChannelAffine) and not any(layer.shift):
+            layer.shift = tuple(float(v) for v in per_channel(node, bias, len(layer.scale)))
+            self.alias[node.output[0]] = self.name(other)
+        else:
+            shift = per_channel(node, bias, None)
+            self.add_layer(node, ChannelAffine([1.0] * len(shift), shift), source=other)
+
+    def op_Mul(self, node, a):
+        const = [i for i, t in enumerate(node.input) if t in self.consts]
+        if len(const) != 1:
+            raise ConfigError(f"ONNX Mul {node.name!r}: only multiplication by a per-channel "
+                              "constant is supported")
         self.used_consts.add(node.input[const[0]])
-        self.alias[node.output[0]] = self.name(other)
+        scale = per_channel(node, self.consts[node.input[const[0]]], None)
+        self.add_layer(node, ChannelAffine(scale, [0.0] * len(scale)),
+                       source=node.input[1 - const[0]])
 
     def op_Concat(self, node, a):
         rank = self.ranks.get(self.name(node.input[0]), 4)
@@ -169,11 +185,11 @@ class _Importer:
             raise ConfigError(f"ONNX MaxPool {node.name!r}: the Indices output is not supported")
         if any(d != 1 for d in a.get("dilations", [1, 1])):
             raise ConfigError(f"ONNX MaxPool {node.name!r}: dilated pooling is not supported")
-        self.add_layer(node, MaxPool2d(_pair(a, "kernel_shape"), _pair(a, "strides"), _pads(node, a),
+        self.add_layer(node, MaxPool2d(pair(a, "kernel_shape"), pair(a, "strides"), pads(node, a),
                                        ceil_mode=bool(a.get("ceil_mode", 0))))
 
     def op_AveragePool(self, node, a):
-        self.add_layer(node, AvgPool2d(_pair(a, "kernel_shape"), _pair(a, "strides"), _pads(node, a),
+        self.add_layer(node, AvgPool2d(pair(a, "kernel_shape"), pair(a, "strides"), pads(node, a),
                                        ceil_mode=bool(a.get("ceil_mode", 0)),
                                        count_include_pad=bool(a.get("count_include_pad", 0))))
 
@@ -239,51 +255,6 @@ class _Importer:
 def supported_ops() -> set[str]:
     """Names of the ONNX operators :func:`load_onnx` understands."""
     return set(SIMPLE) | {n[3:] for n in vars(_Importer) if n.startswith("op_")}
-
-
-def _scope_path(node_name: str) -> str:
-    """PyTorch's exporter names nodes by module scope: "/layer1/layer1.0/conv1/Conv" ->
-    "layer1.0.conv1", the module's state-dict prefix."""
-    parts: list[str] = []
-    for part in node_name.split("/")[1:-1]:
-        # a Sequential's children are scoped as "<its name>.<index>": replace, don't append
-        if parts and part.startswith(parts[-1] + "."):
-            parts[-1] = part
-        else:
-            parts.append(part)
-    return ".".join(parts)
-
-
-def _attrs(node, onnx) -> dict:
-    from onnx import helper
-
-    return {a.name: _decode(helper.get_attribute_value(a), onnx) for a in node.attribute}
-
-
-def _decode(value, onnx):
-    if isinstance(value, onnx.TensorProto):
-        return onnx.numpy_helper.to_array(value)
-    if isinstance(value, bytes):
-        return value.decode()
-    return value
-
-
-def _pair(a: dict, key: str):
-    value = a.get(key, [1, 1])
-    if len(value) != 2:
-        raise ConfigError(f"ONNX attribute {key}={value}: only 2-D operators are supported")
-    return tuple(int(v) for v in value)
-
-
-def _pads(node, a: dict):
-    if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise ConfigError(f"ONNX {node.op_type} {node.name!r}: auto_pad={a['auto_pad']} is not "
-                          "supported; export with explicit pads")
-    pads = [int(p) for p in a.get("pads", [0, 0, 0, 0])]
-    if pads[:2] != pads[2:]:
-        raise ConfigError(f"ONNX {node.op_type} {node.name!r}: asymmetric pads {pads} are not "
-                          "supported (volnet pads equally on both sides)")
-    return tuple(pads[:2])
 
 
 def load_onnx(path) -> Graph:
