@@ -284,3 +284,12 @@ def test_compressed_record_that_would_expand_hugely_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"declares 8388613 bytes from \d+ compressed bytes; "
                                               "refusing to expand it"):
         load_torch(tmp_path / "bomb.pth")
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_every_pickle_protocol_torch_can_write(tmp_path, protocol, zip_format):
+    tensor = torch.arange(6.0).reshape(2, 3)
+    torch.save({"w": tensor}, tmp_path / "p.pt", pickle_protocol=protocol,
+               _use_new_zipfile_serialization=zip_format)
+    np.testing.assert_array_equal(load_torch(tmp_path / "p.pt")["w"], tensor.numpy())

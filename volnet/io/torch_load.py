@@ -100,7 +100,7 @@ def _read_object(path: str):
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file") from None
     if head.startswith(b"PK"):
         return _read_zip(path)
-    if head[:2] == b"\x80\x02":
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         with open(path, "rb") as handle:
             return _read_legacy(handle.read(), path)
     if tarfile.is_tarfile(path):
