@@ -29,7 +29,12 @@ API (stable; the demo and distributed training build on it)::
   epoch k (or mid-epoch) and training to epoch n gives the same weights, bit
   for bit, as an uninterrupted run (same machine, same BLAS thread count).
 * A NaN/inf loss or gradient norm raises :class:`TrainingDivergedError`
-  *before* the update, so the network keeps its last finite weights.
+  *before* the update, so the network keeps its last finite weights; the
+  message gives step, epoch, batch, the last finite loss and where NaN/inf
+  first appeared. ``divergence_factor=k`` also stops when a loss exceeds k
+  times the first one.
+* Mid-epoch resume counts examples consumed (``trainer.seen``), not batches,
+  so a checkpoint taken with one world size resumes with another.
 """
 
 from __future__ import annotations
