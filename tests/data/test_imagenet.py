@@ -31,7 +31,7 @@ def test_centre_crop_offsets_follow_torchvision():
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     image = np.stack([rows % 256, cols % 256, (rows + cols) % 256], axis=-1).astype(np.uint8)
     x = preprocess(image)
-    top, left = 16, int(round((301 - 224) / 2))            # 38
+    top, left = 16, round((301 - 224) / 2)            # 38
     red = x[0] * STD[0] + MEAN[0]
     np.testing.assert_allclose(red * 255, rows[top:top + 224, left:left + 224] % 256, atol=1e-3)
     green = x[1] * STD[1] + MEAN[1]
@@ -45,7 +45,7 @@ def test_resize_matches_torch_antialiased_bilinear():
     t = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
     resized = F.interpolate(t, size=(256, 341), mode="bilinear", antialias=True,
                             align_corners=False)[0]
-    top, left = 16, int(round((341 - 224) / 2))
+    top, left = 16, round((341 - 224) / 2)
     ref = (resized[:, top:top + 224, left:left + 224].numpy()
            - np.array(MEAN)[:, None, None]) / np.array(STD)[:, None, None]
     # Pillow rounds to 8 bits after resizing: at most one grey level apart

@@ -79,7 +79,8 @@ def test_download_verifies_caches_and_loads(published, monkeypatch, rng):
     monkeypatch.setattr(W, "BASE_URL", published["url"])
     net = W.pretrained("lenet5")                        # download + verify + load in one call
     cached = W.weights_dir() + "/" + published["file"]
-    assert open(cached, "rb").read() == published["data"]
+    with open(cached, "rb") as f:
+        assert f.read() == published["data"]
     x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)
     with torch.no_grad():
         expected = published["module"](torch.from_numpy(x)).numpy()

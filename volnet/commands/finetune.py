@@ -52,7 +52,7 @@ def split_held_out(labels: np.ndarray, fraction: float, seed: int):
         if len(idx) < 2:
             raise ConfigError(f"class {label} has {len(idx)} image(s); need at least 2 to hold "
                               "one out (or give DIR/train and DIR/val)")
-        k = max(1, int(round(fraction * len(idx))))
+        k = max(1, round(fraction * len(idx)))
         held.extend(idx[:k])
         train.extend(idx[k:])
     return np.sort(train), np.sort(held)
@@ -80,11 +80,10 @@ def run(args) -> int:
     from volnet.errors import CheckpointError
     from volnet.io.checkpoint import save
     from volnet.io.weights import absent_aux_heads, fetch_weights
-    from volnet.models.registry import build
-    from volnet.models.registry import INPUT_SHAPES
+    from volnet.models.registry import INPUT_SHAPES, build
+    from volnet.train.callbacks import LambdaCallback
     from volnet.train.finetune import finetune, load_backbone, replace_head
     from volnet.train.optim import Adam
-    from volnet.train.callbacks import LambdaCallback
     from volnet.train.trainer import evaluate
 
     out = args.out or f"{args.model}-finetuned.safetensors"

@@ -112,7 +112,7 @@ def preprocess(image, resize: int = 256, crop: int = 224, mean=MEAN, std=STD) ->
         size = (resize, new_long) if w <= h else (new_long, resize)
         image = image.resize(size, Image.BILINEAR)   # Pillow antialiases when shrinking
     w, h = image.size
-    top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
+    top, left = round((h - crop) / 2.0), round((w - crop) / 2.0)
     array = np.asarray(image, dtype=np.float32)[top:top + crop, left:left + crop] / 255.0
     array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)

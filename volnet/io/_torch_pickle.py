@@ -41,7 +41,7 @@ STORAGE_DTYPES = {
 class StorageType:
     """Stand-in for ``torch.FloatStorage`` and friends: only its dtype is kept."""
 
-    __slots__ = ("name", "dtype")
+    __slots__ = ("dtype", "name")
 
     def __init__(self, name: str) -> None:
         self.name, self.dtype = name, STORAGE_DTYPES[name]
@@ -53,7 +53,7 @@ class StorageType:
 class StorageRef:
     """A storage named by a checkpoint: its key in the file, dtype and element count."""
 
-    __slots__ = ("key", "dtype", "numel")
+    __slots__ = ("dtype", "key", "numel")
 
     def __init__(self, key: str, dtype: str, numel: int) -> None:
         self.key, self.dtype, self.numel = key, dtype, numel
@@ -65,7 +65,7 @@ class StorageRef:
 class TensorRef:
     """A tensor as a view (offset, size, stride in elements) of a :class:`StorageRef`."""
 
-    __slots__ = ("storage", "offset", "size", "stride")
+    __slots__ = ("offset", "size", "storage", "stride")
 
     def __init__(self, storage, offset, size, stride) -> None:
         if not isinstance(storage, StorageRef):
@@ -197,7 +197,7 @@ def restricted_load(data: bytes | io.BufferedIOBase, what: str):
         raise
     except RecursionError:
         raise CheckpointError(f"{what}: pickle nests too deeply; the file is corrupt") from None
-    except Exception as err:   # any other failure of a hostile or damaged byte stream
+    except Exception as err:  # noqa: BLE001 - any failure of a hostile or damaged stream
         raise CheckpointError(f"{what}: corrupt or truncated pickle ({type(err).__name__}: "
                               f"{err}); re-download or re-save the file") from None
     return obj, unpickler

@@ -278,7 +278,7 @@ def load_onnx(path) -> Graph:
     try:
         onnx.checker.check_model(path)   # from the file: no second copy of the weights
         model = onnx.load(path)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - onnx raises many types for a damaged file
         raise CheckpointError(f"{path} is not a valid ONNX model ({type(err).__name__}: "
                               f"{str(err)[:200]})") from None
     importer = _Importer(model, onnx)

@@ -33,7 +33,7 @@ LEGACY_PROTOCOL = 1001
 MAX_EXPANSION = 20   # largest accepted uncompressed/compressed size ratio of a zip record
 
 
-def load_torch(path, key: str | None = None) -> "OrderedDict[str, np.ndarray]":
+def load_torch(path, key: str | None = None) -> OrderedDict[str, np.ndarray]:
     """Read a ``torch.save`` checkpoint (or ``.safetensors``) as a dict of NumPy arrays.
 
     Nested dicts (``{"model": state_dict, "epoch": 3}``) are flattened to dotted

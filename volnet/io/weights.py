@@ -114,8 +114,7 @@ def fetch_weights(name: str, cache: str | None = None, base_url: str | None = No
 def _download(url: str, part: str, timeout: float) -> None:
     with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
         expected = response.headers.get("Content-Length")
-        for block in iter(lambda: response.read(CHUNK), b""):
-            out.write(block)
+        out.writelines(iter(lambda: response.read(CHUNK), b""))
         out.flush()
         os.fsync(out.fileno())
         if expected is not None and out.tell() != int(expected):
