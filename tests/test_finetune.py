@@ -143,6 +143,9 @@ def test_frozen_batchnorm_uses_running_statistics_while_training(rng):
         assert switched == [bn] and isinstance(bn, FrozenBatchNorm2d)
         np.testing.assert_array_equal(bn.forward(x, training=True), expected)
     assert bn.buffers["num_batches_tracked"] == 0 and type(bn) is vn.BatchNorm2d
+    net = vn.Sequential(vn.BatchNorm2d(3), vn.BatchNorm2d(3, affine=False))
+    with frozen_batchnorm(net, train=("1.*",)) as switched:   # the second one is trained
+        assert switched == [net[0]]
 
 
 def test_training_more_than_the_head_by_pattern(pretrained_file, target):

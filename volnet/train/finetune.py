@@ -16,11 +16,13 @@ Three steps, each usable alone:
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 
 import numpy as np
 
 from volnet.errors import ConfigError
 from volnet.layers import BatchNorm1d, BatchNorm2d, Linear
+from volnet.layers.base import join_key
 
 
 def find_head(net) -> str:
@@ -76,8 +78,6 @@ def load_backbone(net, source, head: str, ignore: tuple[str, ...] = ()) -> None:
         source: a state dict or a ``.pth``/``.safetensors`` file.
         head: dotted path of the head; its keys in ``source`` are dropped.
     """
-    import fnmatch
-
     from volnet.errors import StateDictError
     from volnet.io.torch_load import load_torch
 
@@ -114,16 +114,25 @@ _FROZEN = {BatchNorm2d: FrozenBatchNorm2d, BatchNorm1d: FrozenBatchNorm1d}
 
 
 @contextlib.contextmanager
-def frozen_batchnorm(net):
-    """Within the block, batch norms with all parameters frozen use running statistics.
+def frozen_batchnorm(net, train: tuple[str, ...] | None = None):
+    """Within the block, batch norms of the frozen part use their running statistics.
 
-    The layers' classes are switched and restored afterwards, so the network
-    saves and exports exactly as before.
+    A batch norm counts as frozen when none of its parameter names matches the
+    ``train`` patterns or, without patterns, when its (affine) parameters are
+    all frozen. The layers' classes are switched and restored afterwards, so
+    the network saves and exports exactly as before.
     """
     switched = []
-    for _, layer in net.named_layers():
+    for path, layer in net.named_layers():
         cls = type(layer)
-        if cls in _FROZEN and set(layer.params) <= layer.frozen:
+        if cls not in _FROZEN:
+            continue
+        if train is not None:
+            keys = [join_key(path, name) for name in layer.params]
+            frozen = not any(fnmatch.fnmatchcase(k, p) for k in keys for p in train)
+        else:
+            frozen = layer.affine and set(layer.params) <= layer.frozen
+        if frozen:
             layer.__class__ = _FROZEN[cls]
             switched.append((layer, cls))
     try:
@@ -159,13 +168,14 @@ def finetune(net, x, y, *, num_classes: int | None = None, train: tuple[str, ...
     from volnet.train.trainer import Trainer
 
     head = replace_head(net, num_classes, rng=seed) if num_classes else find_head(net)
+    train = tuple(train or (f"{head}.*",))
     net.freeze("*")
-    net.unfreeze(*(train or (f"{head}.*",)))
+    net.unfreeze(*train)
     if not any(True for _ in net.named_params(trainable_only=True)):
         raise ConfigError(f"the patterns {train} match no parameter; nothing would be trained")
     batches = BatchIterator(np.asarray(x), np.asarray(y), batch_size, seed=seed, mean=mean,
                             std=std, **batch_options)
     trainer = Trainer(net, optimizer or Adam(lr=1e-3), callbacks=callbacks, progress=progress)
-    with frozen_batchnorm(net):
+    with frozen_batchnorm(net, train):
         return trainer.fit(batches, epochs, val=val)
 
