@@ -307,3 +307,15 @@ def test_missing_onnx_package_gives_install_hint(monkeypatch, tmp_path):
         export_onnx(vn.ReLU(), tmp_path / "m.onnx", (3,))
     with pytest.raises(ImportError):
         load_onnx(tmp_path / "m.onnx")
+
+
+def test_imported_graph_saves_as_a_volnet_checkpoint(tmp_path, rng):
+    module = randomise(ResNet18(num_classes=10, widths=(4, 8, 8, 8)))
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    net = load_onnx(torch_export(module, x, tmp_path / "r.onnx"))
+    net["fc"] = vn.Linear(8, 3, rng=0)
+    net.freeze("conv1.*")
+    back = vn.load(vn.save(tmp_path / "g.safetensors", net))
+    np.testing.assert_array_equal(back.forward(x), net.forward(x))
+    assert [n for n, _, _ in back.named_params()] == [n for n, _, _ in net.named_params()]
+    assert "conv1.weight" not in [n for n, _, _ in back.named_params(trainable_only=True)]

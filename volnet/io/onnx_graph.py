@@ -12,7 +12,7 @@ and sums the gradients of tensors that feed several nodes.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,9 +21,8 @@ from volnet.layers.base import Layer
 from volnet.layers.containers import Container
 
 
-@dataclass(frozen=True)
-class Node:
-    """One step of a :class:`Graph`.
+class Node(NamedTuple):
+    """One step of a :class:`Graph` (a tuple, so architecture JSON can store it).
 
     Args:
         kind: ``"layer"`` (apply the child layer called ``name``), ``"add"`` or ``"concat"``.
@@ -56,9 +55,11 @@ class Graph(Container):
         (4, 8, 8)
     """
 
-    def __init__(self, layers: dict, nodes: list[Node], input_name: str, output_name: str) -> None:
-        super().__init__(OrderedDict(layers))
-        self.nodes = list(nodes)
+    def __init__(self, layers, nodes: list[Node], input_name: str, output_name: str) -> None:
+        pairs = layers.items() if isinstance(layers, dict) else layers   # dict or (name, layer)s
+        super().__init__(OrderedDict((str(name), layer) for name, layer in pairs))
+        self.nodes = [Node(kind, name, tuple(inputs), output)
+                      for kind, name, inputs, output in nodes]
         self.input_name, self.output_name = input_name, output_name
         self._check_wiring()
 
@@ -137,6 +138,11 @@ class Graph(Container):
             for name, piece in zip(node.inputs, pieces):
                 grads[name] = grads[name] + piece if name in grads else piece
         return grads[self.input_name]
+
+    @property
+    def layers(self) -> list[tuple[str, Layer]]:
+        """(name, layer) of every layer node, current (after any head replacement)."""
+        return list(self._children.items())
 
     def __setitem__(self, key, layer: Layer) -> None:
         """Replace a layer node by name, e.g. a new classifier head."""
