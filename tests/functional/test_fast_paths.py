@@ -105,3 +105,18 @@ def test_maxpool_float32_inference_keeps_no_cache():
     x = np.random.default_rng(0).standard_normal((1, 2, 6, 6)).astype(np.float32)
     out, cache = maxpool2d_forward(x, (2, 2), (2, 2), keep_cache=False)
     assert cache is None and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [(1, 0, 1), (2, 1, 1), (1, 2, 2), (3, 1, 1)])
+def test_conv_row_blocks_of_one_image_match_torch(stride, padding, dilation, monkeypatch):
+    # columns of 3 output rows per block: an image is cut into blocks, the last one short
+    x = np.random.default_rng(stride + 10 * dilation).standard_normal((2, 5, 12, 11))
+    w = np.random.default_rng(1).standard_normal((4, 5, 3, 3))
+    monkeypatch.setattr(conv_gemm, "CHUNK_BYTES", 3 * 5 * 9 * 11 * 8)
+    out, cache = conv2d_forward(x, w, None, (stride, stride), (padding, padding),
+                                (dilation, dilation), 1)
+    dout = np.random.default_rng(2).standard_normal(out.shape)
+    dx, dw, _ = conv2d_backward(dout, cache)
+    expected = _torch_conv(x, w, np.zeros(4), stride, padding, dilation, 1, dout)
+    for got, want in zip((out, dx, dw), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)

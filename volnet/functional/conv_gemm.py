@@ -54,67 +54,88 @@ def _windows(xp, kernel_size, stride, dilation, out_size, wide):
 
 
 class _Plan:
-    """Chunk size, layout and a reusable column buffer for one convolution call."""
+    """Chunk of samples, block of output rows, layout and a reusable column buffer.
+
+    A chunk holds as many samples as fit in ``budget`` bytes of columns; when one
+    image alone is larger (VGG's 224x224 layers: 115 MB of columns), it is cut
+    into blocks of output rows instead, so the columns still stay in cache.
+    """
 
     def __init__(self, x_shape, w_shape, out_size, groups, dtype, wide=None, budget=None):
         n, c = x_shape[:2]
         kh, kw = w_shape[2:]
+        ho, wo = out_size
         self.k = c // groups * kh * kw
-        self.p = out_size[0] * out_size[1]
-        per_sample = c * kh * kw * self.p * np.dtype(dtype).itemsize
+        self.p = ho * wo
+        per_row = c * kh * kw * wo * np.dtype(dtype).itemsize
         budget = CHUNK_BYTES if budget is None else budget
-        self.chunk = int(max(1, min(n, budget // max(per_sample, 1))))
+        self.chunk = int(max(1, min(n, budget // max(per_row * ho, 1))))
+        self.rows = ho if self.chunk > 1 else int(max(1, min(ho, budget // max(per_row, 1))))
         self.wide = self.p < WIDE_BELOW if wide is None else wide
         self.groups = groups
-        self._buf = np.empty(self.chunk * c * kh * kw * self.p, dtype=dtype)
+        self.single = self.chunk >= n and self.rows >= ho
+        self._buf = np.empty(self.chunk * c * kh * kw * self.rows * wo, dtype=dtype)
 
-    def cols(self, xp_chunk, kernel_size, stride, dilation, out_size):
-        """Unroll a chunk: (G, K, m*P) if wide else (m, G, K, P), copied once into the buffer."""
-        view = _windows(xp_chunk, kernel_size, stride, dilation, out_size, self.wide)
-        m = xp_chunk.shape[0]
+    def blocks(self, n, ho):
+        """(first sample, end sample, first row, end row) of every block."""
+        for s in range(0, n, self.chunk):
+            for r in range(0, ho, self.rows):
+                yield s, min(n, s + self.chunk), r, min(ho, r + self.rows)
+
+    def cols(self, xp, block, kernel_size, stride, dilation, wo):
+        """Unroll one block: (G, K, m*rows*W_out) if wide else (m, G, K, rows*W_out)."""
+        s, e, r0, r1 = block
+        (kh, _), (st_h, _), (dh, _) = kernel_size, stride, dilation
+        xp_block = xp[s:e, :, r0 * st_h:(r1 - 1) * st_h + dh * (kh - 1) + 1]
+        view = _windows(xp_block, kernel_size, stride, dilation, (r1 - r0, wo), self.wide)
         buf = self._buf[:view.size].reshape(view.shape)
         np.copyto(buf, view)
         if self.wide:
-            return buf.reshape(self.groups, self.k, m * self.p)
-        return buf.reshape(m, self.groups, self.k, self.p)
+            return buf.reshape(self.groups, self.k, -1)
+        return buf.reshape(e - s, self.groups, self.k, -1)
 
 
 def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
     """(out, cols): out (N, F, Ho, Wo) = cross-correlation of x with w (no bias).
 
     ``cols`` is the unrolled input when ``keep_cols`` and the whole batch fit in
-    one chunk (small layers: backward then skips re-unrolling), else None.
+    one block (small layers: backward then skips re-unrolling), else None.
     """
     n, c, h, wd = x.shape
     f, _, kh, kw = w.shape
     ho, wo = out_size
+    fg = f // groups
     plan = _Plan(x.shape, w.shape, out_size, groups, x.dtype)
-    w_mat = w.reshape(groups, f // groups, plan.k)
+    w_mat = w.reshape(groups, fg, plan.k)
     out = np.empty((n, f, ho, wo), dtype=x.dtype)
+    out_g = out.reshape(n, groups, fg, ho * wo)
     if kh == kw == 1 and stride == (1, 1) and padding == (0, 0):
         # 1x1: the input already is the column matrix, one product per sample
-        np.matmul(w_mat, x.reshape(n, groups, c // groups, h * wd),
-                  out=out.reshape(n, groups, f // groups, ho * wo))
+        np.matmul(w_mat, x.reshape(n, groups, c // groups, h * wd), out=out_g)
         return out, None
     xp = pad_zeros(x, padding)
     cols = None                              # stays None for an empty batch
-    for s in range(0, n, plan.chunk):
-        e = min(n, s + plan.chunk)
-        cols = plan.cols(xp[s:e], (kh, kw), stride, dilation, out_size)
+    for block in plan.blocks(n, ho):
+        s, e, r0, r1 = block
+        cols = plan.cols(xp, block, (kh, kw), stride, dilation, wo)
         if plan.wide:
-            res = np.matmul(w_mat, cols)                        # (G, F/G, m*P)
-            out[s:e] = res.reshape(f, e - s, ho, wo).transpose(1, 0, 2, 3)
+            res = np.matmul(w_mat, cols)                        # (G, F/G, m*rows*W_out)
+            out[s:e, :, r0:r1] = res.reshape(f, e - s, r1 - r0, wo).transpose(1, 0, 2, 3)
+        elif r1 - r0 == ho:                                     # straight into NCHW
+            np.matmul(w_mat, cols, out=out_g[s:e])
         else:
-            np.matmul(w_mat, cols, out=out[s:e].reshape(e - s, groups, f // groups, plan.p))
-    return out, (cols if keep_cols and plan.chunk >= n else None)
+            # a row block of NCHW has a leading dimension of H_out*W_out; matmul writing
+            # there directly measured 10x slower than a contiguous product plus a copy
+            out_g[s:e, :, :, r0 * wo:r1 * wo] = np.matmul(w_mat, cols)
+    return out, (cols if keep_cols and plan.single else None)
 
 
 def weight_grad(x, dout, w_shape, stride, padding, dilation, groups, kept=None):
     """dw (F, C/G, KH, KW) = sum over batch and positions of dout x unrolled x.
 
-    ``kept``: the forward's single-chunk columns, if it kept them. Otherwise x is
-    re-unrolled in the wide layout, in chunks 4x the forward's: one product per
-    chunk with a long inner dimension, instead of one thin product per sample
+    ``kept``: the forward's single-block columns, if it kept them. Otherwise x is
+    re-unrolled in the wide layout, in blocks 4x the forward's: one product per
+    block with a long inner dimension, instead of one thin product per sample
     (fewer BLAS calls, each a thread fork/join; see benchmarks/README.md).
     """
     n = x.shape[0]
@@ -122,19 +143,19 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups, kept=None):
     ho, wo = dout.shape[2:]
     fg = f // groups
     if kept is not None:
-        return _weight_grad_chunk(dout, kept, groups, fg).reshape(w_shape)
+        return _weight_grad_block(dout, kept, groups, fg).reshape(w_shape)
     plan = _Plan(x.shape, w_shape, (ho, wo), groups, x.dtype, wide=True, budget=4 * CHUNK_BYTES)
     dw = np.zeros((groups, fg, plan.k), dtype=x.dtype)
     xp = pad_zeros(x, padding)
-    for s in range(0, n, plan.chunk):
-        e = min(n, s + plan.chunk)
-        cols = plan.cols(xp[s:e], (kh, kw), stride, dilation, (ho, wo))
-        dw += _weight_grad_chunk(dout[s:e], cols, groups, fg)
+    for block in plan.blocks(n, ho):
+        s, e, r0, r1 = block
+        cols = plan.cols(xp, block, (kh, kw), stride, dilation, wo)
+        dw += _weight_grad_block(dout[s:e, :, r0:r1], cols, groups, fg)
     return dw.reshape(w_shape)
 
 
-def _weight_grad_chunk(d, cols, groups, fg):
-    """(G, F/G, K) contribution of one chunk; cols wide (G, K, m*P) or per-sample (m, G, K, P)."""
+def _weight_grad_block(d, cols, groups, fg):
+    """(G, F/G, K) contribution of one block; cols wide (G, K, m*P) or per-sample (m, G, K, P)."""
     m = d.shape[0]
     if cols.ndim == 3:
         d_t = np.ascontiguousarray(d.transpose(1, 0, 2, 3)).reshape(groups, fg, -1)
