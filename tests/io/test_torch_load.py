@@ -293,3 +293,10 @@ def test_every_pickle_protocol_torch_can_write(tmp_path, protocol, zip_format):
     torch.save({"w": tensor}, tmp_path / "p.pt", pickle_protocol=protocol,
                _use_new_zipfile_serialization=zip_format)
     np.testing.assert_array_equal(load_torch(tmp_path / "p.pt")["w"], tensor.numpy())
+
+
+def test_torchscript_archive_is_named(tmp_path):
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "ts.pt")
+    with pytest.raises(CheckpointError, match=r"TorchScript archive \(torch.jit.save\).*save "
+                                              r"model.state_dict\(\)"):
+        load_torch(tmp_path / "ts.pt")

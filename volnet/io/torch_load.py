@@ -123,6 +123,10 @@ def _read_zip(path: str):
             raise CheckpointError(f"{path}: a zip file but not a torch.save archive "
                                   "(expected exactly one <root>/data.pkl)")
         root = roots[0]
+        if root + "constants.pkl" in names or any(n.startswith(root + "code/") for n in names):
+            raise CheckpointError(f"{path} is a TorchScript archive (torch.jit.save), which holds "
+                                  "code; load it in PyTorch and save model.state_dict() with "
+                                  "torch.save instead. Nothing from the file was executed.")
         order = _read_record(archive, names, root + "byteorder", path, optional=True) or b"little"
         if order not in (b"little", b"big"):
             raise CheckpointError(f"{path}: unknown byte order {order[:20]!r}")
