@@ -295,6 +295,7 @@ def test_every_pickle_protocol_torch_can_write(tmp_path, protocol, zip_format):
     np.testing.assert_array_equal(load_torch(tmp_path / "p.pt")["w"], tensor.numpy())
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # torch.jit is deprecated in torch 2.13
 def test_torchscript_archive_is_named(tmp_path):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "ts.pt")
     with pytest.raises(CheckpointError, match=r"TorchScript archive \(torch.jit.save\).*save "
