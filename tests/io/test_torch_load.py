@@ -301,3 +301,16 @@ def test_torchscript_archive_is_named(tmp_path):
     with pytest.raises(CheckpointError, match=r"TorchScript archive \(torch.jit.save\).*save "
                                               r"model.state_dict\(\)"):
         load_torch(tmp_path / "ts.pt")
+
+
+def test_safetensors_files_load_the_same_way(tmp_path, resnet_file, rng):
+    from safetensors.numpy import save_file   # the reference implementation writes the file
+
+    path, module = resnet_file
+    save_file({k: v.numpy() for k, v in module.state_dict().items()}, tmp_path / "r.safetensors")
+    state = load_torch(tmp_path / "r.safetensors")
+    for key, tensor in module.state_dict().items():
+        np.testing.assert_array_equal(state[key], tensor.numpy())
+    net = vn.models.resnet18(weights=tmp_path / "r.safetensors")
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(net.forward(x), run(module, x), rtol=1e-4, atol=1e-4)
