@@ -314,3 +314,15 @@ def test_safetensors_files_load_the_same_way(tmp_path, resnet_file, rng):
     net = vn.models.resnet18(weights=tmp_path / "r.safetensors")
     x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
     np.testing.assert_allclose(net.forward(x), run(module, x), rtol=1e-4, atol=1e-4)
+
+
+def test_overlapping_view_cannot_inflate_a_tiny_storage(tmp_path):
+    # a (5000, 5000) tensor with strides (1, 1) stays inside a 10,000-element storage
+    storage = (b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00"
+               b"\x00cpuJ\x10\x27\x00\x00tQ")
+    payload = (b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n(" + storage
+               + b"K\x00(M\x88\x13M\x88\x13t(K\x01K\x01t\x89ccollections\nOrderedDict\n)RtRs.")
+    _write_zip(tmp_path / "big.pth", payload, {"0": b"\0" * 40_000})
+    with pytest.raises(CheckpointError, match=r"size \(5000, 5000\) is far larger than its "
+                                              r"storage \(10000 elements\)"):
+        load_torch(tmp_path / "big.pth")

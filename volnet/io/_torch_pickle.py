@@ -25,6 +25,11 @@ import numpy as np
 from volnet.errors import CheckpointError
 
 
+# A tensor may hold more elements than its storage only by overlapping views (expand);
+# beyond this many, a tiny file could make us allocate gigabytes.
+MAX_VIEW_ELEMENTS = 1 << 24
+
+
 class UnsafePickleError(CheckpointError):
     """The file's pickle asked for a Python global outside the allow-list."""
 
@@ -213,8 +218,8 @@ def materialise(ref: TensorRef, storage: np.ndarray, what: str) -> np.ndarray:
         raise CheckpointError(f"{what}: tensor of size {ref.size} (stride {ref.stride}, offset "
                               f"{ref.offset}) reaches element {last} of storage {ref.storage.key!r} "
                               f"which holds {storage.size}; the file is corrupt")
-    # Zero strides (expanded tensors) could declare huge sizes over a tiny storage.
-    if numel > max(storage.size, 1 << 28):
+    # Zero or overlapping strides (expanded tensors) could declare huge sizes over a tiny storage.
+    if numel > max(storage.size, MAX_VIEW_ELEMENTS):
         raise CheckpointError(f"{what}: tensor of size {ref.size} is far larger than its storage "
                               f"({storage.size} elements); refusing to allocate it")
     item = storage.dtype.itemsize
