@@ -3,10 +3,10 @@
 Why (profiles in ``benchmarks/README.md``): copying every window into a
 (N, C, H_out, W_out, KH*KW) array and taking ``argmax`` over its last, short
 axis costs several passes over the input plus a slow short-axis reduction.
-Here the forward is a chain of ``np.maximum`` over strided views, separable
-for overlapping windows (max over the window's columns, then over its rows),
-and backward finds the winner by comparing with the saved output, so no index
-array is built in the forward (inference pays nothing for backprop).
+Here the forward is separable, a chain of ``np.maximum`` over strided views
+(max over each window's columns, then over its rows), and backward finds the
+winner by comparing with the saved maxima, so no index array is built in the
+forward (inference pays nothing for backprop), then scatter-adds the gradient.
 
 Ties go to the first maximum in row-major window order, as in PyTorch: the
 winning row is the first row whose column-maximum equals the output, the
@@ -33,41 +33,6 @@ def _max_of(views):
     return out
 
 
-def tiled_forward(x, kernel_size, out_size, keep_cache):
-    """Windows that tile x exactly (KH == SH, KW == SW, no padding): max over a reshape."""
-    n, c = x.shape[:2]
-    (kh, kw), (ho, wo) = kernel_size, out_size
-    x6 = x.reshape(n, c, ho, kh, wo, kw)
-    rows = _max_of([x6[:, :, :, i] for i in range(kh)])          # (N, C, H_out, W_out, KW)
-    out = _max_of([rows[..., j] for j in range(kw)])
-    return out, ((x, out) if keep_cache else None)
-
-
-def tiled_backward(dout, cache, kernel_size):
-    """Route dout to each tile's first maximum, one tile row at a time.
-
-    Works on (N, C, H_out, W) rows of x (a long contiguous inner axis): a
-    broadcast over the 6-D tile view has an inner loop of length KW and was
-    3x slower (profile in benchmarks/README.md).
-    """
-    x, out = cache
-    n, c, ho, wo = out.shape
-    kh, kw = kernel_size
-    x_rows = x.reshape(n, c, ho, kh, wo * kw)
-    out_wide = np.repeat(out, kw, axis=-1)                      # (N, C, H_out, W)
-    dout_wide = np.repeat(dout, kw, axis=-1)
-    dx = np.empty(x_rows.shape, dtype=dout.dtype)
-    seen = np.zeros(out.shape, dtype=bool)
-    for i in range(kh):
-        hit = x_rows[:, :, :, i] == out_wide
-        for j in range(kw):                  # keep only the first maximum of each tile
-            h = hit[..., j::kw]
-            h &= ~seen
-            seen |= h
-        np.multiply(dout_wide, hit, out=dx[:, :, :, i])
-    return dx.reshape(x.shape)
-
-
 def separable_forward(x_pad, kernel_size, stride, out_size, keep_cache):
     """Overlapping windows over an input already padded with -inf: columns first, then rows."""
     (kh, kw), (sh, sw), (ho, wo) = kernel_size, stride, out_size
@@ -79,26 +44,38 @@ def separable_forward(x_pad, kernel_size, stride, out_size, keep_cache):
     return out, ((x_pad, col_max, out) if keep_cache else None)
 
 
+def _first_match(candidates, target):
+    """Index of the first candidate equal to target, elementwise (uint8; the last if none).
+
+    Horner form over booleans, ``first = ne0 * (1 + ne1 * (1 + ...))``: masked
+    ``copyto`` or ``np.where`` with scalars measured 10-20x slower.
+    """
+    first = np.zeros(target.shape, dtype=np.uint8)
+    for i in range(len(candidates) - 2, -1, -1):
+        first += 1
+        np.multiply(first, candidates[i] != target, out=first)
+    return first
+
+
 def separable_backward(dout, cache, kernel_size, stride):
-    """Gradient w.r.t. the padded input: rows stage into col_max, then columns stage into x_pad."""
+    """Gradient w.r.t. the padded input, by scatter-adding dout at each window's winner.
+
+    The winning row of each window is the first whose column maximum equals the
+    output; the winning column is then found by gathering that row's KW values.
+    One ``np.add.at`` then routes every gradient (windows overlap, so positions
+    can receive several). Indices are intp: int32 ones cost a conversion per call.
+    """
     x_pad, col_max, out = cache
     (kh, kw), (sh, sw) = kernel_size, stride
+    n, c, hp, wp = x_pad.shape
     ho, wo = out.shape[2:]
-    d_col = np.zeros(col_max.shape, dtype=dout.dtype)
-    seen = np.zeros(out.shape, dtype=bool)
-    for i in range(kh):
-        rows = _steps(i, sh, ho)
-        hit = col_max[:, :, rows] == out
-        hit &= ~seen
-        seen |= hit
-        d_col[:, :, rows] += dout * hit
-    dx_pad = np.zeros(x_pad.shape, dtype=dout.dtype)
-    nrows = col_max.shape[2]
-    seen = np.zeros(col_max.shape, dtype=bool)
-    for j in range(kw):
-        cols = _steps(j, sw, wo)
-        hit = x_pad[:, :, :nrows, cols] == col_max
-        hit &= ~seen
-        seen |= hit
-        dx_pad[:, :, :nrows, cols] += d_col * hit
-    return dx_pad
+    row = _first_match([col_max[:, :, _steps(i, sh, ho)] for i in range(kh)], out)
+    base = (np.arange(n * c, dtype=np.intp) * (hp * wp)).reshape(n, c, 1, 1) + (
+        (np.arange(ho, dtype=np.intp) * (sh * wp))[:, None] + np.arange(wo, dtype=np.intp) * sw)
+    base += row * np.intp(wp)                        # flat index of each winner's row start
+    flat = x_pad.reshape(-1)
+    if kw > 1:
+        base += _first_match([np.take(flat, base + j) for j in range(kw)], out)
+    dx_pad = np.zeros(x_pad.size, dtype=dout.dtype)
+    np.add.at(dx_pad, base.reshape(-1), dout.reshape(-1))
+    return dx_pad.reshape(x_pad.shape)

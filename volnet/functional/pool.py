@@ -43,27 +43,21 @@ def _tiles(x, kernel_size, stride, padding, out_size) -> bool:
 def maxpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False, keep_cache=True):
     """Max over each window; backward routes to the first maximum (row-major) as in PyTorch.
 
-    The cache is opaque: the input (padded with -inf when needed) and the output,
-    from which backward finds each window's winner (see ``maxpool``).
+    The cache is opaque: the input (padded with -inf when needed), its column
+    maxima and the output, from which backward finds each window's winner (see
+    ``maxpool``).
     """
     h, w = x.shape[2:]
     out_size = pool_output_size((h, w), kernel_size, stride, padding, ceil_mode)
-    if _tiles(x, kernel_size, stride, padding, out_size):
-        out, inner = maxpool.tiled_forward(x, kernel_size, out_size, keep_cache)
-        tiled = True
-    else:
-        x_pad = _pad_for_pool(x, kernel_size, stride, padding, out_size, -np.inf)
-        out, inner = maxpool.separable_forward(x_pad, kernel_size, stride, out_size, keep_cache)
-        tiled = False
-    cache = (tiled, inner, x.shape, kernel_size, stride, padding) if keep_cache else None
+    x_pad = _pad_for_pool(x, kernel_size, stride, padding, out_size, -np.inf)
+    out, inner = maxpool.separable_forward(x_pad, kernel_size, stride, out_size, keep_cache)
+    cache = (inner, x.shape, kernel_size, stride, padding) if keep_cache else None
     return out, cache
 
 
 def maxpool2d_backward(dout, cache):
     """Route each output gradient to the input position that won its window."""
-    tiled, inner, x_shape, kernel_size, stride, padding = cache
-    if tiled:
-        return maxpool.tiled_backward(dout, inner, kernel_size)
+    inner, x_shape, kernel_size, stride, padding = cache
     h, w = x_shape[2:]
     ph, pw = padding
     dx_pad = maxpool.separable_backward(dout, inner, kernel_size, stride)
