@@ -28,6 +28,7 @@ from numpy.lib.stride_tricks import as_strided
 
 CHUNK_BYTES = 8 * 2**20     # unrolled columns per chunk: well inside a 32 MB L3
 WIDE_BELOW = 1024           # positions per image under which one wide product wins
+KEEP_BYTES = 16 * 2**20     # columns up to this size are kept from forward for backward
 
 
 def pad_zeros(x: np.ndarray, padding: tuple[int, int]) -> np.ndarray:
@@ -105,7 +106,10 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
     f, _, kh, kw = w.shape
     ho, wo = out_size
     fg = f // groups
-    plan = _Plan(x.shape, w.shape, out_size, groups, x.dtype)
+    total = x.dtype.itemsize * n * c * kh * kw * ho * wo
+    # small layers in training: unroll the whole batch once and keep it for backward
+    budget = total if keep_cols and total <= KEEP_BYTES else None
+    plan = _Plan(x.shape, w.shape, out_size, groups, x.dtype, budget=budget)
     w_mat = w.reshape(groups, fg, plan.k)
     out = np.empty((n, f, ho, wo), dtype=x.dtype)
     out_g = out.reshape(n, groups, fg, ho * wo)
