@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from volnet import init
 from volnet.errors import ConfigError
 from volnet.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Tanh, AvgPool2d
+
+
+def classifier(in_features: int, num_classes: int, rng) -> Linear:
+    """The scoring layer: weights ~ N(0, 0.01), biases 0, so every class starts with a
+    score near 0 and the first loss is ln(num_classes), CS231n's sanity check (He-normal
+    here would start LeNet-5 at a loss of 3 to 10)."""
+    layer = Linear(in_features, num_classes, rng=rng)
+    layer.params["weight"] = init.normal(layer.params["weight"].shape, 0.01, rng)
+    return layer
 
 
 def lenet5(num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
@@ -40,7 +50,7 @@ def lenet5(num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
         act(),
         Linear(120, 84, rng=rng),
         act(),
-        Linear(84, num_classes, rng=rng),
+        classifier(84, num_classes, rng),
     )
 
 
@@ -59,5 +69,5 @@ def cifar_example(num_classes: int = 10, in_channels: int = 3, seed=0) -> Sequen
         ReLU(),
         MaxPool2d(2, stride=2),                           # (N, 12, 16, 16)
         Flatten(),
-        Linear(16 * 16 * 12, num_classes, rng=rng),
+        classifier(16 * 16 * 12, num_classes, rng),
     )
