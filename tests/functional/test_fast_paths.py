@@ -120,3 +120,12 @@ def test_conv_row_blocks_of_one_image_match_torch(stride, padding, dilation, mon
     expected = _torch_conv(x, w, np.zeros(4), stride, padding, dilation, 1, dout)
     for got, want in zip((out, dx, dw), expected):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_maxpool_backward_unaffected_by_changing_the_returned_output():
+    x = np.random.default_rng(3).standard_normal((2, 2, 6, 6))
+    out, cache = maxpool2d_forward(x, (3, 3), (2, 2), (1, 1))
+    dout = np.random.default_rng(4).standard_normal(out.shape)
+    expected = maxpool2d_backward(dout, cache)
+    out *= -1.0                              # e.g. a user's in-place edit before backward
+    np.testing.assert_array_equal(maxpool2d_backward(dout, cache), expected)

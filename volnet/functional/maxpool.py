@@ -41,7 +41,8 @@ def separable_forward(x_pad, kernel_size, stride, out_size, keep_cache):
     cols = [xr[..., _steps(j, sw, wo)] for j in range(kw)]
     col_max = _max_of(cols)                                        # (N, C, rows, W_out)
     out = _max_of([col_max[:, :, _steps(i, sh, ho)] for i in range(kh)])
-    return out, ((x_pad, col_max, out) if keep_cache else None)
+    # the output itself is not cached: a caller may modify it in place before backward
+    return out, ((x_pad, col_max) if keep_cache else None)
 
 
 def _first_match(candidates, target):
@@ -65,11 +66,13 @@ def separable_backward(dout, cache, kernel_size, stride):
     One ``np.add.at`` then routes every gradient (windows overlap, so positions
     can receive several). Indices are intp: int32 ones cost a conversion per call.
     """
-    x_pad, col_max, out = cache
+    x_pad, col_max = cache
     (kh, kw), (sh, sw) = kernel_size, stride
     n, c, hp, wp = x_pad.shape
-    ho, wo = out.shape[2:]
-    row = _first_match([col_max[:, :, _steps(i, sh, ho)] for i in range(kh)], out)
+    ho, wo = dout.shape[2:]
+    rows = [col_max[:, :, _steps(i, sh, ho)] for i in range(kh)]
+    out = _max_of(rows)                              # recomputed: one cheap pass
+    row = _first_match(rows, out)
     base = (np.arange(n * c, dtype=np.intp) * (hp * wp)).reshape(n, c, 1, 1) + (
         (np.arange(ho, dtype=np.intp) * (sh * wp))[:, None] + np.arange(wo, dtype=np.intp) * sw)
     base += row * np.intp(wp)                        # flat index of each winner's row start
