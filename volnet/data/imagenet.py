@@ -14,7 +14,6 @@ listed in pytorch/hub's ``imagenet_classes.txt``, with underscores as spaces.
 from __future__ import annotations
 
 import os
-import warnings
 from functools import lru_cache
 from importlib import resources
 
@@ -51,26 +50,9 @@ def class_names() -> tuple[str, ...]:
 
 def open_rgb(path: str):
     """A Pillow RGB image from ``path``, refusing decompression bombs with a DataError."""
-    from PIL import Image
+    from volnet.data.images import open_image
 
-    from volnet.data.images import MAX_PIXELS
-
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise DataError(f"{path}: {img.width}x{img.height} exceeds the "
-                                    f"{MAX_PIXELS}-pixel limit")
-                return img.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such image file") from None
-    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DataError(f"{path}: cannot read image: {err}") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
+    return open_image(path, "RGB")
 
 
 def preprocess(image, resize: int = 256, crop: int = 224, mean=MEAN, std=STD) -> np.ndarray:

@@ -17,6 +17,29 @@ MAX_PIXELS = 16_000_000
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
+def open_image(path: str, mode: str = "RGB"):
+    """A decoded Pillow image in ``mode`` ("L" or "RGB"), refusing decompression bombs
+    (more than ``MAX_PIXELS``) and unreadable files with a DataError."""
+    from PIL import Image
+
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise DataError(f"{path}: {img.width}x{img.height} exceeds the "
+                                    f"{MAX_PIXELS}-pixel limit")
+                return img.convert(mode)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such image file") from None
+    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(f"{path}: cannot read image: {err}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
 def load_image(path: str, input_shape, invert: bool = False) -> np.ndarray:
     """One image file as uint8 (C, H, W): converted to grey (C=1) or RGB (C=3), resized.
 
@@ -30,21 +53,8 @@ def load_image(path: str, input_shape, invert: bool = False) -> np.ndarray:
     c, h, w = (int(s) for s in input_shape)
     if c not in (1, 3):
         raise DataError(f"images can be converted to 1 or 3 channels, the model wants {c}")
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise DataError(f"{path}: {img.width}x{img.height} exceeds the "
-                                    f"{MAX_PIXELS}-pixel limit")
-                img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-                array = np.asarray(img, dtype=np.uint8)
-    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DataError(f"{path}: cannot read image: {err}") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
+    img = open_image(path, "L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+    array = np.asarray(img, dtype=np.uint8)
     array = array[None] if c == 1 else array.transpose(2, 0, 1)
     return 255 - array if invert else array
 

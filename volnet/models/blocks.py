@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from volnet.errors import ConfigError
 from volnet.layers import BatchNorm2d, Conv2d, ReLU, Sequential
+from volnet.layers.channel_affine import ChannelAffine
 
 
 def basic_conv(in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
@@ -22,3 +24,12 @@ def basic_conv(in_channels: int, out_channels: int, kernel_size, stride=1, paddi
         "bn": BatchNorm2d(out_channels, eps=eps),
         "relu": ReLU(),
     })
+
+
+def unit_range_input(in_channels: int) -> ChannelAffine:
+    """torchvision's ``transform_input``: ImageNet-normalised RGB -> the [-1, 1] range
+    Google's weights were trained on (set it when loading torchvision's pretrained weights)."""
+    if in_channels != 3:
+        raise ConfigError(f"transform_input maps ImageNet-normalised RGB and needs "
+                          f"in_channels=3, got {in_channels}")
+    return ChannelAffine.imagenet_to_unit_range()

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.errors import ConfigError
 from volnet.layers import (AdaptiveAvgPool2d, Concat, Dropout, Flatten, GlobalAvgPool2d, Linear,
                            MaxPool2d, ReLU, Sequential)
-from volnet.layers.channel_affine import ChannelAffine
 from volnet.layers.side_branch import SideBranch
-from volnet.models.blocks import basic_conv
+from volnet.models.blocks import basic_conv, unit_range_input
 
 # in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj (Szegedy et al. 2014, Table 1)
 INCEPTION_V1 = {
@@ -65,15 +63,6 @@ def aux_head(in_ch: int, num_classes: int, rng=None, drop_prob: float = 0.7) -> 
     }))
 
 
-def _transform_input(in_channels: int) -> ChannelAffine:
-    """torchvision's ``transform_input``: ImageNet-normalised RGB -> the [-1, 1] range
-    Google's weights were trained on (set it when loading torchvision's pretrained weights)."""
-    if in_channels != 3:
-        raise ConfigError(f"transform_input maps ImageNet-normalised RGB and needs "
-                          f"in_channels=3, got {in_channels}")
-    return ChannelAffine.imagenet_to_unit_range()
-
-
 def googlenet(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logits: bool = False,
               drop_prob: float = 0.2,
               transform_input: bool = False) -> Sequential:
@@ -100,7 +89,7 @@ def googlenet(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logits:
     rng = np.random.default_rng(seed)
     layers = {}
     if transform_input:
-        layers["transform_input"] = _transform_input(in_channels)
+        layers["transform_input"] = unit_range_input(in_channels)
     layers.update({
         "conv1": basic_conv(in_channels, 64, 7, stride=2, padding=3, rng=rng),   # 112x112x64
         "maxpool1": MaxPool2d(3, stride=2, ceil_mode=True),                     # 56x56x64

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.errors import ConfigError
 from volnet.layers import (AvgPool2d, Dropout, Flatten, GlobalAvgPool2d, Linear, MaxPool2d,
                            Sequential)
-from volnet.layers.channel_affine import ChannelAffine
 from volnet.layers.flat_concat import FlatConcat
 from volnet.layers.side_branch import SideBranch
-from volnet.models.blocks import basic_conv
+from volnet.models.blocks import basic_conv, unit_range_input
 
 
 def _chain(rng, *specs) -> Sequential:
@@ -120,15 +118,6 @@ def inception_aux(in_ch: int, num_classes: int, rng=None) -> SideBranch:
     }))
 
 
-def _transform_input(in_channels: int) -> ChannelAffine:
-    """torchvision's ``transform_input``: ImageNet-normalised RGB -> the [-1, 1] range
-    Google's weights were trained on (set it when loading torchvision's pretrained weights)."""
-    if in_channels != 3:
-        raise ConfigError(f"transform_input maps ImageNet-normalised RGB and needs "
-                          f"in_channels=3, got {in_channels}")
-    return ChannelAffine.imagenet_to_unit_range()
-
-
 def inception_v3(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logits: bool = True,
                  drop_prob: float = 0.5,
                  transform_input: bool = False) -> Sequential:
@@ -155,7 +144,7 @@ def inception_v3(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logi
     rng = np.random.default_rng(seed)
     layers = {}
     if transform_input:
-        layers["transform_input"] = _transform_input(in_channels)
+        layers["transform_input"] = unit_range_input(in_channels)
     layers.update({
         "Conv2d_1a_3x3": basic_conv(in_channels, 32, 3, stride=2, rng=rng),    # 149x149x32
         "Conv2d_2a_3x3": basic_conv(32, 32, 3, rng=rng),                       # 147x147x32
