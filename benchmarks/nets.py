@@ -21,7 +21,7 @@ def volnet_train_step(net, x, labels):
     """Forward (training), softmax cross-entropy, backward, plain SGD update."""
     scores = net.forward(x, training=True)
     loss, dscores = softmax_cross_entropy(scores, labels)
-    net.backward(dscores.astype(scores.dtype, copy=False))
+    net.backward(dscores.astype(scores.dtype, copy=False), input_grad=False)   # as torch: x needs no grad
     for _, p, g in net.named_params(trainable_only=True):
         p -= LR * g
     return loss

@@ -178,13 +178,18 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     return out, cache
 
 
-def conv2d_backward(dout, cache):
-    """Gradients of :func:`conv2d_forward`: returns (dx, dw, db); db is None without bias."""
+def conv2d_backward(dout, cache, input_grad=True):
+    """Gradients of :func:`conv2d_forward`: returns (dx, dw, db); db is None without bias.
+
+    ``input_grad=False`` skips dx (returned as None): a network's first layer.
+    """
     x, cols, w, has_bias, stride, padding, dilation, groups = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
     kh, kw = w.shape[2:]
     dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if not input_grad:
+        return None, dw, db
     if _adjoint_is_conv(x.shape[1] // groups, (kh, kw), stride, padding, dilation):
         dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)
     else:

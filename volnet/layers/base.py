@@ -7,6 +7,8 @@ function (CS231n; Torch7's ``nn.Module`` protocol):
   asked with ``cache=True``), keeps what ``backward`` needs;
 * ``backward(dout)`` returns ``dx`` for the *last* forward and overwrites
   ``grads`` (no accumulation, so there is no ``zero_grad`` to forget);
+  ``backward(dout, input_grad=False)`` fills the same ``grads``, returns None
+  and skips the input gradient where it can (training steps use it);
 * ``output_shape(input_shape)`` gives the per-example output shape from shapes
   alone, so summaries and FC->CONV conversion never need data;
 * ``params`` / ``grads`` are dicts keyed by PyTorch's names (``weight``,
@@ -14,7 +16,8 @@ function (CS231n; Torch7's ``nn.Module`` protocol):
 * ``state_dict()`` / ``load_state_dict()`` use PyTorch's dotted keys.
 
 Subclasses implement ``_forward(x, training, keep_cache)``, ``_backward(dout)``,
-``output_shape`` and optionally ``_check_input`` and ``named_children``.
+``output_shape`` and optionally ``_check_input``, ``named_children`` and
+``_backward_params(dout)`` (grads only, no dx).
 """
 
 from __future__ import annotations
@@ -97,8 +100,26 @@ class Layer:
 
     __call__ = forward
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """dL/d(output) -> dL/d(input) for the last forward; fills ``self.grads``."""
+    def _backward_params(self, dout: np.ndarray) -> None:
+        """Fill ``self.grads`` without returning dL/d(input); see ``backward(input_grad=False)``.
+
+        The default runs ``_backward`` and drops its result (a layer without
+        parameters or children skips even that). Layers whose input gradient costs
+        real work (Conv2d, Linear) and containers override it.
+        """
+        if self.params or self.named_children():
+            self._backward(dout)
+
+    def backward(self, dout: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """dL/d(output) -> dL/d(input) for the last forward; fills ``self.grads``.
+
+        ``input_grad=False`` fills the same ``grads`` but returns None and skips
+        the work of the input gradient where a layer can (a network's first
+        convolution: nobody needs the gradient of the images, and PyTorch does not
+        compute it either). Containers pass it on to the children that see their
+        input, so ``net.backward(dout, input_grad=False)`` is what a training step
+        wants.
+        """
         if self._cache is None:
             raise StateError(
                 f"{self.where()}: backward() needs a preceding forward(x, training=True) "
@@ -110,7 +131,10 @@ class Layer:
                 f"{self.where()}: backward expects dout of the last output's shape "
                 f"{self._out_shape}, got {dout.shape}"
             )
-        return self._backward(dout)
+        if input_grad:
+            return self._backward(dout)
+        self._backward_params(dout)
+        return None
 
     def _validate(self, x, outermost: bool) -> np.ndarray:
         x = self._as_float(x, "input")

@@ -109,6 +109,13 @@ class Sequential(Container):
             dout = layer.backward(dout)
         return dout
 
+    def _backward_params(self, dout):
+        layers = list(self._children.values())
+        for layer in reversed(layers[1:]):
+            dout = layer.backward(dout)
+        if layers:
+            layers[0].backward(dout, input_grad=False)   # only the first child sees our input
+
 
 class Residual(Container):
     """``activation(body(x) + shortcut(x))``: a ResNet block (identity shortcut when None).
@@ -164,6 +171,13 @@ class Residual(Container):
         dx = self.body.backward(dout)
         return dx + (self.shortcut.backward(dout) if self.shortcut else dout)
 
+    def _backward_params(self, dout):
+        if self.activation:
+            dout = self.activation.backward(dout)
+        self.body.backward(dout, input_grad=False)
+        if self.shortcut:
+            self.shortcut.backward(dout, input_grad=False)
+
 
 class Concat(Container):
     """Inception-style block: every branch sees the same input; outputs join along channels.
@@ -199,3 +213,7 @@ class Concat(Container):
         pieces = np.split(dout, self._cache, axis=1)
         grads = [b.backward(np.ascontiguousarray(d)) for b, d in zip(self._children.values(), pieces)]
         return sum(grads[1:], grads[0])   # x fed every branch: the gradients add
+
+    def _backward_params(self, dout):
+        for b, d in zip(self._children.values(), np.split(dout, self._cache, axis=1)):
+            b.backward(np.ascontiguousarray(d), input_grad=False)

@@ -85,12 +85,15 @@ class Conv2d(Layer):
                                           keep_cache=keep_cache)
         return out
 
-    def _backward(self, dout):
-        dx, dw, db = conv2d_backward(dout, self._cache)
+    def _backward(self, dout, input_grad=True):
+        dx, dw, db = conv2d_backward(dout, self._cache, input_grad=input_grad)
         self.grads["weight"] = dw
         if db is not None:
             self.grads["bias"] = db
         return dx
+
+    def _backward_params(self, dout):
+        self._backward(dout, input_grad=False)   # the first layer: dx of the images is not needed
 
     def extra_repr(self):
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"

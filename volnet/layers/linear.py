@@ -67,6 +67,12 @@ class Linear(Layer):
             self.grads["bias"] = dout.sum(axis=0)
         return dout @ self.params["weight"]
 
+    def _backward_params(self, dout):
+        x = self._cache
+        self.grads["weight"] = dout.T @ x
+        if "bias" in self.params:
+            self.grads["bias"] = dout.sum(axis=0)
+
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}" + (
             "" if "bias" in self.params else ", bias=False")

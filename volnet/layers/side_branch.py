@@ -62,3 +62,12 @@ class SideBranch(Layer):
                              "forward; use forward(x, training=True)")
         grad, self.grad = self.grad, None
         return dout + self.head.backward(grad)
+
+    def _backward_params(self, dout):
+        if self.grad is None:
+            return
+        if not self._cache:
+            raise ShapeError(f"{self.where()}: grad was set but the head did not run in the last "
+                             "forward; use forward(x, training=True)")
+        grad, self.grad = self.grad, None
+        self.head.backward(grad, input_grad=False)

@@ -192,7 +192,8 @@ class Trainer:
         elif self.divergence_factor and loss > self.divergence_factor * self.first_loss:
             self._diverged(f"loss {loss:.4g} exceeds {self.divergence_factor} x the first "
                            f"loss {self.first_loss:.4g}")
-        self.net.backward(dscores.astype(scores.dtype, copy=False))
+        # parameter gradients only: the gradient of the images is never used
+        self.net.backward(dscores.astype(scores.dtype, copy=False), input_grad=False)
         named = [(n, p, g) for n, p, g in self.net.named_params(trainable_only=True)]
         if self.grad_hook is not None:
             self.grad_hook([(n, g) for n, _, g in named])
