@@ -9,23 +9,40 @@ from __future__ import annotations
 import numpy as np
 
 
-def _reduce_axes(x: np.ndarray) -> tuple[int, ...]:
-    return (0,) + tuple(range(2, x.ndim))
-
-
 def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _flat3(v: np.ndarray) -> np.ndarray:
+    """(N, C, *spatial) as (N, C, prod(spatial)), also for an empty batch."""
+    return v.reshape(v.shape[:2] + (int(np.prod(v.shape[2:])),))
+
+
+def _channel_sum(v: np.ndarray) -> np.ndarray:
+    """Per-channel sum over N and spatial axes: contiguous last-axis sums first (2x faster
+    than ``sum(axis=(0, 2, 3))`` measured), then over the batch."""
+    return _flat3(v).sum(axis=2).sum(axis=0)
+
+
+def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-channel sum of a * b without a full-size temporary."""
+    return np.einsum("ijk,ijk->ij", _flat3(a), _flat3(b)).sum(axis=0)
+
+
 def batchnorm_forward_train(x, gamma, beta, eps, keep_cache=True):
-    """Normalise with batch statistics; returns (out, mean, biased var, cache)."""
-    axes = _reduce_axes(x)
-    mean = x.mean(axis=axes)
-    centred = x - _per_channel(mean, x.ndim)
-    var = np.mean(centred * centred, axis=axes)
+    """Normalise with batch statistics; returns (out, mean, biased var, cache).
+
+    One full-size array for the cached x_hat and one for the output (a fresh
+    51 MB array costs twice an in-place pass in page faults; see benchmarks/README.md).
+    """
+    m = x.size // x.shape[1]
+    mean = _channel_sum(x) / m
+    x_hat = x - _per_channel(mean, x.ndim).astype(x.dtype, copy=False)    # centred, for now
+    var = _channel_dot(x_hat, x_hat) / m
     inv_std = 1.0 / np.sqrt(var + eps)
-    x_hat = centred * _per_channel(inv_std, x.ndim)
-    out = x_hat * _per_channel(gamma, x.ndim) + _per_channel(beta, x.ndim)
+    x_hat *= _per_channel(inv_std, x.ndim)
+    out = np.multiply(x_hat, _per_channel(gamma, x.ndim), out=None if keep_cache else x_hat)
+    out += _per_channel(beta, x.ndim)
     cache = (x_hat, inv_std, gamma, True) if keep_cache else None
     return out, mean, var, cache
 
@@ -42,20 +59,24 @@ def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, keep_
 
 
 def batchnorm_backward(dout, cache):
-    """Returns (dx, dgamma, dbeta). Training mode differentiates through the batch mean and var."""
+    """Returns (dx, dgamma, dbeta). Training mode differentiates through the batch mean and var.
+
+    With dx_hat = gamma * dout, sum(dx_hat) = gamma * dbeta and sum(dx_hat * x_hat) =
+    gamma * dgamma, so dx = gamma * inv_std * (dout - dbeta/m - x_hat * dgamma/m):
+    one full-size array, filled in place.
+    """
     x_hat, inv_std, gamma, batch_stats = cache
-    axes = _reduce_axes(dout)
-    dbeta = dout.sum(axis=axes)
-    dgamma = (dout * x_hat).sum(axis=axes)
-    dx_hat = dout * _per_channel(gamma, dout.ndim)
+    nd = dout.ndim
+    dbeta = _channel_sum(dout)
+    dgamma = _channel_dot(dout, x_hat)
+    scale = gamma * inv_std
     if not batch_stats:
-        return dx_hat * _per_channel(inv_std, dout.ndim), dgamma, dbeta
+        return dout * _per_channel(scale.astype(dout.dtype, copy=False), nd), dgamma, dbeta
     m = dout.size // dout.shape[1]
-    # dx = inv_std / m * (m*dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat))
-    dx = (_per_channel(inv_std / m, dout.ndim)
-          * (m * dx_hat
-             - _per_channel(dx_hat.sum(axis=axes), dout.ndim)
-             - x_hat * _per_channel((dx_hat * x_hat).sum(axis=axes), dout.ndim)))
+    dx = np.multiply(x_hat, _per_channel((-dgamma / m).astype(dout.dtype, copy=False), nd))
+    dx += dout
+    dx -= _per_channel((dbeta / m).astype(dout.dtype, copy=False), nd)
+    dx *= _per_channel(scale.astype(dout.dtype, copy=False), nd)
     return dx, dgamma, dbeta
 
 
