@@ -24,24 +24,23 @@ def _channel_sum(v: np.ndarray) -> np.ndarray:
     return _flat3(v).sum(axis=2).sum(axis=0)
 
 
-def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-channel sum of a * b without a full-size temporary."""
-    return np.einsum("ijk,ijk->ij", _flat3(a), _flat3(b)).sum(axis=0)
-
-
 def batchnorm_forward_train(x, gamma, beta, eps, keep_cache=True):
     """Normalise with batch statistics; returns (out, mean, biased var, cache).
 
     One full-size array for the cached x_hat and one for the output (a fresh
-    51 MB array costs twice an in-place pass in page faults; see benchmarks/README.md).
+    51 MB array costs twice an in-place pass in page faults; see benchmarks/README.md);
+    the output array first holds the squares for the variance.
     """
     m = x.size // x.shape[1]
     mean = _channel_sum(x) / m
     x_hat = x - _per_channel(mean, x.ndim).astype(x.dtype, copy=False)    # centred, for now
-    var = _channel_dot(x_hat, x_hat) / m
+    out = np.multiply(x_hat, x_hat)              # squares, then the output in the same array
+    var = _channel_sum(out) / m                  # pairwise sums (einsum lost digits here)
     inv_std = 1.0 / np.sqrt(var + eps)
     x_hat *= _per_channel(inv_std, x.ndim)
-    out = np.multiply(x_hat, _per_channel(gamma, x.ndim), out=None if keep_cache else x_hat)
+    if not keep_cache:
+        out = x_hat
+    np.multiply(x_hat, _per_channel(gamma, x.ndim), out=out)
     out += _per_channel(beta, x.ndim)
     cache = (x_hat, inv_std, gamma, True) if keep_cache else None
     return out, mean, var, cache
@@ -52,7 +51,8 @@ def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, keep_
     inv_std = 1.0 / np.sqrt(running_var + eps)
     scale = gamma * inv_std
     shift = beta - running_mean * scale
-    out = x * _per_channel(scale.astype(x.dtype), x.ndim) + _per_channel(shift.astype(x.dtype), x.ndim)
+    out = x * _per_channel(scale.astype(x.dtype), x.ndim)
+    out += _per_channel(shift.astype(x.dtype), x.ndim)          # in place: one full-size array
     x_hat = (x - _per_channel(running_mean, x.ndim)) * _per_channel(inv_std, x.ndim) if keep_cache else None
     cache = (x_hat, inv_std, gamma, False) if keep_cache else None
     return out, cache
@@ -68,12 +68,13 @@ def batchnorm_backward(dout, cache):
     x_hat, inv_std, gamma, batch_stats = cache
     nd = dout.ndim
     dbeta = _channel_sum(dout)
-    dgamma = _channel_dot(dout, x_hat)
+    dx = np.multiply(dout, x_hat)                # products for dgamma, then dx in the same array
+    dgamma = _channel_sum(dx)
     scale = gamma * inv_std
     if not batch_stats:
-        return dout * _per_channel(scale.astype(dout.dtype, copy=False), nd), dgamma, dbeta
+        return np.multiply(dout, _per_channel(scale.astype(dout.dtype, copy=False), nd), out=dx), dgamma, dbeta
     m = dout.size // dout.shape[1]
-    dx = np.multiply(x_hat, _per_channel((-dgamma / m).astype(dout.dtype, copy=False), nd))
+    np.multiply(x_hat, _per_channel((-dgamma / m).astype(dout.dtype, copy=False), nd), out=dx)
     dx += dout
     dx -= _per_channel((dbeta / m).astype(dout.dtype, copy=False), nd)
     dx *= _per_channel(scale.astype(dout.dtype, copy=False), nd)
