@@ -45,8 +45,8 @@ def _parse(argv):
 def worker(args) -> None:
     """One rank: time training steps and a bare allreduce; rank 0 prints one JSON line."""
     import volnet as vn
-    from volnet.models import cifar_example
     from volnet.data.batches import BatchIterator
+    from volnet.models import cifar_example
     from volnet.train.distributed import GradientAllreducer, broadcast_model, get_communicator
     from volnet.train.optim import SGD
 

@@ -12,8 +12,14 @@ import volnet as vn
 from volnet.cli import main
 from volnet.data.images import read_image_folder
 from volnet.errors import ConfigError, StateDictError
-from volnet.train.finetune import (FrozenBatchNorm2d, find_head, finetune, frozen_batchnorm,
-                                   load_backbone, replace_head)
+from volnet.train.finetune import (
+    FrozenBatchNorm2d,
+    find_head,
+    finetune,
+    frozen_batchnorm,
+    load_backbone,
+    replace_head,
+)
 
 PRETRAIN_SHAPES = ("ring", "cross", "hbar", "vbar")          # task A (pretraining, in torch)
 TARGET_SHAPES = ("circle", "square", "triangle")             # task B (fine-tuning, in volnet)

@@ -7,36 +7,106 @@
     (10,)
 """
 
-from volnet.errors import (CheckpointError, ConfigError, DataError, DTypeError, NonFiniteError,
-                           ShapeError, StateDictError, StateError, TrainingDivergedError,
-                           VolnetError)
+from volnet import models
+from volnet.errors import (
+                           CheckpointError,
+                           ConfigError,
+                           DataError,
+                           DTypeError,
+                           NonFiniteError,
+                           ShapeError,
+                           StateDictError,
+                           StateError,
+                           TrainingDivergedError,
+                           VolnetError,
+)
 from volnet.functional.conv import conv_output_size
 from volnet.functional.loss import softmax, softmax_cross_entropy, svm_hinge_loss
-from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat,
-                           Conv2d, Dropout, Flatten, GlobalAvgPool2d, Identity, Layer, LeakyReLU,
-                           Linear, LocalResponseNorm, MaxPool2d, ReLU, Residual, Sequential,
-                           Sigmoid, Softmax, Tanh)
-from volnet.layers import ChannelAffine, FlatConcat, SideBranch
 from volnet.io.checkpoint import load, save
-from volnet.train import SGD, Adagrad, Adam, RMSProp, Trainer, fit
-
-from volnet import models
-from volnet.tools.receptive_field import receptive_field
-from volnet.tools.summary import summary
+from volnet.layers import (
+                           AdaptiveAvgPool2d,
+                           AvgPool2d,
+                           BatchNorm1d,
+                           BatchNorm2d,
+                           ChannelAffine,
+                           Concat,
+                           Conv2d,
+                           Dropout,
+                           FlatConcat,
+                           Flatten,
+                           GlobalAvgPool2d,
+                           Identity,
+                           Layer,
+                           LeakyReLU,
+                           Linear,
+                           LocalResponseNorm,
+                           MaxPool2d,
+                           ReLU,
+                           Residual,
+                           Sequential,
+                           SideBranch,
+                           Sigmoid,
+                           Softmax,
+                           Tanh,
+)
 from volnet.tools.dense import dense_scores
 from volnet.tools.fully_conv import to_fully_conv
+from volnet.tools.receptive_field import receptive_field
+from volnet.tools.summary import summary
+from volnet.train import SGD, Adagrad, Adam, RMSProp, Trainer, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Layer", "Sequential", "Residual", "Concat",
-    "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "AdaptiveAvgPool2d",
-    "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "Identity", "Flatten", "Dropout",
-    "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm",
-    "softmax", "softmax_cross_entropy", "svm_hinge_loss", "conv_output_size",
-    "models", "summary", "receptive_field", "FlatConcat", "SideBranch", "ChannelAffine",
-    "to_fully_conv", "dense_scores",
-    "VolnetError", "ShapeError", "DTypeError", "ConfigError", "NonFiniteError", "StateError",
-    "StateDictError", "CheckpointError", "DataError", "TrainingDivergedError",
-    "load", "save", "fit", "Trainer", "SGD", "Adam", "RMSProp", "Adagrad",
+                           "SGD",
+                           "Adagrad",
+                           "Adam",
+                           "AdaptiveAvgPool2d",
+                           "AvgPool2d",
+                           "BatchNorm1d",
+                           "BatchNorm2d",
+                           "ChannelAffine",
+                           "CheckpointError",
+                           "Concat",
+                           "ConfigError",
+                           "Conv2d",
+                           "DTypeError",
+                           "DataError",
+                           "Dropout",
+                           "FlatConcat",
+                           "Flatten",
+                           "GlobalAvgPool2d",
+                           "Identity",
+                           "Layer",
+                           "LeakyReLU",
+                           "Linear",
+                           "LocalResponseNorm",
+                           "MaxPool2d",
+                           "NonFiniteError",
+                           "RMSProp",
+                           "ReLU",
+                           "Residual",
+                           "Sequential",
+                           "ShapeError",
+                           "SideBranch",
+                           "Sigmoid",
+                           "Softmax",
+                           "StateDictError",
+                           "StateError",
+                           "Tanh",
+                           "Trainer",
+                           "TrainingDivergedError",
+                           "VolnetError",
+                           "conv_output_size",
+                           "dense_scores",
+                           "fit",
+                           "load",
+                           "models",
+                           "receptive_field",
+                           "save",
+                           "softmax",
+                           "softmax_cross_entropy",
+                           "summary",
+                           "svm_hinge_loss",
+                           "to_fully_conv",
 ]

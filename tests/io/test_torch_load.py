@@ -304,7 +304,7 @@ def test_torchscript_archive_is_named(tmp_path):
 
 
 def test_safetensors_files_load_the_same_way(tmp_path, resnet_file, rng):
-    from safetensors.numpy import save_file   # the reference implementation writes the file
+    from safetensors.numpy import save_file  # the reference implementation writes the file
 
     path, module = resnet_file
     save_file({k: v.numpy() for k, v in module.state_dict().items()}, tmp_path / "r.safetensors")

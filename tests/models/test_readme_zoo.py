@@ -11,7 +11,7 @@ README = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 def test_zoo_table_parameter_counts(lazy_init):
     section = README.split("## The zoo", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| ([\d,]+) \|", section, flags=re.M)
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| ([\d,]+) \|", section, flags=re.MULTILINE)
     assert {name for name, _, _ in rows} == set(MODELS)
     for name, volume, params in rows:
         assert vn.summary(MODELS[name](), INPUT_SHAPES[name]).totals["params"] == int(
@@ -22,7 +22,7 @@ def test_zoo_table_parameter_counts(lazy_init):
 
 def test_summary_section_is_real_output(lazy_init):
     section = README.split("## volnet summary", 1)[1]
-    shown = re.search(r"```text\n(.*?)```", section, flags=re.S).group(1)
+    shown = re.search(r"```text\n(.*?)```", section, flags=re.DOTALL).group(1)
     assert shown.rstrip("\n") == str(vn.summary(vn.models.alexnet(), (3, 227, 227)))
 
 

@@ -12,6 +12,16 @@ from volnet.io.onnx_import import load_onnx
 from volnet.io.torch_load import load_torch
 from volnet.io.weights import fetch_weights, load_weights, pretrained
 
-__all__ = ["load_torch", "load_weights", "fetch_weights", "pretrained", "export_onnx",
-           "load_onnx", "register_onnx_exporter", "Graph", "Node", "Reshape",
-           "MissingDependencyError"]
+__all__ = [
+           "Graph",
+           "MissingDependencyError",
+           "Node",
+           "Reshape",
+           "export_onnx",
+           "fetch_weights",
+           "load_onnx",
+           "load_torch",
+           "load_weights",
+           "pretrained",
+           "register_onnx_exporter",
+]

@@ -24,7 +24,6 @@ import numpy as np
 
 from volnet.errors import CheckpointError
 
-
 # A tensor may hold more elements than its storage only by overlapping views (expand);
 # beyond this many, a tiny file could make us allocate gigabytes.
 MAX_VIEW_ELEMENTS = 1 << 24

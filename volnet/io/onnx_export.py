@@ -17,10 +17,29 @@ import numpy as np
 from volnet.errors import ConfigError
 from volnet.io._optional import require
 from volnet.io.onnx_graph import Graph, Reshape
-from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, ChannelAffine,
-                           Concat, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Identity, LeakyReLU,
-                           Linear, LocalResponseNorm, MaxPool2d, ReLU, Residual, Sequential,
-                           Sigmoid, Softmax, Tanh)
+from volnet.layers import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    ChannelAffine,
+    Concat,
+    Conv2d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2d,
+    Identity,
+    LeakyReLU,
+    Linear,
+    LocalResponseNorm,
+    MaxPool2d,
+    ReLU,
+    Residual,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from volnet.layers.base import join_key
 from volnet.layers.side_branch import SideBranch
 

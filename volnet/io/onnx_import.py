@@ -21,9 +21,25 @@ from volnet.errors import CheckpointError, ConfigError
 from volnet.io._onnx_attrs import attrs, pads, pair, per_channel, scope_path
 from volnet.io._optional import require
 from volnet.io.onnx_graph import Graph, Node, Reshape
-from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, ChannelAffine,
-                           Conv2d, Flatten, GlobalAvgPool2d, Identity, LeakyReLU, Linear,
-                           LocalResponseNorm, MaxPool2d, ReLU, Sigmoid, Softmax, Tanh)
+from volnet.layers import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    ChannelAffine,
+    Conv2d,
+    Flatten,
+    GlobalAvgPool2d,
+    Identity,
+    LeakyReLU,
+    Linear,
+    LocalResponseNorm,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 
 SIMPLE = {"Relu": ReLU, "Sigmoid": Sigmoid, "Tanh": Tanh, "Identity": Identity,
           "Dropout": Identity, "GlobalAveragePool": GlobalAvgPool2d}

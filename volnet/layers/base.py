@@ -26,12 +26,18 @@ import copy
 import fnmatch
 import threading
 from collections import OrderedDict
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from volnet.errors import (ConfigError, DTypeError, NonFiniteError, ShapeError, StateDictError,
-                           StateError)
+from volnet.errors import (
+    ConfigError,
+    DTypeError,
+    NonFiniteError,
+    ShapeError,
+    StateDictError,
+    StateError,
+)
 
 _local = threading.local()   # forward nesting depth: only the outermost call scans for NaN
 
@@ -69,7 +75,7 @@ class Layer:
     def _check_input(self, x: np.ndarray) -> None:
         """Raise a ShapeError naming the layer when ``x`` cannot be this layer's input."""
 
-    def named_children(self) -> list[tuple[str, "Layer"]]:
+    def named_children(self) -> list[tuple[str, Layer]]:
         """Direct sub-layers with their names; empty for a leaf layer."""
         return []
 
@@ -202,7 +208,7 @@ class Layer:
         return "\n".join(lines) + "\n)"
 
     # ---- parameters, buffers and state dicts --------------------------------
-    def named_layers(self, prefix: str = "") -> Iterator[tuple[str, "Layer"]]:
+    def named_layers(self, prefix: str = "") -> Iterator[tuple[str, Layer]]:
         """Yield (dotted path, layer) for this layer and every descendant, depth first."""
         yield prefix, self
         for name, child in self.named_children():
@@ -220,7 +226,7 @@ class Layer:
         """Number of scalar parameters (buffers excluded)."""
         return sum(int(p.size) for _, p, _ in self.named_params(trainable_only=trainable_only))
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Copies of every parameter and buffer under PyTorch-style dotted keys."""
         state = OrderedDict()
         for path, layer in self.named_layers():
@@ -270,7 +276,7 @@ class Layer:
         return {"missing": missing, "unexpected": unexpected}
 
     # ---- conveniences ---------------------------------------------------------
-    def astype(self, dtype) -> "Layer":
+    def astype(self, dtype) -> Layer:
         """Convert every floating parameter, gradient and buffer to ``dtype`` in place."""
         dtype = np.dtype(dtype)
         for _, layer in self.named_layers():
@@ -281,14 +287,14 @@ class Layer:
             layer._cache = None
         return self
 
-    def copy(self) -> "Layer":
+    def copy(self) -> Layer:
         """A deep copy sharing no arrays with this layer (caches dropped)."""
         dup = copy.deepcopy(self)
         for _, layer in dup.named_layers():
             layer._cache = None
         return dup
 
-    def freeze(self, *patterns: str) -> "Layer":
+    def freeze(self, *patterns: str) -> Layer:
         """Exclude parameters whose dotted names match any glob pattern from training.
 
         ``net.freeze("*")`` freezes everything; ``net.freeze("features.*")`` a part.
@@ -296,7 +302,7 @@ class Layer:
         self._set_frozen(patterns or ("*",), True)
         return self
 
-    def unfreeze(self, *patterns: str) -> "Layer":
+    def unfreeze(self, *patterns: str) -> Layer:
         """Undo :meth:`freeze` for parameters matching the patterns (all by default)."""
         self._set_frozen(patterns or ("*",), False)
         return self

@@ -39,7 +39,7 @@ class ChannelAffine(Layer):
                               f"{len(self.scale)} and {len(self.shift)}")
 
     @classmethod
-    def imagenet_to_unit_range(cls) -> "ChannelAffine":
+    def imagenet_to_unit_range(cls) -> ChannelAffine:
         """ImageNet-normalised input -> (pixel - 0.5) / 0.5, torchvision's ``_transform_input``."""
         return cls([s / 0.5 for s in IMAGENET_STD], [(m - 0.5) / 0.5 for m in IMAGENET_MEAN])
 

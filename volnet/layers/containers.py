@@ -16,7 +16,7 @@ from volnet.errors import ConfigError, ShapeError
 from volnet.layers.base import Layer
 
 
-def _as_children(items) -> "OrderedDict[str, Layer]":
+def _as_children(items) -> OrderedDict[str, Layer]:
     if len(items) == 1 and isinstance(items[0], dict):
         children = OrderedDict((str(k), v) for k, v in items[0].items())
     else:
@@ -30,7 +30,7 @@ def _as_children(items) -> "OrderedDict[str, Layer]":
 class Container(Layer):
     """A layer made of named child layers."""
 
-    def __init__(self, children: "OrderedDict[str, Layer]") -> None:
+    def __init__(self, children: OrderedDict[str, Layer]) -> None:
         super().__init__()
         self._children = children
         self._set_path(self.path)
@@ -86,7 +86,7 @@ class Sequential(Container):
     def __init__(self, *layers) -> None:
         super().__init__(_as_children(layers))
 
-    def append(self, layer: Layer) -> "Sequential":
+    def append(self, layer: Layer) -> Sequential:
         """Add a layer at the end, named by its position."""
         self._children[str(len(self._children))] = layer
         self._set_path(self.path)

@@ -6,8 +6,13 @@ import numpy as np
 
 from volnet import init
 from volnet.errors import ConfigError, ShapeError
-from volnet.functional.conv import (check_conv_hyperparams, conv2d_backward, conv2d_forward,
-                                    conv_output_size, pair)
+from volnet.functional.conv import (
+    check_conv_hyperparams,
+    conv2d_backward,
+    conv2d_forward,
+    conv_output_size,
+    pair,
+)
 from volnet.layers.base import Layer
 
 

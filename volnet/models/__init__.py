@@ -1,5 +1,6 @@
 """The model zoo: tables plus one builder per family, and a registry for the CLI and demo."""
 
+from volnet.io.weights import with_weights
 from volnet.models.alexnet import alexnet, alexnet_torchvision
 from volnet.models.context import context_module
 from volnet.models.googlenet import googlenet
@@ -9,9 +10,17 @@ from volnet.models.lenet import cifar_example, lenet5
 from volnet.models.pattern import pattern
 from volnet.models.registry import INPUT_SHAPES, MODELS, build
 from volnet.models.resnet import resnet, resnet18, resnet34, resnet50, resnet101, resnet152
-from volnet.models.vgg import (vgg, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
-                               vgg19_bn)
-from volnet.io.weights import with_weights
+from volnet.models.vgg import (
+    vgg,
+    vgg11,
+    vgg11_bn,
+    vgg13,
+    vgg13_bn,
+    vgg16,
+    vgg16_bn,
+    vgg19,
+    vgg19_bn,
+)
 
 # One-call pretrained loading: vn.models.resnet18(weights="imagenet" or a .pth/.safetensors
 # file). MODELS keeps the plain builders; build(name, weights=...) does the same.
@@ -20,9 +29,31 @@ for _name in MODELS:
 del _name
 
 __all__ = [
-    "lenet5", "cifar_example", "alexnet", "alexnet_torchvision", "googlenet", "inception_v3",
-    "inception_v4", "context_module", "pattern",
-    "vgg", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
-    "resnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "MODELS", "INPUT_SHAPES", "build",
+    "INPUT_SHAPES",
+    "MODELS",
+    "alexnet",
+    "alexnet_torchvision",
+    "build",
+    "cifar_example",
+    "context_module",
+    "googlenet",
+    "inception_v3",
+    "inception_v4",
+    "lenet5",
+    "pattern",
+    "resnet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "vgg",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
 ]

@@ -17,8 +17,17 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ConfigError
-from volnet.layers import (AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, LocalResponseNorm,
-                           MaxPool2d, ReLU, Sequential)
+from volnet.layers import (
+    AdaptiveAvgPool2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    LocalResponseNorm,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+)
 
 
 def _lrn() -> LocalResponseNorm:

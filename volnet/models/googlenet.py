@@ -13,8 +13,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.layers import (AdaptiveAvgPool2d, Concat, Dropout, Flatten, GlobalAvgPool2d, Linear,
-                           MaxPool2d, ReLU, Sequential)
+from volnet.layers import (
+    AdaptiveAvgPool2d,
+    Concat,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2d,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+)
 from volnet.layers.side_branch import SideBranch
 from volnet.models.blocks import basic_conv, unit_range_input
 

@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.layers import (AvgPool2d, Dropout, Flatten, GlobalAvgPool2d, Linear, MaxPool2d,
-                           Sequential)
+from volnet.layers import (
+    AvgPool2d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2d,
+    Linear,
+    MaxPool2d,
+    Sequential,
+)
 from volnet.layers.flat_concat import FlatConcat
 from volnet.layers.side_branch import SideBranch
 from volnet.models.blocks import basic_conv, unit_range_input

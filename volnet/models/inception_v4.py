@@ -17,8 +17,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.layers import (AvgPool2d, Concat, Dropout, Flatten, GlobalAvgPool2d, Linear, MaxPool2d,
-                           Sequential)
+from volnet.layers import (
+    AvgPool2d,
+    Concat,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2d,
+    Linear,
+    MaxPool2d,
+    Sequential,
+)
 from volnet.layers.flat_concat import FlatConcat
 from volnet.models.blocks import basic_conv
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from volnet import init
 from volnet.errors import ConfigError
-from volnet.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Tanh, AvgPool2d
+from volnet.layers import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Tanh
 
 
 def classifier(in_features: int, num_classes: int, rng) -> Linear:

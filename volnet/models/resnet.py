@@ -13,8 +13,17 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ConfigError
-from volnet.layers import (BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU,
-                           Residual, Sequential)
+from volnet.layers import (
+    BatchNorm2d,
+    Conv2d,
+    Flatten,
+    GlobalAvgPool2d,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Residual,
+    Sequential,
+)
 
 # depth -> (block kind, blocks per stage) (He et al. 2015, Table 1)
 RESNET_CONFIGS: dict[int, tuple[str, list[int]]] = {

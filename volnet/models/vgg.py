@@ -11,8 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ConfigError
-from volnet.layers import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
-                           MaxPool2d, ReLU, Sequential)
+from volnet.layers import (
+    AdaptiveAvgPool2d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+)
 
 # conv widths; "M" is a 2x2 max pool (Simonyan & Zisserman, Table 1, columns A, B, D, E)
 VGG_CONFIGS: dict[str, list] = {

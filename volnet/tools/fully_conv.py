@@ -37,9 +37,25 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 from volnet.errors import ConfigError, ShapeError
-from volnet.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d,
-                           Dropout, Flatten, GlobalAvgPool2d, Identity, Layer, Linear,
-                           LocalResponseNorm, MaxPool2d, Residual, Sequential, Softmax)
+from volnet.layers import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Concat,
+    Conv2d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2d,
+    Identity,
+    Layer,
+    Linear,
+    LocalResponseNorm,
+    MaxPool2d,
+    Residual,
+    Sequential,
+    Softmax,
+)
 from volnet.layers.activation import _Elementwise
 from volnet.layers.base import join_key
 from volnet.layers.side_branch import SideBranch

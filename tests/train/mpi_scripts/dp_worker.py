@@ -22,9 +22,15 @@ import volnet as vn
 from volnet.data.batches import BatchIterator
 from volnet.io.checkpoint import resume, save
 from volnet.train import SGD, Trainer
-from volnet.train.distributed import (GradientAllreducer, MPICommunicator, abort_on_error,
-                                      broadcast_model, data_parallel, get_communicator,
-                                      local_batch_size)
+from volnet.train.distributed import (
+    GradientAllreducer,
+    MPICommunicator,
+    abort_on_error,
+    broadcast_model,
+    data_parallel,
+    get_communicator,
+    local_batch_size,
+)
 from volnet.train.sync_bn import convert_sync_batchnorm
 
 
