@@ -21,6 +21,7 @@ from volnet.functional.pool import (
     maxpool2d_forward,
     pool_output_size,
 )
+from volnet.tools.gradcheck import numerical_gradient
 
 
 @st.composite
@@ -38,20 +39,6 @@ def _distinct(shape, seed):
     rng = np.random.default_rng(seed)
     size = int(np.prod(shape))
     return rng.permutation(size).reshape(shape).astype(np.float64) / size - 0.5
-
-
-def _central_difference(f, array, eps=1e-6):
-    grad = np.zeros_like(array)
-    flat = array.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        plus = f()
-        flat[i] = old - eps
-        minus = f()
-        flat[i] = old
-        grad.reshape(-1)[i] = (plus - minus) / (2 * eps)
-    return grad
 
 
 def _torch_max(x, dout, kernel, stride, padding, ceil_mode):
@@ -106,7 +93,7 @@ def test_pool_backward_matches_central_differences(config, include_pad):
             return float(np.sum(forward(x, kernel, stride, padding, ceil_mode, *extra,
                                         keep_cache=False)[0] * dout))
 
-        analytic, numeric = backward(dout, cache), _central_difference(loss, x)
+        analytic, numeric = backward(dout, cache), numerical_gradient(loss, x)
         assert np.abs(analytic - numeric).max() <= 1e-7 * np.abs(numeric).max()
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import hashlib
 import inspect
 import os
 import re
 import urllib.error
 import urllib.request
 
+from volnet.data.download import CHUNK, sha256_file
 from volnet.errors import CheckpointError, ConfigError, StateDictError
 from volnet.io.torch_load import load_torch
 
@@ -45,7 +45,6 @@ SHA256 = {
 }
 # torchvision's checkpoints keep auxiliary heads a model built without them does not have.
 AUX_KEYS = ("aux1.*", "aux2.*", "AuxLogits.*")
-CHUNK = 1 << 20
 
 
 def weights_dir() -> str:
@@ -88,7 +87,7 @@ def fetch_weights(name: str, cache: str | None = None, base_url: str | None = No
     folder = cache or weights_dir()
     dest = os.path.join(folder, file)
     digest = expected_digest(file)
-    if os.path.isfile(dest) and _sha256(dest).startswith(digest):
+    if os.path.isfile(dest) and sha256_file(dest).startswith(digest):
         return dest
     url = (base_url or BASE_URL).rstrip("/") + "/" + file
     os.makedirs(folder, exist_ok=True)
@@ -102,7 +101,7 @@ def fetch_weights(name: str, cache: str | None = None, base_url: str | None = No
             f"could not download the {name} weights from {url} "
             f"({getattr(err, 'reason', err)}). If this machine is offline, fetch that file on "
             f"another machine and pass it with --weights FILE (or copy it to {dest}).") from None
-    found = _sha256(part)
+    found = sha256_file(part)
     if not found.startswith(digest):
         os.unlink(part)   # never keep or resume from a file that failed its check
         raise CheckpointError(f"checksum mismatch for {url}: expected SHA-256 {digest}..., got "
@@ -119,14 +118,6 @@ def _download(url: str, part: str, timeout: float) -> None:
         os.fsync(out.fileno())
         if expected is not None and out.tell() != int(expected):
             raise OSError(f"connection closed after {out.tell()} of {expected} bytes")
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_weights(net, source, strict: bool = True, ignore: tuple[str, ...] = ()):
