@@ -1,0 +1,104 @@
+"""Which kernels run: the compiled ones (numba) or the NumPy reference path.
+
+The NumPy kernels in this package are the readable reference; compiled numba
+kernels (``volnet/functional/compiled/``) replace them where they are faster.
+The choice, in order of precedence:
+
+* ``set_kernels("numpy" | "numba" | "auto")`` or the ``use_kernels(...)``
+  context manager, from Python;
+* the ``VOLNET_KERNELS`` environment variable (same values), read at import;
+* ``"auto"``: numba when it imports, else NumPy.
+
+If numba cannot be imported, "auto" falls back to NumPy with one warning;
+asking for "numba" explicitly then raises a ``ConfigError`` that says how to
+install it. Kernels call ``compiled()`` at run time, so a switch takes effect
+on the next call.
+
+    >>> from volnet.functional import backend
+    >>> with backend.use_kernels("numpy"):
+    ...     backend.compiled()
+    False
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+
+from volnet.errors import ConfigError
+
+CHOICES = ("auto", "numba", "numpy")
+_state = {"choice": None, "numba": None}   # numba: None = not tried, False = missing, module
+
+
+def _numba():
+    """The numba module, or False when it cannot be imported (tried once)."""
+    if _state["numba"] is None:
+        try:
+            import numba
+        except Exception as exc:   # ImportError, or a broken llvmlite install
+            _state["numba"] = False
+            if _choice() == "auto":
+                warnings.warn(f"numba could not be imported ({exc}); volnet uses its NumPy "
+                              "kernels, which are slower. Fix: pip install numba",
+                              RuntimeWarning, stacklevel=3)
+        else:
+            _state["numba"] = numba
+    return _state["numba"]
+
+
+def _check(name: str) -> str:
+    name = str(name).strip().lower()
+    if name not in CHOICES:
+        raise ConfigError(f"unknown kernel choice {name!r}: use one of {', '.join(CHOICES)} "
+                          "(VOLNET_KERNELS or volnet.functional.backend.set_kernels)")
+    return name
+
+
+def _choice() -> str:
+    if _state["choice"] is None:
+        _state["choice"] = _check(os.environ.get("VOLNET_KERNELS", "auto") or "auto")
+    return _state["choice"]
+
+
+def set_kernels(name: str) -> None:
+    """Select "numba", "numpy" or "auto" for every later kernel call."""
+    name = _check(name)
+    if name == "numba" and not numba_available():
+        raise ConfigError("VOLNET_KERNELS=numba but numba cannot be imported; "
+                          "fix: pip install numba, or use 'auto'/'numpy'")
+    _state["choice"] = name
+
+
+@contextlib.contextmanager
+def use_kernels(name: str) -> Iterator[None]:
+    """Run the enclosed code with the given kernel choice, then restore the previous one."""
+    previous = _choice()
+    set_kernels(name)
+    try:
+        yield
+    finally:
+        _state["choice"] = previous
+
+
+def numba_available() -> bool:
+    """True when numba imports."""
+    return bool(_numba())
+
+
+def compiled() -> bool:
+    """True when the compiled kernels should run now."""
+    choice = _choice()
+    if choice == "numpy":
+        return False
+    if choice == "numba" and not numba_available():
+        raise ConfigError("VOLNET_KERNELS=numba but numba cannot be imported; "
+                          "fix: pip install numba, or use 'auto'/'numpy'")
+    return numba_available()
+
+
+def active() -> str:
+    """The name of the kernels that run now: "numba" or "numpy"."""
+    return "numba" if compiled() else "numpy"
