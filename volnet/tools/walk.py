@@ -12,7 +12,7 @@ from volnet.errors import ConfigError, ShapeError
 from volnet.functional.conv import conv_output_size
 from volnet.layers.base import Layer, join_key
 from volnet.layers.containers import Concat, Residual, Sequential
-from volnet.tools.receptive_field import Field, join_fields, layer_field
+from volnet.tools.fields import Field, join_fields, layer_field
 
 
 @dataclass
