@@ -1,6 +1,6 @@
 """Layers: thin stateful wrappers over the functional kernels, one family per file."""
 
-from volnet.layers.activation import Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from volnet.layers.activation import Identity, LeakyReLU, ReLU, Scale, Sigmoid, Softmax, Tanh
 from volnet.layers.base import Layer
 from volnet.layers.channel_affine import ChannelAffine
 from volnet.layers.containers import Concat, Container, Residual, Sequential
@@ -34,6 +34,7 @@ __all__ = [
     "MaxPool2d",
     "ReLU",
     "Residual",
+    "Scale",
     "Sequential",
     "SideBranch",
     "Sigmoid",
