@@ -83,6 +83,7 @@ LAYER_CASES = [   # (factory, per-example input shape)
     (lambda: vn.layers.ChannelAffine.imagenet_to_unit_range(), (3, 4, 4)),
     (lambda: vn.Sequential(vn.layers.ChannelAffine((2.0, 0.5), (0.0, 0.0)), vn.ReLU(),
                            vn.layers.ChannelAffine((1.0, 1.0), (0.25, -1.0))), (2, 3, 3)),
+    (lambda: vn.Sequential(vn.Scale(0.17), vn.ReLU()), (3, 2, 2)),
     (lambda: vn.Sequential({"aux": vn.layers.SideBranch(vn.Sequential(vn.Flatten(),
                                                                        vn.Linear(12, 2))),
                             "fc": vn.Sequential(vn.Flatten(), vn.Linear(12, 3))}), (3, 2, 2)),

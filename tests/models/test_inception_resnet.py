@@ -65,3 +65,22 @@ def test_residual_blocks_train_a_step():
     assert out.shape == (2, 2080, 3, 3)
     assert net.backward(np.ones_like(out)).shape == x.shape
     assert all(g is not None and np.isfinite(g).all() for _, _, g in net.named_params())
+
+
+def test_torch_exported_block_imports_from_onnx(rng, tmp_path):
+    # PyTorch writes the residual scaling as Mul by a one-number constant: it becomes a Scale
+    import warnings
+
+    torch.manual_seed(1)
+    ref = torch_block35().eval()
+    for module in ref.modules():    # distinct folded biases (torch shares identical constants)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+    x = rng.standard_normal((1, 320, 4, 4)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ref, torch.from_numpy(x), str(tmp_path / "b.onnx"), dynamo=False)
+    net = vn.io.load_onnx(tmp_path / "b.onnx")
+    assert any(isinstance(layer, vn.Scale) and np.isclose(layer.factor, 0.17)
+               for _, layer in net.named_layers())
+    np.testing.assert_allclose(net.forward(x), torch_forward(ref, x), rtol=1e-5, atol=1e-5)

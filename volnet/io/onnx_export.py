@@ -35,6 +35,7 @@ from volnet.layers import (
     MaxPool2d,
     ReLU,
     Residual,
+    Scale,
     Sequential,
     Sigmoid,
     Softmax,
@@ -312,6 +313,12 @@ def _channel_affine(layer, b, x, shape, prefix):
     scale = b.const(join_key(prefix, "scale"), np.reshape(np.float32(layer.scale), per_channel))
     shift = b.const(join_key(prefix, "shift"), np.reshape(np.float32(layer.shift), per_channel))
     return b.node("Add", [b.node("Mul", [x, scale], prefix), shift], prefix), shape
+
+
+@register_onnx_exporter(Scale)
+def _scale(layer, b, x, shape, prefix):
+    factor = b.const(join_key(prefix, "factor"), np.array(layer.factor, dtype=np.float32))
+    return b.node("Mul", [x, factor], prefix), shape
 
 
 @register_onnx_exporter(Reshape)

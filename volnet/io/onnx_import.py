@@ -4,10 +4,11 @@ Supported: Conv (groups, dilations, symmetric pads), Relu, LeakyRelu, Sigmoid,
 Tanh, MaxPool, AveragePool, GlobalAveragePool, Gemm, MatMul (+ Add of a
 constant bias), Add, Concat (channels), BatchNormalization, LRN, Flatten,
 Reshape (constant shape), Expand (spatial broadcast), Mul/Add by per-channel
-constants (ChannelAffine), Dropout, Identity, Softmax and Constant. Any other
-operator raises an error naming it. The result is a :class:`Graph`, whose
-layers are named after their weights (``features.0`` for ``features.0.weight``)
-so state dicts keep PyTorch's keys. ``onnx`` is imported only when called.
+constants (ChannelAffine), Mul by a single number (Scale), Dropout, Identity,
+Softmax and Constant. Any other operator raises an error naming it. The result
+is a :class:`Graph`, whose layers are named after their weights (``features.0``
+for ``features.0.weight``) so state dicts keep PyTorch's keys. ``onnx`` is imported
+only when called.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from volnet.layers import (
     LocalResponseNorm,
     MaxPool2d,
     ReLU,
+    Scale,
     Sigmoid,
     Softmax,
     Tanh,
@@ -184,7 +186,11 @@ class _Importer:
             raise ConfigError(f"ONNX Mul {node.name!r}: only multiplication by a per-channel "
                               "constant is supported")
         self.used_consts.add(node.input[const[0]])
-        scale = per_channel(node, self.consts[node.input[const[0]]], None)
+        value = self.consts[node.input[const[0]]]
+        if value.size == 1:     # one number broadcast over everything (x * 0.17)
+            self.add_layer(node, Scale(float(value.reshape(-1)[0])), source=node.input[1 - const[0]])
+            return
+        scale = per_channel(node, value, None)
         self.add_layer(node, ChannelAffine(scale, [0.0] * len(scale)),
                        source=node.input[1 - const[0]])
 

@@ -2,9 +2,11 @@
 
 from volnet.io.weights import with_weights
 from volnet.models.alexnet import alexnet, alexnet_torchvision
+from volnet.models.all_cnn import all_cnn_c
 from volnet.models.context import context_module
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
+from volnet.models.inception_resnet_v2 import inception_resnet_v2
 from volnet.models.inception_v4 import inception_v4
 from volnet.models.lenet import cifar_example, lenet5
 from volnet.models.pattern import pattern
@@ -33,10 +35,12 @@ __all__ = [
     "MODELS",
     "alexnet",
     "alexnet_torchvision",
+    "all_cnn_c",
     "build",
     "cifar_example",
     "context_module",
     "googlenet",
+    "inception_resnet_v2",
     "inception_v3",
     "inception_v4",
     "lenet5",

@@ -4,9 +4,11 @@ arguments ``num_classes``, ``in_channels`` and ``seed`` at least."""
 from __future__ import annotations
 
 from volnet.models.alexnet import alexnet, alexnet_torchvision
+from volnet.models.all_cnn import all_cnn_c
 from volnet.models.context import context_module
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
+from volnet.models.inception_resnet_v2 import inception_resnet_v2
 from volnet.models.inception_v4 import inception_v4
 from volnet.models.lenet import cifar_example, lenet5
 from volnet.models.pattern import pattern
@@ -27,6 +29,8 @@ MODELS = {
     "inception_v4": inception_v4,
     "context_module": context_module,
     "pattern": pattern,
+    "all_cnn_c": all_cnn_c,
+    "inception_resnet_v2": inception_resnet_v2,
 }
 
 # Per-example input shape each model expects by default (C, H, W).
@@ -41,6 +45,8 @@ INPUT_SHAPES = {
     "inception_v4": (3, 299, 299),
     "context_module": (21, 66, 66),   # PASCAL VOC's 21 score maps, 66x66 (Yu & Koltun)
     "pattern": (3, 32, 32),
+    "all_cnn_c": (3, 32, 32),                 # CIFAR-10
+    "inception_resnet_v2": (3, 299, 299),
 }
 
 
