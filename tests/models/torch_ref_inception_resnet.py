@@ -56,7 +56,8 @@ class InceptionResNetV2(nn.Module):
         self.conv2d_3b = _bc(64, 80, 1)
         self.conv2d_4a = _bc(80, 192, 3)
         self.maxpool_5a = nn.MaxPool2d(3, 2)
-        self.mixed_5b = _Cat(branch0=_bc(192, 96, 1), branch1=_seq4((192, 48, 1), (48, 64, 5, 1, 2)),
+        self.mixed_5b = _Cat(branch0=_bc(192, 96, 1),
+                             branch1=_seq4((192, 48, 1), (48, 64, 5, 1, 2)),
                              branch2=_seq4((192, 64, 1), (64, 96, 3, 1, 1), (96, 96, 3, 1, 1)),
                              branch3=_avg_conv(192, 64))
         self.repeat = nn.Sequential(*[block35() for _ in range(10)])

@@ -188,7 +188,8 @@ class _Importer:
         self.used_consts.add(node.input[const[0]])
         value = self.consts[node.input[const[0]]]
         if value.size == 1:     # one number broadcast over everything (x * 0.17)
-            self.add_layer(node, Scale(float(value.reshape(-1)[0])), source=node.input[1 - const[0]])
+            self.add_layer(node, Scale(float(value.reshape(-1)[0])),
+                           source=node.input[1 - const[0]])
             return
         scale = per_channel(node, value, None)
         self.add_layer(node, ChannelAffine(scale, [0.0] * len(scale)),

@@ -61,12 +61,12 @@ from volnet.layers import (
 from volnet.layers.base import join_key
 from volnet.layers.side_branch import SideBranch
 from volnet.tools.fc_to_conv import (
-    _State,
     _convert_flat,
     _convert_vector,
     _describe,
     _is_pointwise,
     _refuse,
+    _State,
 )
 
 

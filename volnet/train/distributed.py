@@ -31,6 +31,7 @@ from __future__ import annotations
 from volnet.errors import ConfigError
 from volnet.train.allreduce import GradientAllreducer, broadcast_model
 from volnet.train.communicator import (
+    _LAUNCHER_VARS,  # noqa: F401 (read as distributed._LAUNCHER_VARS)
     DEFAULT_TIMEOUT,
     INSTALL_HINT,
     Communicator,
@@ -41,7 +42,6 @@ from volnet.train.communicator import (
     launched_by_mpi,
     mpi_available,
 )
-from volnet.train.communicator import _LAUNCHER_VARS as _LAUNCHER_VARS  # re-exported
 
 __all__ = ["DEFAULT_TIMEOUT", "INSTALL_HINT", "Communicator", "DistributedError",
            "GradientAllreducer", "MPICommunicator", "abort_on_error", "broadcast_model",
