@@ -19,9 +19,9 @@ Dropout follows the paper: 20% on the input, 50% after each layer that
 replaced a pooling layer.
 
 Parameters: 1,369,738 for 10 classes, weights and biases of the nine
-convolutions (1,368,480 weights + 1,258 biases). The paper's table gives
-1.37 M, this number rounded (weights alone round to 1.37 M as well), so the
-two agree and nothing is left out or added.
+convolutions (1,368,480 weights + 1,258 biases): the paper's 1.37 M for
+All-CNN-C, rounded. Weights alone round to 1.37 M as well, so the counts agree
+and nothing is left out or added.
 """
 
 from __future__ import annotations
