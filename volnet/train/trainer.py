@@ -127,6 +127,11 @@ class Trainer:
             raise ConfigError(f"fit: epochs must be >= 1, got {epochs}")
         self._stop.clear()
         self.batches_config = batches.config()
+        # what vn.save records so the CLI preprocesses new images as these batches were
+        if "preprocessing" not in self.metadata and hasattr(batches, "preprocessing"):
+            self.metadata["preprocessing"] = batches.preprocessing()
+        if not getattr(self.net, "preprocessing", None) and self.metadata.get("preprocessing"):
+            self.net.preprocessing = self.metadata["preprocessing"]
         self._call("on_train_begin", self)
         logs = {}
         while self.epoch < epochs and not self.stopped:
