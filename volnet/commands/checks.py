@@ -12,6 +12,21 @@ import numpy as np
 from volnet.errors import CheckpointError, ConfigError, ShapeError
 
 
+def positive_int(option: str):
+    """An argparse type for ``option`` that refuses 0 and negatives by the option's name."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} takes a whole number, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{option} must be at least 1, got {value}")
+        return value
+    return parse
+
+
 def shape_text(shape) -> str:
     """(1, 28, 28) -> '1x28x28 (C x H x W)'."""
     return "x".join(str(int(s)) for s in shape) + " (C x H x W)"

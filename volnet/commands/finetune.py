@@ -8,6 +8,7 @@ import numpy as np
 
 
 def add_parser(sub):
+    from volnet.commands.checks import positive_int
     from volnet.commands.summary import parse_shape
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained zoo model on an image folder",
@@ -25,8 +26,8 @@ def add_parser(sub):
                    help="input volume CxHxW the images are resized to (default: the model's)")
     p.add_argument("--train", nargs="+", default=None, metavar="PATTERN",
                    help="parameters to train (glob, e.g. 'layer4.*' 'fc.*'); default: the head")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=positive_int("--epochs"), default=5)
+    p.add_argument("--batch-size", type=positive_int("--batch-size"), default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of each class held out when DIR has no val/ folder")
