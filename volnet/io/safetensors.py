@@ -145,9 +145,9 @@ def deserialize(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         raise CheckpointError(f"not a safetensors file: {len(blob)} bytes, the header length "
                               "alone takes 8")
     (n,) = struct.unpack("<Q", blob[:8])
-    if not blob[8:9] == b"{":
+    if (n > MAX_HEADER or 8 + n > len(blob)) and blob[8:9] != b"{":
         # every safetensors header is a JSON object: a text file, an image or a PyTorch
-        # .pth fails here, before its first bytes are read as an absurd header length
+        # .pth whose first 8 bytes read as an absurd header length is named for what it is
         raise CheckpointError(
             f"not a safetensors file (it starts with {bytes(blob[:12])!r}; a safetensors file "
             "starts with an 8-byte length and a JSON header): give a checkpoint written by "
