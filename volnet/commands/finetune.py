@@ -16,9 +16,12 @@ def add_parser(sub):
                                    "folder's classes, freeze the rest and train the head "
                                    "(or what --train names). Prints held-out accuracy before "
                                    "and after, and saves a checkpoint for volnet predict.")
-    p.add_argument("model", help="zoo model name, e.g. resnet18")
-    p.add_argument("--weights", required=True, help="a .pth/.safetensors file with the model's "
-                   "(torchvision) keys, or 'imagenet' to download torchvision's weights")
+    p.add_argument("model", help="zoo model name, e.g. resnet18, or a volnet checkpoint "
+                   "(its own architecture and weights: a network written in Python, saved "
+                   "with vn.save)")
+    p.add_argument("--weights", default=None, help="for a zoo model: a .pth/.safetensors file "
+                   "with the model's (torchvision) keys, a checkpoint of volnet train, or "
+                   "'imagenet' to download torchvision's weights")
     p.add_argument("--data", required=True, help="folder of <class>/<image> sub-folders, or "
                    "with train/ and val/ (or test/, as volnet train takes) sub-folders of "
                    "that form")
@@ -97,8 +100,8 @@ def run(args) -> int:
     from volnet.commands.checks import check_shape
     from volnet.data.batches import BatchIterator
     from volnet.data.imagenet import MEAN, STD
-    from volnet.errors import CheckpointError
-    from volnet.io.checkpoint import save
+    from volnet.errors import CheckpointError, ConfigError
+    from volnet.io.checkpoint import load, save
     from volnet.io.weights import absent_aux_heads, fetch_weights
     from volnet.models.registry import INPUT_SHAPES, build
     from volnet.train.callbacks import LambdaCallback
@@ -107,34 +110,50 @@ def run(args) -> int:
     from volnet.train.recipe import build_for_data
     from volnet.train.trainer import evaluate
 
-    out = args.out or f"{args.model}-finetuned.safetensors"
+    from_file = os.path.isfile(args.model)
+    stem = os.path.splitext(os.path.basename(args.model))[0] if from_file else args.model
+    out = args.out or f"{stem}-finetuned.safetensors"
     if os.path.exists(out) and not args.overwrite:
         raise CheckpointError(f"{out} exists; choose another --out or pass --overwrite")
-    weights = fetch_weights(args.model) if args.weights == "imagenet" else args.weights
+    if from_file and args.weights:
+        raise ConfigError(f"{args.model} is a checkpoint and holds its own weights; --weights "
+                          "is for a zoo model name")
+    if not from_file and not args.weights:
+        raise ConfigError(f"--weights is required with a zoo model ({args.model}): a weights "
+                          "file, a volnet checkpoint or 'imagenet'")
+    weights = args.model if from_file else (
+        fetch_weights(args.model) if args.weights == "imagenet" else args.weights)
     recorded = _recorded_preprocessing(weights)
+    if from_file and recorded is None:
+        raise CheckpointError(f"{args.model} is not a volnet checkpoint; give a zoo model name "
+                              "and pass the file as --weights")
     shape = args.input or (recorded and tuple(recorded.get("input_shape") or ())) or \
         INPUT_SHAPES[args.model]
     if recorded and recorded.get("input_shape"):
         check_shape(weights, recorded["input_shape"], shape, "--input")
     x, y, xv, yv, classes = _load_data(args.data, shape, args.val_fraction, args.seed)
-    net = build(args.model) if tuple(shape) == INPUT_SHAPES.get(args.model) else \
-        build_for_data(args.model, shape, len(classes), args.seed)
-    head = replace_head(net, len(classes), rng=args.seed)
-    load_backbone(net, weights, head, ignore=absent_aux_heads(net))
+    if from_file:
+        net = load(args.model)
+        head = replace_head(net, len(classes), rng=args.seed)
+    else:
+        net = build(args.model) if tuple(shape) == INPUT_SHAPES.get(args.model) else \
+            build_for_data(args.model, shape, len(classes), args.seed)
+        head = replace_head(net, len(classes), rng=args.seed)
+        load_backbone(net, weights, head, ignore=absent_aux_heads(net))
     if recorded is not None:       # a volnet checkpoint: normalise as it was trained
         mean, std = recorded.get("mean"), recorded.get("std")
     elif args.no_imagenet_norm or shape[0] != 3:
         mean, std = None, None     # ImageNet's statistics are for 3-channel images
     else:
         mean, std = MEAN, STD
-    val_x = BatchIterator(xv, yv, mean=mean, std=std).transform(xv)
+    val_x = BatchIterator(xv, yv, mean=mean, std=std).transform(xv)   # for the "before" figure
     before = {}   # held-out accuracy with the new, untrained head
 
     def record(trainer):
         before["accuracy"] = evaluate(trainer.net, val_x, yv)["accuracy"]
     history = finetune(net, x, y, train=args.train, epochs=args.epochs,
                        batch_size=args.batch_size, optimizer=Adam(lr=args.lr), seed=args.seed,
-                       mean=mean, std=std, val=(val_x, yv), progress=not args.quiet,
+                       mean=mean, std=std, val=(xv, yv), progress=not args.quiet,
                        callbacks=[LambdaCallback(on_train_begin=record)])
     trained = [name for name, _, _ in net.named_params(trainable_only=True)]
     print(f"trained {len(trained)} of {len(list(net.named_params()))} parameter arrays "

@@ -157,13 +157,15 @@ def finetune(net, x, y, *, num_classes: int | None = None, train: tuple[str, ...
             frozen. Default: the head only (``"fc.*"`` for ResNet).
             ``("*",)`` trains everything.
         epochs, batch_size, optimizer, val, seed, mean, std, callbacks:
-            as for :func:`volnet.fit` (default optimizer: Adam, lr 1e-3).
+            as for :func:`volnet.fit` (default optimizer: Adam, lr 1e-3); ``val``
+            is (x_val, y_val) in the format of ``x``, normalised like it.
         **batch_options: ``crop_padding``, ``flip`` (augmentation).
 
     Returns:
         The training history; ``net`` is changed in place.
     """
     from volnet.data.batches import BatchIterator
+    from volnet.train.fit import validation_batches
     from volnet.train.optim import Adam
     from volnet.train.trainer import Trainer
 
@@ -177,5 +179,5 @@ def finetune(net, x, y, *, num_classes: int | None = None, train: tuple[str, ...
                             std=std, **batch_options)
     trainer = Trainer(net, optimizer or Adam(lr=1e-3), callbacks=callbacks, progress=progress)
     with frozen_batchnorm(net, train):
-        return trainer.fit(batches, epochs, val=val)
+        return trainer.fit(batches, epochs, val=validation_batches(val, batches))
 

@@ -10,6 +10,23 @@ from volnet.train.optim import SGD
 from volnet.train.trainer import History, Trainer
 
 
+def validation_batches(val, batches: BatchIterator):
+    """``val`` as (x_val, y_val) in the training images' format -> batches scaled and
+    normalised exactly like ``batches`` (never augmented); a BatchIterator passes through."""
+    if not isinstance(val, (tuple, list)):
+        return val
+    if len(val) != 2:
+        raise ConfigError(f"val must be (x_val, y_val), got {len(val)} items")
+    mean = None if batches.mean is None else batches.mean.reshape(-1)
+    std = None if batches.std is None else batches.std.reshape(-1)
+    out = BatchIterator(val[0], val[1], max(batches.batch_size, 256), shuffle=False,
+                        mean=mean, std=std, dtype=batches.dtype)
+    if out.x.shape[1:] != batches.x.shape[1:]:
+        raise ConfigError(f"val images have shape {out.x.shape[1:]}, the training images "
+                          f"{batches.x.shape[1:]}")
+    return out
+
+
 def fit(net, x: np.ndarray, y: np.ndarray, *, epochs: int = 10, batch_size: int = 64,
         optimizer=None, val=None, seed: int = 0, callbacks=(), progress: bool = True,
         mean=None, std=None, class_names=None, **batch_options) -> History:
@@ -46,15 +63,7 @@ def fit(net, x: np.ndarray, y: np.ndarray, *, epochs: int = 10, batch_size: int 
         (3, [1, 4, 4])
     """
     batches = BatchIterator(x, y, batch_size, seed=seed, mean=mean, std=std, **batch_options)
-    if isinstance(val, (tuple, list)):
-        if len(val) != 2:
-            raise ConfigError(f"fit: val must be (x_val, y_val), got {len(val)} items")
-        # the same scaling and normalisation as x, never augmentation
-        val = BatchIterator(val[0], val[1], max(batch_size, 256), shuffle=False,
-                            mean=mean, std=std, dtype=batches.dtype)
-        if val.x.shape[1:] != batches.x.shape[1:]:
-            raise ConfigError(f"fit: val images have shape {val.x.shape[1:]}, the training "
-                              f"images {batches.x.shape[1:]}")
+    val = validation_batches(val, batches)
     prep = batches.preprocessing()
     num_classes = int(np.prod(net.output_shape(tuple(x.shape[1:]))))
     names = [str(n) for n in class_names] if class_names is not None else [
