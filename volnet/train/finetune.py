@@ -6,7 +6,7 @@ Three steps, each usable alone:
   one with the new class count;
 * freezing by name pattern (``net.freeze("*").unfreeze("fc.*")``) keeps the
   pretrained weights out of the optimizer;
-* :func:`finetune` trains what is unfrozen with the shared :class:`Trainer`.
+* :func:`finetune` trains what is unfrozen with the shared :class:`volnet.train.trainer.Trainer`.
   Batch-norm layers whose parameters are all frozen run in inference mode
   while training (running statistics used, not updated), as torchvision's
   ``FrozenBatchNorm2d`` does, so a frozen part is frozen completely: its
@@ -96,7 +96,10 @@ def load_backbone(net, source, head: str, ignore: tuple[str, ...] = ()) -> None:
 
 
 class _FrozenBatchNorm:
-    """Mixin: batch norm that always normalises with its running statistics."""
+    """Mixin: batch norm that always normalises with its running statistics.
+
+    @public (the API reference documents it: its subclasses inherit these members)
+    """
 
     def _forward(self, x, training, keep_cache):
         return super()._forward(x, False, keep_cache)
