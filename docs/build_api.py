@@ -121,7 +121,7 @@ def broken_roles(modules: list[str]) -> list[str]:
     for name in modules:
         module = importlib.import_module(name)
         items = [(module, None)]
-        for _, obj in vars(module).items():
+        for obj in vars(module).values():
             if getattr(obj, "__module__", None) != name:
                 continue
             items.append((obj, obj if inspect.isclass(obj) else None))

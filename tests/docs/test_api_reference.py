@@ -24,7 +24,8 @@ def test_api_reference_builds_without_broken_references(tmp_path):
         assert name in documented
         page = tmp_path / (name.replace(".", "/") + ".html")
         assert page.is_file(), page
-    assert "Build an optimizer from the network" in (tmp_path / "volnet/train/optim.html").read_text()
+    optim_page = (tmp_path / "volnet/train/optim.html").read_text()
+    assert "Build an optimizer from the network" in optim_page
     assert api.broken_links(tmp_path) == []
     assert api.broken_roles(documented) == []
 
@@ -42,6 +43,7 @@ def test_the_checker_finds_broken_references(tmp_path):
     sys.modules["fake_module"] = fake
     try:
         assert api.broken_roles(["fake_module"]) == [
-            "fake_module: fake_module: the docstring names 'no_such_function', which does not exist"]
+            ("fake_module: fake_module: the docstring names 'no_such_function', "
+             "which does not exist")]
     finally:
         del sys.modules["fake_module"]

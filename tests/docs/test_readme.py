@@ -1,5 +1,6 @@
 """The README's Python example runs as written."""
 
+import itertools
 import pathlib
 import re
 
@@ -22,7 +23,7 @@ def test_readme_python_examples_run(capsys):
     shown = [float(v) for v in re.findall(r"step \d: loss ([0-9.]+)",
                                           text.split("```python", 2)[1].split("## ")[0])]
     assert len(printed) == 5 and printed == pytest.approx(shown, abs=2e-3)
-    assert all(b < a for a, b in zip(printed, printed[1:])), printed
+    assert all(b < a for a, b in itertools.pairwise(printed)), printed
 
 
 def test_readme_test_command_is_what_ci_runs():

@@ -51,7 +51,7 @@ def test_tutorial_runs_and_prints_what_it_shows():
     for index, (code, shown) in enumerate(blocks(), 1):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            exec(compile(code, f"{TUTORIAL.name} block {index}", "exec"), namespace)
+            exec(compile(code, f"{TUTORIAL.name} block {index}", "exec"), namespace)  # noqa: S102
         assert same_output(out.getvalue(), shown), (
             f"block {index} printed:\n{out.getvalue()}\nthe tutorial shows:\n{shown}")
 

@@ -17,7 +17,8 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 # peak resident memory of this process image (VmHWM); unlike ru_maxrss it does not carry
 # the high-water mark of the forking pytest process across exec
-PEAK = "(lambda: int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))) * 1024)"
+PEAK = ("(lambda: int(next(l.split()[1] for l in open('/proc/self/status') "
+        "if l.startswith('VmHWM'))) * 1024)")
 
 SCRIPT = """
 import json, sys

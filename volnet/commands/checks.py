@@ -20,7 +20,8 @@ def positive_int(option: str):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{option} takes a whole number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"{option} takes a whole number, got {text!r}") from None
         if value < 1:
             raise argparse.ArgumentTypeError(f"{option} must be at least 1, got {value}")
         return value

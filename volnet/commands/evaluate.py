@@ -25,8 +25,8 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 def format_matrix(counts: np.ndarray, names) -> str:
     """The confusion matrix as text; columns are separated by at least one space."""
     width = max(5, *(len(str(n)) for n in names), len(str(counts.max())) + 1) + 1
-    head = " " * width + "".join(f"{str(n):>{width}}" for n in names)
-    rows = [f"{str(n):>{width}}" + "".join(f"{c:>{width}}" for c in row)
+    head = " " * width + "".join(f"{n!s:>{width}}" for n in names)
+    rows = [f"{n!s:>{width}}" + "".join(f"{c:>{width}}" for c in row)
             for n, row in zip(names, counts)]
     return "\n".join(["rows: true class, columns: predicted", head] + rows)
 

@@ -56,8 +56,12 @@ def run(args) -> int:
                                        top=args.top or 5):
             print(line)
         return 0
-    from volnet.commands.checks import check_classes, check_normalisation, num_outputs, \
-        recorded_shape
+    from volnet.commands.checks import (
+        check_classes,
+        check_normalisation,
+        num_outputs,
+        recorded_shape,
+    )
     from volnet.data.batches import BatchIterator
     from volnet.data.images import load_image
     from volnet.io.checkpoint import load

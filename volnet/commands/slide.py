@@ -78,8 +78,7 @@ def run(args) -> int:
 
 def _load_model(model: str, input_shape, weights=None):
     """(net, preprocessing, input shape, description) from a checkpoint file or a zoo name."""
-    from volnet.commands.checks import check_classes, check_normalisation, check_shape, \
-        num_outputs
+    from volnet.commands.checks import check_classes, check_normalisation, check_shape, num_outputs
     from volnet.models.registry import INPUT_SHAPES, MODELS, build
     from volnet.tools.dense import infer_input_shape
 

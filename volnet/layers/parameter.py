@@ -84,7 +84,8 @@ class ContainerParams(dict):
     def __setitem__(self, key, value) -> None:
         raise ConfigError(f"cannot set {self.what}[{key!r}] on a container: {self.advice()}")
 
-    def update(self, *args, **kwargs) -> None:   # noqa: D102 (same refusal as __setitem__)
+    def update(self, *args, **kwargs) -> None:
+        """Refused, as ``__setitem__`` is."""
         raise ConfigError(f"cannot update {self.what} of a container: {self.advice()}")
 
     def __repr__(self) -> str:

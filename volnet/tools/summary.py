@@ -161,8 +161,8 @@ class Summary:
         rounded = [r for r in self.rows if r.get("ceil")]
         if not rounded:
             return []
-        return [f"(ceil): output size rounded up (ceil mode), e.g. {rounded[0]['name']}: "
-                f"{rounded[0]['ceil']}"]
+        return [(f"(ceil): output size rounded up (ceil mode), e.g. {rounded[0]['name']}: "
+                 f"{rounded[0]['ceil']}")]
 
     def __str__(self) -> str:
         header = [title for _, title in self.COLUMNS]
