@@ -105,6 +105,13 @@ def test_train_live_draw_and_look_inside(page, browser, server):
     poll(lambda: page.inner_text("#draw-prediction") != "-", 10, "a prediction of the drawing")
     assert page.inner_text("#draw-prediction") == "1"
     assert page.locator("#draw-probs .bar").count() == 10
+    preview_ink = ("() => Array.from(document.getElementById('draw-input').getContext('2d')"
+                   ".getImageData(0, 0, 56, 56).data).some(v => v > 0)")
+    poll(lambda: page.evaluate(preview_ink), 10, "the 'Seen by the net' preview")
+    # issue 15 item 10: Clear empties the preview with the drawing, and a late reply keeps it so
+    page.click("#clear")
+    page.wait_for_timeout(500)
+    assert page.inner_text("#draw-prediction") == "-" and not page.evaluate(preview_ink)
 
     page.fill("#digit-index", "7")
     page.click("#show-activations")

@@ -45,12 +45,15 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from volnet.init import shapes_only
     from volnet.tools.summary import summary
 
     if args.model not in MODELS:
         raise ConfigError(f"unknown model {args.model!r}; choose one of: {', '.join(MODELS)}")
     shape = args.input or INPUT_SHAPES[args.model]
-    table = summary(build(args.model), shape, batch_size=args.batch_size, strict=args.strict)
+    with shapes_only():     # a summary needs shapes, not 138 M random weights
+        net = build(args.model)
+    table = summary(net, shape, batch_size=args.batch_size, strict=args.strict)
     if args.json:
         print(table.to_json(indent=1))
     elif args.markdown:

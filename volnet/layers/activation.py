@@ -9,6 +9,11 @@ from volnet.layers.base import Layer
 
 
 class _Elementwise(Layer):
+    """An elementwise activation: the output volume has the input's shape.
+
+    @public (the API reference documents it: its subclasses inherit these members)
+    """
+
     def output_shape(self, input_shape):
         return tuple(input_shape)
 

@@ -11,7 +11,10 @@ from volnet.layers.base import Layer
 
 
 class _Pool2d(Layer):
-    """Shared window hyperparameters and checks for MaxPool2d and AvgPool2d."""
+    """Shared window hyperparameters and checks for MaxPool2d and AvgPool2d.
+
+    @public (the API reference documents it: its subclasses inherit these members)
+    """
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()

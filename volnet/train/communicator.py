@@ -23,7 +23,8 @@ import numpy as np
 
 from volnet.errors import ConfigError, VolnetError
 
-INSTALL_HINT = "pip install volnet[mpi]"   # brings mpi4py and an MPICH build from PyPI
+# brings mpi4py and an MPICH build from PyPI
+INSTALL_HINT = "pip install 'volnet[mpi]' (in a volnet source checkout: pip install '.[mpi]')"
 DEFAULT_TIMEOUT = 300.0                    # seconds a collective may wait for the slowest rank
 # Environment variables that MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm's srun) set.
 _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")

@@ -203,8 +203,12 @@ function setupDrawing() {
   const end = () => { if (drawing) { drawing = false; predictDrawing(); } };
   canvas.addEventListener("pointerup", end);
   canvas.addEventListener("pointerleave", end);
-  $("clear").onclick = () => { clear(); $("draw-prediction").textContent = "-"; $("draw-probs").replaceChildren(); };
+  $("clear").onclick = () => { clear(); $("draw-prediction").textContent = "-"; $("draw-probs").replaceChildren();
+    clearPreview(); };
 }
+
+// the "Seen by the net" preview goes with the drawing it shows
+function clearPreview() { $("draw-input").getContext("2d").clearRect(0, 0, 56, 56); }
 
 function stroke(ctx) {
   ctx.strokeStyle = "#fff"; ctx.lineWidth = 18; ctx.lineCap = ctx.lineJoin = "round"; ctx.stroke();
@@ -217,6 +221,7 @@ function predictDrawing() {
     const r = await post("/api/predict", blob, "image/png");
     $("draw-prediction").textContent = drawn ? r.predicted : "-";
     probabilityBars($("draw-probs"), r.probs);
+    if (!drawn) { clearPreview(); return; }     // cleared while this prediction was on its way
     const small = greyCanvas(r.input, 28, 28), target = $("draw-input").getContext("2d");
     target.imageSmoothingEnabled = false;
     target.clearRect(0, 0, 56, 56); target.drawImage(small, 0, 0, 56, 56);
