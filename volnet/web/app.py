@@ -20,12 +20,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from volnet.errors import VolnetError
+from volnet.web.lecture.page import LecturePages
 from volnet.web.replies import SECURITY_HEADERS, error, status_of
 from volnet.web.security import LOOPBACK_HOSTS, Guard
 from volnet.web.session import DemoSession
 from volnet.web.training_page import TrainingPage
 
-PAGES = (TrainingPage,)
+PAGES = (TrainingPage, LecturePages)
 
 
 class DemoApp:
