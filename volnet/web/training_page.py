@@ -105,12 +105,19 @@ class TrainingPage:
         if action not in controls:
             raise HTTPException(400, f"action must be one of {', '.join(controls)}, got {action!r}")
         await run_in_threadpool(controls[action])
-        return JSONResponse(self.session.status())
+        return JSONResponse(self._status())
 
     async def status(self, request: Request) -> JSONResponse:
         train_from = int_query(request, "train_from", 0, 0, 10**9)
         held_from = int_query(request, "held_from", 0, 0, 10**9)
-        return JSONResponse(self.session.status(train_from, held_from))
+        stats_from = int_query(request, "stats_from", 0, 0, 10**9)
+        return JSONResponse(self._status(train_from, held_from, stats_from))
+
+    def _status(self, train_from: int = 0, held_from: int = 0, stats_from: int = 0) -> dict:
+        """The session's status plus the layer statistics after ``stats_from``."""
+        stats = self.session.layer_stats
+        return {**self.session.status(train_from, held_from),
+                "layer_stats": stats.since(stats_from), "layer_stats_next": len(stats.samples)}
 
     # ---- looking inside ---------------------------------------------------------------
     async def filters(self, request: Request) -> JSONResponse:
@@ -156,14 +163,15 @@ class TrainingPage:
     async def websocket(self, ws: WebSocket) -> None:
         """Push the status and new metrics to one tab every ``PUSH_INTERVAL`` seconds."""
         await ws.accept()
-        train_from = held_from = 0
+        train_from = held_from = stats_from = 0
         run = None
         try:
             while True:
-                status = self.session.status(train_from, held_from)
+                status = self._status(train_from, held_from, stats_from)
                 if status["run"] != run:   # a new net or a reset: resend the history from 0
-                    status, run = self.session.status(), status["run"]
+                    status, run = self._status(), status["run"]
                 train_from, held_from = status["train_next"], status["held_out_next"]
+                stats_from = status["layer_stats_next"]
                 await ws.send_json(status)
                 await asyncio.sleep(PUSH_INTERVAL)
         except (WebSocketDisconnect, RuntimeError, OSError):

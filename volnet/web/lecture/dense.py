@@ -19,16 +19,20 @@ from volnet.errors import ConfigError
 from volnet.models.registry import build
 from volnet.tools.dense import as_fully_conv, crop_scores
 
-HEIGHT = 40          # uploads are scaled to this many rows (a 28-row digit fits with margin)
+HEIGHT = 44          # uploads are scaled to this many rows (a 28-row digit fits with margin)
 MAX_WIDTH = 200
 ZOO = {"lenet5": (1, 28, 28)}   # untrained zoo classifier, for comparison with the trained one
 
 
 def digit_strip(digits: np.ndarray, labels: np.ndarray, count: int = 5) -> tuple[np.ndarray, list]:
-    """``count`` held-out digits side by side on a black HEIGHT-row strip, 8 px apart, in [0, 1]."""
+    """``count`` held-out digits side by side on a black HEIGHT-row strip, in [0, 1].
+
+    Each digit's 28x28 box starts at a multiple of 4 (row 8, columns 8 + 36k), so
+    crops at LeNet-5's stride of 4 land exactly on them.
+    """
     strip = np.zeros((HEIGHT, 8 + 36 * count), np.float32)
     for k in range(count):
-        strip[6:34, 8 + 36 * k:36 + 36 * k] = digits[k, 0] / 255.0
+        strip[8:36, 8 + 36 * k:36 + 36 * k] = digits[k, 0] / 255.0
     return strip, [int(v) for v in labels[:count]]
 
 

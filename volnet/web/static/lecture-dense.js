@@ -23,7 +23,8 @@ async function refresh() {
   control("map-row").value = Math.min(rows - 1, Number(control("map-row").value));
   control("map-col").value = Math.min(cols - 1, Number(control("map-col").value));
   $("predicted").innerHTML = "";
-  $("predicted").append(numberGrid(view.predicted, null, "predicted-map"));
+  if (cols <= 48) $("predicted").append(numberGrid(view.predicted, null, "predicted-map"));
+  else $("predicted").append(classCanvas(view.predicted), classLegend());
   drawMaps(); select();
 }
 
@@ -48,9 +49,28 @@ function drawImage(si, sj) {
   ctx.strokeRect(sj * view.step * scale, si * view.step * scale, view.crop[1] * scale, view.crop[0] * scale);
 }
 
+const CLASS_COLOURS = [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+  [145, 30, 180], [70, 240, 240], [240, 50, 230], [170, 110, 40], [128, 128, 128]];
+
+function classCanvas(map) {
+  const canvas = colourCanvas(map.flat(), map[0].length, map.length, k => CLASS_COLOURS[k % 10], "heat");
+  canvas.dataset.testid = "predicted-map";
+  canvas.style.width = Math.min(1200, 6 * map[0].length) + "px";
+  return canvas;
+}
+
+function classLegend() {
+  const div = document.createElement("div"); div.className = "controls";
+  CLASS_COLOURS.forEach((c, k) => {
+    const swatch = colourCanvas([0], 1, 1, () => c, "swatch");
+    const span = document.createElement("span"); span.append(swatch, ` ${k}`); div.append(span);
+  });
+  return div;
+}
+
 function drawMaps() {
   const all = view.scores.flat(2), top = Math.max(...all.map(Math.abs)) || 1;
-  $("legend").innerHTML = ""; $("legend").append(colourBar(diverging, -top, top, "score"));
+  $("legend").innerHTML = ""; $("legend").append(colourBar(-top, top, "score"));
   const maps = $("maps"); maps.innerHTML = "";
   view.scores.forEach((map, k) => {
     const canvas = colourCanvas(map.flat(), map[0].length, map.length, v => diverging(v / top));

@@ -57,7 +57,7 @@ function drawField(h, w) {
   ctx.strokeStyle = "#00e5ff"; ctx.lineWidth = 2;
   ctx.strokeRect(left * scale, top * scale, (right - left + 1) * scale, (bottom - top + 1) * scale);
   const legend = $("field-legend"); legend.innerHTML = "";
-  legend.append(colourBar(hot, 0, view.effective_max, "|gradient|"));
+  legend.append(colourBar(0, view.effective_max, "|gradient|"));
 }
 
 function drawUnits() {

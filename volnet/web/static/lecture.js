@@ -66,42 +66,4 @@ function block(title, element, className) {
   return div;
 }
 
-// Diverging colour map: negative blue, zero white, positive red; t in [-1, 1].
-function diverging(t) {
-  t = Math.max(-1, Math.min(1, t));
-  const a = Math.abs(t), w = Math.round(255 * (1 - a));
-  return t >= 0 ? [255, w, w] : [w, w, 255];
-}
-
-// Sequential colour map for magnitudes in [0, 1]: black -> red -> yellow -> white ("hot").
-function hot(t) {
-  t = Math.max(0, Math.min(1, t));
-  return [Math.min(255, 3 * 255 * t), Math.min(255, Math.max(0, 3 * 255 * t - 255)),
-          Math.max(0, 3 * 255 * t - 510)].map(Math.round);
-}
-
-// A canvas of w x h pixels coloured by colour(values[i]).
-function colourCanvas(values, w, h, colour) {
-  const canvas = document.createElement("canvas");
-  canvas.width = w; canvas.height = h;
-  const ctx = canvas.getContext("2d"), img = ctx.createImageData(w, h);
-  for (let i = 0; i < w * h; i++) {
-    const [r, g, b] = colour(values[i]);
-    img.data.set([r, g, b, 255], 4 * i);
-  }
-  ctx.putImageData(img, 0, 0);
-  return canvas;
-}
-
-// A horizontal colour bar with its end values, as a legend for a colour map.
-function colourBar(colour, low, high, label) {
-  const div = document.createElement("div"); div.className = "colour-bar";
-  const steps = Array.from({ length: 64 }, (_, i) => i / 63);
-  const canvas = colourCanvas(steps, 64, 1, t => colour(low < 0 ? 2 * t - 1 : t));
-  const lo = document.createElement("span"), hi = document.createElement("span");
-  lo.textContent = fmt(low); hi.textContent = fmt(high);
-  div.append(label ? label + " " : "", lo, canvas, hi);
-  return div;
-}
-
 function guard(fn) { return (...args) => fn(...args).catch(err => console.warn(err)); }
