@@ -7,7 +7,7 @@ let cell = 0;
 function text(id, value) { document.querySelector(`[data-testid="${id}"]`).textContent = value; }
 
 async function refresh() {
-  const v = await api("/api/lecture/backprop?" + query({ ...readInts(NAMES), cell }));
+  const v = await latest("backprop", "/api/lecture/backprop?" + query({ ...readInts(NAMES), cell }));
   const c = v.conv, at = c.cell, F = c.F;
   cell = at.index;
   text("dx-index", `${at.i}, ${at.j}`);
@@ -18,14 +18,14 @@ async function refresh() {
   const win = (i, j) => i >= at.i && i < at.i + F && j >= at.j && j < at.j + F;
   c.dout_padded.forEach((grid, k) => {
     const pad = (i, j) => i < F - 1 || j < F - 1 || i >= grid.length - F + 1 || j >= grid.length - F + 1;
-    steps.append(block(`dout${k} padded by F-1 = ${F - 1}`, numberGrid(grid, (i, j) => win(i, j) ? "on" : pad(i, j) ? "pad" : "")));
-    steps.append(block(`w${k}`, numberGrid(c.weights[k])));
+    steps.append(block(`dout${k} padded by F-1 = ${F - 1}`, numberGrid(grid, (i, j) => win(i, j) ? "on" : pad(i, j) ? "pad" : "", `dout-${k}`)));
+    steps.append(block(`w${k}`, numberGrid(c.weights[k], null, `weight-${k}`)));
     steps.append(block(`w${k} flipped`, numberGrid(c.flipped[k], () => "on")));
     steps.append(block(`products`, numberGrid(at.products[k])));
   });
   const results = $("conv-results"); results.innerHTML = "";
   const here = (i, j) => (i === at.i && j === at.j ? "on" : "");
-  results.append(block("input x", numberGrid(c.x, here)));
+  results.append(block("input x", numberGrid(c.x, here, "x")));
   results.append(block("dx by full convolution", numberGrid(c.dx_full_conv, here, "dx-full")));
   results.append(block("dx from Conv2d.backward", numberGrid(c.dx_backward, here, "dx-backward")));
   drawPool(v.pool);

@@ -7,7 +7,7 @@ let cell = 0, view = null, timer = null;
 function text(id, value) { document.querySelector(`[data-testid="${id}"]`).textContent = value; }
 
 async function refresh() {
-  view = await api("/api/lecture/conv?" + query({ ...readInts(NAMES), cell }));
+  view = await latest("conv", "/api/lecture/conv?" + query({ ...readInts(NAMES), cell }));
   text("formula", view.formula);
   text("out-size", view.valid ? view.out_size : "not an integer");
   text("why", view.why);
@@ -30,12 +30,12 @@ function draw() {
   const inWindow = (i, j) => i >= c.top && i < c.top + F && j >= c.left && j < c.left + F;
   const isPad = (i, j) => i < P || j < P || i >= n - P || j >= n - P;
   view.input.forEach((slice, d) => volumes.append(block(`input x[:,:,${d}]`,
-    numberGrid(slice, (i, j) => inWindow(i, j) ? "on" : isPad(i, j) ? "pad" : ""))));
+    numberGrid(slice, (i, j) => inWindow(i, j) ? "on" : isPad(i, j) ? "pad" : "", `input-${d}`))));
   view.weights.forEach((filter, k) => {
     const div = document.createElement("div"); div.className = "blocks";
     filter.forEach((slice, d) => div.append(block(`w${k}[:,:,${d}]`,
-      numberGrid(slice, () => (k === c.k ? "on" : "")))));
-    div.append(block(`b${k}`, numberGrid([[view.bias[k]]], () => (k === c.k ? "on" : ""))));
+      numberGrid(slice, () => (k === c.k ? "on" : ""), `weight-${k}-${d}`))));
+    div.append(block(`b${k}`, numberGrid([[view.bias[k]]], () => (k === c.k ? "on" : ""), `bias-${k}`)));
     volumes.append(block(`filter w${k}`, div));
   });
   const size = view.out_size;

@@ -8,9 +8,9 @@ function text(id, value) { control(id).textContent = value; }
 async function refresh() {
   const q = query({ classifier: control("classifier").value, stride: control("stride").value });
   view = upload
-    ? await api("/api/lecture/dense?" + q, { method: "POST", body: upload,
+    ? await latest("dense", "/api/lecture/dense?" + q, { method: "POST", body: upload,
         headers: { "Content-Type": "image/png", "X-Volnet-Token": TOKEN } })
-    : await api("/api/lecture/dense?" + q);
+    : await latest("dense", "/api/lecture/dense?" + q);
   const [rows, cols] = view.map_size;
   text("net-stride", view.net_stride); text("step", view.step);
   text("map-size", `${rows}x${cols}`); text("crops", view.crops.toLocaleString("en-US"));

@@ -7,7 +7,7 @@ const cell = (tr, value, numeric) => {
 };
 
 async function refresh() {
-  const v = await api("/api/lecture/patterns?" + query(readInts(NAMES)));
+  const v = await latest("patterns", "/api/lecture/patterns?" + query(readInts(NAMES)));
   document.querySelector('[data-testid="pattern"]').textContent = v.pattern;
   document.querySelector('[data-testid="total-params"]').textContent = v.total_params.toLocaleString("en-US");
   document.querySelector('[data-testid="total-macs"]').textContent = v.macs.toLocaleString("en-US");

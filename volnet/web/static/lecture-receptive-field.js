@@ -31,7 +31,7 @@ function centreUnit() {
 async function refresh() {
   const q = { model: control("model").value, layer: control("layer").value,
               row: control("row").value, col: control("col").value };
-  view = await api("/api/lecture/fields?" + query(q));
+  view = await latest("fields", "/api/lecture/fields?" + query(q));
   const [h, w] = view.input_shape.slice(1);
   text("rf-size", view.size[0] === view.size[1] ? `${view.size[0]}x${view.size[0]}` : view.size.join("x"));
   text("rf-jump", view.jump.join("x"));

@@ -17,6 +17,16 @@ async function api(path, options) {
   return body;
 }
 
+// fetch JSON, but resolve only for the latest call made under ``key``: a reply to an older
+// request (the user kept clicking) never overwrites a newer one.
+const latestTicket = {};
+async function latest(key, path, options) {
+  const ticket = (latestTicket[key] = (latestTicket[key] || 0) + 1);
+  const body = await api(path, options);
+  if (ticket !== latestTicket[key]) throw new Error("superseded");
+  return body;
+}
+
 // The query string of the named number inputs: {W: 5, ...} -> "W=5&...".
 function query(values) {
   return Object.entries(values).map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join("&");
@@ -66,4 +76,6 @@ function block(title, element, className) {
   return div;
 }
 
-function guard(fn) { return (...args) => fn(...args).catch(err => console.warn(err)); }
+function guard(fn) {
+  return (...args) => fn(...args).catch(err => { if (err.message !== "superseded") console.warn(err.message); });
+}
