@@ -78,8 +78,9 @@ def test_conv_page_cell_size_and_parameters(page, server):
     W, D, F, S, P, K = 5, 2, 3, 2, 1, 3
     set_controls(page, W=W, D=D, F=F, S=S, P=P, K=K)
     out = (W - F + 2 * P) // S + 1
-    poll(lambda: text(page, "formula") == f"(W - F + 2P)/S + 1 = ({W} - {F} + 2*{P})/{S} + 1 = {out}",
-         "the live formula")
+    poll(lambda: text(page, "params-formula") == f"K * (F*F*D + 1) = {K} * ({F}*{F}*{D} + 1)",
+         "the new setting")
+    assert text(page, "formula") == f"(W - F + 2P)/S + 1 = ({W} - {F} + 2*{P})/{S} + 1 = {out}"
     assert text(page, "out-size") == str(out) == "3"
     assert text(page, "params") == f"{K * (F * F * D + 1):,}"
     assert text(page, "params-no-sharing") == f"{out * out * K * (F * F * D + 1):,}"
