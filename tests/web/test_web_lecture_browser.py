@@ -64,8 +64,9 @@ def poll(check, what, timeout=30.0):
 
 
 def grid(page, testid) -> np.ndarray:
-    rows = by(page, testid).locator("tr").all_inner_texts()
-    return np.array([[float(v) for v in row.split()] for row in rows])
+    table = by(page, testid)
+    cells = [float(v) for v in table.locator("td").all_inner_texts()]
+    return np.array(cells).reshape(table.locator("tr").count(), -1)
 
 
 def shoot(page, name):
