@@ -57,8 +57,11 @@ def poll(check, what, timeout=30.0):
     """Wait for ``check()`` from Python (the pages' CSP forbids the eval wait_for_function uses)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
+        try:
+            if check():
+                return
+        except (ValueError, IndexError):   # a table read while the page redraws it
+            pass
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
@@ -139,6 +142,7 @@ def test_receptive_field_page_equals_receptive_field(page):
     assert text(page, "rf-box-rows") == f"{20 - 32} to {20 + 32}"
     top, bottom = (int(v) for v in text(page, "erf-rows").split(" to "))
     assert top == 0 and bottom == 52   # the gradient reaches as far as the field, clipped at 0
+    shoot(page, "lecture-receptive-field-dilated.png")
     by(page, "model").select_option("lenet5")
     poll(lambda: by(page, "layer").locator("option[value='5']").count() == 1, "LeNet's layers")
     by(page, "layer").select_option("3")

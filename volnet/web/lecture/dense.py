@@ -78,6 +78,8 @@ def dense_view(net, image: np.ndarray, input_shape: tuple, stride: int | None,
         "crops": rows * cols, "exact": bool(fc.exact),
         "scores": np.round(scores.astype(np.float64), 4).tolist(),
         "predicted": scores.argmax(axis=0).tolist(),
+        "confidence": np.round(vn.softmax(scores.reshape(len(scores), -1).T.astype(np.float64))
+                               .max(axis=1).reshape(rows, cols), 3).tolist(),
         "max_difference_to_crops": float(np.abs(scores - reference).max()),
         "dense_ms": round(dense_s * 1000, 1), "crops_ms": round(crops_s * 1000, 1),
     }

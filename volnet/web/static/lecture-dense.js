@@ -23,8 +23,8 @@ async function refresh() {
   control("map-row").value = Math.min(rows - 1, Number(control("map-row").value));
   control("map-col").value = Math.min(cols - 1, Number(control("map-col").value));
   $("predicted").innerHTML = "";
-  if (cols <= 48) $("predicted").append(numberGrid(view.predicted, null, "predicted-map"));
-  else $("predicted").append(classCanvas(view.predicted), classLegend());
+  if (cols <= 24) $("predicted").append(numberGrid(view.predicted, null, "predicted-map"));
+  else $("predicted").append(classCanvas(view.predicted, view.confidence), classLegend());
   drawMaps(); select();
 }
 
@@ -52,8 +52,11 @@ function drawImage(si, sj) {
 const CLASS_COLOURS = [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
   [145, 30, 180], [70, 240, 240], [240, 50, 230], [170, 110, 40], [128, 128, 128]];
 
-function classCanvas(map) {
-  const canvas = colourCanvas(map.flat(), map[0].length, map.length, k => CLASS_COLOURS[k % 10], "heat");
+// Each position in its class's colour, faded towards white as the softmax confidence drops.
+function classCanvas(map, confidence) {
+  const pairs = map.flat().map((k, i) => [k, confidence.flat()[i]]);
+  const canvas = colourCanvas(pairs, map[0].length, map.length,
+    ([k, p]) => CLASS_COLOURS[k % 10].map(c => Math.round(255 - (255 - c) * p)), "heat");
   canvas.dataset.testid = "predicted-map";
   canvas.style.width = Math.min(1200, 6 * map[0].length) + "px";
   return canvas;

@@ -69,6 +69,9 @@ function drawUnits() {
   ctx.strokeStyle = "#b0bec5";
   if (scale >= 6) for (let i = 0; i <= rows; i++) for (let j = 0; j <= cols; j++) ctx.strokeRect(j * scale, i * scale, scale, scale);
   ctx.fillStyle = "#e65100"; ctx.fillRect(view.unit[1] * scale, view.unit[0] * scale, scale, scale);
+  ctx.strokeStyle = "#e65100"; ctx.lineWidth = 2; ctx.beginPath();   // a ring, visible at any scale
+  ctx.arc((view.unit[1] + 0.5) * scale, (view.unit[0] + 0.5) * scale, Math.max(8, scale), 0, 2 * Math.PI);
+  ctx.stroke(); ctx.lineWidth = 1;
   canvas.onclick = event => {
     const box = canvas.getBoundingClientRect();
     control("row").value = Math.min(rows - 1, Math.floor((event.clientY - box.top) / box.height * rows));
