@@ -106,5 +106,5 @@ class LecturePages:
 
     async def patterns(self, request: Request) -> JSONResponse:
         values = _ints(request, patterns.LIMITS, {"N": 2, "M": 2, "K": 1, "input": 32, "F": 3,
-                                                  "width": 32, "channels": 3})
+                                                  "width": 32, "channels": 3, "pool": 1})
         return JSONResponse(await run_in_threadpool(lambda: patterns.pattern_view(**values)))

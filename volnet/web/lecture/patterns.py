@@ -13,7 +13,7 @@ from volnet.web.lecture.conv import check_range
 from volnet.web.views import summary_rows
 
 LIMITS = {"N": (0, 4), "M": (0, 5), "K": (0, 3), "input": (4, 256), "F": (1, 7),
-          "width": (1, 256), "channels": (1, 3)}
+          "width": (1, 256), "channels": (1, 3), "pool": (0, 1)}
 
 
 def lint(rows: list[dict], size: int, m: int, pools: int) -> list[str]:
@@ -47,17 +47,17 @@ def lint(rows: list[dict], size: int, m: int, pools: int) -> list[str]:
 
 
 def pattern_view(N: int = 2, M: int = 2, K: int = 1, input: int = 32, F: int = 3,
-                 width: int = 32, channels: int = 3) -> dict:
+                 width: int = 32, channels: int = 3, pool: int = 1) -> dict:
     """The built pattern's summary table, its lint, and the 3x3 x 3 versus 7x7 comparison."""
     check_range({"N": N, "M": M, "K": K, "input": input, "F": F, "width": width,
-                 "channels": channels}, LIMITS)
+                 "channels": channels, "pool": pool}, LIMITS)
     shape = (channels, input, input)
-    net = pattern(N, M, K, widths=width, input_shape=shape, kernel_size=F)
+    net = pattern(N, M, K, widths=width, input_shape=shape, kernel_size=F, pool=bool(pool))
     table = vn.summary(net, shape)
-    text = " -> ".join(["INPUT"] + [f"[[CONV -> RELU]*{N} -> POOL]*{M}"] * bool(M)
-                       + [f"[FC -> RELU]*{K}"] * bool(K) + ["FC"])
+    block = f"[[CONV -> RELU]*{N}{' -> POOL' if pool else ''}]*{M}"
+    text = " -> ".join(["INPUT"] + [block] * bool(M) + [f"[FC -> RELU]*{K}"] * bool(K) + ["FC"])
     return {"pattern": text, **summary_rows(net, shape),
-            "lint": lint(table.rows, input, M, M if N or M else 0),
+            "lint": lint(table.rows, input, M, M if pool else 0),
             "compare": compare_stacks(width, max(input, 8))}
 
 

@@ -7,7 +7,8 @@ const cell = (tr, value, numeric) => {
 };
 
 async function refresh() {
-  const v = await latest("patterns", "/api/lecture/patterns?" + query(readInts(NAMES)));
+  const pool = document.querySelector('[data-testid="pool"]').checked ? 1 : 0;
+  const v = await latest("patterns", "/api/lecture/patterns?" + query({ ...readInts(NAMES), pool }));
   document.querySelector('[data-testid="pattern"]').textContent = v.pattern;
   document.querySelector('[data-testid="total-params"]').textContent = v.total_params.toLocaleString("en-US");
   document.querySelector('[data-testid="total-macs"]').textContent = v.macs.toLocaleString("en-US");
@@ -35,4 +36,5 @@ async function refresh() {
 }
 
 onInputs(NAMES, guard(refresh));
+document.querySelector('[data-testid="pool"]').addEventListener("change", guard(refresh));
 guard(refresh)();
