@@ -142,6 +142,38 @@ def test_dense_upload_png(client, token):
                        headers=headers).status_code == 400
 
 
+def checkpoint_bytes(folder, seed: int, mean: float, std: float):
+    """A LeNet-5 checkpoint (weights from ``seed``) as ``volnet train`` writes one, and its net."""
+    net = build("lenet5", seed=seed)
+    vn.save(folder / f"lenet-{seed}.safetensors", net,
+            preprocessing={"input_shape": [1, 28, 28], "mean": [mean], "std": [std]})
+    return (folder / f"lenet-{seed}.safetensors").read_bytes(), net
+
+
+def test_dense_with_an_uploaded_checkpoint(client, token, sample, tmp_path):
+    headers = {"X-Volnet-Token": token, "Content-Type": "application/octet-stream"}
+    assert client.get("/api/lecture/dense", params={"classifier": "checkpoint"}).status_code in (
+        200, 409)   # 409 until a checkpoint was uploaded (another test may have done it)
+    body, net = checkpoint_bytes(tmp_path, 5, 0.5, 0.25)   # its own normalisation, too
+    response = client.post("/api/lecture/dense/checkpoint", content=body, headers=headers)
+    assert response.status_code == 200 and response.json()["input_shape"] == [1, 28, 28]
+    result = get(client, "/api/lecture/dense", classifier="checkpoint", stride=4)
+    image, _ = digit_strip(sample.x_test, sample.y_test)
+    x = ((image - 0.5) / 0.25).astype(np.float32)[None]
+    np.testing.assert_allclose(result["scores"], vn.dense_scores(net, x, 4, (1, 28, 28)),
+                               atol=1e-3)
+    zoo = get(client, "/api/lecture/dense", classifier="lenet5", stride=4)["scores"]
+    assert not np.allclose(result["scores"], zoo, atol=1e-2)
+    bad = client.post("/api/lecture/dense/checkpoint", content=b"not a checkpoint", headers=headers)
+    assert bad.status_code == 400 and "the uploaded checkpoint" in bad.json()["error"]
+    assert "/tmp" not in bad.json()["error"]
+    assert client.post("/api/lecture/dense/checkpoint", content=body,
+                       headers={"Content-Type": "application/octet-stream"}).status_code == 403
+    big = client.post("/api/lecture/dense/checkpoint", content=bytes(9 * 1024 * 1024),
+                      headers=headers)
+    assert big.status_code == 413
+
+
 def test_pattern_table_lint_and_the_3x3_comparison(client):
     body = get(client, "/api/lecture/patterns", N=1, M=3, K=2, input=36, F=3, width=16)
     net = pattern(1, 3, 2, widths=16, input_shape=(3, 36, 36))

@@ -154,7 +154,7 @@ def test_receptive_field_page_equals_receptive_field(page):
     shoot(page, "lecture-receptive-field.png")
 
 
-def test_dense_page_equals_dense_scores(page, sample):
+def test_dense_page_equals_dense_scores(page, sample, tmp_path):
     page.goto(page.base + "/lecture/dense")
     poll(lambda: text(page, "passes") != "", "the first map")
     by(page, "classifier").select_option("lenet5")
@@ -171,6 +171,14 @@ def test_dense_page_equals_dense_scores(page, sample):
         return np.array([float(v) for v in by(page, "scores-at").locator("li").all_inner_texts()])
     poll(lambda: len(shown()) == 10 and np.allclose(shown(), scores[:, 3, 11], atol=2e-3),
          f"the scores at (3, 11): {scores[:, 3, 11]}")
+    # an uploaded checkpoint (other weights) becomes the classifier
+    net = build("lenet5", seed=7)
+    vn.save(tmp_path / "lenet.safetensors", net, preprocessing={
+        "input_shape": [1, 28, 28], "mean": [float(sample.mean[0])], "std": [float(sample.std[0])]})
+    by(page, "checkpoint").set_input_files(str(tmp_path / "lenet.safetensors"))
+    scores = vn.dense_scores(net, x, 2, (1, 28, 28))
+    poll(lambda: by(page, "classifier").input_value() == "checkpoint"
+         and np.allclose(shown(), scores[:, 3, 11], atol=2e-3), "the checkpoint's scores")
     shoot(page, "lecture-dense.png")
 
 

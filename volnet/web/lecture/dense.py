@@ -85,6 +85,30 @@ def dense_view(net, image: np.ndarray, input_shape: tuple, stride: int | None,
     }
 
 
+def load_classifier(data: bytes) -> tuple:
+    """A checkpoint's net (``volnet.load``: safetensors, never unpickled), its input shape,
+    and the mean and std its inputs were normalised with."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="volnet-dense-") as folder:
+        path = os.path.join(folder, "upload.safetensors")   # a fresh private folder
+        with open(path, "wb") as f:
+            f.write(data)
+        try:
+            net = vn.load(path)
+        except vn.VolnetError as err:   # name the upload, not the private temporary file
+            raise type(err)(str(err).replace(path, "the uploaded checkpoint")) from None
+    pre = getattr(net, "preprocessing", {}) or {}
+    shape = tuple(pre.get("input_shape") or ())
+    if len(shape) != 3 or shape[0] != 1:
+        raise ConfigError(f"this page slides grey images over a classifier of 1xHxW inputs; the "
+                          f"checkpoint records input_shape {list(shape) or 'none'} (save one "
+                          "from the training page, or with volnet train on MNIST)")
+    mean, std = pre.get("mean", [0.0]), pre.get("std", [1.0])
+    return net, shape, float(mean[0]), float(std[0])
+
+
 def zoo_classifier(name: str):
     """A freshly initialised zoo classifier and its input shape."""
     if name not in ZOO:

@@ -6,6 +6,8 @@ fixed ranges and tables; only the dense page takes a body (an uploaded PNG).
 
 from __future__ import annotations
 
+import threading
+
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -42,10 +44,13 @@ class LecturePages:
         "/static/lecture.js": ("lecture.js", JS),
         "/static/lecture.css": ("lecture.css", "text/css; charset=utf-8"),
     }
-    BODY_LIMITS = {"/api/lecture/dense": 2 * 1024 * 1024}   # an uploaded PNG
+    BODY_LIMITS = {"/api/lecture/dense": 2 * 1024 * 1024,              # an uploaded PNG
+                   "/api/lecture/dense/checkpoint": 8 * 1024 * 1024}   # a small classifier
 
     def __init__(self, session: DemoSession) -> None:
         self.session = session
+        self.checkpoint = None           # (net, input_shape, mean, std) of the last upload
+        self._checkpoint_lock = threading.Lock()   # its net keeps forward caches
 
     def routes(self) -> list:
         return [
@@ -54,6 +59,7 @@ class LecturePages:
             Route("/api/lecture/fields/layers", self.field_layers),
             Route("/api/lecture/fields", self.fields),
             Route("/api/lecture/dense", self.dense, methods=["GET", "POST"]),
+            Route("/api/lecture/dense/checkpoint", self.dense_checkpoint, methods=["POST"]),
             Route("/api/lecture/patterns", self.patterns),
         ]
 
@@ -84,7 +90,8 @@ class LecturePages:
 
     async def dense(self, request: Request) -> JSONResponse:
         """GET: held-out digits side by side; POST: the uploaded PNG. Query: classifier, stride."""
-        classifier = _name_query(request, "classifier", ("session", *dense.ZOO), "session")
+        classifier = _name_query(request, "classifier", ("session", "checkpoint", *dense.ZOO),
+                                 "session")
         stride = int_query(request, "stride", 0, 0, 64) or None    # 0: the net's own stride
         data, labels = self.session.data, []
         if request.method == "POST":
@@ -99,10 +106,32 @@ class LecturePages:
             shape = self.session.choice.input_shape
             result = await run_in_threadpool(self.session.view, dense.dense_view, image, shape,
                                              stride, mean, std)
+        elif classifier == "checkpoint":
+            if self.checkpoint is None:
+                raise HTTPException(409, "upload a checkpoint first (a .safetensors file saved "
+                                         "by the training page or volnet train)")
+            net, shape, mean, std = self.checkpoint
+
+            def run():
+                with self._checkpoint_lock:
+                    return dense.dense_view(net, image, shape, stride, mean, std)
+            result = await run_in_threadpool(run)
         else:
             net, shape = dense.zoo_classifier(classifier)
             result = await run_in_threadpool(dense.dense_view, net, image, shape, stride, mean, std)
         return JSONResponse({"classifier": classifier, "labels": labels, **result})
+
+    async def dense_checkpoint(self, request: Request) -> JSONResponse:
+        """Make an uploaded checkpoint the dense page's "checkpoint" classifier."""
+        if request.headers.get("content-type", "").split(";")[0].strip() != \
+                "application/octet-stream":
+            raise HTTPException(415, "send the checkpoint as application/octet-stream")
+        body = await request.body()
+        loaded = await run_in_threadpool(dense.load_classifier, body)
+        with self._checkpoint_lock:
+            self.checkpoint = loaded
+        return JSONResponse({"input_shape": list(loaded[1]),
+                             "params": int(loaded[0].num_params())})
 
     async def patterns(self, request: Request) -> JSONResponse:
         values = _ints(request, patterns.LIMITS, {"N": 2, "M": 2, "K": 1, "input": 32, "F": 3,

@@ -86,6 +86,14 @@ control("upload").addEventListener("change", async event => {
   const file = event.target.files[0]; if (!file) return;
   upload = await file.arrayBuffer(); guard(refresh)();
 });
+control("checkpoint").addEventListener("change", guard(async event => {
+  const file = event.target.files[0]; if (!file) return;
+  await api("/api/lecture/dense/checkpoint", { method: "POST", body: await file.arrayBuffer(),
+    headers: { "Content-Type": "application/octet-stream", "X-Volnet-Token": TOKEN } });
+  const option = control("classifier").querySelector("option[value=checkpoint]");
+  option.disabled = false; control("classifier").value = "checkpoint";
+  await refresh();
+}));
 control("use-digits").addEventListener("click", () => { upload = null; control("upload").value = ""; guard(refresh)(); });
 ["classifier", "stride"].forEach(n => control(n).addEventListener("change", guard(refresh)));
 onInputs(["map-row", "map-col"], select);
