@@ -11,8 +11,8 @@ import torch
 import volnet as vn
 from volnet.models.pattern import pattern
 from volnet.models.registry import build
-from volnet.web.lecture.dense import HEIGHT, digit_strip
 from volnet.web.layer_stats import LayerStats
+from volnet.web.lecture.dense import HEIGHT, digit_strip
 
 
 def get(client, path, **query):
@@ -227,7 +227,7 @@ def test_lecture_pages_are_local_and_guarded(client):
         assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
         assert '<meta name="volnet-token" content="' in page.text and "{{TOKEN}}" not in page.text
         for url in re.findall(r'(?:src|href)="([^"]+)"', page.text):
-            assert url.startswith("/") or url.startswith("data:"), url   # nothing from the internet
+            assert url.startswith(("/", "data:")), url   # nothing from the internet
             if url.startswith("/static/"):
                 assert client.get(url).status_code == 200
     assert 'href="/lecture/conv"' in client.get("/").text

@@ -6,6 +6,7 @@ Its routes read and drive the one shared :class:`DemoSession`.
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -33,13 +34,13 @@ class TrainingPage:
         BODY_LIMITS: Largest POST body per path (JSON bodies get the 16 KB default).
     """
 
-    ASSETS = {
+    ASSETS: ClassVar[dict[str, tuple[str, str]]] = {
         "/": ("index.html", "text/html; charset=utf-8"),
         "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
         "/static/charts.js": ("charts.js", "text/javascript; charset=utf-8"),
         "/static/style.css": ("style.css", "text/css; charset=utf-8"),
     }
-    BODY_LIMITS = {"/api/predict": 512 * 1024}   # PNG drawings
+    BODY_LIMITS: ClassVar[dict[str, int]] = {"/api/predict": 512 * 1024}   # PNG drawings
 
     def __init__(self, session: DemoSession) -> None:
         self.session = session

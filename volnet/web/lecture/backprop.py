@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 import volnet as vn
+from volnet.errors import ConfigError
 from volnet.web.lecture.conv import check_range
 
 LIMITS = {"W": (3, 8), "F": (2, 4), "K": (1, 3), "seed": (0, 10**6), "cell": (0, 10**6)}
@@ -25,7 +26,7 @@ def conv_backprop_view(W: int = 5, F: int = 3, K: int = 2, seed: int = 0, cell: 
     """
     check_range({"W": W, "F": F, "K": K, "seed": seed, "cell": cell}, LIMITS)
     if F > W:
-        F = W
+        raise ConfigError(f"the filter (F={F}) must fit in the input (W={W}); choose F <= W")
     rng = np.random.default_rng(seed)
     layer = vn.Conv2d(1, K, F, dtype=np.float64)
     layer.params["weight"][...] = rng.integers(-2, 3, size=(K, 1, F, F))

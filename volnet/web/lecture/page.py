@@ -7,6 +7,7 @@ fixed ranges and tables; only the dense page takes a body (an uploaded PNG).
 from __future__ import annotations
 
 import threading
+from typing import ClassVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -38,13 +39,13 @@ def _ints(request: Request, limits: dict, defaults: dict) -> dict:
 class LecturePages:
     """Route handlers of the five lecture pages; the dense page also reads the session's net."""
 
-    ASSETS = {
+    ASSETS: ClassVar[dict[str, tuple[str, str]]] = {
         **{f"/lecture/{name}": (f"lecture-{name}.html", HTML) for name in PAGE_NAMES},
         **{f"/static/lecture-{name}.js": (f"lecture-{name}.js", JS) for name in PAGE_NAMES},
         "/static/lecture.js": ("lecture.js", JS),
         "/static/lecture.css": ("lecture.css", "text/css; charset=utf-8"),
     }
-    BODY_LIMITS = {"/api/lecture/dense": 2 * 1024 * 1024,              # an uploaded PNG
+    BODY_LIMITS: ClassVar[dict[str, int]] = {"/api/lecture/dense": 2 * 1024 * 1024,              # an uploaded PNG
                    "/api/lecture/dense/checkpoint": 8 * 1024 * 1024}   # a small classifier
 
     def __init__(self, session: DemoSession) -> None:
