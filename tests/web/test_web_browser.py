@@ -1,10 +1,10 @@
 """The page in real headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
 
 Screenshots go to artifacts/web/ at the repository root (git-ignored) for a person to look at.
-Without Chromium these tests skip, unless VOLNET_REQUIRE_BROWSER=1 (set by .ci/run): then they fail.
+The browser (one per test session) comes from conftest.py: without Chromium these tests skip,
+unless VOLNET_REQUIRE_BROWSER=1 (set by .ci/run): then they fail.
 """
 
-import os
 import re
 import time
 from pathlib import Path
@@ -13,25 +13,7 @@ import pytest
 
 from volnet.web.server import DemoServer
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "web"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)"
-        if os.environ.get("VOLNET_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield instance
-        instance.close()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +78,12 @@ def test_train_live_draw_and_look_inside(page, browser, server):
     page.click("#pause")
     page.wait_for_selector("#status[data-state=paused]")
 
+    # the per-layer statistics arrived and are drawn (values: tests/web/test_web_lecture.py)
+    samples = page.evaluate("metrics.layers.length")
+    assert samples > 0 and page.evaluate("Object.keys(metrics.layers[0].grad_norm).length") == 5
+
     # draw a "1": one vertical stroke
+    page.locator("#draw").scroll_into_view_if_needed()
     box = page.locator("#draw").bounding_box()
     page.mouse.move(box["x"] + 140, box["y"] + 40)
     page.mouse.down()
