@@ -71,7 +71,9 @@ class _Builder:
 
     def const(self, name: str, array) -> str:
         name = self.fresh(name)
-        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.asarray(array)
+        array = np.ascontiguousarray(array) if array.ndim else array.copy()   # 0-d stays 0-d
+        self.initializers.append(self.numpy_helper.from_array(array, name))
         return name
 
     def param(self, layer, key: str, prefix: str) -> str:
@@ -318,3 +320,6 @@ def _channel_affine(layer, b, x, shape, prefix):
 def _reshape(layer, b, x, shape, prefix):
     target = b.const(join_key(prefix, "shape"), np.array((0,) + layer.shape, dtype=np.int64))
     return b.node("Reshape", [x, target], prefix), layer.output_shape(shape)
+
+
+import volnet.io.onnx_export_ops  # noqa: E402, F401 - registers the exporters of the import layers
