@@ -15,6 +15,11 @@ def refuse(node, attribute: str, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"ONNX node {name!r} ({node.op_type}), {where}{problem}; {fix}")
 
 
+def nshape(shape) -> str:
+    """A per-example shape as the batch it describes: (4, 5) -> "(N, 4, 5)"."""
+    return "(" + ", ".join(["N", *map(str, shape)]) + ")"
+
+
 def scope_path(node_name: str) -> str:
     """PyTorch's exporter names nodes by module scope: "/layer1/layer1.0/conv1/Conv" ->
     "layer1.0.conv1", the module's state-dict prefix."""

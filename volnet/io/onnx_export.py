@@ -322,4 +322,4 @@ def _reshape(layer, b, x, shape, prefix):
     return b.node("Reshape", [x, target], prefix), layer.output_shape(shape)
 
 
-import volnet.io.onnx_export_ops  # noqa: E402, F401 - registers the exporters of the import layers
+import volnet.io.onnx_export_ops  # noqa: F401 - registers the exporters of the import layers

@@ -49,15 +49,29 @@ def _constant_of_shape(node, a, inputs, opset):
     return [np.full(tuple(int(d) for d in inputs[0]), value.reshape(-1)[0], dtype=value.dtype)]
 
 
+@folds("Shape")
+def _shape(node, a, inputs, opset):
+    return [np.array(inputs[0].shape, dtype=np.int64)[a.get("start", 0):a.get("end", None)]]
+
+
 @folds("Identity", "Dropout")
 def _identity(node, a, inputs, opset):
+    if any(node.output[1:]):
+        raise refuse(node, "mask", "the dropout mask output is requested",
+                     "export the inference graph (model.eval()) without the mask")
     return [inputs[0]]
 
 
 @folds("Cast")
 def _cast(node, a, inputs, opset):
-    from onnx import helper
+    from onnx import TensorProto, helper
 
+    target = TensorProto.DataType.Name(a["to"])
+    plain = {"FLOAT", "DOUBLE", "FLOAT16", "BOOL", "INT8", "INT16", "INT32", "INT64",
+             "UINT8", "UINT16", "UINT32", "UINT64"}
+    if target not in plain or inputs[0].dtype.kind not in "biuf":
+        raise refuse(node, "to", f"a cast from {inputs[0].dtype} to {target}",
+                     f"volnet folds casts between NumPy's types: {', '.join(sorted(plain))}")
     return [inputs[0].astype(helper.tensor_dtype_to_np_dtype(a["to"]))]
 
 
@@ -137,4 +151,12 @@ def _arithmetic(node, a, inputs, opset):
 
 def fold(node, a: dict, inputs: list, opset: int) -> list[np.ndarray]:
     """Evaluate ``node`` on constant ``inputs`` (None for an omitted optional input)."""
-    return FOLDERS[node.op_type](node, a, inputs, opset)
+    if any(x is not None and not isinstance(x, np.ndarray) for x in inputs):
+        raise refuse(node, "inputs", "an input is not a tensor (a sequence or an optional)",
+                     "volnet folds tensor constants only")
+    try:
+        return FOLDERS[node.op_type](node, a, inputs, opset)
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError) as err:
+        raise refuse(node, "", f"cannot evaluate it on its constant inputs "
+                     f"({type(err).__name__}: {str(err)[:120]})",
+                     "check the graph with onnx.checker and onnxruntime") from None

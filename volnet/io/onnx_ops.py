@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from volnet.io._onnx_attrs import pair, refuse, window_pads
+from volnet.io._onnx_attrs import nshape, pair, refuse, window_pads
 from volnet.io.onnx_graph import Reshape
 from volnet.io.onnx_import import handles
 from volnet.layers import (
@@ -66,7 +66,7 @@ def conv(imp, node, a):
     if w.ndim != 4:
         raise refuse(node, "W", f"weight shape {w.shape} is not 2-D convolution",
                      "volnet imports Conv over (N, C, H, W) with a 4-D weight")
-    c, h, wd = _spatial(imp, node, source)
+    _, h, wd = _spatial(imp, node, source)
     group = int(a.get("group", 1))
     stride, dilation = pair(node, a, "strides"), pair(node, a, "dilations")
     pads = window_pads(node, a, (h, wd), w.shape[2:], stride, dilation)
@@ -89,7 +89,7 @@ def _onnx_pool_size(n, k, s, pb, pe, ceil_mode):
 
 def _pool(imp, node, a, kind):
     source = imp.computed(node)
-    c, h, w = _spatial(imp, node, source)
+    _, h, w = _spatial(imp, node, source)
     if len(node.output) > 1 and node.output[1]:
         raise refuse(node, "Indices", "the second output (argmax indices) is requested",
                      "volnet's MaxPool2d routes gradients itself; drop the Indices output")
@@ -104,7 +104,7 @@ def _pool(imp, node, a, kind):
     pads = window_pads(node, a, (h, w), kernel, stride, (1, 1))
     expected = tuple(_onnx_pool_size(n, k, s, pads[i], pads[i + 2], ceil_mode)
                      for i, (n, k, s) in enumerate(zip((h, w), kernel, stride)))
-    half = lambda p: all(v <= k // 2 for v, k in zip(p, kernel))  # noqa: E731
+    half = lambda p: all(v <= k // 2 for v, k in zip(p, kernel))
     include = kind == "max" or bool(a.get("count_include_pad", 0))
     value = -np.inf if kind == "max" else 0.0
     padded, padding = _padded_source(imp, node, source, pads, half, value)
@@ -147,7 +147,7 @@ def global_pool(imp, node, a):
 def gemm(imp, node, a):
     source = imp.computed(node)
     if len(imp.shape(source)) != 1:
-        raise refuse(node, "A", f"input of shape (N, {imp.shape(source)}) is not 2-D",
+        raise refuse(node, "A", f"input of shape {nshape(imp.shape(source))} is not 2-D",
                      "flatten to (N, features) before Gemm")
     if a.get("transA", 0):
         raise refuse(node, "transA", "transA=1 mixes the batch axis into the features",
@@ -177,7 +177,7 @@ def matmul(imp, node, a):
     source = imp.computed(node)
     w = imp.const(node, 1, "B (weight)")
     if w.ndim != 2 or len(imp.shape(source)) != 1:
-        raise refuse(node, "B", f"(N, {imp.shape(source)}) @ {w.shape} is not a 2-D matrix "
+        raise refuse(node, "B", f"{nshape(imp.shape(source))} @ {w.shape} is not a 2-D matrix "
                      "product", "volnet imports MatMul of (N, K) by a constant (K, M)")
     layer = Linear(w.shape[0], w.shape[1], bias=False)
     layer.params["weight"][...] = w.T
@@ -235,7 +235,10 @@ def prelu(imp, node, a):
     source = imp.computed(node)
     shape = imp.shape(source)
     slope = np.asarray(imp.const(node, 1, "slope"), dtype=np.float64)
-    if slope.ndim == len(shape) + 1 and slope.shape[0] == 1:
+    if slope.ndim == len(shape) + 1:
+        if slope.shape[0] != 1:
+            raise refuse(node, "slope", f"slope of shape {slope.shape} varies along the batch "
+                         f"axis of {nshape(shape)}", "give one slope per channel (C, 1, 1)")
         slope = slope[0]
     if slope.size == 1:
         layer = PReLU(1)
@@ -246,7 +249,7 @@ def prelu(imp, node, a):
         layer = PReLU(weight_shape=slope.shape)          # NumPy broadcasting, right-aligned
     else:
         raise refuse(node, "slope", f"slope of shape {slope.shape} has more axes than the input "
-                     f"(N, {shape})", "give one slope per channel (C, 1, 1) or a scalar")
+                     f"{nshape(shape)}", "give one slope per channel (C, 1, 1) or a scalar")
     layer.params["weight"][...] = slope.reshape(layer.params["weight"].shape)
     imp.add_layer(node, layer, source, weight_index=1)
 
@@ -275,7 +278,7 @@ def softmax(imp, node, a):
     axis = axis + rank if axis < 0 else axis
     cls = Softmax if node.op_type == "Softmax" else LogSoftmax
     if not 0 < axis < rank:
-        raise refuse(node, "axis", f"axis {a.get('axis', axis)} of input (N, {shape}) is the "
+        raise refuse(node, "axis", f"axis {a.get('axis', axis)} of input {nshape(shape)} is the "
                      "batch axis or out of range", "volnet normalises within each example: "
                      "use an axis from 1 to rank-1")
     if imp.opset >= 13 or axis == rank - 1 or all(d == 1 for d in shape[axis:]):
@@ -287,4 +290,4 @@ def softmax(imp, node, a):
                   output=flat)
     imp.add_layer(node, cls(axis), flat, output=f"{node.output[0]}__norm")
     imp.add_layer(node, Reshape(shape), f"{node.output[0]}__norm")
-    imp.note(node, f"opset {imp.opset} normalises axes {axis}.. of (N, {shape}) together")
+    imp.note(node, f"opset {imp.opset} normalises axes {axis}.. of {nshape(shape)} together")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.io._onnx_attrs import refuse
+from volnet.io._onnx_attrs import nshape, refuse
 from volnet.io.onnx_fold import _axes
 from volnet.io.onnx_graph import Reshape
 from volnet.io.onnx_import import handles
@@ -38,6 +38,15 @@ def identity(imp, node, a):
     _alias(imp, node, imp.computed(node))
 
 
+@handles("Cast")
+def cast(imp, node, a):
+    target = imp.onnx.TensorProto.DataType.Name(a["to"])
+    if target not in ("FLOAT", "DOUBLE"):
+        raise refuse(node, "to", f"a cast of the computed tensor to {target}",
+                     "volnet computes in float32/float64; casts to FLOAT or DOUBLE import")
+    _alias(imp, node, imp.computed(node))
+
+
 def _constant_op(imp, node, source, value, reverse):
     """``source <op> value`` as a layer; a MatMul's bias folds into its Linear."""
     op = OPS[node.op_type]
@@ -53,7 +62,7 @@ def _constant_op(imp, node, source, value, reverse):
         return
     if value.ndim > len(shape) + 1:
         raise refuse(node, "B", f"constant of shape {value.shape} has more axes than the input "
-                     f"(N, {shape})", "reshape the constant to the input's rank")
+                     f"{nshape(shape)}", "reshape the constant to the input's rank")
     imp.add_layer(node, ConstantOp(op, value.shape, reverse=reverse, value=value.astype(
         np.float64 if value.dtype == np.float64 else np.float32)), source)
 
@@ -68,7 +77,7 @@ def arithmetic(imp, node, a):
         x, y = imp.computed(node, 0), imp.computed(node, 1)
         if node.op_type != "Add" or imp.shape(x) != imp.shape(y):
             raise refuse(node, "", f"{node.op_type} of two computed tensors of shapes "
-                         f"(N, {imp.shape(x)}) and (N, {imp.shape(y)})",
+                         f"{nshape(imp.shape(x))} and {nshape(imp.shape(y))}",
                          "volnet joins computed tensors by Add/Sum of equal shapes only")
         imp.add_join(node, "add", (x, y), imp.shape(x))
         return
@@ -112,7 +121,7 @@ def concat(imp, node, a):
     rank = len(shapes[0]) + 1
     axis = a["axis"] + rank if a["axis"] < 0 else a["axis"]
     if axis != 1:
-        raise refuse(node, "axis", f"axis {a['axis']} of (N, {shapes[0]})",
+        raise refuse(node, "axis", f"axis {a['axis']} of {nshape(shapes[0])}",
                      "volnet concatenates along the channel axis 1 only")
     if len({s[1:] for s in shapes}) != 1:
         raise refuse(node, "inputs", f"shapes {shapes} differ beyond the channel axis",
@@ -148,14 +157,14 @@ def reshape(imp, node, a):
         (-1 in rest and size % max(int(np.prod([d for d in rest if d != -1])), 1) == 0)
         or (-1 not in rest and int(np.prod(rest)) == size))
     if not fits or target[0] not in (-1, imp.batch) or (target[0] == -1 and -1 in rest):
-        raise refuse(node, "shape", f"target {target} from input (N, {', '.join(map(str, shape))}) "
+        raise refuse(node, "shape", f"target {target} from input {nshape(shape)} "
                      "does not keep the batch axis", "volnet reshapes within each example: "
                      "targets like [0, ...] or [-1, C*H*W] work")
     known = int(np.prod([d for d in rest if d != -1])) if rest else 1
     rest = [size // known if d == -1 else d for d in rest]
     if literal_batch:
         imp.note(node, f"target {target} fixes the batch to {target[0]}; read as keeping the "
-                 f"batch axis, (N, {', '.join(map(str, rest))})")
+                 f"batch axis, {nshape(rest)}")
     _reshape_to(imp, node, source, rest)
 
 
@@ -166,7 +175,7 @@ def flatten(imp, node, a):
     axis = a.get("axis", 1)
     axis = axis + len(shape) + 1 if axis < 0 else axis
     if axis == 0 or any(d != 1 for d in shape[:axis - 1]):
-        raise refuse(node, "axis", f"axis {a.get('axis', 1)} of (N, {shape}) merges the batch "
+        raise refuse(node, "axis", f"axis {a.get('axis', 1)} of {nshape(shape)} merges the batch "
                      "axis with others", "use axis 1 (or an axis preceded only by size-1 axes)")
     if axis == 1:
         imp.add_layer(node, Flatten(), source)
@@ -184,7 +193,7 @@ def squeeze(imp, node, a):
         axes = [i for i, d in enumerate(shape, 1) if d == 1] if axes is None else \
             [ax + rank if ax < 0 else ax for ax in axes]
         if 0 in axes or any(shape[ax - 1] != 1 for ax in axes):
-            raise refuse(node, "axes", f"axes {axes} of (N, {shape}) include the batch axis or an "
+            raise refuse(node, "axes", f"axes {axes} of {nshape(shape)} include the batch axis or an "
                          "axis longer than 1", "squeeze size-1 axes after the batch axis")
         out = tuple(d for i, d in enumerate(shape, 1) if i not in axes)
     else:
@@ -199,7 +208,7 @@ def squeeze(imp, node, a):
     if out:
         _reshape_to(imp, node, source, out)
     else:
-        raise refuse(node, "axes", f"squeezing (N, {shape}) leaves the batch axis alone",
+        raise refuse(node, "axes", f"squeezing {nshape(shape)} leaves the batch axis alone",
                      "keep at least one axis per example")
 
 
@@ -239,7 +248,7 @@ def pad(imp, node, a):
     rank = len(shape) + 1
     begin, end = pads[:rank], pads[rank:]
     if rank < 3 or any(begin[:-2]) or any(end[:-2]) or min(pads) < 0:
-        raise refuse(node, "pads", f"{pads} on (N, {shape})", "volnet pads the last two "
+        raise refuse(node, "pads", f"{pads} on {nshape(shape)}", "volnet pads the last two "
                      "(spatial) axes with non-negative amounts only")
     layer = ConstantPad2d((begin[-1], end[-1], begin[-2], end[-2]), value)
     imp.add_layer(node, layer, source)

@@ -26,6 +26,7 @@ from volnet.layers.side_branch import SideBranch
 from volnet.layers.transpose import Transpose
 
 __all__ = [
+    "ELU",
     "AdaptiveAvgPool2d",
     "AvgPool2d",
     "BatchNorm1d",
@@ -39,7 +40,6 @@ __all__ = [
     "Container",
     "Conv2d",
     "Dropout",
-    "ELU",
     "FlatConcat",
     "Flatten",
     "GlobalAvgPool2d",

@@ -48,7 +48,7 @@ class ConstantPad2d(Layer):
         return np.pad(x, widths, constant_values=self.value)
 
     def _backward(self, dout):
-        left, right, top, bottom = self.padding
+        left, _, top, _ = self.padding
         h, w = self._cache[-2:]
         return np.ascontiguousarray(dout[..., top:top + h, left:left + w])
 

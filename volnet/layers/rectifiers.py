@@ -102,7 +102,8 @@ class ELU(_Elementwise):
 
 
 class Clip(_Elementwise):
-    """min(max(x, min_value), max_value); either bound may be None (ONNX ``Clip``).
+    """min(max(x, min_value), max_value); either bound may be None (ONNX ``Clip``). With
+    min_value > max_value every output is max_value (ONNX's and NumPy's rule).
 
     Example:
         >>> Clip(0.0, 6.0).forward(np.array([[-1.0, 3.0, 7.0]]))
@@ -113,8 +114,6 @@ class Clip(_Elementwise):
         super().__init__()
         self.min_value = None if min_value is None else float(min_value)
         self.max_value = None if max_value is None else float(max_value)
-        if None not in (self.min_value, self.max_value) and self.min_value > self.max_value:
-            raise ConfigError(f"Clip: min_value {self.min_value} exceeds max_value {self.max_value}")
 
     def _forward(self, x, training, keep_cache):
         low = -np.inf if self.min_value is None else self.min_value
