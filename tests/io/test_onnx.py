@@ -101,6 +101,7 @@ LAYER_CASES = [   # (factory, per-example input shape)
     (lambda: L.LogSoftmax(dim=2), (3, 2, 2)),
     (lambda: L.GlobalMaxPool2d(), (3, 4, 5)),
     (lambda: L.Transpose((1, 2, 0)), (3, 2, 4)),
+    (lambda: L.Narrow(1, 1, 2), (4, 2, 3)),
     (lambda: L.ConstantOp("add", (4,), value=np.arange(4.0)), (3, 2, 4)),
     (lambda: L.ConstantOp("div", (3, 1, 1), reverse=True, value=np.arange(1.0, 4.0).reshape(3, 1, 1)),
      (3, 2, 2)),

@@ -152,6 +152,8 @@ LAYER_CASES = [
     Case("log_softmax_dim2", lambda: L.LogSoftmax(dim=2), (3, 4, 2)),
     Case("global_maxpool", lambda: L.GlobalMaxPool2d(), (3, 4, 5), "distinct"),
     Case("transpose", lambda: L.Transpose((2, 0, 1)), (2, 3, 4)),
+    Case("narrow_channels", lambda: L.Narrow(1, 1, 2), (4, 2, 3)),
+    Case("narrow_width", lambda: L.Narrow(3, 2, 1), (2, 3, 4)),
     Case("const_add_last_axis", lambda: L.ConstantOp("add", (4,), value=_const((4,))), (3, 2, 4)),
     Case("const_mul_channel", lambda: L.ConstantOp("mul", (3, 1, 1), value=_const((3, 1, 1))),
          (3, 2, 2)),
@@ -315,6 +317,15 @@ class TorchBroadcastPReLU(torch.nn.Module):
         return torch.where(x > 0, x, x * self.weight)
 
 
+class TorchNarrow(torch.nn.Module):
+    def __init__(self, dim, start, length):
+        super().__init__()
+        self.args = (dim, start, length)
+
+    def forward(self, x):
+        return x.narrow(*self.args)
+
+
 class TorchPermute(torch.nn.Module):
     def __init__(self, dims):
         super().__init__()
@@ -349,6 +360,8 @@ def _import_layer_to_torch(layer):
         return TorchPermute(layer.dims)
     if isinstance(layer, L.ConstantOp):
         return TorchConstantOp(layer)
+    if isinstance(layer, L.Narrow):
+        return TorchNarrow(layer.dim, layer.start, layer.length)
     return None
 
 

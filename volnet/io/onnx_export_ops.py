@@ -14,6 +14,7 @@ from volnet.layers import (
     ConstantPad2d,
     GlobalMaxPool2d,
     LogSoftmax,
+    Narrow,
     PReLU,
     Transpose,
 )
@@ -86,3 +87,12 @@ def _constant_op(layer, b, x, shape, prefix):
     c = b.const(join_key(prefix, "constant"), np.asarray(layer.buffers["constant"], np.float32))
     op = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div"}[layer.op]
     return b.node(op, [c, x] if layer.reverse else [x, c], prefix), layer.output_shape(shape)
+
+
+@register_onnx_exporter(Narrow)
+def _narrow(layer, b, x, shape, prefix):
+    starts, ends, axes = (b.const(join_key(prefix, key), np.array([value], dtype=np.int64))
+                          for key, value in (("starts", layer.start),
+                                             ("ends", layer.start + layer.length),
+                                             ("axes", layer.dim)))
+    return b.node("Slice", [x, starts, ends, axes], prefix), layer.output_shape(shape)

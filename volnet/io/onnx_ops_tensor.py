@@ -1,6 +1,6 @@
 """ONNX operators on whole tensors: arithmetic with NumPy broadcasting, Sum, Concat, the
-reshaping family (Reshape, Flatten, Squeeze, Unsqueeze, Transpose), Pad, Expand, and the
-pass-through Identity/Dropout.
+reshaping family (Reshape, Flatten, Squeeze, Unsqueeze, Transpose), Cast and the
+pass-through Identity/Dropout (Split, Slice, Pad, Expand: :mod:`volnet.io.onnx_ops_slicing`).
 
 volnet keeps the batch axis first and free: a node may reshape, pad or permute within
 each example, never across the batch. A Reshape whose target fixes the batch to the size
@@ -16,7 +16,7 @@ from volnet.io._onnx_attrs import nshape, refuse
 from volnet.io.onnx_fold import _axes
 from volnet.io.onnx_graph import Reshape
 from volnet.io.onnx_import import handles
-from volnet.layers import AdaptiveAvgPool2d, ConstantOp, ConstantPad2d, Flatten, Linear, Transpose
+from volnet.layers import ConstantOp, Flatten, Linear, Transpose
 
 OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
 
@@ -224,44 +224,3 @@ def transpose(imp, node, a):
         _alias(imp, node, source)
     else:
         imp.add_layer(node, Transpose([p - 1 for p in perm[1:]]), source)
-
-
-@handles("Pad")
-def pad(imp, node, a):
-    source = imp.computed(node)
-    shape = imp.shape(source)
-    if a.get("mode", "constant") != "constant":
-        raise refuse(node, "mode", f"{a['mode']!r} padding is not supported",
-                     "volnet imports constant padding")
-    if imp.opset < 11:
-        pads, value = list(a.get("pads", [])), a.get("value", 0.0)
-    else:
-        pads = [int(p) for p in imp.const(node, 1, "pads")]
-        value = imp.const(node, 2, "constant_value", optional=True)
-        value = 0.0 if value is None or np.size(value) == 0 else float(np.ravel(value)[0])
-        axes = imp.const(node, 3, "axes", optional=True)
-        if axes is not None:
-            full = [0] * (2 * (len(shape) + 1))
-            for i, ax in enumerate(int(v) % (len(shape) + 1) for v in axes):
-                full[ax], full[ax + len(shape) + 1] = pads[i], pads[i + len(axes)]
-            pads = full
-    rank = len(shape) + 1
-    begin, end = pads[:rank], pads[rank:]
-    if rank < 3 or any(begin[:-2]) or any(end[:-2]) or min(pads) < 0:
-        raise refuse(node, "pads", f"{pads} on {nshape(shape)}", "volnet pads the last two "
-                     "(spatial) axes with non-negative amounts only")
-    layer = ConstantPad2d((begin[-1], end[-1], begin[-2], end[-2]), value)
-    imp.add_layer(node, layer, source)
-
-
-@handles("Expand")
-def expand(imp, node, a):
-    # ONNX broadcasting of (N, C, 1, 1) to [1, 1, H, W] is exactly what AdaptiveAvgPool2d((H, W))
-    # computes (volnet exports it this way from 1x1)
-    source = imp.computed(node)
-    shape = [int(d) for d in imp.const(node, 1, "shape")]
-    if len(shape) != 4 or shape[:2] != [1, 1] or min(shape[2:]) < 1 \
-            or imp.shape(source)[1:] not in ((1, 1), tuple(shape[2:])):
-        raise refuse(node, "shape", f"only spatial broadcasting to [1, 1, H, W] is supported, "
-                     f"got {shape}", "broadcast a (N, C, 1, 1) tensor over H and W")
-    imp.add_layer(node, AdaptiveAvgPool2d(tuple(shape[2:])), source)

@@ -11,6 +11,7 @@ from volnet.layers.elementwise import ConstantOp
 from volnet.layers.flat_concat import FlatConcat
 from volnet.layers.linear import Linear
 from volnet.layers.log_softmax import LogSoftmax
+from volnet.layers.narrow import Narrow
 from volnet.layers.norm import BatchNorm1d, BatchNorm2d, LocalResponseNorm
 from volnet.layers.padding import ConstantPad2d
 from volnet.layers.pool import (
@@ -51,6 +52,7 @@ __all__ = [
     "LocalResponseNorm",
     "LogSoftmax",
     "MaxPool2d",
+    "Narrow",
     "PReLU",
     "ReLU",
     "ReLU6",
