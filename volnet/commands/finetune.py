@@ -15,9 +15,11 @@ def add_parser(sub):
                                    "folder's classes, freeze the rest and train the head "
                                    "(or what --train names). Prints held-out accuracy before "
                                    "and after, and saves a checkpoint for volnet predict.")
-    p.add_argument("model", help="zoo model name, e.g. resnet18")
-    p.add_argument("--weights", required=True, help="a .pth/.safetensors file with the model's "
-                   "(torchvision) keys, or 'imagenet' to download torchvision's weights")
+    p.add_argument("model", help="zoo model name, e.g. resnet18, or a network file with its "
+                   "weights: a volnet checkpoint (volnet import writes one) or an .onnx file")
+    p.add_argument("--weights", default=None, help="for a zoo model: a .pth/.safetensors file "
+                   "with the model's (torchvision) keys, or 'imagenet' to download torchvision's "
+                   "weights")
     p.add_argument("--data", required=True, help="folder of <class>/<image> sub-folders, or "
                    "with train/ and val/ sub-folders of that form")
     p.add_argument("--input", type=parse_shape, default=None,
@@ -75,27 +77,38 @@ def _load_data(folder: str, shape, fraction: float, seed: int):
 
 
 def run(args) -> int:
+    from volnet.commands.model_arg import resolve_model
     from volnet.data.batches import BatchIterator
     from volnet.data.imagenet import MEAN, STD
-    from volnet.errors import CheckpointError
+    from volnet.errors import CheckpointError, ConfigError
     from volnet.io.checkpoint import save
     from volnet.io.weights import absent_aux_heads, fetch_weights
-    from volnet.models.registry import INPUT_SHAPES, build
     from volnet.train.callbacks import LambdaCallback
     from volnet.train.finetune import finetune, load_backbone, replace_head
     from volnet.train.optim import Adam
     from volnet.train.trainer import evaluate
 
-    out = args.out or f"{args.model}-finetuned.safetensors"
+    stem = os.path.splitext(os.path.basename(args.model))[0]
+    out = args.out or f"{stem}-finetuned.safetensors"
     if os.path.exists(out) and not args.overwrite:
         raise CheckpointError(f"{out} exists; choose another --out or pass --overwrite")
-    net = build(args.model)
-    shape = args.input or INPUT_SHAPES[args.model]
+    model = resolve_model(args.model)
+    net, prep = model.net, model.preprocessing
+    if model.kind == "zoo" and not args.weights:
+        raise ConfigError(f"--weights is needed for zoo model {args.model!r} (a file, or "
+                          "'imagenet'); a checkpoint or .onnx file carries its own")
+    if model.kind != "zoo" and args.weights:
+        raise ConfigError(f"{model.description} carries its own weights; drop --weights")
+    shape = args.input or model.input_shape
+    if shape is None:
+        raise ConfigError(f"{model.description} records no input shape; pass --input CxHxW")
     x, y, xv, yv, classes = _load_data(args.data, shape, args.val_fraction, args.seed)
     head = replace_head(net, len(classes), rng=args.seed)
-    weights = fetch_weights(args.model) if args.weights == "imagenet" else args.weights
-    load_backbone(net, weights, head, ignore=absent_aux_heads(net))
-    mean, std = (None, None) if args.no_imagenet_norm else (MEAN, STD)
+    if model.kind == "zoo":
+        weights = fetch_weights(args.model) if args.weights == "imagenet" else args.weights
+        load_backbone(net, weights, head, ignore=absent_aux_heads(net))
+    mean, std = (None, None) if args.no_imagenet_norm else (
+        (prep["mean"], prep["std"]) if prep.get("mean") is not None else (MEAN, STD))
     val_x = BatchIterator(xv, yv, mean=mean, std=std).transform(xv)
     before = {}   # held-out accuracy with the new, untrained head
 

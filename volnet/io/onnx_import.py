@@ -12,7 +12,6 @@ node, the operator, the attribute and what would work. ``onnx`` is imported only
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
@@ -24,6 +23,7 @@ from volnet.io._onnx_attrs import attrs, nshape, refuse, scope_path
 from volnet.io._optional import require
 from volnet.io.onnx_fold import FOLDERS, fold
 from volnet.io.onnx_graph import Graph, Node
+from volnet.io.onnx_metadata import read_preprocessing
 
 OPSETS = range(7, 29)   # 7-21 as CNN files use them; 22-28 changed only element types here
 HANDLERS: dict = {}
@@ -233,22 +233,6 @@ def _read_model(path, onnx):
     except Exception as err:  # noqa: BLE001 - onnx raises many types for a damaged file
         raise CheckpointError(f"{path} is not a valid ONNX model ({type(err).__name__}: "
                               f"{str(err)[:200]})") from None
-
-
-def read_preprocessing(model) -> dict:
-    """The preprocessing :func:`volnet.io.export_onnx` records in ``metadata_props``."""
-    props = {p.key: p.value for p in model.metadata_props}
-    prep = {}
-    for key in ("input_shape", "mean", "std", "class_names"):
-        text = props.get(f"volnet.{key}")
-        if text is None:
-            continue
-        try:
-            prep[key] = json.loads(text)
-        except json.JSONDecodeError:
-            raise CheckpointError(f"metadata_props volnet.{key} is not valid JSON: "
-                                  f"{text[:80]!r}") from None
-    return prep
 
 
 def load_onnx(path, input_shape=None) -> Graph:

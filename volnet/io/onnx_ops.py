@@ -23,6 +23,7 @@ from volnet.layers import (
     ConstantOp,
     ConstantPad2d,
     Conv2d,
+    Flatten,
     GlobalAvgPool2d,
     GlobalMaxPool2d,
     LeakyReLU,
@@ -141,6 +142,25 @@ def global_pool(imp, node, a):
     _spatial(imp, node, imp.computed(node))
     imp.add_layer(node, GlobalAvgPool2d() if node.op_type == "GlobalAveragePool"
                   else GlobalMaxPool2d())
+
+
+@handles("ReduceMean")
+def reduce_mean(imp, node, a):
+    """The mean over H and W (torchvision's ``x.mean([2, 3])``) is global average pooling."""
+    source = imp.computed(node)
+    shape = _spatial(imp, node, source)
+    axes = a.get("axes")
+    if imp.opset >= 18:
+        given = imp.const(node, 1, "axes", optional=True)
+        axes = None if given is None else [int(v) for v in given]
+    if axes is None or sorted(v % 4 for v in axes) != [2, 3]:
+        raise refuse(node, "axes", f"a mean over axes {axes} of {nshape(shape)}",
+                     "volnet imports ReduceMean over the spatial axes [2, 3] (global pooling)")
+    if a.get("keepdims", 1):
+        imp.add_layer(node, GlobalAvgPool2d(), source)
+        return
+    pooled = imp.add_layer(node, GlobalAvgPool2d(), source, output=f"{node.output[0]}__pool")
+    imp.add_layer(node, Flatten(), pooled)
 
 
 @handles("Gemm")
