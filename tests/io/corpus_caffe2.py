@@ -114,7 +114,7 @@ def _w(n, width):
 
 def alexnet(width=8):
     """bvlc_alexnet: LRN, grouped conv2/4/5, ceil-mode pools as pads [0, 0, 1, 1]."""
-    w = lambda n: _w(n, width)  # noqa: E731
+    w = lambda n: _w(n, width)
     g = Caffe2Graph((3, 227, 227))
     x = g.lrn(g.conv("data_0", 3, w(96), 11, 4, pads=0))
     x = g.lrn(g.conv(g.maxpool(x, 3, 2), w(96), w(256), 5, group=2))

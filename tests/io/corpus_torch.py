@@ -28,7 +28,7 @@ class Fire(nn.Module):
 class SqueezeNet(nn.Module):
     def __init__(self, version="1_0", num_classes=100):
         super().__init__()
-        pool = lambda: nn.MaxPool2d(3, 2, ceil_mode=True)  # noqa: E731
+        pool = lambda: nn.MaxPool2d(3, 2, ceil_mode=True)
         if version == "1_0":
             self.features = nn.Sequential(
                 nn.Conv2d(3, 96, 7, 2), nn.ReLU(True), pool(), Fire(96, 16, 64, 64),
@@ -162,8 +162,8 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    CFG = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-           (6, 160, 3, 2), (6, 320, 1, 1)]
+    CFG = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+           (6, 160, 3, 2), (6, 320, 1, 1))
 
     def __init__(self, width=1, num_classes=100):
         super().__init__()
@@ -183,8 +183,8 @@ class MobileNetV2(nn.Module):
 
 
 class VGG19(nn.Module):
-    CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-           512, 512, 512, 512, "M"]
+    CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+           512, 512, 512, 512, "M")
 
     def __init__(self, width=1, hidden=4096, num_classes=100):
         super().__init__()
@@ -208,7 +208,7 @@ class VGG19(nn.Module):
 class AlexNet(nn.Module):
     def __init__(self, width=1, hidden=4096, num_classes=100):
         super().__init__()
-        w = lambda n: _c(n, width)  # noqa: E731
+        w = lambda n: _c(n, width)
         self.features = nn.Sequential(
             nn.Conv2d(3, w(64), 11, 4, 2), nn.ReLU(True), nn.MaxPool2d(3, 2),
             nn.Conv2d(w(64), w(192), 5, padding=2), nn.ReLU(True), nn.MaxPool2d(3, 2),
