@@ -140,6 +140,19 @@ def _slice(node, a, inputs, opset):
     return [x[tuple(index)]]
 
 
+@folds("Split")
+def _split(node, a, inputs, opset):
+    x, axis = inputs[0], a.get("axis", 0)
+    sizes = a.get("split")
+    if opset >= 13:
+        sizes = None if len(inputs) < 2 or inputs[1] is None else [int(v) for v in inputs[1]]
+    if sizes is None:
+        parts = a.get("num_outputs", len(node.output))
+        step = -(-x.shape[axis] // parts)
+        sizes = [min(step, x.shape[axis] - i * step) for i in range(parts)]
+    return np.split(x, np.cumsum(sizes)[:-1], axis=axis)
+
+
 @folds("Add", "Sub", "Mul", "Div")
 def _arithmetic(node, a, inputs, opset):
     x, y = inputs

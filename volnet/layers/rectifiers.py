@@ -20,8 +20,8 @@ class PReLU(_Elementwise):
             broadcast from NumPy-style, right-aligned (ONNX ``PRelu``'s rule).
 
     Example:
-        >>> PReLU().forward(np.array([[-2.0, 2.0]]))
-        array([[-0.5,  2. ]])
+        >>> PReLU().forward(np.array([[-2.0, 2.0]], dtype=np.float32))
+        array([[-0.5,  2. ]], dtype=float32)
     """
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, weight_shape=None,
