@@ -16,9 +16,9 @@ def add_parser(sub):
                                    "folder's classes, freeze the rest and train the head "
                                    "(or what --train names). Prints held-out accuracy before "
                                    "and after, and saves a checkpoint for volnet predict.")
-    p.add_argument("model", help="zoo model name, e.g. resnet18, or a volnet checkpoint "
-                   "(its own architecture and weights: a network written in Python, saved "
-                   "with vn.save)")
+    p.add_argument("model", help="zoo model name, e.g. resnet18, or a network file with its "
+                   "weights: a volnet checkpoint (volnet train, vn.save or volnet import write "
+                   "one) or an .onnx file")
     p.add_argument("--weights", default=None, help="for a zoo model: a .pth/.safetensors file "
                    "with the model's (torchvision) keys, a checkpoint of volnet train, or "
                    "'imagenet' to download torchvision's weights")
@@ -98,10 +98,11 @@ def _recorded_preprocessing(weights: str) -> dict | None:
 
 def run(args) -> int:
     from volnet.commands.checks import check_shape
+    from volnet.commands.model_arg import resolve_model
     from volnet.data.batches import BatchIterator
     from volnet.data.imagenet import MEAN, STD
     from volnet.errors import CheckpointError, ConfigError
-    from volnet.io.checkpoint import load, save
+    from volnet.io.checkpoint import save
     from volnet.io.weights import absent_aux_heads, fetch_weights
     from volnet.models.registry import INPUT_SHAPES, build
     from volnet.train.callbacks import LambdaCallback
@@ -116,24 +117,30 @@ def run(args) -> int:
     if os.path.exists(out) and not args.overwrite:
         raise CheckpointError(f"{out} exists; choose another --out or pass --overwrite")
     if from_file and args.weights:
-        raise ConfigError(f"{args.model} is a checkpoint and holds its own weights; --weights "
-                          "is for a zoo model name")
+        raise ConfigError(f"{args.model} carries its own weights (a checkpoint or .onnx file); "
+                          "drop --weights, which is for a zoo model name")
     if not from_file and not args.weights:
         raise ConfigError(f"--weights is required with a zoo model ({args.model}): a weights "
                           "file, a volnet checkpoint or 'imagenet'")
-    weights = args.model if from_file else (
-        fetch_weights(args.model) if args.weights == "imagenet" else args.weights)
-    recorded = _recorded_preprocessing(weights)
-    if from_file and recorded is None:
-        raise CheckpointError(f"{args.model} is not a volnet checkpoint; give a zoo model name "
-                              "and pass the file as --weights")
-    shape = args.input or (recorded and tuple(recorded.get("input_shape") or ())) or \
-        INPUT_SHAPES[args.model]
+    if from_file:
+        model = resolve_model(args.model)
+        net, recorded = model.net, dict(model.preprocessing or {})
+        if model.kind == "onnx" and recorded.get("mean") is None:
+            recorded = None     # an ONNX file without volnet's metadata: preprocessing unknown
+        shape = args.input or model.input_shape
+        if shape is None:
+            raise ConfigError(f"{model.description} records no input shape; pass --input CxHxW")
+        source = args.model
+    else:
+        weights = fetch_weights(args.model) if args.weights == "imagenet" else args.weights
+        recorded = _recorded_preprocessing(weights)
+        shape = args.input or (recorded and tuple(recorded.get("input_shape") or ())) or \
+            INPUT_SHAPES[args.model]
+        source = weights
     if recorded and recorded.get("input_shape"):
-        check_shape(weights, recorded["input_shape"], shape, "--input")
+        check_shape(source, recorded["input_shape"], shape, "--input")
     x, y, xv, yv, classes = _load_data(args.data, shape, args.val_fraction, args.seed)
     if from_file:
-        net = load(args.model)
         head = replace_head(net, len(classes), rng=args.seed)
     else:
         net = build(args.model) if tuple(shape) == INPUT_SHAPES.get(args.model) else \

@@ -10,7 +10,7 @@ from volnet.models.inception_resnet_v2 import inception_resnet_v2
 from volnet.models.inception_v4 import inception_v4
 from volnet.models.lenet import cifar_example, lenet5
 from volnet.models.pattern import pattern
-from volnet.models.registry import INPUT_SHAPES, MODELS, build
+from volnet.models.registry import INPUT_SHAPES, MODELS, build, pretrained
 from volnet.models.resnet import resnet, resnet18, resnet34, resnet50, resnet101, resnet152
 from volnet.models.vgg import (
     vgg,
@@ -45,6 +45,7 @@ __all__ = [
     "inception_v4",
     "lenet5",
     "pattern",
+    "pretrained",
     "resnet",
     "resnet18",
     "resnet34",

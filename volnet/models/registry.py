@@ -3,6 +3,8 @@ arguments ``num_classes``, ``in_channels`` and ``seed`` at least."""
 
 from __future__ import annotations
 
+from volnet.errors import ConfigError
+from volnet.io.weights import with_weights
 from volnet.models.alexnet import alexnet, alexnet_torchvision
 from volnet.models.all_cnn import all_cnn_c
 from volnet.models.context import context_module
@@ -55,9 +57,19 @@ def build(name: str, weights=None, **kwargs):
 
     ``weights``: None (fresh initialisation), "imagenet" (torchvision's file) or a path.
     """
-    from volnet.errors import ConfigError
-    from volnet.io.weights import with_weights
-
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
     return with_weights(MODELS[name], name)(weights=weights, **kwargs)
+
+
+def pretrained(name: str, weights="imagenet", **kwargs):
+    """Build zoo model ``name`` and load weights: ``"imagenet"`` (download) or a file path.
+
+    Auxiliary-head keys in torchvision's GoogLeNet/Inception files are dropped when
+    the model is built without those heads. ``kwargs`` go to the builder.
+
+    Args:
+        name: a zoo model with torchvision keys (see ``volnet.io.weights.WEIGHTS``).
+        weights: ``"imagenet"`` to fetch torchvision's file (cached), or a file path.
+    """
+    return build(name, weights=weights, **kwargs)

@@ -161,11 +161,34 @@ def _convert(layer: Layer, path: str, state: _State) -> tuple[Layer | None, _Sta
         return _convert_concat(layer, path, state)
     if isinstance(layer, SideBranch):
         return None, state   # an auxiliary head: the identity at inference
+    chain = _graph_chain(layer)
+    if chain is not None:   # an imported ONNX graph that is a plain chain of layers
+        return _convert_sequential(chain, path, state)
     if layer.named_children():
         raise _refuse(layer, path, "only Sequential, Residual and Concat containers are "
                                    "understood; rebuild the block from those")
     convert = {"spatial": _convert_spatial, "flat": _convert_flat, "vector": _convert_vector}
     return convert[state.mode](layer, path, state)
+
+
+def _graph_chain(layer):
+    """An imported :class:`~volnet.io.onnx_graph.Graph` whose nodes form one chain of layers,
+    as a Sequential in node order (same child names); None for anything else."""
+    nodes = getattr(layer, "nodes", None)
+    if nodes is None or not hasattr(layer, "input_name"):
+        return None
+    tensor = layer.input_name
+    for node in nodes:
+        if node.kind != "layer" or node.inputs != (tensor,):
+            what = (f"joins branches ({node.kind})" if node.kind != "layer"
+                    else f"starts a branch from {node.inputs[0]!r}")
+            raise _refuse(layer, layer.path, f"node {node.name!r} {what}; dense evaluation of "
+                          "imported graphs covers chains of layers (VGG, AlexNet), not residual "
+                          "or concatenated ones")
+        tensor = node.output
+    seq = Sequential(OrderedDict((node.name, layer[node.name]) for node in nodes))
+    seq._set_path(layer.path)
+    return seq
 
 
 def _keyed_children(block):

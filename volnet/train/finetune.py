@@ -54,8 +54,9 @@ def replace_head(net, num_classes: int, rng=0) -> str:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
     path = find_head(net)
     old = dict(net.named_layers())[path]
-    parent_path, _, child = path.rpartition(".")
-    parent = dict(net.named_layers())[parent_path]
+    # the container holding it (a Graph names children with dots: "classifier.6")
+    parent, child = next((layer, name) for _, layer in net.named_layers()
+                         for name, c in layer.named_children() if c is old)
     new = Linear(old.in_features, num_classes, bias="bias" in old.params, rng=rng,
                  dtype=old.params["weight"].dtype)
     try:
