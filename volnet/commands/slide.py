@@ -104,7 +104,7 @@ def _load_model(model: str, input_shape, weights=None):
     if not weights:
         return build(model), {}, shape, f"{model} (random weights)"
     from volnet.data import imagenet
-    from volnet.io.weights import pretrained
+    from volnet.models.registry import pretrained
 
     net = pretrained(model, weights)
     if num_outputs(net, shape, model) != 1000:
