@@ -96,6 +96,16 @@ LAYER_CASES = [
          (2, 6, 7)),
     Case("conv_1x1", lambda: vn.Conv2d(4, 3, 1), (4, 4, 3)),
     Case("conv_kernel_is_input", lambda: vn.Conv2d(2, 3, 5), (2, 5, 5)),
+    # transposed CONV: stride, padding, output_padding, dilation, groups, no bias, pairs
+    Case("conv_transpose", lambda: vn.ConvTranspose2d(3, 4, 3), (3, 4, 4)),
+    Case("conv_transpose_stride_pad", lambda: vn.ConvTranspose2d(3, 2, 4, stride=2, padding=1), (3, 3, 4)),
+    Case("conv_transpose_output_padding", lambda: vn.ConvTranspose2d(2, 3, 3, stride=2, padding=1,
+                                                                      output_padding=1), (2, 3, 3)),
+    Case("conv_transpose_dilation_groups", lambda: vn.ConvTranspose2d(4, 6, 3, padding=1, groups=2,
+                                                                       dilation=2), (4, 3, 4)),
+    Case("conv_transpose_pairs_no_bias", lambda: vn.ConvTranspose2d(
+        2, 3, (3, 2), stride=(1, 3), padding=(2, 0), output_padding=(0, 2), bias=False), (2, 4, 3)),
+    Case("conv_transpose_wide_stride1", lambda: vn.ConvTranspose2d(2, 16, 3, padding=1), (2, 3, 3)),
     # POOL: distinct inputs for max
     Case("maxpool", lambda: vn.MaxPool2d(2), (2, 6, 6), "distinct"),
     Case("maxpool_overlap", lambda: vn.MaxPool2d(3, stride=2), (2, 7, 7), "distinct"),
@@ -237,6 +247,10 @@ def _leaf_to_torch(layer):
     if isinstance(layer, vn.Conv2d):
         return t.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
                         layer.dilation, layer.groups, bias="bias" in layer.params)
+    if isinstance(layer, vn.ConvTranspose2d):
+        return t.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                                 layer.padding, layer.output_padding, layer.groups,
+                                 bias="bias" in layer.params, dilation=layer.dilation)
     if isinstance(layer, vn.Linear):
         return t.Linear(layer.in_features, layer.out_features, bias="bias" in layer.params)
     if isinstance(layer, vn.MaxPool2d):

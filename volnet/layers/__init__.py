@@ -5,6 +5,7 @@ from volnet.layers.base import Layer
 from volnet.layers.channel_affine import ChannelAffine
 from volnet.layers.containers import Concat, Container, Residual, Sequential
 from volnet.layers.conv import Conv2d
+from volnet.layers.conv_transpose import ConvTranspose2d
 from volnet.layers.dropout import Dropout
 from volnet.layers.flat_concat import FlatConcat
 from volnet.layers.linear import Linear
@@ -22,6 +23,7 @@ __all__ = [
     "Concat",
     "Container",
     "Conv2d",
+    "ConvTranspose2d",
     "Dropout",
     "FlatConcat",
     "Flatten",
