@@ -25,6 +25,7 @@ from volnet.layers import (
     ChannelAffine,
     Concat,
     Conv2d,
+    ConvTranspose2d,
     Dropout,
     Flatten,
     GlobalAvgPool2d,
@@ -223,6 +224,16 @@ def _conv(layer, b, x, shape, prefix):
         inputs.append(b.param(layer, "bias", prefix))
     out = b.node("Conv", inputs, prefix, dilations=list(layer.dilation), group=layer.groups,
                  **_window(layer))
+    return out, layer.output_shape(shape)
+
+
+@register_onnx_exporter(ConvTranspose2d)
+def _conv_transpose(layer, b, x, shape, prefix):
+    inputs = [x, b.param(layer, "weight", prefix)]      # (C_in, C_out/groups, KH, KW) in both
+    if "bias" in layer.params:
+        inputs.append(b.param(layer, "bias", prefix))
+    out = b.node("ConvTranspose", inputs, prefix, dilations=list(layer.dilation),
+                 group=layer.groups, output_padding=list(layer.output_padding), **_window(layer))
     return out, layer.output_shape(shape)
 
 

@@ -28,6 +28,7 @@ from volnet.layers import (
     BatchNorm2d,
     ChannelAffine,
     Conv2d,
+    ConvTranspose2d,
     Flatten,
     GlobalAvgPool2d,
     Identity,
@@ -128,6 +129,22 @@ class _Importer:
         layer = Conv2d(w.shape[1] * group, w.shape[0], w.shape[2:], stride=pair(a, "strides"),
                        padding=pads(node, a), dilation=pair(a, "dilations"), groups=group,
                        bias=len(node.input) > 2 and node.input[2] != "")
+        layer.params["weight"][...] = w
+        if "bias" in layer.params:
+            layer.params["bias"][...] = self.const(node, 2)
+        self.add_layer(node, layer, 1)
+
+    def op_ConvTranspose(self, node, a):
+        w = self.const(node, 1)
+        if w.ndim != 4 or "output_shape" in a:
+            raise ConfigError(f"ONNX ConvTranspose {node.name!r}: only 2-D transposed convolution "
+                              "with pads and output_padding (no output_shape) is supported "
+                              f"(weight shape {w.shape})")
+        group = a.get("group", 1)
+        layer = ConvTranspose2d(w.shape[0], w.shape[1] * group, w.shape[2:], pair(a, "strides"),
+                                pads(node, a), tuple(a.get("output_padding", [0, 0])), group,
+                                len(node.input) > 2 and node.input[2] != "",
+                                pair(a, "dilations"))
         layer.params["weight"][...] = w
         if "bias" in layer.params:
             layer.params["bias"][...] = self.const(node, 2)
