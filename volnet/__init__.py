@@ -49,6 +49,7 @@ from volnet.layers import (
                            Sigmoid,
                            Softmax,
                            Tanh,
+                           Upsample,
 )
 from volnet.tools.dense import dense_scores
 from volnet.tools.fully_conv import to_fully_conv
@@ -98,6 +99,7 @@ __all__ = [
                            "Tanh",
                            "Trainer",
                            "TrainingDivergedError",
+                           "Upsample",
                            "VolnetError",
                            "conv_output_size",
                            "dense_scores",

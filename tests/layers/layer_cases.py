@@ -121,6 +121,12 @@ LAYER_CASES = [
     Case("global_avgpool", lambda: vn.GlobalAvgPool2d(), (3, 4, 5)),
     Case("adaptive_avgpool", lambda: vn.AdaptiveAvgPool2d((3, 2)), (2, 7, 5)),
     Case("adaptive_avgpool_identity", lambda: vn.AdaptiveAvgPool2d(4), (2, 4, 4)),
+    # resizing
+    Case("upsample_nearest", lambda: vn.Upsample(scale_factor=2), (2, 3, 4)),
+    Case("upsample_nearest_size", lambda: vn.Upsample(size=(5, 7)), (2, 3, 4)),
+    Case("upsample_bilinear", lambda: vn.Upsample(scale_factor=(2, 3), mode="bilinear"), (2, 3, 4)),
+    Case("upsample_bilinear_fractional", lambda: vn.Upsample(scale_factor=1.5, mode="bilinear"), (2, 4, 3)),
+    Case("upsample_bilinear_size_down", lambda: vn.Upsample(size=(2, 5), mode="bilinear"), (2, 5, 3)),
     # FC and elementwise
     Case("linear", lambda: vn.Linear(5, 3), (5,)),
     Case("linear_no_bias", lambda: vn.Linear(4, 6, bias=False), (4,)),
@@ -251,6 +257,9 @@ def _leaf_to_torch(layer):
         return t.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
                                  layer.padding, layer.output_padding, layer.groups,
                                  bias="bias" in layer.params, dilation=layer.dilation)
+    if isinstance(layer, vn.Upsample):
+        return t.Upsample(layer.size, layer.scale_factor, layer.mode,
+                          align_corners=False if layer.mode == "bilinear" else None)
     if isinstance(layer, vn.Linear):
         return t.Linear(layer.in_features, layer.out_features, bias="bias" in layer.params)
     if isinstance(layer, vn.MaxPool2d):

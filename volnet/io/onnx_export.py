@@ -40,6 +40,7 @@ from volnet.layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    Upsample,
 )
 from volnet.layers.base import join_key
 from volnet.layers.side_branch import SideBranch
@@ -235,6 +236,28 @@ def _conv_transpose(layer, b, x, shape, prefix):
     out = b.node("ConvTranspose", inputs, prefix, dilations=list(layer.dilation),
                  group=layer.groups, output_padding=list(layer.output_padding), **_window(layer))
     return out, layer.output_shape(shape)
+
+
+@register_onnx_exporter(Upsample)
+def _upsample(layer, b, x, shape, prefix):
+    # scales, not sizes, keep the batch axis dynamic
+    out_shape = layer.output_shape(shape)
+    if layer.scale_factor is not None:
+        spatial = [float(f) for f in layer.scale_factor]
+    else:
+        spatial = []
+        for o, i in zip(out_shape[1:], shape[1:]):
+            scale = np.float32(o / i)
+            while np.floor(i * float(scale)) < o:      # rounded down: floor(in * scale) would lose a row
+                scale = np.nextafter(scale, np.float32(np.inf))
+            spatial.append(float(scale))
+    scales = b.const(join_key(prefix, "scales"), np.array([1.0, 1.0] + spatial, dtype=np.float32))
+    if layer.mode == "nearest":
+        attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                 "nearest_mode": "floor"}
+    else:
+        attrs = {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}
+    return b.node("Resize", [x, "", scales], prefix, **attrs), out_shape
 
 
 @register_onnx_exporter(Linear)

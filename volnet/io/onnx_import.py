@@ -40,6 +40,7 @@ from volnet.layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    Upsample,
 )
 
 SIMPLE = {"Relu": ReLU, "Sigmoid": Sigmoid, "Tanh": Tanh, "Identity": Identity,
@@ -149,6 +150,25 @@ class _Importer:
         if "bias" in layer.params:
             layer.params["bias"][...] = self.const(node, 2)
         self.add_layer(node, layer, 1)
+
+    def op_Resize(self, node, a):
+        mode = {"nearest": "nearest", "linear": "bilinear"}.get(a.get("mode", "nearest"))
+        wanted = {"nearest": ("asymmetric", "floor"), "bilinear": ("pytorch_half_pixel", None)}
+        coord = a.get("coordinate_transformation_mode", "half_pixel")
+        if mode is None or coord not in (wanted[mode][0], "half_pixel" if mode == "bilinear" else "") \
+                or (mode == "nearest" and a.get("nearest_mode", "round_prefer_floor") != "floor"):
+            raise ConfigError(f"ONNX Resize {node.name!r}: only PyTorch's nearest (asymmetric, floor) "
+                              "and bilinear (align_corners=False) resizing are supported, got "
+                              f"mode={a.get('mode')}, coordinate_transformation_mode={coord}")
+        given = [i for i in (2, 3) if i < len(node.input) and node.input[i] != ""]
+        value = [float(v) for v in self.const(node, given[0]).reshape(-1)]
+        if len(value) != 4 or value[:2] != [1.0, 1.0]:
+            raise ConfigError(f"ONNX Resize {node.name!r}: only H and W may be resized, got {value}")
+        if given[0] == 2:
+            layer = Upsample(scale_factor=tuple(value[2:]), mode=mode)
+        else:
+            layer = Upsample(size=tuple(int(v) for v in value[2:]), mode=mode)
+        self.add_layer(node, layer, None)
 
     def op_Gemm(self, node, a):
         if a.get("transA", 0):

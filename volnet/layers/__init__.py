@@ -13,6 +13,7 @@ from volnet.layers.norm import BatchNorm1d, BatchNorm2d, LocalResponseNorm
 from volnet.layers.pool import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from volnet.layers.reshape import Flatten
 from volnet.layers.side_branch import SideBranch
+from volnet.layers.upsample import Upsample
 
 __all__ = [
     "AdaptiveAvgPool2d",
@@ -41,4 +42,5 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "Upsample",
 ]

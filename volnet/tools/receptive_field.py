@@ -92,6 +92,28 @@ def transposed_window_field(field: Field, kernel_size, stride, padding=(0, 0),
     return Field(tuple(size), tuple(jump), tuple(start))
 
 
+def resize_field(field: Field, spatial_in, spatial_out, mode: str) -> Field:
+    """The field after ``Upsample`` (align_corners=False), per axis.
+
+    A nearest-neighbour output unit copies one input unit (same size); a bilinear
+    one blends two neighbours (one jump more). Units lie out/in times closer.
+
+    Example:
+        >>> resize_field(Field(), (7, 7), (14, 14), "bilinear")
+        Field(size=(2, 2), jump=(0.5, 0.5), start=(0.0, 0.0))
+    """
+    size, jump, start = [], [], []
+    for i in range(2):
+        scale = spatial_in[i] / spatial_out[i]          # input units per output unit
+        extra = field.jump[i] if mode == "bilinear" else 0
+        size.append(math.ceil(field.size[i] + extra))
+        first = max(0.5 * scale - 0.5, 0.0) if mode == "bilinear" else 0.0
+        start.append(field.start[i] + first * field.jump[i])
+        step = field.jump[i] * scale
+        jump.append(int(step) if float(step).is_integer() else step)
+    return Field(tuple(size), tuple(jump), tuple(start))
+
+
 def join_fields(fields: list[Field], where: str) -> Field:
     """Fields of parallel branches joined by a sum or concatenation: the largest one.
 
@@ -127,6 +149,8 @@ def layer_field(layer, input_shape, output_shape, field: Field | None) -> Field 
     if spatial_in is not None and getattr(layer, "transposed", False):
         return transposed_window_field(field, layer.kernel_size, layer.stride, layer.padding,
                                        layer.dilation)
+    if spatial_in is not None and hasattr(layer, "scale_factor") and hasattr(layer, "mode"):
+        return resize_field(field, spatial_in, spatial_out, layer.mode)
     if spatial_in is not None and hasattr(layer, "kernel_size") and hasattr(layer, "stride"):
         return window_field(field, layer.kernel_size, layer.stride,
                             getattr(layer, "padding", (0, 0)), getattr(layer, "dilation", (1, 1)))
