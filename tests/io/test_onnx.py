@@ -156,7 +156,8 @@ ZOO_INPUTS = {"resnet": (3, 32, 32), "vgg": (3, 32, 32), "alexnet_torchvision": 
 ZOO_KWARGS = {"resnet": {"widths": (8, 16, 16, 32)}, "vgg": {"hidden_features": 32}}
 
 
-@pytest.mark.parametrize("name", sorted(vn.models.MODELS))
+# conv_vae's Reparameterize (a sampling step) has no ONNX operator; its halves export alone
+@pytest.mark.parametrize("name", sorted(set(vn.models.MODELS) - {"conv_vae"}))
 def test_every_zoo_model_exports_matches_onnxruntime_and_imports_back(name, tmp_path, rng):
     family = next((k for k in ZOO_INPUTS if name.startswith(k)), name)
     shape = ZOO_INPUTS.get(family, vn.models.INPUT_SHAPES[name])

@@ -3,6 +3,7 @@
 from volnet.io.weights import with_weights
 from volnet.models.alexnet import alexnet, alexnet_torchvision
 from volnet.models.context import context_module
+from volnet.models.generative import conv_vae, dcgan_discriminator, dcgan_generator
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
 from volnet.models.inception_v4 import inception_v4
@@ -36,6 +37,9 @@ __all__ = [
     "build",
     "cifar_example",
     "context_module",
+    "conv_vae",
+    "dcgan_discriminator",
+    "dcgan_generator",
     "googlenet",
     "inception_v3",
     "inception_v4",

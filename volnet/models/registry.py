@@ -1,10 +1,13 @@
 """Name -> builder table used by the CLI and the demo. Each builder takes keyword
-arguments ``num_classes``, ``in_channels`` and ``seed`` at least."""
+arguments ``num_classes``, ``in_channels`` and ``seed`` at least; the generative
+models in ``GENERATIVE`` (a generator, an auto-encoder) have no classes and take
+``in_channels`` and ``seed``."""
 
 from __future__ import annotations
 
 from volnet.models.alexnet import alexnet, alexnet_torchvision
 from volnet.models.context import context_module
+from volnet.models.generative import conv_vae, dcgan_discriminator, dcgan_generator
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
 from volnet.models.inception_v4 import inception_v4
@@ -27,7 +30,13 @@ MODELS = {
     "inception_v4": inception_v4,
     "context_module": context_module,
     "pattern": pattern,
+    "dcgan_generator": dcgan_generator,
+    "dcgan_discriminator": dcgan_discriminator,
+    "conv_vae": conv_vae,
 }
+
+# Models that do not classify: no num_classes argument.
+GENERATIVE = {"dcgan_generator", "conv_vae"}
 
 # Per-example input shape each model expects by default (C, H, W).
 INPUT_SHAPES = {
@@ -41,6 +50,9 @@ INPUT_SHAPES = {
     "inception_v4": (3, 299, 299),
     "context_module": (21, 66, 66),   # PASCAL VOC's 21 score maps, 66x66 (Yu & Koltun)
     "pattern": (3, 32, 32),
+    "dcgan_generator": (100, 1, 1),    # the noise vector z as a 1x1x100 volume
+    "dcgan_discriminator": (1, 28, 28),
+    "conv_vae": (1, 28, 28),
 }
 
 
