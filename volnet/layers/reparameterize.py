@@ -63,7 +63,7 @@ class Reparameterize(Layer):
         return mu + std * eps
 
     def _backward(self, dout):
-        mu, logvar, std, eps, x = self._cache
+        mu, _, std, eps, x = self._cache
         dmu = dout
         dlogvar = dout * eps * 0.5 * std
         if self.kl_weight:
