@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from volnet.errors import StateError, VolnetError
 from volnet.web import views
+from volnet.web.gan import GanPage
 from volnet.web.imaging import decode_png, mnist_style
 from volnet.web.networks import CHOICES
 from volnet.web.security import LOOPBACK_HOSTS, Guard
@@ -99,6 +100,8 @@ class DemoApp:
             Route("/api/predict", self.predict, methods=["POST"]),
             Route("/api/checkpoint", self.checkpoint), WebSocketRoute("/ws", self.websocket),
         ]
+        self.gan = GanPage(session.data, self.token)     # the GAN page: volnet/web/gan.py
+        routes += self.gan.routes()
         app = Starlette(routes=routes, exception_handlers={
             HTTPException: self._http_error, VolnetError: self._volnet_error,
             Exception: self._unexpected})
