@@ -57,6 +57,11 @@ def test_existing_checkpoint_is_not_overwritten(runs, capsys):
     assert "already exists" in capsys.readouterr().err and path.read_bytes() == before
 
 
+def test_zoo_names_of_generative_models_point_to_their_command(capsys):
+    assert main(["train", "conv_vae", "--epochs", "1", "--quiet"]) == 2
+    assert "train it with `volnet train vae`" in capsys.readouterr().err
+
+
 def test_generate_grid_and_array(runs, tmp_path, capsys):
     out, npy = tmp_path / "grid.png", tmp_path / "s.npy"
     assert main(["generate", str(runs / "dcgan.safetensors"), "--n", "5", "--out", str(out),
