@@ -38,10 +38,17 @@ def test_train_writes_checkpoint_history_and_grids(runs, kind):
         assert image.shape == (8 * 30 + 2, 8 * 30 + 2) and image.dtype == np.uint8
 
 
+def _interrupt_after_first_epoch(line):
+    if line.startswith("epoch 1:"):
+        raise KeyboardInterrupt          # Ctrl-C once the first epoch's checkpoint is written
+
+
 @pytest.mark.parametrize("kind", ["dcgan", "vae"])
-def test_resume_continues_bit_for_bit(tmp_path, kind):
+def test_interrupted_run_resumes_bit_for_bit(tmp_path, kind):
     straight = _train(tmp_path, kind, 2, "a.safetensors")
-    _train(tmp_path, kind, 1, "b.safetensors")
+    with pytest.raises(KeyboardInterrupt):
+        gen.train_generative(kind, epochs=2, batch_size=32, limit=96, progress=False,
+                             out=str(tmp_path / "b.safetensors"), log=_interrupt_after_first_epoch)
     resumed = _train(tmp_path, kind, 2, "b.safetensors", resume=str(tmp_path / "b.safetensors"))
     assert resumed["history"] == straight["history"]
     a, b = vn.load(straight["path"]).state_dict(), vn.load(resumed["path"]).state_dict()
@@ -161,3 +168,16 @@ def test_vae_loss_and_step_match_pytorch():
     (rec + kl).backward()
     opt.step()
     _same_after_adam(net, ref, lr=1e-3)
+
+
+def test_gan_learning_rate_is_held_then_decays_linearly_to_zero():
+    net = gen.build("dcgan")
+    opts = gen._Optimizers("dcgan", net)
+    lrs = []
+    for step in (0, 49, 50, 75, 99):
+        opts.schedule(step, 100)
+        lrs.append([opt.lr for opt in opts.opts.values()])
+    assert lrs == [[2e-4] * 2, [2e-4] * 2, [2e-4] * 2, [1e-4] * 2, [pytest.approx(4e-6)] * 2]
+    vae_opts = gen._Optimizers("vae", gen.build("vae"))
+    vae_opts.schedule(99, 100)
+    assert vae_opts.opts[""].lr == 1e-3                       # the VAE keeps its rate

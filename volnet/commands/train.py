@@ -16,8 +16,10 @@ def add_parser(sub):
                    help="mnist-sample (bundled, default), mnist, fashion-mnist, cifar10, or a "
                         "folder of MNIST-format files / CIFAR-10 binary batches / "
                         "train/<class>/ images")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 12, vae 6)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"examples per step (default {DEFAULTS['batch_size']}; dcgan 32)")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="initial learning rate "
                    "(cosine decay to 0)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=DEFAULTS["optimizer"])
@@ -43,7 +45,12 @@ def add_parser(sub):
 
 
 def _run_generative(args) -> int:
+    from volnet.train.generative import DEFAULTS as RECIPES
     from volnet.train.generative import train_generative
+
+    for key in ("epochs", "batch_size"):
+        if getattr(args, key) is None:
+            setattr(args, key, RECIPES[args.model][key])
 
     result = train_generative(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
                               seed=args.seed, out=args.out, resume=args.resume,
@@ -58,6 +65,9 @@ def _run_generative(args) -> int:
 def run(args) -> int:
     if args.model in ("dcgan", "vae"):
         return _run_generative(args)
+    for key in ("epochs", "batch_size"):
+        if getattr(args, key) is None:
+            setattr(args, key, DEFAULTS[key])
     from volnet.train.distributed import abort_on_error, get_communicator
     from volnet.train.recipe import train
     from volnet.train.threads import blas_threads, default_threads, set_blas_threads
