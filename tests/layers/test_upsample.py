@@ -92,3 +92,12 @@ def test_summary_and_receptive_field():
     # 3 (conv); bilinear adds one unit of jump 2 -> 5, jump 1; conv 3x3 adds 2 -> 7
     assert rows["1"]["receptive_field"] == (5, 5) and rows["1"]["jump"] == (1, 1)
     assert rows["2"]["receptive_field"] == (7, 7)
+
+
+def test_checkpoint_rebuilds_transposed_conv_and_upsample(tmp_path):
+    net = vn.Sequential(vn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1, rng=0),
+                        vn.Upsample(scale_factor=1.5, mode="bilinear"), vn.Upsample(size=(5, 7)))
+    back = vn.load(vn.save(tmp_path / "net.safetensors", net))
+    assert repr(back) == repr(net)
+    x = np.random.default_rng(0).standard_normal((2, 2, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(back.forward(x), net.forward(x))
