@@ -17,7 +17,7 @@ def add_parser(sub):
                         "folder of MNIST-format files / CIFAR-10 binary batches / "
                         "train/<class>/ images")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 6, vae 6)")
+                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 12, vae 6)")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"examples per step (default {DEFAULTS['batch_size']}; dcgan 16)")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="initial learning rate "
