@@ -23,7 +23,7 @@ import numpy as np
 import volnet as vn
 from volnet.data.batches import BatchIterator
 from volnet.data.registry import load_dataset
-from volnet.train.generative import generate, negative_elbo, reconstruct
+from volnet.train.sampling import generate, negative_elbo, reconstruct
 
 
 def lenet_probabilities(lenet, images01: np.ndarray) -> np.ndarray:

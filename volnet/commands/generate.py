@@ -32,8 +32,8 @@ def add_parser(sub):
 def run(args) -> int:
     from volnet.data.registry import load_dataset
     from volnet.io.checkpoint import load
-    from volnet.train.generative import generate, reconstruct
     from volnet.train.images import grid, write_png
+    from volnet.train.sampling import generate, reconstruct
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")

@@ -182,46 +182,6 @@ def vae_step(loop: _Loop, x: np.ndarray) -> dict:
     return {"loss": rec + kl, "recon": rec, "kl": kl}
 
 
-def negative_elbo(vae, x: np.ndarray, seed: int = 0, batch: int = 500) -> dict:
-    """Held-out negative ELBO in nats per digit (one posterior sample each), with its parts."""
-    sample = vae.sample
-    saved = sample.rng
-    sample.rng = np.random.default_rng(seed)
-    rec = kl = 0.0
-    try:
-        for i in range(0, len(x), batch):
-            xb = x[i:i + batch]
-            logits = _sampled(vae, xb)
-            rec += float(bce_with_logits(logits, xb)[0].sum())
-            kl += float(sample.kl.sum())
-    finally:
-        sample.rng = saved
-    n = len(x)
-    return {"neg_elbo": (rec + kl) / n, "recon": rec / n, "kl": kl / n}
-
-
-def _sampled(vae, x):
-    """Decoder logits for one posterior sample per image, batch norm (none here) in eval mode."""
-    h = vae.encoder.forward(x)
-    z = vae.sample.forward(h, training=True, cache=False)
-    return vae.decoder.forward(z)
-
-
-def generate(net, n: int, seed: int = 0) -> np.ndarray:
-    """(n, 1, 28, 28) digits in [0, 1] from a trained DCGAN or VAE checkpoint's network."""
-    kind = kind_of(net)
-    z = np.random.default_rng(seed).standard_normal((n, LATENT[kind], 1, 1)).astype(np.float32)
-    return _decode(net, kind, z)
-
-
-def reconstruct(net, x: np.ndarray) -> np.ndarray:
-    """The VAE's reconstructions (posterior mean) of digits x in [0, 1]."""
-    if kind_of(net) != "vae":
-        raise ConfigError("--reconstruct needs a VAE checkpoint (volnet train vae); a GAN has "
-                          "no encoder")
-    return 1.0 / (1.0 + np.exp(-net.forward(x.astype(np.float32))))
-
-
 def _scaled(images: np.ndarray, kind: str) -> np.ndarray:
     x = images.astype(np.float32) / 255.0
     return x * 2.0 - 1.0 if kind == "dcgan" else x
@@ -302,14 +262,15 @@ def train_generative(kind: str, data: str = "mnist-sample", *, epochs: int | Non
         if samples:
             os.makedirs(samples, exist_ok=True)
             path = os.path.join(samples, f"epoch-{loop.epoch}.png")
-            write_png(path, grid(_decode(net, kind, fixed_z.astype(np.float32)), cols=8))
+            write_png(path, grid(decode(net, kind, fixed_z.astype(np.float32)), cols=8))
             line += f"; samples -> {path}"
         log(f"epoch {loop.epoch}: {line}")
     return {"path": out, "history": loop.history, "seconds": time.perf_counter() - start,
             "epochs": loop.epoch}
 
 
-def _decode(net, kind, z):
+def decode(net, kind: str, z: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] from latent codes z: the generator (Tanh, rescaled) or the VAE decoder."""
     if kind == "dcgan":
         return (net.generator.forward(z) + 1.0) / 2.0
     return 1.0 / (1.0 + np.exp(-net.decoder.forward(z)))
