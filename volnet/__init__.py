@@ -31,6 +31,7 @@ from volnet.layers import (
                            ChannelAffine,
                            Concat,
                            Conv2d,
+                           ConvTranspose2d,
                            Dropout,
                            FlatConcat,
                            Flatten,
@@ -49,6 +50,7 @@ from volnet.layers import (
                            Sigmoid,
                            Softmax,
                            Tanh,
+                           Upsample,
 )
 from volnet.tools.dense import dense_scores
 from volnet.tools.fully_conv import to_fully_conv
@@ -71,6 +73,7 @@ __all__ = [
                            "Concat",
                            "ConfigError",
                            "Conv2d",
+                           "ConvTranspose2d",
                            "DTypeError",
                            "DataError",
                            "Dropout",
@@ -98,6 +101,7 @@ __all__ = [
                            "Tanh",
                            "Trainer",
                            "TrainingDivergedError",
+                           "Upsample",
                            "VolnetError",
                            "conv_output_size",
                            "dense_scores",

@@ -13,6 +13,7 @@ from volnet.errors import VolnetError
 COMMANDS = [
     "summary",
     "train",
+    "generate",
     "evaluate",
     "predict",
     "slide",

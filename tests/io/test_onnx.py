@@ -48,7 +48,14 @@ LAYER_CASES = [   # (factory, per-example input shape)
     (lambda: vn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(2, 1), dilation=2, groups=2,
                        bias=False, rng=0), (4, 11, 10)),
     (lambda: vn.Conv2d(3, 5, 1, rng=0), (3, 4, 4)),
+    (lambda: vn.ConvTranspose2d(3, 4, 4, stride=2, padding=1, rng=0), (3, 5, 6)),
+    (lambda: vn.ConvTranspose2d(4, 6, (3, 2), stride=(2, 3), padding=(1, 0), output_padding=(1, 2),
+                                dilation=(1, 2), groups=2, bias=False, rng=0), (4, 4, 3)),
     (lambda: vn.Linear(12, 5, rng=0), (12,)),
+    (lambda: vn.Upsample(scale_factor=2), (2, 3, 4)),
+    (lambda: vn.Upsample(scale_factor=(3, 2), mode="bilinear"), (2, 3, 4)),
+    (lambda: vn.Upsample(size=(7, 8), mode="bilinear"), (2, 3, 4)),
+    (lambda: vn.Upsample(size=(6, 5)), (2, 3, 4)),
     (lambda: vn.Linear(12, 5, bias=False, rng=0), (12,)),
     (lambda: vn.MaxPool2d(3, stride=2), (2, 9, 9)),
     (lambda: vn.MaxPool2d(3, stride=2, padding=1), (2, 8, 8)),
@@ -168,7 +175,8 @@ ZOO_INPUTS = {"resnet": (3, 32, 32), "vgg": (3, 32, 32), "alexnet_torchvision": 
 ZOO_KWARGS = {"resnet": {"widths": (8, 16, 16, 32)}, "vgg": {"hidden_features": 32}}
 
 
-@pytest.mark.parametrize("name", sorted(vn.models.MODELS))
+# conv_vae's Reparameterize (a sampling step) has no ONNX operator; its halves export alone
+@pytest.mark.parametrize("name", sorted(set(vn.models.MODELS) - {"conv_vae"}))
 def test_every_zoo_model_exports_matches_onnxruntime_and_imports_back(name, tmp_path, rng):
     family = next((k for k in ZOO_INPUTS if name.startswith(k)), name)
     shape = ZOO_INPUTS.get(family, vn.models.INPUT_SHAPES[name])

@@ -101,6 +101,16 @@ LAYER_CASES = [
          (2, 6, 7)),
     Case("conv_1x1", lambda: vn.Conv2d(4, 3, 1), (4, 4, 3)),
     Case("conv_kernel_is_input", lambda: vn.Conv2d(2, 3, 5), (2, 5, 5)),
+    # transposed CONV: stride, padding, output_padding, dilation, groups, no bias, pairs
+    Case("conv_transpose", lambda: vn.ConvTranspose2d(3, 4, 3), (3, 4, 4)),
+    Case("conv_transpose_stride_pad", lambda: vn.ConvTranspose2d(3, 2, 4, stride=2, padding=1), (3, 3, 4)),
+    Case("conv_transpose_output_padding", lambda: vn.ConvTranspose2d(2, 3, 3, stride=2, padding=1,
+                                                                      output_padding=1), (2, 3, 3)),
+    Case("conv_transpose_dilation_groups", lambda: vn.ConvTranspose2d(4, 6, 3, padding=1, groups=2,
+                                                                       dilation=2), (4, 3, 4)),
+    Case("conv_transpose_pairs_no_bias", lambda: vn.ConvTranspose2d(
+        2, 3, (3, 2), stride=(1, 3), padding=(2, 0), output_padding=(0, 2), bias=False), (2, 4, 3)),
+    Case("conv_transpose_wide_stride1", lambda: vn.ConvTranspose2d(2, 16, 3, padding=1), (2, 3, 3)),
     # POOL: distinct inputs for max
     Case("maxpool", lambda: vn.MaxPool2d(2), (2, 6, 6), "distinct"),
     Case("maxpool_overlap", lambda: vn.MaxPool2d(3, stride=2), (2, 7, 7), "distinct"),
@@ -116,6 +126,12 @@ LAYER_CASES = [
     Case("global_avgpool", lambda: vn.GlobalAvgPool2d(), (3, 4, 5)),
     Case("adaptive_avgpool", lambda: vn.AdaptiveAvgPool2d((3, 2)), (2, 7, 5)),
     Case("adaptive_avgpool_identity", lambda: vn.AdaptiveAvgPool2d(4), (2, 4, 4)),
+    # resizing
+    Case("upsample_nearest", lambda: vn.Upsample(scale_factor=2), (2, 3, 4)),
+    Case("upsample_nearest_size", lambda: vn.Upsample(size=(5, 7)), (2, 3, 4)),
+    Case("upsample_bilinear", lambda: vn.Upsample(scale_factor=(2, 3), mode="bilinear"), (2, 3, 4)),
+    Case("upsample_bilinear_fractional", lambda: vn.Upsample(scale_factor=1.5, mode="bilinear"), (2, 4, 3)),
+    Case("upsample_bilinear_size_down", lambda: vn.Upsample(size=(2, 5), mode="bilinear"), (2, 5, 3)),
     # FC and elementwise
     Case("linear", lambda: vn.Linear(5, 3), (5,)),
     Case("linear_no_bias", lambda: vn.Linear(4, 6, bias=False), (4,)),
@@ -271,6 +287,13 @@ def _leaf_to_torch(layer):
     if isinstance(layer, vn.Conv2d):
         return t.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
                         layer.dilation, layer.groups, bias="bias" in layer.params)
+    if isinstance(layer, vn.ConvTranspose2d):
+        return t.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                                 layer.padding, layer.output_padding, layer.groups,
+                                 bias="bias" in layer.params, dilation=layer.dilation)
+    if isinstance(layer, vn.Upsample):
+        return t.Upsample(layer.size, layer.scale_factor, layer.mode,
+                          align_corners=False if layer.mode == "bilinear" else None)
     if isinstance(layer, vn.Linear):
         return t.Linear(layer.in_features, layer.out_features, bias="bias" in layer.params)
     if isinstance(layer, vn.MaxPool2d):

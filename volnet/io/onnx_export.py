@@ -26,6 +26,7 @@ from volnet.layers import (
     ChannelAffine,
     Concat,
     Conv2d,
+    ConvTranspose2d,
     Dropout,
     Flatten,
     GlobalAvgPool2d,
@@ -41,6 +42,7 @@ from volnet.layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    Upsample,
 )
 from volnet.layers.base import join_key
 from volnet.layers.side_branch import SideBranch
@@ -244,6 +246,38 @@ def _conv(layer, b, x, shape, prefix):
     out = b.node("Conv", inputs, prefix, dilations=list(layer.dilation), group=layer.groups,
                  **_window(layer))
     return out, layer.output_shape(shape)
+
+
+@register_onnx_exporter(ConvTranspose2d)
+def _conv_transpose(layer, b, x, shape, prefix):
+    inputs = [x, b.param(layer, "weight", prefix)]      # (C_in, C_out/groups, KH, KW) in both
+    if "bias" in layer.params:
+        inputs.append(b.param(layer, "bias", prefix))
+    out = b.node("ConvTranspose", inputs, prefix, dilations=list(layer.dilation),
+                 group=layer.groups, output_padding=list(layer.output_padding), **_window(layer))
+    return out, layer.output_shape(shape)
+
+
+@register_onnx_exporter(Upsample)
+def _upsample(layer, b, x, shape, prefix):
+    # scales, not sizes, keep the batch axis dynamic
+    out_shape = layer.output_shape(shape)
+    if layer.scale_factor is not None:
+        spatial = [float(f) for f in layer.scale_factor]
+    else:
+        spatial = []
+        for o, i in zip(out_shape[1:], shape[1:]):
+            scale = np.float32(o / i)
+            while np.floor(i * float(scale)) < o:      # rounded down: floor(in * scale) would lose a row
+                scale = np.nextafter(scale, np.float32(np.inf))
+            spatial.append(float(scale))
+    scales = b.const(join_key(prefix, "scales"), np.array([1.0, 1.0] + spatial, dtype=np.float32))
+    if layer.mode == "nearest":
+        attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                 "nearest_mode": "floor"}
+    else:
+        attrs = {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}
+    return b.node("Resize", [x, "", scales], prefix, **attrs), out_shape
 
 
 @register_onnx_exporter(Linear)

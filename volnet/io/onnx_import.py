@@ -5,7 +5,8 @@ The importer walks the nodes once, in order. A node whose inputs are all known c
 is folded with NumPy (:mod:`volnet.io.onnx_fold`) before any layer reads it; every other
 node becomes a volnet layer, or an ``add``/``concat`` node of a :class:`Graph`, through one
 handler per operator (:data:`HANDLERS`, filled by :mod:`volnet.io.onnx_ops` and
-:mod:`volnet.io.onnx_ops_tensor` and :mod:`volnet.io.onnx_ops_slicing`; add one with :func:`handles`). Every tensor's per-example
+:mod:`volnet.io.onnx_ops_tensor`, :mod:`volnet.io.onnx_ops_slicing` and
+:mod:`volnet.io.onnx_ops_upsampling`; add one with :func:`handles`). Every tensor's per-example
 shape is known while importing, so each handler checks what it builds. A refusal names the
 node, the operator, the attribute and what would work. ``onnx`` is imported only when called.
 """
@@ -211,7 +212,8 @@ def supported_ops() -> list[str]:
     """Names of the ONNX operators :func:`load_onnx` understands (layers and folded ones)."""
     import volnet.io.onnx_ops
     import volnet.io.onnx_ops_slicing
-    import volnet.io.onnx_ops_tensor  # noqa: F401 - the three register their handlers
+    import volnet.io.onnx_ops_tensor
+    import volnet.io.onnx_ops_upsampling  # noqa: F401 - the four register their handlers
 
     return sorted(set(HANDLERS) | set(FOLDERS))
 

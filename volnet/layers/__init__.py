@@ -6,6 +6,7 @@ from volnet.layers.channel_affine import ChannelAffine
 from volnet.layers.channel_shuffle import ChannelShuffle
 from volnet.layers.containers import Concat, Container, Residual, Sequential
 from volnet.layers.conv import Conv2d
+from volnet.layers.conv_transpose import ConvTranspose2d
 from volnet.layers.dropout import Dropout
 from volnet.layers.elementwise import ConstantOp
 from volnet.layers.flat_concat import FlatConcat
@@ -25,6 +26,7 @@ from volnet.layers.rectifiers import ELU, Clip, PReLU, ReLU6
 from volnet.layers.reshape import Flatten
 from volnet.layers.side_branch import SideBranch
 from volnet.layers.transpose import Transpose
+from volnet.layers.upsample import Upsample
 
 __all__ = [
     "ELU",
@@ -40,6 +42,7 @@ __all__ = [
     "ConstantPad2d",
     "Container",
     "Conv2d",
+    "ConvTranspose2d",
     "Dropout",
     "FlatConcat",
     "Flatten",
@@ -64,4 +67,5 @@ __all__ = [
     "Softmax",
     "Tanh",
     "Transpose",
+    "Upsample",
 ]

@@ -4,6 +4,7 @@ from volnet.io.weights import with_weights
 from volnet.models.alexnet import alexnet, alexnet_torchvision
 from volnet.models.all_cnn import all_cnn_c
 from volnet.models.context import context_module
+from volnet.models.generative import conv_vae, dcgan_discriminator, dcgan_generator
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
 from volnet.models.inception_resnet_v2 import inception_resnet_v2
@@ -39,6 +40,9 @@ __all__ = [
     "build",
     "cifar_example",
     "context_module",
+    "conv_vae",
+    "dcgan_discriminator",
+    "dcgan_generator",
     "googlenet",
     "inception_resnet_v2",
     "inception_v3",

@@ -1,5 +1,7 @@
 """Name -> builder table used by the CLI and the demo. Each builder takes keyword
-arguments ``num_classes``, ``in_channels`` and ``seed`` at least."""
+arguments ``num_classes``, ``in_channels`` and ``seed`` at least; the generative
+models in ``GENERATIVE`` (a generator, an auto-encoder) have no classes and take
+``in_channels`` and ``seed``."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from volnet.io.weights import with_weights
 from volnet.models.alexnet import alexnet, alexnet_torchvision
 from volnet.models.all_cnn import all_cnn_c
 from volnet.models.context import context_module
+from volnet.models.generative import conv_vae, dcgan_discriminator, dcgan_generator
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
 from volnet.models.inception_resnet_v2 import inception_resnet_v2
@@ -33,7 +36,13 @@ MODELS = {
     "pattern": pattern,
     "all_cnn_c": all_cnn_c,
     "inception_resnet_v2": inception_resnet_v2,
+    "dcgan_generator": dcgan_generator,
+    "dcgan_discriminator": dcgan_discriminator,
+    "conv_vae": conv_vae,
 }
+
+# Models that do not classify: no num_classes argument.
+GENERATIVE = {"dcgan_generator", "conv_vae"}
 
 # Per-example input shape each model expects by default (C, H, W).
 INPUT_SHAPES = {
@@ -49,6 +58,9 @@ INPUT_SHAPES = {
     "pattern": (3, 32, 32),
     "all_cnn_c": (3, 32, 32),                 # CIFAR-10
     "inception_resnet_v2": (3, 299, 299),
+    "dcgan_generator": (100, 1, 1),    # the noise vector z as a 1x1x100 volume
+    "dcgan_discriminator": (1, 28, 28),
+    "conv_vae": (1, 28, 28),
 }
 
 

@@ -17,6 +17,8 @@ answers the question for a whole network.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 from volnet.errors import ShapeError
@@ -62,6 +64,54 @@ def window_field(field: Field, kernel_size, stride, padding=(0, 0), dilation=(1,
     return Field(tuple(size), tuple(jump), tuple(start))
 
 
+def transposed_window_field(field: Field, kernel_size, stride, padding=(0, 0),
+                            dilation=(1, 1)) -> Field:
+    """The field after a transposed convolution (``ConvTranspose2d``), per axis.
+
+    Output unit o receives input units i with ``i*S - P + k*D = o`` for a tap k, so
+    it sees the units of an interval D(F - 1)/S input units long: at most
+    ``floor(D(F - 1)/S) + 1`` of them (the size below is that largest field). Output
+    units lie S times closer than input units: the jump shrinks to ``jump / S``
+    (a fraction of an input pixel once the net has upsampled past its input; the
+    size is then rounded up to whole pixels).
+
+    Example:
+        >>> transposed_window_field(Field(), (4, 4), (2, 2), (1, 1))   # DCGAN's 4/2/1 layer
+        Field(size=(2, 2), jump=(0.5, 0.5), start=(-0.25, -0.25))
+    """
+    size, jump, start = [], [], []
+    for i in range(2):
+        span = dilation[i] * (kernel_size[i] - 1)
+        size.append(math.ceil(field.size[i] + (span // stride[i]) * field.jump[i]))
+        # centre of the inputs of output 0: i in [(P - span)/S, P/S]
+        start.append(field.start[i] + (padding[i] - span / 2) / stride[i] * field.jump[i])
+        step = field.jump[i] / stride[i]
+        jump.append(int(step) if float(step).is_integer() else step)
+    return Field(tuple(size), tuple(jump), tuple(start))
+
+
+def resize_field(field: Field, spatial_in, spatial_out, mode: str) -> Field:
+    """The field after ``Upsample`` (align_corners=False), per axis.
+
+    A nearest-neighbour output unit copies one input unit (same size); a bilinear
+    one blends two neighbours (one jump more). Units lie out/in times closer.
+
+    Example:
+        >>> resize_field(Field(), (7, 7), (14, 14), "bilinear")
+        Field(size=(2, 2), jump=(0.5, 0.5), start=(0.0, 0.0))
+    """
+    size, jump, start = [], [], []
+    for i in range(2):
+        scale = spatial_in[i] / spatial_out[i]          # input units per output unit
+        extra = field.jump[i] if mode == "bilinear" else 0
+        size.append(math.ceil(field.size[i] + extra))
+        first = max(0.5 * scale - 0.5, 0.0) if mode == "bilinear" else 0.0
+        start.append(field.start[i] + first * field.jump[i])
+        step = field.jump[i] * scale
+        jump.append(int(step) if float(step).is_integer() else step)
+    return Field(tuple(size), tuple(jump), tuple(start))
+
+
 def join_fields(fields: list[Field], where: str) -> Field:
     """Fields of parallel branches joined by a sum or concatenation: the largest one.
 
@@ -94,6 +144,11 @@ def layer_field(layer, input_shape, output_shape, field: Field | None) -> Field 
         return None
     spatial_in = tuple(input_shape[1:]) if len(input_shape) == 3 else None
     spatial_out = tuple(output_shape[1:]) if len(output_shape) == 3 else None
+    if spatial_in is not None and getattr(layer, "transposed", False):
+        return transposed_window_field(field, layer.kernel_size, layer.stride, layer.padding,
+                                       layer.dilation)
+    if spatial_in is not None and hasattr(layer, "scale_factor") and hasattr(layer, "mode"):
+        return resize_field(field, spatial_in, spatial_out, layer.mode)
     if spatial_in is not None and hasattr(layer, "kernel_size") and hasattr(layer, "stride"):
         return window_field(field, layer.kernel_size, layer.stride,
                             getattr(layer, "padding", (0, 0)), getattr(layer, "dilation", (1, 1)))

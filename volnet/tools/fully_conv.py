@@ -25,6 +25,8 @@ What is rewritten, and why it is exact at every map position:
   change with the image size).
 * Elementwise layers, dropout and ``Softmax(dim=1)`` act per position and are
   copied; ``Residual`` and ``Concat`` are converted branch by branch.
+* ``ConvTranspose2d`` is copied; its stride divides the total stride (which must
+  be whole again at the output), and dense maps are no longer exact at the borders.
 * ``SideBranch`` (GoogLeNet's auxiliary classifiers) disappears: it is the
   identity at inference.
 
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import replace
+from fractions import Fraction
 
 from volnet.errors import ConfigError
 from volnet.layers import (
@@ -47,6 +50,7 @@ from volnet.layers import (
     BatchNorm2d,
     Concat,
     Conv2d,
+    ConvTranspose2d,
     Flatten,
     GlobalAvgPool2d,
     Identity,
@@ -123,6 +127,11 @@ def to_fully_conv(net: Layer, input_shape: tuple[int, int, int]) -> FullyConvNet
         raise ConfigError(f"to_fully_conv expects a volnet Layer, got {type(net).__name__}")
     body, state = _convert(net, "", _State("spatial", shape))
     _check_output(net, state, shape)
+    if any(isinstance(s, Fraction) for s in state.stride):
+        raise ConfigError(f"to_fully_conv: {type(net).__name__} upsamples more than it "
+                          f"downsamples (total stride {tuple(str(s) for s in state.stride)}), "
+                          "so its score map has no whole-pixel step; dense evaluation needs "
+                          "an integer total stride")
     if type(body) is Sequential:
         children = OrderedDict((key, child) for key, _, child in _keyed_children(body))
     else:   # a lone block: splice it in under "" so its state-dict keys do not change
@@ -266,6 +275,12 @@ def _convert_spatial(layer: Layer, path: str, state: _State):
         exact = state.exact and layer.padding == (0, 0) and not _partial_window(layer, shape)
         stride = (state.stride[0] * layer.stride[0], state.stride[1] * layer.stride[1])
         return layer.copy(), replace(state, shape=out, stride=stride, exact=exact)
+    if isinstance(layer, ConvTranspose2d):
+        # slides like a convolution whose output units lie S times closer together; its
+        # output near the borders depends on the input size (padding crops), so not exact
+        stride = tuple(_integral(Fraction(a) / s) for a, s in zip(state.stride, layer.stride))
+        return layer.copy(), replace(state, shape=layer.output_shape(shape), stride=stride,
+                                     exact=False)
     if _is_pointwise(layer) or isinstance(layer, (BatchNorm2d, LocalResponseNorm)):
         return layer.copy(), replace(state, shape=layer.output_shape(shape))
     if isinstance(layer, Softmax):
@@ -284,6 +299,11 @@ def _convert_spatial(layer: Layer, path: str, state: _State):
                                    "insert Flatten() before it")
     raise _refuse(layer, path, f"it is not known to act on each position of a {shape} volume "
                                "alone; only CONV, POOL, normalisation and elementwise layers can slide")
+
+
+def _integral(value: Fraction):
+    """An int where a stride is whole, else the Fraction (after upsampling)."""
+    return int(value) if value.denominator == 1 else value
 
 
 def _partial_window(layer: Layer, shape: tuple) -> bool:

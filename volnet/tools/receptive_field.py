@@ -19,13 +19,15 @@ from volnet.tools.fields import (
     Field,
     join_fields,
     layer_field,
+    resize_field,
+    transposed_window_field,
     whole_map_field,
     window_field,
 )
 from volnet.tools.walk import walk
 
-__all__ = ["Field", "join_fields", "layer_field", "receptive_field", "whole_map_field",
-           "window_field"]
+__all__ = ["Field", "join_fields", "layer_field", "receptive_field", "resize_field",
+           "transposed_window_field", "whole_map_field", "window_field"]
 
 
 def receptive_field(net, input_shape, layer: str | None = None) -> Field:

@@ -59,7 +59,7 @@ def _hyper(layer) -> dict:
         "F": tuple(layer.kernel_size) if is_window else None,
         "S": tuple(layer.stride) if is_window else None,
         "P": tuple(getattr(layer, "padding", (0, 0))) if is_window else None,
-        "K": int(weight.shape[0]) if is_conv else None,
+        "K": _filters(layer, weight) if is_conv else None,
         "dilation": tuple(getattr(layer, "dilation", (1, 1))) if is_conv else None,
     }
 
@@ -77,6 +77,11 @@ def _ceil_note(record) -> str | None:
             return (f"({size} - {f} + 2*{pad})/{st} + 1 = {exact:g} -> "
                     f"{record.output_shape[1 + axis]}")
     return None
+
+
+def _filters(layer, weight) -> int:
+    """K: output channels (a transposed convolution's weight is input-first)."""
+    return int(layer.out_channels) if getattr(layer, "transposed", False) else int(weight.shape[0])
 
 
 def _no_sharing(layer, out) -> int:

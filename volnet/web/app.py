@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from volnet.errors import VolnetError
+from volnet.web.gan import GanPage
 from volnet.web.lecture.page import LecturePages
 from volnet.web.replies import SECURITY_HEADERS, error, status_of
 from volnet.web.security import LOOPBACK_HOSTS, Guard
@@ -49,6 +50,8 @@ class DemoApp:
         for page in self.pages:
             routes += page.routes()
             body_limits.update(page.BODY_LIMITS)
+        self.gan = GanPage(session.data, self.token)     # the GAN page: volnet/web/gan.py
+        routes += self.gan.routes()
         app = Starlette(routes=routes, exception_handlers={
             HTTPException: self._http_error, VolnetError: self._volnet_error,
             Exception: self._unexpected})
