@@ -146,6 +146,12 @@ def reason(message: str) -> str:
     """A short, stable reason for the table from a refusal message."""
     patterns = [
         (r"element type|computes in floating point", "integer/bool/bfloat16 input"),
+        (r"only enlarges", "Resize that shrinks the map"),
+        (r"keep_aspect_ratio_policy", "Resize keeping the aspect ratio"),
+        (r"coordinate_transformation_mode", "Resize other than PyTorch's nearest/bilinear"),
+        (r"only H and W may be resized", "Resize of N or C"),
+        (r"crops the same number|explicit output shape|not supported for ConvTranspose",
+         "ConvTranspose with asymmetric pads, output_shape or auto_pad"),
         (r"not a tensor", "sequence/optional input"),
         (r"a cast .* to|casts between", "cast to a non-float type"),
         (r"exactly one input and one output", "several outputs"),
