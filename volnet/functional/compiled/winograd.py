@@ -1,0 +1,223 @@
+"""Winograd minimal filtering F(m x m, 3 x 3) for stride-1 3x3 convolutions (Lavin & Gray 2016).
+
+A 3x3 correlation of an (m+2) x (m+2) input tile ``d`` with a filter ``g`` gives an
+m x m output tile ``Y = AT [(G g G^T) * (BT d BT^T)] AT^T``; ``*`` is element-wise over
+the a x a = (m+2)^2 transform points. Summed over input channels, the element-wise
+stage becomes one matrix product per transform point: ``M[t] = U[t] @ V[t]`` with
+``U[t]`` (F, C) the transformed filters and ``V[t]`` (C, tiles) the transformed input
+tiles. F(4x4) does 36 products of 1/16 of the output positions each (4x fewer
+multiplications than direct), F(2x2) 16 of 1/4 (2.25x fewer).
+
+The tile transforms are compiled loops (numba, parallel over channels x tile rows);
+the products are np.matmul (BLAS). The batch is processed in blocks of tile rows so
+the transformed tiles stay in cache between the transforms and the product.
+
+Dilation ``D`` is handled by the sub-grid identity: the outputs ``o = s + D*t`` of one
+residue ``s`` (per axis) only read inputs ``s + D*(t + k)``, an undilated 3x3 conv on a
+sub-grid, so tiles are laid on each sub-grid and read/written with step ``D``.
+
+Gradients: dx of a stride-1 conv is this forward on dout with flipped, transposed
+filters (see conv_gemm.input_grad_as_conv); dw is the transposed algorithm
+``dg = G^T [sum over tiles (A dY A^T) * (BT d BT^T)] G`` with one product per point.
+Transforms accumulate in float64 and store float32 (volnet only uses Winograd for float32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_BT = {2: np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
+       4: np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                    [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64)}
+_G = {2: np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float64),
+      4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                   [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)}
+_AT = {2: np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64),
+       4: np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                    [0, 1, -1, 8, -8, 1]], np.float64)}
+_A = {m: np.ascontiguousarray(at.T) for m, at in _AT.items()}   # dout tiles -> transform points
+# the tile transforms run in float32 (their entries are small integers and powers of 2)
+_BT32, _AT32, _A32 = ({m: t.astype(np.float32) for m, t in mats.items()} for mats in (_BT, _AT, _A))
+
+BLOCK_BYTES = 6 * 2**20      # transformed tiles + products per block: stays in the 48 MB L3
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def tile_transform(x, mat, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover - compiled
+    """out[k*a + l, c, p] = sum_ij mat[k, i] mat[l, j] x[n, c, r0 + d*i - ph, c0 + d*j - pw].
+
+    ``x`` (N, C, H, W) float32, read as zero outside; ``mat`` (a, r) float64 maps an r x r
+    tile to a x a points (BT for input tiles, A = AT^T for output-gradient tiles); tile
+    row ``q`` in [q0, q1) is image q // TH, tile row q % TH; p = (q - q0) * TW + tw.
+    One channel per task: its tiles are gathered once into (r, r, tiles), then both
+    transform stages run over contiguous rows of all tiles of the block (vectorised).
+    """
+    n_ch, h, w = x.shape[1:]
+    a, r = mat.shape
+    th_count, tw_count = rows0.size, cols0.size
+    nq = q1 - q0
+    npos = nq * tw_count
+    wb = 0
+    for tw in range(tw_count):
+        wb = max(wb, cols0[tw] + d * (r - 1) + 1)
+    lo, hi = max(0, pw), min(wb, w + pw)
+    step = cols0[1] - cols0[0] if d == 1 and tw_count > 1 else 0
+    for c in prange(n_ch):
+        tiles = np.zeros((r, r, npos), np.float32)
+        padded = np.zeros(wb, np.float32)           # one input row, zero outside the image
+        for qq in range(nq):
+            n = (q0 + qq) // th_count
+            th = (q0 + qq) % th_count
+            for i in range(r):
+                row = rows0[th] + d * i - ph
+                if 0 <= row < h:
+                    src = x[n, c, row]
+                    for u in range(lo, hi):
+                        padded[u] = src[u - pw]
+                    for j in range(r):
+                        dst = tiles[i, j, qq * tw_count:(qq + 1) * tw_count]
+                        if step:                    # undilated: a strided copy
+                            for tw in range(tw_count):
+                                dst[tw] = padded[step * tw + j]
+                        else:
+                            for tw in range(tw_count):
+                                dst[tw] = padded[cols0[tw] + d * j]
+        part = np.zeros((a, r, npos), np.float32)               # transformed along H
+        for k in range(a):
+            for i in range(r):
+                coef = mat[k, i]
+                if coef != 0.0:
+                    for j in range(r):
+                        src, dst = tiles[i, j], part[k, j]
+                        for p in range(npos):
+                            dst[p] += coef * src[p]
+        acc = np.empty(npos, np.float32)
+        for k in range(a):
+            for l in range(a):
+                acc[:] = 0.0
+                for j in range(r):
+                    coef = mat[l, j]
+                    if coef != 0.0:
+                        src = part[k, j]
+                        for p in range(npos):
+                            acc[p] += coef * src[p]
+                dst = out[k * a + l, c]
+                for p in range(npos):
+                    dst[p] = acc[p]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def untile_transform(prod, at, out, bias, q0, q1, rows0, cols0, d):  # pragma: no cover
+    """out[n, f, r0 + d*i, c0 + d*j] = bias[f] + sum_kl at[i, k] at[j, l] prod[k*a + l, f, p]."""
+    n_f, ho, wo = out.shape[1:]
+    m, a = at.shape
+    th_count, tw_count = rows0.size, cols0.size
+    nq = q1 - q0
+    npos = nq * tw_count
+    img = np.empty(npos, np.int64)
+    row0 = np.empty(npos, np.int64)
+    col0 = np.empty(npos, np.int64)
+    for p in range(npos):
+        q = q0 + p // tw_count
+        img[p], row0[p], col0[p] = q // th_count, rows0[q % th_count], cols0[p % tw_count]
+    for f in prange(n_f):
+        part = np.zeros((a, m, npos), np.float32)               # transformed along W
+        for k in range(a):
+            for l in range(a):
+                src = prod[k * a + l, f]
+                for j in range(m):
+                    coef = at[j, l]
+                    if coef != 0.0:
+                        dst = part[k, j]
+                        for p in range(npos):
+                            dst[p] += coef * src[p]
+        acc = np.empty(npos, np.float32)
+        for i in range(m):
+            for j in range(m):
+                acc[:] = bias[f]
+                for k in range(a):
+                    coef = at[i, k]
+                    if coef != 0.0:
+                        src = part[k, j]
+                        for p in range(npos):
+                            acc[p] += coef * src[p]
+                for p in range(npos):
+                    row, col = row0[p] + d * i, col0[p] + d * j
+                    if row < ho and col < wo:
+                        out[img[p], f, row, col] = acc[p]
+
+
+def tile_starts(length: int, m: int, d: int) -> np.ndarray:
+    """First output index of every m-tile along one axis, tiles laid on each of the d sub-grids."""
+    starts = [s + d * t for s in range(d) for t in range(0, len(range(s, length, d)), m)]
+    return np.array(starts, dtype=np.int64)
+
+
+def filter_transform(w: np.ndarray, m: int) -> np.ndarray:
+    """U (a*a, F, C) float32 = G g G^T for every filter, computed in float64."""
+    g = _G[m]
+    u = np.einsum("ki,fcij,lj->klfc", g, w.astype(np.float64), g, optimize=True)
+    a = m + 2
+    return np.ascontiguousarray(u.reshape(a * a, *w.shape[:2]), dtype=np.float32)
+
+
+class _Blocks:
+    """Tile grid of one layer and the reusable buffers of one block of tile rows."""
+
+    def __init__(self, n, out_size, m, d, widths):
+        self.m, self.a, self.d = m, m + 2, d
+        self.rows0, self.cols0 = tile_starts(out_size[0], m, d), tile_starts(out_size[1], m, d)
+        self.total = n * self.rows0.size
+        tw = self.cols0.size
+        per_q = self.a * self.a * tw * 4 * sum(widths)
+        self.per_block = int(max(1, min(self.total, BLOCK_BYTES // per_q)))
+        cap = self.a * self.a * self.per_block * tw
+        self.widths = widths
+        self.bufs = [np.empty(cap * c, dtype=np.float32) for c in widths]
+
+    def __iter__(self):
+        tw = self.cols0.size
+        for q0 in range(0, self.total, self.per_block):
+            q1 = min(self.total, q0 + self.per_block)
+            p = (q1 - q0) * tw
+            views = [buf[:self.a * self.a * c * p].reshape(self.a * self.a, c, p)
+                     for buf, c in zip(self.bufs, self.widths)]
+            yield q0, q1, views
+
+
+def forward(x, w, bias, padding, dilation, out_size, m):
+    """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w plus bias (None: no bias)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, c = x.shape[:2]
+    f = w.shape[0]
+    d = dilation[0]
+    u = filter_transform(w, m)
+    b = np.zeros(f, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
+    out = np.empty((n, f, *out_size), dtype=np.float32)
+    blocks = _Blocks(n, out_size, m, d, (c, f))
+    for q0, q1, (v, prod) in blocks:
+        tile_transform(x, _BT32[m], v, q0, q1, blocks.rows0, blocks.cols0, d, padding[0], padding[1])
+        np.matmul(u, v, out=prod)
+        untile_transform(prod, _AT32[m], out, b, q0, q1, blocks.rows0, blocks.cols0, d)
+    return out
+
+
+def weight_grad(x, dout, padding, dilation, m):
+    """dw (F, C, 3, 3) float32 of the stride-1 3x3 correlation, by the transposed algorithm."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    dout = np.ascontiguousarray(dout, dtype=np.float32)
+    n, c = x.shape[:2]
+    f = dout.shape[1]
+    d = dilation[0]
+    a = m + 2
+    blocks = _Blocks(n, dout.shape[2:], m, d, (c, f))
+    du = np.zeros((a * a, f, c), dtype=np.float32)
+    for q0, q1, (v, ybar) in blocks:
+        tile_transform(x, _BT32[m], v, q0, q1, blocks.rows0, blocks.cols0, d, padding[0], padding[1])
+        tile_transform(dout, _A32[m], ybar, q0, q1, blocks.rows0, blocks.cols0, d, 0, 0)
+        du += np.matmul(ybar, v.transpose(0, 2, 1))
+    g = _G[m]
+    dw = np.einsum("ki,klfc,lj->fcij", g, du.reshape(a, a, f, c).astype(np.float64), g,
+                   optimize=True)
+    return dw.astype(np.float32)
