@@ -29,12 +29,13 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
     """Name of the kernel that computes this convolution's forward pass."""
     c = x_shape[1]
     f, _, kh, kw = w_shape
+    fast = np.dtype(dtype) == np.float32 and backend.compiled()
+    if fast and groups > 1 and groups == c == f:
+        return "depthwise"
     if kh == kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0):
         return "gemm1x1"
-    if np.dtype(dtype) != np.float32 or not backend.compiled():
+    if not fast:
         return "im2col"
-    if groups > 1 and groups == c == f:
-        return "depthwise"
     if winograd_fits(c, w_shape, stride, dilation, groups, out_size):
         return "winograd4"
     return "im2col"
@@ -46,7 +47,7 @@ def winograd_fits(c, w_shape, stride, dilation, groups, out_size) -> bool:
     d = dilation[0]
     return (groups == 1 and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
             and dilation[1] == d and min(c, f) >= WINOGRAD_MIN_CHANNELS
-            and min(out_size) // d >= WINOGRAD_MIN_SIDE)
+            and -(-min(out_size) // d) >= WINOGRAD_MIN_SIDE)
 
 
 def tile_size(name: str) -> int:
