@@ -5,7 +5,7 @@ by (KH*KW, positions) matrix-vector product, so the unrolled copy costs more tha
 arithmetic. These loops read each input plane in place instead: per filter tap, one
 pass over the output rows whose inner loop runs along a row (vectorised for stride 1).
 Parallel over (image, channel) planes for forward and dx, over channels for dw.
-float32 in and out; dw accumulates in float64.
+float32 in and out; dw sums each row in float32 and the rows in float64.
 """
 
 from __future__ import annotations
@@ -44,11 +44,17 @@ def forward(x, w, bias, out, stride, padding, dilation):  # pragma: no cover - c
             for j in range(kw):
                 c_lo, c_hi = _span(wo, wd, sw, j * dw - pw)
                 coef = w[c, 0, i, j]
+                first, count = c_lo * sw + j * dw - pw, c_hi - c_lo
                 for oh in range(r_lo, r_hi):
-                    row = src[oh * sh + i * dh - ph]
-                    dst = plane[oh]
-                    for ow in range(c_lo, c_hi):
-                        dst[ow] += coef * row[ow * sw + j * dw - pw]
+                    dst = plane[oh, c_lo:c_hi]
+                    if sw == 1:                 # contiguous: the loop vectorises
+                        row = src[oh * sh + i * dh - ph, first:first + count]
+                        for t in range(count):
+                            dst[t] += coef * row[t]
+                    else:
+                        row = src[oh * sh + i * dh - ph]
+                        for t in range(count):
+                            dst[t] += coef * row[first + t * sw]
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -69,11 +75,17 @@ def input_grad(dout, w, dx, stride, padding, dilation):  # pragma: no cover - co
             for j in range(kw):
                 c_lo, c_hi = _span(wo, wd, sw, j * dw - pw)
                 coef = w[c, 0, i, j]
+                first, count = c_lo * sw + j * dw - pw, c_hi - c_lo
                 for oh in range(r_lo, r_hi):
-                    dst = plane[oh * sh + i * dh - ph]
-                    row = src[oh]
-                    for ow in range(c_lo, c_hi):
-                        dst[ow * sw + j * dw - pw] += coef * row[ow]
+                    row = src[oh, c_lo:c_hi]
+                    if sw == 1:
+                        dst = plane[oh * sh + i * dh - ph, first:first + count]
+                        for t in range(count):
+                            dst[t] += coef * row[t]
+                    else:
+                        dst = plane[oh * sh + i * dh - ph]
+                        for t in range(count):
+                            dst[first + t * sw] += coef * row[t]
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -90,13 +102,21 @@ def weight_grad(x, dout, dw_out, stride, padding, dilation):  # pragma: no cover
             r_lo, r_hi = _span(ho, h, sh, i * dh - ph)
             for j in range(kw):
                 c_lo, c_hi = _span(wo, wd, sw, j * dw - pw)
+                first, count = c_lo * sw + j * dw - pw, c_hi - c_lo
                 acc = 0.0
                 for n in range(n_img):
                     for oh in range(r_lo, r_hi):
-                        row = x[n, c, oh * sh + i * dh - ph]
-                        grad = dout[n, c, oh]
-                        for ow in range(c_lo, c_hi):
-                            acc += grad[ow] * np.float64(row[ow * sw + j * dw - pw])
+                        grad = dout[n, c, oh, c_lo:c_hi]
+                        part = np.float32(0.0)  # one row in float32, rows summed in float64
+                        if sw == 1:
+                            row = x[n, c, oh * sh + i * dh - ph, first:first + count]
+                            for t in range(count):
+                                part += grad[t] * row[t]
+                        else:
+                            row = x[n, c, oh * sh + i * dh - ph]
+                            for t in range(count):
+                                part += grad[t] * row[first + t * sw]
+                        acc += part
                 dw_out[c, 0, i, j] = acc
 
 
