@@ -40,7 +40,7 @@ _A = {m: np.ascontiguousarray(at.T) for m, at in _AT.items()}   # dout tiles -> 
 # the tile transforms run in float32 (their entries are small integers and powers of 2)
 _BT32, _AT32, _A32 = ({m: t.astype(np.float32) for m, t in mats.items()} for mats in (_BT, _AT, _A))
 
-BLOCK_BYTES = 6 * 2**20      # transformed tiles + products per block: stays in the 48 MB L3
+BLOCK_BYTES = 16 * 2**20     # transformed tiles + products per block: inside the 48 MB L3
 
 
 @njit(parallel=True, cache=True, fastmath=True)
