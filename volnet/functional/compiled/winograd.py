@@ -148,6 +148,145 @@ def untile_transform(prod, at, out, bias, q0, q1, rows0, cols0, d):  # pragma: n
                         out[img[p], f, row, col] = acc[p]
 
 
+_F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
+
+
+@njit(inline="always")
+def _bt4(d0, d1, d2, d3, d4, d5):  # pragma: no cover - compiled
+    """BT of F(4x4,3x3) applied to one line of 6 inputs (float32 in, float32 out)."""
+    return (_F4 * d0 - _F5 * d2 + d4, d3 + d4 - _F4 * (d1 + d2), _F4 * (d1 - d2) - d3 + d4,
+            _F2 * (d3 - d1) - d2 + d4, _F2 * (d1 - d3) - d2 + d4, _F4 * d1 - _F5 * d3 + d5)
+
+
+@njit(inline="always")
+def _at4(m0, m1, m2, m3, m4, m5):  # pragma: no cover - compiled
+    """AT of F(4x4,3x3) applied to one line of 6 transform points."""
+    s, t = m1 + m2, m1 - m2
+    u, v = m3 + m4, m3 - m4
+    return m0 + s + u, t + _F2 * v, s + _F4 * u, t + _F8 * v + m5
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def input_tiles4(x, out, q0, q1, rows0, tw_count, ph, pw):  # pragma: no cover - compiled
+    """:func:`tile_transform` with BT of F(4x4,3x3), undilated: written out, no gathers.
+
+    Per tile row: the 6 input rows are transformed along H over their whole width
+    (contiguous, vectorised), then each run of 6 columns along W.
+    """
+    n_ch, h, w = x.shape[1:]
+    th_count = rows0.size
+    nq = q1 - q0
+    wb = 4 * (tw_count - 1) + 6
+    lo, hi = max(0, pw), min(wb, w + pw)
+    for c in prange(n_ch):
+        rows = np.zeros((6, wb), np.float32)
+        part = np.empty((6, wb), np.float32)
+        for qq in range(nq):
+            n = (q0 + qq) // th_count
+            th = (q0 + qq) % th_count
+            for i in range(6):
+                row = rows0[th] + i - ph
+                if 0 <= row < h:
+                    src = x[n, c, row]
+                    for u in range(lo, hi):
+                        rows[i, u] = src[u - pw]
+                else:
+                    rows[i, :] = 0.0
+            for u in range(wb):
+                t0, t1, t2, t3, t4, t5 = _bt4(rows[0, u], rows[1, u], rows[2, u], rows[3, u],
+                                              rows[4, u], rows[5, u])
+                part[0, u], part[1, u], part[2, u] = t0, t1, t2
+                part[3, u], part[4, u], part[5, u] = t3, t4, t5
+            base = qq * tw_count
+            for k in range(6):
+                pk = part[k]
+                for tw in range(tw_count):
+                    u = 4 * tw
+                    t0, t1, t2, t3, t4, t5 = _bt4(pk[u], pk[u + 1], pk[u + 2], pk[u + 3],
+                                                  pk[u + 4], pk[u + 5])
+                    p = base + tw
+                    out[k * 6, c, p], out[k * 6 + 1, c, p], out[k * 6 + 2, c, p] = t0, t1, t2
+                    out[k * 6 + 3, c, p], out[k * 6 + 4, c, p], out[k * 6 + 5, c, p] = t3, t4, t5
+
+
+@njit(inline="always")
+def _a4(y0, y1, y2, y3):  # pragma: no cover - compiled
+    """A = AT^T of F(4x4,3x3) applied to one line of 4 output gradients."""
+    s, t = y0 + y2, y1 + y3
+    u, v = y0 + _F4 * y2, _F2 * y1 + _F8 * y3
+    return y0, s + t, s - t, u + v, u - v, y3
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def grad_tiles4(dout, out, q0, q1, rows0, tw_count):  # pragma: no cover - compiled
+    """:func:`tile_transform` with A of F(4x4,3x3), undilated: dout 4x4 tiles to 6x6 points."""
+    n_f, ho, wo = dout.shape[1:]
+    th_count = rows0.size
+    nq = q1 - q0
+    wb = 4 * tw_count
+    for f in prange(n_f):
+        rows = np.zeros((4, wb), np.float32)
+        part = np.empty((6, wb), np.float32)
+        for qq in range(nq):
+            n = (q0 + qq) // th_count
+            th = (q0 + qq) % th_count
+            for i in range(4):
+                row = rows0[th] + i
+                if row < ho:
+                    src = dout[n, f, row]
+                    for u in range(wo):
+                        rows[i, u] = src[u]
+                else:
+                    rows[i, :] = 0.0
+            for u in range(wb):
+                t0, t1, t2, t3, t4, t5 = _a4(rows[0, u], rows[1, u], rows[2, u], rows[3, u])
+                part[0, u], part[1, u], part[2, u] = t0, t1, t2
+                part[3, u], part[4, u], part[5, u] = t3, t4, t5
+            base = qq * tw_count
+            for k in range(6):
+                pk = part[k]
+                for tw in range(tw_count):
+                    u = 4 * tw
+                    t0, t1, t2, t3, t4, t5 = _a4(pk[u], pk[u + 1], pk[u + 2], pk[u + 3])
+                    p = base + tw
+                    out[k * 6, f, p], out[k * 6 + 1, f, p], out[k * 6 + 2, f, p] = t0, t1, t2
+                    out[k * 6 + 3, f, p], out[k * 6 + 4, f, p], out[k * 6 + 5, f, p] = t3, t4, t5
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def output_tiles4(prod, out, bias, q0, q1, rows0, tw_count):  # pragma: no cover - compiled
+    """:func:`untile_transform` with AT of F(4x4,3x3), undilated: written out, row stores."""
+    n_f, ho, wo = out.shape[1:]
+    th_count = rows0.size
+    nq = q1 - q0
+    for f in prange(n_f):
+        part = np.empty((6, 4, tw_count), np.float32)
+        res = np.empty((4, 4 * tw_count), np.float32)
+        for qq in range(nq):
+            n = (q0 + qq) // th_count
+            th = (q0 + qq) % th_count
+            base = qq * tw_count
+            for k in range(6):
+                for tw in range(tw_count):
+                    p = base + tw
+                    o0, o1, o2, o3 = _at4(prod[k * 6, f, p], prod[k * 6 + 1, f, p],
+                                          prod[k * 6 + 2, f, p], prod[k * 6 + 3, f, p],
+                                          prod[k * 6 + 4, f, p], prod[k * 6 + 5, f, p])
+                    part[k, 0, tw], part[k, 1, tw], part[k, 2, tw], part[k, 3, tw] = o0, o1, o2, o3
+            for j in range(4):
+                for tw in range(tw_count):
+                    o0, o1, o2, o3 = _at4(part[0, j, tw], part[1, j, tw], part[2, j, tw],
+                                          part[3, j, tw], part[4, j, tw], part[5, j, tw])
+                    col = 4 * tw + j
+                    res[0, col], res[1, col], res[2, col], res[3, col] = o0, o1, o2, o3
+            for i in range(4):
+                row = rows0[th] + i
+                if row < ho:
+                    dst = out[n, f, row]
+                    for col in range(wo):
+                        dst[col] = res[i, col] + bias[f]
+
+
 def tile_starts(length: int, m: int, d: int) -> np.ndarray:
     """First output index of every m-tile along one axis, tiles laid on each of the d sub-grids."""
     starts = [s + d * t for s in range(d) for t in range(0, len(range(s, length, d)), m)]
@@ -186,6 +325,15 @@ class _Blocks:
             yield q0, q1, views
 
 
+def _input_points(x, v, q0, q1, blocks, padding, fast):
+    """V (a*a, C, tiles) of one block of tile rows."""
+    if fast:
+        input_tiles4(x, v, q0, q1, blocks.rows0, blocks.cols0.size, padding[0], padding[1])
+    else:
+        tile_transform(x, _BT32[blocks.m], v, q0, q1, blocks.rows0, blocks.cols0, blocks.d,
+                       padding[0], padding[1])
+
+
 def forward(x, w, bias, padding, dilation, out_size, m):
     """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w plus bias (None: no bias)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -196,10 +344,14 @@ def forward(x, w, bias, padding, dilation, out_size, m):
     b = np.zeros(f, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
     blocks = _Blocks(n, out_size, m, d, (c, f))
+    fast = m == 4 and d == 1            # the written-out F(4x4) transforms
     for q0, q1, (v, prod) in blocks:
-        tile_transform(x, _BT32[m], v, q0, q1, blocks.rows0, blocks.cols0, d, padding[0], padding[1])
+        _input_points(x, v, q0, q1, blocks, padding, fast)
         np.matmul(u, v, out=prod)
-        untile_transform(prod, _AT32[m], out, b, q0, q1, blocks.rows0, blocks.cols0, d)
+        if fast:
+            output_tiles4(prod, out, b, q0, q1, blocks.rows0, blocks.cols0.size)
+        else:
+            untile_transform(prod, _AT32[m], out, b, q0, q1, blocks.rows0, blocks.cols0, d)
     return out
 
 
@@ -214,8 +366,11 @@ def weight_grad(x, dout, padding, dilation, m):
     blocks = _Blocks(n, dout.shape[2:], m, d, (c, f))
     du = np.zeros((a * a, f, c), dtype=np.float32)
     for q0, q1, (v, ybar) in blocks:
-        tile_transform(x, _BT32[m], v, q0, q1, blocks.rows0, blocks.cols0, d, padding[0], padding[1])
-        tile_transform(dout, _A32[m], ybar, q0, q1, blocks.rows0, blocks.cols0, d, 0, 0)
+        _input_points(x, v, q0, q1, blocks, padding, m == 4 and d == 1)
+        if m == 4 and d == 1:
+            grad_tiles4(dout, ybar, q0, q1, blocks.rows0, blocks.cols0.size)
+        else:
+            tile_transform(dout, _A32[m], ybar, q0, q1, blocks.rows0, blocks.cols0, d, 0, 0)
         du += np.matmul(ybar, v.transpose(0, 2, 1))
     g = _G[m]
     dw = np.einsum("ki,klfc,lj->fcij", g, du.reshape(a, a, f, c).astype(np.float64), g,
