@@ -48,7 +48,7 @@ def _run(x, w, b, stride, padding, dilation, groups, dout, kernels):
 
 def _check_three_ways(x, w, b, stride, padding, dilation, groups, expect_kernel):
     rng = np.random.default_rng(x.size)
-    out_ref, cache = conv2d_forward(x.astype(np.float64), w.astype(np.float64), b, stride,
+    out_ref, _ = conv2d_forward(x.astype(np.float64), w.astype(np.float64), b, stride,
                                     padding, dilation, groups, keep_cache=False)
     dout = rng.standard_normal(out_ref.shape).astype(np.float32)
     kernel, fast = _run(x, w, b, stride, padding, dilation, groups, dout, "numba")

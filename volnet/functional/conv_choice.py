@@ -10,9 +10,10 @@
 * ``"im2col"``: chunked im2col + matrix products (``conv_gemm``), every other case,
   every float64 layer (exact to 1e-10) and everything under ``VOLNET_KERNELS=numpy``.
 
-Measured on this 2-core machine (single-thread CPU time, benchmarks/README.md): F(4x4)
-beats im2col from 28x28 maps up (16x64x56x56: forward 51 vs 79 ms, dw 52 vs 75 ms)
-and loses below (16x256x14x14: 73 vs 42 ms; 7x7: 5x slower), F(2x2) never beat both.
+Measured on this 2-core machine (one thread, CPU time, benchmarks/README.md): F(4x4)
+beats im2col from 28x28 maps up (16x64x56x56: forward 31 vs 65 ms, dw 35 vs 69 ms;
+16x128x28x28: 25 vs 48 ms) and loses below (16x256x14x14: 60 vs 41 ms; 7x7: 5x slower);
+F(2x2) never beat both, so it is implemented and tested but not chosen.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def kernels(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype
     if fwd == "depthwise":
         return {"forward": fwd, "input_grad": fwd, "weight_grad": fwd}
     from volnet.functional.conv import _adjoint_is_conv
-    f, cg, kh, kw = w_shape
+    f, _, kh, kw = w_shape
     dw = fwd if fwd.startswith("winograd") else "im2col"
     if _adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
         full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
