@@ -167,16 +167,18 @@ def _at4(m0, m1, m2, m3, m4, m5):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def input_tiles4(x, out, q0, q1, rows0, tw_count, ph, pw):  # pragma: no cover - compiled
-    """:func:`tile_transform` with BT of F(4x4,3x3), undilated: written out, no gathers.
+def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover - compiled
+    """:func:`tile_transform` with BT of F(4x4,3x3), written out.
 
-    Per tile row: the 6 input rows are transformed along H over their whole width
-    (contiguous, vectorised), then each run of 6 columns along W.
+    Per tile row: the 6 input rows (step d) are transformed along H over their whole
+    width (contiguous, vectorised), then each tile's 6 columns (step d) along W.
     """
     n_ch, h, w = x.shape[1:]
-    th_count = rows0.size
+    th_count, tw_count = rows0.size, cols0.size
     nq = q1 - q0
-    wb = 4 * (tw_count - 1) + 6
+    wb = 0
+    for tw in range(tw_count):
+        wb = max(wb, cols0[tw] + 5 * d + 1)
     lo, hi = max(0, pw), min(wb, w + pw)
     for c in prange(n_ch):
         rows = np.zeros((6, wb), np.float32)
@@ -185,7 +187,7 @@ def input_tiles4(x, out, q0, q1, rows0, tw_count, ph, pw):  # pragma: no cover -
             n = (q0 + qq) // th_count
             th = (q0 + qq) % th_count
             for i in range(6):
-                row = rows0[th] + i - ph
+                row = rows0[th] + d * i - ph
                 if 0 <= row < h:
                     src = x[n, c, row]
                     for u in range(lo, hi):
@@ -201,9 +203,9 @@ def input_tiles4(x, out, q0, q1, rows0, tw_count, ph, pw):  # pragma: no cover -
             for k in range(6):
                 pk = part[k]
                 for tw in range(tw_count):
-                    u = 4 * tw
-                    t0, t1, t2, t3, t4, t5 = _bt4(pk[u], pk[u + 1], pk[u + 2], pk[u + 3],
-                                                  pk[u + 4], pk[u + 5])
+                    u = cols0[tw]
+                    t0, t1, t2, t3, t4, t5 = _bt4(pk[u], pk[u + d], pk[u + 2 * d],
+                                                  pk[u + 3 * d], pk[u + 4 * d], pk[u + 5 * d])
                     p = base + tw
                     out[k * 6, c, p], out[k * 6 + 1, c, p], out[k * 6 + 2, c, p] = t0, t1, t2
                     out[k * 6 + 3, c, p], out[k * 6 + 4, c, p], out[k * 6 + 5, c, p] = t3, t4, t5
@@ -218,12 +220,14 @@ def _a4(y0, y1, y2, y3):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def grad_tiles4(dout, out, q0, q1, rows0, tw_count):  # pragma: no cover - compiled
-    """:func:`tile_transform` with A of F(4x4,3x3), undilated: dout 4x4 tiles to 6x6 points."""
+def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compiled
+    """:func:`tile_transform` with A of F(4x4,3x3), written out: dout 4x4 tiles to 6x6 points."""
     n_f, ho, wo = dout.shape[1:]
-    th_count = rows0.size
+    th_count, tw_count = rows0.size, cols0.size
     nq = q1 - q0
-    wb = 4 * tw_count
+    wb = wo
+    for tw in range(tw_count):
+        wb = max(wb, cols0[tw] + 3 * d + 1)
     for f in prange(n_f):
         rows = np.zeros((4, wb), np.float32)
         part = np.empty((6, wb), np.float32)
@@ -231,7 +235,7 @@ def grad_tiles4(dout, out, q0, q1, rows0, tw_count):  # pragma: no cover - compi
             n = (q0 + qq) // th_count
             th = (q0 + qq) % th_count
             for i in range(4):
-                row = rows0[th] + i
+                row = rows0[th] + d * i
                 if row < ho:
                     src = dout[n, f, row]
                     for u in range(wo):
@@ -246,22 +250,25 @@ def grad_tiles4(dout, out, q0, q1, rows0, tw_count):  # pragma: no cover - compi
             for k in range(6):
                 pk = part[k]
                 for tw in range(tw_count):
-                    u = 4 * tw
-                    t0, t1, t2, t3, t4, t5 = _a4(pk[u], pk[u + 1], pk[u + 2], pk[u + 3])
+                    u = cols0[tw]
+                    t0, t1, t2, t3, t4, t5 = _a4(pk[u], pk[u + d], pk[u + 2 * d], pk[u + 3 * d])
                     p = base + tw
                     out[k * 6, f, p], out[k * 6 + 1, f, p], out[k * 6 + 2, f, p] = t0, t1, t2
                     out[k * 6 + 3, f, p], out[k * 6 + 4, f, p], out[k * 6 + 5, f, p] = t3, t4, t5
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def output_tiles4(prod, out, bias, q0, q1, rows0, tw_count):  # pragma: no cover - compiled
-    """:func:`untile_transform` with AT of F(4x4,3x3), undilated: written out, row stores."""
+def output_tiles4(prod, out, bias, q0, q1, rows0, cols0, d):  # pragma: no cover - compiled
+    """:func:`untile_transform` with AT of F(4x4,3x3), written out, row stores."""
     n_f, ho, wo = out.shape[1:]
-    th_count = rows0.size
+    th_count, tw_count = rows0.size, cols0.size
     nq = q1 - q0
+    wb = wo
+    for tw in range(tw_count):
+        wb = max(wb, cols0[tw] + 3 * d + 1)
     for f in prange(n_f):
         part = np.empty((6, 4, tw_count), np.float32)
-        res = np.empty((4, 4 * tw_count), np.float32)
+        res = np.empty((4, wb), np.float32)
         for qq in range(nq):
             n = (q0 + qq) // th_count
             th = (q0 + qq) % th_count
@@ -277,10 +284,10 @@ def output_tiles4(prod, out, bias, q0, q1, rows0, tw_count):  # pragma: no cover
                 for tw in range(tw_count):
                     o0, o1, o2, o3 = _at4(part[0, j, tw], part[1, j, tw], part[2, j, tw],
                                           part[3, j, tw], part[4, j, tw], part[5, j, tw])
-                    col = 4 * tw + j
+                    col = cols0[tw] + d * j
                     res[0, col], res[1, col], res[2, col], res[3, col] = o0, o1, o2, o3
             for i in range(4):
-                row = rows0[th] + i
+                row = rows0[th] + d * i
                 if row < ho:
                     dst = out[n, f, row]
                     for col in range(wo):
@@ -328,7 +335,7 @@ class _Blocks:
 def _input_points(x, v, q0, q1, blocks, padding, fast):
     """V (a*a, C, tiles) of one block of tile rows."""
     if fast:
-        input_tiles4(x, v, q0, q1, blocks.rows0, blocks.cols0.size, padding[0], padding[1])
+        input_tiles4(x, v, q0, q1, blocks.rows0, blocks.cols0, blocks.d, padding[0], padding[1])
     else:
         tile_transform(x, _BT32[blocks.m], v, q0, q1, blocks.rows0, blocks.cols0, blocks.d,
                        padding[0], padding[1])
@@ -344,12 +351,12 @@ def forward(x, w, bias, padding, dilation, out_size, m):
     b = np.zeros(f, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
     blocks = _Blocks(n, out_size, m, d, (c, f))
-    fast = m == 4 and d == 1            # the written-out F(4x4) transforms
+    fast = m == 4                       # the written-out F(4x4) transforms
     for q0, q1, (v, prod) in blocks:
         _input_points(x, v, q0, q1, blocks, padding, fast)
         np.matmul(u, v, out=prod)
         if fast:
-            output_tiles4(prod, out, b, q0, q1, blocks.rows0, blocks.cols0.size)
+            output_tiles4(prod, out, b, q0, q1, blocks.rows0, blocks.cols0, d)
         else:
             untile_transform(prod, _AT32[m], out, b, q0, q1, blocks.rows0, blocks.cols0, d)
     return out
@@ -366,9 +373,9 @@ def weight_grad(x, dout, padding, dilation, m):
     blocks = _Blocks(n, dout.shape[2:], m, d, (c, f))
     du = np.zeros((a * a, f, c), dtype=np.float32)
     for q0, q1, (v, ybar) in blocks:
-        _input_points(x, v, q0, q1, blocks, padding, m == 4 and d == 1)
-        if m == 4 and d == 1:
-            grad_tiles4(dout, ybar, q0, q1, blocks.rows0, blocks.cols0.size)
+        _input_points(x, v, q0, q1, blocks, padding, m == 4)
+        if m == 4:
+            grad_tiles4(dout, ybar, q0, q1, blocks.rows0, blocks.cols0, d)
         else:
             tile_transform(dout, _A32[m], ybar, q0, q1, blocks.rows0, blocks.cols0, d, 0, 0)
         du += np.matmul(ybar, v.transpose(0, 2, 1))
