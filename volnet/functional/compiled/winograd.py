@@ -19,7 +19,10 @@ sub-grid, so tiles are laid on each sub-grid and read/written with step ``D``.
 Gradients: dx of a stride-1 conv is this forward on dout with flipped, transposed
 filters (see conv_gemm.input_grad_as_conv); dw is the transposed algorithm
 ``dg = G^T [sum over tiles (A dY A^T) * (BT d BT^T)] G`` with one product per point.
-Transforms accumulate in float64 and store float32 (volnet only uses Winograd for float32).
+F(4x4)'s tile transforms are written out (``input_tiles4``, ``grad_tiles4``,
+``output_tiles4``); the matrix-driven ``tile_transform``/``untile_transform`` serve F(2x2).
+Tile transforms run in float32 (their entries are small integers); the filter transform
+and dw's back-transform in float64. volnet only uses Winograd for float32 layers.
 """
 
 from __future__ import annotations
