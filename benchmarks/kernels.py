@@ -6,11 +6,13 @@ import numpy as np
 import torch
 import torch.nn.functional as TF
 
+from volnet.functional import conv_choice
 from volnet.functional.conv import conv2d_backward, conv2d_forward
 from volnet.functional.pool import maxpool2d_backward, maxpool2d_forward
 
-# (name, N, C, H=W, K, F, stride, padding, dilation). Rows 1 and 3 are also the two
-# shapes of issue 2 (the lecture's CIFAR layer and a VGG/ResNet 3x3 block).
+# (name, N, C, H=W, K, F, stride, padding, dilation[, groups]). Rows 1 and 3 are also the
+# two shapes of issue 2 (the lecture's CIFAR layer and a VGG/ResNet 3x3 block); the last
+# four are issue 12's (a VGG 224x224 layer, 28x28 and 7x7 3x3 layers, MobileNet depthwise).
 CONV_ROWS = [
     ("conv N64 C3 32x32 K12 F3 P1 (CIFAR layer)", 64, 3, 32, 12, 3, 1, 1, 1),
     ("conv N64 C6 14x14 K16 F5 (LeNet conv2)", 64, 6, 14, 16, 5, 1, 0, 1),
@@ -19,6 +21,10 @@ CONV_ROWS = [
     ("conv N16 C256 14x14 K256 F3 P1", 16, 256, 14, 256, 3, 1, 1, 1),
     ("conv N32 C256 28x28 K64 F1 (1x1 reduction)", 32, 256, 28, 64, 1, 1, 0, 1),
     ("conv N16 C64 56x56 K64 F3 P2 D2 (dilated)", 16, 64, 56, 64, 3, 1, 2, 2),
+    ("conv N4 C64 224x224 K64 F3 P1 (VGG conv1_2)", 4, 64, 224, 64, 3, 1, 1, 1),
+    ("conv N16 C128 28x28 K128 F3 P1", 16, 128, 28, 128, 3, 1, 1, 1),
+    ("conv N16 C512 7x7 K512 F3 P1", 16, 512, 7, 512, 3, 1, 1, 1),
+    ("conv N16 C128 56x56 F3 P1 depthwise (MobileNet)", 16, 128, 56, 128, 3, 1, 1, 1, 128),
 ]
 
 POOL_ROWS = [
@@ -32,14 +38,25 @@ def _rel_err(a, b) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
+def conv_kernels(row) -> dict:
+    """The kernel each pass of a conv row runs (volnet.functional.conv_choice)."""
+    _, n, c, h, k, f, s, p, d = row[:9]
+    g = row[9] if len(row) > 9 else 1
+    ho = (h + 2 * p - d * (f - 1) - 1) // s + 1
+    return conv_choice.kernels((n, c, h, h), (k, c // g, f, f), (s, s), (p, p), (d, d), g,
+                               (ho, ho), np.float32)
+
+
 def conv_case(row, rng):
     """(volnet_fn, torch_fn, max relative error, fwd+bwd FLOPs) for one conv row."""
-    _, n, c, h, k, f, s, p, d = row
+    _, n, c, h, k, f, s, p, d = row[:9]
+    g = row[9] if len(row) > 9 else 1
     x = rng.standard_normal((n, c, h, h), dtype=np.float32)
-    w = rng.standard_normal((k, c, f, f), dtype=np.float32) / np.float32(np.sqrt(c * f * f))
+    w = rng.standard_normal((k, c // g, f, f), dtype=np.float32)
+    w /= np.float32(np.sqrt(c // g * f * f))
     b = rng.standard_normal(k, dtype=np.float32)
     st, pad, dil = (s, s), (p, p), (d, d)
-    out, cache = conv2d_forward(x, w, b, st, pad, dil, 1)
+    out, cache = conv2d_forward(x, w, b, st, pad, dil, g)
     dout = rng.standard_normal(out.shape, dtype=np.float32)
     dx, dw, db = conv2d_backward(dout, cache)
     xt, wt, bt = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, w, b))
@@ -47,18 +64,18 @@ def conv_case(row, rng):
 
     def torch_fn():
         xt.grad = wt.grad = bt.grad = None
-        TF.conv2d(xt, wt, bt, s, p, d).backward(dt)
+        TF.conv2d(xt, wt, bt, s, p, d, g).backward(dt)
 
     torch_fn()
-    ot = TF.conv2d(xt, wt, bt, s, p, d).detach().numpy()
+    ot = TF.conv2d(xt, wt, bt, s, p, d, g).detach().numpy()
     err = max(_rel_err(out, ot), _rel_err(dx, xt.grad), _rel_err(dw, wt.grad),
               _rel_err(db, bt.grad))
 
     def volnet_fn():
-        _, cch = conv2d_forward(x, w, b, st, pad, dil, 1)
+        _, cch = conv2d_forward(x, w, b, st, pad, dil, g)
         conv2d_backward(dout, cch)
 
-    flops = 3 * 2 * out.size * c * f * f          # forward, dx and dw products
+    flops = 3 * 2 * out.size * (c // g) * f * f   # forward, dx and dw products
     return volnet_fn, torch_fn, err, flops
 
 

@@ -27,8 +27,10 @@ def _record(name, group, volnet, torch_value, unit, ratio, err, tol=TOLERANCE, *
     rec = {"name": name, "group": group, "volnet": round(volnet, 3), "torch": round(torch_value, 3),
            "unit": unit, "ratio": round(ratio, 3), "max_rel_err": float(f"{err:.2e}")}
     rec.update(extra)
-    print(f"  {name:58s} {volnet:10.1f} {torch_value:10.1f} {unit:6s} {ratio:6.2f}   err {err:.1e}",
-          flush=True)
+    print(f"  {name:58s} {volnet:10.1f} {torch_value:10.1f} {unit:6s} {ratio:6.2f}   err {err:.1e}"
+          + (f"  {extra['kernel']}" if "kernel" in extra else "")
+          + (f"  spread {extra['volnet_ms_spread']} vs {extra['torch_ms_spread']}"
+             if "volnet_ms_spread" in extra else ""), flush=True)
     if not err <= tol:
         raise SystemExit(f"{name}: volnet and PyTorch disagree (max relative error {err:.2e})")
     return rec
@@ -39,10 +41,33 @@ def conv_rows(rng, repeats):
     for row in kernels.CONV_ROWS:
         v_fn, t_fn, err, flops = kernels.conv_case(row, rng)
         pair = time_pair(v_fn, t_fn, repeats)
+        used = kernels.conv_kernels(row)
         yield "conv", _record(row[0], "conv", pair.volnet * 1e3, pair.torch * 1e3, "ms",
                               pair.volnet / pair.torch, err,
                               volnet_gflops=round(flops / pair.volnet / 1e9, 1),
-                              torch_gflops=round(flops / pair.torch / 1e9, 1))
+                              torch_gflops=round(flops / pair.torch / 1e9, 1),
+                              kernel=used["forward"], kernels=used, numba=_numba_version(),
+                              volnet_ms_spread=_spread(pair.volnet_samples),
+                              torch_ms_spread=_spread(pair.torch_samples))
+
+
+def _kernels_line():
+    from volnet.functional import backend
+
+    if backend.compiled():
+        return f"compiled (numba {_numba_version()}) where they apply, else NumPy"
+    return "NumPy reference (VOLNET_KERNELS=numpy)"
+
+
+def _spread(samples):
+    """[fastest, slowest] of the timed calls, in ms."""
+    return [round(min(samples) * 1e3, 2), round(max(samples) * 1e3, 2)]
+
+
+def _numba_version():
+    from volnet.functional import backend
+
+    return backend._numba().__version__ if backend.compiled() else None
 
 
 def _gemm_row(rng, repeats):
@@ -123,7 +148,8 @@ def run_suite(args) -> int:
     print(f"volnet vs PyTorch {torch.__version__} CPU, {args.threads} threads "
           f"(OMP/OPENBLAS/MKL_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
           f"torch.set_num_threads({args.threads})), NumPy {np.__version__}, {platform.machine()}, "
-          f"{'quick' if args.quick else 'full'} run; medians of interleaved repeats")
+          f"{'quick' if args.quick else 'full'} run; medians of interleaved repeats; volnet "
+          f"kernels: {_kernels_line()}")
     print(f"  {'case':58s} {'volnet':>10s} {'torch':>10s} {'unit':6s} {'ratio':>6s}")
     records = []
     sources = [("conv", lambda: conv_rows(rng, small * 2 + 1)), ("pool", lambda: pool_rows(rng, small * 2 + 1)),

@@ -1,5 +1,7 @@
 """BLAS thread control used by `volnet train`."""
 
+import os
+
 import numpy as np
 
 from volnet.train.threads import blas_threads, default_threads, set_blas_threads
@@ -26,3 +28,55 @@ def test_default_respects_the_environment(monkeypatch):
     assert default_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     assert default_threads() is None
+
+
+def test_user_count_wins_then_idle_cores(monkeypatch):
+    from volnet.train import threads
+
+    assert 0.0 <= threads.idle_cores(0.01) <= (os.cpu_count() or 1) + 1e-9
+    monkeypatch.setenv("VOLNET_THREADS", "3")
+    assert threads.choose_threads() == 3
+    monkeypatch.delenv("VOLNET_THREADS")
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "idle_cores", lambda: 0.1)     # another process holds the cores
+    assert threads.choose_threads() == 1
+    monkeypatch.setattr(threads, "idle_cores", lambda: 64.0)    # never more than this process's cores
+    assert threads.choose_threads() == threads.cpu_count()
+    threads.pin_threads(2)
+    try:
+        assert threads.choose_threads() == 2
+    finally:
+        threads.pin_threads(None)
+
+
+def test_use_threads_sets_blas_and_numba_and_restores():
+    import numba
+    from threadpoolctl import threadpool_info
+
+    from volnet.train.threads import use_threads
+
+    def blas():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before, numba_before = blas(), numba.get_num_threads()
+    with use_threads(1):
+        assert blas() == {1} and numba.get_num_threads() == 1
+    assert blas() == before and numba.get_num_threads() == numba_before
+
+
+def test_fit_trains_with_the_chosen_thread_count(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    import volnet as vn
+    from volnet.train import LambdaCallback, threads
+
+    seen = []
+    monkeypatch.setattr(threads, "choose_threads", lambda: 1)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 32)
+    net = vn.Sequential(vn.Flatten(), vn.Linear(64, 3, rng=0))
+    record = LambdaCallback(on_batch_end=lambda t, logs: seen.append(
+        {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}))
+    vn.fit(net, x, y, epochs=1, batch_size=16, callbacks=[record], progress=False)
+    assert seen and all(s == {1} for s in seen)

@@ -72,12 +72,13 @@ def run(args) -> int:
             setattr(args, key, DEFAULTS[key])
     from volnet.train.distributed import abort_on_error, get_communicator
     from volnet.train.recipe import train
-    from volnet.train.threads import blas_threads, default_threads, set_blas_threads
+    from volnet.train.threads import blas_threads, default_threads, pin_threads, set_blas_threads
 
     threads = args.threads if args.threads is not None else default_threads()
     previous = blas_threads() if threads is not None else None
     if threads is not None:
         set_blas_threads(threads)
+        pin_threads(threads)       # Trainer.fit keeps this count instead of choosing its own
     comm = get_communicator(True if args.distributed else None)
     try:
         with abort_on_error(comm):   # a failing rank stops every rank instead of hanging them
@@ -89,6 +90,7 @@ def run(args) -> int:
     finally:
         if previous is not None:   # main() may run inside a longer-lived process
             set_blas_threads(previous)
+        pin_threads(None)
     if not comm.is_main:
         return 0
     print(f"held-out accuracy {result.accuracy:.4f} after {len(result.history.get('loss', []))} "

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from volnet.errors import ConfigError, ShapeError
-from volnet.functional import conv_gemm
+from volnet.functional import conv_choice, conv_gemm
 
 
 def pair(value, name: str) -> tuple[int, int]:
@@ -171,10 +171,22 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
     ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
-    out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo), keep_cache)
-    if b is not None:
-        out += b.reshape(1, f, 1, 1)
-    cache = (x, cols, w, b is not None, stride, padding, dilation, groups) if keep_cache else None
+    kernel = conv_choice.choose(x.shape, w.shape, stride, padding, dilation, groups, (ho, wo),
+                                dtype)
+    cols = None
+    if kernel == "depthwise":
+        from volnet.functional.compiled import depthwise
+        out = depthwise.conv_forward(x, w, b, stride, padding, dilation, (ho, wo))
+    elif kernel.startswith("winograd"):
+        from volnet.functional.compiled import winograd
+        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), conv_choice.tile_size(kernel))
+    else:
+        out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo),
+                                      keep_cache)
+        if b is not None:
+            out += b.reshape(1, f, 1, 1)
+    cache = ((x, cols, w, b is not None, stride, padding, dilation, groups, kernel)
+             if keep_cache else None)
     return out, cache
 
 
@@ -182,16 +194,36 @@ def conv2d_backward(dout, cache, input_grad=True):
     """Gradients of :func:`conv2d_forward`: returns (dx, dw, db); db is None without bias.
 
     ``input_grad=False`` skips dx (returned as None): a network's first layer.
+    The kernels are those the forward pass chose (volnet.functional.conv_choice).
     """
-    x, cols, w, has_bias, stride, padding, dilation, groups = cache
+    x, cols, w, has_bias, stride, padding, dilation, groups, kernel = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
     kh, kw = w.shape[2:]
-    dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if kernel == "depthwise":
+        from volnet.functional.compiled import depthwise
+        dw = depthwise.conv_weight_grad(x, dout, w.shape, stride, padding, dilation)
+        dx = (depthwise.conv_input_grad(dout, w, x.shape, stride, padding, dilation)
+              if input_grad else None)
+        return dx, dw, db
+    if kernel.startswith("winograd"):
+        from volnet.functional.compiled import winograd
+        dw = winograd.weight_grad(x, dout, padding, dilation, conv_choice.tile_size(kernel))
+    else:
+        dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
     if not input_grad:
         return None, dw, db
     if _adjoint_is_conv(x.shape[1] // groups, (kh, kw), stride, padding, dilation):
-        dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)
+        full = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+        w_t = conv_gemm.flipped_transpose(w, groups)
+        adjoint = conv_choice.choose(dout.shape, w_t.shape, (1, 1), full, dilation, groups,
+                                     x.shape[2:], x.dtype)
+        if adjoint.startswith("winograd"):
+            from volnet.functional.compiled import winograd
+            dx = winograd.forward(dout, w_t, None, full, dilation, x.shape[2:],
+                                  conv_choice.tile_size(adjoint))
+        else:
+            dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)
     else:
         dx = conv_gemm.input_grad_by_fold(dout, w, x.shape, stride, padding, dilation, groups)
     return dx, dw, db

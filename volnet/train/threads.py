@@ -1,15 +1,21 @@
-"""Set how many threads NumPy's BLAS (OpenBLAS) uses, at run time, without extra packages.
+"""How many threads NumPy's BLAS (OpenBLAS) and volnet's compiled kernels use.
 
 Why: on a machine whose cores are busy, OpenBLAS worker threads spin-wait for
 each other. Measured here (2 cores, load ~10): 20 LeNet-5 training batches
 took 0.7 s with one BLAS thread and 7.0 s with two. ``volnet train`` therefore
-uses one BLAS thread unless told otherwise (``--threads`` or OMP_NUM_THREADS).
+uses one BLAS thread unless told otherwise (``--threads`` or OMP_NUM_THREADS),
+and ``Trainer.fit`` (so ``vn.fit``) picks the count itself at the start of each
+epoch: the cores no other process keeps busy (:func:`choose_threads`), applied to
+BLAS through threadpoolctl and to the numba kernels through ``set_num_threads``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import time
+from collections.abc import Iterator
 
 _SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
             "openblas_set_num_threads64_", "openblas_set_num_threads")
@@ -59,3 +65,96 @@ def default_threads() -> int | None:
     if any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")):
         return None
     return 1
+
+
+# ---- threads chosen by the library (threadpoolctl for BLAS, numba for compiled kernels) ----
+
+USER_VARIABLES = ("VOLNET_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_pinned = {"count": None}
+
+
+def cpu_count() -> int:
+    """Cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)   # total, idle+iowait
+
+
+def idle_cores(sample_s: float = 0.05) -> float:
+    """Cores left idle by every other process, measured over ``sample_s`` seconds.
+
+    Called while this process itself waits, so what is busy is someone else's. Falls
+    back to cores minus the load average where /proc/stat is missing (not Linux).
+    """
+    before = _cpu_times()
+    if before is None:
+        try:
+            return max(0.0, os.cpu_count() - os.getloadavg()[0])
+        except (AttributeError, OSError, TypeError):
+            return float(cpu_count())
+    time.sleep(sample_s)
+    after = _cpu_times()
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return (os.cpu_count() or 1) * idle / total if total > 0 else float(cpu_count())
+
+
+def choose_threads() -> int:
+    """Threads for BLAS and compiled kernels: the user's count, else the idle cores (>= 1).
+
+    A count set through VOLNET_THREADS, OMP_NUM_THREADS or OPENBLAS_NUM_THREADS (first
+    set wins) or :func:`pin_threads` is used as given. Otherwise every core that no other
+    process keeps busy: a thread on a busy core makes its siblings spin-wait at each
+    barrier (20 LeNet-5 batches: 0.7 s on one thread, 7.0 s on two with one core busy).
+    """
+    if _pinned["count"] is not None:
+        return _pinned["count"]
+    for name in USER_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return max(1, min(cpu_count(), int(idle_cores() + 0.25)))
+
+
+def pin_threads(count: int | None) -> None:
+    """Make :func:`choose_threads` return ``count`` (None: choose again); ``volnet train --threads``."""
+    _pinned["count"] = None if count is None else max(1, int(count))
+
+
+@contextlib.contextmanager
+def use_threads(count: int) -> Iterator[int]:
+    """Run the enclosed code with ``count`` BLAS threads and compiled-kernel threads."""
+    from threadpoolctl import threadpool_limits
+
+    numba, previous = _numba_if_loaded(), None
+    if numba is not None:
+        previous = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        with threadpool_limits(limits=count, user_api="blas"):
+            yield count
+    finally:
+        if numba is not None:
+            numba.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def auto_threads() -> Iterator[int]:
+    """:func:`use_threads` with :func:`choose_threads`'s count (what ``Trainer.fit`` runs in)."""
+    with use_threads(choose_threads()) as count:
+        yield count
+
+
+def _numba_if_loaded():
+    from volnet.functional import backend
+
+    return backend._numba() or None

@@ -49,6 +49,7 @@ import numpy as np
 from volnet.errors import ConfigError, NonFiniteError, TrainingDivergedError
 from volnet.functional.loss import softmax_cross_entropy
 from volnet.train.evaluation import evaluate, locate_nonfinite
+from volnet.train.threads import auto_threads
 
 
 class History(dict):
@@ -137,12 +138,13 @@ class Trainer:
             self.net.preprocessing = self.metadata["preprocessing"]
         self._call("on_train_begin", self)
         logs = {}
-        while self.epoch < epochs and not self.stopped:
-            logs = self._run_epoch(batches, epochs)
-            if self.stopped and self.batch:       # stopped mid-epoch: no epoch-end logs
-                break
-            logs.update(self._validate(val))
-            self._end_epoch(logs)
+        with auto_threads():    # BLAS + compiled-kernel threads: the cores nobody else uses
+            while self.epoch < epochs and not self.stopped:
+                logs = self._run_epoch(batches, epochs)
+                if self.stopped and self.batch:       # stopped mid-epoch: no epoch-end logs
+                    break
+                logs.update(self._validate(val))
+                self._end_epoch(logs)
         self._call("on_train_end", self, logs)
         return self.history
 

@@ -1,0 +1,30 @@
+"""Seconds to the first compiled conv call in a fresh process (compile, or load from cache).
+
+Run twice: ``find volnet -name '*.nbi' -o -name '*.nbc' | xargs rm -f`` then
+``python -m benchmarks.compile_time`` (compiles), then again (loads the cache).
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def main():
+    t0 = time.perf_counter()
+    import numpy as np
+
+    from volnet.functional.conv import conv2d_backward, conv2d_forward
+    t1 = time.perf_counter()
+    x, w = np.ones((1, 8, 30, 30), np.float32), np.ones((8, 8, 3, 3), np.float32)
+    out, cache = conv2d_forward(x, w, None)
+    conv2d_backward(out, cache)
+    t2 = time.perf_counter()
+    out, cache = conv2d_forward(x, w[:, :1], None, groups=8)
+    conv2d_backward(out, cache)
+    t3 = time.perf_counter()
+    print(f"import {t1 - t0:.1f} s, first Winograd fwd+bwd {t2 - t1:.1f} s, "
+          f"first depthwise fwd+bwd {t3 - t2:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Compiled conv kernels (Winograd, depthwise) against the NumPy reference path and PyTorch.
+
+Shapes are drawn by Hypothesis: odd sizes, batch 1, padding 0-2, dilation 1-2. The
+Winograd size threshold is lowered so small maps take that path. float32 tolerances
+come from the error table in benchmarks/README.md (python -m benchmarks.winograd_error):
+over every 3x3 layer of vgg16, resnet18/50, googlenet and inception_v3, the worst
+normwise error against float64 direct convolution (forward, dx or dw) is 1.6e-5 for
+F(4x4,3x3), 1.1e-6 for F(2x2,3x3) and 8.5e-7 for float32 im2col. The bounds below
+are about 6x (F(4x4)) and 25x (F(2x2)) those, for the drawn shapes' other statistics;
+the direct depthwise kernel sums at most 25 products per output, like im2col.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from volnet.functional import backend, conv_choice
+from volnet.functional.compiled import winograd
+from volnet.functional.conv import conv2d_backward, conv2d_forward
+
+pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
+
+TOL = {"winograd4": 1e-4, "winograd2": 3e-5, "depthwise": 1e-5}
+
+
+def _rel(a, b):
+    scale = max(np.abs(b).max(initial=0.0), 1e-30)
+    return float(np.abs(np.asarray(a, np.float64) - b).max(initial=0.0) / scale)
+
+
+def _torch64(x, w, b, stride, padding, dilation, groups, dout):
+    xt, wt, bt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
+    out = torch.nn.functional.conv2d(xt, wt, bt, stride, padding, dilation, groups)
+    out.backward(torch.tensor(dout, dtype=torch.float64))
+    return out.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()
+
+
+def _run(x, w, b, stride, padding, dilation, groups, dout, kernels):
+    with backend.use_kernels(kernels):
+        out, cache = conv2d_forward(x, w, b, stride, padding, dilation, groups)
+        dx, dw, db = conv2d_backward(dout, cache)
+    return cache[-1], (out, dx, dw, db)
+
+
+def _check_three_ways(x, w, b, stride, padding, dilation, groups, expect_kernel):
+    rng = np.random.default_rng(x.size)
+    out_ref, _ = conv2d_forward(x.astype(np.float64), w.astype(np.float64), b, stride,
+                                    padding, dilation, groups, keep_cache=False)
+    dout = rng.standard_normal(out_ref.shape).astype(np.float32)
+    kernel, fast = _run(x, w, b, stride, padding, dilation, groups, dout, "numba")
+    assert kernel == expect_kernel
+    _, ref = _run(x, w, b, stride, padding, dilation, groups, dout, "numpy")
+    want = _torch64(x, w, b, stride, padding, dilation, groups, dout)
+    for name, got, numpy_ref, exact in zip(("out", "dx", "dw", "db"), fast, ref, want):
+        assert got.dtype == np.float32 and got.shape == exact.shape, name
+        assert _rel(got, exact) < TOL[kernel], (name, _rel(got, exact))
+        assert _rel(numpy_ref, exact) < 1e-5, name            # the reference path itself
+        assert _rel(got, numpy_ref) < TOL[kernel] + 1e-5, name
+
+
+@st.composite
+def winograd_shapes(draw):
+    d = draw(st.integers(1, 2))
+    p = draw(st.integers(0, 2))
+    h, w = (draw(st.integers(max(1, 2 * d + 1 - 2 * p), 13)) for _ in range(2))
+    return draw(st.integers(1, 2)), draw(st.integers(1, 9)), draw(st.integers(1, 9)), h, w, p, d
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(winograd_shapes())
+def test_winograd_layers_match_reference_and_torch(monkeypatch, shape):
+    # the same two constants are patched for every example: nothing to reset between them
+    n, c, f, h, w_, p, d = shape
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_SIDE", 1)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_CHANNELS", 1)
+    rng = np.random.default_rng(h * 100 + w_)
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    wt = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    _check_three_ways(x, wt, b, (1, 1), (p, p), (d, d), 1, "winograd4")
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("shape", [(1, 3, 7, 5, 1, 1, 4), (2, 5, 10, 9, 0, 2, 3),
+                                   (1, 4, 6, 11, 2, 1, 2)])
+def test_both_tile_sizes_forward_and_weight_grad(shape, m):
+    n, c, h, w_, p, d, f = shape
+    rng = np.random.default_rng(m)
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    want = torch.nn.functional.conv2d(xt, wt, torch.tensor(b, dtype=torch.float64), 1, p, d)
+    out = winograd.forward(x, w, b, (p, p), (d, d), tuple(want.shape[2:]), m)
+    assert _rel(out, want.detach().numpy()) < TOL[f"winograd{m}"]
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    want.backward(torch.tensor(dout, dtype=torch.float64))
+    dw = winograd.weight_grad(x, dout, (p, p), (d, d), m)
+    assert _rel(dw, wt.grad.numpy()) < TOL[f"winograd{m}"]
+
+
+@st.composite
+def depthwise_shapes(draw):
+    k, s, p, d = (draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(0, 2)),
+                  draw(st.integers(1, 2)))
+    smallest = max(1, d * (k - 1) + 1 - 2 * p)
+    h, w = (draw(st.integers(smallest, smallest + 6)) for _ in range(2))
+    return draw(st.integers(1, 2)), draw(st.integers(2, 6)), h, w, k, s, p, d
+
+
+@settings(max_examples=25)
+@given(depthwise_shapes())
+def test_depthwise_layers_match_reference_and_torch(shape):
+    n, c, h, w_, k, s, p, d = shape
+    rng = np.random.default_rng(h * 100 + w_ + k)
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    _check_three_ways(x, w, b, (s, s), (p, p), (d, d), c, "depthwise")
+
+
+def test_float64_stays_on_the_exact_path():
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((1, 8, 30, 30)), rng.standard_normal((8, 8, 3, 3)), None
+    with backend.use_kernels("numba"):
+        out, cache = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1)
+        assert cache[-1] == "im2col"
+        assert conv2d_forward(x.astype(np.float32), w.astype(np.float32), b, (1, 1), (1, 1),
+                              (1, 1), 1)[1][-1] == "winograd4"
+    want = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), None, 1, 1).numpy()
+    np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-10)
+
+
+def test_numpy_switch_selects_the_reference_path():
+    args = ((4, 16, 32, 32), (16, 16, 3, 3), (1, 1), (1, 1), (1, 1), 1, (32, 32), np.float32)
+    with backend.use_kernels("numba"):
+        assert conv_choice.choose(*args) == "winograd4"
+        assert conv_choice.choose((2, 8, 9, 9), (8, 1, 3, 3), (1, 1), (1, 1), (1, 1), 8, (9, 9),
+                                  np.float32) == "depthwise"
+    with backend.use_kernels("numpy"):
+        assert conv_choice.choose(*args) == "im2col"
+    code = ("import numpy as np; from volnet.functional import conv_choice; "
+            f"print(conv_choice.choose{args!r})").replace("<class 'numpy.float32'>", "np.float32")
+    env = dict(os.environ, VOLNET_KERNELS="numpy")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "im2col"

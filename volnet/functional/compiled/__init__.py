@@ -1,0 +1,1 @@
+"""Compiled (numba) kernels, one module per kind; chosen through ``volnet.functional.backend``."""
