@@ -15,6 +15,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from volnet.errors import ConfigError, ShapeError
 from volnet.functional import conv_gemm
+from volnet.functional.activation import bias_add_, channel_sum
 
 
 def pair(value, name: str) -> tuple[int, int]:
@@ -173,7 +174,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
     out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo), keep_cache)
     if b is not None:
-        out += b.reshape(1, f, 1, 1)
+        bias_add_(out, b.astype(dtype, copy=False))
     cache = (x, cols, w, b is not None, stride, padding, dilation, groups) if keep_cache else None
     return out, cache
 
@@ -187,7 +188,7 @@ def conv2d_backward(dout, cache, input_grad=True):
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
     kh, kw = w.shape[2:]
     dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
-    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    db = channel_sum(dout) if has_bias else None
     if not input_grad:
         return None, dw, db
     if _adjoint_is_conv(x.shape[1] // groups, (kh, kw), stride, padding, dilation):

@@ -51,6 +51,7 @@ class _SyncMixin:
     """Training-mode forward and backward with statistics reduced over ``self.comm``."""
 
     comm = None
+    fuses_relu = False      # its training forward is its own: Sequential keeps the ReLU apart
 
     def _allreduce(self, *parts: np.ndarray, what: str) -> list[np.ndarray]:
         buf = np.concatenate([np.atleast_1d(p).astype(np.float64) for p in parts])
