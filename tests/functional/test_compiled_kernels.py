@@ -184,3 +184,25 @@ def test_optimizer_update_is_the_reference_bit_for_bit_and_matches_torch(make, m
         assert np.array_equal(fast[k], ref[k]) and fast[k].dtype == dtype
         tol = 1e-5 if dtype == np.float32 else 1e-12
         assert np.allclose(fast[k], tparams[k].detach().numpy(), rtol=tol, atol=tol)
+
+
+def test_training_steps_reuse_private_caches_but_never_returned_arrays():
+    from volnet.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
+
+    rng = np.random.default_rng(0)
+    net = Sequential(Conv2d(2, 3, 3, padding=1, rng=rng), ReLU(), MaxPool2d(2), Flatten(),
+                     Linear(3 * 4 * 4, 5, rng=rng))
+    fresh = net.copy()
+    x1, x2 = rng.standard_normal((2, 2, 2, 8, 8)).astype(np.float32)
+    d = rng.standard_normal((2, 5)).astype(np.float32)
+    with backend.use_kernels("numba"):
+        out1 = net.forward(x1, training=True)
+        dx1 = net.backward(d)
+        saved = out1.copy(), dx1.copy()
+        mask, winners = net[1]._cache, net[2]._cache[0].arg
+        out2 = net.forward(x2, training=True)
+        dx2 = net.backward(d)
+        assert net[1]._cache is mask and net[2]._cache[0].arg is winners   # buffers reused
+        assert np.array_equal(out1, saved[0]) and np.array_equal(dx1, saved[1])
+        want_out = fresh.forward(x2, training=True)
+        assert np.array_equal(out2, want_out) and np.array_equal(dx2, fresh.backward(d))

@@ -26,11 +26,25 @@ def _run(name, size, *args):
     return launch.run(getattr(kernels, name), size, *args)
 
 
-def relu_forward(x, keep_cache=True):
-    """(max(x, 0), mask x > 0 or None). NaN passes through; the mask is False there."""
+def _mask(shape, keep_cache, reuse):
+    """The mask array: ``reuse`` (the layer's previous mask, dead once this forward runs)
+    when it fits, so a training loop does not fault in a fresh array every step."""
+    if not keep_cache:
+        return None
+    if isinstance(reuse, np.ndarray) and reuse.shape == shape and reuse.dtype == np.bool_ \
+            and reuse.flags.c_contiguous and reuse.flags.writeable:
+        return reuse
+    return np.empty(shape, dtype=np.bool_)
+
+
+def relu_forward(x, keep_cache=True, reuse=None):
+    """(max(x, 0), mask x > 0 or None). NaN passes through; the mask is False there.
+
+    ``reuse``: a previous mask that may be overwritten (compiled path only).
+    """
     if _fast(x):
         out = np.empty_like(x)
-        mask = np.empty(x.shape, dtype=np.bool_) if keep_cache else None
+        mask = _mask(x.shape, keep_cache, reuse)
         _run("relu_forward", x.size, x.reshape(-1), out.reshape(-1),
              _EMPTY if mask is None else mask.reshape(-1))
         return out, mask
@@ -38,11 +52,11 @@ def relu_forward(x, keep_cache=True):
     return np.maximum(x, 0).astype(x.dtype, copy=False), mask   # not x * mask: that gives -0.0
 
 
-def add_relu(a, b, keep_cache=True):
+def add_relu(a, b, keep_cache=True, reuse=None):
     """(max(a + b, 0), mask a + b > 0 or None): a residual block's sum and activation."""
     if a.shape == b.shape and _fast(a, b):
         out = np.empty_like(a)
-        mask = np.empty(a.shape, dtype=np.bool_) if keep_cache else None
+        mask = _mask(a.shape, keep_cache, reuse)
         _run("add_relu", a.size, a.reshape(-1), b.reshape(-1), out.reshape(-1),
              _EMPTY if mask is None else mask.reshape(-1))
         return out, mask

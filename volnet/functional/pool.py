@@ -40,18 +40,21 @@ def _tiles(x, kernel_size, stride, padding, out_size) -> bool:
             and x.shape[3] == out_size[1] * kernel_size[1])
 
 
-def maxpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False, keep_cache=True):
+def maxpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False, keep_cache=True,
+                      reuse=None):
     """Max over each window; backward routes to the first maximum (row-major) as in PyTorch.
 
     The cache is opaque. Compiled path (``compiled/pool.py``): each window's winner,
     found in the same pass as the maximum. NumPy path: the input (padded with -inf
     when needed) and its column maxima, from which backward finds the winners (see
-    ``maxpool``).
+    ``maxpool``). ``reuse``: a previous cache of this layer whose winner array may be
+    overwritten (compiled path; a training loop then allocates it once).
     """
     h, w = x.shape[2:]
     out_size = pool_output_size((h, w), kernel_size, stride, padding, ceil_mode)
     if x.dtype in (np.float32, np.float64) and x.size and backend.compiled():
-        return _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache)
+        return _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
+                                     reuse)
     x_pad = _pad_for_pool(x, kernel_size, stride, padding, out_size, -np.inf)
     out, inner = maxpool.separable_forward(x_pad, kernel_size, stride, out_size, keep_cache)
     cache = (inner, x.shape, kernel_size, stride, padding) if keep_cache else None
@@ -87,11 +90,17 @@ def _run(name, size, *args):
     return launch.run(getattr(kernels, name), size, *args)
 
 
-def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache):
+def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache, reuse):
     n, c, h, w = x.shape
     x3 = np.ascontiguousarray(x).reshape(n * c, h, w)
     out = np.empty((n * c,) + tuple(out_size), dtype=x.dtype)
-    arg = np.empty(out.shape if keep_cache else (0, 0, 0), dtype=np.int32)
+    old = reuse[0].arg if reuse is not None and isinstance(reuse[0], _Winners) else None
+    if not keep_cache:
+        arg = np.empty((0, 0, 0), dtype=np.int32)
+    elif old is not None and old.shape == out.shape:
+        arg = old
+    else:
+        arg = np.empty(out.shape, dtype=np.int32)
     _run("max_forward", x.size, x3, *kernel_size, *stride, *padding, out, arg, bool(keep_cache))
     cache = (_Winners(arg), x.shape, kernel_size, stride, padding) if keep_cache else None
     return out.reshape((n, c) + tuple(out_size)), cache

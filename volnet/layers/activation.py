@@ -23,7 +23,8 @@ class ReLU(_Elementwise):
     """
 
     def _forward(self, x, training, keep_cache):
-        out, self._cache = F.relu_forward(x, keep_cache)   # the cache: the mask x > 0
+        # the cache is the mask x > 0; the previous step's mask is dead now, its array reused
+        out, self._cache = F.relu_forward(x, keep_cache, reuse=self._cache)
         return out
 
     def _backward(self, dout):
@@ -38,7 +39,7 @@ class ReLU(_Elementwise):
         """``self.forward(a + b, ...)`` in one pass (a residual block's sum and activation);
         same output and the same cache, so ``backward`` is unchanged."""
         keep = training if cache is None else bool(cache)
-        out, self._cache = F.add_relu(a, b, keep)
+        out, self._cache = F.add_relu(a, b, keep, reuse=self._cache)
         self._out_shape = out.shape
         return out
 
