@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 pytest.importorskip("numba")
 
-from volnet.errors import NonFiniteError, ShapeError  # noqa: E402
-from volnet.functional import activation as A  # noqa: E402
-from volnet.functional import backend  # noqa: E402
-from volnet.functional.loss import softmax_cross_entropy  # noqa: E402
-from volnet.functional.pool import maxpool2d_backward, maxpool2d_forward  # noqa: E402
-from volnet.train.optim import SGD, Adagrad, Adam, RMSProp  # noqa: E402
+from volnet.errors import NonFiniteError, ShapeError
+from volnet.functional import activation as A
+from volnet.functional import backend
+from volnet.functional.loss import softmax_cross_entropy
+from volnet.functional.pool import maxpool2d_backward, maxpool2d_forward
+from volnet.train.optim import SGD, Adagrad, Adam, RMSProp
 
 DTYPES = [np.float32, np.float64]
 

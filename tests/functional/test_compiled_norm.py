@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 pytest.importorskip("numba")
 
-from volnet.errors import ConfigError, StateError  # noqa: E402
-from volnet.functional import backend  # noqa: E402
-from volnet.functional import norm as F  # noqa: E402
-from volnet.layers import BatchNorm1d, BatchNorm2d, Conv2d, ReLU, Residual, Sequential  # noqa: E402
-from volnet.tools.gradcheck import numerical_gradient  # noqa: E402
-from volnet.train.sync_bn import SyncBatchNorm2d  # noqa: E402
+from volnet.errors import ConfigError, StateError
+from volnet.functional import backend
+from volnet.functional import norm as F
+from volnet.layers import BatchNorm1d, BatchNorm2d, Conv2d, ReLU, Residual, Sequential
+from volnet.tools.gradcheck import numerical_gradient
+from volnet.train.sync_bn import SyncBatchNorm2d
 
 TOL = {np.float32: 2e-5, np.float64: 1e-10}
 

@@ -167,7 +167,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         A 1x1 stride-1 unpadded convolution is a plain matrix product with no unrolling.
     """
     h, wd = x.shape[2:]
-    f, _, kh, kw = w.shape
+    _, _, kh, kw = w.shape
     dtype = np.result_type(x, w)
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
     ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])

@@ -37,7 +37,7 @@ class _Compiled:
     alive anyway) and per-channel constants, from which backward recomputes x_hat and,
     when the ReLU is fused, its mask."""
 
-    __slots__ = ("x3", "mean", "mean_t", "scale_t", "beta", "relu")
+    __slots__ = ("beta", "mean", "mean_t", "relu", "scale_t", "x3")
 
     def __init__(self, x3, mean, mean_t, scale_t, beta, relu):
         self.x3, self.mean, self.mean_t, self.scale_t = x3, mean, mean_t, scale_t
@@ -47,7 +47,7 @@ class _Compiled:
 class _Masked:
     """NumPy path with the ReLU applied: x_hat and the mask of positive outputs."""
 
-    __slots__ = ("x_hat", "mask")
+    __slots__ = ("mask", "x_hat")
 
     def __init__(self, x_hat, mask):
         self.x_hat, self.mask = x_hat, mask

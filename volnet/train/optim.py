@@ -20,7 +20,6 @@ import numpy as np
 from volnet.errors import ConfigError, StateDictError, StateError
 from volnet.functional import backend
 
-
 _NONE = np.zeros(0)
 
 

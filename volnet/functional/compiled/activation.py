@@ -11,43 +11,45 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from volnet.functional.compiled.launch import kernel
 
-@njit(parallel=True, cache=True)
+
+@kernel
 def relu_forward(x, out, mask):
     """out = max(x, 0) and mask = x > 0 over flat arrays (mask may be empty: not kept)."""
     if mask.size:
         for i in prange(x.size):
             v = x[i]
             mask[i] = v > 0
-            out[i] = 0 if v <= 0 else v
+            out[i] = 0 if v <= 0 else v  # noqa: FURB136 (max(0, v) drops NaN)
     else:
         for i in prange(x.size):
             v = x[i]
-            out[i] = 0 if v <= 0 else v
+            out[i] = 0 if v <= 0 else v  # noqa: FURB136 (max(0, v) drops NaN)
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def add_relu(a, b, out, mask):
     """out = max(a + b, 0) and mask = a + b > 0 (a residual block's sum and activation)."""
     if mask.size:
         for i in prange(a.size):
             v = a[i] + b[i]
             mask[i] = v > 0
-            out[i] = 0 if v <= 0 else v
+            out[i] = 0 if v <= 0 else v  # noqa: FURB136 (max(0, v) drops NaN)
     else:
         for i in prange(a.size):
             v = a[i] + b[i]
-            out[i] = 0 if v <= 0 else v
+            out[i] = 0 if v <= 0 else v  # noqa: FURB136 (max(0, v) drops NaN)
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def relu_backward(dout, mask, dx):
     """dx = dout where mask, else 0."""
     for i in prange(dout.size):
         dx[i] = dout[i] if mask[i] else 0
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def bias_add(out, bias):
     """out[n, c, :] += bias[c] in place; out is (N, C, S)."""
     n, ch, s = out.shape
@@ -66,10 +68,10 @@ def _row_sum(row):
     return acc
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def channel_sum(x, out):
     """out[c] = sum of x[:, c, :] in float64 accumulators; x is (N, C, S)."""
-    n, ch, s = x.shape
+    n, ch, _ = x.shape
     for c in prange(ch):
         acc = 0.0
         for i in range(n):

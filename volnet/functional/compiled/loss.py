@@ -30,8 +30,7 @@ def softmax_xent(scores, labels, dscores):
             v = np.float64(row[j])
             if not np.isfinite(v):
                 return 0.0, 2
-            if v > top:
-                top = v
+            top = max(top, v)
         z = 0.0
         for j in range(c):
             z += np.exp(np.float64(row[j]) - top)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from volnet.functional.compiled.launch import kernel
+
 _SUM = {"reassoc"}    # fast-math flags of the summing helpers (order of additions only)
 
 
@@ -68,7 +70,7 @@ def _affine(x, c, mu_t, sc_t, b_t, relu, out):
         if relu:
             for j in range(row.shape[0]):
                 y = (row[j] - mu_t) * sc_t + b_t
-                orow[j] = 0 if y <= 0 else y        # NaN passes, as np.maximum does
+                orow[j] = 0 if y <= 0 else y  # noqa: FURB136 (NaN passes, as np.maximum does)
         else:
             for j in range(row.shape[0]):
                 orow[j] = (row[j] - mu_t) * sc_t + b_t
@@ -86,7 +88,7 @@ def _masked(x, dout, c, mu_t, sc_t, b_t, out):
             orow[j] = drow[j] if y > 0 else 0
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def forward_train(x, gamma, beta, eps, relu, out, mean, var, inv_std, mean_t, scale_t):
     """Batch statistics and the normalised (optionally rectified) output, per channel.
 
@@ -107,14 +109,14 @@ def forward_train(x, gamma, beta, eps, relu, out, mean, var, inv_std, mean_t, sc
         _affine(x, c, mean_t[c], scale_t[c], beta[c], relu, out)
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def apply(x, mean_t, scale_t, beta, relu, out):
     """out = (x - mean_t) * scale_t + beta per channel, rectified when ``relu`` (inference)."""
     for c in prange(x.shape[1]):
         _affine(x, c, mean_t[c], scale_t[c], beta[c], relu, out)
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def backward(x, dout, mean_t, scale_t, beta, mean, inv_std, gamma, relu, batch_stats,
              dx, dgamma, dbeta):
     """dx, dgamma, dbeta of batch norm (and of the fused ReLU when ``relu``).

@@ -10,10 +10,12 @@ gradient first, as ``torch.optim`` does.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from volnet.functional.compiled.launch import kernel
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def sgd(p, g, v, h, momentum, nesterov):
     """h = (weight_decay, lr, momentum). v: the momentum buffer (empty without momentum)."""
     wd, lr, mu = h[0], h[1], h[2]
@@ -33,7 +35,7 @@ def sgd(p, g, v, h, momentum, nesterov):
             p[i] = p[i] - lr * gi
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def adam(p, g, m, v, h):
     """h = (weight_decay, lr, b1, 1 - b1, b2, 1 - b2, 1 - b1^t, 1 - b2^t, eps)."""
     wd, lr, b1, c1, b2, c2, bc1, bc2, eps = h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8]
@@ -50,7 +52,7 @@ def adam(p, g, m, v, h):
         p[i] = p[i] - lr * (mi / bc1) / (np.sqrt(vi / bc2) + eps)
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def rmsprop(p, g, v, h):
     """h = (weight_decay, lr, alpha, 1 - alpha, eps)."""
     wd, lr, a, ca, eps = h[0], h[1], h[2], h[3], h[4]
@@ -64,7 +66,7 @@ def rmsprop(p, g, v, h):
         p[i] = p[i] - lr * gi / (np.sqrt(vi) + eps)
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def adagrad(p, g, s, h):
     """h = (weight_decay, lr, eps)."""
     wd, lr, eps = h[0], h[1], h[2]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from volnet.functional.compiled.launch import kernel
+
 
 @njit(cache=True)
 def _column_max(plane, r0, r1, colmax, colrow):
@@ -27,12 +29,12 @@ def _column_max(plane, r0, r1, colmax, colrow):
         for c in range(colmax.shape[0]):
             v = row[c]
             m = colmax[c]
-            take = (v > m) | (v != v)
+            take = (v > m) | np.isnan(v)
             colmax[c] = v if take else m
             colrow[c] = r if take else colrow[c]
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def max_forward(x, kh, kw, sh, sw, ph, pw, out, arg, keep):
     """x (P, H, W) -> out (P, Ho, Wo); arg (P, Ho, Wo) int32 winners when ``keep``.
 
@@ -62,7 +64,7 @@ def max_forward(x, kh, kw, sh, sw, ph, pw, out, arg, keep):
                 for c in range(c0 + 1, c1):
                     v = colmax[c]
                     rr = colrow[c]
-                    take = (v > best) | ((v == best) & (rr < br)) | (v != v)
+                    take = (v > best) | ((v == best) & (rr < br)) | np.isnan(v)
                     best = v if take else best
                     br = rr if take else br
                     bc = c if take else bc
@@ -71,7 +73,7 @@ def max_forward(x, kh, kw, sh, sw, ph, pw, out, arg, keep):
                     arg[p, i, j] = br * w + bc
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def max_backward(dout, arg, dx):
     """dx (P, H, W) = 0, then dx.flat[winner] += dout for every window (plane by plane)."""
     planes = dx.shape[0]
