@@ -13,12 +13,14 @@ from volnet.errors import VolnetError
 COMMANDS = [
     "summary",
     "train",
+    "generate",
     "evaluate",
     "predict",
     "slide",
     "demo",
     "weights",
     "finetune",
+    "import_onnx",
 ]
 
 

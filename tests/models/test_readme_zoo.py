@@ -4,7 +4,7 @@ import pathlib
 import re
 
 import volnet as vn
-from volnet.models.registry import INPUT_SHAPES, MODELS
+from volnet.models.registry import GENERATIVE, INPUT_SHAPES, MODELS
 
 README = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -29,6 +29,9 @@ def test_summary_section_is_real_output(lazy_init):
 def test_every_registered_builder_takes_the_common_arguments(lazy_init):
     for name, builder in MODELS.items():
         c, h, w = INPUT_SHAPES[name]
+        if name in GENERATIVE:       # no classes: a generator or an auto-encoder
+            assert builder(in_channels=c + 1, seed=3).output_shape((c + 1, h, w)), name
+            continue
         net = builder(num_classes=7, in_channels=c + 1, seed=3)
         out = net.output_shape((c + 1, h, w))
         assert out[0] == 7, name       # (7,) for classifiers, (7, H, W) for the context module

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from volnet.commands.checks import positive_int
 from volnet.train.optim import OPTIMIZERS
 from volnet.train.recipe import DEFAULTS
 
@@ -10,13 +11,16 @@ def add_parser(sub):
     p = sub.add_parser("train", help="train a zoo model and save a checkpoint",
                        description="Train MODEL on a dataset, print held-out accuracy and save a "
                                    "resumable checkpoint after every epoch.")
-    p.add_argument("model", help="zoo model name, e.g. lenet5, cifar_example")
+    p.add_argument("model", help="zoo model name, e.g. lenet5, cifar_example; or dcgan / vae "
+                                 "to train the generative models on 28x28 digits")
     p.add_argument("--data", default="mnist-sample",
                    help="mnist-sample (bundled, default), mnist, fashion-mnist, cifar10, or a "
                         "folder of MNIST-format files / CIFAR-10 binary batches / "
                         "train/<class>/ images")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--epochs", type=positive_int("--epochs"), default=None,
+                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 12, vae 6)")
+    p.add_argument("--batch-size", type=positive_int("--batch-size"), default=None,
+                   help=f"examples per step (default {DEFAULTS['batch_size']}; dcgan 16)")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="initial learning rate "
                    "(cosine decay to 0)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=DEFAULTS["optimizer"])
@@ -25,7 +29,8 @@ def add_parser(sub):
                    "<model>-<data>-<time>.safetensors; an existing file is refused)")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace a file")
     p.add_argument("--resume", default=None, help="continue training from this checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (the per-epoch lines are still printed)")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks (automatic under mpiexec; needed under "
                         "launchers it cannot detect). --batch-size is then the global batch")
@@ -34,10 +39,37 @@ def add_parser(sub):
     p.add_argument("--threads", type=int, default=None,
                    help="BLAS threads per process (default 1 unless OMP_NUM_THREADS is set: "
                         "on busy cores more threads spin-wait and run ~10x slower)")
+    p.add_argument("--samples", default=None, metavar="DIR",
+                   help="dcgan/vae: write a PNG grid of 64 samples (fixed noise) per epoch here")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="dcgan/vae: train on the first N images only (quick looks)")
     return p
 
 
+def _run_generative(args) -> int:
+    from volnet.train.generative import DEFAULTS as RECIPES
+    from volnet.train.generative import train_generative
+
+    for key in ("epochs", "batch_size"):
+        if getattr(args, key) is None:
+            setattr(args, key, RECIPES[args.model][key])
+
+    result = train_generative(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
+                              seed=args.seed, out=args.out, resume=args.resume,
+                              overwrite=args.overwrite, samples=args.samples,
+                              progress=not args.quiet, limit=args.limit)
+    print(f"trained {args.model} for {result['epochs']} epochs ({result['seconds']:.1f} s this run)")
+    print(f"checkpoint saved to {result['path']}; draw digits with: volnet generate "
+          f"{result['path']} --n 64 --out grid.png")
+    return 0
+
+
 def run(args) -> int:
+    if args.model in ("dcgan", "vae"):
+        return _run_generative(args)
+    for key in ("epochs", "batch_size"):
+        if getattr(args, key) is None:
+            setattr(args, key, DEFAULTS[key])
     from volnet.train.distributed import abort_on_error, get_communicator
     from volnet.train.recipe import train
     from volnet.train.threads import blas_threads, default_threads, set_blas_threads

@@ -114,7 +114,8 @@ def save(path: str | os.PathLike, net, trainer=None, preprocessing: dict | None 
         trainer: a :class:`volnet.train.Trainer` whose optimizer, counters and
             RNG states are saved too (needed for ``--resume``).
         preprocessing: {"input_shape", "mean", "std", "class_names", ...};
-            defaults to ``trainer.metadata["preprocessing"]``.
+            defaults to ``trainer.metadata["preprocessing"]``, then to
+            ``net.preprocessing`` (set by ``vn.fit``, ``Trainer.fit`` and ``vn.load``).
         overwrite: False raises if ``path`` exists.
 
     Returns:
@@ -135,6 +136,8 @@ def save(path: str | os.PathLike, net, trainer=None, preprocessing: dict | None 
         raise CheckpointError(f"{path} exists; choose another --out path or delete it first")
     if preprocessing is None and trainer is not None:
         preprocessing = trainer.metadata.get("preprocessing")
+    if preprocessing is None:
+        preprocessing = getattr(net, "preprocessing", None)
     tensors = _tensors(net, trainer)
     body = st.serialize(tensors)
     metadata = {"format": "volnet-checkpoint", "format_version": str(FORMAT_VERSION),

@@ -17,6 +17,7 @@ import numpy as np
 from volnet.errors import ConfigError
 from volnet.io._optional import require
 from volnet.io.onnx_graph import Graph, Reshape
+from volnet.io.onnx_metadata import preprocessing_props
 from volnet.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -25,6 +26,7 @@ from volnet.layers import (
     ChannelAffine,
     Concat,
     Conv2d,
+    ConvTranspose2d,
     Dropout,
     Flatten,
     GlobalAvgPool2d,
@@ -35,10 +37,12 @@ from volnet.layers import (
     MaxPool2d,
     ReLU,
     Residual,
+    Scale,
     Sequential,
     Sigmoid,
     Softmax,
     Tanh,
+    Upsample,
 )
 from volnet.layers.base import join_key
 from volnet.layers.side_branch import SideBranch
@@ -71,7 +75,9 @@ class _Builder:
 
     def const(self, name: str, array) -> str:
         name = self.fresh(name)
-        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.asarray(array)
+        array = np.ascontiguousarray(array) if array.ndim else array.copy()   # 0-d stays 0-d
+        self.initializers.append(self.numpy_helper.from_array(array, name))
         return name
 
     def param(self, layer, key: str, prefix: str) -> str:
@@ -92,10 +98,13 @@ def _emit(layer, b: _Builder, x: str, shape: tuple, prefix: str):
                       "register one with volnet.io.onnx_export.register_onnx_exporter")
 
 
-def to_onnx_model(net, input_shape: tuple[int, ...], opset: int = OPSET, check: bool = True):
+def to_onnx_model(net, input_shape: tuple[int, ...], opset: int = OPSET, check: bool = True,
+                  preprocessing: dict | None = None):
     """Build the ``onnx.ModelProto`` of ``net`` for per-example ``input_shape`` (C, H, W).
 
     ``check`` runs ONNX's model checker on the result (``export_onnx`` checks the file instead).
+    ``preprocessing`` (default ``net.preprocessing``, which checkpoints and imports carry):
+    mean, std and class names, written to ``metadata_props`` with the input shape.
     """
     onnx = require("onnx", "onnx", "ONNX export")
     from onnx import TensorProto, helper, numpy_helper
@@ -112,22 +121,32 @@ def to_onnx_model(net, input_shape: tuple[int, ...], opset: int = OPSET, check: 
         initializer=b.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="volnet")
+    if preprocessing is None:
+        preprocessing = getattr(net, "preprocessing", None) or {}
+    helper.set_model_props(model, preprocessing_props(preprocessing, input_shape))
     if check:
         onnx.checker.check_model(model)
     return model
 
 
-def export_onnx(net, path, input_shape: tuple[int, ...], opset: int = OPSET):
+def export_onnx(net, path, input_shape: tuple[int, ...], opset: int = OPSET,
+                preprocessing: dict | None = None):
     """Write ``net`` as an ONNX file for inputs (N, *input_shape), N dynamic.
 
     The file is written to a temporary name and renamed, so an existing file is
-    never left half-written. Parameters are stored as float32.
+    never left half-written; it gets the usual permissions (0666 less the umask).
+    Parameters are stored as float32. The input shape and, where known, the mean,
+    std and class names (``preprocessing``, default ``net.preprocessing``) go into
+    ``metadata_props`` as ``volnet.input_shape``, ``volnet.mean``, ... (JSON), so a
+    runtime sees that pixels are divided by 255 and normalised; ``load_onnx`` reads
+    them back.
 
     Args:
         net: Any volnet layer or container (zoo models included).
         path: Destination ``.onnx`` file.
         input_shape: Per-example input shape (C, H, W) or (features,).
         opset: ONNX opset version (default 17).
+        preprocessing: {"mean", "std", "class_names"} (lists), as checkpoints record it.
 
     Returns:
         The path written.
@@ -139,11 +158,14 @@ def export_onnx(net, path, input_shape: tuple[int, ...], opset: int = OPSET):
         True
     """
     onnx = require("onnx", "onnx", "ONNX export")
-    model = to_onnx_model(net, input_shape, opset, check=False)
+    from volnet.io.checkpoint import _umask
+
+    model = to_onnx_model(net, input_shape, opset, check=False, preprocessing=preprocessing)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(prefix=".volnet-", suffix=".onnx.tmp", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual file mode
         with os.fdopen(handle, "wb") as f:
             f.write(model.SerializeToString())
             f.flush()
@@ -224,6 +246,38 @@ def _conv(layer, b, x, shape, prefix):
     out = b.node("Conv", inputs, prefix, dilations=list(layer.dilation), group=layer.groups,
                  **_window(layer))
     return out, layer.output_shape(shape)
+
+
+@register_onnx_exporter(ConvTranspose2d)
+def _conv_transpose(layer, b, x, shape, prefix):
+    inputs = [x, b.param(layer, "weight", prefix)]      # (C_in, C_out/groups, KH, KW) in both
+    if "bias" in layer.params:
+        inputs.append(b.param(layer, "bias", prefix))
+    out = b.node("ConvTranspose", inputs, prefix, dilations=list(layer.dilation),
+                 group=layer.groups, output_padding=list(layer.output_padding), **_window(layer))
+    return out, layer.output_shape(shape)
+
+
+@register_onnx_exporter(Upsample)
+def _upsample(layer, b, x, shape, prefix):
+    # scales, not sizes, keep the batch axis dynamic
+    out_shape = layer.output_shape(shape)
+    if layer.scale_factor is not None:
+        spatial = [float(f) for f in layer.scale_factor]
+    else:
+        spatial = []
+        for o, i in zip(out_shape[1:], shape[1:]):
+            scale = np.float32(o / i)
+            while np.floor(i * float(scale)) < o:      # rounded down: floor(in * scale) would lose a row
+                scale = np.nextafter(scale, np.float32(np.inf))
+            spatial.append(float(scale))
+    scales = b.const(join_key(prefix, "scales"), np.array([1.0, 1.0] + spatial, dtype=np.float32))
+    if layer.mode == "nearest":
+        attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                 "nearest_mode": "floor"}
+    else:
+        attrs = {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}
+    return b.node("Resize", [x, "", scales], prefix, **attrs), out_shape
 
 
 @register_onnx_exporter(Linear)
@@ -314,7 +368,16 @@ def _channel_affine(layer, b, x, shape, prefix):
     return b.node("Add", [b.node("Mul", [x, scale], prefix), shift], prefix), shape
 
 
+@register_onnx_exporter(Scale)
+def _scale(layer, b, x, shape, prefix):
+    factor = b.const(join_key(prefix, "factor"), np.array(layer.factor, dtype=np.float32))
+    return b.node("Mul", [x, factor], prefix), shape
+
+
 @register_onnx_exporter(Reshape)
 def _reshape(layer, b, x, shape, prefix):
     target = b.const(join_key(prefix, "shape"), np.array((0,) + layer.shape, dtype=np.int64))
     return b.node("Reshape", [x, target], prefix), layer.output_shape(shape)
+
+
+import volnet.io.onnx_export_ops  # noqa: F401 - registers the exporters of the import layers

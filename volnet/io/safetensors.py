@@ -145,6 +145,13 @@ def deserialize(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         raise CheckpointError(f"not a safetensors file: {len(blob)} bytes, the header length "
                               "alone takes 8")
     (n,) = struct.unpack("<Q", blob[:8])
+    if (n > MAX_HEADER or 8 + n > len(blob)) and blob[8:9] != b"{":
+        # every safetensors header is a JSON object: a text file, an image or a PyTorch
+        # .pth whose first 8 bytes read as an absurd header length is named for what it is
+        raise CheckpointError(
+            f"not a safetensors file (it starts with {bytes(blob[:12])!r}; a safetensors file "
+            "starts with an 8-byte length and a JSON header): give a checkpoint written by "
+            "volnet train or vn.save")
     if n > MAX_HEADER:
         raise CheckpointError(f"safetensors header declares {n} bytes, more than the 100 MB limit")
     if 8 + n > len(blob):

@@ -66,7 +66,12 @@ def load_torch(path, key: str | None = None) -> OrderedDict[str, np.ndarray]:
     if str(path).endswith(".safetensors"):
         from volnet.io.safetensors import load_file
 
-        tensors, _ = load_file(path)
+        tensors, metadata = load_file(path)
+        if metadata.get("format") == "volnet-checkpoint":
+            # a checkpoint of volnet train / vn.save: its weights without the
+            # "model." prefix; optimizer state ("optim.*") is not weights
+            return OrderedDict((k[len("model."):], v) for k, v in tensors.items()
+                               if k.startswith("model."))
         return OrderedDict(tensors)
     obj = _read_object(path)
     if key is not None:

@@ -1,12 +1,19 @@
 """Name -> builder table used by the CLI and the demo. Each builder takes keyword
-arguments ``num_classes``, ``in_channels`` and ``seed`` at least."""
+arguments ``num_classes``, ``in_channels`` and ``seed`` at least; the generative
+models in ``GENERATIVE`` (a generator, an auto-encoder) have no classes and take
+``in_channels`` and ``seed``."""
 
 from __future__ import annotations
 
+from volnet.errors import ConfigError
+from volnet.io.weights import with_weights
 from volnet.models.alexnet import alexnet, alexnet_torchvision
+from volnet.models.all_cnn import all_cnn_c
 from volnet.models.context import context_module
+from volnet.models.generative import conv_vae, dcgan_discriminator, dcgan_generator
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
+from volnet.models.inception_resnet_v2 import inception_resnet_v2
 from volnet.models.inception_v4 import inception_v4
 from volnet.models.lenet import cifar_example, lenet5
 from volnet.models.pattern import pattern
@@ -27,7 +34,15 @@ MODELS = {
     "inception_v4": inception_v4,
     "context_module": context_module,
     "pattern": pattern,
+    "all_cnn_c": all_cnn_c,
+    "inception_resnet_v2": inception_resnet_v2,
+    "dcgan_generator": dcgan_generator,
+    "dcgan_discriminator": dcgan_discriminator,
+    "conv_vae": conv_vae,
 }
+
+# Models that do not classify: no num_classes argument.
+GENERATIVE = {"dcgan_generator", "conv_vae"}
 
 # Per-example input shape each model expects by default (C, H, W).
 INPUT_SHAPES = {
@@ -41,6 +56,11 @@ INPUT_SHAPES = {
     "inception_v4": (3, 299, 299),
     "context_module": (21, 66, 66),   # PASCAL VOC's 21 score maps, 66x66 (Yu & Koltun)
     "pattern": (3, 32, 32),
+    "all_cnn_c": (3, 32, 32),                 # CIFAR-10
+    "inception_resnet_v2": (3, 299, 299),
+    "dcgan_generator": (100, 1, 1),    # the noise vector z as a 1x1x100 volume
+    "dcgan_discriminator": (1, 28, 28),
+    "conv_vae": (1, 28, 28),
 }
 
 
@@ -49,9 +69,19 @@ def build(name: str, weights=None, **kwargs):
 
     ``weights``: None (fresh initialisation), "imagenet" (torchvision's file) or a path.
     """
-    from volnet.errors import ConfigError
-    from volnet.io.weights import with_weights
-
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
     return with_weights(MODELS[name], name)(weights=weights, **kwargs)
+
+
+def pretrained(name: str, weights="imagenet", **kwargs):
+    """Build zoo model ``name`` and load weights: ``"imagenet"`` (download) or a file path.
+
+    Auxiliary-head keys in torchvision's GoogLeNet/Inception files are dropped when
+    the model is built without those heads. ``kwargs`` go to the builder.
+
+    Args:
+        name: a zoo model with torchvision keys (see ``volnet.io.weights.WEIGHTS``).
+        weights: ``"imagenet"`` to fetch torchvision's file (cached), or a file path.
+    """
+    return build(name, weights=weights, **kwargs)

@@ -31,7 +31,19 @@ def layer_macs(layer, output_shape) -> int:
     if w is None or w.ndim not in (2, 4):
         return 0
     fan_in = int(np.prod(w.shape[1:]))          # C/groups * KH * KW, or in_features
+    if getattr(layer, "transposed", False):
+        # every input unit scatters one (C_out/groups, KH, KW) filter copy, scaled by its value
+        return _transposed_inputs(layer, output_shape) * fan_in
     return int(np.prod(output_shape)) * fan_in
+
+
+def _transposed_inputs(layer, output_shape) -> int:
+    """Input units of a transposed convolution, recovered from its output size."""
+    _, ho, wo = output_shape
+    sizes = [(out - 1 + 2 * p - d * (k - 1) - op) // s + 1 for out, p, d, k, op, s in
+             zip((ho, wo), layer.padding, layer.dilation, layer.kernel_size,
+                 layer.output_padding, layer.stride)]
+    return layer.in_channels * sizes[0] * sizes[1]
 
 
 def params_without_sharing(layer, output_shape) -> int:
@@ -43,5 +55,9 @@ def params_without_sharing(layer, output_shape) -> int:
     own = sum(int(v.size) for v in getattr(layer, "params", {}).values())
     if w is None or w.ndim != 4 or len(output_shape) != 3:
         return own
+    if getattr(layer, "transposed", False):
+        # one weight per (input unit, output tap) pair, one bias per output unit
+        bias = int(np.prod(output_shape)) if "bias" in layer.params else 0
+        return layer_macs(layer, output_shape) + bias
     per_neuron = int(np.prod(w.shape[1:])) + (1 if "bias" in layer.params else 0)
     return int(np.prod(output_shape)) * per_neuron

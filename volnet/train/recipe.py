@@ -38,10 +38,13 @@ class TrainResult:
 
 def build_for_data(model: str, input_shape, num_classes: int, seed: int = 0):
     """Build zoo model ``model`` for images of ``input_shape`` and ``num_classes`` classes."""
-    from volnet.models.registry import INPUT_SHAPES, MODELS, build
+    from volnet.models.registry import GENERATIVE, INPUT_SHAPES, MODELS, build
 
     if model not in MODELS:
         build(model)   # raises the ConfigError listing the names
+    if model in GENERATIVE:
+        raise ConfigError(f"{model} is a generative model, not a classifier: train it with "
+                          f"`volnet train {'vae' if model == 'conv_vae' else 'dcgan'}`")
     accepted = inspect.signature(MODELS[model]).parameters
     wanted = {"num_classes": num_classes, "in_channels": input_shape[0], "seed": seed,
               "input_size": input_shape[1]}
@@ -105,7 +108,7 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
         raise CheckpointError(f"{out} already exists; pass another --out, --overwrite, or "
                               f"--resume {out} to continue that run")
     trainer = Trainer(net, opt, schedule=CosineLR(opt, epochs), progress=progress,
-                      is_main=comm.is_main,
+                      is_main=comm.is_main, log_epochs=True,   # --quiet hides the bar only
                       callbacks=[ModelCheckpoint(out)],
                       metadata={"preprocessing": preprocessing_of(data_set, shape)})
     if resume:

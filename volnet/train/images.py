@@ -1,0 +1,42 @@
+"""Image grids as PNG: how generated digits are written to disk."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from volnet.errors import ConfigError
+
+
+def grid(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile (N, 1, H, W) values in [0, 1] into one uint8 (rows*(H+pad)+pad, ...) image."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] != 1 or len(images) == 0:
+        raise ConfigError(f"grid expects (N, 1, H, W) grey images with N >= 1, got {images.shape}")
+    n, _, h, w = images.shape
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    out = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.uint8)
+    pixels = (np.clip(images[:, 0], 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = pixels[i]
+    return out
+
+
+def write_png(path: str, image: np.ndarray, overwrite: bool = True) -> str:
+    """Write a uint8 grey image (H, W) as PNG (atomically, never over a file unless ``overwrite``)."""
+    from PIL import Image
+
+    from volnet.io.checkpoint import atomic_write
+
+    path = os.fspath(path)
+    if not overwrite and os.path.exists(path):
+        raise ConfigError(f"{path} exists; choose another path or delete it first")
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buf, format="PNG")
+    atomic_write(path, buf.getvalue())
+    return path
