@@ -14,7 +14,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (under two minutes)")
     parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
     parser.add_argument("--threads", type=int, default=2, help="threads for both libraries (2)")
-    parser.add_argument("--only", metavar="GROUPS", default="conv,pool,gemm,train,infer,memory",
+    parser.add_argument("--only", metavar="GROUPS", default="conv,pool,norm,gemm,train,infer,memory",
                         help="comma-separated groups to run (default: all)")
     return parser.parse_args(argv)
 

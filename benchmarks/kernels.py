@@ -8,6 +8,7 @@ import torch.nn.functional as TF
 
 from volnet.functional import conv_choice
 from volnet.functional.conv import conv2d_backward, conv2d_forward
+from volnet.functional.norm import batchnorm_backward, batchnorm_forward_train
 from volnet.functional.pool import maxpool2d_backward, maxpool2d_forward
 
 # (name, N, C, H=W, K, F, stride, padding, dilation[, groups]). Rows 1 and 3 are also the
@@ -25,6 +26,12 @@ CONV_ROWS = [
     ("conv N16 C128 28x28 K128 F3 P1", 16, 128, 28, 128, 3, 1, 1, 1),
     ("conv N16 C512 7x7 K512 F3 P1", 16, 512, 7, 512, 3, 1, 1, 1),
     ("conv N16 C128 56x56 F3 P1 depthwise (MobileNet)", 16, 128, 56, 128, 3, 1, 1, 1, 128),
+]
+
+# (name, N, C, H=W): batch norm (training) + ReLU, forward and backward
+NORM_ROWS = [
+    ("BN+ReLU N16 C64 112x112 (ResNet-18 stem)", 16, 64, 112),
+    ("BN+ReLU N16 C256 14x14 (ResNet-18 layer3)", 16, 256, 14),
 ]
 
 POOL_ROWS = [
@@ -98,6 +105,36 @@ def pool_case(row, rng):
     def volnet_fn():
         _, cch = maxpool2d_forward(x, (k, k), (s, s))
         maxpool2d_backward(dout, cch)
+
+    return volnet_fn, torch_fn, err
+
+
+def norm_case(row, rng):
+    """(volnet_fn, torch_fn, max relative error) for batch norm (training) + ReLU fwd+bwd."""
+    _, n, c, h = row
+    x = rng.standard_normal((n, c, h, h), dtype=np.float32) * 2 + 0.5
+    g = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    b = rng.standard_normal(c, dtype=np.float32)
+    out, _, _, cache = batchnorm_forward_train(x, g, b, 1e-5, relu=True)
+    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    xt, gt, bt = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, g, b))
+    with torch.no_grad():   # no gradient where the pre-activation is 0 within rounding:
+        pre = TF.batch_norm(xt, None, None, gt, bt, True, 0.1, 1e-5).numpy()  # kink of ReLU
+    dout[np.abs(pre) < 1e-4 * np.abs(pre).max()] = 0
+    dx, dg, db = batchnorm_backward(dout, cache)
+    dt = torch.from_numpy(dout)
+
+    def torch_fn():
+        xt.grad = gt.grad = bt.grad = None
+        torch.relu(TF.batch_norm(xt, None, None, gt, bt, True, 0.1, 1e-5)).backward(dt)
+
+    torch_fn()
+    ot = torch.relu(TF.batch_norm(xt, None, None, gt, bt, True, 0.1, 1e-5)).detach().numpy()
+    err = max(_rel_err(out, ot), _rel_err(dx, xt.grad), _rel_err(dg, gt.grad), _rel_err(db, bt.grad))
+
+    def volnet_fn():
+        _, _, _, cch = batchnorm_forward_train(x, g, b, 1e-5, relu=True)
+        batchnorm_backward(dout, cch)
 
     return volnet_fn, torch_fn, err
 

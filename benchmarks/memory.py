@@ -1,7 +1,8 @@
 """Peak memory of one ResNet-18 training step, each library in its own fresh process.
 
 Both sides are measured the same way: the process builds the model and a batch,
-records its resident set size (RSS), resets the kernel's high-water mark
+runs one step on a tiny batch (2x3x64x64: one-time code loading, such as numba
+compiling or loading its kernels, is not training memory), records its resident set size (RSS), resets the kernel's high-water mark
 (``/proc/self/clear_refs``), runs one training step and reads the new
 high-water mark (``VmHWM``). The record is the peak *growth* of RSS during the
 step in MB: activations, caches, gradients and temporaries, not the weights or
@@ -48,9 +49,11 @@ def measure(side: str, batch: int, size: int = 224) -> dict:
     x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
     labels = rng.integers(0, 10, batch)
     net, tnet = nets.build("resnet18")
+    small = np.ascontiguousarray(x[:2, :, :64, :64])
     if side == "volnet":
         del tnet
         step = lambda: nets.volnet_train_step(net, x, labels)
+        warm = lambda: nets.volnet_train_step(net, small, labels[:2])
     else:
         import torch
 
@@ -58,6 +61,8 @@ def measure(side: str, batch: int, size: int = 224) -> dict:
         xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
         tnet.train()
         step = lambda: nets.torch_train_step(tnet, xt, yt)
+        warm = lambda: nets.torch_train_step(tnet, torch.from_numpy(small), yt[:2])
+    warm()      # one tiny step first: numba loads (or compiles) its kernels, oneDNN its code
     gc.collect()
     before = _status_kb("VmRSS")
     exact = _reset_peak()

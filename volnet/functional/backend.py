@@ -36,6 +36,10 @@ _state = {"choice": None, "numba": None}   # numba: None = not tried, False = mi
 def _numba():
     """The numba module, or False when it cannot be imported (tried once)."""
     if _state["numba"] is None:
+        # numba's OpenMP threading layer reads this when its threads start (first parallel
+        # kernel). Spinning waiters cost 20 ms per kernel call on a busy 2-core machine
+        # instead of 0.1 ms (benchmarks/README.md, "compiled kernels"); the user's setting wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
         try:
             import numba
         except Exception as exc:   # ImportError, or a broken llvmlite install

@@ -15,6 +15,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from volnet.errors import ConfigError, ShapeError
 from volnet.functional import conv_choice, conv_gemm
+from volnet.functional.activation import bias_add_, channel_sum
 
 
 def pair(value, name: str) -> tuple[int, int]:
@@ -166,7 +167,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         A 1x1 stride-1 unpadded convolution is a plain matrix product with no unrolling.
     """
     h, wd = x.shape[2:]
-    f, _, kh, kw = w.shape
+    _, _, kh, kw = w.shape
     dtype = np.result_type(x, w)
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
     ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
@@ -184,7 +185,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo),
                                       keep_cache)
         if b is not None:
-            out += b.reshape(1, f, 1, 1)
+            bias_add_(out, b.astype(dtype, copy=False))
     cache = ((x, cols, w, b is not None, stride, padding, dilation, groups, kernel)
              if keep_cache else None)
     return out, cache
@@ -199,7 +200,7 @@ def conv2d_backward(dout, cache, input_grad=True):
     x, cols, w, has_bias, stride, padding, dilation, groups, kernel = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
     kh, kw = w.shape[2:]
-    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    db = channel_sum(dout) if has_bias else None
     if kernel == "depthwise":
         from volnet.functional.compiled import depthwise
         dw = depthwise.conv_weight_grad(x, dout, w.shape, stride, padding, dilation)

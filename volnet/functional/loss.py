@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import DTypeError, NonFiniteError, ShapeError
+from volnet.functional import backend
 
 
 def _check(scores, labels, what):
@@ -41,6 +42,24 @@ def softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def _compiled_xent(scores, labels):
+    """(loss, dscores) from the compiled kernel (``compiled/loss.py``; float64 inside), or
+    None when the NumPy path must run: numba off, unusual arrays, or bad input (the
+    NumPy path's checks then raise the error)."""
+    if not (isinstance(scores, np.ndarray) and scores.ndim == 2 and scores.shape[0]
+            and scores.dtype in (np.float32, np.float64) and backend.compiled()):
+        return None
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu" or labels.shape != (scores.shape[0],):
+        return None
+    from volnet.functional.compiled.loss import softmax_xent
+
+    dscores = np.empty_like(scores, order="C")
+    loss, status = softmax_xent(np.ascontiguousarray(scores), labels.astype(np.int64, copy=False),
+                                dscores)
+    return (float(loss), dscores) if status == 0 else None
+
+
 def softmax_cross_entropy(scores: np.ndarray, labels) -> tuple[float, np.ndarray]:
     """Mean of -log softmax(scores)[label]; gradient (softmax - onehot) / N.
 
@@ -49,6 +68,9 @@ def softmax_cross_entropy(scores: np.ndarray, labels) -> tuple[float, np.ndarray
         >>> round(loss, 4)   # ln(10): uniform scores
         2.3026
     """
+    fast = _compiled_xent(scores, labels)
+    if fast is not None:
+        return fast
     labels = _check(scores, labels, "softmax_cross_entropy")
     n = scores.shape[0]
     shifted = scores - scores.max(axis=1, keepdims=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from volnet.functional import backend
+
 
 def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
     return v.reshape((1, -1) + (1,) * (ndim - 2))
@@ -24,13 +26,84 @@ def _channel_sum(v: np.ndarray) -> np.ndarray:
     return _flat3(v).sum(axis=2).sum(axis=0)
 
 
-def batchnorm_forward_train(x, gamma, beta, eps, keep_cache=True):
+def _compiled_ok(x, *params) -> bool:
+    """Whether the compiled kernels take this call: numba on, float32/64, one dtype."""
+    return (x.dtype in (np.float32, np.float64) and all(p.dtype == x.dtype for p in params)
+            and x.ndim >= 2 and backend.compiled())
+
+
+class _Compiled:
+    """What a compiled forward keeps: the input itself (the previous layer's output array,
+    alive anyway) and per-channel constants, from which backward recomputes x_hat and,
+    when the ReLU is fused, its mask."""
+
+    __slots__ = ("beta", "mean", "mean_t", "relu", "scale_t", "x3")
+
+    def __init__(self, x3, mean, mean_t, scale_t, beta, relu):
+        self.x3, self.mean, self.mean_t, self.scale_t = x3, mean, mean_t, scale_t
+        self.beta, self.relu = beta, relu
+
+
+class _Masked:
+    """NumPy path with the ReLU applied: x_hat and the mask of positive outputs."""
+
+    __slots__ = ("mask", "x_hat")
+
+    def __init__(self, x_hat, mask):
+        self.x_hat, self.mask = x_hat, mask
+
+
+def cache_has_relu(cache) -> bool:
+    """True when ``cache`` comes from a forward with the ReLU fused in (``relu=True``)."""
+    head = cache[0]
+    return isinstance(head, _Masked) or (isinstance(head, _Compiled) and head.relu)
+
+
+def _rectified(out, cache, relu):
+    """NumPy path of ``relu=True``: rectify in place and keep the mask beside x_hat."""
+    if not relu:
+        return out, cache
+    mask = out > 0
+    np.maximum(out, 0, out=out)
+    if cache is not None:
+        cache = (_Masked(cache[0], mask),) + cache[1:]
+    return out, cache
+
+
+def _run(name, size, *args):
+    """Run compiled kernel ``name`` (imports numba, so only once compiled() said yes)."""
+    from volnet.functional.compiled import launch
+    from volnet.functional.compiled import norm as kernels
+
+    return launch.run(getattr(kernels, name), size, *args)
+
+
+def _compiled_train(x, gamma, beta, eps, keep_cache, relu):
+    x3 = np.ascontiguousarray(_flat3(x))
+    c = x3.shape[1]
+    out = np.empty_like(x3)
+    mean, var, inv_std = np.empty(c), np.empty(c), np.empty(c)
+    mean_t, scale_t = np.empty(c, x.dtype), np.empty(c, x.dtype)
+    _run("forward_train", x3.size, x3, gamma, beta, float(eps), bool(relu), out, mean, var,
+         inv_std, mean_t, scale_t)
+    cache = ((_Compiled(x3, mean, mean_t, scale_t, beta.copy(), bool(relu)), inv_std, gamma, True)
+             if keep_cache else None)
+    return out.reshape(x.shape), mean, var, cache
+
+
+def batchnorm_forward_train(x, gamma, beta, eps, keep_cache=True, relu=False):
     """Normalise with batch statistics; returns (out, mean, biased var, cache).
 
-    One full-size array for the cached x_hat and one for the output (a fresh
-    51 MB array costs twice an in-place pass in page faults; see benchmarks/README.md);
-    the output array first holds the squares for the variance.
+    ``relu=True`` returns max(0, out), and the cache's backward then takes the
+    gradient of that rectified output (batch norm and the ReLU after it as one step).
+    With ``backend.compiled()`` one kernel does it all (``compiled/norm.py``; mean and
+    var come back in float64). The NumPy path allocates one full-size array for the
+    cached x_hat and one for the output (a fresh 51 MB array costs twice an in-place
+    pass in page faults; see benchmarks/README.md); the output array first holds the
+    squares for the variance.
     """
+    if _compiled_ok(x, gamma, beta):
+        return _compiled_train(x, gamma, beta, eps, keep_cache, relu)
     m = x.size // x.shape[1]
     mean = _channel_sum(x) / m
     x_hat = x - _per_channel(mean, x.ndim).astype(x.dtype, copy=False)    # centred, for now
@@ -43,11 +116,22 @@ def batchnorm_forward_train(x, gamma, beta, eps, keep_cache=True):
     np.multiply(x_hat, _per_channel(gamma, x.ndim), out=out)
     out += _per_channel(beta, x.ndim)
     cache = (x_hat, inv_std, gamma, True) if keep_cache else None
+    out, cache = _rectified(out, cache, relu)
     return out, mean, var, cache
 
 
-def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, keep_cache=True):
-    """Normalise with running statistics: an affine map per channel."""
+def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, keep_cache=True,
+                           relu=False):
+    """Normalise with running statistics: an affine map per channel (rectified if ``relu``)."""
+    if _compiled_ok(x, gamma, beta, running_mean, running_var):
+        x3 = np.ascontiguousarray(_flat3(x))
+        inv_std = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+        scale_t = (gamma * inv_std).astype(x.dtype)
+        out = np.empty_like(x3)
+        _run("apply", x3.size, x3, running_mean, scale_t, beta, bool(relu), out)
+        saved = _Compiled(x3, running_mean.astype(np.float64), running_mean.copy(), scale_t,
+                          beta.copy(), bool(relu))
+        return out.reshape(x.shape), ((saved, inv_std, gamma, False) if keep_cache else None)
     inv_std = 1.0 / np.sqrt(running_var + eps)
     scale = gamma * inv_std
     shift = beta - running_mean * scale
@@ -55,17 +139,23 @@ def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, keep_
     out += _per_channel(shift.astype(x.dtype), x.ndim)          # in place: one full-size array
     x_hat = (x - _per_channel(running_mean, x.ndim)) * _per_channel(inv_std, x.ndim) if keep_cache else None
     cache = (x_hat, inv_std, gamma, False) if keep_cache else None
-    return out, cache
+    return _rectified(out, cache, relu)
 
 
 def batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta). Training mode differentiates through the batch mean and var.
 
-    With dx_hat = gamma * dout, sum(dx_hat) = gamma * dbeta and sum(dx_hat * x_hat) =
-    gamma * dgamma, so dx = gamma * inv_std * (dout - dbeta/m - x_hat * dgamma/m):
-    one full-size array, filled in place.
+    After a forward with ``relu=True``, ``dout`` is the gradient of the rectified
+    output. NumPy path: with dx_hat = gamma * dout, sum(dx_hat) = gamma * dbeta and
+    sum(dx_hat * x_hat) = gamma * dgamma, so dx = gamma * inv_std * (dout - dbeta/m -
+    x_hat * dgamma/m): one full-size array, filled in place.
     """
     x_hat, inv_std, gamma, batch_stats = cache
+    if isinstance(x_hat, _Compiled):
+        return _compiled_backward(dout, x_hat, inv_std, gamma, batch_stats)
+    if isinstance(x_hat, _Masked):
+        dout = dout * x_hat.mask
+        x_hat = x_hat.x_hat
     nd = dout.ndim
     dbeta = _channel_sum(dout)
     dx = np.multiply(dout, x_hat)                # products for dgamma, then dx in the same array
@@ -79,6 +169,18 @@ def batchnorm_backward(dout, cache):
     dx -= _per_channel((dbeta / m).astype(dout.dtype, copy=False), nd)
     dx *= _per_channel(scale.astype(dout.dtype, copy=False), nd)
     return dx, dgamma, dbeta
+
+
+def _compiled_backward(dout, saved, inv_std, gamma, batch_stats):
+    x3 = saved.x3
+    d3 = np.ascontiguousarray(_flat3(dout), dtype=x3.dtype)
+    dx = np.empty_like(x3)
+    c = x3.shape[1]
+    dgamma, dbeta = np.empty(c), np.empty(c)
+    _run("backward", x3.size, x3, d3, saved.mean_t, saved.scale_t, saved.beta, saved.mean,
+         inv_std, gamma.astype(np.float64), saved.relu, bool(batch_stats), dx, dgamma, dbeta)
+    dtype = gamma.dtype
+    return dx.reshape(dout.shape), dgamma.astype(dtype), dbeta.astype(dtype)
 
 
 def _channel_window_sum(v: np.ndarray, before: int, after: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.functional import maxpool
+from volnet.functional import backend, maxpool
 from volnet.functional.conv import conv_output_size, window_view
 
 
@@ -40,15 +40,21 @@ def _tiles(x, kernel_size, stride, padding, out_size) -> bool:
             and x.shape[3] == out_size[1] * kernel_size[1])
 
 
-def maxpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False, keep_cache=True):
+def maxpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False, keep_cache=True,
+                      reuse=None):
     """Max over each window; backward routes to the first maximum (row-major) as in PyTorch.
 
-    The cache is opaque: the input (padded with -inf when needed), its column
-    maxima and the output, from which backward finds each window's winner (see
-    ``maxpool``).
+    The cache is opaque. Compiled path (``compiled/pool.py``): each window's winner,
+    found in the same pass as the maximum. NumPy path: the input (padded with -inf
+    when needed) and its column maxima, from which backward finds the winners (see
+    ``maxpool``). ``reuse``: a previous cache of this layer whose winner array may be
+    overwritten (compiled path; a training loop then allocates it once).
     """
     h, w = x.shape[2:]
     out_size = pool_output_size((h, w), kernel_size, stride, padding, ceil_mode)
+    if x.dtype in (np.float32, np.float64) and x.size and backend.compiled():
+        return _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
+                                     reuse)
     x_pad = _pad_for_pool(x, kernel_size, stride, padding, out_size, -np.inf)
     out, inner = maxpool.separable_forward(x_pad, kernel_size, stride, out_size, keep_cache)
     cache = (inner, x.shape, kernel_size, stride, padding) if keep_cache else None
@@ -58,12 +64,54 @@ def maxpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False, k
 def maxpool2d_backward(dout, cache):
     """Route each output gradient to the input position that won its window."""
     inner, x_shape, kernel_size, stride, padding = cache
+    if isinstance(inner, _Winners):
+        return _compiled_max_backward(dout, inner, x_shape)
     h, w = x_shape[2:]
     ph, pw = padding
     dx_pad = maxpool.separable_backward(dout, inner, kernel_size, stride)
     if dx_pad.shape[2:] == (h, w):
         return dx_pad
     return np.ascontiguousarray(dx_pad[:, :, ph:ph + h, pw:pw + w])
+
+
+class _Winners:
+    """Compiled max pool's cache: each window's winner, a flat int32 index into its plane."""
+
+    __slots__ = ("arg",)
+
+    def __init__(self, arg):
+        self.arg = arg
+
+
+def _run(name, size, *args):
+    from volnet.functional.compiled import launch
+    from volnet.functional.compiled import pool as kernels
+
+    return launch.run(getattr(kernels, name), size, *args)
+
+
+def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache, reuse):
+    n, c, h, w = x.shape
+    x3 = np.ascontiguousarray(x).reshape(n * c, h, w)
+    out = np.empty((n * c,) + tuple(out_size), dtype=x.dtype)
+    old = reuse[0].arg if reuse is not None and isinstance(reuse[0], _Winners) else None
+    if not keep_cache:
+        arg = np.empty((0, 0, 0), dtype=np.int32)
+    elif old is not None and old.shape == out.shape:
+        arg = old
+    else:
+        arg = np.empty(out.shape, dtype=np.int32)
+    _run("max_forward", x.size, x3, *kernel_size, *stride, *padding, out, arg, bool(keep_cache))
+    cache = (_Winners(arg), x.shape, kernel_size, stride, padding) if keep_cache else None
+    return out.reshape((n, c) + tuple(out_size)), cache
+
+
+def _compiled_max_backward(dout, inner, x_shape):
+    n, c, h, w = x_shape
+    d3 = np.ascontiguousarray(dout).reshape(inner.arg.shape)
+    dx = np.empty((n * c, h, w), dtype=dout.dtype)
+    _run("max_backward", dx.size, d3, inner.arg, dx)
+    return dx.reshape(x_shape)
 
 
 def _avg_divisor(hw, kernel_size, stride, padding, out_size, count_include_pad, dtype):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ConfigError, ShapeError
+from volnet.functional import activation as F
 from volnet.layers.base import Layer
 
 
@@ -27,12 +28,25 @@ class ReLU(_Elementwise):
     """
 
     def _forward(self, x, training, keep_cache):
-        positive = x > 0
-        self._cache = positive if keep_cache else None
-        return np.maximum(x, 0).astype(x.dtype, copy=False)   # not x * mask: that gives -0.0
+        # the cache is the mask x > 0; the previous step's mask is dead now, its array reused
+        out, self._cache = F.relu_forward(x, keep_cache, reuse=self._cache)
+        return out
 
     def _backward(self, dout):
-        return dout * self._cache   # gradient passes only where the input was positive
+        return F.relu_backward(dout, self._cache)   # gradient passes where the input was positive
+
+    def skip_fused(self, out) -> None:
+        """Record that a batch norm applied this ReLU (``forward_relu``): nothing is cached
+        here, backward goes through the batch norm's ``backward_relu``."""
+        self._cache, self._out_shape = None, out.shape
+
+    def add_forward(self, a, b, training=False, *, cache=None):
+        """``self.forward(a + b, ...)`` in one pass (a residual block's sum and activation);
+        same output and the same cache, so ``backward`` is unchanged."""
+        keep = training if cache is None else bool(cache)
+        out, self._cache = F.add_relu(a, b, keep, reuse=self._cache)
+        self._out_shape = out.shape
+        return out
 
 
 class LeakyReLU(_Elementwise):

@@ -13,6 +13,8 @@ from collections import OrderedDict
 import numpy as np
 
 from volnet.errors import ConfigError, ShapeError
+from volnet.functional import backend
+from volnet.layers.activation import ReLU
 from volnet.layers.base import Layer
 from volnet.layers.parameter import ContainerParams
 
@@ -103,23 +105,52 @@ class Sequential(Container):
             shape = layer.output_shape(shape)
         return shape
 
+    def _steps(self) -> list[tuple[Layer, Layer | None]]:
+        """The children in order, a batch norm paired with the ReLU right after it when the
+        compiled kernels run (``(bn, relu)``: one fused pass, ``bn.forward_relu``);
+        ``(layer, None)`` otherwise. The NumPy reference path never fuses."""
+        layers = list(self._children.values())
+        fuse = backend.compiled()
+        steps, i = [], 0
+        while i < len(layers):
+            layer = layers[i]
+            if (fuse and i + 1 < len(layers) and getattr(layer, "fuses_relu", False)
+                    and type(layers[i + 1]) is ReLU):
+                steps.append((layer, layers[i + 1]))
+                i += 2
+            else:
+                steps.append((layer, None))
+                i += 1
+        return steps
+
     def _forward(self, x, training, keep_cache):
-        for layer in self._children.values():
-            x = layer.forward(x, training, cache=keep_cache)
-        self._cache = True if keep_cache else None
+        steps = self._steps()
+        for layer, relu in steps:
+            if relu is None:
+                x = layer.forward(x, training, cache=keep_cache)
+            else:
+                x = layer.forward_relu(x, training, cache=keep_cache)
+                relu.skip_fused(x)
+        self._cache = steps if keep_cache else None   # backward follows the same pairing
         return x
 
+    @staticmethod
+    def _step_backward(layer, relu, dout, input_grad=True):
+        if relu is None:
+            return layer.backward(dout, input_grad)
+        return layer.backward_relu(dout, input_grad)
+
     def _backward(self, dout):
-        for layer in reversed(self._children.values()):
-            dout = layer.backward(dout)
+        for layer, relu in reversed(self._cache):
+            dout = self._step_backward(layer, relu, dout)
         return dout
 
     def _backward_params(self, dout):
-        layers = list(self._children.values())
-        for layer in reversed(layers[1:]):
-            dout = layer.backward(dout)
-        if layers:
-            layers[0].backward(dout, input_grad=False)   # only the first child sees our input
+        steps = self._cache
+        for layer, relu in reversed(steps[1:]):
+            dout = self._step_backward(layer, relu, dout)
+        if steps:   # only the first child sees our input
+            self._step_backward(*steps[0], dout, input_grad=False)
 
 
 class Residual(Container):
@@ -164,9 +195,12 @@ class Residual(Container):
         if out.shape != short.shape:
             raise ShapeError(f"{self.where()}: body output {out.shape} and shortcut output "
                              f"{short.shape} differ; add a projection shortcut")
-        out = out + short
-        if self.activation:
-            out = self.activation.forward(out, training, cache=keep_cache)
+        if type(self.activation) is ReLU and backend.compiled():
+            out = self.activation.add_forward(out, short, training, cache=keep_cache)
+        else:
+            out = out + short
+            if self.activation:
+                out = self.activation.forward(out, training, cache=keep_cache)
         self._cache = True if keep_cache else None
         return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.errors import ConfigError, ShapeError
+from volnet.errors import ConfigError, ShapeError, StateError
 from volnet.functional import norm as F
 from volnet.layers.base import Layer
 
@@ -49,18 +49,47 @@ class _BatchNorm(Layer):
                              f"input shape {tuple(input_shape)}")
         return tuple(input_shape)
 
+    fuses_relu = True       # forward_relu/backward_relu available (not for SyncBatchNorm)
+    _relu = False           # set only while forward_relu/backward_relu run
+
+    def forward_relu(self, x, training=False, *, cache=None):
+        """``relu(self.forward(x, ...))`` in one pass: batch norm and the ReLU after it.
+
+        Same values as the two layers one after the other. The backward of such a
+        forward is :meth:`backward_relu`, which takes the gradient of the *rectified*
+        output (a plain ``backward`` then raises, and vice versa). Sequential calls
+        this for a batch norm followed by a ReLU when the compiled kernels run; the
+        ReLU layer stays in the network (names, keys, summaries) but is skipped.
+        """
+        if not self.fuses_relu:
+            raise ConfigError(f"{self.where()} cannot fuse the ReLU; call forward, then ReLU")
+        self._relu = True
+        try:
+            return self.forward(x, training, cache=cache)
+        finally:
+            self._relu = False
+
+    def backward_relu(self, dout, input_grad=True):
+        """Backward of :meth:`forward_relu`: ``dout`` is the gradient of the rectified output."""
+        self._relu = True
+        try:
+            return self.backward(dout, input_grad)
+        finally:
+            self._relu = False
+
     def _forward(self, x, training, keep_cache):
         gamma, beta = self.params["weight"], self.params["bias"]
         if not training:
             out, self._cache = F.batchnorm_forward_eval(
                 x, gamma, beta, self.buffers["running_mean"], self.buffers["running_var"],
-                self.eps, keep_cache)
+                self.eps, keep_cache, relu=self._relu)
             return out
         count = x.size // x.shape[1]
         if count < 2:
             raise ShapeError(f"{self.where()}: training needs more than 1 value per channel, "
                              f"got input shape {x.shape}; use a larger batch or training=False")
-        out, mean, var, self._cache = F.batchnorm_forward_train(x, gamma, beta, self.eps, keep_cache)
+        out, mean, var, self._cache = F.batchnorm_forward_train(x, gamma, beta, self.eps,
+                                                                keep_cache, relu=self._relu)
         m = self.momentum
         self.buffers["running_mean"] *= 1 - m
         self.buffers["running_mean"] += m * mean
@@ -70,6 +99,10 @@ class _BatchNorm(Layer):
         return out
 
     def _backward(self, dout):
+        if F.cache_has_relu(self._cache) != self._relu:
+            raise StateError(f"{self.where()}: the last forward was "
+                             + ("forward_relu; call backward_relu" if not self._relu
+                                else "forward without the ReLU; call backward"))
         dx, dgamma, dbeta = F.batchnorm_backward(dout, self._cache)
         self.grads["weight"], self.grads["bias"] = dgamma, dbeta
         return dx

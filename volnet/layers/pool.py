@@ -64,7 +64,8 @@ class MaxPool2d(_Pool2d):
 
     def _forward(self, x, training, keep_cache):
         out, self._cache = P.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding,
-                                               self.ceil_mode, keep_cache=keep_cache)
+                                               self.ceil_mode, keep_cache=keep_cache,
+                                               reuse=self._cache)   # last step's, now dead
         return out
 
     def _backward(self, dout):

@@ -31,8 +31,31 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ConfigError, StateDictError, StateError
+from volnet.functional import backend
 from volnet.layers.base import Layer
 from volnet.layers.parameter import ContainerParams, collect
+
+_NONE = np.zeros(0)
+
+
+def _fast(p, *arrays) -> bool:
+    """Whether the compiled update takes this parameter: numba on, one float dtype, contiguous."""
+    return (p.dtype in (np.float32, np.float64) and p.flags.c_contiguous
+            and all(a.dtype == p.dtype and a.flags.c_contiguous for a in arrays)
+            and backend.compiled())
+
+
+def _h(p, *values) -> np.ndarray:
+    """Hyperparameters in the parameter's dtype, as NumPy converts Python floats."""
+    return np.array(values, dtype=p.dtype)
+
+
+def _run(name, p, g, *rest):
+    from volnet.functional.compiled import launch
+    from volnet.functional.compiled import optim as kernels
+
+    launch.run(getattr(kernels, name), p.size, p.reshape(-1), g.reshape(-1),
+               *(a.reshape(-1) if isinstance(a, np.ndarray) and a.ndim != 1 else a for a in rest))
 
 
 class Optimizer:
@@ -113,14 +136,21 @@ class Optimizer:
             if g.shape != p.shape:
                 raise ConfigError(f"{type(self).__name__}: gradient of {name} has shape "
                                   f"{g.shape}, parameter has {p.shape}")
-            if self.weight_decay:
-                g = g + self.weight_decay * p
             state = self.state.get(name)
             if state is None:
                 state = self.state[name] = {s: np.zeros_like(p) for s in self.slots}
+            if _fast(p, g, *state.values()):
+                self._compiled_update(p, g, state)
+                continue
+            if self.weight_decay:
+                g = g + self.weight_decay * p
             self._update(p, g, state)
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _compiled_update(self, p, g, state) -> None:
+        """The same update, one compiled pass (``functional/compiled/optim.py``)."""
         raise NotImplementedError
 
     def hyperparameters(self) -> dict:
@@ -202,6 +232,11 @@ class SGD(Optimizer):
         v += g
         p -= self.lr * (g + self.momentum * v if self.nesterov else v)
 
+    def _compiled_update(self, p, g, state):
+        v = state.get("momentum_buffer", _NONE.astype(p.dtype))
+        _run("sgd", p, g, v, _h(p, self.weight_decay, self.lr, self.momentum),
+             bool(self.momentum), self.nesterov)
+
     def hyperparameters(self):
         return {**super().hyperparameters(), "momentum": self.momentum, "nesterov": self.nesterov}
 
@@ -240,6 +275,12 @@ class Adam(Optimizer):
         v_hat = v / (1 - b2 ** self.t)
         p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
+    def _compiled_update(self, p, g, state):
+        b1, b2 = self.betas
+        _run("adam", p, g, state["exp_avg"], state["exp_avg_sq"],
+             _h(p, self.weight_decay, self.lr, b1, 1 - b1, b2, 1 - b2, 1 - b1 ** self.t,
+                1 - b2 ** self.t, self.eps))
+
     def hyperparameters(self):
         return {**super().hyperparameters(), "betas": list(self.betas), "eps": self.eps}
 
@@ -273,6 +314,10 @@ class RMSProp(Optimizer):
         v += (1 - self.alpha) * g * g
         p -= self.lr * g / (np.sqrt(v) + self.eps)
 
+    def _compiled_update(self, p, g, state):
+        _run("rmsprop", p, g, state["square_avg"],
+             _h(p, self.weight_decay, self.lr, self.alpha, 1 - self.alpha, self.eps))
+
     def hyperparameters(self):
         return {**super().hyperparameters(), "alpha": self.alpha, "eps": self.eps}
 
@@ -300,6 +345,9 @@ class Adagrad(Optimizer):
         s = state["sum"]
         s += g * g
         p -= self.lr * g / (np.sqrt(s) + self.eps)
+
+    def _compiled_update(self, p, g, state):
+        _run("adagrad", p, g, state["sum"], _h(p, self.weight_decay, self.lr, self.eps))
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "eps": self.eps}

@@ -54,6 +54,7 @@ class _SyncMixin:
     """
 
     comm = None
+    fuses_relu = False      # its training forward is its own: Sequential keeps the ReLU apart
 
     def _allreduce(self, *parts: np.ndarray, what: str) -> list[np.ndarray]:
         buf = np.concatenate([np.atleast_1d(p).astype(np.float64) for p in parts])

@@ -1,1 +1,6 @@
-"""Compiled (numba) kernels, one module per kind; chosen through ``volnet.functional.backend``."""
+"""Compiled (numba) kernels, one module per family; the NumPy modules one level up are the
+reference path and choose these through ``volnet.functional.backend.compiled()``.
+
+Importing a module here imports numba, so only callers that already checked
+``backend.compiled()`` import them.
+"""

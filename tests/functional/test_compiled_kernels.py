@@ -1,0 +1,208 @@
+"""Compiled ReLU, residual add+ReLU, bias add/sum, max pool, softmax cross-entropy and
+optimizer kernels against the NumPy reference path and PyTorch, and the switch that
+selects the reference path (VOLNET_KERNELS=numpy).
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+from hypothesis import given
+from hypothesis import strategies as st
+
+pytest.importorskip("numba")
+
+from volnet.errors import NonFiniteError, ShapeError
+from volnet.functional import activation as A
+from volnet.functional import backend
+from volnet.functional.loss import softmax_cross_entropy
+from volnet.functional.pool import maxpool2d_backward, maxpool2d_forward
+from volnet.train.optim import SGD, Adagrad, Adam, RMSProp
+
+DTYPES = [np.float32, np.float64]
+
+
+def _both(fn):
+    """fn() under the compiled kernels, then under the NumPy reference path."""
+    with backend.use_kernels("numba"):
+        fast = fn()
+    with backend.use_kernels("numpy"):
+        ref = fn()
+    return fast, ref
+
+
+def test_environment_variable_selects_the_reference_path():
+    code = ("from volnet.functional import backend, pool; import numpy as np; "
+            "c = pool.maxpool2d_forward(np.ones((1, 1, 4, 4), np.float32), (2, 2), (2, 2))[1]; "
+            "print(backend.active(), type(c[0]).__name__)")
+    env = {**os.environ, "VOLNET_KERNELS": "numpy"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["numpy", "tuple"]          # NumPy's cache: (padded input, column maxima)
+    env["VOLNET_KERNELS"] = "numba"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["numba", "_Winners"]
+
+
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4), dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**31 - 1))
+def test_relu_and_residual_relu_are_exact(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a, b, d = (rng.standard_normal(shape).round(1).astype(dtype) for _ in range(3))  # zeros too
+    (o1, m1), (o2, m2) = _both(lambda: A.relu_forward(a))
+    assert np.array_equal(o1, o2) and np.array_equal(m1, m2) and o1.dtype == dtype
+    assert np.array_equal(*_both(lambda: A.relu_backward(d, m1)))
+    (s1, k1), (s2, k2) = _both(lambda: A.add_relu(a, b))
+    assert np.array_equal(s1, s2) and np.array_equal(k1, k2)
+    at = torch.from_numpy(a + b).requires_grad_()
+    torch.relu(at).backward(torch.from_numpy(d))
+    assert np.array_equal(s1, torch.relu(at).detach().numpy())
+    assert np.array_equal(A.relu_backward(d, k1), at.grad.numpy())
+
+
+def test_relu_passes_nan_like_numpy():
+    x = np.array([np.nan, -1.0, 2.0, -0.0], np.float32)
+    (o1, m1), (o2, m2) = _both(lambda: A.relu_forward(x))
+    assert np.array_equal(o1, o2, equal_nan=True) and np.array_equal(m1, m2)
+
+
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6)),
+       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
+def test_bias_add_and_channel_sum(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x, bias = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    fast, ref = _both(lambda: A.bias_add_(x.copy(), bias))
+    assert np.array_equal(fast, ref)
+    fast, ref = _both(lambda: A.channel_sum(x))
+    want = x.astype(np.float64).sum(axis=(0, 2, 3))
+    assert fast.dtype == dtype and np.allclose(fast, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                               atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@st.composite
+def pool_cases(draw):
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    hw = [draw(st.integers(max(1, k - 2 * p), k + 6)) for k, p in zip(kernel, padding)]
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), *hw)
+    return shape, kernel, stride, padding, draw(st.booleans())
+
+
+@given(case=pool_cases(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
+def test_max_pool_matches_torch_exactly_with_ties(case, dtype, seed):
+    shape, kernel, stride, padding, ceil = case
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, shape).astype(dtype)          # many ties, routed as torch does
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    ot = TF.max_pool2d(xt, kernel, stride, padding, ceil_mode=ceil)
+    d = rng.standard_normal(ot.shape).astype(dtype)
+    ot.backward(torch.from_numpy(d))
+
+    def run():
+        out, cache = maxpool2d_forward(x, kernel, stride, padding, ceil)
+        return out, maxpool2d_backward(d, cache)
+
+    (o1, dx1), (o2, dx2) = _both(run)
+    assert np.array_equal(o1, ot.detach().numpy()) and np.array_equal(o2, o1)
+    assert np.array_equal(dx1, xt.grad.numpy()) and dx1.dtype == dtype
+    assert np.array_equal(dx2, dx1)
+
+
+def test_max_pool_inference_keeps_no_winners():
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
+    with backend.use_kernels("numba"):
+        out, cache = maxpool2d_forward(x, (2, 2), (2, 2), keep_cache=False)
+    assert cache is None and out.shape == (1, 2, 2, 2)
+
+
+@given(n=st.integers(1, 9), c=st.integers(1, 12), dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**31 - 1))
+def test_softmax_cross_entropy_matches_torch(n, c, dtype, seed):
+    rng = np.random.default_rng(seed)
+    scores = (rng.standard_normal((n, c)) * 5).astype(dtype)
+    labels = rng.integers(0, c, n)
+    st_ = torch.from_numpy(scores.astype(np.float64)).requires_grad_()
+    loss_t = TF.cross_entropy(st_, torch.from_numpy(labels))
+    loss_t.backward()
+    (l1, d1), (l2, d2) = _both(lambda: softmax_cross_entropy(scores, labels))
+    tol = 2e-6 if dtype == np.float32 else 1e-12
+    assert abs(l1 - loss_t.item()) <= tol * max(1, abs(loss_t.item())) and abs(l1 - l2) <= 10 * tol
+    assert d1.dtype == dtype and np.allclose(d1, st_.grad.numpy(), rtol=tol, atol=tol)
+    assert np.allclose(d1, d2, rtol=10 * tol, atol=10 * tol)
+
+
+def test_softmax_cross_entropy_errors_are_the_reference_ones():
+    scores = np.zeros((2, 3), np.float32)
+    with backend.use_kernels("numba"):
+        with pytest.raises(ShapeError, match="labels must lie in"):
+            softmax_cross_entropy(scores, np.array([0, 3]))
+        scores[1, 2] = np.inf
+        with pytest.raises(NonFiniteError):
+            softmax_cross_entropy(scores, np.array([0, 1]))
+
+
+OPTIMIZERS = [
+    (lambda: SGD(lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
+    (lambda: SGD(lr=0.1, momentum=0.9, weight_decay=0.01),
+     lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01)),
+    (lambda: SGD(lr=0.1, momentum=0.8, nesterov=True),
+     lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.8, nesterov=True)),
+    (lambda: Adam(lr=0.01, weight_decay=0.1), lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.1)),
+    (lambda: RMSProp(lr=0.01, alpha=0.9), lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9)),
+    (lambda: Adagrad(lr=0.1, weight_decay=1e-3),
+     lambda p: torch.optim.Adagrad(p, lr=0.1, weight_decay=1e-3)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("make,make_torch", OPTIMIZERS)
+def test_optimizer_update_is_the_reference_bit_for_bit_and_matches_torch(make, make_torch, dtype):
+    rng = np.random.default_rng(0)
+    start = {"w": rng.standard_normal((3, 5)).astype(dtype), "b": rng.standard_normal(4).astype(dtype)}
+    grads = [{k: rng.standard_normal(v.shape).astype(dtype) for k, v in start.items()} for _ in range(5)]
+
+    def run():
+        params, opt = {k: v.copy() for k, v in start.items()}, make()
+        for g in grads:
+            opt.step(params, g)
+        return params
+
+    fast, ref = _both(run)
+    tparams = {k: torch.from_numpy(v.copy()).requires_grad_() for k, v in start.items()}
+    topt = make_torch(list(tparams.values()))
+    for g in grads:
+        for k, p in tparams.items():
+            p.grad = torch.from_numpy(g[k].copy())
+        topt.step()
+    for k in start:
+        assert np.array_equal(fast[k], ref[k]) and fast[k].dtype == dtype
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        assert np.allclose(fast[k], tparams[k].detach().numpy(), rtol=tol, atol=tol)
+
+
+def test_training_steps_reuse_private_caches_but_never_returned_arrays():
+    from volnet.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
+
+    rng = np.random.default_rng(0)
+    net = Sequential(Conv2d(2, 3, 3, padding=1, rng=rng), ReLU(), MaxPool2d(2), Flatten(),
+                     Linear(3 * 4 * 4, 5, rng=rng))
+    fresh = net.copy()
+    x1, x2 = rng.standard_normal((2, 2, 2, 8, 8)).astype(np.float32)
+    d = rng.standard_normal((2, 5)).astype(np.float32)
+    with backend.use_kernels("numba"):
+        out1 = net.forward(x1, training=True)
+        dx1 = net.backward(d)
+        saved = out1.copy(), dx1.copy()
+        mask, winners = net[1]._cache, net[2]._cache[0].arg
+        out2 = net.forward(x2, training=True)
+        dx2 = net.backward(d)
+        assert net[1]._cache is mask and net[2]._cache[0].arg is winners   # buffers reused
+        assert np.array_equal(out1, saved[0]) and np.array_equal(dx1, saved[1])
+        want_out = fresh.forward(x2, training=True)
+        assert np.array_equal(out2, want_out) and np.array_equal(dx2, fresh.backward(d))

@@ -1,0 +1,94 @@
+"""ReLU, the residual sum's ReLU, bias add and per-channel sums: NumPy reference and the
+compiled kernels (``compiled/activation.py``), chosen by ``backend.compiled()``.
+
+The compiled path takes C-contiguous float32/float64 arrays; anything else (views,
+other dtypes) goes through NumPy, with the same results.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from volnet.functional import backend
+
+_EMPTY = np.zeros(0, dtype=np.bool_)
+
+
+def _fast(*arrays) -> bool:
+    return (all(a.dtype in (np.float32, np.float64) and a.flags.c_contiguous for a in arrays)
+            and len({a.dtype for a in arrays}) == 1 and backend.compiled())
+
+
+def _run(name, size, *args):
+    from volnet.functional.compiled import activation as kernels
+    from volnet.functional.compiled import launch
+
+    return launch.run(getattr(kernels, name), size, *args)
+
+
+def _mask(shape, keep_cache, reuse):
+    """The mask array: ``reuse`` (the layer's previous mask, dead once this forward runs)
+    when it fits, so a training loop does not fault in a fresh array every step."""
+    if not keep_cache:
+        return None
+    if isinstance(reuse, np.ndarray) and reuse.shape == shape and reuse.dtype == np.bool_ \
+            and reuse.flags.c_contiguous and reuse.flags.writeable:
+        return reuse
+    return np.empty(shape, dtype=np.bool_)
+
+
+def relu_forward(x, keep_cache=True, reuse=None):
+    """(max(x, 0), mask x > 0 or None). NaN passes through; the mask is False there.
+
+    ``reuse``: a previous mask that may be overwritten (compiled path only).
+    """
+    if _fast(x):
+        out = np.empty_like(x)
+        mask = _mask(x.shape, keep_cache, reuse)
+        _run("relu_forward", x.size, x.reshape(-1), out.reshape(-1),
+             _EMPTY if mask is None else mask.reshape(-1))
+        return out, mask
+    mask = x > 0 if keep_cache else None
+    return np.maximum(x, 0).astype(x.dtype, copy=False), mask   # not x * mask: that gives -0.0
+
+
+def add_relu(a, b, keep_cache=True, reuse=None):
+    """(max(a + b, 0), mask a + b > 0 or None): a residual block's sum and activation."""
+    if a.shape == b.shape and _fast(a, b):
+        out = np.empty_like(a)
+        mask = _mask(a.shape, keep_cache, reuse)
+        _run("add_relu", a.size, a.reshape(-1), b.reshape(-1), out.reshape(-1),
+             _EMPTY if mask is None else mask.reshape(-1))
+        return out, mask
+    return relu_forward(a + b, keep_cache)
+
+
+def relu_backward(dout, mask):
+    """dout where the ReLU's input was positive, else 0."""
+    if mask.shape == dout.shape and _fast(dout) and mask.flags.c_contiguous:
+        dx = np.empty_like(dout)
+        _run("relu_backward", dout.size, dout.reshape(-1), mask.reshape(-1), dx.reshape(-1))
+        return dx
+    return dout * mask
+
+
+def _flat3(v):
+    return v.reshape(v.shape[:2] + (-1,)) if v.size else v.reshape(v.shape[:2] + (0,))
+
+
+def bias_add_(out, bias):
+    """out += bias per channel (axis 1), in place; returns out."""
+    if out.ndim >= 2 and _fast(out, bias) and out.size:
+        _run("bias_add", out.size, _flat3(out), bias)
+        return out
+    out += bias.reshape((1, -1) + (1,) * (out.ndim - 2))
+    return out
+
+
+def channel_sum(x):
+    """Sum over every axis but 1 (a bias gradient), in x's dtype."""
+    if x.ndim >= 2 and _fast(x) and x.size:
+        total = np.empty(x.shape[1])
+        _run("channel_sum", x.size, _flat3(x), total)
+        return total.astype(x.dtype)
+    return x.sum(axis=(0,) + tuple(range(2, x.ndim)))

@@ -1,0 +1,79 @@
+"""Elementwise kernels: ReLU forward (output and mask in one pass) and backward, the
+residual sum with its ReLU, bias add and per-channel sums (a bias gradient).
+
+Arrays are flat and C-contiguous (the callers reshape); ``prange`` splits them among
+numba's threads. NaN passes through the ReLU as through ``np.maximum(x, 0)``; its
+mask, like ``x > 0``, is False there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from volnet.functional.compiled.launch import kernel
+
+
+@kernel
+def relu_forward(x, out, mask):
+    """out = max(x, 0) and mask = x > 0 over flat arrays (mask may be empty: not kept)."""
+    if mask.size:
+        for i in prange(x.size):
+            v = x[i]
+            mask[i] = v > 0
+            out[i] = 0 if v <= 0 else v  # noqa: FURB136 (max(0, v) drops NaN)
+    else:
+        for i in prange(x.size):
+            v = x[i]
+            out[i] = 0 if v <= 0 else v  # noqa: FURB136 (max(0, v) drops NaN)
+
+
+@kernel
+def add_relu(a, b, out, mask):
+    """out = max(a + b, 0) and mask = a + b > 0 (a residual block's sum and activation)."""
+    if mask.size:
+        for i in prange(a.size):
+            v = a[i] + b[i]
+            mask[i] = v > 0
+            out[i] = 0 if v <= 0 else v  # noqa: FURB136 (max(0, v) drops NaN)
+    else:
+        for i in prange(a.size):
+            v = a[i] + b[i]
+            out[i] = 0 if v <= 0 else v  # noqa: FURB136 (max(0, v) drops NaN)
+
+
+@kernel
+def relu_backward(dout, mask, dx):
+    """dx = dout where mask, else 0."""
+    for i in prange(dout.size):
+        dx[i] = dout[i] if mask[i] else 0
+
+
+@kernel
+def bias_add(out, bias):
+    """out[n, c, :] += bias[c] in place; out is (N, C, S)."""
+    n, ch, s = out.shape
+    for p in prange(n * ch):
+        row = out[p // ch, p % ch]
+        b = bias[p % ch]
+        for j in range(s):
+            row[j] += b
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def _row_sum(row):
+    acc = 0.0
+    for j in range(row.shape[0]):
+        acc += np.float64(row[j])
+    return acc
+
+
+@kernel
+def channel_sum(x, out):
+    """out[c] = sum of x[:, c, :] in float64 accumulators; x is (N, C, S)."""
+    n, ch, _ = x.shape
+    for c in prange(ch):
+        acc = 0.0
+        for i in range(n):
+            acc += _row_sum(x[i, c])
+        out[c] = acc

@@ -1,0 +1,58 @@
+"""How a compiled kernel is launched: split over numba's threads, or on the calling
+thread alone when the work is too small to pay for waking the others.
+
+Every kernel is written once, with ``prange``, and :func:`kernel` turns it into two
+numba dispatchers: a serial one (``prange`` acts as ``range``) and a parallel one,
+each compiled on its first call and cached on disk. A small model (LeNet) then never
+compiles a parallel version: those take ~3x longer to compile (measured 14 s against
+4.4 s for LeNet's kernels on the busy 2-core machine), and compile time counts
+toward a fresh install's first ``volnet train lenet5``.
+
+A parallel region costs a fork and a join: microseconds on an idle machine, but
+milliseconds when other processes hold the cores (the second thread waits for a time
+slice). Measured on the shared 2-core machine (benchmarks/README.md): LeNet and CIFAR
+training steps ran 10-25% *slower* than the NumPy path with 2-thread kernels from 256K
+elements up, and 20-35% faster with every kernel on one thread. Memory-bound passes
+gain at most ~1.5x from a second core, so only arrays of ``PARALLEL_MIN`` elements
+(16 MB of float32: ResNet/VGG activations) are split.
+"""
+
+from __future__ import annotations
+
+import types
+
+from numba import njit
+
+PARALLEL_MIN = 1 << 22      # elements; 16 MB of float32, a few ms for one pass
+
+
+class Kernel:
+    """A serial and a parallel dispatcher of one ``prange`` function."""
+
+    def __init__(self, func):
+        self.__doc__, self.__name__ = func.__doc__, func.__name__
+        self.serial = njit(cache=True)(_renamed(func, "serial"))
+        self.parallel = njit(parallel=True, cache=True)(_renamed(func, "parallel"))
+
+    def __call__(self, *args):
+        return self.serial(*args)
+
+
+def _renamed(func, suffix):
+    """A copy of ``func`` under another qualified name: numba names its cache files
+    after it, so the two variants never load each other's machine code."""
+    copy = types.FunctionType(func.__code__, func.__globals__, f"{func.__name__}_{suffix}",
+                              func.__defaults__, func.__closure__)
+    copy.__qualname__ = f"{func.__qualname__}_{suffix}"
+    copy.__module__, copy.__doc__ = func.__module__, func.__doc__
+    return copy
+
+
+def kernel(func) -> Kernel:
+    """Decorator for a compiled kernel written with ``prange``."""
+    return Kernel(func)
+
+
+def run(k: Kernel, size: int, *args):
+    """Call kernel ``k``, split over threads only when ``size`` (elements touched) is large."""
+    return (k.parallel if size >= PARALLEL_MIN else k.serial)(*args)

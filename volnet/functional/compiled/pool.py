@@ -1,0 +1,86 @@
+"""Max pooling in one pass each way: the forward records each window's winner (flat
+index into its H x W plane, int32), the backward scatters the gradient there.
+
+Planes (N*C of them) are split among threads, so overlapping windows never race.
+Padding is never materialised: windows are clipped to the plane (padding counts as
+-infinity, as in PyTorch). Ties go to the first maximum in row-major window order,
+as in PyTorch's CPU kernel. A window holding NaN outputs NaN (PyTorch routes the
+gradient to its last NaN, this kernel to one of them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from volnet.functional.compiled.launch import kernel
+
+
+@njit(cache=True)
+def _column_max(plane, r0, r1, colmax, colrow):
+    """Max of each column over rows r0..r1-1 and the first row holding it (selects,
+    not branches: the inner loop vectorises)."""
+    row = plane[r0]
+    for c in range(colmax.shape[0]):
+        colmax[c] = row[c]
+        colrow[c] = r0
+    for r in range(r0 + 1, r1):
+        row = plane[r]
+        for c in range(colmax.shape[0]):
+            v = row[c]
+            m = colmax[c]
+            take = (v > m) | np.isnan(v)
+            colmax[c] = v if take else m
+            colrow[c] = r if take else colrow[c]
+
+
+@kernel
+def max_forward(x, kh, kw, sh, sw, ph, pw, out, arg, keep):
+    """x (P, H, W) -> out (P, Ho, Wo); arg (P, Ho, Wo) int32 winners when ``keep``.
+
+    Per output row: column maxima over the window's rows (with the first row of each),
+    then the maximum over each window's columns, ties broken by (row, column): the
+    first maximum in row-major order.
+    """
+    planes, h, w = x.shape
+    ho, wo = out.shape[1], out.shape[2]
+    for p in prange(planes):
+        plane = x[p]
+        colmax = np.empty(w, dtype=x.dtype)
+        colrow = np.empty(w, dtype=np.int64)
+        for i in range(ho):
+            r0 = i * sh - ph
+            r1 = min(r0 + kh, h)
+            r0 = max(r0, 0)
+            _column_max(plane, r0, r1, colmax, colrow)
+            orow = out[p, i]
+            for j in range(wo):
+                c0 = j * sw - pw
+                c1 = min(c0 + kw, w)
+                c0 = max(c0, 0)
+                best = colmax[c0]
+                br = colrow[c0]
+                bc = c0
+                for c in range(c0 + 1, c1):
+                    v = colmax[c]
+                    rr = colrow[c]
+                    take = (v > best) | ((v == best) & (rr < br)) | np.isnan(v)
+                    best = v if take else best
+                    br = rr if take else br
+                    bc = c if take else bc
+                orow[j] = best
+                if keep:
+                    arg[p, i, j] = br * w + bc
+
+
+@kernel
+def max_backward(dout, arg, dx):
+    """dx (P, H, W) = 0, then dx.flat[winner] += dout for every window (plane by plane)."""
+    planes = dx.shape[0]
+    ho, wo = dout.shape[1], dout.shape[2]
+    for p in prange(planes):
+        flat = dx[p].reshape(-1)
+        flat[:] = 0
+        for i in range(ho):
+            for j in range(wo):
+                flat[arg[p, i, j]] += dout[p, i, j]
