@@ -1,4 +1,5 @@
-"""Transposed ("fractionally strided") convolution: the adjoint of :func:`conv2d_forward`.
+"""Transposed ("fractionally strided") convolution: the adjoint of
+:func:`volnet.functional.conv.conv2d_forward`.
 
 A transposed convolution with weight ``w`` of shape (C_in, C_out // groups, KH, KW)
 (PyTorch's layout) is exactly the input gradient of a Conv2d that has the same weight
