@@ -23,6 +23,7 @@ import numpy as np
 
 from volnet.errors import CheckpointError, ConfigError
 from volnet.layers import Concat, Layer, Residual, Sequential
+from volnet.limits import loads_json
 
 _SKIP = {"self", "rng", "dtype", "seed"}
 FORMAT = 1
@@ -130,27 +131,54 @@ def _pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, list) else (value, value)
 
 
-def declared_size(config: dict) -> int:
-    """Parameter and buffer elements the config's Conv2d, Linear and batch-norm layers will
-    allocate, computed from the JSON alone (so a forged config is caught before building)."""
+def _own_size(config: dict) -> int:
+    """Parameter and buffer elements one layer config allocates by itself (children apart)."""
     args, kind = config.get("args") or {}, config.get("type")
-    total = 0
     try:
         if kind == "Conv2d":
             kh, kw = _pair(args["kernel_size"])
             bias = args["out_channels"] if args.get("bias", True) else 0
-            total = args["out_channels"] * (args["in_channels"] // max(args.get("groups", 1), 1)) \
+            return args["out_channels"] * (args["in_channels"] // max(args.get("groups", 1), 1)) \
                 * kh * kw + bias
-        elif kind == "Linear":
-            total = (args["in_features"] + bool(args.get("bias", True))) * args["out_features"]
-        elif kind in ("BatchNorm1d", "BatchNorm2d"):
-            total = 4 * args["num_features"] + 1
-    except (KeyError, TypeError, ValueError):
+        if kind == "Linear":
+            return (args["in_features"] + bool(args.get("bias", True))) * args["out_features"]
+        if kind in ("BatchNorm1d", "BatchNorm2d"):
+            return 4 * args["num_features"] + 1
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise CheckpointError(f"architecture entry {kind} has malformed arguments {args}") from None
-    for value in args.values():
-        if isinstance(value, dict) and "__layer__" in value:
-            total += declared_size(value["__layer__"])
-    return total + sum(declared_size(child) for _, child in config.get("children", []))
+    return 0
+
+
+def declared_layers(config) -> tuple[int, int]:
+    """(elements, layers): the parameter and buffer elements that building ``config`` would
+    allocate, and how many layer configs it holds, computed from the JSON alone.
+
+    Every layer anywhere is counted: children, layers passed as arguments, and layers
+    inside lists or dicts of arguments (a forged config can hide a ``Linear`` there).
+    The walk uses an explicit stack, so no nesting depth can exhaust Python's.
+    """
+    elements = layers = 0
+    stack = [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("type"), str) and "module" in item:
+                size = _own_size(item)
+                if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                    raise CheckpointError(f"architecture entry {item.get('type')} declares "
+                                          f"{size!r} weights")
+                elements += size
+                layers += 1
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return elements, layers
+
+
+def declared_size(config: dict) -> int:
+    """Parameter and buffer elements the config's Conv2d, Linear and batch-norm layers will
+    allocate, wherever they sit in it (so a forged config is caught before building)."""
+    return declared_layers(config)[0]
 
 
 def to_json(net: Layer) -> str:
@@ -167,13 +195,11 @@ def to_json(net: Layer) -> str:
 
 def from_json(text: str, dtype=np.float32) -> Layer:
     """Rebuild a network (fresh weights) from :func:`to_json` output."""
-    try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as err:
-        raise CheckpointError(f"architecture is not valid JSON: {err}") from None
+    doc = loads_json(text, "architecture JSON", CheckpointError) if isinstance(text, (str, bytes)) \
+        else text
     if not isinstance(doc, dict) or "net" not in doc:
         raise CheckpointError("architecture JSON must be an object with a 'net' entry")
-    if doc.get("format", 0) > FORMAT:
+    if not isinstance(doc.get("format", 0), int) or doc.get("format", 0) > FORMAT:
         raise CheckpointError(f"architecture format {doc.get('format')} is newer than this "
                               f"volnet understands ({FORMAT}); upgrade volnet")
     net = build_layer(doc["net"], dtype)

@@ -24,8 +24,10 @@ import struct
 import numpy as np
 
 from volnet.errors import CheckpointError
+from volnet.limits import check_budget, loads_json, open_regular
 
 MAX_HEADER = 100_000_000
+JSON_EXPANSION = 16   # bytes of Python objects per byte of header JSON, at most (measured ~8)
 DTYPES = {"BOOL": np.dtype("bool"), "U8": np.dtype("<u1"), "I8": np.dtype("<i1"),
           "I16": np.dtype("<i2"), "U16": np.dtype("<u2"), "F16": np.dtype("<f2"),
           "I32": np.dtype("<i4"), "U32": np.dtype("<u4"), "F32": np.dtype("<f4"),
@@ -86,10 +88,8 @@ def parse_header(head: bytes, buffer_size: int) -> tuple[dict, dict[str, str]]:
         raise CheckpointError("safetensors header is not valid UTF-8") from None
     if not text.startswith("{"):
         raise CheckpointError("safetensors header must be a JSON object starting with '{'")
-    try:
-        header = json.loads(text, object_pairs_hook=_no_duplicates)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"safetensors header is not valid JSON: {err}") from None
+    header = loads_json(text, "safetensors header", CheckpointError,
+                        object_pairs_hook=_no_duplicates)
     if not isinstance(header, dict):
         raise CheckpointError("safetensors header must be a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -139,17 +139,28 @@ def _check_tiling(entries: dict, buffer_size: int) -> None:
                               f"{buffer_size} after the header (truncated or trailing data)")
 
 
-def deserialize(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Validate and decode safetensors bytes into ({name: array}, metadata)."""
-    if len(blob) < 8:
-        raise CheckpointError(f"not a safetensors file: {len(blob)} bytes, the header length "
+def _header_length(prefix: bytes, size: int) -> int:
+    if size < 8:
+        raise CheckpointError(f"not a safetensors file: {size} bytes, the header length "
                               "alone takes 8")
-    (n,) = struct.unpack("<Q", blob[:8])
+    (n,) = struct.unpack("<Q", prefix[:8])
     if n > MAX_HEADER:
         raise CheckpointError(f"safetensors header declares {n} bytes, more than the 100 MB limit")
-    if 8 + n > len(blob):
+    if 8 + n > size:
         raise CheckpointError(f"safetensors header declares {n} bytes but the file holds "
-                              f"{len(blob) - 8} after the length field (truncated)")
+                              f"{size - 8} after the length field (truncated)")
+    return n
+
+
+def deserialize(blob: bytes, max_bytes: int | str | None = None
+                ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Validate and decode safetensors bytes into ({name: array}, metadata).
+
+    ``max_bytes`` bounds the parsed header and the decoded copies (see :mod:`volnet.limits`).
+    """
+    n = _header_length(blob[:8], len(blob))
+    check_budget(JSON_EXPANSION * n + len(blob) - 8 - n, f"safetensors data ({len(blob):,} bytes)",
+                 max_bytes, CheckpointError)
     entries, metadata = parse_header(blob[8:8 + n], len(blob) - 8 - n)
     base = 8 + n
     tensors = {}
@@ -159,15 +170,28 @@ def deserialize(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return tensors, metadata
 
 
-def load_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Read and validate a safetensors file; returns (tensors, metadata)."""
+def load_file(path: str | os.PathLike, max_bytes: int | str | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read and validate a safetensors file; returns (tensors, metadata).
+
+    The file (a regular file only) is read whole once its size, its header and the
+    tensor copies fit the memory budget ``max_bytes`` (default ``$VOLNET_MAX_BYTES``
+    or 2 GiB; see :mod:`volnet.limits`).
+    """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, CheckpointError) as f:
+            size = os.fstat(f.fileno()).st_size
+            n = _header_length(f.read(8), size)
+            check_budget(size + JSON_EXPANSION * n + size - 8 - n,
+                         f"{path}: reading {size:,} bytes of safetensors", max_bytes,
+                         CheckpointError)
+            f.seek(0)
             blob = f.read()
+        return deserialize(blob, max_bytes=max_bytes)
     except OSError as err:
         raise CheckpointError(f"cannot read {path}: {err.strerror}") from None
-    try:
-        return deserialize(blob)
     except CheckpointError as err:
-        raise CheckpointError(f"{path}: {err}") from None
+        if str(err).startswith(path):
+            raise
+        raise type(err)(f"{path}: {err}") from None
