@@ -16,15 +16,19 @@ def add_parser(sub):
                         "folder of MNIST-format files / CIFAR-10 binary batches / "
                         "train/<class>/ images")
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="initial learning rate "
-                   "(cosine decay to 0)")
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=DEFAULTS["optimizer"])
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    # None = the default, or with --resume the checkpoint's value (a different one is refused)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"default {DEFAULTS['batch_size']}")
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate "
+                   f"(cosine decay to 0; default {DEFAULTS['lr']})")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None,
+                   help=f"default {DEFAULTS['optimizer']}")
+    p.add_argument("--seed", type=int, default=None, help=f"default {DEFAULTS['seed']}")
     p.add_argument("--out", default=None, help="checkpoint path (default: a new "
                    "<model>-<data>-<time>.safetensors; an existing file is refused)")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace a file")
-    p.add_argument("--resume", default=None, help="continue training from this checkpoint")
+    p.add_argument("--resume", default=None, help="continue training from this checkpoint with "
+                   "its learning rate, optimizer, batch size and seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks (automatic under mpiexec; needed under "
