@@ -150,9 +150,9 @@ class DemoApp:
         return JSONResponse({"choices": CHOICES, "example": EXAMPLE})
 
     def _net_payload(self) -> dict:
-        choice = self.session.choice
-        return {"model": choice.kind, "layers": choice.spec, "input_shape": list(choice.input_shape),
-                **self.session.view(views.summary_rows, choice.input_shape)}
+        return self.session.view_choice(lambda net, choice: {   # net and choice read together
+            "model": choice.kind, "layers": choice.spec, "input_shape": list(choice.input_shape),
+            **views.summary_rows(net, choice.input_shape)})
 
     async def get_net(self, request: Request) -> JSONResponse:
         return JSONResponse(self._net_payload())
