@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 from collections import OrderedDict
 
 import numpy as np
@@ -194,6 +195,7 @@ def restricted_load(data: bytes | io.BufferedIOBase, what: str):
         CheckpointError: the pickle is truncated or malformed.
     """
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    _check_lengths(stream, what)
     unpickler = RestrictedUnpickler(stream, what)
     try:
         obj = unpickler.load()
@@ -205,6 +207,24 @@ def restricted_load(data: bytes | io.BufferedIOBase, what: str):
         raise CheckpointError(f"{what}: corrupt or truncated pickle ({type(err).__name__}: "
                               f"{err}); re-download or re-save the file") from None
     return obj, unpickler
+
+
+def _check_lengths(stream, what: str) -> None:
+    """Walk the pickle's opcodes (without running them) up to STOP, then rewind.
+
+    CPython's unpickler allocates the length a BINBYTES/BINUNICODE/LONG4 opcode
+    declares *before* reading it, so a 12-byte pickle can make it allocate 2 GiB;
+    ``pickletools`` reads counted arguments from the stream and fails on a short
+    one, so every declared length is checked against the bytes really present.
+    """
+    start = stream.tell()
+    try:
+        for _ in pickletools.genops(stream):
+            pass
+    except Exception as err:  # noqa: BLE001 - any failure of a hostile or damaged stream
+        raise CheckpointError(f"{what}: corrupt or truncated pickle ({type(err).__name__}: "
+                              f"{err}); re-download or re-save the file") from None
+    stream.seek(start)
 
 
 def materialise(ref: TensorRef, storage: np.ndarray, what: str) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
 
 import numpy as np
 
@@ -26,6 +27,8 @@ from volnet.layers import Concat, Layer, Residual, Sequential
 from volnet.limits import loads_json
 
 _SKIP = {"self", "rng", "dtype", "seed"}
+# Packages that define layers; importing anything else (volnet.__main__ runs the CLI) is refused.
+_LAYER_MODULES = re.compile(r"volnet(\.(layers|models|io|tools|train)(\.[a-z][a-z0-9_]*)*)?")
 FORMAT = 1
 
 
@@ -83,9 +86,12 @@ def layer_config(layer: Layer) -> dict:
 
 def _layer_class(config: dict) -> type:
     module_name, type_name = config.get("module", ""), config.get("type", "")
-    if not isinstance(module_name, str) or not (module_name == "volnet" or module_name.startswith("volnet.")):
+    if not isinstance(module_name, str) or not _LAYER_MODULES.fullmatch(module_name):
         raise CheckpointError(f"architecture names module {module_name!r}; only volnet layers "
-                              "can be rebuilt")
+                              "can be rebuilt (modules under volnet.layers, volnet.models, "
+                              "volnet.io, volnet.tools, volnet.train)")
+    if not isinstance(type_name, str):
+        raise CheckpointError(f"architecture names layer type {type_name!r}; expected a name")
     try:
         cls = getattr(importlib.import_module(module_name), type_name)
     except (ImportError, AttributeError):
@@ -104,13 +110,38 @@ def _unplain(value, dtype):
     return value
 
 
+def _short(value, limit: int = 300) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _parts(config: dict) -> tuple[dict, list, list]:
+    """(args, children, frozen) of a layer config, each checked to have the right form."""
+    args, children = config.get("args") or {}, config.get("children", [])
+    frozen = config.get("frozen", [])
+    if not isinstance(args, dict):
+        raise CheckpointError(f"architecture entry {config.get('type')}: args must be an object")
+    if not (isinstance(children, list) and all(
+            isinstance(c, list) and len(c) == 2 and isinstance(c[0], str) for c in children)):
+        raise CheckpointError(f"architecture entry {config.get('type')}: children must be "
+                              "[name, config] pairs")
+    if not (isinstance(frozen, list) and all(isinstance(f, str) for f in frozen)):
+        raise CheckpointError(f"architecture entry {config.get('type')}: frozen must list names")
+    return args, children, frozen
+
+
 def build_layer(config: dict, dtype=np.float32) -> Layer:
-    """Rebuild a layer (with fresh weights) from :func:`layer_config` output."""
+    """Rebuild a layer (with fresh weights) from :func:`layer_config` output.
+
+    Any failure of a constructor on the recorded arguments is a CheckpointError:
+    the JSON comes from a file and may be corrupt or forged.
+    """
     if not isinstance(config, dict):
         raise CheckpointError(f"layer config must be an object, got {type(config).__name__}")
     cls = _layer_class(config)
-    args = {k: _unplain(v, dtype) for k, v in (config.get("args") or {}).items()}
-    children = [(name, build_layer(child, dtype)) for name, child in config.get("children", [])]
+    raw_args, raw_children, frozen = _parts(config)
+    args = {k: _unplain(v, dtype) for k, v in raw_args.items()}
+    children = [(name, build_layer(child, dtype)) for name, child in raw_children]
     try:
         if cls is Residual or issubclass(cls, Residual):
             roles = dict(children)
@@ -121,9 +152,12 @@ def build_layer(config: dict, dtype=np.float32) -> Layer:
             if "dtype" in inspect.signature(cls.__init__).parameters:
                 args["dtype"] = dtype
             layer = cls(**args)
-    except (TypeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"cannot rebuild {config.get('type')} from {args}: {err}") from None
-    layer.frozen |= set(config.get("frozen", []))
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a constructor fed corrupt or forged arguments
+        raise CheckpointError(f"cannot rebuild {config.get('type')} from {_short(args)}: "
+                              f"{type(err).__name__}: {_short(err)}") from None
+    layer.frozen |= set(frozen)
     return layer
 
 
@@ -145,7 +179,8 @@ def _own_size(config: dict) -> int:
         if kind in ("BatchNorm1d", "BatchNorm2d"):
             return 4 * args["num_features"] + 1
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise CheckpointError(f"architecture entry {kind} has malformed arguments {args}") from None
+        raise CheckpointError(f"architecture entry {kind} has malformed arguments "
+                              f"{_short(args)}") from None
     return 0
 
 
