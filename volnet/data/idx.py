@@ -125,7 +125,11 @@ def read_idx(path: str | os.PathLike, ndim: int, max_bytes: int | str | None = N
         copies = 1 if dtype.itemsize == 1 else 2   # byte-swapping makes a second array
         check_budget(copies * nbytes, f"{path}: IDX array {dims} of {dtype.name}", max_bytes,
                      DataError)
-        out = np.empty(dims, dtype=dtype)
+        try:
+            out = np.empty(dims, dtype=dtype)
+        except ValueError:   # e.g. (0, 2**32 - 1, 2**32 - 1): no bytes, but no valid shape
+            raise DataError(f"{path}: header declares dimensions {dims}, which NumPy cannot "
+                            "represent; the file is corrupt") from None
         _read_into(stream, out, path)
         if _read_exact_or_less(stream, 1):
             raise DataError(f"{path}: trailing bytes after the {nbytes}-byte payload "

@@ -105,7 +105,7 @@ def _check_entry(name: str, info) -> tuple[np.dtype, tuple[int, ...], int, int]:
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
         raise CheckpointError(f"tensor {name}: entry must have exactly dtype, shape, data_offsets")
     code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if code not in DTYPES:
+    if not isinstance(code, str) or code not in DTYPES:
         raise CheckpointError(f"tensor {name}: unknown or unsupported dtype {code!r}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise CheckpointError(f"tensor {name}: shape must be a list of non-negative ints, got {shape}")

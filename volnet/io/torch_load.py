@@ -117,7 +117,7 @@ def _read_object(path: str, max_bytes=None):
 def _read_zip(path: str, max_bytes=None):
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - zipfile raises many types on damaged archives
         raise CheckpointError(f"{path}: damaged zip archive ({err}); the file is probably "
                               "truncated, re-download or re-save it") from None
     with archive:
@@ -159,7 +159,7 @@ def _read_record(archive, names, name, path, optional=False) -> bytes | None:
                               "(torch.save writes uncompressed records)")
     try:
         return archive.read(name)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - BadZipFile, zlib.error, NotImplementedError...
         raise CheckpointError(f"{path}: record {name!r} is damaged ({err}); re-download or "
                               "re-save the file") from None
 
