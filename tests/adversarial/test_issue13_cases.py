@@ -30,7 +30,6 @@ from volnet.data.registry import load_dataset
 from volnet.errors import BudgetError, CheckpointError, ConfigError, DataError
 from volnet.io import checkpoint as ck
 from volnet.io import safetensors as st
-from volnet.io.architecture import to_json
 from volnet.io.torch_load import load_torch
 from volnet.limits import ENV_VAR
 
@@ -182,7 +181,7 @@ def test_image_folder_is_counted_from_headers_before_decoding(tmp_path):
         Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "a" / f"{i}.png")
     with pytest.raises(BudgetError, match="3 images of 3x64x64"):
         read_image_folder(str(tmp_path), (3, 64, 64), max_bytes=40_000)
-    x, y, classes = read_image_folder(str(tmp_path), (3, 64, 64), max_bytes=200_000)
+    x, _, classes = read_image_folder(str(tmp_path), (3, 64, 64), max_bytes=200_000)
     assert x.shape == (3, 3, 64, 64) and classes == ["a"]
 
 

@@ -108,8 +108,11 @@ def _replace(doc, path, make):
     return copy
 
 
+NO_VALUES = st.nothing()
+
+
 @st.composite
-def json_edits(draw, seed_doc, extra_values=st.nothing(), max_edits: int = 3):
+def json_edits(draw, seed_doc, extra_values=NO_VALUES, max_edits: int = 3):
     """``seed_doc`` with 1..max_edits subtrees replaced, deleted, duplicated or deeply nested."""
     doc = seed_doc
     for _ in range(draw(st.integers(1, max_edits))):
@@ -118,20 +121,24 @@ def json_edits(draw, seed_doc, extra_values=st.nothing(), max_edits: int = 3):
         kind = draw(st.sampled_from(["replace", "replace", "delete", "duplicate", "nest", "wrap"]))
         if kind == "replace" or (kind == "delete" and not path):
             value = draw(st.one_of(json_values, extra_values))
-            doc = _replace(doc, path, lambda _: value)
+            doc = _replace(doc, path, lambda _, new=value: new)
         elif kind == "delete":
-            parent, last = path[:-1], path[-1]
-            doc = _replace(doc, parent, lambda p: {k: v for k, v in p.items() if k != last}
-                           if isinstance(p, dict) else [v for i, v in enumerate(p) if i != last])
+            doc = _replace(doc, path[:-1], lambda p, last=path[-1]: _without(p, last))
         elif kind == "duplicate":
             count = draw(st.integers(2, 50))
-            doc = _replace(doc, path, lambda v: [v] * count)
+            doc = _replace(doc, path, lambda v, n=count: [v] * n)
         elif kind == "nest":
             depth = draw(st.sampled_from([2, 10, 60, 99, 101, 150, 1000, 5000]))
-            doc = _replace(doc, path, lambda v: _nested(v, depth))
+            doc = _replace(doc, path, lambda v, d=depth: _nested(v, d))
         else:   # wrap a subtree in a dict
             doc = _replace(doc, path, lambda v: {"__layer__": v})
     return doc
+
+
+def _without(container, key):
+    if isinstance(container, dict):
+        return {k: v for k, v in container.items() if k != key}
+    return [v for i, v in enumerate(container) if i != key]
 
 
 def _nested(value, depth: int):
@@ -167,19 +174,23 @@ def dumps(doc) -> str:
 
 
 # ---- the loop ---------------------------------------------------------------------------------
-def fuzz_count(request) -> int:
-    return request.config.getoption("--fuzz-count") or DEFAULT_CASES
+class Refused(Exception):
+    """Raised by a target for an input it refused properly (e.g. an HTTP 4xx)."""
+
+
+def fuzz_count(request, default: int = DEFAULT_CASES) -> int:
+    return request.config.getoption("--fuzz-count") or default
 
 
 def run_fuzz(request, name: str, strategy, target, budget: int = BUDGET,
-             refusals=(VolnetError,)) -> Counter:
+             refusals=(VolnetError, Refused), default: int = DEFAULT_CASES) -> Counter:
     """Feed ``fuzz_count`` inputs drawn from ``strategy`` to ``target``.
 
     ``target(value)`` loads the input and checks the result; it may raise only a
     ``refusals`` exception. Returns the counts (cases, loaded, refused, peak).
     """
     stats: Counter = Counter()
-    count = fuzz_count(request)
+    count = fuzz_count(request, default)
 
     @settings(max_examples=count, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck))

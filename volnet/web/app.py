@@ -173,7 +173,7 @@ class DemoApp:
             raise HTTPException(400, "settings must be an object such as {\"lr\": 0.002}")
         controls = {"start": lambda: self.session.start(settings), "pause": self.session.pause,
                     "resume": self.session.resume, "reset": self.session.reset}
-        if action not in controls:
+        if not isinstance(action, str) or action not in controls:
             raise HTTPException(400, f"action must be one of {', '.join(controls)}, got {action!r}")
         await run_in_threadpool(controls[action])
         return JSONResponse(self.session.status())

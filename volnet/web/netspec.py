@@ -26,7 +26,6 @@ import re
 import numpy as np
 
 from volnet.errors import ConfigError, VolnetError
-from volnet.limits import check_budget
 from volnet.layers import (
     AvgPool2d,
     Conv2d,
@@ -40,6 +39,7 @@ from volnet.layers import (
     Sigmoid,
     Tanh,
 )
+from volnet.limits import check_budget
 
 MAX_SPEC_CHARS = 400
 MAX_ITEMS = 16

@@ -207,7 +207,7 @@ class DemoSession:
                                  "reset to train again")
             new = self.settings.updated(settings) if settings else self.settings
             check_training_memory(self.choice.net, self.choice.input_shape, new.batch_size,
-                                  max(new.eval_size, len(self.data.y_test)), self.max_bytes)
+                                  len(self.data.y_test), self.max_bytes)
             self.settings = new
             self._trainer = make_trainer(self.choice.net, self.settings, _Recorder(self))
             self.state, self.version = TRAINING, self.version + 1
