@@ -414,3 +414,25 @@ def test_part_file_of_a_killed_save_is_removed_by_the_next_save(tmp_path):
     ck.save(path, vn.Sequential(vn.Flatten()))
     assert not stale[0].exists() and live.exists()
     assert vn.load(path).output_shape((2, 3)) == (6,)
+
+
+# ---- found while fuzzing -------------------------------------------------------------------
+def test_pickle_declaring_2_gib_of_bytes_is_refused_without_allocating(tmp_path):
+    """CPython's unpickler allocates a BINBYTES8 length before reading it (12 bytes -> 2 GiB)."""
+    import zipfile
+
+    path = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x04\x8e" + struct.pack("<Q", 2 ** 31) + b"x")
+    with peak_memory() as peak, pytest.raises(CheckpointError, match="expected 2147483648 bytes"):
+        load_torch(path)
+    assert peak[0] < MiB
+
+
+def test_architecture_cannot_import_volnet_main(tmp_path):
+    """Importing volnet.__main__ would run the command line inside vn.load."""
+    arch = {"format": 1, "net": {"type": "main", "module": "volnet.__main__", "args": {}}}
+    path = _checkpoint_with_architecture(tmp_path, arch)
+    with pytest.raises(CheckpointError, match="only volnet layers"):
+        vn.load(path)
+    assert "volnet.__main__" not in sys.modules
