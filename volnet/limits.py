@@ -121,7 +121,9 @@ def _budget_class(error: type[VolnetError]) -> type:
     if error not in _BUDGET_CLASSES:
         _BUDGET_CLASSES[error] = type(error.__name__, (error, BudgetError), {
             "__module__": error.__module__,
-            "__doc__": f"{error.__name__} raised because the memory budget would be exceeded."})
+            "__doc__": f"{error.__name__} raised because the memory budget would be exceeded.",
+            # pickles (multiprocessing) as the reader's own class, which pickle can find
+            "__reduce__": lambda self: (error, self.args)})
     return _BUDGET_CLASSES[error]
 
 
