@@ -231,7 +231,11 @@ def materialise(ref: TensorRef, storage: np.ndarray, what: str) -> np.ndarray:
     """A C-contiguous copy of the view ``ref`` of ``storage`` (checked to stay inside it)."""
     numel = int(np.prod(ref.size, dtype=object))
     if numel == 0:
-        return np.zeros(ref.size, dtype=storage.dtype)
+        try:
+            return np.zeros(ref.size, dtype=storage.dtype)
+        except ValueError:   # e.g. (0, 2**62): no elements, but no shape NumPy can hold
+            raise CheckpointError(f"{what}: tensor size {ref.size} cannot be represented; the "
+                                  "file is corrupt") from None
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
     if last >= storage.size:
         raise CheckpointError(f"{what}: tensor of size {ref.size} (stride {ref.stride}, offset "

@@ -115,10 +115,10 @@ def _check_entry(name: str, info) -> tuple[np.dtype, tuple[int, ...], int, int]:
     begin, end = offsets
     if end < begin:
         raise CheckpointError(f"tensor {name}: data_offsets end {end} < begin {begin}")
-    nbytes = DTYPES[code].itemsize
-    for d in shape:
-        nbytes *= d
-        if nbytes >= 2 ** 63:
+    nbytes = span = DTYPES[code].itemsize
+    for d in shape:   # span ignores zeros: NumPy refuses (0, 2**62) although it holds 0 bytes
+        nbytes, span = nbytes * d, span * max(d, 1)
+        if span >= 2 ** 63:
             raise CheckpointError(f"tensor {name}: shape {shape} overflows")
     if nbytes != end - begin:
         raise CheckpointError(f"tensor {name}: shape {shape} of {code} needs {nbytes} bytes but "
