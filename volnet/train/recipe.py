@@ -78,11 +78,17 @@ def preprocessing_of(data, input_shape) -> dict:
 
 def saved_recipe(trainer_state: dict) -> dict:
     """lr, optimizer, batch_size and seed of the run a checkpoint's trainer state belongs to."""
-    opt, batches = trainer_state.get("optimizer") or {}, trainer_state.get("batches") or {}
-    schedule = trainer_state.get("schedule") or {}
+    def part(key):
+        value = trainer_state.get(key)
+        return value if isinstance(value, dict) else {}
+
+    opt, batches, schedule = part("optimizer"), part("batches"), part("schedule")
     names = {cls.__name__: name for name, cls in OPTIMIZERS.items()}
-    saved = {"lr": schedule.get("base_lr", (opt.get("hyper") or {}).get("lr")),
-             "optimizer": names.get(opt.get("type")), "seed": batches.get("seed"),
+    hyper = opt.get("hyper") if isinstance(opt.get("hyper"), dict) else {}
+    lr = schedule.get("base_lr", hyper.get("lr"))
+    saved = {"lr": lr if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None,
+             "optimizer": names.get(opt.get("type")) if isinstance(opt.get("type"), str) else None,
+             "seed": batches.get("seed") if isinstance(batches.get("seed"), int) else None,
              "batch_size": None}
     if isinstance(batches.get("batch_size"), int) and isinstance(batches.get("world_size"), int):
         saved["batch_size"] = batches["batch_size"] * batches["world_size"]
