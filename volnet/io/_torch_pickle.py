@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import pickle
 import pickletools
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -219,8 +220,10 @@ def _check_lengths(stream, what: str) -> None:
     """
     start = stream.tell()
     try:
-        for _ in pickletools.genops(stream):
-            pass
+        with warnings.catch_warnings():   # pickletools warns on bad escapes in STRING opcodes
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for _ in pickletools.genops(stream):
+                pass
     except Exception as err:  # noqa: BLE001 - any failure of a hostile or damaged stream
         raise CheckpointError(f"{what}: corrupt or truncated pickle ({type(err).__name__}: "
                               f"{err}); re-download or re-save the file") from None
