@@ -19,6 +19,7 @@ COMMANDS = [
     "demo",
     "weights",
     "finetune",
+    "import_onnx",
 ]
 
 

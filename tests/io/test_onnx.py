@@ -13,6 +13,7 @@ from torch import nn
 from torch_nets import ResNet18, randomise, run
 
 import volnet as vn
+from volnet import layers as L
 from volnet.errors import CheckpointError, ConfigError
 from volnet.io import Graph, MissingDependencyError, Node, Reshape, export_onnx, load_onnx
 
@@ -83,10 +84,28 @@ LAYER_CASES = [   # (factory, per-example input shape)
     (lambda: vn.layers.ChannelAffine.imagenet_to_unit_range(), (3, 4, 4)),
     (lambda: vn.Sequential(vn.layers.ChannelAffine((2.0, 0.5), (0.0, 0.0)), vn.ReLU(),
                            vn.layers.ChannelAffine((1.0, 1.0), (0.25, -1.0))), (2, 3, 3)),
+    (lambda: vn.Sequential(vn.Scale(0.17), vn.ReLU()), (3, 2, 2)),
     (lambda: vn.Sequential({"aux": vn.layers.SideBranch(vn.Sequential(vn.Flatten(),
                                                                        vn.Linear(12, 2))),
                             "fc": vn.Sequential(vn.Flatten(), vn.Linear(12, 3))}), (3, 2, 2)),
     (_graph_case, (3, 4, 4)),
+    # the layers the importer brought in
+    (lambda: L.ConstantPad2d((0, 1, 2, 0), value=-0.5), (2, 3, 4)),
+    (lambda: L.ChannelShuffle(2), (6, 3, 3)),
+    (lambda: L.PReLU(), (3, 2, 2)),
+    (lambda: L.PReLU(3), (3, 2, 2)),
+    (lambda: L.PReLU(weight_shape=(2, 1)), (3, 2, 4)),
+    (lambda: L.ELU(0.5), (3, 2, 2)),
+    (lambda: L.Clip(-0.5, None), (5,)),
+    (lambda: L.ReLU6(), (3, 2, 2)),
+    (lambda: L.LogSoftmax(), (6,)),
+    (lambda: L.LogSoftmax(dim=2), (3, 2, 2)),
+    (lambda: L.GlobalMaxPool2d(), (3, 4, 5)),
+    (lambda: L.Transpose((1, 2, 0)), (3, 2, 4)),
+    (lambda: L.Narrow(1, 1, 2), (4, 2, 3)),
+    (lambda: L.ConstantOp("add", (4,), value=np.arange(4.0)), (3, 2, 4)),
+    (lambda: L.ConstantOp("div", (3, 1, 1), reverse=True, value=np.arange(1.0, 4.0).reshape(3, 1, 1)),
+     (3, 2, 2)),
 ]
 
 
@@ -262,7 +281,7 @@ def test_unsupported_attribute_values_are_named(tmp_path):
     shape = next(t for t in model.graph.initializer if t.name.endswith("shape"))
     shape.CopyFrom(onnx.numpy_helper.from_array(np.array([1, 3, 7, 7], np.int64), shape.name))
     onnx.save(model, tmp_path / "f.onnx")
-    with pytest.raises(ConfigError, match=r"Expand .* only spatial broadcasting to \[1, 1, H, W\] "
+    with pytest.raises(ConfigError, match=r"Expand\), shape: only spatial broadcasting to \[1, 1, H, W\] "
                                           r"is supported, got \[1, 3, 7, 7\]"):
         load_onnx(tmp_path / "f.onnx")
 

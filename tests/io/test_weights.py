@@ -77,7 +77,7 @@ def published(tmp_path, monkeypatch):
 
 def test_download_verifies_caches_and_loads(published, monkeypatch, rng):
     monkeypatch.setattr(W, "BASE_URL", published["url"])
-    net = W.pretrained("lenet5")                        # download + verify + load in one call
+    net = vn.models.pretrained("lenet5")                # download + verify + load in one call
     cached = W.weights_dir() + "/" + published["file"]
     with open(cached, "rb") as f:
         assert f.read() == published["data"]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 import volnet as vn
+from volnet import layers as L
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ def reseed_dropout(net: vn.Layer, seed: int = 0) -> None:
     for _, layer in net.named_layers():
         if isinstance(layer, vn.Dropout):
             layer.rng = np.random.default_rng(seed)
+
+
+def _const(shape, seed=3):
+    return np.random.default_rng(seed).standard_normal(shape)
 
 
 def _conv_bn_block():
@@ -132,6 +137,32 @@ LAYER_CASES = [
     Case("batchnorm1d_eval", lambda: vn.BatchNorm1d(5), (5,)),
     Case("lrn", lambda: vn.LocalResponseNorm(3, alpha=0.5, beta=0.75, k=2.0), (5, 3, 3)),
     Case("lrn_even", lambda: vn.LocalResponseNorm(4, alpha=0.3, beta=0.6, k=1.0), (6, 2, 3)),
+    # ONNX import: padding, shuffle, learned/bounded rectifiers, constants (vn.layers.*)
+    Case("pad_asymmetric", lambda: L.ConstantPad2d((0, 1, 2, 0)), (2, 3, 4)),
+    Case("pad_value", lambda: L.ConstantPad2d(1, value=-0.5), (2, 2, 3)),
+    Case("channel_shuffle", lambda: L.ChannelShuffle(3), (6, 2, 3)),
+    Case("prelu_shared", lambda: L.PReLU(), (3, 4, 4), "away"),
+    Case("prelu_per_channel", lambda: L.PReLU(3, init=0.1), (3, 2, 3), "away"),
+    Case("prelu_broadcast", lambda: L.PReLU(weight_shape=(4, 1)), (2, 4, 3), "away"),
+    Case("elu", lambda: L.ELU(0.7), (3, 4), "away"),
+    Case("clip", lambda: L.Clip(-0.5, 0.8), (2, 3, 3), "away"),
+    Case("clip_min_only", lambda: L.Clip(0.2, None), (7,), "away"),
+    Case("relu6", lambda: L.ReLU6(), (2, 3, 3), "away"),
+    Case("log_softmax", lambda: L.LogSoftmax(), (6,)),
+    Case("log_softmax_dim2", lambda: L.LogSoftmax(dim=2), (3, 4, 2)),
+    Case("global_maxpool", lambda: L.GlobalMaxPool2d(), (3, 4, 5), "distinct"),
+    Case("transpose", lambda: L.Transpose((2, 0, 1)), (2, 3, 4)),
+    Case("narrow_channels", lambda: L.Narrow(1, 1, 2), (4, 2, 3)),
+    Case("narrow_width", lambda: L.Narrow(3, 2, 1), (2, 3, 4)),
+    Case("const_add_last_axis", lambda: L.ConstantOp("add", (4,), value=_const((4,))), (3, 2, 4)),
+    Case("const_mul_channel", lambda: L.ConstantOp("mul", (3, 1, 1), value=_const((3, 1, 1))),
+         (3, 2, 2)),
+    Case("const_sub_broadcast_up", lambda: L.ConstantOp("sub", (3, 2, 1), value=_const((3, 2, 1))),
+         (1, 2, 4)),
+    Case("const_rsub", lambda: L.ConstantOp("sub", (1, 2, 1, 1), reverse=True,
+                                            value=_const((1, 2, 1, 1))), (2, 3, 3)),
+    Case("const_div", lambda: L.ConstantOp("div", (2, 1), value=1 + _const((2, 1)) ** 2), (2, 3)),
+    Case("const_rdiv", lambda: L.ConstantOp("div", (), reverse=True, value=1.5), (2, 3), "away"),
     # CONTAINERS
     Case("sequential_lecture", lambda: vn.Sequential(vn.Conv2d(3, 4, 3, padding=1), vn.ReLU(), vn.MaxPool2d(2),
                                                      vn.Flatten(), vn.Linear(4 * 3 * 3, 5)), (3, 6, 6)),
@@ -234,6 +265,9 @@ class TorchMask(torch.nn.Module):
 
 def _leaf_to_torch(layer):
     t = torch.nn
+    extra = _import_layer_to_torch(layer)
+    if extra is not None:
+        return extra
     if isinstance(layer, vn.Conv2d):
         return t.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
                         layer.dilation, layer.groups, bias="bias" in layer.params)
@@ -261,6 +295,83 @@ def _leaf_to_torch(layer):
     simple = {vn.ReLU: t.ReLU, vn.Tanh: t.Tanh, vn.Sigmoid: t.Sigmoid, vn.Identity: t.Identity,
               vn.Flatten: t.Flatten}
     return simple[type(layer)]()
+
+
+class TorchConstantOp(torch.nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.op, self.reverse = layer.op, layer.reverse
+        self.register_buffer("constant", torch.tensor(layer.buffers["constant"]))
+
+    def forward(self, x):
+        a, b = (self.constant, x) if self.reverse else (x, self.constant)
+        return {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div}[self.op](a, b)
+
+
+class TorchBroadcastPReLU(torch.nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(shape))
+
+    def forward(self, x):
+        return torch.where(x > 0, x, x * self.weight)
+
+
+class TorchNarrow(torch.nn.Module):
+    def __init__(self, dim, start, length):
+        super().__init__()
+        self.args = (dim, start, length)
+
+    def forward(self, x):
+        return x.narrow(*self.args)
+
+
+class TorchPermute(torch.nn.Module):
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = (0,) + tuple(d + 1 for d in dims)
+
+    def forward(self, x):
+        return x.permute(self.dims)
+
+
+def _import_layer_to_torch(layer):
+    """torch twins of the layers the ONNX importer added (None for the others)."""
+    t = torch.nn
+    if isinstance(layer, L.ConstantPad2d):
+        return t.ConstantPad2d(layer.padding, layer.value)
+    if isinstance(layer, L.ChannelShuffle):
+        return t.ChannelShuffle(layer.groups)
+    if isinstance(layer, L.PReLU):
+        return (TorchBroadcastPReLU(layer.weight_shape) if layer.weight_shape is not None
+                else t.PReLU(layer.num_parameters))
+    if isinstance(layer, L.ELU):
+        return t.ELU(layer.alpha)
+    if isinstance(layer, L.ReLU6):
+        return t.ReLU6()
+    if isinstance(layer, L.Clip):
+        low, high = layer.min_value, layer.max_value
+        return t.Hardtanh(low, high) if None not in (low, high) else _TorchClamp(low, high)
+    if isinstance(layer, L.LogSoftmax):
+        return t.LogSoftmax(layer.dim)
+    if isinstance(layer, L.GlobalMaxPool2d):
+        return t.AdaptiveMaxPool2d(1)
+    if isinstance(layer, L.Transpose):
+        return TorchPermute(layer.dims)
+    if isinstance(layer, L.ConstantOp):
+        return TorchConstantOp(layer)
+    if isinstance(layer, L.Narrow):
+        return TorchNarrow(layer.dim, layer.start, layer.length)
+    return None
+
+
+class _TorchClamp(torch.nn.Module):
+    def __init__(self, low, high):
+        super().__init__()
+        self.low, self.high = low, high
+
+    def forward(self, x):
+        return torch.clamp(x, self.low, self.high)
 
 
 def to_torch(layer: vn.Layer, dtype=torch.float64, training=False) -> torch.nn.Module:

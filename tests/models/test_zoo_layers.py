@@ -1,4 +1,4 @@
-"""Layers the zoo added: FlatConcat (flat keys), SideBranch (aux heads), ChannelAffine."""
+"""Layers the zoo added: FlatConcat (flat keys), SideBranch (aux heads), ChannelAffine, Scale."""
 
 import numpy as np
 import pytest
@@ -65,3 +65,16 @@ def test_channel_affine_is_torchvisions_transform_input(rng):
         layer.forward(np.zeros((1, 1, 4, 4)))
     with pytest.raises(vn.ConfigError, match="in_channels=3"):
         vn.models.googlenet(in_channels=1, transform_input=True)
+
+
+def test_scale_is_a_constant_factor_with_its_gradient(rng):
+    layer = vn.Scale(0.17)
+    x = rng.standard_normal((2, 3, 4, 5))
+    np.testing.assert_array_equal(layer.forward(x), x * 0.17)
+    assert layer.forward(x.astype(np.float32)).dtype == np.float32
+    assert layer.state_dict() == {} and layer.output_shape((3, 4, 5)) == (3, 4, 5)
+    assert check_gradients(layer, x, rng=0)["input"] < 1e-6
+    rebuilt = vn.io.architecture.build_layer(vn.io.architecture.layer_config(layer), np.float64)
+    assert isinstance(rebuilt, vn.Scale) and rebuilt.factor == 0.17
+    with pytest.raises(vn.ConfigError, match="finite"):
+        vn.Scale(float("nan"))

@@ -195,7 +195,8 @@ def test_volnet_train_distributed_without_mpi_says_how_to_install(monkeypatch, c
 
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     assert main(["train", "lenet5", "--distributed", "--epochs", "1"]) == 2
-    assert "pip install volnet[mpi]" in capsys.readouterr().err
+    err = capsys.readouterr().err     # issue 15 item 8: the line that works from a checkout too
+    assert "pip install 'volnet[mpi]'" in err and "pip install '.[mpi]'" in err
 
 
 # ---- a failing rank takes the others down -------------------------------------------------------
@@ -222,7 +223,7 @@ def test_world_of_one_without_mpi_and_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)         # as if mpi4py were not installed
     assert not dist.mpi_available()
     assert dist.get_communicator().world_size == 1
-    with pytest.raises(ConfigError, match=r"pip install volnet\[mpi\]"):
+    with pytest.raises(ConfigError, match=r"pip install 'volnet\[mpi\]'.*pip install '\.\[mpi\]'"):
         dist.get_communicator(distributed=True)
 
 

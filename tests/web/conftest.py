@@ -1,5 +1,6 @@
 """Fixtures for the demo: one app on the bundled sample, a client that speaks as the page."""
 
+import os
 import re
 import warnings
 
@@ -14,6 +15,9 @@ from volnet.web.app import DemoApp
 from volnet.web.session import DemoSession, Settings
 
 BASE_URL = "http://127.0.0.1:8000"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +62,20 @@ def post_png(client, token):
         return client.post("/api/predict", content=body,
                            headers={"X-Volnet-Token": token, "Content-Type": content_type})
     return send
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for every browser test; skipped (or failed under
+    VOLNET_REQUIRE_BROWSER=1) where Debian's chromium is missing."""
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)"
+        if os.environ.get("VOLNET_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()

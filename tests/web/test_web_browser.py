@@ -1,10 +1,10 @@
 """The page in real headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
 
 Screenshots go to artifacts/web/ at the repository root (git-ignored) for a person to look at.
-Without Chromium these tests skip, unless VOLNET_REQUIRE_BROWSER=1 (set by .ci/run): then they fail.
+The browser (one per test session) comes from conftest.py: without Chromium these tests skip,
+unless VOLNET_REQUIRE_BROWSER=1 (set by .ci/run): then they fail.
 """
 
-import os
 import re
 import time
 from pathlib import Path
@@ -13,25 +13,7 @@ import pytest
 
 from volnet.web.server import DemoServer
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "web"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)"
-        if os.environ.get("VOLNET_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield instance
-        instance.close()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +78,12 @@ def test_train_live_draw_and_look_inside(page, browser, server):
     page.click("#pause")
     page.wait_for_selector("#status[data-state=paused]")
 
+    # the per-layer statistics arrived and are drawn (values: tests/web/test_web_lecture.py)
+    samples = page.evaluate("metrics.layers.length")
+    assert samples > 0 and page.evaluate("Object.keys(metrics.layers[0].grad_norm).length") == 5
+
     # draw a "1": one vertical stroke
+    page.locator("#draw").scroll_into_view_if_needed()
     box = page.locator("#draw").bounding_box()
     page.mouse.move(box["x"] + 140, box["y"] + 40)
     page.mouse.down()
@@ -105,6 +92,13 @@ def test_train_live_draw_and_look_inside(page, browser, server):
     poll(lambda: page.inner_text("#draw-prediction") != "-", 10, "a prediction of the drawing")
     assert page.inner_text("#draw-prediction") == "1"
     assert page.locator("#draw-probs .bar").count() == 10
+    preview_ink = ("() => Array.from(document.getElementById('draw-input').getContext('2d')"
+                   ".getImageData(0, 0, 56, 56).data).some(v => v > 0)")
+    poll(lambda: page.evaluate(preview_ink), 10, "the 'Seen by the net' preview")
+    # issue 15 item 10: Clear empties the preview with the drawing, and a late reply keeps it so
+    page.click("#clear")
+    page.wait_for_timeout(500)
+    assert page.inner_text("#draw-prediction") == "-" and not page.evaluate(preview_ink)
 
     page.fill("#digit-index", "7")
     page.click("#show-activations")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -21,31 +23,56 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 
 
 def format_matrix(counts: np.ndarray, names) -> str:
-    width = max(5, *(len(str(n)) for n in names), len(str(counts.max())) + 1)
-    head = " " * width + "".join(f"{str(n)[:width]:>{width}}" for n in names)
-    rows = [f"{str(n)[:width]:>{width}}" + "".join(f"{c:>{width}}" for c in row)
+    """The confusion matrix as text; columns are separated by at least one space."""
+    width = max(5, *(len(str(n)) for n in names), len(str(counts.max())) + 1) + 1
+    head = " " * width + "".join(f"{n!s:>{width}}" for n in names)
+    rows = [f"{n!s:>{width}}" + "".join(f"{c:>{width}}" for c in row)
             for n, row in zip(names, counts)]
     return "\n".join(["rows: true class, columns: predicted", head] + rows)
 
 
+def _dataset_source(args, prep: dict) -> str:
+    """--data, else the dataset the checkpoint names; a training folder that is not here
+    gets an error suggesting --data instead of "unknown dataset"."""
+    from volnet.data.registry import NAMES
+    from volnet.errors import ConfigError
+
+    if args.data:
+        return args.data
+    name = prep.get("dataset") or "mnist-sample"
+    if name not in NAMES and not os.path.isdir(name):
+        raise ConfigError(f"{args.checkpoint} was trained on the folder {name!r}, which is not "
+                          f"here; pass --data FOLDER (with train/<class>/ and test/<class>/ "
+                          "images of the same classes)")
+    return name
+
+
 def run(args) -> int:
+    from volnet.commands.checks import (
+        check_classes,
+        check_normalisation,
+        check_shape,
+        num_outputs,
+        recorded_shape,
+    )
     from volnet.data.batches import BatchIterator
     from volnet.data.registry import load_dataset
-    from volnet.errors import ConfigError
     from volnet.io.checkpoint import load
     from volnet.train.trainer import evaluate
 
     net = load(args.checkpoint)
     prep = net.preprocessing
-    data = load_dataset(args.data or prep.get("dataset") or "mnist-sample",
-                        tuple(prep.get("input_shape", (3, 32, 32))))
-    if list(data.input_shape) != list(prep.get("input_shape", data.input_shape)):
-        raise ConfigError(f"the checkpoint was trained on images {prep['input_shape']}, "
-                          f"--data gives {list(data.input_shape)}")
+    shape = recorded_shape(args.checkpoint, prep)
+    source = _dataset_source(args, prep)
+    data = load_dataset(source, shape)
+    where = f"--data {source}" if args.data else f"its dataset {source}"
+    check_shape(args.checkpoint, shape, data.input_shape, where)
+    check_normalisation(args.checkpoint, prep, shape[0])
+    names = check_classes(args.checkpoint, prep, num_outputs(net, shape, args.checkpoint),
+                          data.class_names, where)
     x = BatchIterator(data.x_test, data.y_test, mean=prep.get("mean"), std=prep.get("std")
                       ).transform(data.x_test)
     result = evaluate(net, x, data.y_test)
-    names = prep.get("class_names") or [str(i) for i in range(int(data.y_test.max()) + 1)]
     print(f"{args.checkpoint} on {data.name} held-out split: accuracy {result['accuracy']:.4f} "
           f"({round(result['accuracy'] * len(x))}/{len(x)}), loss {result['loss']:.4f}")
     print(format_matrix(confusion_matrix(data.y_test, result["predictions"], len(names)), names))

@@ -8,6 +8,7 @@ import numpy as np
 
 
 def add_parser(sub):
+    from volnet.commands.checks import positive_int
     from volnet.commands.summary import parse_shape
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained zoo model on an image folder",
@@ -15,17 +16,21 @@ def add_parser(sub):
                                    "folder's classes, freeze the rest and train the head "
                                    "(or what --train names). Prints held-out accuracy before "
                                    "and after, and saves a checkpoint for volnet predict.")
-    p.add_argument("model", help="zoo model name, e.g. resnet18")
-    p.add_argument("--weights", required=True, help="a .pth/.safetensors file with the model's "
-                   "(torchvision) keys, or 'imagenet' to download torchvision's weights")
+    p.add_argument("model", help="zoo model name, e.g. resnet18, or a network file with its "
+                   "weights: a volnet checkpoint (volnet train, vn.save or volnet import write "
+                   "one) or an .onnx file")
+    p.add_argument("--weights", default=None, help="for a zoo model: a .pth/.safetensors file "
+                   "with the model's (torchvision) keys, a checkpoint of volnet train, or "
+                   "'imagenet' to download torchvision's weights")
     p.add_argument("--data", required=True, help="folder of <class>/<image> sub-folders, or "
-                   "with train/ and val/ sub-folders of that form")
+                   "with train/ and val/ (or test/, as volnet train takes) sub-folders of "
+                   "that form")
     p.add_argument("--input", type=parse_shape, default=None,
                    help="input volume CxHxW the images are resized to (default: the model's)")
     p.add_argument("--train", nargs="+", default=None, metavar="PATTERN",
                    help="parameters to train (glob, e.g. 'layer4.*' 'fc.*'); default: the head")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=positive_int("--epochs"), default=5)
+    p.add_argument("--batch-size", type=positive_int("--batch-size"), default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of each class held out when DIR has no val/ folder")
@@ -63,47 +68,99 @@ def _load_data(folder: str, shape, fraction: float, seed: int):
     from volnet.errors import DataError
 
     train_dir, val_dir = os.path.join(folder, "train"), os.path.join(folder, "val")
+    if not os.path.isdir(val_dir):
+        val_dir = os.path.join(folder, "test")     # the layout volnet train takes
     if os.path.isdir(train_dir) and os.path.isdir(val_dir):
         x, y, classes = read_image_folder(train_dir, shape)
         xv, yv, val_classes = read_image_folder(val_dir, shape)
         if val_classes != classes:
-            raise DataError(f"{folder}: train/ has classes {classes} but val/ has {val_classes}")
+            raise DataError(f"{folder}: train/ has classes {classes} but "
+                            f"{os.path.basename(val_dir)}/ has {val_classes}")
         return x, y, xv, yv, classes
     x, y, classes = read_image_folder(folder, shape)
     train, held = split_held_out(y, fraction, seed)
     return x[train], y[train], x[held], y[held], classes
 
 
+def _recorded_preprocessing(weights: str) -> dict | None:
+    """The preprocessing a volnet checkpoint records; None for other weight files."""
+    if not str(weights).endswith(".safetensors") or not os.path.isfile(weights):
+        return None
+    from volnet.io.safetensors import load_file
+
+    _, metadata = load_file(weights)
+    if metadata.get("format") != "volnet-checkpoint":
+        return None
+    from volnet.io.checkpoint import load_checkpoint
+
+    return dict(load_checkpoint(weights).preprocessing or {})
+
+
 def run(args) -> int:
+    from volnet.commands.checks import check_shape
+    from volnet.commands.model_arg import resolve_model
     from volnet.data.batches import BatchIterator
     from volnet.data.imagenet import MEAN, STD
-    from volnet.errors import CheckpointError
+    from volnet.errors import CheckpointError, ConfigError
     from volnet.io.checkpoint import save
     from volnet.io.weights import absent_aux_heads, fetch_weights
     from volnet.models.registry import INPUT_SHAPES, build
     from volnet.train.callbacks import LambdaCallback
     from volnet.train.finetune import finetune, load_backbone, replace_head
     from volnet.train.optim import Adam
+    from volnet.train.recipe import build_for_data
     from volnet.train.trainer import evaluate
 
-    out = args.out or f"{args.model}-finetuned.safetensors"
+    from_file = os.path.isfile(args.model)
+    stem = os.path.splitext(os.path.basename(args.model))[0] if from_file else args.model
+    out = args.out or f"{stem}-finetuned.safetensors"
     if os.path.exists(out) and not args.overwrite:
         raise CheckpointError(f"{out} exists; choose another --out or pass --overwrite")
-    net = build(args.model)
-    shape = args.input or INPUT_SHAPES[args.model]
+    if from_file and args.weights:
+        raise ConfigError(f"{args.model} carries its own weights (a checkpoint or .onnx file); "
+                          "drop --weights, which is for a zoo model name")
+    if not from_file and not args.weights:
+        raise ConfigError(f"--weights is required with a zoo model ({args.model}): a weights "
+                          "file, a volnet checkpoint or 'imagenet'")
+    if from_file:
+        model = resolve_model(args.model)
+        net, recorded = model.net, dict(model.preprocessing or {})
+        if model.kind == "onnx" and recorded.get("mean") is None:
+            recorded = None     # an ONNX file without volnet's metadata: preprocessing unknown
+        shape = args.input or model.input_shape
+        if shape is None:
+            raise ConfigError(f"{model.description} records no input shape; pass --input CxHxW")
+        source = args.model
+    else:
+        weights = fetch_weights(args.model) if args.weights == "imagenet" else args.weights
+        recorded = _recorded_preprocessing(weights)
+        shape = args.input or (recorded and tuple(recorded.get("input_shape") or ())) or \
+            INPUT_SHAPES[args.model]
+        source = weights
+    if recorded and recorded.get("input_shape"):
+        check_shape(source, recorded["input_shape"], shape, "--input")
     x, y, xv, yv, classes = _load_data(args.data, shape, args.val_fraction, args.seed)
-    head = replace_head(net, len(classes), rng=args.seed)
-    weights = fetch_weights(args.model) if args.weights == "imagenet" else args.weights
-    load_backbone(net, weights, head, ignore=absent_aux_heads(net))
-    mean, std = (None, None) if args.no_imagenet_norm else (MEAN, STD)
-    val_x = BatchIterator(xv, yv, mean=mean, std=std).transform(xv)
+    if from_file:
+        head = replace_head(net, len(classes), rng=args.seed)
+    else:
+        net = build(args.model) if tuple(shape) == INPUT_SHAPES.get(args.model) else \
+            build_for_data(args.model, shape, len(classes), args.seed)
+        head = replace_head(net, len(classes), rng=args.seed)
+        load_backbone(net, weights, head, ignore=absent_aux_heads(net))
+    if recorded is not None:       # a volnet checkpoint: normalise as it was trained
+        mean, std = recorded.get("mean"), recorded.get("std")
+    elif args.no_imagenet_norm or shape[0] != 3:
+        mean, std = None, None     # ImageNet's statistics are for 3-channel images
+    else:
+        mean, std = MEAN, STD
+    val_x = BatchIterator(xv, yv, mean=mean, std=std).transform(xv)   # for the "before" figure
     before = {}   # held-out accuracy with the new, untrained head
 
     def record(trainer):
         before["accuracy"] = evaluate(trainer.net, val_x, yv)["accuracy"]
     history = finetune(net, x, y, train=args.train, epochs=args.epochs,
                        batch_size=args.batch_size, optimizer=Adam(lr=args.lr), seed=args.seed,
-                       mean=mean, std=std, val=(val_x, yv), progress=not args.quiet,
+                       mean=mean, std=std, val=(xv, yv), progress=not args.quiet,
                        callbacks=[LambdaCallback(on_train_begin=record)])
     trained = [name for name, _, _ in net.named_params(trainable_only=True)]
     print(f"trained {len(trained)} of {len(list(net.named_params()))} parameter arrays "
@@ -112,6 +169,7 @@ def run(args) -> int:
           f"(new head), after {history['val_accuracy'][-1]:.3f}")
     net.unfreeze()
     save(out, net, preprocessing={"input_shape": list(shape), "class_names": list(classes),
+                                  "scale": "x / 255",
                                   "mean": None if mean is None else list(mean),
                                   "std": None if std is None else list(std)})
     print(f"saved {out}")

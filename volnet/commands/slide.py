@@ -29,6 +29,10 @@ def add_parser(sub):
                    help="resize the image to H x W first (default: keep its size)")
     p.add_argument("--input", type=parse_shape, default=None,
                    help="the classifier's input CxHxW (default: from the checkpoint or zoo)")
+    p.add_argument("--weights", default=None,
+                   help="pretrained weights for a zoo model (.pth/.safetensors, or 'imagenet' "
+                        "to download torchvision's); ImageNet weights print ImageNet class names "
+                        "and normalise with ImageNet's mean and std")
     p.add_argument("--top", type=int, default=5, help="how many classes to print")
     p.add_argument("--exact", action="store_true",
                    help="score crop by crop where zero padding makes the dense pass differ")
@@ -47,7 +51,7 @@ def run(args) -> int:
         raise ConfigError(f"--top and --panels must be >= 1, got {args.top} and {args.panels}")
     if args.out and os.path.exists(args.out) and not args.overwrite:
         raise ConfigError(f"{args.out} already exists; pass another --out or --overwrite")
-    net, prep, shape, source = _load_model(args.model, args.input)
+    net, prep, shape, source = _load_model(args.model, args.input, args.weights)
     pixels = _read_image(args.image, shape[0], args.size)
     x = BatchIterator(pixels[None], np.zeros(1, np.int64), mean=prep.get("mean"),
                       std=prep.get("std")).transform(pixels[None])[0]
@@ -72,22 +76,44 @@ def run(args) -> int:
     return 0
 
 
-def _load_model(model: str, input_shape):
+def _load_model(model: str, input_shape, weights=None):
     """(net, preprocessing, input shape, description) from a checkpoint file or a zoo name."""
+    from volnet.commands.checks import check_classes, check_normalisation, check_shape, num_outputs
     from volnet.models.registry import INPUT_SHAPES, MODELS, build
     from volnet.tools.dense import infer_input_shape
 
     if os.path.isfile(model):
         from volnet.io.checkpoint import load
 
+        if weights:
+            raise ConfigError("--weights is for a zoo model name; a checkpoint holds its own "
+                              "weights")
         net = load(model)
         prep = dict(getattr(net, "preprocessing", {}) or {})
-        shape = input_shape or tuple(prep.get("input_shape", ())) or infer_input_shape(net)
-        return net, prep, tuple(shape), f"checkpoint {model}"
+        recorded = tuple(prep.get("input_shape") or ())
+        if input_shape and recorded:
+            check_shape(model, recorded, input_shape, "--input")
+        shape = tuple(input_shape or recorded or infer_input_shape(net))
+        check_normalisation(model, prep, shape[0])
+        prep["class_names"] = check_classes(model, prep, num_outputs(net, shape, model), None, "")
+        return net, prep, shape, f"checkpoint {model}"
     if model not in MODELS:
         raise CheckpointError(f"{model!r} is neither a checkpoint file nor a zoo model; zoo "
                               f"models: {', '.join(sorted(MODELS))}")
-    return build(model), {}, tuple(input_shape or INPUT_SHAPES[model]), f"{model} (random weights)"
+    shape = tuple(input_shape or INPUT_SHAPES[model])
+    if not weights:
+        return build(model), {}, shape, f"{model} (random weights)"
+    from volnet.data import imagenet
+    from volnet.models.registry import pretrained
+
+    net = pretrained(model, weights)
+    if num_outputs(net, shape, model) != 1000:
+        return net, {}, shape, f"{model} ({weights})"
+    has_transform = any(name == "transform_input" for name, _ in net.named_children())
+    mean, std = (imagenet.MEAN, imagenet.STD) if has_transform else imagenet.NORMS.get(
+        model, (imagenet.MEAN, imagenet.STD))
+    prep = {"mean": list(mean), "std": list(std), "class_names": list(imagenet.class_names())}
+    return net, prep, shape, f"{model} ({weights}, ImageNet)"
 
 
 def _read_image(path: str, channels: int, size) -> np.ndarray:

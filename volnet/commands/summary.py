@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from volnet.errors import ConfigError
-from volnet.models.registry import INPUT_SHAPES, MODELS, build
+from volnet.models.registry import MODELS
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -29,10 +29,12 @@ def _shape_arg(text: str) -> tuple[int, ...]:
 def add_parser(sub):
     p = sub.add_parser(
         "summary", help="print a model's volumes, parameters, multiply-adds and receptive fields",
-        description="Print the lecture's per-layer table for a zoo model: output volume, "
+        description="Print the lecture's per-layer table for a zoo model, an .onnx file or a "
+                    "volnet checkpoint: output volume, "
                     "F/S/P/K, parameters with and without sharing, multiply-adds, memory, "
                     "receptive field. Computed from shapes alone.")
-    p.add_argument("model", help="a zoo model: " + ", ".join(MODELS))
+    p.add_argument("model", help="a zoo model (" + ", ".join(MODELS) + "), an .onnx file or a "
+                   "volnet checkpoint")
     p.add_argument("--input", type=_shape_arg, default=None, metavar="CxHxW",
                    help="input volume, e.g. 3x227x227 (default: the model's own)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size for the memory totals")
@@ -45,12 +47,14 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from volnet.commands.model_arg import resolve_model
     from volnet.tools.summary import summary
 
-    if args.model not in MODELS:
-        raise ConfigError(f"unknown model {args.model!r}; choose one of: {', '.join(MODELS)}")
-    shape = args.input or INPUT_SHAPES[args.model]
-    table = summary(build(args.model), shape, batch_size=args.batch_size, strict=args.strict)
+    model = resolve_model(args.model, shapes_only=True)
+    shape = args.input or model.input_shape
+    if shape is None:
+        raise ConfigError(f"{model.description} records no input shape; pass --input CxHxW")
+    table = summary(model.net, shape, batch_size=args.batch_size, strict=args.strict)
     if args.json:
         print(table.to_json(indent=1))
     elif args.markdown:

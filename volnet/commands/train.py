@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from volnet.commands.checks import positive_int
 from volnet.train.optim import OPTIMIZERS
 from volnet.train.recipe import DEFAULTS
 
@@ -15,9 +16,9 @@ def add_parser(sub):
                    help="mnist-sample (bundled, default), mnist, fashion-mnist, cifar10, or a "
                         "folder of MNIST-format files / CIFAR-10 binary batches / "
                         "train/<class>/ images")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    p.add_argument("--epochs", type=positive_int("--epochs"), default=DEFAULTS["epochs"])
     # None = the default, or with --resume the checkpoint's value (a different one is refused)
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int("--batch-size"), default=None,
                    help=f"default {DEFAULTS['batch_size']}")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate "
                    f"(cosine decay to 0; default {DEFAULTS['lr']})")
@@ -29,7 +30,8 @@ def add_parser(sub):
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace a file")
     p.add_argument("--resume", default=None, help="continue training from this checkpoint with "
                    "its learning rate, optimizer, batch size and seed")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (the per-epoch lines are still printed)")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks (automatic under mpiexec; needed under "
                         "launchers it cannot detect). --batch-size is then the global batch")

@@ -159,6 +159,19 @@ class BatchIterator:
         dy, dx = rng.integers(0, 2 * p + 1, size=(2, n))
         return np.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
+    def preprocessing(self) -> dict:
+        """What a checkpoint records so the CLI feeds new images the same way.
+
+        {"input_shape", "scale", "mean", "std"} (mean/std on the 0-1 scale, or
+        absent without normalisation): the keys ``volnet predict/evaluate`` read.
+        """
+        prep = {"input_shape": [int(s) for s in self.x.shape[1:]], "scale": "x / 255"}
+        if self.mean is not None:
+            channels = self.x.shape[1]
+            prep["mean"] = np.broadcast_to(self.mean.reshape(-1), (channels,)).tolist()
+            prep["std"] = np.broadcast_to(self.std.reshape(-1), (channels,)).tolist()
+        return prep
+
     def config(self) -> dict:
         """JSON description (recorded in checkpoints, checked on resume)."""
         return {"batch_size": self.batch_size, "shuffle": self.shuffle, "seed": self.seed,

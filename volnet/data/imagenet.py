@@ -130,7 +130,7 @@ def predict_pretrained(model: str, weights, images, top: int = 5) -> list[str]:
         images: image file paths.
         top: classes per line.
     """
-    from volnet.io.weights import pretrained
+    from volnet.models.registry import pretrained
 
     net = pretrained(model, weights)
     results = classify(net, images, model, top)

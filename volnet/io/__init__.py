@@ -10,7 +10,7 @@ from volnet.io.onnx_export import export_onnx, register_onnx_exporter
 from volnet.io.onnx_graph import Graph, Node, Reshape
 from volnet.io.onnx_import import load_onnx
 from volnet.io.torch_load import load_torch
-from volnet.io.weights import fetch_weights, load_weights, pretrained
+from volnet.io.weights import fetch_weights, load_weights
 
 __all__ = [
            "Graph",
@@ -22,6 +22,5 @@ __all__ = [
            "load_onnx",
            "load_torch",
            "load_weights",
-           "pretrained",
            "register_onnx_exporter",
 ]

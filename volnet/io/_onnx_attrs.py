@@ -1,23 +1,23 @@
-"""Reading ONNX node attributes and constants into the forms volnet's layers take."""
+"""Reading ONNX node attributes into the forms volnet's layers take, and the one way every
+importer refusal is worded (node, operator, attribute, what would work)."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
 from volnet.errors import ConfigError
 
 
-def per_channel(node, value: np.ndarray, channels: int | None) -> list[float]:
-    """Constants of shape (C,), (C, 1, 1) or (1, C, 1, 1) as C floats, else a ConfigError."""
-    squeezed = np.asarray(value, dtype=np.float64)
-    if squeezed.ndim >= 1 and squeezed.shape[0] == 1 and squeezed.ndim == 4:
-        squeezed = squeezed[0]
-    ok = squeezed.ndim >= 1 and all(d == 1 for d in squeezed.shape[1:])
-    if not ok or (channels is not None and squeezed.shape[0] != channels):
-        raise ConfigError(f"ONNX {node.op_type} {node.name!r}: a constant of shape "
-                          f"{np.shape(value)} is supported only per channel ((1, C, 1, 1)) or "
-                          "as the bias of a MatMul")
-    return [float(v) for v in squeezed.reshape(-1)]
+def refuse(node, attribute: str, problem: str, fix: str) -> ConfigError:
+    """The importer's error: ``ONNX node 'n' (Op), attribute: problem; fix``."""
+    name = node.name or (node.output[0] if node.output else "")
+    where = f"{attribute}: " if attribute else ""
+    return ConfigError(f"ONNX node {name!r} ({node.op_type}), {where}{problem}; {fix}")
+
+
+def nshape(shape) -> str:
+    """A per-example shape as the batch it describes: (4, 5) -> "(N, 4, 5)"."""
+    return "(" + ", ".join(["N", *map(str, shape)]) + ")"
 
 
 def scope_path(node_name: str) -> str:
@@ -46,24 +46,45 @@ def decode(value, onnx):
         return onnx.numpy_helper.to_array(value)
     if isinstance(value, bytes):
         return value.decode()
+    if isinstance(value, list) and value and isinstance(value[0], bytes):
+        return [v.decode() for v in value]
     return value
 
 
-def pair(a: dict, key: str):
-    """A 2-D window attribute (kernel_shape, strides, dilations) as (h, w); default (1, 1)."""
-    value = a.get(key, [1, 1])
+def pair(node, a: dict, key: str, default=(1, 1)):
+    """A 2-D window attribute (kernel_shape, strides, dilations) as (h, w)."""
+    value = a.get(key, default)
     if len(value) != 2:
-        raise ConfigError(f"ONNX attribute {key}={value}: only 2-D operators are supported")
+        raise refuse(node, key, f"{list(value)} has {len(value)} spatial axes",
+                     "volnet imports 2-D operators on (N, C, H, W) tensors only")
     return tuple(int(v) for v in value)
 
 
-def pads(node, a: dict):
-    """ONNX [top, left, bottom, right] pads as volnet's symmetric (h, w) padding."""
-    if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise ConfigError(f"ONNX {node.op_type} {node.name!r}: auto_pad={a['auto_pad']} is not "
-                          "supported; export with explicit pads")
+def window_pads(node, a: dict, size, kernel, stride, dilation):
+    """ONNX padding as (top, left, bottom, right), auto_pad resolved for input ``size`` (H, W).
+
+    SAME_UPPER / SAME_LOWER pad so that out = ceil(in / stride), the odd pixel at the end
+    (UPPER) or the start (LOWER); VALID pads nothing; NOTSET reads ``pads``.
+    """
+    mode = a.get("auto_pad", "NOTSET") or "NOTSET"
+    if mode == "VALID":
+        return (0, 0, 0, 0)
+    if mode in ("SAME_UPPER", "SAME_LOWER"):
+        begin, end = [], []
+        for n, k, s, d in zip(size, kernel, stride, dilation):
+            total = max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
+            small, big = total // 2, total - total // 2
+            begin.append(small if mode == "SAME_UPPER" else big)
+            end.append(big if mode == "SAME_UPPER" else small)
+        return (*begin, *end)
+    if mode != "NOTSET":
+        raise refuse(node, "auto_pad", f"unknown value {mode!r}",
+                     "use NOTSET, VALID, SAME_UPPER or SAME_LOWER")
     values = [int(p) for p in a.get("pads", [0, 0, 0, 0])]
-    if values[:2] != values[2:]:
-        raise ConfigError(f"ONNX {node.op_type} {node.name!r}: asymmetric pads {values} are not "
-                          "supported (volnet pads equally on both sides)")
-    return tuple(values[:2])
+    if len(values) != 4:
+        raise refuse(node, "pads", f"{values} is not 2-D padding",
+                     "volnet imports 2-D operators: pads [top, left, bottom, right]")
+    if min(values) < 0:
+        raise refuse(node, "pads", f"negative pads {values} crop the input",
+                     "export with non-negative pads")
+    return tuple(values)

@@ -153,7 +153,8 @@ def save(path: str | os.PathLike, net, trainer=None, preprocessing: dict | None 
         trainer: a :class:`volnet.train.Trainer` whose optimizer, counters and
             RNG states are saved too (needed for ``--resume``).
         preprocessing: {"input_shape", "mean", "std", "class_names", ...};
-            defaults to ``trainer.metadata["preprocessing"]``.
+            defaults to ``trainer.metadata["preprocessing"]``, then to
+            ``net.preprocessing`` (set by ``vn.fit``, ``Trainer.fit`` and ``vn.load``).
         overwrite: False raises if ``path`` exists.
 
     Returns:
@@ -174,6 +175,8 @@ def save(path: str | os.PathLike, net, trainer=None, preprocessing: dict | None 
         raise CheckpointError(f"{path} exists; choose another --out path or delete it first")
     if preprocessing is None and trainer is not None:
         preprocessing = trainer.metadata.get("preprocessing")
+    if preprocessing is None:
+        preprocessing = getattr(net, "preprocessing", None)
     tensors = _tensors(net, trainer)
     body = st.serialize(tensors)
     n = int.from_bytes(body[:8], "little")

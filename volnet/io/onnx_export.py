@@ -17,6 +17,7 @@ import numpy as np
 from volnet.errors import ConfigError
 from volnet.io._optional import require
 from volnet.io.onnx_graph import Graph, Reshape
+from volnet.io.onnx_metadata import preprocessing_props
 from volnet.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -35,6 +36,7 @@ from volnet.layers import (
     MaxPool2d,
     ReLU,
     Residual,
+    Scale,
     Sequential,
     Sigmoid,
     Softmax,
@@ -71,7 +73,9 @@ class _Builder:
 
     def const(self, name: str, array) -> str:
         name = self.fresh(name)
-        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.asarray(array)
+        array = np.ascontiguousarray(array) if array.ndim else array.copy()   # 0-d stays 0-d
+        self.initializers.append(self.numpy_helper.from_array(array, name))
         return name
 
     def param(self, layer, key: str, prefix: str) -> str:
@@ -92,10 +96,13 @@ def _emit(layer, b: _Builder, x: str, shape: tuple, prefix: str):
                       "register one with volnet.io.onnx_export.register_onnx_exporter")
 
 
-def to_onnx_model(net, input_shape: tuple[int, ...], opset: int = OPSET, check: bool = True):
+def to_onnx_model(net, input_shape: tuple[int, ...], opset: int = OPSET, check: bool = True,
+                  preprocessing: dict | None = None):
     """Build the ``onnx.ModelProto`` of ``net`` for per-example ``input_shape`` (C, H, W).
 
     ``check`` runs ONNX's model checker on the result (``export_onnx`` checks the file instead).
+    ``preprocessing`` (default ``net.preprocessing``, which checkpoints and imports carry):
+    mean, std and class names, written to ``metadata_props`` with the input shape.
     """
     onnx = require("onnx", "onnx", "ONNX export")
     from onnx import TensorProto, helper, numpy_helper
@@ -112,22 +119,32 @@ def to_onnx_model(net, input_shape: tuple[int, ...], opset: int = OPSET, check: 
         initializer=b.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="volnet")
+    if preprocessing is None:
+        preprocessing = getattr(net, "preprocessing", None) or {}
+    helper.set_model_props(model, preprocessing_props(preprocessing, input_shape))
     if check:
         onnx.checker.check_model(model)
     return model
 
 
-def export_onnx(net, path, input_shape: tuple[int, ...], opset: int = OPSET):
+def export_onnx(net, path, input_shape: tuple[int, ...], opset: int = OPSET,
+                preprocessing: dict | None = None):
     """Write ``net`` as an ONNX file for inputs (N, *input_shape), N dynamic.
 
     The file is written to a temporary name and renamed, so an existing file is
-    never left half-written. Parameters are stored as float32.
+    never left half-written; it gets the usual permissions (0666 less the umask).
+    Parameters are stored as float32. The input shape and, where known, the mean,
+    std and class names (``preprocessing``, default ``net.preprocessing``) go into
+    ``metadata_props`` as ``volnet.input_shape``, ``volnet.mean``, ... (JSON), so a
+    runtime sees that pixels are divided by 255 and normalised; ``load_onnx`` reads
+    them back.
 
     Args:
         net: Any volnet layer or container (zoo models included).
         path: Destination ``.onnx`` file.
         input_shape: Per-example input shape (C, H, W) or (features,).
         opset: ONNX opset version (default 17).
+        preprocessing: {"mean", "std", "class_names"} (lists), as checkpoints record it.
 
     Returns:
         The path written.
@@ -139,11 +156,14 @@ def export_onnx(net, path, input_shape: tuple[int, ...], opset: int = OPSET):
         True
     """
     onnx = require("onnx", "onnx", "ONNX export")
-    model = to_onnx_model(net, input_shape, opset, check=False)
+    from volnet.io.checkpoint import _umask
+
+    model = to_onnx_model(net, input_shape, opset, check=False, preprocessing=preprocessing)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(prefix=".volnet-", suffix=".onnx.tmp", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual file mode
         with os.fdopen(handle, "wb") as f:
             f.write(model.SerializeToString())
             f.flush()
@@ -314,7 +334,16 @@ def _channel_affine(layer, b, x, shape, prefix):
     return b.node("Add", [b.node("Mul", [x, scale], prefix), shift], prefix), shape
 
 
+@register_onnx_exporter(Scale)
+def _scale(layer, b, x, shape, prefix):
+    factor = b.const(join_key(prefix, "factor"), np.array(layer.factor, dtype=np.float32))
+    return b.node("Mul", [x, factor], prefix), shape
+
+
 @register_onnx_exporter(Reshape)
 def _reshape(layer, b, x, shape, prefix):
     target = b.const(join_key(prefix, "shape"), np.array((0,) + layer.shape, dtype=np.int64))
     return b.node("Reshape", [x, target], prefix), layer.output_shape(shape)
+
+
+import volnet.io.onnx_export_ops  # noqa: F401 - registers the exporters of the import layers

@@ -140,10 +140,18 @@ def _check_tiling(entries: dict, buffer_size: int) -> None:
 
 
 def _header_length(prefix: bytes, size: int) -> int:
+    """The header length from the file's first 12 bytes (``prefix``), checked against ``size``."""
     if size < 8:
         raise CheckpointError(f"not a safetensors file: {size} bytes, the header length "
                               "alone takes 8")
     (n,) = struct.unpack("<Q", prefix[:8])
+    if (n > MAX_HEADER or 8 + n > size) and prefix[8:9] != b"{":
+        # every safetensors header is a JSON object: a text file, an image or a PyTorch
+        # .pth whose first 8 bytes read as an absurd header length is named for what it is
+        raise CheckpointError(
+            f"not a safetensors file (it starts with {bytes(prefix[:12])!r}; a safetensors file "
+            "starts with an 8-byte length and a JSON header): give a checkpoint written by "
+            "volnet train or vn.save")
     if n > MAX_HEADER:
         raise CheckpointError(f"safetensors header declares {n} bytes, more than the 100 MB limit")
     if 8 + n > size:
@@ -158,7 +166,7 @@ def deserialize(blob: bytes, max_bytes: int | str | None = None
 
     ``max_bytes`` bounds the parsed header and the decoded copies (see :mod:`volnet.limits`).
     """
-    n = _header_length(blob[:8], len(blob))
+    n = _header_length(blob[:12], len(blob))
     check_budget(JSON_EXPANSION * n + len(blob) - 8 - n, f"safetensors data ({len(blob):,} bytes)",
                  max_bytes, CheckpointError)
     entries, metadata = parse_header(blob[8:8 + n], len(blob) - 8 - n)
@@ -182,7 +190,7 @@ def load_file(path: str | os.PathLike, max_bytes: int | str | None = None
     try:
         with open_regular(path, CheckpointError) as f:
             size = os.fstat(f.fileno()).st_size
-            n = _header_length(f.read(8), size)
+            n = _header_length(f.read(12), size)
             check_budget(size + JSON_EXPANSION * n + size - 8 - n,
                          f"{path}: reading {size:,} bytes of safetensors", max_bytes,
                          CheckpointError)

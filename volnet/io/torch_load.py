@@ -72,7 +72,12 @@ def load_torch(path, key: str | None = None,
     if str(path).endswith(".safetensors"):
         from volnet.io.safetensors import load_file
 
-        tensors, _ = load_file(path, max_bytes=max_bytes)
+        tensors, metadata = load_file(path, max_bytes=max_bytes)
+        if metadata.get("format") == "volnet-checkpoint":
+            # a checkpoint of volnet train / vn.save: its weights without the
+            # "model." prefix; optimizer state ("optim.*") is not weights
+            return OrderedDict((k[len("model."):], v) for k, v in tensors.items()
+                               if k.startswith("model."))
         return OrderedDict(tensors)
     obj = _read_object(path, max_bytes)
     if key is not None:

@@ -186,21 +186,6 @@ def with_weights(builder, name: str | None = None):
     return build
 
 
-def pretrained(name: str, weights="imagenet", **kwargs):
-    """Build zoo model ``name`` and load weights: ``"imagenet"`` (download) or a file path.
-
-    Auxiliary-head keys in torchvision's GoogLeNet/Inception files are dropped when
-    the model is built without those heads. ``kwargs`` go to the builder.
-
-    Args:
-        name: a zoo model with torchvision keys (see :data:`WEIGHTS`).
-        weights: ``"imagenet"`` to fetch torchvision's file (cached), or a file path.
-    """
-    from volnet.models.registry import build
-
-    return build(name, weights=weights, **kwargs)
-
-
 def absent_aux_heads(net) -> tuple[str, ...]:
     """The :data:`AUX_KEYS` patterns for auxiliary heads ``net`` was built without."""
     own = set(net.state_dict())

@@ -9,6 +9,11 @@ from volnet.layers.base import Layer
 
 
 class _Elementwise(Layer):
+    """An elementwise activation: the output volume has the input's shape.
+
+    @public (the API reference documents it: its subclasses inherit these members)
+    """
+
     def output_shape(self, input_shape):
         return tuple(input_shape)
 
@@ -117,3 +122,31 @@ class Identity(_Elementwise):
 
     def _backward(self, dout):
         return dout
+
+
+class Scale(_Elementwise):
+    """``x * factor`` with a constant factor (no parameters, no state-dict keys).
+
+    Inception-ResNet scales each residual branch by 0.1-0.3 before the sum so
+    that very wide residual stacks train stably (Szegedy et al. 2016, section 3.3).
+
+    Example:
+        >>> Scale(0.5).forward(np.array([[-1.0, 2.0]]))
+        array([[-0.5,  1. ]])
+    """
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = float(factor)
+        if not np.isfinite(self.factor):
+            raise ConfigError(f"Scale: factor must be a finite number, got {factor!r}")
+
+    def _forward(self, x, training, keep_cache):
+        self._cache = True if keep_cache else None
+        return x * x.dtype.type(self.factor)
+
+    def _backward(self, dout):
+        return dout * dout.dtype.type(self.factor)
+
+    def extra_repr(self):
+        return f"factor={self.factor}"

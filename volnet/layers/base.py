@@ -222,6 +222,18 @@ class Layer:
                     continue
                 yield join_key(path, name), value, layer.grads.get(name)
 
+    def parameters(self) -> list:
+        """Handles on every parameter, for ``vn.SGD(net.parameters(), lr=...)``.
+
+        Each :class:`~volnet.layers.parameter.Parameter` has ``name`` (dotted),
+        ``data`` (the array) and ``grad`` (the last backward's gradient), read
+        when used; frozen parameters are listed and skipped by the optimizer.
+        """
+        from volnet.layers.parameter import Parameter
+
+        return [Parameter(join_key(path, name), layer, name)
+                for path, layer in self.named_layers() for name in layer.params]
+
     def num_params(self, trainable_only: bool = False) -> int:
         """Number of scalar parameters (buffers excluded)."""
         return sum(int(p.size) for _, p, _ in self.named_params(trainable_only=trainable_only))

@@ -14,6 +14,7 @@ import numpy as np
 
 from volnet.errors import ConfigError, ShapeError
 from volnet.layers.base import Layer
+from volnet.layers.parameter import ContainerParams
 
 
 def _as_children(items) -> OrderedDict[str, Layer]:
@@ -32,6 +33,10 @@ class Container(Layer):
 
     def __init__(self, children: OrderedDict[str, Layer]) -> None:
         super().__init__()
+        # the arrays live in the children; an empty dict here would let
+        # opt.step(net.params, net.grads) silently update nothing
+        self.params = ContainerParams(type(self).__name__, "params")
+        self.grads = ContainerParams(type(self).__name__, "grads")
         self._children = children
         self._set_path(self.path)
 

@@ -10,7 +10,10 @@ from volnet.layers.base import Layer
 
 
 class _BatchNorm(Layer):
-    """Shared batch-norm machinery; subclasses fix the accepted input ranks."""
+    """Shared batch-norm machinery; subclasses fix the accepted input ranks.
+
+    @public (the API reference documents it: its subclasses inherit these members)
+    """
 
     ranks: tuple[int, ...] = ()
     layout = ""

@@ -1,4 +1,4 @@
-"""POOL layers: max (argmax backprop), average, global and adaptive average."""
+"""POOL layers: max (argmax backprop), average, global max and average, adaptive average."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from volnet.layers.base import Layer
 
 
 class _Pool2d(Layer):
-    """Shared window hyperparameters and checks for MaxPool2d and AvgPool2d."""
+    """Shared window hyperparameters and checks for MaxPool2d and AvgPool2d.
+
+    @public (the API reference documents it: its subclasses inherit these members)
+    """
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
@@ -116,6 +119,38 @@ class GlobalAvgPool2d(Layer):
     def _backward(self, dout):
         n, c, h, w = self._cache
         return np.broadcast_to(dout / (h * w), self._cache).copy()
+
+
+class GlobalMaxPool2d(Layer):
+    """Maximum of each channel over all positions: (N, C, H, W) -> (N, C, 1, 1); the gradient
+    goes to the first maximum in row-major order (as in PyTorch).
+
+    Example:
+        >>> GlobalMaxPool2d().output_shape((512, 7, 7))
+        (512, 1, 1)
+    """
+
+    def _check_input(self, x):
+        self._expect_rank(x, 4, "(N, C, H, W)")
+
+    def output_shape(self, input_shape):
+        return (input_shape[0], 1, 1)
+
+    def _forward(self, x, training, keep_cache):
+        n, c, h, w = x.shape
+        flat = x.reshape(n, c, h * w)
+        if h * w == 0:
+            return x.max(axis=(2, 3), keepdims=True)   # raises NumPy's empty-reduction error
+        winner = flat.argmax(axis=2)
+        self._cache = (x.shape, winner) if keep_cache else None
+        return np.take_along_axis(flat, winner[..., None], axis=2).reshape(n, c, 1, 1)
+
+    def _backward(self, dout):
+        shape, winner = self._cache
+        n, c, h, w = shape
+        dx = np.zeros((n, c, h * w), dtype=dout.dtype)
+        np.put_along_axis(dx, winner[..., None], dout.reshape(n, c, 1), axis=2)
+        return dx.reshape(shape)
 
 
 class AdaptiveAvgPool2d(Layer):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from volnet.errors import ShapeError
 from volnet.layers.base import Layer
+from volnet.layers.parameter import ContainerParams
 
 
 class SideBranch(Layer):
@@ -32,6 +33,8 @@ class SideBranch(Layer):
 
     def __init__(self, head: Layer, in_training: bool = True) -> None:
         super().__init__()
+        self.params = ContainerParams(type(self).__name__, "params")   # arrays live in head
+        self.grads = ContainerParams(type(self).__name__, "grads")
         self.head, self.in_training = head, bool(in_training)
         self.output = None      # the head's scores from the last training forward
         self.grad = None        # set by the caller: dL_aux / d(output)

@@ -2,13 +2,15 @@
 
 from volnet.io.weights import with_weights
 from volnet.models.alexnet import alexnet, alexnet_torchvision
+from volnet.models.all_cnn import all_cnn_c
 from volnet.models.context import context_module
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
+from volnet.models.inception_resnet_v2 import inception_resnet_v2
 from volnet.models.inception_v4 import inception_v4
 from volnet.models.lenet import cifar_example, lenet5
 from volnet.models.pattern import pattern
-from volnet.models.registry import INPUT_SHAPES, MODELS, build
+from volnet.models.registry import INPUT_SHAPES, MODELS, build, pretrained
 from volnet.models.resnet import resnet, resnet18, resnet34, resnet50, resnet101, resnet152
 from volnet.models.vgg import (
     vgg,
@@ -33,14 +35,17 @@ __all__ = [
     "MODELS",
     "alexnet",
     "alexnet_torchvision",
+    "all_cnn_c",
     "build",
     "cifar_example",
     "context_module",
     "googlenet",
+    "inception_resnet_v2",
     "inception_v3",
     "inception_v4",
     "lenet5",
     "pattern",
+    "pretrained",
     "resnet",
     "resnet18",
     "resnet34",

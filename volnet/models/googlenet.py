@@ -85,7 +85,8 @@ def googlenet(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logits:
             ``aux2`` after inception4d) as :class:`SideBranch` layers.
         drop_prob: dropout before the final FC layer (torchvision: 0.2).
         transform_input: start with torchvision's ``transform_input`` (a
-            :class:`ChannelAffine`, no keys); torchvision turns it on with pretrained weights.
+            :class:`volnet.layers.ChannelAffine`, no keys); torchvision turns it on
+            with pretrained weights.
 
     Shape:
         (N, C, 224, 224) -> 112 -> 56 -> 28 (3a, 3b) -> 14 (4a-4e) -> 7 (5a, 5b)

@@ -138,7 +138,8 @@ def inception_v3(num_classes: int = 1000, in_channels: int = 3, seed=0, aux_logi
             torchvision does by default.
         drop_prob: dropout before the final FC layer.
         transform_input: start with torchvision's ``transform_input`` (a
-            :class:`ChannelAffine`, no keys); torchvision turns it on with pretrained weights.
+            :class:`volnet.layers.ChannelAffine`, no keys); torchvision turns it on
+            with pretrained weights.
 
     Shape:
         (N, C, 299, 299) -> 35x35x288 (Mixed_5d) -> 17x17x768 (Mixed_6e) -> 8x8x2048

@@ -3,10 +3,14 @@ arguments ``num_classes``, ``in_channels`` and ``seed`` at least."""
 
 from __future__ import annotations
 
+from volnet.errors import ConfigError
+from volnet.io.weights import with_weights
 from volnet.models.alexnet import alexnet, alexnet_torchvision
+from volnet.models.all_cnn import all_cnn_c
 from volnet.models.context import context_module
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
+from volnet.models.inception_resnet_v2 import inception_resnet_v2
 from volnet.models.inception_v4 import inception_v4
 from volnet.models.lenet import cifar_example, lenet5
 from volnet.models.pattern import pattern
@@ -27,6 +31,8 @@ MODELS = {
     "inception_v4": inception_v4,
     "context_module": context_module,
     "pattern": pattern,
+    "all_cnn_c": all_cnn_c,
+    "inception_resnet_v2": inception_resnet_v2,
 }
 
 # Per-example input shape each model expects by default (C, H, W).
@@ -41,6 +47,8 @@ INPUT_SHAPES = {
     "inception_v4": (3, 299, 299),
     "context_module": (21, 66, 66),   # PASCAL VOC's 21 score maps, 66x66 (Yu & Koltun)
     "pattern": (3, 32, 32),
+    "all_cnn_c": (3, 32, 32),                 # CIFAR-10
+    "inception_resnet_v2": (3, 299, 299),
 }
 
 
@@ -49,9 +57,19 @@ def build(name: str, weights=None, **kwargs):
 
     ``weights``: None (fresh initialisation), "imagenet" (torchvision's file) or a path.
     """
-    from volnet.errors import ConfigError
-    from volnet.io.weights import with_weights
-
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
     return with_weights(MODELS[name], name)(weights=weights, **kwargs)
+
+
+def pretrained(name: str, weights="imagenet", **kwargs):
+    """Build zoo model ``name`` and load weights: ``"imagenet"`` (download) or a file path.
+
+    Auxiliary-head keys in torchvision's GoogLeNet/Inception files are dropped when
+    the model is built without those heads. ``kwargs`` go to the builder.
+
+    Args:
+        name: a zoo model with torchvision keys (see ``volnet.io.weights.WEIGHTS``).
+        weights: ``"imagenet"`` to fetch torchvision's file (cached), or a file path.
+    """
+    return build(name, weights=weights, **kwargs)

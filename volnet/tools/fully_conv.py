@@ -29,22 +29,24 @@ What is rewritten, and why it is exact at every map position:
   identity at inference.
 
 Everything else is refused with a ``ConfigError`` naming the layer's path.
+
+This module walks the containers and the CONV/POOL side; the rules for layers
+after ``Flatten`` (``Linear`` -> ``Conv2d``, ``BatchNorm1d`` -> ``BatchNorm2d``)
+and the walk's state live in ``tools/fc_to_conv.py``.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from volnet.errors import ConfigError, ShapeError
+from volnet.errors import ConfigError
 from volnet.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
-    BatchNorm1d,
     BatchNorm2d,
     Concat,
     Conv2d,
-    Dropout,
     Flatten,
     GlobalAvgPool2d,
     Identity,
@@ -56,30 +58,16 @@ from volnet.layers import (
     Sequential,
     Softmax,
 )
-from volnet.layers.activation import _Elementwise
 from volnet.layers.base import join_key
 from volnet.layers.side_branch import SideBranch
-
-
-@dataclass(frozen=True)
-class _State:
-    """What flows between two layers during the walk.
-
-    mode: "spatial" (a (C, H, W) volume), "flat" (a flattened volume; the
-        converted net still carries it as (C, H, W)) or "vector" (features; the
-        converted net carries them as (D, 1, 1) per position).
-    shape: the original network's per-example shape at this point.
-    stride: input pixels per step of the converted network's map here.
-    volume: the (C, H, W) behind a "flat" shape.
-    exact: no zero padding or partial pooling window so far, so a map position
-        sees exactly what the original network sees on its crop.
-    """
-
-    mode: str
-    shape: tuple
-    stride: tuple = (1, 1)
-    volume: tuple = ()
-    exact: bool = True
+from volnet.tools.fc_to_conv import (
+    _convert_flat,
+    _convert_vector,
+    _describe,
+    _is_pointwise,
+    _refuse,
+    _State,
+)
 
 
 class FullyConvNet(Sequential):
@@ -163,11 +151,6 @@ def _check_output(net: Layer, state: _State, input_shape: tuple) -> None:
             "ending in Linear layers (or in a 1x1 volume).")
 
 
-def _refuse(layer: Layer, path: str, why: str) -> ConfigError:
-    where = f"{type(layer).__name__}({layer.extra_repr()})" + (f" at {path}" if path else "")
-    return ConfigError(f"to_fully_conv cannot convert {where}: {why}")
-
-
 def _convert(layer: Layer, path: str, state: _State) -> tuple[Layer | None, _State]:
     """Convert one layer (recursively); None means it disappears."""
     if isinstance(layer, Sequential):
@@ -178,11 +161,34 @@ def _convert(layer: Layer, path: str, state: _State) -> tuple[Layer | None, _Sta
         return _convert_concat(layer, path, state)
     if isinstance(layer, SideBranch):
         return None, state   # an auxiliary head: the identity at inference
+    chain = _graph_chain(layer)
+    if chain is not None:   # an imported ONNX graph that is a plain chain of layers
+        return _convert_sequential(chain, path, state)
     if layer.named_children():
         raise _refuse(layer, path, "only Sequential, Residual and Concat containers are "
                                    "understood; rebuild the block from those")
     convert = {"spatial": _convert_spatial, "flat": _convert_flat, "vector": _convert_vector}
     return convert[state.mode](layer, path, state)
+
+
+def _graph_chain(layer):
+    """An imported :class:`~volnet.io.onnx_graph.Graph` whose nodes form one chain of layers,
+    as a Sequential in node order (same child names); None for anything else."""
+    nodes = getattr(layer, "nodes", None)
+    if nodes is None or not hasattr(layer, "input_name"):
+        return None
+    tensor = layer.input_name
+    for node in nodes:
+        if node.kind != "layer" or node.inputs != (tensor,):
+            what = (f"joins branches ({node.kind})" if node.kind != "layer"
+                    else f"starts a branch from {node.inputs[0]!r}")
+            raise _refuse(layer, layer.path, f"node {node.name!r} {what}; dense evaluation of "
+                          "imported graphs covers chains of layers (VGG, AlexNet), not residual "
+                          "or concatenated ones")
+        tensor = node.output
+    seq = Sequential(OrderedDict((node.name, layer[node.name]) for node in nodes))
+    seq._set_path(layer.path)
+    return seq
 
 
 def _keyed_children(block):
@@ -253,17 +259,6 @@ def _convert_concat(block: Concat, path: str, state: _State):
     return _same_kind(block, children, Concat), out
 
 
-def _describe(state: _State) -> str:
-    if state.mode == "flat":
-        return f"a flattened {state.volume} volume"
-    return f"a {state.mode} {state.shape} at stride {state.stride}"
-
-
-def _is_pointwise(layer: Layer) -> bool:
-    """Layers acting on each position (and each value) alone, in every layout."""
-    return isinstance(layer, (_Elementwise, Dropout)) and not isinstance(layer, Softmax)
-
-
 def _convert_spatial(layer: Layer, path: str, state: _State):
     shape = state.shape
     if isinstance(layer, (Conv2d, MaxPool2d, AvgPool2d)):
@@ -321,72 +316,3 @@ def _convert_adaptive(layer: AdaptiveAvgPool2d, path: str, state: _State):
         steps.append(n // o if o > 1 else 1)   # a single window may slide one step at a time
     # window 1x1: the identity at this input size (torchvision's VGG at 224) disappears
     return _window_average(tuple(window), tuple(steps), layer.output_size, state)
-
-
-def _convert_flat(layer: Layer, path: str, state: _State):
-    if isinstance(layer, Linear):
-        c, h, w = state.volume
-        if layer.in_features != c * h * w:
-            raise ShapeError(f"{layer.where()} expected {layer.in_features} input features, "
-                             f"got a flattened {state.volume} volume ({c * h * w})")
-        conv = _conv_from_linear(layer, c, (h, w))
-        return conv, replace(state, mode="vector", shape=(layer.out_features,), volume=())
-    if _is_pointwise(layer):
-        return layer.copy(), state
-    if isinstance(layer, Flatten):
-        return None, state
-    if isinstance(layer, BatchNorm1d):
-        raise _refuse(layer, path, f"it normalises each of the {state.shape[0]} features of a "
-                                   f"flattened {state.volume} volume separately, which is not a "
-                                   "per-channel operation; use BatchNorm2d before Flatten")
-    raise _refuse(layer, path, f"it acts on a flattened {state.volume} volume as a whole; only "
-                               "Linear, elementwise and dropout layers may follow Flatten")
-
-
-def _convert_vector(layer: Layer, path: str, state: _State):
-    if isinstance(layer, Linear):
-        if layer.in_features != state.shape[0]:
-            raise ShapeError(f"{layer.where()} expected {layer.in_features} input features, "
-                             f"got {state.shape[0]}")
-        return _conv_from_linear(layer, layer.in_features, (1, 1)), replace(
-            state, shape=(layer.out_features,))
-    if _is_pointwise(layer):
-        return layer.copy(), state
-    if isinstance(layer, Flatten):
-        return None, state
-    if isinstance(layer, Softmax):
-        if layer.dim not in (1, -1):
-            raise _refuse(layer, path, "a softmax over features needs dim=1")
-        return Softmax(dim=1), state   # features are channels now
-    if isinstance(layer, BatchNorm1d):
-        return _bn2d_from_bn1d(layer, path, state), state
-    raise _refuse(layer, path, f"it is not known to act on a feature vector of {state.shape[0]} "
-                               "values per position; only Linear, elementwise, dropout, softmax "
-                               "and BatchNorm1d layers may follow the first FC layer")
-
-
-def _conv_from_linear(linear: Linear, in_channels: int, kernel: tuple[int, int]) -> Conv2d:
-    """The Conv2d computing ``linear`` on a flattened (in_channels, *kernel) volume."""
-    weight = linear.params["weight"].reshape(linear.out_features, in_channels, *kernel).copy()
-    # Build a 1x1x1 conv and install the weights: constructing it at full size
-    # would draw (and throw away) 100 M random numbers for VGG's first FC layer.
-    conv = Conv2d(1, 1, 1, bias="bias" in linear.params, dtype=weight.dtype)
-    conv.in_channels, conv.out_channels, conv.kernel_size = in_channels, linear.out_features, kernel
-    conv.params["weight"] = weight
-    if "bias" in linear.params:
-        conv.params["bias"] = linear.params["bias"].copy()
-    conv.frozen = set(linear.frozen)
-    return conv
-
-
-def _bn2d_from_bn1d(bn: BatchNorm1d, path: str, state: _State) -> BatchNorm2d:
-    """The same per-feature normalisation applied to the channels of a map."""
-    if bn.num_features != state.shape[0]:
-        raise ShapeError(f"{bn.where()} expected {bn.num_features} features, got {state.shape[0]}")
-    new = BatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine,
-                      dtype=bn.params["weight"].dtype)
-    for store, source in ((new.params, bn.params), (new.buffers, bn.buffers)):
-        for name, value in source.items():
-            store[name] = value.copy()
-    new.frozen = set(bn.frozen)
-    return new

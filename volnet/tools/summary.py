@@ -9,7 +9,9 @@ Memory follows the lecture's accounting (the VGG-16 breakdown): the input and
 every layer output count once, except ReLU-like activations, dropout and
 Flatten, which frameworks run in place or as views. That is the forward pass
 of one batch; training keeps roughly twice as much for the backward pass.
-MB means 2**20 bytes.
+Memory is in MiB (2**20 bytes). A pooling layer in ceil mode (Caffe's
+rounding, torchvision's ``ceil_mode=True``) whose window does not tile its
+input is marked ``(ceil)``: its output size is (W - F + 2P)/S + 1 rounded up.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from volnet.tools.flops import layer_macs, params_without_sharing
 from volnet.tools.walk import walk
 
 IN_PLACE = (ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, Identity, Flatten, SideBranch)
-MB = 2 ** 20
+MIB = 2 ** 20
 
 
 def volume(shape) -> str:
@@ -62,6 +64,21 @@ def _hyper(layer) -> dict:
     }
 
 
+def _ceil_note(record) -> str | None:
+    """'(112 - 3 + 2*0)/2 + 1 = 55.5 -> 56' where a ceil-mode window rounds up, else None."""
+    layer = record.layer
+    if not getattr(layer, "ceil_mode", False) or len(record.input_shape) != 3:
+        return None
+    for axis in (0, 1):
+        size, f = record.input_shape[1 + axis], layer.kernel_size[axis]
+        st, pad = layer.stride[axis], layer.padding[axis]
+        if (size - f + 2 * pad) % st:
+            exact = (size - f + 2 * pad) / st + 1
+            return (f"({size} - {f} + 2*{pad})/{st} + 1 = {exact:g} -> "
+                    f"{record.output_shape[1 + axis]}")
+    return None
+
+
 def _no_sharing(layer, out) -> int:
     # a composite walked as one leaf (e.g. SideBranch) reports its parameters as they are
     return layer.num_params() if layer.named_children() else params_without_sharing(layer, out)
@@ -86,6 +103,7 @@ def _row(record, batch_size: int, itemsize: int) -> dict:
         "memory": activations * batch_size * itemsize if counted else 0,
         "receptive_field": field.size if field else None,
         "jump": field.jump if field else None,
+        "ceil": _ceil_note(record) if leaf else None,
     }
 
 
@@ -117,7 +135,9 @@ class Summary:
             if key in ("F", "S", "P", "dilation", "receptive_field", "jump"):
                 cells.append(_pair_text(value))
             elif key == "memory":
-                cells.append(f"{value / MB:.2f} MB" if value else "")
+                cells.append(f"{value / MIB:.2f} MiB" if value else "")
+            elif key == "type" and row.get("ceil"):
+                cells.append(f"{value} (ceil)")
             elif isinstance(value, int) and key != "K":
                 cells.append(f"{value:,}" if value else "")
             else:
@@ -130,12 +150,19 @@ class Summary:
             (f"input {volume(t['input_shape'])} -> output {volume(t['output_shape'])}, "
              f"batch size {t['batch_size']}"),
             (f"parameters: {t['params']:,} ({t['trainable_params']:,} trainable), "
-             f"{t['param_mb']:.2f} MB"),
+             f"{t['param_mb']:.2f} MiB"),
             (f"forward multiply-adds: {t['macs']:,} ({t['macs'] / 1e9:.2f} G, "
              f"{t['flops'] / 1e9:.2f} GFLOP) per example"),
-            (f"activations: {t['activations']:,} per example, {t['activation_mb']:.2f} MB "
+            (f"activations: {t['activations']:,} per example, {t['activation_mb']:.2f} MiB "
              "for the batch (forward)"),
-        ]
+        ] + self._ceil_lines()
+
+    def _ceil_lines(self) -> list[str]:
+        rounded = [r for r in self.rows if r.get("ceil")]
+        if not rounded:
+            return []
+        return [(f"(ceil): output size rounded up (ceil mode), e.g. {rounded[0]['name']}: "
+                 f"{rounded[0]['ceil']}")]
 
     def __str__(self) -> str:
         header = [title for _, title in self.COLUMNS]
@@ -201,8 +228,8 @@ def summary(net: Layer, input_shape, batch_size: int = 1, strict: bool = False) 
         "macs": sum(r["macs"] for r in rows),
         "flops": 2 * sum(r["macs"] for r in rows),   # a multiply-add is two floating-point ops
         "activations": counted,
-        "activation_mb": counted * int(batch_size) * itemsize / MB,
-        "param_mb": params * itemsize / MB,
+        "activation_mb": counted * int(batch_size) * itemsize / MIB,
+        "param_mb": params * itemsize / MIB,
         "batch_size": int(batch_size),
         "input_shape": records[0].output_shape,
         "output_shape": records[-1].output_shape,

@@ -12,7 +12,7 @@ from volnet.errors import ConfigError, ShapeError
 from volnet.functional.conv import conv_output_size
 from volnet.layers.base import Layer, join_key
 from volnet.layers.containers import Concat, Residual, Sequential
-from volnet.tools.receptive_field import Field, join_fields, layer_field
+from volnet.tools.fields import Field, join_fields, layer_field
 
 
 @dataclass
@@ -72,6 +72,8 @@ def _walk(layer, path, shape, field, strict, out):
         return _walk_residual(layer, path, shape, field, strict, out)
     if isinstance(layer, Concat):
         return _walk_concat(layer, path, shape, field, strict, out)
+    if hasattr(layer, "nodes") and hasattr(layer, "input_name"):   # an imported ONNX Graph
+        return _walk_graph(layer, path, shape, field, strict, out)
     if strict:
         _check_tiling(layer, path, shape)
     out_shape = tuple(layer.output_shape(shape))
@@ -113,6 +115,25 @@ def _walk_concat(layer, path, shape, field, strict, out):
     joined = _join(layer, [f for _, f in results])
     out.append(Record(path, layer, "join", shape, out_shape, joined))
     return out_shape, joined
+
+
+def _walk_graph(layer, path, shape, field, strict, out):
+    """Nodes in order: layers walked as usual, ``add``/``concat`` nodes as joins."""
+    seen = {layer.input_name: (shape, field)}
+    for node in layer.nodes:
+        ins = [seen[name] for name in node.inputs]
+        if node.kind == "layer":
+            seen[node.output] = _walk(layer[node.name], join_key(path, node.name), *ins[0],
+                                      strict, out)
+            continue
+        first = ins[0][0]
+        out_shape = first if node.kind == "add" else (sum(s[0] for s, _ in ins),) + first[1:]
+        joined = _join(layer, [f for _, f in ins])
+        out.append(Record(join_key(path, node.name), layer, "join", first, out_shape, joined))
+        seen[node.output] = (out_shape, joined)
+    result = seen[layer.output_name]
+    out.append(Record(path, layer, "end", shape, *result))
+    return result
 
 
 def _join(layer, fields):

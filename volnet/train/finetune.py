@@ -6,7 +6,7 @@ Three steps, each usable alone:
   one with the new class count;
 * freezing by name pattern (``net.freeze("*").unfreeze("fc.*")``) keeps the
   pretrained weights out of the optimizer;
-* :func:`finetune` trains what is unfrozen with the shared :class:`Trainer`.
+* :func:`finetune` trains what is unfrozen with the shared :class:`volnet.train.trainer.Trainer`.
   Batch-norm layers whose parameters are all frozen run in inference mode
   while training (running statistics used, not updated), as torchvision's
   ``FrozenBatchNorm2d`` does, so a frozen part is frozen completely: its
@@ -54,8 +54,9 @@ def replace_head(net, num_classes: int, rng=0) -> str:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
     path = find_head(net)
     old = dict(net.named_layers())[path]
-    parent_path, _, child = path.rpartition(".")
-    parent = dict(net.named_layers())[parent_path]
+    # the container holding it (a Graph names children with dots: "classifier.6")
+    parent, child = next((layer, name) for _, layer in net.named_layers()
+                         for name, c in layer.named_children() if c is old)
     new = Linear(old.in_features, num_classes, bias="bias" in old.params, rng=rng,
                  dtype=old.params["weight"].dtype)
     try:
@@ -96,7 +97,10 @@ def load_backbone(net, source, head: str, ignore: tuple[str, ...] = ()) -> None:
 
 
 class _FrozenBatchNorm:
-    """Mixin: batch norm that always normalises with its running statistics."""
+    """Mixin: batch norm that always normalises with its running statistics.
+
+    @public (the API reference documents it: its subclasses inherit these members)
+    """
 
     def _forward(self, x, training, keep_cache):
         return super()._forward(x, False, keep_cache)
@@ -157,13 +161,15 @@ def finetune(net, x, y, *, num_classes: int | None = None, train: tuple[str, ...
             frozen. Default: the head only (``"fc.*"`` for ResNet).
             ``("*",)`` trains everything.
         epochs, batch_size, optimizer, val, seed, mean, std, callbacks:
-            as for :func:`volnet.fit` (default optimizer: Adam, lr 1e-3).
+            as for :func:`volnet.fit` (default optimizer: Adam, lr 1e-3); ``val``
+            is (x_val, y_val) in the format of ``x``, normalised like it.
         **batch_options: ``crop_padding``, ``flip`` (augmentation).
 
     Returns:
         The training history; ``net`` is changed in place.
     """
     from volnet.data.batches import BatchIterator
+    from volnet.train.fit import validation_batches
     from volnet.train.optim import Adam
     from volnet.train.trainer import Trainer
 
@@ -177,5 +183,5 @@ def finetune(net, x, y, *, num_classes: int | None = None, train: tuple[str, ...
                             std=std, **batch_options)
     trainer = Trainer(net, optimizer or Adam(lr=1e-3), callbacks=callbacks, progress=progress)
     with frozen_batchnorm(net, train):
-        return trainer.fit(batches, epochs, val=val)
+        return trainer.fit(batches, epochs, val=validation_batches(val, batches))
 

@@ -1,11 +1,24 @@
 """Update rules: one class per rule, state kept in the optimizer (CS231n, PyTorch formulas).
 
-Every optimizer has the same shape::
+Build an optimizer from the network (or its parameters) and step it after
+each backward, as in PyTorch::
 
-    opt = SGD(lr=0.01, momentum=0.9)
-    params = {name: p for name, p, _ in net.named_params(trainable_only=True)}
-    grads = {name: g for name, _, g in net.named_params(trainable_only=True)}
-    opt.step(params, grads)        # updates the arrays in ``params`` in place
+    opt = SGD(net, lr=0.01, momentum=0.9)      # or SGD(net.parameters(), ...)
+    scores = net.forward(x, training=True)
+    loss, dscores = softmax_cross_entropy(scores, labels)
+    net.backward(dscores)
+    opt.step()                                 # updates every trainable parameter in place
+
+The explicit form, used by :class:`~volnet.train.trainer.Trainer` and MPI
+training, takes the arrays by name::
+
+    opt = SGD(lr=0.01)
+    named = list(net.named_params(trainable_only=True))
+    opt.step({n: p for n, p, _ in named}, {n: g for n, _, g in named})
+
+A container's own ``net.params`` is empty (its arrays live in its layers), so
+``opt.step(net.params, net.grads)`` is refused with the right call in the
+message rather than silently updating nothing.
 
 State (momentum buffers, Adam moments, step count) is keyed by parameter name,
 so it travels in checkpoints and resumes exactly. ``weight_decay`` is L2
@@ -18,6 +31,8 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ConfigError, StateDictError, StateError
+from volnet.layers.base import Layer
+from volnet.layers.parameter import ContainerParams, collect
 
 
 class Optimizer:
@@ -25,7 +40,10 @@ class Optimizer:
 
     slots: tuple[str, ...] = ()          # names of the per-parameter state arrays
 
-    def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
+    def __init__(self, lr: float, weight_decay: float = 0.0, params=None) -> None:
+        if not isinstance(lr, (int, float, np.floating, np.integer)) or isinstance(lr, bool):
+            raise ConfigError(f"{type(self).__name__}: lr must be a number, got "
+                              f"{type(lr).__name__}; write {type(self).__name__}(net, lr=0.01)")
         if not lr > 0:
             raise ConfigError(f"{type(self).__name__}: lr must be > 0, got {lr}")
         if weight_decay < 0:
@@ -34,9 +52,58 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.t = 0                                         # completed steps
         self.state: dict[str, dict[str, np.ndarray]] = {}  # param name -> slot -> array
+        # what step() updates when called without arguments: a network (its
+        # parameters are looked up at every step) or a fixed list of handles
+        self._source = None if params is None else (
+            params if isinstance(params, Layer) else collect(params))
 
-    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
-        """Update every array in ``params`` in place from the matching entry in ``grads``."""
+    def _bound(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        name = type(self).__name__
+        if self._source is None:
+            raise ConfigError(
+                f"{name}.step() without arguments needs the parameters: build it as "
+                f"{name}(net, lr={self.lr}) (or {name}(net.parameters(), lr={self.lr})), or call "
+                "step(params, grads) with dicts from net.named_params(trainable_only=True)")
+        handles = collect(self._source)
+        live = [h for h in handles if not h.frozen]
+        if not live:
+            raise ConfigError(f"{name}.step(): every parameter is frozen; call net.unfreeze(...) "
+                              "for the layers to train")
+        return ({h.name: h.data for h in live},
+                {h.name: h.grad for h in live if h.grad is not None})
+
+    def zero_grad(self) -> None:
+        """Forget the bound parameters' gradients, so a step without a new backward fails.
+
+        Not needed between steps (``backward`` overwrites gradients); it only makes
+        a forgotten ``backward`` an error instead of a repeated update.
+        """
+        if self._source is None:
+            raise ConfigError(f"{type(self).__name__}.zero_grad() needs an optimizer built "
+                              f"as {type(self).__name__}(net, lr=...)")
+        for h in collect(self._source):
+            h.layer.grads.pop(h.key, None)
+
+    def step(self, params: dict[str, np.ndarray] | None = None,
+             grads: dict[str, np.ndarray] | None = None) -> None:
+        """Update the parameters in place from their gradients.
+
+        ``step()`` updates the network (or parameters) the optimizer was built
+        with; ``step(params, grads)`` updates every array in ``params`` from the
+        entry of the same name in ``grads``.
+        """
+        if params is None and grads is None:
+            params, grads = self._bound()
+        elif params is None or grads is None:
+            raise ConfigError(f"{type(self).__name__}.step() takes both params and grads, or "
+                              "neither (for an optimizer built with the network)")
+        for given in (params, grads):
+            if isinstance(given, ContainerParams):
+                raise ConfigError(f"{type(self).__name__}.step(): {given.advice()}")
+        if not params:
+            raise ConfigError(f"{type(self).__name__}.step() got no parameters to update; "
+                              f"build it as {type(self).__name__}(net, lr={self.lr}) and call "
+                              "step() after backward")
         self.t += 1
         for name, p in params.items():
             g = grads.get(name)
@@ -91,21 +158,33 @@ class SGD(Optimizer):
     ``p -= lr * v``, or ``p -= lr * (g + momentum * v)`` with ``nesterov``.
 
     Args:
+        params: the network, or ``net.parameters()``, that ``step()`` updates;
+            None for an optimizer stepped with explicit ``step(params, grads)``.
         lr: Learning rate.
         momentum: Velocity decay in [0, 1). Default 0 (plain SGD).
         nesterov: Use Nesterov's look-ahead gradient (needs momentum > 0).
         weight_decay: L2 penalty added to the gradient.
 
     Example:
-        >>> p = {"w": np.array([1.0])}
+        >>> import volnet as vn
+        >>> net = vn.Sequential(vn.Linear(2, 1, rng=0))
+        >>> opt = SGD(net, lr=0.1)
+        >>> w = net[0].params["weight"].copy()
+        >>> x = np.ones((1, 2), dtype=np.float32)
+        >>> _ = net.forward(x, training=True)
+        >>> _ = net.backward(np.ones((1, 1), dtype=np.float32))   # dL/dw = x = [1, 1]
+        >>> opt.step()
+        >>> (net[0].params["weight"] - w).round(6)
+        array([[-0.1, -0.1]], dtype=float32)
+        >>> p = {"w": np.array([1.0])}                # the explicit form
         >>> SGD(lr=0.1).step(p, {"w": np.array([2.0])})
         >>> p["w"]
         array([0.8])
     """
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
+    def __init__(self, params=None, lr: float = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay, params)
         if not 0.0 <= momentum < 1.0:
             raise ConfigError(f"SGD: momentum must be in [0, 1), got {momentum}")
         if nesterov and momentum == 0:
@@ -143,9 +222,9 @@ class Adam(Optimizer):
 
     slots = ("exp_avg", "exp_avg_sq")
 
-    def __init__(self, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, params=None, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
+        super().__init__(lr, weight_decay, params)
         if not all(0.0 <= b < 1.0 for b in betas) or eps <= 0:
             raise ConfigError(f"Adam: need 0 <= betas < 1 and eps > 0, got betas={betas}, eps={eps}")
         self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
@@ -181,9 +260,9 @@ class RMSProp(Optimizer):
 
     slots = ("square_avg",)
 
-    def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+    def __init__(self, params=None, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
+        super().__init__(lr, weight_decay, params)
         if not 0.0 <= alpha < 1.0 or eps <= 0:
             raise ConfigError(f"RMSProp: need 0 <= alpha < 1 and eps > 0, got alpha={alpha}, eps={eps}")
         self.alpha, self.eps = float(alpha), float(eps)
@@ -210,8 +289,9 @@ class Adagrad(Optimizer):
 
     slots = ("sum",)
 
-    def __init__(self, lr: float = 0.01, eps: float = 1e-10, weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
+    def __init__(self, params=None, lr: float = 0.01, eps: float = 1e-10,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay, params)
         if eps <= 0:
             raise ConfigError(f"Adagrad: eps must be > 0, got {eps}")
         self.eps = float(eps)

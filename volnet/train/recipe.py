@@ -173,7 +173,7 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
         raise CheckpointError(f"{out} already exists; pass another --out, --overwrite, or "
                               f"--resume {out} to continue that run")
     trainer = Trainer(net, opt, schedule=CosineLR(opt, epochs), progress=progress,
-                      is_main=comm.is_main,
+                      is_main=comm.is_main, log_epochs=True,   # --quiet hides the bar only
                       callbacks=[ModelCheckpoint(out)],
                       metadata={"preprocessing": preprocessing_of(data_set, shape)})
     if resume:

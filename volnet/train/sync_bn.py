@@ -48,7 +48,10 @@ def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
 
 
 class _SyncMixin:
-    """Training-mode forward and backward with statistics reduced over ``self.comm``."""
+    """Training-mode forward and backward with statistics reduced over ``self.comm``.
+
+    @public (the API reference documents it: its subclasses inherit these members)
+    """
 
     comm = None
 

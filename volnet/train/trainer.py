@@ -87,6 +87,7 @@ class Trainer:
             ``step`` gets ``val_loss`` when it is a ReduceLROnPlateau).
         is_main: False on ranks other than 0: no output, no checkpoint files.
         progress: show a tqdm progress bar (only when ``is_main``).
+        log_epochs: print one line per epoch to stderr (default: as ``progress``).
         metadata: extra JSON saved in checkpoints (preprocessing, class names).
         divergence_factor: also stop (TrainingDivergedError) when a batch loss
             exceeds this multiple of the first batch loss (Keras-style guard).
@@ -94,11 +95,13 @@ class Trainer:
 
     def __init__(self, net, optimizer, loss=softmax_cross_entropy, *, callbacks=(),
                  grad_hook=None, schedule=None, is_main: bool = True, progress: bool = True,
-                 metadata: dict | None = None, divergence_factor: float | None = None) -> None:
+                 metadata: dict | None = None, divergence_factor: float | None = None,
+                 log_epochs: bool | None = None) -> None:
         self.net, self.optimizer, self.loss = net, optimizer, loss
         self.callbacks = list(callbacks)
         self.grad_hook, self.schedule = grad_hook, schedule
         self.is_main, self.progress = bool(is_main), bool(progress)
+        self.log_epochs = self.progress if log_epochs is None else bool(log_epochs)
         self.metadata = dict(metadata or {})
         self.divergence_factor = divergence_factor
         self.first_loss = None
@@ -143,6 +146,11 @@ class Trainer:
         _check_data(batches, val)
         self._stop.clear()
         self.batches_config = batches.config()
+        # what vn.save records so the CLI preprocesses new images as these batches were
+        if "preprocessing" not in self.metadata and hasattr(batches, "preprocessing"):
+            self.metadata["preprocessing"] = batches.preprocessing()
+        if not getattr(self.net, "preprocessing", None) and self.metadata.get("preprocessing"):
+            self.net.preprocessing = self.metadata["preprocessing"]
         self._call("on_train_begin", self)
         logs = {}
         while self.epoch < epochs and not self.stopped:
@@ -244,7 +252,7 @@ class Trainer:
             metric = logs.get("val_loss", logs["loss"])
             self.schedule.step(metric)
         self.history.append(logs)
-        if self.is_main and self.progress:
+        if self.is_main and self.log_epochs:
             text = ", ".join(f"{k} {v:.4f}" for k, v in logs.items()
                              if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
             print(f"epoch {self.epoch}: {text} ({logs['time']:.1f} s, "

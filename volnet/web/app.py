@@ -1,81 +1,36 @@
-"""The demo's ASGI app: a fixed route table over one shared :class:`DemoSession`.
+"""The demo's ASGI app: a fixed route table, assembled from the pages, over one shared session.
 
-No route takes a path from the request: the page's files are read from the
-package once, at start-up, into a table keyed by URL. Every error a request can
-cause becomes a 4xx JSON ``{"error": message}`` that the page shows.
+Each page is a class in ``PAGES`` with ``ASSETS`` (URL -> file in
+volnet/web/static and content type), ``BODY_LIMITS`` (POST path -> byte cap)
+and ``routes()``; adding a page means adding it there. No route takes a path
+from the request: the pages' files are read from the package once, at
+start-up, into a table keyed by URL. Every error a request can cause becomes a
+4xx JSON ``{"error": message}`` that the page shows.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
 import secrets
 from importlib import resources
 
-import numpy as np
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.responses import Response
+from starlette.routing import Route
 
-from volnet.errors import StateError, VolnetError
-from volnet.web import views
-from volnet.web.imaging import decode_png, mnist_style
-from volnet.web.networks import CHOICES
+from volnet.errors import VolnetError
+from volnet.web.lecture.page import LecturePages
+from volnet.web.replies import SECURITY_HEADERS, error, status_of
 from volnet.web.security import LOOPBACK_HOSTS, Guard
 from volnet.web.session import DemoSession
+from volnet.web.training_page import TrainingPage
 
-ASSETS = {   # URL -> (file in volnet/web/static, content type)
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
-    "/static/charts.js": ("charts.js", "text/javascript; charset=utf-8"),
-    "/static/style.css": ("style.css", "text/css; charset=utf-8"),
-}
-BODY_LIMITS = {"/api/predict": 512 * 1024}   # PNG drawings; JSON bodies get the 16 KB default
-GRID_SIZE = 100        # held-out digits shown in the grid and offered for the activation view
-PUSH_INTERVAL = 0.5    # seconds between WebSocket status messages
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-                    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
-                                               "connect-src 'self'; style-src 'self'; "
-                                               "script-src 'self'; object-src 'none'; "
-                                               "base-uri 'none'; frame-ancestors 'none'"}
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-def _status_of(err: VolnetError) -> int:
-    return 409 if isinstance(err, StateError) else 400
-
-
-async def _json_body(request: Request) -> dict:
-    """The request's JSON object, or a VolnetError-free 4xx."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        raise HTTPException(415, "send the body as application/json")
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise HTTPException(400, f"the body is not valid JSON: {err}") from None
-    if not isinstance(body, dict):
-        raise HTTPException(400, "the body must be a JSON object")
-    return body
-
-
-def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query_params.get(name, str(default))
-    if not re.fullmatch(r"[0-9]{1,12}", text) or not low <= int(text) <= high:
-        raise HTTPException(400, f"query parameter {name} must be an integer in [{low}, {high}], "
-                                 f"got {text!r}")
-    return int(text)
+PAGES = (TrainingPage, LecturePages)
 
 
 class DemoApp:
-    """Route handlers bound to one session; ``asgi`` is the guarded ASGI callable.
+    """The pages' route handlers bound to one session; ``asgi`` is the guarded ASGI callable.
 
     Args:
         session: The shared training run.
@@ -87,155 +42,38 @@ class DemoApp:
                  allowed_hosts=LOOPBACK_HOSTS) -> None:
         self.session = session
         self.token = token or secrets.token_urlsafe(24)
+        self.pages = [page(session) for page in PAGES]
         self.assets = self._load_assets()
-        self.sprite = self._sprite()
-        routes = [Route(url, self.asset, methods=["GET", "HEAD"]) for url in ASSETS] + [
-            Route("/api/models", self.models), Route("/api/net", self.get_net),
-            Route("/api/net", self.post_net, methods=["POST"]),
-            Route("/api/train", self.train, methods=["POST"]),
-            Route("/api/status", self.status), Route("/api/filters", self.filters),
-            Route("/api/activations", self.activations), Route("/api/grid", self.grid),
-            Route("/api/test-digits.png", self.digits_png),
-            Route("/api/predict", self.predict, methods=["POST"]),
-            Route("/api/checkpoint", self.checkpoint), WebSocketRoute("/ws", self.websocket),
-        ]
+        routes = [Route(url, self.asset, methods=["GET", "HEAD"]) for url in self.assets]
+        body_limits = {}
+        for page in self.pages:
+            routes += page.routes()
+            body_limits.update(page.BODY_LIMITS)
         app = Starlette(routes=routes, exception_handlers={
             HTTPException: self._http_error, VolnetError: self._volnet_error,
             Exception: self._unexpected})
         app.router.redirect_slashes = False
-        self.asgi = Guard(app, self.token, allowed_hosts, BODY_LIMITS)
+        self.asgi = Guard(app, self.token, allowed_hosts, body_limits)
 
     # ---- errors -------------------------------------------------------------------
     async def _http_error(self, request, exc: HTTPException):
         detail = exc.detail if exc.status_code != 404 else f"no such page: {request.url.path}"
-        return _error(exc.status_code, detail)
+        return error(exc.status_code, detail)
 
     async def _volnet_error(self, request, exc: VolnetError):
-        return _error(_status_of(exc), str(exc))
+        return error(status_of(exc), str(exc))
 
     async def _unexpected(self, request, exc: Exception):
-        return _error(500, f"internal error ({type(exc).__name__}): {exc}")
+        return error(500, f"internal error ({type(exc).__name__}): {exc}")
 
-    # ---- the page ---------------------------------------------------------------------
-    @staticmethod
-    def _load_assets() -> dict[str, tuple[bytes, str]]:
+    # ---- the pages' files -----------------------------------------------------------------
+    def _load_assets(self) -> dict[str, tuple[bytes, str]]:
         static = resources.files("volnet.web") / "static"
-        return {url: ((static / name).read_bytes(), kind) for url, (name, kind) in ASSETS.items()}
-
-    def _sprite(self) -> bytes:
-        """The first ``GRID_SIZE`` held-out digits as one PNG strip (28 px tall, 28 px each)."""
-        import io
-
-        from PIL import Image
-
-        digits = self.session.data.x_test[:GRID_SIZE, 0]
-        strip = np.concatenate(list(digits), axis=1)
-        buffer = io.BytesIO()
-        Image.fromarray(strip).save(buffer, format="PNG")
-        return buffer.getvalue()
+        return {url: ((static / name).read_bytes(), kind)
+                for page in self.pages for url, (name, kind) in page.ASSETS.items()}
 
     async def asset(self, request: Request) -> Response:
         body, kind = self.assets[request.url.path]
-        if request.url.path == "/":
+        if kind.startswith("text/html"):   # every page gets the token its POSTs must carry
             body = body.replace(b"{{TOKEN}}", self.token.encode())
         return Response(body, media_type=kind, headers=SECURITY_HEADERS)
-
-    async def digits_png(self, request: Request) -> Response:
-        return Response(self.sprite, media_type="image/png")
-
-    # ---- the network and training ----------------------------------------------------
-    async def models(self, request: Request) -> JSONResponse:
-        from volnet.web.netspec import EXAMPLE
-
-        return JSONResponse({"choices": CHOICES, "example": EXAMPLE})
-
-    def _net_payload(self) -> dict:
-        return self.session.view_choice(lambda net, choice: {   # net and choice read together
-            "model": choice.kind, "layers": choice.spec, "input_shape": list(choice.input_shape),
-            **views.summary_rows(net, choice.input_shape)})
-
-    async def get_net(self, request: Request) -> JSONResponse:
-        return JSONResponse(self._net_payload())
-
-    async def post_net(self, request: Request) -> JSONResponse:
-        body = await _json_body(request)
-        kind, spec = body.get("model"), body.get("layers", "")
-        if not isinstance(kind, str) or not isinstance(spec, str):
-            raise HTTPException(400, 'send {"model": "lenet5" | "cifar_example" | "custom", '
-                                     '"layers": "conv 8 5 pad2, relu, pool 2, fc 10"}')
-        await run_in_threadpool(self.session.select, kind, spec)
-        return JSONResponse(self._net_payload())
-
-    async def train(self, request: Request) -> JSONResponse:
-        body = await _json_body(request)
-        action, settings = body.get("action"), body.get("settings") or {}
-        if not isinstance(settings, dict):
-            raise HTTPException(400, "settings must be an object such as {\"lr\": 0.002}")
-        controls = {"start": lambda: self.session.start(settings), "pause": self.session.pause,
-                    "resume": self.session.resume, "reset": self.session.reset}
-        if not isinstance(action, str) or action not in controls:
-            raise HTTPException(400, f"action must be one of {', '.join(controls)}, got {action!r}")
-        await run_in_threadpool(controls[action])
-        return JSONResponse(self.session.status())
-
-    async def status(self, request: Request) -> JSONResponse:
-        train_from = _int_query(request, "train_from", 0, 0, 10**9)
-        held_from = _int_query(request, "held_from", 0, 0, 10**9)
-        return JSONResponse(self.session.status(train_from, held_from))
-
-    # ---- looking inside ---------------------------------------------------------------
-    async def filters(self, request: Request) -> JSONResponse:
-        shape = self.session.choice.input_shape
-        return JSONResponse(await run_in_threadpool(self.session.view, views.first_layer_filters, shape))
-
-    async def activations(self, request: Request) -> JSONResponse:
-        index = _int_query(request, "index", 0, 0, GRID_SIZE - 1)
-        data = self.session.data
-        x = self.session.inputs(data.x_test[index:index + 1])
-        result = await run_in_threadpool(self.session.view, views.activations, x)
-        return JSONResponse({"index": index, "label": int(data.y_test[index]), **result})
-
-    async def grid(self, request: Request) -> JSONResponse:
-        data = self.session.data
-        x = self.session.inputs(data.x_test[:GRID_SIZE])
-        probs = await run_in_threadpool(self.session.view, lambda net, x: net.predict(x), x)
-        predicted = probs.argmax(axis=1)
-        return JSONResponse({"labels": data.y_test[:GRID_SIZE].tolist(),
-                             "predicted": predicted.tolist(),
-                             "confidence": probs.max(axis=1).round(4).tolist(),
-                             "accuracy": float((predicted == data.y_test[:GRID_SIZE]).mean())})
-
-    async def predict(self, request: Request) -> JSONResponse:
-        if request.headers.get("content-type", "").split(";")[0].strip() != "image/png":
-            raise HTTPException(415, "send the drawing as image/png")
-        body = await request.body()
-        digit = await run_in_threadpool(lambda: mnist_style(decode_png(body)))
-        x = self.session.inputs(np.uint8(np.rint(digit * 255))[None, None])
-        probs = await run_in_threadpool(self.session.view, lambda net, x: net.predict(x)[0], x)
-        return JSONResponse({"probs": probs.astype(float).round(6).tolist(),
-                             "predicted": int(probs.argmax()),
-                             "input": views.to_grey(digit) if digit.any() else [0] * 784})
-
-    async def checkpoint(self, request: Request) -> Response:
-        """The snapshot's weights as a volnet checkpoint (``volnet.load`` rebuilds the net)."""
-        body = await run_in_threadpool(self.session.checkpoint_bytes)
-        name = f"volnet-demo-{self.session.choice.kind}.safetensors"
-        return Response(body, media_type="application/octet-stream",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
-
-    # ---- live updates -------------------------------------------------------------------
-    async def websocket(self, ws: WebSocket) -> None:
-        """Push the status and new metrics to one tab every ``PUSH_INTERVAL`` seconds."""
-        await ws.accept()
-        train_from = held_from = 0
-        run = None
-        try:
-            while True:
-                status = self.session.status(train_from, held_from)
-                if status["run"] != run:   # a new net or a reset: resend the history from 0
-                    status, run = self.session.status(), status["run"]
-                train_from, held_from = status["train_next"], status["held_out_next"]
-                await ws.send_json(status)
-                await asyncio.sleep(PUSH_INTERVAL)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            return   # the tab went away

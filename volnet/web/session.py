@@ -20,6 +20,7 @@ from volnet.data.datasets import Dataset
 from volnet.errors import ConfigError, StateError
 from volnet.train.optim import Adam
 from volnet.train.trainer import Trainer, evaluate
+from volnet.web.layer_stats import LayerStats
 from volnet.web.netspec import check_training_memory
 from volnet.web.networks import NetChoice, choose
 
@@ -171,7 +172,7 @@ class DemoSession:
     def _clear(self) -> None:
         self.state, self.error = IDLE, ""
         self.images_per_s, self.step, self.epoch = 0.0, 0, 0
-        self.history = History()
+        self.history, self.layer_stats = History(), LayerStats()
         self.version, self.run = self.version + 1, self.run + 1
 
     def inputs(self, images: np.ndarray) -> np.ndarray:
@@ -209,7 +210,8 @@ class DemoSession:
             check_training_memory(self.choice.net, self.choice.input_shape, new.batch_size,
                                   len(self.data.y_test), self.max_bytes)
             self.settings = new
-            self._trainer = make_trainer(self.choice.net, self.settings, _Recorder(self))
+            self._trainer = make_trainer(self.choice.net, self.settings, _Recorder(self),
+                                         self.layer_stats)
             self.state, self.version = TRAINING, self.version + 1
             self._thread = threading.Thread(target=self._run, args=(self._trainer,),
                                             name="volnet-demo-train", daemon=True)
@@ -254,9 +256,9 @@ class DemoSession:
                     **self.history.since(max(0, train_from), max(0, held_from))}
 
 
-def make_trainer(net, settings: Settings, recorder) -> Trainer:
+def make_trainer(net, settings: Settings, *callbacks) -> Trainer:
     """The same ``Trainer`` ``volnet train`` uses: Adam, softmax cross-entropy, no progress bar."""
-    return Trainer(net, Adam(lr=settings.lr), callbacks=[recorder], progress=False,
+    return Trainer(net, Adam(lr=settings.lr), callbacks=list(callbacks), progress=False,
                    metadata={"source": "volnet demo"})
 
 

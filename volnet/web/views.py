@@ -2,7 +2,8 @@
 
 Everything here runs the net in inference mode (``training=False``) and returns
 plain JSON-ready lists; images travel as 0-255 integers, one row-major list per
-map, normalised per map so faint filters stay visible.
+map, normalised per map so faint filters stay visible, and as values with the
+range they share (``values`` or ``map_values``, and ``range``), which the page colours on one scale.
 """
 
 from __future__ import annotations
@@ -69,14 +70,22 @@ def first_layer_filters(net: Layer, input_shape: tuple[int, ...]) -> dict:
             maps = weight.reshape((weight.shape[0],) + tuple(input_shape)).mean(axis=1)
         maps = maps[:MAX_FILTERS]
         return {"layer": path, "size": list(maps.shape[1:]),
-                "filters": [to_grey(m) for m in maps]}
-    return {"layer": None, "size": [0, 0], "filters": []}
+                "filters": [to_grey(m) for m in maps], **_with_scale(maps)}
+    return {"layer": None, "size": [0, 0], "filters": [], "values": [], "range": [0.0, 0.0]}
+
+
+def _with_scale(maps: np.ndarray, key: str = "values") -> dict:
+    """The maps' values (4 significant digits) and their common range, for one colour scale."""
+    maps = maps.astype(np.float64)
+    values = [[float(f"{v:.4g}") for v in m.ravel()] for m in maps]
+    return {key: values, "range": [float(maps.min()), float(maps.max())]}
 
 
 def _layer_view(name: str, layer: Layer, out: np.ndarray) -> dict:
     view = {"name": name, "layer": repr(layer).split("\n")[0], "shape": list(out.shape[1:])}
     if out.ndim == 4:
         view["maps"] = [to_grey(m) for m in out[0, :MAX_MAPS]]
+        view.update(_with_scale(out[0, :MAX_MAPS], "map_values"))
     else:
         view["values"] = np.round(out[0].astype(np.float64), 4).ravel()[:256].tolist()
     return view

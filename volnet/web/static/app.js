@@ -3,7 +3,9 @@
 
 const TOKEN = document.querySelector('meta[name="volnet-token"]').content;
 const $ = id => document.getElementById(id);
-const metrics = { run: null, train: [], held: [] };
+const metrics = { run: null, train: [], held: [], layers: [] };
+const LAYER_COLOURS = ["#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00acc1", "#6d4c41",
+                       "#c0ca33", "#546e7a", "#d81b60"];
 let lastVersion = null, refreshTimer = null, lastViews = 0;
 
 function showError(message) {
@@ -68,10 +70,13 @@ async function control(action) {
 function onStatus(s, fromControl) {
   if (s.run !== metrics.run) {   // a new net or a reset, maybe from another tab
     const first = metrics.run === null;
-    metrics.run = s.run; metrics.train = []; metrics.held = [];
+    metrics.run = s.run; metrics.train = []; metrics.held = []; metrics.layers = [];
     if (!first) guard(async () => showSummary(await api("/api/net")))();
   }
-  if (!fromControl) { metrics.train.push(...s.train); metrics.held.push(...s.held_out); }
+  if (!fromControl) {
+    metrics.train.push(...s.train); metrics.held.push(...s.held_out);
+    metrics.layers.push(...(s.layer_stats || []));
+  }
   const held = metrics.held.length ? metrics.held[metrics.held.length - 1].acc : null;
   $("status").textContent = `${s.state} | ${s.network} | epoch ${s.epoch} | step ${s.step} | ` +
     `${s.images_per_s.toFixed(0)} images/s` +
@@ -98,6 +103,15 @@ function drawCharts() {
     { name: "train", color: "#1e88e5", points: trainAcc },
     { name: "held-out", color: "#e53935", points: metrics.held.map(p => [p.step, p.acc]) }],
     { yMin: 0, yMax: 1 });
+  drawChart($("grad-chart"), layerSeries("grad_norm"), { log: true });
+  drawChart($("ratio-chart"), layerSeries("update_ratio"), { log: true, reference: { y: 1e-3, label: "1e-3" } });
+}
+
+// One series per weight ("0.weight" -> layer "0") from the sampled layer statistics.
+function layerSeries(key) {
+  const names = metrics.layers.length ? Object.keys(metrics.layers[metrics.layers.length - 1][key]) : [];
+  return names.map((name, i) => ({ name: name.replace(/\.weight$/, ""), color: LAYER_COLOURS[i % LAYER_COLOURS.length],
+    points: metrics.layers.filter(p => name in p[key]).map(p => [p.step, p[key][name]]) }));
 }
 
 function connect() {
@@ -120,7 +134,9 @@ function refreshViews(now) {
 async function showFilters() {
   const f = await api("/api/filters");
   $("filters-layer").textContent = f.layer === null ? "(no weighted layer)" : `(layer ${f.layer}, ${f.filters.length} shown)`;
-  $("filters").replaceChildren(...f.filters.map(v => greyCanvas(v, f.size[1], f.size[0])));
+  const colour = scaleColour(f.range[0], f.range[1]);
+  $("filters-scale").replaceChildren(colourBar(f.range[0], f.range[1], "weight"));
+  $("filters").replaceChildren(...f.values.map(v => colourCanvas(v, f.size[1], f.size[0], colour)));
 }
 
 async function showGrid() {
@@ -170,9 +186,13 @@ async function showActivations() {
   const rows = a.layers.map(l => {
     const row = document.createElement("div"); row.className = "layer";
     const t = document.createElement("div"); t.className = "layer-title";
-    t.textContent = `${l.name}: ${l.layer} -> ${l.shape.join("x")}`;
+    t.textContent = `${l.name}: ${l.layer} -> ${l.shape.join("x")} `;
     row.appendChild(t);
-    if (l.maps) l.maps.forEach(m => row.appendChild(greyCanvas(m, l.shape[2], l.shape[1])));
+    if (l.maps) {
+      const colour = scaleColour(l.range[0], l.range[1]);
+      t.appendChild(colourBar(l.range[0], l.range[1]));
+      l.map_values.forEach(m => row.appendChild(colourCanvas(m, l.shape[2], l.shape[1], colour)));
+    }
     else row.appendChild(vectorCanvas(l.values));
     return row;
   });
@@ -203,8 +223,12 @@ function setupDrawing() {
   const end = () => { if (drawing) { drawing = false; predictDrawing(); } };
   canvas.addEventListener("pointerup", end);
   canvas.addEventListener("pointerleave", end);
-  $("clear").onclick = () => { clear(); $("draw-prediction").textContent = "-"; $("draw-probs").replaceChildren(); };
+  $("clear").onclick = () => { clear(); $("draw-prediction").textContent = "-"; $("draw-probs").replaceChildren();
+    clearPreview(); };
 }
+
+// the "Seen by the net" preview goes with the drawing it shows
+function clearPreview() { $("draw-input").getContext("2d").clearRect(0, 0, 56, 56); }
 
 function stroke(ctx) {
   ctx.strokeStyle = "#fff"; ctx.lineWidth = 18; ctx.lineCap = ctx.lineJoin = "round"; ctx.stroke();
@@ -217,6 +241,7 @@ function predictDrawing() {
     const r = await post("/api/predict", blob, "image/png");
     $("draw-prediction").textContent = drawn ? r.predicted : "-";
     probabilityBars($("draw-probs"), r.probs);
+    if (!drawn) { clearPreview(); return; }     // cleared while this prediction was on its way
     const small = greyCanvas(r.input, 28, 28), target = $("draw-input").getContext("2d");
     target.imageSmoothingEnabled = false;
     target.clearRect(0, 0, 56, 56); target.drawImage(small, 0, 0, 56, 56);

@@ -1,0 +1,45 @@
+"""Preprocessing that travels with an ONNX file: the input shape, mean, std and class names
+as ``metadata_props`` (JSON values under ``volnet.*`` keys), written by ``export_onnx`` and
+read back by ``load_onnx``. Without them a model run in onnxruntime on ``x / 255`` gives
+wrong classes with no hint why."""
+
+from __future__ import annotations
+
+import json
+
+from volnet.errors import CheckpointError
+
+PREPROCESSING_KEYS = ("input_shape", "mean", "std", "class_names")
+
+
+def preprocessing_props(preprocessing: dict, input_shape) -> dict[str, str]:
+    """``metadata_props`` entries telling any runtime how to feed the network.
+
+    Example:
+        >>> preprocessing_props({"mean": [0.5], "std": [0.25]}, (1, 28, 28))["volnet.mean"]
+        '[0.5]'
+    """
+    prep = {"input_shape": list(input_shape), **{k: v for k, v in (preprocessing or {}).items()
+                                                if k in PREPROCESSING_KEYS and v is not None}}
+    props = {f"volnet.{k}": json.dumps(list(v) if isinstance(v, tuple) else v)
+             for k, v in prep.items()}
+    if prep.get("mean") is not None:
+        props["volnet.preprocessing"] = ("pixels / 255, then (x - mean) / std per channel, "
+                                         "NCHW float32")
+    return props
+
+
+def read_preprocessing(model) -> dict:
+    """The preprocessing recorded in an ``onnx.ModelProto``'s ``metadata_props``."""
+    props = {p.key: p.value for p in model.metadata_props}
+    prep = {}
+    for key in PREPROCESSING_KEYS:
+        text = props.get(f"volnet.{key}")
+        if text is None:
+            continue
+        try:
+            prep[key] = json.loads(text)
+        except json.JSONDecodeError:
+            raise CheckpointError(f"metadata_props volnet.{key} is not valid JSON: "
+                                  f"{text[:80]!r}") from None
+    return prep
