@@ -244,11 +244,12 @@ def _check_declared_size(path: str, arch: str, stored: int, itemsize: int, max_b
 
 
 def _check_dtypes(path: str, net, model: dict) -> None:
-    """Each stored tensor must have the dtype of the network's own (an edited table cannot
-    turn float32 weights into int32 bit patterns)."""
+    """Each stored tensor must be of the kind (float, int, bool) the network holds there: an
+    edited table cannot turn float32 weights into int32 bit patterns. (Float widths may
+    differ: imported graphs keep float32 constants in a float64 net.)"""
     expected = net.state_dict()
     for key, value in model.items():
-        if key in expected and value.dtype != expected[key].dtype:
+        if key in expected and value.dtype.kind != expected[key].dtype.kind:
             raise CheckpointError(f"{path}: tensor model.{key} is stored as {value.dtype} but "
                                   f"the network holds {expected[key].dtype}; the tensor table "
                                   "was edited or the file is corrupt")
