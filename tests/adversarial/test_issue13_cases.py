@@ -436,3 +436,16 @@ def test_architecture_cannot_import_volnet_main(tmp_path):
     with pytest.raises(CheckpointError, match="only volnet layers"):
         vn.load(path)
     assert "volnet.__main__" not in sys.modules
+
+
+def test_pickle_memo_index_bomb_is_refused_without_allocating(tmp_path):
+    """The C unpickler sizes its memo table by the largest PUT index: 9 bytes -> 4 GiB."""
+    import zipfile
+
+    path = tmp_path / "memo.pth"
+    pickle_bytes = b"\x80\x02N" + b"r" + struct.pack("<I", 2 ** 28) + b"."   # LONG_BINPUT 2**28
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle_bytes)
+    with peak_memory() as peak, pytest.raises(CheckpointError, match="memo index 268435456"):
+        load_torch(path)
+    assert peak[0] < MiB

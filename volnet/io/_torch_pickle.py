@@ -210,6 +210,9 @@ def restricted_load(data: bytes | io.BufferedIOBase, what: str):
     return obj, unpickler
 
 
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
 def _check_lengths(stream, what: str) -> None:
     """Walk the pickle's opcodes (without running them) up to STOP, then rewind.
 
@@ -217,13 +220,18 @@ def _check_lengths(stream, what: str) -> None:
     declares *before* reading it, so a 12-byte pickle can make it allocate 2 GiB;
     ``pickletools`` reads counted arguments from the stream and fails on a short
     one, so every declared length is checked against the bytes really present.
+    Memo indices must not exceed the opcodes seen so far (the unpickler sizes its
+    memo table by the largest index).
     """
     start = stream.tell()
     try:
         with warnings.catch_warnings():   # pickletools warns on bad escapes in STRING opcodes
             warnings.simplefilter("ignore", DeprecationWarning)
-            for _ in pickletools.genops(stream):
-                pass
+            for count, (opcode, arg, _) in enumerate(pickletools.genops(stream)):
+                # the C unpickler grows its memo table to the index a PUT names: one
+                # LONG_BINPUT 2**28 costs 4 GiB. Picklers number memo entries from 0.
+                if opcode.name in _MEMO_PUTS and not (isinstance(arg, int) and 0 <= arg <= count):
+                    raise ValueError(f"memo index {arg!r} at opcode {count}")
     except Exception as err:  # noqa: BLE001 - any failure of a hostile or damaged stream
         raise CheckpointError(f"{what}: corrupt or truncated pickle ({type(err).__name__}: "
                               f"{err}); re-download or re-save the file") from None
