@@ -1,4 +1,4 @@
-"""Shared fixtures: a seeded generator and the Hypothesis CI profile."""
+"""Shared fixtures: a seeded generator, the Hypothesis CI profile, the fuzz suite's option."""
 
 import os
 
@@ -9,6 +9,17 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, database=None, max_examples=50, deadline=None)
 settings.register_profile("dev", database=None, max_examples=15, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-count", type=int, default=None,
+                     help="cases per reader for the fuzz suite (tests/fuzz); default: a few "
+                          "hundred each. Long mode: pytest -m fuzz --fuzz-count 10000")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fuzz: Hypothesis mutation of valid files and requests "
+                                       "(tests/fuzz); -m fuzz --fuzz-count N for a long run")
 
 
 @pytest.fixture

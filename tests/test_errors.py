@@ -11,6 +11,7 @@ BUILTIN = {
     "ShapeError": ValueError, "DTypeError": TypeError, "ConfigError": ValueError,
     "NonFiniteError": ValueError, "StateError": RuntimeError, "StateDictError": ValueError,
     "CheckpointError": ValueError, "DataError": ValueError, "TrainingDivergedError": RuntimeError,
+    "BudgetError": ValueError,
 }
 
 

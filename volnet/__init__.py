@@ -9,6 +9,7 @@
 
 from volnet import models
 from volnet.errors import (
+                           BudgetError,
                            CheckpointError,
                            ConfigError,
                            DataError,
@@ -68,6 +69,7 @@ __all__ = [
                            "AvgPool2d",
                            "BatchNorm1d",
                            "BatchNorm2d",
+                           "BudgetError",
                            "ChannelAffine",
                            "CheckpointError",
                            "Concat",

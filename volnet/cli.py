@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="volnet", description="ConvNets on NumPy: train, inspect and run CS231n-style networks.")
     parser.add_argument("--version", action="version", version=f"volnet {__version__}")
+    parser.add_argument("--max-bytes", default=None, metavar="SIZE",
+                        help="memory budget for any file or dataset read (e.g. 8G; default "
+                             "$VOLNET_MAX_BYTES or 2G); inputs needing more are refused")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -41,9 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    import contextlib
+
+    from volnet.limits import budget
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        with budget(args.max_bytes) if args.max_bytes else contextlib.nullcontext():
+            return int(args._run(args) or 0)
     except VolnetError as err:
         print(f"volnet {args.command}: error: {err}", file=sys.stderr)
         return 2

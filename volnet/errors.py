@@ -45,3 +45,11 @@ class DataError(VolnetError, ValueError):
 
 class TrainingDivergedError(VolnetError, RuntimeError):
     """The loss or the gradients became NaN or infinite during training."""
+
+
+class BudgetError(VolnetError, ValueError):
+    """An input would need more memory than the budget allows (``volnet.limits``).
+
+    Readers raise a class that is both their own error (``CheckpointError``,
+    ``DataError``, ``ConfigError``) and this one, so either ``except`` catches it.
+    """

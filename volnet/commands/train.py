@@ -17,18 +17,22 @@ def add_parser(sub):
                    help="mnist-sample (bundled, default), mnist, fashion-mnist, cifar10, or a "
                         "folder of MNIST-format files / CIFAR-10 binary batches / "
                         "train/<class>/ images")
+    # None = the default (per model), or with --resume the checkpoint's value (a different
+    # one is refused)
     p.add_argument("--epochs", type=positive_int("--epochs"), default=None,
                    help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 12, vae 6)")
     p.add_argument("--batch-size", type=positive_int("--batch-size"), default=None,
                    help=f"examples per step (default {DEFAULTS['batch_size']}; dcgan 16)")
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="initial learning rate "
-                   "(cosine decay to 0)")
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=DEFAULTS["optimizer"])
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate "
+                   f"(cosine decay to 0; default {DEFAULTS['lr']})")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None,
+                   help=f"default {DEFAULTS['optimizer']}")
+    p.add_argument("--seed", type=int, default=None, help=f"default {DEFAULTS['seed']}")
     p.add_argument("--out", default=None, help="checkpoint path (default: a new "
                    "<model>-<data>-<time>.safetensors; an existing file is refused)")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace a file")
-    p.add_argument("--resume", default=None, help="continue training from this checkpoint")
+    p.add_argument("--resume", default=None, help="continue training from this checkpoint with "
+                   "its learning rate, optimizer, batch size and seed")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (the per-epoch lines are still printed)")
     p.add_argument("--distributed", action="store_true",
@@ -47,12 +51,18 @@ def add_parser(sub):
 
 
 def _run_generative(args) -> int:
+    from volnet.errors import ConfigError
     from volnet.train.generative import DEFAULTS as RECIPES
     from volnet.train.generative import train_generative
 
     for key in ("epochs", "batch_size"):
         if getattr(args, key) is None:
             setattr(args, key, RECIPES[args.model][key])
+    if args.lr is not None or args.optimizer is not None:
+        raise ConfigError(f"volnet train {args.model} uses its own recipe (Adam, beta1 0.5 for "
+                          "the GAN); drop --lr and --optimizer")
+    if args.seed is None:
+        args.seed = DEFAULTS["seed"]
 
     result = train_generative(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
                               seed=args.seed, out=args.out, resume=args.resume,
@@ -67,9 +77,8 @@ def _run_generative(args) -> int:
 def run(args) -> int:
     if args.model in ("dcgan", "vae"):
         return _run_generative(args)
-    for key in ("epochs", "batch_size"):
-        if getattr(args, key) is None:
-            setattr(args, key, DEFAULTS[key])
+    if args.epochs is None:
+        args.epochs = DEFAULTS["epochs"]    # the others: None = default, or the checkpoint's
     from volnet.train.distributed import abort_on_error, get_communicator
     from volnet.train.recipe import train
     from volnet.train.threads import blas_threads, default_threads, pin_threads, set_blas_threads

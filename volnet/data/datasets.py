@@ -48,6 +48,13 @@ class Dataset:
     std: tuple = (1.0,)
     name: str = ""
 
+    def __post_init__(self) -> None:
+        train, test = np.shape(self.x_train)[1:], np.shape(self.x_test)[1:]
+        if len(np.shape(self.x_train)) == 4 == len(np.shape(self.x_test)) and train != test:
+            raise DataError(f"{self.name or 'dataset'}: training images are "
+                            f"{'x'.join(map(str, train))} (CxHxW) but held-out images are "
+                            f"{'x'.join(map(str, test))}; both splits must have one shape")
+
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Per-example image shape (C, H, W)."""
@@ -91,6 +98,12 @@ def load_mnist_folder(folder: str, class_names=None, stats=MNIST_STATS, name=Non
     class_names = list(class_names or MNIST_CLASSES)
     x_train, y_train = read_mnist_split(folder, "train", len(class_names))
     x_test, y_test = read_mnist_split(folder, "t10k", len(class_names))
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{folder}: {os.path.basename(_find(folder, 'train-images-idx3-ubyte'))} "
+                        f"holds {x_train.shape[2]}x{x_train.shape[3]} images but "
+                        f"{os.path.basename(_find(folder, 't10k-images-idx3-ubyte'))} holds "
+                        f"{x_test.shape[2]}x{x_test.shape[3]}; training and held-out images must "
+                        "have one size")
     return Dataset(x_train, y_train, x_test, y_test, class_names, stats[0], stats[1],
                    name or folder)
 

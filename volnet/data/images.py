@@ -1,7 +1,10 @@
 """Image files through Pillow: folders of class sub-folders, and single images for predict.
 
 Pillow's decompression-bomb limit is lowered while volnet decodes (a small
-PNG can declare 200 megapixels), and oversized images raise a DataError.
+PNG can declare 200 megapixels), and oversized images raise a DataError. Only
+regular files are opened (a FIFO named ``x.png`` is skipped with a warning,
+never waited on), and a folder's images are counted, from their headers,
+against the memory budget (:mod:`volnet.limits`) before any is decoded.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import warnings
 import numpy as np
 
 from volnet.errors import DataError
+from volnet.limits import check_budget, is_regular_file, open_regular
 
 MAX_PIXELS = 16_000_000
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -22,19 +26,24 @@ def open_image(path: str, mode: str = "RGB"):
     (more than ``MAX_PIXELS``) and unreadable files with a DataError."""
     from PIL import Image
 
+    if not os.path.lexists(path):
+        raise DataError(f"{path}: no such image file")
     old = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open_regular(path, DataError) as f:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(f) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise DataError(f"{path}: {img.width}x{img.height} exceeds the "
                                     f"{MAX_PIXELS}-pixel limit")
                 return img.convert(mode)
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None
-    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as err:
+        if isinstance(err, DataError):
+            raise
         raise DataError(f"{path}: cannot read image: {err}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = old
@@ -59,23 +68,64 @@ def load_image(path: str, input_shape, invert: bool = False) -> np.ndarray:
     return 255 - array if invert else array
 
 
-def read_image_folder(folder: str, input_shape) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images (N, C, H, W) uint8, labels and class names from ``folder/<class>/<image>``.
+def _image_size(path: str) -> tuple[int, int]:
+    """(width, height) from an image's header, without decoding its pixels."""
+    from PIL import Image
 
-    Classes are the sub-folder names in sorted order (torchvision's ImageFolder rule).
+    try:
+        with warnings.catch_warnings(), open_regular(path, DataError) as f:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # refused on decode
+            with Image.open(f) as img:
+                return img.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"{path}: cannot read image: {err}") from None
+
+
+def list_image_files(folder: str) -> tuple[list[str], list[tuple[str, int]]]:
+    """Class names and (image path, class index) under ``folder/<class>/``, regular files only.
+
+    Anything else with an image extension (a FIFO, a socket, a device, a dangling
+    link) is skipped with a warning: opening a FIFO would wait forever for a writer.
     """
     if not os.path.isdir(folder):
         raise DataError(f"{folder}: not a folder")
     classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
     if not classes:
         raise DataError(f"{folder}: no class sub-folders (expected {folder}/<class>/<image>)")
-    images, labels = [], []
+    files = []
     for label, name in enumerate(classes):
         sub = os.path.join(folder, name)
         for file in sorted(os.listdir(sub)):
-            if file.lower().endswith(EXTENSIONS):
-                images.append(load_image(os.path.join(sub, file), input_shape))
-                labels.append(label)
-    if not images:
+            if not file.lower().endswith(EXTENSIONS):
+                continue
+            path = os.path.join(sub, file)
+            if is_regular_file(path):
+                files.append((path, label))
+            else:
+                warnings.warn(f"{path} is not a regular file (a pipe, device or dangling link); "
+                              "skipped", UserWarning, stacklevel=2)
+    return classes, files
+
+
+def read_image_folder(folder: str, input_shape, max_bytes: int | str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images (N, C, H, W) uint8, labels and class names from ``folder/<class>/<image>``.
+
+    Classes are the sub-folder names in sorted order (torchvision's ImageFolder rule).
+    Every image's header is read first: the output array plus the largest decoded
+    image must fit the memory budget ``max_bytes`` (default ``$VOLNET_MAX_BYTES`` or
+    2 GiB) before any image is decoded.
+    """
+    classes, files = list_image_files(folder)
+    if not files:
         raise DataError(f"{folder}: no image files ({', '.join(EXTENSIONS)}) in the class folders")
-    return np.stack(images), np.array(labels, dtype=np.int64), classes
+    c, h, w = (int(s) for s in input_shape)
+    largest = max(width * height for width, height in (_image_size(p) for p, _ in files))
+    check_budget(len(files) * c * h * w + 8 * min(largest, MAX_PIXELS),
+                 f"{folder}: {len(files):,} images of {c}x{h}x{w}", max_bytes, DataError)
+    images = np.empty((len(files), c, h, w), dtype=np.uint8)
+    for i, (path, _) in enumerate(files):
+        images[i] = load_image(path, input_shape)
+    return images, np.array([label for _, label in files], dtype=np.int64), classes

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -194,6 +196,7 @@ def restricted_load(data: bytes | io.BufferedIOBase, what: str):
         CheckpointError: the pickle is truncated or malformed.
     """
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    _check_lengths(stream, what)
     unpickler = RestrictedUnpickler(stream, what)
     try:
         obj = unpickler.load()
@@ -207,11 +210,43 @@ def restricted_load(data: bytes | io.BufferedIOBase, what: str):
     return obj, unpickler
 
 
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
+def _check_lengths(stream, what: str) -> None:
+    """Walk the pickle's opcodes (without running them) up to STOP, then rewind.
+
+    CPython's unpickler allocates the length a BINBYTES/BINUNICODE/LONG4 opcode
+    declares *before* reading it, so a 12-byte pickle can make it allocate 2 GiB;
+    ``pickletools`` reads counted arguments from the stream and fails on a short
+    one, so every declared length is checked against the bytes really present.
+    Memo indices must not exceed the opcodes seen so far (the unpickler sizes its
+    memo table by the largest index).
+    """
+    start = stream.tell()
+    try:
+        with warnings.catch_warnings():   # pickletools warns on bad escapes in STRING opcodes
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for count, (opcode, arg, _) in enumerate(pickletools.genops(stream)):
+                # the C unpickler grows its memo table to the index a PUT names: one
+                # LONG_BINPUT 2**28 costs 4 GiB. Picklers number memo entries from 0.
+                if opcode.name in _MEMO_PUTS and not (isinstance(arg, int) and 0 <= arg <= count):
+                    raise ValueError(f"memo index {arg!r} at opcode {count}")
+    except Exception as err:  # noqa: BLE001 - any failure of a hostile or damaged stream
+        raise CheckpointError(f"{what}: corrupt or truncated pickle ({type(err).__name__}: "
+                              f"{err}); re-download or re-save the file") from None
+    stream.seek(start)
+
+
 def materialise(ref: TensorRef, storage: np.ndarray, what: str) -> np.ndarray:
     """A C-contiguous copy of the view ``ref`` of ``storage`` (checked to stay inside it)."""
     numel = int(np.prod(ref.size, dtype=object))
     if numel == 0:
-        return np.zeros(ref.size, dtype=storage.dtype)
+        try:
+            return np.zeros(ref.size, dtype=storage.dtype)
+        except ValueError:   # e.g. (0, 2**62): no elements, but no shape NumPy can hold
+            raise CheckpointError(f"{what}: tensor size {ref.size} cannot be represented; the "
+                                  "file is corrupt") from None
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
     if last >= storage.size:
         raise CheckpointError(f"{what}: tensor of size {ref.size} (stride {ref.stride}, offset "

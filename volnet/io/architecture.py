@@ -18,13 +18,17 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
 
 import numpy as np
 
 from volnet.errors import CheckpointError, ConfigError
 from volnet.layers import Concat, Layer, Residual, Sequential
+from volnet.limits import loads_json
 
 _SKIP = {"self", "rng", "dtype", "seed"}
+# Packages that define layers; importing anything else (volnet.__main__ runs the CLI) is refused.
+_LAYER_MODULES = re.compile(r"volnet(\.(layers|models|io|tools|train)(\.[a-z][a-z0-9_]*)*)?")
 FORMAT = 1
 
 
@@ -82,9 +86,12 @@ def layer_config(layer: Layer) -> dict:
 
 def _layer_class(config: dict) -> type:
     module_name, type_name = config.get("module", ""), config.get("type", "")
-    if not isinstance(module_name, str) or not (module_name == "volnet" or module_name.startswith("volnet.")):
+    if not isinstance(module_name, str) or not _LAYER_MODULES.fullmatch(module_name):
         raise CheckpointError(f"architecture names module {module_name!r}; only volnet layers "
-                              "can be rebuilt")
+                              "can be rebuilt (modules under volnet.layers, volnet.models, "
+                              "volnet.io, volnet.tools, volnet.train)")
+    if not isinstance(type_name, str):
+        raise CheckpointError(f"architecture names layer type {type_name!r}; expected a name")
     try:
         cls = getattr(importlib.import_module(module_name), type_name)
     except (ImportError, AttributeError):
@@ -103,13 +110,38 @@ def _unplain(value, dtype):
     return value
 
 
+def _short(value, limit: int = 300) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _parts(config: dict) -> tuple[dict, list, list]:
+    """(args, children, frozen) of a layer config, each checked to have the right form."""
+    args, children = config.get("args") or {}, config.get("children", [])
+    frozen = config.get("frozen", [])
+    if not isinstance(args, dict):
+        raise CheckpointError(f"architecture entry {config.get('type')}: args must be an object")
+    if not (isinstance(children, list) and all(
+            isinstance(c, list) and len(c) == 2 and isinstance(c[0], str) for c in children)):
+        raise CheckpointError(f"architecture entry {config.get('type')}: children must be "
+                              "[name, config] pairs")
+    if not (isinstance(frozen, list) and all(isinstance(f, str) for f in frozen)):
+        raise CheckpointError(f"architecture entry {config.get('type')}: frozen must list names")
+    return args, children, frozen
+
+
 def build_layer(config: dict, dtype=np.float32) -> Layer:
-    """Rebuild a layer (with fresh weights) from :func:`layer_config` output."""
+    """Rebuild a layer (with fresh weights) from :func:`layer_config` output.
+
+    Any failure of a constructor on the recorded arguments is a CheckpointError:
+    the JSON comes from a file and may be corrupt or forged.
+    """
     if not isinstance(config, dict):
         raise CheckpointError(f"layer config must be an object, got {type(config).__name__}")
     cls = _layer_class(config)
-    args = {k: _unplain(v, dtype) for k, v in (config.get("args") or {}).items()}
-    children = [(name, build_layer(child, dtype)) for name, child in config.get("children", [])]
+    raw_args, raw_children, frozen = _parts(config)
+    args = {k: _unplain(v, dtype) for k, v in raw_args.items()}
+    children = [(name, build_layer(child, dtype)) for name, child in raw_children]
     try:
         if cls is Residual or issubclass(cls, Residual):
             roles = dict(children)
@@ -120,9 +152,12 @@ def build_layer(config: dict, dtype=np.float32) -> Layer:
             if "dtype" in inspect.signature(cls.__init__).parameters:
                 args["dtype"] = dtype
             layer = cls(**args)
-    except (TypeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"cannot rebuild {config.get('type')} from {args}: {err}") from None
-    layer.frozen |= set(config.get("frozen", []))
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a constructor fed corrupt or forged arguments
+        raise CheckpointError(f"cannot rebuild {config.get('type')} from {_short(args)}: "
+                              f"{type(err).__name__}: {_short(err)}") from None
+    layer.frozen |= set(frozen)
     return layer
 
 
@@ -130,27 +165,55 @@ def _pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, list) else (value, value)
 
 
-def declared_size(config: dict) -> int:
-    """Parameter and buffer elements the config's Conv2d, Linear and batch-norm layers will
-    allocate, computed from the JSON alone (so a forged config is caught before building)."""
+def _own_size(config: dict) -> int:
+    """Parameter and buffer elements one layer config allocates by itself (children apart)."""
     args, kind = config.get("args") or {}, config.get("type")
-    total = 0
     try:
         if kind == "Conv2d":
             kh, kw = _pair(args["kernel_size"])
             bias = args["out_channels"] if args.get("bias", True) else 0
-            total = args["out_channels"] * (args["in_channels"] // max(args.get("groups", 1), 1)) \
+            return args["out_channels"] * (args["in_channels"] // max(args.get("groups", 1), 1)) \
                 * kh * kw + bias
-        elif kind == "Linear":
-            total = (args["in_features"] + bool(args.get("bias", True))) * args["out_features"]
-        elif kind in ("BatchNorm1d", "BatchNorm2d"):
-            total = 4 * args["num_features"] + 1
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"architecture entry {kind} has malformed arguments {args}") from None
-    for value in args.values():
-        if isinstance(value, dict) and "__layer__" in value:
-            total += declared_size(value["__layer__"])
-    return total + sum(declared_size(child) for _, child in config.get("children", []))
+        if kind == "Linear":
+            return (args["in_features"] + bool(args.get("bias", True))) * args["out_features"]
+        if kind in ("BatchNorm1d", "BatchNorm2d"):
+            return 4 * args["num_features"] + 1
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise CheckpointError(f"architecture entry {kind} has malformed arguments "
+                              f"{_short(args)}") from None
+    return 0
+
+
+def declared_layers(config) -> tuple[int, int]:
+    """(elements, layers): the parameter and buffer elements that building ``config`` would
+    allocate, and how many layer configs it holds, computed from the JSON alone.
+
+    Every layer anywhere is counted: children, layers passed as arguments, and layers
+    inside lists or dicts of arguments (a forged config can hide a ``Linear`` there).
+    The walk uses an explicit stack, so no nesting depth can exhaust Python's.
+    """
+    elements = layers = 0
+    stack = [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("type"), str) and "module" in item:
+                size = _own_size(item)
+                if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                    raise CheckpointError(f"architecture entry {item.get('type')} declares "
+                                          f"{size!r} weights")
+                elements += size
+                layers += 1
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return elements, layers
+
+
+def declared_size(config: dict) -> int:
+    """Parameter and buffer elements the config's Conv2d, Linear and batch-norm layers will
+    allocate, wherever they sit in it (so a forged config is caught before building)."""
+    return declared_layers(config)[0]
 
 
 def to_json(net: Layer) -> str:
@@ -167,13 +230,11 @@ def to_json(net: Layer) -> str:
 
 def from_json(text: str, dtype=np.float32) -> Layer:
     """Rebuild a network (fresh weights) from :func:`to_json` output."""
-    try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as err:
-        raise CheckpointError(f"architecture is not valid JSON: {err}") from None
+    doc = loads_json(text, "architecture JSON", CheckpointError) if isinstance(text, (str, bytes)) \
+        else text
     if not isinstance(doc, dict) or "net" not in doc:
         raise CheckpointError("architecture JSON must be an object with a 'net' entry")
-    if doc.get("format", 0) > FORMAT:
+    if not isinstance(doc.get("format", 0), int) or doc.get("format", 0) > FORMAT:
         raise CheckpointError(f"architecture format {doc.get('format')} is newer than this "
                               f"volnet understands ({FORMAT}); upgrade volnet")
     net = build_layer(doc["net"], dtype)

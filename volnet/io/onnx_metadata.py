@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from volnet.errors import CheckpointError
+from volnet.limits import loads_json
 
 PREPROCESSING_KEYS = ("input_shape", "mean", "std", "class_names")
 
@@ -37,9 +38,6 @@ def read_preprocessing(model) -> dict:
         text = props.get(f"volnet.{key}")
         if text is None:
             continue
-        try:
-            prep[key] = json.loads(text)
-        except json.JSONDecodeError:
-            raise CheckpointError(f"metadata_props volnet.{key} is not valid JSON: "
-                                  f"{text[:80]!r}") from None
+        prep[key] = loads_json(text, f"metadata_props volnet.{key} ({text[:80]!r})",
+                               CheckpointError)   # depth-bounded: the file may be hostile
     return prep

@@ -24,8 +24,10 @@ import struct
 import numpy as np
 
 from volnet.errors import CheckpointError
+from volnet.limits import check_budget, loads_json, open_regular
 
 MAX_HEADER = 100_000_000
+JSON_EXPANSION = 16   # bytes of Python objects per byte of header JSON, at most (measured ~8)
 DTYPES = {"BOOL": np.dtype("bool"), "U8": np.dtype("<u1"), "I8": np.dtype("<i1"),
           "I16": np.dtype("<i2"), "U16": np.dtype("<u2"), "F16": np.dtype("<f2"),
           "I32": np.dtype("<i4"), "U32": np.dtype("<u4"), "F32": np.dtype("<f4"),
@@ -86,10 +88,8 @@ def parse_header(head: bytes, buffer_size: int) -> tuple[dict, dict[str, str]]:
         raise CheckpointError("safetensors header is not valid UTF-8") from None
     if not text.startswith("{"):
         raise CheckpointError("safetensors header must be a JSON object starting with '{'")
-    try:
-        header = json.loads(text, object_pairs_hook=_no_duplicates)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"safetensors header is not valid JSON: {err}") from None
+    header = loads_json(text, "safetensors header", CheckpointError,
+                        object_pairs_hook=_no_duplicates)
     if not isinstance(header, dict):
         raise CheckpointError("safetensors header must be a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -105,7 +105,7 @@ def _check_entry(name: str, info) -> tuple[np.dtype, tuple[int, ...], int, int]:
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
         raise CheckpointError(f"tensor {name}: entry must have exactly dtype, shape, data_offsets")
     code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if code not in DTYPES:
+    if not isinstance(code, str) or code not in DTYPES:
         raise CheckpointError(f"tensor {name}: unknown or unsupported dtype {code!r}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise CheckpointError(f"tensor {name}: shape must be a list of non-negative ints, got {shape}")
@@ -115,10 +115,10 @@ def _check_entry(name: str, info) -> tuple[np.dtype, tuple[int, ...], int, int]:
     begin, end = offsets
     if end < begin:
         raise CheckpointError(f"tensor {name}: data_offsets end {end} < begin {begin}")
-    nbytes = DTYPES[code].itemsize
-    for d in shape:
-        nbytes *= d
-        if nbytes >= 2 ** 63:
+    nbytes = span = DTYPES[code].itemsize
+    for d in shape:   # span ignores zeros: NumPy refuses (0, 2**62) although it holds 0 bytes
+        nbytes, span = nbytes * d, span * max(d, 1)
+        if span >= 2 ** 63:
             raise CheckpointError(f"tensor {name}: shape {shape} overflows")
     if nbytes != end - begin:
         raise CheckpointError(f"tensor {name}: shape {shape} of {code} needs {nbytes} bytes but "
@@ -139,24 +139,36 @@ def _check_tiling(entries: dict, buffer_size: int) -> None:
                               f"{buffer_size} after the header (truncated or trailing data)")
 
 
-def deserialize(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Validate and decode safetensors bytes into ({name: array}, metadata)."""
-    if len(blob) < 8:
-        raise CheckpointError(f"not a safetensors file: {len(blob)} bytes, the header length "
+def _header_length(prefix: bytes, size: int) -> int:
+    """The header length from the file's first 12 bytes (``prefix``), checked against ``size``."""
+    if size < 8:
+        raise CheckpointError(f"not a safetensors file: {size} bytes, the header length "
                               "alone takes 8")
-    (n,) = struct.unpack("<Q", blob[:8])
-    if (n > MAX_HEADER or 8 + n > len(blob)) and blob[8:9] != b"{":
+    (n,) = struct.unpack("<Q", prefix[:8])
+    if (n > MAX_HEADER or 8 + n > size) and prefix[8:9] != b"{":
         # every safetensors header is a JSON object: a text file, an image or a PyTorch
         # .pth whose first 8 bytes read as an absurd header length is named for what it is
         raise CheckpointError(
-            f"not a safetensors file (it starts with {bytes(blob[:12])!r}; a safetensors file "
+            f"not a safetensors file (it starts with {bytes(prefix[:12])!r}; a safetensors file "
             "starts with an 8-byte length and a JSON header): give a checkpoint written by "
             "volnet train or vn.save")
     if n > MAX_HEADER:
         raise CheckpointError(f"safetensors header declares {n} bytes, more than the 100 MB limit")
-    if 8 + n > len(blob):
+    if 8 + n > size:
         raise CheckpointError(f"safetensors header declares {n} bytes but the file holds "
-                              f"{len(blob) - 8} after the length field (truncated)")
+                              f"{size - 8} after the length field (truncated)")
+    return n
+
+
+def deserialize(blob: bytes, max_bytes: int | str | None = None
+                ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Validate and decode safetensors bytes into ({name: array}, metadata).
+
+    ``max_bytes`` bounds the parsed header and the decoded copies (see :mod:`volnet.limits`).
+    """
+    n = _header_length(blob[:12], len(blob))
+    check_budget(JSON_EXPANSION * n + len(blob) - 8 - n, f"safetensors data ({len(blob):,} bytes)",
+                 max_bytes, CheckpointError)
     entries, metadata = parse_header(blob[8:8 + n], len(blob) - 8 - n)
     base = 8 + n
     tensors = {}
@@ -166,15 +178,28 @@ def deserialize(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return tensors, metadata
 
 
-def load_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Read and validate a safetensors file; returns (tensors, metadata)."""
+def load_file(path: str | os.PathLike, max_bytes: int | str | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read and validate a safetensors file; returns (tensors, metadata).
+
+    The file (a regular file only) is read whole once its size, its header and the
+    tensor copies fit the memory budget ``max_bytes`` (default ``$VOLNET_MAX_BYTES``
+    or 2 GiB; see :mod:`volnet.limits`).
+    """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, CheckpointError) as f:
+            size = os.fstat(f.fileno()).st_size
+            n = _header_length(f.read(12), size)
+            check_budget(size + JSON_EXPANSION * n + size - 8 - n,
+                         f"{path}: reading {size:,} bytes of safetensors", max_bytes,
+                         CheckpointError)
+            f.seek(0)
             blob = f.read()
+        return deserialize(blob, max_bytes=max_bytes)
     except OSError as err:
         raise CheckpointError(f"cannot read {path}: {err.strerror}") from None
-    try:
-        return deserialize(blob)
     except CheckpointError as err:
-        raise CheckpointError(f"{path}: {err}") from None
+        if str(err).startswith(path):
+            raise
+        raise type(err)(f"{path}: {err}") from None

@@ -27,13 +27,15 @@ import numpy as np
 
 from volnet.errors import CheckpointError
 from volnet.io._torch_pickle import StorageRef, TensorRef, materialise, restricted_load
+from volnet.limits import check_budget, open_regular
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 MAX_EXPANSION = 20   # largest accepted uncompressed/compressed size ratio of a zip record
 
 
-def load_torch(path, key: str | None = None) -> OrderedDict[str, np.ndarray]:
+def load_torch(path, key: str | None = None,
+               max_bytes: int | str | None = None) -> OrderedDict[str, np.ndarray]:
     """Read a ``torch.save`` checkpoint (or ``.safetensors``) as a dict of NumPy arrays.
 
     Nested dicts (``{"model": state_dict, "epoch": 3}``) are flattened to dotted
@@ -44,6 +46,9 @@ def load_torch(path, key: str | None = None) -> OrderedDict[str, np.ndarray]:
     Args:
         path: A ``.pth``/``.pt`` file from ``torch.save`` or a ``.safetensors`` file.
         key: Optional top-level entry holding the state dict.
+        max_bytes: memory budget for everything the file would materialise (its
+            storages plus every tensor view, counted before any is read); default
+            ``$VOLNET_MAX_BYTES`` or 2 GiB (see :mod:`volnet.limits`).
 
     Returns:
         An ordered dict name -> array, in the file's order.
@@ -51,7 +56,8 @@ def load_torch(path, key: str | None = None) -> OrderedDict[str, np.ndarray]:
     Raises:
         CheckpointError: the file is missing, truncated, corrupt or forged; an
             ``UnsafePickleError`` (a ``CheckpointError``) when its pickle names
-            a Python global outside the allow-list. Nothing is executed.
+            a Python global outside the allow-list. Nothing is executed. Also a
+            :class:`~volnet.errors.BudgetError` when the tensors would exceed ``max_bytes``.
 
     Example:
         >>> import tempfile, pathlib
@@ -66,14 +72,14 @@ def load_torch(path, key: str | None = None) -> OrderedDict[str, np.ndarray]:
     if str(path).endswith(".safetensors"):
         from volnet.io.safetensors import load_file
 
-        tensors, metadata = load_file(path)
+        tensors, metadata = load_file(path, max_bytes=max_bytes)
         if metadata.get("format") == "volnet-checkpoint":
             # a checkpoint of volnet train / vn.save: its weights without the
             # "model." prefix; optimizer state ("optim.*") is not weights
             return OrderedDict((k[len("model."):], v) for k, v in tensors.items()
                                if k.startswith("model."))
         return OrderedDict(tensors)
-    obj = _read_object(path)
+    obj = _read_object(path, max_bytes)
     if key is not None:
         if not isinstance(obj, dict) or key not in obj:
             found = sorted(str(k) for k in obj) if isinstance(obj, dict) else type(obj).__name__
@@ -94,20 +100,18 @@ def _flatten(obj, prefix: str, out: dict) -> None:
             _flatten(value, f"{prefix}.{name}" if prefix else str(name), out)
 
 
-def _read_object(path: str):
+def _read_object(path: str, max_bytes=None):
     """The checkpoint's object with every tensor materialised as a NumPy array."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file") from None
+    with open_regular(path, CheckpointError) as handle:
+        head = handle.read(4)
+        size = os.fstat(handle.fileno()).st_size
     if head.startswith(b"PK"):
-        return _read_zip(path)
+        return _read_zip(path, max_bytes)
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        with open(path, "rb") as handle:
-            return _read_legacy(handle.read(), path)
+        check_budget(size, f"{path}: reading this legacy-format checkpoint", max_bytes,
+                     CheckpointError)
+        with open_regular(path, CheckpointError) as handle:
+            return _read_legacy(handle.read(), path, max_bytes)
     if tarfile.is_tarfile(path):
         raise CheckpointError(f"{path}: the pre-1.0 PyTorch tar format is not supported; load it "
                               "in PyTorch and re-save it with torch.save(state_dict, path)")
@@ -115,10 +119,10 @@ def _read_object(path: str):
                           "torch.save nor the legacy pickle format) and not .safetensors")
 
 
-def _read_zip(path: str):
+def _read_zip(path: str, max_bytes=None):
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - zipfile raises many types on damaged archives
         raise CheckpointError(f"{path}: damaged zip archive ({err}); the file is probably "
                               "truncated, re-download or re-save it") from None
     with archive:
@@ -137,6 +141,7 @@ def _read_zip(path: str):
             raise CheckpointError(f"{path}: unknown byte order {order[:20]!r}")
         obj, unpickler = restricted_load(_read_record(archive, names, root + "data.pkl", path),
                                          what=path)
+        _check_total(obj, unpickler.storages, path, max_bytes)
         storages = {}
         for key, ref in unpickler.storages.items():
             name = f"{root}data/{key}"
@@ -159,9 +164,45 @@ def _read_record(archive, names, name, path, optional=False) -> bytes | None:
                               "(torch.save writes uncompressed records)")
     try:
         return archive.read(name)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - BadZipFile, zlib.error, NotImplementedError...
         raise CheckpointError(f"{path}: record {name!r} is damaged ({err}); re-download or "
                               "re-save the file") from None
+
+
+def _stored_bytes(ref: StorageRef) -> int:
+    """Memory for a storage: its bytes, plus the float32 copy of a bfloat16 one."""
+    return ref.numel * (6 if ref.dtype == "bf16" else np.dtype(ref.dtype).itemsize)
+
+
+def _tensor_refs(obj, path: str) -> list[TensorRef]:
+    """Every tensor in the unpickled object, found without recursion."""
+    refs, stack = [], [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > 100:
+            raise CheckpointError(f"{path}: containers nest more than 100 levels deep")
+        if isinstance(item, TensorRef):
+            refs.append(item)
+        elif isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in item)
+    return refs
+
+
+def _check_total(obj, storages: dict, path: str, max_bytes) -> None:
+    """Refuse a file whose storages and tensor copies together exceed the memory budget.
+
+    Views may overlap (``expand`` gives stride 0), so a tiny storage can back a huge
+    tensor; each tensor is materialised as its own copy, so the copies are counted.
+    """
+    refs = _tensor_refs(obj, path)
+    total = sum(_stored_bytes(ref) for ref in storages.values())
+    for ref in refs:
+        item = 4 if ref.storage.dtype == "bf16" else np.dtype(ref.storage.dtype).itemsize
+        total += int(np.prod(ref.size, dtype=object)) * item
+    check_budget(total, f"{path}: {len(refs)} tensors over {len(storages)} storages", max_bytes,
+                 CheckpointError)
 
 
 def _check_size(ref: StorageRef, found: int | None, path: str) -> None:
@@ -196,7 +237,7 @@ def _resolve(obj, storages: dict, path: str, depth: int = 0):
     return obj
 
 
-def _read_legacy(data: bytes, path: str):
+def _read_legacy(data: bytes, path: str, max_bytes=None):
     stream = io.BytesIO(data)
     magic, _ = restricted_load(stream, path)
     if magic != LEGACY_MAGIC:
@@ -210,6 +251,7 @@ def _read_legacy(data: bytes, path: str):
     keys, _ = restricted_load(stream, path)
     if not isinstance(keys, list) or sorted(keys) != sorted(unpickler.storages):
         raise CheckpointError(f"{path}: the storage list does not match the tensors; corrupt file")
+    _check_total(obj, unpickler.storages, path, max_bytes)
     storages = {}
     endian = "<" if order == b"little" else ">"
     for key in keys:

@@ -8,17 +8,18 @@ cosine decay, batch 64, 10 epochs, per-channel normalisation) take LeNet-5 past
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import time
 from dataclasses import dataclass
 
 from volnet.data.batches import BatchIterator
 from volnet.data.registry import load_dataset
-from volnet.errors import CheckpointError, ConfigError, ShapeError
+from volnet.errors import CheckpointError, ConfigError, DataError, ShapeError
 from volnet.train.callbacks import ModelCheckpoint
 from volnet.train.distributed import Communicator, data_parallel, local_batch_size
 from volnet.train.interrupt import stop_on_interrupt
-from volnet.train.optim import make_optimizer
+from volnet.train.optim import OPTIMIZERS, make_optimizer
 from volnet.train.schedule import CosineLR
 from volnet.train.trainer import Trainer, evaluate
 
@@ -78,9 +79,55 @@ def preprocessing_of(data, input_shape) -> dict:
             "std": list(data.std), "class_names": list(data.class_names), "dataset": data.name}
 
 
+def saved_recipe(trainer_state: dict) -> dict:
+    """lr, optimizer, batch_size and seed of the run a checkpoint's trainer state belongs to."""
+    def part(key):
+        value = trainer_state.get(key)
+        return value if isinstance(value, dict) else {}
+
+    opt, batches, schedule = part("optimizer"), part("batches"), part("schedule")
+    names = {cls.__name__: name for name, cls in OPTIMIZERS.items()}
+    hyper = opt.get("hyper") if isinstance(opt.get("hyper"), dict) else {}
+    lr = schedule.get("base_lr", hyper.get("lr"))
+    saved = {"lr": lr if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None,
+             "optimizer": names.get(opt.get("type")) if isinstance(opt.get("type"), str) else None,
+             "seed": batches.get("seed") if isinstance(batches.get("seed"), int) else None,
+             "batch_size": None}
+    if isinstance(batches.get("batch_size"), int) and isinstance(batches.get("world_size"), int):
+        saved["batch_size"] = batches["batch_size"] * batches["world_size"]
+    return saved
+
+
+def resolve_resume_options(path: str, trainer_state: dict, given: dict) -> dict:
+    """Options for a resumed run: the saved ones; an explicit different value is refused.
+
+    ``--resume`` promises the run an uninterrupted one would have been (bit for
+    bit): the learning rate is the base of a cosine schedule saved with it, the
+    batch size and seed fix the order of the remaining batches. Changing one
+    midway would make ``--resume`` mean two things, so a contradiction is an
+    error that says how to get either behaviour.
+    """
+    saved, resolved = saved_recipe(trainer_state), {}
+    for key, value in given.items():
+        old = saved.get(key)
+        same = (value is None or old is None or
+                (math.isclose(value, old, rel_tol=1e-12) if key == "lr" else value == old))
+        if not same:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"--resume {path} continues a run trained with {flag} {old}; "
+                              f"{flag} {value} contradicts it (the resumed run must match an "
+                              f"uninterrupted one). Drop {flag} to resume that run, or start a new "
+                              f"run from its weights with {flag} {value} (volnet finetune, or "
+                              "vn.load and vn.fit)")
+        resolved[key] = old if value is None else value
+        if resolved[key] is None:
+            resolved[key] = DEFAULTS[key]
+    return resolved
+
+
 def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epochs"],
-          batch_size: int = DEFAULTS["batch_size"], lr: float = DEFAULTS["lr"],
-          optimizer: str = DEFAULTS["optimizer"], seed: int = DEFAULTS["seed"],
+          batch_size: int | None = None, lr: float | None = None,
+          optimizer: str | None = None, seed: int | None = None,
           out: str | None = None, resume: str | None = None, overwrite: bool = False,
           progress: bool = True, log=print, comm=None, sync_bn: bool = False) -> TrainResult:
     """Train ``model`` on ``data``; save a resumable checkpoint after every epoch.
@@ -90,6 +137,8 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
         data: a dataset name or folder (see :func:`volnet.data.registry.load_dataset`).
         out: checkpoint path; default a new ``<model>-<data>-<time>.safetensors``.
             An existing file is refused unless ``overwrite`` (or it is ``resume``).
+        batch_size, lr, optimizer, seed: default :data:`DEFAULTS`; when resuming, the
+            checkpoint's, and a different explicit value is refused (ConfigError).
         resume: continue from this checkpoint (same recipe; bit-identical weights).
         comm: a :mod:`volnet.train.distributed` communicator for data-parallel
             training (default: one process). ``batch_size`` is then the global
@@ -99,7 +148,26 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
     comm = comm or Communicator()
     if not comm.is_main:
         log = lambda *args, **kwargs: None   # only rank 0 talks
+    given = {"lr": lr, "optimizer": optimizer, "batch_size": batch_size, "seed": seed}
+    ckpt = None
+    if resume:
+        from volnet.io.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(resume)
+        if ckpt.trainer_state is None:
+            raise CheckpointError(f"{resume} holds weights only (saved without a trainer); it "
+                                  "cannot resume training. Start a new run instead")
+        given = resolve_resume_options(resume, ckpt.trainer_state, given)
+    else:
+        given = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
+    lr, optimizer, batch_size, seed = (given[k] for k in ("lr", "optimizer", "batch_size", "seed"))
     data_set = load_dataset(data)
+    for split, images in (("training", data_set.x_train), ("held-out", data_set.x_test)):
+        if len(images) == 0:
+            raise DataError(f"{data}: the {split} split holds 0 images; nothing to "
+                            f"{'train on' if split == 'training' else 'evaluate on'} (for an "
+                            "MNIST-format folder, check the "
+                            f"{'train' if split == 'training' else 't10k'}-images file)")
     shape = data_set.input_shape
     net = build_for_data(model, shape, data_set.num_classes, seed)
     opt = make_optimizer(optimizer, lr=lr, **({"momentum": 0.9} if optimizer == "sgd" else {}))
@@ -112,9 +180,8 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
                       callbacks=[ModelCheckpoint(out)],
                       metadata={"preprocessing": preprocessing_of(data_set, shape)})
     if resume:
-        from volnet.io.checkpoint import resume as resume_from
-
-        resume_from(trainer, resume)
+        trainer.net.load_state_dict(ckpt.net.state_dict())
+        trainer.load_state_dict(ckpt.trainer_state)
         # the cosine horizon follows this command's --epochs: resuming an interrupted run
         # replays it exactly, and a finished run can be extended
         trainer.schedule.t_max = epochs

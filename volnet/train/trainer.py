@@ -60,6 +60,21 @@ class History(dict):
             self.setdefault(key, []).append(value)
 
 
+def _check_data(batches, val) -> None:
+    """Refuse, before the first step, data that would train nothing or fail an epoch later."""
+    if len(batches.x) == 0:
+        raise ConfigError("fit: the training data holds 0 examples (N = 0); nothing to train on")
+    if batches.num_batches(0) == 0:
+        raise ConfigError(f"fit: {len(batches.x)} examples make no batch of {batches.batch_size} "
+                          "with drop_last=True; lower batch_size or set drop_last=False")
+    if isinstance(val, (tuple, list)) and len(val) == 2:
+        x_val = np.asarray(val[0]) if not hasattr(val[0], "shape") else val[0]
+        if tuple(x_val.shape[1:]) != tuple(batches.x.shape[1:]):
+            raise ConfigError(f"fit: val images have shape {tuple(x_val.shape[1:])} per example "
+                              f"but the training images {tuple(batches.x.shape[1:])}; the val "
+                              "option must hold images like the training data")
+
+
 class Trainer:
     """Runs epochs of forward, loss, backward, (hook), update; evaluates; calls callbacks.
 
@@ -129,6 +144,7 @@ class Trainer:
         """
         if epochs < 1:
             raise ConfigError(f"fit: epochs must be >= 1, got {epochs}")
+        _check_data(batches, val)
         self._stop.clear()
         self.batches_config = batches.config()
         # what vn.save records so the CLI preprocesses new images as these batches were

@@ -13,7 +13,10 @@ Grammar (items separated by commas, semicolons or newlines; case-insensitive)::
 
 The input volume is fixed by the caller (1x28x28 for the MNIST sample) and the
 last layer must produce one score per class. Sizes are capped so a typed net
-cannot exhaust the machine; every mistake is a ``ConfigError`` naming the item.
+cannot exhaust the machine: per argument, in parameters (``MAX_PARAMS``) and in
+the memory a training step needs at the chosen batch size (parameters, Adam
+state and every activation, :func:`training_bytes`), checked against the memory
+budget of :mod:`volnet.limits`; every mistake is a ``ConfigError`` naming the item.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from volnet.layers import (
     Sigmoid,
     Tanh,
 )
+from volnet.limits import check_budget
 
 MAX_SPEC_CHARS = 400
 MAX_ITEMS = 16
@@ -151,8 +155,54 @@ def _layer(item: str, where: str, shape: tuple[int, ...], rng):
                       f"sigmoid, leakyrelu or dropout (e.g. '{EXAMPLE}')")
 
 
+def _leaves(net):
+    """Layers in the order data flows through nested Sequentials (other layers whole)."""
+    if isinstance(net, Sequential):
+        for _, child in net.named_children():
+            yield from _leaves(child)
+    else:
+        yield net
+
+
+def training_bytes(net, input_shape, batch_size: int, training: bool = True) -> int:
+    """Bytes (float32) one step of ``net`` on ``batch_size`` examples needs, estimated from
+    shapes alone: with ``training``, parameters with their gradients and Adam's two moments,
+    every layer's output (kept for backward) and two gradient volumes; without, two
+    activation volumes. Either way the largest im2col workspace of a convolution, twice.
+
+    Example:
+        >>> net = parse_net("conv 8 5 pad2, relu, pool 2, fc 10")
+        >>> training_bytes(net, (1, 28, 28), 32) // 1024   # KiB
+        8677
+    """
+    shape, outputs, largest, workspace = tuple(input_shape), [], int(np.prod(input_shape)), 0
+    for layer in _leaves(net):
+        out = tuple(layer.output_shape(shape))
+        if isinstance(layer, Conv2d):   # im2col columns: (C*KH*KW) x (H_out*W_out)
+            kh, kw = layer.kernel_size if isinstance(layer.kernel_size, tuple) else \
+                (layer.kernel_size,) * 2
+            workspace = max(workspace, shape[0] * kh * kw * int(np.prod(out[1:])))
+        outputs.append(int(np.prod(out)))
+        largest = max(largest, outputs[-1])
+        shape = out
+    per_example = 2 * workspace + 2 * largest + (sum(outputs) if training else 0)
+    state = 4 * net.num_params() if training else net.num_params()
+    return 4 * (state + batch_size * per_example)
+
+
+def check_training_memory(net, input_shape, batch_size: int, eval_batch: int = 500,
+                          max_bytes: int | str | None = None) -> None:
+    """Raise a ConfigError (also a BudgetError) when training ``net`` at ``batch_size``, or
+    evaluating it ``eval_batch`` examples at a time, would exceed the memory budget."""
+    need = max(training_bytes(net, input_shape, batch_size),
+               training_bytes(net, input_shape, min(eval_batch, 500), training=False))
+    check_budget(need, f"training this net at batch size {batch_size} (parameters, optimizer "
+                       "state and activations)", max_bytes, ConfigError)
+
+
 def parse_net(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28),
-              num_classes: int = 10, seed: int = 0) -> Sequential:
+              num_classes: int = 10, seed: int = 0, max_bytes: int | str | None = None,
+              batch_size: int = 32) -> Sequential:
     """Build a ``Sequential`` from a layer list, checking every volume along the way.
 
     Args:
@@ -160,6 +210,8 @@ def parse_net(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28),
         input_shape: The per-example input volume (C, H, W).
         num_classes: Outputs the last layer must produce.
         seed: Seed of the initial weights, so a spec always builds the same net.
+        max_bytes: memory budget (default ``$VOLNET_MAX_BYTES`` or 2 GiB).
+        batch_size: the batch size the net will train at, for the memory check.
 
     Example:
         >>> net = parse_net("conv 8 5 pad2, relu, pool 2, fc 10")
@@ -194,4 +246,5 @@ def parse_net(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28),
     if net.num_params() > MAX_PARAMS:
         raise ConfigError(f"the net has {net.num_params():,} parameters; the demo's limit is "
                           f"{MAX_PARAMS:,} (use fewer filters, pool earlier or a smaller fc)")
+    check_training_memory(net, tuple(input_shape), batch_size, max_bytes=max_bytes)
     return net

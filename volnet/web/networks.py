@@ -38,8 +38,12 @@ class NetChoice:
         return (1, self.input_size, self.input_size)
 
 
-def choose(kind: str, spec: str = "", seed: int = 0) -> NetChoice:
+def choose(kind: str, spec: str = "", seed: int = 0, max_bytes: int | str | None = None,
+           batch_size: int = 32) -> NetChoice:
     """Build the network named by ``kind`` ("lenet5", "cifar_example" or "custom").
+
+    A custom layer list must fit the memory budget ``max_bytes`` when trained at
+    ``batch_size`` (see :func:`volnet.web.netspec.parse_net`).
 
     Example:
         >>> choose("cifar_example").net.output_shape((1, 32, 32))
@@ -50,5 +54,6 @@ def choose(kind: str, spec: str = "", seed: int = 0) -> NetChoice:
     if kind == "cifar_example":
         return NetChoice(kind, "", build("cifar_example", in_channels=1, seed=seed), 32)
     if kind == "custom":
-        return NetChoice(kind, spec, parse_net(spec, (1, 28, 28), seed=seed))
+        return NetChoice(kind, spec, parse_net(spec, (1, 28, 28), seed=seed, max_bytes=max_bytes,
+                                               batch_size=batch_size))
     raise ConfigError(f"unknown network {kind!r}; choose one of: {', '.join(CHOICES)}")

@@ -21,6 +21,7 @@ from volnet.errors import ConfigError, StateError
 from volnet.train.optim import Adam
 from volnet.train.trainer import Trainer, evaluate
 from volnet.web.layer_stats import LayerStats
+from volnet.web.netspec import check_training_memory
 from volnet.web.networks import NetChoice, choose
 
 IDLE, TRAINING, PAUSED, DONE, FAILED = "idle", "training", "paused", "done", "failed"
@@ -89,11 +90,16 @@ class DemoSession:
     Args:
         data: The dataset (the bundled MNIST sample).
         settings: Training settings; the page may change lr, batch size and epochs.
+        max_bytes: memory budget of a training run (default ``$VOLNET_MAX_BYTES`` or
+            2 GiB; see :mod:`volnet.limits`).
     """
 
-    def __init__(self, data: Dataset, settings: Settings | None = None) -> None:
+    def __init__(self, data: Dataset, settings: Settings | None = None,
+                 max_bytes: int | str | None = None) -> None:
         self.data, self.settings = data, settings or Settings()
+        self.max_bytes = max_bytes
         self._lock = threading.RLock()        # guards state, history, choice and the snapshot
+        self._control = threading.RLock()     # serialises network changes and starts
         self._thread: threading.Thread | None = None
         self._trainer = None
         self.state, self.error, self.version, self.run = IDLE, "", 0, 0
@@ -103,14 +109,20 @@ class DemoSession:
 
     # ---- the network ----------------------------------------------------------
     def select(self, kind: str, spec: str = "") -> NetChoice:
-        """Build a new network (stopping any run) and make it the current one."""
-        choice = choose(kind, spec, seed=self.settings.seed)   # raises before anything changes
-        self._halt()
-        with self._lock:
-            self.choice = choice
-            self.view_net = choice.net.copy()   # what requests read; refreshed by snapshots
-            self._clear()
-        return choice
+        """Build a new network (stopping any run) and make it the current one.
+
+        Concurrent calls run one after the other (build, stop, swap), so a request
+        never sees the network of one call with the snapshot of another.
+        """
+        with self._control:
+            choice = choose(kind, spec, seed=self.settings.seed, max_bytes=self.max_bytes,
+                            batch_size=self.settings.batch_size)   # raises before anything changes
+            self._halt()
+            with self._lock:
+                self.choice = choice
+                self.view_net = choice.net.copy()   # what requests read; refreshed by snapshots
+                self._clear()
+            return choice
 
     def reset(self) -> None:
         """Stop training and start over from freshly initialised weights of the same net."""
@@ -174,10 +186,19 @@ class DemoSession:
         with self._lock:
             return fn(self.view_net, *args)
 
+    def view_choice(self, fn):
+        """``fn(net, choice)`` with the snapshot and the choice it belongs to, read together."""
+        with self._lock:
+            return fn(self.view_net, self.choice)
+
     # ---- controls ---------------------------------------------------------------
     def start(self, settings: dict | None = None) -> None:
-        """Start training the current net (from its current weights); resume if paused."""
-        with self._lock:
+        """Start training the current net (from its current weights); resume if paused.
+
+        The net's training memory at the chosen batch size (parameters, optimizer
+        state and activations) must fit the budget (``max_bytes``).
+        """
+        with self._control, self._lock:
             if self.state == PAUSED:
                 return self.resume()
             if self.state == TRAINING:
@@ -185,8 +206,10 @@ class DemoSession:
             if self.state in (DONE, FAILED):
                 raise StateError(f"the run has {'finished' if self.state == DONE else 'failed'}; "
                                  "reset to train again")
-            if settings:
-                self.settings = self.settings.updated(settings)
+            new = self.settings.updated(settings) if settings else self.settings
+            check_training_memory(self.choice.net, self.choice.input_shape, new.batch_size,
+                                  len(self.data.y_test), self.max_bytes)
+            self.settings = new
             self._trainer = make_trainer(self.choice.net, self.settings, _Recorder(self),
                                          self.layer_stats)
             self.state, self.version = TRAINING, self.version + 1

@@ -80,9 +80,9 @@ class TrainingPage:
         return JSONResponse({"choices": CHOICES, "example": EXAMPLE})
 
     def _net_payload(self) -> dict:
-        choice = self.session.choice
-        return {"model": choice.kind, "layers": choice.spec, "input_shape": list(choice.input_shape),
-                **self.session.view(views.summary_rows, choice.input_shape)}
+        return self.session.view_choice(lambda net, choice: {   # net and choice read together
+            "model": choice.kind, "layers": choice.spec, "input_shape": list(choice.input_shape),
+            **views.summary_rows(net, choice.input_shape)})
 
     async def get_net(self, request: Request) -> JSONResponse:
         return JSONResponse(self._net_payload())
@@ -103,7 +103,7 @@ class TrainingPage:
             raise HTTPException(400, "settings must be an object such as {\"lr\": 0.002}")
         controls = {"start": lambda: self.session.start(settings), "pause": self.session.pause,
                     "resume": self.session.resume, "reset": self.session.reset}
-        if action not in controls:
+        if not isinstance(action, str) or action not in controls:
             raise HTTPException(400, f"action must be one of {', '.join(controls)}, got {action!r}")
         await run_in_threadpool(controls[action])
         return JSONResponse(self._status())
