@@ -18,9 +18,9 @@ def add_parser(sub):
                         "folder of MNIST-format files / CIFAR-10 binary batches / "
                         "train/<class>/ images")
     p.add_argument("--epochs", type=positive_int("--epochs"), default=None,
-                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 12, vae 6)")
+                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 11, vae 6)")
     p.add_argument("--batch-size", type=positive_int("--batch-size"), default=None,
-                   help=f"examples per step (default {DEFAULTS['batch_size']}; dcgan 16)")
+                   help=f"examples per step (default {DEFAULTS['batch_size']}; dcgan 12)")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="initial learning rate "
                    "(cosine decay to 0)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=DEFAULTS["optimizer"])

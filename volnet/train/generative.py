@@ -39,7 +39,7 @@ from volnet.train.optim import Adam
 KINDS = {"dcgan": {"lr": 2e-4, "betas": (0.5, 0.999), "decay": True, "real_label": 0.9},
          "vae": {"lr": 1e-3, "betas": (0.9, 0.999), "decay": False}}
 LATENT = {"dcgan": 100, "vae": 16}
-DEFAULTS = {"dcgan": {"epochs": 12, "batch_size": 16},    # the measured recipes (README)
+DEFAULTS = {"dcgan": {"epochs": 11, "batch_size": 12},    # the measured recipes (README)
             "vae": {"epochs": 6, "batch_size": 64}}
 
 
