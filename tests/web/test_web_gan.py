@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
-from test_web_browser import ARTIFACTS, browser, poll, server  # noqa: F401  (fixtures)
+from test_web_browser import ARTIFACTS, poll, server  # noqa: F401  (fixture; browser: conftest)
 
 
 def _tiles(png: bytes) -> np.ndarray:

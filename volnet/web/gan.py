@@ -23,6 +23,7 @@ from starlette.routing import Route
 from volnet.data.datasets import Dataset
 from volnet.train import generative as gen
 from volnet.train.images import grid
+from volnet.web.replies import int_query, json_body
 
 IDLE, TRAINING, PAUSED, DONE = "idle", "training", "paused", "done"
 ASSETS = {"/gan": ("gan.html", "text/html; charset=utf-8"),
@@ -171,9 +172,7 @@ class GanPage:
                         headers=SECURITY_HEADERS)
 
     async def status(self, request: Request) -> JSONResponse:
-        from volnet.web.app import _int_query
-
-        since = _int_query(request, "since", 0, 0, 10**9)
+        since = int_query(request, "since", 0, 0, 10**9)
         return JSONResponse(self.session.status(since))
 
     async def samples(self, request: Request) -> Response:
@@ -181,9 +180,7 @@ class GanPage:
                         headers={"Cache-Control": "no-store"})
 
     async def train(self, request: Request) -> JSONResponse:
-        from volnet.web.app import _json_body
-
-        body = await _json_body(request)
+        body = await json_body(request)
         session = self.session
         controls = {"start": session.start, "pause": session.pause, "resume": session.resume,
                     "reset": session.reset}
