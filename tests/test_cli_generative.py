@@ -119,7 +119,7 @@ def test_gan_step_matches_pytorch_dcgan_step():
     bce = torch.nn.BCEWithLogitsLoss()
     fake = g(torch.tensor(z))
     out_real = d(torch.tensor(real))
-    err_d = bce(out_real, torch.ones_like(out_real))
+    err_d = bce(out_real, torch.full_like(out_real, 0.9))   # one-sided label smoothing
     out_fake = d(fake.detach())
     err_d = err_d + bce(out_fake, torch.zeros_like(out_fake))
     opt_d.zero_grad()

@@ -20,9 +20,9 @@ def add_parser(sub):
     # None = the default (per model), or with --resume the checkpoint's value (a different
     # one is refused)
     p.add_argument("--epochs", type=positive_int("--epochs"), default=None,
-                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 12, vae 6)")
+                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 11, vae 6)")
     p.add_argument("--batch-size", type=positive_int("--batch-size"), default=None,
-                   help=f"examples per step (default {DEFAULTS['batch_size']}; dcgan 16)")
+                   help=f"examples per step (default {DEFAULTS['batch_size']}; dcgan 12)")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate "
                    f"(cosine decay to 0; default {DEFAULTS['lr']})")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None,
