@@ -85,11 +85,11 @@ def run(args) -> int:
 
     threads = args.threads if args.threads is not None else default_threads()
     previous = blas_threads() if threads is not None else None
-    if threads is not None:
-        set_blas_threads(threads)
-        pin_threads(threads)       # Trainer.fit keeps this count instead of choosing its own
-    comm = get_communicator(True if args.distributed else None)
     try:
+        if threads is not None:
+            set_blas_threads(threads)
+            pin_threads(threads)       # Trainer.fit keeps this count instead of choosing its own
+        comm = get_communicator(True if args.distributed else None)
         with abort_on_error(comm):   # a failing rank stops every rank instead of hanging them
             result = train(args.model, args.data, epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
