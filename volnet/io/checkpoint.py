@@ -23,11 +23,9 @@ the next save to the same path. A network holding NaN/inf is never written.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +33,7 @@ import numpy as np
 from volnet.errors import CheckpointError, NonFiniteError
 from volnet.io import safetensors as st
 from volnet.io.architecture import declared_layers, from_json, to_json
+from volnet.io.atomic_file import _umask, atomic_write, remove_stale_parts  # noqa: F401
 from volnet.limits import check_budget, loads_json
 
 FORMAT_VERSION = 2          # 2: the checksum covers the tensor table too (1: the bytes only)
@@ -51,75 +50,6 @@ class Checkpoint:
     metadata: dict = field(default_factory=dict)
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (threads may be saving)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError, OverflowError):
-        return True   # exists (another user's) or cannot tell: keep its file
-    return True
-
-
-def remove_stale_parts(path: str) -> list[str]:
-    """Delete temporary ``.part`` files of earlier saves to ``path`` whose writer is gone.
-
-    A save killed with SIGKILL cannot clean up; its ``.<name>.<pid>-<random>.part``
-    stays. Files of live processes (a concurrent save) are left alone.
-    """
-    folder, name = os.path.split(os.path.abspath(path))
-    removed = []
-    for part in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.part")):
-        pid = os.path.basename(part)[len(name) + 2:].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            try:
-                os.unlink(part)
-                removed.append(part)
-            except OSError:
-                pass
-    return removed
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
-    folder, name = os.path.split(os.path.abspath(path))
-    remove_stale_parts(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}-", suffix=".part", dir=folder)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:   # make the rename itself durable; not every platform lets us open a directory
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def _tensors(net, trainer) -> dict[str, np.ndarray]:

@@ -32,9 +32,10 @@ What is rewritten, and why it is exact at every map position:
 
 Everything else is refused with a ``ConfigError`` naming the layer's path.
 
-This module walks the containers and the CONV/POOL side; the rules for layers
-after ``Flatten`` (``Linear`` -> ``Conv2d``, ``BatchNorm1d`` -> ``BatchNorm2d``)
-and the walk's state live in ``tools/fc_to_conv.py``.
+This module walks the containers; the rules for the CONV/POOL side live in
+``tools/fully_conv_spatial.py``, those for layers after ``Flatten`` (``Linear`` ->
+``Conv2d``, ``BatchNorm1d`` -> ``BatchNorm2d``) and the walk's state in
+``tools/fc_to_conv.py``.
 """
 
 from __future__ import annotations
@@ -45,22 +46,11 @@ from fractions import Fraction
 
 from volnet.errors import ConfigError
 from volnet.layers import (
-    AdaptiveAvgPool2d,
-    AvgPool2d,
-    BatchNorm2d,
     Concat,
-    Conv2d,
-    ConvTranspose2d,
-    Flatten,
-    GlobalAvgPool2d,
     Identity,
     Layer,
-    Linear,
-    LocalResponseNorm,
-    MaxPool2d,
     Residual,
     Sequential,
-    Softmax,
 )
 from volnet.layers.base import join_key
 from volnet.layers.side_branch import SideBranch
@@ -68,10 +58,10 @@ from volnet.tools.fc_to_conv import (
     _convert_flat,
     _convert_vector,
     _describe,
-    _is_pointwise,
     _refuse,
     _State,
 )
+from volnet.tools.fully_conv_spatial import _convert_spatial
 
 
 class FullyConvNet(Sequential):
@@ -266,73 +256,3 @@ def _convert_concat(block: Concat, path: str, state: _State):
         volume = (sum(s.volume[0] for s in states),) + first.volume[1:]
         out = replace(first, shape=(volume[0] * volume[1] * volume[2],), volume=volume, exact=exact)
     return _same_kind(block, children, Concat), out
-
-
-def _convert_spatial(layer: Layer, path: str, state: _State):
-    shape = state.shape
-    if isinstance(layer, (Conv2d, MaxPool2d, AvgPool2d)):
-        out = layer.output_shape(shape)
-        exact = state.exact and layer.padding == (0, 0) and not _partial_window(layer, shape)
-        stride = (state.stride[0] * layer.stride[0], state.stride[1] * layer.stride[1])
-        return layer.copy(), replace(state, shape=out, stride=stride, exact=exact)
-    if isinstance(layer, ConvTranspose2d):
-        # slides like a convolution whose output units lie S times closer together; its
-        # output near the borders depends on the input size (padding crops), so not exact
-        stride = tuple(_integral(Fraction(a) / s) for a, s in zip(state.stride, layer.stride))
-        return layer.copy(), replace(state, shape=layer.output_shape(shape), stride=stride,
-                                     exact=False)
-    if _is_pointwise(layer) or isinstance(layer, (BatchNorm2d, LocalResponseNorm)):
-        return layer.copy(), replace(state, shape=layer.output_shape(shape))
-    if isinstance(layer, Softmax):
-        if layer.dim != 1:
-            raise _refuse(layer, path, "a softmax over spatial positions has no sliding-window "
-                                       "equivalent; use Softmax(dim=1) over channels")
-        return layer.copy(), state
-    if isinstance(layer, Flatten):
-        return None, replace(state, mode="flat", shape=layer.output_shape(shape), volume=shape)
-    if isinstance(layer, GlobalAvgPool2d):
-        return _window_average(shape[1:], (1, 1), (1, 1), state)
-    if isinstance(layer, AdaptiveAvgPool2d):
-        return _convert_adaptive(layer, path, state)
-    if isinstance(layer, Linear):
-        raise _refuse(layer, path, f"it receives a {shape} volume that was never flattened; "
-                                   "insert Flatten() before it")
-    raise _refuse(layer, path, f"it is not known to act on each position of a {shape} volume "
-                               "alone; only CONV, POOL, normalisation and elementwise layers can slide")
-
-
-def _integral(value: Fraction):
-    """An int where a stride is whole, else the Fraction (after upsampling)."""
-    return int(value) if value.denominator == 1 else value
-
-
-def _partial_window(layer: Layer, shape: tuple) -> bool:
-    """True when ceil_mode adds a window that hangs over the edge at the native size."""
-    if not getattr(layer, "ceil_mode", False):
-        return False
-    return any((size + 2 * p - k) % s != 0
-               for size, k, s, p in zip(shape[1:], layer.kernel_size, layer.stride, layer.padding))
-
-
-def _window_average(window: tuple, steps: tuple, out_hw: tuple, state: _State):
-    """An AvgPool2d standing for a global or adaptive pool at the native size (None if 1x1)."""
-    stride = (state.stride[0] * steps[0], state.stride[1] * steps[1])
-    after = replace(state, shape=(state.shape[0],) + tuple(out_hw), stride=stride)
-    if tuple(window) == (1, 1):
-        return None, after
-    return AvgPool2d(kernel_size=tuple(window), stride=tuple(steps)), after
-
-
-def _convert_adaptive(layer: AdaptiveAvgPool2d, path: str, state: _State):
-    size = state.shape[1:]
-    window, steps = [], []
-    for axis, (n, o) in enumerate(zip(size, layer.output_size)):
-        if n % o:
-            raise _refuse(layer, path, f"at input_shape it averages a {size[0]}x{size[1]} map into "
-                          f"{layer.output_size[0]}x{layer.output_size[1]} with uneven windows, which "
-                          "change with the image size; choose an input_shape where its input is "
-                          f"{layer.output_size[0]}x{layer.output_size[1]} (an identity) or a multiple of it")
-        window.append(n // o)
-        steps.append(n // o if o > 1 else 1)   # a single window may slide one step at a time
-    # window 1x1: the identity at this input size (torchvision's VGG at 224) disappears
-    return _window_average(tuple(window), tuple(steps), layer.output_size, state)
