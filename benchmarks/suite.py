@@ -37,8 +37,8 @@ def _record(name, group, volnet, torch_value, unit, ratio, err, tol=TOLERANCE, *
     rec.update(extra)
     print(f"  {name:58s} {volnet:10.1f} {torch_value:10.1f} {unit:6s} {ratio:6.2f}   err {err:.1e}"
           + (f"  {extra['kernel']}" if "kernel" in extra else "")
-          + (f"  spread {extra['volnet_ms_spread']} vs {extra['torch_ms_spread']}"
-             if "volnet_ms_spread" in extra else ""), flush=True)
+          + (f"  spread {extra['volnet_spread']} vs {extra['torch_spread']}"
+             if "volnet_spread" in extra else ""), flush=True)
     if not err <= tol:
         raise SystemExit(f"{name}: volnet and PyTorch disagree (max relative error {err:.2e})")
     return rec
@@ -55,8 +55,7 @@ def conv_rows(rng, repeats):
                               volnet_gflops=round(flops / pair.volnet / 1e9, 1),
                               torch_gflops=round(flops / pair.torch / 1e9, 1),
                               kernel=used["forward"], kernels=used, numba=_numba_version(),
-                              volnet_ms_spread=_spread(pair.volnet_samples),
-                              torch_ms_spread=_spread(pair.torch_samples))
+                              **_spread(pair))
 
 
 def _kernels_line():
@@ -65,11 +64,6 @@ def _kernels_line():
     if backend.compiled():
         return f"compiled (numba {_numba_version()}) where they apply, else NumPy"
     return "NumPy reference (VOLNET_KERNELS=numpy)"
-
-
-def _spread(samples):
-    """[fastest, slowest] of the timed calls, in ms."""
-    return [round(min(samples) * 1e3, 2), round(max(samples) * 1e3, 2)]
 
 
 def _numba_version():
