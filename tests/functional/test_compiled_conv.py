@@ -77,6 +77,7 @@ def winograd_shapes(draw):
 def test_winograd_layers_match_reference_and_torch(monkeypatch, shape):
     # the same two constants are patched for every example: nothing to reset between them
     n, c, f, h, w_, p, d = shape
+    monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_SIDE", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_CHANNELS", 1)
     rng = np.random.default_rng(h * 100 + w_)
@@ -125,7 +126,8 @@ def test_depthwise_layers_match_reference_and_torch(shape):
     _check_three_ways(x, w, b, (s, s), (p, p), (d, d), c, "depthwise")
 
 
-def test_float64_stays_on_the_exact_path():
+def test_float64_stays_on_the_exact_path(monkeypatch):
+    monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((1, 8, 30, 30)), rng.standard_normal((8, 8, 3, 3)), None
     with backend.use_kernels("numba"):
@@ -137,7 +139,8 @@ def test_float64_stays_on_the_exact_path():
     np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-10)
 
 
-def test_numpy_switch_selects_the_reference_path():
+def test_numpy_switch_selects_the_reference_path(monkeypatch):
+    monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     args = ((4, 16, 32, 32), (16, 16, 3, 3), (1, 1), (1, 1), (1, 1), 1, (32, 32), np.float32)
     with backend.use_kernels("numba"):
         assert conv_choice.choose(*args) == "winograd4"
@@ -147,7 +150,7 @@ def test_numpy_switch_selects_the_reference_path():
         assert conv_choice.choose(*args) == "im2col"
     code = ("import numpy as np; from volnet.functional import conv_choice; "
             f"print(conv_choice.choose{args!r})").replace("<class 'numpy.float32'>", "np.float32")
-    env = dict(os.environ, VOLNET_KERNELS="numpy")
+    env = dict(os.environ, VOLNET_KERNELS="numpy", VOLNET_WINOGRAD="1")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "im2col"

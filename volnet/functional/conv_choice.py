@@ -14,14 +14,23 @@ Measured on this 2-core machine (one thread, CPU time, benchmarks/README.md): F(
 beats im2col from 28x28 maps up (16x64x56x56: forward 31 vs 65 ms, dw 35 vs 69 ms;
 16x128x28x28: 25 vs 48 ms) and loses below (16x256x14x14: 60 vs 41 ms; 7x7: 5x slower);
 F(2x2) never beat both, so it is implemented and tested but not chosen.
+
+Winograd is opt-in (``VOLNET_WINOGRAD=1``, or ``conv_choice.WINOGRAD = True``): the full
+benchmark run on the idle machine at two threads (wall clock, the suite's measure) found it
+slower than im2col where it applies (16x64x56x56 fwd+bwd 137 ms vs PyTorch's 77, im2col's
+ratio 1.68 in the previous run; dilated 2.57 vs 1.97; VGG-16 inference at batch 1, where
+each layer has one image, 0.86-1.26 s against im2col's 0.37-0.56 s in the same process).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from volnet.functional import backend
 
+WINOGRAD = os.environ.get("VOLNET_WINOGRAD", "0").strip() == "1"   # opt-in, see above
 WINOGRAD_MIN_SIDE = 28      # output rows and columns per dilation sub-grid
 WINOGRAD_MIN_CHANNELS = 8   # input and output channels
 
@@ -43,10 +52,11 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
 
 
 def winograd_fits(c, w_shape, stride, dilation, groups, out_size) -> bool:
-    """True for a 3x3 stride-1 layer with equal dilations, enough channels and large maps."""
+    """True, when Winograd is enabled, for a 3x3 stride-1 layer with equal dilations, enough
+    channels and large maps."""
     f, _, kh, kw = w_shape
     d = dilation[0]
-    return (groups == 1 and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
+    return (WINOGRAD and groups == 1 and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
             and dilation[1] == d and min(c, f) >= WINOGRAD_MIN_CHANNELS
             and -(-min(out_size) // d) >= WINOGRAD_MIN_SIDE)
 
