@@ -12,6 +12,7 @@ with warnings.catch_warnings():   # starlette 1.x nudges towards httpx2; httpx w
 
 from volnet.data.datasets import load_mnist_sample
 from volnet.web.app import DemoApp
+from volnet.web.server import DemoServer
 from volnet.web.session import DemoSession, Settings
 
 BASE_URL = "http://127.0.0.1:8000"
@@ -79,3 +80,11 @@ def browser():
         instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield instance
         instance.close()
+
+
+@pytest.fixture(scope="module")
+def server(sample):
+    """The demo served on a free loopback port, for the browser tests."""
+    demo = DemoServer(port=0, data=sample).start()
+    yield demo
+    demo.stop()

@@ -6,21 +6,9 @@ unless VOLNET_REQUIRE_BROWSER=1 (set by .ci/run): then they fail.
 """
 
 import re
-import time
-from pathlib import Path
 
 import pytest
-
-from volnet.web.server import DemoServer
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "web"
-
-
-@pytest.fixture(scope="module")
-def server(sample):
-    demo = DemoServer(port=0, data=sample).start()
-    yield demo
-    demo.stop()
+from browsing import poll, shoot
 
 
 @pytest.fixture
@@ -36,21 +24,6 @@ def page(browser, server):
     context.close()
     unexpected = [p for p in problems if "status of 400" not in p]   # the layer-list test's 4xx
     assert not unexpected, unexpected
-
-
-def shoot(page, name):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-
-
-def poll(check, timeout=60.0, what="condition"):
-    """Wait for ``check()`` from Python: the page's CSP forbids eval, which wait_for_function uses."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def held_out_accuracy(page) -> float:

@@ -6,8 +6,8 @@ import re
 
 import numpy as np
 import pytest
+from browsing import ARTIFACTS, poll
 from PIL import Image
-from test_web_browser import ARTIFACTS, poll, server  # noqa: F401  (fixtures; browser: conftest)
 
 
 def _tiles(png: bytes) -> np.ndarray:
@@ -49,7 +49,7 @@ def _shown_step(page) -> int:
     return int(match.group(1)) if match else -1
 
 
-def test_gan_page_in_the_browser(browser, server):  # noqa: F811
+def test_gan_page_in_the_browser(browser, server):
     page = browser.new_page(viewport={"width": 900, "height": 900})
     problems = []
     page.on("pageerror", lambda err: problems.append(str(err)))

@@ -5,26 +5,16 @@ vn.receptive_field, vn.dense_scores, vn.summary of vn.models.pattern). Screensho
 artifacts/web/lecture-*.png (git-ignored); docs/lecture/ holds copies that were looked at.
 """
 
-import time
-from pathlib import Path
 
+import browsing
 import numpy as np
 import pytest
+from browsing import shoot
 
 import volnet as vn
 from volnet.models.pattern import pattern
 from volnet.models.registry import build
 from volnet.web.lecture.dense import digit_strip
-from volnet.web.server import DemoServer
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "web"
-
-
-@pytest.fixture(scope="module")
-def server(sample):
-    demo = DemoServer(port=0, data=sample).start()
-    yield demo
-    demo.stop()
 
 
 @pytest.fixture
@@ -54,27 +44,13 @@ def set_controls(page, **values):
 
 
 def poll(check, what, timeout=30.0):
-    """Wait for ``check()`` from Python (the pages' CSP forbids the eval wait_for_function uses)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (ValueError, IndexError):   # a table read while the page redraws it
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return browsing.poll(check, timeout, what, ignore=(ValueError, IndexError), interval=0.05)
 
 
 def grid(page, testid) -> np.ndarray:
     table = by(page, testid)
     cells = [float(v) for v in table.locator("td").all_inner_texts()]
     return np.array(cells).reshape(table.locator("tr").count(), -1)
-
-
-def shoot(page, name):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 def test_conv_page_cell_size_and_parameters(page, server):
