@@ -16,6 +16,22 @@ from volnet.functional.conv import (
 from volnet.layers.base import Layer
 
 
+def check_groups(what: str, in_channels: int, out_channels: int, groups: int) -> None:
+    """Raise a ConfigError unless ``groups`` divides both channel counts."""
+    if groups < 1 or in_channels % groups or out_channels % groups:
+        raise ConfigError(f"{what}: groups={groups} must divide both in_channels "
+                          f"({in_channels}) and out_channels ({out_channels})")
+
+
+def check_channel_input(layer, x) -> None:
+    """A (N, C, H, W) batch with the layer's ``in_channels`` and a valid output size."""
+    layer._expect_rank(x, 4, "(N, C, H, W)")
+    if x.shape[1] != layer.in_channels:
+        raise ShapeError(f"{layer.where()} expected {layer.in_channels} channels, got "
+                         f"{x.shape[1]} in input of shape {x.shape}")
+    layer.output_shape(x.shape[1:])
+
+
 class Conv2d(Layer):
     """2-D convolution (cross-correlation) over a batch of volumes.
 
@@ -59,20 +75,14 @@ class Conv2d(Layer):
         if self.in_channels < 1 or self.out_channels < 1:
             raise ConfigError(f"{what}: in_channels and out_channels must be >= 1")
         check_conv_hyperparams(self.kernel_size, self.stride, self.padding, self.dilation, what)
-        if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ConfigError(f"{what}: groups={groups} must divide both in_channels "
-                              f"({in_channels}) and out_channels ({out_channels})")
+        check_groups(what, self.in_channels, self.out_channels, self.groups)
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.params["weight"] = init.he_normal(shape, init.make_rng(rng), dtype)
         if bias:
             self.params["bias"] = np.zeros(self.out_channels, dtype=dtype)
 
     def _check_input(self, x):
-        self._expect_rank(x, 4, "(N, C, H, W)")
-        if x.shape[1] != self.in_channels:
-            raise ShapeError(f"{self.where()} expected {self.in_channels} channels, got "
-                             f"{x.shape[1]} in input of shape {x.shape}")
-        self.output_shape(x.shape[1:])
+        check_channel_input(self, x)
 
     def output_shape(self, input_shape):
         c, h, w = input_shape

@@ -13,6 +13,7 @@ from volnet.functional.conv_transpose import (
     conv_transpose_output_size,
 )
 from volnet.layers.base import Layer
+from volnet.layers.conv import check_channel_input, check_groups
 
 
 class ConvTranspose2d(Layer):
@@ -81,9 +82,7 @@ class ConvTranspose2d(Layer):
                     f"{what}: output_padding {self.output_padding} must be >= 0 and smaller than "
                     f"the stride {self.stride} or the dilation {self.dilation} (along the "
                     f"{axis}); it only chooses among the sizes one strided convolution merges")
-        if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ConfigError(f"{what}: groups={groups} must divide both in_channels "
-                              f"({in_channels}) and out_channels ({out_channels})")
+        check_groups(what, self.in_channels, self.out_channels, self.groups)
         shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
         fan_in = max(1.0, self.in_channels // self.groups * self.kernel_size[0]
                      * self.kernel_size[1] / (self.stride[0] * self.stride[1]))
@@ -93,11 +92,7 @@ class ConvTranspose2d(Layer):
             self.params["bias"] = np.zeros(self.out_channels, dtype=dtype)
 
     def _check_input(self, x):
-        self._expect_rank(x, 4, "(N, C, H, W)")
-        if x.shape[1] != self.in_channels:
-            raise ShapeError(f"{self.where()} expected {self.in_channels} channels, got "
-                             f"{x.shape[1]} in input of shape {x.shape}")
-        self.output_shape(x.shape[1:])
+        check_channel_input(self, x)
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3:

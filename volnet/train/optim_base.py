@@ -125,11 +125,13 @@ class Optimizer:
             self._update(p, g, state)
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _update (the NumPy "
+                                  "update rule every optimizer has)")
 
     def _compiled_update(self, p, g, state) -> None:
-        """The same update, one compiled pass (``functional/compiled/optim.py``)."""
-        raise NotImplementedError
+        """The same update, one compiled pass (``functional/compiled/optim.py``); an optimizer
+        without a compiled kernel runs its NumPy rule."""
+        self._update(p, g, state)
 
     def hyperparameters(self) -> dict:
         """JSON-serialisable constructor arguments (lr included)."""
