@@ -56,3 +56,47 @@ def kernel(func) -> Kernel:
 def run(k: Kernel, size: int, *args):
     """Call kernel ``k``, split over threads only when ``size`` (elements touched) is large."""
     return (k.parallel if size >= PARALLEL_MIN else k.serial)(*args)
+
+
+# ---- blocks on Python threads: compiled nogil kernels and one-thread BLAS products side by side
+
+_shared = {"executor": None, "size": 0, "controller": None}
+
+
+def workers() -> int:
+    """Threads a block-parallel kernel uses: numba's count (the library's choice, see
+    volnet.train.threads)."""
+    import numba
+    return max(1, int(numba.get_num_threads()))
+
+
+def _one_blas_thread():
+    if _shared["controller"] is None:
+        from threadpoolctl import ThreadpoolController
+        _shared["controller"] = ThreadpoolController()
+    return _shared["controller"].limit(limits=1, user_api="blas")
+
+
+def in_threads(fn, count: int) -> list:
+    """``[fn(0), ..., fn(count - 1)]``, run on ``count`` threads (the caller's included).
+
+    BLAS runs on one thread meanwhile, so each Python thread does its own products and
+    no OpenBLAS worker spins on a core another block needs. ``fn`` must release the GIL
+    for its heavy parts (``nogil`` kernels, NumPy's matmul).
+    """
+    if count <= 1:
+        with _one_blas_thread():
+            return [fn(0)]
+    if _shared["size"] < count - 1:
+        from concurrent.futures import ThreadPoolExecutor
+        if _shared["executor"] is not None:
+            _shared["executor"].shutdown(wait=True)
+        _shared["executor"] = ThreadPoolExecutor(count - 1, thread_name_prefix="volnet-block")
+        _shared["size"] = count - 1
+    with _one_blas_thread():
+        futures = [_shared["executor"].submit(fn, i) for i in range(1, count)]
+        try:
+            first = fn(0)
+        finally:
+            rest = [f.result() for f in futures]
+    return [first] + rest

@@ -1,0 +1,335 @@
+"""The compiled tile transforms of Winograd F(m x m, 3 x 3) (see winograd.py for the algorithm).
+
+Each kernel transforms one block of tile rows ``[q0, q1)`` on the calling thread and
+releases the GIL (``nogil``): winograd.py runs blocks on several Python threads at once,
+each doing its own transforms and its own one-thread BLAS products, so the transforms
+and the products never wait for each other's worker threads (measured in
+benchmarks/README.md: numba's OpenMP threads and OpenBLAS's spinning workers, taking
+turns on two cores, made a 16x64x56x56 forward 56-85 ms against 33 ms for its parts).
+
+F(4x4)'s transforms are written out (``input_tiles4``, ``grad_tiles4``, ``output_tiles4``);
+the matrix-driven ``tile_transform``/``untile_transform`` serve F(2x2). Tile transforms
+run in float32 (their entries are small integers); ``filter_points`` in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def filter_points(w, g, out, f0, f1):  # pragma: no cover - compiled
+    """out[k*a + l, f, c] = sum_ij g[k, i] w[f, c, i, j] g[l, j] for filters f in [f0, f1).
+
+    ``w`` (F, C, 3, 3) float32, ``g`` (a, 3) float64; computed in float64, stored float32.
+    One filter at a time, every stage a loop over its C channels (contiguous stores).
+    """
+    a = g.shape[0]
+    n_c = w.shape[1]
+    taps = np.empty((9, n_c), np.float64)
+    half = np.empty((a, 3, n_c), np.float64)
+    for f in range(f0, f1):
+        for c in range(n_c):
+            for t in range(9):
+                taps[t, c] = w[f, c, t // 3, t % 3]
+        for k in range(a):
+            for j in range(3):
+                g0, g1, g2 = g[k, 0], g[k, 1], g[k, 2]
+                dst = half[k, j]
+                for c in range(n_c):
+                    dst[c] = g0 * taps[j, c] + g1 * taps[3 + j, c] + g2 * taps[6 + j, c]
+        for k in range(a):
+            for l in range(a):
+                g0, g1, g2 = g[l, 0], g[l, 1], g[l, 2]
+                h0, h1, h2 = half[k, 0], half[k, 1], half[k, 2]
+                dst = out[k * a + l, f]
+                for c in range(n_c):
+                    dst[c] = g0 * h0[c] + g1 * h1[c] + g2 * h2[c]
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def filter_grads(du, g, dw, f0, f1):  # pragma: no cover - compiled
+    """dw[f, c, i, j] = sum_kl g[k, i] (sum_s du[s, k*a + l, f, c]) g[l, j], f in [f0, f1).
+
+    The adjoint of :func:`filter_points`: ``du`` (S, a*a, F, C) float32 holds S partial
+    sums (one per thread), added here in float64; ``dw`` (F, C, 3, 3) float32.
+    """
+    n_s, aa = du.shape[:2]
+    a = g.shape[0]
+    n_c = du.shape[3]
+    point = np.empty(n_c, np.float64)
+    half = np.empty((3, a, n_c), np.float64)
+    for f in range(f0, f1):
+        half[:] = 0.0
+        for k in range(a):
+            for l in range(a):
+                point[:] = 0.0
+                for s in range(n_s):
+                    src = du[s, k * a + l, f]
+                    for c in range(n_c):
+                        point[c] += src[c]
+                for i in range(3):
+                    coef = g[k, i]
+                    if coef != 0.0:
+                        dst = half[i, l]
+                        for c in range(n_c):
+                            dst[c] += coef * point[c]
+        for i in range(3):
+            for j in range(3):
+                for c in range(n_c):
+                    acc = 0.0
+                    for l in range(a):
+                        acc += half[i, l, c] * g[l, j]
+                    dw[f, c, i, j] = acc
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def tile_transform(x, mat, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover - compiled
+    """out[k*a + l, c, p] = sum_ij mat[k, i] mat[l, j] x[n, c, r0 + d*i - ph, c0 + d*j - pw].
+
+    ``x`` (N, C, H, W) float32, read as zero outside; ``mat`` (a, r) float64 maps an r x r
+    tile to a x a points (BT for input tiles, A = AT^T for output-gradient tiles); tile
+    row ``q`` in [q0, q1) is image q // TH, tile row q % TH; p = (q - q0) * TW + tw.
+    One channel per task: its tiles are gathered once into (r, r, tiles), then both
+    transform stages run over contiguous rows of all tiles of the block (vectorised).
+    """
+    n_ch, h, w = x.shape[1:]
+    a, r = mat.shape
+    th_count, tw_count = rows0.size, cols0.size
+    nq = q1 - q0
+    npos = nq * tw_count
+    wb = 0
+    for tw in range(tw_count):
+        wb = max(wb, cols0[tw] + d * (r - 1) + 1)
+    lo, hi = max(0, pw), min(wb, w + pw)
+    step = cols0[1] - cols0[0] if d == 1 and tw_count > 1 else 0
+    for c in range(n_ch):
+        tiles = np.zeros((r, r, npos), np.float32)
+        padded = np.zeros(wb, np.float32)           # one input row, zero outside the image
+        for qq in range(nq):
+            n = (q0 + qq) // th_count
+            th = (q0 + qq) % th_count
+            for i in range(r):
+                row = rows0[th] + d * i - ph
+                if 0 <= row < h:
+                    src = x[n, c, row]
+                    for u in range(lo, hi):
+                        padded[u] = src[u - pw]
+                    for j in range(r):
+                        dst = tiles[i, j, qq * tw_count:(qq + 1) * tw_count]
+                        if step:                    # undilated: a strided copy
+                            for tw in range(tw_count):
+                                dst[tw] = padded[step * tw + j]
+                        else:
+                            for tw in range(tw_count):
+                                dst[tw] = padded[cols0[tw] + d * j]
+        part = np.zeros((a, r, npos), np.float32)               # transformed along H
+        for k in range(a):
+            for i in range(r):
+                coef = mat[k, i]
+                if coef != 0.0:
+                    for j in range(r):
+                        src, dst = tiles[i, j], part[k, j]
+                        for p in range(npos):
+                            dst[p] += coef * src[p]
+        acc = np.empty(npos, np.float32)
+        for k in range(a):
+            for l in range(a):
+                acc[:] = 0.0
+                for j in range(r):
+                    coef = mat[l, j]
+                    if coef != 0.0:
+                        src = part[k, j]
+                        for p in range(npos):
+                            acc[p] += coef * src[p]
+                dst = out[k * a + l, c]
+                for p in range(npos):
+                    dst[p] = acc[p]
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def untile_transform(prod, at, out, bias, q0, q1, rows0, cols0, d):  # pragma: no cover
+    """out[n, f, r0 + d*i, c0 + d*j] = bias[f] + sum_kl at[i, k] at[j, l] prod[k*a + l, f, p]."""
+    n_f, ho, wo = out.shape[1:]
+    m, a = at.shape
+    th_count, tw_count = rows0.size, cols0.size
+    nq = q1 - q0
+    npos = nq * tw_count
+    img = np.empty(npos, np.int64)
+    row0 = np.empty(npos, np.int64)
+    col0 = np.empty(npos, np.int64)
+    for p in range(npos):
+        q = q0 + p // tw_count
+        img[p], row0[p], col0[p] = q // th_count, rows0[q % th_count], cols0[p % tw_count]
+    for f in range(n_f):
+        part = np.zeros((a, m, npos), np.float32)               # transformed along W
+        for k in range(a):
+            for l in range(a):
+                src = prod[k * a + l, f]
+                for j in range(m):
+                    coef = at[j, l]
+                    if coef != 0.0:
+                        dst = part[k, j]
+                        for p in range(npos):
+                            dst[p] += coef * src[p]
+        acc = np.empty(npos, np.float32)
+        for i in range(m):
+            for j in range(m):
+                acc[:] = bias[f]
+                for k in range(a):
+                    coef = at[i, k]
+                    if coef != 0.0:
+                        src = part[k, j]
+                        for p in range(npos):
+                            acc[p] += coef * src[p]
+                for p in range(npos):
+                    row, col = row0[p] + d * i, col0[p] + d * j
+                    if row < ho and col < wo:
+                        out[img[p], f, row, col] = acc[p]
+
+
+_F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
+
+
+@njit(inline="always")
+def _bt4(d0, d1, d2, d3, d4, d5):  # pragma: no cover - compiled
+    """BT of F(4x4,3x3) applied to one line of 6 inputs (float32 in, float32 out)."""
+    return (_F4 * d0 - _F5 * d2 + d4, d3 + d4 - _F4 * (d1 + d2), _F4 * (d1 - d2) - d3 + d4,
+            _F2 * (d3 - d1) - d2 + d4, _F2 * (d1 - d3) - d2 + d4, _F4 * d1 - _F5 * d3 + d5)
+
+
+@njit(inline="always")
+def _at4(m0, m1, m2, m3, m4, m5):  # pragma: no cover - compiled
+    """AT of F(4x4,3x3) applied to one line of 6 transform points."""
+    s, t = m1 + m2, m1 - m2
+    u, v = m3 + m4, m3 - m4
+    return m0 + s + u, t + _F2 * v, s + _F4 * u, t + _F8 * v + m5
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover - compiled
+    """:func:`tile_transform` with BT of F(4x4,3x3), written out.
+
+    Per tile row: the 6 input rows (step d) are transformed along H over their whole
+    width (contiguous, vectorised), then each tile's 6 columns (step d) along W.
+    """
+    n_ch, h, w = x.shape[1:]
+    th_count, tw_count = rows0.size, cols0.size
+    nq = q1 - q0
+    wb = 0
+    for tw in range(tw_count):
+        wb = max(wb, cols0[tw] + 5 * d + 1)
+    lo, hi = max(0, pw), min(wb, w + pw)
+    for c in range(n_ch):
+        rows = np.zeros((6, wb), np.float32)
+        part = np.empty((6, wb), np.float32)
+        for qq in range(nq):
+            n = (q0 + qq) // th_count
+            th = (q0 + qq) % th_count
+            for i in range(6):
+                row = rows0[th] + d * i - ph
+                if 0 <= row < h:
+                    src = x[n, c, row]
+                    for u in range(lo, hi):
+                        rows[i, u] = src[u - pw]
+                else:
+                    rows[i, :] = 0.0
+            for u in range(wb):
+                t0, t1, t2, t3, t4, t5 = _bt4(rows[0, u], rows[1, u], rows[2, u], rows[3, u],
+                                              rows[4, u], rows[5, u])
+                part[0, u], part[1, u], part[2, u] = t0, t1, t2
+                part[3, u], part[4, u], part[5, u] = t3, t4, t5
+            base = qq * tw_count
+            for k in range(6):
+                pk = part[k]
+                for tw in range(tw_count):
+                    u = cols0[tw]
+                    t0, t1, t2, t3, t4, t5 = _bt4(pk[u], pk[u + d], pk[u + 2 * d],
+                                                  pk[u + 3 * d], pk[u + 4 * d], pk[u + 5 * d])
+                    p = base + tw
+                    out[k * 6, c, p], out[k * 6 + 1, c, p], out[k * 6 + 2, c, p] = t0, t1, t2
+                    out[k * 6 + 3, c, p], out[k * 6 + 4, c, p], out[k * 6 + 5, c, p] = t3, t4, t5
+
+
+@njit(inline="always")
+def _a4(y0, y1, y2, y3):  # pragma: no cover - compiled
+    """A = AT^T of F(4x4,3x3) applied to one line of 4 output gradients."""
+    s, t = y0 + y2, y1 + y3
+    u, v = y0 + _F4 * y2, _F2 * y1 + _F8 * y3
+    return y0, s + t, s - t, u + v, u - v, y3
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compiled
+    """:func:`tile_transform` with A of F(4x4,3x3), written out: dout 4x4 tiles to 6x6 points."""
+    n_f, ho, wo = dout.shape[1:]
+    th_count, tw_count = rows0.size, cols0.size
+    nq = q1 - q0
+    wb = wo
+    for tw in range(tw_count):
+        wb = max(wb, cols0[tw] + 3 * d + 1)
+    for f in range(n_f):
+        rows = np.zeros((4, wb), np.float32)
+        part = np.empty((6, wb), np.float32)
+        for qq in range(nq):
+            n = (q0 + qq) // th_count
+            th = (q0 + qq) % th_count
+            for i in range(4):
+                row = rows0[th] + d * i
+                if row < ho:
+                    src = dout[n, f, row]
+                    for u in range(wo):
+                        rows[i, u] = src[u]
+                else:
+                    rows[i, :] = 0.0
+            for u in range(wb):
+                t0, t1, t2, t3, t4, t5 = _a4(rows[0, u], rows[1, u], rows[2, u], rows[3, u])
+                part[0, u], part[1, u], part[2, u] = t0, t1, t2
+                part[3, u], part[4, u], part[5, u] = t3, t4, t5
+            base = qq * tw_count
+            for k in range(6):
+                pk = part[k]
+                for tw in range(tw_count):
+                    u = cols0[tw]
+                    t0, t1, t2, t3, t4, t5 = _a4(pk[u], pk[u + d], pk[u + 2 * d], pk[u + 3 * d])
+                    p = base + tw
+                    out[k * 6, f, p], out[k * 6 + 1, f, p], out[k * 6 + 2, f, p] = t0, t1, t2
+                    out[k * 6 + 3, f, p], out[k * 6 + 4, f, p], out[k * 6 + 5, f, p] = t3, t4, t5
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def output_tiles4(prod, out, bias, q0, q1, rows0, cols0, d):  # pragma: no cover - compiled
+    """:func:`untile_transform` with AT of F(4x4,3x3), written out, row stores."""
+    n_f, ho, wo = out.shape[1:]
+    th_count, tw_count = rows0.size, cols0.size
+    nq = q1 - q0
+    wb = wo
+    for tw in range(tw_count):
+        wb = max(wb, cols0[tw] + 3 * d + 1)
+    for f in range(n_f):
+        part = np.empty((6, 4, tw_count), np.float32)
+        res = np.empty((4, wb), np.float32)
+        for qq in range(nq):
+            n = (q0 + qq) // th_count
+            th = (q0 + qq) % th_count
+            base = qq * tw_count
+            for k in range(6):
+                for tw in range(tw_count):
+                    p = base + tw
+                    o0, o1, o2, o3 = _at4(prod[k * 6, f, p], prod[k * 6 + 1, f, p],
+                                          prod[k * 6 + 2, f, p], prod[k * 6 + 3, f, p],
+                                          prod[k * 6 + 4, f, p], prod[k * 6 + 5, f, p])
+                    part[k, 0, tw], part[k, 1, tw], part[k, 2, tw], part[k, 3, tw] = o0, o1, o2, o3
+            for j in range(4):
+                for tw in range(tw_count):
+                    o0, o1, o2, o3 = _at4(part[0, j, tw], part[1, j, tw], part[2, j, tw],
+                                          part[3, j, tw], part[4, j, tw], part[5, j, tw])
+                    col = cols0[tw] + d * j
+                    res[0, col], res[1, col], res[2, col], res[3, col] = o0, o1, o2, o3
+            for i in range(4):
+                row = rows0[th] + d * i
+                if row < ho:
+                    dst = out[n, f, row]
+                    for col in range(wo):
+                        dst[col] = res[i, col] + bias[f]
