@@ -27,7 +27,8 @@ except ImportError:
     NUMBA_VERSION = None
 
 TOLERANCE = 1e-3      # float32 results must agree this closely (relative to the largest value)
-TRAIN_TOLERANCE = 1e-2   # first-layer gradient of a deep BN net in float32 (float64 agrees to 1e-13)
+TRAIN_TOLERANCE = 1e-2   # first-layer gradient of a deep BN net in float32, against float64
+#                          (PyTorch's own float32 error on ResNet-18 there: 3.6e-3 to 5.1e-3)
 
 
 def _record(name, group, volnet, torch_value, unit, ratio, err, tol=TOLERANCE, **extra):
@@ -117,18 +118,20 @@ INFER_ROWS = [("VGG-16 inference 224x224, batch 1", "vgg16", 1),
               ("ResNet-18 inference 224x224, batch 8", "resnet18", 8)]
 
 
-def _throughput(title, group, case, batch, repeats, tol=TOLERANCE):
+def _throughput(title, group, case, batch, repeats, tol=TOLERANCE, **extra):
     v_fn, t_fn, err = case
     pair = time_pair(v_fn, t_fn, repeats)
     return _record(title, group, batch / pair.volnet, batch / pair.torch, "img/s",
-                   pair.volnet / pair.torch, err, tol, **_spread(pair))
+                   pair.volnet / pair.torch, err, tol, **extra, **_spread(pair))
 
 
 def train_rows(rng, repeats, big_repeats):
     for title, name, batch, shape in TRAIN_ROWS:
         reps = big_repeats if name == "resnet18" else repeats
-        case = nets.train_case(name, batch, shape, rng)
-        yield "train", _throughput(title, "train", case, batch, reps, TRAIN_TOLERANCE)
+        v_fn, t_fn, err, torch_err = nets.train_case(name, batch, shape, rng)
+        # err: volnet's float32 step against the float64 step; torch_rel_err: PyTorch's
+        yield "train", _throughput(title, "train", (v_fn, t_fn, err), batch, reps,
+                                   TRAIN_TOLERANCE, torch_rel_err=float(f"{torch_err:.2e}"))
 
 
 def infer_rows(rng, repeats):
@@ -155,8 +158,11 @@ def summarise(records):
     lines = []
     if "conv" in by:
         geo = math.exp(sum(math.log(x) for x in by["conv"]) / len(by["conv"]))
-        lines.append(f"conv: geometric mean {geo:.2f} (target <= 1.0), worst {max(by['conv']):.2f} (<= 1.5)")
-    for group, target in (("pool", 0.8), ("norm", 0.8), ("train", 1.0), ("infer", 1.1),
+        three = [r["ratio"] for r in records if r["group"] == "conv" and " F3 " in r["name"]
+                 and "depthwise" not in r["name"]]
+        lines.append(f"conv: geometric mean {geo:.2f} (target <= 0.8), worst {max(by['conv']):.2f}"
+                     f" (<= 1.0), worst 3x3 {max(three, default=float('nan')):.2f} (<= 0.8)")
+    for group, target in (("pool", 0.8), ("norm", 0.8), ("train", 1.0), ("infer", 1.0),
                           ("memory", 1.5)):
         if group in by:
             lines.append(f"{group}: worst {max(by[group]):.2f} (target <= {target})")

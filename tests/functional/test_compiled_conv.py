@@ -78,7 +78,8 @@ def test_winograd_layers_match_reference_and_torch(monkeypatch, shape):
     # the same two constants are patched for every example: nothing to reset between them
     n, c, f, h, w_, p, d = shape
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
-    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_SIDE", 1)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES_DW", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_CHANNELS", 1)
     rng = np.random.default_rng(h * 100 + w_)
     x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
@@ -129,7 +130,7 @@ def test_depthwise_layers_match_reference_and_torch(shape):
 def test_float64_stays_on_the_exact_path(monkeypatch):
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     rng = np.random.default_rng(0)
-    x, w, b = rng.standard_normal((1, 8, 30, 30)), rng.standard_normal((8, 8, 3, 3)), None
+    x, w, b = rng.standard_normal((4, 8, 30, 30)), rng.standard_normal((8, 8, 3, 3)), None
     with backend.use_kernels("numba"):
         out, cache = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1)
         assert cache[-1] == "im2col"

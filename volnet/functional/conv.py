@@ -207,9 +207,11 @@ def conv2d_backward(dout, cache, input_grad=True):
         dx = (depthwise.conv_input_grad(dout, w, x.shape, stride, padding, dilation)
               if input_grad else None)
         return dx, dw, db
-    if kernel.startswith("winograd"):
+    dw_kernel = conv_choice.weight_grad_kernel(kernel, x.shape, w.shape, dilation,
+                                               dout.shape[2:])
+    if dw_kernel.startswith("winograd"):
         from volnet.functional.compiled import winograd
-        dw = winograd.weight_grad(x, dout, padding, dilation, conv_choice.tile_size(kernel))
+        dw = winograd.weight_grad(x, dout, padding, dilation, conv_choice.tile_size(dw_kernel))
     else:
         dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
     if not input_grad:

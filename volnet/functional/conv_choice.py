@@ -10,16 +10,14 @@
 * ``"im2col"``: chunked im2col + matrix products (``conv_gemm``), every other case,
   every float64 layer (exact to 1e-10) and everything under ``VOLNET_KERNELS=numpy``.
 
-Measured on this 2-core machine (one thread, CPU time, benchmarks/README.md): F(4x4)
-beats im2col from 28x28 maps up (16x64x56x56: forward 31 vs 65 ms, dw 35 vs 69 ms;
-16x128x28x28: 25 vs 48 ms) and loses below (16x256x14x14: 60 vs 41 ms; 7x7: 5x slower);
-F(2x2) never beat both, so it is implemented and tested but not chosen.
-
-Winograd is opt-in (``VOLNET_WINOGRAD=1``, or ``conv_choice.WINOGRAD = True``): the full
-benchmark run on the idle machine at two threads (wall clock, the suite's measure) found it
-slower than im2col where it applies (16x64x56x56 fwd+bwd 137 ms vs PyTorch's 77, im2col's
-ratio 1.68 in the previous run; dilated 2.57 vs 1.97; VGG-16 inference at batch 1, where
-each layer has one image, 0.86-1.26 s against im2col's 0.37-0.56 s in the same process).
+Winograd is chosen by the number of output tiles (4x4, over the whole batch): its fixed
+costs are the filter transform (a*a*F*C values, as many as 4 images' worth of products
+at 49 tiles) and the tiles' transforms, which only pay back over enough tiles. Measured
+on the 2-core machine, two threads, wall clock (benchmarks/README.md): forward and dx
+win from ~128 tiles up (16x256x14x14, 256 tiles: 21 vs im2col 27 ms; 1x512x28x28, 49
+tiles: 32 vs 24 ms, 13 of them the filter transform); dw, whose output is a*a*F*C
+partial sums per thread, from ~512 (16x128x28x28, 784 tiles: 29 vs 41 ms; 16x256x14x14:
+40 vs 35). ``VOLNET_WINOGRAD=0`` (or ``conv_choice.WINOGRAD = False``) turns it off.
 """
 
 from __future__ import annotations
@@ -30,9 +28,10 @@ import numpy as np
 
 from volnet.functional import backend
 
-WINOGRAD = os.environ.get("VOLNET_WINOGRAD", "0").strip() == "1"   # opt-in, see above
-WINOGRAD_MIN_SIDE = 28      # output rows and columns per dilation sub-grid
-WINOGRAD_MIN_CHANNELS = 8   # input and output channels
+WINOGRAD = os.environ.get("VOLNET_WINOGRAD", "1").strip() != "0"   # on unless "0"
+WINOGRAD_MIN_TILES = 128      # forward and dx: 4x4 output tiles over the batch
+WINOGRAD_MIN_TILES_DW = 512   # weight gradient
+WINOGRAD_MIN_CHANNELS = 8     # input and output channels
 
 
 def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype) -> str:
@@ -46,19 +45,39 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
         return "gemm1x1"
     if not fast:
         return "im2col"
-    if winograd_fits(c, w_shape, stride, dilation, groups, out_size):
+    if winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size):
         return "winograd4"
     return "im2col"
 
 
-def winograd_fits(c, w_shape, stride, dilation, groups, out_size) -> bool:
-    """True, when Winograd is enabled, for a 3x3 stride-1 layer with equal dilations, enough
-    channels and large maps."""
+def tiles(n, out_size, dilation) -> int:
+    """4x4 output tiles of a batch of ``n`` maps, laid on each dilation sub-grid."""
+    count = 1
+    for length, d in zip(out_size, dilation):
+        count *= sum(-(-len(range(s, length, d)) // 4) for s in range(d))
+    return n * count
+
+
+def winograd_fits(n, c, w_shape, stride, dilation, groups, out_size,
+                  min_tiles=None) -> bool:
+    """True, when Winograd is on, for a 3x3 stride-1 layer with equal dilations, enough
+    channels and at least ``min_tiles`` (default WINOGRAD_MIN_TILES) output tiles."""
     f, _, kh, kw = w_shape
     d = dilation[0]
+    need = WINOGRAD_MIN_TILES if min_tiles is None else min_tiles
     return (WINOGRAD and groups == 1 and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
             and dilation[1] == d and min(c, f) >= WINOGRAD_MIN_CHANNELS
-            and -(-min(out_size) // d) >= WINOGRAD_MIN_SIDE)
+            and tiles(n, out_size, dilation) >= need)
+
+
+def weight_grad_kernel(forward: str, x_shape, w_shape, dilation, out_size) -> str:
+    """The dw kernel of a layer whose forward pass ran ``forward``."""
+    if forward == "depthwise":
+        return forward
+    if forward.startswith("winograd") and tiles(x_shape[0], out_size, dilation) >= \
+            WINOGRAD_MIN_TILES_DW:
+        return forward
+    return "im2col"
 
 
 def tile_size(name: str) -> int:
@@ -73,7 +92,7 @@ def kernels(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype
         return {"forward": fwd, "input_grad": fwd, "weight_grad": fwd}
     from volnet.functional.conv import _adjoint_is_conv
     f, _, kh, kw = w_shape
-    dw = fwd if fwd.startswith("winograd") else "im2col"
+    dw = weight_grad_kernel(fwd, x_shape, w_shape, dilation, out_size)
     if _adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
         full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
         dx = choose((x_shape[0], f) + tuple(out_size), (x_shape[1], f // groups, kh, kw),

@@ -79,17 +79,17 @@ class _Grid:
         self.total = n * self.rows0.size
         self.per_block = max(1, min(self.total, block_tiles // self.cols0.size))
         self.starts = range(0, self.total, self.per_block)
-        self.count = min(launch.workers(), len(self.starts))
 
-    def blocks(self, worker, widths):
-        """(q0, q1, views) for every block of ``worker``; views (a*a, width, tiles) each."""
+    def blocks(self, items, widths):
+        """(q0, q1, views, tag) for every (q0, tag) in ``items`` (block starts); the views
+        (a*a, width, tiles), one per width, reuse one set of arrays."""
         tw, aa = self.cols0.size, self.a * self.a
         bufs = [np.empty(aa * width * self.per_block * tw, np.float32) for width in widths]
-        for q0 in self.starts[worker::self.count]:
+        for q0, tag in items:
             q1 = min(self.total, q0 + self.per_block)
             p = (q1 - q0) * tw
             yield q0, q1, [buf[:aa * width * p].reshape(aa, width, p)
-                           for buf, width in zip(bufs, widths)]
+                           for buf, width in zip(bufs, widths)], tag
 
     def input_points(self, x, v, q0, q1, padding):
         """V (a*a, C, tiles) of one block of tile rows."""
@@ -101,7 +101,11 @@ class _Grid:
 
 
 def forward(x, w, bias, padding, dilation, out_size, m):
-    """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w plus bias (None: no bias)."""
+    """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w plus bias (None: no bias).
+
+    Work items are blocks of tile rows; a layer with fewer blocks than threads (batch 1,
+    small maps) also splits its filters, each thread transforming the same input block.
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, c = x.shape[:2]
     f = w.shape[0]
@@ -110,17 +114,24 @@ def forward(x, w, bias, padding, dilation, out_size, m):
     out = np.empty((n, f, *out_size), dtype=np.float32)
     grid = _Grid(n, out_size, m, dilation[0])
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
+    groups = min(f, max(1, launch.workers() // len(grid.starts)))
+    bounds = np.linspace(0, f, groups + 1).astype(np.int64)
+    items = [(q0, g) for q0 in grid.starts for g in range(groups)]
+    count = min(launch.workers(), len(items))
 
     def work(worker):
-        for q0, q1, (v, prod) in grid.blocks(worker, (c, f)):
+        widths = (c, int(np.diff(bounds).max()))
+        for q0, q1, (v, prod), g in grid.blocks(items[worker::count], widths):
+            f0, f1 = int(bounds[g]), int(bounds[g + 1])
             grid.input_points(x, v, q0, q1, tuple(padding))
-            np.matmul(u, v, out=prod)
+            prod = prod[:, :f1 - f0]
+            np.matmul(u[:, f0:f1], v, out=prod)
             if m == 4:
-                tiles.output_tiles4(prod, out, b, q0, q1, rows0, cols0, d)
+                tiles.output_tiles4(prod, out, b, q0, q1, rows0, cols0, d, f0)
             else:
-                tiles.untile_transform(prod, _AT32[m], out, b, q0, q1, rows0, cols0, d)
+                tiles.untile_transform(prod, _AT32[m], out, b, q0, q1, rows0, cols0, d, f0)
 
-    launch.in_threads(work, grid.count)
+    launch.in_threads(work, count)
     return out
 
 
@@ -135,11 +146,13 @@ def weight_grad(x, dout, padding, dilation, m):
     grid = _Grid(n, dout.shape[2:], m, dilation[0], tiles_per_block)
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
 
-    du = np.zeros((grid.count, a * a, f, c), dtype=np.float32)   # one partial sum per thread
+    count = min(launch.workers(), len(grid.starts))
+    du = np.zeros((count, a * a, f, c), dtype=np.float32)   # one partial sum per thread
 
     def work(worker):
         part = np.empty(du.shape[1:], dtype=np.float32)
-        for q0, q1, (v, ybar) in grid.blocks(worker, (c, f)):
+        for q0, q1, (v, ybar), _ in grid.blocks([(q0, 0) for q0 in grid.starts[worker::count]],
+                                                (c, f)):
             grid.input_points(x, v, q0, q1, tuple(padding))
             if m == 4:
                 tiles.grad_tiles4(dout, ybar, q0, q1, rows0, cols0, d)
@@ -147,7 +160,7 @@ def weight_grad(x, dout, padding, dilation, m):
                 tiles.tile_transform(dout, _A32[m], ybar, q0, q1, rows0, cols0, d, 0, 0)
             du[worker] += np.matmul(ybar, v.transpose(0, 2, 1), out=part)
 
-    launch.in_threads(work, grid.count)
+    launch.in_threads(work, count)
     dw = np.empty((f, c, 3, 3), dtype=np.float32)
     count = min(launch.workers(), f)
     bounds = np.linspace(0, f, count + 1).astype(np.int64)

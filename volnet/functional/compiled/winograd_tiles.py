@@ -149,9 +149,12 @@ def tile_transform(x, mat, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no 
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def untile_transform(prod, at, out, bias, q0, q1, rows0, cols0, d):  # pragma: no cover
-    """out[n, f, r0 + d*i, c0 + d*j] = bias[f] + sum_kl at[i, k] at[j, l] prod[k*a + l, f, p]."""
-    n_f, ho, wo = out.shape[1:]
+def untile_transform(prod, at, out, bias, q0, q1, rows0, cols0, d, f0):  # pragma: no cover
+    """out[n, f0 + f, r0 + d*i, c0 + d*j] = bias[f0 + f] + sum_kl at[i, k] at[j, l] M[k*a + l, f, p]
+
+    with M = ``prod``, the products of the filters ``f0 .. f0 + prod.shape[1]``."""
+    ho, wo = out.shape[2:]
+    n_f = prod.shape[1]
     m, a = at.shape
     th_count, tw_count = rows0.size, cols0.size
     nq = q1 - q0
@@ -176,7 +179,7 @@ def untile_transform(prod, at, out, bias, q0, q1, rows0, cols0, d):  # pragma: n
         acc = np.empty(npos, np.float32)
         for i in range(m):
             for j in range(m):
-                acc[:] = bias[f]
+                acc[:] = bias[f0 + f]
                 for k in range(a):
                     coef = at[i, k]
                     if coef != 0.0:
@@ -186,7 +189,7 @@ def untile_transform(prod, at, out, bias, q0, q1, rows0, cols0, d):  # pragma: n
                 for p in range(npos):
                     row, col = row0[p] + d * i, col0[p] + d * j
                     if row < ho and col < wo:
-                        out[img[p], f, row, col] = acc[p]
+                        out[img[p], f0 + f, row, col] = acc[p]
 
 
 _F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
@@ -299,9 +302,10 @@ def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compi
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def output_tiles4(prod, out, bias, q0, q1, rows0, cols0, d):  # pragma: no cover - compiled
+def output_tiles4(prod, out, bias, q0, q1, rows0, cols0, d, f0):  # pragma: no cover - compiled
     """:func:`untile_transform` with AT of F(4x4,3x3), written out, row stores."""
-    n_f, ho, wo = out.shape[1:]
+    ho, wo = out.shape[2:]
+    n_f = prod.shape[1]
     th_count, tw_count = rows0.size, cols0.size
     nq = q1 - q0
     wb = wo
@@ -330,6 +334,6 @@ def output_tiles4(prod, out, bias, q0, q1, rows0, cols0, d):  # pragma: no cover
             for i in range(4):
                 row = rows0[th] + d * i
                 if row < ho:
-                    dst = out[n, f, row]
+                    dst = out[n, f0 + f, row]
                     for col in range(wo):
-                        dst[col] = res[i, col] + bias[f]
+                        dst[col] = res[i, col] + bias[f0 + f]
