@@ -224,23 +224,22 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover -
     for tw in range(tw_count):
         wb = max(wb, cols0[tw] + 5 * d + 1)
     lo, hi = max(0, pw), min(wb, w + pw)
+    zero = np.zeros(w, np.float32)                  # a row above or below the image
     for c in range(n_ch):
-        rows = np.zeros((6, wb), np.float32)
-        part = np.empty((6, wb), np.float32)
+        part = np.zeros((6, wb), np.float32)        # columns outside [lo, hi) stay zero
         for qq in range(nq):
             n = (q0 + qq) // th_count
             th = (q0 + qq) % th_count
-            for i in range(6):
-                row = rows0[th] + d * i - ph
-                if 0 <= row < h:
-                    src = x[n, c, row]
-                    for u in range(lo, hi):
-                        rows[i, u] = src[u - pw]
-                else:
-                    rows[i, :] = 0.0
-            for u in range(wb):
-                t0, t1, t2, t3, t4, t5 = _bt4(rows[0, u], rows[1, u], rows[2, u], rows[3, u],
-                                              rows[4, u], rows[5, u])
+            top = rows0[th] - ph
+            r0 = x[n, c, top] if 0 <= top < h else zero
+            r1 = x[n, c, top + d] if 0 <= top + d < h else zero
+            r2 = x[n, c, top + 2 * d] if 0 <= top + 2 * d < h else zero
+            r3 = x[n, c, top + 3 * d] if 0 <= top + 3 * d < h else zero
+            r4 = x[n, c, top + 4 * d] if 0 <= top + 4 * d < h else zero
+            r5 = x[n, c, top + 5 * d] if 0 <= top + 5 * d < h else zero
+            for u in range(lo, hi):                 # BT along H, read straight from the rows
+                t0, t1, t2, t3, t4, t5 = _bt4(r0[u - pw], r1[u - pw], r2[u - pw], r3[u - pw],
+                                              r4[u - pw], r5[u - pw])
                 part[0, u], part[1, u], part[2, u] = t0, t1, t2
                 part[3, u], part[4, u], part[5, u] = t3, t4, t5
             base = qq * tw_count
