@@ -16,6 +16,9 @@ Why this shape (profiles in ``benchmarks/README.md``):
 * The input gradient of a stride-1 convolution is itself a convolution of the
   padded output gradient with the flipped, transposed filters, so it reuses the
   forward kernel instead of a KH*KW-pass col2im.
+* On the compiled path the blocks are shared out among the library's threads, each
+  unrolling into its own buffer and running its own one-thread products
+  (``block_threads``); under ``VOLNET_KERNELS=numpy`` one thread does them in turn.
 
 Shapes: x (N, C, H, W), w (F, C/G, KH, KW), out (N, F, H_out, W_out),
 K = C/G * KH * KW, P = H_out * W_out.
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from volnet.functional import block_threads
 
 CHUNK_BYTES = 8 * 2**20     # unrolled columns per chunk: well inside a 32 MB L3
 WIDE_BELOW = 1024           # positions per image under which one wide product wins
@@ -62,7 +67,8 @@ class _Plan:
     into blocks of output rows instead, so the columns still stay in cache.
     """
 
-    def __init__(self, x_shape, w_shape, out_size, groups, dtype, wide=None, budget=None):
+    def __init__(self, x_shape, w_shape, out_size, groups, dtype, wide=None, budget=None,
+                 threads=1):
         n, c = x_shape[:2]
         kh, kw = w_shape[2:]
         ho, wo = out_size
@@ -70,12 +76,17 @@ class _Plan:
         self.p = ho * wo
         per_row = c * kh * kw * wo * np.dtype(dtype).itemsize
         budget = CHUNK_BYTES if budget is None else budget
-        self.chunk = int(max(1, min(n, budget // max(per_row * ho, 1))))
+        share = max(1, -(-n // threads))        # at least one chunk per thread
+        self.chunk = int(max(1, min(share, budget // max(per_row * ho, 1))))
         self.rows = ho if self.chunk > 1 else int(max(1, min(ho, budget // max(per_row, 1))))
         self.wide = self.p < WIDE_BELOW if wide is None else wide
         self.groups = groups
         self.single = self.chunk >= n and self.rows >= ho
-        self._buf = np.empty(self.chunk * c * kh * kw * self.rows * wo, dtype=dtype)
+        self.size, self.dtype = self.chunk * c * kh * kw * self.rows * wo, dtype
+
+    def buffer(self) -> np.ndarray:
+        """A column buffer for one thread's blocks."""
+        return np.empty(self.size, dtype=self.dtype)
 
     def blocks(self, n, ho):
         """(first sample, end sample, first row, end row) of every block."""
@@ -83,13 +94,14 @@ class _Plan:
             for r in range(0, ho, self.rows):
                 yield s, min(n, s + self.chunk), r, min(ho, r + self.rows)
 
-    def cols(self, xp, block, kernel_size, stride, dilation, wo):
-        """Unroll one block: (G, K, m*rows*W_out) if wide else (m, G, K, rows*W_out)."""
+    def cols(self, xp, block, kernel_size, stride, dilation, wo, buffer):
+        """Unroll one block into ``buffer``: (G, K, m*rows*W_out) if wide else
+        (m, G, K, rows*W_out)."""
         s, e, r0, r1 = block
         (kh, _), (st_h, _), (dh, _) = kernel_size, stride, dilation
         xp_block = xp[s:e, :, r0 * st_h:(r1 - 1) * st_h + dh * (kh - 1) + 1]
         view = _windows(xp_block, kernel_size, stride, dilation, (r1 - r0, wo), self.wide)
-        buf = self._buf[:view.size].reshape(view.shape)
+        buf = buffer[:view.size].reshape(view.shape)
         np.copyto(buf, view)
         if self.wide:
             return buf.reshape(self.groups, self.k, -1)
@@ -109,28 +121,40 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
     total = x.dtype.itemsize * n * c * kh * kw * ho * wo
     # small layers in training: unroll the whole batch once and keep it for backward
     budget = total if keep_cols and total <= KEEP_BYTES else None
-    plan = _Plan(x.shape, w.shape, out_size, groups, x.dtype, budget=budget)
+    threads = block_threads.workers()
+    plan = _Plan(x.shape, w.shape, out_size, groups, x.dtype, budget=budget, threads=threads)
     w_mat = w.reshape(groups, fg, plan.k)
     out = np.empty((n, f, ho, wo), dtype=x.dtype)
     out_g = out.reshape(n, groups, fg, ho * wo)
     if kh == kw == 1 and stride == (1, 1) and padding == (0, 0):
         # 1x1: the input already is the column matrix, one product per sample
-        np.matmul(w_mat, x.reshape(n, groups, c // groups, h * wd), out=out_g)
+        x_g = x.reshape(n, groups, c // groups, h * wd)
+        bounds = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(int)
+        block_threads.run(lambda i: np.matmul(w_mat, x_g[bounds[i]:bounds[i + 1]],
+                                              out=out_g[bounds[i]:bounds[i + 1]]),
+                          len(bounds) - 1)
         return out, None
     xp = pad_zeros(x, padding)
-    cols = None                              # stays None for an empty batch
-    for block in plan.blocks(n, ho):
-        s, e, r0, r1 = block
-        cols = plan.cols(xp, block, (kh, kw), stride, dilation, wo)
-        if plan.wide:
-            res = np.matmul(w_mat, cols)                        # (G, F/G, m*rows*W_out)
-            out[s:e, :, r0:r1] = res.reshape(f, e - s, r1 - r0, wo).transpose(1, 0, 2, 3)
-        elif r1 - r0 == ho:                                     # straight into NCHW
-            np.matmul(w_mat, cols, out=out_g[s:e])
-        else:
-            # a row block of NCHW has a leading dimension of H_out*W_out; matmul writing
-            # there directly measured 10x slower than a contiguous product plus a copy
-            out_g[s:e, :, :, r0 * wo:r1 * wo] = np.matmul(w_mat, cols)
+    blocks = list(plan.blocks(n, ho))
+    count = max(1, min(threads, len(blocks)))
+
+    def work(worker):
+        buffer, cols = plan.buffer(), None      # cols stays None for an empty batch
+        for block in blocks[worker::count]:
+            s, e, r0, r1 = block
+            cols = plan.cols(xp, block, (kh, kw), stride, dilation, wo, buffer)
+            if plan.wide:
+                res = np.matmul(w_mat, cols)                        # (G, F/G, m*rows*W_out)
+                out[s:e, :, r0:r1] = res.reshape(f, e - s, r1 - r0, wo).transpose(1, 0, 2, 3)
+            elif r1 - r0 == ho:                                     # straight into NCHW
+                np.matmul(w_mat, cols, out=out_g[s:e])
+            else:
+                # a row block of NCHW has a leading dimension of H_out*W_out; matmul writing
+                # there directly measured 10x slower than a contiguous product plus a copy
+                out_g[s:e, :, :, r0 * wo:r1 * wo] = np.matmul(w_mat, cols)
+        return cols
+
+    cols = block_threads.run(work, count)[0]
     return out, (cols if keep_cols and plan.single else None)
 
 
@@ -148,14 +172,23 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups, kept=None):
     fg = f // groups
     if kept is not None:
         return _weight_grad_block(dout, kept, groups, fg).reshape(w_shape)
-    plan = _Plan(x.shape, w_shape, (ho, wo), groups, x.dtype, wide=True, budget=4 * CHUNK_BYTES)
-    dw = np.zeros((groups, fg, plan.k), dtype=x.dtype)
+    threads = block_threads.workers()
+    plan = _Plan(x.shape, w_shape, (ho, wo), groups, x.dtype, wide=True, budget=4 * CHUNK_BYTES,
+                 threads=threads)
     xp = pad_zeros(x, padding)
-    for block in plan.blocks(n, ho):
-        s, e, r0, r1 = block
-        cols = plan.cols(xp, block, (kh, kw), stride, dilation, wo)
-        dw += _weight_grad_block(dout[s:e, :, r0:r1], cols, groups, fg)
-    return dw.reshape(w_shape)
+    blocks = list(plan.blocks(n, ho))
+    count = max(1, min(threads, len(blocks)))
+
+    def work(worker):
+        buffer = plan.buffer()
+        dw = np.zeros((groups, fg, plan.k), dtype=x.dtype)
+        for block in blocks[worker::count]:
+            s, e, r0, r1 = block
+            cols = plan.cols(xp, block, (kh, kw), stride, dilation, wo, buffer)
+            dw += _weight_grad_block(dout[s:e, :, r0:r1], cols, groups, fg)
+        return dw
+
+    return sum(block_threads.run(work, count)).reshape(w_shape)
 
 
 def _weight_grad_block(d, cols, groups, fg):

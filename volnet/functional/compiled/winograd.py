@@ -12,7 +12,7 @@ The tile transforms are compiled loops (numba, ``winograd_tiles.py``); the produ
 np.matmul (BLAS). The batch is cut into blocks of about ``BLOCK_TILES`` tiles, small
 enough that a block's transformed tiles and products stay in the core's cache between
 the transforms and the product; each of the library's threads takes every k-th block
-and runs its transforms and its one-thread products itself (``launch.in_threads``).
+and runs its transforms and its one-thread products itself (``block_threads.run``).
 
 Dilation ``D`` is handled by the sub-grid identity: the outputs ``o = s + D*t`` of one
 residue ``s`` (per axis) only read inputs ``s + D*(t + k)``, an undilated 3x3 conv on a
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.functional.compiled import launch
+from volnet.functional import block_threads
 from volnet.functional.compiled import winograd_tiles as tiles
 
 _BT = {2: np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
@@ -62,9 +62,9 @@ def filter_transform(w: np.ndarray, m: int) -> np.ndarray:
     f, c = w.shape[:2]
     a = m + 2
     u = np.empty((a * a, f, c), dtype=np.float32)
-    count = min(launch.workers(), f)
+    count = min(block_threads.workers(), f)
     bounds = np.linspace(0, f, count + 1).astype(np.int64)
-    launch.in_threads(lambda i: tiles.filter_points(w, _G[m], u, bounds[i], bounds[i + 1]),
+    block_threads.run(lambda i: tiles.filter_points(w, _G[m], u, bounds[i], bounds[i + 1]),
                       count)
     return u
 
@@ -114,10 +114,10 @@ def forward(x, w, bias, padding, dilation, out_size, m):
     out = np.empty((n, f, *out_size), dtype=np.float32)
     grid = _Grid(n, out_size, m, dilation[0])
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
-    groups = min(f, max(1, launch.workers() // len(grid.starts)))
+    groups = min(f, max(1, block_threads.workers() // len(grid.starts)))
     bounds = np.linspace(0, f, groups + 1).astype(np.int64)
     items = [(q0, g) for q0 in grid.starts for g in range(groups)]
-    count = min(launch.workers(), len(items))
+    count = min(block_threads.workers(), len(items))
 
     def work(worker):
         widths = (c, int(np.diff(bounds).max()))
@@ -131,7 +131,7 @@ def forward(x, w, bias, padding, dilation, out_size, m):
             else:
                 tiles.untile_transform(prod, _AT32[m], out, b, q0, q1, rows0, cols0, d, f0)
 
-    launch.in_threads(work, count)
+    block_threads.run(work, count)
     return out
 
 
@@ -146,7 +146,7 @@ def weight_grad(x, dout, padding, dilation, m):
     grid = _Grid(n, dout.shape[2:], m, dilation[0], tiles_per_block)
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
 
-    count = min(launch.workers(), len(grid.starts))
+    count = min(block_threads.workers(), len(grid.starts))
     du = np.zeros((count, a * a, f, c), dtype=np.float32)   # one partial sum per thread
 
     def work(worker):
@@ -160,10 +160,10 @@ def weight_grad(x, dout, padding, dilation, m):
                 tiles.tile_transform(dout, _A32[m], ybar, q0, q1, rows0, cols0, d, 0, 0)
             du[worker] += np.matmul(ybar, v.transpose(0, 2, 1), out=part)
 
-    launch.in_threads(work, count)
+    block_threads.run(work, count)
     dw = np.empty((f, c, 3, 3), dtype=np.float32)
-    count = min(launch.workers(), f)
+    count = min(block_threads.workers(), f)
     bounds = np.linspace(0, f, count + 1).astype(np.int64)
-    launch.in_threads(lambda i: tiles.filter_grads(du, _G[m], dw, bounds[i], bounds[i + 1]),
+    block_threads.run(lambda i: tiles.filter_grads(du, _G[m], dw, bounds[i], bounds[i + 1]),
                       count)
     return dw

@@ -1,0 +1,57 @@
+"""Blocks of one kernel on several Python threads, each with one-thread BLAS.
+
+A convolution cut into blocks (chunks of samples for im2col, blocks of tile rows for
+Winograd) runs fastest on this kind of machine when every thread does its own blocks
+from start to end: its own unrolling or tile transforms (NumPy copies and ``nogil``
+numba kernels release the GIL) and its own single-threaded BLAS products. Letting
+OpenBLAS split each product instead costs a fork/join per product, and its workers
+spin-wait after each call on the core the next compiled loop needs (measured on the
+2-core machine, benchmarks/README.md: a 16x64x56x56 Winograd forward took 56-85 ms with
+numba's and OpenBLAS's threads taking turns, 23 ms with blocks on two Python threads).
+
+Used on the compiled path only (``backend.compiled()``); under ``VOLNET_KERNELS=numpy``
+:func:`workers` is 1 and every block runs on the calling thread as before.
+"""
+
+from __future__ import annotations
+
+from volnet.functional import backend
+
+_shared = {"executor": None, "size": 0, "controller": None}
+
+
+def workers() -> int:
+    """Threads for block-parallel kernels: numba's count (chosen by volnet.train.threads)
+    on the compiled path, else 1."""
+    if not backend.compiled():
+        return 1
+    import numba
+    return max(1, int(numba.get_num_threads()))
+
+
+def _one_blas_thread():
+    if _shared["controller"] is None:
+        from threadpoolctl import ThreadpoolController
+        _shared["controller"] = ThreadpoolController()
+    return _shared["controller"].limit(limits=1, user_api="blas")
+
+
+def run(fn, count: int) -> list:
+    """``[fn(0), ..., fn(count - 1)]``; with ``count`` > 1 on as many threads (the caller's
+    included) while BLAS uses one thread each. ``fn`` must release the GIL for its heavy
+    parts (``nogil`` kernels, NumPy's matmul and copies)."""
+    if count <= 1:
+        return [fn(0)]
+    if _shared["size"] < count - 1:
+        from concurrent.futures import ThreadPoolExecutor
+        if _shared["executor"] is not None:
+            _shared["executor"].shutdown(wait=True)
+        _shared["executor"] = ThreadPoolExecutor(count - 1, thread_name_prefix="volnet-block")
+        _shared["size"] = count - 1
+    with _one_blas_thread():
+        futures = [_shared["executor"].submit(fn, i) for i in range(1, count)]
+        try:
+            first = fn(0)
+        finally:
+            rest = [f.result() for f in futures]
+    return [first] + rest
