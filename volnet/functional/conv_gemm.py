@@ -84,9 +84,12 @@ class _Plan:
         self.single = self.chunk >= n and self.rows >= ho
         self.size, self.dtype = self.chunk * c * kh * kw * self.rows * wo, dtype
 
-    def buffer(self) -> np.ndarray:
-        """A column buffer for one thread's blocks."""
-        return np.empty(self.size, dtype=self.dtype)
+    def buffer(self, keep: bool = False) -> np.ndarray:
+        """A column buffer for one thread's blocks: the thread's reused scratch array, or
+        a fresh one when the columns are ``keep``-t for backward."""
+        if keep:
+            return np.empty(self.size, dtype=self.dtype)
+        return block_threads.scratch("im2col", self.size, self.dtype)
 
     def blocks(self, n, ho):
         """(first sample, end sample, first row, end row) of every block."""
@@ -120,8 +123,9 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
     fg = f // groups
     total = x.dtype.itemsize * n * c * kh * kw * ho * wo
     # small layers in training: unroll the whole batch once and keep it for backward
-    budget = total if keep_cols and total <= KEEP_BYTES else None
-    threads = block_threads.workers()
+    keep_whole = keep_cols and total <= KEEP_BYTES
+    budget = total if keep_whole else None
+    threads = 1 if keep_whole else block_threads.workers()   # a kept block is one block
     plan = _Plan(x.shape, w.shape, out_size, groups, x.dtype, budget=budget, threads=threads)
     w_mat = w.reshape(groups, fg, plan.k)
     out = np.empty((n, f, ho, wo), dtype=x.dtype)
@@ -139,7 +143,7 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
     count = max(1, min(threads, len(blocks)))
 
     def work(worker):
-        buffer, cols = plan.buffer(), None      # cols stays None for an empty batch
+        buffer, cols = plan.buffer(keep=keep_whole), None   # cols: None for an empty batch
         for block in blocks[worker::count]:
             s, e, r0, r1 = block
             cols = plan.cols(xp, block, (kh, kw), stride, dilation, wo, buffer)

@@ -84,7 +84,8 @@ class _Grid:
         """(q0, q1, views, tag) for every (q0, tag) in ``items`` (block starts); the views
         (a*a, width, tiles), one per width, reuse one set of arrays."""
         tw, aa = self.cols0.size, self.a * self.a
-        bufs = [np.empty(aa * width * self.per_block * tw, np.float32) for width in widths]
+        bufs = [block_threads.scratch(f"winograd{i}", aa * width * self.per_block * tw)
+                for i, width in enumerate(widths)]
         for q0, tag in items:
             q1 = min(self.total, q0 + self.per_block)
             p = (q1 - q0) * tw
