@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from volnet.train.threads import blas_threads, default_threads, set_blas_threads
+from volnet.train.threads import blas_threads, set_blas_threads
 
 
 def test_set_blas_threads_roundtrip_and_results_unchanged():
@@ -20,14 +20,6 @@ def test_set_blas_threads_roundtrip_and_results_unchanged():
         np.testing.assert_allclose(a @ a, one, rtol=1e-12, atol=1e-12)
     finally:
         set_blas_threads(before)
-
-
-def test_default_respects_the_environment(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    assert default_threads() == 1
-    monkeypatch.setenv("OMP_NUM_THREADS", "4")
-    assert default_threads() is None
 
 
 def test_user_count_wins_then_idle_cores(monkeypatch):

@@ -41,8 +41,9 @@ def add_parser(sub):
     p.add_argument("--sync-bn", action="store_true",
                    help="with several ranks, batch-norm statistics over the global batch")
     p.add_argument("--threads", type=int, default=None,
-                   help="BLAS threads per process (default 1 unless OMP_NUM_THREADS is set: "
-                        "on busy cores more threads spin-wait and run ~10x slower)")
+                   help="threads per process for BLAS and the compiled kernels (default: the "
+                        "cores no other process is using, checked every epoch; 1 per rank "
+                        "with --distributed)")
     p.add_argument("--samples", default=None, metavar="DIR",
                    help="dcgan/vae: write a PNG grid of 64 samples (fixed noise) per epoch here")
     p.add_argument("--limit", type=int, default=None, metavar="N",
@@ -81,9 +82,11 @@ def run(args) -> int:
         args.epochs = DEFAULTS["epochs"]    # the others: None = default, or the checkpoint's
     from volnet.train.distributed import abort_on_error, get_communicator
     from volnet.train.recipe import train
-    from volnet.train.threads import blas_threads, default_threads, pin_threads, set_blas_threads
+    from volnet.train.threads import blas_threads, pin_threads, set_blas_threads
 
-    threads = args.threads if args.threads is not None else default_threads()
+    # None: Trainer.fit counts the idle cores each epoch (volnet.train.threads); MPI ranks
+    # sharing a machine would each count the same idle cores, so they keep one thread each
+    threads = args.threads if args.threads is not None else (1 if args.distributed else None)
     previous = blas_threads() if threads is not None else None
     try:
         if threads is not None:
