@@ -1,0 +1,179 @@
+"""Blocks on threads (volnet.functional.block_threads) and the kernels that use them.
+
+A kernel's answer must not depend on how many threads split its blocks: Winograd's
+forward and input gradient are the same to the bit on one thread or two (every block
+is computed the same way), its weight gradient and im2col agree to float32 rounding
+(partial sums are added in another order). References: float64 PyTorch, einsum.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from volnet.functional import backend, block_threads, conv_choice, conv_gemm
+from volnet.functional.conv import conv2d_backward, conv2d_forward
+
+pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
+
+
+@pytest.fixture
+def two_threads():
+    import numba
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    yield numba.get_num_threads()
+    numba.set_num_threads(before)
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+    return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_run_returns_in_order_on_distinct_threads_with_one_blas_thread():
+    before = _blas_threads()
+    seen = {}
+
+    def work(i):
+        seen[i] = (threading.get_ident(), _blas_threads())
+        return i * i
+
+    assert block_threads.run(work, 3) == [0, 1, 4]
+    assert len({ident for ident, _ in seen.values()}) == 3
+    assert all(blas <= {1} for _, blas in seen.values())
+    assert _blas_threads() == before                  # restored afterwards
+    assert block_threads.run(lambda i: i + 7, 1) == [7]
+
+
+def test_run_waits_for_every_block_then_raises():
+    done = []
+
+    def work(i):
+        if i == 0:
+            raise ValueError("block 0 failed")
+        done.append(i)
+
+    with pytest.raises(ValueError, match="block 0 failed"):
+        block_threads.run(work, 3)
+    assert sorted(done) == [1, 2]
+
+
+def test_scratch_is_per_thread_and_reused():
+    a = block_threads.scratch("test", 100)
+    b = block_threads.scratch("test", 50)
+    assert b.base is a.base or np.shares_memory(a, b)       # reused, not reallocated
+    assert block_threads.scratch("test", 1000).size == 1000  # grows
+    assert block_threads.scratch("test", 10, np.float64).dtype == np.float64
+    other = []
+    t = threading.Thread(target=lambda: other.append(block_threads.scratch("test", 1000)))
+    t.start()
+    t.join()
+    assert not np.shares_memory(other[0], block_threads.scratch("test", 1000))
+
+
+def test_workers_is_one_on_the_numpy_path():
+    with backend.use_kernels("numpy"):
+        assert block_threads.workers() == 1
+
+
+def _torch64(x, w, dout, padding):
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    out = torch.nn.functional.conv2d(xt, wt, None, 1, padding)
+    out.backward(torch.tensor(dout, dtype=torch.float64))
+    return out.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()
+
+
+def _rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 12, 24), (3, 8, 20, 8), (1, 32, 9, 16)])
+def test_winograd_same_on_one_thread_or_two(two_threads, monkeypatch, shape):
+    import numba
+    n, c, h, f = shape          # batch 1 with few tile rows also splits the filters
+    monkeypatch.setattr(conv_choice, "WINOGRAD", True)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES_DW", 1)
+    rng = np.random.default_rng(h)
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((n, f, h, h)).astype(np.float32)
+    results = {}
+    for threads in (1, two_threads):
+        numba.set_num_threads(threads)
+        with backend.use_kernels("numba"):
+            out, cache = conv2d_forward(x, w, None, (1, 1), (1, 1), (1, 1), 1)
+            assert cache[-1] == "winograd4"
+            dx, dw, _ = conv2d_backward(dout, cache)
+        results[threads] = out, dx, dw
+    (o1, dx1, dw1), (o2, dx2, dw2) = results[1], results[two_threads]
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(dx1, dx2)
+    np.testing.assert_allclose(dw1, dw2, rtol=1e-5, atol=1e-5 * np.abs(dw1).max())
+    want = _torch64(x, w, dout, 1)
+    for got, exact in zip((o2, dx2, dw2), want):
+        assert _rel(got, exact) < 1e-4                  # F(4x4)'s bound, test_compiled_conv.py
+
+
+def test_filter_transform_and_its_adjoint_match_einsum(two_threads):
+    from volnet.functional.compiled import winograd, winograd_tiles
+    rng = np.random.default_rng(0)
+    for m in (2, 4):
+        g = winograd._G[m]
+        w = rng.standard_normal((5, 7, 3, 3)).astype(np.float32)
+        u = winograd.filter_transform(w, m)
+        want = np.einsum("ki,fcij,lj->klfc", g, w.astype(np.float64), g).reshape(-1, 5, 7)
+        np.testing.assert_allclose(u, want, rtol=1e-6, atol=1e-6)
+        du = rng.standard_normal((2, (m + 2) ** 2, 5, 7)).astype(np.float32)
+        dw = np.empty((5, 7, 3, 3), np.float32)
+        winograd_tiles.filter_grads(du, g, dw, 0, 5)
+        total = du.astype(np.float64).sum(axis=0).reshape(m + 2, m + 2, 5, 7)
+        np.testing.assert_allclose(dw, np.einsum("ki,klfc,lj->fcij", g, total, g),
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", [(5, 8, 14, 16, 3, 2, 1), (4, 16, 9, 32, 1, 1, 0),
+                                  (3, 4, 11, 8, 3, 1, 1)])
+def test_im2col_blocks_on_threads_match_one_thread(two_threads, case):
+    import numba
+    n, c, h, f, k, s, p = case
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((f, c, k, k)).astype(np.float32)
+    ho = (h + 2 * p - k) // s + 1
+    dout = rng.standard_normal((n, f, ho, ho)).astype(np.float32)
+    runs = []
+    for threads in (1, two_threads):
+        numba.set_num_threads(threads)
+        with backend.use_kernels("numba"):
+            out, _ = conv_gemm.forward(x, w, (s, s), (p, p), (1, 1), 1, (ho, ho))
+            dw = conv_gemm.weight_grad(x, dout, w.shape, (s, s), (p, p), (1, 1), 1)
+        runs.append((out, dw))
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    ref = torch.nn.functional.conv2d(xt, wt, None, s, p)
+    ref.backward(torch.tensor(dout, dtype=torch.float64))
+    for (out, dw), other in zip(runs, runs[::-1]):
+        np.testing.assert_allclose(out, other[0], rtol=1e-5, atol=1e-5)
+        assert _rel(out, ref.detach().numpy()) < 1e-5
+        assert _rel(dw, wt.grad.numpy()) < 1e-5
+
+
+def test_kernel_choice_counts_tiles():
+    assert conv_choice.tiles(1, (56, 56), (1, 1)) == 14 * 14
+    assert conv_choice.tiles(2, (7, 7), (1, 1)) == 2 * 2 * 2       # partial tiles count
+    assert conv_choice.tiles(1, (56, 56), (2, 2)) == 14 * 14       # two sub-grids of 28 per axis
+    assert conv_choice.tiles(1, (5, 5), (2, 2)) == 2 * 2           # sub-grids of 3 and 2
+    with backend.use_kernels("numba"):
+        few = conv_choice.kernels((1, 64, 28, 28), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                  (28, 28), np.float32)
+        many = conv_choice.kernels((16, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                   (56, 56), np.float32)
+        mid = conv_choice.kernels((4, 64, 28, 28), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                  (28, 28), np.float32)
+    assert few == {"forward": "im2col", "input_grad": "im2col (flipped filters)",
+                   "weight_grad": "im2col"}                       # 49 tiles
+    assert many == {"forward": "winograd4", "input_grad": "winograd4",
+                    "weight_grad": "winograd4"}                   # 3136 tiles
+    assert mid["forward"] == "winograd4" and mid["weight_grad"] == "im2col"   # 196 tiles
