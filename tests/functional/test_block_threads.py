@@ -28,8 +28,10 @@ def two_threads():
 
 
 def _blas_threads():
+    """Thread counts of NumPy's BLAS (torch's own BLAS, if loaded, is not volnet's)."""
     from threadpoolctl import threadpool_info
-    return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    return {i["num_threads"] for i in threadpool_info()
+            if i["user_api"] == "blas" and "numpy" in i["filepath"]}
 
 
 def test_run_returns_in_order_on_distinct_threads_with_one_blas_thread():
@@ -177,3 +179,31 @@ def test_kernel_choice_counts_tiles():
     assert many == {"forward": "winograd4", "input_grad": "winograd4",
                     "weight_grad": "winograd4"}                   # 3136 tiles
     assert mid["forward"] == "winograd4" and mid["weight_grad"] == "im2col"   # 196 tiles
+
+
+def test_callers_on_several_threads_finish_and_restore_blas():
+    before = _blas_threads()
+    barrier = threading.Barrier(2)
+    inside, errors = [], []
+
+    def caller():
+        def work(i):
+            if i == 0:
+                barrier.wait(timeout=10)         # both callers are inside at the same time
+            inside.append(_blas_threads())
+            return i
+        try:
+            assert block_threads.run(work, 2) == [0, 1]
+        except Exception as exc:                 # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors and len(inside) == 4           # no deadlock, every block ran
+    assert _blas_threads() == before                 # the last one out restored it
+    # nested: a block that runs blocks does them on its own thread
+    assert block_threads.run(lambda i: block_threads.run(lambda j: (i, j), 2), 2) == [
+        [(0, 0), (0, 1)], [(1, 0), (1, 1)]]

@@ -15,14 +15,17 @@ Used on the compiled path only (``backend.compiled()``); under ``VOLNET_KERNELS=
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
 
 from volnet.functional import backend
 
-_shared = {"executor": None, "size": 0, "controller": None}
+_shared = {"executor": None, "size": 0, "controller": None, "active": 0, "limit": None}
 _local = threading.local()
+_lock = threading.Lock()
+_PREFIX = "volnet-block"
 
 
 def workers() -> int:
@@ -34,27 +37,43 @@ def workers() -> int:
     return max(1, int(numba.get_num_threads()))
 
 
+@contextlib.contextmanager
 def _one_blas_thread():
-    if _shared["controller"] is None:
-        from threadpoolctl import ThreadpoolController
-        _shared["controller"] = ThreadpoolController()
-    return _shared["controller"].limit(limits=1, user_api="blas")
+    """BLAS on one thread while any caller runs blocks (callers on several threads share
+    one count: the first sets it, the last restores what was there before)."""
+    with _lock:
+        if _shared["controller"] is None:
+            from threadpoolctl import ThreadpoolController
+            _shared["controller"] = ThreadpoolController()
+        if _shared["active"] == 0:
+            _shared["limit"] = _shared["controller"].limit(limits=1, user_api="blas")
+        _shared["active"] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _shared["active"] -= 1
+            if _shared["active"] == 0:
+                _shared["limit"].restore_original_limits()
+                _shared["limit"] = None
 
 
 def run(fn, count: int) -> list:
     """``[fn(0), ..., fn(count - 1)]``; with ``count`` > 1 on as many threads (the caller's
     included) while BLAS uses one thread each. ``fn`` must release the GIL for its heavy
-    parts (``nogil`` kernels, NumPy's matmul and copies)."""
-    if count <= 1:
-        return [fn(0)]
-    if _shared["size"] < count - 1:
-        from concurrent.futures import ThreadPoolExecutor
-        if _shared["executor"] is not None:
-            _shared["executor"].shutdown(wait=True)
-        _shared["executor"] = ThreadPoolExecutor(count - 1, thread_name_prefix="volnet-block")
-        _shared["size"] = count - 1
+    parts (``nogil`` kernels, NumPy's matmul and copies). Safe to call from several threads
+    at once (their blocks queue for the shared workers); called from a block thread, it
+    runs the blocks there, in turn."""
+    if count <= 1 or threading.current_thread().name.startswith(_PREFIX):
+        return [fn(i) for i in range(count)]
+    with _lock:
+        if _shared["size"] < count - 1:     # the old pool's threads end when it is collected
+            from concurrent.futures import ThreadPoolExecutor
+            _shared["executor"] = ThreadPoolExecutor(count - 1, thread_name_prefix=_PREFIX)
+            _shared["size"] = count - 1
+        executor = _shared["executor"]
     with _one_blas_thread():
-        futures = [_shared["executor"].submit(fn, i) for i in range(1, count)]
+        futures = [executor.submit(fn, i) for i in range(1, count)]
         try:
             first = fn(0)
         finally:
