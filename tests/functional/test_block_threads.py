@@ -207,3 +207,16 @@ def test_callers_on_several_threads_finish_and_restore_blas():
     # nested: a block that runs blocks does them on its own thread
     assert block_threads.run(lambda i: block_threads.run(lambda j: (i, j), 2), 2) == [
         [(0, 0), (0, 1)], [(1, 0), (1, 1)]]
+
+
+def test_blocks_follow_the_callers_numpy_error_state():
+    big = np.full((4, 4), 1e38, np.float32)
+
+    def work(i):
+        return big @ big                        # overflows
+
+    with np.errstate(over="ignore"):
+        results = block_threads.run(work, 2)    # no warning from either thread
+    assert all(np.isinf(r).all() for r in results)
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        block_threads.run(work, 2)

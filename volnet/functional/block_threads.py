@@ -72,8 +72,14 @@ def run(fn, count: int) -> list:
             _shared["executor"] = ThreadPoolExecutor(count - 1, thread_name_prefix=_PREFIX)
             _shared["size"] = count - 1
         executor = _shared["executor"]
+    errors = np.geterr()          # NumPy's error state is per thread: the blocks take the caller's
+
+    def block(i):
+        with np.errstate(**errors):
+            return fn(i)
+
     with _one_blas_thread():
-        futures = [executor.submit(fn, i) for i in range(1, count)]
+        futures = [executor.submit(block, i) for i in range(1, count)]
         try:
             first = fn(0)
         finally:
