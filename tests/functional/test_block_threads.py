@@ -37,8 +37,10 @@ def _blas_threads():
 def test_run_returns_in_order_on_distinct_threads_with_one_blas_thread():
     before = _blas_threads()
     seen = {}
+    together = threading.Barrier(3)
 
     def work(i):
+        together.wait(timeout=30)          # all three blocks run at the same time
         seen[i] = (threading.get_ident(), _blas_threads())
         return i * i
 
