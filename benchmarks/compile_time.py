@@ -15,8 +15,10 @@ def main():
 
     from volnet.functional.conv import conv2d_backward, conv2d_forward
     t1 = time.perf_counter()
-    x, w = np.ones((1, 8, 30, 30), np.float32), np.ones((8, 8, 3, 3), np.float32)
+    # 8 maps of 30x30: 512 tiles, so forward, dx and dw all take Winograd (conv_choice)
+    x, w = np.ones((8, 8, 30, 30), np.float32), np.ones((8, 8, 3, 3), np.float32)
     out, cache = conv2d_forward(x, w, None)
+    assert cache[-1] == "winograd4", cache[-1]
     conv2d_backward(out, cache)
     t2 = time.perf_counter()
     out, cache = conv2d_forward(x, w[:, :1], None, groups=8)
