@@ -70,14 +70,18 @@ def filter_transform(w: np.ndarray, m: int, out: np.ndarray | None = None) -> np
 
 
 class _Grid:
-    """Tile grid of one layer, cut into blocks of tile rows; ``buffers`` gives one worker
-    its reusable block arrays."""
+    """Tile grid of one layer, cut into blocks of tile rows, as many blocks as a multiple of
+    the threads and of equal size (a 1x64x56x56 layer: two blocks of 98 tiles, not 126 and
+    70); ``blocks`` gives one worker its blocks in reusable arrays."""
 
     def __init__(self, n, out_size, m, d, block_tiles=BLOCK_TILES):
         self.m, self.a, self.d = m, m + 2, d
         self.rows0, self.cols0 = tile_starts(out_size[0], m, d), tile_starts(out_size[1], m, d)
         self.total = n * self.rows0.size
-        self.per_block = max(1, min(self.total, block_tiles // self.cols0.size))
+        count = -(-self.total // max(1, block_tiles // self.cols0.size))
+        threads = block_threads.workers()
+        count = min(self.total, -(-count // threads) * threads)
+        self.per_block = -(-self.total // count)
         self.starts = range(0, self.total, self.per_block)
 
     def blocks(self, items, widths):
