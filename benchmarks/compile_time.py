@@ -15,13 +15,13 @@ def main():
 
     from volnet.functional.conv import conv2d_backward, conv2d_forward
     t1 = time.perf_counter()
-    # 8 maps of 30x30: 512 tiles, so forward, dx and dw all take Winograd (conv_choice)
-    x, w = np.ones((8, 8, 30, 30), np.float32), np.ones((8, 8, 3, 3), np.float32)
+    # 16 maps of 28x28 outputs, 32 channels: 784 tiles, so fwd, dx and dw take Winograd
+    x, w = np.ones((16, 32, 30, 30), np.float32), np.ones((32, 32, 3, 3), np.float32)
     out, cache = conv2d_forward(x, w, None)
     assert cache[-1] == "winograd4", cache[-1]
     conv2d_backward(out, cache)
     t2 = time.perf_counter()
-    out, cache = conv2d_forward(x, w[:, :1], None, groups=8)
+    out, cache = conv2d_forward(x, w[:, :1], None, groups=32)
     conv2d_backward(out, cache)
     t3 = time.perf_counter()
     print(f"import {t1 - t0:.1f} s, first Winograd fwd+bwd {t2 - t1:.1f} s, "

@@ -98,6 +98,7 @@ def test_winograd_same_on_one_thread_or_two(two_threads, monkeypatch, shape):
     n, c, h, f = shape          # batch 1 with few tile rows also splits the filters
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES_DW", 1)
     rng = np.random.default_rng(h)
     x = rng.standard_normal((n, c, h, h)).astype(np.float32)
@@ -172,13 +173,16 @@ def test_kernel_choice_counts_tiles():
                                   (28, 28), np.float32)
         many = conv_choice.kernels((16, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
                                    (56, 56), np.float32)
-        mid = conv_choice.kernels((4, 64, 28, 28), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+        mid = conv_choice.kernels((4, 128, 28, 28), (128, 128, 3, 3), (1, 1), (1, 1), (1, 1), 1,
                                   (28, 28), np.float32)
+        thin = conv_choice.kernels((1, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                   (56, 56), np.float32)
     assert few == {"forward": "im2col", "input_grad": "im2col (flipped filters)",
                    "weight_grad": "im2col"}                       # 49 tiles
     assert many == {"forward": "winograd4", "input_grad": "winograd4",
                     "weight_grad": "winograd4"}                   # 3136 tiles
     assert mid["forward"] == "winograd4" and mid["weight_grad"] == "im2col"   # 196 tiles
+    assert thin["forward"] == "im2col"          # 196 tiles x 64 channels: too little work
 
 
 def test_callers_on_several_threads_finish_and_restore_blas():

@@ -79,6 +79,7 @@ def test_winograd_layers_match_reference_and_torch(monkeypatch, shape):
     n, c, f, h, w_, p, d = shape
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES_DW", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_CHANNELS", 1)
     rng = np.random.default_rng(h * 100 + w_)
@@ -129,6 +130,7 @@ def test_depthwise_layers_match_reference_and_torch(shape):
 
 def test_float64_stays_on_the_exact_path(monkeypatch):
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((4, 8, 30, 30)), rng.standard_normal((8, 8, 3, 3)), None
     with backend.use_kernels("numba"):
@@ -142,7 +144,7 @@ def test_float64_stays_on_the_exact_path(monkeypatch):
 
 def test_numpy_switch_selects_the_reference_path(monkeypatch):
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
-    args = ((4, 16, 32, 32), (16, 16, 3, 3), (1, 1), (1, 1), (1, 1), 1, (32, 32), np.float32)
+    args = ((4, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1, (32, 32), np.float32)
     with backend.use_kernels("numba"):
         assert conv_choice.choose(*args) == "winograd4"
         assert conv_choice.choose((2, 8, 9, 9), (8, 1, 3, 3), (1, 1), (1, 1), (1, 1), 8, (9, 9),

@@ -17,7 +17,11 @@ on the 2-core machine, two threads, wall clock (benchmarks/README.md): forward a
 win from ~128 tiles up (16x256x14x14, 256 tiles: 21 vs im2col 27 ms; 1x512x28x28, 49
 tiles: 32 vs 24 ms, 13 of them the filter transform); dw, whose output is a*a*F*C
 partial sums per thread, from ~512 (16x128x28x28, 784 tiles: 29 vs 41 ms; 16x256x14x14:
-40 vs 35). ``VOLNET_WINOGRAD=0`` (or ``conv_choice.WINOGRAD = False``) turns it off.
+40 vs 35). With few channels the transforms (whose cost grows with C + F) outweigh the
+products' saving (which grows with C x F), so forward also needs tiles x min(C, F) >= 2^14:
+1x64x56x56 (196 tiles x 64) ran 5.7 ms against im2col's 4.9, 1x128x56x56 6.3 against 10.8,
+2x64x56x56 4.7 against 7.5. ``VOLNET_WINOGRAD=0`` (or ``conv_choice.WINOGRAD = False``)
+turns it off.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from volnet.functional import backend
 
 WINOGRAD = os.environ.get("VOLNET_WINOGRAD", "1").strip() != "0"   # on unless "0"
 WINOGRAD_MIN_TILES = 128      # forward and dx: 4x4 output tiles over the batch
+WINOGRAD_MIN_WORK = 1 << 14   # ... and tiles x min(C, F): the products' saving must beat the
+#                               transforms, whose cost grows with C + F, not C x F
 WINOGRAD_MIN_TILES_DW = 512   # weight gradient
 WINOGRAD_MIN_CHANNELS = 8     # input and output channels
 
@@ -61,13 +67,15 @@ def tiles(n, out_size, dilation) -> int:
 def winograd_fits(n, c, w_shape, stride, dilation, groups, out_size,
                   min_tiles=None) -> bool:
     """True, when Winograd is on, for a 3x3 stride-1 layer with equal dilations, enough
-    channels and at least ``min_tiles`` (default WINOGRAD_MIN_TILES) output tiles."""
+    channels, at least ``min_tiles`` (default WINOGRAD_MIN_TILES) output tiles and enough
+    work per tile (WINOGRAD_MIN_WORK)."""
     f, _, kh, kw = w_shape
     d = dilation[0]
     need = WINOGRAD_MIN_TILES if min_tiles is None else min_tiles
+    count = tiles(n, out_size, dilation)
     return (WINOGRAD and groups == 1 and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
             and dilation[1] == d and min(c, f) >= WINOGRAD_MIN_CHANNELS
-            and tiles(n, out_size, dilation) >= need)
+            and count >= need and count * min(c, f) >= WINOGRAD_MIN_WORK)
 
 
 def weight_grad_kernel(forward: str, x_shape, w_shape, dilation, out_size) -> str:
