@@ -16,7 +16,7 @@ import platform
 import numpy as np
 import torch
 
-from benchmarks import kernels, memory, nets
+from benchmarks import kernels, memory, nets, timing
 from benchmarks.timing import time_pair
 from volnet.functional import backend
 
@@ -174,6 +174,7 @@ def run_suite(args) -> int:
     rng = np.random.default_rng(0)
     groups = set(args.only.split(","))
     small, big = (3, 2) if args.quick else (7, 4)
+    timing.MIN_TIMED_S = 0.3 if args.quick else 1.0
     print(f"volnet vs PyTorch {torch.__version__} CPU, {args.threads} threads "
           f"(OMP/OPENBLAS/MKL_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
           f"torch.set_num_threads({args.threads})), NumPy {np.__version__}, {platform.machine()}, "

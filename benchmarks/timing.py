@@ -34,11 +34,20 @@ def _once(fn) -> float:
     return time.perf_counter() - start
 
 
+MIN_TIMED_S = 1.0   # per side: short calls get more repeats (up to MAX_REPEATS), so a
+MAX_REPEATS = 61    # 10 ms row is not decided by a few calls that a neighbour's burst hit
+
+
 def time_pair(volnet_fn, torch_fn, repeats: int, warmup: int = 1) -> Pair:
-    """Warm both up, then ``repeats`` rounds alternating which side runs first."""
+    """Warm both up, then at least ``repeats`` rounds alternating which side runs first
+    (more for short calls: enough for MIN_TIMED_S of timed calls per side)."""
+    start = time.perf_counter()
     for _ in range(warmup):
         volnet_fn()
         torch_fn()
+    per_round = (time.perf_counter() - start) / max(warmup, 1) / 2
+    if per_round > 0:
+        repeats = max(repeats, min(MAX_REPEATS, int(MIN_TIMED_S / per_round) + 1))
     v, t = [], []
     for r in range(repeats):
         if r % 2 == 0:
