@@ -55,7 +55,7 @@ def filter_grads(du, g, dw, f0, f1):  # pragma: no cover - compiled
     The adjoint of :func:`filter_points`: ``du`` (S, a*a, F, C) float32 holds S partial
     sums (one per thread), added here in float64; ``dw`` (F, C, 3, 3) float32.
     """
-    n_s, aa = du.shape[:2]
+    n_s = du.shape[0]
     a = g.shape[0]
     n_c = du.shape[3]
     point = np.empty(n_c, np.float64)
