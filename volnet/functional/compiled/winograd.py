@@ -158,7 +158,7 @@ def weight_grad(x, dout, padding, dilation, m):
     du[:] = 0.0                                              # one partial sum per thread
 
     def work(worker):
-        part = np.empty(du.shape[1:], dtype=np.float32)
+        part = block_threads.scratch("winograd_part", du[0].size).reshape(du.shape[1:])
         for q0, q1, (v, ybar), _ in grid.blocks([(q0, 0) for q0 in grid.starts[worker::count]],
                                                 (c, f)):
             grid.input_points(x, v, q0, q1, tuple(padding))
