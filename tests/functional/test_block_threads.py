@@ -221,3 +221,93 @@ def test_blocks_follow_the_callers_numpy_error_state():
     assert all(np.isinf(r).all() for r in results)
     with np.errstate(over="raise"), pytest.raises(FloatingPointError):
         block_threads.run(work, 2)
+
+
+def test_a_failed_block_still_lets_the_others_finish_first():
+    import time
+    finished = []
+
+    def work(i):
+        if i == 1:
+            raise ValueError("block 1 failed")
+        if i == 2:
+            time.sleep(0.3)
+        finished.append(i)
+
+    with pytest.raises(ValueError, match="block 1 failed"):
+        block_threads.run(work, 3)
+    assert sorted(finished) == [0, 2]          # block 2 was not left running
+
+
+def test_blas_count_restored_when_the_last_caller_is_another_thread():
+    # the main thread enters first and leaves first; another thread leaves last
+    before = _blas_threads()
+    entered, release = threading.Event(), threading.Event()
+
+    def other():
+        def work(i):
+            if i == 0:
+                entered.set()
+                release.wait(timeout=10)
+        block_threads.run(work, 2)
+
+    t = threading.Thread(target=other)
+
+    def main_work(i):
+        if i == 0:
+            t.start()
+            entered.wait(timeout=10)
+
+    block_threads.run(main_work, 2)
+    assert _blas_threads() <= {1}              # the other caller is still inside
+    release.set()
+    t.join(timeout=30)
+    assert _blas_threads() == before
+
+
+def test_kept_columns_are_never_scratch(two_threads):
+    # a small training layer keeps its columns for backward; a later unrelated forward on
+    # the same thread must not overwrite them
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((4, 8, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((2, 4, 12, 12)).astype(np.float32)
+    with backend.use_kernels("numba"):
+        _, cache = conv2d_forward(x, w, None, (1, 1), (1, 1), (1, 1), 1)
+        assert cache[1] is not None                               # columns kept
+        other = rng.standard_normal((4, 8, 40, 40)).astype(np.float32)
+        conv2d_forward(other, w, None, (1, 1), (1, 1), (1, 1), 1, keep_cache=False)
+        _, dw, _ = conv2d_backward(dout, cache)
+    want = _torch64(x, w, dout, 1)[2]
+    assert _rel(dw, want) < 1e-5
+
+
+def test_training_thread_count_and_block_sections_do_not_undo_each_other():
+    # a server thread runs blocks while a training loop sets its own count (use_threads):
+    # when both are done, OpenBLAS has the training loop's "outside" count back
+    import time
+
+    from volnet.train.threads import use_threads
+
+    before = _blas_threads()
+    inside, release = threading.Event(), threading.Event()
+
+    def server():
+        def work(i):
+            if i == 0:
+                inside.set()
+                release.wait(timeout=10)
+        block_threads.run(work, 2)
+
+    def trainer():
+        inside.wait(timeout=10)
+        with use_threads(2):
+            release.set()
+            time.sleep(0.1)
+
+    threads = [threading.Thread(target=server), threading.Thread(target=trainer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert _blas_threads() == before

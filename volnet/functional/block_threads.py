@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-from volnet.functional import backend
+from volnet.functional import backend, openblas
 
-_shared = {"executor": None, "size": 0, "controller": None, "active": 0, "limit": None}
+_shared = {"executor": None, "size": 0, "active": 0, "saved": None}
 _local = threading.local()
 _lock = threading.Lock()
 _PREFIX = "volnet-block"
@@ -39,23 +40,39 @@ def workers() -> int:
 
 @contextlib.contextmanager
 def _one_blas_thread():
-    """BLAS on one thread while any caller runs blocks (callers on several threads share
-    one count: the first sets it, the last restores what was there before)."""
+    """OpenBLAS on one thread while any caller runs blocks: the first caller in sets it, the
+    last one out restores the count from before (volnet.functional.openblas, which works
+    from any thread; threadpoolctl ignores every thread but the first that set a limit).
+    Another BLAS is left as it is."""
     with _lock:
-        if _shared["controller"] is None:
-            from threadpoolctl import ThreadpoolController
-            _shared["controller"] = ThreadpoolController()
         if _shared["active"] == 0:
-            _shared["limit"] = _shared["controller"].limit(limits=1, user_api="blas")
+            _shared["saved"] = openblas.blas_threads()
+            if _shared["saved"] not in (None, 1):
+                openblas.set_blas_threads(1)
         _shared["active"] += 1
     try:
         yield
     finally:
         with _lock:
             _shared["active"] -= 1
-            if _shared["active"] == 0:
-                _shared["limit"].restore_original_limits()
-                _shared["limit"] = None
+            if _shared["active"] == 0 and _shared["saved"] not in (None, 1):
+                openblas.set_blas_threads(_shared["saved"])
+
+
+def outside_blas_threads() -> int | None:
+    """OpenBLAS's thread count outside block sections (None: not OpenBLAS)."""
+    with _lock:
+        return _shared["saved"] if _shared["active"] else openblas.blas_threads()
+
+
+def set_outside_blas_threads(count: int) -> None:
+    """Set OpenBLAS's count for code outside block sections: now, or, while some thread is
+    running blocks, when the last of them leaves (volnet.train.threads.use_threads)."""
+    with _lock:
+        if _shared["active"]:
+            _shared["saved"] = count
+        else:
+            openblas.set_blas_threads(count)
 
 
 def run(fn, count: int) -> list:
@@ -68,7 +85,6 @@ def run(fn, count: int) -> list:
         return [fn(i) for i in range(count)]
     with _lock:
         if _shared["size"] < count - 1:     # the old pool's threads end when it is collected
-            from concurrent.futures import ThreadPoolExecutor
             _shared["executor"] = ThreadPoolExecutor(count - 1, thread_name_prefix=_PREFIX)
             _shared["size"] = count - 1
         executor = _shared["executor"]
@@ -83,8 +99,8 @@ def run(fn, count: int) -> list:
         try:
             first = fn(0)
         finally:
-            rest = [f.result() for f in futures]
-    return [first] + rest
+            wait(futures)       # every block has finished before the caller goes on
+    return [first] + [f.result() for f in futures]
 
 
 def scratch(name: str, size: int, dtype=np.float32) -> np.ndarray:

@@ -95,7 +95,6 @@ class _Plan:
         self.rows = ho if self.chunk > 1 else int(max(1, min(ho, budget // max(per_row, 1))))
         self.wide = self.p < WIDE_BELOW if wide is None else wide
         self.groups = groups
-        self.single = self.chunk >= n and self.rows >= ho
         self.size, self.dtype = self.chunk * c * kh * kw * self.rows * wo, dtype
 
     def buffer(self, keep: bool = False) -> np.ndarray:
@@ -173,7 +172,7 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
         return cols
 
     cols = block_threads.run(work, count)[0]
-    return out, (cols if keep_cols and plan.single else None)
+    return out, (cols if keep_whole else None)      # only a kept block is a fresh array
 
 
 def weight_grad(x, dout, w_shape, stride, padding, dilation, groups, kept=None):

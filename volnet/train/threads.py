@@ -13,52 +13,11 @@ against 24.2 s on one). ``volnet train --threads N`` pins the count.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import time
 from collections.abc import Iterator
 
-_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-            "openblas_set_num_threads64_", "openblas_set_num_threads")
-_GETTERS = tuple(name.replace("_set_", "_get_") for name in _SETTERS)
-
-
-def _openblas_libraries() -> list[ctypes.CDLL]:
-    import numpy  # noqa: F401 - makes sure NumPy's BLAS is loaded
-
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
-    except OSError:      # not Linux: leave the thread count alone
-        return []
-    libraries = []
-    for path in sorted(paths):
-        try:
-            libraries.append(ctypes.CDLL(path))
-        except OSError:
-            continue
-    return libraries
-
-
-def blas_threads() -> int | None:
-    """Threads OpenBLAS uses now, or None when it cannot be found."""
-    for lib in _openblas_libraries():
-        for name in _GETTERS:
-            if hasattr(lib, name):
-                return int(getattr(lib, name)())
-    return None
-
-
-def set_blas_threads(count: int) -> bool:
-    """Use ``count`` BLAS threads from now on; False when OpenBLAS cannot be found."""
-    done = False
-    for lib in _openblas_libraries():
-        for name in _SETTERS:
-            if hasattr(lib, name):
-                getattr(lib, name)(ctypes.c_int(int(count)))
-                done = True
-                break
-    return done
+from volnet.functional.openblas import blas_threads, set_blas_threads  # noqa: F401 - re-exported
 
 
 # ---- threads chosen by the library (threadpoolctl for BLAS, numba for compiled kernels) ----
@@ -126,17 +85,29 @@ def pin_threads(count: int | None) -> None:
 
 @contextlib.contextmanager
 def use_threads(count: int) -> Iterator[int]:
-    """Run the enclosed code with ``count`` BLAS threads and compiled-kernel threads."""
-    from threadpoolctl import threadpool_limits
+    """Run the enclosed code with ``count`` BLAS threads and compiled-kernel threads.
 
+    NumPy's OpenBLAS is set through its own functions (volnet.functional.openblas), from
+    any Python thread; another BLAS (MKL, Accelerate) through threadpoolctl.
+    """
     numba, previous = _numba_if_loaded(), None
     if numba is not None:
         previous = numba.get_num_threads()
         numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
+    from volnet.functional import block_threads
+
+    before = block_threads.outside_blas_threads()   # kernels running blocks hold it at 1
     try:
-        with threadpool_limits(limits=count, user_api="blas"):
+        if before is not None:
+            block_threads.set_outside_blas_threads(count)
             yield count
+        else:
+            from threadpoolctl import threadpool_limits
+            with threadpool_limits(limits=count, user_api="blas"):
+                yield count
     finally:
+        if before is not None:
+            block_threads.set_outside_blas_threads(before)
         if numba is not None:
             numba.set_num_threads(previous)
 
