@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 from volnet.functional.openblas import blas_threads, set_blas_threads  # noqa: F401 - re-exported
 
-# ---- threads chosen by the library (threadpoolctl for BLAS, numba for compiled kernels) ----
+# ---- threads chosen by the library (OpenBLAS via its own functions, numba for compiled kernels) ----
 
 USER_VARIABLES = ("VOLNET_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _pinned = {"count": None}
