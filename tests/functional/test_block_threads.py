@@ -121,7 +121,7 @@ def test_winograd_same_on_one_thread_or_two(two_threads, monkeypatch, shape):
 
 
 def test_filter_transform_and_its_adjoint_match_einsum(two_threads):
-    from volnet.functional.compiled import winograd, winograd_tiles
+    from volnet.functional.compiled import winograd, winograd_filters
     rng = np.random.default_rng(0)
     for m in (2, 4):
         g = winograd._G[m]
@@ -131,7 +131,7 @@ def test_filter_transform_and_its_adjoint_match_einsum(two_threads):
         np.testing.assert_allclose(u, want, rtol=1e-6, atol=1e-6)
         du = rng.standard_normal((2, (m + 2) ** 2, 5, 7)).astype(np.float32)
         dw = np.empty((5, 7, 3, 3), np.float32)
-        winograd_tiles.filter_grads(du, g, dw, 0, 5)
+        winograd_filters.filter_grads(du, g, dw, 0, 5)
         total = du.astype(np.float64).sum(axis=0).reshape(m + 2, m + 2, 5, 7)
         np.testing.assert_allclose(dw, np.einsum("ki,klfc,lj->fcij", g, total, g),
                                    rtol=1e-5, atol=1e-5)

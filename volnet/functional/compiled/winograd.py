@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.functional import block_threads
+from volnet.functional.compiled import winograd_filters as filters
 from volnet.functional.compiled import winograd_tiles as tiles
 
 _BT = {2: np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
@@ -64,7 +65,7 @@ def filter_transform(w: np.ndarray, m: int, out: np.ndarray | None = None) -> np
     u = np.empty((a * a, f, c), dtype=np.float32) if out is None else out
     count = min(block_threads.workers(), f)
     bounds = np.linspace(0, f, count + 1).astype(np.int64)
-    block_threads.run(lambda i: tiles.filter_points(w, _G[m], u, bounds[i], bounds[i + 1]),
+    block_threads.run(lambda i: filters.filter_points(w, _G[m], u, bounds[i], bounds[i + 1]),
                       count)
     return u
 
@@ -172,6 +173,6 @@ def weight_grad(x, dout, padding, dilation, m):
     dw = np.empty((f, c, 3, 3), dtype=np.float32)
     count = min(block_threads.workers(), f)
     bounds = np.linspace(0, f, count + 1).astype(np.int64)
-    block_threads.run(lambda i: tiles.filter_grads(du, _G[m], dw, bounds[i], bounds[i + 1]),
+    block_threads.run(lambda i: filters.filter_grads(du, _G[m], dw, bounds[i], bounds[i + 1]),
                       count)
     return dw
