@@ -89,24 +89,25 @@ def _spread(pair) -> dict:
                              round(max(pair.torch_samples) / pair.torch, 2)]}
 
 
+def _kernel_rows(group, rows, case, kernel, rng, repeats):
+    """One record per row of a memory-bound kernel group (pool, norm): fwd+bwd in ms."""
+    for row in rows:
+        v_fn, t_fn, err = case(row, rng)
+        pair = time_pair(v_fn, t_fn, repeats)
+        yield group, _record(row[0] + " fwd+bwd", group, pair.volnet * 1e3, pair.torch * 1e3,
+                             "ms", pair.volnet / pair.torch, err, kernel=kernel, **_spread(pair))
+
+
 def pool_rows(rng, repeats):
     kernel = "numba: winners in the forward pass, one scatter" if backend.compiled() else \
         "numpy: separable maxima, winners found in backward"
-    for row in kernels.POOL_ROWS:
-        v_fn, t_fn, err = kernels.pool_case(row, rng)
-        pair = time_pair(v_fn, t_fn, repeats)
-        yield "pool", _record(row[0] + " fwd+bwd", "pool", pair.volnet * 1e3, pair.torch * 1e3,
-                              "ms", pair.volnet / pair.torch, err, kernel=kernel, **_spread(pair))
+    return _kernel_rows("pool", kernels.POOL_ROWS, kernels.pool_case, kernel, rng, repeats)
 
 
 def norm_rows(rng, repeats):
     kernel = "numba: fused BN+ReLU, one kernel per direction" if backend.compiled() else \
         "numpy: batch norm, then ReLU mask"
-    for row in kernels.NORM_ROWS:
-        v_fn, t_fn, err = kernels.norm_case(row, rng)
-        pair = time_pair(v_fn, t_fn, repeats)
-        yield "norm", _record(row[0] + " fwd+bwd", "norm", pair.volnet * 1e3, pair.torch * 1e3,
-                              "ms", pair.volnet / pair.torch, err, kernel=kernel, **_spread(pair))
+    return _kernel_rows("norm", kernels.NORM_ROWS, kernels.norm_case, kernel, rng, repeats)
 
 
 TRAIN_ROWS = [("LeNet-5 training step, batch 64", "lenet5", 64, (1, 28, 28)),

@@ -13,18 +13,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from volnet.functional import backend, naive
+from volnet.functional import naive
 from volnet.functional.conv import conv2d_backward, conv2d_forward
 from volnet.tools.gradcheck import numerical_gradient
 
-
-@pytest.fixture(autouse=True, scope="module", params=["numpy", "numba"])
-def kernel_path(request):
-    """Every test here runs on the NumPy reference kernels and on the compiled ones."""
-    if request.param == "numba" and not backend.numba_available():
-        pytest.skip("numba missing")
-    with backend.use_kernels(request.param):
-        yield request.param
+# every test here runs on the NumPy reference kernels and on the compiled ones
+pytestmark = pytest.mark.usefixtures("both_kernel_paths")
 
 
 @st.composite

@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from volnet.functional import backend, conv_gemm, naive
+from volnet.functional import conv_gemm, naive
 from volnet.functional.conv import conv2d_backward, conv2d_forward
 from volnet.functional.pool import maxpool2d_backward, maxpool2d_forward
 
-
-@pytest.fixture(autouse=True, scope="module", params=["numpy", "numba"])
-def kernel_path(request):
-    """Every test here runs on the NumPy reference kernels and on the compiled ones."""
-    if request.param == "numba" and not backend.numba_available():
-        pytest.skip("numba missing")
-    with backend.use_kernels(request.param):
-        yield request.param
+# every test here runs on the NumPy reference kernels and on the compiled ones
+pytestmark = pytest.mark.usefixtures("both_kernel_paths")
 
 # (N, C, groups, F, H, W, (KH, KW), stride, (PH, PW), dilation): the path each exercises
 CONV_CASES = [

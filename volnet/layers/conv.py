@@ -32,6 +32,15 @@ def check_channel_input(layer, x) -> None:
     layer.output_shape(x.shape[1:])
 
 
+def keep_grads(layer: Layer, grads) -> np.ndarray | None:
+    """Store a conv kernel's (dx, dw, db) on ``layer`` (no bias: no db) and return dx."""
+    dx, dw, db = grads
+    layer.grads["weight"] = dw
+    if db is not None:
+        layer.grads["bias"] = db
+    return dx
+
+
 class Conv2d(Layer):
     """2-D convolution (cross-correlation) over a batch of volumes.
 
@@ -101,11 +110,7 @@ class Conv2d(Layer):
         return out
 
     def _backward(self, dout, input_grad=True):
-        dx, dw, db = conv2d_backward(dout, self._cache, input_grad=input_grad)
-        self.grads["weight"] = dw
-        if db is not None:
-            self.grads["bias"] = db
-        return dx
+        return keep_grads(self, conv2d_backward(dout, self._cache, input_grad=input_grad))
 
     def _backward_params(self, dout):
         self._backward(dout, input_grad=False)   # the first layer: dx of the images is not needed

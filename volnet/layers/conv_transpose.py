@@ -13,7 +13,7 @@ from volnet.functional.conv_transpose import (
     conv_transpose_output_size,
 )
 from volnet.layers.base import Layer
-from volnet.layers.conv import check_channel_input, check_groups
+from volnet.layers.conv import check_channel_input, check_groups, keep_grads
 
 
 class ConvTranspose2d(Layer):
@@ -114,11 +114,8 @@ class ConvTranspose2d(Layer):
         return out
 
     def _backward(self, dout, input_grad=True):
-        dx, dw, db = conv_transpose2d_backward(dout, self._cache, input_grad=input_grad)
-        self.grads["weight"] = dw
-        if db is not None:
-            self.grads["bias"] = db
-        return dx
+        return keep_grads(self, conv_transpose2d_backward(dout, self._cache,
+                                                          input_grad=input_grad))
 
     def _backward_params(self, dout):
         self._backward(dout, input_grad=False)

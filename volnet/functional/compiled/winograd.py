@@ -63,11 +63,19 @@ def filter_transform(w: np.ndarray, m: int, out: np.ndarray | None = None) -> np
     f, c = w.shape[:2]
     a = m + 2
     u = np.empty((a * a, f, c), dtype=np.float32) if out is None else out
-    count = min(block_threads.workers(), f)
-    bounds = np.linspace(0, f, count + 1).astype(np.int64)
-    block_threads.run(lambda i: filters.filter_points(w, _G[m], u, bounds[i], bounds[i + 1]),
-                      count)
+    _over_filters(lambda f0, f1: filters.filter_points(w, _G[m], u, f0, f1), f)
     return u
+
+
+def _filter_ranges(f: int, parts: int) -> np.ndarray:
+    """Bounds of ``parts`` near-equal ranges of ``f`` filters."""
+    return np.linspace(0, f, parts + 1).astype(np.int64)
+
+
+def _over_filters(kernel, f: int) -> None:
+    """``kernel(f0, f1)`` for near-equal ranges of the ``f`` filters, one per thread."""
+    bounds = _filter_ranges(f, min(block_threads.workers(), f))
+    block_threads.run(lambda i: kernel(bounds[i], bounds[i + 1]), len(bounds) - 1)
 
 
 class _Grid:
@@ -123,7 +131,7 @@ def forward(x, w, bias, padding, dilation, out_size, m):
     grid = _Grid(n, out_size, m, dilation[0])
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
     groups = min(f, max(1, block_threads.workers() // len(grid.starts)))
-    bounds = np.linspace(0, f, groups + 1).astype(np.int64)
+    bounds = _filter_ranges(f, groups)
     items = [(q0, g) for q0 in grid.starts for g in range(groups)]
     count = min(block_threads.workers(), len(items))
 
@@ -171,8 +179,5 @@ def weight_grad(x, dout, padding, dilation, m):
 
     block_threads.run(work, count)
     dw = np.empty((f, c, 3, 3), dtype=np.float32)
-    count = min(block_threads.workers(), f)
-    bounds = np.linspace(0, f, count + 1).astype(np.int64)
-    block_threads.run(lambda i: filters.filter_grads(du, _G[m], dw, bounds[i], bounds[i + 1]),
-                      count)
+    _over_filters(lambda f0, f1: filters.filter_grads(du, _G[m], dw, f0, f1), f)
     return dw
