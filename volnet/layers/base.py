@@ -27,6 +27,7 @@ import fnmatch
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from types import MappingProxyType
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from volnet.errors import (
     StateDictError,
     StateError,
 )
+from volnet.layers import hooks
 
 _local = threading.local()   # forward nesting depth: only the outermost call scans for NaN
 
@@ -51,6 +53,10 @@ def join_key(prefix: str, name: str) -> str:
 
 class Layer:
     """Maps an input volume to an output volume; owns its backward pass."""
+
+    # per-layer hooks (volnet.layers.hooks): read-only and empty until one is registered
+    _forward_hooks = MappingProxyType({})
+    _backward_hooks = MappingProxyType({})
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -102,9 +108,27 @@ class Layer:
         self._out_shape = out.shape
         if not keep:
             self._cache = None
+        if hooks.active(self):
+            hooks.after_forward(self, x, out, training)
         return out
 
     __call__ = forward
+
+    def register_forward_hook(self, fn) -> hooks.HookHandle:
+        """Run ``fn(layer, x, out, training)`` after each forward of this layer.
+
+        Returns a handle whose ``remove()`` unregisters it (see :mod:`volnet.layers.hooks`).
+        """
+        if "_forward_hooks" not in self.__dict__:
+            self._forward_hooks = {}
+        return hooks.add_layer_hook(self._forward_hooks, fn)
+
+    def register_backward_hook(self, fn) -> hooks.HookHandle:
+        """Run ``fn(layer, dout, dx)`` after each backward of this layer, once its ``grads``
+        are written (``dx`` is None with ``input_grad=False``): "gradients ready"."""
+        if "_backward_hooks" not in self.__dict__:
+            self._backward_hooks = {}
+        return hooks.add_layer_hook(self._backward_hooks, fn)
 
     def _backward_params(self, dout: np.ndarray) -> None:
         """Fill ``self.grads`` without returning dL/d(input); see ``backward(input_grad=False)``.
@@ -138,9 +162,13 @@ class Layer:
                 f"{self._out_shape}, got {dout.shape}"
             )
         if input_grad:
-            return self._backward(dout)
-        self._backward_params(dout)
-        return None
+            dx = self._backward(dout)
+        else:
+            self._backward_params(dout)
+            dx = None
+        if hooks.active(self):
+            hooks.after_backward(self, dout, dx)
+        return dx
 
     def _validate(self, x, outermost: bool) -> np.ndarray:
         x = self._as_float(x, "input")
@@ -300,10 +328,12 @@ class Layer:
         return self
 
     def copy(self) -> Layer:
-        """A deep copy sharing no arrays with this layer (caches dropped)."""
+        """A deep copy sharing no arrays with this layer (caches and hooks dropped)."""
         dup = copy.deepcopy(self)
         for _, layer in dup.named_layers():
             layer._cache = None
+            layer.__dict__.pop("_forward_hooks", None)
+            layer.__dict__.pop("_backward_hooks", None)
         return dup
 
     def freeze(self, *patterns: str) -> Layer:
