@@ -50,3 +50,27 @@ def test_copy_drops_hooks():
     net[0].register_forward_hook(lambda *a: calls.append(1))
     net.copy().forward(np.zeros((1, 2, 4, 4), np.float32))
     assert calls == []
+
+
+def test_backward_accumulate_adds_to_existing_grads():
+    """accumulate=True: two micro-batches' gradients sum to the full batch's (hand reference)."""
+    rng = np.random.default_rng(1)
+    net = vn.Sequential(vn.Conv2d(2, 3, 3, padding=1), vn.BatchNorm2d(3), vn.ReLU(), vn.Flatten(),
+                        vn.Linear(48, 4)).astype(np.float64)
+    a, b = rng.standard_normal((2, 3, 2, 4, 4))
+    da, db = rng.standard_normal((2, 3, 4))
+    grads = []
+    for x, d in ((a, da), (b, db)):
+        net.forward(x, training=True)
+        net.backward(d, input_grad=False)
+        grads.append({n: g.copy() for n, _, g in net.named_params()})
+    net.forward(a, training=True)
+    net.backward(da)
+    net.forward(b, training=True)
+    net.backward(db, accumulate=True)
+    for name, _, g in net.named_params():
+        np.testing.assert_allclose(g, grads[0][name] + grads[1][name], rtol=1e-12, atol=1e-12)
+    net.forward(b, training=True)
+    net.backward(db)   # the default overwrites again
+    for name, _, g in net.named_params():
+        np.testing.assert_allclose(g, grads[1][name], rtol=1e-12, atol=1e-12)

@@ -41,7 +41,8 @@ from volnet.errors import (
 )
 from volnet.layers import hooks
 
-_local = threading.local()   # forward nesting depth: only the outermost call scans for NaN
+_local = threading.local()   # forward nesting depth (only the outermost call scans for NaN);
+                             # whether the running backward accumulates
 
 
 def join_key(prefix: str, name: str) -> str:
@@ -140,7 +141,8 @@ class Layer:
         if self.params or self.named_children():
             self._backward(dout)
 
-    def backward(self, dout: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+    def backward(self, dout: np.ndarray, input_grad: bool = True, *,
+                 accumulate: bool = False) -> np.ndarray | None:
         """dL/d(output) -> dL/d(input) for the last forward; fills ``self.grads``.
 
         ``input_grad=False`` fills the same ``grads`` but returns None and skips
@@ -149,6 +151,11 @@ class Layer:
         compute it either). Containers pass it on to the children that see their
         input, so ``net.backward(dout, input_grad=False)`` is what a training step
         wants.
+
+        By default the parameter gradients are *overwritten*. ``accumulate=True``
+        adds this backward's gradients to the ones already in ``grads`` (in every
+        layer below this one), PyTorch's behaviour, for gradient accumulation over
+        micro-batches; a layer with no gradient yet starts from zero.
         """
         if self._cache is None:
             raise StateError(
@@ -161,11 +168,23 @@ class Layer:
                 f"{self.where()}: backward expects dout of the last output's shape "
                 f"{self._out_shape}, got {dout.shape}"
             )
-        if input_grad:
-            dx = self._backward(dout)
-        else:
-            self._backward_params(dout)
-            dx = None
+        outer = getattr(_local, "accumulate", False)
+        previous = ({k: v.copy() for k, v in self.grads.items()}
+                    if (accumulate or outer) and self.params and not self.named_children() else None)
+        _local.accumulate = outer or accumulate
+        try:
+            if input_grad:
+                dx = self._backward(dout)
+            else:
+                self._backward_params(dout)
+                dx = None
+        finally:
+            _local.accumulate = outer
+        if previous:
+            for name, old in previous.items():
+                new = self.grads.get(name)
+                if new is not None and new.shape == old.shape:
+                    self.grads[name] = new + old
         if hooks.active(self):
             hooks.after_backward(self, dout, dx)
         return dx
