@@ -1,7 +1,7 @@
 """The onnx package's operator conformance cases (``onnx.backend.test.case.node``) run
 through volnet's importer.
 
-For each operator :func:`volnet.io.onnx_import.supported_ops` lists, the cases of that
+For each operator :func:`volnet.io.onnx.importer.supported_ops` lists, the cases of that
 operator's module are collected (not ``collect_testcases()``, which exports all ~1,900
 cases: 35 s here; importing only the listed operators' modules is what it does inside).
 ``_expanded`` / ``_expanded_verN`` variants (the operator rewritten as a function of others) are left out.
@@ -27,9 +27,10 @@ import onnx
 from onnx import numpy_helper
 
 from volnet.errors import VolnetError
-from volnet.io._onnx_attrs import attrs
-from volnet.io.onnx_fold import FOLDERS, fold
-from volnet.io.onnx_import import load_onnx, supported_ops
+from volnet.io.onnx.attributes import attrs
+from volnet.io.onnx.fold import fold
+from volnet.io.onnx.registry import FOLDERS
+from volnet.io.onnx.importer import load_onnx, supported_ops
 
 RTOL = 1e-4
 MODULES = {"BatchNormalization": "batch_normalization", "Identity": "identity"}

@@ -18,7 +18,7 @@ def results():
 
 
 def test_every_listed_operator_has_cases_and_no_case_is_wrong(results):
-    from volnet.io.onnx_import import supported_ops
+    from volnet.io.onnx.importer import supported_ops
 
     assert set(results) == set(supported_ops())
     cnn = ["Conv", "MaxPool", "AveragePool", "BatchNormalization", "Gemm", "Relu", "Softmax",

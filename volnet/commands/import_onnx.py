@@ -28,7 +28,7 @@ def run(args) -> int:
 
     from volnet.errors import CheckpointError
     from volnet.io.checkpoint import save
-    from volnet.io.onnx_import import load_onnx
+    from volnet.io.onnx.importer import load_onnx
 
     out = args.out or os.path.splitext(args.model)[0] + ".safetensors"
     if os.path.exists(out) and not args.overwrite:

@@ -43,7 +43,7 @@ def resolve_model(text: str, shapes_only: bool = False) -> ResolvedModel:
         return ResolvedModel(net, INPUT_SHAPES[text], {}, f"{text} (zoo)", "zoo")
     if os.path.isfile(text):
         if text.lower().endswith(".onnx"):
-            from volnet.io.onnx_import import load_onnx
+            from volnet.io.onnx.importer import load_onnx
 
             net = load_onnx(text)
             return ResolvedModel(net, tuple(net.input_shape), dict(net.preprocessing),

@@ -6,17 +6,14 @@ optional and imported only when an ONNX function is called.
 """
 
 from volnet.io._optional import MissingDependencyError
-from volnet.io.onnx_export import export_onnx, register_onnx_exporter
-from volnet.io.onnx_graph import Graph, Node, Reshape
-from volnet.io.onnx_import import load_onnx
+from volnet.io.onnx.export import export_onnx
+from volnet.io.onnx.importer import load_onnx
+from volnet.io.onnx.registry import register_onnx_exporter
 from volnet.io.torch_load import load_torch
 from volnet.io.weights import fetch_weights, load_weights
 
 __all__ = [
-           "Graph",
            "MissingDependencyError",
-           "Node",
-           "Reshape",
            "export_onnx",
            "fetch_weights",
            "load_onnx",

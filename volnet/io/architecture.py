@@ -30,6 +30,9 @@ _SKIP = {"self", "rng", "dtype", "seed"}
 # Packages that define layers; importing anything else (volnet.__main__ runs the CLI) is refused.
 _LAYER_MODULES = re.compile(r"volnet(\.(layers|models|io|tools|train)(\.[a-z][a-z0-9_]*)*)?")
 FORMAT = 1
+# layers that moved: checkpoints written before the move name the old module
+MOVED = {("volnet.io.onnx_graph", "Graph"): "volnet.layers.graph",
+         ("volnet.io.onnx_graph", "Reshape"): "volnet.layers.reshape"}
 
 
 def _plain(value):
@@ -86,6 +89,8 @@ def layer_config(layer: Layer) -> dict:
 
 def _layer_class(config: dict) -> type:
     module_name, type_name = config.get("module", ""), config.get("type", "")
+    if isinstance(module_name, str) and isinstance(type_name, str):
+        module_name = MOVED.get((module_name, type_name), module_name)
     if not isinstance(module_name, str) or not _LAYER_MODULES.fullmatch(module_name):
         raise CheckpointError(f"architecture names module {module_name!r}; only volnet layers "
                               "can be rebuilt (modules under volnet.layers, volnet.models, "

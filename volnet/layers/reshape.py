@@ -1,9 +1,11 @@
-"""Flatten: volumes to vectors, between the CONV/POOL stack and FC layers."""
+"""Flatten (volumes to vectors, between the CONV/POOL stack and FC layers) and Reshape
+(any per-example shape, as ONNX's ``Reshape`` gives it)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from volnet.errors import ConfigError, ShapeError
 from volnet.layers.base import Layer
 
 
@@ -25,3 +27,36 @@ class Flatten(Layer):
 
     def _backward(self, dout):
         return dout.reshape(self._cache)
+
+
+class Reshape(Layer):
+    """Reshape each example to ``shape`` (one entry may be -1); ONNX ``Reshape``.
+
+    Example:
+        >>> Reshape((-1,)).output_shape((4, 2, 2))
+        (16,)
+    """
+
+    def __init__(self, shape) -> None:
+        super().__init__()
+        self.shape = tuple(int(d) for d in shape)
+        if sum(d == -1 for d in self.shape) > 1 or any(d < -1 or d == 0 for d in self.shape):
+            raise ConfigError(f"Reshape: shape {self.shape} needs positive sizes and at most one -1")
+
+    def output_shape(self, input_shape):
+        size = int(np.prod(input_shape))
+        known = int(np.prod([d for d in self.shape if d != -1]))
+        if (-1 in self.shape and size % known) or (-1 not in self.shape and size != known):
+            raise ShapeError(f"{self.where()}: cannot reshape {tuple(input_shape)} to {self.shape}")
+        return tuple(size // known if d == -1 else d for d in self.shape)
+
+    def _forward(self, x, training, keep_cache):
+        shape = self.output_shape(x.shape[1:])
+        self._cache = x.shape if keep_cache else None
+        return x.reshape((x.shape[0],) + shape)
+
+    def _backward(self, dout):
+        return dout.reshape(self._cache)
+
+    def extra_repr(self):
+        return f"{self.shape}"

@@ -171,7 +171,7 @@ def _convert(layer: Layer, path: str, state: _State) -> tuple[Layer | None, _Sta
 
 
 def _graph_chain(layer):
-    """An imported :class:`~volnet.io.onnx_graph.Graph` whose nodes form one chain of layers,
+    """An imported :class:`~volnet.layers.graph.Graph` whose nodes form one chain of layers,
     as a Sequential in node order (same child names); None for anything else."""
     nodes = getattr(layer, "nodes", None)
     if nodes is None or not hasattr(layer, "input_name"):

@@ -12,22 +12,51 @@ from __future__ import annotations
 import os
 import tempfile
 
-# importing the converter modules registers them (containers, leaf layers, imported ops)
-import volnet.io.onnx_export_containers
-import volnet.io.onnx_export_layers
-import volnet.io.onnx_export_ops  # noqa: F401
-from volnet.io._optional import require
-from volnet.io.onnx_export_registry import (
-    EXPORTERS,
-    _Builder,
-    _emit,
-    register_onnx_exporter,
-)
-from volnet.io.onnx_metadata import preprocessing_props
+import numpy as np
 
-__all__ = ["EXPORTERS", "OPSET", "export_onnx", "register_onnx_exporter", "to_onnx_model"]
+# importing the converter modules registers them (containers, leaf layers, imported ops)
+import volnet.io.onnx.export_containers
+import volnet.io.onnx.export_layers
+import volnet.io.onnx.export_math
+import volnet.io.onnx.export_ops  # noqa: F401
+from volnet.io._optional import require
+from volnet.io.onnx.metadata import preprocessing_props
+from volnet.io.onnx.registry import emit
+from volnet.layers.base import join_key
 
 OPSET = 17
+
+
+class Builder:
+    """Accumulates ONNX nodes and initializers with unique tensor names; every exporter
+    receives it as ``b``."""
+
+    def __init__(self, helper, numpy_helper, opset: int = OPSET) -> None:
+        self.helper, self.numpy_helper, self.opset = helper, numpy_helper, opset
+        self.nodes, self.initializers, self.names = [], [], set()
+
+    def fresh(self, hint: str) -> str:
+        name, i = hint or "t", 1
+        while name in self.names:
+            name, i = f"{hint}_{i}", i + 1
+        self.names.add(name)
+        return name
+
+    def const(self, name: str, array) -> str:
+        name = self.fresh(name)
+        array = np.asarray(array)
+        array = np.ascontiguousarray(array) if array.ndim else array.copy()   # 0-d stays 0-d
+        self.initializers.append(self.numpy_helper.from_array(array, name))
+        return name
+
+    def param(self, layer, key: str, prefix: str) -> str:
+        return self.const(join_key(prefix, key), np.asarray(layer.params.get(key, layer.buffers.get(key)),
+                                                            dtype=np.float32))
+
+    def node(self, op: str, inputs: list[str], prefix: str, **attrs) -> str:
+        out = self.fresh(f"/{prefix}/{op}" if prefix else op)   # PyTorch's scope naming
+        self.nodes.append(self.helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
 
 
 def to_onnx_model(net, input_shape: tuple[int, ...], opset: int = OPSET, check: bool = True,
@@ -43,9 +72,9 @@ def to_onnx_model(net, input_shape: tuple[int, ...], opset: int = OPSET, check: 
 
     input_shape = tuple(int(d) for d in input_shape)
     out_shape = net.output_shape(input_shape)   # fails early, naming the layer, on a bad shape
-    b = _Builder(helper, numpy_helper)
+    b = Builder(helper, numpy_helper, opset)
     b.names.add("input")
-    out, _ = _emit(net, b, "input", input_shape, "")
+    out, _ = emit(net, b, "input", input_shape, "")
     b.nodes.append(helper.make_node("Identity", [out], ["output"], name="output"))
     graph = helper.make_graph(
         b.nodes, "volnet", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *input_shape])],

@@ -1,9 +1,8 @@
 """ONNX operators that become volnet layers with weights or windows: Conv, Gemm, MatMul,
-the pools, BatchNormalization and LRN (the activations and Softmax/LogSoftmax:
-:mod:`volnet.io.onnx_ops_activations`, re-exported here).
+the pools, BatchNormalization and LRN (the activations: :mod:`volnet.io.onnx.ops_activations`).
 
 Each handler reads its node, checks what volnet can represent and appends layers through
-the :class:`~volnet.io.onnx_import.Importer`. Add an operator with ``@handles("Op")``.
+the :class:`~volnet.io.onnx.importer.Importer`. Add an operator with ``@handles("Op")``.
 """
 
 from __future__ import annotations
@@ -12,16 +11,8 @@ import math
 
 import numpy as np
 
-from volnet.io._onnx_attrs import nshape, pair, refuse, window_pads
-from volnet.io.onnx_import import handles
-from volnet.io.onnx_ops_activations import (  # noqa: F401 - registered, re-exported
-    clip,
-    elu,
-    leaky_relu,
-    prelu,
-    simple,
-    softmax,
-)
+from volnet.io.onnx.attributes import nshape, pair, refuse, window_pads
+from volnet.io.onnx.registry import handles
 from volnet.layers import (
     AvgPool2d,
     BatchNorm1d,

@@ -2,8 +2,10 @@
 
 Most volnet networks nest ``Sequential``/``Residual``/``Concat``; an imported
 ONNX model is an arbitrary directed acyclic graph. ``Graph`` runs such a
-graph: each node is a volnet layer applied to one named tensor, or an
-elementwise ``add`` / channel ``concat`` of several. It is a container, so
+graph: each node is a volnet layer applied to one named tensor (or, for a
+:class:`~volnet.layers.multi_input.MultiInputLayer` such as a broadcasting
+``BinaryOp``, to several), or an elementwise ``add`` of equal shapes / a channel
+``concat`` of several. It is a container, so
 state dicts, ``freeze``, head replacement (``graph["fc"] = Linear(...)``) and
 training all work on imported models. Backward walks the nodes in reverse
 and sums the gradients of tensors that feed several nodes.
@@ -27,7 +29,8 @@ class Node(NamedTuple):
     Args:
         kind: ``"layer"`` (apply the child layer called ``name``), ``"add"`` or ``"concat"``.
         name: Unique node name; for layers, the child's name (its state-dict prefix).
-        inputs: Names of the tensors consumed (one for a layer).
+        inputs: Names of the tensors consumed (one for a layer; a multi-input layer's
+            ``arity``).
         output: Name of the tensor produced.
     """
 
@@ -70,8 +73,10 @@ class Graph(Container):
             if missing:
                 raise ConfigError(f"Graph node {node.name!r} reads {missing} before they are "
                                   "produced; nodes must be in topological order")
-            if node.kind == "layer" and (node.name not in self._children or len(node.inputs) != 1):
-                raise ConfigError(f"Graph node {node.name!r} needs one input and a layer of that name")
+            if node.kind == "layer" and (node.name not in self._children or len(node.inputs)
+                                         != getattr(self._children[node.name], "arity", 1)):
+                raise ConfigError(f"Graph node {node.name!r} needs a layer of that name and as "
+                                  "many inputs as the layer takes")
             if node.kind not in ("layer", "add", "concat"):
                 raise ConfigError(f"Graph node {node.name!r} has unknown kind {node.kind!r}")
             known.add(node.output)
@@ -83,7 +88,8 @@ class Graph(Container):
         for node in self.nodes:
             ins = [shapes[name] for name in node.inputs]
             if node.kind == "layer":
-                shapes[node.output] = self._children[node.name].output_shape(ins[0])
+                shapes[node.output] = self._children[node.name].output_shape(
+                    ins[0] if len(ins) == 1 else tuple(ins))
             elif node.kind == "add":
                 if len(set(ins)) != 1:
                     raise ShapeError(f"{self.where()}: add {node.name!r} gets shapes {ins}")
@@ -107,7 +113,8 @@ class Graph(Container):
         for i, node in enumerate(self.nodes):
             ins = [values[name] for name in node.inputs]
             if node.kind == "layer":
-                out = self._children[node.name].forward(ins[0], training, cache=keep_cache)
+                out = self._children[node.name].forward(ins[0] if len(ins) == 1 else tuple(ins),
+                                                        training, cache=keep_cache)
             elif node.kind == "add":
                 if len({a.shape for a in ins}) != 1:
                     raise ShapeError(f"{self.where()}: add {node.name!r} gets shapes "
@@ -130,7 +137,8 @@ class Graph(Container):
             if g is None:      # an output nothing downstream used
                 continue
             if node.kind == "layer":
-                pieces = [self._children[node.name].backward(g)]
+                dx = self._children[node.name].backward(g)
+                pieces = [dx] if len(node.inputs) == 1 else list(dx)
             elif node.kind == "add":
                 pieces = [g] * len(node.inputs)
             else:
@@ -152,36 +160,3 @@ class Graph(Container):
 
     def extra_repr(self):
         return f"{len(self.nodes)} nodes, input={self.input_name!r}, output={self.output_name!r}"
-
-
-class Reshape(Layer):
-    """Reshape each example to ``shape`` (one entry may be -1); ONNX ``Reshape``.
-
-    Example:
-        >>> Reshape((-1,)).output_shape((4, 2, 2))
-        (16,)
-    """
-
-    def __init__(self, shape) -> None:
-        super().__init__()
-        self.shape = tuple(int(d) for d in shape)
-        if sum(d == -1 for d in self.shape) > 1 or any(d < -1 or d == 0 for d in self.shape):
-            raise ConfigError(f"Reshape: shape {self.shape} needs positive sizes and at most one -1")
-
-    def output_shape(self, input_shape):
-        size = int(np.prod(input_shape))
-        known = int(np.prod([d for d in self.shape if d != -1]))
-        if (-1 in self.shape and size % known) or (-1 not in self.shape and size != known):
-            raise ShapeError(f"{self.where()}: cannot reshape {tuple(input_shape)} to {self.shape}")
-        return tuple(size // known if d == -1 else d for d in self.shape)
-
-    def _forward(self, x, training, keep_cache):
-        shape = self.output_shape(x.shape[1:])
-        self._cache = x.shape if keep_cache else None
-        return x.reshape((x.shape[0],) + shape)
-
-    def _backward(self, dout):
-        return dout.reshape(self._cache)
-
-    def extra_repr(self):
-        return f"{self.shape}"

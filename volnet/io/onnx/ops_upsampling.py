@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from volnet.io._onnx_attrs import pair, refuse
-from volnet.io.onnx_import import handles
+from volnet.io.onnx.attributes import pair, refuse
+from volnet.io.onnx.registry import handles
 from volnet.layers import ConvTranspose2d, Upsample
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.io._onnx_attrs import nshape, refuse
-from volnet.io.onnx_import import handles
+from volnet.io.onnx.attributes import nshape, refuse
+from volnet.io.onnx.registry import handles
 from volnet.layers import AdaptiveAvgPool2d, ConstantPad2d, Narrow
 
 

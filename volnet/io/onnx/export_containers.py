@@ -3,9 +3,8 @@ along channels, a SideBranch exports its main path, a Graph its DAG."""
 
 from __future__ import annotations
 
-from volnet.io.onnx_export_registry import _emit, register_onnx_exporter
-from volnet.io.onnx_graph import Graph
-from volnet.layers import Concat, Residual, Sequential
+from volnet.io.onnx.registry import emit, register_onnx_exporter
+from volnet.layers import Concat, Graph, Residual, Sequential
 from volnet.layers.base import join_key
 from volnet.layers.side_branch import SideBranch
 
@@ -14,26 +13,26 @@ from volnet.layers.side_branch import SideBranch
 @register_onnx_exporter(Sequential)
 def _sequential(layer, b, x, shape, prefix):
     for name, child in layer.named_children():
-        x, shape = _emit(child, b, x, shape, join_key(prefix, name))
+        x, shape = emit(child, b, x, shape, join_key(prefix, name))
     return x, shape
 
 
 @register_onnx_exporter(Residual)
 def _residual(layer, b, x, shape, prefix):
     names = {id(child): name for name, child in layer.named_children()}
-    body, body_shape = _emit(layer.body, b, x, shape, join_key(prefix, names[id(layer.body)]))
+    body, body_shape = emit(layer.body, b, x, shape, join_key(prefix, names[id(layer.body)]))
     short = x
     if layer.shortcut is not None:
-        short, _ = _emit(layer.shortcut, b, x, shape, join_key(prefix, names[id(layer.shortcut)]))
+        short, _ = emit(layer.shortcut, b, x, shape, join_key(prefix, names[id(layer.shortcut)]))
     out = b.node("Add", [body, short], prefix)
     if layer.activation is not None:
-        return _emit(layer.activation, b, out, body_shape, join_key(prefix, "activation"))
+        return emit(layer.activation, b, out, body_shape, join_key(prefix, "activation"))
     return out, body_shape
 
 
 @register_onnx_exporter(Concat)
 def _concat(layer, b, x, shape, prefix):
-    outs = [_emit(child, b, x, shape, join_key(prefix, name))[0]
+    outs = [emit(child, b, x, shape, join_key(prefix, name))[0]
             for name, child in layer.named_children()]
     return b.node("Concat", outs, prefix, axis=1), layer.output_shape(shape)
 
@@ -50,8 +49,10 @@ def _graph(layer, b, x, shape, prefix):
     for node in layer.nodes:
         ins = [names[i] for i in node.inputs]
         path = join_key(prefix, node.name)
-        if node.kind == "layer":
-            out, out_shape = _emit(layer[node.name], b, ins[0], shapes[node.inputs[0]], path)
+        if node.kind == "layer" and len(ins) > 1:      # a multi-input layer: lists in, one out
+            out, out_shape = emit(layer[node.name], b, ins, [shapes[i] for i in node.inputs], path)
+        elif node.kind == "layer":
+            out, out_shape = emit(layer[node.name], b, ins[0], shapes[node.inputs[0]], path)
         elif node.kind == "add":
             out, out_shape = b.node("Add", ins, path), shapes[node.inputs[0]]
         else:

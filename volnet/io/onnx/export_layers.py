@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ConfigError
-from volnet.io.onnx_export_registry import register_onnx_exporter
-from volnet.io.onnx_graph import Reshape
+from volnet.io.onnx.registry import register_onnx_exporter
 from volnet.layers import (
+    Reshape,
     AdaptiveAvgPool2d,
     AvgPool2d,
     BatchNorm1d,

@@ -2,11 +2,10 @@
 
 The importer walks the nodes once, in order. A node whose inputs are all known constants
 (``Constant``, ``Shape`` of a tensor of known shape, ``Gather``, ``Unsqueeze``, ``Concat``...)
-is folded with NumPy (:mod:`volnet.io.onnx_fold`) before any layer reads it; every other
+is folded with NumPy (:mod:`volnet.io.onnx.fold`) before any layer reads it; every other
 node becomes a volnet layer, or an ``add``/``concat`` node of a :class:`Graph`, through one
-handler per operator (:data:`HANDLERS`, filled by :mod:`volnet.io.onnx_ops` and
-:mod:`volnet.io.onnx_ops_tensor`, :mod:`volnet.io.onnx_ops_slicing` and
-:mod:`volnet.io.onnx_ops_upsampling`; add one with :func:`handles`). Every tensor's per-example
+handler per operator (:data:`~volnet.io.onnx.registry.HANDLERS`, filled by the ``ops*``
+modules of this package; add one with :func:`~volnet.io.onnx.registry.handles`). Every tensor's per-example
 shape is known while importing, so each handler checks what it builds. A refusal names the
 node, the operator, the attribute and what would work. ``onnx`` is imported only when called.
 """
@@ -20,23 +19,19 @@ import warnings
 import numpy as np
 
 from volnet.errors import CheckpointError, ConfigError, VolnetError
-from volnet.io._onnx_attrs import attrs, nshape, refuse, scope_path
+# importing the handler modules registers them (layers with weights, activations, tensors...)
+import volnet.io.onnx.ops
+import volnet.io.onnx.ops_activations
+import volnet.io.onnx.ops_slicing
+import volnet.io.onnx.ops_tensor
+import volnet.io.onnx.ops_upsampling  # noqa: F401
 from volnet.io._optional import require
-from volnet.io.onnx_fold import FOLDERS, fold
-from volnet.io.onnx_graph import Graph, Node
-from volnet.io.onnx_metadata import read_preprocessing
-
-OPSETS = range(7, 29)   # 7-21 as CNN files use them; 22-28 changed only element types here
-HANDLERS: dict = {}
-
-
-def handles(*ops: str):
-    """Decorator: ``fn(importer, node, attrs)`` builds the layers for ONNX operators ``ops``."""
-    def decorate(fn):
-        for op in ops:
-            HANDLERS[op] = fn
-        return fn
-    return decorate
+from volnet.io.onnx.attributes import attrs, nshape, refuse, scope_path
+from volnet.io.onnx.fold import fold
+from volnet.io.onnx.fuse import fuse_activations, fuse_channel_shuffle
+from volnet.io.onnx.metadata import read_preprocessing
+from volnet.io.onnx.registry import FOLDERS, HANDLERS, OPSETS
+from volnet.layers.graph import Graph, Node
 
 
 class Importer:
@@ -133,7 +128,7 @@ class Importer:
 
     def add_join(self, node, kind: str, sources, shape, output: str | None = None) -> None:
         """An ``add`` or ``concat`` Graph node over computed tensors."""
-        name = self._unique(node.name or f"{kind}_{len(self.nodes)}")
+        name = self.unique(node.name or f"{kind}_{len(self.nodes)}")
         output = output or node.output[0]
         self.nodes.append(Node(kind, name, tuple(sources), output))
         self.shapes[output] = shape
@@ -141,7 +136,7 @@ class Importer:
     def note(self, node, text: str) -> None:
         self.notes.append(f"ONNX node {node.name or node.output[0]!r} ({node.op_type}): {text}")
 
-    def _unique(self, base: str) -> str:
+    def unique(self, base: str) -> str:
         taken = set(self.layers) | {n.name for n in self.nodes}
         name, i = base, 1
         while name in taken:
@@ -157,7 +152,7 @@ class Importer:
         if not base or base in self.layers:
             base = scope_path(node.name) or node.name or f"{node.op_type.lower()}_{len(self.nodes)}"
         base = base.replace("/", ".").strip(".") or node.op_type.lower()
-        return self._unique(base)
+        return self.unique(base)
 
     # ---- the walk ---------------------------------------------------------------------
     def run(self) -> Graph:
@@ -176,9 +171,8 @@ class Importer:
                         f"ONNX operator {node.op_type!r} (node {node.name!r}) is not supported by "
                         f"volnet's importer; supported: {', '.join(supported_ops())}")
                 handler(self, node, a)
-        from volnet.io.onnx_fuse import fuse_channel_shuffle
-
         fuse_channel_shuffle(self)
+        fuse_activations(self)
         out = self.graph.output[0].name
         if out in self.consts:
             raise ConfigError(f"graph output {out!r} is a constant (it does not depend on the "
@@ -210,11 +204,6 @@ class Importer:
 
 def supported_ops() -> list[str]:
     """Names of the ONNX operators :func:`load_onnx` understands (layers and folded ones)."""
-    import volnet.io.onnx_ops
-    import volnet.io.onnx_ops_slicing
-    import volnet.io.onnx_ops_tensor
-    import volnet.io.onnx_ops_upsampling  # noqa: F401 - the four register their handlers
-
     return sorted(set(HANDLERS) | set(FOLDERS))
 
 
@@ -255,7 +244,6 @@ def load_onnx(path, input_shape=None) -> Graph:
         MissingDependencyError: the optional ``onnx`` package is not installed.
     """
     onnx = require("onnx", "onnx", "ONNX import")
-    supported_ops()
     model = _read_model(path, onnx)
     graph = Importer(model, onnx, input_shape).run()
     graph.preprocessing = read_preprocessing(model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.io.onnx_export_registry import register_onnx_exporter
+from volnet.io.onnx.registry import register_onnx_exporter
 from volnet.layers import (
     ELU,
     ChannelShuffle,

@@ -1,17 +1,17 @@
 """ONNX activation operators that become volnet layers: Relu, Sigmoid, Tanh, LeakyRelu,
 Elu, PRelu, Clip (ReLU6 for [0, 6]) and Softmax/LogSoftmax.
 
-Handlers are registered with ``@handles("Op")``; :mod:`volnet.io.onnx_ops` re-exports them.
+Handlers are registered with ``@handles("Op")``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from volnet.io._onnx_attrs import nshape, refuse
-from volnet.io.onnx_graph import Reshape
-from volnet.io.onnx_import import handles
+from volnet.io.onnx.attributes import nshape, refuse
+from volnet.io.onnx.registry import handles
 from volnet.layers import (
+    Reshape,
     ELU,
     Clip,
     LeakyReLU,

@@ -1,6 +1,6 @@
 """ONNX operators on whole tensors: arithmetic with NumPy broadcasting, Sum, Concat, the
 reshaping family (Reshape, Flatten, Squeeze, Unsqueeze, Transpose), Cast and the
-pass-through Identity/Dropout (Split, Slice, Pad, Expand: :mod:`volnet.io.onnx_ops_slicing`).
+pass-through Identity/Dropout (Split, Slice, Pad, Expand: :mod:`volnet.io.onnx.ops_slicing`).
 
 volnet keeps the batch axis first and free: a node may reshape, pad or permute within
 each example, never across the batch. A Reshape whose target fixes the batch to the size
@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.io._onnx_attrs import nshape, refuse
-from volnet.io.onnx_fold import _axes
-from volnet.io.onnx_graph import Reshape
-from volnet.io.onnx_import import handles
-from volnet.layers import ConstantOp, Flatten, Linear, Scale, Transpose
+from volnet.io.onnx.attributes import nshape, refuse
+from volnet.io.onnx.fold import axes_of
+from volnet.io.onnx.registry import handles
+from volnet.layers import ConstantOp, Flatten, Linear, Reshape, Scale, Transpose
 
 OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
 
@@ -190,7 +189,7 @@ def flatten(imp, node, a):
 def squeeze(imp, node, a):
     source = imp.computed(node)
     shape = imp.shape(source)
-    axes = _axes(node, a, [None] + [imp.consts.get(t) for t in node.input[1:]], imp.opset)
+    axes = axes_of(node, a, [None] + [imp.consts.get(t) for t in node.input[1:]], imp.opset)
     if node.op_type == "Squeeze":
         rank = len(shape) + 1
         axes = [i for i, d in enumerate(shape, 1) if d == 1] if axes is None else \

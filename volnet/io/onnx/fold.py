@@ -11,21 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.io._onnx_attrs import refuse
+from volnet.io.onnx.attributes import refuse
+from volnet.io.onnx.registry import FOLDERS, folds
 
-FOLDERS: dict = {}
-
-
-def folds(*ops: str):
-    """Decorator: ``fn(node, a, inputs, opset) -> list of output arrays`` for ``ops``."""
-    def decorate(fn):
-        for op in ops:
-            FOLDERS[op] = fn
-        return fn
-    return decorate
-
-
-def _axes(node, a, inputs, opset, index=1):
+def axes_of(node, a, inputs, opset, index=1):
     """The ``axes`` of Squeeze/Unsqueeze/ReduceX: an attribute before opset 13, an input after."""
     if opset >= 13 and len(inputs) > index and inputs[index] is not None:
         return [int(v) for v in np.ravel(inputs[index])]
@@ -83,7 +72,7 @@ def _gather(node, a, inputs, opset):
 
 @folds("Unsqueeze")
 def _unsqueeze(node, a, inputs, opset):
-    axes = _axes(node, a, inputs, opset)
+    axes = axes_of(node, a, inputs, opset)
     rank = inputs[0].ndim + len(axes)
     out = inputs[0]
     for axis in sorted(ax % rank for ax in axes):
@@ -93,7 +82,7 @@ def _unsqueeze(node, a, inputs, opset):
 
 @folds("Squeeze")
 def _squeeze(node, a, inputs, opset):
-    axes = _axes(node, a, inputs, opset)
+    axes = axes_of(node, a, inputs, opset)
     x = inputs[0]
     return [np.squeeze(x) if axes is None else np.squeeze(x, tuple(ax % x.ndim for ax in axes))]
 
