@@ -27,27 +27,40 @@ import volnet.io.onnx.ops_tensor
 import volnet.io.onnx.ops_upsampling  # noqa: F401
 from volnet.io._optional import require
 from volnet.io.onnx.attributes import attrs, nshape, refuse, scope_path
+from volnet.io.onnx.budget import Budget, fold_size
 from volnet.io.onnx.fold import fold
 from volnet.io.onnx.fuse import fuse_activations, fuse_channel_shuffle
 from volnet.io.onnx.metadata import read_preprocessing
 from volnet.io.onnx.registry import FOLDERS, HANDLERS, OPSETS
+from volnet.limits import check_budget
 from volnet.layers.graph import Graph, Node
 
 
 class Importer:
     """The state of one import: constants, per-example shapes, layers and Graph nodes."""
 
-    def __init__(self, model, onnx, input_shape=None) -> None:
-        from onnx import numpy_helper
-
+    def __init__(self, model, onnx, input_shape=None, max_bytes=None, base_dir=None) -> None:
         self.onnx, self.graph = onnx, model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        self.consts = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.budget = Budget(max_bytes)
+        self.consts = {t.name: self._initializer(t, base_dir) for t in self.graph.initializer}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.layers, self.nodes, self.alias, self.producer = {}, [], {}, {}
+        self.taken: set[str] = set()        # layer and node names handed out
         self.notes: list[str] = []
         self.from_shape: set[str] = set()   # constants computed from a Shape node
         self.input = self._input(input_shape)
+
+    def _initializer(self, tensor, base_dir):
+        from onnx import numpy_helper
+
+        self.budget.initializer(tensor)
+        try:
+            return numpy_helper.to_array(tensor, base_dir or "")
+        except Exception as err:  # noqa: BLE001 - onnx raises many types for damaged tensor data
+            raise CheckpointError(f"initializer {tensor.name!r} cannot be read "
+                                  f"({type(err).__name__}: {str(err)[:160]}); the file or its "
+                                  "external data is damaged") from None
 
     def _input(self, input_shape):
         inputs = [v for v in self.graph.input if v.name not in self.consts]
@@ -74,6 +87,7 @@ class Importer:
             raise ConfigError(f"graph input {value.name!r} has shape "
                               f"{['N'] + [d or '?' for d in known]}: its per-example sizes must be "
                               "known; pass load_onnx(path, input_shape=(C, H, W))")
+        self.budget.check_input(value.name, shape)
         self.shapes[value.name] = tuple(int(d) for d in shape)
         return value.name
 
@@ -108,21 +122,25 @@ class Importer:
                          "fold the constant into the weights before exporting")
         return self.name(tensor)
 
-    def add_layer(self, node, layer, source: str | None = None, weight_index=None,
+    def add_layer(self, node, layer, source=None, weight_index=None,
                   output: str | None = None) -> str:
-        """Append ``layer`` reading ``source`` (default: input 0); returns the output name."""
-        source = self.name(source or node.input[0])
+        """Append ``layer`` reading ``source`` (default: input 0; a tuple of names for a
+        multi-input layer); returns the output name."""
+        sources = tuple(self.name(t) for t in source) if isinstance(source, tuple) \
+            else (self.name(source or node.input[0]),)
         output = output or node.output[0]
         name = self._child_name(node, weight_index)
+        shapes = [self.shapes[t] for t in sources]
         try:
-            shape = layer.output_shape(self.shapes[source])
+            shape = layer.output_shape(shapes[0] if len(shapes) == 1 else tuple(shapes))
         except VolnetError as err:
             raise refuse(node, "", f"{type(layer).__name__} cannot take input of shape "
-                         f"{nshape(self.shapes[source])}: {err}", "volnet keeps axis 0 as the "
-                         "batch axis and computes each example alone") from None
+                         f"{', '.join(nshape(s) for s in shapes)}: {err}", "volnet keeps axis 0 "
+                         "as the batch axis and computes each example alone") from None
+        self.budget.check_shape(node, shape)
         layer._set_path(name)
         self.layers[name] = layer
-        self.nodes.append(Node("layer", name, (source,), output))
+        self.nodes.append(Node("layer", name, sources, output))
         self.producer[output], self.shapes[output] = name, shape
         return output
 
@@ -130,6 +148,7 @@ class Importer:
         """An ``add`` or ``concat`` Graph node over computed tensors."""
         name = self.unique(node.name or f"{kind}_{len(self.nodes)}")
         output = output or node.output[0]
+        self.budget.check_shape(node, shape)
         self.nodes.append(Node(kind, name, tuple(sources), output))
         self.shapes[output] = shape
 
@@ -137,10 +156,11 @@ class Importer:
         self.notes.append(f"ONNX node {node.name or node.output[0]!r} ({node.op_type}): {text}")
 
     def unique(self, base: str) -> str:
-        taken = set(self.layers) | {n.name for n in self.nodes}
+        """A layer or node name not handed out before (kept in a set: linear in depth)."""
         name, i = base, 1
-        while name in taken:
+        while name in self.taken:
             name, i = f"{base}_{i}", i + 1
+        self.taken.add(name)
         return name
 
     def _child_name(self, node, weight_index) -> str:
@@ -149,7 +169,7 @@ class Importer:
             base = re.sub(r"\.(weight|bias|W|w)$", "", node.input[weight_index])
             if base == node.input[weight_index]:
                 base = ""
-        if not base or base in self.layers:
+        if not base or base in self.taken:
             base = scope_path(node.name) or node.name or f"{node.op_type.lower()}_{len(self.nodes)}"
         base = base.replace("/", ".").strip(".") or node.op_type.lower()
         return self.unique(base)
@@ -192,6 +212,7 @@ class Importer:
         if node.op_type not in FOLDERS or not all(t in self.consts for t in present):
             return False
         inputs = [self.consts[t] if t else None for t in node.input]
+        self.budget.folded(node, *fold_size(node, a, inputs))
         outputs = fold(node, a, inputs, self.opset)
         derived = any(t in self.from_shape for t in present)
         for tensor, value in zip(node.output, outputs):
@@ -207,7 +228,7 @@ def supported_ops() -> list[str]:
     return sorted(set(HANDLERS) | set(FOLDERS))
 
 
-def _read_model(path, onnx):
+def _read_model(path, onnx, limit):
     if isinstance(path, onnx.ModelProto):
         try:
             onnx.checker.check_model(path)
@@ -218,20 +239,24 @@ def _read_model(path, onnx):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
+    check_budget(os.path.getsize(path), f"{path}: the file itself", limit, CheckpointError)
     try:
         onnx.checker.check_model(path)   # from the file: no second copy of the weights
-        return onnx.load(path)
+        # external data is read per initializer, after the budget has seen its declared size
+        return onnx.load(path, load_external_data=False)
     except Exception as err:  # noqa: BLE001 - onnx raises many types for a damaged file
         raise CheckpointError(f"{path} is not a valid ONNX model ({type(err).__name__}: "
                               f"{str(err)[:200]})") from None
 
 
-def load_onnx(path, input_shape=None) -> Graph:
+def load_onnx(path, input_shape=None, max_bytes=None) -> Graph:
     """Read an ONNX file into a volnet :class:`Graph` (float32, inference and training ready).
 
     Args:
         path: An ``.onnx`` file (or an ``onnx.ModelProto``) with one input and one output.
         input_shape: Per-example input shape, needed when the file leaves C/H/W symbolic.
+        max_bytes: Memory budget for what the file materialises (constants, folded values,
+            one example's activations); default :func:`volnet.limits.max_bytes`.
 
     Returns:
         A Graph with ``input_shape``, ``preprocessing`` (what the exporter recorded:
@@ -240,12 +265,14 @@ def load_onnx(path, input_shape=None) -> Graph:
 
     Raises:
         ConfigError: an unsupported operator or attribute, named in the message.
-        CheckpointError: the file is missing or not a valid ONNX model.
+        CheckpointError: the file is missing or not a valid ONNX model, or what it declares
+            exceeds the memory budget (also a :class:`~volnet.errors.BudgetError`).
         MissingDependencyError: the optional ``onnx`` package is not installed.
     """
     onnx = require("onnx", "onnx", "ONNX import")
-    model = _read_model(path, onnx)
-    graph = Importer(model, onnx, input_shape).run()
+    model = _read_model(path, onnx, max_bytes)
+    base_dir = None if isinstance(path, onnx.ModelProto) else os.path.dirname(os.path.abspath(path))
+    graph = Importer(model, onnx, input_shape, max_bytes, base_dir).run()
     graph.preprocessing = read_preprocessing(model)
     graph.preprocessing.setdefault("input_shape", list(graph.input_shape))
     if graph.import_notes:

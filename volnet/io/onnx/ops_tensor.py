@@ -1,6 +1,7 @@
-"""ONNX operators on whole tensors: arithmetic with NumPy broadcasting, Sum, Concat, the
-reshaping family (Reshape, Flatten, Squeeze, Unsqueeze, Transpose), Cast and the
-pass-through Identity/Dropout (Split, Slice, Pad, Expand: :mod:`volnet.io.onnx.ops_slicing`).
+"""ONNX operators on whole tensors: arithmetic with NumPy broadcasting (with a constant, or
+of two computed tensors), Max/Min, Sum, Concat, the reshaping family (Reshape, Flatten,
+Squeeze, Unsqueeze, Transpose), Cast and the pass-through Identity/Dropout (Split, Slice,
+Pad, Expand: :mod:`volnet.io.onnx.ops_slicing`).
 
 volnet keeps the batch axis first and free: a node may reshape, pad or permute within
 each example, never across the batch. A Reshape whose target fixes the batch to the size
@@ -15,7 +16,17 @@ import numpy as np
 from volnet.io.onnx.attributes import nshape, refuse
 from volnet.io.onnx.fold import axes_of
 from volnet.io.onnx.registry import handles
-from volnet.layers import ConstantOp, Flatten, Linear, Reshape, Scale, Transpose
+from volnet.layers import (
+    BatchedLinear,
+    BinaryOp,
+    Clip,
+    ConstantOp,
+    Flatten,
+    Linear,
+    Reshape,
+    Scale,
+    Transpose,
+)
 
 OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
 
@@ -26,15 +37,17 @@ def _alias(imp, node, source):
 
 @handles("Identity", "Dropout")
 def identity(imp, node, a):
+    source = imp.computed(node)
     if node.op_type == "Dropout":
-        if any(node.output[1:]):
-            raise refuse(node, "mask", "the dropout mask output is requested",
-                         "export the inference graph (model.eval()) without the mask")
         training = imp.const(node, 2, "training_mode", optional=True)
         if training is not None and bool(training):
             raise refuse(node, "training_mode", "training_mode=True drops at inference",
                          "export with training_mode False (model.eval())")
-    _alias(imp, node, imp.computed(node))
+        if len(node.output) > 1 and node.output[1]:
+            # Caffe2's opset-9 files declare the mask even in inference graphs; there it is
+            # all ones (nothing dropped), a constant that broadcasts along the batch
+            imp.consts[node.output[1]] = np.ones((1, *imp.shape(source)), dtype=bool)
+    _alias(imp, node, source)
 
 
 @handles("Cast")
@@ -52,8 +65,8 @@ def _constant_op(imp, node, source, value, reverse):
     value = np.asarray(value)
     shape = imp.shape(source)
     layer = imp.layers.get(imp.producer.get(source, ""))
-    if (op == "add" and isinstance(layer, Linear) and "bias" not in layer.params
-            and len(shape) == 1 and value.size == shape[0] and value.shape[-1:] == shape
+    if (op == "add" and isinstance(layer, (Linear, BatchedLinear)) and "bias" not in layer.params
+            and value.size == shape[-1] and value.shape[-1:] == shape[-1:]
             and value.ndim <= 2 and imp.nodes[-1].output == source):
         layer.params["bias"] = value.reshape(-1).astype(layer.params["weight"].dtype)
         layer.grads["bias"] = np.zeros_like(layer.params["bias"])
@@ -77,15 +90,48 @@ def arithmetic(imp, node, a):
     consts = [imp.is_const(t) for t in node.input]
     if consts == [False, False]:
         x, y = imp.computed(node, 0), imp.computed(node, 1)
-        if node.op_type != "Add" or imp.shape(x) != imp.shape(y):
-            raise refuse(node, "", f"{node.op_type} of two computed tensors of shapes "
-                         f"{nshape(imp.shape(x))} and {nshape(imp.shape(y))}",
-                         "volnet joins computed tensors by Add/Sum of equal shapes only")
-        imp.add_join(node, "add", (x, y), imp.shape(x))
+        if node.op_type == "Add" and imp.shape(x) == imp.shape(y):
+            imp.add_join(node, "add", (x, y), imp.shape(x))
+        else:
+            _binary(imp, node, OPS[node.op_type], x, y, node.output[0])
         return
     index = consts.index(True)
     _constant_op(imp, node, imp.computed(node, 1 - index), imp.consts[node.input[index]],
                  reverse=index == 0)
+
+
+def _binary(imp, node, op, x, y, output):
+    """A BinaryOp node over two computed tensors, their shapes checked as ONNX broadcasts."""
+    sx, sy = imp.shape(x), imp.shape(y)
+    if len(sx) != len(sy):
+        raise refuse(node, "", f"{node.op_type} of computed tensors {nshape(sx)} and "
+                     f"{nshape(sy)} of different ranks would broadcast the batch axis",
+                     "give both inputs the same rank (Unsqueeze the smaller)")
+    imp.add_layer(node, BinaryOp(op), (x, y), output=output)
+
+
+@handles("Max", "Min")
+def extremum(imp, node, a):
+    """Variadic Max/Min: computed inputs pairwise by BinaryOp, one scalar constant as a Clip."""
+    op = node.op_type.lower()
+    computed = [imp.name(t) for t in node.input if t and not imp.is_const(t)]
+    consts = [imp.consts[t] for t in node.input if t and imp.is_const(t)]
+    if not computed:
+        raise refuse(node, "inputs", "all inputs are constants", "fold them before exporting")
+    if any(np.size(c) != 1 for c in consts):
+        raise refuse(node, "inputs", f"a constant of shape {[np.shape(c) for c in consts]}",
+                     f"volnet imports {node.op_type} of computed tensors and scalar constants")
+    source = computed[0]
+    for i, other in enumerate(computed[1:], start=1):
+        last = i == len(computed) - 1 and not consts
+        out = node.output[0] if last else f"{node.output[0]}__{i}"
+        _binary(imp, node, op, source, other, out)
+        source = out
+    if consts:
+        bound = float((np.max if op == "max" else np.min)([np.ravel(c)[0] for c in consts]))
+        imp.add_layer(node, Clip(bound, None) if op == "max" else Clip(None, bound), source)
+    elif len(computed) == 1:
+        _alias(imp, node, source)
 
 
 @handles("Sum")
