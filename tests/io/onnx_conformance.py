@@ -29,8 +29,8 @@ from onnx import numpy_helper
 from volnet.errors import VolnetError
 from volnet.io.onnx.attributes import attrs
 from volnet.io.onnx.fold import fold
-from volnet.io.onnx.registry import FOLDERS
 from volnet.io.onnx.importer import load_onnx, supported_ops
+from volnet.io.onnx.registry import FOLDERS
 
 RTOL = 1e-4
 MODULES = {"BatchNormalization": "batch_normalization", "Identity": "identity"}

@@ -288,10 +288,10 @@ def test_unsupported_attribute_values_are_named(tmp_path):
     path = export_onnx(vn.AdaptiveAvgPool2d(7), tmp_path / "e.onnx", (3, 1, 1))
     model = onnx.load(path)
     shape = next(t for t in model.graph.initializer if t.name.endswith("shape"))
-    shape.CopyFrom(onnx.numpy_helper.from_array(np.array([1, 3, 7, 7], np.int64), shape.name))
+    shape.CopyFrom(onnx.numpy_helper.from_array(np.array([2, 3, 7, 7], np.int64), shape.name))
     onnx.save(model, tmp_path / "f.onnx")
-    with pytest.raises(ConfigError, match=r"Expand\), shape: only spatial broadcasting to \[1, 1, H, W\] "
-                                          r"is supported, got \[1, 3, 7, 7\]"):
+    with pytest.raises(ConfigError, match=r"Expand\), shape: \[2, 3, 7, 7\] from \(N, 3, 1, 1\) "
+                                          r"adds or stretches the batch axis"):
         load_onnx(tmp_path / "f.onnx")
 
 

@@ -12,7 +12,6 @@ from volnet.errors import ConfigError
 from volnet.layers.base import Layer
 
 
-
 @numba.vectorize(cache=True)
 def erf(x):
     """math.erf elementwise, compiled at first use per dtype (NumPy has no erf, and volnet

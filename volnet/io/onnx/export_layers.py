@@ -8,7 +8,6 @@ import numpy as np
 from volnet.errors import ConfigError
 from volnet.io.onnx.registry import register_onnx_exporter
 from volnet.layers import (
-    Reshape,
     AdaptiveAvgPool2d,
     AvgPool2d,
     BatchNorm1d,
@@ -25,6 +24,7 @@ from volnet.layers import (
     LocalResponseNorm,
     MaxPool2d,
     ReLU,
+    Reshape,
     Scale,
     Sigmoid,
     Softmax,

@@ -14,6 +14,7 @@ import numpy as np
 from volnet.io.onnx.attributes import refuse
 from volnet.io.onnx.registry import FOLDERS, folds
 
+
 def axes_of(node, a, inputs, opset, index=1):
     """The ``axes`` of Squeeze/Unsqueeze/ReduceX: an attribute before opset 13, an input after."""
     if opset >= 13 and len(inputs) > index and inputs[index] is not None:
@@ -45,10 +46,10 @@ def _shape(node, a, inputs, opset):
 
 @folds("Identity", "Dropout")
 def _identity(node, a, inputs, opset):
-    if any(node.output[1:]):
-        raise refuse(node, "mask", "the dropout mask output is requested",
-                     "export the inference graph (model.eval()) without the mask")
-    return [inputs[0]]
+    if node.op_type == "Dropout" and len(inputs) > 2 and inputs[2] is not None and bool(inputs[2]):
+        raise refuse(node, "training_mode", "training_mode=True drops at random",
+                     "export with training_mode False (model.eval())")
+    return [inputs[0], np.ones(inputs[0].shape, dtype=bool)]   # inference: nothing dropped
 
 
 @folds("Cast")

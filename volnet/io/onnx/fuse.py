@@ -4,7 +4,16 @@ and ``x * Sigmoid(x)`` / ``x * HardSigmoid(x)`` become one SiLU / HardSwish laye
 
 from __future__ import annotations
 
-from volnet.layers import BinaryOp, ChannelShuffle, HardSigmoid, HardSwish, Reshape, SiLU, Sigmoid, Transpose
+from volnet.layers import (
+    BinaryOp,
+    ChannelShuffle,
+    HardSigmoid,
+    HardSwish,
+    Reshape,
+    Sigmoid,
+    SiLU,
+    Transpose,
+)
 
 
 def _consumers(nodes) -> dict[str, int]:

@@ -18,13 +18,14 @@ import warnings
 
 import numpy as np
 
-from volnet.errors import CheckpointError, ConfigError, VolnetError
 # importing the handler modules registers them (layers with weights, activations, tensors...)
 import volnet.io.onnx.ops
 import volnet.io.onnx.ops_activations
+import volnet.io.onnx.ops_math
 import volnet.io.onnx.ops_slicing
 import volnet.io.onnx.ops_tensor
 import volnet.io.onnx.ops_upsampling  # noqa: F401
+from volnet.errors import CheckpointError, ConfigError, VolnetError
 from volnet.io._optional import require
 from volnet.io.onnx.attributes import attrs, nshape, refuse, scope_path
 from volnet.io.onnx.budget import Budget, fold_size
@@ -32,8 +33,8 @@ from volnet.io.onnx.fold import fold
 from volnet.io.onnx.fuse import fuse_activations, fuse_channel_shuffle
 from volnet.io.onnx.metadata import read_preprocessing
 from volnet.io.onnx.registry import FOLDERS, HANDLERS, OPSETS
-from volnet.limits import check_budget
 from volnet.layers.graph import Graph, Node
+from volnet.limits import check_budget
 
 
 class Importer:

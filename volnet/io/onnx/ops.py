@@ -15,12 +15,12 @@ from volnet.io.onnx.attributes import nshape, pair, refuse, window_pads
 from volnet.io.onnx.registry import handles
 from volnet.layers import (
     AvgPool2d,
+    BatchedLinear,
     BatchNorm1d,
     BatchNorm2d,
     ConstantOp,
     ConstantPad2d,
     Conv2d,
-    Flatten,
     GlobalAvgPool2d,
     GlobalMaxPool2d,
     Linear,
@@ -133,25 +133,6 @@ def global_pool(imp, node, a):
                   else GlobalMaxPool2d())
 
 
-@handles("ReduceMean")
-def reduce_mean(imp, node, a):
-    """The mean over H and W (torchvision's ``x.mean([2, 3])``) is global average pooling."""
-    source = imp.computed(node)
-    shape = _spatial(imp, node, source)
-    axes = a.get("axes")
-    if imp.opset >= 18:
-        given = imp.const(node, 1, "axes", optional=True)
-        axes = None if given is None else [int(v) for v in given]
-    if axes is None or sorted(v % 4 for v in axes) != [2, 3]:
-        raise refuse(node, "axes", f"a mean over axes {axes} of {nshape(shape)}",
-                     "volnet imports ReduceMean over the spatial axes [2, 3] (global pooling)")
-    if a.get("keepdims", 1):
-        imp.add_layer(node, GlobalAvgPool2d(), source)
-        return
-    pooled = imp.add_layer(node, GlobalAvgPool2d(), source, output=f"{node.output[0]}__pool")
-    imp.add_layer(node, Flatten(), pooled)
-
-
 @handles("Gemm")
 def gemm(imp, node, a):
     source = imp.computed(node)
@@ -183,12 +164,15 @@ def gemm(imp, node, a):
 
 @handles("MatMul")
 def matmul(imp, node, a):
+    """(N, K) @ (K, M) is a Linear; (N, ..., K) @ (K, M) a BatchedLinear over the last axis."""
     source = imp.computed(node)
     w = imp.const(node, 1, "B (weight)")
-    if w.ndim != 2 or len(imp.shape(source)) != 1:
-        raise refuse(node, "B", f"{nshape(imp.shape(source))} @ {w.shape} is not a 2-D matrix "
-                     "product", "volnet imports MatMul of (N, K) by a constant (K, M)")
-    layer = Linear(w.shape[0], w.shape[1], bias=False)
+    shape = imp.shape(source)
+    if w.ndim != 2 or not shape or shape[-1] != w.shape[0]:
+        raise refuse(node, "B", f"{nshape(shape)} @ {w.shape} is not a product over the last "
+                     "axis", "volnet imports MatMul of (N, ..., K) by a constant (K, M)")
+    cls = Linear if len(shape) == 1 else BatchedLinear
+    layer = cls(w.shape[0], w.shape[1], bias=False)
     layer.params["weight"][...] = w.T
     imp.add_layer(node, layer, source, weight_index=1)
 

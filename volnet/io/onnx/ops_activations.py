@@ -11,7 +11,6 @@ import numpy as np
 from volnet.io.onnx.attributes import nshape, refuse
 from volnet.io.onnx.registry import handles
 from volnet.layers import (
-    Reshape,
     ELU,
     Clip,
     LeakyReLU,
@@ -19,6 +18,7 @@ from volnet.layers import (
     PReLU,
     ReLU,
     ReLU6,
+    Reshape,
     Sigmoid,
     Softmax,
     Tanh,

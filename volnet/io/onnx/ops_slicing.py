@@ -1,5 +1,5 @@
 """ONNX operators that cut, pad or broadcast a computed tensor: Split and Slice (a Narrow
-layer per piece), Pad (constant padding of H and W) and Expand (spatial broadcasting)."""
+layer per piece), Pad (constant padding of H and W) and Expand (broadcasting)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 
 from volnet.io.onnx.attributes import nshape, refuse
 from volnet.io.onnx.registry import handles
-from volnet.layers import AdaptiveAvgPool2d, ConstantPad2d, Narrow
+from volnet.layers import ConstantPad2d, Expand, Narrow
 
 
 @handles("Pad")
@@ -40,15 +40,26 @@ def pad(imp, node, a):
 
 @handles("Expand")
 def expand(imp, node, a):
-    # ONNX broadcasting of (N, C, 1, 1) to [1, 1, H, W] is exactly what AdaptiveAvgPool2d((H, W))
-    # computes (volnet exports it this way from 1x1)
+    """ONNX broadcasting of the computed tensor to ``shape`` (both ways, right-aligned): a
+    per-example Expand layer; the batch axis stays the input's."""
     source = imp.computed(node)
-    shape = [int(d) for d in imp.const(node, 1, "shape")]
-    if len(shape) != 4 or shape[:2] != [1, 1] or min(shape[2:]) < 1 \
-            or imp.shape(source)[1:] not in ((1, 1), tuple(shape[2:])):
-        raise refuse(node, "shape", f"only spatial broadcasting to [1, 1, H, W] is supported, "
-                     f"got {shape}", "broadcast a (N, C, 1, 1) tensor over H and W")
-    imp.add_layer(node, AdaptiveAvgPool2d(tuple(shape[2:])), source)
+    shape = imp.shape(source)
+    target = [int(d) for d in imp.const(node, 1, "shape")]
+    rank = len(shape) + 1
+    if len(target) > rank or (len(target) == rank and target[0] not in (1, imp.batch)):
+        raise refuse(node, "shape", f"{target} from {nshape(shape)} adds or stretches the batch "
+                     "axis", "broadcast the axes after the batch axis only")
+    target = [1] * (rank - 1 - len(target[1:] if len(target) == rank else target)) + \
+        (target[1:] if len(target) == rank else target)
+    try:
+        out = tuple(int(d) for d in np.broadcast_shapes(shape, tuple(target)))
+    except ValueError:
+        raise refuse(node, "shape", f"{target} does not broadcast with {nshape(shape)}",
+                     "each axis must agree or be 1 in one of them") from None
+    if out == shape:
+        imp.alias[node.output[0]] = imp.name(source)
+        return
+    imp.add_layer(node, Expand(out), source)
 
 
 def _narrow(imp, node, source, axis, start, stop, output):
