@@ -42,6 +42,8 @@ class Case:
         x = rng.standard_normal(shape)
         if self.inputs == "away":
             x = np.sign(x) * (0.1 + np.abs(x))
+        if self.inputs == "positive":
+            x = 0.5 + np.abs(x)
         return x.astype(dtype)
 
 
@@ -179,6 +181,28 @@ LAYER_CASES = [
                                             value=_const((1, 2, 1, 1))), (2, 3, 3)),
     Case("const_div", lambda: L.ConstantOp("div", (2, 1), value=1 + _const((2, 1)) ** 2), (2, 3)),
     Case("const_rdiv", lambda: L.ConstantOp("div", (), reverse=True, value=1.5), (2, 3), "away"),
+    # today's CNN families (EfficientNet, MobileNet v3, ConvNeXt, ResNeSt): gates, norms, reductions
+    Case("silu", lambda: L.SiLU(), (3, 4, 4)),
+    Case("hard_sigmoid", lambda: L.HardSigmoid(), (2, 3, 5), "away"),
+    Case("hard_sigmoid_torch", lambda: L.HardSigmoid(1 / 6, 0.5), (2, 3, 5), "away"),
+    Case("hard_swish", lambda: L.HardSwish(), (2, 3, 5), "away"),
+    Case("erf", lambda: L.Erf(), (3, 4)),
+    Case("gelu", lambda: L.GELU(), (2, 3, 3)),
+    Case("gelu_tanh", lambda: L.GELU("tanh"), (7,)),
+    Case("layer_norm_channels_last", lambda: L.LayerNorm(3), (4, 2, 3)),
+    Case("layer_norm_two_axes", lambda: L.LayerNorm((2, 3), eps=1e-3), (4, 2, 3)),
+    Case("layer_norm_no_affine", lambda: L.LayerNorm(5, elementwise_affine=False), (5,)),
+    Case("reduce_mean_channels", lambda: L.Reduce("mean", (1,)), (4, 2, 3)),
+    Case("reduce_sum_drop", lambda: L.Reduce("sum", (1, -1), keepdims=False), (3, 2, 4)),
+    Case("reduce_max", lambda: L.Reduce("max", (2,)), (2, 5, 3), "distinct"),
+    Case("power_square", lambda: L.Power(2), (3, 4)),
+    Case("power_sqrt", lambda: L.Power(0.5), (3, 4), "positive"),
+    Case("power_reciprocal", lambda: L.Power(-1), (3, 4), "positive"),
+    Case("power_cube", lambda: L.Power(3), (2, 3)),
+    Case("expand", lambda: L.Expand((3, 2, 4)), (3, 1, 4)),
+    Case("expand_map", lambda: L.Expand((4, 2, 3)), (1, 2, 3)),
+    Case("batched_linear", lambda: L.BatchedLinear(3, 5), (2, 4, 3)),
+    Case("batched_linear_no_bias", lambda: L.BatchedLinear(4, 2, bias=False), (3, 4)),
     # CONTAINERS
     Case("sequential_lecture", lambda: vn.Sequential(vn.Conv2d(3, 4, 3, padding=1), vn.ReLU(), vn.MaxPool2d(2),
                                                      vn.Flatten(), vn.Linear(4 * 3 * 3, 5)), (3, 6, 6)),
@@ -191,6 +215,48 @@ LAYER_CASES = [
 ]
 
 CASE_IDS = [c.id for c in LAYER_CASES]
+
+
+@dataclass(frozen=True)
+class JoinCase:
+    """A layer over two computed tensors (``MultiInputLayer``): its op and the two per-example
+    input shapes; ``distinct`` draws inputs with no ties (max/min)."""
+
+    id: str
+    op: str
+    shapes: tuple[tuple[int, ...], tuple[int, ...]]
+    inputs: str = "normal"
+
+    def layer(self, dtype=np.float64):
+        return L.BinaryOp(self.op)
+
+    def xs(self, n=2, dtype=np.float64, seed=1):
+        rng = np.random.default_rng(seed)
+        out = []
+        for shape in self.shapes:
+            x = rng.standard_normal((n, *shape))
+            if self.op == "div" and len(out) == 1:
+                x = np.sign(x) * (0.5 + np.abs(x))    # divisors away from zero
+            out.append(x.astype(dtype))
+        if self.inputs == "distinct":
+            out[1] = out[1] + 0.05 * np.sign(out[1] - out[0] + 1e-9)
+        return tuple(out)
+
+
+JOIN_CASES = [
+    JoinCase("mul_equal", "mul", ((3, 4, 4), (3, 4, 4))),
+    JoinCase("mul_channel_gate", "mul", ((3, 1, 1), (3, 4, 5))),
+    JoinCase("mul_gate_second", "mul", ((3, 4, 5), (3, 1, 1))),
+    JoinCase("add_broadcast_both", "add", ((3, 1, 5), (1, 4, 1))),
+    JoinCase("sub_spatial_map", "sub", ((3, 4, 5), (1, 4, 5))),
+    JoinCase("div_row", "div", ((2, 6), (1, 6))),
+    JoinCase("div_gate", "div", ((3, 4, 4), (3, 1, 1))),
+    JoinCase("max_equal", "max", ((4, 3), (4, 3)), "distinct"),
+    JoinCase("min_broadcast", "min", ((2, 3, 1), (2, 3, 4)), "distinct"),
+]
+JOIN_IDS = [c.id for c in JOIN_CASES]
+TORCH_BINARY = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
+                "max": torch.maximum, "min": torch.minimum}
 
 
 # ---- independent central-difference harness ---------------------------------------------
@@ -385,6 +451,44 @@ def _import_layer_to_torch(layer):
         return TorchConstantOp(layer)
     if isinstance(layer, L.Narrow):
         return TorchNarrow(layer.dim, layer.start, layer.length)
+    return _family_layer_to_torch(layer)
+
+
+class TorchFunction(torch.nn.Module):
+    """A parameter-free torch twin given as a function of the input."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def _family_layer_to_torch(layer):
+    """torch twins of the layers of today's CNN families (None for the others)."""
+    t = torch.nn
+    if isinstance(layer, L.SiLU):
+        return t.SiLU()
+    if isinstance(layer, L.HardSigmoid):
+        return TorchFunction(lambda x: torch.clamp(x * layer.alpha + layer.beta, 0, 1))
+    if isinstance(layer, L.HardSwish):
+        return t.Hardswish()
+    if isinstance(layer, L.Erf):
+        return TorchFunction(torch.erf)
+    if isinstance(layer, L.GELU):
+        return t.GELU(approximate=layer.approximate)
+    if isinstance(layer, L.LayerNorm):
+        return t.LayerNorm(layer.normalized_shape, layer.eps, layer.elementwise_affine)
+    if isinstance(layer, L.Reduce):
+        fn = {"sum": torch.sum, "mean": torch.mean, "max": torch.amax}[layer.op]
+        return TorchFunction(lambda x: fn(x, dim=layer.axes, keepdim=layer.keepdims))
+    if isinstance(layer, L.Power):
+        return TorchFunction(lambda x: torch.pow(x, layer.exponent))
+    if isinstance(layer, L.Expand):
+        return TorchFunction(lambda x: x.expand(x.shape[0], *layer.shape))
+    if isinstance(layer, L.BatchedLinear):
+        return t.Linear(layer.in_features, layer.out_features, bias="bias" in layer.params)
     return None
 
 

@@ -32,7 +32,7 @@ class Erf(Layer):
 
     def _forward(self, x, training, keep_cache):
         self._cache = x if keep_cache else None
-        return erf(x)
+        return erf(x).astype(x.dtype, copy=False)
 
     def _backward(self, dout):
         x = self._cache

@@ -61,7 +61,7 @@ class Reduce(Layer):
         if self.op == "sum":
             dx = np.broadcast_to(g, x.shape)
         elif self.op == "mean":
-            dx = np.broadcast_to(g / (x.size // out.size), x.shape)
+            dx = np.broadcast_to(g / int(np.prod([x.shape[a] for a in axes])), x.shape)
         else:
             winners = (x == out).astype(dout.dtype)
             dx = g * winners / winners.sum(axis=axes, keepdims=True)

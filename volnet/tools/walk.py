@@ -122,12 +122,17 @@ def _walk_graph(layer, path, shape, field, strict, out):
     seen = {layer.input_name: (shape, field)}
     for node in layer.nodes:
         ins = [seen[name] for name in node.inputs]
-        if node.kind == "layer":
+        if node.kind == "layer" and len(ins) == 1:
             seen[node.output] = _walk(layer[node.name], join_key(path, node.name), *ins[0],
                                       strict, out)
             continue
         first = ins[0][0]
-        out_shape = first if node.kind == "add" else (sum(s[0] for s, _ in ins),) + first[1:]
+        if node.kind == "layer":      # a multi-input layer (a broadcasting BinaryOp): a join
+            out_shape = tuple(layer[node.name].output_shape(tuple(s for s, _ in ins)))
+        elif node.kind == "add":
+            out_shape = first
+        else:
+            out_shape = (sum(s[0] for s, _ in ins),) + first[1:]
         joined = _join(layer, [f for _, f in ins])
         out.append(Record(join_key(path, node.name), layer, "join", first, out_shape, joined))
         seen[node.output] = (out_shape, joined)
