@@ -194,6 +194,12 @@ class Importer:
                 handler(self, node, a)
         fuse_channel_shuffle(self)
         fuse_activations(self)
+        if self.fixed_batch:
+            # every node that would mix examples (a Reshape, Flatten, Transpose, Concat,
+            # Softmax, reduction or broadcast across axis 0) was refused above, naming it
+            self.notes.insert(0, f"graph input {self.input!r} fixes the batch to "
+                              f"{self.fixed_batch}; no node depends on it, so volnet reads it "
+                              "as a free batch axis (any N)")
         out = self.graph.output[0].name
         if out in self.consts:
             raise ConfigError(f"graph output {out!r} is a constant (it does not depend on the "
