@@ -7,8 +7,6 @@ the error names what the checkpoint records and what the data gives.
 
 from __future__ import annotations
 
-import numpy as np
-
 from volnet.errors import CheckpointError, ConfigError, ShapeError
 
 
@@ -85,15 +83,6 @@ def check_shape(path: str, trained, given, where: str) -> None:
     if tuple(int(s) for s in trained) != tuple(int(s) for s in given):
         raise ShapeError(f"{path} was trained on images of {shape_text(trained)}; {where} gives "
                          f"{shape_text(given)}")
-
-
-def check_normalisation(path: str, prep: dict, channels: int) -> None:
-    """Refuse a recorded mean/std whose channel count differs from the images'."""
-    for key in ("mean", "std"):
-        value = prep.get(key)
-        if value is not None and np.size(value) not in (1, channels):
-            raise CheckpointError(f"{path} records a {key} of {np.size(value)} values for "
-                                  f"{channels}-channel images; the file is inconsistent")
 
 
 def _list(names, limit: int = 6) -> str:

@@ -48,13 +48,8 @@ def _dataset_source(args, prep: dict) -> str:
 
 
 def run(args) -> int:
-    from volnet.commands.checks import (
-        check_classes,
-        check_normalisation,
-        check_shape,
-        num_outputs,
-        recorded_shape,
-    )
+    from volnet.commands.checks import check_classes, check_shape, num_outputs, recorded_shape
+    from volnet.commands.preprocessing import for_checkpoint
     from volnet.data.batches import BatchIterator
     from volnet.data.registry import load_dataset
     from volnet.io.checkpoint import load
@@ -67,10 +62,10 @@ def run(args) -> int:
     data = load_dataset(source, shape)
     where = f"--data {source}" if args.data else f"its dataset {source}"
     check_shape(args.checkpoint, shape, data.input_shape, where)
-    check_normalisation(args.checkpoint, prep, shape[0])
+    norm = for_checkpoint(prep, shape[0], args.checkpoint, "evaluate")
     names = check_classes(args.checkpoint, prep, num_outputs(net, shape, args.checkpoint),
                           data.class_names, where)
-    x = BatchIterator(data.x_test, data.y_test, mean=prep.get("mean"), std=prep.get("std")
+    x = BatchIterator(data.x_test, data.y_test, mean=norm.mean, std=norm.std
                       ).transform(data.x_test)
     result = evaluate(net, x, data.y_test)
     print(f"{args.checkpoint} on {data.name} held-out split: accuracy {result['accuracy']:.4f} "

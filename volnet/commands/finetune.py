@@ -82,23 +82,10 @@ def _load_data(folder: str, shape, fraction: float, seed: int):
     return x[train], y[train], x[held], y[held], classes
 
 
-def _recorded_preprocessing(weights: str) -> dict | None:
-    """The preprocessing a volnet checkpoint records; None for other weight files."""
-    if not str(weights).endswith(".safetensors") or not os.path.isfile(weights):
-        return None
-    from volnet.io.safetensors import load_file
-
-    _, metadata = load_file(weights)
-    if metadata.get("format") != "volnet-checkpoint":
-        return None
-    from volnet.io.checkpoint import load_checkpoint
-
-    return dict(load_checkpoint(weights).preprocessing or {})
-
-
 def run(args) -> int:
     from volnet.commands.checks import check_shape
     from volnet.commands.model_arg import resolve_model
+    from volnet.commands.preprocessing import checkpoint_preprocessing, for_checkpoint
     from volnet.data.batches import BatchIterator
     from volnet.data.imagenet import MEAN, STD
     from volnet.errors import CheckpointError, ConfigError
@@ -125,15 +112,13 @@ def run(args) -> int:
     if from_file:
         model = resolve_model(args.model)
         net, recorded = model.net, dict(model.preprocessing or {})
-        if model.kind == "onnx" and recorded.get("mean") is None:
-            recorded = None     # an ONNX file without volnet's metadata: preprocessing unknown
         shape = args.input or model.input_shape
         if shape is None:
             raise ConfigError(f"{model.description} records no input shape; pass --input CxHxW")
         source = args.model
     else:
         weights = fetch_weights(args.model) if args.weights == "imagenet" else args.weights
-        recorded = _recorded_preprocessing(weights)
+        recorded = checkpoint_preprocessing(weights)
         shape = args.input or (recorded and tuple(recorded.get("input_shape") or ())) or \
             INPUT_SHAPES[args.model]
         source = weights
@@ -147,12 +132,14 @@ def run(args) -> int:
             build_for_data(args.model, shape, len(classes), args.seed)
         head = replace_head(net, len(classes), rng=args.seed)
         load_backbone(net, weights, head, ignore=absent_aux_heads(net))
-    if recorded is not None:       # a volnet checkpoint: normalise as it was trained
-        mean, std = recorded.get("mean"), recorded.get("std")
+    kept = None
+    if recorded is not None:       # a checkpoint or .onnx file: fed as it records (or said)
+        norm = for_checkpoint(recorded, shape[0], source, "finetune")
+        mean, std, kept = norm.mean, norm.std, norm.record
     elif args.no_imagenet_norm or shape[0] != 3:
         mean, std = None, None     # ImageNet's statistics are for 3-channel images
     else:
-        mean, std = MEAN, STD
+        mean, std = MEAN, STD      # torchvision's weights were trained on them
     val_x = BatchIterator(xv, yv, mean=mean, std=std).transform(xv)   # for the "before" figure
     before = {}   # held-out accuracy with the new, untrained head
 
@@ -169,9 +156,9 @@ def run(args) -> int:
           f"(new head), after {history['val_accuracy'][-1]:.3f}")
     net.unfreeze()
     save(out, net, preprocessing={"input_shape": list(shape), "class_names": list(classes),
-                                  "scale": "x / 255",
-                                  "mean": None if mean is None else list(mean),
-                                  "std": None if std is None else list(std)})
+                                  **(kept or {"scale": "x / 255",
+                                                "mean": None if mean is None else list(mean),
+                                                "std": None if std is None else list(std)})})
     print(f"saved {out}")
     return 0
 

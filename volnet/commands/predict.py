@@ -56,12 +56,8 @@ def run(args) -> int:
                                        top=args.top or 5):
             print(line)
         return 0
-    from volnet.commands.checks import (
-        check_classes,
-        check_normalisation,
-        num_outputs,
-        recorded_shape,
-    )
+    from volnet.commands.checks import check_classes, num_outputs, recorded_shape
+    from volnet.commands.preprocessing import for_checkpoint
     from volnet.data.batches import BatchIterator
     from volnet.data.images import load_image
     from volnet.io.checkpoint import load
@@ -69,7 +65,7 @@ def run(args) -> int:
     net = load(args.checkpoint)
     prep = net.preprocessing
     shape = recorded_shape(args.checkpoint, prep)
-    check_normalisation(args.checkpoint, prep, shape[0])
+    norm = for_checkpoint(prep, shape[0], args.checkpoint, "predict")
     names = check_classes(args.checkpoint, prep, num_outputs(net, shape, args.checkpoint),
                           None, "")
     digits = prep.get("dataset") in DIGIT_DATASETS and shape == (1, 28, 28) and not args.no_center
@@ -84,7 +80,7 @@ def run(args) -> int:
         images.append(image)
     images = np.stack(images)
     labels = np.zeros(len(images), dtype=np.int64)
-    x = BatchIterator(images, labels, mean=prep.get("mean"), std=prep.get("std")).transform(images)
+    x = BatchIterator(images, labels, mean=norm.mean, std=norm.std).transform(images)
     probs = net.predict(x)
     for path, p in zip(args.images, probs):
         top = np.argsort(-p)[:max(1, args.top or 3)]

@@ -78,7 +78,8 @@ def run(args) -> int:
 
 def _load_model(model: str, input_shape, weights=None):
     """(net, preprocessing, input shape, description) from a checkpoint file or a zoo name."""
-    from volnet.commands.checks import check_classes, check_normalisation, check_shape, num_outputs
+    from volnet.commands.checks import check_classes, check_shape, num_outputs
+    from volnet.commands.preprocessing import checkpoint_preprocessing, for_checkpoint
     from volnet.models.registry import INPUT_SHAPES, MODELS, build
     from volnet.tools.dense import infer_input_shape
 
@@ -94,7 +95,8 @@ def _load_model(model: str, input_shape, weights=None):
         if input_shape and recorded:
             check_shape(model, recorded, input_shape, "--input")
         shape = tuple(input_shape or recorded or infer_input_shape(net))
-        check_normalisation(model, prep, shape[0])
+        norm = for_checkpoint(prep, shape[0], model, "slide")
+        prep["mean"], prep["std"] = norm.mean, norm.std
         prep["class_names"] = check_classes(model, prep, num_outputs(net, shape, model), None, "")
         return net, prep, shape, f"checkpoint {model}"
     if model not in MODELS:
@@ -107,6 +109,12 @@ def _load_model(model: str, input_shape, weights=None):
     from volnet.models.registry import pretrained
 
     net = pretrained(model, weights)
+    recorded = checkpoint_preprocessing(weights) if weights != "imagenet" else None
+    if recorded is not None:      # a volnet checkpoint as --weights: fed as it records
+        norm = for_checkpoint(recorded, shape[0], weights, "slide")
+        prep = {"mean": norm.mean, "std": norm.std, "class_names": recorded.get("class_names")}
+        prep["class_names"] = check_classes(weights, prep, num_outputs(net, shape, model), None, "")
+        return net, prep, shape, f"{model} ({weights})"
     if num_outputs(net, shape, model) != 1000:
         return net, {}, shape, f"{model} ({weights})"
     has_transform = any(name == "transform_input" for name, _ in net.named_children())
