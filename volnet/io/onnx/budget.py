@@ -77,9 +77,13 @@ def fold_size(node, a: dict, inputs: list) -> tuple[int, int]:
     (Gather of a slice, Reshape, Transpose, Slice, Squeeze...) return at most their input.
     """
     arrays = [x for x in inputs if isinstance(x, np.ndarray)]
-    itemsize = max([x.dtype.itemsize for x in arrays] + [8])
+    itemsize = np.result_type(*arrays).itemsize if arrays else 8
     op = node.op_type
+    if op == "Cast":
+        itemsize = 8                      # at most a 64-bit type
     if op == "ConstantOfShape":
+        value = a.get("value")
+        itemsize = value.dtype.itemsize if isinstance(value, np.ndarray) else 4
         dims = [int(d) for d in np.ravel(inputs[0])] if arrays else []
         if any(d < 0 or d >= MAX_AXIS for d in dims):
             raise refuse(node, "input", f"shape {dims}", "every axis must be between 0 and 2^30")
