@@ -235,6 +235,19 @@ def supported_ops() -> list[str]:
     return sorted(set(HANDLERS) | set(FOLDERS))
 
 
+def _check_text(model, where: str) -> None:
+    """Every name the importer reads is text: protobuf hands undecodable strings over as bytes."""
+    graph = model.graph
+    texts = [graph.name] + [v.name for v in (*graph.input, *graph.output, *graph.initializer)]
+    for node in graph.node:
+        texts += [node.name, node.op_type, node.domain, *node.input, *node.output]
+        texts += [a.name for a in node.attribute]
+    texts += [p.key for p in model.metadata_props] + [p.value for p in model.metadata_props]
+    if any(not isinstance(t, str) for t in texts):
+        raise CheckpointError(f"{where} is not a valid ONNX model: a name or string field is "
+                              "not UTF-8 text")
+
+
 def _read_model(path, onnx, limit):
     if isinstance(path, onnx.ModelProto):
         try:
@@ -242,6 +255,7 @@ def _read_model(path, onnx, limit):
         except Exception as err:  # noqa: BLE001 - onnx raises many types for a damaged model
             raise CheckpointError(f"not a valid ONNX model ({type(err).__name__}: "
                                   f"{str(err)[:200]})") from None
+        _check_text(path, "the model")
         return path
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -250,10 +264,12 @@ def _read_model(path, onnx, limit):
     try:
         onnx.checker.check_model(path)   # from the file: no second copy of the weights
         # external data is read per initializer, after the budget has seen its declared size
-        return onnx.load(path, load_external_data=False)
+        model = onnx.load(path, load_external_data=False)
     except Exception as err:  # noqa: BLE001 - onnx raises many types for a damaged file
         raise CheckpointError(f"{path} is not a valid ONNX model ({type(err).__name__}: "
                               f"{str(err)[:200]})") from None
+    _check_text(model, path)
+    return model
 
 
 def load_onnx(path, input_shape=None, max_bytes=None) -> Graph:
