@@ -89,7 +89,10 @@ class Caffe2Graph:
         return self._node("Relu", [out]) if relu else out
 
     def dropout(self, x):
-        return self._node("Dropout", [x], ratio=0.5)
+        """As the model zoo's opset-9 files write it: the mask output declared, never read."""
+        out = self._node("Dropout", [x], ratio=0.5)
+        self.nodes[-1].output.append(out + "_mask")
+        return out
 
     def softmax(self, x):
         return self._node("Softmax", [x])          # opset 9: axis 1, inputs coerced to 2-D

@@ -1,6 +1,7 @@
-"""The real-topology corpus: Caffe2-style opset-9 graphs (corpus_caffe2.py) and
-torch.onnx.export(..., dynamo=False) files at opsets 13-17 (corpus_torch.py), with the
-input each runs on and whether it is one of the slow (``@slow``) members.
+"""The real-topology corpus: Caffe2-style opset-9 graphs (corpus_caffe2.py),
+torch.onnx.export(..., dynamo=False) files at opsets 13-17 (corpus_torch.py), and today's
+families (corpus_families.py) exported at opsets 11, 13 and 17, with the input each runs on
+and whether it is one of the slow (``@slow``) members.
 
 ``python tests/io/onnx_corpus.py`` prints the README's corpus table (family | source |
 opset | max relative error of volnet vs onnxruntime)."""
@@ -20,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))   # zoo_torch_refs
 
 import corpus_caffe2 as C2
+import corpus_families as F
 import corpus_torch as T
 from torch_nets import randomise
 
@@ -43,8 +45,17 @@ WIDTHS = {"squeezenet1_0": "full", "squeezenet1_1": "full", "densenet121": "grow
           "resnet50": "1/4 widths", "vgg19": "1/8 widths, FC 64", "alexnet": "1/4 widths, FC 64"}
 
 
+def family_model(name, opset) -> bytes:
+    build, shape, _ = F.FAMILIES[name]
+    return _export(build, opset, shape)
+
+
 def torch_model(name) -> bytes:
     build, opset, shape, _ = TORCH[name]
+    return _export(build, opset, shape)
+
+
+def _export(build, opset, shape) -> bytes:
     torch.manual_seed(0)
     module = randomise(build())
     x = torch.zeros((1, *shape))
@@ -109,6 +120,11 @@ def table() -> str:
     for name, (_, opset, shape, _) in TORCH.items():
         rows.append(f"| {name} | torch.onnx.export(dynamo=False) | {opset} | {WIDTHS[name]}, "
                     f"{shape[1]}x{shape[2]} | {measure(torch_model(name)):.1e} |")
+    for name, (_, shape, narrowed) in F.FAMILIES.items():
+        for opset in F.OPSETS:
+            rows.append(f"| {name} | torch.nn, torch.onnx.export(dynamo=False) | {opset} | "
+                        f"{narrowed}, {shape[1]}x{shape[2]} | "
+                        f"{measure(family_model(name, opset)):.1e} |")
     return "\n".join(rows) + "\n"
 
 

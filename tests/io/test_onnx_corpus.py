@@ -1,16 +1,20 @@
 """The classic ImageNet families as ONNX files (Caffe2-style opset 9, and PyTorch exports at
-opsets 13-17) import into volnet, equal onnxruntime within 1e-4 relative in float32, train
-one step with finite gradients, and go through ``volnet import`` into ``volnet predict``."""
+opsets 13-17) and today's families (EfficientNet, MobileNet v3, RegNet-Y, ConvNeXt, GhostNet,
+ResNeSt; PyTorch exports at opsets 11, 13, 17) import into volnet, equal onnxruntime within
+1e-4 relative in float32, train one step with finite gradients, and go through ``volnet
+import`` into ``volnet predict`` (and, for today's families, ``volnet finetune``)."""
 
 import contextlib
 import warnings
 
 import numpy as np
 import pytest
+from corpus_families import FAMILIES, OPSETS
 from onnx_corpus import (
     CAFFE2,
     TORCH,
     caffe2_model,
+    family_model,
     input_shape,
     measure,
     torch_model,
@@ -31,11 +35,35 @@ CASES += [pytest.param("torch", name, marks=[pytest.mark.slow] if slow else [],
 @pytest.mark.parametrize("source, name", CASES)
 def test_corpus_model_matches_onnxruntime_trains_and_imports(source, name, tmp_path, capsys):
     data = caffe2_model(name) if source == "caffe2" else torch_model(name)
+    _check(data, name, source == "caffe2", tmp_path, capsys)
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_family_matches_onnxruntime_trains_imports_and_finetunes(name, opset, tmp_path, capsys):
+    checkpoint = _check(family_model(name, opset), name, False, tmp_path, capsys)
+    if opset != OPSETS[-1]:
+        return
+    shape = FAMILIES[name][1]
+    rng = np.random.default_rng(3)
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 256, (shape[1], shape[2], 3), np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / label / f"{i}.png")
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["finetune", str(checkpoint), "--data", str(tmp_path / "data"), "--epochs", "1",
+                 "--quiet", "--val-fraction", "0.5", "--out", str(tuned)]) == 0
+    assert vn.load(tuned).output_shape(shape) == (2,)
+
+
+def _check(data, name, caffe2, tmp_path, capsys):
+    """onnxruntime parity, one training step, import -> predict; returns the checkpoint."""
     assert measure(data) < 1e-4          # float32, random image, with and without softmax
 
     path = tmp_path / f"{name}.onnx"
     path.write_bytes(data)
-    with pytest.warns(UserWarning, match="asymmetric pads|fixes the batch") if source == "caffe2" \
+    with pytest.warns(UserWarning, match="asymmetric pads|fixes the batch") if caffe2 \
             else _user_warnings("error"):
         net = load_onnx(path)
     shape = input_shape(data)
@@ -63,6 +91,7 @@ def test_corpus_model_matches_onnxruntime_trains_and_imports(source, name, tmp_p
     printed = capsys.readouterr().out
     assert f"{image}: " in printed and "saved" in printed
     np.testing.assert_array_equal(vn.load(checkpoint).forward(x[:1]), imported)
+    return checkpoint
 
 
 @contextlib.contextmanager
@@ -77,10 +106,13 @@ def test_readme_corpus_table_lists_every_family():
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     rows = [line for line in readme.splitlines() if "| Caffe2 style" in line
-            or "| torch.onnx.export" in line]
-    listed = {line.split("|")[1].strip() + line.split("|")[2] for line in rows}
-    expected = {f"{name} Caffe2 style (onnx.helper) " for name in CAFFE2}
-    expected |= {f"{name} torch.onnx.export(dynamo=False) " for name in TORCH}
+            or "| torch.onnx.export" in line or "| torch.nn, torch.onnx.export" in line]
+    listed = {line.split("|")[1].strip() + line.split("|")[2] + line.split("|")[3].strip()
+              for line in rows}
+    expected = {f"{name} Caffe2 style (onnx.helper) 9" for name in CAFFE2}
+    expected |= {f"{name} torch.onnx.export(dynamo=False) {TORCH[name][1]}" for name in TORCH}
+    expected |= {f"{name} torch.nn, torch.onnx.export(dynamo=False) {opset}"
+                 for name in FAMILIES for opset in OPSETS}
     assert listed == expected
     errors = [float(line.split("|")[5]) for line in rows]
     assert max(errors) < 1e-4      # the measured errors the README reports meet the bound
