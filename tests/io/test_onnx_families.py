@@ -274,3 +274,17 @@ def test_reduction_over_the_batch_axis_is_refused():
     with pytest.raises(ConfigError, match=r"'total' \(ReduceSum\), axes: \[0\] of \(N, 3\) "
                                           r"include the batch axis"):
         load_onnx(_graph([node], (3,), inits={"axes": np.array([0], np.int64)}))
+
+
+def test_layer_norm_statistics_outputs_may_be_declared_but_not_read():
+    ln = helper.make_node("LayerNormalization", ["x", "g", "b"], ["n", "mean", "inv"], name="ln",
+                          axis=-1)
+    inits = {"g": np.full(4, 2.0, np.float32), "b": np.zeros(4, np.float32)}
+    model = _graph([ln, helper.make_node("Relu", ["n"], ["y"])], (3, 4), opset=17, inits=inits)
+    x = _x((3, 4), "normal")
+    np.testing.assert_allclose(load_onnx(model).forward(x), _ort(model, x), rtol=1e-5, atol=1e-6)
+    read = _graph([ln, helper.make_node("Relu", ["mean"], ["y"], name="uses_mean")], (3, 4),
+                  opset=17, inits=inits)
+    with pytest.raises(ConfigError, match=r"'uses_mean' \(Relu\), input: 'mean' is the Mean "
+                                          r"output of LayerNormalization 'ln', which volnet"):
+        load_onnx(read)

@@ -181,6 +181,8 @@ LAYER_CASES = [
                                             value=_const((1, 2, 1, 1))), (2, 3, 3)),
     Case("const_div", lambda: L.ConstantOp("div", (2, 1), value=1 + _const((2, 1)) ** 2), (2, 3)),
     Case("const_rdiv", lambda: L.ConstantOp("div", (), reverse=True, value=1.5), (2, 3), "away"),
+    Case("const_max", lambda: L.ConstantOp("max", (3, 1, 1), value=_const((3, 1, 1))), (3, 2, 2)),
+    Case("const_min_row", lambda: L.ConstantOp("min", (4,), value=_const((4,))), (2, 4)),
     # today's CNN families (EfficientNet, MobileNet v3, ConvNeXt, ResNeSt): gates, norms, reductions
     Case("silu", lambda: L.SiLU(), (3, 4, 4)),
     Case("hard_sigmoid", lambda: L.HardSigmoid(), (2, 3, 5), "away"),
@@ -394,7 +396,8 @@ class TorchConstantOp(torch.nn.Module):
 
     def forward(self, x):
         a, b = (self.constant, x) if self.reverse else (x, self.constant)
-        return {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div}[self.op](a, b)
+        return {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
+                "max": torch.maximum, "min": torch.minimum}[self.op](a, b)
 
 
 class TorchBroadcastPReLU(torch.nn.Module):

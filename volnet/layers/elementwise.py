@@ -1,5 +1,6 @@
-"""ConstantOp: x + c, x - c, x * c, x / c (or c - x, c / x) with a fixed array c broadcast
-NumPy-style, as ONNX's Add/Sub/Mul/Div with a constant operand compute them."""
+"""ConstantOp: x + c, x - c, x * c, x / c (or c - x, c / x), max(x, c), min(x, c) with a fixed
+array c broadcast NumPy-style, as ONNX's Add/Sub/Mul/Div/Max/Min with a constant operand
+compute them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import numpy as np
 from volnet.errors import ConfigError, ShapeError
 from volnet.layers.base import Layer
 
-OPS = ("add", "sub", "mul", "div")
+OPS = ("add", "sub", "mul", "div", "max", "min")
+FUNCTIONS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+             "max": np.maximum, "min": np.minimum}
 
 
 def reduce_to(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -29,7 +32,8 @@ class ConstantOp(Layer):
     (``constant``): saved in checkpoints, never trained.
 
     Args:
-        op: ``"add"``, ``"sub"``, ``"mul"`` or ``"div"``.
+        op: ``"add"``, ``"sub"``, ``"mul"``, ``"div"``, ``"max"`` or ``"min"`` (where x
+            equals c, max and min pass half the gradient, as PyTorch's ``maximum`` does).
         shape: The constant's shape (the values are set through ``buffers["constant"]``
             or ``value``).
         reverse: Compute ``c - x`` / ``c / x`` instead of ``x - c`` / ``x / c``.
@@ -74,7 +78,7 @@ class ConstantOp(Layer):
     def _forward(self, x, training, keep_cache):
         c = self.buffers["constant"].astype(x.dtype, copy=False)
         a, b = (c, x) if self.reverse else (x, c)
-        out = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}[self.op](a, b)
+        out = FUNCTIONS[self.op](a, b)
         self._cache = (x, c) if keep_cache else None
         return out.astype(x.dtype, copy=False)
 
@@ -86,6 +90,9 @@ class ConstantOp(Layer):
             dx = -dout
         elif self.op == "mul":
             dx = dout * c
+        elif self.op in ("max", "min"):
+            wins = (x > c) if self.op == "max" else (x < c)
+            dx = dout * np.where(x == c, 0.5, wins.astype(dout.dtype))
         elif not self.reverse:
             dx = dout / c
         else:

@@ -85,7 +85,7 @@ def _transpose(layer, b, x, shape, prefix):
 @register_onnx_exporter(ConstantOp)
 def _constant_op(layer, b, x, shape, prefix):
     c = b.const(join_key(prefix, "constant"), np.asarray(layer.buffers["constant"], np.float32))
-    op = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div"}[layer.op]
+    op = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min"}[layer.op]
     return b.node(op, [c, x] if layer.reverse else [x, c], prefix), layer.output_shape(shape)
 
 

@@ -48,6 +48,7 @@ class Importer:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.layers, self.nodes, self.alias, self.producer = {}, [], {}, {}
         self.taken: set[str] = set()        # layer and node names handed out
+        self.unavailable: dict[str, str] = {}   # declared outputs volnet does not compute
         self.notes: list[str] = []
         self.from_shape: set[str] = set()   # constants computed from a Shape node
         self.input = self._input(input_shape)
@@ -185,6 +186,10 @@ class Importer:
                 raise refuse(node, "domain", f"operator {node.domain}.{node.op_type} is outside "
                              "the standard ONNX domain", f"supported: {', '.join(supported_ops())}")
             a = attrs(node, self.onnx)
+            unread = [t for t in node.input if t in self.unavailable]
+            if unread:
+                raise refuse(node, "input", f"{unread[0]!r} is {self.unavailable[unread[0]]}, "
+                             "which volnet does not compute", "read only the main output")
             if not self._try_fold(node, a):
                 handler = HANDLERS.get(node.op_type)
                 if handler is None:
@@ -201,6 +206,9 @@ class Importer:
                               f"{self.fixed_batch}; no node depends on it, so volnet reads it "
                               "as a free batch axis (any N)")
         out = self.graph.output[0].name
+        if out in self.unavailable:
+            raise ConfigError(f"graph output {out!r} is {self.unavailable[out]}, which volnet "
+                              "does not compute; export the network's main output")
         if out in self.consts:
             raise ConfigError(f"graph output {out!r} is a constant (it does not depend on the "
                               "input); volnet imports networks that compute from their input")

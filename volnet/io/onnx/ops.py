@@ -80,9 +80,8 @@ def _onnx_pool_size(n, k, s, pb, pe, ceil_mode):
 def _pool(imp, node, a, kind):
     source = imp.computed(node)
     _, h, w = _spatial(imp, node, source)
-    if len(node.output) > 1 and node.output[1]:
-        raise refuse(node, "Indices", "the second output (argmax indices) is requested",
-                     "volnet's MaxPool2d routes gradients itself; drop the Indices output")
+    if len(node.output) > 1 and node.output[1]:     # declared; an error only if a node reads it
+        imp.unavailable[node.output[1]] = f"the Indices output of MaxPool {node.name!r}"
     kernel, stride = pair(node, a, "kernel_shape", None), pair(node, a, "strides")
     if pair(node, a, "dilations") != (1, 1):
         raise refuse(node, "dilations", f"{a['dilations']}: dilated pooling is not supported",

@@ -56,9 +56,9 @@ def layer_norm(imp, node, a):
     if not 0 < axis < rank:
         raise refuse(node, "axis", f"{a.get('axis', -1)} of {nshape(shape)} normalises across "
                      "the batch", "normalise trailing axes after the batch axis")
-    if any(node.output[1:]):
-        raise refuse(node, "Mean", "the mean / inverse deviation outputs are requested",
-                     "export the inference graph, which reads only Y")
+    for extra, what in zip(node.output[1:], ("Mean", "InvStdDev")):
+        if extra:       # declared by some exporters; an error only if a node reads it
+            imp.unavailable[extra] = f"the {what} output of LayerNormalization {node.name!r}"
     if a.get("stash_type", 1) != 1:
         raise refuse(node, "stash_type", f"{a['stash_type']}", "use float statistics (1)")
     normalized = shape[axis - 1:]

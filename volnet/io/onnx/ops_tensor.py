@@ -19,7 +19,6 @@ from volnet.io.onnx.registry import handles
 from volnet.layers import (
     BatchedLinear,
     BinaryOp,
-    Clip,
     ConstantOp,
     Flatten,
     Linear,
@@ -112,15 +111,13 @@ def _binary(imp, node, op, x, y, output):
 
 @handles("Max", "Min")
 def extremum(imp, node, a):
-    """Variadic Max/Min: computed inputs pairwise by BinaryOp, one scalar constant as a Clip."""
+    """Variadic Max/Min: computed inputs pairwise by BinaryOp, then the constants (combined)
+    by one ConstantOp."""
     op = node.op_type.lower()
     computed = [imp.name(t) for t in node.input if t and not imp.is_const(t)]
     consts = [imp.consts[t] for t in node.input if t and imp.is_const(t)]
     if not computed:
         raise refuse(node, "inputs", "all inputs are constants", "fold them before exporting")
-    if any(np.size(c) != 1 for c in consts):
-        raise refuse(node, "inputs", f"a constant of shape {[np.shape(c) for c in consts]}",
-                     f"volnet imports {node.op_type} of computed tensors and scalar constants")
     source = computed[0]
     for i, other in enumerate(computed[1:], start=1):
         last = i == len(computed) - 1 and not consts
@@ -128,8 +125,17 @@ def extremum(imp, node, a):
         _binary(imp, node, op, source, other, out)
         source = out
     if consts:
-        bound = float((np.max if op == "max" else np.min)([np.ravel(c)[0] for c in consts]))
-        imp.add_layer(node, Clip(bound, None) if op == "max" else Clip(None, bound), source)
+        try:
+            bound = (np.maximum if op == "max" else np.minimum).reduce(
+                np.broadcast_arrays(*[np.asarray(c, np.float64) for c in consts]))
+        except ValueError:
+            raise refuse(node, "inputs", f"constants of shapes {[np.shape(c) for c in consts]} "
+                         "do not broadcast", "give broadcastable constants") from None
+        if bound.ndim > len(imp.shape(source)) + 1:
+            raise refuse(node, "inputs", f"a constant of shape {bound.shape} has more axes than "
+                         f"the input {nshape(imp.shape(source))}", "reshape it to the input's rank")
+        dtype = np.float64 if any(np.asarray(c).dtype == np.float64 for c in consts) else np.float32
+        imp.add_layer(node, ConstantOp(op, bound.shape, value=bound.astype(dtype)), source)
     elif len(computed) == 1:
         _alias(imp, node, source)
 
