@@ -20,7 +20,7 @@ class LayerNorm(Layer):
 
     Example:
         >>> LayerNorm(2).forward(np.array([[1.0, 3.0]]))
-        array([[-0.999995,  0.999995]])
+        array([[-0.999995,  0.999995]], dtype=float32)
     """
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
