@@ -316,4 +316,4 @@ FAMILIES = {
     "ghostnet_style": (GhostNetStyle, (3, 32, 32), "first 5 bottlenecks, 1/2 widths"),
     "resnest_style": (ResNeStStyle, (3, 32, 32), "1 bottleneck per stage, 1/8 widths"),
 }
-OPSETS = (11, 13, 17)
+OPSETS = (11, 13, 17, "dynamo")   # "dynamo": torch.onnx.export(dynamo=True), opset 20, batch 1
