@@ -174,3 +174,22 @@ def test_class_names_must_match_the_outputs(trained, tmp_path, capsys):
     assert main(["import", str(trained[0]), "--class-names", str(names),
                  "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "lists 2 names but" in capsys.readouterr().err
+
+
+def test_exported_file_keeps_a_recorded_scale(trained, tmp_path, capsys):
+    """export_onnx writes scale, mean and std to metadata_props; importing that file again
+    (no flags) evaluates as the checkpoint it came from."""
+    out = tmp_path / "raw.safetensors"
+    assert main(["import", str(trained[0]), "--scale", "1", "--mean", "127.5", "--std", "63.75",
+                 "--out", str(out)]) == 0
+    again = tmp_path / "again.onnx"
+    vn.io.export_onnx(vn.load(out), again, (3, 8, 8))
+    props = {p.key: p.value for p in __import__("onnx").load(str(again)).metadata_props}
+    assert props["volnet.scale"] == '"x * 1.0"' and props["volnet.mean"] == "[127.5]"
+    assert props["volnet.preprocessing"].startswith("pixels as x * 1.0, then (x - mean) / std")
+    back = tmp_path / "back.safetensors"
+    assert main(["import", str(again), "--out", str(back)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(back), "--data", str(trained[1])]) == 0
+    captured = capsys.readouterr()
+    assert _accuracy(captured.out) == trained[4] and "note:" not in captured.err

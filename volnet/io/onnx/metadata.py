@@ -1,5 +1,5 @@
-"""Preprocessing that travels with an ONNX file: the input shape, mean, std and class names
-as ``metadata_props`` (JSON values under ``volnet.*`` keys), written by ``export_onnx`` and
+"""Preprocessing that travels with an ONNX file: the input shape, pixel scale, mean, std and
+class names as ``metadata_props`` (JSON values under ``volnet.*`` keys), written by ``export_onnx`` and
 read back by ``load_onnx``. Without them a model run in onnxruntime on ``x / 255`` gives
 wrong classes with no hint why."""
 
@@ -10,7 +10,7 @@ import json
 from volnet.errors import CheckpointError
 from volnet.limits import loads_json
 
-PREPROCESSING_KEYS = ("input_shape", "mean", "std", "class_names")
+PREPROCESSING_KEYS = ("input_shape", "scale", "mean", "std", "class_names")
 
 
 def preprocessing_props(preprocessing: dict, input_shape) -> dict[str, str]:
@@ -24,8 +24,10 @@ def preprocessing_props(preprocessing: dict, input_shape) -> dict[str, str]:
                                                 if k in PREPROCESSING_KEYS and v is not None}}
     props = {f"volnet.{k}": json.dumps(list(v) if isinstance(v, tuple) else v)
              for k, v in prep.items()}
-    if prep.get("mean") is not None:
-        props["volnet.preprocessing"] = ("pixels / 255, then (x - mean) / std per channel, "
+    if prep.get("mean") is not None or prep.get("scale") not in (None, "x / 255"):
+        scale = prep.get("scale") or "x / 255"
+        pixels = "pixels / 255" if scale == "x / 255" else f"pixels as {scale}"
+        props["volnet.preprocessing"] = (f"{pixels}, then (x - mean) / std per channel, "
                                          "NCHW float32")
     return props
 
