@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from volnet.errors import ConfigError
 from volnet.layers.base import Layer
 
+_COMPILED: list = []      # the numba ufunc, made on first use: importing numba costs 0.25 s
 
-@numba.vectorize(cache=True)
-def erf(x):
-    """math.erf elementwise, compiled at first use per dtype (NumPy has no erf, and volnet
-    does not depend on SciPy)."""
+
+def _erf_scalar(x):
     return math.erf(x)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """math.erf elementwise, compiled by numba at first use per dtype (NumPy has no erf,
+    and volnet does not depend on SciPy)."""
+    if not _COMPILED:
+        import numba
+
+        _COMPILED.append(numba.vectorize(cache=True)(_erf_scalar))
+    return _COMPILED[0](x)
 
 
 class Erf(Layer):
