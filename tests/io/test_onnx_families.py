@@ -288,3 +288,15 @@ def test_layer_norm_statistics_outputs_may_be_declared_but_not_read():
     with pytest.raises(ConfigError, match=r"'uses_mean' \(Relu\), input: 'mean' is the Mean "
                                           r"output of LayerNormalization 'ln', which volnet"):
         load_onnx(read)
+
+
+def test_matmul_of_two_computed_tensors_imports_and_exports():
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["x", "t"], ["y"], name="gram")]
+    model = _graph(nodes, (3, 4, 5))
+    x = _x((3, 4, 5), "normal")
+    net = load_onnx(model)
+    np.testing.assert_allclose(net.forward(x), _ort(model, x), rtol=1e-5, atol=1e-5)
+    assert "MatMul" in {type(layer).__name__ for _, layer in net.named_children()}
+    again = vn.io.onnx.export.to_onnx_model(net, (3, 4, 5))
+    np.testing.assert_allclose(_ort(again, x), net.forward(x), rtol=1e-5, atol=1e-5)

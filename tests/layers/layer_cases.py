@@ -230,7 +230,7 @@ class JoinCase:
     inputs: str = "normal"
 
     def layer(self, dtype=np.float64):
-        return L.BinaryOp(self.op)
+        return L.MatMul() if self.op == "matmul" else L.BinaryOp(self.op)
 
     def xs(self, n=2, dtype=np.float64, seed=1):
         rng = np.random.default_rng(seed)
@@ -255,10 +255,13 @@ JOIN_CASES = [
     JoinCase("div_gate", "div", ((3, 4, 4), (3, 1, 1))),
     JoinCase("max_equal", "max", ((4, 3), (4, 3)), "distinct"),
     JoinCase("min_broadcast", "min", ((2, 3, 1), (2, 3, 4)), "distinct"),
+    JoinCase("matmul", "matmul", ((3, 4), (4, 2))),
+    JoinCase("matmul_batched", "matmul", ((2, 3, 4), (2, 4, 5))),
+    JoinCase("matmul_broadcast", "matmul", ((2, 3, 4), (1, 4, 2))),
 ]
 JOIN_IDS = [c.id for c in JOIN_CASES]
 TORCH_BINARY = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
-                "max": torch.maximum, "min": torch.minimum}
+                "max": torch.maximum, "min": torch.minimum, "matmul": torch.matmul}
 
 
 # ---- independent central-difference harness ---------------------------------------------

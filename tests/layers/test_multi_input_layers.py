@@ -1,5 +1,5 @@
-"""BinaryOp, the layer over two computed tensors (squeeze-and-excitation gates, SiLU's
-product, ResNeSt's weighted sum): central differences in float64 for both inputs, PyTorch
+"""BinaryOp and MatMul, the layers over two computed tensors (squeeze-and-excitation gates,
+SiLU's product, ResNeSt's weighted sum, attention scores): central differences in float64 for both inputs, PyTorch
 parity (forward and both input gradients) in float64 and float32, inside a Graph, and the
 errors for inputs that cannot be combined."""
 
@@ -95,3 +95,8 @@ def test_bad_inputs_are_named(xs, match):
 def test_unknown_op_is_refused():
     with pytest.raises(vn.ConfigError, match=r"op must be one of \['add', 'div', 'max'"):
         L.BinaryOp("pow")
+
+
+def test_matmul_refuses_mismatched_matrices():
+    with pytest.raises(vn.ShapeError, match=r"\(N, 3, 4\) @ \(N, 3, 4\) is not a product"):
+        L.MatMul().forward((np.ones((2, 3, 4)), np.ones((2, 3, 4))))

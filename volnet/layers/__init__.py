@@ -18,6 +18,7 @@ from volnet.layers.graph import Graph, Node
 from volnet.layers.layer_norm import LayerNorm
 from volnet.layers.linear import Linear
 from volnet.layers.log_softmax import LogSoftmax
+from volnet.layers.matmul import MatMul
 from volnet.layers.multi_input import MultiInputLayer
 from volnet.layers.narrow import Narrow
 from volnet.layers.norm import BatchNorm1d, BatchNorm2d, LocalResponseNorm
@@ -73,6 +74,7 @@ __all__ = [
     "Linear",
     "LocalResponseNorm",
     "LogSoftmax",
+    "MatMul",
     "MaxPool2d",
     "MultiInputLayer",
     "Narrow",

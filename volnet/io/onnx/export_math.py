@@ -1,5 +1,5 @@
 """ONNX exporters of the layers that arrived with today's CNN families: the broadcasting
-BinaryOp, SiLU/HardSigmoid/HardSwish, Erf/GELU, LayerNorm, Reduce, Power, Expand and
+BinaryOp, MatMul of two computed tensors, SiLU/HardSigmoid/HardSwish, Erf/GELU, LayerNorm, Reduce, Power, Expand and
 BatchedLinear. Where an operator is newer than the requested opset (HardSwish 14,
 LayerNormalization 17, Gelu 20) the exporter spells it out in older operators, as PyTorch
 does."""
@@ -20,6 +20,7 @@ from volnet.layers import (
     HardSigmoid,
     HardSwish,
     LayerNorm,
+    MatMul,
     Power,
     Reduce,
     SiLU,
@@ -47,6 +48,11 @@ def reduce_node(b, op: str, x: str, axes, prefix: str, keepdims: bool = True) ->
 @register_onnx_exporter(BinaryOp)
 def _binary(layer, b, xs, shapes, prefix):
     return b.node(BINARY[layer.op], list(xs), prefix), layer.output_shape(shapes)
+
+
+@register_onnx_exporter(MatMul)
+def _matmul(layer, b, xs, shapes, prefix):
+    return b.node("MatMul", list(xs), prefix), layer.output_shape(shapes)
 
 
 @register_onnx_exporter(SiLU)

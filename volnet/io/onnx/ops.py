@@ -25,6 +25,7 @@ from volnet.layers import (
     GlobalMaxPool2d,
     Linear,
     LocalResponseNorm,
+    MatMul,
     MaxPool2d,
 )
 
@@ -163,7 +164,11 @@ def gemm(imp, node, a):
 
 @handles("MatMul")
 def matmul(imp, node, a):
-    """(N, K) @ (K, M) is a Linear; (N, ..., K) @ (K, M) a BatchedLinear over the last axis."""
+    """(N, K) @ (K, M) is a Linear; (N, ..., K) @ (K, M) a BatchedLinear over the last axis;
+    two computed tensors (N, ..., M, K) @ (N, ..., K, P) a MatMul layer."""
+    if not imp.is_const(node.input[0]) and not imp.is_const(node.input[1]):
+        imp.add_layer(node, MatMul(), (imp.computed(node, 0), imp.computed(node, 1)))
+        return
     source = imp.computed(node)
     w = imp.const(node, 1, "B (weight)")
     shape = imp.shape(source)
