@@ -162,7 +162,7 @@ def reason(message: str) -> str:
         (r"is a constant where volnet|computed from the graph input", "weight computed at run time"),
         (r"not supported by volnet's importer", "uses an operator outside the list"),
         (r"dilat", "dilated pooling"),
-        (r"is not a product over the last", "MatMul other than (N, ..., K) x constant (K, M)"),
+        (r"is not a product over the last", "MatMul by a 1-D or stacked (3-D+) constant"),
         (r"\(Pow\), Y: an exponent of shape", "Pow with a non-scalar exponent"),
         (r"training", "training-mode outputs"),
         (r"2-D|\(N, C, H, W\)|spatial axes", "not 2-D (N, C, H, W)"),
