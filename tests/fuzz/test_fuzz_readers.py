@@ -246,7 +246,8 @@ def test_fuzz_checkpoint_architecture(request, scratch):
     stored = {k[len("model."):]: v for k, v in tensors.items()}
 
     def load(text):
-        blob = sft.serialize(tensors, {**metadata, "architecture": text})
+        # resealed, as an editor who recomputes the checksum would: the rebuild must hold
+        blob = ck.sealed(tensors, {**metadata, "architecture": text})
         net = ck.load_checkpoint(_write(scratch, "c.safetensors", blob), max_bytes=BUDGET).net
         state = net.state_dict()   # loaded correctly: exactly the stored weights
         assert state.keys() == stored.keys()

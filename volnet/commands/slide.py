@@ -155,7 +155,7 @@ def _write_heatmaps(path, pixels, probs, classes, names, crop, step) -> None:
     """Panels side by side: the image in grey with a black-red-yellow-white heat overlay."""
     from PIL import Image, ImageDraw
 
-    from volnet.io.checkpoint import atomic_write
+    from volnet.io.atomic_file import atomic_write
 
     grey = pixels.astype(np.float32).mean(axis=0) / 255
     rows = _nearest_cell(grey.shape[0], crop[0], step[0], probs.shape[1])

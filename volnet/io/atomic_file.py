@@ -4,7 +4,7 @@ A temporary file in the target directory is written, flushed and fsynced, then
 ``os.replace``-d over the target and the directory fsynced. The temporary file is
 named after the target and the writing process (``.<name>.<pid>-<random>.part``);
 one left by a killed process is removed by the next write to the same path.
-Checkpoints (``volnet.io.checkpoint``, which re-exports these) and exports use it.
+Checkpoints, image grids, heat maps and exports use it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import tempfile
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask, read without changing it where Linux allows (threads may be saving)."""
     try:
         with open("/proc/self/status") as f:
@@ -63,7 +63,7 @@ def atomic_write(path: str, data: bytes) -> None:
     remove_stale_parts(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}-", suffix=".part", dir=folder)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual file mode
+        os.chmod(tmp, 0o666 & ~umask())   # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -29,7 +29,7 @@ def write_png(path: str, image: np.ndarray, overwrite: bool = True) -> str:
     """Write a uint8 grey image (H, W) as PNG (atomically, never over a file unless ``overwrite``)."""
     from PIL import Image
 
-    from volnet.io.checkpoint import atomic_write
+    from volnet.io.atomic_file import atomic_write
 
     path = os.fspath(path)
     if not overwrite and os.path.exists(path):
