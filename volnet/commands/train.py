@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from volnet.commands.checks import positive_int
 from volnet.train.optim import OPTIMIZERS
 from volnet.train.recipe import DEFAULTS
@@ -76,6 +78,12 @@ def _run_generative(args) -> int:
 
 
 def run(args) -> int:
+    from volnet.commands.outputs import OutputPlan
+
+    # before any data is read or epoch spent; --resume continues (and replaces) its own file
+    resuming = bool(args.out and args.resume) and \
+        os.path.abspath(args.out) == os.path.abspath(args.resume)
+    OutputPlan(args.overwrite).add("--out", args.out, replaceable=resuming)
     if args.model in ("dcgan", "vae"):
         return _run_generative(args)
     if args.epochs is None:

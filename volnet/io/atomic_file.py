@@ -57,8 +57,13 @@ def remove_stale_parts(path: str) -> list[str]:
     return removed
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
+def write_part(path: str, data: bytes) -> str:
+    """Write ``data`` to a new fsynced temporary file beside ``path``; returns its name.
+
+    The caller renames it over ``path`` (``os.replace``) or deletes it. Writers of
+    several files (:class:`volnet.commands.outputs.OutputPlan`) write every part first
+    and rename them all at the end.
+    """
     folder, name = os.path.split(os.path.abspath(path))
     remove_stale_parts(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}-", suffix=".part", dir=folder)
@@ -68,12 +73,28 @@ def atomic_write(path: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
+    tmp = write_part(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    try:   # make the rename itself durable; not every platform lets us open a directory
+    sync_folder(os.path.dirname(os.path.abspath(path)))
+
+
+def sync_folder(folder: str) -> None:
+    """fsync ``folder`` so a rename into it is durable (where the platform allows it)."""
+    try:   # not every platform lets us open a directory
         dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return

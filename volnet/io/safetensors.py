@@ -188,15 +188,14 @@ def read_file(path: str | os.PathLike, max_bytes: int | str | None = None) -> by
     verify a checksum hash these bytes, the ones they decode, not a second read.
     """
     path = os.fspath(path)
-    with naming_errors(path):
-        with open_regular(path, CheckpointError) as f:
-            size = os.fstat(f.fileno()).st_size
-            n = _header_length(f.read(12), size)
-            check_budget(size + JSON_EXPANSION * n + size - 8 - n,
-                         f"{path}: reading {size:,} bytes of safetensors", max_bytes,
-                         CheckpointError)
-            f.seek(0)
-            return f.read()
+    with naming_errors(path), open_regular(path, CheckpointError) as f:
+        size = os.fstat(f.fileno()).st_size
+        n = _header_length(f.read(12), size)
+        check_budget(size + JSON_EXPANSION * n + size - 8 - n,
+                     f"{path}: reading {size:,} bytes of safetensors", max_bytes,
+                     CheckpointError)
+        f.seek(0)
+        return f.read()
 
 
 def load_file(path: str | os.PathLike, max_bytes: int | str | None = None
