@@ -24,6 +24,7 @@ from volnet.errors import (
 from volnet.functional.conv import conv_output_size
 from volnet.functional.loss import softmax, softmax_cross_entropy, svm_hinge_loss
 from volnet.io.checkpoint import load, save
+from volnet.layers.anomaly import detect_anomaly
 from volnet.layers import (
                            AdaptiveAvgPool2d,
                            AvgPool2d,
@@ -107,6 +108,7 @@ __all__ = [
                            "VolnetError",
                            "conv_output_size",
                            "dense_scores",
+                           "detect_anomaly",
                            "fit",
                            "load",
                            "models",

@@ -48,6 +48,9 @@ def add_parser(sub):
                         "with --distributed)")
     p.add_argument("--samples", default=None, metavar="DIR",
                    help="dcgan/vae: write a PNG grid of 64 samples (fixed noise) per epoch here")
+    p.add_argument("--detect-anomaly", action="store_true",
+                   help="check every layer's outputs and gradients and stop at the first "
+                        "NaN/inf, naming the layer and the pass (slower; vn.detect_anomaly)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="dcgan/vae: train on the first N images only (quick looks)")
     return p
@@ -84,6 +87,15 @@ def run(args) -> int:
     resuming = bool(args.out and args.resume) and \
         os.path.abspath(args.out) == os.path.abspath(args.resume)
     OutputPlan(args.overwrite).add("--out", args.out, replaceable=resuming)
+    if args.detect_anomaly:
+        from volnet.layers.anomaly import detect_anomaly
+
+        with detect_anomaly():
+            return _run(args)
+    return _run(args)
+
+
+def _run(args) -> int:
     if args.model in ("dcgan", "vae"):
         return _run_generative(args)
     if args.epochs is None:
