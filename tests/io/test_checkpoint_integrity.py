@@ -250,3 +250,14 @@ def test_bit_flips_inside_the_architecture_are_refused(saved):
             saved.write_bytes(bytes(flipped))
             with pytest.raises(CheckpointError):
                 vn.load(saved)
+
+
+def test_weights_read_from_a_checkpoint_are_verified_too(saved):
+    """``--weights CK`` (finetune, zoo builders) reads a checkpoint through load_torch: the
+    same checksum applies, so an edited file cannot slip in that way."""
+    assert set(vn.io.load_torch(saved)) == set(vn.load(saved).state_dict())
+    blob = bytearray(saved.read_bytes())
+    blob[-3] ^= 0x10
+    saved.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        vn.io.load_torch(saved)
