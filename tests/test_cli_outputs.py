@@ -144,3 +144,18 @@ def test_resume_may_continue_its_own_checkpoint(tmp_path):
         outputs.OutputPlan().add("--out", tmp_path / "run.safetensors")
     with pytest.raises(outputs.ConfigError, match="is a folder"):
         outputs.OutputPlan().add("--out", tmp_path)
+
+
+def test_samples_folder_is_created_or_refused_up_front(tmp_path, capsys):
+    (tmp_path / "file").write_bytes(b"x")
+    code, out = _run(capsys, "train", "vae", "--epochs", 1, "--quiet", "--limit", 64,
+                     "--samples", tmp_path / "file", "--out", tmp_path / "c.safetensors")
+    assert code == 2 and "is a file, not a folder" in out.err and "training" not in out.out
+    (tmp_path / "grids").mkdir()
+    (tmp_path / "grids" / "epoch-1.png").write_bytes(b"earlier run")
+    code, out = _run(capsys, "train", "vae", "--epochs", 1, "--quiet", "--limit", 64,
+                     "--samples", tmp_path / "grids", "--out", tmp_path / "c.safetensors")
+    assert code == 2 and "already holds epoch-1.png" in out.err
+    assert (tmp_path / "grids" / "epoch-1.png").read_bytes() == b"earlier run"
+    plan = outputs.OutputPlan()
+    assert plan.folder("--samples", tmp_path / "new" / "deep") and (tmp_path / "new" / "deep").is_dir()

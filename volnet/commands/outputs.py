@@ -15,6 +15,7 @@ declares its outputs here first, before it loads data or builds a network:
 
 Checkpoints written during a run (every epoch) are written atomically by
 :func:`volnet.io.checkpoint.save`; their paths still go through :meth:`OutputPlan.add`.
+Output folders (``train --samples DIR``) are created up front by :meth:`OutputPlan.folder`.
 """
 
 from __future__ import annotations
@@ -87,6 +88,44 @@ class OutputPlan:
             raise ConfigError(f"{option} {path} already exists; choose another path or pass "
                               "--overwrite to replace it")
         self.paths[full] = option
+        return path
+
+    def folder(self, option: str, path: str | os.PathLike | None,
+               pattern: str | None = None) -> str | None:
+        """Create the output folder ``option`` names now (or refuse it), before any work.
+
+        Args:
+            option: the command-line option (``--samples``), for messages.
+            path: the folder; None (option not used) returns None.
+            pattern: a glob of the files the command writes there (``epoch-*.png``); any
+                already there is refused without ``--overwrite``.
+
+        Raises:
+            ConfigError: empty path, a file in the way, a folder that cannot be created or
+                written, or earlier outputs without ``--overwrite``.
+        """
+        if path is None:
+            return None
+        path = os.fspath(path)
+        if not path.strip():
+            raise ConfigError(f"{option} is empty; give a folder name")
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ConfigError(f"{option} {path} is a file, not a folder; choose another path")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"{option} {path}: cannot create the folder ({err.strerror}); "
+                              "choose another path") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{option} {path} is not writable; choose another folder")
+        if pattern and not self.overwrite:
+            import glob
+
+            found = sorted(glob.glob(os.path.join(glob.escape(path), pattern)))
+            if found:
+                raise ConfigError(f"{option} {path} already holds {os.path.basename(found[0])}"
+                                  f"{f' and {len(found) - 1} more' if len(found) > 1 else ''}"
+                                  "; choose another folder or pass --overwrite")
         return path
 
     def stage(self, path: str, data: bytes) -> None:

@@ -86,7 +86,10 @@ def run(args) -> int:
     # before any data is read or epoch spent; --resume continues (and replaces) its own file
     resuming = bool(args.out and args.resume) and \
         os.path.abspath(args.out) == os.path.abspath(args.resume)
-    OutputPlan(args.overwrite).add("--out", args.out, replaceable=resuming)
+    plan = OutputPlan(args.overwrite)
+    plan.add("--out", args.out, replaceable=resuming)
+    # the per-epoch grids of a new run must not replace an earlier run's
+    plan.folder("--samples", args.samples, pattern=None if args.resume else "epoch-*.png")
     if args.detect_anomaly:
         from volnet.layers.anomaly import detect_anomaly
 
