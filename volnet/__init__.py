@@ -24,7 +24,6 @@ from volnet.errors import (
 from volnet.functional.conv import conv_output_size
 from volnet.functional.loss import softmax, softmax_cross_entropy, svm_hinge_loss
 from volnet.io.checkpoint import load, save
-from volnet.layers.anomaly import detect_anomaly
 from volnet.layers import (
                            AdaptiveAvgPool2d,
                            AvgPool2d,
@@ -54,6 +53,7 @@ from volnet.layers import (
                            Tanh,
                            Upsample,
 )
+from volnet.layers.anomaly import detect_anomaly
 from volnet.tools.dense import dense_scores
 from volnet.tools.fully_conv import to_fully_conv
 from volnet.tools.receptive_field import receptive_field

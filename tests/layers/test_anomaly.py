@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import volnet as vn
-from volnet.data.batches import BatchIterator
 from volnet.cli import main
+from volnet.data.batches import BatchIterator
 from volnet.errors import NonFiniteError, TrainingDivergedError
 
 
