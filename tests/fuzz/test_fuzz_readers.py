@@ -286,7 +286,8 @@ def _header_bytes(tree, seed) -> bytes:
     if not isinstance(meta, dict) or not isinstance(table, dict):
         return dumps(tree).encode()   # the whole layout edited away: still a header to read
     original = seed["meta"]
-    meta = {k: v if isinstance(v, str) else seed["text"][k] if v is original.get(k) else dumps(v)
+    meta = {k: v if isinstance(v, str) else
+            seed["text"][k] if k in seed["text"] and v is original[k] else dumps(v)
             for k, v in meta.items()}
     return dumps({"__metadata__": meta, **table}).encode()
 
