@@ -177,7 +177,7 @@ def adaptive_max_window(size: int, out: int) -> int:
 
     Example:
         >>> adaptive_max_window(10, 4), max(b - a for a, b in adaptive_bounds(10, 4))
-        (4, 4)
+        (3, 3)
     """
     q, r = divmod(int(size), int(out))
     return q if r == 0 else q + 1 if r == math.gcd(r, int(out)) else q + 2
