@@ -47,7 +47,8 @@ def worker(args) -> None:
     import volnet as vn
     from volnet.data.batches import BatchIterator
     from volnet.models import cifar_example
-    from volnet.train.distributed import GradientAllreducer, broadcast_model, get_communicator
+    from volnet.train.allreduce import GradientAllreducer, broadcast_model
+    from volnet.train.communicator import get_communicator
     from volnet.train.optim import SGD
 
     comm = get_communicator(distributed=True)

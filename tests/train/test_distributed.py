@@ -20,7 +20,16 @@ import pytest
 
 import volnet as vn
 from volnet.errors import ConfigError, VolnetError
-from volnet.train import distributed as dist
+from volnet.train.allreduce import GradientAllreducer
+from volnet.train.communicator import (
+    LAUNCHER_VARS,
+    Communicator,
+    DistributedError,
+    abort_on_error,
+    get_communicator,
+    mpi_available,
+)
+from volnet.train.data_parallel import local_batch_size
 from volnet.train.sync_bn import SyncBatchNorm2d, convert_sync_batchnorm, revert_sync_batchnorm
 
 WORKER = pathlib.Path(__file__).with_name("mpi_scripts") / "dp_worker.py"
@@ -40,7 +49,7 @@ worker = _load_worker()
 
 def mpirun(nprocs: int, *args: str, timeout: float = 120, program=(str(WORKER),), **env: str):
     """Run the worker (or ``program``) under mpiexec; returns (returncode, output, seconds)."""
-    environ = {k: v for k, v in os.environ.items() if k not in dist._LAUNCHER_VARS}
+    environ = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
     environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **env)
     start = time.monotonic()
     proc = subprocess.Popen([MPIEXEC, "-n", str(nprocs), sys.executable, *program, *args],
@@ -57,12 +66,14 @@ def mpirun(nprocs: int, *args: str, timeout: float = 120, program=(str(WORKER),)
 
 # ---- two ranks reproduce one process --------------------------------------------------------
 
-@pytest.mark.parametrize("bn, bucket_mb", [("none", "25"), ("sync", "25"), ("none", "0.0005")],
-                         ids=["no-bn", "sync-bn", "many-buckets"])
-def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, bn, bucket_mb):
+@pytest.mark.parametrize("bn, bucket_mb, overlap", [
+    ("none", "25", "1"), ("sync", "25", "1"), ("none", "0.0005", "1"), ("sync", "0.0002", "1"),
+    ("none", "0.0005", "0")],
+    ids=["no-bn", "sync-bn", "many-buckets", "many-buckets-sync-bn", "no-overlap"])
+def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, bn, bucket_mb, overlap):
     steps, global_batch = 5, 8
-    ranks, stats = _run_equiv(tmp_path, bn, steps, global_batch, bucket_mb)
-    reference, _ = worker.train(dist.Communicator(), bn, steps, global_batch)
+    ranks, stats = _run_equiv(tmp_path, bn, steps, global_batch, bucket_mb, overlap)
+    reference, _ = worker.train(Communicator(), bn, steps, global_batch)
     initial = worker.build_net(bn != "none").state_dict()
     for key, want in reference.state_dict().items():
         np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)   # in lockstep
@@ -71,12 +82,18 @@ def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, bn, bucket_
     # one allreduce per bucket per step, never one per parameter
     assert stats[0]["steps"] == steps
     assert stats[0]["collectives"] == steps * stats[0]["buckets"]
-    assert stats[0]["buckets"] == (1 if bucket_mb == "25" else 3)
+    grad_buckets = stats[0]["buckets"] - (bn != "none")   # the running statistics: one more
+    # by hand: 131 floats per 0.0005 MB bucket, 52 per 0.0002 MB; a parameter never splits.
+    # Overlap orders by readiness (5.weight 192 | 5.bias 3, [1.weight 4, 1.bias 4,] 0.weight 72
+    # ...), without it in parameter order (0.weight 72, 0.bias 4 | 5.weight 192 | 5.bias 3)
+    assert grad_buckets == {"25": 1, "0.0005": 2 if overlap == "1" else 3, "0.0002": 4}[bucket_mb]
+    # with overlap, from the second step on every gradient bucket left during backward
+    assert stats[0]["early"] == (steps - 1) * grad_buckets * (overlap == "1")
 
 
 def test_local_batch_norm_keeps_replicas_identical(tmp_path):
     ranks, _ = _run_equiv(tmp_path, "local", 5, 8, "25")
-    reference, _ = worker.train(dist.Communicator(), "local", 5, 8)
+    reference, _ = worker.train(Communicator(), "local", 5, 8)
     for key in reference.state_dict():   # running statistics averaged: replicas agree
         np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)
     # local statistics are not the global batch's: the run differs from one process
@@ -84,8 +101,9 @@ def test_local_batch_norm_keeps_replicas_identical(tmp_path):
                            rtol=1e-3)
 
 
-def _run_equiv(tmp_path, bn, steps, global_batch, bucket_mb):
-    code, out, _ = mpirun(2, "equiv", str(tmp_path), bn, str(steps), str(global_batch), bucket_mb)
+def _run_equiv(tmp_path, bn, steps, global_batch, bucket_mb, overlap="1"):
+    code, out, _ = mpirun(2, "equiv", str(tmp_path), bn, str(steps), str(global_batch), bucket_mb,
+                          overlap)
     assert code == 0, out
     ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in (0, 1)]
     stats = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -133,7 +151,7 @@ def test_ranks_together_read_what_one_process_reads_even_after_resuming():
 def test_resume_on_a_different_number_of_ranks_continues_the_run(tmp_path):
     from volnet.io.checkpoint import load_checkpoint
 
-    one = dist.Communicator()
+    one = Communicator()
     full = worker.train_with_trainer(one, str(tmp_path / "full.safetensors"), 0, None)
     assert full.step == 12                                        # 2 epochs of 48 / 8
 
@@ -217,28 +235,32 @@ def test_failed_rank_stops_every_rank_with_a_clear_error(mode, message):
 # ---- single-process parts --------------------------------------------------------------------
 
 def test_world_of_one_without_mpi_and_the_install_hint(monkeypatch):
-    for name in dist._LAUNCHER_VARS:
+    for name in LAUNCHER_VARS:
         monkeypatch.delenv(name, raising=False)
-    assert dist.get_communicator().world_size == 1          # not launched by MPI
+    assert get_communicator().world_size == 1          # not launched by MPI
     monkeypatch.setitem(sys.modules, "mpi4py", None)         # as if mpi4py were not installed
-    assert not dist.mpi_available()
-    assert dist.get_communicator().world_size == 1
+    assert not mpi_available()
+    assert get_communicator().world_size == 1
     with pytest.raises(ConfigError, match=r"pip install 'volnet\[mpi\]'.*pip install '\.\[mpi\]'"):
-        dist.get_communicator(distributed=True)
+        get_communicator(distributed=True)
 
 
-class TwoIdenticalRanks(dist.Communicator):
-    """Pretends a second rank holds the same arrays: a sum doubles them; records every call."""
+class TwoIdenticalRanks(Communicator):
+    """Pretends a second rank holds the same arrays: a sum doubles them; records every start.
+
+    The doubling happens at the start, as a real allreduce may complete at once;
+    ``started`` logs (step, size) of each allreduce, ``during_backward`` whether a
+    backward pass was still running then (``net._in_backward`` set by the test).
+    """
 
     world_size = 2
 
     def __init__(self, other_layout=None):
-        self.calls, self.other_layout = [], other_layout
+        self.started, self.other_layout, self.step = [], other_layout, 0
 
-    def allreduce_(self, arrays, what="allreduce"):
-        self.calls.append([a.size for a in arrays])
-        for a in arrays:
-            a *= 2
+    def start_allreduce_(self, array):
+        self.started.append((self.step, array.size))
+        array *= 2
 
     def broadcast_json(self, value, root=0):
         return value if self.other_layout is None else self.other_layout
@@ -257,41 +279,43 @@ def test_allreducer_buckets_and_averages_in_place(rng):
     before = {name: grad.copy() for name, _, grad in net.named_params()}
     sizes = [g.size for g in before.values()]
     comm = TwoIdenticalRanks()
-    reducer = dist.GradientAllreducer(comm, bucket_mb=4 * 200 / 2 ** 20)   # 200 floats a bucket
+    reducer = GradientAllreducer(comm, bucket_mb=4 * 200 / 2 ** 20)   # 200 floats a bucket
     reducer(net)
+    comm.step = 1
     reducer(net)
     for name, _, grad in net.named_params():   # mean of two equal copies: unchanged
         np.testing.assert_array_equal(grad, before[name])
-    assert comm.calls[0] == comm.calls[1]                       # one call per step, all buckets
-    assert sum(comm.calls[0]) == sum(sizes)                     # every gradient element, once
-    assert 1 < len(comm.calls[0]) < len(sizes)                  # fewer calls than parameters
+    per_step = [[size for step, size in comm.started if step == s] for s in (0, 1)]
+    assert per_step[0] == per_step[1]                           # same buckets every step
+    assert sum(per_step[0]) == sum(sizes)                       # every gradient element, once
+    assert 1 < len(per_step[0]) < len(sizes)                    # fewer calls than parameters
     assert reducer.bytes_per_step == 4 * sum(sizes)
-    assert reducer.collectives == 2 * len(comm.calls[0])
+    assert reducer.collectives == 2 * len(per_step[0])
 
 
 def test_allreducer_refuses_ranks_with_different_networks(rng):
     net = _net_with_grads(rng)
-    reducer = dist.GradientAllreducer(TwoIdenticalRanks(other_layout=[["0.weight", [1], "<f4"]]))
-    with pytest.raises(dist.DistributedError, match="differ from rank 0"):
+    reducer = GradientAllreducer(TwoIdenticalRanks(other_layout=[["0.weight", [1], "<f4"]]))
+    with pytest.raises(DistributedError, match="differ from rank 0"):
         reducer(net)
-    assert isinstance(dist.DistributedError("x"), VolnetError)
+    assert isinstance(DistributedError("x"), VolnetError)
 
 
 def test_global_batch_must_split_evenly():
-    assert dist.local_batch_size(64, 4) == 16
+    assert local_batch_size(64, 4) == 16
     with pytest.raises(ConfigError, match="multiple of the 3 ranks"):
-        dist.local_batch_size(64, 3)
+        local_batch_size(64, 3)
 
 
 def test_abort_on_error_in_a_world_of_one_just_raises():
     with pytest.raises(ValueError, match="boom"):
-        with dist.abort_on_error(dist.Communicator()):
+        with abort_on_error(Communicator()):
             raise ValueError("boom")
 
 
 def test_sync_batchnorm_alone_equals_batchnorm_and_converts_back(rng):
     plain = worker.build_net(True).astype(np.float64)
-    synced = convert_sync_batchnorm(plain.copy(), dist.Communicator())
+    synced = convert_sync_batchnorm(plain.copy(), Communicator())
     assert isinstance(synced[1], SyncBatchNorm2d) and isinstance(synced[1], vn.BatchNorm2d)
     x = rng.standard_normal((3, 2, 8, 8)) * 2 + 1
     dout = rng.standard_normal((3, 3))
@@ -310,7 +334,7 @@ def test_checkpoint_of_a_sync_bn_net_loads_as_plain_batch_norm(tmp_path, rng):
     from volnet.io.checkpoint import load, save
 
     plain = worker.build_net(True)
-    synced = convert_sync_batchnorm(plain.copy(), dist.Communicator())
+    synced = convert_sync_batchnorm(plain.copy(), Communicator())
     loaded = load(save(tmp_path / "sync.safetensors", synced))   # no communicator inside
     x = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(loaded.forward(x, training=True), plain.forward(x, training=True),

@@ -80,7 +80,7 @@ def run(args) -> int:
         return _run_generative(args)
     if args.epochs is None:
         args.epochs = DEFAULTS["epochs"]    # the others: None = default, or the checkpoint's
-    from volnet.train.distributed import abort_on_error, get_communicator
+    from volnet.train.communicator import abort_on_error, get_communicator
     from volnet.train.recipe import train
     from volnet.train.threads import blas_threads, pin_threads, set_blas_threads
 

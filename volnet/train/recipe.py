@@ -17,7 +17,8 @@ from volnet.data.batches import BatchIterator
 from volnet.data.registry import load_dataset
 from volnet.errors import CheckpointError, ConfigError, DataError, ShapeError
 from volnet.train.callbacks import ModelCheckpoint
-from volnet.train.distributed import Communicator, data_parallel, local_batch_size
+from volnet.train.communicator import Communicator
+from volnet.train.data_parallel import data_parallel, local_batch_size
 from volnet.train.interrupt import stop_on_interrupt
 from volnet.train.optim import OPTIMIZERS, make_optimizer
 from volnet.train.schedule import CosineLR
@@ -140,7 +141,7 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
         batch_size, lr, optimizer, seed: default :data:`DEFAULTS`; when resuming, the
             checkpoint's, and a different explicit value is refused (ConfigError).
         resume: continue from this checkpoint (same recipe; bit-identical weights).
-        comm: a :mod:`volnet.train.distributed` communicator for data-parallel
+        comm: a :mod:`volnet.train.communicator` communicator for data-parallel
             training (default: one process). ``batch_size`` is then the global
             batch, split over the ranks; rank 0 alone logs and writes.
         sync_bn: synchronise batch-norm statistics over the ranks.
