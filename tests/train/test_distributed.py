@@ -20,6 +20,7 @@ import pytest
 
 import volnet as vn
 from volnet.errors import ConfigError, VolnetError
+from volnet.layers import hooks
 from volnet.train.allreduce import GradientAllreducer
 from volnet.train.communicator import (
     LAUNCHER_VARS,
@@ -342,3 +343,154 @@ def test_checkpoint_of_a_sync_bn_net_loads_as_plain_batch_norm(tmp_path, rng):
     dout = rng.standard_normal((3, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.backward(dout), plain.backward(dout), rtol=1e-5, atol=1e-6)
 
+
+
+# ---- overlap: buckets leave during backward, with exactly the finished gradients -------------------
+
+class SnapshotRanks(Communicator):
+    """Two ranks whose other one holds ``other`` times our gradients.
+
+    An allreduce reads its buffer when it starts (MPI may read it any time until
+    it completes, so the copy taken at the start is what a real peer could get):
+    a bucket started before all its gradients were copied in gives a wrong sum.
+    ``log`` records, per start, how many layers had finished backward by then.
+    """
+
+    world_size = 2
+
+    def __init__(self, other=3.0):
+        self.other, self.finished, self.log = other, 0, []
+
+    def start_allreduce_(self, array):
+        self.log.append(self.finished)
+        return array, array.copy()
+
+    def test(self, requests):
+        return True
+
+    def wait(self, requests, what="allreduce"):
+        for request in requests:
+            if request is not None:
+                array, sent = request
+                array[...] = sent * (1 + self.other)
+
+
+def _grads(net):
+    return {name: grad.copy() for name, _, grad in net.named_params(trainable_only=True)}
+
+
+class SkippingBranch(vn.Sequential):
+    """A network that, every other step, fills its first layer's gradients without that
+    layer's ``backward`` (so without its hook), as a custom container or plan might."""
+
+    calls = 0
+
+    def _backward_params(self, dout):
+        type(self).calls += 1
+        steps = self._cache
+        for layer, relu in reversed(steps[1:]):
+            dout = self._step_backward(layer, relu, dout)
+        first = steps[0][0]
+        if type(self).calls % 2:
+            first.backward(dout, input_grad=False)
+        else:
+            first._backward_params(dout)   # new gradient arrays, and no hook
+
+
+@pytest.mark.parametrize("bn", ["none", "sync"])
+def test_overlapped_buckets_start_during_backward_and_average_exactly(rng, bn):
+    net = worker.build_net(bn == "sync", seed=0)
+    comm = SnapshotRanks()
+    if bn == "sync":
+        convert_sync_batchnorm(net, Communicator())   # the layer that replaces its grads arrays
+    net.freeze("0.bias")                              # frozen: never sent, never changed
+    with hooks.register_backward_hook(lambda *a: setattr(comm, "finished", comm.finished + 1)):
+        reducer = GradientAllreducer(comm, bucket_mb=4 * 60 / 2 ** 20, net=net)
+        for step in range(4):
+            comm.finished, first = 0, len(comm.log)
+            x = rng.standard_normal((4, 2, 8, 8)).astype(np.float32)
+            net.forward(x, training=True)
+            net.backward(rng.standard_normal((4, 3)).astype(np.float32), input_grad=False)
+            own, frozen = _grads(net), net[0].grads["bias"].copy()
+            reducer([(n, g) for n, _, g in net.named_params(trainable_only=True)])
+            for name, grad in _grads(net).items():   # (own + 3 own) / 2 = 2 own
+                np.testing.assert_allclose(grad, 2 * own[name], rtol=1e-6, err_msg=name)
+            np.testing.assert_array_equal(net[0].grads["bias"], frozen)   # frozen: not sent
+            layers = len(list(net.named_layers()))
+            started = comm.log[first:]
+            if step == 0:    # the first step learns the order: everything after backward
+                assert all(n == layers for n in started)
+            else:            # the last layer's bucket left before the first layer's backward
+                assert started[0] == 1 and min(started) < layers - 1
+    assert len(comm.log) == 4 * len(reducer.buckets)   # each bucket once a step, none resent
+    assert reducer.early > 0
+
+
+def test_skipped_backward_and_replaced_grads_are_sent_after_backward(rng):
+    net = SkippingBranch(*[c for _, c in worker.build_net(False, seed=0).named_children()])
+    comm = SnapshotRanks()
+    reducer = GradientAllreducer(comm, bucket_mb=4 * 60 / 2 ** 20, net=net)
+    for _ in range(4):
+        net.forward(rng.standard_normal((4, 2, 8, 8)).astype(np.float32), training=True)
+        net.backward(rng.standard_normal((4, 3)).astype(np.float32), input_grad=False)
+        own = _grads(net)
+        reducer(net)
+        for name, grad in _grads(net).items():   # (own + 3 own) / 2 = 2 own
+            np.testing.assert_allclose(grad, 2 * own[name], rtol=1e-6, err_msg=name)
+
+
+def test_gradients_rewritten_after_their_bucket_left_are_sent_again(rng):
+    net = worker.build_net(False, seed=0)
+    comm = SnapshotRanks()
+    reducer = GradientAllreducer(comm, bucket_mb=4 * 60 / 2 ** 20, net=net)
+    for step in range(3):
+        net.forward(rng.standard_normal((4, 2, 8, 8)).astype(np.float32), training=True)
+        net.backward(rng.standard_normal((4, 3)).astype(np.float32), input_grad=False)
+        net[-1].backward(rng.standard_normal((4, 3)).astype(np.float32))   # rewrites its grads
+        own = _grads(net)
+        reducer(net)
+        for name, grad in _grads(net).items():   # (own + 3 own) / 2 = 2 own
+            np.testing.assert_allclose(grad, 2 * own[name], rtol=1e-6, err_msg=name)
+
+
+def test_no_sync_holds_the_sends_and_close_detaches(rng):
+    net = worker.build_net(False, seed=0)
+    comm = SnapshotRanks(other=1.0)
+    reducer = GradientAllreducer(comm, bucket_mb=4 * 60 / 2 ** 20, net=net)
+    x = rng.standard_normal((4, 2, 8, 8)).astype(np.float32)
+    for _ in range(2):
+        net.forward(x, training=True)
+        with reducer.no_sync():
+            net.backward(np.ones((4, 3), np.float32), input_grad=False)
+        count = len(comm.log)
+        net.forward(x, training=True)
+        net.backward(np.ones((4, 3), np.float32), input_grad=False, accumulate=True)
+        reducer(net)
+    assert reducer.collectives == len(comm.log) and count < len(comm.log)
+    reducer.close()
+    net.forward(x, training=True)
+    net.backward(np.ones((4, 3), np.float32))
+    assert len(comm.log) == reducer.collectives   # no hook left: nothing started
+
+
+def test_accumulating_micro_batches_equals_the_whole_batch(tmp_path):
+    whole = worker.train_with_trainer(Communicator(), str(tmp_path / "a.safetensors"), 0, None)
+    parts = worker.train_with_trainer(Communicator(), str(tmp_path / "b.safetensors"), 0, None,
+                                      accumulate=4)
+    assert parts.step == whole.step == 12
+    for key, want in whole.net.state_dict().items():
+        np.testing.assert_allclose(parts.net.state_dict()[key], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        worker.train_with_trainer(Communicator(), str(tmp_path / "c.safetensors"), 0, None,
+                                  accumulate=3)
+
+
+def test_two_ranks_accumulating_match_one_process(tmp_path):
+    from volnet.io.checkpoint import load
+
+    one = worker.train_with_trainer(Communicator(), str(tmp_path / "one.safetensors"), 0, None)
+    code, out, _ = mpirun(2, "trainer", str(tmp_path / "two.safetensors"), "0", "-", "2")
+    assert code == 0, out
+    two = load(tmp_path / "two.safetensors")
+    for key, want in one.net.state_dict().items():
+        np.testing.assert_allclose(two.state_dict()[key], want, rtol=1e-5, atol=1e-6, err_msg=key)
