@@ -175,6 +175,21 @@ def test_resume_on_a_different_number_of_ranks_continues_the_run(tmp_path):
         np.testing.assert_allclose(finished.net.state_dict()[key], want, rtol=1e-5, atol=1e-6)
 
 
+# ---- held-out evaluation split over the ranks ----------------------------------------------------
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_evaluation_split_over_ranks_equals_one_process(tmp_path, ranks):
+    code, out, _ = mpirun(ranks, "evaluate", str(tmp_path))
+    assert code == 0, out
+    want = worker.evaluate_split(Communicator())
+    assert 0 < want["accuracy"] < 1
+    for rank in range(ranks):   # every rank gets the whole set's metrics
+        got = np.load(tmp_path / f"eval{rank}.npz")
+        np.testing.assert_array_equal(got["predictions"], want["predictions"])
+        assert float(got["accuracy"]) == want["accuracy"]
+        np.testing.assert_allclose(float(got["loss"]), want["loss"], rtol=1e-6)
+
+
 # ---- the volnet train command ------------------------------------------------------------------
 
 def _tiny_mnist(folder: pathlib.Path) -> pathlib.Path:
@@ -199,7 +214,8 @@ def test_volnet_train_under_mpiexec_matches_one_process(tmp_path):
     assert main(common + ["--out", str(tmp_path / "one.safetensors")]) == 0
     runs = tmp_path / "runs"
     runs.mkdir()
-    code, out, _ = mpirun(2, *common, "--sync-bn", "--out", str(runs / "two.safetensors"),
+    code, out, _ = mpirun(2, *common, "--sync-bn", "--accumulate", "2", "--out",
+                          str(runs / "two.safetensors"),
                           program=("-m", "volnet"))
     assert code == 0, out
     assert out.count("checkpoint saved to") == 1 and "over 2 MPI ranks" in out   # rank 0 talks

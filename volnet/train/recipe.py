@@ -130,7 +130,8 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
           batch_size: int | None = None, lr: float | None = None,
           optimizer: str | None = None, seed: int | None = None,
           out: str | None = None, resume: str | None = None, overwrite: bool = False,
-          progress: bool = True, log=print, comm=None, sync_bn: bool = False) -> TrainResult:
+          progress: bool = True, log=print, comm=None, sync_bn: bool = False,
+          accumulate: int = 1, overlap: bool = True) -> TrainResult:
     """Train ``model`` on ``data``; save a resumable checkpoint after every epoch.
 
     Args:
@@ -145,6 +146,9 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
             training (default: one process). ``batch_size`` is then the global
             batch, split over the ranks; rank 0 alone logs and writes.
         sync_bn: synchronise batch-norm statistics over the ranks.
+        accumulate: split each rank's batch into this many micro-batches, one
+            optimizer step (and one gradient allreduce) per batch.
+        overlap: start the gradient allreduce during backward (several ranks).
     """
     comm = comm or Communicator()
     if not comm.is_main:
@@ -178,7 +182,7 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
                               f"--resume {out} to continue that run")
     trainer = Trainer(net, opt, schedule=CosineLR(opt, epochs), progress=progress,
                       is_main=comm.is_main, log_epochs=True,   # --quiet hides the bar only
-                      callbacks=[ModelCheckpoint(out)],
+                      callbacks=[ModelCheckpoint(out)], accumulate=accumulate, comm=comm,
                       metadata={"preprocessing": preprocessing_of(data_set, shape)})
     if resume:
         trainer.net.load_state_dict(ckpt.net.state_dict())
@@ -190,7 +194,12 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
             opt.lr = trainer.schedule._next_lr(None)
         log(f"resumed {resume} at epoch {trainer.epoch}, step {trainer.step}")
     local_batch = local_batch_size(batch_size, comm.world_size)
-    trainer.grad_hook = data_parallel(net, comm, sync_bn=sync_bn)   # no-op for one process
+    if local_batch % accumulate:
+        raise ConfigError(f"--accumulate {accumulate} must divide the {local_batch} images each "
+                          f"of the {comm.world_size} rank(s) gets per step; use a --batch-size "
+                          f"that is a multiple of {accumulate * comm.world_size}")
+    # no-op for one process
+    trainer.grad_hook = data_parallel(net, comm, sync_bn=sync_bn, overlap=overlap)
     if comm.world_size > 1:
         log(f"data-parallel over {comm.world_size} MPI ranks: {local_batch} images per rank "
             f"per step, batch norm {'synchronised' if sync_bn else 'local'}")
@@ -205,7 +214,7 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
     with stop_on_interrupt(trainer, enabled=comm.world_size == 1):
         history = trainer.fit(batches, epochs, val=(x_test, data_set.y_test))
     seconds = time.perf_counter() - start
-    accuracy = evaluate(net, x_test, data_set.y_test)["accuracy"]
+    accuracy = evaluate(net, x_test, data_set.y_test, comm=comm)["accuracy"]
     if comm.is_main and (trainer.epoch < epochs or not os.path.exists(out)):   # stopped early
         from volnet.io.checkpoint import save
 

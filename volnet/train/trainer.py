@@ -100,17 +100,19 @@ class Trainer:
         divergence_factor: also stop (TrainingDivergedError) when a batch loss
             exceeds this multiple of the first batch loss (Keras-style guard).
         accumulate: micro-batches per batch (gradient accumulation); 1 = none.
+        comm: a communicator: validation arrays are then split over the ranks
+            and the metrics reduced (see :func:`volnet.train.evaluation.evaluate`).
     """
 
     def __init__(self, net, optimizer, loss=softmax_cross_entropy, *, callbacks=(),
                  grad_hook=None, schedule=None, is_main: bool = True, progress: bool = True,
                  metadata: dict | None = None, divergence_factor: float | None = None,
-                 log_epochs: bool | None = None, accumulate: int = 1) -> None:
+                 log_epochs: bool | None = None, accumulate: int = 1, comm=None) -> None:
         if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
             raise ConfigError(f"accumulate must be a whole number of micro-batches >= 1, "
                               f"got {accumulate!r}")
         self.net, self.optimizer, self.loss = net, optimizer, loss
-        self.accumulate = accumulate
+        self.accumulate, self.comm = accumulate, comm
         self.callbacks = list(callbacks)
         self.grad_hook, self.schedule = grad_hook, schedule
         self.is_main, self.progress = bool(is_main), bool(progress)
@@ -274,7 +276,7 @@ class Trainer:
         if val is None:
             return {}
         result = evaluate(self.net, val) if not isinstance(val, (tuple, list)) else evaluate(
-            self.net, val[0], val[1], self.loss)
+            self.net, val[0], val[1], self.loss, comm=self.comm)
         return {"val_loss": result["loss"], "val_accuracy": result["accuracy"]}
 
     def _end_epoch(self, logs: dict) -> None:

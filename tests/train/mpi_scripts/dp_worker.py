@@ -7,6 +7,7 @@ weights. ``train`` with a world of one is the single-process reference.
 Usage:
     dp_worker.py equiv OUT_DIR {none,sync,local} STEPS GLOBAL_BATCH BUCKET_MB [OVERLAP]
     dp_worker.py trainer OUT_PATH STOP_AT RESUME_FROM|- [ACCUMULATE]
+    dp_worker.py evaluate OUT_DIR
     dp_worker.py fail {kill,hang,raise}
 """
 
@@ -103,6 +104,15 @@ def train_with_trainer(comm, out_path: str, stop_at: int, resume_from: str | Non
     return trainer
 
 
+def evaluate_split(comm) -> dict:
+    """Held-out metrics of a batch-norm net on 37 examples (uneven over 2 or 3 ranks)."""
+    from volnet.train.evaluation import evaluate
+
+    net = build_net(True)
+    x, y = make_data(n=37, seed=4)
+    return evaluate(net, x.astype(np.float32) / 255, y, batch_size=5, comm=comm)
+
+
 def main(argv: list[str]) -> None:
     comm = get_communicator(distributed=True)
     with abort_on_error(comm):
@@ -118,6 +128,9 @@ def main(argv: list[str]) -> None:
             resume_from = None if argv[3] == "-" else argv[3]
             accumulate = int(argv[4]) if len(argv) > 4 else 1
             train_with_trainer(comm, argv[1], int(argv[2]), resume_from, accumulate=accumulate)
+        elif argv[0] == "evaluate":
+            result = evaluate_split(comm)
+            np.savez(os.path.join(argv[1], f"eval{comm.rank}.npz"), **result)
         elif argv[0] == "fail":
             MPICommunicator(timeout=120).barrier()   # start together: a slow import is no hang
             fail(comm, argv[1])
