@@ -510,3 +510,55 @@ def test_two_ranks_accumulating_match_one_process(tmp_path):
     two = load(tmp_path / "two.safetensors")
     for key, want in one.net.state_dict().items():
         np.testing.assert_allclose(two.state_dict()[key], want, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+# ---- across simulated machines: one network namespace per rank ----------------------------------
+
+def _cluster_or_skip():
+    from benchmarks import cluster
+
+    problem = cluster.requirements()
+    if problem:
+        pytest.skip(f"the simulated cluster needs {problem}")
+    return cluster
+
+
+def test_two_ranks_in_two_namespaces_train_over_the_shaped_link(tmp_path):
+    cluster = _cluster_or_skip()
+    steps = 2
+    with cluster.Cluster(2, gbit=1) as machines:
+        names = set(machines.names)
+        assert names <= set(subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                           text=True).stdout.split())
+        before = machines.bytes_sent()
+        out = machines.mpiexec(2, [sys.executable, "-m", "benchmarks.cluster", "--worker",
+                                   "--model", "cifar_example", "--steps", str(steps),
+                                   "--warmup", "0", "--batch", "4"], timeout=120)
+        moved = [b - a for a, b in zip(before, machines.bytes_sent())]
+        record = json.loads(out.strip().splitlines()[-1])
+        # the host's own view: each rank sent at least its share of every ring allreduce
+        # (2 ranks: the whole gradient once per step) through its shaped link, not memory
+        assert record["ranks"] == 2 and record["bytes_per_step"] == 4 * record["params"]
+        assert min(moved) >= steps * record["bytes_per_step"]
+        # the launcher enters only this cluster's hosts
+        refused = subprocess.run([machines.launcher, "-x", "127.0.0.1", "true"],
+                                 capture_output=True, text=True)
+        assert refused.returncode != 0 and "not a host of this simulated cluster" in refused.stderr
+        with pytest.raises(RuntimeError, match="failed"):
+            machines.mpiexec(2, [sys.executable, "-c", "raise SystemExit(3)"], timeout=60)
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not names & set(left.split())                      # removed, even after a failure
+    assert machines.bridge not in subprocess.run(["ip", "link", "show"], capture_output=True,
+                                                 text=True).stdout
+
+
+def test_cluster_says_what_it_needs_without_root(monkeypatch):
+    from benchmarks import cluster
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: None)
+    problem = cluster.requirements()
+    assert "root" in problem and "`ip`" in problem and "`tc`" in problem and "mpiexec" in problem
+    with pytest.raises(cluster.ClusterUnavailable, match="needs root"):
+        cluster.Cluster(2, gbit=1)
+    assert cluster.main(["--ranks", "2"]) == 2
