@@ -332,23 +332,33 @@ def worker(args) -> None:
 
 
 def probe(args) -> None:
-    """Time bare allreduces of 4 kB to 16 MB (float32); rank 0 prints one JSON line."""
-    from volnet.train.communicator import get_communicator
+    """Time bare allreduces of 4 kB to 16 MB (float32); rank 0 prints one JSON line.
 
-    comm = get_communicator(distributed=True)
+    MPI's own blocking ``Allreduce``, not volnet's polling wait (which sleeps between
+    polls so that a waiting rank leaves its core to others): this is the network and
+    MPICH. Each size is timed ``repeats`` times one by one; the fastest and the median
+    are kept (on a shared machine other work only ever slows a transfer down).
+    """
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
     rows = []
     for exponent in range(12, 25, 2):
         buf = np.ones(2 ** exponent // 4, np.float32)
-        repeats = max(3, min(40, 2 ** 22 // buf.nbytes))   # at most ~16 MB per size
-        comm.allreduce_([buf])
-        comm.barrier()
-        start = time.perf_counter()
+        repeats = max(5, min(40, 2 ** 23 // buf.nbytes))   # at most ~80 MB per size
+        comm.Allreduce(MPI.IN_PLACE, buf)
+        times = []
         for _ in range(repeats):
-            comm.allreduce_([buf])
-        comm.barrier()
-        rows.append({"bytes": buf.nbytes, "seconds": (time.perf_counter() - start) / repeats})
+            comm.Barrier()
+            start = time.perf_counter()
+            comm.Allreduce(MPI.IN_PLACE, buf)
+            times.append(time.perf_counter() - start)
+        slowest = np.array(times)
+        comm.Allreduce(MPI.IN_PLACE, slowest, op=MPI.MAX)   # a collective ends on its last rank
+        rows.append({"bytes": buf.nbytes, "seconds": float(slowest.min()),
+                     "median_seconds": float(np.median(slowest)), "repeats": repeats})
     if comm.rank == 0:
-        print(json.dumps({"probe": rows, "ranks": comm.world_size}), flush=True)
+        print(json.dumps({"probe": rows, "ranks": comm.size}), flush=True)
 
 
 # ---- the driver ----------------------------------------------------------------------------
@@ -361,7 +371,7 @@ def run(args) -> dict:
         print(f"simulated cluster: {cluster.size} namespaces {', '.join(cluster.addresses)} on "
               f"bridge {cluster.bridge}; links shaped with tbf", file=sys.stderr, flush=True)
         for repeat in range(args.repeat):
-            for model in args.models:
+            for model in ([] if args.probe_only else args.models):
                 size, batch = MODELS[model]
                 base = worker_cmd + ["--model", model, "--input", str(size), "--batch", str(batch),
                                      "--steps", str(args.steps), "--warmup", str(args.warmup)]
@@ -381,7 +391,7 @@ def run(args) -> dict:
                                 args.steps + args.warmup)
                             records.append(record)
                             print(_line(record), file=sys.stderr, flush=True)
-            if args.probe and repeat == 0:
+            if (args.probe or args.probe_only) and repeat == 0:
                 for gbit in args.gbit:
                     cluster.shape(gbit)
                     for ranks in (r for r in args.ranks if r > 1):
@@ -468,6 +478,9 @@ def _parse(argv):
                         help="interleaved repeats; the fastest is kept (other load only slows)")
     parser.add_argument("--probe", action="store_true",
                         help="also time bare allreduces of 4 kB to 16 MB (alpha-beta fit)")
+    parser.add_argument("--probe-only", action="store_true",
+                        help="only the bare allreduces (with --json: replaces the probes of "
+                             "an existing file and keeps its training records)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds one mpiexec may run before everything is killed")
     parser.add_argument("--json", default=None, help="write the records here")
@@ -503,6 +516,11 @@ def main(argv=None) -> int:
         print("benchmarks.cluster: --ranks must be between 1 and 9", file=sys.stderr)
         return 2
     result = run(args)
+    if args.probe_only and args.json and os.path.exists(args.json):
+        with open(args.json) as f:
+            old = json.load(f)
+        old.update(probes=result["probes"], probe_conditions=result["conditions"])
+        result = old
     rows = summarise(result)
     result["summary"] = rows
     print(table(rows))

@@ -190,6 +190,49 @@ def test_evaluation_split_over_ranks_equals_one_process(tmp_path, ranks):
         np.testing.assert_allclose(float(got["loss"]), want["loss"], rtol=1e-6)
 
 
+def _image_folder(root: pathlib.Path) -> pathlib.Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    for split, per_class in (("train", 6), ("test", 3)):
+        for label in ("ant", "bee", "cat"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, size=(10, 12, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / label / f"{i}.png")
+    return root
+
+
+def test_ranks_decode_only_their_shards_files_of_an_image_folder(tmp_path):
+    from volnet.data.batches import BatchIterator
+    from volnet.data.registry import load_dataset
+    from volnet.train.evaluation import evaluate
+
+    folder = _image_folder(tmp_path / "images")
+    out = tmp_path / "out"
+    out.mkdir()
+    code, log, _ = mpirun(2, "imagefolder", str(folder), str(out))
+    assert code == 0, log
+    ranks = [json.loads((out / f"files{r}.json").read_text()) for r in (0, 1)]
+    eager = load_dataset(str(folder), (3, 8, 8))             # one process, every file decoded
+    paths, test_paths = ranks[0]["paths"], ranks[0]["test_paths"]
+    assert len(paths) == 18 and len(test_paths) == 9
+    x = np.zeros((18, 1, 1, 1), np.uint8)
+    for rank, got in enumerate(ranks):
+        shard = BatchIterator(x, np.arange(18), 2, seed=3, shard=(rank, 2)).shard_indices(0)
+        assert sorted(got["epoch"]) == sorted(paths[i] for i in shard)    # its shard, once
+        assert sorted(got["stats"]) == paths[9 * rank:9 * rank + 9]      # half the statistics
+        assert got["test"] == test_paths[rank * 9 // 2:(rank + 1) * 9 // 2]   # its slice
+        np.testing.assert_allclose(got["mean"], eager.mean, atol=1e-4)
+        np.testing.assert_allclose(got["std"], eager.std, atol=1e-4)
+    batches = BatchIterator(eager.x_train, eager.y_train, 2, mean=ranks[0]["mean"],
+                            std=ranks[0]["std"])
+    want = evaluate(worker.image_net(), batches.transform(eager.x_test), eager.y_test)
+    assert ranks[0]["predictions"] == ranks[1]["predictions"] == want["predictions"].tolist()
+    assert ranks[0]["accuracy"] == want["accuracy"]
+    np.testing.assert_allclose(ranks[1]["loss"], want["loss"], rtol=1e-6)
+
+
 # ---- the volnet train command ------------------------------------------------------------------
 
 def _tiny_mnist(folder: pathlib.Path) -> pathlib.Path:

@@ -166,7 +166,8 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
     else:
         given = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
     lr, optimizer, batch_size, seed = (given[k] for k in ("lr", "optimizer", "batch_size", "seed"))
-    data_set = load_dataset(data)
+    # with several ranks an image folder is decoded lazily: each reads only its shard's files
+    data_set = load_dataset(data, lazy=comm.world_size > 1, comm=comm)
     for split, images in (("training", data_set.x_train), ("held-out", data_set.x_test)):
         if len(images) == 0:
             raise DataError(f"{data}: the {split} split holds 0 images; nothing to "
@@ -206,7 +207,7 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
     batches = BatchIterator(data_set.x_train, data_set.y_train, local_batch, seed=seed,
                             mean=data_set.mean, std=data_set.std,
                             shard=(comm.rank, comm.world_size))
-    x_test = batches.transform(data_set.x_test)
+    x_test = batches.transform_lazily(data_set.x_test)
     log(f"training {model} ({net.num_params():,} parameters) on {data_set.name}: "
         f"{len(data_set.x_train):,} images {shape}, {len(data_set.x_test):,} held out; "
         f"{optimizer} lr={lr}, batch {batch_size}, {epochs} epochs; checkpoint -> {out}")

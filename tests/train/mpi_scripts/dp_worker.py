@@ -8,6 +8,7 @@ Usage:
     dp_worker.py equiv OUT_DIR {none,sync,local} STEPS GLOBAL_BATCH BUCKET_MB [OVERLAP]
     dp_worker.py trainer OUT_PATH STOP_AT RESUME_FROM|- [ACCUMULATE]
     dp_worker.py evaluate OUT_DIR
+    dp_worker.py imagefolder FOLDER OUT_DIR
     dp_worker.py fail {kill,hang,raise}
 """
 
@@ -113,6 +114,37 @@ def evaluate_split(comm) -> dict:
     return evaluate(net, x.astype(np.float32) / 255, y, batch_size=5, comm=comm)
 
 
+def image_net() -> vn.Sequential:
+    """3 classes from 3-channel images of any size."""
+    return vn.Sequential(vn.Conv2d(3, 3, 3, padding=1, rng=np.random.default_rng(0)),
+                         vn.GlobalAvgPool2d(), vn.Flatten())
+
+
+def read_image_folder_shards(comm, folder: str) -> dict:
+    """Which files this rank decodes for the statistics, one epoch of its shard (batches of
+    2) and its slice of the held-out set; the statistics and held-out metrics it gets."""
+    from volnet.data import image_files
+    from volnet.data.registry import load_dataset
+    from volnet.train.evaluation import evaluate
+
+    decoded, log = image_files.load_image, []
+    image_files.load_image = lambda path, shape: (log.append(path), decoded(path, shape))[1]
+    phases = {}
+    data = load_dataset(folder, (3, 8, 8), lazy=True, comm=comm)
+    phases["stats"], log[:] = list(log), []
+    batches = BatchIterator(data.x_train, data.y_train, 2, seed=3, mean=data.mean, std=data.std,
+                            shard=(comm.rank, comm.world_size))
+    for _ in batches.batches(0):
+        pass
+    phases["epoch"], log[:] = list(log), []
+    result = evaluate(image_net(), batches.transform_lazily(data.x_test), data.y_test,
+                      batch_size=2, comm=comm)
+    phases["test"] = list(log)
+    return {**phases, "mean": data.mean, "std": data.std, "loss": result["loss"],
+            "accuracy": result["accuracy"], "predictions": result["predictions"].tolist(),
+            "paths": data.x_train.paths, "test_paths": data.x_test.paths}
+
+
 def main(argv: list[str]) -> None:
     comm = get_communicator(distributed=True)
     with abort_on_error(comm):
@@ -131,6 +163,9 @@ def main(argv: list[str]) -> None:
         elif argv[0] == "evaluate":
             result = evaluate_split(comm)
             np.savez(os.path.join(argv[1], f"eval{comm.rank}.npz"), **result)
+        elif argv[0] == "imagefolder":
+            with open(os.path.join(argv[2], f"files{comm.rank}.json"), "w") as f:
+                json.dump(read_image_folder_shards(comm, argv[1]), f)
         elif argv[0] == "fail":
             MPICommunicator(timeout=120).barrier()   # start together: a slow import is no hang
             fail(comm, argv[1])
