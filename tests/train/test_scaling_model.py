@@ -18,7 +18,11 @@ def test_alpha_beta_fit_recovers_the_ring_parameters():
     fit = sm.fit_alpha_beta(_probes(alpha, beta, 1.0) + _probes(1.0, 1.0, 10.0), 1.0)
     assert fit["alpha_s"] == pytest.approx(alpha, rel=1e-6)
     assert fit["beta_s_per_byte"] == pytest.approx(beta, rel=1e-6)
-    assert fit["eta"] == pytest.approx(0.9, rel=1e-6) and fit["points"] == 8
+    assert fit["eta"] == pytest.approx(0.9, rel=1e-6)
+    assert fit["points"] == 4      # per rank count: 4 kB (alpha) and 16 MB; not 64 kB, 1 MB
+    # no latency at all: never a negative alpha, whatever the rounding
+    zero = sm.fit_alpha_beta(_probes(0.0, beta, 1.0), 1.0)
+    assert zero["alpha_s"] >= 0 and zero["beta_s_per_byte"] == pytest.approx(beta, rel=1e-6)
     with pytest.raises(SystemExit, match="no probes at 25 Gbit/s"):
         sm.fit_alpha_beta(_probes(alpha, beta, 1.0), 25.0)
 
