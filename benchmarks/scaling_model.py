@@ -9,9 +9,9 @@ Ingredients:
   steps, each a message of n/W bytes. Least squares over every probe of one link speed
   gives alpha (the per-message software and queueing latency) and beta (seconds per
   byte), from the smallest message and those of 4 MB and more (the shaper passes a
-  millisecond's burst unshaped); ``beta`` at speed L is then written as ``8 / (eta L)``, eta the fraction of the
-  line rate the ring achieves. Predictions at 10 and 25 Gbit/s use the alpha fitted at
-  10 Gbit/s and the eta of the 1 Gbit/s fit (at 1 Gbit/s the link, not this machine's two
+  millisecond's burst unshaped); ``beta`` at speed L is then written as
+  ``8 / (eta L)``, eta the fraction of the line rate the ring achieves. Predictions
+  at 10 and 25 Gbit/s use the alpha fitted at 10 Gbit/s and the eta of the 1 Gbit/s fit (at 1 Gbit/s the link, not this machine's two
   cores pushing TCP through veths, is the bottleneck, so its eta is the network's).
 * **The compute** (measured here, one process, one thread): forward time, and for each
   layer with parameters the moment its gradients are ready during backward, plus their
@@ -146,7 +146,7 @@ def profile(model: str, size: int, batch: int, repeats: int = 3) -> dict:
             "gradient_bytes": int(sum(nbytes)), "threads": 1}
 
 
-# ---- the schedule ---------------------------------------------------------------------------------
+# ---- the schedule --------------------------------------------------------------------------
 
 def step_seconds(prof: dict, nodes: int, link: dict, gbit: float, scale: float = 1.0,
                  overlap: bool = True) -> tuple[float, float]:

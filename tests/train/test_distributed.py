@@ -404,7 +404,7 @@ def test_checkpoint_of_a_sync_bn_net_loads_as_plain_batch_norm(tmp_path, rng):
 
 
 
-# ---- overlap: buckets leave during backward, with exactly the finished gradients -------------------
+# ---- overlap: buckets leave during backward, with exactly the finished gradients ------------
 
 class SnapshotRanks(Communicator):
     """Two ranks whose other one holds ``other`` times our gradients.
