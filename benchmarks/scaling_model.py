@@ -11,8 +11,9 @@ Ingredients:
   byte), from the smallest message and those of 4 MB and more (the shaper passes a
   millisecond's burst unshaped); ``beta`` at speed L is then written as
   ``8 / (eta L)``, eta the fraction of the line rate the ring achieves. Predictions
-  at 10 and 25 Gbit/s use the alpha fitted at 10 Gbit/s and the eta of the 1 Gbit/s fit (at 1 Gbit/s the link, not this machine's two
-  cores pushing TCP through veths, is the bottleneck, so its eta is the network's).
+  at 10 and 25 Gbit/s use the alpha fitted at 10 Gbit/s and the eta of the 1 Gbit/s
+  fit (at 1 Gbit/s the link, not this machine's two cores pushing TCP through veths, is
+  the bottleneck, so its eta is the network's).
 * **The compute** (measured here, one process, one thread): forward time, and for each
   layer with parameters the moment its gradients are ready during backward, plus their
   bytes, for ResNet-18 and ResNet-50 at a reduced input (``--input``, ``--batch``).
