@@ -605,3 +605,13 @@ def test_cluster_says_what_it_needs_without_root(monkeypatch):
     with pytest.raises(cluster.ClusterUnavailable, match="needs root"):
         cluster.Cluster(2, gbit=1)
     assert cluster.main(["--ranks", "2"]) == 2
+
+
+def test_generative_models_refuse_accumulate_and_no_overlap(capsys):
+    from volnet.cli import main
+
+    assert main(["train", "vae", "--accumulate", "2", "--epochs", "1"]) == 2
+    assert "drop --accumulate and --no-overlap" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:   # argparse refuses it by the option's name
+        main(["train", "lenet5", "--accumulate", "0"])
+    assert stop.value.code == 2 and "--accumulate must be at least 1" in capsys.readouterr().err
