@@ -195,10 +195,6 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
             opt.lr = trainer.schedule._next_lr(None)
         log(f"resumed {resume} at epoch {trainer.epoch}, step {trainer.step}")
     local_batch = local_batch_size(batch_size, comm.world_size)
-    if local_batch % accumulate:
-        raise ConfigError(f"--accumulate {accumulate} must divide the {local_batch} images each "
-                          f"of the {comm.world_size} rank(s) gets per step; use a --batch-size "
-                          f"that is a multiple of {accumulate * comm.world_size}")
     # no-op for one process
     trainer.grad_hook = data_parallel(net, comm, sync_bn=sync_bn, overlap=overlap)
     if comm.world_size > 1:

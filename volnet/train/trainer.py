@@ -20,8 +20,9 @@ API (stable; the demo and distributed training build on it)::
 * ``grad_hook(named_grads)`` is called after backward and before the update
   with a list of (name, gradient array); it may change the arrays in place
   (an MPI allreduce that averages them, whose buckets may already be in flight).
-* ``accumulate=K`` splits each batch into K micro-batches, runs forward and
-  backward on each (``backward(accumulate=True)`` after the first) and steps
+* ``accumulate=K`` splits each batch into K micro-batches (sizes differing by
+  at most one), runs forward and backward on each (``backward(accumulate=True)``
+  after the first, each loss weighted by its share of the batch) and steps
   once: the same gradient as the whole batch at 1/K of the activation memory
   (equal without batch norm, whose statistics then cover one micro-batch).
   Backward passes but the last run inside ``grad_hook.no_sync()`` when the hook
@@ -220,18 +221,18 @@ class Trainer:
             return self._checked_step(xb, yb)
 
     def _checked_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, int]:
-        k = self.accumulate
-        if len(yb) % k:
-            raise ConfigError(f"a batch of {len(yb)} images does not split into "
-                              f"accumulate={k} equal micro-batches; use a batch size that "
-                              f"is a multiple of {k} per rank")
-        size, loss, correct = len(yb) // k, 0.0, 0
+        # micro-batches of sizes differing by at most one (a short last batch splits too),
+        # each weighted by its share of the batch: the gradient is the whole batch's
+        parts = [p for p in np.array_split(np.arange(len(yb)), self.accumulate) if len(p)]
+        loss, correct = 0.0, 0
         hold = getattr(self.grad_hook, "no_sync", None)
-        for i in range(k):
-            micro = slice(i * size, (i + 1) * size)
-            with hold() if hold is not None and i < k - 1 else contextlib.nullcontext():
-                part, right = self._forward_backward(xb[micro], yb[micro], k, i > 0)
-            loss, correct = loss + part / k, correct + right
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            weight = len(part) / len(yb)
+            with hold() if hold is not None and not last else contextlib.nullcontext():
+                micro, right = self._forward_backward(xb[part[0]:part[-1] + 1],
+                                                      yb[part[0]:part[-1] + 1], weight, i > 0)
+            loss, correct = loss + weight * micro, correct + right
         named = [(n, p, g) for n, p, g in self.net.named_params(trainable_only=True)]
         if self.grad_hook is not None:
             self.grad_hook([(n, g) for n, _, g in named])
@@ -244,8 +245,8 @@ class Trainer:
         self.last_loss = loss
         return loss, correct
 
-    def _forward_backward(self, xb, yb, parts: int, accumulate: bool) -> tuple[float, int]:
-        """One micro-batch: forward, loss (checked), backward of its 1/``parts`` share."""
+    def _forward_backward(self, xb, yb, weight: float, accumulate: bool) -> tuple[float, int]:
+        """One micro-batch: forward, loss (checked), backward of its ``weight`` share."""
         scores = self.net.forward(xb, training=True)
         try:
             loss, dscores = self.loss(scores, yb)
@@ -258,8 +259,8 @@ class Trainer:
         elif self.divergence_factor and loss > self.divergence_factor * self.first_loss:
             self._diverged(f"loss {loss:.4g} exceeds {self.divergence_factor} x the first "
                            f"loss {self.first_loss:.4g}")
-        if parts > 1:   # the batch's loss is the mean of the micro-batches' means
-            dscores = dscores / parts
+        if weight != 1:   # the batch's loss is the size-weighted mean of the micro-batches'
+            dscores = dscores * weight
         # parameter gradients only: the gradient of the images is never used
         self.net.backward(dscores.astype(scores.dtype, copy=False), input_grad=False,
                           accumulate=accumulate)
