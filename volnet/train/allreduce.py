@@ -15,8 +15,9 @@ from volnet.layers.base import join_key
 from volnet.train.communicator import Communicator, DistributedError
 
 
-class _Bucket:
-    """One contiguous buffer, the gradients packed into it, and its state within a step."""
+class Bucket:
+    """One contiguous buffer (``buf``), the gradients packed into it (``slots``: name, start,
+    end) and its state within a step."""
 
     def __init__(self, dtype, slots: list[tuple[str, int, int]]) -> None:
         self.slots = slots                               # (name, lo, hi) in the buffer
@@ -89,8 +90,8 @@ class GradientAllreducer:
         self.bucket_bytes = int(bucket_mb * 2 ** 20)
         self.overlap = bool(overlap) and net is not None and comm.world_size > 1
         self._key = None
-        self.buckets: list[_Bucket] = []
-        self._where: dict[str, tuple[_Bucket, int, int]] = {}   # name -> bucket, lo, hi
+        self.buckets: list[Bucket] = []
+        self._where: dict[str, tuple[Bucket, int, int]] = {}   # name -> bucket, lo, hi
         self._order: dict[str, None] = {}     # names in the order their gradients got ready
         self._next = 0                        # index of the next bucket to start
         self._holding = False
@@ -159,7 +160,7 @@ class GradientAllreducer:
         self.comm.test([b.request for b in self.buckets[:self._next] if b.request is not None])
         self.seconds += time.perf_counter() - start
 
-    def _start(self, bucket: _Bucket) -> None:
+    def _start(self, bucket: Bucket) -> None:
         bucket.request = self.comm.start_allreduce_(bucket.buf)
         bucket.started = True
         self._next += 1
@@ -238,11 +239,11 @@ class GradientAllreducer:
                 slots, size = [], 0
                 for name in (n for n in names if grads[n].dtype == dtype):
                     if slots and (size + grads[name].size) * dtype.itemsize > self.bucket_bytes:
-                        self.buckets.append(_Bucket(dtype, slots))
+                        self.buckets.append(Bucket(dtype, slots))
                         slots, size = [], 0
                     slots.append((name, size, size + grads[name].size))
                     size += grads[name].size
-                self.buckets.append(_Bucket(dtype, slots))
+                self.buckets.append(Bucket(dtype, slots))
         self._where = {name: (bucket, lo, hi) for bucket in self.buckets
                        for name, lo, hi in bucket.slots}
         self._next = 0
