@@ -42,9 +42,11 @@ import re
 import sys
 import time
 
-# one thread, as each rank of the cluster runs; set before NumPy loads its BLAS
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_name, "1")
+if __name__ == "__main__":   # not when imported (a test process keeps its threads)
+    # one thread, as each rank of the cluster runs; set before NumPy loads its BLAS
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                  "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
 
 import numpy as np  # noqa: E402
 
