@@ -262,8 +262,11 @@ class Trainer:
         if weight != 1:   # the batch's loss is the size-weighted mean of the micro-batches'
             dscores = dscores * weight
         # parameter gradients only: the gradient of the images is never used
-        self.net.backward(dscores.astype(scores.dtype, copy=False), input_grad=False,
-                          accumulate=accumulate)
+        dscores = dscores.astype(scores.dtype, copy=False)
+        if accumulate:   # add to the earlier micro-batches' gradients
+            self.net.backward(dscores, input_grad=False, accumulate=True)
+        else:
+            self.net.backward(dscores, input_grad=False)
         return loss, int((scores.argmax(axis=1) == yb).sum())
 
     def _diverged(self, what: str) -> None:
