@@ -100,3 +100,15 @@ def test_unknown_op_is_refused():
 def test_matmul_refuses_mismatched_matrices():
     with pytest.raises(vn.ShapeError, match=r"\(N, 3, 4\) @ \(N, 3, 4\) is not a product"):
         L.MatMul().forward((np.ones((2, 3, 4)), np.ones((2, 3, 4))))
+
+
+def test_anomaly_mode_names_a_multi_input_layer():
+    layer = L.BinaryOp("div")
+    with np.errstate(divide="ignore", over="ignore"), vn.detect_anomaly(), pytest.raises(vn.NonFiniteError, match=r"forward pass of "
+                                            r"BinaryOp\('div'\) produced 0 NaN and 1 inf|"
+                                            r"forward pass of BinaryOp\('div'\) produced 1 inf"):
+        layer.forward((np.ones((1, 2)), np.array([[1.0, 0.0]])))
+    layer.forward((np.ones((1, 2)), np.array([[1.0, 1e-300]])), cache=True)
+    with np.errstate(over="ignore"), vn.detect_anomaly(), pytest.raises(vn.NonFiniteError, match=r"backward pass of "
+                                            r"BinaryOp\('div'\) produced .* its input gradient"):
+        layer.backward(np.ones((1, 2)))

@@ -72,7 +72,14 @@ def detect_anomaly():
 
 
 def _count(array) -> tuple[int, int, int] | None:
-    """(NaN count, inf count, size) of a float array holding any, else None."""
+    """(NaN count, inf count, size) of a float array holding any, else None; a tuple of
+    arrays (a multi-input layer's inputs or input gradients) counts them together."""
+    if isinstance(array, (tuple, list)):
+        parts = [_count(a) for a in array]
+        if all(p is None for p in parts):
+            return None
+        sizes = sum(a.size for a in array if isinstance(a, np.ndarray))
+        return (sum(p[0] for p in parts if p), sum(p[1] for p in parts if p), int(sizes))
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "fc":
         return None
     if np.isfinite(array).all():
