@@ -1,0 +1,70 @@
+"""Issue 23: no silent wrong numbers in the everyday flows. One test per item, written as the
+user's flow (install, train, interrupt, resume, predict), each failing on the code before it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cache_files(root):
+    return sorted(p for p in Path(root).rglob("*") if p.suffix in (".nbi", ".nbc"))
+
+
+# A first use of a compiled kernel (max pooling), from outside the checkout.
+_USE_KERNEL = ("import numpy as np, volnet as vn; from volnet.functional import backend; "
+               "assert backend.compiled(); assert 'site' in vn.__file__ or 'target' in vn.__file__, vn.__file__; "
+               "x = np.ones((1, 1, 4, 4), np.float32); print(vn.MaxPool2d(2).forward(x).shape)")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """volnet installed (not editable) into its own folder, as `pip install .` does."""
+    pytest.importorskip("numba")
+    target = tmp_path_factory.mktemp("site") / "target"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(REPO)],
+                   check=True, capture_output=True)
+    return target
+
+
+def _run(installed, env_extra, cwd):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", "VOLNET_CACHE", "VOLNET_KERNELS", "PYTHONPATH")}
+    env.update(PYTHONPATH=str(installed), **env_extra)
+    return subprocess.run([sys.executable, "-c", _USE_KERNEL], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
+def test_item1_compiled_kernels_cache_per_user_not_in_the_installed_package(installed, tmp_path):
+    """pip cannot see files numba writes into site-packages: they must go to the user's cache."""
+    home = tmp_path / "cache"
+    done = _run(installed, {"XDG_CACHE_HOME": str(home), "HOME": str(tmp_path)}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _cache_files(installed) == []                     # the install stays as pip left it
+    assert _cache_files(home / "volnet" / "numba")           # the user's cache holds them
+
+
+def test_item1_read_only_install_works_and_numba_cache_dir_is_respected(installed, tmp_path):
+    """A system or container install is read-only; the user's NUMBA_CACHE_DIR wins."""
+    xdg, mine = tmp_path / "xdg", tmp_path / "mine"
+    modes = {p: p.stat().st_mode for p in [installed, *installed.rglob("*")]}
+    try:
+        for p in modes:
+            p.chmod(modes[p] & ~0o222)
+        runs = [_run(installed, {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(xdg)}, tmp_path),
+                _run(installed, {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(xdg),
+                                 "NUMBA_CACHE_DIR": str(mine)}, tmp_path)]
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+    for done in runs:
+        assert done.returncode == 0, done.stderr
+        assert "(1, 1, 2, 2)" in done.stdout
+        assert "NumbaWarning" not in done.stderr, done.stderr
+    assert _cache_files(xdg) == _cache_files(xdg / "volnet" / "numba") != []
+    assert _cache_files(mine)
