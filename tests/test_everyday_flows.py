@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import volnet as vn
+from volnet.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,3 +72,49 @@ def test_item1_read_only_install_works_and_numba_cache_dir_is_respected(installe
         assert "NumbaWarning" not in done.stderr, done.stderr
     assert _cache_files(xdg) == _cache_files(xdg / "volnet" / "numba") != []
     assert _cache_files(mine)
+
+
+# ---- items 2 and 3: vn.fit on data whose range contradicts the scale or the statistics --------
+def _digits(n=256):
+    data = vn.data.load_mnist_sample()
+    return data.x_train[:n], data.y_train[:n]
+
+
+def _lenet():
+    return vn.models.lenet5(seed=0)
+
+
+def test_item2_fit_refuses_0_255_pixels_in_a_float_array():
+    x, y = _digits()
+    with pytest.raises(ConfigError, match=r"values up to 255.*astype\(np.uint8\)") as err:
+        vn.fit(_lenet(), x.astype(np.float32), y, epochs=1, progress=False)
+    assert "x / 255" in str(err.value)
+    with pytest.raises(ConfigError, match=r"val\[0\] is a float array with values up to 255"):
+        vn.fit(_lenet(), x, y, epochs=1, progress=False, val=(x.astype(np.float32), y))
+
+
+def test_item3_fit_refuses_statistics_on_the_0_255_scale():
+    x, y = _digits()
+    with pytest.raises(ConfigError, match=r"mean=\(33.3,\) is not on the 0-1 scale") as err:
+        vn.fit(_lenet(), x, y, epochs=1, mean=(33.3,), std=(78.6,), progress=False)
+    assert f"mean=({33.3 / 255:.4g},)" in str(err.value)          # the fix, computed for them
+    with pytest.raises(ConfigError, match=r"std=\(78.6,\) is not on the 0-1 scale"):
+        vn.fit(_lenet(), x, y, epochs=1, mean=(0.1307,), std=(78.6,), progress=False)
+
+
+def test_items2_3_what_the_net_saw_is_recorded():
+    """uint8 and 0-1 floats train the same and record x / 255; normalised floats are refused
+    with mean/std (normalised twice), and without them recorded 'as given', with a warning."""
+    x, y = _digits(128)
+    nets = [_lenet(), _lenet()]
+    losses = [vn.fit(net, data, y, epochs=1, mean=(0.1307,), std=(0.3081,), progress=False)["loss"]
+              for net, data in zip(nets, (x, x.astype(np.float32) / 255))]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert [n.preprocessing["scale"] for n in nets] == ["x / 255", "x / 255"]
+    z = ((x / 255 - 0.1307) / 0.3081).astype(np.float32)
+    with pytest.raises(ConfigError, match="already has negative values"):
+        vn.fit(_lenet(), z, y, epochs=1, mean=(0.1307,), std=(0.3081,), progress=False)
+    net = _lenet()
+    with pytest.warns(UserWarning, match="as given"):
+        vn.fit(net, z, y, epochs=1, progress=False)
+    assert net.preprocessing["scale"] == "as given" and "mean" not in net.preprocessing
