@@ -2,6 +2,8 @@
 user's flow (install, train, interrupt, resume, predict), each failing on the code before it."""
 
 import os
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,8 @@ import numpy as np
 import pytest
 
 import volnet as vn
+from volnet.cli import main
+from volnet.data import write_idx
 from volnet.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,3 +122,64 @@ def test_items2_3_what_the_net_saw_is_recorded():
     with pytest.warns(UserWarning, match="as given"):
         vn.fit(net, z, y, epochs=1, progress=False)
     assert net.preprocessing["scale"] == "as given" and "mean" not in net.preprocessing
+
+
+# ---- items 4 and 6: Ctrl-C, the resume hint, and the summary after a resume -----------------
+@pytest.fixture(scope="module")
+def digit_folder(tmp_path_factory):
+    """200 training and 50 held-out real digits in MNIST's IDX format."""
+    folder = tmp_path_factory.mktemp("digits")
+    data = vn.data.load_mnist_sample()
+    for split, x, y in (("train", data.x_train[:200], data.y_train[:200]),
+                        ("t10k", data.x_test[:50], data.y_test[:50])):
+        write_idx(folder / f"{split}-images-idx3-ubyte", x[:, 0])
+        write_idx(folder / f"{split}-labels-idx1-ubyte", y)
+    return folder
+
+
+def _ctrl_c_at(monkeypatch, step):
+    """Press Ctrl-C once, right after training step ``step`` (as a user would, mid-epoch)."""
+    from volnet.train.trainer import Trainer
+
+    real = Trainer._train_step
+
+    def step_then_interrupt(self, xb, yb):
+        result = real(self, xb, yb)
+        if self.step == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(Trainer, "_train_step", step_then_interrupt)
+    return lambda: monkeypatch.setattr(Trainer, "_train_step", real)
+
+
+def test_items4_6_ctrl_c_exits_130_and_the_hinted_command_finishes_the_planned_run(
+        digit_folder, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "sig.safetensors"
+    undo = _ctrl_c_at(monkeypatch, 9)                # 7 batches of 32 per epoch: epoch 2, batch 2
+    code = main(["train", "lenet5", "--data", str(digit_folder), "--epochs", "3",
+                 "--batch-size", "32", "--out", str(out), "--quiet"])
+    undo()
+    printed = capsys.readouterr().out
+    assert code == 130                                # like a shell's Ctrl-C, not a success
+    hint = printed.split("continue with: ")[1].splitlines()[0]
+    assert "--epochs 3" in hint
+    assert "stopped at epoch 1.32 of 3" in printed    # 1 epoch + 64 of 200 images
+    assert main(shlex.split(hint)[1:] + ["--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert vn.io.checkpoint.load_checkpoint(out).trainer_state["epoch"] == 3   # not 10
+    assert "after 1.68 epochs this run (3 epochs in all" in printed           # not "3 epochs"
+
+
+def test_item4_the_checkpoint_knows_the_planned_length(digit_folder, tmp_path, monkeypatch,
+                                                        capsys):
+    """The hint of the old code (no --epochs) also finishes the planned run, not the default's."""
+    out = tmp_path / "sig.safetensors"
+    undo = _ctrl_c_at(monkeypatch, 3)
+    assert main(["train", "lenet5", "--data", str(digit_folder), "--epochs", "2",
+                 "--batch-size", "32", "--out", str(out), "--quiet"]) == 130
+    undo()
+    assert main(["train", "lenet5", "--data", str(digit_folder), "--resume", str(out),
+                 "--quiet"]) == 0
+    assert vn.io.checkpoint.load_checkpoint(out).trainer_state["epoch"] == 2
+    assert "held-out accuracy" in capsys.readouterr().out
