@@ -3,6 +3,7 @@ user's flow (install, train, interrupt, resume, predict), each failing on the co
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import pytest
 import volnet as vn
 from volnet.cli import main
 from volnet.data import write_idx
-from volnet.errors import ConfigError
+from volnet.errors import ConfigError, StateError
+from volnet.tools.gradcheck import check_gradients
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,9 +35,13 @@ _USE_KERNEL = ("import numpy as np, volnet as vn; from volnet.functional import 
 def installed(tmp_path_factory):
     """volnet installed (not editable) into its own folder, as `pip install .` does."""
     pytest.importorskip("numba")
-    target = tmp_path_factory.mktemp("site") / "target"
+    root = tmp_path_factory.mktemp("site")
+    source, target = root / "source", root / "target"
+    # a copy, so that building the wheel writes nothing into the checkout
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".*", "build", "*.egg-info", "__pycache__", "tests", "benchmarks", "docs"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--target", str(target), str(REPO)],
+                    "--no-build-isolation", "--target", str(target), str(source)],
                    check=True, capture_output=True)
     return target
 
@@ -183,3 +189,71 @@ def test_item4_the_checkpoint_knows_the_planned_length(digit_folder, tmp_path, m
                  "--quiet"]) == 0
     assert vn.io.checkpoint.load_checkpoint(out).trainer_state["epoch"] == 2
     assert "held-out accuracy" in capsys.readouterr().out
+
+
+# ---- item 5: gradient accumulation written the PyTorch way fails loudly ----------------------
+def _micro_batches():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 1, 6, 6)).astype(np.float32)
+    return [(x[:4], np.arange(4) % 3), (x[4:], np.arange(4, 8) % 3)]
+
+
+def _small(seed=0):
+    return vn.Sequential(vn.Conv2d(1, 2, 3, rng=seed), vn.ReLU(), vn.Flatten(),
+                         vn.Linear(32, 3, rng=seed + 1))
+
+
+def _backward(net, xb, yb, **kwargs):
+    loss, dscores = vn.functional.loss.softmax_cross_entropy(net.forward(xb, training=True), yb)
+    net.backward(dscores / 2, **kwargs)
+
+
+def test_item5_pytorch_style_accumulation_is_refused_and_accumulate_true_is_exact():
+    net = _small()
+    opt = vn.SGD(net, lr=0.1)
+    opt.zero_grad()
+    for xb, yb in _micro_batches():                   # what a PyTorch user writes
+        _backward(net, xb, yb)
+    before = net.state_dict()
+    with pytest.raises(StateError, match=r"overwritten by 2 backward calls.*accumulate=True"):
+        opt.step()
+    assert all(np.array_equal(before[k], v) for k, v in net.state_dict().items())  # no update
+    # the documented way gives the gradient of the whole batch (hand reference: one backward
+    # over all 8 images, whose mean loss is the mean of the two halves')
+    whole = _small()
+    x = np.concatenate([xb for xb, _ in _micro_batches()])
+    y = np.concatenate([yb for _, yb in _micro_batches()])
+    loss, dscores = vn.functional.loss.softmax_cross_entropy(whole.forward(x, training=True), y)
+    whole.backward(dscores)
+    opt.zero_grad()
+    for i, (xb, yb) in enumerate(_micro_batches()):
+        _backward(net, xb, yb, accumulate=i > 0)
+    for (name, _, g), (_, _, want) in zip(net.named_params(), whole.named_params()):
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-7, err_msg=name)
+    opt.step()                                        # accepted
+    for xb, yb in _micro_batches()[:1]:               # one backward per step: no zero_grad
+        _backward(net, xb, yb)
+        opt.step()
+
+
+def test_item5_repeated_backward_without_a_step_is_never_refused():
+    """Gradient checks and saliency maps call backward many times with no optimizer step."""
+    net = _small()
+    opt = vn.Adam(net, lr=1e-3)
+    xb, yb = _micro_batches()[0]
+    for _ in range(3):                                # inspection, no step
+        _backward(net, xb, yb)
+    with pytest.raises(StateError, match=r"zero_grad\(\) before this step's backward"):
+        opt.step()                                    # ...unless a step follows them
+    opt.zero_grad()
+    _backward(net, xb, yb)
+    opt.step()
+    # a float64 gradient check between steps (its own backward) and training again
+    net64 = _small().astype("float64")
+    opt64 = vn.SGD(net64, lr=0.1)
+    _backward(net64, xb.astype(np.float64), yb)
+    errors = check_gradients(net64, xb[:2].astype(np.float64), rng=0)
+    assert max(errors.values()) < 1e-6
+    opt64.zero_grad()
+    _backward(net64, xb.astype(np.float64), yb)
+    opt64.step()

@@ -6,7 +6,8 @@ function (CS231n; Torch7's ``nn.Module`` protocol):
 * ``forward(x, training=False)`` returns ``y`` and, when training (or when
   asked with ``cache=True``), keeps what ``backward`` needs;
 * ``backward(dout)`` returns ``dx`` for the *last* forward and overwrites
-  ``grads`` (no accumulation, so there is no ``zero_grad`` to forget);
+  ``grads`` (``accumulate=True`` adds instead; an optimizer's ``step()`` refuses
+  gradients overwritten by several backward calls since its last step);
   ``backward(dout, input_grad=False)`` fills the same ``grads``, returns None
   and skips the input gradient where it can (training steps use it);
 * ``output_shape(input_shape)`` gives the per-example output shape from shapes
@@ -58,6 +59,9 @@ class Layer:
     # per-layer hooks (volnet.layers.hooks): read-only and empty until one is registered
     _forward_hooks = MappingProxyType({})
     _backward_hooks = MappingProxyType({})
+    # overwriting backward calls since an optimizer last used (or zeroed) these gradients:
+    # more than one before its step() is PyTorch-style accumulation, which it refuses
+    grad_overwrites = 0
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -185,6 +189,8 @@ class Layer:
                 new = self.grads.get(name)
                 if new is not None and new.shape == old.shape:
                     self.grads[name] = new + old
+        elif self.params and not (accumulate or outer or self.named_children()):
+            self.grad_overwrites += 1
         if hooks.active(self):
             hooks.after_backward(self, dout, dx)
         return dx
