@@ -1,6 +1,8 @@
 """Issue 23: no silent wrong numbers in the everyday flows. One test per item, written as the
 user's flow (install, train, interrupt, resume, predict), each failing on the code before it."""
 
+import contextlib
+import io
 import os
 import shlex
 import shutil
@@ -11,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from new_user_data import SHAPES, make_shapes_folder
+from PIL import Image
 
 import volnet as vn
 from volnet.cli import main
 from volnet.data import write_idx
+from volnet.data.registry import load_dataset
 from volnet.errors import ConfigError, StateError
 from volnet.tools.gradcheck import check_gradients
 
@@ -257,3 +262,88 @@ def test_item5_repeated_backward_without_a_step_is_never_refused():
     opt64.zero_grad()
     _backward(net64, xb.astype(np.float64), yb)
     opt64.step()
+
+
+# ---- frictions ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digit_checkpoint(digit_folder, tmp_path_factory):
+    """One quiet epoch of `volnet train lenet5` on the digit folder."""
+    out = tmp_path_factory.mktemp("lenet") / "lenet.safetensors"
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["train", "lenet5", "--data", str(digit_folder), "--epochs", "1",
+                     "--batch-size", "32", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return make_shapes_folder(tmp_path_factory.mktemp("shapes"))
+
+
+def test_friction_evaluate_class_mismatch_advises_a_command_that_runs(digit_checkpoint, shapes,
+                                                                      tmp_path, capsys):
+    assert main(["evaluate", str(digit_checkpoint), "--data", str(shapes)]) == 2
+    err = capsys.readouterr().err
+    advised = shlex.split(err.split("adapt the net to these classes with: ")[1].strip())
+    assert advised[:2] == ["volnet", "finetune"]
+    out = tmp_path / "tuned.safetensors"
+    assert main(advised[1:] + ["--epochs", "1", "--quiet", "--out", str(out)]) == 0   # as advised
+    assert vn.load(out).preprocessing["class_names"] == list(SHAPES)
+
+
+def test_friction_predict_on_an_onnx_file_names_volnet_import(digit_checkpoint, tmp_path,
+                                                              capsys):
+    net = vn.load(digit_checkpoint)
+    onnx_file = tmp_path / "digits.onnx"
+    vn.io.export_onnx(net, onnx_file, (1, 28, 28), preprocessing=net.preprocessing)
+    digit = tmp_path / "seven.png"
+    Image.fromarray(vn.data.load_mnist_sample().x_test[0, 0]).save(digit)
+    assert main(["predict", str(onnx_file), str(digit)]) == 2
+    err = capsys.readouterr().err
+    assert f"volnet import {onnx_file}" in err
+    assert main(["import", str(onnx_file)]) == 0                      # as the error says
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "digits.safetensors"), str(digit)]) == 0
+    assert main(["predict", str(digit_checkpoint), str(digit)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split(": ", 1)[1] == lines[1].split(": ", 1)[1]   # the same answer
+    assert main(["predict", "lenet5", str(digit)]) == 2
+    assert "--weights" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def pooled_files(shapes, tmp_path_factory):
+    """A global-pooling net trained on the shapes (3x16x16), saved as a checkpoint and as ONNX."""
+    data = load_dataset(str(shapes), (3, 16, 16))
+    net = vn.Sequential(vn.Conv2d(3, 16, 3, padding=1, rng=0), vn.ReLU(), vn.MaxPool2d(2),
+                        vn.Conv2d(16, 16, 3, padding=1, rng=2), vn.ReLU(), vn.GlobalAvgPool2d(),
+                        vn.Flatten(), vn.Linear(16, 3, rng=1))
+    vn.fit(net, data.x_train, data.y_train, epochs=20, batch_size=16, optimizer=vn.Adam(lr=1e-2),
+           mean=data.mean, std=data.std, class_names=data.class_names, progress=False)
+    folder = tmp_path_factory.mktemp("pooled")
+    vn.save(folder / "pooled.safetensors", net)
+    vn.io.export_onnx(net, folder / "pooled.onnx", (3, 16, 16), preprocessing=net.preprocessing)
+    return folder / "pooled.safetensors", folder / "pooled.onnx"
+
+
+def test_friction_finetune_checkpoint_takes_another_input_size_as_onnx_does(
+        pooled_files, shapes, tmp_path, capsys):
+    for i, source in enumerate(pooled_files):
+        assert main(["finetune", str(source), "--data", str(shapes), "--input", "3x32x32",
+                     "--epochs", "1", "--quiet", "--out", str(tmp_path / f"{i}.safetensors")]) == 0
+        assert vn.load(tmp_path / f"{i}.safetensors").preprocessing["input_shape"] == [3, 32, 32]
+    capsys.readouterr()
+    assert main(["finetune", str(pooled_files[0]), "--data", str(shapes), "--input",
+                 "1x16x16", "--out", str(tmp_path / "x.safetensors")]) == 2   # other channels
+    assert "3x16x16" in capsys.readouterr().err
+
+
+def test_friction_finetune_on_its_own_classes_keeps_the_trained_head(pooled_files, shapes,
+                                                                     tmp_path, capsys):
+    assert main(["evaluate", str(pooled_files[0]), "--data", str(shapes)]) == 0
+    trained = float(capsys.readouterr().out.split("accuracy ")[1].split()[0])
+    assert trained > 0.8                             # chance: 1/3
+    assert main(["finetune", str(pooled_files[0]), "--data", str(shapes), "--epochs", "1",
+                 "--quiet", "--out", str(tmp_path / "again.safetensors")]) == 0
+    printed = capsys.readouterr().out
+    assert f"before {trained:.3f} (its trained head)" in printed

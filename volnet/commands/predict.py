@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -64,8 +66,14 @@ def run(args) -> int:
     )
     from volnet.data.batches import BatchIterator
     from volnet.data.images import load_image
+    from volnet.errors import ConfigError
     from volnet.io.checkpoint import load
+    from volnet.models.registry import MODELS
 
+    if args.checkpoint in MODELS and not os.path.exists(args.checkpoint):
+        raise ConfigError(f"{args.checkpoint} is a zoo model without weights: give them, "
+                          f"`volnet predict {args.checkpoint} --weights FILE|imagenet IMAGE...`, "
+                          "or a checkpoint of volnet train / volnet import in its place")
     net = load(args.checkpoint)
     prep = net.preprocessing
     shape = recorded_shape(args.checkpoint, prep)

@@ -198,6 +198,11 @@ def load_checkpoint(path: str | os.PathLike, max_bytes: int | str | None = None)
     ``$VOLNET_MAX_BYTES`` or 2 GiB; see :mod:`volnet.limits`).
     """
     path = os.fspath(path)
+    if path.lower().endswith(".onnx") and os.path.isfile(path):
+        raise CheckpointError(
+            f"{path} is an ONNX file, not a volnet checkpoint: convert it once with `volnet "
+            f"import {path}` (writes {os.path.splitext(path)[0]}.safetensors, which predict, "
+            "evaluate and slide take), or read it in Python with vn.io.load_onnx")
     tensors, metadata = st.load_file(path, max_bytes=max_bytes)
     _check_metadata(path, metadata, _checksums(path))   # hashes the bytes that were validated
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
