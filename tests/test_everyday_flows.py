@@ -21,6 +21,7 @@ from volnet.cli import main
 from volnet.data import write_idx
 from volnet.data.registry import load_dataset
 from volnet.errors import ConfigError, StateError
+from volnet.io.safetensors import serialize
 from volnet.tools.gradcheck import check_gradients
 
 REPO = Path(__file__).resolve().parents[1]
@@ -347,3 +348,16 @@ def test_friction_finetune_on_its_own_classes_keeps_the_trained_head(pooled_file
                  "--quiet", "--out", str(tmp_path / "again.safetensors")]) == 0
     printed = capsys.readouterr().out
     assert f"before {trained:.3f} (its trained head)" in printed
+
+
+def test_friction_weights_of_another_model_give_a_short_useful_error(digit_checkpoint, tmp_path,
+                                                                     capsys):
+    weights = tmp_path / "resnet18.safetensors"
+    weights.write_bytes(serialize(vn.models.resnet18().state_dict()))   # torchvision's 122 keys
+    digit = tmp_path / "seven.png"
+    Image.fromarray(vn.data.load_mnist_sample().x_test[0, 0]).save(digit)
+    assert main(["predict", "lenet5", "--weights", str(weights), str(digit)]) == 2
+    err = capsys.readouterr().err
+    assert len(err) < 700, err                                    # not ~130 keys on one line
+    assert "122 unexpected keys (conv1.weight" in err and "10 missing keys (0.weight" in err
+    assert "another architecture" in err

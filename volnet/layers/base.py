@@ -46,6 +46,14 @@ _local = threading.local()   # forward nesting depth (only the outermost call sc
                              # whether the running backward accumulates
 
 
+def _keys(kind: str, keys: list[str], limit: int = 5) -> list[str]:
+    """One problem per key, or one line with a count and the first few: a file of another
+    architecture gives hundreds."""
+    if len(keys) <= limit:
+        return [f"{kind} key {k}" for k in keys]
+    return [f"{len(keys)} {kind} keys ({', '.join(keys[:limit])}, ...)"]
+
+
 def join_key(prefix: str, name: str) -> str:
     """Dotted key of ``name`` under ``prefix``; an empty name is spliced into its parent."""
     if not name:
@@ -328,12 +336,17 @@ class Layer:
             elif not np.isfinite(value).all():
                 problems.append(f"{key}: contains NaN or infinity")
         if strict:
-            problems += [f"missing key {k}" for k in missing]
-            problems += [f"unexpected key {k}" for k in unexpected]
+            problems += _keys("missing", missing) + _keys("unexpected", unexpected)
         if problems:
+            matching = len(slots) - len(missing)
+            other = (f" Only {matching} of the network's {len(slots)} keys are in the state "
+                     "dict: these look like the weights of another architecture; check the "
+                     "model name." if strict and matching * 2 < len(slots) else "")
             raise StateDictError(
-                f"cannot load state dict into {type(self).__name__}: " + "; ".join(problems)
-                + ". Use strict=False to load a subset with matching names."
+                f"cannot load state dict into {type(self).__name__}: "
+                + "; ".join(problems[:8] + ([f"{len(problems) - 8} more problems"]
+                                            if len(problems) > 8 else [])) + "." + other
+                + " Use strict=False to load a subset with matching names."
             )
         for key, (store, name) in slots.items():
             if key in state:
