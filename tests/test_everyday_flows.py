@@ -361,3 +361,28 @@ def test_friction_weights_of_another_model_give_a_short_useful_error(digit_check
     assert len(err) < 700, err                                    # not ~130 keys on one line
     assert "122 unexpected keys (conv1.weight" in err and "10 missing keys (0.weight" in err
     assert "another architecture" in err
+
+
+def test_friction_ink_on_transparency_reads_as_ink_and_a_blank_image_is_named(
+        digit_checkpoint, tmp_path, capsys):
+    digit = vn.data.load_mnist_sample().x_test[0, 0]                # white ink on black
+    paper = tmp_path / "paper.png"                                  # black ink on white paper
+    Image.fromarray(255 - digit).save(paper)
+    rgba = np.zeros(digit.shape + (4,), np.uint8)
+    rgba[..., 3] = digit                                            # black ink on transparency
+    ink = tmp_path / "ink.png"
+    Image.fromarray(rgba, "RGBA").save(ink)
+    light = rgba.copy()
+    light[..., :3] = 255                                            # white ink on transparency
+    Image.fromarray(light, "RGBA").save(tmp_path / "light.png")
+    empty = tmp_path / "empty.png"
+    Image.fromarray(np.zeros(digit.shape + (4,), np.uint8), "RGBA").save(empty)
+    screen = tmp_path / "screen.png"
+    Image.fromarray(digit).save(screen)
+    assert main(["predict", str(digit_checkpoint), str(paper), str(ink), str(screen),
+                 str(tmp_path / "light.png"), str(empty)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    scores = [line.split(": ", 1)[1].split(" (")[0] for line in lines]
+    assert scores[1] == scores[0]                   # composited as a viewer shows it: on white
+    assert scores[3] == scores[2] != scores[0]      # white ink: on black
+    assert "blank image" in lines[4] and not any("blank" in line for line in lines[:4])

@@ -65,7 +65,7 @@ def run(args) -> int:
         recorded_shape,
     )
     from volnet.data.batches import BatchIterator
-    from volnet.data.images import load_image
+    from volnet.data.images import is_blank, load_image
     from volnet.errors import ConfigError
     from volnet.io.checkpoint import load
     from volnet.models.registry import MODELS
@@ -89,6 +89,9 @@ def run(args) -> int:
                 notes[path] = " (light background: inverted to MNIST's white on black)"
         else:
             image = load_image(path, shape, invert=args.invert)
+        if is_blank(image):
+            notes[path] = (" (blank image: one flat colour, nothing to classify; these "
+                           "scores mean nothing)")
         images.append(image)
     images = np.stack(images)
     labels = np.zeros(len(images), dtype=np.int64)
