@@ -2,6 +2,7 @@
 user's flow (install, train, interrupt, resume, predict), each failing on the code before it."""
 
 import contextlib
+import json
 import io
 import os
 import shlex
@@ -386,3 +387,23 @@ def test_friction_ink_on_transparency_reads_as_ink_and_a_blank_image_is_named(
     assert scores[1] == scores[0]                   # composited as a viewer shows it: on white
     assert scores[3] == scores[2] != scores[0]      # white ink: on black
     assert "blank image" in lines[4] and not any("blank" in line for line in lines[:4])
+
+
+def test_friction_vgg16_activation_count_explains_the_lectures_24m(capsys):
+    # the CS231n VGG-16 breakdown, layer by layer (input, 13 CONV, 5 POOL, 3 FC outputs)
+    lecture = [224 * 224 * 3] + [224 * 224 * 64] * 2 + [112 * 112 * 64] + \
+        [112 * 112 * 128] * 2 + [56 * 56 * 128] + [56 * 56 * 256] * 3 + [28 * 28 * 256] + \
+        [28 * 28 * 512] * 3 + [14 * 14 * 512] + [14 * 14 * 512] * 3 + [7 * 7 * 512] + \
+        [4096, 4096, 1000]
+    assert main(["summary", "vgg16"]) == 0
+    printed = capsys.readouterr().out
+    counted = int(printed.split("activations: ")[1].split()[0].replace(",", ""))
+    note = printed.split("note: ")[1]
+    assert f"add up to {sum(lecture):,}" in note
+    assert f"volnet's {counted - sum(lecture):,} more" in note and counted - sum(lecture) == 7 * 7 * 512
+    assert "24M" in note and "not the sum of its own column" in note
+    assert main(["summary", "vgg16", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    in_place = sum(r["activations"] for r in rows if r["type"] in ("ReLU", "Dropout", "Flatten"))
+    assert f"{in_place / 1e6:.1f}M outputs run in place" in note
+    assert f"would give {(counted + in_place) / 1e6:.1f}M" in note
