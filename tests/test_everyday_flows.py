@@ -222,7 +222,8 @@ def test_item5_pytorch_style_accumulation_is_refused_and_accumulate_true_is_exac
     for xb, yb in _micro_batches():                   # what a PyTorch user writes
         _backward(net, xb, yb)
     before = net.state_dict()
-    with pytest.raises(StateError, match=r"overwritten by 2 backward calls.*accumulate=True"):
+    with pytest.raises(StateError, match=r"2 backward calls since the last step or zero_grad"
+                                          r"\(\) overwrote each other's.*accumulate=True"):
         opt.step()
     assert all(np.array_equal(before[k], v) for k, v in net.state_dict().items())  # no update
     # the documented way gives the gradient of the whole batch (hand reference: one backward
@@ -238,6 +239,11 @@ def test_item5_pytorch_style_accumulation_is_refused_and_accumulate_true_is_exac
     for (name, _, g), (_, _, want) in zip(net.named_params(), whole.named_params()):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-7, err_msg=name)
     opt.step()                                        # accepted
+    _backward(net, *_micro_batches()[0], accumulate=True)   # accumulate first, then overwrite:
+    _backward(net, *_micro_batches()[1])                     # the first is lost, so refused
+    with pytest.raises(StateError, match="overwrote"):
+        opt.step()
+    opt.zero_grad()
     for xb, yb in _micro_batches()[:1]:               # one backward per step: no zero_grad
         _backward(net, xb, yb)
         opt.step()

@@ -67,8 +67,10 @@ class Layer:
     # per-layer hooks (volnet.layers.hooks): read-only and empty until one is registered
     _forward_hooks = MappingProxyType({})
     _backward_hooks = MappingProxyType({})
-    # overwriting backward calls since an optimizer last used (or zeroed) these gradients:
-    # more than one before its step() is PyTorch-style accumulation, which it refuses
+    # backward calls since an optimizer last used (or zeroed) these gradients, and how many
+    # of them overwrote gradients no step had used: PyTorch-style accumulation, which an
+    # optimizer's step() refuses (volnet.train.optim)
+    grad_backwards = 0
     grad_overwrites = 0
 
     def __init__(self) -> None:
@@ -197,11 +199,16 @@ class Layer:
                 new = self.grads.get(name)
                 if new is not None and new.shape == old.shape:
                     self.grads[name] = new + old
-        elif self.params and not (accumulate or outer or self.named_children()):
-            self.grad_overwrites += 1
+        if self.params and not self.named_children():
+            self.grad_overwrites += bool(self.grad_backwards and not (accumulate or outer))
+            self.grad_backwards += 1
         if hooks.active(self):
             hooks.after_backward(self, dout, dx)
         return dx
+
+    def mark_grads_used(self) -> None:
+        """An optimizer used (or zeroed) this layer's gradients: the next backward starts anew."""
+        self.grad_backwards = self.grad_overwrites = 0
 
     def _validate(self, x, outermost: bool) -> np.ndarray:
         x = self._as_float(x, "input")

@@ -122,14 +122,14 @@ class Optimizer:
         several would silently use only the last one."""
         name = type(self).__name__
         layers = {id(h.layer): (h.name.rpartition(".")[0] or h.name, h.layer) for h in handles}
-        repeated = [(where, layer.grad_overwrites) for where, layer in layers.values()
-                    if layer.grad_overwrites > 1]
+        repeated = [(where, layer.grad_backwards) for where, layer in layers.values()
+                    if layer.grad_overwrites]
         if repeated:
             where, count = repeated[0]
             others = f" (and {len(repeated) - 1} more layers)" if len(repeated) > 1 else ""
             raise StateError(
-                f"{name}.step(): the gradients of {where}{others} were overwritten by {count} "
-                f"backward calls since the last step or zero_grad(), so this step would use "
+                f"{name}.step(): {count} backward calls since the last step or zero_grad() "
+                f"overwrote each other's gradients of {where}{others}, so this step would use "
                 f"only the last one. volnet's backward overwrites gradients (PyTorch's adds): "
                 f"to accumulate micro-batches, call backward(dout, accumulate=True) for every "
                 f"one after the first; for one batch per step, call {name}.step() after each "
@@ -140,7 +140,7 @@ class Optimizer:
     def _consumed(handles) -> None:
         """The bound layers' gradients are used up: the next backward starts a new count."""
         for h in handles:
-            h.layer.grad_overwrites = 0
+            h.layer.mark_grads_used()
 
     def zero_grad(self) -> None:
         """Forget the bound parameters' gradients, so a step without a new backward fails.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import shlex
 import time
 from dataclasses import dataclass
 
@@ -224,8 +225,8 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int | None = None,
     interrupted = trainer.stopped and trainer.epoch < epochs
     if interrupted:
         log(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.batch}; state saved to "
-            f"{out}; continue with: volnet train {model} --data {data} --epochs {epochs} "
-            f"--resume {out}")
+            f"{out}; continue with: volnet train {model} --data {shlex.quote(data)} --epochs "
+            f"{epochs} --resume {shlex.quote(out)}")
     now = _progress(trainer, batches)
     return TrainResult(net, dict(history), out, accuracy, seconds, epochs_run=now - began,
                        epoch=now, planned=epochs, interrupted=interrupted)
