@@ -9,7 +9,8 @@ docstring (:func:`name`, :class:`name`, ...) naming nothing that exists.
 
 Every public module is documented and linked from its package's page, down from the
 landing page (pdoc alone follows ``volnet.__all__``, which lists only ``models`` among the
-submodules); ``volnet.__main__`` is left out because importing it runs the CLI. The docstrings are Google style.
+submodules); ``volnet.__main__`` is left out because importing it runs the CLI. The
+docstrings are Google style.
 """
 
 from __future__ import annotations

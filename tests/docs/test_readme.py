@@ -49,7 +49,8 @@ def test_ci_stops_with_the_status_of_a_failing_readme_command(tmp_path):
     ci = (README.parent / ".ci" / "run").read_text()
     helper = re.search(r"^run_readme\(\) \{.*?^\}$", ci, flags=re.MULTILINE | re.DOTALL).group(0)
     script = tmp_path / "ci.sh"
-    script.write_text("set -euo pipefail\n" + helper + "\nrun_readme '(exit 3) && echo trained-$((1 + 1))'\n"
+    script.write_text("set -euo pipefail\n" + helper
+                      + "\nrun_readme '(exit 3) && echo trained-$((1 + 1))'\n"
                       "run_readme 'echo tests-$((2 + 2))'\n")
     done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert done.returncode == 3

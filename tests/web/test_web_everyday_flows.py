@@ -45,7 +45,8 @@ def test_patterns_page_starts_at_the_zoo_pattern_and_errors_clear_the_table(page
     poll(lambda: banner.is_visible(), "the error banner")
     assert "odd" in banner.inner_text()
     poll(lambda: text(page, "lint-count") != "all rules hold", "the verdict to go")
-    assert text(page, "total-params") == "\u2014" and by(page, "summary").locator("tbody tr").count() == 0
+    assert text(page, "total-params") == "\u2014"
+    assert by(page, "summary").locator("tbody tr").count() == 0
     shoot(page, "issue23-patterns-error.png")
     set_controls(page, F=3, widths="16, 48")
     net = pattern(widths=(16, 48))

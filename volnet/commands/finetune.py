@@ -110,7 +110,8 @@ def _check_net_takes(net, source: str, trained, shape) -> None:
         net.output_shape(tuple(shape))
     except ShapeError as err:
         raise ShapeError(f"{source} was trained on images of {'x'.join(map(str, trained))} and "
-                         f"its network cannot take --input {'x'.join(map(str, shape))}: {err}") from None
+                         f"its network cannot take --input {'x'.join(map(str, shape))}: "
+                         f"{err}") from None
 
 
 def _own_classes(net, shape, recorded, classes) -> bool:

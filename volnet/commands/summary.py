@@ -73,5 +73,6 @@ LECTURE_NOTES = {
              "the 1x1x1000 scores; they add up to 15,237,608, and volnet's 25,088 more are "
              "torchvision's AdaptiveAvgPool2d(7) (7x7x512, an identity at 224). The slide's "
              "'TOTAL memory: 24M * 4 bytes ~= 93MB / image' is not the sum of its own column "
-             "(15.2M, 58 MiB); counting the 13.6M outputs run in place (ReLU, dropout, flatten) as well would give 28.9M.",
+             "(15.2M, 58 MiB); counting the 13.6M outputs run in place (ReLU, dropout, "
+             "flatten) as well would give 28.9M.",
 }

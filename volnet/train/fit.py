@@ -34,25 +34,27 @@ def check_scale(x: np.ndarray, mean=None, std=None, *, name: str = "x") -> str:
     ``scale`` to record (what the network really sees before mean/std).
 
     uint8 images are divided by 255, float images are taken as already on the 0-1 scale and
-    mean/std are on that 0-1 scale. A float array holding 0-255 values, or statistics on the
-    0-255 scale, would train on numbers 255 times too large or too small, silently (loss
-    24.6 instead of 1.24, or chance), so they are errors naming the fix. A float array with
-    negative values (already normalised) is taken as given and recorded so.
+    mean/std are on that 0-1 scale. A float (or int64) array holding 0-255 values, or
+    statistics on the 0-255 scale, would train on numbers 255 times too large or too small,
+    silently (loss 24.6 instead of 1.24, or chance), so they are errors naming the fix. A
+    float array with negative values (already normalised) is taken as given and recorded so.
 
     Raises:
         ConfigError: the values or statistics contradict the scale.
     """
-    floats = np.issubdtype(x.dtype, np.floating) and x.size
-    low, high = (float(x.min()), float(x.max())) if floats else (0.0, 1.0)
+    as_is = x.dtype != np.uint8 and x.dtype.kind in "iuf" and x.size   # only uint8 is / 255
+    low, high = (float(x.min()), float(x.max())) if as_is else (0.0, 1.0)
     if low >= 0 and high > 1 + 1e-3:
+        scale = 255 if high <= 255 else f"{high:g}"
         raise ConfigError(
-            f"{name} is a float array with values up to {high:g}: vn.fit takes images as uint8 "
-            "0-255 or float 0-1, and would train on these as if 0-1. Fix: pass "
-            f"{name}.astype(np.uint8) for 0-255 pixels, or {name} / {high:g} to scale them")
-    for label, values, top in (("mean", mean, 1.0), ("std", std, 1.0)):
+            f"{name} is a {x.dtype} array with values up to {high:g}: vn.fit takes images as "
+            "uint8 0-255 (divided by 255) or float 0-1 (as they are), and would train on these "
+            f"as if 0-1. Fix: pass {name}.astype(np.uint8) for 0-255 pixels, or "
+            f"{name} / {scale}")
+    for label, values in (("mean", mean), ("std", std)):
         v = None if values is None else np.asarray(values, dtype=np.float64).reshape(-1)
-        if v is not None and v.size and (v.min() < -1e-6 or v.max() > top + 1e-6):
-            shown = ", ".join(f"{s:.4g}" for s in np.asarray(values, float).reshape(-1) / 255)
+        if v is not None and v.size and (v.min() < -1e-6 or v.max() > 1 + 1e-6):
+            shown = ", ".join(f"{s:.4g}" for s in v / 255)
             raise ConfigError(
                 f"{label}={tuple(v.tolist())} is not on the 0-1 scale of the images (pixels "
                 "/ 255): normalised with it, every pixel lands near one value and the net "
@@ -65,7 +67,7 @@ def check_scale(x: np.ndarray, mean=None, std=None, *, name: str = "x") -> str:
                 "normalised, and mean/std would normalise it again. Fix: pass the 0-1 (or "
                 "uint8) images with mean/std, or the normalised ones without")
         warnings.warn(
-            f"{name} is a float array from {low:g} to {high:g}, not 0-1 images: the network "
+            f"{name} is a {x.dtype} array from {low:g} to {high:g}, not 0-1 images: the network "
             "trains on it as given, and the checkpoint records scale 'as given'. volnet "
             "predict/evaluate feed images as pixels / 255 (then mean/std), so pass 0-1 or "
             "uint8 images with mean=, std= for a checkpoint they can use", UserWarning,
