@@ -3,7 +3,7 @@
 // looks like no answer. Wraps fetch once; quick replies (polls) never show it.
 "use strict";
 (function () {
-  const DELAY_MS = 200;            // shown only when the server takes longer than this
+  const DELAY_MS = 400;            // shown only when the server takes longer than this
   const badge = document.createElement("span");
   badge.className = "working"; badge.dataset.testid = "working";
   badge.setAttribute("role", "status"); badge.textContent = "working\u2026"; badge.hidden = true;
