@@ -113,7 +113,13 @@ def test_dense_class_strip_lines_up_with_the_image(page, tmp_path):
     poll(lambda: text(page, "passes") != "", "the first map")
     by(page, "classifier").select_option("lenet5")
     poll(lambda: text(page, "step") == "4", "step 4")
-    image, strip = by(page, "image").bounding_box(), by(page, "predicted-map").bounding_box()
+    boxes = []
+
+    def drawn():     # both pictures in place and nothing pending (the strip is redrawn)
+        boxes[:] = [by(page, "image").bounding_box(), by(page, "predicted-map").bounding_box()]
+        return None not in boxes and page.locator("body[aria-busy]").count() == 0
+    poll(drawn, "the strip under the image")
+    image, strip = boxes
     assert abs(image["x"] - strip["x"]) < 1 and abs(image["width"] - strip["width"]) < 1
     assert 0 <= strip["y"] - (image["y"] + image["height"]) < 40       # right under it
     shoot(page, "issue23-dense.png")
