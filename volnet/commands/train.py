@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from volnet.commands.checks import positive_int
 from volnet.train.optim import OPTIMIZERS
 from volnet.train.recipe import DEFAULTS
@@ -54,6 +56,9 @@ def add_parser(sub):
                         "with --distributed)")
     p.add_argument("--samples", default=None, metavar="DIR",
                    help="dcgan/vae: write a PNG grid of 64 samples (fixed noise) per epoch here")
+    p.add_argument("--detect-anomaly", action="store_true",
+                   help="check every layer's outputs and gradients and stop at the first "
+                        "NaN/inf, naming the layer and the pass (slower; vn.detect_anomaly)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="dcgan/vae: train on the first N images only (quick looks)")
     return p
@@ -87,6 +92,24 @@ def _run_generative(args) -> int:
 
 
 def run(args) -> int:
+    from volnet.commands.outputs import OutputPlan
+
+    # before any data is read or epoch spent; --resume continues (and replaces) its own file
+    resuming = bool(args.out and args.resume) and \
+        os.path.abspath(args.out) == os.path.abspath(args.resume)
+    plan = OutputPlan(args.overwrite)
+    plan.add("--out", args.out, replaceable=resuming)
+    # the per-epoch grids of a new run must not replace an earlier run's
+    plan.folder("--samples", args.samples, pattern=None if args.resume else "epoch-*.png")
+    if args.detect_anomaly:
+        from volnet.layers.anomaly import detect_anomaly
+
+        with detect_anomaly():
+            return _run(args)
+    return _run(args)
+
+
+def _run(args) -> int:
     if args.model in ("dcgan", "vae"):
         return _run_generative(args)
     from volnet.train.communicator import abort_on_error, get_communicator
