@@ -193,3 +193,16 @@ def test_exported_file_keeps_a_recorded_scale(trained, tmp_path, capsys):
     assert main(["evaluate", str(back), "--data", str(trained[1])]) == 0
     captured = capsys.readouterr()
     assert _accuracy(captured.out) == trained[4] and "note:" not in captured.err
+
+
+def test_scale_as_given_is_said_not_guessed(tmp_path, capsys):
+    """vn.fit on already-normalised arrays records scale 'as given': commands say so once."""
+    net = vn.Sequential(vn.Flatten(), vn.Linear(3 * 8 * 8, 3, rng=0))
+    ck = tmp_path / "given.safetensors"
+    vn.save(ck, net, preprocessing={"input_shape": [3, 8, 8], "scale": "as given",
+                                    "class_names": list(CLASSES)})
+    image = tmp_path / "i.png"
+    Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(image)
+    assert main(["predict", str(ck), str(image)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("trained on arrays taken as given") == 1 and "feeding pixels / 255" in err

@@ -64,7 +64,7 @@ def run(args) -> int:
     check_shape(args.checkpoint, shape, data.input_shape, where)
     norm = for_checkpoint(prep, shape[0], args.checkpoint, "evaluate")
     names = check_classes(args.checkpoint, prep, num_outputs(net, shape, args.checkpoint),
-                          data.class_names, where)
+                          data.class_names, where, data=source)
     x = BatchIterator(data.x_test, data.y_test, mean=norm.mean, std=norm.std
                       ).transform(data.x_test)
     result = evaluate(net, x, data.y_test)

@@ -8,7 +8,9 @@ and the command says so once, with the command that records another preprocessin
 command guesses ImageNet's statistics or anything else.
 
 Recorded fields: ``scale`` (what pixels are multiplied by first: ``"x / 255"``, ``"x * S"``
-or a number), ``mean`` and ``std`` (per channel, on that scale).
+or a number; ``"as given"`` when ``vn.fit`` trained on already-normalised arrays, which image
+files cannot reproduce: fed ``pixels / 255`` and said), ``mean`` and ``std`` (per channel, on
+that scale).
 """
 
 from __future__ import annotations
@@ -107,6 +109,12 @@ def from_record(prep: dict, channels: int, source: str) -> Preprocessing:
 
 def for_checkpoint(prep: dict, channels: int, source: str, command: str) -> Preprocessing:
     """THE rule: the recorded preprocessing, else ``pixels / 255`` said once on stderr."""
+    if prep.get("scale") == "as given":
+        print(f"volnet {command}: note: {source} was trained on arrays taken as given (already "
+              "normalised), which image files cannot reproduce; feeding pixels / 255 with its "
+              "recorded mean and std. Retrain on 0-1 or uint8 images with mean=, std= for a "
+              "checkpoint that records how to feed it", file=sys.stderr)
+        return from_record({**prep, "scale": None}, channels, source)
     if is_recorded(prep):
         return from_record(prep, channels, source)
     print(f"volnet {command}: note: {source} records no preprocessing; feeding pixels / 255 "
