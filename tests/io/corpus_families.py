@@ -7,6 +7,8 @@ widths and depths are cut, as the names' comments say."""
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -55,8 +57,8 @@ class EfficientNetB0(nn.Module):
     """B0's stage table (expand, kernel, stride, channels, repeats) at 1/4 width, one block per
     stage; stem, head (1280 -> 320) and classifier as B0."""
 
-    STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-              (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+    STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+              (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
 
     def __init__(self, width=0.25, num_classes=10):
         super().__init__()
@@ -81,9 +83,9 @@ class EfficientNetB0(nn.Module):
 class MobileNetV3Small(nn.Module):
     """v3-small's bneck table (kernel, expanded, out, SE, activation, stride) at 1/2 width."""
 
-    BNECK = [(3, 16, 16, True, "RE", 2), (3, 72, 24, False, "RE", 2), (3, 88, 24, False, "RE", 1),
+    BNECK = ((3, 16, 16, True, "RE", 2), (3, 72, 24, False, "RE", 2), (3, 88, 24, False, "RE", 1),
              (5, 96, 40, True, "HS", 2), (5, 240, 40, True, "HS", 1), (5, 120, 48, True, "HS", 1),
-             (5, 288, 96, True, "HS", 2), (5, 576, 96, True, "HS", 1)]
+             (5, 288, 96, True, "HS", 2), (5, 576, 96, True, "HS", 1))
 
     def __init__(self, width=0.5, num_classes=10):
         super().__init__()
@@ -182,7 +184,7 @@ class ConvNeXtTiny(nn.Module):
         super().__init__()
         self.downsample = nn.ModuleList([nn.Sequential(nn.Conv2d(3, dims[0], 4, 4),
                                                        LayerNorm2d(dims[0]))])
-        for a, b in zip(dims, dims[1:]):
+        for a, b in itertools.pairwise(dims):
             self.downsample.append(nn.Sequential(LayerNorm2d(a), nn.Conv2d(a, b, 2, 2)))
         self.stages = nn.ModuleList(nn.Sequential(*[ConvNeXtBlock(c, 0.5) for _ in range(d)])
                                     for c, d in zip(dims, depths))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import shlex
 
-import numpy as np
-
 from volnet.errors import CheckpointError, ConfigError, ShapeError
 
 
