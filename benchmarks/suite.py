@@ -18,7 +18,7 @@ import torch
 
 from benchmarks import kernels, memory, nets, timing
 from benchmarks.timing import time_pair
-from volnet.functional import backend
+from volnet.runtime import backend
 
 try:
     import numba
@@ -60,7 +60,7 @@ def conv_rows(rng, repeats):
 
 
 def _kernels_line():
-    from volnet.functional import backend
+    from volnet.runtime import backend
 
     if backend.compiled():
         return f"compiled (numba {_numba_version()}) where they apply, else NumPy"
@@ -68,9 +68,9 @@ def _kernels_line():
 
 
 def _numba_version():
-    from volnet.functional import backend
+    from volnet.runtime import backend
 
-    return backend._numba().__version__ if backend.compiled() else None
+    return backend.numba_module().__version__ if backend.compiled() else None
 
 
 def _gemm_row(rng, repeats):

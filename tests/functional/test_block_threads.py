@@ -1,4 +1,4 @@
-"""Blocks on threads (volnet.functional.block_threads) and the kernels that use them.
+"""Blocks on threads (volnet.runtime.block_threads) and the kernels that use them.
 
 A kernel's answer must not depend on how many threads split its blocks beyond float32
 rounding: the block sizes follow the thread count (so BLAS sees other matrix widths) and
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from volnet.functional import backend, block_threads, conv_choice, conv_gemm
+from volnet.functional import conv_choice, conv_gemm
+from volnet.runtime import backend, block_threads
 from volnet.functional.conv import conv2d_backward, conv2d_forward
 
 pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
@@ -287,7 +288,7 @@ def test_training_thread_count_and_block_sections_do_not_undo_each_other():
     # when both are done, OpenBLAS has the training loop's "outside" count back
     import time
 
-    from volnet.train.threads import use_threads
+    from volnet.runtime.thread_policy import use_threads
 
     before = _blas_threads()
     inside, release = threading.Event(), threading.Event()

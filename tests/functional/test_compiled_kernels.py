@@ -18,7 +18,7 @@ pytest.importorskip("numba")
 
 from volnet.errors import NonFiniteError, ShapeError
 from volnet.functional import activation as A
-from volnet.functional import backend
+from volnet.runtime import backend
 from volnet.functional.loss import softmax_cross_entropy
 from volnet.functional.pool import maxpool2d_backward, maxpool2d_forward
 from volnet.train.optim import SGD, Adagrad, Adam, RMSProp
@@ -36,7 +36,7 @@ def _both(fn):
 
 
 def test_environment_variable_selects_the_reference_path():
-    code = ("from volnet.functional import backend, pool; import numpy as np; "
+    code = ("from volnet.functional import pool; from volnet.runtime import backend; import numpy as np; "
             "c = pool.maxpool2d_forward(np.ones((1, 1, 4, 4), np.float32), (2, 2), (2, 2))[1]; "
             "print(backend.active(), type(c[0]).__name__)")
     env = {**os.environ, "VOLNET_KERNELS": "numpy"}

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.functional import backend
+from volnet.runtime import backend, launch
+
+_KERNELS = "volnet.functional.compiled.activation"   # compiled twins, imported on first use
 
 _EMPTY = np.zeros(0, dtype=np.bool_)
 
@@ -18,12 +20,6 @@ def _fast(*arrays) -> bool:
     return (all(a.dtype in (np.float32, np.float64) and a.flags.c_contiguous for a in arrays)
             and len({a.dtype for a in arrays}) == 1 and backend.compiled())
 
-
-def _run(name, size, *args):
-    from volnet.functional.compiled import activation as kernels
-    from volnet.functional.compiled import launch
-
-    return launch.run(getattr(kernels, name), size, *args)
 
 
 def _mask(shape, keep_cache, reuse):
@@ -45,7 +41,7 @@ def relu_forward(x, keep_cache=True, reuse=None):
     if _fast(x):
         out = np.empty_like(x)
         mask = _mask(x.shape, keep_cache, reuse)
-        _run("relu_forward", x.size, x.reshape(-1), out.reshape(-1),
+        launch.run(_KERNELS, "relu_forward", x.size, x.reshape(-1), out.reshape(-1),
              _EMPTY if mask is None else mask.reshape(-1))
         return out, mask
     mask = x > 0 if keep_cache else None
@@ -57,7 +53,7 @@ def add_relu(a, b, keep_cache=True, reuse=None):
     if a.shape == b.shape and _fast(a, b):
         out = np.empty_like(a)
         mask = _mask(a.shape, keep_cache, reuse)
-        _run("add_relu", a.size, a.reshape(-1), b.reshape(-1), out.reshape(-1),
+        launch.run(_KERNELS, "add_relu", a.size, a.reshape(-1), b.reshape(-1), out.reshape(-1),
              _EMPTY if mask is None else mask.reshape(-1))
         return out, mask
     return relu_forward(a + b, keep_cache)
@@ -67,7 +63,7 @@ def relu_backward(dout, mask):
     """dout where the ReLU's input was positive, else 0."""
     if mask.shape == dout.shape and _fast(dout) and mask.flags.c_contiguous:
         dx = np.empty_like(dout)
-        _run("relu_backward", dout.size, dout.reshape(-1), mask.reshape(-1), dx.reshape(-1))
+        launch.run(_KERNELS, "relu_backward", dout.size, dout.reshape(-1), mask.reshape(-1), dx.reshape(-1))
         return dx
     return dout * mask
 
@@ -79,7 +75,7 @@ def _flat3(v):
 def bias_add_(out, bias):
     """out += bias per channel (axis 1), in place; returns out."""
     if out.ndim >= 2 and _fast(out, bias) and out.size:
-        _run("bias_add", out.size, _flat3(out), bias)
+        launch.run(_KERNELS, "bias_add", out.size, _flat3(out), bias)
         return out
     out += bias.reshape((1, -1) + (1,) * (out.ndim - 2))
     return out
@@ -89,6 +85,6 @@ def channel_sum(x):
     """Sum over every axis but 1 (a bias gradient), in x's dtype."""
     if x.ndim >= 2 and _fast(x) and x.size:
         total = np.empty(x.shape[1])
-        _run("channel_sum", x.size, _flat3(x), total)
+        launch.run(_KERNELS, "channel_sum", x.size, _flat3(x), total)
         return total.astype(x.dtype)
     return x.sum(axis=(0,) + tuple(range(2, x.ndim)))

@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from volnet.functional import backend
+from volnet.runtime import backend
 
 WINOGRAD = os.environ.get("VOLNET_WINOGRAD", "1").strip() != "0"   # on unless "0"
 WINOGRAD_MIN_TILES = 128      # forward and dx: 4x4 output tiles over the batch

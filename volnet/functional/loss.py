@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import DTypeError, NonFiniteError, ShapeError
-from volnet.functional import backend
+from volnet.runtime import backend
 
 
 def _check(scores, labels, what):

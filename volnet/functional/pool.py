@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.functional import backend, maxpool
+from volnet.functional import maxpool
 from volnet.functional.conv import conv_output_size, window_view
+from volnet.runtime import backend, launch
+
+_KERNELS = "volnet.functional.compiled.pool"   # compiled twins, imported on first use
 
 
 def pool_output_size(hw, kernel_size, stride, padding, ceil_mode, what="pool"):
@@ -83,12 +86,6 @@ class _Winners:
         self.arg = arg
 
 
-def _run(name, size, *args):
-    from volnet.functional.compiled import launch
-    from volnet.functional.compiled import pool as kernels
-
-    return launch.run(getattr(kernels, name), size, *args)
-
 
 def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache, reuse):
     n, c, h, w = x.shape
@@ -101,7 +98,7 @@ def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
         arg = old
     else:
         arg = np.empty(out.shape, dtype=np.int32)
-    _run("max_forward", x.size, x3, *kernel_size, *stride, *padding, out, arg, bool(keep_cache))
+    launch.run(_KERNELS, "max_forward", x.size, x3, *kernel_size, *stride, *padding, out, arg, bool(keep_cache))
     cache = (_Winners(arg), x.shape, kernel_size, stride, padding) if keep_cache else None
     return out.reshape((n, c) + tuple(out_size)), cache
 
@@ -110,7 +107,7 @@ def _compiled_max_backward(dout, inner, x_shape):
     n, c, h, w = x_shape
     d3 = np.ascontiguousarray(dout).reshape(inner.arg.shape)
     dx = np.empty((n * c, h, w), dtype=dout.dtype)
-    _run("max_backward", dx.size, d3, inner.arg, dx)
+    launch.run(_KERNELS, "max_backward", dx.size, d3, inner.arg, dx)
     return dx.reshape(x_shape)
 
 

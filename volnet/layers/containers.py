@@ -13,7 +13,7 @@ from collections import OrderedDict
 import numpy as np
 
 from volnet.errors import ConfigError, ShapeError
-from volnet.functional import backend
+from volnet.runtime import backend
 from volnet.layers.activation import ReLU
 from volnet.layers.base import Layer
 from volnet.layers.parameter import ContainerParams

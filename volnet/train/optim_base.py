@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ConfigError, StateDictError, StateError
-from volnet.functional import backend
 from volnet.layers.base import Layer
 from volnet.layers.parameter import ContainerParams, collect
+from volnet.runtime import backend, launch
 
 _NONE = np.zeros(0)
 
@@ -29,10 +29,8 @@ def _h(p, *values) -> np.ndarray:
 
 
 def _run(name, p, g, *rest):
-    from volnet.functional.compiled import launch
-    from volnet.functional.compiled import optim as kernels
-
-    launch.run(getattr(kernels, name), p.size, p.reshape(-1), g.reshape(-1),
+    """Compiled update ``name`` on the flattened parameter, gradient and state arrays."""
+    launch.run("volnet.functional.compiled.optim", name, p.size, p.reshape(-1), g.reshape(-1),
                *(a.reshape(-1) if isinstance(a, np.ndarray) and a.ndim != 1 else a for a in rest))
 
 

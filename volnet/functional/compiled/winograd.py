@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.functional import block_threads
+from volnet.runtime import block_threads
 from volnet.functional.compiled import winograd_filters as filters
 from volnet.functional.compiled import winograd_tiles as tiles
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-from volnet.functional import backend, openblas
+from volnet.runtime import backend, openblas
 
 _shared = {"executor": None, "size": 0, "active": 0, "saved": None}
 _local = threading.local()
@@ -30,7 +30,7 @@ _PREFIX = "volnet-block"
 
 
 def workers() -> int:
-    """Threads for block-parallel kernels: numba's count (chosen by volnet.train.threads)
+    """Threads for block-parallel kernels: numba's count (chosen by volnet.runtime.thread_policy)
     on the compiled path, else 1."""
     if not backend.compiled():
         return 1
@@ -41,7 +41,7 @@ def workers() -> int:
 @contextlib.contextmanager
 def _one_blas_thread():
     """OpenBLAS on one thread while any caller runs blocks: the first caller in sets it, the
-    last one out restores the count from before (volnet.functional.openblas, which works
+    last one out restores the count from before (volnet.runtime.openblas, which works
     from any thread; threadpoolctl ignores every thread but the first that set a limit).
     Another BLAS is left as it is."""
     with _lock:
@@ -67,7 +67,7 @@ def outside_blas_threads() -> int | None:
 
 def set_outside_blas_threads(count: int) -> None:
     """Set OpenBLAS's count for code outside block sections: now, or, while some thread is
-    running blocks, when the last of them leaves (volnet.train.threads.use_threads)."""
+    running blocks, when the last of them leaves (volnet.runtime.thread_policy.use_threads)."""
     with _lock:
         if _shared["active"]:
             _shared["saved"] = count

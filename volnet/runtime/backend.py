@@ -14,7 +14,7 @@ asking for "numba" explicitly then raises a ``ConfigError`` that says how to
 install it. Kernels call ``compiled()`` at run time, so a switch takes effect
 on the next call.
 
-    >>> from volnet.functional import backend
+    >>> from volnet.runtime import backend
     >>> with backend.use_kernels("numpy"):
     ...     backend.compiled()
     False
@@ -57,7 +57,7 @@ def _check(name: str) -> str:
     name = str(name).strip().lower()
     if name not in CHOICES:
         raise ConfigError(f"unknown kernel choice {name!r}: use one of {', '.join(CHOICES)} "
-                          "(VOLNET_KERNELS or volnet.functional.backend.set_kernels)")
+                          "(VOLNET_KERNELS or volnet.runtime.backend.set_kernels)")
     return name
 
 
@@ -85,6 +85,11 @@ def use_kernels(name: str) -> Iterator[None]:
         yield
     finally:
         _state["choice"] = previous
+
+
+def numba_module():
+    """The numba module when it imports (importing it on the first call), else None."""
+    return _numba() or None
 
 
 def numba_available() -> bool:
