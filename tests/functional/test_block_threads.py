@@ -110,7 +110,7 @@ def test_winograd_same_on_one_thread_or_two(two_threads, monkeypatch, shape):
         numba.set_num_threads(threads)
         with backend.use_kernels("numba"):
             out, cache = conv2d_forward(x, w, None, (1, 1), (1, 1), (1, 1), 1)
-            assert cache[-1] == "winograd4"
+            assert cache[-1].forward == "winograd4"
             dx, dw, _ = conv2d_backward(dout, cache)
         results[threads] = out, dx, dw
     (o1, dx1, dw1), (o2, dx2, dw2) = results[1], results[two_threads]
@@ -170,14 +170,14 @@ def test_kernel_choice_counts_tiles():
     assert conv_choice.tiles(1, (56, 56), (2, 2)) == 14 * 14       # two sub-grids of 28 per axis
     assert conv_choice.tiles(1, (5, 5), (2, 2)) == 2 * 2           # sub-grids of 3 and 2
     with backend.use_kernels("numba"):
-        few = conv_choice.kernels((1, 64, 28, 28), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
-                                  (28, 28), np.float32)
-        many = conv_choice.kernels((16, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
-                                   (56, 56), np.float32)
-        mid = conv_choice.kernels((4, 128, 28, 28), (128, 128, 3, 3), (1, 1), (1, 1), (1, 1), 1,
-                                  (28, 28), np.float32)
-        thin = conv_choice.kernels((1, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
-                                   (56, 56), np.float32)
+        few = conv_choice.plan((1, 64, 28, 28), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                  (28, 28), np.float32).names()
+        many = conv_choice.plan((16, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                   (56, 56), np.float32).names()
+        mid = conv_choice.plan((4, 128, 28, 28), (128, 128, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                  (28, 28), np.float32).names()
+        thin = conv_choice.plan((1, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                   (56, 56), np.float32).names()
     assert few == {"forward": "im2col", "input_grad": "im2col (flipped filters)",
                    "weight_grad": "im2col"}                       # 49 tiles
     assert many == {"forward": "winograd4", "input_grad": "winograd4",

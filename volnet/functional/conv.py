@@ -141,16 +141,6 @@ def col2im(dcols, x_shape, kernel_size, stride, padding, dilation, out_size) -> 
     return dx_pad[:, :, ph:ph + h, pw:pw + w]
 
 
-def _adjoint_is_conv(channels_per_group, kernel_size, stride, padding, dilation) -> bool:
-    """Whether dx is best computed as a convolution with flipped filters (see conv_gemm).
-
-    Needs stride 1 and padding within the dilated kernel; with few input channels the
-    adjoint product is too thin for BLAS and col2im is faster (measured, benchmarks/README.md).
-    """
-    return (stride == (1, 1) and channels_per_group >= 16
-            and all(p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel_size)))
-
-
 def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
                    keep_cache=True):
     """Convolution (cross-correlation) as chunked im2col + matrix products.
@@ -172,8 +162,8 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
     ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
-    kernel = conv_choice.choose(x.shape, w.shape, stride, padding, dilation, groups, (ho, wo),
-                                dtype)
+    plan = conv_choice.plan(x.shape, w.shape, stride, padding, dilation, groups, (ho, wo), dtype)
+    kernel = plan.forward
     cols = None
     if kernel == "depthwise":
         from volnet.functional.compiled import depthwise
@@ -186,7 +176,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
                                       keep_cache)
         if b is not None:
             bias_add_(out, b.astype(dtype, copy=False))
-    cache = ((x, cols, w, b is not None, stride, padding, dilation, groups, kernel)
+    cache = ((x, cols, w, b is not None, stride, padding, dilation, groups, plan)
              if keep_cache else None)
     return out, cache
 
@@ -195,38 +185,32 @@ def conv2d_backward(dout, cache, input_grad=True):
     """Gradients of :func:`conv2d_forward`: returns (dx, dw, db); db is None without bias.
 
     ``input_grad=False`` skips dx (returned as None): a network's first layer.
-    The kernels are those the forward pass chose (volnet.functional.conv_choice).
+    The kernels are those of the plan the forward pass made (volnet.functional.conv_choice).
     """
-    x, cols, w, has_bias, stride, padding, dilation, groups, kernel = cache
+    x, cols, w, has_bias, stride, padding, dilation, groups, plan = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
-    kh, kw = w.shape[2:]
     db = channel_sum(dout) if has_bias else None
-    if kernel == "depthwise":
+    if plan.forward == "depthwise":
         from volnet.functional.compiled import depthwise
         dw = depthwise.conv_weight_grad(x, dout, w.shape, stride, padding, dilation)
         dx = (depthwise.conv_input_grad(dout, w, x.shape, stride, padding, dilation)
               if input_grad else None)
         return dx, dw, db
-    dw_kernel = conv_choice.weight_grad_kernel(kernel, x.shape, w.shape, dilation,
-                                               dout.shape[2:])
-    if dw_kernel.startswith("winograd"):
+    if plan.weight_grad.startswith("winograd"):
         from volnet.functional.compiled import winograd
-        dw = winograd.weight_grad(x, dout, padding, dilation, conv_choice.tile_size(dw_kernel))
+        dw = winograd.weight_grad(x, dout, padding, dilation,
+                                  conv_choice.tile_size(plan.weight_grad))
     else:
         dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
     if not input_grad:
         return None, dw, db
-    if _adjoint_is_conv(x.shape[1] // groups, (kh, kw), stride, padding, dilation):
-        full = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
-        w_t = conv_gemm.flipped_transpose(w, groups)
-        adjoint = conv_choice.choose(dout.shape, w_t.shape, (1, 1), full, dilation, groups,
-                                     x.shape[2:], x.dtype)
-        if adjoint.startswith("winograd"):
-            from volnet.functional.compiled import winograd
-            dx = winograd.forward(dout, w_t, None, full, dilation, x.shape[2:],
-                                  conv_choice.tile_size(adjoint))
-        else:
-            dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)
+    if plan.input_grad.startswith("winograd"):
+        from volnet.functional.compiled import winograd
+        dx = winograd.forward(dout, conv_gemm.flipped_transpose(w, groups), None,
+                              plan.adjoint_padding, dilation, x.shape[2:],
+                              conv_choice.tile_size(plan.input_grad))
+    elif plan.adjoint_padding is not None:
+        dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)
     else:
         dx = conv_gemm.input_grad_by_fold(dout, w, x.shape, stride, padding, dilation, groups)
     return dx, dw, db

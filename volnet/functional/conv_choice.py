@@ -1,4 +1,6 @@
-"""Which convolution kernel runs for a layer, chosen by its shape (see benchmarks/README.md).
+"""Which convolution kernels run for a layer, chosen by its shape (see benchmarks/README.md):
+the conv plan, decided once per (shapes, hyperparameters, dtype, kernel choice) for the
+forward pass, dx and dw together (:func:`plan`) and reused by every later call.
 
 * ``"winograd4"`` / ``"winograd2"``: Winograd F(4x4,3x3) / F(2x2,3x3) for float32 3x3
   stride-1 convolutions (dilated ones on their sub-grids) whose output maps are large
@@ -26,7 +28,9 @@ turns it off.
 
 from __future__ import annotations
 
+import functools
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -93,19 +97,63 @@ def tile_size(name: str) -> int:
     return {"winograd4": 4, "winograd2": 2}[name]
 
 
-def kernels(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype) -> dict:
-    """{"forward", "input_grad", "weight_grad"}: the kernel each pass of this layer runs."""
+def adjoint_is_conv(channels_per_group, kernel_size, stride, padding, dilation) -> bool:
+    """Whether dx is best computed as a convolution with flipped filters (see conv_gemm).
+
+    Needs stride 1 and padding within the dilated kernel; with few input channels the
+    adjoint product is too thin for BLAS and col2im is faster (measured, benchmarks/README.md).
+    """
+    return (tuple(stride) == (1, 1) and channels_per_group >= 16
+            and all(p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel_size)))
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """The kernels of one convolution's three passes, decided together.
+
+    Attributes:
+        forward: "winograd4", "winograd2", "depthwise", "gemm1x1" or "im2col".
+        input_grad: dx's kernel: "depthwise", "col2im", or, when dx is a stride-1
+            convolution of dout with the flipped, transposed filters, that convolution's
+            kernel ("winograd4"/"winograd2", or "im2col (flipped filters)").
+        weight_grad: dw's kernel: "depthwise", "winograd4"/"winograd2" or "im2col".
+        adjoint_padding: the padding of dx as a convolution (None: dx by col2im or depthwise).
+    """
+
+    forward: str
+    input_grad: str
+    weight_grad: str
+    adjoint_padding: tuple[int, int] | None = None
+
+    def names(self) -> dict:
+        """{"forward", "input_grad", "weight_grad"}: the kernel each pass runs."""
+        return {"forward": self.forward, "input_grad": self.input_grad,
+                "weight_grad": self.weight_grad}
+
+
+def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype) -> ConvPlan:
+    """The :class:`ConvPlan` of a convolution, made on the first call with these arguments
+    under the current kernel choice and thresholds and reused by every later call."""
+    settings = (backend.compiled(), WINOGRAD, WINOGRAD_MIN_TILES, WINOGRAD_MIN_WORK,
+                WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS)
+    return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
+                 int(groups), tuple(out_size), np.dtype(dtype), settings)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
+          settings) -> ConvPlan:
+    # settings is part of the key only: choose() reads the live settings, which are these,
+    # so switching kernels or changing a threshold makes (and caches) a new plan
     fwd = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
     if fwd == "depthwise":
-        return {"forward": fwd, "input_grad": fwd, "weight_grad": fwd}
-    from volnet.functional.conv import _adjoint_is_conv
+        return ConvPlan(fwd, fwd, fwd)
     f, _, kh, kw = w_shape
     dw = weight_grad_kernel(fwd, x_shape, w_shape, dilation, out_size)
-    if _adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
-        full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
-        dx = choose((x_shape[0], f) + tuple(out_size), (x_shape[1], f // groups, kh, kw),
-                    (1, 1), full, dilation, groups, x_shape[2:], dtype)
-        dx = dx if dx.startswith("winograd") else "im2col (flipped filters)"
-    else:
-        dx = "col2im"
-    return {"forward": fwd, "input_grad": dx, "weight_grad": dw}
+    if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
+        return ConvPlan(fwd, "col2im", dw)
+    full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
+    dx = choose((x_shape[0], f) + tuple(out_size), (x_shape[1], f // groups, kh, kw),
+                (1, 1), full, dilation, groups, x_shape[2:], dtype)
+    return ConvPlan(fwd, dx if dx.startswith("winograd") else "im2col (flipped filters)", dw,
+                    full)
