@@ -14,7 +14,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from volnet.errors import ConfigError, ShapeError
-from volnet.functional import conv_choice, conv_gemm
+from volnet.functional import conv_choice, conv_gemm, weight_cache
 from volnet.functional.activation import bias_add_, channel_sum
 
 
@@ -147,7 +147,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
 
     Args:
         x: (N, C, H, W) input. w: (F, C // groups, KH, KW). b: (F,) or None.
-        keep_cache: keep what ``conv2d_backward`` needs; False for inference.
+        keep_cache: keep what ``conv2d_backward`` needs; False for inference, which
+            also reuses the Winograd filter transform of an unchanged ``w`` from call to
+            call (volnet.functional.weight_cache).
 
     Returns:
         out (N, F, H_out, W_out) and the cache (None when ``keep_cache`` is False).
@@ -170,7 +172,11 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         out = depthwise.conv_forward(x, w, b, stride, padding, dilation, (ho, wo))
     elif kernel.startswith("winograd"):
         from volnet.functional.compiled import winograd
-        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), conv_choice.tile_size(kernel))
+        m = conv_choice.tile_size(kernel)
+        # inference reuses the filter transform while w is unchanged (checked bit for bit)
+        u = None if keep_cache else weight_cache.derived(
+            (w,), ("winograd", m), lambda: winograd.filter_transform(w, m))
+        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), m, u)
     else:
         out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo),
                                       keep_cache)

@@ -114,9 +114,11 @@ class _Grid:
                                  *padding)
 
 
-def forward(x, w, bias, padding, dilation, out_size, m):
+def forward(x, w, bias, padding, dilation, out_size, m, u=None):
     """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w plus bias (None: no bias).
 
+    ``u``: w's filter transform (:func:`filter_transform`) when the caller has it (cached
+    for inference, volnet.functional.weight_cache); computed here when None.
     Work items are blocks of tile rows; a layer with fewer blocks than threads (batch 1,
     small maps) also splits its filters, each thread transforming the same input block.
     """
@@ -124,8 +126,9 @@ def forward(x, w, bias, padding, dilation, out_size, m):
     n, c = x.shape[:2]
     f = w.shape[0]
     a = m + 2       # U lives in this thread's scratch: 37 MB for 512x512 filters, faulted once
-    u = filter_transform(w, m, block_threads.scratch("winograd_u", a * a * f * c).reshape(
-        a * a, f, c))
+    if u is None:
+        u = filter_transform(w, m, block_threads.scratch("winograd_u", a * a * f * c).reshape(
+            a * a, f, c))
     b = np.zeros(f, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
     grid = _Grid(n, out_size, m, dilation[0])
