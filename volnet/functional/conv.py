@@ -10,12 +10,14 @@ All arrays are NCHW. Shapes used below:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from volnet.errors import ConfigError, ShapeError
 from volnet.functional import conv_choice, conv_gemm, weight_cache
-from volnet.functional.activation import bias_add_, channel_sum
+from volnet.functional.activation import bias_add_, channel_sum, relu_backward
 
 
 def pair(value, name: str) -> tuple[int, int]:
@@ -141,8 +143,23 @@ def col2im(dcols, x_shape, kernel_size, stride, padding, dilation, out_size) -> 
     return dx_pad[:, :, ph:ph + h, pw:pw + w]
 
 
+class ConvCache(NamedTuple):
+    """What :func:`conv2d_backward` needs from the forward pass."""
+
+    x: np.ndarray
+    cols: np.ndarray | None       # the unrolled input, for layers unrolled in one chunk
+    w: np.ndarray
+    has_bias: bool
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    plan: conv_choice.ConvPlan    # the kernels of all three passes
+    mask: np.ndarray | None       # out > 0 after a forward with relu=True, else None
+
+
 def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-                   keep_cache=True):
+                   keep_cache=True, relu=False):
     """Convolution (cross-correlation) as chunked im2col + matrix products.
 
     Args:
@@ -150,6 +167,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         keep_cache: keep what ``conv2d_backward`` needs; False for inference, which
             also reuses the Winograd filter transform of an unchanged ``w`` from call to
             call (volnet.functional.weight_cache).
+        relu: return max(0, conv + bias), the ReLU applied where the bias is added (the
+            Winograd output transform, or one pass after the matrix products); backward
+            then takes the gradient of the rectified output.
 
     Returns:
         out (N, F, H_out, W_out) and the cache (None when ``keep_cache`` is False).
@@ -170,19 +190,22 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     if kernel == "depthwise":
         from volnet.functional.compiled import depthwise
         out = depthwise.conv_forward(x, w, b, stride, padding, dilation, (ho, wo))
+        if relu:
+            bias_add_(out, None, relu=True)
     elif kernel.startswith("winograd"):
         from volnet.functional.compiled import winograd
         m = conv_choice.tile_size(kernel)
         # inference reuses the filter transform while w is unchanged (checked bit for bit)
         u = None if keep_cache else weight_cache.derived(
             (w,), ("winograd", m), lambda: winograd.filter_transform(w, m))
-        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), m, u)
+        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), m, u, relu)
     else:
         out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo),
                                       keep_cache)
-        if b is not None:
-            bias_add_(out, b.astype(dtype, copy=False))
-    cache = ((x, cols, w, b is not None, stride, padding, dilation, groups, plan)
+        if b is not None or relu:
+            bias_add_(out, None if b is None else b.astype(dtype, copy=False), relu)
+    mask = out > 0 if relu and keep_cache else None      # the ReLU's gradient gate
+    cache = (ConvCache(x, cols, w, b is not None, stride, padding, dilation, groups, plan, mask)
              if keep_cache else None)
     return out, cache
 
@@ -192,9 +215,12 @@ def conv2d_backward(dout, cache, input_grad=True):
 
     ``input_grad=False`` skips dx (returned as None): a network's first layer.
     The kernels are those of the plan the forward pass made (volnet.functional.conv_choice).
+    After a forward with ``relu=True``, ``dout`` is the gradient of the rectified output.
     """
-    x, cols, w, has_bias, stride, padding, dilation, groups, plan = cache
+    x, cols, w, has_bias, stride, padding, dilation, groups, plan, mask = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
+    if mask is not None:
+        dout = relu_backward(dout, mask)
     db = channel_sum(dout) if has_bias else None
     if plan.forward == "depthwise":
         from volnet.functional.compiled import depthwise

@@ -137,6 +137,20 @@ def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, keep_
     return _rectified(out, cache, relu)
 
 
+def fold_into_conv(w, b, gamma, beta, running_mean, running_var, eps):
+    """(w', b'): the convolution ``w, b`` followed by inference batch norm, as one convolution.
+
+    ``bn(conv(x, w) + b) = conv(x, w * s) + (b - mean) * s + beta`` per output channel,
+    ``s = gamma / sqrt(var + eps)``; computed in float64, returned in w's dtype (b None:
+    no bias before the batch norm). Same values as the two layers up to rounding.
+    """
+    scale = gamma.astype(np.float64) / np.sqrt(running_var.astype(np.float64) + eps)
+    w2 = (w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+    shift = -running_mean.astype(np.float64) if b is None else b - running_mean.astype(np.float64)
+    b2 = (shift * scale + beta).astype(w.dtype)
+    return np.ascontiguousarray(w2), b2
+
+
 def batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta). Training mode differentiates through the batch mean and var.
 

@@ -38,8 +38,11 @@ import numpy as np
 BUDGET_BYTES = int(float(os.environ.get("VOLNET_WEIGHT_CACHE_MB", "256") or 0) * 2**20)
 
 _entries: OrderedDict = OrderedDict()   # (ids of the sources, tag) -> _Entry, oldest first
-_lock = threading.Lock()
-_stats = {"hits": 0, "misses": 0}
+# Reentrant, and nothing is freed while it is held: an entry's value can be another
+# entry's source (a folded conv's weights feed its Winograd transform), whose finalizer
+# (_forget) takes the lock again when the value dies.
+_lock = threading.RLock()
+_stats = {"hits": 0, "misses": 0, "bytes": 0}
 
 
 class _Entry:
@@ -49,7 +52,8 @@ class _Entry:
         self.refs = tuple(weakref.ref(s) for s in sources)
         self.copies = tuple(np.array(s, copy=True) for s in sources)
         self.value = value
-        self.nbytes = value.nbytes + sum(c.nbytes for c in self.copies)
+        arrays = value if isinstance(value, tuple) else (value,)
+        self.nbytes = sum(a.nbytes for a in arrays) + sum(c.nbytes for c in self.copies)
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -77,7 +81,7 @@ def derived(sources: tuple, tag, make):
         make: computes the result from the sources' current values.
 
     Returns:
-        A read-only array; never write into it (it is handed out again).
+        ``make()``'s array, or tuple of arrays, made read-only: it is handed out again.
     """
     if BUDGET_BYTES <= 0:
         return make()
@@ -91,37 +95,46 @@ def derived(sources: tuple, tag, make):
         return entry.value
     _stats["misses"] += 1
     value = make()
-    value.flags.writeable = False
+    for array in value if isinstance(value, tuple) else (value,):
+        array.flags.writeable = False
     entry = _Entry(sources, value)
     if entry.nbytes > BUDGET_BYTES:
         return value
+    dropped = []            # released after the lock (their finalizers take it)
     with _lock:
         known = key in _entries     # then its sources already carry a finalizer
+        dropped.append(_entries.pop(key, None))
         _entries[key] = entry
-        _entries.move_to_end(key)
-        total = sum(e.nbytes for e in _entries.values())
-        while total > BUDGET_BYTES:
+        _stats["bytes"] += entry.nbytes - (dropped[0].nbytes if dropped[0] else 0)
+        while _stats["bytes"] > BUDGET_BYTES:
             _, old = _entries.popitem(last=False)
-            total -= old.nbytes
+            _stats["bytes"] -= old.nbytes
+            dropped.append(old)
     if not known:
         for source in sources:      # a source that dies takes its entry with it
             weakref.finalize(source, _forget, key)
+    del dropped
     return value
 
 
 def _forget(key) -> None:
     with _lock:
-        _entries.pop(key, None)
+        entry = _entries.pop(key, None)
+        if entry is not None:
+            _stats["bytes"] -= entry.nbytes
+    del entry                       # freed outside the lock
 
 
 def stats() -> dict:
     """{"hits", "misses", "entries", "bytes"}: how the cache did (benchmarks, tests)."""
     with _lock:
-        return dict(_stats, entries=len(_entries),
-                    bytes=sum(e.nbytes for e in _entries.values()))
+        return dict(_stats, entries=len(_entries))
 
 
 def clear() -> None:
     """Drop every cached array."""
     with _lock:
+        dropped = list(_entries.values())
         _entries.clear()
+        _stats["bytes"] = 0
+    del dropped

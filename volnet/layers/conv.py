@@ -6,6 +6,7 @@ import numpy as np
 
 from volnet import init
 from volnet.errors import ConfigError, ShapeError
+from volnet.functional import weight_cache
 from volnet.functional.conv import (
     check_conv_hyperparams,
     conv2d_backward,
@@ -13,7 +14,9 @@ from volnet.functional.conv import (
     conv_output_size,
     pair,
 )
+from volnet.functional.norm import fold_into_conv
 from volnet.layers.base import Layer
+from volnet.layers.relu_fusion import ReLUFusion
 
 
 def check_groups(what: str, in_channels: int, out_channels: int, groups: int) -> None:
@@ -41,7 +44,7 @@ def keep_grads(layer: Layer, grads) -> np.ndarray | None:
     return dx
 
 
-class Conv2d(Layer):
+class Conv2d(ReLUFusion, Layer):
     """2-D convolution (cross-correlation) over a batch of volumes.
 
     Each of the ``out_channels`` filters spans the full input depth (or
@@ -103,13 +106,41 @@ class Conv2d(Layer):
                   for i, size in enumerate((h, w)))
         return (self.out_channels, ho, wo)
 
+    _fold = None            # the batch norm folded in, only while forward_folded runs
+
+    def forward_folded(self, x, bn, relu=False):
+        """Inference of this convolution, the batch norm ``bn`` after it and, with ``relu``,
+        a ReLU after that, as one convolution (``functional.norm.fold_into_conv``).
+
+        The folded weights are derived once and reused while the weights, bias and
+        ``bn``'s parameters and running statistics stay bit for bit the same
+        (volnet.functional.weight_cache). Sequential calls this at inference
+        (``training=False``, no cache) when the compiled kernels run; keeps no cache.
+        """
+        self._fold, self._relu = bn, bool(relu)
+        try:
+            return self.forward(x, False, cache=False)
+        finally:
+            self._fold, self._relu = None, False
+
+    def _folded_params(self):
+        w, b, bn = self.params["weight"], self.params.get("bias"), self._fold
+        sources = (w, bn.params["weight"], bn.params["bias"], bn.buffers["running_mean"],
+                   bn.buffers["running_var"]) + (() if b is None else (b,))
+        return weight_cache.derived(sources, ("batchnorm fold", bn.eps), lambda: fold_into_conv(
+            w, b, *sources[1:5], bn.eps))
+
     def _forward(self, x, training, keep_cache):
-        out, self._cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                          self.stride, self.padding, self.dilation, self.groups,
-                                          keep_cache=keep_cache)
+        if self._fold is not None:
+            w, b = self._folded_params()
+        else:
+            w, b = self.params["weight"], self.params.get("bias")
+        out, self._cache = conv2d_forward(x, w, b, self.stride, self.padding, self.dilation,
+                                          self.groups, keep_cache=keep_cache, relu=self._relu)
         return out
 
     def _backward(self, dout, input_grad=True):
+        self._check_relu_cache(self._cache.mask is not None)
         return keep_grads(self, conv2d_backward(dout, self._cache, input_grad=input_grad))
 
     def _backward_params(self, dout):

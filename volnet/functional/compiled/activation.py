@@ -50,14 +50,19 @@ def relu_backward(dout, mask, dx):
 
 
 @kernel
-def bias_add(out, bias):
-    """out[n, c, :] += bias[c] in place; out is (N, C, S)."""
+def bias_add(out, bias, relu):
+    """out[n, c, :] += bias[c] in place, then max(0, out) when ``relu``; out is (N, C, S)."""
     n, ch, s = out.shape
     for p in prange(n * ch):
         row = out[p // ch, p % ch]
         b = bias[p % ch]
-        for j in range(s):
-            row[j] += b
+        if relu:
+            for j in range(s):
+                v = row[j] + b
+                row[j] = v if v > 0 else 0
+        else:
+            for j in range(s):
+                row[j] += b
 
 
 @njit(fastmath={"reassoc"}, cache=True)

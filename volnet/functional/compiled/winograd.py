@@ -114,8 +114,9 @@ class _Grid:
                                  *padding)
 
 
-def forward(x, w, bias, padding, dilation, out_size, m, u=None):
-    """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w plus bias (None: no bias).
+def forward(x, w, bias, padding, dilation, out_size, m, u=None, relu=False):
+    """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w plus bias (None: no bias),
+    rectified in the output transform when ``relu``.
 
     ``u``: w's filter transform (:func:`filter_transform`) when the caller has it (cached
     for inference, volnet.functional.weight_cache); computed here when None.
@@ -123,6 +124,7 @@ def forward(x, w, bias, padding, dilation, out_size, m, u=None):
     small maps) also splits its filters, each thread transforming the same input block.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
+    relu = bool(relu)
     n, c = x.shape[:2]
     f = w.shape[0]
     a = m + 2       # U lives in this thread's scratch: 37 MB for 512x512 filters, faulted once
@@ -146,9 +148,10 @@ def forward(x, w, bias, padding, dilation, out_size, m, u=None):
             prod = prod[:, :f1 - f0]
             np.matmul(u[:, f0:f1], v, out=prod)
             if m == 4:
-                tiles.output_tiles4(prod, out, b, q0, q1, rows0, cols0, d, f0)
+                tiles.output_tiles4(prod, out, b, relu, q0, q1, rows0, cols0, d, f0)
             else:
-                tiles.untile_transform(prod, _AT32[m], out, b, q0, q1, rows0, cols0, d, f0)
+                tiles.untile_transform(prod, _AT32[m], out, b, relu, q0, q1, rows0, cols0,
+                                       d, f0)
 
     block_threads.run(work, count)
     return out

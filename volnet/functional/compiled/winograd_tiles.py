@@ -84,10 +84,12 @@ def tile_transform(x, mat, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no 
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def untile_transform(prod, at, out, bias, q0, q1, rows0, cols0, d, f0):  # pragma: no cover
+def untile_transform(prod, at, out, bias, relu, q0, q1, rows0, cols0, d,
+                     f0):  # pragma: no cover - compiled
     """out[n, f0 + f, r0 + d*i, c0 + d*j] = bias[f0 + f] + sum_kl at[i, k] at[j, l] M[k*a + l, f, p]
 
-    with M = ``prod``, the products of the filters ``f0 .. f0 + prod.shape[1]``."""
+    with M = ``prod``, the products of the filters ``f0 .. f0 + prod.shape[1]``; with
+    ``relu``, max(0, that): the layer's ReLU in the same store."""
     ho, wo = out.shape[2:]
     n_f = prod.shape[1]
     m, a = at.shape
@@ -124,7 +126,8 @@ def untile_transform(prod, at, out, bias, q0, q1, rows0, cols0, d, f0):  # pragm
                 for p in range(npos):
                     row, col = row0[p] + d * i, col0[p] + d * j
                     if row < ho and col < wo:
-                        out[img[p], f0 + f, row, col] = acc[p]
+                        v = acc[p]
+                        out[img[p], f0 + f, row, col] = v if not relu or v > 0 else 0.0
 
 
 _F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
@@ -236,8 +239,10 @@ def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compi
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def output_tiles4(prod, out, bias, q0, q1, rows0, cols0, d, f0):  # pragma: no cover - compiled
-    """:func:`untile_transform` with AT of F(4x4,3x3), written out, row stores."""
+def output_tiles4(prod, out, bias, relu, q0, q1, rows0, cols0, d,
+                  f0):  # pragma: no cover - compiled
+    """:func:`untile_transform` with AT of F(4x4,3x3), written out, row stores (bias and,
+    with ``relu``, the ReLU applied in the store)."""
     ho, wo = out.shape[2:]
     n_f = prod.shape[1]
     th_count, tw_count = rows0.size, cols0.size
@@ -269,5 +274,11 @@ def output_tiles4(prod, out, bias, q0, q1, rows0, cols0, d, f0):  # pragma: no c
                 row = rows0[th] + d * i
                 if row < ho:
                     dst = out[n, f0 + f, row]
-                    for col in range(wo):
-                        dst[col] = res[i, col] + bias[f0 + f]
+                    bf = bias[f0 + f]
+                    if relu:
+                        for col in range(wo):
+                            v = res[i, col] + bf
+                            dst[col] = v if v > 0 else 0.0
+                    else:
+                        for col in range(wo):
+                            dst[col] = res[i, col] + bf
