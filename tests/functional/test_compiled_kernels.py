@@ -78,6 +78,10 @@ def test_bias_add_and_channel_sum(shape, dtype, seed):
     x, bias = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
     fast, ref = _both(lambda: A.bias_add_(x.copy(), bias))
     assert np.array_equal(fast, ref)
+    scale = rng.standard_normal(shape[1]).astype(dtype)     # the conv epilogue: scale, bias, ReLU
+    fast, ref = _both(lambda: A.bias_add_(x.copy(), bias, True, scale))
+    want = np.maximum(x.astype(np.float64) * scale[:, None, None] + bias[:, None, None], 0)
+    assert np.allclose(fast, ref, rtol=1e-6, atol=1e-6) and np.allclose(fast, want, atol=1e-5)
     fast, ref = _both(lambda: A.channel_sum(x))
     want = x.astype(np.float64).sum(axis=(0, 2, 3))
     assert fast.dtype == dtype and np.allclose(fast, want, rtol=1e-5 if dtype == np.float32 else 1e-12,

@@ -143,6 +143,10 @@ def col2im(dcols, x_shape, kernel_size, stride, padding, dilation, out_size) -> 
     return dx_pad[:, :, ph:ph + h, pw:pw + w]
 
 
+def _cast(v, dtype):
+    return None if v is None else v.astype(dtype, copy=False)
+
+
 class ConvCache(NamedTuple):
     """What :func:`conv2d_backward` needs from the forward pass."""
 
@@ -159,7 +163,7 @@ class ConvCache(NamedTuple):
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-                   keep_cache=True, relu=False):
+                   keep_cache=True, relu=False, scale=None):
     """Convolution (cross-correlation) as chunked im2col + matrix products.
 
     Args:
@@ -170,6 +174,10 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         relu: return max(0, conv + bias), the ReLU applied where the bias is added (the
             Winograd output transform, or one pass after the matrix products); backward
             then takes the gradient of the rectified output.
+        scale: (F,) or None: return ``conv * scale + b`` (per output channel, applied
+            with the bias): an inference batch norm after the convolution
+            (``functional.norm.batchnorm_inference_affine``). Forward only: needs
+            ``keep_cache=False``.
 
     Returns:
         out (N, F, H_out, W_out) and the cache (None when ``keep_cache`` is False).
@@ -178,6 +186,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         so a training step's memory stays near the activations'.
         A 1x1 stride-1 unpadded convolution is a plain matrix product with no unrolling.
     """
+    if scale is not None and keep_cache:
+        raise ConfigError("conv2d_forward: scale (a folded batch norm) is for inference only; "
+                          "pass keep_cache=False, or run the batch norm as its own layer")
     h, wd = x.shape[2:]
     _, _, kh, kw = w.shape
     dtype = np.result_type(x, w)
@@ -189,21 +200,23 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     cols = None
     if kernel == "depthwise":
         from volnet.functional.compiled import depthwise
-        out = depthwise.conv_forward(x, w, b, stride, padding, dilation, (ho, wo))
-        if relu:
-            bias_add_(out, None, relu=True)
+        if scale is None and not relu:
+            out = depthwise.conv_forward(x, w, b, stride, padding, dilation, (ho, wo))
+        else:
+            out = depthwise.conv_forward(x, w, None, stride, padding, dilation, (ho, wo))
+            bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype))
     elif kernel.startswith("winograd"):
         from volnet.functional.compiled import winograd
         m = conv_choice.tile_size(kernel)
         # inference reuses the filter transform while w is unchanged (checked bit for bit)
         u = None if keep_cache else weight_cache.derived(
             (w,), ("winograd", m), lambda: winograd.filter_transform(w, m))
-        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), m, u, relu)
+        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), m, u, relu, scale)
     else:
         out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo),
                                       keep_cache)
-        if b is not None or relu:
-            bias_add_(out, None if b is None else b.astype(dtype, copy=False), relu)
+        if b is not None or relu or scale is not None:
+            bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype))
     mask = out > 0 if relu and keep_cache else None      # the ReLU's gradient gate
     cache = (ConvCache(x, cols, w, b is not None, stride, padding, dilation, groups, plan, mask)
              if keep_cache else None)

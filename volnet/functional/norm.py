@@ -137,18 +137,22 @@ def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, keep_
     return _rectified(out, cache, relu)
 
 
-def fold_into_conv(w, b, gamma, beta, running_mean, running_var, eps):
-    """(w', b'): the convolution ``w, b`` followed by inference batch norm, as one convolution.
+def batchnorm_inference_affine(gamma, beta, running_mean, running_var, eps, bias=None,
+                               dtype=None):
+    """(scale, shift) per channel with ``bn(y + bias) = y * scale + shift`` at inference.
 
-    ``bn(conv(x, w) + b) = conv(x, w * s) + (b - mean) * s + beta`` per output channel,
-    ``s = gamma / sqrt(var + eps)``; computed in float64, returned in w's dtype (b None:
-    no bias before the batch norm). Same values as the two layers up to rounding.
+    ``scale = gamma / sqrt(var + eps)``, ``shift = (bias - mean) * scale + beta`` (bias
+    None: 0): a convolution's epilogue applies them where it adds its bias, so the batch
+    norm after it costs no pass of its own. Computed in float64 from the live arrays on
+    every call (O(channels): nothing to cache, nothing to go stale); returned in ``dtype``
+    (default gamma's).
     """
     scale = gamma.astype(np.float64) / np.sqrt(running_var.astype(np.float64) + eps)
-    w2 = (w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
-    shift = -running_mean.astype(np.float64) if b is None else b - running_mean.astype(np.float64)
-    b2 = (shift * scale + beta).astype(w.dtype)
-    return np.ascontiguousarray(w2), b2
+    shift = -running_mean.astype(np.float64)
+    if bias is not None:
+        shift += bias
+    dtype = gamma.dtype if dtype is None else dtype
+    return scale.astype(dtype), (shift * scale + beta).astype(dtype)
 
 
 def batchnorm_backward(dout, cache):

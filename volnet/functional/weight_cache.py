@@ -1,5 +1,5 @@
-"""Arrays derived from weights (Winograd filter transforms, batch norm folded into a conv),
-kept between inference calls and never stale.
+"""Arrays derived from weights (Winograd filter transforms), kept between inference calls
+and never stale.
 
 A derived array is kept with a private copy of the arrays it came from (its *sources*)
 and handed out again only while every source is the same array object, with the same
@@ -38,9 +38,8 @@ import numpy as np
 BUDGET_BYTES = int(float(os.environ.get("VOLNET_WEIGHT_CACHE_MB", "256") or 0) * 2**20)
 
 _entries: OrderedDict = OrderedDict()   # (ids of the sources, tag) -> _Entry, oldest first
-# Reentrant, and nothing is freed while it is held: an entry's value can be another
-# entry's source (a folded conv's weights feed its Winograd transform), whose finalizer
-# (_forget) takes the lock again when the value dies.
+# Reentrant, and nothing is freed while it is held: an entry's value may be another
+# entry's source, whose finalizer (_forget) takes the lock again when the value dies.
 _lock = threading.RLock()
 _stats = {"hits": 0, "misses": 0, "bytes": 0}
 
@@ -52,8 +51,7 @@ class _Entry:
         self.refs = tuple(weakref.ref(s) for s in sources)
         self.copies = tuple(np.array(s, copy=True) for s in sources)
         self.value = value
-        arrays = value if isinstance(value, tuple) else (value,)
-        self.nbytes = sum(a.nbytes for a in arrays) + sum(c.nbytes for c in self.copies)
+        self.nbytes = value.nbytes + sum(c.nbytes for c in self.copies)
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -81,7 +79,7 @@ def derived(sources: tuple, tag, make):
         make: computes the result from the sources' current values.
 
     Returns:
-        ``make()``'s array, or tuple of arrays, made read-only: it is handed out again.
+        ``make()``'s array, made read-only: it is handed out again.
     """
     if BUDGET_BYTES <= 0:
         return make()
@@ -95,8 +93,7 @@ def derived(sources: tuple, tag, make):
         return entry.value
     _stats["misses"] += 1
     value = make()
-    for array in value if isinstance(value, tuple) else (value,):
-        array.flags.writeable = False
+    value.flags.writeable = False
     entry = _Entry(sources, value)
     if entry.nbytes > BUDGET_BYTES:
         return value

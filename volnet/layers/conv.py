@@ -6,7 +6,6 @@ import numpy as np
 
 from volnet import init
 from volnet.errors import ConfigError, ShapeError
-from volnet.functional import weight_cache
 from volnet.functional.conv import (
     check_conv_hyperparams,
     conv2d_backward,
@@ -14,7 +13,7 @@ from volnet.functional.conv import (
     conv_output_size,
     pair,
 )
-from volnet.functional.norm import fold_into_conv
+from volnet.functional.norm import batchnorm_inference_affine
 from volnet.layers.base import Layer
 from volnet.layers.relu_fusion import ReLUFusion
 
@@ -110,12 +109,13 @@ class Conv2d(ReLUFusion, Layer):
 
     def forward_folded(self, x, bn, relu=False):
         """Inference of this convolution, the batch norm ``bn`` after it and, with ``relu``,
-        a ReLU after that, as one convolution (``functional.norm.fold_into_conv``).
+        a ReLU after that, in one pass: the batch norm's per-channel scale and shift and the
+        ReLU are applied where the convolution adds its bias (the Winograd output
+        transform, or the pass after the matrix products).
 
-        The folded weights are derived once and reused while the weights, bias and
-        ``bn``'s parameters and running statistics stay bit for bit the same
-        (volnet.functional.weight_cache). Sequential calls this at inference
-        (``training=False``, no cache) when the compiled kernels run; keeps no cache.
+        Sequential calls this at inference (``training=False``, no cache) when the
+        compiled kernels run; keeps no cache. The scale and shift are computed from the
+        live parameters and running statistics on every call.
         """
         self._fold, self._relu = bn, bool(relu)
         try:
@@ -123,20 +123,16 @@ class Conv2d(ReLUFusion, Layer):
         finally:
             self._fold, self._relu = None, False
 
-    def _folded_params(self):
-        w, b, bn = self.params["weight"], self.params.get("bias"), self._fold
-        sources = (w, bn.params["weight"], bn.params["bias"], bn.buffers["running_mean"],
-                   bn.buffers["running_var"]) + (() if b is None else (b,))
-        return weight_cache.derived(sources, ("batchnorm fold", bn.eps), lambda: fold_into_conv(
-            w, b, *sources[1:5], bn.eps))
-
     def _forward(self, x, training, keep_cache):
+        w, b, scale = self.params["weight"], self.params.get("bias"), None
         if self._fold is not None:
-            w, b = self._folded_params()
-        else:
-            w, b = self.params["weight"], self.params.get("bias")
+            bn = self._fold
+            scale, b = batchnorm_inference_affine(
+                bn.params["weight"], bn.params["bias"], bn.buffers["running_mean"],
+                bn.buffers["running_var"], bn.eps, b, np.result_type(x, w))
         out, self._cache = conv2d_forward(x, w, b, self.stride, self.padding, self.dilation,
-                                          self.groups, keep_cache=keep_cache, relu=self._relu)
+                                          self.groups, keep_cache=keep_cache, relu=self._relu,
+                                          scale=scale)
         return out
 
     def _backward(self, dout, input_grad=True):

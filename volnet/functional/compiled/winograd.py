@@ -114,9 +114,10 @@ class _Grid:
                                  *padding)
 
 
-def forward(x, w, bias, padding, dilation, out_size, m, u=None, relu=False):
-    """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w plus bias (None: no bias),
-    rectified in the output transform when ``relu``.
+def forward(x, w, bias, padding, dilation, out_size, m, u=None, relu=False, scale=None):
+    """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w, times ``scale`` (None:
+    1) plus bias (None: no bias) per filter, rectified when ``relu``: all in the output
+    transform's store.
 
     ``u``: w's filter transform (:func:`filter_transform`) when the caller has it (cached
     for inference, volnet.functional.weight_cache); computed here when None.
@@ -132,6 +133,7 @@ def forward(x, w, bias, padding, dilation, out_size, m, u=None, relu=False):
         u = filter_transform(w, m, block_threads.scratch("winograd_u", a * a * f * c).reshape(
             a * a, f, c))
     b = np.zeros(f, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
+    s = np.ones(f, np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
     grid = _Grid(n, out_size, m, dilation[0])
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
@@ -148,10 +150,10 @@ def forward(x, w, bias, padding, dilation, out_size, m, u=None, relu=False):
             prod = prod[:, :f1 - f0]
             np.matmul(u[:, f0:f1], v, out=prod)
             if m == 4:
-                tiles.output_tiles4(prod, out, b, relu, q0, q1, rows0, cols0, d, f0)
+                tiles.output_tiles4(prod, out, s, b, relu, q0, q1, rows0, cols0, d, f0)
             else:
-                tiles.untile_transform(prod, _AT32[m], out, b, relu, q0, q1, rows0, cols0,
-                                       d, f0)
+                tiles.untile_transform(prod, _AT32[m], out, s, b, relu, q0, q1, rows0,
+                                       cols0, d, f0)
 
     block_threads.run(work, count)
     return out

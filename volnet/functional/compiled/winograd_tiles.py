@@ -84,12 +84,13 @@ def tile_transform(x, mat, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no 
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def untile_transform(prod, at, out, bias, relu, q0, q1, rows0, cols0, d,
+def untile_transform(prod, at, out, scale, bias, relu, q0, q1, rows0, cols0, d,
                      f0):  # pragma: no cover - compiled
-    """out[n, f0 + f, r0 + d*i, c0 + d*j] = bias[f0 + f] + sum_kl at[i, k] at[j, l] M[k*a + l, f, p]
+    """out[n, f0 + f, r0 + d*i, c0 + d*j] = bias[f0 + f] + scale[f0 + f] *
+    sum_kl at[i, k] at[j, l] M[k*a + l, f, p]
 
     with M = ``prod``, the products of the filters ``f0 .. f0 + prod.shape[1]``; with
-    ``relu``, max(0, that): the layer's ReLU in the same store."""
+    ``relu``, max(0, that): the layer's batch norm and ReLU in the same store."""
     ho, wo = out.shape[2:]
     n_f = prod.shape[1]
     m, a = at.shape
@@ -114,9 +115,10 @@ def untile_transform(prod, at, out, bias, relu, q0, q1, rows0, cols0, d,
                         for p in range(npos):
                             dst[p] += coef * src[p]
         acc = np.empty(npos, np.float32)
+        sf, bf = scale[f0 + f], bias[f0 + f]
         for i in range(m):
             for j in range(m):
-                acc[:] = bias[f0 + f]
+                acc[:] = 0.0
                 for k in range(a):
                     coef = at[i, k]
                     if coef != 0.0:
@@ -126,7 +128,7 @@ def untile_transform(prod, at, out, bias, relu, q0, q1, rows0, cols0, d,
                 for p in range(npos):
                     row, col = row0[p] + d * i, col0[p] + d * j
                     if row < ho and col < wo:
-                        v = acc[p]
+                        v = acc[p] * sf + bf
                         out[img[p], f0 + f, row, col] = v if not relu or v > 0 else 0.0
 
 
@@ -239,10 +241,10 @@ def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compi
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def output_tiles4(prod, out, bias, relu, q0, q1, rows0, cols0, d,
+def output_tiles4(prod, out, scale, bias, relu, q0, q1, rows0, cols0, d,
                   f0):  # pragma: no cover - compiled
-    """:func:`untile_transform` with AT of F(4x4,3x3), written out, row stores (bias and,
-    with ``relu``, the ReLU applied in the store)."""
+    """:func:`untile_transform` with AT of F(4x4,3x3), written out, row stores (scale, bias
+    and, with ``relu``, the ReLU applied in the store)."""
     ho, wo = out.shape[2:]
     n_f = prod.shape[1]
     th_count, tw_count = rows0.size, cols0.size
@@ -274,11 +276,11 @@ def output_tiles4(prod, out, bias, relu, q0, q1, rows0, cols0, d,
                 row = rows0[th] + d * i
                 if row < ho:
                     dst = out[n, f0 + f, row]
-                    bf = bias[f0 + f]
+                    sf, bf = scale[f0 + f], bias[f0 + f]
                     if relu:
                         for col in range(wo):
-                            v = res[i, col] + bf
+                            v = res[i, col] * sf + bf
                             dst[col] = v if v > 0 else 0.0
                     else:
                         for col in range(wo):
-                            dst[col] = res[i, col] + bf
+                            dst[col] = res[i, col] * sf + bf
