@@ -195,7 +195,8 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
     ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
-    plan = conv_choice.plan(x.shape, w.shape, stride, padding, dilation, groups, (ho, wo), dtype)
+    plan = conv_choice.plan(x.shape, w.shape, stride, padding, dilation, groups, (ho, wo), dtype,
+                            training=keep_cache)
     kernel = plan.forward
     cols = None
     if kernel == "depthwise":
