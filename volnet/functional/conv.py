@@ -206,13 +206,12 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         else:
             out = depthwise.conv_forward(x, w, None, stride, padding, dilation, (ho, wo))
             bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype))
-    elif kernel.startswith("winograd"):
+    elif kernel == "winograd4":
         from volnet.functional.compiled import winograd
-        m = conv_choice.tile_size(kernel)
         # inference reuses the filter transform while w is unchanged (checked bit for bit)
         u = None if keep_cache else weight_cache.derived(
-            (w,), ("winograd", m), lambda: winograd.filter_transform(w, m))
-        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), m, u, relu, scale)
+            (w,), "winograd4", lambda: winograd.filter_transform(w))
+        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), u, relu, scale)
     else:
         out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo),
                                       keep_cache)
@@ -242,19 +241,17 @@ def conv2d_backward(dout, cache, input_grad=True):
         dx = (depthwise.conv_input_grad(dout, w, x.shape, stride, padding, dilation)
               if input_grad else None)
         return dx, dw, db
-    if plan.weight_grad.startswith("winograd"):
+    if plan.weight_grad == "winograd4":
         from volnet.functional.compiled import winograd
-        dw = winograd.weight_grad(x, dout, padding, dilation,
-                                  conv_choice.tile_size(plan.weight_grad))
+        dw = winograd.weight_grad(x, dout, padding, dilation)
     else:
         dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
     if not input_grad:
         return None, dw, db
-    if plan.input_grad.startswith("winograd"):
+    if plan.input_grad == "winograd4":
         from volnet.functional.compiled import winograd
         dx = winograd.forward(dout, conv_gemm.flipped_transpose(w, groups), None,
-                              plan.adjoint_padding, dilation, x.shape[2:],
-                              conv_choice.tile_size(plan.input_grad))
+                              plan.adjoint_padding, dilation, x.shape[2:])
     elif plan.adjoint_padding is not None:
         dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)
     else:

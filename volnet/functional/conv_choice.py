@@ -2,8 +2,7 @@
 the conv plan, decided once per (shapes, hyperparameters, dtype, kernel choice) for the
 forward pass, dx and dw together (:func:`plan`) and reused by every later call.
 
-* ``"winograd4"`` / ``"winograd2"``: Winograd F(4x4,3x3) / F(2x2,3x3) for float32 3x3
-  stride-1 convolutions (dilated ones on their sub-grids) whose output maps are large
+* ``"winograd4"``: Winograd F(4x4,3x3) for float32 3x3 stride-1 convolutions (dilated ones on their sub-grids) whose output maps are large
   enough that whole tiles dominate, and with enough channels for the per-point
   products to run near BLAS speed (``volnet/functional/compiled/winograd.py``).
 * ``"depthwise"``: the direct compiled kernel for float32 depthwise layers
@@ -86,15 +85,10 @@ def weight_grad_kernel(forward: str, x_shape, w_shape, dilation, out_size) -> st
     """The dw kernel of a layer whose forward pass ran ``forward``."""
     if forward == "depthwise":
         return forward
-    if forward.startswith("winograd") and tiles(x_shape[0], out_size, dilation) >= \
+    if forward == "winograd4" and tiles(x_shape[0], out_size, dilation) >= \
             WINOGRAD_MIN_TILES_DW:
         return forward
     return "im2col"
-
-
-def tile_size(name: str) -> int:
-    """Output tile side m of a Winograd kernel name."""
-    return {"winograd4": 4, "winograd2": 2}[name]
 
 
 def adjoint_is_conv(channels_per_group, kernel_size, stride, padding, dilation) -> bool:
@@ -112,11 +106,11 @@ class ConvPlan:
     """The kernels of one convolution's three passes, decided together.
 
     Attributes:
-        forward: "winograd4", "winograd2", "depthwise", "gemm1x1" or "im2col".
+        forward: "winograd4", "depthwise", "gemm1x1" or "im2col".
         input_grad: dx's kernel: "depthwise", "col2im", or, when dx is a stride-1
             convolution of dout with the flipped, transposed filters, that convolution's
-            kernel ("winograd4"/"winograd2", or "im2col (flipped filters)").
-        weight_grad: dw's kernel: "depthwise", "winograd4"/"winograd2" or "im2col".
+            kernel ("winograd4", or "im2col (flipped filters)").
+        weight_grad: dw's kernel: "depthwise", "winograd4" or "im2col".
         adjoint_padding: the padding of dx as a convolution (None: dx by col2im or depthwise).
     """
 
@@ -158,7 +152,7 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     fits = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
     if fits == "depthwise":
         return ConvPlan(fits, fits, fits)
-    fwd = "im2col" if training and fits.startswith("winograd") else fits
+    fwd = "im2col" if training and fits == "winograd4" else fits
     f, _, kh, kw = w_shape
     dw = weight_grad_kernel(fits, x_shape, w_shape, dilation, out_size)
     if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
@@ -166,5 +160,5 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
     dx = choose((x_shape[0], f) + tuple(out_size), (x_shape[1], f // groups, kh, kw),
                 (1, 1), full, dilation, groups, x_shape[2:], dtype)
-    return ConvPlan(fwd, dx if dx.startswith("winograd") else "im2col (flipped filters)", dw,
+    return ConvPlan(fwd, dx if dx == "winograd4" else "im2col (flipped filters)", dw,
                     full)
