@@ -18,7 +18,8 @@ _EMPTY = np.zeros(0, dtype=np.bool_)
 
 def _fast(*arrays) -> bool:
     return (all(a.dtype in (np.float32, np.float64) and a.flags.c_contiguous for a in arrays)
-            and len({a.dtype for a in arrays}) == 1 and backend.compiled())
+            and len({a.dtype for a in arrays}) == 1
+            and backend.compiled(max(a.size for a in arrays)))
 
 
 

@@ -47,7 +47,7 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
     """Name of the kernel that computes this convolution's forward pass."""
     c = x_shape[1]
     f, _, kh, kw = w_shape
-    fast = np.dtype(dtype) == np.float32 and backend.compiled()
+    fast = np.dtype(dtype) == np.float32 and backend.compiled(int(np.prod(x_shape)))
     if fast and groups > 1 and groups == c == f:
         return "depthwise"
     if kh == kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0):
@@ -138,7 +138,7 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     im2col forward (dx and dw by F(4x4) or not), PyTorch float32 by 4.4e-7. dx and dw
     keep Winograd.
     """
-    settings = (backend.compiled(), WINOGRAD, WINOGRAD_MIN_TILES, WINOGRAD_MIN_WORK,
+    settings = (backend.compiled(int(np.prod(x_shape))), WINOGRAD, WINOGRAD_MIN_TILES, WINOGRAD_MIN_WORK,
                 WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)

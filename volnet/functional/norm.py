@@ -31,7 +31,7 @@ def _channel_sum(v: np.ndarray) -> np.ndarray:
 def _compiled_ok(x, *params) -> bool:
     """Whether the compiled kernels take this call: numba on, float32/64, one dtype."""
     return (x.dtype in (np.float32, np.float64) and all(p.dtype == x.dtype for p in params)
-            and x.ndim >= 2 and backend.compiled())
+            and x.ndim >= 2 and backend.compiled(x.size))
 
 
 class _Compiled:

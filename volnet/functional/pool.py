@@ -55,7 +55,7 @@ def maxpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False, k
     """
     h, w = x.shape[2:]
     out_size = pool_output_size((h, w), kernel_size, stride, padding, ceil_mode)
-    if x.dtype in (np.float32, np.float64) and x.size and backend.compiled():
+    if x.dtype in (np.float32, np.float64) and x.size and backend.compiled(x.size):
         return _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
                                      reuse)
     x_pad = _pad_for_pool(x, kernel_size, stride, padding, out_size, -np.inf)

@@ -117,10 +117,10 @@ class Sequential(Container):
           (``conv.forward_folded``);
         * ``(layer, None, relu)``: a layer that ``fuses_relu`` (batch norm, convolution)
           and the ReLU right after it, one pass (``layer.forward_relu``);
-        * ``(layer, None, None)`` otherwise. The NumPy reference path never fuses.
+        * ``(layer, None, None)`` otherwise. Under ``VOLNET_KERNELS=numpy`` nothing fuses.
         """
         layers = list(self._children.values())
-        fuse = backend.compiled()
+        fuse = backend.fusing()
         steps, i = [], 0
         while i < len(layers):
             layer = layers[i]
@@ -222,7 +222,7 @@ class Residual(Container):
         if out.shape != short.shape:
             raise ShapeError(f"{self.where()}: body output {out.shape} and shortcut output "
                              f"{short.shape} differ; add a projection shortcut")
-        if type(self.activation) is ReLU and backend.compiled():
+        if type(self.activation) is ReLU and backend.fusing():
             out = self.activation.add_forward(out, short, training, cache=keep_cache)
         else:
             out = out + short

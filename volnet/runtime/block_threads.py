@@ -9,8 +9,9 @@ spin-wait after each call on the core the next compiled loop needs (measured on 
 2-core machine, benchmarks/README.md: a 16x64x56x56 Winograd forward took 56-85 ms with
 numba's and OpenBLAS's threads taking turns, 23 ms with blocks on two Python threads).
 
-Used on the compiled path only (``backend.compiled()``); under ``VOLNET_KERNELS=numpy``
-:func:`workers` is 1 and every block runs on the calling thread as before.
+Used once the compiled kernels are in use (numba imported); under ``VOLNET_KERNELS=numpy``,
+or before any call was large enough to load numba, :func:`workers` is 1 and every block
+runs on the calling thread as before.
 """
 
 from __future__ import annotations
@@ -30,12 +31,10 @@ _PREFIX = "volnet-block"
 
 
 def workers() -> int:
-    """Threads for block-parallel kernels: numba's count (chosen by volnet.runtime.thread_policy)
-    on the compiled path, else 1."""
-    if not backend.compiled():
-        return 1
-    import numba
-    return max(1, int(numba.get_num_threads()))
+    """Threads for block-parallel kernels: numba's count (chosen by
+    volnet.runtime.thread_policy) once the compiled kernels are in use, else 1."""
+    numba = backend.loaded_numba() if backend.fusing() else None
+    return 1 if numba is None else max(1, int(numba.get_num_threads()))
 
 
 @contextlib.contextmanager

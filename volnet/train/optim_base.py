@@ -20,7 +20,7 @@ def _fast(p, *arrays) -> bool:
     """Whether the compiled update takes this parameter: numba on, one float dtype, contiguous."""
     return (p.dtype in (np.float32, np.float64) and p.flags.c_contiguous
             and all(a.dtype == p.dtype and a.flags.c_contiguous for a in arrays)
-            and backend.compiled())
+            and backend.compiled(p.size))
 
 
 def _h(p, *values) -> np.ndarray:
