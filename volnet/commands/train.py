@@ -40,6 +40,13 @@ def add_parser(sub):
                         "launchers it cannot detect). --batch-size is then the global batch")
     p.add_argument("--sync-bn", action="store_true",
                    help="with several ranks, batch-norm statistics over the global batch")
+    p.add_argument("--accumulate", type=positive_int("--accumulate"), default=1, metavar="K",
+                   help="split each step's batch into K micro-batches (gradient accumulation: "
+                        "the same step in 1/K of the activation memory; with several ranks "
+                        "the gradients are sent once per step)")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="with several ranks, send the gradients after backward instead of "
+                        "while it runs (for comparison)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads per process for BLAS and the compiled kernels (default: the "
                         "cores no other process is using, checked every epoch; 1 per rank "
@@ -62,6 +69,9 @@ def _run_generative(args) -> int:
     if args.lr is not None or args.optimizer is not None:
         raise ConfigError(f"volnet train {args.model} uses its own recipe (Adam, beta1 0.5 for "
                           "the GAN); drop --lr and --optimizer")
+    if args.accumulate != 1 or args.no_overlap:
+        raise ConfigError(f"volnet train {args.model} trains in one process without gradient "
+                          "accumulation; drop --accumulate and --no-overlap")
     if args.seed is None:
         args.seed = DEFAULTS["seed"]
 
@@ -80,7 +90,7 @@ def run(args) -> int:
         return _run_generative(args)
     if args.epochs is None:
         args.epochs = DEFAULTS["epochs"]    # the others: None = default, or the checkpoint's
-    from volnet.train.distributed import abort_on_error, get_communicator
+    from volnet.train.communicator import abort_on_error, get_communicator
     from volnet.train.recipe import train
     from volnet.runtime.openblas import blas_threads, set_blas_threads
     from volnet.runtime.thread_policy import pin_threads
@@ -99,7 +109,8 @@ def run(args) -> int:
                            batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                            seed=args.seed, out=args.out, resume=args.resume,
                            overwrite=args.overwrite, progress=not args.quiet, comm=comm,
-                           sync_bn=args.sync_bn)
+                           sync_bn=args.sync_bn, accumulate=args.accumulate,
+                           overlap=not args.no_overlap)
     finally:
         if previous is not None:   # main() may run inside a longer-lived process
             set_blas_threads(previous)

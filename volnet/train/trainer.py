@@ -19,7 +19,14 @@ API (stable; the demo and distributed training build on it)::
   callback may also call ``trainer.stop()``.
 * ``grad_hook(named_grads)`` is called after backward and before the update
   with a list of (name, gradient array); it may change the arrays in place
-  (an MPI allreduce that averages them).
+  (an MPI allreduce that averages them, whose buckets may already be in flight).
+* ``accumulate=K`` splits each batch into K micro-batches (sizes differing by
+  at most one), runs forward and backward on each (``backward(accumulate=True)``
+  after the first, each loss weighted by its share of the batch) and steps
+  once: the same gradient as the whole batch at 1/K of the activation memory
+  (equal without batch norm, whose statistics then cover one micro-batch).
+  Backward passes but the last run inside ``grad_hook.no_sync()`` when the hook
+  has one, so a data-parallel reducer sends only the accumulated gradients.
 * ``is_main=False`` silences the progress bar and makes checkpoint callbacks
   do nothing (only rank 0 writes).
 * ``trainer.net``, ``trainer.optimizer``, ``trainer.history``,
@@ -39,6 +46,7 @@ API (stable; the demo and distributed training build on it)::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import threading
@@ -92,13 +100,20 @@ class Trainer:
         metadata: extra JSON saved in checkpoints (preprocessing, class names).
         divergence_factor: also stop (TrainingDivergedError) when a batch loss
             exceeds this multiple of the first batch loss (Keras-style guard).
+        accumulate: micro-batches per batch (gradient accumulation); 1 = none.
+        comm: a communicator: validation arrays are then split over the ranks
+            and the metrics reduced (see :func:`volnet.train.evaluation.evaluate`).
     """
 
     def __init__(self, net, optimizer, loss=softmax_cross_entropy, *, callbacks=(),
                  grad_hook=None, schedule=None, is_main: bool = True, progress: bool = True,
                  metadata: dict | None = None, divergence_factor: float | None = None,
-                 log_epochs: bool | None = None) -> None:
+                 log_epochs: bool | None = None, accumulate: int = 1, comm=None) -> None:
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise ConfigError(f"accumulate must be a whole number of micro-batches >= 1, "
+                              f"got {accumulate!r}")
         self.net, self.optimizer, self.loss = net, optimizer, loss
+        self.accumulate, self.comm = accumulate, comm
         self.callbacks = list(callbacks)
         self.grad_hook, self.schedule = grad_hook, schedule
         self.is_main, self.progress = bool(is_main), bool(progress)
@@ -206,6 +221,32 @@ class Trainer:
             return self._checked_step(xb, yb)
 
     def _checked_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, int]:
+        # micro-batches of sizes differing by at most one (a short last batch splits too),
+        # each weighted by its share of the batch: the gradient is the whole batch's
+        parts = [p for p in np.array_split(np.arange(len(yb)), self.accumulate) if len(p)]
+        loss, correct = 0.0, 0
+        hold = getattr(self.grad_hook, "no_sync", None)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            weight = len(part) / len(yb)
+            with hold() if hold is not None and not last else contextlib.nullcontext():
+                micro, right = self._forward_backward(xb[part[0]:part[-1] + 1],
+                                                      yb[part[0]:part[-1] + 1], weight, i > 0)
+            loss, correct = loss + weight * micro, correct + right
+        named = [(n, p, g) for n, p, g in self.net.named_params(trainable_only=True)]
+        if self.grad_hook is not None:
+            self.grad_hook([(n, g) for n, _, g in named])
+        norm = math.sqrt(sum(float(np.vdot(g, g)) for _, _, g in named))
+        if not math.isfinite(norm):
+            self._diverged(f"gradient norm became {norm}")
+        self.optimizer.step({n: p for n, p, _ in named}, {n: g for n, _, g in named})
+        self.step += 1
+        self.batch += 1
+        self.last_loss = loss
+        return loss, correct
+
+    def _forward_backward(self, xb, yb, weight: float, accumulate: bool) -> tuple[float, int]:
+        """One micro-batch: forward, loss (checked), backward of its ``weight`` share."""
         scores = self.net.forward(xb, training=True)
         try:
             loss, dscores = self.loss(scores, yb)
@@ -218,18 +259,14 @@ class Trainer:
         elif self.divergence_factor and loss > self.divergence_factor * self.first_loss:
             self._diverged(f"loss {loss:.4g} exceeds {self.divergence_factor} x the first "
                            f"loss {self.first_loss:.4g}")
+        if weight != 1:   # the batch's loss is the size-weighted mean of the micro-batches'
+            dscores = dscores * weight
         # parameter gradients only: the gradient of the images is never used
-        self.net.backward(dscores.astype(scores.dtype, copy=False), input_grad=False)
-        named = [(n, p, g) for n, p, g in self.net.named_params(trainable_only=True)]
-        if self.grad_hook is not None:
-            self.grad_hook([(n, g) for n, _, g in named])
-        norm = math.sqrt(sum(float(np.vdot(g, g)) for _, _, g in named))
-        if not math.isfinite(norm):
-            self._diverged(f"gradient norm became {norm}")
-        self.optimizer.step({n: p for n, p, _ in named}, {n: g for n, _, g in named})
-        self.step += 1
-        self.batch += 1
-        self.last_loss = loss
+        dscores = dscores.astype(scores.dtype, copy=False)
+        if accumulate:   # add to the earlier micro-batches' gradients
+            self.net.backward(dscores, input_grad=False, accumulate=True)
+        else:
+            self.net.backward(dscores, input_grad=False)
         return loss, int((scores.argmax(axis=1) == yb).sum())
 
     def _diverged(self, what: str) -> None:
@@ -243,7 +280,7 @@ class Trainer:
         if val is None:
             return {}
         result = evaluate(self.net, val) if not isinstance(val, (tuple, list)) else evaluate(
-            self.net, val[0], val[1], self.loss)
+            self.net, val[0], val[1], self.loss, comm=self.comm)
         return {"val_loss": result["loss"], "val_accuracy": result["accuracy"]}
 
     def _end_epoch(self, logs: dict) -> None:
