@@ -144,6 +144,13 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
 
 
+def plan_stats() -> dict:
+    """{"reused", "made", "cached"}: plan lookups answered from the cache, plans made, plans
+    held (benchmark records say whether calls reused their plans)."""
+    info = _plan.cache_info()
+    return {"reused": info.hits, "made": info.misses, "cached": info.currsize}
+
+
 @functools.lru_cache(maxsize=4096)
 def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, training,
           settings) -> ConvPlan:
