@@ -10,7 +10,7 @@ All arrays are NCHW. Shapes used below:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -147,19 +147,11 @@ def _cast(v, dtype):
     return None if v is None else v.astype(dtype, copy=False)
 
 
-class ConvCache(NamedTuple):
-    """What :func:`conv2d_backward` needs from the forward pass."""
-
-    x: np.ndarray
-    cols: np.ndarray | None       # the unrolled input, for layers unrolled in one chunk
-    w: np.ndarray
-    has_bias: bool
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    groups: int
-    plan: conv_choice.ConvPlan    # the kernels of all three passes
-    mask: np.ndarray | None       # out > 0 after a forward with relu=True, else None
+ConvCache = namedtuple("ConvCache", "x cols w has_bias stride padding dilation groups plan mask")
+ConvCache.__doc__ = """What :func:`conv2d_backward` needs from the forward pass: the input ``x``, its
+unrolled ``cols`` (layers unrolled in one chunk, else None), the filters ``w``, ``has_bias``,
+``stride``, ``padding``, ``dilation``, ``groups``, the ``plan`` (conv_choice.ConvPlan: the
+kernels of all three passes) and ``mask`` (out > 0 after a forward with relu=True, else None)."""
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
