@@ -113,8 +113,8 @@ class Conv2d(ReLUFusion, Layer):
         ReLU are applied where the convolution adds its bias (the Winograd output
         transform, or the pass after the matrix products).
 
-        Sequential calls this at inference (``training=False``, no cache) when the
-        compiled kernels run; keeps no cache. The scale and shift are computed from the
+        Sequential calls this at inference (``training=False``, no cache) unless the
+        kernels are pinned to NumPy (``backend.fusing()``); keeps no cache. The scale and shift are computed from the
         live parameters and running statistics on every call.
         """
         self._fold, self._relu = bn, bool(relu)

@@ -1,7 +1,7 @@
 """The ReLU-fusion protocol of layers whose kernels can rectify their own output.
 
-Sequential pairs such a layer with the ReLU right after it (when the compiled kernels
-run and no hook watches either) and calls :meth:`ReLUFusion.forward_relu`: the ReLU is
+Sequential pairs such a layer with the ReLU right after it (unless the kernels are pinned
+to NumPy, and only while no hook watches either) and calls :meth:`ReLUFusion.forward_relu`: the ReLU is
 applied in the same pass that writes the output (batch norm's normalise kernel, a
 convolution's bias epilogue or Winograd output transform) and the ReLU layer is skipped.
 The backward of such a forward is :meth:`ReLUFusion.backward_relu`.
@@ -25,8 +25,8 @@ class ReLUFusion:
         Same values as the two layers one after the other. The backward of such a
         forward is :meth:`backward_relu`, which takes the gradient of the *rectified*
         output (a plain ``backward`` then raises, and vice versa). Sequential calls
-        this when the compiled kernels run; the ReLU layer stays in the network (names,
-        keys, summaries) but is skipped.
+        this unless the kernels are pinned to NumPy; the ReLU layer stays in the network
+        (names, keys, summaries) but is skipped.
         """
         if not self.fuses_relu:
             raise ConfigError(f"{self.where()} cannot fuse the ReLU; call forward, then ReLU")
