@@ -152,7 +152,8 @@ class Sequential(Container):
                 x = layer.forward(x, training, cache=keep_cache)
             if relu is not None:
                 relu.skip_fused(x)
-        self._cache = steps if keep_cache else None   # backward follows the same pairing
+        # backward follows the same pairing, as (layer, relu) steps (nothing folds in training)
+        self._cache = [(layer, relu) for layer, _, relu in steps] if keep_cache else None
         return x
 
     @staticmethod
@@ -162,17 +163,16 @@ class Sequential(Container):
         return layer.backward_relu(dout, input_grad)
 
     def _backward(self, dout):
-        for layer, _, relu in reversed(self._cache):
+        for layer, relu in reversed(self._cache):
             dout = self._step_backward(layer, relu, dout)
         return dout
 
     def _backward_params(self, dout):
         steps = self._cache
-        for layer, _, relu in reversed(steps[1:]):
+        for layer, relu in reversed(steps[1:]):
             dout = self._step_backward(layer, relu, dout)
         if steps:   # only the first child sees our input
-            layer, _, relu = steps[0]
-            self._step_backward(layer, relu, dout, input_grad=False)
+            self._step_backward(*steps[0], dout, input_grad=False)
 
 
 def _watched(*layers) -> bool:
