@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from volnet.commands.checks import positive_int
 from volnet.train.optim import OPTIMIZERS
 from volnet.train.recipe import DEFAULTS
@@ -18,9 +20,10 @@ def add_parser(sub):
                         "folder of MNIST-format files / CIFAR-10 binary batches / "
                         "train/<class>/ images")
     # None = the default (per model), or with --resume the checkpoint's value (a different
-    # one is refused)
+    # one is refused; for --epochs, the interrupted run's planned length)
     p.add_argument("--epochs", type=positive_int("--epochs"), default=None,
-                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 11, vae 6)")
+                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 11, vae 6; "
+                        "with --resume, the run's planned length)")
     p.add_argument("--batch-size", type=positive_int("--batch-size"), default=None,
                    help=f"examples per step (default {DEFAULTS['batch_size']}; dcgan 12)")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate "
@@ -53,6 +56,9 @@ def add_parser(sub):
                         "with --distributed)")
     p.add_argument("--samples", default=None, metavar="DIR",
                    help="dcgan/vae: write a PNG grid of 64 samples (fixed noise) per epoch here")
+    p.add_argument("--detect-anomaly", action="store_true",
+                   help="check every layer's outputs and gradients and stop at the first "
+                        "NaN/inf, naming the layer and the pass (slower; vn.detect_anomaly)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="dcgan/vae: train on the first N images only (quick looks)")
     return p
@@ -86,10 +92,26 @@ def _run_generative(args) -> int:
 
 
 def run(args) -> int:
+    from volnet.commands.outputs import OutputPlan
+
+    # before any data is read or epoch spent; --resume continues (and replaces) its own file
+    resuming = bool(args.out and args.resume) and \
+        os.path.abspath(args.out) == os.path.abspath(args.resume)
+    plan = OutputPlan(args.overwrite)
+    plan.add("--out", args.out, replaceable=resuming)
+    # the per-epoch grids of a new run must not replace an earlier run's
+    plan.folder("--samples", args.samples, pattern=None if args.resume else "epoch-*.png")
+    if args.detect_anomaly:
+        from volnet.layers.anomaly import detect_anomaly
+
+        with detect_anomaly():
+            return _run(args)
+    return _run(args)
+
+
+def _run(args) -> int:
     if args.model in ("dcgan", "vae"):
         return _run_generative(args)
-    if args.epochs is None:
-        args.epochs = DEFAULTS["epochs"]    # the others: None = default, or the checkpoint's
     from volnet.train.communicator import abort_on_error, get_communicator
     from volnet.train.recipe import train
     from volnet.runtime.openblas import blas_threads, set_blas_threads
@@ -117,7 +139,9 @@ def run(args) -> int:
         pin_threads(None)
     if not comm.is_main:
         return 0
-    print(f"held-out accuracy {result.accuracy:.4f} after {len(result.history.get('loss', []))} "
-          f"epochs this run ({result.seconds:.1f} s)")
+    where = (f"stopped at epoch {result.epoch:.2f} of {result.planned}" if result.interrupted
+             else f"{result.planned} epochs in all")
+    print(f"held-out accuracy {result.accuracy:.4f} after {result.epochs_run:.4g} epochs this "
+          f"run ({where}; {result.seconds:.1f} s)")
     print(f"checkpoint saved to {result.path}")
-    return 0
+    return 130 if result.interrupted else 0   # like a shell: interrupted is not success

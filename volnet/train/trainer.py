@@ -274,7 +274,9 @@ class Trainer:
             f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}, batch "
             f"{self.batch + 1}): {what}; last finite loss {self.last_loss}. The weights are "
             f"those before this step. Lower the learning rate (now {self.optimizer.lr}) or "
-            "check the input normalisation.")
+            "check the input normalisation. To find the first layer that produced a NaN/inf, "
+            "run again in anomaly mode: volnet train --detect-anomaly, or wrap the training in "
+            "with vn.detect_anomaly():.")
 
     def _validate(self, val) -> dict:
         if val is None:

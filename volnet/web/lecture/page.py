@@ -104,9 +104,8 @@ class LecturePages:
             image, labels = dense.digit_strip(data.x_test, data.y_test)
         mean, std = float(data.mean[0]), float(data.std[0])
         if classifier == "session":
-            shape = self.session.choice.input_shape
-            result = await run_in_threadpool(self.session.view, dense.dense_view, image, shape,
-                                             stride, mean, std)
+            result = await run_in_threadpool(self.session.read, lambda snap: dense.dense_view(
+                snap.net, image, snap.choice.input_shape, stride, mean, std))
         elif classifier == "checkpoint":
             if self.checkpoint is None:
                 raise HTTPException(409, "upload a checkpoint first (a .safetensors file saved "
@@ -135,6 +134,7 @@ class LecturePages:
                              "params": int(loaded[0].num_params())})
 
     async def patterns(self, request: Request) -> JSONResponse:
-        values = _ints(request, patterns.LIMITS, {"N": 2, "M": 2, "K": 1, "input": 32, "F": 3,
-                                                  "width": 32, "channels": 3, "pool": 1})
+        numbers = {k: v for k, v in patterns.DEFAULTS.items() if k != "widths"}
+        values = _ints(request, patterns.LIMITS, numbers)
+        values["widths"] = patterns.parse_widths(request.query_params.get("widths"), values["M"])
         return JSONResponse(await run_in_threadpool(lambda: patterns.pattern_view(**values)))
