@@ -22,7 +22,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from benchmarks import kernels
-from volnet.functional import backend
+from volnet.runtime import backend
 
 
 def _cpu(fn) -> float:

@@ -50,8 +50,8 @@ def conv_kernels(row) -> dict:
     _, n, c, h, k, f, s, p, d = row[:9]
     g = row[9] if len(row) > 9 else 1
     ho = (h + 2 * p - d * (f - 1) - 1) // s + 1
-    return conv_choice.kernels((n, c, h, h), (k, c // g, f, f), (s, s), (p, p), (d, d), g,
-                               (ho, ho), np.float32)
+    return conv_choice.plan((n, c, h, h), (k, c // g, f, f), (s, s), (p, p), (d, d), g,
+                               (ho, ho), np.float32).names()
 
 
 def conv_case(row, rng):

@@ -8,9 +8,12 @@ import numpy as np
 import torch
 import torch.nn.functional as TF
 
+import volnet as vn
 import volnet.models as zoo
 from benchmarks.torch_mirror import to_torch
+from volnet.functional import conv_choice, weight_cache
 from volnet.functional.loss import softmax_cross_entropy
+from volnet.layers import hooks
 
 LR = 1e-3
 
@@ -41,14 +44,64 @@ def torch_train_step(net, xt, yt):
     return float(loss.detach())
 
 
+def vgg_cifar(seed=0):
+    """The VGG-style CIFAR net of issue 21: 3x3 convs of 32, 32, 64, 64 filters with a 2x2
+    pool after each pair, FC 512, FC 10 (ReLU after every conv and the first FC)."""
+    rng = np.random.default_rng(seed)
+    return vn.Sequential(
+        vn.Conv2d(3, 32, 3, padding=1, rng=rng), vn.ReLU(),
+        vn.Conv2d(32, 32, 3, padding=1, rng=rng), vn.ReLU(), vn.MaxPool2d(2),
+        vn.Conv2d(32, 64, 3, padding=1, rng=rng), vn.ReLU(),
+        vn.Conv2d(64, 64, 3, padding=1, rng=rng), vn.ReLU(), vn.MaxPool2d(2),
+        vn.Flatten(), vn.Linear(64 * 8 * 8, 512, rng=rng), vn.ReLU(), vn.Linear(512, 10, rng=rng))
+
+
+LOCAL = {"vgg_cifar": vgg_cifar}
+
+
 def build(name):
-    """A zoo model (float32, seed 0) and its torch.nn mirror."""
-    net = zoo.build(name) if name in zoo.MODELS else getattr(zoo, name)()
+    """A zoo model (float32, seed 0), or one of this file's, and its torch.nn mirror."""
+    net = LOCAL[name]() if name in LOCAL else (
+        zoo.build(name) if name in zoo.MODELS else getattr(zoo, name)())
     return net, to_torch(net)
 
 
+def conv_kernels_used(net, x, training) -> dict:
+    """{kernel: count} of the forward pass's convolutions (one traced call; the trace's hook
+    runs every layer unfused, the conv plans are the same)."""
+    seen = []
+
+    def record(layer, inp, out, _training):
+        if isinstance(layer, vn.Conv2d):
+            seen.append(conv_choice.plan(
+                inp.shape, layer.params["weight"].shape, layer.stride, layer.padding,
+                layer.dilation, layer.groups, out.shape[2:], np.result_type(inp, layer.params[
+                    "weight"]), training=training).names())
+
+    with hooks.register_forward_hook(record):
+        net.forward(x, training=training)
+    counts = {}
+    for names in seen:
+        key = names["forward"] if not training else "/".join(names.values())
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def reuse_probe():
+    """A function returning {"plans_reused", "plans_made", "transforms_reused",
+    "transforms_made"} since this call: whether timed calls ran on cached plans."""
+    p0, w0 = conv_choice.plan_stats(), weight_cache.stats()
+
+    def since():
+        p, w = conv_choice.plan_stats(), weight_cache.stats()
+        return {"plans_reused": p["reused"] - p0["reused"], "plans_made": p["made"] - p0["made"],
+                "transforms_reused": w["hits"] - w0["hits"],
+                "transforms_made": w["misses"] - w0["misses"]}
+    return since
+
+
 def train_case(name, batch, input_shape, rng):
-    """(volnet_fn, torch_fn, volnet's error, PyTorch's error) of one checked step each.
+    """(volnet_fn, torch_fn, volnet's error, PyTorch's error, net, x) of one checked step each.
 
     Both float32 steps start from identical weights; the errors are those of the loss and
     the first layer's gradient against the same step in float64 (the torch mirror in
@@ -70,11 +123,11 @@ def train_case(name, batch, input_shape, rng):
     err_v = max(abs(loss_v - loss_64) / abs(loss_64), _rel_err(first_grad, grad_64))
     err_t = max(abs(loss_t - loss_64) / abs(loss_64), _rel_err(t_grad, grad_64))
     return ((lambda: volnet_train_step(net, x, labels)), (lambda: torch_train_step(tnet, xt, yt)),
-            err_v, err_t)
+            err_v, err_t, net, x)
 
 
 def infer_case(name, batch, input_shape, rng):
-    """(volnet_fn, torch_fn, max relative error of the scores) for eval-mode inference."""
+    """(volnet_fn, torch_fn, max relative error of the scores, net, x) for eval-mode inference."""
     net, tnet = build(name)
     tnet.eval()
     x = rng.standard_normal((batch, *input_shape), dtype=np.float32)
@@ -86,4 +139,4 @@ def infer_case(name, batch, input_shape, rng):
         with torch.no_grad():
             tnet(xt)
 
-    return (lambda: net.forward(x)), torch_fn, err
+    return (lambda: net.forward(x)), torch_fn, err, net, x

@@ -2,7 +2,7 @@
 
 import pytest
 
-from volnet.functional import backend
+from volnet.runtime import backend
 
 
 @pytest.fixture(scope="module", params=["numpy", "numba"])

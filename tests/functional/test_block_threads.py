@@ -1,4 +1,4 @@
-"""Blocks on threads (volnet.functional.block_threads) and the kernels that use them.
+"""Blocks on threads (volnet.runtime.block_threads) and the kernels that use them.
 
 A kernel's answer must not depend on how many threads split its blocks beyond float32
 rounding: the block sizes follow the thread count (so BLAS sees other matrix widths) and
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from volnet.functional import backend, block_threads, conv_choice, conv_gemm
+from volnet.functional import conv_choice, conv_gemm
+from volnet.runtime import backend, block_threads
 from volnet.functional.conv import conv2d_backward, conv2d_forward
 
 pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
@@ -108,8 +109,9 @@ def test_winograd_same_on_one_thread_or_two(two_threads, monkeypatch, shape):
     for threads in (1, two_threads):
         numba.set_num_threads(threads)
         with backend.use_kernels("numba"):
-            out, cache = conv2d_forward(x, w, None, (1, 1), (1, 1), (1, 1), 1)
-            assert cache[-1] == "winograd4"
+            out, _ = conv2d_forward(x, w, None, (1, 1), (1, 1), (1, 1), 1, keep_cache=False)
+            _, cache = conv2d_forward(x, w, None, (1, 1), (1, 1), (1, 1), 1)  # training
+            assert cache.plan.weight_grad == "winograd4"
             dx, dw, _ = conv2d_backward(dout, cache)
         results[threads] = out, dx, dw
     (o1, dx1, dw1), (o2, dx2, dw2) = results[1], results[two_threads]
@@ -123,18 +125,17 @@ def test_winograd_same_on_one_thread_or_two(two_threads, monkeypatch, shape):
 def test_filter_transform_and_its_adjoint_match_einsum(two_threads):
     from volnet.functional.compiled import winograd, winograd_filters
     rng = np.random.default_rng(0)
-    for m in (2, 4):
-        g = winograd._G[m]
-        w = rng.standard_normal((5, 7, 3, 3)).astype(np.float32)
-        u = winograd.filter_transform(w, m)
-        want = np.einsum("ki,fcij,lj->klfc", g, w.astype(np.float64), g).reshape(-1, 5, 7)
-        np.testing.assert_allclose(u, want, rtol=1e-6, atol=1e-6)
-        du = rng.standard_normal((2, (m + 2) ** 2, 5, 7)).astype(np.float32)
-        dw = np.empty((5, 7, 3, 3), np.float32)
-        winograd_filters.filter_grads(du, g, dw, 0, 5)
-        total = du.astype(np.float64).sum(axis=0).reshape(m + 2, m + 2, 5, 7)
-        np.testing.assert_allclose(dw, np.einsum("ki,klfc,lj->fcij", g, total, g),
-                                   rtol=1e-5, atol=1e-5)
+    g = winograd.G
+    w = rng.standard_normal((5, 7, 3, 3)).astype(np.float32)
+    u = winograd.filter_transform(w)
+    want = np.einsum("ki,fcij,lj->klfc", g, w.astype(np.float64), g).reshape(-1, 5, 7)
+    np.testing.assert_allclose(u, want, rtol=1e-6, atol=1e-6)
+    du = rng.standard_normal((2, 36, 5, 7)).astype(np.float32)
+    dw = np.empty((5, 7, 3, 3), np.float32)
+    winograd_filters.filter_grads(du, g, dw, 0, 5)
+    total = du.astype(np.float64).sum(axis=0).reshape(6, 6, 5, 7)
+    np.testing.assert_allclose(dw, np.einsum("ki,klfc,lj->fcij", g, total, g),
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("case", [(5, 8, 14, 16, 3, 2, 1), (4, 16, 9, 32, 1, 1, 0),
@@ -169,14 +170,14 @@ def test_kernel_choice_counts_tiles():
     assert conv_choice.tiles(1, (56, 56), (2, 2)) == 14 * 14       # two sub-grids of 28 per axis
     assert conv_choice.tiles(1, (5, 5), (2, 2)) == 2 * 2           # sub-grids of 3 and 2
     with backend.use_kernels("numba"):
-        few = conv_choice.kernels((1, 64, 28, 28), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
-                                  (28, 28), np.float32)
-        many = conv_choice.kernels((16, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
-                                   (56, 56), np.float32)
-        mid = conv_choice.kernels((4, 128, 28, 28), (128, 128, 3, 3), (1, 1), (1, 1), (1, 1), 1,
-                                  (28, 28), np.float32)
-        thin = conv_choice.kernels((1, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
-                                   (56, 56), np.float32)
+        few = conv_choice.plan((1, 64, 28, 28), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                  (28, 28), np.float32).names()
+        many = conv_choice.plan((16, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                   (56, 56), np.float32).names()
+        mid = conv_choice.plan((4, 128, 28, 28), (128, 128, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                  (28, 28), np.float32).names()
+        thin = conv_choice.plan((1, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                   (56, 56), np.float32).names()
     assert few == {"forward": "im2col", "input_grad": "im2col (flipped filters)",
                    "weight_grad": "im2col"}                       # 49 tiles
     assert many == {"forward": "winograd4", "input_grad": "winograd4",
@@ -287,7 +288,7 @@ def test_training_thread_count_and_block_sections_do_not_undo_each_other():
     # when both are done, OpenBLAS has the training loop's "outside" count back
     import time
 
-    from volnet.train.threads import use_threads
+    from volnet.runtime.thread_policy import use_threads
 
     before = _blas_threads()
     inside, release = threading.Event(), threading.Event()

@@ -18,7 +18,7 @@ pytest.importorskip("numba")
 
 from volnet.errors import NonFiniteError, ShapeError
 from volnet.functional import activation as A
-from volnet.functional import backend
+from volnet.runtime import backend
 from volnet.functional.loss import softmax_cross_entropy
 from volnet.functional.pool import maxpool2d_backward, maxpool2d_forward
 from volnet.train.optim import SGD, Adagrad, Adam, RMSProp
@@ -36,7 +36,7 @@ def _both(fn):
 
 
 def test_environment_variable_selects_the_reference_path():
-    code = ("from volnet.functional import backend, pool; import numpy as np; "
+    code = ("from volnet.functional import pool; from volnet.runtime import backend; import numpy as np; "
             "c = pool.maxpool2d_forward(np.ones((1, 1, 4, 4), np.float32), (2, 2), (2, 2))[1]; "
             "print(backend.active(), type(c[0]).__name__)")
     env = {**os.environ, "VOLNET_KERNELS": "numpy"}
@@ -78,6 +78,10 @@ def test_bias_add_and_channel_sum(shape, dtype, seed):
     x, bias = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
     fast, ref = _both(lambda: A.bias_add_(x.copy(), bias))
     assert np.array_equal(fast, ref)
+    scale = rng.standard_normal(shape[1]).astype(dtype)     # the conv epilogue: scale, bias, ReLU
+    fast, ref = _both(lambda: A.bias_add_(x.copy(), bias, True, scale))
+    want = np.maximum(x.astype(np.float64) * scale[:, None, None] + bias[:, None, None], 0)
+    assert np.allclose(fast, ref, rtol=1e-6, atol=1e-6) and np.allclose(fast, want, atol=1e-5)
     fast, ref = _both(lambda: A.channel_sum(x))
     want = x.astype(np.float64).sum(axis=(0, 2, 3))
     assert fast.dtype == dtype and np.allclose(fast, want, rtol=1e-5 if dtype == np.float32 else 1e-12,

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 pytest.importorskip("numba")
 
 from volnet.errors import ConfigError, StateError
-from volnet.functional import backend
+from volnet.runtime import backend
 from volnet.functional import norm as F
 from volnet.layers import BatchNorm1d, BatchNorm2d, Conv2d, ReLU, Residual, Sequential
 from volnet.tools.gradcheck import numerical_gradient

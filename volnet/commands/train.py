@@ -114,9 +114,10 @@ def _run(args) -> int:
         return _run_generative(args)
     from volnet.train.communicator import abort_on_error, get_communicator
     from volnet.train.recipe import train
-    from volnet.train.threads import blas_threads, pin_threads, set_blas_threads
+    from volnet.runtime.openblas import blas_threads, set_blas_threads
+    from volnet.runtime.thread_policy import pin_threads
 
-    # None: Trainer.fit counts the idle cores each epoch (volnet.train.threads); MPI ranks
+    # None: Trainer.fit counts the idle cores each epoch (volnet.runtime.thread_policy); MPI ranks
     # sharing a machine would each count the same idle cores, so they keep one thread each
     threads = args.threads if args.threads is not None else (1 if args.distributed else None)
     previous = blas_threads() if threads is not None else None

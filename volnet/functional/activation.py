@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.functional import backend
+from volnet.runtime import backend, launch
+
+_KERNELS = "volnet.functional.compiled.activation"   # compiled twins, imported on first use
 
 _EMPTY = np.zeros(0, dtype=np.bool_)
 
 
 def _fast(*arrays) -> bool:
     return (all(a.dtype in (np.float32, np.float64) and a.flags.c_contiguous for a in arrays)
-            and len({a.dtype for a in arrays}) == 1 and backend.compiled())
+            and len({a.dtype for a in arrays}) == 1
+            and backend.compiled(max(a.size for a in arrays)))
 
-
-def _run(name, size, *args):
-    from volnet.functional.compiled import activation as kernels
-    from volnet.functional.compiled import launch
-
-    return launch.run(getattr(kernels, name), size, *args)
 
 
 def _mask(shape, keep_cache, reuse):
@@ -45,7 +42,7 @@ def relu_forward(x, keep_cache=True, reuse=None):
     if _fast(x):
         out = np.empty_like(x)
         mask = _mask(x.shape, keep_cache, reuse)
-        _run("relu_forward", x.size, x.reshape(-1), out.reshape(-1),
+        launch.run(_KERNELS, "relu_forward", x.size, x.reshape(-1), out.reshape(-1),
              _EMPTY if mask is None else mask.reshape(-1))
         return out, mask
     mask = x > 0 if keep_cache else None
@@ -57,7 +54,7 @@ def add_relu(a, b, keep_cache=True, reuse=None):
     if a.shape == b.shape and _fast(a, b):
         out = np.empty_like(a)
         mask = _mask(a.shape, keep_cache, reuse)
-        _run("add_relu", a.size, a.reshape(-1), b.reshape(-1), out.reshape(-1),
+        launch.run(_KERNELS, "add_relu", a.size, a.reshape(-1), b.reshape(-1), out.reshape(-1),
              _EMPTY if mask is None else mask.reshape(-1))
         return out, mask
     return relu_forward(a + b, keep_cache)
@@ -67,7 +64,7 @@ def relu_backward(dout, mask):
     """dout where the ReLU's input was positive, else 0."""
     if mask.shape == dout.shape and _fast(dout) and mask.flags.c_contiguous:
         dx = np.empty_like(dout)
-        _run("relu_backward", dout.size, dout.reshape(-1), mask.reshape(-1), dx.reshape(-1))
+        launch.run(_KERNELS, "relu_backward", dout.size, dout.reshape(-1), mask.reshape(-1), dx.reshape(-1))
         return dx
     return dout * mask
 
@@ -76,12 +73,22 @@ def _flat3(v):
     return v.reshape(v.shape[:2] + (-1,)) if v.size else v.reshape(v.shape[:2] + (0,))
 
 
-def bias_add_(out, bias):
-    """out += bias per channel (axis 1), in place; returns out."""
-    if out.ndim >= 2 and _fast(out, bias) and out.size:
-        _run("bias_add", out.size, _flat3(out), bias)
+def bias_add_(out, bias, relu=False, scale=None):
+    """out = out * scale + bias per channel (axis 1), in place, then max(0, out) when
+    ``relu``: a conv's epilogue, one pass over the output for all three. ``bias`` None adds
+    nothing, ``scale`` None multiplies by nothing. Returns out."""
+    channels = out.shape[1] if out.ndim >= 2 else 0
+    bias = np.zeros(channels, out.dtype) if bias is None else bias
+    if out.ndim >= 2 and _fast(out, bias) and out.size and (scale is None or _fast(out, scale)):
+        scale = np.ones(channels, out.dtype) if scale is None else scale
+        launch.run(_KERNELS, "bias_add", out.size, _flat3(out), scale, bias, bool(relu))
         return out
-    out += bias.reshape((1, -1) + (1,) * (out.ndim - 2))
+    shape = (1, -1) + (1,) * (out.ndim - 2)
+    if scale is not None:
+        out *= scale.reshape(shape)
+    out += bias.reshape(shape)
+    if relu:
+        np.maximum(out, 0, out=out)
     return out
 
 
@@ -89,6 +96,6 @@ def channel_sum(x):
     """Sum over every axis but 1 (a bias gradient), in x's dtype."""
     if x.ndim >= 2 and _fast(x) and x.size:
         total = np.empty(x.shape[1])
-        _run("channel_sum", x.size, _flat3(x), total)
+        launch.run(_KERNELS, "channel_sum", x.size, _flat3(x), total)
         return total.astype(x.dtype)
     return x.sum(axis=(0,) + tuple(range(2, x.ndim)))

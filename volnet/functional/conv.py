@@ -10,12 +10,14 @@ All arrays are NCHW. Shapes used below:
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from volnet.errors import ConfigError, ShapeError
-from volnet.functional import conv_choice, conv_gemm
-from volnet.functional.activation import bias_add_, channel_sum
+from volnet.functional import conv_choice, conv_gemm, weight_cache
+from volnet.functional.activation import bias_add_, channel_sum, relu_backward
 
 
 def pair(value, name: str) -> tuple[int, int]:
@@ -141,23 +143,33 @@ def col2im(dcols, x_shape, kernel_size, stride, padding, dilation, out_size) -> 
     return dx_pad[:, :, ph:ph + h, pw:pw + w]
 
 
-def _adjoint_is_conv(channels_per_group, kernel_size, stride, padding, dilation) -> bool:
-    """Whether dx is best computed as a convolution with flipped filters (see conv_gemm).
+def _cast(v, dtype):
+    return None if v is None else v.astype(dtype, copy=False)
 
-    Needs stride 1 and padding within the dilated kernel; with few input channels the
-    adjoint product is too thin for BLAS and col2im is faster (measured, benchmarks/README.md).
-    """
-    return (stride == (1, 1) and channels_per_group >= 16
-            and all(p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel_size)))
+
+ConvCache = namedtuple("ConvCache", "x cols w has_bias stride padding dilation groups plan mask")
+ConvCache.__doc__ = """What :func:`conv2d_backward` needs from the forward pass: the input ``x``, its
+unrolled ``cols`` (layers unrolled in one chunk, else None), the filters ``w``, ``has_bias``,
+``stride``, ``padding``, ``dilation``, ``groups``, the ``plan`` (conv_choice.ConvPlan: the
+kernels of all three passes) and ``mask`` (out > 0 after a forward with relu=True, else None)."""
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-                   keep_cache=True):
+                   keep_cache=True, relu=False, scale=None):
     """Convolution (cross-correlation) as chunked im2col + matrix products.
 
     Args:
         x: (N, C, H, W) input. w: (F, C // groups, KH, KW). b: (F,) or None.
-        keep_cache: keep what ``conv2d_backward`` needs; False for inference.
+        keep_cache: keep what ``conv2d_backward`` needs; False for inference, which
+            also reuses the Winograd filter transform of an unchanged ``w`` from call to
+            call (volnet.functional.weight_cache).
+        relu: return max(0, conv + bias), the ReLU applied where the bias is added (the
+            Winograd output transform, or one pass after the matrix products); backward
+            then takes the gradient of the rectified output.
+        scale: (F,) or None: return ``conv * scale + b`` (per output channel, applied
+            with the bias): an inference batch norm after the convolution
+            (``functional.norm.batchnorm_inference_affine``). Forward only: needs
+            ``keep_cache=False``.
 
     Returns:
         out (N, F, H_out, W_out) and the cache (None when ``keep_cache`` is False).
@@ -166,27 +178,39 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         so a training step's memory stays near the activations'.
         A 1x1 stride-1 unpadded convolution is a plain matrix product with no unrolling.
     """
+    if scale is not None and keep_cache:
+        raise ConfigError("conv2d_forward: scale (a folded batch norm) is for inference only; "
+                          "pass keep_cache=False, or run the batch norm as its own layer")
     h, wd = x.shape[2:]
     _, _, kh, kw = w.shape
     dtype = np.result_type(x, w)
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
     ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
-    kernel = conv_choice.choose(x.shape, w.shape, stride, padding, dilation, groups, (ho, wo),
-                                dtype)
+    plan = conv_choice.plan(x.shape, w.shape, stride, padding, dilation, groups, (ho, wo), dtype,
+                            training=keep_cache)
+    kernel = plan.forward
     cols = None
     if kernel == "depthwise":
         from volnet.functional.compiled import depthwise
-        out = depthwise.conv_forward(x, w, b, stride, padding, dilation, (ho, wo))
-    elif kernel.startswith("winograd"):
+        if scale is None and not relu:
+            out = depthwise.conv_forward(x, w, b, stride, padding, dilation, (ho, wo))
+        else:
+            out = depthwise.conv_forward(x, w, None, stride, padding, dilation, (ho, wo))
+            bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype))
+    elif kernel == "winograd4":
         from volnet.functional.compiled import winograd
-        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), conv_choice.tile_size(kernel))
+        # inference reuses the filter transform while w is unchanged (checked bit for bit)
+        u = None if keep_cache else weight_cache.derived(
+            (w,), "winograd4", lambda: winograd.filter_transform(w))
+        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), u, relu, scale)
     else:
         out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo),
                                       keep_cache)
-        if b is not None:
-            bias_add_(out, b.astype(dtype, copy=False))
-    cache = ((x, cols, w, b is not None, stride, padding, dilation, groups, kernel)
+        if b is not None or relu or scale is not None:
+            bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype))
+    mask = out > 0 if relu and keep_cache else None      # the ReLU's gradient gate
+    cache = (ConvCache(x, cols, w, b is not None, stride, padding, dilation, groups, plan, mask)
              if keep_cache else None)
     return out, cache
 
@@ -195,38 +219,33 @@ def conv2d_backward(dout, cache, input_grad=True):
     """Gradients of :func:`conv2d_forward`: returns (dx, dw, db); db is None without bias.
 
     ``input_grad=False`` skips dx (returned as None): a network's first layer.
-    The kernels are those the forward pass chose (volnet.functional.conv_choice).
+    The kernels are those of the plan the forward pass made (volnet.functional.conv_choice).
+    After a forward with ``relu=True``, ``dout`` is the gradient of the rectified output.
     """
-    x, cols, w, has_bias, stride, padding, dilation, groups, kernel = cache
+    x, cols, w, has_bias, stride, padding, dilation, groups, plan, mask = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
-    kh, kw = w.shape[2:]
+    if mask is not None:
+        dout = relu_backward(dout, mask)
     db = channel_sum(dout) if has_bias else None
-    if kernel == "depthwise":
+    if plan.forward == "depthwise":
         from volnet.functional.compiled import depthwise
         dw = depthwise.conv_weight_grad(x, dout, w.shape, stride, padding, dilation)
         dx = (depthwise.conv_input_grad(dout, w, x.shape, stride, padding, dilation)
               if input_grad else None)
         return dx, dw, db
-    dw_kernel = conv_choice.weight_grad_kernel(kernel, x.shape, w.shape, dilation,
-                                               dout.shape[2:])
-    if dw_kernel.startswith("winograd"):
+    if plan.weight_grad == "winograd4":
         from volnet.functional.compiled import winograd
-        dw = winograd.weight_grad(x, dout, padding, dilation, conv_choice.tile_size(dw_kernel))
+        dw = winograd.weight_grad(x, dout, padding, dilation)
     else:
         dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
     if not input_grad:
         return None, dw, db
-    if _adjoint_is_conv(x.shape[1] // groups, (kh, kw), stride, padding, dilation):
-        full = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
-        w_t = conv_gemm.flipped_transpose(w, groups)
-        adjoint = conv_choice.choose(dout.shape, w_t.shape, (1, 1), full, dilation, groups,
-                                     x.shape[2:], x.dtype)
-        if adjoint.startswith("winograd"):
-            from volnet.functional.compiled import winograd
-            dx = winograd.forward(dout, w_t, None, full, dilation, x.shape[2:],
-                                  conv_choice.tile_size(adjoint))
-        else:
-            dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)
+    if plan.input_grad == "winograd4":
+        from volnet.functional.compiled import winograd
+        dx = winograd.forward(dout, conv_gemm.flipped_transpose(w, groups), None,
+                              plan.adjoint_padding, dilation, x.shape[2:])
+    elif plan.adjoint_padding is not None:
+        dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)
     else:
         dx = conv_gemm.input_grad_by_fold(dout, w, x.shape, stride, padding, dilation, groups)
     return dx, dw, db

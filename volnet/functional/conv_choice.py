@@ -1,7 +1,8 @@
-"""Which convolution kernel runs for a layer, chosen by its shape (see benchmarks/README.md).
+"""Which convolution kernels run for a layer, chosen by its shape (see benchmarks/README.md):
+the conv plan, decided once per (shapes, hyperparameters, dtype, kernel choice) for the
+forward pass, dx and dw together (:func:`plan`) and reused by every later call.
 
-* ``"winograd4"`` / ``"winograd2"``: Winograd F(4x4,3x3) / F(2x2,3x3) for float32 3x3
-  stride-1 convolutions (dilated ones on their sub-grids) whose output maps are large
+* ``"winograd4"``: Winograd F(4x4,3x3) for float32 3x3 stride-1 convolutions (dilated ones on their sub-grids) whose output maps are large
   enough that whole tiles dominate, and with enough channels for the per-point
   products to run near BLAS speed (``volnet/functional/compiled/winograd.py``).
 * ``"depthwise"``: the direct compiled kernel for float32 depthwise layers
@@ -26,11 +27,13 @@ turns it off.
 
 from __future__ import annotations
 
+import functools
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
-from volnet.functional import backend
+from volnet.runtime import backend
 
 WINOGRAD = os.environ.get("VOLNET_WINOGRAD", "1").strip() != "0"   # on unless "0"
 WINOGRAD_MIN_TILES = 128      # forward and dx: 4x4 output tiles over the batch
@@ -44,7 +47,7 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
     """Name of the kernel that computes this convolution's forward pass."""
     c = x_shape[1]
     f, _, kh, kw = w_shape
-    fast = np.dtype(dtype) == np.float32 and backend.compiled()
+    fast = np.dtype(dtype) == np.float32 and backend.compiled(int(np.prod(x_shape)))
     if fast and groups > 1 and groups == c == f:
         return "depthwise"
     if kh == kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0):
@@ -82,30 +85,87 @@ def weight_grad_kernel(forward: str, x_shape, w_shape, dilation, out_size) -> st
     """The dw kernel of a layer whose forward pass ran ``forward``."""
     if forward == "depthwise":
         return forward
-    if forward.startswith("winograd") and tiles(x_shape[0], out_size, dilation) >= \
+    if forward == "winograd4" and tiles(x_shape[0], out_size, dilation) >= \
             WINOGRAD_MIN_TILES_DW:
         return forward
     return "im2col"
 
 
-def tile_size(name: str) -> int:
-    """Output tile side m of a Winograd kernel name."""
-    return {"winograd4": 4, "winograd2": 2}[name]
+def adjoint_is_conv(channels_per_group, kernel_size, stride, padding, dilation) -> bool:
+    """Whether dx is best computed as a convolution with flipped filters (see conv_gemm).
+
+    Needs stride 1 and padding within the dilated kernel; with few input channels the
+    adjoint product is too thin for BLAS and col2im is faster (measured, benchmarks/README.md).
+    """
+    return (tuple(stride) == (1, 1) and channels_per_group >= 16
+            and all(p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel_size)))
 
 
-def kernels(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype) -> dict:
-    """{"forward", "input_grad", "weight_grad"}: the kernel each pass of this layer runs."""
-    fwd = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
-    if fwd == "depthwise":
-        return {"forward": fwd, "input_grad": fwd, "weight_grad": fwd}
-    from volnet.functional.conv import _adjoint_is_conv
+@dataclass(frozen=True)
+class ConvPlan:
+    """The kernels of one convolution's three passes, decided together.
+
+    Attributes:
+        forward: "winograd4", "depthwise", "gemm1x1" or "im2col".
+        input_grad: dx's kernel: "depthwise", "col2im", or, when dx is a stride-1
+            convolution of dout with the flipped, transposed filters, that convolution's
+            kernel ("winograd4", or "im2col (flipped filters)").
+        weight_grad: dw's kernel: "depthwise", "winograd4" or "im2col".
+        adjoint_padding: the padding of dx as a convolution (None: dx by col2im or depthwise).
+    """
+
+    forward: str
+    input_grad: str
+    weight_grad: str
+    adjoint_padding: tuple[int, int] | None = None
+
+    def names(self) -> dict:
+        """{"forward", "input_grad", "weight_grad"}: the kernel each pass runs."""
+        return {"forward": self.forward, "input_grad": self.input_grad,
+                "weight_grad": self.weight_grad}
+
+
+def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
+         training=False) -> ConvPlan:
+    """The :class:`ConvPlan` of a convolution, made on the first call with these arguments
+    under the current kernel choice and thresholds and reused by every later call.
+
+    ``training`` (a forward that keeps a cache for backward) never runs the forward pass
+    by Winograd: its float32 error, ~10x im2col's, is what training amplifies. In the
+    adversarial replay (tests/functional/test_training_faithfulness.py: 50 SGD steps,
+    lr 0.02, momentum 0.9, the loss jumping to 32) the final parameters diverged from a
+    float64 run by 7.4e-3 with a Winograd F(4x4) forward and 3.3e-7 to 3.5e-7 with an
+    im2col forward (dx and dw by F(4x4) or not), PyTorch float32 by 4.4e-7. dx and dw
+    keep Winograd.
+    """
+    settings = (backend.compiled(int(np.prod(x_shape))), WINOGRAD, WINOGRAD_MIN_TILES, WINOGRAD_MIN_WORK,
+                WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS)
+    return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
+                 int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
+
+
+def plan_stats() -> dict:
+    """{"reused", "made", "cached"}: plan lookups answered from the cache, plans made, plans
+    held (benchmark records say whether calls reused their plans)."""
+    info = _plan.cache_info()
+    return {"reused": info.hits, "made": info.misses, "cached": info.currsize}
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, training,
+          settings) -> ConvPlan:
+    # settings is part of the key only: choose() reads the live settings, which are these,
+    # so switching kernels or changing a threshold makes (and caches) a new plan
+    fits = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
+    if fits == "depthwise":
+        return ConvPlan(fits, fits, fits)
+    fwd = "im2col" if training and fits == "winograd4" else fits
     f, _, kh, kw = w_shape
-    dw = weight_grad_kernel(fwd, x_shape, w_shape, dilation, out_size)
-    if _adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
-        full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
-        dx = choose((x_shape[0], f) + tuple(out_size), (x_shape[1], f // groups, kh, kw),
-                    (1, 1), full, dilation, groups, x_shape[2:], dtype)
-        dx = dx if dx.startswith("winograd") else "im2col (flipped filters)"
-    else:
-        dx = "col2im"
-    return {"forward": fwd, "input_grad": dx, "weight_grad": dw}
+    dw = weight_grad_kernel(fits, x_shape, w_shape, dilation, out_size)
+    if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
+        return ConvPlan(fwd, "col2im", dw)
+    full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
+    dx = choose((x_shape[0], f) + tuple(out_size), (x_shape[1], f // groups, kh, kw),
+                (1, 1), full, dilation, groups, x_shape[2:], dtype)
+    return ConvPlan(fwd, dx if dx == "winograd4" else "im2col (flipped filters)", dw,
+                    full)

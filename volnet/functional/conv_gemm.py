@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from volnet.functional import block_threads
+from volnet.runtime import block_threads
 
 CHUNK_BYTES = 8 * 2**20     # unrolled columns per chunk: well inside a 32 MB L3
 WIDE_BELOW = 1024           # positions per image under which one wide product wins

@@ -21,8 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ShapeError
-from volnet.functional import conv_gemm
-from volnet.functional.conv import _adjoint_is_conv
+from volnet.functional import conv_choice, conv_gemm
 
 
 def conv_transpose_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0,
@@ -62,7 +61,7 @@ def conv_transpose2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), output_padd
     out_size = tuple(conv_transpose_output_size(s, k, st, p, d, op) for s, k, st, p, d, op in
                      zip((h, wd), (kh, kw), stride, padding, dilation, output_padding))
     y_shape = (n, cog * groups) + out_size
-    if output_padding == (0, 0) and _adjoint_is_conv(cog, (kh, kw), stride, padding, dilation):
+    if output_padding == (0, 0) and conv_choice.adjoint_is_conv(cog, (kh, kw), stride, padding, dilation):
         y = conv_gemm.input_grad_as_conv(x, w, y_shape, padding, dilation, groups)
     else:
         y = conv_gemm.input_grad_by_fold(x, w, y_shape, stride, padding, dilation, groups)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import DTypeError, NonFiniteError, ShapeError
-from volnet.functional import backend
+from volnet.runtime import backend
 
 
 def _check(scores, labels, what):
@@ -47,7 +47,8 @@ def _compiled_xent(scores, labels):
     None when the NumPy path must run: numba off, unusual arrays, or bad input (the
     NumPy path's checks then raise the error)."""
     if not (isinstance(scores, np.ndarray) and scores.ndim == 2 and scores.shape[0]
-            and scores.dtype in (np.float32, np.float64) and backend.compiled()):
+            and scores.dtype in (np.float32, np.float64)
+            and backend.compiled(scores.size)):
         return None
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu" or labels.shape != (scores.shape[0],):

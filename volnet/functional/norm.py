@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.functional import backend
+from volnet.runtime import backend, launch
+
+_KERNELS = "volnet.functional.compiled.norm"   # compiled twins, imported on first use
 
 
 def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
@@ -29,7 +31,7 @@ def _channel_sum(v: np.ndarray) -> np.ndarray:
 def _compiled_ok(x, *params) -> bool:
     """Whether the compiled kernels take this call: numba on, float32/64, one dtype."""
     return (x.dtype in (np.float32, np.float64) and all(p.dtype == x.dtype for p in params)
-            and x.ndim >= 2 and backend.compiled())
+            and x.ndim >= 2 and backend.compiled(x.size))
 
 
 class _Compiled:
@@ -70,13 +72,6 @@ def _rectified(out, cache, relu):
     return out, cache
 
 
-def _run(name, size, *args):
-    """Run compiled kernel ``name`` (imports numba, so only once compiled() said yes)."""
-    from volnet.functional.compiled import launch
-    from volnet.functional.compiled import norm as kernels
-
-    return launch.run(getattr(kernels, name), size, *args)
-
 
 def _compiled_train(x, gamma, beta, eps, keep_cache, relu):
     x3 = np.ascontiguousarray(_flat3(x))
@@ -84,7 +79,7 @@ def _compiled_train(x, gamma, beta, eps, keep_cache, relu):
     out = np.empty_like(x3)
     mean, var, inv_std = np.empty(c), np.empty(c), np.empty(c)
     mean_t, scale_t = np.empty(c, x.dtype), np.empty(c, x.dtype)
-    _run("forward_train", x3.size, x3, gamma, beta, float(eps), bool(relu), out, mean, var,
+    launch.run(_KERNELS, "forward_train", x3.size, x3, gamma, beta, float(eps), bool(relu), out, mean, var,
          inv_std, mean_t, scale_t)
     cache = ((_Compiled(x3, mean, mean_t, scale_t, beta.copy(), bool(relu)), inv_std, gamma, True)
              if keep_cache else None)
@@ -128,7 +123,7 @@ def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, keep_
         inv_std = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
         scale_t = (gamma * inv_std).astype(x.dtype)
         out = np.empty_like(x3)
-        _run("apply", x3.size, x3, running_mean, scale_t, beta, bool(relu), out)
+        launch.run(_KERNELS, "apply", x3.size, x3, running_mean, scale_t, beta, bool(relu), out)
         saved = _Compiled(x3, running_mean.astype(np.float64), running_mean.copy(), scale_t,
                           beta.copy(), bool(relu))
         return out.reshape(x.shape), ((saved, inv_std, gamma, False) if keep_cache else None)
@@ -140,6 +135,24 @@ def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, keep_
     x_hat = (x - _per_channel(running_mean, x.ndim)) * _per_channel(inv_std, x.ndim) if keep_cache else None
     cache = (x_hat, inv_std, gamma, False) if keep_cache else None
     return _rectified(out, cache, relu)
+
+
+def batchnorm_inference_affine(gamma, beta, running_mean, running_var, eps, bias=None,
+                               dtype=None):
+    """(scale, shift) per channel with ``bn(y + bias) = y * scale + shift`` at inference.
+
+    ``scale = gamma / sqrt(var + eps)``, ``shift = (bias - mean) * scale + beta`` (bias
+    None: 0): a convolution's epilogue applies them where it adds its bias, so the batch
+    norm after it costs no pass of its own. Computed in float64 from the live arrays on
+    every call (O(channels): nothing to cache, nothing to go stale); returned in ``dtype``
+    (default gamma's).
+    """
+    scale = gamma.astype(np.float64) / np.sqrt(running_var.astype(np.float64) + eps)
+    shift = -running_mean.astype(np.float64)
+    if bias is not None:
+        shift += bias
+    dtype = gamma.dtype if dtype is None else dtype
+    return scale.astype(dtype), (shift * scale + beta).astype(dtype)
 
 
 def batchnorm_backward(dout, cache):
@@ -177,7 +190,7 @@ def _compiled_backward(dout, saved, inv_std, gamma, batch_stats):
     dx = np.empty_like(x3)
     c = x3.shape[1]
     dgamma, dbeta = np.empty(c), np.empty(c)
-    _run("backward", x3.size, x3, d3, saved.mean_t, saved.scale_t, saved.beta, saved.mean,
+    launch.run(_KERNELS, "backward", x3.size, x3, d3, saved.mean_t, saved.scale_t, saved.beta, saved.mean,
          inv_std, gamma.astype(np.float64), saved.relu, bool(batch_stats), dx, dgamma, dbeta)
     dtype = gamma.dtype
     return dx.reshape(dout.shape), dgamma.astype(dtype), dbeta.astype(dtype)

@@ -11,8 +11,11 @@ import math
 
 import numpy as np
 
-from volnet.functional import backend, maxpool
+from volnet.functional import maxpool
 from volnet.functional.conv import conv_output_size, window_view
+from volnet.runtime import backend, launch
+
+_KERNELS = "volnet.functional.compiled.pool"   # compiled twins, imported on first use
 
 
 def pool_output_size(hw, kernel_size, stride, padding, ceil_mode, what="pool"):
@@ -54,7 +57,7 @@ def maxpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False, k
     """
     h, w = x.shape[2:]
     out_size = pool_output_size((h, w), kernel_size, stride, padding, ceil_mode)
-    if x.dtype in (np.float32, np.float64) and x.size and backend.compiled():
+    if x.dtype in (np.float32, np.float64) and x.size and backend.compiled(x.size):
         return _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
                                      reuse)
     x_pad = _pad_for_pool(x, kernel_size, stride, padding, out_size, -np.inf)
@@ -85,12 +88,6 @@ class _Winners:
         self.arg = arg
 
 
-def _run(name, size, *args):
-    from volnet.functional.compiled import launch
-    from volnet.functional.compiled import pool as kernels
-
-    return launch.run(getattr(kernels, name), size, *args)
-
 
 def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache, reuse):
     n, c, h, w = x.shape
@@ -103,7 +100,7 @@ def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
         arg = old
     else:
         arg = np.empty(out.shape, dtype=np.int32)
-    _run("max_forward", x.size, x3, *kernel_size, *stride, *padding, out, arg, bool(keep_cache))
+    launch.run(_KERNELS, "max_forward", x.size, x3, *kernel_size, *stride, *padding, out, arg, bool(keep_cache))
     cache = (_Winners(arg), x.shape, kernel_size, stride, padding) if keep_cache else None
     return out.reshape((n, c) + tuple(out_size)), cache
 
@@ -112,7 +109,7 @@ def _compiled_max_backward(dout, inner, x_shape):
     n, c, h, w = x_shape
     d3 = np.ascontiguousarray(dout).reshape(inner.arg.shape)
     dx = np.empty((n * c, h, w), dtype=dout.dtype)
-    _run("max_backward", dx.size, d3, inner.arg, dx)
+    launch.run(_KERNELS, "max_backward", dx.size, d3, inner.arg, dx)
     return dx.reshape(x_shape)
 
 

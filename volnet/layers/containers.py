@@ -13,10 +13,13 @@ from collections import OrderedDict
 import numpy as np
 
 from volnet.errors import ConfigError, ShapeError
-from volnet.functional import backend
+from volnet.layers import hooks
 from volnet.layers.activation import ReLU
 from volnet.layers.base import Layer
+from volnet.layers.conv import Conv2d
+from volnet.layers.norm import BatchNorm2d
 from volnet.layers.parameter import ContainerParams
+from volnet.runtime import backend
 
 
 def _as_children(items) -> OrderedDict[str, Layer]:
@@ -105,33 +108,52 @@ class Sequential(Container):
             shape = layer.output_shape(shape)
         return shape
 
-    def _steps(self) -> list[tuple[Layer, Layer | None]]:
-        """The children in order, a batch norm paired with the ReLU right after it when the
-        compiled kernels run (``(bn, relu)``: one fused pass, ``bn.forward_relu``);
-        ``(layer, None)`` otherwise. The NumPy reference path never fuses."""
+    def _steps(self, fold: bool) -> list[tuple[Layer, Layer | None, Layer | None]]:
+        """The children in order as ``(layer, bn, relu)`` steps, fused when the compiled
+        kernels run and no hook watches the layers involved (a hook sees every layer):
+
+        * ``(conv, bn, relu-or-None)`` with ``fold`` (inference keeping no cache): a
+          Conv2d, the BatchNorm2d after it and a ReLU after that, as one convolution
+          (``conv.forward_folded``);
+        * ``(layer, None, relu)``: a layer that ``fuses_relu`` (batch norm, convolution)
+          and the ReLU right after it, one pass (``layer.forward_relu``);
+        * ``(layer, None, None)`` otherwise. Under ``VOLNET_KERNELS=numpy`` nothing fuses.
+        """
         layers = list(self._children.values())
-        fuse = backend.compiled()
+        fuse = backend.fusing()
         steps, i = [], 0
         while i < len(layers):
             layer = layers[i]
-            if (fuse and i + 1 < len(layers) and getattr(layer, "fuses_relu", False)
-                    and type(layers[i + 1]) is ReLU):
-                steps.append((layer, layers[i + 1]))
+            nxt = layers[i + 1] if fuse and i + 1 < len(layers) else None
+            after = layers[i + 2] if nxt is not None and i + 2 < len(layers) else None
+            if (fold and type(layer) is Conv2d and isinstance(nxt, BatchNorm2d)
+                    and not _watched(layer, nxt)):
+                relu = after if type(after) is ReLU and not _watched(after) else None
+                steps.append((layer, nxt, relu))
+                i += 3 if relu is not None else 2
+            elif (getattr(layer, "fuses_relu", False) and type(nxt) is ReLU
+                    and not _watched(layer, nxt)):
+                steps.append((layer, None, nxt))
                 i += 2
             else:
-                steps.append((layer, None))
+                steps.append((layer, None, None))
                 i += 1
         return steps
 
     def _forward(self, x, training, keep_cache):
-        steps = self._steps()
-        for layer, relu in steps:
-            if relu is None:
-                x = layer.forward(x, training, cache=keep_cache)
-            else:
+        steps = self._steps(fold=not training and not keep_cache)
+        for layer, bn, relu in steps:
+            if bn is not None:
+                x = layer.forward_folded(x, bn, relu is not None)
+                bn.skip_folded(x)
+            elif relu is not None:
                 x = layer.forward_relu(x, training, cache=keep_cache)
+            else:
+                x = layer.forward(x, training, cache=keep_cache)
+            if relu is not None:
                 relu.skip_fused(x)
-        self._cache = steps if keep_cache else None   # backward follows the same pairing
+        # backward follows the same pairing, as (layer, relu) steps (nothing folds in training)
+        self._cache = [(layer, relu) for layer, _, relu in steps] if keep_cache else None
         return x
 
     @staticmethod
@@ -151,6 +173,11 @@ class Sequential(Container):
             dout = self._step_backward(layer, relu, dout)
         if steps:   # only the first child sees our input
             self._step_backward(*steps[0], dout, input_grad=False)
+
+
+def _watched(*layers) -> bool:
+    """Whether a hook would see any of these layers (then they run unfused)."""
+    return any(hooks.active(layer) for layer in layers)
 
 
 class Residual(Container):
@@ -195,7 +222,7 @@ class Residual(Container):
         if out.shape != short.shape:
             raise ShapeError(f"{self.where()}: body output {out.shape} and shortcut output "
                              f"{short.shape} differ; add a projection shortcut")
-        if type(self.activation) is ReLU and backend.compiled():
+        if type(self.activation) is ReLU and backend.fusing():
             out = self.activation.add_forward(out, short, training, cache=keep_cache)
         else:
             out = out + short

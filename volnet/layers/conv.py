@@ -13,7 +13,9 @@ from volnet.functional.conv import (
     conv_output_size,
     pair,
 )
+from volnet.functional.norm import batchnorm_inference_affine
 from volnet.layers.base import Layer
+from volnet.layers.relu_fusion import ReLUFusion
 
 
 def check_groups(what: str, in_channels: int, out_channels: int, groups: int) -> None:
@@ -41,7 +43,7 @@ def keep_grads(layer: Layer, grads) -> np.ndarray | None:
     return dx
 
 
-class Conv2d(Layer):
+class Conv2d(ReLUFusion, Layer):
     """2-D convolution (cross-correlation) over a batch of volumes.
 
     Each of the ``out_channels`` filters spans the full input depth (or
@@ -103,13 +105,38 @@ class Conv2d(Layer):
                   for i, size in enumerate((h, w)))
         return (self.out_channels, ho, wo)
 
+    _fold = None            # the batch norm folded in, only while forward_folded runs
+
+    def forward_folded(self, x, bn, relu=False):
+        """Inference of this convolution, the batch norm ``bn`` after it and, with ``relu``,
+        a ReLU after that, in one pass: the batch norm's per-channel scale and shift and the
+        ReLU are applied where the convolution adds its bias (the Winograd output
+        transform, or the pass after the matrix products).
+
+        Sequential calls this at inference (``training=False``, no cache) unless the
+        kernels are pinned to NumPy (``backend.fusing()``); keeps no cache. The scale and shift are computed from the
+        live parameters and running statistics on every call.
+        """
+        self._fold, self._relu = bn, bool(relu)
+        try:
+            return self.forward(x, False, cache=False)
+        finally:
+            self._fold, self._relu = None, False
+
     def _forward(self, x, training, keep_cache):
-        out, self._cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                          self.stride, self.padding, self.dilation, self.groups,
-                                          keep_cache=keep_cache)
+        w, b, scale = self.params["weight"], self.params.get("bias"), None
+        if self._fold is not None:
+            bn = self._fold
+            scale, b = batchnorm_inference_affine(
+                bn.params["weight"], bn.params["bias"], bn.buffers["running_mean"],
+                bn.buffers["running_var"], bn.eps, b, np.result_type(x, w))
+        out, self._cache = conv2d_forward(x, w, b, self.stride, self.padding, self.dilation,
+                                          self.groups, keep_cache=keep_cache, relu=self._relu,
+                                          scale=scale)
         return out
 
     def _backward(self, dout, input_grad=True):
+        self._check_relu_cache(self._cache.mask is not None)
         return keep_grads(self, conv2d_backward(dout, self._cache, input_grad=input_grad))
 
     def _backward_params(self, dout):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.errors import ConfigError, ShapeError, StateError
+from volnet.errors import ConfigError, ShapeError
 from volnet.functional import norm as F
 from volnet.layers.base import Layer
+from volnet.layers.relu_fusion import ReLUFusion
 
 
-class _BatchNorm(Layer):
+class _BatchNorm(ReLUFusion, Layer):
     """Shared batch-norm machinery; subclasses fix the accepted input ranks.
 
     @public (the API reference documents it: its subclasses inherit these members)
@@ -49,34 +50,6 @@ class _BatchNorm(Layer):
                              f"input shape {tuple(input_shape)}")
         return tuple(input_shape)
 
-    fuses_relu = True       # forward_relu/backward_relu available (not for SyncBatchNorm)
-    _relu = False           # set only while forward_relu/backward_relu run
-
-    def forward_relu(self, x, training=False, *, cache=None):
-        """``relu(self.forward(x, ...))`` in one pass: batch norm and the ReLU after it.
-
-        Same values as the two layers one after the other. The backward of such a
-        forward is :meth:`backward_relu`, which takes the gradient of the *rectified*
-        output (a plain ``backward`` then raises, and vice versa). Sequential calls
-        this for a batch norm followed by a ReLU when the compiled kernels run; the
-        ReLU layer stays in the network (names, keys, summaries) but is skipped.
-        """
-        if not self.fuses_relu:
-            raise ConfigError(f"{self.where()} cannot fuse the ReLU; call forward, then ReLU")
-        self._relu = True
-        try:
-            return self.forward(x, training, cache=cache)
-        finally:
-            self._relu = False
-
-    def backward_relu(self, dout, input_grad=True):
-        """Backward of :meth:`forward_relu`: ``dout`` is the gradient of the rectified output."""
-        self._relu = True
-        try:
-            return self.backward(dout, input_grad)
-        finally:
-            self._relu = False
-
     def _forward(self, x, training, keep_cache):
         gamma, beta = self.params["weight"], self.params["bias"]
         if not training:
@@ -99,13 +72,15 @@ class _BatchNorm(Layer):
         return out
 
     def _backward(self, dout):
-        if F.cache_has_relu(self._cache) != self._relu:
-            raise StateError(f"{self.where()}: the last forward was "
-                             + ("forward_relu; call backward_relu" if not self._relu
-                                else "forward without the ReLU; call backward"))
+        self._check_relu_cache(F.cache_has_relu(self._cache))
         dx, dgamma, dbeta = F.batchnorm_backward(dout, self._cache)
         self.grads["weight"], self.grads["bias"] = dgamma, dbeta
         return dx
+
+    def skip_folded(self, out) -> None:
+        """Record that the convolution before this layer applied it (folded into its
+        weights at inference, ``Conv2d.forward_folded``): nothing is cached here."""
+        self._cache, self._out_shape = None, out.shape
 
     def extra_repr(self):
         text = f"{self.num_features}"

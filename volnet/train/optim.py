@@ -48,9 +48,9 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ConfigError, StateDictError, StateError
-from volnet.functional import backend
 from volnet.layers.base import Layer
 from volnet.layers.parameter import ContainerParams, collect
+from volnet.runtime import backend, launch
 
 __all__ = ["OPTIMIZERS", "SGD", "Adagrad", "Adam", "Optimizer", "RMSProp", "make_optimizer"]
 
@@ -61,7 +61,7 @@ def _fast(p, *arrays) -> bool:
     """Whether the compiled update takes this parameter: numba on, one float dtype, contiguous."""
     return (p.dtype in (np.float32, np.float64) and p.flags.c_contiguous
             and all(a.dtype == p.dtype and a.flags.c_contiguous for a in arrays)
-            and backend.compiled())
+            and backend.compiled(p.size))
 
 
 def _h(p, *values) -> np.ndarray:
@@ -70,10 +70,8 @@ def _h(p, *values) -> np.ndarray:
 
 
 def _run(name, p, g, *rest):
-    from volnet.functional.compiled import launch
-    from volnet.functional.compiled import optim as kernels
-
-    launch.run(getattr(kernels, name), p.size, p.reshape(-1), g.reshape(-1),
+    """Compiled update ``name`` on the flattened parameter, gradient and state arrays."""
+    launch.run("volnet.functional.compiled.optim", name, p.size, p.reshape(-1), g.reshape(-1),
                *(a.reshape(-1) if isinstance(a, np.ndarray) and a.ndim != 1 else a for a in rest))
 
 

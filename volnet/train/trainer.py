@@ -57,7 +57,7 @@ import numpy as np
 from volnet.errors import ConfigError, NonFiniteError, TrainingDivergedError
 from volnet.functional.loss import softmax_cross_entropy
 from volnet.train.evaluation import evaluate, locate_nonfinite
-from volnet.train.threads import auto_threads
+from volnet.runtime.thread_policy import auto_threads
 
 
 class History(dict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from volnet.functional.compiled.launch import kernel
+from volnet.runtime.launch import kernel
 
 
 @kernel
@@ -50,14 +50,21 @@ def relu_backward(dout, mask, dx):
 
 
 @kernel
-def bias_add(out, bias):
-    """out[n, c, :] += bias[c] in place; out is (N, C, S)."""
+def bias_add(out, scale, bias, relu):
+    """out[n, c, :] = out[n, c, :] * scale[c] + bias[c] in place, then max(0, out) when
+    ``relu``; out is (N, C, S). A scale of 1 leaves the products exact."""
     n, ch, s = out.shape
     for p in prange(n * ch):
         row = out[p // ch, p % ch]
+        a = scale[p % ch]
         b = bias[p % ch]
-        for j in range(s):
-            row[j] += b
+        if relu:
+            for j in range(s):
+                v = row[j] * a + b
+                row[j] = v if v > 0 else 0
+        else:
+            for j in range(s):
+                row[j] = row[j] * a + b
 
 
 @njit(fastmath={"reassoc"}, cache=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from volnet.functional.compiled.launch import kernel
+from volnet.runtime.launch import kernel
 
 _SUM = {"reassoc"}    # fast-math flags of the summing helpers (order of additions only)
 

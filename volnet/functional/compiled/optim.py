@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from volnet.functional.compiled.launch import kernel
+from volnet.runtime.launch import kernel
 
 
 @kernel

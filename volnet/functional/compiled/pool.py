@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from volnet.functional.compiled.launch import kernel
+from volnet.runtime.launch import kernel
 
 
 @njit(cache=True)

@@ -1,12 +1,13 @@
-"""Winograd minimal filtering F(m x m, 3 x 3) for stride-1 3x3 convolutions (Lavin & Gray 2016).
+"""Winograd minimal filtering F(4x4, 3x3) for stride-1 3x3 convolutions (Lavin & Gray 2016).
 
-A 3x3 correlation of an (m+2) x (m+2) input tile ``d`` with a filter ``g`` gives an
-m x m output tile ``Y = AT [(G g G^T) * (BT d BT^T)] AT^T``; ``*`` is element-wise over
-the a x a = (m+2)^2 transform points. Summed over input channels, the element-wise
-stage becomes one matrix product per transform point: ``M[t] = U[t] @ V[t]`` with
-``U[t]`` (F, C) the transformed filters and ``V[t]`` (C, tiles) the transformed input
-tiles. F(4x4) does 36 products of 1/16 of the output positions each (4x fewer
-multiplications than direct), F(2x2) 16 of 1/4 (2.25x fewer).
+A 3x3 correlation of a 6x6 input tile ``d`` with a filter ``g`` gives a 4x4 output tile
+``Y = AT [(G g G^T) * (BT d BT^T)] AT^T``; ``*`` is element-wise over the a x a = 36
+transform points. Summed over input channels, the element-wise stage becomes one matrix
+product per transform point: ``M[t] = U[t] @ V[t]`` with ``U[t]`` (F, C) the transformed
+filters and ``V[t]`` (C, tiles) the transformed input tiles: 36 products of 1/16 of the
+output positions each, 4x fewer multiplications than direct. (F(2x2) was removed in the
+sixth round: it never beat im2col by more than 10% where F(4x4) did not beat both,
+benchmarks/README.md.)
 
 The tile transforms are compiled loops (numba, ``winograd_tiles.py``); the products are
 np.matmul (BLAS). The batch is cut into blocks of about ``BLOCK_TILES`` tiles, small
@@ -29,26 +30,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.functional import block_threads
+from volnet.runtime import block_threads
 from volnet.functional.compiled import winograd_filters as filters
 from volnet.functional.compiled import winograd_tiles as tiles
 
-_BT = {2: np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
-       4: np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                    [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64)}
-_G = {2: np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float64),
-      4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                   [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)}
-_AT = {2: np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64),
-       4: np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
-                    [0, 1, -1, 8, -8, 1]], np.float64)}
-_A = {m: np.ascontiguousarray(at.T) for m, at in _AT.items()}   # dout tiles -> transform points
-# the tile transforms run in float32 (their entries are small integers and powers of 2)
-_BT32, _AT32, _A32 = ({m: t.astype(np.float32) for m, t in mats.items()} for mats in (_BT, _AT, _A))
+M, A = 4, 6        # output tile side, transform tile side
+# the filter transform matrix (float64); BT and AT are written out in winograd_tiles.py
+G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)
 
 
 BLOCK_TILES = 128   # forward: V and the products of a 64-channel block fit in L2
-DW_BLOCK_BYTES = 16 * 2**20   # dw: V and dY per worker block; each block adds a*a*F*C to dU
+DW_BLOCK_BYTES = 16 * 2**20   # dw: V and dY per worker block; each block adds 36*F*C to dU
 
 
 def tile_starts(length: int, m: int, d: int) -> np.ndarray:
@@ -57,13 +50,12 @@ def tile_starts(length: int, m: int, d: int) -> np.ndarray:
     return np.array(starts, dtype=np.int64)
 
 
-def filter_transform(w: np.ndarray, m: int, out: np.ndarray | None = None) -> np.ndarray:
-    """U (a*a, F, C) float32 = G g G^T for every filter, computed in float64 (into ``out``)."""
+def filter_transform(w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """U (36, F, C) float32 = G g G^T for every filter, computed in float64 (into ``out``)."""
     w = np.ascontiguousarray(w, dtype=np.float32)
     f, c = w.shape[:2]
-    a = m + 2
-    u = np.empty((a * a, f, c), dtype=np.float32) if out is None else out
-    _over_filters(lambda f0, f1: filters.filter_points(w, _G[m], u, f0, f1), f)
+    u = np.empty((A * A, f, c), dtype=np.float32) if out is None else out
+    _over_filters(lambda f0, f1: filters.filter_points(w, G, u, f0, f1), f)
     return u
 
 
@@ -83,9 +75,9 @@ class _Grid:
     the threads and of equal size (a 1x64x56x56 layer: two blocks of 98 tiles, not 126 and
     70); ``blocks`` gives one worker its blocks in reusable arrays."""
 
-    def __init__(self, n, out_size, m, d, block_tiles=BLOCK_TILES):
-        self.m, self.a, self.d = m, m + 2, d
-        self.rows0, self.cols0 = tile_starts(out_size[0], m, d), tile_starts(out_size[1], m, d)
+    def __init__(self, n, out_size, d, block_tiles=BLOCK_TILES):
+        self.d = d
+        self.rows0, self.cols0 = tile_starts(out_size[0], M, d), tile_starts(out_size[1], M, d)
         self.total = n * self.rows0.size
         count = -(-self.total // max(1, block_tiles // self.cols0.size))
         threads = block_threads.workers()
@@ -95,8 +87,8 @@ class _Grid:
 
     def blocks(self, items, widths):
         """(q0, q1, views, tag) for every (q0, tag) in ``items`` (block starts); the views
-        (a*a, width, tiles), one per width, reuse one set of arrays."""
-        tw, aa = self.cols0.size, self.a * self.a
+        (36, width, tiles), one per width, reuse one set of arrays."""
+        tw, aa = self.cols0.size, A * A
         bufs = [block_threads.scratch(f"winograd{i}", aa * width * self.per_block * tw)
                 for i, width in enumerate(widths)]
         for q0, tag in items:
@@ -106,29 +98,31 @@ class _Grid:
                            for buf, width in zip(bufs, widths)], tag
 
     def input_points(self, x, v, q0, q1, padding):
-        """V (a*a, C, tiles) of one block of tile rows."""
-        if self.m == 4:
-            tiles.input_tiles4(x, v, q0, q1, self.rows0, self.cols0, self.d, *padding)
-        else:
-            tiles.tile_transform(x, _BT32[self.m], v, q0, q1, self.rows0, self.cols0, self.d,
-                                 *padding)
+        """V (36, C, tiles) of one block of tile rows."""
+        tiles.input_tiles4(x, v, q0, q1, self.rows0, self.cols0, self.d, *padding)
 
 
-def forward(x, w, bias, padding, dilation, out_size, m):
-    """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w plus bias (None: no bias).
+def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=None):
+    """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w, times ``scale`` (None:
+    1) plus bias (None: no bias) per filter, rectified when ``relu``: all in the output
+    transform's store.
 
+    ``u``: w's filter transform (:func:`filter_transform`) when the caller has it (cached
+    for inference, volnet.functional.weight_cache); computed here when None.
     Work items are blocks of tile rows; a layer with fewer blocks than threads (batch 1,
     small maps) also splits its filters, each thread transforming the same input block.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
+    relu = bool(relu)
     n, c = x.shape[:2]
     f = w.shape[0]
-    a = m + 2       # U lives in this thread's scratch: 37 MB for 512x512 filters, faulted once
-    u = filter_transform(w, m, block_threads.scratch("winograd_u", a * a * f * c).reshape(
-        a * a, f, c))
+    if u is None:   # U in this thread's scratch: 37 MB for 512x512 filters, faulted once
+        u = filter_transform(w, block_threads.scratch("winograd_u", A * A * f * c).reshape(
+            A * A, f, c))
     b = np.zeros(f, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
+    s = np.ones(f, np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
-    grid = _Grid(n, out_size, m, dilation[0])
+    grid = _Grid(n, out_size, dilation[0])
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
     groups = min(f, max(1, block_threads.workers() // len(grid.starts)))
     bounds = _filter_ranges(f, groups)
@@ -142,28 +136,24 @@ def forward(x, w, bias, padding, dilation, out_size, m):
             grid.input_points(x, v, q0, q1, tuple(padding))
             prod = prod[:, :f1 - f0]
             np.matmul(u[:, f0:f1], v, out=prod)
-            if m == 4:
-                tiles.output_tiles4(prod, out, b, q0, q1, rows0, cols0, d, f0)
-            else:
-                tiles.untile_transform(prod, _AT32[m], out, b, q0, q1, rows0, cols0, d, f0)
+            tiles.output_tiles4(prod, out, s, b, relu, q0, q1, rows0, cols0, d, f0)
 
     block_threads.run(work, count)
     return out
 
 
-def weight_grad(x, dout, padding, dilation, m):
+def weight_grad(x, dout, padding, dilation):
     """dw (F, C, 3, 3) float32 of the stride-1 3x3 correlation, by the transposed algorithm."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     dout = np.ascontiguousarray(dout, dtype=np.float32)
     n, c = x.shape[:2]
     f = dout.shape[1]
-    a = m + 2
-    tiles_per_block = max(BLOCK_TILES, DW_BLOCK_BYTES // (4 * a * a * (c + f)))
-    grid = _Grid(n, dout.shape[2:], m, dilation[0], tiles_per_block)
+    tiles_per_block = max(BLOCK_TILES, DW_BLOCK_BYTES // (4 * A * A * (c + f)))
+    grid = _Grid(n, dout.shape[2:], dilation[0], tiles_per_block)
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
 
     count = min(block_threads.workers(), len(grid.starts))
-    du = block_threads.scratch("winograd_du", count * a * a * f * c).reshape(count, a * a, f, c)
+    du = block_threads.scratch("winograd_du", count * A * A * f * c).reshape(count, A * A, f, c)
     du[:] = 0.0                                              # one partial sum per thread
 
     def work(worker):
@@ -171,13 +161,10 @@ def weight_grad(x, dout, padding, dilation, m):
         for q0, q1, (v, ybar), _ in grid.blocks([(q0, 0) for q0 in grid.starts[worker::count]],
                                                 (c, f)):
             grid.input_points(x, v, q0, q1, tuple(padding))
-            if m == 4:
-                tiles.grad_tiles4(dout, ybar, q0, q1, rows0, cols0, d)
-            else:
-                tiles.tile_transform(dout, _A32[m], ybar, q0, q1, rows0, cols0, d, 0, 0)
+            tiles.grad_tiles4(dout, ybar, q0, q1, rows0, cols0, d)
             du[worker] += np.matmul(ybar, v.transpose(0, 2, 1), out=part)
 
     block_threads.run(work, count)
     dw = np.empty((f, c, 3, 3), dtype=np.float32)
-    _over_filters(lambda f0, f1: filters.filter_grads(du, _G[m], dw, f0, f1), f)
+    _over_filters(lambda f0, f1: filters.filter_grads(du, G, dw, f0, f1), f)
     return dw

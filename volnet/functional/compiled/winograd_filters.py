@@ -2,7 +2,7 @@
 pass and its adjoint for the weight gradient (see winograd.py for the algorithm).
 
 Both run in float64 and take a range of filters, so winograd.py can split them over the
-threads (volnet.functional.block_threads); each loops over one filter's input channels in
+threads (volnet.runtime.block_threads); each loops over one filter's input channels in
 the innermost loop (contiguous stores). ``np.einsum`` did the same in 290 ms for 512x512
 filters; this takes ~9 ms (benchmarks/README.md, fifth round).
 """

@@ -1,4 +1,4 @@
-"""The compiled tile transforms of Winograd F(m x m, 3 x 3) (see winograd.py for the algorithm).
+"""The compiled tile transforms of Winograd F(4x4, 3x3) (see winograd.py for the algorithm).
 
 Each kernel transforms one block of tile rows ``[q0, q1)`` on the calling thread and
 releases the GIL (``nogil``): winograd.py runs blocks on several Python threads at once,
@@ -7,124 +7,15 @@ and the products never wait for each other's worker threads (measured in
 benchmarks/README.md: numba's OpenMP threads and OpenBLAS's spinning workers, taking
 turns on two cores, made a 16x64x56x56 forward 56-85 ms against 33 ms for its parts).
 
-F(4x4)'s transforms are written out (``input_tiles4``, ``grad_tiles4``, ``output_tiles4``);
-the matrix-driven ``tile_transform``/``untile_transform`` serve F(2x2). Tile transforms
-run in float32 (their entries are small integers); the filter transforms, in
-winograd_filters.py, in float64.
+The transforms are written out (``input_tiles4``, ``grad_tiles4``, ``output_tiles4``) and
+run in float32 (their entries are small integers and powers of 2); the filter transforms,
+in winograd_filters.py, in float64.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
-
-
-@njit(nogil=True, cache=True, fastmath=True)
-def tile_transform(x, mat, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover - compiled
-    """out[k*a + l, c, p] = sum_ij mat[k, i] mat[l, j] x[n, c, r0 + d*i - ph, c0 + d*j - pw].
-
-    ``x`` (N, C, H, W) float32, read as zero outside; ``mat`` (a, r) float64 maps an r x r
-    tile to a x a points (BT for input tiles, A = AT^T for output-gradient tiles); tile
-    row ``q`` in [q0, q1) is image q // TH, tile row q % TH; p = (q - q0) * TW + tw.
-    One channel per task: its tiles are gathered once into (r, r, tiles), then both
-    transform stages run over contiguous rows of all tiles of the block (vectorised).
-    """
-    n_ch, h, w = x.shape[1:]
-    a, r = mat.shape
-    th_count, tw_count = rows0.size, cols0.size
-    nq = q1 - q0
-    npos = nq * tw_count
-    wb = 0
-    for tw in range(tw_count):
-        wb = max(wb, cols0[tw] + d * (r - 1) + 1)
-    lo, hi = max(0, pw), min(wb, w + pw)
-    step = cols0[1] - cols0[0] if d == 1 and tw_count > 1 else 0
-    for c in range(n_ch):
-        tiles = np.zeros((r, r, npos), np.float32)
-        padded = np.zeros(wb, np.float32)           # one input row, zero outside the image
-        for qq in range(nq):
-            n = (q0 + qq) // th_count
-            th = (q0 + qq) % th_count
-            for i in range(r):
-                row = rows0[th] + d * i - ph
-                if 0 <= row < h:
-                    src = x[n, c, row]
-                    for u in range(lo, hi):
-                        padded[u] = src[u - pw]
-                    for j in range(r):
-                        dst = tiles[i, j, qq * tw_count:(qq + 1) * tw_count]
-                        if step:                    # undilated: a strided copy
-                            for tw in range(tw_count):
-                                dst[tw] = padded[step * tw + j]
-                        else:
-                            for tw in range(tw_count):
-                                dst[tw] = padded[cols0[tw] + d * j]
-        part = np.zeros((a, r, npos), np.float32)               # transformed along H
-        for k in range(a):
-            for i in range(r):
-                coef = mat[k, i]
-                if coef != 0.0:
-                    for j in range(r):
-                        src, dst = tiles[i, j], part[k, j]
-                        for p in range(npos):
-                            dst[p] += coef * src[p]
-        acc = np.empty(npos, np.float32)
-        for k in range(a):
-            for l in range(a):
-                acc[:] = 0.0
-                for j in range(r):
-                    coef = mat[l, j]
-                    if coef != 0.0:
-                        src = part[k, j]
-                        for p in range(npos):
-                            acc[p] += coef * src[p]
-                dst = out[k * a + l, c]
-                for p in range(npos):
-                    dst[p] = acc[p]
-
-
-@njit(nogil=True, cache=True, fastmath=True)
-def untile_transform(prod, at, out, bias, q0, q1, rows0, cols0, d, f0):  # pragma: no cover
-    """out[n, f0 + f, r0 + d*i, c0 + d*j] = bias[f0 + f] + sum_kl at[i, k] at[j, l] M[k*a + l, f, p]
-
-    with M = ``prod``, the products of the filters ``f0 .. f0 + prod.shape[1]``."""
-    ho, wo = out.shape[2:]
-    n_f = prod.shape[1]
-    m, a = at.shape
-    th_count, tw_count = rows0.size, cols0.size
-    nq = q1 - q0
-    npos = nq * tw_count
-    img = np.empty(npos, np.int64)
-    row0 = np.empty(npos, np.int64)
-    col0 = np.empty(npos, np.int64)
-    for p in range(npos):
-        q = q0 + p // tw_count
-        img[p], row0[p], col0[p] = q // th_count, rows0[q % th_count], cols0[p % tw_count]
-    for f in range(n_f):
-        part = np.zeros((a, m, npos), np.float32)               # transformed along W
-        for k in range(a):
-            for l in range(a):
-                src = prod[k * a + l, f]
-                for j in range(m):
-                    coef = at[j, l]
-                    if coef != 0.0:
-                        dst = part[k, j]
-                        for p in range(npos):
-                            dst[p] += coef * src[p]
-        acc = np.empty(npos, np.float32)
-        for i in range(m):
-            for j in range(m):
-                acc[:] = bias[f0 + f]
-                for k in range(a):
-                    coef = at[i, k]
-                    if coef != 0.0:
-                        src = part[k, j]
-                        for p in range(npos):
-                            acc[p] += coef * src[p]
-                for p in range(npos):
-                    row, col = row0[p] + d * i, col0[p] + d * j
-                    if row < ho and col < wo:
-                        out[img[p], f0 + f, row, col] = acc[p]
 
 
 _F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
@@ -147,7 +38,7 @@ def _at4(m0, m1, m2, m3, m4, m5):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True, fastmath=True)
 def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover - compiled
-    """:func:`tile_transform` with BT of F(4x4,3x3), written out.
+    """BT of F(4x4,3x3) on every input tile: V (36, C, tiles), written out.
 
     Per tile row: the 6 input rows (step d) are transformed along H over their whole
     width (contiguous, vectorised), then each tile's 6 columns (step d) along W.
@@ -199,7 +90,7 @@ def _a4(y0, y1, y2, y3):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True, fastmath=True)
 def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compiled
-    """:func:`tile_transform` with A of F(4x4,3x3), written out: dout 4x4 tiles to 6x6 points."""
+    """A = AT^T of F(4x4,3x3) on every dout tile, written out: 4x4 tiles to 6x6 points."""
     n_f, ho, wo = dout.shape[1:]
     th_count, tw_count = rows0.size, cols0.size
     nq = q1 - q0
@@ -236,8 +127,12 @@ def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compi
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def output_tiles4(prod, out, bias, q0, q1, rows0, cols0, d, f0):  # pragma: no cover - compiled
-    """:func:`untile_transform` with AT of F(4x4,3x3), written out, row stores."""
+def output_tiles4(prod, out, scale, bias, relu, q0, q1, rows0, cols0, d,
+                  f0):  # pragma: no cover - compiled
+    """out[n, f0 + f, r0 + d*i, c0 + d*j] = bias[f0 + f] + scale[f0 + f] *
+    sum_kl AT[i, k] AT[j, l] M[k*6 + l, f, p] with M = ``prod``, the products of the filters
+    ``f0 .. f0 + prod.shape[1]``; max(0, that) with ``relu``: the layer's batch norm and ReLU
+    in the same row stores. AT of F(4x4,3x3), written out."""
     ho, wo = out.shape[2:]
     n_f = prod.shape[1]
     th_count, tw_count = rows0.size, cols0.size
@@ -269,5 +164,11 @@ def output_tiles4(prod, out, bias, q0, q1, rows0, cols0, d, f0):  # pragma: no c
                 row = rows0[th] + d * i
                 if row < ho:
                     dst = out[n, f0 + f, row]
-                    for col in range(wo):
-                        dst[col] = res[i, col] + bias[f0 + f]
+                    sf, bf = scale[f0 + f], bias[f0 + f]
+                    if relu:
+                        for col in range(wo):
+                            v = res[i, col] * sf + bf
+                            dst[col] = v if v > 0 else 0.0
+                    else:
+                        for col in range(wo):
+                            dst[col] = res[i, col] * sf + bf

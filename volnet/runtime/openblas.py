@@ -2,7 +2,7 @@
 
 threadpoolctl would do this too, but it lets only one Python thread (the first to set a
 limit, while it lives) change OpenBLAS's count and silently ignores the others; volnet
-sets the count from whichever thread runs a kernel (volnet.functional.block_threads) or a
+sets the count from whichever thread runs a kernel (volnet.runtime.block_threads) or a
 training loop, so it calls OpenBLAS directly. The libraries are looked up once.
 """
 

@@ -9,8 +9,9 @@ spin-wait after each call on the core the next compiled loop needs (measured on 
 2-core machine, benchmarks/README.md: a 16x64x56x56 Winograd forward took 56-85 ms with
 numba's and OpenBLAS's threads taking turns, 23 ms with blocks on two Python threads).
 
-Used on the compiled path only (``backend.compiled()``); under ``VOLNET_KERNELS=numpy``
-:func:`workers` is 1 and every block runs on the calling thread as before.
+Used once the compiled kernels are in use (numba imported); under ``VOLNET_KERNELS=numpy``,
+or before any call was large enough to load numba, :func:`workers` is 1 and every block
+runs on the calling thread as before.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-from volnet.functional import backend, openblas
+from volnet.runtime import backend, openblas
 
 _shared = {"executor": None, "size": 0, "active": 0, "saved": None}
 _local = threading.local()
@@ -30,18 +31,16 @@ _PREFIX = "volnet-block"
 
 
 def workers() -> int:
-    """Threads for block-parallel kernels: numba's count (chosen by volnet.train.threads)
-    on the compiled path, else 1."""
-    if not backend.compiled():
-        return 1
-    import numba
-    return max(1, int(numba.get_num_threads()))
+    """Threads for block-parallel kernels: numba's count (chosen by
+    volnet.runtime.thread_policy) once the compiled kernels are in use, else 1."""
+    numba = backend.loaded_numba() if backend.fusing() else None
+    return 1 if numba is None else max(1, int(numba.get_num_threads()))
 
 
 @contextlib.contextmanager
 def _one_blas_thread():
     """OpenBLAS on one thread while any caller runs blocks: the first caller in sets it, the
-    last one out restores the count from before (volnet.functional.openblas, which works
+    last one out restores the count from before (volnet.runtime.openblas, which works
     from any thread; threadpoolctl ignores every thread but the first that set a limit).
     Another BLAS is left as it is."""
     with _lock:
@@ -67,7 +66,7 @@ def outside_blas_threads() -> int | None:
 
 def set_outside_blas_threads(count: int) -> None:
     """Set OpenBLAS's count for code outside block sections: now, or, while some thread is
-    running blocks, when the last of them leaves (volnet.train.threads.use_threads)."""
+    running blocks, when the last of them leaves (volnet.runtime.thread_policy.use_threads)."""
     with _lock:
         if _shared["active"]:
             _shared["saved"] = count

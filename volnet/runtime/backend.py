@@ -11,10 +11,20 @@ The choice, in order of precedence:
 
 If numba cannot be imported, "auto" falls back to NumPy with one warning;
 asking for "numba" explicitly then raises a ``ConfigError`` that says how to
-install it. Kernels call ``compiled()`` at run time, so a switch takes effect
+install it. Kernels call ``compiled(size)`` at run time, so a switch takes effect
 on the next call.
 
-    >>> from volnet.functional import backend
+Under "auto", a call touching fewer than ``COMPILED_MIN`` elements runs the NumPy
+kernel and does not import numba: importing numba and initialising its compiler
+costs ~1.2 s per process (0.47 s import, 0.7 s target set-up on the first kernel,
+measured on the 2-core machine, benchmarks/README.md sixth round), while the compiled
+kernels save at most tens of microseconds on such calls (relu / max pool / batch norm on
+16K elements: 5 / 14 / 48 us in NumPy against 6 / 27 / 12 us compiled). So a command
+whose every call is small (``volnet predict`` on a LeNet digit) never loads numba. The
+choice depends only on the call's size, never on what ran before, so a run is as
+reproducible as before. ``"numba"`` uses the compiled kernels at every size.
+
+    >>> from volnet.runtime import backend
     >>> with backend.use_kernels("numpy"):
     ...     backend.compiled()
     False
@@ -30,6 +40,7 @@ from collections.abc import Iterator
 from volnet.errors import ConfigError
 
 CHOICES = ("auto", "numba", "numpy")
+COMPILED_MIN = 1 << 14   # elements: smaller calls run NumPy under "auto" (see above)
 _state = {"choice": None, "numba": None}   # numba: None = not tried, False = missing, module
 
 
@@ -65,7 +76,7 @@ def _check(name: str) -> str:
     name = str(name).strip().lower()
     if name not in CHOICES:
         raise ConfigError(f"unknown kernel choice {name!r}: use one of {', '.join(CHOICES)} "
-                          "(VOLNET_KERNELS or volnet.functional.backend.set_kernels)")
+                          "(VOLNET_KERNELS or volnet.runtime.backend.set_kernels)")
     return name
 
 
@@ -95,20 +106,41 @@ def use_kernels(name: str) -> Iterator[None]:
         _state["choice"] = previous
 
 
+def numba_module():
+    """The numba module when it imports (importing it on the first call), else None."""
+    return _numba() or None
+
+
 def numba_available() -> bool:
     """True when numba imports."""
     return bool(_numba())
 
 
-def compiled() -> bool:
-    """True when the compiled kernels should run now."""
+def compiled(size: int | None = None) -> bool:
+    """True when the compiled kernels should run now, for a call touching ``size`` elements
+    (None: any size)."""
     choice = _choice()
     if choice == "numpy":
+        return False
+    if choice == "auto" and size is not None and size < COMPILED_MIN:
         return False
     if choice == "numba" and not numba_available():
         raise ConfigError("VOLNET_KERNELS=numba but numba cannot be imported; "
                           "fix: pip install numba, or use 'auto'/'numpy'")
     return numba_available()
+
+
+def fusing() -> bool:
+    """Whether containers fuse layers (batch norm or conv with the ReLU after it, a batch
+    norm into its conv at inference): whenever the kernels are not pinned to the NumPy
+    reference path. Fused steps are correct on either kernel path; this never imports
+    numba."""
+    return _choice() != "numpy"
+
+
+def loaded_numba():
+    """The numba module if a kernel call imported it already, else None (imports nothing)."""
+    return _state["numba"] or None
 
 
 def active() -> str:

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from volnet.train.threads import blas_threads, set_blas_threads
+from volnet.runtime.openblas import blas_threads, set_blas_threads
 
 
 def test_set_blas_threads_roundtrip_and_results_unchanged():
@@ -23,7 +23,7 @@ def test_set_blas_threads_roundtrip_and_results_unchanged():
 
 
 def test_user_count_wins_then_idle_cores(monkeypatch):
-    from volnet.train import threads
+    from volnet.runtime import thread_policy as threads
 
     assert 0.0 <= threads.idle_cores(0.01) <= (os.cpu_count() or 1) + 1e-9
     monkeypatch.setenv("VOLNET_THREADS", "3")
@@ -46,7 +46,7 @@ def test_use_threads_sets_blas_and_numba_and_restores():
     import numba
     from threadpoolctl import threadpool_info
 
-    from volnet.train.threads import use_threads
+    from volnet.runtime.thread_policy import use_threads
 
     def blas():
         return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
@@ -61,7 +61,8 @@ def test_fit_trains_with_the_chosen_thread_count(monkeypatch):
     from threadpoolctl import threadpool_info
 
     import volnet as vn
-    from volnet.train import LambdaCallback, threads
+    from volnet.runtime import thread_policy as threads
+    from volnet.train import LambdaCallback
 
     seen = []
     monkeypatch.setattr(threads, "choose_threads", lambda: 1)

@@ -17,7 +17,8 @@ import os
 import time
 from collections.abc import Iterator
 
-from volnet.functional.openblas import blas_threads, set_blas_threads  # noqa: F401 - re-exported
+from volnet.runtime import backend, block_threads
+
 
 # ---- threads chosen by the library (OpenBLAS via its own functions, numba for compiled kernels) ----
 
@@ -86,15 +87,13 @@ def pin_threads(count: int | None) -> None:
 def use_threads(count: int) -> Iterator[int]:
     """Run the enclosed code with ``count`` BLAS threads and compiled-kernel threads.
 
-    NumPy's OpenBLAS is set through its own functions (volnet.functional.openblas), from
+    NumPy's OpenBLAS is set through its own functions (volnet.runtime.openblas), from
     any Python thread; another BLAS (MKL, Accelerate) through threadpoolctl.
     """
-    numba, previous = _numba_if_loaded(), None
+    numba, previous = backend.numba_module(), None
     if numba is not None:
         previous = numba.get_num_threads()
         numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
-    from volnet.functional import block_threads
-
     before = block_threads.outside_blas_threads()   # kernels running blocks hold it at 1
     try:
         if before is not None:
@@ -117,8 +116,3 @@ def auto_threads() -> Iterator[int]:
     with use_threads(choose_threads()) as count:
         yield count
 
-
-def _numba_if_loaded():
-    from volnet.functional import backend
-
-    return backend._numba() or None

@@ -1,5 +1,6 @@
 """How a compiled kernel is launched: split over numba's threads, or on the calling
-thread alone when the work is too small to pay for waking the others.
+thread alone when the work is too small to pay for waking the others; and the one
+helper (:func:`run`) every NumPy-level module calls a compiled kernel through.
 
 Every kernel is written once, with ``prange``, and :func:`kernel` turns it into two
 numba dispatchers: a serial one (``prange`` acts as ``range``) and a parallel one,
@@ -19,9 +20,8 @@ gain at most ~1.5x from a second core, so only arrays of ``PARALLEL_MIN`` elemen
 
 from __future__ import annotations
 
+import importlib
 import types
-
-from numba import njit
 
 PARALLEL_MIN = 1 << 22      # elements; 16 MB of float32, a few ms for one pass
 
@@ -30,6 +30,8 @@ class Kernel:
     """A serial and a parallel dispatcher of one ``prange`` function."""
 
     def __init__(self, func):
+        from numba import njit    # here, not at import: run() callers must not import numba
+
         self.__doc__, self.__name__ = func.__doc__, func.__name__
         self.serial = njit(cache=True)(_renamed(func, "serial"))
         self.parallel = njit(parallel=True, cache=True)(_renamed(func, "parallel"))
@@ -53,7 +55,13 @@ def kernel(func) -> Kernel:
     return Kernel(func)
 
 
-def run(k: Kernel, size: int, *args):
-    """Call kernel ``k``, split over threads only when ``size`` (elements touched) is large."""
-    return (k.parallel if size >= PARALLEL_MIN else k.serial)(*args)
+def run(module: str, name: str, size: int, *args):
+    """Call compiled kernel ``name`` of ``module`` (a dotted module name, imported on first
+    use: it imports numba, so callers call this only once ``backend.compiled()`` said yes),
+    split over threads only when ``size`` (elements touched) is at least ``PARALLEL_MIN``.
 
+    Example (only with numba installed):
+        ``run("volnet.functional.compiled.activation", "relu_forward", x.size, x, out, mask)``
+    """
+    k = getattr(importlib.import_module(module), name)
+    return (k.parallel if size >= PARALLEL_MIN else k.serial)(*args)
