@@ -18,11 +18,18 @@ def _erf_scalar(x):
 
 
 def erf(x: np.ndarray) -> np.ndarray:
-    """math.erf elementwise, compiled by numba at first use per dtype (NumPy has no erf,
-    and volnet does not depend on SciPy)."""
-    if not _COMPILED:
-        import numba
+    """math.erf elementwise (NumPy has no erf, and volnet does not depend on SciPy).
 
+    The compiled kernels run a numba ufunc made on first use (through the runtime's
+    numba handle, so its cache lives in the per-user cache directory); the NumPy
+    reference path, and calls too small to pay for loading numba, apply ``math.erf``.
+    """
+    from volnet.runtime import backend
+
+    numba = backend.numba_module() if backend.compiled(x.size) else None
+    if numba is None:
+        return np.vectorize(math.erf, otypes=[x.dtype])(x)
+    if not _COMPILED:
         _COMPILED.append(numba.vectorize(cache=True)(_erf_scalar))
     return _COMPILED[0](x)
 
