@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from volnet.functional.pixel_loss import pixel_cross_entropy
 from volnet.train.evaluation import evaluate
+from volnet.train.segmentation_metrics import evaluate_segmentation
 
 
 class ClassifierStep:
@@ -36,3 +38,41 @@ class ClassifierStep:
         result = evaluate(trainer.net, val) if not isinstance(val, (tuple, list)) else evaluate(
             trainer.net, val[0], val[1], trainer.loss)
         return {"val_loss": result["loss"], "val_accuracy": result["accuracy"]}
+
+
+class SegmentationStep:
+    """Per-pixel softmax cross-entropy (ignore index, class weights); metrics loss and
+    pixel accuracy over the labelled pixels; validation adds the held-out mean IoU.
+
+    Args:
+        num_classes: K, the network's output channels.
+        ignore_index: mask value of pixels that count for nothing (255).
+        weight: optional (K,) class weights for the loss.
+    """
+
+    metrics = ("loss", "pixel_accuracy")
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, weight=None) -> None:
+        self.num_classes, self.ignore_index = int(num_classes), int(ignore_index)
+        self.weight = None if weight is None else np.asarray(weight, dtype=np.float64)
+
+    def loss(self, scores: np.ndarray, masks: np.ndarray):
+        return pixel_cross_entropy(scores, masks, self.ignore_index, self.weight)
+
+    def __call__(self, trainer, xb: np.ndarray, yb: np.ndarray) -> dict:
+        net = trainer.net
+        scores = net.forward(xb, training=True)
+        loss, dscores = trainer.compute_loss(self.loss, scores, yb, xb)
+        net.backward(dscores, input_grad=False)
+        trainer.apply_gradients()
+        labelled = yb != self.ignore_index
+        right = int(((scores.argmax(axis=1) == yb) & labelled).sum())
+        return {"loss": float(loss), "pixel_accuracy": right / max(int(labelled.sum()), 1)}
+
+    def validate(self, trainer, val) -> dict:
+        """Held-out loss, pixel accuracy and mean IoU (val: (x, masks) or a BatchIterator)."""
+        x, masks = (val[0], val[1]) if isinstance(val, (tuple, list)) else (val, None)
+        result = evaluate_segmentation(trainer.net, x, masks, self.num_classes,
+                                       self.ignore_index, self.weight)
+        return {"val_loss": result["loss"], "val_pixel_accuracy": result["pixel_accuracy"],
+                "val_mean_iou": result["mean_iou"]}
