@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from volnet.commands.checks import positive_int
+from volnet.errors import ConfigError
 from volnet.train.optim import OPTIMIZERS
 from volnet.train.recipe import DEFAULTS
 
@@ -11,8 +12,10 @@ def add_parser(sub):
     p = sub.add_parser("train", help="train a zoo model and save a checkpoint",
                        description="Train MODEL on a dataset, print held-out accuracy and save a "
                                    "resumable checkpoint after every epoch.")
-    p.add_argument("model", help="zoo model name, e.g. lenet5, cifar_example; or dcgan / vae "
-                                 "to train the generative models on 28x28 digits")
+    p.add_argument("model", help="zoo model name, e.g. lenet5, cifar_example; dcgan / vae "
+                                 "to train the generative models on 28x28 digits; fcn / dilated "
+                                 "/ dilated-context to train a segmenter (default data: the "
+                                 "64x64 digit scenes)")
     p.add_argument("--data", default="mnist-sample",
                    help="mnist-sample (bundled, default), mnist, fashion-mnist, cifar10, or a "
                         "folder of MNIST-format files / CIFAR-10 binary batches / "
@@ -48,11 +51,32 @@ def add_parser(sub):
                    help="dcgan/vae: write a PNG grid of 64 samples (fixed noise) per epoch here")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="dcgan/vae: train on the first N images only (quick looks)")
+    p.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                   help="segmenters on one images/ + masks/ folder: hold out this share")
     return p
 
 
+def _run_segmentation(args) -> int:
+    from volnet.train.segmentation import DEFAULTS as RECIPE
+    from volnet.train.segmentation import iou_table, train_segmenter
+
+    if args.optimizer not in (None, "adam"):
+        raise ConfigError(f"volnet train {args.model} uses Adam; drop --optimizer")
+    data = "scenes" if args.data == "mnist-sample" else args.data
+    result = train_segmenter(args.model, data, epochs=args.epochs or RECIPE["epochs"],
+                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
+                             resume=args.resume, overwrite=args.overwrite,
+                             progress=not args.quiet, val_fraction=args.val_fraction)
+    print(f"held-out mean IoU {result.mean_iou:.4f}, pixel accuracy "
+          f"{result.pixel_accuracy:.4f} after {len(result.history.get('loss', []))} epochs this "
+          f"run ({result.seconds:.1f} s)")
+    print("per-class IoU:\n" + iou_table(result.class_names, result.class_iou))
+    print(f"checkpoint saved to {result.path}; label an image with: volnet segment "
+          f"{result.path} IMAGE --out overlay.png")
+    return 0
+
+
 def _run_generative(args) -> int:
-    from volnet.errors import ConfigError
     from volnet.train.generative import DEFAULTS as RECIPES
     from volnet.train.generative import train_generative
 
@@ -76,8 +100,14 @@ def _run_generative(args) -> int:
 
 
 def run(args) -> int:
+    from volnet.train.segmentation import SEGMENTERS
+
     if args.model in ("dcgan", "vae"):
         return _run_generative(args)
+    if args.model.replace("_", "-") in SEGMENTERS:
+        return _run_segmentation(args)
+    if args.val_fraction is not None:
+        raise ConfigError("--val-fraction is for segmenters on one images/ + masks/ folder")
     if args.epochs is None:
         args.epochs = DEFAULTS["epochs"]    # the others: None = default, or the checkpoint's
     from volnet.train.distributed import abort_on_error, get_communicator
