@@ -68,7 +68,9 @@ def _mask(path: str) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8)
 
 
-def _read_split(folder: str, max_bytes) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_split(folder: str, max_bytes=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images (N, C, H, W) uint8, masks (N, H, W) uint8 and names of one images/ + masks/
+    folder, after the checks listed above."""
     from PIL import Image
 
     pairs = _pairs(folder)
@@ -132,8 +134,8 @@ def read_segmentation_folder(folder: str, val_fraction: float | None = None, see
     if os.path.isdir(os.path.join(folder, "train")):
         if val_fraction is not None:
             raise DataError(f"{folder} has train/ and test/ already; drop --val-fraction")
-        x_train, y_train, _ = _read_split(os.path.join(folder, "train"), max_bytes)
-        x_test, y_test, _ = _read_split(os.path.join(folder, "test"), max_bytes)
+        x_train, y_train, _ = read_split(os.path.join(folder, "train"), max_bytes)
+        x_test, y_test, _ = read_split(os.path.join(folder, "test"), max_bytes)
     else:
         if val_fraction is None:
             raise DataError(f"{folder} holds one images/ + masks/ set; pass --val-fraction F "
@@ -141,7 +143,7 @@ def read_segmentation_folder(folder: str, val_fraction: float | None = None, see
                             f"{folder}/train and {folder}/test")
         if not 0 < val_fraction < 1:
             raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
-        x, y, _ = _read_split(folder, max_bytes)
+        x, y, _ = read_split(folder, max_bytes)
         n_val = int(round(len(x) * val_fraction))
         if not 0 < n_val < len(x):
             raise DataError(f"{folder}: {len(x)} images with --val-fraction {val_fraction} leave "

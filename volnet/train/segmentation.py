@@ -86,9 +86,9 @@ def load_segmentation_data(data: str = "scenes", val_fraction: float | None = No
     return read_segmentation_folder(data, val_fraction, seed)
 
 
-def segmentation_preprocessing(data_set) -> dict:
+def segmentation_preprocessing(data_set, data: str) -> dict:
     """What the checkpoint records so segment/evaluate feed images as training did."""
-    return {"input_shape": list(data_set.input_shape), "scale": "x / 255",
+    return {"input_shape": list(data_set.input_shape), "scale": "x / 255", "dataset": data,
             "mean": list(data_set.mean), "std": list(data_set.std),
             "class_names": list(data_set.class_names), "task": "segmentation",
             "ignore_index": IGNORE}
@@ -158,7 +158,7 @@ def train_segmenter(model: str, data: str = "scenes", *, epochs: int = DEFAULTS[
     net = build_segmenter(model, num_classes, data_set.input_shape[0], seed)
     check_fits(net, model, data_set.input_shape, num_classes)
     opt = Adam(lr=lr)
-    prep = segmentation_preprocessing(data_set)
+    prep = segmentation_preprocessing(data_set, data)
     trainer = Trainer(net, opt, train_step=SegmentationStep(num_classes, IGNORE),
                       schedule=CosineLR(opt, epochs), progress=progress, log_epochs=True,
                       callbacks=[ModelCheckpoint(out)], metadata={"preprocessing": prep})
