@@ -1,5 +1,6 @@
 """``volnet train fcn|dilated|dilated-context``: train a segmenter on the digit scenes or on
-an images/ + masks/ folder, through the one Trainer with :class:`SegmentationStep`.
+an images/ + masks/ folder, through the one Trainer with
+:class:`~volnet.train.steps.SegmentationStep`.
 
 Adam with a cosine-decayed learning rate, per-pixel softmax cross-entropy that
 skips the 255 (ignore) pixels; a resumable checkpoint after every epoch whose
@@ -20,7 +21,7 @@ from volnet.data.batches import BatchIterator
 from volnet.errors import CheckpointError, ConfigError, DataError
 
 SEGMENTERS = ("fcn", "dilated", "dilated-context")
-DEFAULTS = {"epochs": 6, "batch_size": 16, "lr": 3e-3, "seed": 0}
+DEFAULTS = {"epochs": 8, "batch_size": 16, "lr": 3e-3, "seed": 0}
 SCENES = {"train": 2000, "test": 500}
 IGNORE = 255
 
