@@ -135,7 +135,8 @@ def test_ctrl_c_mid_epoch_and_resume_give_the_straight_run_bit_for_bit(trained, 
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--val-fraction", "0.2"], "--val-fraction is for segmenters"),
+    (["--val-fraction", "0.2"], "are for the segmenters"),
+    (["--init", "x.safetensors"], "are for the segmenters"),
 ])
 def test_classifier_refuses_segmentation_options(args, words, capsys):
     assert main(["train", "lenet5", "--epochs", "1", "--quiet", *args]) == 2
@@ -159,3 +160,27 @@ def test_images_whose_size_the_net_cannot_label_are_refused(tmp_path, capsys):
     assert main(["train", "fcn", "--data", str(tmp_path), "--epochs", "1", "--quiet",
                  "--out", str(tmp_path / "a.safetensors")]) == 2
     assert "divisible by 8" in capsys.readouterr().err
+
+
+def test_init_starts_the_context_net_from_a_trained_front_end(trained, folder, tmp_path, capsys):
+    """Yu & Koltun's second stage: every front-end tensor is copied, the context module is
+    fresh (identity), so before any update the two nets label every pixel alike."""
+    from volnet.train.segmentation import build_segmenter, init_from
+
+    net = build_segmenter("dilated-context", 11, 1, seed=5)
+    message = init_from(net, str(trained))
+    assert "fresh: context" in message
+    front = vn.load(trained).state_dict()
+    state = net.state_dict()
+    for key, value in front.items():
+        np.testing.assert_array_equal(state[key], value, err_msg=key)
+    scores = np.random.default_rng(0).normal(size=(2, 11, 16, 16)).astype(np.float32)
+    # the identity-initialised module passes the non-negative scores through unchanged
+    np.testing.assert_allclose(net["context"].forward(scores), np.maximum(scores, 0), atol=1e-6)
+    out = tmp_path / "ctx.safetensors"
+    assert main(train_args(folder, out, "dilated-context", "--init", str(trained))) == 0
+    assert "initialised" in capsys.readouterr().out
+    lenet = tmp_path / "lenet.safetensors"
+    vn.save(lenet, vn.models.lenet5(), preprocessing={"input_shape": [1, 28, 28]})
+    assert main(train_args(folder, tmp_path / "x.safetensors", "dilated", "--init", str(lenet))) == 2
+    assert "no weight names in common" in capsys.readouterr().err

@@ -53,6 +53,9 @@ def add_parser(sub):
                    help="dcgan/vae: train on the first N images only (quick looks)")
     p.add_argument("--val-fraction", type=float, default=None, metavar="F",
                    help="segmenters on one images/ + masks/ folder: hold out this share")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="segmenters: start from this checkpoint's weights where names and "
+                        "shapes match (a trained dilated front-end for dilated-context)")
     return p
 
 
@@ -66,7 +69,8 @@ def _run_segmentation(args) -> int:
     result = train_segmenter(args.model, data, epochs=args.epochs or RECIPE["epochs"],
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
                              resume=args.resume, overwrite=args.overwrite,
-                             progress=not args.quiet, val_fraction=args.val_fraction)
+                             progress=not args.quiet, val_fraction=args.val_fraction,
+                             init=args.init)
     print(f"held-out mean IoU {result.mean_iou:.4f}, pixel accuracy "
           f"{result.pixel_accuracy:.4f} after {len(result.history.get('loss', []))} epochs this "
           f"run ({result.seconds:.1f} s)")
@@ -106,8 +110,9 @@ def run(args) -> int:
         return _run_generative(args)
     if args.model.replace("_", "-") in SEGMENTERS:
         return _run_segmentation(args)
-    if args.val_fraction is not None:
-        raise ConfigError("--val-fraction is for segmenters on one images/ + masks/ folder")
+    if args.val_fraction is not None or args.init is not None:
+        raise ConfigError("--val-fraction and --init are for the segmenters (fcn, dilated, "
+                          "dilated-context)")
     if args.epochs is None:
         args.epochs = DEFAULTS["epochs"]    # the others: None = default, or the checkpoint's
     from volnet.train.distributed import abort_on_error, get_communicator

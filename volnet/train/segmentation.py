@@ -66,6 +66,26 @@ def check_fits(net, model: str, input_shape, num_classes: int) -> None:
                           "images and masks alike")
 
 
+def init_from(net, path: str) -> str:
+    """Copy into ``net`` every weight of checkpoint ``path`` with the same name and shape;
+    refuse a checkpoint that shares none, or one whose shared names differ in shape."""
+    from volnet.io.checkpoint import load
+
+    source = load(path).state_dict()
+    target = net.state_dict()
+    shared = sorted(set(source) & set(target))
+    clash = [k for k in shared if source[k].shape != target[k].shape]
+    if not shared or clash:
+        raise ConfigError(f"--init {path}: " + (f"{clash[0]} is {source[clash[0]].shape} there "
+                          f"but {target[clash[0]].shape} here" if clash else "no weight names in "
+                          "common with this model") + "; give a checkpoint of the same "
+                          "front-end (volnet train dilated for dilated-context)")
+    net.load_state_dict({**target, **{k: source[k] for k in shared}})
+    fresh = sorted({k.split(".")[0] for k in set(target) - set(source)})
+    return (f"initialised {len(shared)} of {len(target)} tensors from {path}"
+            + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
+
+
 def load_segmentation_data(data: str = "scenes", val_fraction: float | None = None,
                            seed: int = 0):
     """"scenes" (the digit scenes) or an images/ + masks/ folder, as a Dataset of masks."""
@@ -115,7 +135,8 @@ def train_segmenter(model: str, data: str = "scenes", *, epochs: int = DEFAULTS[
                     batch_size: int | None = None, lr: float | None = None,
                     seed: int | None = None, out: str | None = None, resume: str | None = None,
                     overwrite: bool = False, progress: bool = True,
-                    val_fraction: float | None = None, log=print) -> SegmentationResult:
+                    val_fraction: float | None = None, init: str | None = None,
+                    log=print) -> SegmentationResult:
     """Train ``model`` on ``data``; checkpoint every epoch; return held-out mean IoU and more.
 
     Args:
@@ -126,6 +147,9 @@ def train_segmenter(model: str, data: str = "scenes", *, epochs: int = DEFAULTS[
             existing file is refused unless ``overwrite`` or it is ``resume``).
         resume: continue that checkpoint's run, bit for bit.
         val_fraction: for a single images/ + masks/ folder, the share held out.
+        init: a segmentation checkpoint whose weights start the run wherever names and
+            shapes match (Yu & Koltun's second stage: a trained ``dilated`` front-end under
+            ``dilated-context``, whose context module then starts as the identity).
     """
     from volnet.io.checkpoint import load_checkpoint, save
     from volnet.train.callbacks import ModelCheckpoint
@@ -158,6 +182,10 @@ def train_segmenter(model: str, data: str = "scenes", *, epochs: int = DEFAULTS[
     num_classes = data_set.num_classes
     net = build_segmenter(model, num_classes, data_set.input_shape[0], seed)
     check_fits(net, model, data_set.input_shape, num_classes)
+    if init and not resume:
+        log(init_from(net, init))
+    elif init:
+        raise ConfigError("--init starts a new run; a resumed run has its weights already")
     opt = Adam(lr=lr)
     prep = segmentation_preprocessing(data_set, data)
     trainer = Trainer(net, opt, train_step=SegmentationStep(num_classes, IGNORE),
