@@ -159,7 +159,7 @@ def test_images_whose_size_the_net_cannot_label_are_refused(tmp_path, capsys):
     write_segmentation_folder(tmp_path / "test", x[:2, :, :60, :60], y[:2, :60, :60])
     assert main(["train", "fcn", "--data", str(tmp_path), "--epochs", "1", "--quiet",
                  "--out", str(tmp_path / "a.safetensors")]) == 2
-    assert "divisible by 8" in capsys.readouterr().err
+    assert "8 for fcn" in capsys.readouterr().err
 
 
 def test_init_starts_the_context_net_from_a_trained_front_end(trained, folder, tmp_path, capsys):
@@ -184,3 +184,11 @@ def test_init_starts_the_context_net_from_a_trained_front_end(trained, folder, t
     vn.save(lenet, vn.models.lenet5(), preprocessing={"input_shape": [1, 28, 28]})
     assert main(train_args(folder, tmp_path / "x.safetensors", "dilated", "--init", str(lenet))) == 2
     assert "no weight names in common" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_masks_with_classes_the_net_does_not_know(trained, tmp_path, capsys):
+    x, y = make_scenes(4, "test", seed=2)
+    y[0, 0, 0] = 12
+    write_segmentation_folder(tmp_path, x, y)
+    assert main(["evaluate", str(trained), "--data", str(tmp_path)]) == 2
+    assert "use class 12" in capsys.readouterr().err

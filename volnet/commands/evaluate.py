@@ -56,8 +56,7 @@ def _run_segmentation(args, net, prep: dict) -> int:
     if labels.size and int(labels.max()) >= k:
         raise DataError(f"{what}: masks use class {int(labels.max())} but {args.checkpoint} "
                         f"knows {k} classes ({', '.join(names[:4])}...)")
-    check_fits(net, "fcn" if "fuse" in dict(net.named_children()) else "dilated",
-               (channels,) + x.shape[2:], k)
+    check_fits(net, (channels,) + x.shape[2:], k)
     mean = np.asarray(prep.get("mean", [0.0]), dtype=np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(prep.get("std", [1.0]), dtype=np.float32).reshape(1, -1, 1, 1)
     result = evaluate_segmentation(net, (x.astype(np.float32) / 255 - mean) / std, y, k,

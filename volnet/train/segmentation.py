@@ -50,7 +50,7 @@ def build_segmenter(model: str, num_classes: int, in_channels: int, seed: int = 
     return builders[key](num_classes=num_classes, in_channels=in_channels, seed=seed)
 
 
-def check_fits(net, model: str, input_shape, num_classes: int) -> None:
+def check_fits(net, input_shape, num_classes: int) -> None:
     """The segmenter must return (K, H, W) for these images: sides divisible by its stride."""
     from volnet.errors import ShapeError
 
@@ -60,10 +60,10 @@ def check_fits(net, model: str, input_shape, num_classes: int) -> None:
     except (ShapeError, ConfigError) as err:
         out = str(err)
     if out != (num_classes, h, w):
-        stride = 8 if model == "fcn" else 4
-        raise ConfigError(f"{model} cannot label {h}x{w} images pixel for pixel (it gives "
-                          f"{out}); it needs sides divisible by {stride}: crop or pad the "
-                          "images and masks alike")
+        raise ConfigError(f"this segmenter cannot label {h}x{w} images pixel for pixel (it "
+                          f"gives {out}); it needs sides divisible by its stride (8 for fcn, "
+                          "4 for dilated and dilated-context): crop or pad the images and "
+                          "masks alike")
 
 
 def init_from(net, path: str) -> str:
@@ -181,7 +181,7 @@ def train_segmenter(model: str, data: str = "scenes", *, epochs: int = DEFAULTS[
                               f"--resume {out} to continue that run")
     num_classes = data_set.num_classes
     net = build_segmenter(model, num_classes, data_set.input_shape[0], seed)
-    check_fits(net, model, data_set.input_shape, num_classes)
+    check_fits(net, data_set.input_shape, num_classes)
     if init and not resume:
         log(init_from(net, init))
     elif init:
