@@ -23,7 +23,8 @@ def add_parser(sub):
     # None = the default (per model), or with --resume the checkpoint's value (a different
     # one is refused)
     p.add_argument("--epochs", type=positive_int("--epochs"), default=None,
-                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 11, vae 6)")
+                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 11, vae 6; fcn "
+                        "and dilated 8; dilated-context 8 for its front-end, then 4)")
     p.add_argument("--batch-size", type=positive_int("--batch-size"), default=None,
                    help=f"examples per step (default {DEFAULTS['batch_size']}; dcgan 12)")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate "
@@ -60,13 +61,12 @@ def add_parser(sub):
 
 
 def _run_segmentation(args) -> int:
-    from volnet.train.segmentation import DEFAULTS as RECIPE
     from volnet.train.segmentation import iou_table, train_segmenter
 
     if args.optimizer not in (None, "adam"):
         raise ConfigError(f"volnet train {args.model} uses Adam; drop --optimizer")
     data = "scenes" if args.data == "mnist-sample" else args.data
-    result = train_segmenter(args.model, data, epochs=args.epochs or RECIPE["epochs"],
+    result = train_segmenter(args.model, data, epochs=args.epochs,
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
                              resume=args.resume, overwrite=args.overwrite,
                              progress=not args.quiet, val_fraction=args.val_fraction,

@@ -22,6 +22,10 @@ from volnet.errors import CheckpointError, ConfigError, DataError
 
 SEGMENTERS = ("fcn", "dilated", "dilated-context")
 DEFAULTS = {"epochs": 8, "batch_size": 16, "lr": 3e-3, "seed": 0}
+# dilated-context is trained as Yu & Koltun did: the front-end first (DEFAULTS), then the
+# context module on it, the whole net at a lower rate for a few more epochs (joint training
+# from scratch leaves the digit classes dead behind the module's ReLUs; README)
+CONTEXT_STAGE = {"epochs": 4, "lr": 1e-3}
 SCENES = {"train": 2000, "test": 500}
 IGNORE = 255
 
@@ -36,6 +40,7 @@ class SegmentationResult:
     pixel_accuracy: float
     seconds: float
     class_names: list
+    finished: bool = True
 
 
 def build_segmenter(model: str, num_classes: int, in_channels: int, seed: int = 0):
@@ -115,7 +120,7 @@ def segmentation_preprocessing(data_set, data: str) -> dict:
             "ignore_index": IGNORE}
 
 
-def _resumed_options(path: str, state: dict, given: dict) -> dict:
+def _resumed_options(path: str, state: dict, given: dict, defaults: dict) -> dict:
     """Batch size, seed and lr of the run being resumed; a contradicting option is refused."""
     batches = state.get("batches") or {}
     schedule = state.get("schedule") or {}
@@ -128,10 +133,10 @@ def _resumed_options(path: str, state: dict, given: dict) -> dict:
                               f"{saved[key]}; drop {flag} (the resumed run must match an "
                               "uninterrupted one)")
     return {k: saved[k] if given[k] is None and saved.get(k) is not None else
-            (DEFAULTS[k] if given[k] is None else given[k]) for k in given}
+            (defaults[k] if given[k] is None else given[k]) for k in given}
 
 
-def train_segmenter(model: str, data: str = "scenes", *, epochs: int = DEFAULTS["epochs"],
+def train_segmenter(model: str, data: str = "scenes", *, epochs: int | None = None,
                     batch_size: int | None = None, lr: float | None = None,
                     seed: int | None = None, out: str | None = None, resume: str | None = None,
                     overwrite: bool = False, progress: bool = True,
@@ -140,9 +145,12 @@ def train_segmenter(model: str, data: str = "scenes", *, epochs: int = DEFAULTS[
     """Train ``model`` on ``data``; checkpoint every epoch; return held-out mean IoU and more.
 
     Args:
-        model: "fcn", "dilated" or "dilated-context".
+        model: "fcn", "dilated" or "dilated-context". Without ``init`` or ``resume``,
+            "dilated-context" runs two stages: ``dilated`` with its defaults (checkpoint
+            ``<out>-frontend.safetensors``), then the context net initialised from it.
         data: "scenes" (2,000 training and 500 held-out digit scenes) or a folder.
-        epochs: total epochs (with ``resume``: counting those done).
+        epochs: total epochs (with ``resume``: counting those done); default 8, or 4 for
+            dilated-context's second stage.
         out: checkpoint path (default ``<model>-<data>-<time>.safetensors``; an
             existing file is refused unless ``overwrite`` or it is ``resume``).
         resume: continue that checkpoint's run, bit for bit.
@@ -161,8 +169,15 @@ def train_segmenter(model: str, data: str = "scenes", *, epochs: int = DEFAULTS[
     from volnet.train.steps import SegmentationStep
     from volnet.train.trainer import Trainer
 
+    staged = model.replace("_", "-") == "dilated-context"
+    defaults = {**DEFAULTS, **CONTEXT_STAGE} if staged else DEFAULTS
+    epochs = defaults["epochs"] if epochs is None else epochs
     if epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {epochs}")
+    if staged and init is None and resume is None:
+        return _two_stages(data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, out=out,
+                           overwrite=overwrite, progress=progress, val_fraction=val_fraction,
+                           log=log)
     given = {"batch_size": batch_size, "lr": lr, "seed": seed}
     ckpt = None
     if resume:
@@ -170,9 +185,9 @@ def train_segmenter(model: str, data: str = "scenes", *, epochs: int = DEFAULTS[
         if ckpt.trainer_state is None or ckpt.preprocessing.get("task") != "segmentation":
             raise CheckpointError(f"{resume} is not a resumable segmentation checkpoint "
                                   "(written by volnet train fcn|dilated|dilated-context)")
-        given = _resumed_options(resume, ckpt.trainer_state, given)
+        given = _resumed_options(resume, ckpt.trainer_state, given, defaults)
     else:
-        given = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
+        given = {k: defaults[k] if v is None else v for k, v in given.items()}
     batch_size, lr, seed = given["batch_size"], given["lr"], given["seed"]
     data_set = load_segmentation_data(data, val_fraction)
     out = out or resume or default_out_path(model, data)
@@ -216,7 +231,33 @@ def train_segmenter(model: str, data: str = "scenes", *, epochs: int = DEFAULTS[
             f"{out}; continue with: volnet train {model} --data {data} --resume {out}")
     result = evaluate_segmentation(net, x_test, data_set.y_test, num_classes, IGNORE)
     return SegmentationResult(net, dict(history), out, result["mean_iou"], result["class_iou"],
-                              result["pixel_accuracy"], seconds, list(data_set.class_names))
+                              result["pixel_accuracy"], seconds, list(data_set.class_names),
+                              finished=trainer.epoch >= epochs)
+
+
+def _two_stages(data: str, *, epochs: int, batch_size, lr, seed, out, overwrite: bool,
+                progress: bool, val_fraction, log) -> SegmentationResult:
+    """dilated-context from nothing: train the front-end, then the context net on it."""
+    from volnet.train.recipe import default_out_path
+
+    out = out or default_out_path("dilated-context", data)
+    front = (out[:-len(".safetensors")] if out.endswith(".safetensors") else out) + \
+        "-frontend.safetensors"
+    log(f"stage 1 of 2: the dilated front-end alone ({DEFAULTS['epochs']} epochs), as Yu & "
+        f"Koltun trained it before adding the context module; checkpoint -> {front}")
+    first = train_segmenter("dilated", data, batch_size=batch_size, seed=seed, out=front,
+                            overwrite=overwrite, progress=progress, val_fraction=val_fraction,
+                            log=log)
+    if not first.finished:
+        log(f"then: volnet train dilated-context --data {data} --init {front} --out {out}")
+        return first
+    log(f"stage 1 done: held-out mean IoU {first.mean_iou:.4f}. Stage 2 of 2: the context "
+        f"module on it, the whole net {epochs} epochs")
+    second = train_segmenter("dilated-context", data, epochs=epochs, batch_size=batch_size,
+                             lr=lr, seed=seed, out=out, overwrite=overwrite, progress=progress,
+                             val_fraction=val_fraction, init=front, log=log)
+    second.seconds += first.seconds
+    return second
 
 
 def iou_table(class_names, class_iou) -> str:
