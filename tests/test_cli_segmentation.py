@@ -57,7 +57,7 @@ def test_each_segmenter_trains_and_reports_mean_iou(folder, tmp_path, model, cap
     assert ckpt.trainer_state["epoch"] == 2
     if model == "dilated-context":    # Yu & Koltun's two stages: the front-end first
         front = vn.io.checkpoint.load_checkpoint(tmp_path / "m-frontend.safetensors")
-        assert front.trainer_state["epoch"] == 8 and "stage 2 of 2" in text
+        assert front.trainer_state["epoch"] == 8 and "Stage 2 of 2" in text
         assert "context.ctx_conv1_1.weight" not in front.net.state_dict()
 
 
