@@ -17,7 +17,7 @@ function paint(canvas, h, w, colourAt) {
 }
 
 function labelColour(label, grey) {
-  if (label === 255) return [128, 128, 128];
+  if (label === 255) return [224, 224, 192];     // the colour VOC shows its border label in
   if (label === 0) return [grey, grey, grey].map(v => Math.round(v * 0.5));
   return view.models[0].colours[label];
 }
