@@ -196,3 +196,17 @@ def test_evaluate_refuses_masks_with_classes_the_net_does_not_know(trained, tmp_
     write_segmentation_folder(tmp_path, x, y)
     assert main(["evaluate", str(trained), "--data", str(tmp_path)]) == 2
     assert "use class 12" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, mean_iou", [("dilated", 0.7186), ("dilated-context", 0.8005)])
+def test_bundled_segmenters_score_what_the_readme_reports(name, mean_iou, capsys):
+    """The lecture page's nets are the README's seed-0 runs: volnet evaluate on the 500
+    held-out scenes gives their mean IoU (a pixel flipped by another thread count moves it
+    by about 1e-4)."""
+    import re
+
+    from volnet.data.segmenters import checkpoint_path
+
+    assert main(["evaluate", checkpoint_path(name)]) == 0
+    shown = float(re.search(r"mean IoU ([\d.]+)", capsys.readouterr().out).group(1))
+    assert shown == pytest.approx(mean_iou, abs=2e-3)
