@@ -55,7 +55,7 @@ def test_each_digit_region_holds_one_class_of_the_documented_size():
 
 
 def test_several_digits_per_scene_never_overlap():
-    x, y = make_scenes(200, "train", seed=2)
+    _, y = make_scenes(200, "train", seed=2)
     counts = [len(set(np.unique(m).tolist()) - {0, IGNORE}) for m in y]
     assert max(counts) >= 2 and min(counts) >= 1
 

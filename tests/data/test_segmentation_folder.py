@@ -6,8 +6,11 @@ import pytest
 from PIL import Image
 
 from volnet.data.scenes import make_scenes
-from volnet.data.segmentation_folder import (is_segmentation_folder, read_segmentation_folder,
-                                             write_segmentation_folder)
+from volnet.data.segmentation_folder import (
+    is_segmentation_folder,
+    read_segmentation_folder,
+    write_segmentation_folder,
+)
 from volnet.errors import DataError
 
 

@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 
 import volnet as vn
-from volnet.train.segmentation_metrics import (class_iou, confusion_matrix,
-                                               evaluate_segmentation, mean_iou, pixel_accuracy)
+from volnet.train.segmentation_metrics import (
+    class_iou,
+    confusion_matrix,
+    evaluate_segmentation,
+    mean_iou,
+    pixel_accuracy,
+)
 
 #   target           prediction
 #   0 0 1 255        0 1 1 2

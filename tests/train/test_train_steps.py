@@ -62,8 +62,8 @@ def test_optimizer_group_steps_each_part_with_its_own_adam_like_pytorch():
         group.step({name: params[name]}, {name: grads[name]})
         ref[name].grad = torch.tensor(grads[name])
         opts[part].step()
-    for name in params:
-        np.testing.assert_allclose(params[name], ref[name].detach().numpy(), rtol=1e-12)
+    for name, value in params.items():
+        np.testing.assert_allclose(value, ref[name].detach().numpy(), rtol=1e-12)
     assert (group.members["d"].t, group.members["g"].t) == (2, 1)
     state = group.state_dict()
     other = OptimizerGroup({"g": Adam(lr=1.0), "d": Adam(lr=1.0)})

@@ -110,7 +110,7 @@ def run(args) -> int:
     from volnet.data.batches import BatchIterator
     from volnet.data.registry import load_dataset
     from volnet.io.checkpoint import load
-    from volnet.train.trainer import evaluate
+    from volnet.train.evaluation import evaluate
 
     net = load(args.checkpoint)
     prep = net.preprocessing

@@ -144,7 +144,7 @@ def read_segmentation_folder(folder: str, val_fraction: float | None = None, see
         if not 0 < val_fraction < 1:
             raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
         x, y, _ = read_split(folder, max_bytes)
-        n_val = int(round(len(x) * val_fraction))
+        n_val = round(len(x) * val_fraction)
         if not 0 < n_val < len(x):
             raise DataError(f"{folder}: {len(x)} images with --val-fraction {val_fraction} leave "
                             f"{n_val} held out and {len(x) - n_val} for training; both need at "

@@ -71,8 +71,8 @@ class OptimizerGroup:
         """Update ``params`` from ``grads``, each by the optimizer of its part; a member
         given no parameters does not step (its step count stays)."""
         split: dict[str, dict] = {}
-        for name in params:
-            split.setdefault(self.part_of(name), {})[name] = params[name]
+        for name, value in params.items():
+            split.setdefault(self.part_of(name), {})[name] = value
         for owner, mine in split.items():
             self.members[owner].step(mine, {n: grads[n] for n in mine if n in grads})
 

@@ -59,7 +59,7 @@ def check_fits(net, input_shape, num_classes: int) -> None:
     """The segmenter must return (K, H, W) for these images: sides divisible by its stride."""
     from volnet.errors import ShapeError
 
-    c, h, w = input_shape
+    _, h, w = input_shape
     try:
         out = tuple(net.output_shape(tuple(input_shape)))
     except (ShapeError, ConfigError) as err:
@@ -241,7 +241,7 @@ def _two_stages(data: str, *, epochs: int, batch_size, lr, seed, out, overwrite:
     from volnet.train.recipe import default_out_path
 
     out = out or default_out_path("dilated-context", data)
-    front = (out[:-len(".safetensors")] if out.endswith(".safetensors") else out) + \
+    front = (out.removesuffix(".safetensors")) + \
         "-frontend.safetensors"
     log(f"stage 1 of 2: the dilated front-end alone ({DEFAULTS['epochs']} epochs), as Yu & "
         f"Koltun trained it before adding the context module; checkpoint -> {front}")
@@ -263,5 +263,5 @@ def _two_stages(data: str, *, epochs: int, batch_size, lr, seed, out, overwrite:
 def iou_table(class_names, class_iou) -> str:
     """Per-class IoU lines for the terminal ("-" for a class neither present nor predicted)."""
     width = max(len(str(n)) for n in class_names)
-    return "\n".join(f"  {str(name):<{width}}  {'-' if np.isnan(v) else f'{v:.4f}'}"
+    return "\n".join(f"  {name!s:<{width}}  {'-' if np.isnan(v) else f'{v:.4f}'}"
                      for name, v in zip(class_names, np.asarray(class_iou, dtype=float)))

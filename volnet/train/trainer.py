@@ -64,7 +64,7 @@ import numpy as np
 
 from volnet.errors import ConfigError, NonFiniteError, TrainingDivergedError
 from volnet.functional.loss import softmax_cross_entropy
-from volnet.train.evaluation import evaluate, locate_nonfinite
+from volnet.train.evaluation import locate_nonfinite
 from volnet.train.steps import ClassifierStep
 from volnet.train.threads import auto_threads
 
