@@ -5,9 +5,11 @@ Yu & Koltun took VGG-16, removed its last two pooling layers and dilated the
 convolutions after them (by 2 after the first removed pool, by 4 after the
 second), so the score maps keep a finer resolution (stride 8 instead of 32)
 while every unit still sees what it saw in the classifier. The same recipe at
-this scale: three blocks of two 3x3 convolutions; the first two blocks end in a
-2x2 max pool, the third block's pool is removed and its convolutions dilated by
-2; a 1x1 convolution gives the class scores at stride 4 (16x16 maps for a 64x64
+this scale: three blocks of two 3x3 convolutions, the first two each followed by a
+2x2 max pool; where a classifier would pool once more and run the third block
+undilated at stride 8, the third block runs at stride 4 with its convolutions
+dilated by 2 (each still widens the field by 16 pixels, at twice the resolution);
+a 1x1 convolution gives the class scores at stride 4 (16x16 maps for a 64x64
 scene), which bilinear upsampling brings back to the input's size. With
 ``context=True`` the basic context module (dilations 1, 1, 2, 4, 8, 16, 1;
 identity-initialised, :mod:`volnet.models.context`) refines the score maps
@@ -60,7 +62,7 @@ def dilated_frontend(num_classes: int = 11, in_channels: int = 1, seed=0,
         "conv2_1": Conv2d(a, b, 3, padding=1, rng=rng), "relu2_1": ReLU(),
         "conv2_2": Conv2d(b, b, 3, padding=1, rng=rng), "relu2_2": ReLU(),
         "pool2": MaxPool2d(2),
-        # pool3 removed: dilation 2 keeps what these units see
+        # no third pool: dilation 2 at stride 4 sees what 3x3 at stride 8 would
         "conv3_1": Conv2d(b, c, 3, padding=2, dilation=2, rng=rng), "relu3_1": ReLU(),
         "conv3_2": Conv2d(c, c, 3, padding=2, dilation=2, rng=rng), "relu3_2": ReLU(),
         "score": Conv2d(c, num_classes, 1, rng=rng),
