@@ -47,7 +47,8 @@ def worker(args) -> None:
     import volnet as vn
     from volnet.data.batches import BatchIterator
     from volnet.models import cifar_example
-    from volnet.train.distributed import GradientAllreducer, broadcast_model, get_communicator
+    from volnet.train.allreduce import GradientAllreducer, broadcast_model
+    from volnet.train.communicator import get_communicator
     from volnet.train.optim import SGD
 
     comm = get_communicator(distributed=True)
@@ -58,7 +59,7 @@ def worker(args) -> None:
     x = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
     batches = BatchIterator(x, rng.integers(0, 10, size=n), batch_size=args.batch,
                             shard=(comm.rank, comm.world_size))
-    reducer = GradientAllreducer(comm)
+    reducer = GradientAllreducer(comm, net=net)   # overlapped, as volnet train runs it
     optimizer = SGD(lr=0.01, momentum=0.9)
 
     def step(xb, yb):
@@ -93,7 +94,7 @@ def _bare_allreduce(comm, reducer, repeats: int = 200) -> float:
     """Milliseconds for one allreduce of the gradient buckets, all ranks already in step."""
     if comm.world_size == 1:
         return 0.0
-    buffers = [np.ones_like(buf) for buf, _ in reducer.buckets]
+    buffers = [np.ones_like(bucket.buf) for bucket in reducer.buckets]
     comm.barrier()
     start = time.perf_counter()
     for _ in range(repeats):

@@ -53,6 +53,7 @@ from volnet.layers import (
                            Tanh,
                            Upsample,
 )
+from volnet.layers.anomaly import detect_anomaly
 from volnet.tools.dense import dense_scores
 from volnet.tools.fully_conv import to_fully_conv
 from volnet.tools.receptive_field import receptive_field
@@ -107,6 +108,7 @@ __all__ = [
                            "VolnetError",
                            "conv_output_size",
                            "dense_scores",
+                           "detect_anomaly",
                            "fit",
                            "load",
                            "models",

@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-bytes", default=None, metavar="SIZE",
                         help="memory budget for any file or dataset read (e.g. 8G; default "
                              "$VOLNET_MAX_BYTES or 2G); inputs needing more are refused")
+    parser.add_argument("--strict-files", action="store_true",
+                        help="refuse checkpoints of older formats, whose checksum does not "
+                             "cover their architecture and metadata (by default they load "
+                             "with a warning)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -47,11 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     import contextlib
 
+    from volnet.io.checkpoint import strict_files
     from volnet.limits import budget
 
     args = build_parser().parse_args(argv)
     try:
-        with budget(args.max_bytes) if args.max_bytes else contextlib.nullcontext():
+        with budget(args.max_bytes) if args.max_bytes else contextlib.nullcontext(), \
+                strict_files(args.strict_files):
             return int(args._run(args) or 0)
     except VolnetError as err:
         print(f"volnet {args.command}: error: {err}", file=sys.stderr)

@@ -246,10 +246,76 @@ def test_fuzz_checkpoint_architecture(request, scratch):
     stored = {k[len("model."):]: v for k, v in tensors.items()}
 
     def load(text):
-        blob = sft.serialize(tensors, {**metadata, "architecture": text})
+        # resealed, as an editor who recomputes the checksum would: the rebuild must hold
+        blob = ck.sealed(tensors, {**metadata, "architecture": text})
         net = ck.load_checkpoint(_write(scratch, "c.safetensors", blob), max_bytes=BUDGET).net
         state = net.state_dict()   # loaded correctly: exactly the stored weights
         assert state.keys() == stored.keys()
         assert all(np.array_equal(state[k], v) for k, v in stored.items())
 
     run_fuzz(request, "checkpoint-architecture", architectures(), load)
+
+
+# ---- checkpoint header (issue 24) -------------------------------------------------------------
+HEADER_PREP = {"input_shape": [1, 4, 8], "mean": [0.5], "std": [0.25], "class_names": ["a", "b", "c"]}
+HEADER_X = np.random.default_rng(1).standard_normal((2, 1, 4, 8)).astype(np.float32)
+_JSON_METADATA = ("architecture", "preprocessing")
+
+
+def _header_seed(folder):
+    """(file bytes, header length, editable tree): the metadata's JSON strings parsed into
+    trees, so edits reach inside the architecture and preprocessing as well as the table."""
+    path = ck.save(os.path.join(folder, "header-seed.safetensors"), CHECKPOINT_NET,
+                   preprocessing=HEADER_PREP)
+    with open(path, "rb") as f:
+        blob = f.read()
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    meta = header.pop("__metadata__")
+    tree = {"table": header, "meta": {k: json.loads(v) if k in _JSON_METADATA else v
+                                      for k, v in meta.items()}}
+    seed = {"meta": tree["meta"], "text": {k: meta[k] for k in _JSON_METADATA}}
+    return blob, n, tree, seed
+
+
+def _header_bytes(tree, seed) -> bytes:
+    """The header text of an edited tree; metadata trees the edits left alone (the same
+    objects as in ``seed``) keep their original spelling, edited ones are re-encoded."""
+    meta = tree.get("meta") if isinstance(tree, dict) else None
+    table = tree.get("table") if isinstance(tree, dict) else None
+    if not isinstance(meta, dict) or not isinstance(table, dict):
+        return dumps(tree).encode()   # the whole layout edited away: still a header to read
+    original = seed["meta"]
+    meta = {k: v if isinstance(v, str) else
+            seed["text"][k] if k in seed["text"] and v is original[k] else dumps(v)
+            for k, v in meta.items()}
+    return dumps({"__metadata__": meta, **table}).encode()
+
+
+def test_fuzz_checkpoint_header(request, scratch):
+    """Random edits of the JSON header -- the tensor table, every metadata entry, and inside
+    the architecture and preprocessing -- load identically or are refused, never differently."""
+    blob, n, tree, seed = _header_seed(scratch)
+    reference = ck.load_checkpoint(_write(scratch, "ref.safetensors", blob))
+    expected = {"arch": to_json(reference.net), "prep": reference.preprocessing,
+                "state": reference.net.state_dict(), "out": reference.net.forward(HEADER_X)}
+    assert _header_bytes(tree, seed) == blob[8:8 + n].rstrip() and expected["prep"] == HEADER_PREP
+
+    def load(edited):
+        text = _header_bytes(edited, seed)
+        text += b" " * (-len(text) % 8)
+        path = _write(scratch, "h.safetensors", struct.pack("<Q", len(text)) + text + blob[8 + n:])
+        ckpt = ck.load_checkpoint(path, max_bytes=BUDGET, strict=True)
+        assert to_json(ckpt.net) == expected["arch"]
+        assert ckpt.preprocessing == expected["prep"]
+        state = ckpt.net.state_dict()
+        assert state.keys() == expected["state"].keys()
+        assert all(np.array_equal(state[k], v) for k, v in expected["state"].items())
+        np.testing.assert_array_equal(ckpt.net.forward(HEADER_X), expected["out"])
+
+    # tensor-table reorderings say the same thing: they must load (identically)
+    reordered = st.permutations(list(tree["table"].items())).map(
+        lambda items: {"table": dict(items), "meta": tree["meta"]})
+    edits = st.one_of(json_edits(tree), json_edits(tree), json_edits(tree), reordered)
+    stats = run_fuzz(request, "checkpoint-header", edits, load)
+    assert stats["refused"] > 0 and stats["loaded"] > 0

@@ -129,7 +129,7 @@ def test_flipped_byte_fails_the_checksum(tmp_path):
 def _rewrite_metadata(path, **changes):
     tensors, meta = st.load_file(path)
     meta.update(changes)
-    path.write_bytes(st.serialize(tensors, meta))
+    path.write_bytes(ck.sealed(tensors, meta))   # resealed: the deeper checks must hold
 
 
 def test_future_format_version_is_refused(tmp_path):

@@ -20,7 +20,17 @@ import pytest
 
 import volnet as vn
 from volnet.errors import ConfigError, VolnetError
-from volnet.train import distributed as dist
+from volnet.layers import hooks
+from volnet.train.allreduce import GradientAllreducer
+from volnet.train.communicator import (
+    LAUNCHER_VARS,
+    Communicator,
+    DistributedError,
+    abort_on_error,
+    get_communicator,
+    mpi_available,
+)
+from volnet.train.data_parallel import local_batch_size
 from volnet.train.sync_bn import SyncBatchNorm2d, convert_sync_batchnorm, revert_sync_batchnorm
 
 WORKER = pathlib.Path(__file__).with_name("mpi_scripts") / "dp_worker.py"
@@ -40,7 +50,7 @@ worker = _load_worker()
 
 def mpirun(nprocs: int, *args: str, timeout: float = 120, program=(str(WORKER),), **env: str):
     """Run the worker (or ``program``) under mpiexec; returns (returncode, output, seconds)."""
-    environ = {k: v for k, v in os.environ.items() if k not in dist._LAUNCHER_VARS}
+    environ = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
     environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **env)
     start = time.monotonic()
     proc = subprocess.Popen([MPIEXEC, "-n", str(nprocs), sys.executable, *program, *args],
@@ -57,12 +67,14 @@ def mpirun(nprocs: int, *args: str, timeout: float = 120, program=(str(WORKER),)
 
 # ---- two ranks reproduce one process --------------------------------------------------------
 
-@pytest.mark.parametrize("bn, bucket_mb", [("none", "25"), ("sync", "25"), ("none", "0.0005")],
-                         ids=["no-bn", "sync-bn", "many-buckets"])
-def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, bn, bucket_mb):
+@pytest.mark.parametrize("bn, bucket_mb, overlap", [
+    ("none", "25", "1"), ("sync", "25", "1"), ("none", "0.0005", "1"), ("sync", "0.0002", "1"),
+    ("none", "0.0005", "0")],
+    ids=["no-bn", "sync-bn", "many-buckets", "many-buckets-sync-bn", "no-overlap"])
+def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, bn, bucket_mb, overlap):
     steps, global_batch = 5, 8
-    ranks, stats = _run_equiv(tmp_path, bn, steps, global_batch, bucket_mb)
-    reference, _ = worker.train(dist.Communicator(), bn, steps, global_batch)
+    ranks, stats = _run_equiv(tmp_path, bn, steps, global_batch, bucket_mb, overlap)
+    reference, _ = worker.train(Communicator(), bn, steps, global_batch)
     initial = worker.build_net(bn != "none").state_dict()
     for key, want in reference.state_dict().items():
         np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)   # in lockstep
@@ -71,12 +83,18 @@ def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, bn, bucket_
     # one allreduce per bucket per step, never one per parameter
     assert stats[0]["steps"] == steps
     assert stats[0]["collectives"] == steps * stats[0]["buckets"]
-    assert stats[0]["buckets"] == (1 if bucket_mb == "25" else 3)
+    grad_buckets = stats[0]["buckets"] - (bn != "none")   # the running statistics: one more
+    # by hand: 131 floats per 0.0005 MB bucket, 52 per 0.0002 MB; a parameter never splits.
+    # Overlap orders by readiness (5.weight 192 | 5.bias 3, [1.weight 4, 1.bias 4,] 0.weight 72
+    # ...), without it in parameter order (0.weight 72, 0.bias 4 | 5.weight 192 | 5.bias 3)
+    assert grad_buckets == {"25": 1, "0.0005": 2 if overlap == "1" else 3, "0.0002": 4}[bucket_mb]
+    # with overlap, from the second step on every gradient bucket left during backward
+    assert stats[0]["early"] == (steps - 1) * grad_buckets * (overlap == "1")
 
 
 def test_local_batch_norm_keeps_replicas_identical(tmp_path):
     ranks, _ = _run_equiv(tmp_path, "local", 5, 8, "25")
-    reference, _ = worker.train(dist.Communicator(), "local", 5, 8)
+    reference, _ = worker.train(Communicator(), "local", 5, 8)
     for key in reference.state_dict():   # running statistics averaged: replicas agree
         np.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)
     # local statistics are not the global batch's: the run differs from one process
@@ -84,8 +102,9 @@ def test_local_batch_norm_keeps_replicas_identical(tmp_path):
                            rtol=1e-3)
 
 
-def _run_equiv(tmp_path, bn, steps, global_batch, bucket_mb):
-    code, out, _ = mpirun(2, "equiv", str(tmp_path), bn, str(steps), str(global_batch), bucket_mb)
+def _run_equiv(tmp_path, bn, steps, global_batch, bucket_mb, overlap="1"):
+    code, out, _ = mpirun(2, "equiv", str(tmp_path), bn, str(steps), str(global_batch), bucket_mb,
+                          overlap)
     assert code == 0, out
     ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in (0, 1)]
     stats = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -133,7 +152,7 @@ def test_ranks_together_read_what_one_process_reads_even_after_resuming():
 def test_resume_on_a_different_number_of_ranks_continues_the_run(tmp_path):
     from volnet.io.checkpoint import load_checkpoint
 
-    one = dist.Communicator()
+    one = Communicator()
     full = worker.train_with_trainer(one, str(tmp_path / "full.safetensors"), 0, None)
     assert full.step == 12                                        # 2 epochs of 48 / 8
 
@@ -154,6 +173,64 @@ def test_resume_on_a_different_number_of_ranks_continues_the_run(tmp_path):
     for key, want in full.net.state_dict().items():
         np.testing.assert_allclose(resumed.net.state_dict()[key], want, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(finished.net.state_dict()[key], want, rtol=1e-5, atol=1e-6)
+
+
+# ---- held-out evaluation split over the ranks ----------------------------------------------------
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_evaluation_split_over_ranks_equals_one_process(tmp_path, ranks):
+    code, out, _ = mpirun(ranks, "evaluate", str(tmp_path))
+    assert code == 0, out
+    want = worker.evaluate_split(Communicator())
+    assert 0 < want["accuracy"] < 1
+    for rank in range(ranks):   # every rank gets the whole set's metrics
+        got = np.load(tmp_path / f"eval{rank}.npz")
+        np.testing.assert_array_equal(got["predictions"], want["predictions"])
+        assert float(got["accuracy"]) == want["accuracy"]
+        np.testing.assert_allclose(float(got["loss"]), want["loss"], rtol=1e-6)
+
+
+def _image_folder(root: pathlib.Path) -> pathlib.Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    for split, per_class in (("train", 6), ("test", 3)):
+        for label in ("ant", "bee", "cat"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, size=(10, 12, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / label / f"{i}.png")
+    return root
+
+
+def test_ranks_decode_only_their_shards_files_of_an_image_folder(tmp_path):
+    from volnet.data.batches import BatchIterator
+    from volnet.data.registry import load_dataset
+    from volnet.train.evaluation import evaluate
+
+    folder = _image_folder(tmp_path / "images")
+    out = tmp_path / "out"
+    out.mkdir()
+    code, log, _ = mpirun(2, "imagefolder", str(folder), str(out))
+    assert code == 0, log
+    ranks = [json.loads((out / f"files{r}.json").read_text()) for r in (0, 1)]
+    eager = load_dataset(str(folder), (3, 8, 8))             # one process, every file decoded
+    paths, test_paths = ranks[0]["paths"], ranks[0]["test_paths"]
+    assert len(paths) == 18 and len(test_paths) == 9
+    x = np.zeros((18, 1, 1, 1), np.uint8)
+    for rank, got in enumerate(ranks):
+        shard = BatchIterator(x, np.arange(18), 2, seed=3, shard=(rank, 2)).shard_indices(0)
+        assert sorted(got["epoch"]) == sorted(paths[i] for i in shard)    # its shard, once
+        assert sorted(got["stats"]) == paths[9 * rank:9 * rank + 9]      # half the statistics
+        assert got["test"] == test_paths[rank * 9 // 2:(rank + 1) * 9 // 2]   # its slice
+        np.testing.assert_allclose(got["mean"], eager.mean, atol=1e-4)
+        np.testing.assert_allclose(got["std"], eager.std, atol=1e-4)
+    batches = BatchIterator(eager.x_train, eager.y_train, 2, mean=ranks[0]["mean"],
+                            std=ranks[0]["std"])
+    want = evaluate(worker.image_net(), batches.transform(eager.x_test), eager.y_test)
+    assert ranks[0]["predictions"] == ranks[1]["predictions"] == want["predictions"].tolist()
+    assert ranks[0]["accuracy"] == want["accuracy"]
+    np.testing.assert_allclose(ranks[1]["loss"], want["loss"], rtol=1e-6)
 
 
 # ---- the volnet train command ------------------------------------------------------------------
@@ -180,7 +257,8 @@ def test_volnet_train_under_mpiexec_matches_one_process(tmp_path):
     assert main(common + ["--out", str(tmp_path / "one.safetensors")]) == 0
     runs = tmp_path / "runs"
     runs.mkdir()
-    code, out, _ = mpirun(2, *common, "--sync-bn", "--out", str(runs / "two.safetensors"),
+    code, out, _ = mpirun(2, *common, "--sync-bn", "--accumulate", "2", "--out",
+                          str(runs / "two.safetensors"),
                           program=("-m", "volnet"))
     assert code == 0, out
     assert out.count("checkpoint saved to") == 1 and "over 2 MPI ranks" in out   # rank 0 talks
@@ -217,28 +295,32 @@ def test_failed_rank_stops_every_rank_with_a_clear_error(mode, message):
 # ---- single-process parts --------------------------------------------------------------------
 
 def test_world_of_one_without_mpi_and_the_install_hint(monkeypatch):
-    for name in dist._LAUNCHER_VARS:
+    for name in LAUNCHER_VARS:
         monkeypatch.delenv(name, raising=False)
-    assert dist.get_communicator().world_size == 1          # not launched by MPI
+    assert get_communicator().world_size == 1          # not launched by MPI
     monkeypatch.setitem(sys.modules, "mpi4py", None)         # as if mpi4py were not installed
-    assert not dist.mpi_available()
-    assert dist.get_communicator().world_size == 1
+    assert not mpi_available()
+    assert get_communicator().world_size == 1
     with pytest.raises(ConfigError, match=r"pip install 'volnet\[mpi\]'.*pip install '\.\[mpi\]'"):
-        dist.get_communicator(distributed=True)
+        get_communicator(distributed=True)
 
 
-class TwoIdenticalRanks(dist.Communicator):
-    """Pretends a second rank holds the same arrays: a sum doubles them; records every call."""
+class TwoIdenticalRanks(Communicator):
+    """Pretends a second rank holds the same arrays: a sum doubles them; records every start.
+
+    The doubling happens at the start, as a real allreduce may complete at once;
+    ``started`` logs (step, size) of each allreduce, ``during_backward`` whether a
+    backward pass was still running then (``net._in_backward`` set by the test).
+    """
 
     world_size = 2
 
     def __init__(self, other_layout=None):
-        self.calls, self.other_layout = [], other_layout
+        self.started, self.other_layout, self.step = [], other_layout, 0
 
-    def allreduce_(self, arrays, what="allreduce"):
-        self.calls.append([a.size for a in arrays])
-        for a in arrays:
-            a *= 2
+    def start_allreduce_(self, array):
+        self.started.append((self.step, array.size))
+        array *= 2
 
     def broadcast_json(self, value, root=0):
         return value if self.other_layout is None else self.other_layout
@@ -257,41 +339,43 @@ def test_allreducer_buckets_and_averages_in_place(rng):
     before = {name: grad.copy() for name, _, grad in net.named_params()}
     sizes = [g.size for g in before.values()]
     comm = TwoIdenticalRanks()
-    reducer = dist.GradientAllreducer(comm, bucket_mb=4 * 200 / 2 ** 20)   # 200 floats a bucket
+    reducer = GradientAllreducer(comm, bucket_mb=4 * 200 / 2 ** 20)   # 200 floats a bucket
     reducer(net)
+    comm.step = 1
     reducer(net)
     for name, _, grad in net.named_params():   # mean of two equal copies: unchanged
         np.testing.assert_array_equal(grad, before[name])
-    assert comm.calls[0] == comm.calls[1]                       # one call per step, all buckets
-    assert sum(comm.calls[0]) == sum(sizes)                     # every gradient element, once
-    assert 1 < len(comm.calls[0]) < len(sizes)                  # fewer calls than parameters
+    per_step = [[size for step, size in comm.started if step == s] for s in (0, 1)]
+    assert per_step[0] == per_step[1]                           # same buckets every step
+    assert sum(per_step[0]) == sum(sizes)                       # every gradient element, once
+    assert 1 < len(per_step[0]) < len(sizes)                    # fewer calls than parameters
     assert reducer.bytes_per_step == 4 * sum(sizes)
-    assert reducer.collectives == 2 * len(comm.calls[0])
+    assert reducer.collectives == 2 * len(per_step[0])
 
 
 def test_allreducer_refuses_ranks_with_different_networks(rng):
     net = _net_with_grads(rng)
-    reducer = dist.GradientAllreducer(TwoIdenticalRanks(other_layout=[["0.weight", [1], "<f4"]]))
-    with pytest.raises(dist.DistributedError, match="differ from rank 0"):
+    reducer = GradientAllreducer(TwoIdenticalRanks(other_layout=[["0.weight", [1], "<f4"]]))
+    with pytest.raises(DistributedError, match="differ from rank 0"):
         reducer(net)
-    assert isinstance(dist.DistributedError("x"), VolnetError)
+    assert isinstance(DistributedError("x"), VolnetError)
 
 
 def test_global_batch_must_split_evenly():
-    assert dist.local_batch_size(64, 4) == 16
+    assert local_batch_size(64, 4) == 16
     with pytest.raises(ConfigError, match="multiple of the 3 ranks"):
-        dist.local_batch_size(64, 3)
+        local_batch_size(64, 3)
 
 
 def test_abort_on_error_in_a_world_of_one_just_raises():
     with pytest.raises(ValueError, match="boom"):
-        with dist.abort_on_error(dist.Communicator()):
+        with abort_on_error(Communicator()):
             raise ValueError("boom")
 
 
 def test_sync_batchnorm_alone_equals_batchnorm_and_converts_back(rng):
     plain = worker.build_net(True).astype(np.float64)
-    synced = convert_sync_batchnorm(plain.copy(), dist.Communicator())
+    synced = convert_sync_batchnorm(plain.copy(), Communicator())
     assert isinstance(synced[1], SyncBatchNorm2d) and isinstance(synced[1], vn.BatchNorm2d)
     x = rng.standard_normal((3, 2, 8, 8)) * 2 + 1
     dout = rng.standard_normal((3, 3))
@@ -310,7 +394,7 @@ def test_checkpoint_of_a_sync_bn_net_loads_as_plain_batch_norm(tmp_path, rng):
     from volnet.io.checkpoint import load, save
 
     plain = worker.build_net(True)
-    synced = convert_sync_batchnorm(plain.copy(), dist.Communicator())
+    synced = convert_sync_batchnorm(plain.copy(), Communicator())
     loaded = load(save(tmp_path / "sync.safetensors", synced))   # no communicator inside
     x = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(loaded.forward(x, training=True), plain.forward(x, training=True),
@@ -318,3 +402,218 @@ def test_checkpoint_of_a_sync_bn_net_loads_as_plain_batch_norm(tmp_path, rng):
     dout = rng.standard_normal((3, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.backward(dout), plain.backward(dout), rtol=1e-5, atol=1e-6)
 
+
+
+# ---- overlap: buckets leave during backward, with exactly the finished gradients ------------
+
+class SnapshotRanks(Communicator):
+    """Two ranks whose other one holds ``other`` times our gradients.
+
+    An allreduce reads its buffer when it starts (MPI may read it any time until
+    it completes, so the copy taken at the start is what a real peer could get):
+    a bucket started before all its gradients were copied in gives a wrong sum.
+    ``log`` records, per start, how many layers had finished backward by then.
+    """
+
+    world_size = 2
+
+    def __init__(self, other=3.0):
+        self.other, self.finished, self.log = other, 0, []
+
+    def start_allreduce_(self, array):
+        self.log.append(self.finished)
+        return array, array.copy()
+
+    def test(self, requests):
+        return True
+
+    def wait(self, requests, what="allreduce"):
+        for request in requests:
+            if request is not None:
+                array, sent = request
+                array[...] = sent * (1 + self.other)
+
+
+def _grads(net):
+    return {name: grad.copy() for name, _, grad in net.named_params(trainable_only=True)}
+
+
+class SkippingBranch(vn.Sequential):
+    """A network that, every other step, fills its first layer's gradients without that
+    layer's ``backward`` (so without its hook), as a custom container or plan might."""
+
+    calls = 0
+
+    def _backward_params(self, dout):
+        type(self).calls += 1
+        steps = self._cache
+        for layer, relu in reversed(steps[1:]):
+            dout = self._step_backward(layer, relu, dout)
+        first = steps[0][0]
+        if type(self).calls % 2:
+            first.backward(dout, input_grad=False)
+        else:
+            first._backward_params(dout)   # new gradient arrays, and no hook
+
+
+@pytest.mark.parametrize("bn", ["none", "sync"])
+def test_overlapped_buckets_start_during_backward_and_average_exactly(rng, bn):
+    net = worker.build_net(bn == "sync", seed=0)
+    comm = SnapshotRanks()
+    if bn == "sync":
+        convert_sync_batchnorm(net, Communicator())   # the layer that replaces its grads arrays
+    net.freeze("0.bias")                              # frozen: never sent, never changed
+    with hooks.register_backward_hook(lambda *a: setattr(comm, "finished", comm.finished + 1)):
+        reducer = GradientAllreducer(comm, bucket_mb=4 * 60 / 2 ** 20, net=net)
+        for step in range(4):
+            comm.finished, first = 0, len(comm.log)
+            x = rng.standard_normal((4, 2, 8, 8)).astype(np.float32)
+            net.forward(x, training=True)
+            net.backward(rng.standard_normal((4, 3)).astype(np.float32), input_grad=False)
+            own, frozen = _grads(net), net[0].grads["bias"].copy()
+            reducer([(n, g) for n, _, g in net.named_params(trainable_only=True)])
+            for name, grad in _grads(net).items():   # (own + 3 own) / 2 = 2 own
+                np.testing.assert_allclose(grad, 2 * own[name], rtol=1e-6, err_msg=name)
+            np.testing.assert_array_equal(net[0].grads["bias"], frozen)   # frozen: not sent
+            layers = len(list(net.named_layers()))
+            started = comm.log[first:]
+            if step == 0:    # the first step learns the order: everything after backward
+                assert all(n == layers for n in started)
+            else:            # the last layer's bucket left before the first layer's backward
+                assert started[0] == 1 and min(started) < layers - 1
+    assert len(comm.log) == 4 * len(reducer.buckets)   # each bucket once a step, none resent
+    assert reducer.early > 0
+
+
+def test_skipped_backward_and_replaced_grads_are_sent_after_backward(rng):
+    net = SkippingBranch(*[c for _, c in worker.build_net(False, seed=0).named_children()])
+    comm = SnapshotRanks()
+    reducer = GradientAllreducer(comm, bucket_mb=4 * 60 / 2 ** 20, net=net)
+    for _ in range(4):
+        net.forward(rng.standard_normal((4, 2, 8, 8)).astype(np.float32), training=True)
+        net.backward(rng.standard_normal((4, 3)).astype(np.float32), input_grad=False)
+        own = _grads(net)
+        reducer(net)
+        for name, grad in _grads(net).items():   # (own + 3 own) / 2 = 2 own
+            np.testing.assert_allclose(grad, 2 * own[name], rtol=1e-6, err_msg=name)
+
+
+def test_gradients_rewritten_after_their_bucket_left_are_sent_again(rng):
+    net = worker.build_net(False, seed=0)
+    comm = SnapshotRanks()
+    reducer = GradientAllreducer(comm, bucket_mb=4 * 60 / 2 ** 20, net=net)
+    for step in range(3):
+        net.forward(rng.standard_normal((4, 2, 8, 8)).astype(np.float32), training=True)
+        net.backward(rng.standard_normal((4, 3)).astype(np.float32), input_grad=False)
+        net[-1].backward(rng.standard_normal((4, 3)).astype(np.float32))   # rewrites its grads
+        own = _grads(net)
+        reducer(net)
+        for name, grad in _grads(net).items():   # (own + 3 own) / 2 = 2 own
+            np.testing.assert_allclose(grad, 2 * own[name], rtol=1e-6, err_msg=name)
+
+
+def test_no_sync_holds_the_sends_and_close_detaches(rng):
+    net = worker.build_net(False, seed=0)
+    comm = SnapshotRanks(other=1.0)
+    reducer = GradientAllreducer(comm, bucket_mb=4 * 60 / 2 ** 20, net=net)
+    x = rng.standard_normal((4, 2, 8, 8)).astype(np.float32)
+    for _ in range(2):
+        net.forward(x, training=True)
+        with reducer.no_sync():
+            net.backward(np.ones((4, 3), np.float32), input_grad=False)
+        count = len(comm.log)
+        net.forward(x, training=True)
+        net.backward(np.ones((4, 3), np.float32), input_grad=False, accumulate=True)
+        reducer(net)
+    assert reducer.collectives == len(comm.log) and count < len(comm.log)
+    reducer.close()
+    net.forward(x, training=True)
+    net.backward(np.ones((4, 3), np.float32))
+    assert len(comm.log) == reducer.collectives   # no hook left: nothing started
+
+
+def test_accumulating_micro_batches_equals_the_whole_batch(tmp_path):
+    whole = worker.train_with_trainer(Communicator(), str(tmp_path / "a.safetensors"), 0, None)
+    parts = worker.train_with_trainer(Communicator(), str(tmp_path / "b.safetensors"), 0, None,
+                                      accumulate=4)
+    assert parts.step == whole.step == 12
+    for key, want in whole.net.state_dict().items():
+        np.testing.assert_allclose(parts.net.state_dict()[key], want, rtol=1e-5, atol=1e-6)
+    # batches of 8 in micro-batches of 3, 3 and 2: each weighted by its share
+    uneven = worker.train_with_trainer(Communicator(), str(tmp_path / "c.safetensors"), 0, None,
+                                       accumulate=3)
+    for key, want in whole.net.state_dict().items():
+        np.testing.assert_allclose(uneven.net.state_dict()[key], want, rtol=1e-5, atol=1e-6)
+
+
+def test_two_ranks_accumulating_match_one_process(tmp_path):
+    from volnet.io.checkpoint import load
+
+    one = worker.train_with_trainer(Communicator(), str(tmp_path / "one.safetensors"), 0, None)
+    code, out, _ = mpirun(2, "trainer", str(tmp_path / "two.safetensors"), "0", "-", "2")
+    assert code == 0, out
+    two = load(tmp_path / "two.safetensors")
+    for key, want in one.net.state_dict().items():
+        np.testing.assert_allclose(two.state_dict()[key], want, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+# ---- across simulated machines: one network namespace per rank ----------------------------------
+
+def _cluster_or_skip():
+    from benchmarks import cluster
+
+    problem = cluster.requirements()
+    if problem:
+        pytest.skip(f"the simulated cluster needs {problem}")
+    return cluster
+
+
+def test_two_ranks_in_two_namespaces_train_over_the_shaped_link(tmp_path):
+    cluster = _cluster_or_skip()
+    steps = 2
+    with cluster.Cluster(2, gbit=1) as machines:
+        names = set(machines.names)
+        assert names <= set(subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                           text=True).stdout.split())
+        before = machines.bytes_sent()
+        out = machines.mpiexec(2, [sys.executable, "-m", "benchmarks.cluster", "--worker",
+                                   "--model", "cifar_example", "--steps", str(steps),
+                                   "--warmup", "0", "--batch", "4"], timeout=120)
+        moved = [b - a for a, b in zip(before, machines.bytes_sent())]
+        record = json.loads(out.strip().splitlines()[-1])
+        # the host's own view: each rank sent at least its share of every ring allreduce
+        # (2 ranks: the whole gradient once per step) through its shaped link, not memory
+        assert record["ranks"] == 2 and record["bytes_per_step"] == 4 * record["params"]
+        assert min(moved) >= steps * record["bytes_per_step"]
+        # the launcher enters only this cluster's hosts
+        refused = subprocess.run([machines.launcher, "-x", "127.0.0.1", "true"],
+                                 capture_output=True, text=True)
+        assert refused.returncode != 0 and "not a host of this simulated cluster" in refused.stderr
+        with pytest.raises(RuntimeError, match="failed"):
+            machines.mpiexec(2, [sys.executable, "-c", "raise SystemExit(3)"], timeout=60)
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not names & set(left.split())                      # removed, even after a failure
+    assert machines.bridge not in subprocess.run(["ip", "link", "show"], capture_output=True,
+                                                 text=True).stdout
+
+
+def test_cluster_says_what_it_needs_without_root(monkeypatch):
+    from benchmarks import cluster
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: None)
+    problem = cluster.requirements()
+    assert "root" in problem and "`ip`" in problem and "`tc`" in problem and "mpiexec" in problem
+    with pytest.raises(cluster.ClusterUnavailable, match="needs root"):
+        cluster.Cluster(2, gbit=1)
+    assert cluster.main(["--ranks", "2"]) == 2
+
+
+def test_generative_models_refuse_accumulate_and_no_overlap(capsys):
+    from volnet.cli import main
+
+    assert main(["train", "vae", "--accumulate", "2", "--epochs", "1"]) == 2
+    assert "drop --accumulate and --no-overlap" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:   # argparse refuses it by the option's name
+        main(["train", "lenet5", "--accumulate", "0"])
+    assert stop.value.code == 2 and "--accumulate must be at least 1" in capsys.readouterr().err

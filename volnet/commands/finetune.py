@@ -99,9 +99,10 @@ def _recorded_preprocessing(weights: str) -> dict | None:
 def run(args) -> int:
     from volnet.commands.checks import check_shape
     from volnet.commands.model_arg import resolve_model
+    from volnet.commands.outputs import OutputPlan
     from volnet.data.batches import BatchIterator
     from volnet.data.imagenet import MEAN, STD
-    from volnet.errors import CheckpointError, ConfigError
+    from volnet.errors import ConfigError
     from volnet.io.checkpoint import save
     from volnet.io.weights import absent_aux_heads, fetch_weights
     from volnet.models.registry import INPUT_SHAPES, build
@@ -113,9 +114,7 @@ def run(args) -> int:
 
     from_file = os.path.isfile(args.model)
     stem = os.path.splitext(os.path.basename(args.model))[0] if from_file else args.model
-    out = args.out or f"{stem}-finetuned.safetensors"
-    if os.path.exists(out) and not args.overwrite:
-        raise CheckpointError(f"{out} exists; choose another --out or pass --overwrite")
+    out = OutputPlan(args.overwrite).add("--out", args.out or f"{stem}-finetuned.safetensors")
     if from_file and args.weights:
         raise ConfigError(f"{args.model} carries its own weights (a checkpoint or .onnx file); "
                           "drop --weights, which is for a zoo model name")

@@ -26,13 +26,12 @@ def add_parser(sub):
 def run(args) -> int:
     import warnings
 
-    from volnet.errors import CheckpointError
+    from volnet.commands.outputs import OutputPlan
     from volnet.io.checkpoint import save
     from volnet.io.onnx_import import load_onnx
 
-    out = args.out or os.path.splitext(args.model)[0] + ".safetensors"
-    if os.path.exists(out) and not args.overwrite:
-        raise CheckpointError(f"{out} exists; choose another --out or pass --overwrite")
+    out = OutputPlan(args.overwrite).add(
+        "--out", args.out or os.path.splitext(args.model)[0] + ".safetensors")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)   # the notes are printed below instead
         net = load_onnx(args.model, input_shape=args.input)

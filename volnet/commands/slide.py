@@ -43,14 +43,14 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from volnet.commands.outputs import OutputPlan
     from volnet.data.batches import BatchIterator
     from volnet.tools.dense import dense_scores
     from volnet.tools.fully_conv import to_fully_conv
 
     if args.top < 1 or args.panels < 1:
         raise ConfigError(f"--top and --panels must be >= 1, got {args.top} and {args.panels}")
-    if args.out and os.path.exists(args.out) and not args.overwrite:
-        raise ConfigError(f"{args.out} already exists; pass another --out or --overwrite")
+    OutputPlan(args.overwrite).add("--out", args.out)   # before the model and image are read
     net, prep, shape, source = _load_model(args.model, args.input, args.weights)
     pixels = _read_image(args.image, shape[0], args.size)
     x = BatchIterator(pixels[None], np.zeros(1, np.int64), mean=prep.get("mean"),
@@ -155,7 +155,7 @@ def _write_heatmaps(path, pixels, probs, classes, names, crop, step) -> None:
     """Panels side by side: the image in grey with a black-red-yellow-white heat overlay."""
     from PIL import Image, ImageDraw
 
-    from volnet.io.checkpoint import atomic_write
+    from volnet.io.atomic_file import atomic_write
 
     grey = pixels.astype(np.float32).mean(axis=0) / 255
     rows = _nearest_cell(grey.shape[0], crop[0], step[0], probs.shape[1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from volnet.commands.checks import positive_int
 from volnet.errors import ConfigError
 from volnet.train.optim import OPTIMIZERS
@@ -44,12 +46,22 @@ def add_parser(sub):
                         "launchers it cannot detect). --batch-size is then the global batch")
     p.add_argument("--sync-bn", action="store_true",
                    help="with several ranks, batch-norm statistics over the global batch")
+    p.add_argument("--accumulate", type=positive_int("--accumulate"), default=1, metavar="K",
+                   help="split each step's batch into K micro-batches (gradient accumulation: "
+                        "the same step in 1/K of the activation memory; with several ranks "
+                        "the gradients are sent once per step)")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="with several ranks, send the gradients after backward instead of "
+                        "while it runs (for comparison)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads per process for BLAS and the compiled kernels (default: the "
                         "cores no other process is using, checked every epoch; 1 per rank "
                         "with --distributed)")
     p.add_argument("--samples", default=None, metavar="DIR",
                    help="dcgan/vae: write a PNG grid of 64 samples (fixed noise) per epoch here")
+    p.add_argument("--detect-anomaly", action="store_true",
+                   help="check every layer's outputs and gradients and stop at the first "
+                        "NaN/inf, naming the layer and the pass (slower; vn.detect_anomaly)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="dcgan/vae: train on the first N images only (quick looks)")
     p.add_argument("--val-fraction", type=float, default=None, metavar="F",
@@ -90,6 +102,9 @@ def _run_generative(args) -> int:
     if args.lr is not None or args.optimizer is not None:
         raise ConfigError(f"volnet train {args.model} uses its own recipe (Adam, beta1 0.5 for "
                           "the GAN); drop --lr and --optimizer")
+    if args.accumulate != 1 or args.no_overlap:
+        raise ConfigError(f"volnet train {args.model} trains in one process without gradient "
+                          "accumulation; drop --accumulate and --no-overlap")
     if args.seed is None:
         args.seed = DEFAULTS["seed"]
 
@@ -104,6 +119,24 @@ def _run_generative(args) -> int:
 
 
 def run(args) -> int:
+    from volnet.commands.outputs import OutputPlan
+
+    # before any data is read or epoch spent; --resume continues (and replaces) its own file
+    resuming = bool(args.out and args.resume) and \
+        os.path.abspath(args.out) == os.path.abspath(args.resume)
+    plan = OutputPlan(args.overwrite)
+    plan.add("--out", args.out, replaceable=resuming)
+    # the per-epoch grids of a new run must not replace an earlier run's
+    plan.folder("--samples", args.samples, pattern=None if args.resume else "epoch-*.png")
+    if args.detect_anomaly:
+        from volnet.layers.anomaly import detect_anomaly
+
+        with detect_anomaly():
+            return _run(args)
+    return _run(args)
+
+
+def _run(args) -> int:
     from volnet.train.segmentation import SEGMENTERS
 
     if args.model in ("dcgan", "vae"):
@@ -115,7 +148,7 @@ def run(args) -> int:
                           "dilated-context)")
     if args.epochs is None:
         args.epochs = DEFAULTS["epochs"]    # the others: None = default, or the checkpoint's
-    from volnet.train.distributed import abort_on_error, get_communicator
+    from volnet.train.communicator import abort_on_error, get_communicator
     from volnet.train.recipe import train
     from volnet.train.threads import blas_threads, pin_threads, set_blas_threads
 
@@ -133,7 +166,8 @@ def run(args) -> int:
                            batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                            seed=args.seed, out=args.out, resume=args.resume,
                            overwrite=args.overwrite, progress=not args.quiet, comm=comm,
-                           sync_bn=args.sync_bn)
+                           sync_bn=args.sync_bn, accumulate=args.accumulate,
+                           overlap=not args.no_overlap)
     finally:
         if previous is not None:   # main() may run inside a longer-lived process
             set_blas_threads(previous)

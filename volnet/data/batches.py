@@ -11,7 +11,8 @@ Sharding for data-parallel training: ``shard=(rank, world_size)`` deals each
 epoch's permutation round-robin (PyTorch's DistributedSampler rule): the order
 is padded by wrapping to a multiple of ``world_size``, so every rank gets the
 same number of batches; shards are disjoint when N divides evenly and together
-always cover the whole epoch.
+always cover the whole epoch. Given :class:`~volnet.data.image_files.ImageFiles`
+instead of an array, a rank decodes only the files of its own batches.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from volnet.data.image_files import ImageFiles
 from volnet.errors import ConfigError, DataError
 
 
@@ -52,7 +54,9 @@ class BatchIterator:
                  seed: int = 0, drop_last: bool = False, mean=None, std=None,
                  crop_padding: int = 0, flip: bool = False, shard: tuple[int, int] = (0, 1),
                  dtype=np.float32) -> None:
-        x, y = np.asarray(x), np.asarray(y)
+        # images decoded on demand stay lazy: each rank reads only its shard's files
+        x = x if isinstance(x, ImageFiles) else np.asarray(x)
+        y = np.asarray(y)
         if x.ndim != 4:
             raise DataError(f"BatchIterator expects images (N, C, H, W), got shape {x.shape}")
         if y.ndim == 0 or len(y) != len(x) or (y.ndim > 1 and y.shape[1:] != x.shape[2:]):
@@ -158,6 +162,13 @@ class BatchIterator:
             out /= self.std
         return out
 
+    def transform_lazily(self, x):
+        """``transform`` of all of ``x``: at once for an array; for
+        :class:`~volnet.data.image_files.ImageFiles` a view that decodes and transforms
+        only what is indexed (a rank's slice of the held-out set)."""
+        return TransformedImages(x, self.transform) if isinstance(x, ImageFiles) else \
+            self.transform(x)
+
     def _random_crop(self, out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         p = self.crop_padding
         n, _, h, w = out.shape
@@ -183,3 +194,20 @@ class BatchIterator:
         return {"batch_size": self.batch_size, "shuffle": self.shuffle, "seed": self.seed,
                 "drop_last": self.drop_last, "crop_padding": self.crop_padding, "flip": self.flip,
                 "num_examples": len(self.x), "world_size": self.world_size}
+
+
+class TransformedImages:
+    """``transform(images[index])`` when indexed: float batches of lazily decoded images.
+
+    Has ``shape`` and ``len`` like the array it stands for; ``evaluate`` slices it.
+    """
+
+    def __init__(self, images: ImageFiles, transform) -> None:
+        self.images, self.transform = images, transform
+        self.shape = images.shape
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self.transform(self.images[index])

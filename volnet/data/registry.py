@@ -35,10 +35,12 @@ def _is_cifar_dir(folder: str) -> bool:
                for sub in ("", "cifar-10-batches-bin"))
 
 
-def _image_folder_dataset(folder: str, input_shape) -> Dataset:
+def _image_folder_dataset(folder: str, input_shape, lazy: bool = False, comm=None) -> Dataset:
     from volnet.data.images import read_image_folder
 
     test_name = "test" if os.path.isdir(os.path.join(folder, "test")) else "val"
+    if lazy:
+        return _lazy_image_folder_dataset(folder, test_name, input_shape, comm)
     x_train, y_train, classes = read_image_folder(os.path.join(folder, "train"), input_shape)
     x_test, y_test, test_classes = read_image_folder(os.path.join(folder, test_name), input_shape)
     if test_classes != classes:
@@ -50,12 +52,37 @@ def _image_folder_dataset(folder: str, input_shape) -> Dataset:
     return Dataset(x_train, y_train, x_test, y_test, classes, mean, std, folder)
 
 
-def load_dataset(name_or_dir: str, input_shape=(3, 32, 32)) -> Dataset:
+def _lazy_image_folder_dataset(folder: str, test_name: str, input_shape, comm) -> Dataset:
+    from volnet.data.image_files import ImageFiles
+    from volnet.data.images import list_image_files
+
+    splits = {}
+    for split in ("train", test_name):
+        classes, files = list_image_files(os.path.join(folder, split))
+        if not files:
+            raise DataError(f"{os.path.join(folder, split)}: no image files in the class folders")
+        splits[split] = (classes, ImageFiles([p for p, _ in files], input_shape),
+                         np.array([label for _, label in files], dtype=np.int64))
+    (classes, x_train, y_train), (test_classes, x_test, y_test) = splits.values()
+    if test_classes != classes:
+        raise DataError(f"{folder}: train classes {classes} differ from {test_name} classes "
+                        f"{test_classes}")
+    mean, std = x_train.channel_stats(comm)
+    return Dataset(x_train, y_train, x_test, y_test, classes, mean, std, folder)
+
+
+def load_dataset(name_or_dir: str, input_shape=(3, 32, 32), *, lazy: bool = False,
+                 comm=None) -> Dataset:
     """A dataset by name or from a local folder.
 
     Args:
         name_or_dir: one of NAMES, or a folder (see the module docstring).
         input_shape: (C, H, W) images of an image folder are converted to.
+        lazy: an image folder's images become :class:`~volnet.data.image_files.ImageFiles`,
+            decoded when indexed, so each data-parallel rank reads only the files of
+            its shard (IDX and CIFAR files are a few large files: read whole).
+        comm: with ``lazy``, a communicator: the channel statistics are computed by
+            the ranks together, each reading 1/W of the training files.
 
     Example:
         >>> load_dataset("mnist-sample").input_shape
@@ -70,7 +97,7 @@ def load_dataset(name_or_dir: str, input_shape=(3, 32, 32)) -> Dataset:
         if _is_cifar_dir(folder):
             return load_cifar10_folder(folder)
         if os.path.isdir(os.path.join(folder, "train")):
-            return _image_folder_dataset(folder, input_shape)
+            return _image_folder_dataset(folder, input_shape, lazy, comm)
         raise DataError(f"{folder}: found neither MNIST-format files (train-images-idx3-ubyte...), "
                         "CIFAR-10 binary batches, nor train/<class>/ image folders")
     if name_or_dir in NAMES:

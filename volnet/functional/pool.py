@@ -7,6 +7,8 @@ and right so that the last, partial window exists (as in Caffe and PyTorch).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from volnet.functional import backend, maxpool
@@ -164,6 +166,21 @@ def avgpool2d_backward(dout, cache):
 def adaptive_bounds(size: int, out: int) -> list[tuple[int, int]]:
     """PyTorch's adaptive windows: [floor(i*size/out), ceil((i+1)*size/out))."""
     return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def adaptive_max_window(size: int, out: int) -> int:
+    """The longest window of :func:`adaptive_bounds`, in closed form (no list of ``out``).
+
+    With size = q*out + r, window i spans q + ceil(((i*r mod out) + r) / out); i*r mod out
+    runs over the multiples of g = gcd(r, out) below out, so the longest is q (r = 0),
+    q + 1 (r = g) or q + 2 (r > g).
+
+    Example:
+        >>> adaptive_max_window(10, 4), max(b - a for a, b in adaptive_bounds(10, 4))
+        (3, 3)
+    """
+    q, r = divmod(int(size), int(out))
+    return q if r == 0 else q + 1 if r == math.gcd(r, int(out)) else q + 2
 
 
 def adaptive_avgpool2d_forward(x, out_size):

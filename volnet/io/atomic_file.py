@@ -4,7 +4,7 @@ A temporary file in the target directory is written, flushed and fsynced, then
 ``os.replace``-d over the target and the directory fsynced. The temporary file is
 named after the target and the writing process (``.<name>.<pid>-<random>.part``);
 one left by a killed process is removed by the next write to the same path.
-Checkpoints (``volnet.io.checkpoint``, which re-exports these) and exports use it.
+Checkpoints, image grids, heat maps and exports use it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import tempfile
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask, read without changing it where Linux allows (threads may be saving)."""
     try:
         with open("/proc/self/status") as f:
@@ -57,23 +57,44 @@ def remove_stale_parts(path: str) -> list[str]:
     return removed
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
+def write_part(path: str, data: bytes) -> str:
+    """Write ``data`` to a new fsynced temporary file beside ``path``; returns its name.
+
+    The caller renames it over ``path`` (``os.replace``) or deletes it. Writers of
+    several files (:class:`volnet.commands.outputs.OutputPlan`) write every part first
+    and rename them all at the end.
+    """
     folder, name = os.path.split(os.path.abspath(path))
     remove_stale_parts(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}-", suffix=".part", dir=folder)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual file mode
+        os.chmod(tmp, 0o666 & ~umask())   # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
+    tmp = write_part(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    try:   # make the rename itself durable; not every platform lets us open a directory
+    sync_folder(os.path.dirname(os.path.abspath(path)))
+
+
+def sync_folder(folder: str) -> None:
+    """fsync ``folder`` so a rename into it is durable (where the platform allows it)."""
+    try:   # not every platform lets us open a directory
         dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return

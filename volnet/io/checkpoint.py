@@ -7,25 +7,44 @@ A checkpoint holds, as tensors, the network's parameters and buffers
 was trained with (input shape, 0-255 scaling, per-channel mean/std, class
 names), the trainer state (epoch, step, position in the epoch, optimizer step
 count and hyperparameters, schedule, history, RNG states), the format and
-volnet versions, and a SHA-256 verified on load. Since format 2 that checksum
-covers the tensor table (every name, dtype, shape and byte range) as well as
-the tensor bytes, so an edit of a dtype or a shape in the header is caught
-like a flipped byte; format-1 files (bytes only) still load, and for every
-format each tensor's dtype must be the one the rebuilt network holds.
+volnet versions, and a SHA-256 verified on load.
+
+What the checksum covers, by format (``format_version``):
+
+* 3 (written since the second trust round): **everything that changes what the
+  file computes** -- the whole safetensors header as canonical JSON (every
+  metadata entry but the checksum itself: architecture, preprocessing, trainer
+  state, and any entry added later; the tensor table: every name, dtype, shape
+  and byte range) followed by the tensor bytes. An edit of a stride, an
+  activation, a recorded mean or a byte offset is refused like a flipped bit.
+* 2: the tensor table and the bytes, not the architecture or preprocessing.
+* 1: the tensor bytes only.
+
+Files of formats 1 and 2 still load, with one :class:`UnverifiedCheckpointWarning`
+that says what was not verified; ``strict=True`` (or ``volnet --strict-files``,
+:func:`strict_files`) refuses them. Their tensors must still be listed in the order
+of their byte ranges, as every volnet writer did, which catches an offset swap
+behind a downgraded ``format_version``.
+
+The threat model: the checksum catches corruption (disk, transfer, truncation)
+and careless edits of a file. It does not authenticate: whoever can edit the
+file can recompute the SHA-256, so a checkpoint from someone you do not trust
+is only as good as the channel it came by (loading one still runs no code:
+nothing is unpickled and only volnet layers are rebuilt).
 
 Writes are atomic: a temporary file in the target directory is written,
 flushed and fsynced, then ``os.replace``-d over the target and the directory
 fsynced, so a crash leaves either the old file or the new one, never half of
-one. The temporary file is named after the target and the writing process
-(``.<name>.<pid>-<random>.part``); one left by a killed process is removed by
-the next save to the same path. A network holding NaN/inf is never written.
+one (:mod:`volnet.io.atomic_file`). A network holding NaN/inf is never written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,10 +52,40 @@ import numpy as np
 from volnet.errors import CheckpointError, NonFiniteError
 from volnet.io import safetensors as st
 from volnet.io.architecture import declared_layers, from_json, to_json
-from volnet.io.atomic_file import _umask, atomic_write, remove_stale_parts  # noqa: F401
+from volnet.io.atomic_file import atomic_write
 from volnet.limits import check_budget, loads_json
 
-FORMAT_VERSION = 2          # 2: the checksum covers the tensor table too (1: the bytes only)
+FORMAT_VERSION = 3          # 3: the checksum covers the whole header (2: the tensor table,
+                            # 1: the bytes only)
+NOT_VERIFIED = {1: "the architecture, the preprocessing, the other metadata and the tensor "
+                   "table (names, dtypes, shapes, byte ranges)",
+                2: "the architecture, the preprocessing and the other metadata"}
+_strict: list[bool] = []    # set by ``volnet --strict-files`` for the duration of a command
+
+
+class UnverifiedCheckpointWarning(UserWarning):
+    """A checkpoint of an older format loaded: part of it is not covered by its checksum."""
+
+
+@contextlib.contextmanager
+def strict_files(enabled: bool = True):
+    """Make :func:`load_checkpoint` refuse older formats inside the block (``--strict-files``).
+
+    Example:
+        >>> with strict_files():
+        ...     strict_default()
+        True
+    """
+    _strict.append(bool(enabled))
+    try:
+        yield
+    finally:
+        _strict.pop()
+
+
+def strict_default() -> bool:
+    """Whether loads that do not say ``strict=`` refuse older checkpoint formats."""
+    return bool(_strict and _strict[-1])
 LAYER_BYTES = 4096          # memory per rebuilt layer object, beyond its weights (an estimate)
 
 
@@ -48,8 +97,6 @@ class Checkpoint:
     preprocessing: dict = field(default_factory=dict)
     trainer_state: dict | None = None
     metadata: dict = field(default_factory=dict)
-
-
 
 
 def _tensors(net, trainer) -> dict[str, np.ndarray]:
@@ -109,20 +156,44 @@ def save(path: str | os.PathLike, net, trainer=None, preprocessing: dict | None 
     if preprocessing is None:
         preprocessing = getattr(net, "preprocessing", None)
     tensors = _tensors(net, trainer)
-    body = st.serialize(tensors)
-    n = int.from_bytes(body[:8], "little")
     metadata = {"format": "volnet-checkpoint", "format_version": str(FORMAT_VERSION),
                 "volnet_version": __version__, "architecture": to_json(net),
-                "preprocessing": json.dumps(preprocessing or {}),
-                "sha256": table_sha256(json.loads(body[8:8 + n]), body[8 + n:])}
+                "preprocessing": json.dumps(preprocessing or {})}
     if trainer is not None:
         metadata["trainer"] = _trainer_json(trainer)
-    atomic_write(path, st.serialize(tensors, metadata))
+    atomic_write(path, sealed(tensors, metadata))
     return path
 
 
-def table_sha256(header: dict, data: bytes) -> str:
-    """SHA-256 over the tensor table (sorted names with dtype, shape, byte range) and bytes."""
+def sealed(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """The safetensors bytes of ``tensors`` and ``metadata`` with the format-3 checksum added
+    (``metadata["sha256"]``, over the whole header and the bytes; see :func:`checksum`)."""
+    unsealed = st.serialize(tensors, {k: v for k, v in metadata.items() if k != "sha256"})
+    n = int.from_bytes(unsealed[:8], "little")
+    digest = checksum(json.loads(unsealed[8:8 + n]), memoryview(unsealed)[8 + n:])
+    return st.serialize(tensors, {**metadata, "sha256": digest})
+
+
+def checksum(header: dict, data) -> str:
+    """Format-3 SHA-256: the whole header (tensor table and every metadata entry except
+    ``sha256`` itself) as canonical JSON -- sorted keys, no spaces, ASCII -- then the bytes.
+
+    Canonical JSON makes the digest a function of what the header *says*, not of how it
+    is spelled, so any metadata entry a later volnet adds is covered with no change here.
+    """
+    doc = {k: v for k, v in header.items() if k != "__metadata__"}
+    doc["__metadata__"] = {k: v for k, v in (header.get("__metadata__") or {}).items()
+                           if k != "sha256"}
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"),
+                                       ensure_ascii=True).encode("ascii"))
+    digest.update(b"\0")
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def table_sha256(header: dict, data) -> str:
+    """Format-2 SHA-256: the tensor table (sorted names with dtype, shape, byte range), then
+    the bytes; the metadata is not covered."""
     table = sorted([name, info["dtype"], info["shape"], info["data_offsets"]]
                    for name, info in header.items() if name != "__metadata__")
     digest = hashlib.sha256(json.dumps(table, separators=(",", ":")).encode("utf-8"))
@@ -131,31 +202,56 @@ def table_sha256(header: dict, data: bytes) -> str:
     return digest.hexdigest()
 
 
-def _checksums(path: str) -> tuple[str, str]:
-    """(SHA-256 of table and bytes, SHA-256 of the bytes alone) of a validated file."""
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = loads_json(f.read(n), f"{path}: safetensors header", CheckpointError)
-        data = f.read()
-    return table_sha256(header, data), hashlib.sha256(data).hexdigest()
-
-
-def _check_metadata(path: str, metadata: dict, sums: tuple[str, str]) -> None:
+def _check_metadata(path: str, metadata: dict, header: dict, data, strict: bool) -> None:
+    """Refuse a file that is not a checkpoint, is of a newer format, or fails its checksum;
+    warn once (or, ``strict``, refuse) when its format leaves part of it unverified."""
     if metadata.get("format") != "volnet-checkpoint":
         raise CheckpointError(f"{path} is a safetensors file but not a volnet checkpoint "
                               "(no architecture); load its weights with "
                               "volnet.io.safetensors.load_file and net.load_state_dict")
     version = metadata.get("format_version", "")
-    if not version.isdigit() or int(version) > FORMAT_VERSION:
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:
+        raise CheckpointError(f"{path}: checkpoint format {version!r} is not a format version "
+                              f"(1 to {FORMAT_VERSION}); the file is corrupt or was edited")
+    if int(version) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {version!r} is newer than this volnet "
                               f"reads ({FORMAT_VERSION}); upgrade volnet")
-    if int(version) >= 2:
-        recorded, found, what = metadata.get("sha256"), sums[0], "tensor table or data"
-    else:   # format 1 recorded the bytes only
-        recorded, found, what = metadata.get("tensor_sha256"), sums[1], "tensor data"
+    version = int(version)
+    if version == 3:
+        recorded, found, what = metadata.get("sha256"), checksum(header, data), \
+            "header (architecture, preprocessing, metadata, tensor table) or data"
+    elif version == 2:
+        recorded, found, what = metadata.get("sha256"), table_sha256(header, data), \
+            "tensor table or data"
+    else:
+        recorded, found, what = metadata.get("tensor_sha256"), hashlib.sha256(data).hexdigest(), \
+            "tensor data"
     if recorded != found:
         raise CheckpointError(f"{path}: checksum mismatch: the {what} does not match the "
                               "SHA-256 recorded when it was saved (corrupt or modified file)")
+    if version == FORMAT_VERSION:
+        return
+    _check_writer_order(path, header)
+    if strict:
+        raise CheckpointError(f"{path}: checkpoint format {version} does not verify "
+                              f"{NOT_VERIFIED[version]}; refused because strict loading is on "
+                              "(strict=True or volnet --strict-files). If you trust the file, "
+                              "load it without strict and re-save it (vn.save) to upgrade it")
+    warnings.warn(f"{path}: checkpoint format {version} loaded, but its checksum does not "
+                  f"cover {NOT_VERIFIED[version]}: an edit there would go unnoticed. Re-save it "
+                  f"with vn.save to upgrade it to format {FORMAT_VERSION}",
+                  UnverifiedCheckpointWarning, stacklevel=4)
+
+
+def _check_writer_order(path: str, header: dict) -> None:
+    """Every volnet writer listed tensors in the order of their byte ranges; an older-format
+    file that does not (two offsets swapped behind a downgraded version) was edited."""
+    begins = [info.get("data_offsets", [0])[0] for name, info in header.items()
+              if name != "__metadata__" and isinstance(info, dict)]
+    if begins != sorted(begins):
+        raise CheckpointError(f"{path}: the tensor table lists byte ranges out of order, which "
+                              "no volnet writer does; the file was edited (and its format "
+                              "does not checksum the table)")
 
 
 def _check_declared_size(path: str, arch: str, stored: int, itemsize: int, max_bytes) -> None:
@@ -192,15 +288,39 @@ def _json(path, metadata, key, default):
     return loads_json(metadata[key], f"{path}: metadata {key!r}", CheckpointError)
 
 
-def load_checkpoint(path: str | os.PathLike, max_bytes: int | str | None = None) -> Checkpoint:
-    """Read, verify and rebuild: the network with its weights plus all saved state.
+def verified_tensors(path: str | os.PathLike, max_bytes: int | str | None = None,
+                     strict: bool | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors, metadata) of the checkpoint at ``path`` once its checksum checks out.
 
-    ``max_bytes`` is the memory budget for the file and the rebuilt network (default
-    ``$VOLNET_MAX_BYTES`` or 2 GiB; see :mod:`volnet.limits`).
+    The bytes are read once; the checksum is computed on the very bytes decoded.
+    ``strict`` (default: :func:`strict_default`) refuses formats older than 3.
     """
     path = os.fspath(path)
-    tensors, metadata = st.load_file(path, max_bytes=max_bytes)
-    _check_metadata(path, metadata, _checksums(path))   # hashes the bytes that were validated
+    blob = st.read_file(path, max_bytes)
+    with st.naming_errors(path):
+        tensors, metadata = st.deserialize(blob, max_bytes=max_bytes)
+    n = int.from_bytes(blob[:8], "little")
+    header = loads_json(blob[8:8 + n], f"{path}: safetensors header", CheckpointError)
+    _check_metadata(path, metadata, header, memoryview(blob)[8 + n:],
+                    strict_default() if strict is None else strict)
+    return tensors, metadata
+
+
+def load_checkpoint(path: str | os.PathLike, max_bytes: int | str | None = None,
+                    strict: bool | None = None) -> Checkpoint:
+    """Read, verify and rebuild: the network with its weights plus all saved state.
+
+    Args:
+        path: the checkpoint.
+        max_bytes: the memory budget for the file and the rebuilt network (default
+            ``$VOLNET_MAX_BYTES`` or 2 GiB; see :mod:`volnet.limits`).
+        strict: refuse files of formats older than :data:`FORMAT_VERSION`, whose
+            checksum leaves the architecture and metadata unverified (default: on
+            inside :func:`strict_files` / ``volnet --strict-files``, else off: such a
+            file loads with one :class:`UnverifiedCheckpointWarning`).
+    """
+    path = os.fspath(path)
+    tensors, metadata = verified_tensors(path, max_bytes, strict)
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     dtype = next((v.dtype for v in model.values() if v.dtype.kind == "f"), np.dtype(np.float32))
     arch = metadata.get("architecture", "")
@@ -224,13 +344,14 @@ def load_checkpoint(path: str | os.PathLike, max_bytes: int | str | None = None)
     return Checkpoint(net, _json(path, metadata, "preprocessing", {}), trainer_state, metadata)
 
 
-def load(path: str | os.PathLike):
+def load(path: str | os.PathLike, strict: bool | None = None):
     """Rebuild the network saved at ``path`` (architecture, weights, buffers).
 
     The returned net carries ``net.preprocessing`` (input shape, mean/std,
     class names) so evaluation and prediction feed it what it was trained on.
+    ``strict=True`` refuses checkpoints of older formats (see :func:`load_checkpoint`).
     """
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, strict=strict)
     ckpt.net.preprocessing = ckpt.preprocessing
     return ckpt.net
 

@@ -90,14 +90,14 @@ def export_onnx(net, path, input_shape: tuple[int, ...], opset: int = OPSET,
         True
     """
     onnx = require("onnx", "onnx", "ONNX export")
-    from volnet.io.checkpoint import _umask
+    from volnet.io.atomic_file import umask
 
     model = to_onnx_model(net, input_shape, opset, check=False, preprocessing=preprocessing)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(prefix=".volnet-", suffix=".onnx.tmp", dir=folder)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual file mode
+        os.chmod(tmp, 0o666 & ~umask())   # mkstemp makes 0600; give the usual file mode
         with os.fdopen(handle, "wb") as f:
             f.write(model.SerializeToString())
             f.flush()

@@ -17,6 +17,7 @@ is allocated.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -178,6 +179,25 @@ def deserialize(blob: bytes, max_bytes: int | str | None = None
     return tensors, metadata
 
 
+def read_file(path: str | os.PathLike, max_bytes: int | str | None = None) -> bytes:
+    """The bytes of the safetensors file at ``path``, once its size fits the budget.
+
+    Only a regular file is read, and only when its size, its header and the tensor
+    copies a later :func:`deserialize` makes fit the memory budget ``max_bytes``
+    (default ``$VOLNET_MAX_BYTES`` or 2 GiB; see :mod:`volnet.limits`). Readers that
+    verify a checksum hash these bytes, the ones they decode, not a second read.
+    """
+    path = os.fspath(path)
+    with naming_errors(path), open_regular(path, CheckpointError) as f:
+        size = os.fstat(f.fileno()).st_size
+        n = _header_length(f.read(12), size)
+        check_budget(size + JSON_EXPANSION * n + size - 8 - n,
+                     f"{path}: reading {size:,} bytes of safetensors", max_bytes,
+                     CheckpointError)
+        f.seek(0)
+        return f.read()
+
+
 def load_file(path: str | os.PathLike, max_bytes: int | str | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read and validate a safetensors file; returns (tensors, metadata).
@@ -187,16 +207,16 @@ def load_file(path: str | os.PathLike, max_bytes: int | str | None = None
     or 2 GiB; see :mod:`volnet.limits`).
     """
     path = os.fspath(path)
-    try:
-        with open_regular(path, CheckpointError) as f:
-            size = os.fstat(f.fileno()).st_size
-            n = _header_length(f.read(12), size)
-            check_budget(size + JSON_EXPANSION * n + size - 8 - n,
-                         f"{path}: reading {size:,} bytes of safetensors", max_bytes,
-                         CheckpointError)
-            f.seek(0)
-            blob = f.read()
+    blob = read_file(path, max_bytes)
+    with naming_errors(path):
         return deserialize(blob, max_bytes=max_bytes)
+
+
+@contextlib.contextmanager
+def naming_errors(path: str):
+    """Errors name the file: OSError becomes CheckpointError, messages start with ``path``."""
+    try:
+        yield
     except OSError as err:
         raise CheckpointError(f"cannot read {path}: {err.strerror}") from None
     except CheckpointError as err:

@@ -74,6 +74,9 @@ def load_torch(path, key: str | None = None,
 
         tensors, metadata = load_file(path, max_bytes=max_bytes)
         if metadata.get("format") == "volnet-checkpoint":
+            from volnet.io.checkpoint import verified_tensors
+
+            tensors, _ = verified_tensors(path, max_bytes)   # its checksum, as vn.load checks
             # a checkpoint of volnet train / vn.save: its weights without the
             # "model." prefix; optimizer state ("optim.*") is not weights
             return OrderedDict((k[len("model."):], v) for k, v in tensors.items()

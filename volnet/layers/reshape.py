@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from volnet.layers.base import Layer
@@ -16,7 +18,7 @@ class Flatten(Layer):
     """
 
     def output_shape(self, input_shape):
-        return (int(np.prod(input_shape)),)
+        return (math.prod(input_shape),)   # a Python int: no int64 wrap on huge shapes
 
     def _forward(self, x, training, keep_cache):
         self._cache = x.shape if keep_cache else None

@@ -18,11 +18,10 @@ answers the question for a whole network.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 from volnet.errors import ShapeError
-from volnet.functional.pool import adaptive_bounds
+from volnet.functional.pool import adaptive_max_window
 
 
 @dataclass(frozen=True)
@@ -159,8 +158,7 @@ def layer_field(layer, input_shape, output_shape, field: Field | None) -> Field 
     output_size = getattr(layer, "output_size", None)   # AdaptiveAvgPool2d
     if output_size is not None:
         # adaptive windows vary in length; the longest bounds the field
-        kernel = tuple(max(b - a for a, b in adaptive_bounds(spatial_in[i], output_size[i]))
-                       for i in range(2))
+        kernel = tuple(adaptive_max_window(spatial_in[i], output_size[i]) for i in range(2))
         stride = tuple(max(1, spatial_in[i] // output_size[i]) for i in range(2))
         return window_field(field, kernel, stride)
     return None

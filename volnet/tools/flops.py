@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
 
 def _weight(layer):
@@ -30,11 +30,11 @@ def layer_macs(layer, output_shape) -> int:
     w = _weight(layer)
     if w is None or w.ndim not in (2, 4):
         return 0
-    fan_in = int(np.prod(w.shape[1:]))          # C/groups * KH * KW, or in_features
+    fan_in = math.prod(w.shape[1:])          # C/groups * KH * KW, or in_features
     if getattr(layer, "transposed", False):
         # every input unit scatters one (C_out/groups, KH, KW) filter copy, scaled by its value
         return _transposed_inputs(layer, output_shape) * fan_in
-    return int(np.prod(output_shape)) * fan_in
+    return math.prod(output_shape) * fan_in
 
 
 def _transposed_inputs(layer, output_shape) -> int:
@@ -57,7 +57,7 @@ def params_without_sharing(layer, output_shape) -> int:
         return own
     if getattr(layer, "transposed", False):
         # one weight per (input unit, output tap) pair, one bias per output unit
-        bias = int(np.prod(output_shape)) if "bias" in layer.params else 0
+        bias = math.prod(output_shape) if "bias" in layer.params else 0
         return layer_macs(layer, output_shape) + bias
-    per_neuron = int(np.prod(w.shape[1:])) + (1 if "bias" in layer.params else 0)
-    return int(np.prod(output_shape)) * per_neuron
+    per_neuron = math.prod(w.shape[1:]) + (1 if "bias" in layer.params else 0)
+    return math.prod(output_shape) * per_neuron

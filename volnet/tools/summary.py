@@ -17,6 +17,7 @@ input is marked ``(ceil)``: its output size is (W - F + 2P)/S + 1 rounded up.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
@@ -92,7 +93,7 @@ def _no_sharing(layer, out) -> int:
 def _row(record, batch_size: int, itemsize: int) -> dict:
     layer, out = record.layer, record.output_shape
     leaf = record.kind == "leaf"
-    activations = int(np.prod(out))
+    activations = math.prod(out)   # a Python int: no int64 wrap on huge volumes
     counted = record.kind != "leaf" or not isinstance(layer, IN_PLACE)
     field = record.field
     return {

@@ -1,7 +1,7 @@
 """MPI communicators: a world of one process, or ``mpi4py`` with a deadline on every collective.
 
 ``get_communicator()`` chooses one; ``abort_on_error`` turns an exception on one
-rank into ``MPI_Abort`` of every rank. ``train/distributed.py`` tells the whole
+rank into ``MPI_Abort`` of every rank. ``train/data_parallel.py`` tells the whole
 data-parallel story.
 
 Example:
@@ -27,7 +27,7 @@ from volnet.errors import ConfigError, VolnetError
 INSTALL_HINT = "pip install 'volnet[mpi]' (in a volnet source checkout: pip install '.[mpi]')"
 DEFAULT_TIMEOUT = 300.0                    # seconds a collective may wait for the slowest rank
 # Environment variables that MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm's srun) set.
-_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 
 
 class DistributedError(VolnetError, RuntimeError):
@@ -45,7 +45,7 @@ def mpi_available() -> bool:
 
 def launched_by_mpi() -> bool:
     """Whether this process was started by an MPI launcher (``mpiexec``, ``srun``)."""
-    return any(name in os.environ for name in _LAUNCHER_VARS)
+    return any(name in os.environ for name in LAUNCHER_VARS)
 
 
 def _launched_size() -> int:
@@ -86,6 +86,26 @@ class Communicator:
 
     def allreduce_(self, arrays: list[np.ndarray], what: str = "allreduce") -> None:
         """Sum each contiguous array over all ranks, in place."""
+        self.wait([self.start_allreduce_(a) for a in arrays], what)
+
+    def start_allreduce_(self, array: np.ndarray):
+        """Start summing ``array`` over all ranks, in place; returns a request for :meth:`wait`.
+
+        Every rank must start the same collectives in the same order. The array
+        must not be read or written until the request completes.
+        """
+        return None
+
+    def test(self, requests: list) -> bool:
+        """Whether every request has completed; also moves the transfers along.
+
+        MPI progresses a non-blocking collective only inside MPI calls, so code
+        that overlaps communication with work calls this now and then.
+        """
+        return True
+
+    def wait(self, requests: list, what: str = "allreduce") -> None:
+        """Block until every request has completed (or raise on a deadline)."""
 
     def broadcast_(self, arrays: list[np.ndarray], root: int = 0, what: str = "broadcast") -> None:
         """Overwrite each contiguous array with rank ``root``'s copy, in place."""
@@ -126,9 +146,13 @@ class MPICommunicator(Communicator):
         self.world_size = self.comm.Get_size()
         self.timeout = _timeout_from_env(timeout)
 
-    def allreduce_(self, arrays, what="allreduce"):
-        requests = [self.comm.Iallreduce(self._mpi.IN_PLACE, _contiguous(a), op=self._mpi.SUM)
-                    for a in arrays]
+    def start_allreduce_(self, array):
+        return self.comm.Iallreduce(self._mpi.IN_PLACE, _contiguous(array), op=self._mpi.SUM)
+
+    def test(self, requests):
+        return bool(self._mpi.Request.Testall(requests))
+
+    def wait(self, requests, what="allreduce"):
         self._wait(requests, what)
 
     def broadcast_(self, arrays, root=0, what="broadcast"):

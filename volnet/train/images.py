@@ -25,18 +25,23 @@ def grid(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarra
     return out
 
 
-def write_png(path: str, image: np.ndarray, overwrite: bool = True) -> str:
-    """Write a uint8 grey image (H, W) as PNG (atomically, never over a file unless ``overwrite``)."""
+def png_bytes(image: np.ndarray) -> bytes:
+    """The PNG file of a uint8 grey image (H, W)."""
+    import io
+
     from PIL import Image
 
-    from volnet.io.checkpoint import atomic_write
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_png(path: str, image: np.ndarray, overwrite: bool = True) -> str:
+    """Write a uint8 grey image (H, W) as PNG (atomically, never over a file unless ``overwrite``)."""
+    from volnet.io.atomic_file import atomic_write
 
     path = os.fspath(path)
     if not overwrite and os.path.exists(path):
         raise ConfigError(f"{path} exists; choose another path or delete it first")
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray(image, mode="L").save(buf, format="PNG")
-    atomic_write(path, buf.getvalue())
+    atomic_write(path, png_bytes(image))
     return path

@@ -17,7 +17,8 @@ from volnet.data.batches import BatchIterator
 from volnet.data.registry import load_dataset
 from volnet.errors import CheckpointError, ConfigError, DataError, ShapeError
 from volnet.train.callbacks import ModelCheckpoint
-from volnet.train.distributed import Communicator, data_parallel, local_batch_size
+from volnet.train.communicator import Communicator
+from volnet.train.data_parallel import data_parallel, local_batch_size
 from volnet.train.evaluation import evaluate
 from volnet.train.interrupt import stop_on_interrupt
 from volnet.train.optim import OPTIMIZERS, make_optimizer
@@ -130,7 +131,8 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
           batch_size: int | None = None, lr: float | None = None,
           optimizer: str | None = None, seed: int | None = None,
           out: str | None = None, resume: str | None = None, overwrite: bool = False,
-          progress: bool = True, log=print, comm=None, sync_bn: bool = False) -> TrainResult:
+          progress: bool = True, log=print, comm=None, sync_bn: bool = False,
+          accumulate: int = 1, overlap: bool = True) -> TrainResult:
     """Train ``model`` on ``data``; save a resumable checkpoint after every epoch.
 
     Args:
@@ -141,10 +143,13 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
         batch_size, lr, optimizer, seed: default :data:`DEFAULTS`; when resuming, the
             checkpoint's, and a different explicit value is refused (ConfigError).
         resume: continue from this checkpoint (same recipe; bit-identical weights).
-        comm: a :mod:`volnet.train.distributed` communicator for data-parallel
+        comm: a :mod:`volnet.train.communicator` communicator for data-parallel
             training (default: one process). ``batch_size`` is then the global
             batch, split over the ranks; rank 0 alone logs and writes.
         sync_bn: synchronise batch-norm statistics over the ranks.
+        accumulate: split each rank's batch into this many micro-batches, one
+            optimizer step (and one gradient allreduce) per batch.
+        overlap: start the gradient allreduce during backward (several ranks).
     """
     comm = comm or Communicator()
     if not comm.is_main:
@@ -162,7 +167,8 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
     else:
         given = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
     lr, optimizer, batch_size, seed = (given[k] for k in ("lr", "optimizer", "batch_size", "seed"))
-    data_set = load_dataset(data)
+    # with several ranks an image folder is decoded lazily: each reads only its shard's files
+    data_set = load_dataset(data, lazy=comm.world_size > 1, comm=comm)
     for split, images in (("training", data_set.x_train), ("held-out", data_set.x_test)):
         if len(images) == 0:
             raise DataError(f"{data}: the {split} split holds 0 images; nothing to "
@@ -178,7 +184,7 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
                               f"--resume {out} to continue that run")
     trainer = Trainer(net, opt, schedule=CosineLR(opt, epochs), progress=progress,
                       is_main=comm.is_main, log_epochs=True,   # --quiet hides the bar only
-                      callbacks=[ModelCheckpoint(out)],
+                      callbacks=[ModelCheckpoint(out)], accumulate=accumulate, comm=comm,
                       metadata={"preprocessing": preprocessing_of(data_set, shape)})
     if resume:
         trainer.net.load_state_dict(ckpt.net.state_dict())
@@ -190,14 +196,15 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
             opt.lr = trainer.schedule._next_lr(None)
         log(f"resumed {resume} at epoch {trainer.epoch}, step {trainer.step}")
     local_batch = local_batch_size(batch_size, comm.world_size)
-    trainer.grad_hook = data_parallel(net, comm, sync_bn=sync_bn)   # no-op for one process
+    # no-op for one process
+    trainer.grad_hook = data_parallel(net, comm, sync_bn=sync_bn, overlap=overlap)
     if comm.world_size > 1:
         log(f"data-parallel over {comm.world_size} MPI ranks: {local_batch} images per rank "
             f"per step, batch norm {'synchronised' if sync_bn else 'local'}")
     batches = BatchIterator(data_set.x_train, data_set.y_train, local_batch, seed=seed,
                             mean=data_set.mean, std=data_set.std,
                             shard=(comm.rank, comm.world_size))
-    x_test = batches.transform(data_set.x_test)
+    x_test = batches.transform_lazily(data_set.x_test)
     log(f"training {model} ({net.num_params():,} parameters) on {data_set.name}: "
         f"{len(data_set.x_train):,} images {shape}, {len(data_set.x_test):,} held out; "
         f"{optimizer} lr={lr}, batch {batch_size}, {epochs} epochs; checkpoint -> {out}")
@@ -205,7 +212,7 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
     with stop_on_interrupt(trainer, enabled=comm.world_size == 1):
         history = trainer.fit(batches, epochs, val=(x_test, data_set.y_test))
     seconds = time.perf_counter() - start
-    accuracy = evaluate(net, x_test, data_set.y_test)["accuracy"]
+    accuracy = evaluate(net, x_test, data_set.y_test, comm=comm)["accuracy"]
     if comm.is_main and (trainer.epoch < epochs or not os.path.exists(out)):   # stopped early
         from volnet.io.checkpoint import save
 

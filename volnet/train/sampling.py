@@ -7,6 +7,8 @@ import numpy as np
 from volnet.errors import ConfigError
 from volnet.train.generative import LATENT, bce_with_logits, decode, kind_of
 
+GENERATE_BATCH = 500   # codes decoded per forward pass by generate
+
 
 def negative_elbo(vae, x: np.ndarray, seed: int = 0, batch: int = 500) -> dict:
     """Held-out negative ELBO in nats per digit (one posterior sample each), with its parts."""
@@ -33,11 +35,15 @@ def _sampled(vae, x):
     return vae.decoder.forward(z)
 
 
-def generate(net, n: int, seed: int = 0) -> np.ndarray:
-    """(n, 1, 28, 28) digits in [0, 1] from a trained DCGAN or VAE checkpoint's network."""
+def generate(net, n: int, seed: int = 0, batch: int = GENERATE_BATCH) -> np.ndarray:
+    """(n, 1, 28, 28) digits in [0, 1] from a trained DCGAN or VAE checkpoint's network.
+
+    The codes are drawn at once (the same digits for a seed whatever ``batch``) and decoded
+    ``batch`` at a time, so the network's activations stay those of one batch.
+    """
     kind = kind_of(net)
     z = np.random.default_rng(seed).standard_normal((n, LATENT[kind], 1, 1)).astype(np.float32)
-    return decode(net, kind, z)
+    return np.concatenate([decode(net, kind, z[i:i + batch]) for i in range(0, n, batch)])
 
 
 def reconstruct(net, x: np.ndarray) -> np.ndarray:

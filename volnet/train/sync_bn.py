@@ -24,7 +24,7 @@ nothing. A layer without a communicator (``comm=None``, as when a checkpoint
 of a sync-BN run is loaded) behaves exactly as plain batch norm.
 
 Example:
-    >>> from volnet.train.distributed import get_communicator
+    >>> from volnet.train.communicator import get_communicator
     >>> net = vn.Sequential(vn.Conv2d(3, 4, 3), vn.BatchNorm2d(4), vn.ReLU())
     >>> net = convert_sync_batchnorm(net, get_communicator(distributed=False))
     >>> type(net[1]).__name__, isinstance(net[1], vn.BatchNorm2d)
@@ -128,7 +128,7 @@ def convert_sync_batchnorm(model, comm):
 
     Args:
         model: a volnet layer or network.
-        comm: a communicator from ``volnet.train.distributed.get_communicator``.
+        comm: a communicator from ``volnet.train.communicator.get_communicator``.
 
     Returns:
         ``model`` itself.

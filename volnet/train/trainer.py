@@ -34,8 +34,17 @@ API (stable; the demo and distributed training build on it)::
   callback may also call ``trainer.stop()``.
 * ``grad_hook(named_grads)`` is called after backward and before the update
   with a list of (name, gradient array); it may change the arrays in place
-  (an MPI allreduce that averages them). A step that updates parts of the
-  network in turn (the GAN) calls it once per part.
+  (an MPI allreduce that averages them, whose buckets may already be in flight).
+  A step that updates parts of the network in turn (the GAN) calls it once per part.
+* ``accumulate=K`` splits each batch into K micro-batches (sizes differing by
+  at most one), runs forward and backward on each (``backward(accumulate=True)``
+  after the first, each loss weighted by its share of the batch) and steps
+  once: the same gradient as the whole batch at 1/K of the activation memory
+  (equal without batch norm, whose statistics then cover one micro-batch).
+  Backward passes but the last run inside ``grad_hook.no_sync()`` when the hook
+  has one, so a data-parallel reducer sends only the accumulated gradients.
+  Steps that accumulate (classifier, segmentation) loop over
+  :meth:`Trainer.micro_batches`; the GAN and VAE steps refuse ``accumulate > 1``.
 * ``is_main=False`` silences the progress bar and makes checkpoint callbacks
   do nothing (only rank 0 writes).
 * ``trainer.net``, ``trainer.optimizer``, ``trainer.history``,
@@ -55,6 +64,7 @@ API (stable; the demo and distributed training build on it)::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import threading
@@ -114,14 +124,25 @@ class Trainer:
         metadata: extra JSON saved in checkpoints (preprocessing, class names).
         divergence_factor: also stop (TrainingDivergedError) when a batch loss
             exceeds this multiple of the first batch loss (Keras-style guard).
+        accumulate: micro-batches per batch (gradient accumulation); 1 = none.
+        comm: a communicator: validation arrays are then split over the ranks
+            and the metrics reduced (see :func:`volnet.train.evaluation.evaluate`).
     """
 
     def __init__(self, net, optimizer, loss=softmax_cross_entropy, *, callbacks=(),
                  grad_hook=None, schedule=None, is_main: bool = True, progress: bool = True,
                  metadata: dict | None = None, divergence_factor: float | None = None,
-                 log_epochs: bool | None = None, train_step=None) -> None:
+                 log_epochs: bool | None = None, accumulate: int = 1, comm=None,
+                 train_step=None) -> None:
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise ConfigError(f"accumulate must be a whole number of micro-batches >= 1, "
+                              f"got {accumulate!r}")
         self.net, self.optimizer, self.loss = net, optimizer, loss
+        self.accumulate, self.comm = accumulate, comm
         self.train_step = train_step if train_step is not None else ClassifierStep()
+        if accumulate > 1 and not getattr(self.train_step, "accumulates", False):
+            raise ConfigError(f"{type(self.train_step).__name__} does not split batches; "
+                              "accumulate works with the classifier and segmentation steps")
         self.callbacks = list(callbacks)
         self.grad_hook, self.schedule = grad_hook, schedule
         self.is_main, self.progress = bool(is_main), bool(progress)
@@ -236,6 +257,28 @@ class Trainer:
         return metrics
 
     # ---- what steps call -------------------------------------------------------------
+    def micro_batches(self, xb: np.ndarray, yb: np.ndarray, mass=len):
+        """Yield ``(x, y, weight, accumulate)`` for the ``accumulate`` micro-batches of a batch.
+
+        Sizes differ by at most one (a short last batch splits too); ``weight`` is the
+        micro-batch's share of the batch by ``mass`` (default: examples; the segmentation
+        step counts labelled pixels), so weighting each micro-batch's mean loss by it gives
+        the whole batch's; ``accumulate`` is False for the first (its backward overwrites
+        gradients) and True after it. All but the last run inside ``grad_hook.no_sync()``
+        when the hook has one.
+        """
+        parts = [p for p in np.array_split(np.arange(len(yb)), self.accumulate) if len(p)]
+        if len(parts) == 1:
+            yield xb, yb, 1.0, False
+            return
+        total = float(mass(yb)) or 1.0
+        hold = getattr(self.grad_hook, "no_sync", None)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            x, y = xb[part[0]:part[-1] + 1], yb[part[0]:part[-1] + 1]
+            with hold() if hold is not None and not last else contextlib.nullcontext():
+                yield x, y, float(mass(y)) / total, i > 0
+
     def compute_loss(self, loss_fn, scores: np.ndarray, labels: np.ndarray, xb: np.ndarray):
         """``loss_fn(scores, labels)`` -> (value, dscores), stopping on NaN/inf or blow-up."""
         try:
@@ -274,7 +317,9 @@ class Trainer:
             f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}, batch "
             f"{self.batch + 1}): {what}; last finite loss {self.last_loss}. The weights are "
             f"those before this step. Lower the learning rate (now {self.optimizer.lr}) or "
-            "check the input normalisation.")
+            "check the input normalisation. To find the first layer that produced a NaN/inf, "
+            "run again in anomaly mode: volnet train --detect-anomaly, or wrap the training in "
+            "with vn.detect_anomaly():.")
 
     def _validate(self, val) -> dict:
         if val is None:

@@ -5,6 +5,13 @@ code path as ``volnet train``); this object only hooks into its batch-end
 callback to record metrics, to pause (the callback waits) and to publish a
 snapshot of the weights. The page's views read that snapshot, never the
 network being trained, so a request can never disturb a training step.
+
+Each request reads one consistent :class:`Snapshot` through :meth:`DemoSession.read`:
+the published network, the choice it was built from (kind, input shape, padding) and the
+input transform of that choice, all taken under the session's lock and held for the
+whole computation. A concurrent ``POST /api/net`` waits for it, so a request never feeds
+one network's inputs to another network (the race that made 73 of 2,000 reads fail with
+"Linear(in_features=676) expected 676, got 900" while the network was being switched).
 """
 
 from __future__ import annotations
@@ -85,6 +92,34 @@ class History:
                 "train_next": len(self.train), "held_out_next": len(self.held_out)}
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What one request reads: the published network and the choice it belongs to.
+
+    Attributes:
+        net: the published weights (the views' copy, never the net being trained).
+        choice: the :class:`~volnet.web.networks.NetChoice` the net was built from.
+        data: the session's dataset (its mean and std normalise the inputs).
+        version: the session's version when the snapshot was taken.
+    """
+
+    net: object
+    choice: NetChoice
+    data: Dataset
+    version: int
+
+    def inputs(self, images: np.ndarray) -> np.ndarray:
+        """uint8 digits (N, 1, 28, 28) -> the normalised float32 input of this snapshot's net."""
+        return prepared_inputs(images, self.choice, self.data)
+
+
+def prepared_inputs(images: np.ndarray, choice: NetChoice, data: Dataset) -> np.ndarray:
+    """uint8 digits (N, 1, 28, 28) -> the normalised float32 input of ``choice``'s net."""
+    # Pad before normalising, exactly as the training batches are built in ``_run``.
+    images = pad_to(images, choice.input_size)
+    return (images.astype(np.float32) / 255.0 - data.mean[0]) / data.std[0]
+
+
 class DemoSession:
     """The demo's single training run and everything the page reads from it.
 
@@ -152,23 +187,27 @@ class DemoSession:
             self.view_net.load_state_dict(self.choice.net.state_dict())
             self.version += 1
 
-    def checkpoint_bytes(self) -> bytes:
-        """The published weights as a safetensors checkpoint with the preprocessing they need."""
+    def checkpoint_bytes(self) -> tuple[str, bytes]:
+        """(network kind, the published weights as a safetensors checkpoint with the
+        preprocessing they need), read from one snapshot."""
         import os
         import tempfile
 
         from volnet.io.checkpoint import save
         from volnet.train.recipe import preprocessing_of
 
-        # What ``volnet train`` records, plus the zero border that pads digits up to 32x32.
-        preprocessing = {**preprocessing_of(self.data, self.choice.input_shape),
-                         "zero_pad": (self.choice.input_size - self.data.input_shape[-1]) // 2}
+        def write(snap: Snapshot) -> str:
+            # What ``volnet train`` records, plus the zero border that pads digits up to 32x32.
+            preprocessing = {**preprocessing_of(self.data, snap.choice.input_shape),
+                             "zero_pad": (snap.choice.input_size - self.data.input_shape[-1]) // 2}
+            save(path, snap.net, preprocessing=preprocessing)
+            return snap.choice.kind
+
         with tempfile.TemporaryDirectory(prefix="volnet-demo-") as folder:
             path = os.path.join(folder, "demo.safetensors")   # a fresh private folder
-            with self._lock:
-                save(path, self.view_net, preprocessing=preprocessing)
+            kind = self.read(write)
             with open(path, "rb") as f:
-                return f.read()
+                return kind, f.read()
 
     def _clear(self) -> None:
         self.state, self.error = IDLE, ""
@@ -177,20 +216,15 @@ class DemoSession:
         self.version, self.run = self.version + 1, self.run + 1
 
     def inputs(self, images: np.ndarray) -> np.ndarray:
-        """uint8 digits (N, 1, 28, 28) -> the normalised float32 input of the current net."""
-        # Pad before normalising, exactly as the training batches are built in ``_run``.
-        images = pad_to(images, self.choice.input_size)
-        return (images.astype(np.float32) / 255.0 - self.data.mean[0]) / self.data.std[0]
+        """uint8 digits (N, 1, 28, 28) -> the normalised float32 input of the current net
+        (the training thread's; requests use :meth:`Snapshot.inputs` of their snapshot)."""
+        return prepared_inputs(images, self.choice, self.data)
 
-    def view(self, fn, *args):
-        """Run ``fn(net, *args)`` on the published snapshot while no snapshot is being written."""
+    def read(self, fn):
+        """``fn(snapshot)``: one consistent :class:`Snapshot` (network, choice, inputs), held
+        for the whole call; neither a publish nor a network switch can happen meanwhile."""
         with self._lock:
-            return fn(self.view_net, *args)
-
-    def view_choice(self, fn):
-        """``fn(net, choice)`` with the snapshot and the choice it belongs to, read together."""
-        with self._lock:
-            return fn(self.view_net, self.choice)
+            return fn(Snapshot(self.view_net, self.choice, self.data, self.version))
 
     # ---- controls ---------------------------------------------------------------
     def start(self, settings: dict | None = None) -> None:

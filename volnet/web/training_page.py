@@ -80,9 +80,10 @@ class TrainingPage:
         return JSONResponse({"choices": CHOICES, "example": EXAMPLE})
 
     def _net_payload(self) -> dict:
-        return self.session.view_choice(lambda net, choice: {   # net and choice read together
-            "model": choice.kind, "layers": choice.spec, "input_shape": list(choice.input_shape),
-            **views.summary_rows(net, choice.input_shape)})
+        return self.session.read(lambda snap: {   # net and choice from one snapshot
+            "model": snap.choice.kind, "layers": snap.choice.spec,
+            "input_shape": list(snap.choice.input_shape),
+            **views.summary_rows(snap.net, snap.choice.input_shape)})
 
     async def get_net(self, request: Request) -> JSONResponse:
         return JSONResponse(self._net_payload())
@@ -122,20 +123,20 @@ class TrainingPage:
 
     # ---- looking inside ---------------------------------------------------------------
     async def filters(self, request: Request) -> JSONResponse:
-        shape = self.session.choice.input_shape
-        return JSONResponse(await run_in_threadpool(self.session.view, views.first_layer_filters, shape))
+        return JSONResponse(await run_in_threadpool(self.session.read, lambda snap: (
+            views.first_layer_filters(snap.net, snap.choice.input_shape))))
 
     async def activations(self, request: Request) -> JSONResponse:
         index = int_query(request, "index", 0, 0, GRID_SIZE - 1)
         data = self.session.data
-        x = self.session.inputs(data.x_test[index:index + 1])
-        result = await run_in_threadpool(self.session.view, views.activations, x)
+        result = await run_in_threadpool(self.session.read, lambda snap: views.activations(
+            snap.net, snap.inputs(data.x_test[index:index + 1])))
         return JSONResponse({"index": index, "label": int(data.y_test[index]), **result})
 
     async def grid(self, request: Request) -> JSONResponse:
         data = self.session.data
-        x = self.session.inputs(data.x_test[:GRID_SIZE])
-        probs = await run_in_threadpool(self.session.view, lambda net, x: net.predict(x), x)
+        probs = await run_in_threadpool(self.session.read, lambda snap: snap.net.predict(
+            snap.inputs(data.x_test[:GRID_SIZE])))
         predicted = probs.argmax(axis=1)
         return JSONResponse({"labels": data.y_test[:GRID_SIZE].tolist(),
                              "predicted": predicted.tolist(),
@@ -147,16 +148,17 @@ class TrainingPage:
             raise HTTPException(415, "send the drawing as image/png")
         body = await request.body()
         digit = await run_in_threadpool(lambda: mnist_style(decode_png(body)))
-        x = self.session.inputs(np.uint8(np.rint(digit * 255))[None, None])
-        probs = await run_in_threadpool(self.session.view, lambda net, x: net.predict(x)[0], x)
+        pixels = np.uint8(np.rint(digit * 255))[None, None]
+        probs = await run_in_threadpool(self.session.read, lambda snap: snap.net.predict(
+            snap.inputs(pixels))[0])
         return JSONResponse({"probs": probs.astype(float).round(6).tolist(),
                              "predicted": int(probs.argmax()),
                              "input": views.to_grey(digit) if digit.any() else [0] * 784})
 
     async def checkpoint(self, request: Request) -> Response:
         """The snapshot's weights as a volnet checkpoint (``volnet.load`` rebuilds the net)."""
-        body = await run_in_threadpool(self.session.checkpoint_bytes)
-        name = f"volnet-demo-{self.session.choice.kind}.safetensors"
+        kind, body = await run_in_threadpool(self.session.checkpoint_bytes)
+        name = f"volnet-demo-{kind}.safetensors"
         return Response(body, media_type="application/octet-stream",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

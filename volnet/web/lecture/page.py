@@ -105,9 +105,8 @@ class LecturePages:
             image, labels = dense.digit_strip(data.x_test, data.y_test)
         mean, std = float(data.mean[0]), float(data.std[0])
         if classifier == "session":
-            shape = self.session.choice.input_shape
-            result = await run_in_threadpool(self.session.view, dense.dense_view, image, shape,
-                                             stride, mean, std)
+            result = await run_in_threadpool(self.session.read, lambda snap: dense.dense_view(
+                snap.net, image, snap.choice.input_shape, stride, mean, std))
         elif classifier == "checkpoint":
             if self.checkpoint is None:
                 raise HTTPException(409, "upload a checkpoint first (a .safetensors file saved "
