@@ -113,3 +113,31 @@ def test_segmentation_step_counts_only_labelled_pixels():
     assert logs["pixel_accuracy"] == pytest.approx(2 / 3)
     val = trainer.train_step.validate(trainer, (x, y))
     assert val["val_mean_iou"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_segmentation_micro_batches_give_the_whole_batch_gradient(weighted):
+    """accumulate=3: micro-batches weighted by their labelled pixels' class weights sum to
+    the gradient of the whole batch (float64, so equality up to rounding)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(7, 1, 6, 6))
+    y = rng.integers(0, 3, (7, 6, 6))
+    y[rng.random((7, 6, 6)) < 0.4] = 255
+    weight = [0.5, 2.0, 1.0] if weighted else None
+    grads = []
+    for k in (1, 3):
+        net = vn.Sequential(vn.Conv2d(1, 3, 3, padding=1, rng=0)).astype("float64")
+        trainer = Trainer(net, SGD(lr=1e-12), train_step=SegmentationStep(3, weight=weight),
+                          accumulate=k, progress=False)
+        logs = trainer.train_step(trainer, x, y)
+        grads.append((logs["loss"], {n: g.copy() for n, _, g in net.named_params()}))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-12)
+    for name, g in grads[0][1].items():
+        np.testing.assert_allclose(grads[1][1][name], g, rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+def test_steps_that_cannot_split_a_batch_refuse_accumulate():
+    from volnet.train import generative as gen
+
+    with pytest.raises(ConfigError, match="does not split batches"):
+        gen.make_trainer("dcgan", gen.build("dcgan"), 0, 10, accumulate=2)
