@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 
@@ -22,29 +20,38 @@ def add_parser(sub):
     return p
 
 
-def run(args) -> int:
+def _png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 image, grey (H, W) or RGB (H, W, 3)."""
+    import io
+
     from PIL import Image
 
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run(args) -> int:
+    from volnet.commands.outputs import OutputPlan
     from volnet.data.images import open_image
-    from volnet.errors import ConfigError
     from volnet.tools.segment_image import overlay, predict_mask, segmentation_checkpoint
 
-    for path in (args.out, args.mask):
-        if path and os.path.exists(path) and not args.overwrite:
-            raise ConfigError(f"{path} exists; choose another path or pass --overwrite")
+    plan = OutputPlan(overwrite=args.overwrite)       # refused before any work
+    out, mask_path = plan.add("--out", args.out), plan.add("--mask", args.mask)
     net = segmentation_checkpoint(args.checkpoint)
     channels = net.preprocessing["input_shape"][0]
     pixels = np.asarray(open_image(args.image, "L" if channels == 1 else "RGB"), dtype=np.uint8)
     image = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
     mask, probs = predict_mask(net, image)
-    Image.fromarray(overlay(image, mask)).save(args.out)
-    if args.mask:
-        Image.fromarray(mask, mode="L").save(args.mask)
+    plan.stage(out, _png(overlay(image, mask)))
+    if mask_path:
+        plan.stage(mask_path, _png(mask))
+    plan.commit()                                      # both files, or neither
     names = net.preprocessing.get("class_names") or [str(i) for i in range(probs.shape[0])]
     counts = np.bincount(mask.ravel(), minlength=len(names))
     found = [f"{names[c]} ({counts[c]} px, mean probability {probs[c][mask == c].mean():.2f})"
              for c in np.flatnonzero(counts) if c != 0]
     print(f"{args.image}: {mask.shape[1]}x{mask.shape[0]} pixels; "
           + (f"found {', '.join(found)}" if found else "only background"))
-    print(f"overlay written to {args.out}" + (f", mask to {args.mask}" if args.mask else ""))
+    print(f"overlay written to {out}" + (f", mask to {mask_path}" if mask_path else ""))
     return 0

@@ -25,22 +25,12 @@ from starlette.routing import Route
 from volnet.data.batches import BatchIterator
 from volnet.data.datasets import Dataset
 from volnet.train import generative as gen
-from volnet.train.images import grid
+from volnet.train.images import grid, png_bytes
 from volnet.web.replies import SECURITY_HEADERS, int_query, json_body
 
 IDLE, TRAINING, PAUSED, DONE = "idle", "training", "paused", "done"
 ASSETS = {"/gan": ("gan.html", "text/html; charset=utf-8"),
           "/static/gan.js": ("gan.js", "text/javascript; charset=utf-8")}
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 class GanSession:
