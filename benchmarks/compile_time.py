@@ -1,6 +1,6 @@
 """Seconds to the first compiled conv call in a fresh process (compile, or load from cache).
 
-Run twice: ``find volnet -name '*.nbi' -o -name '*.nbc' | xargs rm -f`` then
+Run twice with one empty cache folder: ``export NUMBA_CACHE_DIR=$(mktemp -d)``, then
 ``python -m benchmarks.compile_time`` (compiles), then again (loads the cache).
 """
 

@@ -7,13 +7,16 @@ It then checks for broken references and exits with status 1 listing them: a lin
 generated pages to a page or anchor that does not exist, or a Sphinx-style role in a
 docstring (:func:`name`, :class:`name`, ...) naming nothing that exists.
 
-Every public module is documented (pdoc alone follows ``volnet.__all__``, which lists
-only ``models`` among the submodules); ``volnet.__main__`` is left out because
-importing it runs the CLI. The docstrings are Google style.
+Every public module is documented and linked from its package's page, down from the
+landing page (pdoc alone follows ``volnet.__all__``, which lists only ``models`` among the
+submodules); ``volnet.__main__`` is left out because importing it runs the CLI. The
+docstrings are Google style.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import html.parser
 import importlib
 import inspect
@@ -46,10 +49,34 @@ def build(out: pathlib.Path) -> list[str]:
 
     modules = public_modules()
     pdoc.render.configure(docformat="google", show_source=False)
-    with warnings.catch_warnings():   # a package's spec already adds its submodules
+    with warnings.catch_warnings(), _every_submodule_listed():
         warnings.filterwarnings("ignore", message="The module specification")
         pdoc.pdoc(*modules, output_directory=out)
     return modules
+
+
+@contextlib.contextmanager
+def _every_submodule_listed():
+    """pdoc lists a package's submodules from its ``__all__`` when it has one, so the landing
+    page (volnet, whose ``__all__`` names the API, not the modules) linked only ``models``:
+    while building, every package lists all its public submodules."""
+    from pdoc import doc
+
+    def submodules(self) -> list:
+        if not hasattr(self.obj, "__path__"):
+            return []
+        found = pkgutil.iter_modules(self.obj.__path__, self.obj.__name__ + ".")
+        return [doc.Module.from_name(info.name) for info in sorted(found, key=lambda i: i.name)
+                if not info.name.rpartition(".")[2].startswith("_")]
+
+    listed = functools.cached_property(submodules)
+    listed.__set_name__(doc.Module, "submodules")
+    original = doc.Module.__dict__["submodules"]
+    doc.Module.submodules = listed
+    try:
+        yield
+    finally:
+        doc.Module.submodules = original
 
 
 class _Links(html.parser.HTMLParser):

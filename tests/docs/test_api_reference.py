@@ -3,6 +3,8 @@ broken references (links to missing pages or anchors, docstring roles naming not
 
 import importlib.util
 import pathlib
+import posixpath
+import re
 
 import pytest
 
@@ -28,6 +30,23 @@ def test_api_reference_builds_without_broken_references(tmp_path):
     assert "Build an optimizer from the network" in optim_page
     assert api.broken_links(tmp_path) == []
     assert api.broken_roles(documented) == []
+    # issue 23: every public module is reachable from the landing page through the
+    # "Submodules" lists (before, volnet's page linked only models)
+    assert reachable(tmp_path, "index.html") >= {n.replace(".", "/") + ".html" for n in documented}
+
+
+def reachable(out, start):
+    """Pages reachable from ``start`` by following the links between pages."""
+    seen, todo = set(), [start]
+    while todo:
+        page = todo.pop()
+        if page in seen or not (out / page).is_file():
+            continue
+        seen.add(page)
+        text = (out / page).read_text(encoding="utf-8")
+        targets = re.findall(r'(?:href="|url=)([^"#:]+\.html)', text)
+        todo += [posixpath.normpath(posixpath.join(posixpath.dirname(page), t)) for t in targets]
+    return seen
 
 
 def test_the_checker_finds_broken_references(tmp_path):

@@ -175,17 +175,17 @@ def test_dense_with_an_uploaded_checkpoint(client, token, sample, tmp_path):
 
 
 def test_pattern_table_lint_and_the_3x3_comparison(client):
-    body = get(client, "/api/lecture/patterns", N=1, M=3, K=2, input=36, F=3, width=16)
+    body = get(client, "/api/lecture/patterns", N=1, M=3, K=2, input=36, F=3, widths=16)
     net = pattern(1, 3, 2, widths=16, input_shape=(3, 36, 36))
     assert body["total_params"] == vn.summary(net, (3, 36, 36)).totals["params"]
     assert any("not divisible by 2^M = 8" in item for item in body["lint"])
     assert any("4.5 is not an integer" in item for item in body["lint"])
     assert get(client, "/api/lecture/patterns", N=1, M=3, K=2, input=32)["lint"] == []
-    no_pool = get(client, "/api/lecture/patterns", N=1, M=3, K=0, input=36, width=16, pool=0)
+    no_pool = get(client, "/api/lecture/patterns", N=1, M=3, K=0, input=36, widths=16, pool=0)
     flat = pattern(1, 3, 0, widths=16, input_shape=(3, 36, 36), pool=False)
     assert no_pool["total_params"] == vn.summary(flat, (3, 36, 36)).totals["params"]
     assert no_pool["lint"] == [] and "POOL" not in no_pool["pattern"]
-    three, seven = get(client, "/api/lecture/patterns", width=8, input=16)["compare"]
+    three, seven = get(client, "/api/lecture/patterns", widths=8, input=16)["compare"]
     assert three["params"] == 3 * (9 * 8 * 8 + 8) and seven["params"] == 49 * 8 * 8 + 8
     assert three["macs"] == 3 * 9 * 8 * 8 * 16 * 16 and seven["macs"] == 49 * 8 * 8 * 16 * 16
     assert (three["nonlinearities"], seven["nonlinearities"]) == (3, 1)

@@ -161,7 +161,9 @@ def test_dense_page_equals_dense_scores(page, sample, tmp_path):
 def test_patterns_page_equals_summary(page):
     page.goto(page.base + "/lecture/patterns")
     set_controls(page, N=1, M=3, K=2, input=36)
-    net = pattern(1, 3, 2, input_shape=(3, 36, 36), widths=32)
+    # issue 23: filters left alone follow vn.models.pattern's widths (32, 64), doubling on
+    poll(lambda: by(page, "widths").input_value() == "32, 64, 128", "widths for M = 3")
+    net = pattern(1, 3, 2, input_shape=(3, 36, 36), widths=(32, 64, 128))
     total = vn.summary(net, (3, 36, 36)).totals["params"]
     poll(lambda: text(page, "total-params") == f"{total:,}", "the 36x36 pattern's total")
     items = by(page, "lint").locator("li").all_inner_texts()

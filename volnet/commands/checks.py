@@ -7,6 +7,9 @@ the error names what the checkpoint records and what the data gives.
 
 from __future__ import annotations
 
+import os
+import shlex
+
 import numpy as np
 
 from volnet.errors import CheckpointError, ConfigError, ShapeError
@@ -59,8 +62,13 @@ def _default_names(names) -> bool:
     return [str(n) for n in names] == [str(i) for i in range(len(names))]
 
 
-def check_classes(path: str, prep: dict, n_outputs: int, data_classes, where: str) -> list[str]:
-    """Refuse data whose classes differ from the checkpoint's; return the class names to print."""
+def check_classes(path: str, prep: dict, n_outputs: int, data_classes, where: str,
+                  data: str | None = None) -> list[str]:
+    """Refuse data whose classes differ from the checkpoint's; return the class names to print.
+
+    The refusal ends with the ``volnet finetune`` command that adapts the net to ``data``
+    (a folder of class sub-folders, which is what finetune reads; else ``DIR``).
+    """
     names = [str(n) for n in (prep.get("class_names") or [])]
     if names and len(names) != n_outputs:
         raise CheckpointError(f"{path} records {len(names)} class names for a network with "
@@ -75,9 +83,19 @@ def check_classes(path: str, prep: dict, n_outputs: int, data_classes, where: st
         raise ConfigError(
             f"{path} was trained on {n_outputs} classes ({_list(names)}); {where} has "
             f"{len(data_classes)} classes ({_list(data_classes)}). Use data with the "
-            f"checkpoint's classes, or adapt the net to these with volnet finetune "
-            f"--weights {path}")
+            f"checkpoint's classes, or adapt the net to these classes with: "
+            f"{_finetune_command(path, data)}")
     return names
+
+
+def _finetune_command(path: str, data: str | None) -> str:
+    folder = data if data and os.path.isdir(data) and not _mnist_format(data) else None
+    command = f"volnet finetune {shlex.quote(path)} --data {shlex.quote(folder or 'DIR')}"
+    return command if folder else command + " (DIR: a folder of <class>/ image sub-folders)"
+
+
+def _mnist_format(folder: str) -> bool:
+    return any(name.endswith(("-ubyte", "-ubyte.gz", ".bin")) for name in os.listdir(folder))
 
 
 def check_shape(path: str, trained, given, where: str) -> None:

@@ -127,7 +127,7 @@ def run(args) -> int:
     check_shape(args.checkpoint, shape, data.input_shape, where)
     check_normalisation(args.checkpoint, prep, shape[0])
     names = check_classes(args.checkpoint, prep, num_outputs(net, shape, args.checkpoint),
-                          data.class_names, where)
+                          data.class_names, where, data=source)
     x = BatchIterator(data.x_test, data.y_test, mean=prep.get("mean"), std=prep.get("std")
                       ).transform(data.x_test)
     result = evaluate(net, x, data.y_test)

@@ -96,6 +96,31 @@ def _recorded_preprocessing(weights: str) -> dict | None:
     return dict(load_checkpoint(weights).preprocessing or {})
 
 
+def _check_net_takes(net, source: str, trained, shape) -> None:
+    """``--input`` other than the recorded shape: refused only when the network cannot take it
+    (a fully connected layer sized for the old maps) or the channels differ (mean/std)."""
+    from volnet.commands.checks import check_shape
+    from volnet.errors import ShapeError
+
+    if tuple(shape) == tuple(trained):
+        return
+    if shape[0] != trained[0]:
+        check_shape(source, trained, shape, "--input")
+    try:
+        net.output_shape(tuple(shape))
+    except ShapeError as err:
+        raise ShapeError(f"{source} was trained on images of {'x'.join(map(str, trained))} and "
+                         f"its network cannot take --input {'x'.join(map(str, shape))}: "
+                         f"{err}") from None
+
+
+def _own_classes(net, shape, recorded, classes) -> bool:
+    """Whether the folder holds exactly the classes the file's head was trained on."""
+    names = (recorded or {}).get("class_names")
+    return (names is not None and [str(n) for n in names] == [str(c) for c in classes]
+            and int(np.prod(net.output_shape(tuple(shape)))) == len(classes))
+
+
 def run(args) -> int:
     from volnet.commands.checks import check_shape
     from volnet.commands.model_arg import resolve_model
@@ -137,15 +162,19 @@ def run(args) -> int:
             INPUT_SHAPES[args.model]
         source = weights
     if recorded and recorded.get("input_shape"):
-        check_shape(source, recorded["input_shape"], shape, "--input")
+        if from_file:   # the network is built: any input it can take will do, as for .onnx
+            _check_net_takes(net, source, recorded["input_shape"], shape)
+        else:
+            check_shape(source, recorded["input_shape"], shape, "--input")
     x, y, xv, yv, classes = _load_data(args.data, shape, args.val_fraction, args.seed)
-    if from_file:
-        head = replace_head(net, len(classes), rng=args.seed)
-    else:
+    head = None     # a file fine-tuned on its own classes keeps its trained head
+    if not from_file:
         net = build(args.model) if tuple(shape) == INPUT_SHAPES.get(args.model) else \
             build_for_data(args.model, shape, len(classes), args.seed)
         head = replace_head(net, len(classes), rng=args.seed)
         load_backbone(net, weights, head, ignore=absent_aux_heads(net))
+    elif not _own_classes(net, shape, recorded, classes):
+        head = replace_head(net, len(classes), rng=args.seed)
     if recorded is not None:       # a volnet checkpoint: normalise as it was trained
         mean, std = recorded.get("mean"), recorded.get("std")
     elif args.no_imagenet_norm or shape[0] != 3:
@@ -153,7 +182,7 @@ def run(args) -> int:
     else:
         mean, std = MEAN, STD
     val_x = BatchIterator(xv, yv, mean=mean, std=std).transform(xv)   # for the "before" figure
-    before = {}   # held-out accuracy with the new, untrained head
+    before = {}   # held-out accuracy at the start (new head, or the file's own)
 
     def record(trainer):
         before["accuracy"] = evaluate(trainer.net, val_x, yv)["accuracy"]
@@ -165,7 +194,8 @@ def run(args) -> int:
     print(f"trained {len(trained)} of {len(list(net.named_params()))} parameter arrays "
           f"({', '.join(trained[:4])}{', ...' if len(trained) > 4 else ''}) on {len(x)} images")
     print(f"held-out accuracy ({len(xv)} images): before {before['accuracy']:.3f} "
-          f"(new head), after {history['val_accuracy'][-1]:.3f}")
+          f"({'new head' if head else 'its trained head'}), after "
+          f"{history['val_accuracy'][-1]:.3f}")
     net.unfreeze()
     save(out, net, preprocessing={"input_shape": list(shape), "class_names": list(classes),
                                   "scale": "x / 255",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -63,9 +65,15 @@ def run(args) -> int:
         recorded_shape,
     )
     from volnet.data.batches import BatchIterator
-    from volnet.data.images import load_image
+    from volnet.data.images import is_blank, load_image
+    from volnet.errors import ConfigError
     from volnet.io.checkpoint import load
+    from volnet.models.registry import MODELS
 
+    if args.checkpoint in MODELS and not os.path.exists(args.checkpoint):
+        raise ConfigError(f"{args.checkpoint} is a zoo model without weights: give them, "
+                          f"`volnet predict {args.checkpoint} --weights FILE|imagenet IMAGE...`, "
+                          "or a checkpoint of volnet train / volnet import in its place")
     net = load(args.checkpoint)
     prep = net.preprocessing
     shape = recorded_shape(args.checkpoint, prep)
@@ -81,6 +89,9 @@ def run(args) -> int:
                 notes[path] = " (light background: inverted to MNIST's white on black)"
         else:
             image = load_image(path, shape, invert=args.invert)
+        if is_blank(image):
+            notes[path] = (" (blank image: one flat colour, nothing to classify; these "
+                           "scores mean nothing)")
         images.append(image)
     images = np.stack(images)
     labels = np.zeros(len(images), dtype=np.int64)

@@ -61,4 +61,18 @@ def run(args) -> int:
         print(table.to_markdown(), end="")
     else:
         print(table)
+        note = LECTURE_NOTES.get(args.model) if tuple(shape) == (3, 224, 224) else None
+        if note:
+            print(f"note: {note}")
     return 0
+
+
+# where volnet's totals differ from a number on the lecture's slides, and why
+LECTURE_NOTES = {
+    "vgg16": "the lecture's VGG-16 table lists these same volumes, from the 224x224x3 input to "
+             "the 1x1x1000 scores; they add up to 15,237,608, and volnet's 25,088 more are "
+             "torchvision's AdaptiveAvgPool2d(7) (7x7x512, an identity at 224). The slide's "
+             "'TOTAL memory: 24M * 4 bytes ~= 93MB / image' is not the sum of its own column "
+             "(15.2M, 58 MiB); counting the 13.6M outputs run in place (ReLU, dropout, "
+             "flatten) as well would give 28.9M.",
+}

@@ -23,10 +23,11 @@ def add_parser(sub):
                         "folder of MNIST-format files / CIFAR-10 binary batches / "
                         "train/<class>/ images")
     # None = the default (per model), or with --resume the checkpoint's value (a different
-    # one is refused)
+    # one is refused; for --epochs, the interrupted run's planned length)
     p.add_argument("--epochs", type=positive_int("--epochs"), default=None,
                    help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 11, vae 6; fcn "
-                        "and dilated 8; dilated-context 8 for its front-end, then 4)")
+                        "and dilated 8; dilated-context 8 for its front-end, then 4; with "
+                        "--resume, the run's planned length)")
     p.add_argument("--batch-size", type=positive_int("--batch-size"), default=None,
                    help=f"examples per step (default {DEFAULTS['batch_size']}; dcgan 12)")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate "
@@ -146,8 +147,6 @@ def _run(args) -> int:
     if args.val_fraction is not None or args.init is not None:
         raise ConfigError("--val-fraction and --init are for the segmenters (fcn, dilated, "
                           "dilated-context)")
-    if args.epochs is None:
-        args.epochs = DEFAULTS["epochs"]    # the others: None = default, or the checkpoint's
     from volnet.train.communicator import abort_on_error, get_communicator
     from volnet.train.recipe import train
     from volnet.train.threads import blas_threads, pin_threads, set_blas_threads
@@ -174,7 +173,9 @@ def _run(args) -> int:
         pin_threads(None)
     if not comm.is_main:
         return 0
-    print(f"held-out accuracy {result.accuracy:.4f} after {len(result.history.get('loss', []))} "
-          f"epochs this run ({result.seconds:.1f} s)")
+    where = (f"stopped at epoch {result.epoch:.2f} of {result.planned}" if result.interrupted
+             else f"{result.planned} epochs in all")
+    print(f"held-out accuracy {result.accuracy:.4f} after {result.epochs_run:.4g} epochs this "
+          f"run ({where}; {result.seconds:.1f} s)")
     print(f"checkpoint saved to {result.path}")
-    return 0
+    return 130 if result.interrupted else 0   # like a shell: interrupted is not success

@@ -37,7 +37,7 @@ def open_image(path: str, mode: str = "RGB"):
                 if img.width * img.height > MAX_PIXELS:
                     raise DataError(f"{path}: {img.width}x{img.height} exceeds the "
                                     f"{MAX_PIXELS}-pixel limit")
-                return img.convert(mode)
+                return _flatten_alpha(img).convert(mode)
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
@@ -47,6 +47,31 @@ def open_image(path: str, mode: str = "RGB"):
         raise DataError(f"{path}: cannot read image: {err}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = old
+
+
+def _flatten_alpha(img):
+    """An image with transparency composited over the background its ink stands out on.
+
+    Dropping alpha turns black ink on a transparent PNG into black on black (transparent
+    pixels are usually stored as black). The ink's mean grey level (pixels weighted by
+    their opacity) picks the background: white behind dark ink, black behind light ink.
+    """
+    from PIL import Image
+
+    if img.mode not in ("RGBA", "LA", "PA") and "transparency" not in img.info:
+        return img
+    rgba = img.convert("RGBA")
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64) / 255
+    grey = np.asarray(rgba.convert("L"), dtype=np.float64) / 255
+    ink = float((grey * alpha).sum() / alpha.sum()) if alpha.sum() else 0.0
+    background = (255, 255, 255, 255) if ink < 0.5 else (0, 0, 0, 255)
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, background), rgba).convert("RGB")
+
+
+def is_blank(image: np.ndarray, tolerance: int = 8) -> bool:
+    """Whether a uint8 image is one flat colour (max - min below ``tolerance``): a
+    classifier's scores for it mean nothing, and the user should hear so."""
+    return int(image.max()) - int(image.min()) < tolerance
 
 
 def load_image(path: str, input_shape, invert: bool = False) -> np.ndarray:

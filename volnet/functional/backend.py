@@ -40,6 +40,12 @@ def _numba():
         # kernel). Spinning waiters cost 20 ms per kernel call on a busy 2-core machine
         # instead of 0.1 ms (benchmarks/README.md, "compiled kernels"); the user's setting wins.
         os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+        # Compiled kernels are cached per user, never inside the installed package: pip does
+        # not know files written there (a reinstall leaves a stray __pycache__ that shadows an
+        # editable checkout) and a system or container install is read-only. numba reads this
+        # when it is imported; the user's NUMBA_CACHE_DIR wins.
+        from volnet.data.download import cache_dir
+        os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(cache_dir(), "numba"))
         try:
             import numba
         except Exception as exc:   # ImportError, or a broken llvmlite install
@@ -49,6 +55,8 @@ def _numba():
                               "kernels, which are slower. Fix: pip install numba",
                               RuntimeWarning, stacklevel=3)
         else:
+            if not numba.config.CACHE_DIR:   # numba was imported before volnet set it
+                numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
             _state["numba"] = numba
     return _state["numba"]
 

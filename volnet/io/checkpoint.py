@@ -296,6 +296,11 @@ def verified_tensors(path: str | os.PathLike, max_bytes: int | str | None = None
     ``strict`` (default: :func:`strict_default`) refuses formats older than 3.
     """
     path = os.fspath(path)
+    if path.lower().endswith(".onnx") and os.path.isfile(path):
+        raise CheckpointError(
+            f"{path} is an ONNX file, not a volnet checkpoint: convert it once with `volnet "
+            f"import {path}` (writes {os.path.splitext(path)[0]}.safetensors, which predict, "
+            "evaluate and slide take), or read it in Python with vn.io.load_onnx")
     blob = st.read_file(path, max_bytes)
     with st.naming_errors(path):
         tensors, metadata = st.deserialize(blob, max_bytes=max_bytes)

@@ -6,7 +6,8 @@ function (CS231n; Torch7's ``nn.Module`` protocol):
 * ``forward(x, training=False)`` returns ``y`` and, when training (or when
   asked with ``cache=True``), keeps what ``backward`` needs;
 * ``backward(dout)`` returns ``dx`` for the *last* forward and overwrites
-  ``grads`` (no accumulation, so there is no ``zero_grad`` to forget);
+  ``grads`` (``accumulate=True`` adds instead; an optimizer's ``step()`` refuses
+  gradients overwritten by several backward calls since its last step);
   ``backward(dout, input_grad=False)`` fills the same ``grads``, returns None
   and skips the input gradient where it can (training steps use it);
 * ``output_shape(input_shape)`` gives the per-example output shape from shapes
@@ -45,6 +46,14 @@ _local = threading.local()   # forward nesting depth (only the outermost call sc
                              # whether the running backward accumulates
 
 
+def _keys(kind: str, keys: list[str], limit: int = 5) -> list[str]:
+    """One problem per key, or one line with a count and the first few: a file of another
+    architecture gives hundreds."""
+    if len(keys) <= limit:
+        return [f"{kind} key {k}" for k in keys]
+    return [f"{len(keys)} {kind} keys ({', '.join(keys[:limit])}, ...)"]
+
+
 def join_key(prefix: str, name: str) -> str:
     """Dotted key of ``name`` under ``prefix``; an empty name is spliced into its parent."""
     if not name:
@@ -58,6 +67,11 @@ class Layer:
     # per-layer hooks (volnet.layers.hooks): read-only and empty until one is registered
     _forward_hooks = MappingProxyType({})
     _backward_hooks = MappingProxyType({})
+    # backward calls since an optimizer last used (or zeroed) these gradients, and how many
+    # of them overwrote gradients no step had used: PyTorch-style accumulation, which an
+    # optimizer's step() refuses (volnet.train.optim)
+    grad_backwards = 0
+    grad_overwrites = 0
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -185,9 +199,16 @@ class Layer:
                 new = self.grads.get(name)
                 if new is not None and new.shape == old.shape:
                     self.grads[name] = new + old
+        if self.params and not self.named_children():
+            self.grad_overwrites += bool(self.grad_backwards and not (accumulate or outer))
+            self.grad_backwards += 1
         if hooks.active(self):
             hooks.after_backward(self, dout, dx)
         return dx
+
+    def mark_grads_used(self) -> None:
+        """An optimizer used (or zeroed) this layer's gradients: the next backward starts anew."""
+        self.grad_backwards = self.grad_overwrites = 0
 
     def _validate(self, x, outermost: bool) -> np.ndarray:
         x = self._as_float(x, "input")
@@ -322,12 +343,17 @@ class Layer:
             elif not np.isfinite(value).all():
                 problems.append(f"{key}: contains NaN or infinity")
         if strict:
-            problems += [f"missing key {k}" for k in missing]
-            problems += [f"unexpected key {k}" for k in unexpected]
+            problems += _keys("missing", missing) + _keys("unexpected", unexpected)
         if problems:
+            matching = len(slots) - len(missing)
+            other = (f" Only {matching} of the network's {len(slots)} keys are in the state "
+                     "dict: these look like the weights of another architecture; check the "
+                     "model name." if strict and matching * 2 < len(slots) else "")
             raise StateDictError(
-                f"cannot load state dict into {type(self).__name__}: " + "; ".join(problems)
-                + ". Use strict=False to load a subset with matching names."
+                f"cannot load state dict into {type(self).__name__}: "
+                + "; ".join(problems[:8] + ([f"{len(problems) - 8} more problems"]
+                                            if len(problems) > 8 else [])) + "." + other
+                + " Use strict=False to load a subset with matching names."
             )
         for key, (store, name) in slots.items():
             if key in state:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from volnet.data.batches import BatchIterator
@@ -27,6 +29,53 @@ def validation_batches(val, batches: BatchIterator):
     return out
 
 
+def check_scale(x: np.ndarray, mean=None, std=None, *, name: str = "x") -> str:
+    """Refuse images whose values contradict the declared scale or statistics; return the
+    ``scale`` to record (what the network really sees before mean/std).
+
+    uint8 images are divided by 255, float images are taken as already on the 0-1 scale and
+    mean/std are on that 0-1 scale. A float (or int64) array holding 0-255 values, or
+    statistics on the 0-255 scale, would train on numbers 255 times too large or too small,
+    silently (loss 24.6 instead of 1.24, or chance), so they are errors naming the fix. A
+    float array with negative values (already normalised) is taken as given and recorded so.
+
+    Raises:
+        ConfigError: the values or statistics contradict the scale.
+    """
+    as_is = x.dtype != np.uint8 and x.dtype.kind in "iuf" and x.size   # only uint8 is / 255
+    low, high = (float(x.min()), float(x.max())) if as_is else (0.0, 1.0)
+    if low >= 0 and high > 1 + 1e-3:
+        scale = 255 if high <= 255 else f"{high:g}"
+        raise ConfigError(
+            f"{name} is a {x.dtype} array with values up to {high:g}: vn.fit takes images as "
+            "uint8 0-255 (divided by 255) or float 0-1 (as they are), and would train on these "
+            f"as if 0-1. Fix: pass {name}.astype(np.uint8) for 0-255 pixels, or "
+            f"{name} / {scale}")
+    for label, values in (("mean", mean), ("std", std)):
+        v = None if values is None else np.asarray(values, dtype=np.float64).reshape(-1)
+        if v is not None and v.size and (v.min() < -1e-6 or v.max() > 1 + 1e-6):
+            shown = ", ".join(f"{s:.4g}" for s in v / 255)
+            raise ConfigError(
+                f"{label}={tuple(v.tolist())} is not on the 0-1 scale of the images (pixels "
+                "/ 255): normalised with it, every pixel lands near one value and the net "
+                f"trains at chance. Fix: statistics on the 0-1 scale, e.g. {label}=({shown},) "
+                "(0-255 statistics / 255)")
+    if low < -1e-3:
+        if mean is not None or std is not None:
+            raise ConfigError(
+                f"{name} already has negative values (from {low:g} to {high:g}): it looks "
+                "normalised, and mean/std would normalise it again. Fix: pass the 0-1 (or "
+                "uint8) images with mean/std, or the normalised ones without")
+        warnings.warn(
+            f"{name} is a {x.dtype} array from {low:g} to {high:g}, not 0-1 images: the network "
+            "trains on it as given, and the checkpoint records scale 'as given'. volnet "
+            "predict/evaluate feed images as pixels / 255 (then mean/std), so pass 0-1 or "
+            "uint8 images with mean=, std= for a checkpoint they can use", UserWarning,
+            stacklevel=3)
+        return "as given"
+    return "x / 255"
+
+
 def fit(net, x: np.ndarray, y: np.ndarray, *, epochs: int = 10, batch_size: int = 64,
         optimizer=None, val=None, seed: int = 0, callbacks=(), progress: bool = True,
         mean=None, std=None, class_names=None, **batch_options) -> History:
@@ -38,7 +87,8 @@ def fit(net, x: np.ndarray, y: np.ndarray, *, epochs: int = 10, batch_size: int 
 
     Args:
         net: a network producing class scores.
-        x: images (N, C, H, W), uint8 0-255 or float 0-1.
+        x: images (N, C, H, W), uint8 0-255 or float 0-1 (a float array of 0-255
+            values, or mean/std off the 0-1 scale, is refused: see :func:`check_scale`).
         y: integer labels (N,).
         epochs: passes over the data.
         batch_size: examples per update.
@@ -62,9 +112,14 @@ def fit(net, x: np.ndarray, y: np.ndarray, *, epochs: int = 10, batch_size: int 
         >>> len(history["loss"]), net.preprocessing["input_shape"]
         (3, [1, 4, 4])
     """
+    x = np.asarray(x)
+    scale = check_scale(x, mean, std)
+    if isinstance(val, (tuple, list)) and len(val) == 2:
+        check_scale(np.asarray(val[0]), mean, std, name="val[0]")
     batches = BatchIterator(x, y, batch_size, seed=seed, mean=mean, std=std, **batch_options)
     val = validation_batches(val, batches)
     prep = batches.preprocessing()
+    prep["scale"] = scale
     num_classes = int(np.prod(net.output_shape(tuple(x.shape[1:]))))
     names = [str(n) for n in class_names] if class_names is not None else [
         str(i) for i in range(num_classes)]

@@ -109,11 +109,9 @@ class GanStep:
         real_label = KINDS["dcgan"]["real_label"]              # one-sided smoothing; fakes stay 0
         loss_real, dl = bce_with_logits(d.forward(real, training=True), real_label)
         d.backward((dl / n).astype(np.float32), input_grad=False)
-        grads = {name: grad.copy() for name, _, grad in d.named_params()}
         loss_fake, dl = bce_with_logits(d.forward(fake, training=True), 0.0)
-        d.backward((dl / n).astype(np.float32), input_grad=False)
-        for name, _, grad in d.named_params():
-            grad += grads[name]
+        # D's loss is the sum of both terms: the fakes' gradients add to the reals'
+        d.backward((dl / n).astype(np.float32), input_grad=False, accumulate=True)
         d_loss = float(loss_real.mean() + loss_fake.mean())
         trainer.check_loss(d_loss)
         trainer.apply_gradients("discriminator")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import shlex
 import time
 from dataclasses import dataclass
 
@@ -37,6 +38,10 @@ class TrainResult:
     path: str
     accuracy: float
     seconds: float
+    epochs_run: float = 0.0      # epochs (fractional) this call trained, resumed ones excluded
+    epoch: float = 0.0           # where the run stands now, in epochs
+    planned: int = 0             # the run's planned length (the cosine schedule's horizon)
+    interrupted: bool = False    # stopped by Ctrl-C before ``planned``
 
 
 def build_for_data(model: str, input_shape, num_classes: int, seed: int = 0):
@@ -82,7 +87,8 @@ def preprocessing_of(data, input_shape) -> dict:
 
 
 def saved_recipe(trainer_state: dict) -> dict:
-    """lr, optimizer, batch_size and seed of the run a checkpoint's trainer state belongs to."""
+    """lr, optimizer, batch_size, seed and planned epochs (the cosine schedule's horizon) of
+    the run a checkpoint's trainer state belongs to."""
     def part(key):
         value = trainer_state.get(key)
         return value if isinstance(value, dict) else {}
@@ -94,7 +100,8 @@ def saved_recipe(trainer_state: dict) -> dict:
     saved = {"lr": lr if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None,
              "optimizer": names.get(opt.get("type")) if isinstance(opt.get("type"), str) else None,
              "seed": batches.get("seed") if isinstance(batches.get("seed"), int) else None,
-             "batch_size": None}
+             "batch_size": None,
+             "epochs": schedule.get("t_max") if isinstance(schedule.get("t_max"), int) else None}
     if isinstance(batches.get("batch_size"), int) and isinstance(batches.get("world_size"), int):
         saved["batch_size"] = batches["batch_size"] * batches["world_size"]
     return saved
@@ -127,7 +134,7 @@ def resolve_resume_options(path: str, trainer_state: dict, given: dict) -> dict:
     return resolved
 
 
-def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epochs"],
+def train(model: str, data: str = "mnist-sample", *, epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None,
           optimizer: str | None = None, seed: int | None = None,
           out: str | None = None, resume: str | None = None, overwrite: bool = False,
@@ -138,6 +145,9 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
     Args:
         model: a registry name (``volnet.models.MODELS``).
         data: a dataset name or folder (see :func:`volnet.data.registry.load_dataset`).
+        epochs: the run's length, in epochs (counting resumed ones); default
+            :data:`DEFAULTS`, or when resuming the checkpoint's planned length (a larger
+            value extends a finished run).
         out: checkpoint path; default a new ``<model>-<data>-<time>.safetensors``.
             An existing file is refused unless ``overwrite`` (or it is ``resume``).
         batch_size, lr, optimizer, seed: default :data:`DEFAULTS`; when resuming, the
@@ -164,8 +174,11 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
             raise CheckpointError(f"{resume} holds weights only (saved without a trainer); it "
                                   "cannot resume training. Start a new run instead")
         given = resolve_resume_options(resume, ckpt.trainer_state, given)
+        if epochs is None:   # the interrupted run's own length, not the default
+            epochs = saved_recipe(ckpt.trainer_state)["epochs"]
     else:
         given = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
+    epochs = DEFAULTS["epochs"] if epochs is None else int(epochs)
     lr, optimizer, batch_size, seed = (given[k] for k in ("lr", "optimizer", "batch_size", "seed"))
     # with several ranks an image folder is decoded lazily: each reads only its shard's files
     data_set = load_dataset(data, lazy=comm.world_size > 1, comm=comm)
@@ -208,7 +221,7 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
     log(f"training {model} ({net.num_params():,} parameters) on {data_set.name}: "
         f"{len(data_set.x_train):,} images {shape}, {len(data_set.x_test):,} held out; "
         f"{optimizer} lr={lr}, batch {batch_size}, {epochs} epochs; checkpoint -> {out}")
-    start = time.perf_counter()
+    start, began = time.perf_counter(), _progress(trainer, batches)
     with stop_on_interrupt(trainer, enabled=comm.world_size == 1):
         history = trainer.fit(batches, epochs, val=(x_test, data_set.y_test))
     seconds = time.perf_counter() - start
@@ -217,7 +230,16 @@ def train(model: str, data: str = "mnist-sample", *, epochs: int = DEFAULTS["epo
         from volnet.io.checkpoint import save
 
         save(out, net, trainer=trainer)
-    if trainer.stopped:
+    interrupted = trainer.stopped and trainer.epoch < epochs
+    if interrupted:
         log(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.batch}; state saved to "
-            f"{out}; continue with: volnet train {model} --data {data} --resume {out}")
-    return TrainResult(net, dict(history), out, accuracy, seconds)
+            f"{out}; continue with: volnet train {model} --data {shlex.quote(data)} --epochs "
+            f"{epochs} --resume {shlex.quote(out)}")
+    now = _progress(trainer, batches)
+    return TrainResult(net, dict(history), out, accuracy, seconds, epochs_run=now - began,
+                       epoch=now, planned=epochs, interrupted=interrupted)
+
+
+def _progress(trainer, batches) -> float:
+    """Epochs done, with the finished part of the current one (examples seen / N)."""
+    return trainer.epoch + min(trainer.seen, len(batches.x)) / max(len(batches.x), 1)

@@ -39,6 +39,8 @@ class TrainingPage:
         "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
         "/static/charts.js": ("charts.js", "text/javascript; charset=utf-8"),
         "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+        # every page's "working..." badge (the lecture and GAN pages load it from here)
+        "/static/working.js": ("working.js", "text/javascript; charset=utf-8"),
     }
     BODY_LIMITS: ClassVar[dict[str, int]] = {"/api/predict": 512 * 1024}   # PNG drawings
 

@@ -2,9 +2,10 @@
 
 The theoretical field comes from :func:`volnet.receptive_field` (shapes only);
 the effective one is the gradient of the chosen unit with respect to the input,
-from one backward pass of volnet's layers on a random input (Luo et al. 2016,
-"Understanding the effective receptive field"). It is zero outside the
-theoretical field and concentrates in its centre.
+|d unit / d input| averaged over a batch of random inputs (Luo et al. 2016,
+"Understanding the effective receptive field", average over many inputs: one
+input's gradient is speckle, the average shows the field's Gaussian shape). It
+is zero outside the theoretical field and concentrates in its centre.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ MODELS = {   # name -> (input shape used here, builder keyword arguments)
     "resnet18": ((3, 112, 112), {}),
     "context_module": ((21, 66, 66), {"init": "he"}),   # dilations 1, 1, 2, 4, 8, 16, 1
 }
-_CACHE: dict[str, object] = {}
+SAMPLES = (4, 32)     # random inputs averaged: at least, at most
+MAC_BUDGET = 1.5e9    # float64 multiply-adds per request: fewer inputs for VGG-16's deep layers
+_CACHE: dict = {}   # model name -> float64 net; ("summary", name) -> its summary
 _LOCK = threading.Lock()   # the cached models hold forward caches: one request at a time
 
 
@@ -63,6 +66,22 @@ def layer_choices(name: str) -> list[dict]:
     return choices
 
 
+def samples(name: str, paths: list[str]) -> int:
+    """How many random inputs to average for a field up to the units ``paths``: as many as
+    :data:`MAC_BUDGET` pays for, within :data:`SAMPLES` (LeNet: 32; VGG-16's conv5: 4)."""
+    rows = _summary(name).rows
+    macs = sum(r["macs"] for r in rows
+               if any(r["name"] == p or r["name"].startswith(p + ".") for p in paths))
+    return int(np.clip(MAC_BUDGET // max(macs, 1), *SAMPLES))
+
+
+def _summary(name: str):
+    key = ("summary", name)
+    if key not in _CACHE:
+        _CACHE[key] = vn.summary(model(name), MODELS[name][0])
+    return _CACHE[key]
+
+
 def field_view(name: str, layer: str, row: int, col: int, seed: int = 0) -> dict:
     """Theoretical and effective receptive field of unit (row, col) of ``layer``'s output."""
     with _LOCK:
@@ -77,7 +96,8 @@ def _field_view(name: str, layer: str, row: int, col: int, seed: int) -> dict:
         raise ConfigError(f"{name} has no layer {layer!r} here; choose one of the listed layers")
     chain = chain[:paths.index(layer) + 1]
     field = vn.receptive_field(net, input_shape, layer=layer)
-    x = np.random.default_rng(seed).standard_normal((1, *input_shape))
+    n = samples(name, [path for path, _ in chain])
+    x = np.random.default_rng(seed).standard_normal((n, *input_shape))
     out = x
     for _, unit in chain:
         out = unit.forward(out, cache=True)
@@ -87,10 +107,10 @@ def _field_view(name: str, layer: str, row: int, col: int, seed: int) -> dict:
     if not (0 <= row < rows and 0 <= col < cols):
         raise ConfigError(f"unit ({row}, {col}) is outside {layer}'s {rows}x{cols} output")
     dout = np.zeros_like(out)
-    dout[0, :, row, col] = 1.0        # the sum of the unit's column: every channel at (row, col)
-    for _, unit in reversed(chain):
+    dout[:, :, row, col] = 1.0   # the sum of the unit's column: every channel at (row, col)
+    for _, unit in reversed(chain):   # eval mode: the inputs of the batch never mix
         dout = unit.backward(dout)
-    grad = np.abs(dout[0]).sum(axis=0)
+    grad = np.abs(dout).sum(axis=1).mean(axis=0)
     nonzero = np.argwhere(grad > 0)
     centre = [field.start[a] + (row, col)[a] * field.jump[a] for a in range(2)]
     box = [[c - (s - 1) / 2, c + (s - 1) / 2] for c, s in zip(centre, field.size)]
@@ -99,7 +119,7 @@ def _field_view(name: str, layer: str, row: int, col: int, seed: int) -> dict:
         "output_shape": list(out.shape[1:]), "unit": [row, col],
         "size": list(field.size), "jump": list(field.jump), "start": list(field.start),
         "box": box,   # [[top, bottom], [left, right]] in input pixels, may reach past the image
-        "effective": to_grey(grad), "effective_max": float(grad.max()),
+        "effective": to_grey(grad), "effective_max": float(grad.max()), "samples": n,
         "effective_box": (nonzero.min(axis=0).tolist() + nonzero.max(axis=0).tolist()
                           if len(nonzero) else None),   # [top, left, bottom, right]
     }

@@ -135,8 +135,9 @@ class LecturePages:
                              "params": int(loaded[0].num_params())})
 
     async def patterns(self, request: Request) -> JSONResponse:
-        values = _ints(request, patterns.LIMITS, {"N": 2, "M": 2, "K": 1, "input": 32, "F": 3,
-                                                  "width": 32, "channels": 3, "pool": 1})
+        numbers = {k: v for k, v in patterns.DEFAULTS.items() if k != "widths"}
+        values = _ints(request, patterns.LIMITS, numbers)
+        values["widths"] = patterns.parse_widths(request.query_params.get("widths"), values["M"])
         return JSONResponse(await run_in_threadpool(lambda: patterns.pattern_view(**values)))
 
     async def dilated(self, request: Request) -> JSONResponse:

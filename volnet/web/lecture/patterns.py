@@ -7,13 +7,45 @@ table, and the 3x3-versus-7x7 comparison is two more summaries.
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import volnet as vn
 from volnet.models.pattern import pattern
+from volnet.errors import ConfigError
 from volnet.web.lecture.conv import check_range
 from volnet.web.views import summary_rows
 
 LIMITS = {"N": (0, 4), "M": (0, 5), "K": (0, 3), "input": (4, 256), "F": (1, 7),
           "width": (1, 256), "channels": (1, 3), "pool": (0, 1)}
+_DEFAULT = {name: p.default for name, p in inspect.signature(pattern).parameters.items()}
+# the page's settings when it asks for none: vn.models.pattern's own defaults
+DEFAULTS = {"N": _DEFAULT["n"], "M": _DEFAULT["m"], "K": _DEFAULT["k"],
+            "input": _DEFAULT["input_shape"][1], "channels": _DEFAULT["input_shape"][0],
+            "F": _DEFAULT["kernel_size"], "widths": tuple(_DEFAULT["widths"]),
+            "pool": int(_DEFAULT["pool"])}
+
+
+def default_widths(m: int) -> tuple[int, ...]:
+    """vn.models.pattern's widths (32, 64) for M blocks: cut, or continued by doubling."""
+    widths = list(DEFAULTS["widths"][:m])
+    while len(widths) < m:
+        widths.append(min(LIMITS["width"][1], widths[-1] * 2))
+    return tuple(widths)
+
+
+def parse_widths(text: str | None, m: int) -> tuple[int, ...]:
+    """The "filters per CONV" field: one int per block, comma-separated ("32, 64"); absent,
+    :func:`default_widths`."""
+    if text is None:
+        return default_widths(m)
+    if not re.fullmatch(r"\s*([0-9]{1,4}\s*(,\s*[0-9]{1,4}\s*)*)?", text):
+        raise ConfigError(f"filters per CONV must be integers separated by commas (one per "
+                          f"block, e.g. 32, 64), got {text!r}")
+    widths = tuple(int(v) for v in text.split(",") if v.strip())
+    for value in widths:
+        check_range({"width": value}, LIMITS)
+    return widths
 
 
 def lint(rows: list[dict], size: int, m: int, pools: int) -> list[str]:
@@ -46,19 +78,32 @@ def lint(rows: list[dict], size: int, m: int, pools: int) -> list[str]:
     return warnings
 
 
-def pattern_view(N: int = 2, M: int = 2, K: int = 1, input: int = 32, F: int = 3,
-                 width: int = 32, channels: int = 3, pool: int = 1) -> dict:
-    """The built pattern's summary table, its lint, and the 3x3 x 3 versus 7x7 comparison."""
-    check_range({"N": N, "M": M, "K": K, "input": input, "F": F, "width": width,
-                 "channels": channels, "pool": pool}, LIMITS)
+def pattern_view(N: int = DEFAULTS["N"], M: int = DEFAULTS["M"], K: int = DEFAULTS["K"],
+                 input: int = DEFAULTS["input"], F: int = DEFAULTS["F"],
+                 widths: tuple[int, ...] = DEFAULTS["widths"],
+                 channels: int = DEFAULTS["channels"], pool: int = DEFAULTS["pool"]) -> dict:
+    """The built pattern's summary table, its lint, and the 3x3 x 3 versus 7x7 comparison.
+
+    ``widths`` gives each block's filters (one int per block, as ``vn.models.pattern``
+    takes them; a single value serves every block). The reply repeats the settings used.
+    """
+    check_range({"N": N, "M": M, "K": K, "input": input, "F": F, "channels": channels,
+                 "pool": pool}, LIMITS)
+    widths = tuple(widths)
+    if M and len(widths) not in (1, M):
+        raise ConfigError(f"filters per CONV: {len(widths)} values for M = {M} blocks; give "
+                          f"one per block (or one for all)")
     shape = (channels, input, input)
-    net = pattern(N, M, K, widths=width, input_shape=shape, kernel_size=F, pool=bool(pool))
+    net = pattern(N, M, K, widths=(widths[0] if len(widths) == 1 else widths) if M else (),
+                  input_shape=shape, kernel_size=F, pool=bool(pool))
     table = vn.summary(net, shape)
     block = f"[[CONV -> RELU]*{N}{' -> POOL' if pool else ''}]*{M}"
     text = " -> ".join(["INPUT"] + [block] * bool(M) + [f"[FC -> RELU]*{K}"] * bool(K) + ["FC"])
     return {"pattern": text, **summary_rows(net, shape),
             "lint": lint(table.rows, input, M, M if pool else 0),
-            "compare": compare_stacks(width, max(input, 8))}
+            "compare": compare_stacks((widths or DEFAULTS["widths"])[0], max(input, 8)),
+            "settings": {"N": N, "M": M, "K": K, "input": input, "channels": channels, "F": F,
+                         "widths": list(widths), "pool": pool}}
 
 
 def compare_stacks(channels: int, size: int) -> list[dict]:

@@ -2,6 +2,7 @@
 "use strict";
 
 let view = null, upload = null;
+const SCALE = 4;   // screen pixels per image pixel, for the image and the class strip under it
 const control = name => document.querySelector(`[data-testid="${name}"]`);
 function text(id, value) { control(id).textContent = value; }
 
@@ -23,8 +24,7 @@ async function refresh() {
   control("map-row").value = Math.min(rows - 1, Number(control("map-row").value));
   control("map-col").value = Math.min(cols - 1, Number(control("map-col").value));
   $("predicted").innerHTML = "";
-  if (cols <= 24) $("predicted").append(numberGrid(view.predicted, null, "predicted-map"));
-  else $("predicted").append(classCanvas(view.predicted, view.confidence), classLegend());
+  $("predicted").append(classStrip(view.predicted, view.confidence), classLegend());
   drawMaps(); select();
 }
 
@@ -36,7 +36,7 @@ function select() {
 }
 
 function drawImage(si, sj) {
-  const img = view.image, h = img.length, w = img[0].length, scale = 4;
+  const img = view.image, h = img.length, w = img[0].length, scale = SCALE;
   const canvas = $("image"); canvas.width = w * scale; canvas.height = h * scale;
   const ctx = canvas.getContext("2d");
   for (let i = 0; i < h; i++) for (let j = 0; j < w; j++) {
@@ -52,14 +52,48 @@ function drawImage(si, sj) {
 const CLASS_COLOURS = [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
   [145, 30, 180], [70, 240, 240], [240, 50, 230], [170, 110, 40], [128, 128, 128]];
 
-// Each position in its class's colour, faded towards white as the softmax confidence drops.
-function classCanvas(map, confidence) {
-  const pairs = map.flat().map((k, i) => [k, confidence.flat()[i]]);
-  const canvas = colourCanvas(pairs, map[0].length, map.length,
-    ([k, p]) => CLASS_COLOURS[k % 10].map(c => Math.round(255 - (255 - c) * p)), "heat");
-  canvas.dataset.testid = "predicted-map";
-  canvas.style.width = Math.min(1200, 6 * map[0].length) + "px";
+// The predicted class of every crop, drawn at the centre of its crop on the image's own scale
+// (so it lines up with the picture above it): a cell per position, in its class's colour, faded
+// towards white as the softmax confidence drops; cells large enough carry the class, in bold
+// where the net is sure (p >= 0.5). A last line reads the middle row (the crops centred
+// vertically on the image, where a line of digits sits): each run of positions naming one
+// class with p >= 0.5, labelled once under its middle.
+function classStrip(map, confidence) {
+  const scale = SCALE, rows = map.length, cols = map[0].length, cell = view.step * scale;
+  const canvas = document.createElement("canvas"), line = 20;
+  canvas.width = view.image[0].length * scale; canvas.height = rows * cell + line;
+  canvas.className = "class-strip"; canvas.dataset.testid = "predicted-map";
+  const ctx = canvas.getContext("2d"), left = (view.crop[1] / 2) * scale - cell / 2;
+  ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.textAlign = "center"; ctx.textBaseline = "middle";
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
+    const k = map[i][j], p = confidence[i][j], x = left + j * cell, y = i * cell;
+    const [r, g, b] = CLASS_COLOURS[k % 10].map(c => Math.round(255 - (255 - c) * p));
+    ctx.fillStyle = `rgb(${r},${g},${b})`; ctx.fillRect(x, y, cell, cell);
+    if (cell >= 12) {
+      ctx.font = `${p >= 0.5 ? "bold " : ""}${Math.min(cell - 3, 15)}px sans-serif`;
+      ctx.fillStyle = p >= 0.5 ? "#000" : "#777";
+      ctx.fillText(String(k), x + cell / 2, y + cell / 2 + 1);
+    }
+  }
+  readingLine(ctx, map, confidence, left, cell, rows * cell, line);
   return canvas;
+}
+
+function readingLine(ctx, map, confidence, left, cell, top, line) {
+  const mid = Math.floor((map.length - 1) / 2);   // crops centred on the image's middle row
+  const sure = map[mid].map((k, j) => (confidence[mid][j] >= 0.5 ? k : null));
+  ctx.font = "bold 15px sans-serif";
+  for (let j = 0; j < sure.length;) {
+    let end = j; while (end + 1 < sure.length && sure[end + 1] === sure[j]) end++;
+    if (sure[j] !== null && (end > j || cell >= 12)) {
+      const x0 = left + j * cell, x1 = left + (end + 1) * cell;
+      ctx.fillStyle = `rgb(${CLASS_COLOURS[sure[j] % 10].join(",")})`;
+      ctx.fillRect(x0 + 1, top + 2, x1 - x0 - 2, 3);
+      ctx.fillStyle = "#000"; ctx.fillText(String(sure[j]), (x0 + x1) / 2, top + line / 2 + 3);
+    }
+    j = end + 1;
+  }
 }
 
 function classLegend() {

@@ -28,10 +28,23 @@ function centreUnit() {
   control("row").value = Math.floor(shape[1] / 2); control("col").value = Math.floor(shape[2] / 2);
 }
 
+const OUTPUTS = ["rf-size", "rf-jump", "rf-box-rows", "rf-box-cols", "input-size", "erf-rows",
+                 "erf-cols", "samples", "layer-shape"];
+
+// While a new field computes (VGG-16 takes seconds), the old numbers are not shown as if
+// they were the new ones: the figures read "..." and the pictures fade.
+function pending() {
+  OUTPUTS.forEach(id => text(id, "\u2026"));
+  [$("field"), $("units")].forEach(c => c.classList.add("stale"));
+}
+
 async function refresh() {
   const q = { model: control("model").value, layer: control("layer").value,
               row: control("row").value, col: control("col").value };
+  pending();
   view = await latest("fields", "/api/lecture/fields?" + query(q));
+  [$("field"), $("units")].forEach(c => c.classList.remove("stale"));
+  text("samples", view.samples);
   const [h, w] = view.input_shape.slice(1);
   text("rf-size", view.size[0] === view.size[1] ? `${view.size[0]}x${view.size[0]}` : view.size.join("x"));
   text("rf-jump", view.jump.join("x"));
@@ -72,8 +85,8 @@ function drawUnits() {
   ctx.strokeStyle = "#e65100"; ctx.lineWidth = 2; ctx.beginPath();   // a ring, visible at any scale
   ctx.arc((view.unit[1] + 0.5) * scale, (view.unit[0] + 0.5) * scale, Math.max(8, scale), 0, 2 * Math.PI);
   ctx.stroke(); ctx.lineWidth = 1;
-  canvas.onclick = event => {
-    const box = canvas.getBoundingClientRect();
+  canvas.onclick = event => {   // the layer chosen now, also while its grid is still computing
+    const box = canvas.getBoundingClientRect(), [, rows, cols] = currentLayer().shape;
     control("row").value = Math.min(rows - 1, Math.floor((event.clientY - box.top) / box.height * rows));
     control("col").value = Math.min(cols - 1, Math.floor((event.clientX - box.left) / box.width * cols));
     guard(refresh)();
@@ -86,7 +99,8 @@ async function start() {
     control("model").append(option);
   });
   await fillLayers();
-  control("model").addEventListener("change", guard(async () => { await fillLayers(); await refresh(); }));
+  control("model").addEventListener("change", guard(async () => {
+    pending(); await fillLayers(); await refresh(); }));
   control("layer").addEventListener("change", () => { centreUnit(); guard(refresh)(); });
   onInputs(["row", "col"], guard(refresh));
   await refresh();

@@ -9,22 +9,23 @@ function showError(message) {
   box.textContent = message || ""; box.hidden = !message;
 }
 
-async function api(path, options) {
+// ``current()`` says whether the caller still wants this reply: an outdated one neither shows
+// nor clears the error banner.
+async function api(path, options, current = () => true) {
   const response = await fetch(path, options);
   const body = await response.json();
+  if (!current()) throw new Error("superseded");
   if (!response.ok) { showError(body.error || response.statusText); throw new Error(body.error); }
   showError("");
   return body;
 }
 
-// fetch JSON, but resolve only for the latest call made under ``key``: a reply to an older
-// request (the user kept clicking) never overwrites a newer one.
+// fetch JSON, but resolve only for the latest call made under ``key``: a reply (or an error)
+// to an older request (the user kept clicking) never overwrites a newer one.
 const latestTicket = {};
 async function latest(key, path, options) {
   const ticket = (latestTicket[key] = (latestTicket[key] || 0) + 1);
-  const body = await api(path, options);
-  if (ticket !== latestTicket[key]) throw new Error("superseded");
-  return body;
+  return api(path, options, () => ticket === latestTicket[key]);
 }
 
 // The query string of the named number inputs: {W: 5, ...} -> "W=5&...".
