@@ -222,7 +222,7 @@ def test_gan_interrupted_mid_epoch_resumes_bit_for_bit(tmp_path):
 
     Trainer._train_step = step_then_interrupt
     try:
-        _train(tmp_path, "dcgan", 2, "b.safetensors")
+        assert _train(tmp_path, "dcgan", 2, "b.safetensors")["interrupted"]
     finally:
         Trainer._train_step = real_step
     state = vn.io.checkpoint.load_checkpoint(tmp_path / "b.safetensors").trainer_state

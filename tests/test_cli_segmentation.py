@@ -123,7 +123,7 @@ def test_ctrl_c_mid_epoch_and_resume_give_the_straight_run_bit_for_bit(trained, 
 
     out = tmp_path / "cut.safetensors"
     monkeypatch.setattr(Trainer, "_train_step", step_then_interrupt)
-    assert main(train_args(folder, out)) == 0
+    assert main(train_args(folder, out)) == 130          # interrupted is not success
     monkeypatch.setattr(Trainer, "_train_step", real_step)
     state = vn.io.checkpoint.load_checkpoint(out).trainer_state
     assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 8)

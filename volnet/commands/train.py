@@ -90,7 +90,7 @@ def _run_segmentation(args) -> int:
     print("per-class IoU:\n" + iou_table(result.class_names, result.class_iou))
     print(f"checkpoint saved to {result.path}; label an image with: volnet segment "
           f"{result.path} IMAGE --out overlay.png")
-    return 0
+    return 0 if result.finished else 130   # like a shell: interrupted is not success
 
 
 def _run_generative(args) -> int:
@@ -116,7 +116,7 @@ def _run_generative(args) -> int:
     print(f"trained {args.model} for {result['epochs']} epochs ({result['seconds']:.1f} s this run)")
     print(f"checkpoint saved to {result['path']}; draw digits with: volnet generate "
           f"{result['path']} --n 64 --out grid.png")
-    return 0
+    return 130 if result["interrupted"] else 0   # like a shell: interrupted is not success
 
 
 def run(args) -> int:

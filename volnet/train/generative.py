@@ -198,7 +198,7 @@ def train_generative(kind: str, data: str = "mnist-sample", *, epochs: int | Non
         limit: use only the first ``limit`` training images (tests, quick looks).
 
     Returns:
-        {"path", "history", "seconds", "epochs"}.
+        {"path", "history", "seconds", "epochs", "interrupted"} (Ctrl-C before ``epochs``).
     """
     from volnet.io.checkpoint import resume as resume_from
     from volnet.io.checkpoint import save
@@ -243,7 +243,7 @@ def train_generative(kind: str, data: str = "mnist-sample", *, epochs: int | Non
     metrics = trainer.train_step.metrics
     history = {k: v for k, v in trainer.history.items() if k in metrics}
     return {"path": out, "history": history, "seconds": time.perf_counter() - start,
-            "epochs": trainer.epoch}
+            "epochs": trainer.epoch, "interrupted": trainer.stopped and trainer.epoch < epochs}
 
 
 class _EpochReport:
