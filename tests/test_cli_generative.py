@@ -13,6 +13,13 @@ from volnet.cli import main
 from volnet.train import generative as gen
 
 
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Bit-for-bit comparisons need the same thread count in both runs: Trainer.fit would
+    otherwise use however many cores the other processes leave idle at that moment."""
+    monkeypatch.setenv("VOLNET_THREADS", "1")
+
+
 def _train(tmp_path, kind, epochs, name="run.safetensors", **kwargs):
     return gen.train_generative(kind, epochs=epochs, batch_size=32, limit=96, progress=False,
                                 out=str(tmp_path / name), log=lambda *a: None, **kwargs)
@@ -106,12 +113,12 @@ def _torch_pair():
 
 def test_gan_step_matches_pytorch_dcgan_step():
     net = gen.build("dcgan", seed=3)
-    loop = gen._Loop(net, gen._Optimizers("dcgan", net), "dcgan", seed=4)
+    trainer = gen.make_trainer("dcgan", net, seed=4, total_steps=10, progress=False)
     ref = _torch_pair()
     ref.load_state_dict({k: torch.tensor(v) for k, v in net.state_dict().items()})
     real = np.random.default_rng(5).uniform(-1, 1, (8, 1, 28, 28)).astype(np.float32)
-    z = np.random.default_rng(4).standard_normal((8, 100, 1, 1)).astype(np.float32)   # the loop's draw
-    gen.gan_step(loop, real)
+    z = np.random.default_rng(4).standard_normal((8, 100, 1, 1)).astype(np.float32)   # the step's draw
+    trainer.train_step(trainer, real, None)
 
     g, d = ref["generator"], ref["discriminator"]
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -145,10 +152,10 @@ def _same_after_adam(net, ref, lr):
 
 def test_vae_loss_and_step_match_pytorch():
     net = gen.build("vae", seed=1)
-    loop = gen._Loop(net, gen._Optimizers("vae", net), "vae", seed=2)
+    trainer = gen.make_trainer("vae", net, seed=2, total_steps=10, progress=False)
     x = np.random.default_rng(6).uniform(0, 1, (4, 1, 28, 28)).astype(np.float32)
     before = {k: torch.tensor(v) for k, v in net.state_dict().items()}
-    logs = gen.vae_step(loop, x)
+    logs = trainer.train_step(trainer, x, None)
     eps = torch.tensor(net.sample._cache[3])                     # the noise this step drew
     t = torch.nn
     enc = t.Sequential(t.Conv2d(1, 32, 4, 2, 1), t.ReLU(), t.Conv2d(32, 64, 4, 2, 1), t.ReLU(), t.Conv2d(64, 32, 7))
@@ -171,13 +178,57 @@ def test_vae_loss_and_step_match_pytorch():
 
 
 def test_gan_learning_rate_is_held_then_decays_linearly_to_zero():
-    net = gen.build("dcgan")
-    opts = gen._Optimizers("dcgan", net)
-    lrs = []
-    for step in (0, 49, 50, 75, 99):
-        opts.schedule(step, 100)
-        lrs.append([opt.lr for opt in opts.opts.values()])
+    trainer = gen.make_trainer("dcgan", gen.build("dcgan"), seed=0, total_steps=100,
+                               progress=False)
+    group, schedule = trainer.optimizer, trainer.schedule
+    lrs, done = [], 0
+    for step in (0, 49, 50, 75, 99):      # the rate used by update `step` (counting from 0)
+        while done < step:
+            schedule.step()
+            done += 1
+        lrs.append([opt.lr for opt in group.members.values()])
     assert lrs == [[2e-4] * 2, [2e-4] * 2, [2e-4] * 2, [1e-4] * 2, [pytest.approx(4e-6)] * 2]
-    vae_opts = gen._Optimizers("vae", gen.build("vae"))
-    vae_opts.schedule(99, 100)
-    assert vae_opts.opts[""].lr == 1e-3                       # the VAE keeps its rate
+    assert gen.make_trainer("vae", gen.build("vae"), 0, 100).schedule is None   # the VAE keeps its rate
+
+
+def test_gan_checkpoint_holds_both_optimizers_as_one_group(runs):
+    """The two Adams are saved as one OptimizerGroup: each its own step count and moments."""
+    state = vn.io.checkpoint.load_checkpoint(runs / "dcgan.safetensors").trainer_state
+    opt = state["optimizer"]
+    assert opt["type"] == "OptimizerGroup"
+    assert opt["members"] == {"generator": "Adam", "discriminator": "Adam"}
+    assert opt["t"] == {"generator": 6, "discriminator": 6}           # 2 epochs x 3 steps
+    assert opt["hyper"]["generator"]["betas"] == [0.5, 0.999]
+    assert {n.split(".")[0] for n in opt["state"]} == {"generator", "discriminator"}
+    assert state["schedule"]["epoch"] == 6 and state["train_step"]["kind"] == "dcgan"
+
+
+def test_gan_interrupted_mid_epoch_resumes_bit_for_bit(tmp_path):
+    """Ctrl-C inside epoch 2 saves the state (noise generator, schedule, both Adams) and a
+    resumed run ends where the straight one does."""
+    import os
+    import signal
+
+    from volnet.train.trainer import Trainer
+
+    straight = _train(tmp_path, "dcgan", 2, "a.safetensors")
+    real_step = Trainer._train_step
+
+    def step_then_interrupt(self, xb, yb):
+        result = real_step(self, xb, yb)
+        if self.step == 4:                        # epoch 2, batch 1 of 3
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    Trainer._train_step = step_then_interrupt
+    try:
+        assert _train(tmp_path, "dcgan", 2, "b.safetensors")["interrupted"]
+    finally:
+        Trainer._train_step = real_step
+    state = vn.io.checkpoint.load_checkpoint(tmp_path / "b.safetensors").trainer_state
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 1, 4)
+    resumed = _train(tmp_path, "dcgan", 2, "b.safetensors", resume=str(tmp_path / "b.safetensors"))
+    assert resumed["history"] == straight["history"]
+    a, b = vn.load(straight["path"]).state_dict(), vn.load(resumed["path"]).state_dict()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -16,6 +16,7 @@ COMMANDS = [
     "generate",
     "evaluate",
     "predict",
+    "segment",
     "slide",
     "demo",
     "weights",

@@ -61,6 +61,10 @@ def test_gan_page_in_the_browser(browser, server):
     poll(lambda: _shown_step(page) >= 40, 120, "samples after 40 steps")
     poll(lambda: page.evaluate("document.getElementById('gan-samples').naturalWidth") == 242, 10,
          "the sample grid image")
+    # legible: each 28 px digit drawn at 3x with hard pixel edges (not the 242 px file as is)
+    assert page.evaluate("document.getElementById('gan-samples').getBoundingClientRect().width") >= 700
+    assert page.evaluate("getComputedStyle(document.getElementById('gan-samples')).imageRendering") \
+        == "pixelated"
     assert "generator loss" in page.inner_text("#gan-losses")
     page.click("#gan-pause")
     poll(lambda: page.inner_text("#gan-status").startswith("paused"), 10, "paused")
@@ -70,3 +74,44 @@ def test_gan_page_in_the_browser(browser, server):
     poll(lambda: page.inner_text("#gan-status").startswith("idle"), 20, "reset")
     page.close()
     assert not problems, problems
+
+
+def test_gan_header_link_is_light_on_the_dark_header(browser, server):
+    """The header's links must stand out from its #263238 background (WCAG contrast >= 4.5)."""
+    page = browser.new_page()
+    page.goto(server.url)
+    colours = page.evaluate("""() => [getComputedStyle(document.getElementById('gan-link')).color,
+        getComputedStyle(document.querySelector('header')).backgroundColor]""")
+    page.close()
+
+    def luminance(css):
+        channels = [int(v) / 255 for v in re.findall(r"\d+", css)[:3]]
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    fg, bg = sorted((luminance(colours[0]), luminance(colours[1])), reverse=True)
+    assert (fg + 0.05) / (bg + 0.05) >= 4.5, colours
+
+
+def test_gan_run_pauses_when_no_page_watches_and_resumes_when_one_does(sample):
+    """Closing every tab must not leave the GAN burning the CPU until Pause is pressed."""
+    from volnet.web.gan import GanSession
+
+    session = GanSession(sample, batch_size=8, max_steps=10_000, idle_after=0.3)
+    try:
+        session.start()
+        poll(lambda: session.state == "paused", 60, "the run to pause itself")
+        assert session.unwatched
+        step = session.step
+        import time
+        time.sleep(1.0)
+        assert session.step == step                      # held: no steps without a viewer
+        session.watched()                                # a tab polls the status again
+        status = session.status()
+        assert status["state"] == "training" and not status["unwatched"]
+        poll(lambda: session.step > step, 60, "training to go on")
+        session.pause()                                  # a viewer's pause is not undone by polling
+        session.watched()
+        assert session.status()["state"] == "paused"
+    finally:
+        session.close()

@@ -119,10 +119,10 @@ def run(args) -> int:
     from volnet.io.weights import absent_aux_heads, fetch_weights
     from volnet.models.registry import INPUT_SHAPES, build
     from volnet.train.callbacks import LambdaCallback
+    from volnet.train.evaluation import evaluate
     from volnet.train.finetune import finetune, load_backbone, replace_head
     from volnet.train.optim import Adam
     from volnet.train.recipe import build_for_data
-    from volnet.train.trainer import evaluate
 
     from_file = os.path.isfile(args.model)
     stem = os.path.splitext(os.path.basename(args.model))[0] if from_file else args.model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from volnet.commands.checks import positive_int
+from volnet.errors import ConfigError
 from volnet.train.optim import OPTIMIZERS
 from volnet.train.recipe import DEFAULTS
 
@@ -13,8 +14,10 @@ def add_parser(sub):
     p = sub.add_parser("train", help="train a zoo model and save a checkpoint",
                        description="Train MODEL on a dataset, print held-out accuracy and save a "
                                    "resumable checkpoint after every epoch.")
-    p.add_argument("model", help="zoo model name, e.g. lenet5, cifar_example; or dcgan / vae "
-                                 "to train the generative models on 28x28 digits")
+    p.add_argument("model", help="zoo model name, e.g. lenet5, cifar_example; dcgan / vae "
+                                 "to train the generative models on 28x28 digits; fcn / dilated "
+                                 "/ dilated-context to train a segmenter (default data: the "
+                                 "64x64 digit scenes)")
     p.add_argument("--data", default="mnist-sample",
                    help="mnist-sample (bundled, default), mnist, fashion-mnist, cifar10, or a "
                         "folder of MNIST-format files / CIFAR-10 binary batches / "
@@ -22,8 +25,9 @@ def add_parser(sub):
     # None = the default (per model), or with --resume the checkpoint's value (a different
     # one is refused; for --epochs, the interrupted run's planned length)
     p.add_argument("--epochs", type=positive_int("--epochs"), default=None,
-                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 11, vae 6; "
-                        "with --resume, the run's planned length)")
+                   help=f"passes over the data (default {DEFAULTS['epochs']}; dcgan 11, vae 6; fcn "
+                        "and dilated 8; dilated-context 8 for its front-end, then 4; with "
+                        "--resume, the run's planned length)")
     p.add_argument("--batch-size", type=positive_int("--batch-size"), default=None,
                    help=f"examples per step (default {DEFAULTS['batch_size']}; dcgan 12)")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate "
@@ -61,11 +65,35 @@ def add_parser(sub):
                         "NaN/inf, naming the layer and the pass (slower; vn.detect_anomaly)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="dcgan/vae: train on the first N images only (quick looks)")
+    p.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                   help="segmenters on one images/ + masks/ folder: hold out this share")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="segmenters: start from this checkpoint's weights where names and "
+                        "shapes match (a trained dilated front-end for dilated-context)")
     return p
 
 
+def _run_segmentation(args) -> int:
+    from volnet.train.segmentation import iou_table, train_segmenter
+
+    if args.optimizer not in (None, "adam"):
+        raise ConfigError(f"volnet train {args.model} uses Adam; drop --optimizer")
+    data = "scenes" if args.data == "mnist-sample" else args.data
+    result = train_segmenter(args.model, data, epochs=args.epochs,
+                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
+                             resume=args.resume, overwrite=args.overwrite,
+                             progress=not args.quiet, val_fraction=args.val_fraction,
+                             init=args.init)
+    print(f"held-out mean IoU {result.mean_iou:.4f}, pixel accuracy "
+          f"{result.pixel_accuracy:.4f} after {len(result.history.get('loss', []))} epochs this "
+          f"run ({result.seconds:.1f} s)")
+    print("per-class IoU:\n" + iou_table(result.class_names, result.class_iou))
+    print(f"checkpoint saved to {result.path}; label an image with: volnet segment "
+          f"{result.path} IMAGE --out overlay.png")
+    return 0 if result.finished else 130   # like a shell: interrupted is not success
+
+
 def _run_generative(args) -> int:
-    from volnet.errors import ConfigError
     from volnet.train.generative import DEFAULTS as RECIPES
     from volnet.train.generative import train_generative
 
@@ -88,7 +116,7 @@ def _run_generative(args) -> int:
     print(f"trained {args.model} for {result['epochs']} epochs ({result['seconds']:.1f} s this run)")
     print(f"checkpoint saved to {result['path']}; draw digits with: volnet generate "
           f"{result['path']} --n 64 --out grid.png")
-    return 0
+    return 130 if result["interrupted"] else 0   # like a shell: interrupted is not success
 
 
 def run(args) -> int:
@@ -110,8 +138,15 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from volnet.train.segmentation import SEGMENTERS
+
     if args.model in ("dcgan", "vae"):
         return _run_generative(args)
+    if args.model.replace("_", "-") in SEGMENTERS:
+        return _run_segmentation(args)
+    if args.val_fraction is not None or args.init is not None:
+        raise ConfigError("--val-fraction and --init are for the segmenters (fcn, dilated, "
+                          "dilated-context)")
     from volnet.train.communicator import abort_on_error, get_communicator
     from volnet.train.recipe import train
     from volnet.runtime.openblas import blas_threads, set_blas_threads

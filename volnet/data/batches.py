@@ -26,11 +26,12 @@ from volnet.errors import ConfigError, DataError
 
 
 class BatchIterator:
-    """Yields (images, labels) batches of float32 (B, C, H, W) and int64 (B,).
+    """Yields (images, labels) batches of float32 (B, C, H, W) and int64 (B,) (or int64
+    masks (B, H, W) for per-pixel labels).
 
     Args:
         x: images (N, C, H, W), uint8 (0-255) or float (already scaled to 0-1).
-        y: integer labels (N,).
+        y: integer labels (N,), or masks (N, H, W) of one class index per pixel.
         batch_size: Examples per batch (per rank when sharded).
         shuffle: Draw a new order each epoch from ``seed``; False keeps file order.
         seed: Seed of shuffling and augmentation.
@@ -58,10 +59,15 @@ class BatchIterator:
         y = np.asarray(y)
         if x.ndim != 4:
             raise DataError(f"BatchIterator expects images (N, C, H, W), got shape {x.shape}")
-        if y.shape != (len(x),):
-            raise DataError(f"BatchIterator: {len(x)} images but labels of shape {y.shape}")
+        if y.ndim == 0 or len(y) != len(x) or (y.ndim > 1 and y.shape[1:] != x.shape[2:]):
+            raise DataError(f"BatchIterator: {len(x)} images of shape {x.shape[1:]} need labels "
+                            f"of shape ({len(x)},) or masks ({len(x)}, {x.shape[2]}, "
+                            f"{x.shape[3]}), got {y.shape}")
         if not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"BatchIterator: labels must be integers, got dtype {y.dtype}")
+        if y.ndim > 1 and (flip or crop_padding):
+            raise ConfigError("BatchIterator: flip and crop_padding move the image but not its "
+                              "mask; turn them off for per-pixel labels")
         if batch_size < 1:
             raise ConfigError(f"BatchIterator: batch_size must be >= 1, got {batch_size}")
         rank, world = (int(s) for s in shard)

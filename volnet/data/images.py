@@ -93,7 +93,7 @@ def load_image(path: str, input_shape, invert: bool = False) -> np.ndarray:
     return 255 - array if invert else array
 
 
-def _image_size(path: str) -> tuple[int, int]:
+def image_size(path: str) -> tuple[int, int]:
     """(width, height) from an image's header, without decoding its pixels."""
     from PIL import Image
 
@@ -147,7 +147,7 @@ def read_image_folder(folder: str, input_shape, max_bytes: int | str | None = No
     if not files:
         raise DataError(f"{folder}: no image files ({', '.join(EXTENSIONS)}) in the class folders")
     c, h, w = (int(s) for s in input_shape)
-    largest = max(width * height for width, height in (_image_size(p) for p, _ in files))
+    largest = max(width * height for width, height in (image_size(p) for p, _ in files))
     check_budget(len(files) * c * h * w + 8 * min(largest, MAX_PIXELS),
                  f"{folder}: {len(files):,} images of {c}x{h}x{w}", max_bytes, DataError)
     images = np.empty((len(files), c, h, w), dtype=np.uint8)

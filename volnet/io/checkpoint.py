@@ -115,7 +115,8 @@ def _tensors(net, trainer) -> dict[str, np.ndarray]:
 def _trainer_json(trainer) -> str:
     state = trainer.state_dict()
     opt = state.pop("optimizer")
-    state["optimizer"] = {"type": opt["type"], "hyper": opt["hyper"], "t": opt["t"],
+    # everything but the arrays (those are tensors); an OptimizerGroup adds its "members"
+    state["optimizer"] = {**{k: v for k, v in opt.items() if k != "state"},
                           "params": sorted(opt["state"])}
     return json.dumps(state)
 

@@ -4,6 +4,8 @@ from volnet.io.weights import with_weights
 from volnet.models.alexnet import alexnet, alexnet_torchvision
 from volnet.models.all_cnn import all_cnn_c
 from volnet.models.context import context_module
+from volnet.models.dilated import dilated, dilated_context
+from volnet.models.fcn import fcn
 from volnet.models.generative import conv_vae, dcgan_discriminator, dcgan_generator
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
@@ -43,6 +45,9 @@ __all__ = [
     "conv_vae",
     "dcgan_discriminator",
     "dcgan_generator",
+    "dilated",
+    "dilated_context",
+    "fcn",
     "googlenet",
     "inception_resnet_v2",
     "inception_v3",

@@ -10,6 +10,8 @@ from volnet.io.weights import with_weights
 from volnet.models.alexnet import alexnet, alexnet_torchvision
 from volnet.models.all_cnn import all_cnn_c
 from volnet.models.context import context_module
+from volnet.models.dilated import dilated, dilated_context
+from volnet.models.fcn import fcn
 from volnet.models.generative import conv_vae, dcgan_discriminator, dcgan_generator
 from volnet.models.googlenet import googlenet
 from volnet.models.inception import inception_v3
@@ -39,6 +41,9 @@ MODELS = {
     "dcgan_generator": dcgan_generator,
     "dcgan_discriminator": dcgan_discriminator,
     "conv_vae": conv_vae,
+    "fcn": fcn,
+    "dilated": dilated,
+    "dilated_context": dilated_context,
 }
 
 # Models that do not classify: no num_classes argument.
@@ -61,6 +66,7 @@ INPUT_SHAPES = {
     "dcgan_generator": (100, 1, 1),    # the noise vector z as a 1x1x100 volume
     "dcgan_discriminator": (1, 28, 28),
     "conv_vae": (1, 28, 28),
+    **{name: (1, 64, 64) for name in ("fcn", "dilated", "dilated_context")},   # digit scenes
 }
 
 

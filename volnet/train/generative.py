@@ -12,25 +12,31 @@
   is the negative ELBO, the pixel-wise binary cross-entropy of the decoder's logits plus
   KL(q(z|x) || N(0, I)), which ``Reparameterize`` adds in its backward pass; Adam 1e-3.
 
-Both save a resumable checkpoint after every epoch (the GAN as one
-``Sequential(generator, discriminator)``, whose forward D(G(z)) is what the generator
-is trained through) and, with ``samples``, a PNG grid from a fixed noise batch.
+Both run on the one :class:`~volnet.train.trainer.Trainer`, with :class:`GanStep` or
+:class:`VaeStep` as its step (the GAN's two Adams are one
+:class:`~volnet.train.optim_group.OptimizerGroup`, its decay a
+:class:`~volnet.train.schedule.LinearDecay`), and save a resumable checkpoint after
+every epoch (the GAN as one ``Sequential(generator, discriminator)``, whose forward
+D(G(z)) is what the generator is trained through) and, with ``samples``, a PNG grid
+from a fixed noise batch. Ctrl-C stops after the current batch and saves.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
+from volnet.data.batches import BatchIterator
 from volnet.data.registry import load_dataset
-from volnet.errors import CheckpointError, ConfigError, TrainingDivergedError
+from volnet.errors import CheckpointError, ConfigError
 from volnet.layers import Sequential
+from volnet.train.callbacks import ModelCheckpoint
 from volnet.train.images import grid, write_png
+from volnet.train.interrupt import stop_on_interrupt
 from volnet.train.optim import Adam
+from volnet.train.optim_group import OptimizerGroup
 
 # Adam settings; "decay": lr constant for the first half of the run, then linearly to 0
 # (the schedule of Zhu et al. 2017's CycleGAN), which sharpens the GAN's digits
@@ -73,117 +79,101 @@ def kind_of(net) -> str:
                           "volnet train dcgan/vae")
 
 
-class _Optimizers:
-    """One Adam per sub-network, seen by the checkpoint code as one optimizer."""
-
-    def __init__(self, kind: str, net):
-        hyper = KINDS[kind]
-        parts = ["generator", "discriminator"] if kind == "dcgan" else [""]
-        self.net, self.parts, self.kind = net, parts, kind
-        self.opts = {part: Adam(lr=hyper["lr"], betas=hyper["betas"]) for part in parts}
-
-    @property
-    def state(self) -> dict:
-        return {name: slots for opt in self.opts.values() for name, slots in opt.state.items()}
-
-    def schedule(self, step: int, total: int) -> None:
-        """Set the learning rate for ``step`` of ``total``: constant, then decaying (see KINDS)."""
-        hyper = KINDS[self.kind]
-        factor = 1.0
-        if hyper["decay"] and step >= total / 2:
-            factor = max(0.0, (total - step) / (total - total / 2))
-        for opt in self.opts.values():
-            opt.lr = hyper["lr"] * factor
-
-    def step(self, part: str) -> None:
-        named = [(n, p, g) for n, p, g in self.net.named_params(trainable_only=True)
-                 if n.startswith(part)]
-        for n, _, g in named:
-            if not np.isfinite(g).all():
-                raise TrainingDivergedError(f"gradient of {n} became NaN or infinite; lower the "
-                                            "learning rate or restart from the last checkpoint")
-        self.opts[part].step({n: p for n, p, _ in named}, {n: g for n, _, g in named})
-
-    def state_dict(self) -> dict:
-        states = {part: opt.state_dict() for part, opt in self.opts.items()}
-        return {"type": "Adam", "hyper": json.dumps({p: s["hyper"] for p, s in states.items()}),
-                "t": json.dumps({p: s["t"] for p, s in states.items()}), "state": self.state}
-
-    def load_state_dict(self, sd: dict) -> None:
-        hyper, t = json.loads(sd["hyper"]), json.loads(sd["t"])
-        for part, opt in self.opts.items():
-            mine = {n: s for n, s in sd["state"].items() if n.startswith(part)}
-            opt.load_state_dict({"type": "Adam", "hyper": hyper[part], "t": t[part], "state": mine})
+def make_optimizer(kind: str, net):
+    """The recipe's optimizer: one Adam per GAN network (an OptimizerGroup), or one Adam."""
+    hyper = KINDS[kind]
+    if kind == "dcgan":
+        return OptimizerGroup({part: Adam(lr=hyper["lr"], betas=hyper["betas"])
+                               for part in ("generator", "discriminator")})
+    return Adam(lr=hyper["lr"], betas=hyper["betas"])
 
 
-@dataclass
-class _Loop:
-    """What the checkpoint code reads from a trainer: optimizer, state_dict, metadata."""
+class GanStep:
+    """One discriminator and one generator update on a batch of real images in [-1, 1].
 
-    net: object
-    optimizer: _Optimizers
-    kind: str
-    seed: int
-    epoch: int = 0
-    step: int = 0
+    The noise for the fakes comes from this step's generator, seeded with ``seed``
+    and saved in checkpoints, so a resumed run draws what the straight run drew.
+    """
 
-    def __post_init__(self):
-        self.history: dict[str, list[float]] = {}
-        self.rng = np.random.default_rng(self.seed)
-        self.metadata = {"preprocessing": {"input_shape": [1, 28, 28], "generative": self.kind,
-                                           "latent": LATENT[self.kind]}}
+    kind = "dcgan"
+    metrics = ("d_loss", "g_loss")
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, trainer, real: np.ndarray, labels=None) -> dict:
+        g, d = trainer.net.generator, trainer.net.discriminator
+        n = len(real)
+        z = self.rng.standard_normal((n, LATENT["dcgan"], 1, 1)).astype(np.float32)
+        fake = g.forward(z, training=True)
+        real_label = KINDS["dcgan"]["real_label"]              # one-sided smoothing; fakes stay 0
+        loss_real, dl = bce_with_logits(d.forward(real, training=True), real_label)
+        d.backward((dl / n).astype(np.float32), input_grad=False)
+        loss_fake, dl = bce_with_logits(d.forward(fake, training=True), 0.0)
+        # D's loss is the sum of both terms: the fakes' gradients add to the reals'
+        d.backward((dl / n).astype(np.float32), input_grad=False, accumulate=True)
+        d_loss = float(loss_real.mean() + loss_fake.mean())
+        trainer.check_loss(d_loss)
+        trainer.apply_gradients("discriminator")
+        loss_g, dl = bce_with_logits(d.forward(fake, training=True), 1.0)   # non-saturating loss
+        g.backward(d.backward((dl / n).astype(np.float32)), input_grad=False)
+        trainer.apply_gradients("generator")
+        return {"d_loss": d_loss, "g_loss": float(loss_g.mean())}
+
+    def validate(self, trainer, val) -> dict:
+        return {}
 
     def state_dict(self) -> dict:
-        rngs = {path: layer.rng.bit_generator.state
-                for path, layer in self.net.named_layers() if hasattr(layer, "rng")}
-        return {"kind": self.kind, "epoch": self.epoch, "step": self.step, "seed": self.seed,
-                "history": self.history, "rng": self.rng.bit_generator.state, "layer_rngs": rngs,
-                "optimizer": self.optimizer.state_dict()}
+        return {"kind": self.kind, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("kind") != self.kind:
-            raise CheckpointError(f"the checkpoint was written by volnet train {state.get('kind')}, "
-                                  f"not {self.kind}")
-        self.epoch, self.step, self.seed = int(state["epoch"]), int(state["step"]), int(state["seed"])
-        self.history = {k: list(v) for k, v in state["history"].items()}
+            raise CheckpointError(f"the checkpoint was written by volnet train "
+                                  f"{state.get('kind')}, not {self.kind}")
         self.rng.bit_generator.state = state["rng"]
-        layers = dict(self.net.named_layers())
-        for path, rng_state in state.get("layer_rngs", {}).items():
-            layers[path].rng.bit_generator.state = rng_state
-        self.optimizer.load_state_dict(state["optimizer"])
 
 
-def gan_step(loop: _Loop, real: np.ndarray) -> dict:
-    """One discriminator and one generator update on a batch of real images in [-1, 1]."""
-    g, d = loop.net.generator, loop.net.discriminator
-    n = len(real)
-    z = loop.rng.standard_normal((n, LATENT["dcgan"], 1, 1)).astype(np.float32)
-    fake = g.forward(z, training=True)
-    real_label = KINDS["dcgan"]["real_label"]              # one-sided smoothing; fakes stay 0
-    loss_real, dl = bce_with_logits(d.forward(real, training=True), real_label)
-    d.backward((dl / n).astype(np.float32), input_grad=False)
-    grads = {name: grad.copy() for name, _, grad in d.named_params()}
-    loss_fake, dl = bce_with_logits(d.forward(fake, training=True), 0.0)
-    d.backward((dl / n).astype(np.float32), input_grad=False)
-    for name, _, grad in d.named_params():
-        grad += grads[name]
-    loop.optimizer.step("discriminator")
-    loss_g, dl = bce_with_logits(d.forward(fake, training=True), 1.0)   # non-saturating loss
-    g.backward(d.backward((dl / n).astype(np.float32)), input_grad=False)
-    loop.optimizer.step("generator")
-    return {"d_loss": float(loss_real.mean() + loss_fake.mean()), "g_loss": float(loss_g.mean())}
+class VaeStep:
+    """One update on the negative ELBO of a batch of images in [0, 1] (the noise of the
+    reparameterisation is the ``Reparameterize`` layer's, checkpointed with the layers)."""
+
+    kind = "vae"
+    metrics = ("loss", "recon", "kl")
+
+    def __call__(self, trainer, x: np.ndarray, labels=None) -> dict:
+        vae, n = trainer.net, len(x)
+        vae.sample.kl_weight = 1.0 / n
+        rec, dlogits = bce_with_logits(vae.forward(x, training=True), x)
+        rec = float(rec.sum() / n)
+        kl = float(vae.sample.kl.mean())
+        trainer.check_loss(rec + kl, x)
+        vae.backward((dlogits / n).astype(np.float32), input_grad=False)
+        trainer.apply_gradients()
+        return {"loss": rec + kl, "recon": rec, "kl": kl}
+
+    def validate(self, trainer, val) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("kind") != self.kind:
+            raise CheckpointError(f"the checkpoint was written by volnet train "
+                                  f"{state.get('kind')}, not {self.kind}")
 
 
-def vae_step(loop: _Loop, x: np.ndarray) -> dict:
-    """One update on the negative ELBO of a batch of images in [0, 1]."""
-    vae, n = loop.net, len(x)
-    vae.sample.kl_weight = 1.0 / n
-    rec, dlogits = bce_with_logits(vae.forward(x, training=True), x)
-    vae.backward((dlogits / n).astype(np.float32), input_grad=False)
-    loop.optimizer.step("")
-    rec = float(rec.sum() / n)
-    kl = float(vae.sample.kl.mean())
-    return {"loss": rec + kl, "recon": rec, "kl": kl}
+def make_trainer(kind: str, net, seed: int, total_steps: int, **options):
+    """The Trainer a run uses: the kind's step, optimizer and (GAN) learning-rate decay."""
+    from volnet.train.schedule import LinearDecay
+    from volnet.train.trainer import Trainer
+
+    opt = make_optimizer(kind, net)
+    schedule = LinearDecay(opt, total_steps) if KINDS[kind]["decay"] else None
+    step = GanStep(seed) if kind == "dcgan" else VaeStep()
+    metadata = {"preprocessing": {"input_shape": [1, 28, 28], "generative": kind,
+                                  "latent": LATENT[kind]}}
+    return Trainer(net, opt, train_step=step, schedule=schedule, metadata=metadata, **options)
 
 
 def _scaled(images: np.ndarray, kind: str) -> np.ndarray:
@@ -208,7 +198,7 @@ def train_generative(kind: str, data: str = "mnist-sample", *, epochs: int | Non
         limit: use only the first ``limit`` training images (tests, quick looks).
 
     Returns:
-        {"path", "history", "seconds", "epochs"}.
+        {"path", "history", "seconds", "epochs", "interrupted"} (Ctrl-C before ``epochs``).
     """
     from volnet.io.checkpoint import resume as resume_from
     from volnet.io.checkpoint import save
@@ -228,49 +218,48 @@ def train_generative(kind: str, data: str = "mnist-sample", *, epochs: int | Non
     if os.path.exists(out) and not overwrite and out != resume:
         raise CheckpointError(f"{out} already exists; pass another --out, --overwrite, or "
                               f"--resume {out} to continue that run")
-    net = build(kind, seed)
-    loop = _Loop(net, _Optimizers(kind, net), kind, seed)
-    if resume:
-        resume_from(loop, resume)
-        log(f"resumed {resume} after epoch {loop.epoch}, step {loop.step}")
     x_train = _scaled(data_set.x_train[:limit], kind)
-    fixed_z = np.random.default_rng(seed + 1000).standard_normal((64, LATENT[kind], 1, 1))
-    step_fn = gan_step if kind == "dcgan" else vae_step
-    batches = len(x_train) // batch_size
-    if batches < 1:
+    batches = BatchIterator(x_train, data_set.y_train[:limit], batch_size, seed=seed,
+                            drop_last=True)
+    if len(batches) < 1:
         raise ConfigError(f"batch size {batch_size} is larger than the {len(x_train)} training images")
+    net = build(kind, seed)
+    fixed_z = np.random.default_rng(seed + 1000).standard_normal((64, LATENT[kind], 1, 1))
+    callbacks = [ModelCheckpoint(out), _EpochReport(kind, fixed_z.astype(np.float32), samples, log)]
+    trainer = make_trainer(kind, net, seed, epochs * len(batches), callbacks=callbacks,
+                           progress=progress, log_epochs=False)
+    if resume:
+        resume_from(trainer, resume)
+        log(f"resumed {resume} after epoch {trainer.epoch}, step {trainer.step}")
     log(f"training {kind} ({net.num_params():,} parameters) on {data_set.name}: "
         f"{len(x_train):,} images, batch {batch_size}, {epochs} epochs; checkpoint -> {out}")
     start = time.perf_counter()
-    while loop.epoch < epochs:
-        order = np.random.default_rng([seed, loop.epoch]).permutation(len(x_train))
-        sums: dict[str, float] = {}
-        bar = _bar(progress, batches, f"epoch {loop.epoch + 1}/{epochs}")
-        with np.errstate(over="ignore"):
-            for b in range(batches):
-                loop.optimizer.schedule(loop.step, epochs * batches)
-                logs = step_fn(loop, x_train[order[b * batch_size:(b + 1) * batch_size]])
-                loop.step += 1
-                for key, value in logs.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({k: f"{v / (b + 1):.3f}" for k, v in sums.items()})
-        if bar is not None:
-            bar.close()
-        loop.epoch += 1
-        for key, value in sums.items():
-            loop.history.setdefault(key, []).append(value / batches)
-        save(out, net, trainer=loop)
-        line = ", ".join(f"{k} {v / batches:.4f}" for k, v in sums.items())
-        if samples:
-            os.makedirs(samples, exist_ok=True)
-            path = os.path.join(samples, f"epoch-{loop.epoch}.png")
-            write_png(path, grid(decode(net, kind, fixed_z.astype(np.float32)), cols=8))
+    with stop_on_interrupt(trainer):
+        trainer.fit(batches, epochs)
+    if trainer.stopped and trainer.epoch < epochs:
+        save(out, net, trainer=trainer)
+        log(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.batch}; state saved to "
+            f"{out}; continue with: volnet train {kind} --data {data} --resume {out}")
+    metrics = trainer.train_step.metrics
+    history = {k: v for k, v in trainer.history.items() if k in metrics}
+    return {"path": out, "history": history, "seconds": time.perf_counter() - start,
+            "epochs": trainer.epoch, "interrupted": trainer.stopped and trainer.epoch < epochs}
+
+
+class _EpochReport:
+    """Trainer callback: the epoch's line through ``log`` and, with a folder, a sample grid."""
+
+    def __init__(self, kind: str, fixed_z: np.ndarray, samples: str | None, log) -> None:
+        self.kind, self.fixed_z, self.samples, self.log = kind, fixed_z, samples, log
+
+    def on_epoch_end(self, trainer, logs: dict) -> None:
+        line = ", ".join(f"{k} {logs[k]:.4f}" for k in trainer.train_step.metrics)
+        if self.samples:
+            os.makedirs(self.samples, exist_ok=True)
+            path = os.path.join(self.samples, f"epoch-{trainer.epoch}.png")
+            write_png(path, grid(decode(trainer.net, self.kind, self.fixed_z), cols=8))
             line += f"; samples -> {path}"
-        log(f"epoch {loop.epoch}: {line}")
-    return {"path": out, "history": loop.history, "seconds": time.perf_counter() - start,
-            "epochs": loop.epoch}
+        self.log(f"epoch {trainer.epoch}: {line}")
 
 
 def decode(net, kind: str, z: np.ndarray) -> np.ndarray:
@@ -278,11 +267,3 @@ def decode(net, kind: str, z: np.ndarray) -> np.ndarray:
     if kind == "dcgan":
         return (net.generator.forward(z) + 1.0) / 2.0
     return 1.0 / (1.0 + np.exp(-net.decoder.forward(z)))
-
-
-def _bar(progress: bool, total: int, desc: str):
-    if not progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", leave=False)

@@ -20,10 +20,11 @@ from volnet.errors import CheckpointError, ConfigError, DataError, ShapeError
 from volnet.train.callbacks import ModelCheckpoint
 from volnet.train.communicator import Communicator
 from volnet.train.data_parallel import data_parallel, local_batch_size
+from volnet.train.evaluation import evaluate
 from volnet.train.interrupt import stop_on_interrupt
 from volnet.train.optim import OPTIMIZERS, make_optimizer
 from volnet.train.schedule import CosineLR
-from volnet.train.trainer import Trainer, evaluate
+from volnet.train.trainer import Trainer
 
 DEFAULTS = {"epochs": 10, "batch_size": 64, "lr": 2e-3, "optimizer": "adam", "seed": 0}
 

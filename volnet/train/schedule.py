@@ -1,9 +1,12 @@
-"""Learning-rate schedules, stepped once per epoch; they set ``optimizer.lr``.
+"""Learning-rate schedules, stepped once per epoch (``LinearDecay``: once per update);
+they set ``optimizer.lr``.
 
 Formulas follow ``torch.optim.lr_scheduler`` so runs agree with PyTorch:
 ``StepLR`` multiplies by ``gamma`` every ``step_size`` epochs, ``CosineLR``
 anneals ``lr`` to ``eta_min`` over ``t_max`` epochs, ``ReduceLROnPlateau``
 multiplies by ``factor`` when a monitored value stops improving.
+``LinearDecay`` holds the rate, then lowers it linearly to 0 by the last update
+(the GAN recipe's schedule, from Zhu et al. 2017's CycleGAN).
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ from volnet.errors import ConfigError
 
 
 class Schedule:
-    """Base class: ``step(metric=None)`` after each epoch; JSON-serialisable state."""
+    """Base class: ``step(metric=None)`` after each epoch; JSON-serialisable state.
+
+    ``per_step = True`` (a class attribute) makes the Trainer step it after every
+    update instead; ``self.epoch`` then counts updates.
+    """
+
+    per_step = False
 
     def __init__(self, optimizer) -> None:
         self.optimizer = optimizer
@@ -137,3 +146,45 @@ class ReduceLROnPlateau(Schedule):
             # PyTorch skips reductions smaller than eps=1e-8
             return new_lr if lr - new_lr > 1e-8 else lr
         return lr
+
+
+class LinearDecay(Schedule):
+    """Constant for the first ``hold`` fraction of ``total_steps`` updates, then linearly to 0.
+
+    Stepped after every update (``per_step``): before update ``s`` (counting from
+    0) the rate is ``base`` while ``s < hold * total``, else
+    ``base * (total - s) / (total - hold * total)``.
+
+    Args:
+        total_steps: updates in the whole run (epochs x batches per epoch).
+        hold: fraction of the run at the full rate.
+
+    Example:
+        >>> from volnet.train.optim import SGD
+        >>> opt = SGD(lr=1.0)
+        >>> sched = LinearDecay(opt, total_steps=4)
+        >>> [round(sched.step(), 4) for _ in range(4)]
+        [1.0, 1.0, 0.5, 0.0]
+    """
+
+    per_step = True
+
+    def __init__(self, optimizer, total_steps: int, hold: float = 0.5) -> None:
+        super().__init__(optimizer)
+        if total_steps < 1 or not 0 <= hold < 1:
+            raise ConfigError(f"LinearDecay: need total_steps >= 1 and 0 <= hold < 1, got "
+                              f"{total_steps}, {hold}")
+        self.total_steps, self.hold = int(total_steps), float(hold)
+
+    def _next_lr(self, metric):
+        total, step = self.total_steps, self.epoch
+        if step < total * self.hold:
+            return self.base_lr
+        return self.base_lr * max(0.0, (total - step) / (total - total * self.hold))
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the position; the horizon stays this run's (a finished run can be extended)."""
+        total, hold = self.total_steps, self.hold
+        super().load_state_dict(state)
+        self.total_steps, self.hold = total, hold
+        self.optimizer.lr = self._next_lr(None)

@@ -25,8 +25,9 @@ import numpy as np
 from volnet.data.batches import BatchIterator
 from volnet.data.datasets import Dataset
 from volnet.errors import ConfigError, StateError
+from volnet.train.evaluation import evaluate
 from volnet.train.optim import Adam
-from volnet.train.trainer import Trainer, evaluate
+from volnet.train.trainer import Trainer
 from volnet.web.layer_stats import LayerStats
 from volnet.web.netspec import check_training_memory
 from volnet.web.networks import NetChoice, choose

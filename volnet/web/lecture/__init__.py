@@ -1,4 +1,5 @@
-"""The lecture pages: ``/lecture/conv``, ``/backprop``, ``/receptive-field``, ``/dense``, ``/patterns``.
+"""The lecture pages: ``/lecture/conv``, ``/backprop``, ``/receptive-field``, ``/dense``, ``/patterns``,
+``/dilated``.
 
 Each module computes one page's numbers with volnet's layers and tools;
 :mod:`volnet.web.lecture.page` serves them.

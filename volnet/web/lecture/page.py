@@ -16,12 +16,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from volnet.web.imaging import decode_png
-from volnet.web.lecture import backprop, conv, dense, fields, patterns
+from volnet.web.lecture import backprop, conv, dense, dilated, fields, patterns
 from volnet.web.replies import int_query
 from volnet.web.session import DemoSession
 
 HTML, JS = "text/html; charset=utf-8", "text/javascript; charset=utf-8"
-PAGE_NAMES = ("conv", "backprop", "receptive-field", "dense", "patterns")
+PAGE_NAMES = ("conv", "backprop", "receptive-field", "dense", "patterns", "dilated")
 
 
 def _name_query(request: Request, name: str, choices, default: str) -> str:
@@ -37,7 +37,7 @@ def _ints(request: Request, limits: dict, defaults: dict) -> dict:
 
 
 class LecturePages:
-    """Route handlers of the five lecture pages; the dense page also reads the session's net."""
+    """Route handlers of the lecture pages; the dense page also reads the session's net."""
 
     ASSETS: ClassVar[dict[str, tuple[str, str]]] = {
         **{f"/lecture/{name}": (f"lecture-{name}.html", HTML) for name in PAGE_NAMES},
@@ -62,6 +62,7 @@ class LecturePages:
             Route("/api/lecture/dense", self.dense, methods=["GET", "POST"]),
             Route("/api/lecture/dense/checkpoint", self.dense_checkpoint, methods=["POST"]),
             Route("/api/lecture/patterns", self.patterns),
+            Route("/api/lecture/dilated", self.dilated),
         ]
 
     async def conv(self, request: Request) -> JSONResponse:
@@ -138,3 +139,9 @@ class LecturePages:
         values = _ints(request, patterns.LIMITS, numbers)
         values["widths"] = patterns.parse_widths(request.query_params.get("widths"), values["M"])
         return JSONResponse(await run_in_threadpool(lambda: patterns.pattern_view(**values)))
+
+    async def dilated(self, request: Request) -> JSONResponse:
+        values = _ints(request, {"scene": (0, dilated.SCENES - 1), "row": (0, 63), "col": (0, 63)},
+                       {"scene": 0, "row": 32, "col": 32})
+        return JSONResponse(await run_in_threadpool(dilated.dilated_view, values["scene"],
+                                                    values["row"], values["col"]))

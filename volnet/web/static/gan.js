@@ -29,7 +29,8 @@
       next = s.next;
       if (s.losses.length) last = s.losses[s.losses.length - 1];
       const rate = s.seconds > 0 ? ` (${(s.step / s.seconds).toFixed(1)} steps/s)` : "";
-      $("gan-status").textContent = `${s.state}: step ${s.step} of ${s.max_steps}${rate}; ` +
+      const why = s.unwatched ? " (no page was open)" : "";
+      $("gan-status").textContent = `${s.state}${why}: step ${s.step} of ${s.max_steps}${rate}; ` +
         `samples drawn after step ${s.samples_step}`;
       $("gan-losses").textContent = last ?
         `discriminator loss ${last.d_loss.toFixed(3)}, generator loss ${last.g_loss.toFixed(3)}` : "";
