@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from volnet.io.onnx_export import export_onnx
-from volnet.io.onnx_import import load_onnx
+from volnet.io.onnx.export import export_onnx
+from volnet.io.onnx.importer import load_onnx
 from volnet.models.dilated import dilated, dilated_context
 from volnet.models.fcn import bilinear_kernel, fcn
 from volnet.models.registry import INPUT_SHAPES, MODELS
