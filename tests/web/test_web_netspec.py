@@ -91,3 +91,17 @@ def test_any_layer_list_builds_a_10_class_net_or_raises_config_error(spec):
         return
     assert net.output_shape((1, 28, 28)) == (10,)
     assert net.num_params() <= MAX_PARAMS
+
+
+def test_training_bytes_counts_huge_shapes_exactly():
+    """A typed net on a huge declared input: the memory estimate is an exact Python integer
+    (int64 products wrapped to small or negative numbers and understated the need)."""
+    from volnet.web.netspec import training_bytes
+
+    from volnet.layers import Sequential
+
+    net = Sequential(ReLU())
+    side = 2 ** 31
+    # hand count: per example 2 * largest activation (no conv workspace) + the kept output
+    per_example = 2 * (3 * side * side) + 3 * side * side
+    assert training_bytes(net, (3, side, side), 1) == 4 * per_example

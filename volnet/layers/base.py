@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -409,5 +410,5 @@ class Layer:
         outs = [softmax(self.forward(x[i:i + batch_size]).reshape(len(x[i:i + batch_size]), -1))
                 for i in range(0, len(x), batch_size)]
         if not outs:
-            return np.zeros((0,) + (int(np.prod(self.output_shape(x.shape[1:]))),), dtype=x.dtype)
+            return np.zeros((0,) + (math.prod(self.output_shape(x.shape[1:])),), dtype=x.dtype)
         return np.concatenate(outs)

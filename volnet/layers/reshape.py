@@ -46,8 +46,8 @@ class Reshape(Layer):
             raise ConfigError(f"Reshape: shape {self.shape} needs positive sizes and at most one -1")
 
     def output_shape(self, input_shape):
-        size = int(np.prod(input_shape))
-        known = int(np.prod([d for d in self.shape if d != -1]))
+        size = math.prod(input_shape)
+        known = math.prod(d for d in self.shape if d != -1)
         if (-1 in self.shape and size % known) or (-1 not in self.shape and size != known):
             raise ShapeError(f"{self.where()}: cannot reshape {tuple(input_shape)} to {self.shape}")
         return tuple(size // known if d == -1 else d for d in self.shape)

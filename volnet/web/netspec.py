@@ -21,6 +21,7 @@ budget of :mod:`volnet.limits`; every mistake is a ``ConfigError`` naming the it
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -108,7 +109,7 @@ def _fc(tokens, where, shape, rng):
     (units,), rest = _positional(tokens, ("units",), where, "'fc N' (N outputs), e.g. 'fc 10'")
     if rest:
         raise ConfigError(f"{where}: 'fc N' takes one number, got extra {' '.join(rest)!r}")
-    inputs = int(np.prod(shape))
+    inputs = math.prod(shape)
     if inputs * units > MAX_PARAMS:   # checked before the weight matrix is allocated
         raise ConfigError(f"{where}: {inputs:,} inputs x {units} outputs is more than the demo's "
                           f"limit of {MAX_PARAMS:,} parameters; pool earlier or use fewer units")
@@ -175,14 +176,14 @@ def training_bytes(net, input_shape, batch_size: int, training: bool = True) -> 
         >>> training_bytes(net, (1, 28, 28), 32) // 1024   # KiB
         8677
     """
-    shape, outputs, largest, workspace = tuple(input_shape), [], int(np.prod(input_shape)), 0
+    shape, outputs, largest, workspace = tuple(input_shape), [], math.prod(input_shape), 0
     for layer in _leaves(net):
         out = tuple(layer.output_shape(shape))
         if isinstance(layer, Conv2d):   # im2col columns: (C*KH*KW) x (H_out*W_out)
             kh, kw = layer.kernel_size if isinstance(layer.kernel_size, tuple) else \
                 (layer.kernel_size,) * 2
-            workspace = max(workspace, shape[0] * kh * kw * int(np.prod(out[1:])))
-        outputs.append(int(np.prod(out)))
+            workspace = max(workspace, shape[0] * kh * kw * math.prod(out[1:]))
+        outputs.append(math.prod(out))
         largest = max(largest, outputs[-1])
         shape = out
     per_example = 2 * workspace + 2 * largest + (sum(outputs) if training else 0)
