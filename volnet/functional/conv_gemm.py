@@ -32,7 +32,10 @@ from numpy.lib.stride_tricks import as_strided
 from volnet.runtime import block_threads
 
 CHUNK_BYTES = 8 * 2**20     # unrolled columns per chunk: well inside a 32 MB L3
-WIDE_BELOW = 1024           # positions per image under which one wide product wins
+WIDE_BELOW = 256            # positions per image under which one wide product wins: 14x14
+#                             and 7x7 maps yes, 16x16 to 31x31 no (the wide product's output
+#                             transpose cost more: LeNet conv1, 28x28, fwd+bwd 2.05 -> 1.0 ms;
+#                             benchmarks/README.md section 24)
 KEEP_BYTES = 16 * 2**20     # columns up to this size are kept from forward for backward
 THREAD_BELOW = 2**20        # filter-matrix entries (F/G x K) under which blocks go on threads
 
