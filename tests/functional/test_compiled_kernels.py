@@ -118,6 +118,40 @@ def test_max_pool_matches_torch_exactly_with_ties(case, dtype, seed):
     assert np.array_equal(dx2, dx1)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 7, 5), (3, 1, 2, 2)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2_kernel_matches_torch_with_ties(shape, dtype):
+    # the 2x2 stride-2 kernel (LeNet's, VGG's pools), odd sizes leaving a row/column out
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(-2, 3, shape).astype(dtype)          # many ties, routed as torch does
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    ot = TF.max_pool2d(xt, 2, 2)
+    d = rng.standard_normal(ot.shape).astype(dtype)
+    ot.backward(torch.from_numpy(d))
+
+    def run():
+        out, cache = maxpool2d_forward(x, (2, 2), (2, 2))
+        return out, maxpool2d_backward(d, cache)
+
+    (o1, dx1), (o2, dx2) = _both(run)
+    assert np.array_equal(o1, ot.detach().numpy()) and np.array_equal(o2, o1)
+    assert np.array_equal(dx1, xt.grad.numpy()) and np.array_equal(dx2, dx1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2_kernel_picks_the_general_kernels_winners_with_nan(dtype):
+    pool = pytest.importorskip("volnet.functional.compiled.pool")
+    rng = np.random.default_rng(5)
+    x = rng.integers(-1, 2, (40, 6, 9)).astype(dtype)
+    x[rng.random(x.shape) < 0.2] = np.nan                 # windows with one, two, four NaNs
+    out = [np.empty((40, 3, 4), dtype) for _ in range(2)]
+    arg = [np.empty((40, 3, 4), np.int32) for _ in range(2)]
+    pool.max_forward(x, 2, 2, 2, 2, 0, 0, out[0], arg[0], True)
+    pool.max_forward_2x2(x, out[1], arg[1], True)
+    assert np.isnan(out[0]).any()
+    assert np.array_equal(out[1], out[0], equal_nan=True) and np.array_equal(arg[1], arg[0])
+
+
 def test_max_pool_inference_keeps_no_winners():
     x = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
     with backend.use_kernels("numba"):

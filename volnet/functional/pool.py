@@ -100,7 +100,12 @@ def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
         arg = old
     else:
         arg = np.empty(out.shape, dtype=np.int32)
-    launch.run(_KERNELS, "max_forward", x.size, x3, *kernel_size, *stride, *padding, out, arg, bool(keep_cache))
+    if (tuple(kernel_size) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
+            and tuple(out_size) == (h // 2, w // 2)):   # every window whole
+        launch.run(_KERNELS, "max_forward_2x2", x.size, x3, out, arg, bool(keep_cache))
+    else:
+        launch.run(_KERNELS, "max_forward", x.size, x3, *kernel_size, *stride, *padding, out,
+                   arg, bool(keep_cache))
     cache = (_Winners(arg), x.shape, kernel_size, stride, padding) if keep_cache else None
     return out.reshape((n, c) + tuple(out_size)), cache
 
