@@ -24,6 +24,7 @@ from a fixed noise batch. Ctrl-C stops after the current batch and saves.
 from __future__ import annotations
 
 import os
+import shlex
 import time
 
 import numpy as np
@@ -239,7 +240,10 @@ def train_generative(kind: str, data: str = "mnist-sample", *, epochs: int | Non
     if trainer.stopped and trainer.epoch < epochs:
         save(out, net, trainer=trainer)
         log(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.batch}; state saved to "
-            f"{out}; continue with: volnet train {kind} --data {data} --resume {out}")
+            f"{out}; continue with: volnet train {kind} --data {shlex.quote(data)} --epochs "
+            f"{epochs} --batch-size {batch_size} --seed {seed}"
+            + (f" --limit {limit}" if limit is not None else "")
+            + f" --resume {shlex.quote(out)}")
     metrics = trainer.train_step.metrics
     history = {k: v for k, v in trainer.history.items() if k in metrics}
     return {"path": out, "history": history, "seconds": time.perf_counter() - start,
