@@ -79,3 +79,20 @@ def test_dcgan_resume_as_printed_keeps_the_runs_options(tmp_path, monkeypatch, c
     state = vn.io.checkpoint.load_checkpoint(tmp_path / "b.safetensors").trainer_state
     assert state["epoch"] == 2
     assert_same_weights(tmp_path / "a.safetensors", tmp_path / "b.safetensors")
+
+
+def test_dcgan_bare_resume_continues_the_run_it_names(tmp_path, monkeypatch, capsys):
+    """`volnet train dcgan --resume CK` alone: --help promises the run's planned length; it
+    trained 11 epochs on all 7,000 images instead of the run's 2 epochs on 96."""
+    args = ["train", "dcgan", "--epochs", "2", "--batch-size", "32", "--limit", "96", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "a.safetensors")]) == 0
+    restore = interrupt_at(monkeypatch, 4)
+    assert main(args + ["--out", str(tmp_path / "b.safetensors")]) == 130
+    restore()
+    out = str(tmp_path / "b.safetensors")
+    assert main(["train", "dcgan", "--quiet", "--resume", out]) == 0
+    assert vn.io.checkpoint.load_checkpoint(out).trainer_state["epoch"] == 2
+    assert_same_weights(tmp_path / "a.safetensors", out)
+    capsys.readouterr()
+    assert main(["train", "dcgan", "--quiet", "--resume", out, "--batch-size", "12"]) == 2
+    assert "--batch-size 32" in capsys.readouterr().err

@@ -98,7 +98,7 @@ def _run_generative(args) -> int:
     from volnet.train.generative import train_generative
 
     for key in ("epochs", "batch_size"):
-        if getattr(args, key) is None:
+        if getattr(args, key) is None and not args.resume:   # resumed: the run's own
             setattr(args, key, RECIPES[args.model][key])
     if args.lr is not None or args.optimizer is not None:
         raise ConfigError(f"volnet train {args.model} uses its own recipe (Adam, beta1 0.5 for "
@@ -106,7 +106,7 @@ def _run_generative(args) -> int:
     if args.accumulate != 1 or args.no_overlap:
         raise ConfigError(f"volnet train {args.model} trains in one process without gradient "
                           "accumulation; drop --accumulate and --no-overlap")
-    if args.seed is None:
+    if args.seed is None and not args.resume:
         args.seed = DEFAULTS["seed"]
 
     result = train_generative(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
