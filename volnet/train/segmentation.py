@@ -249,6 +249,13 @@ def _two_stages(data: str, *, epochs: int, batch_size, lr, seed, out, overwrite:
     out = out or default_out_path("dilated-context", data)
     front = (out.removesuffix(".safetensors")) + \
         "-frontend.safetensors"
+    if os.path.exists(front) and not overwrite:   # before any epoch; --resume of it is stage 1's
+        raise CheckpointError(
+            f"{front} (stage 1's front-end checkpoint) already exists. Start stage 2 from it: "
+            f"volnet train dilated-context --data {shlex.quote(data)} --init "
+            f"{shlex.quote(front)} --out {shlex.quote(out)}; finish an interrupted stage 1: "
+            f"volnet train dilated --data {shlex.quote(data)} --resume {shlex.quote(front)}; "
+            "or pass another --out, or --overwrite")
     log(f"stage 1 of 2: the dilated front-end alone ({DEFAULTS['epochs']} epochs), as Yu & "
         f"Koltun trained it before adding the context module; checkpoint -> {front}")
     first = train_segmenter("dilated", data, batch_size=batch_size, seed=seed, out=front,
