@@ -79,7 +79,7 @@ def run(args) -> int:
         plan.stage(out, png_bytes(grid(images)))
     if npy:
         buffer = io.BytesIO()
-        np.save(buffer, images.astype(np.float32), allow_pickle=False)
+        np.save(buffer, images.astype(np.float32, copy=False), allow_pickle=False)
         plan.stage(npy, buffer.getvalue())
     plan.commit()   # both files or neither
     print(f"wrote {len(images)} {'reconstructions' if args.reconstruct else 'digits'} to {out}"

@@ -86,9 +86,16 @@ def from_record(prep: dict, channels: int, source: str) -> Preprocessing:
         value = prep.get(key)
         if value is not None:
             value = np.asarray(value, dtype=np.float64).reshape(-1)
-            if value.size not in (1, channels) or not np.isfinite(value).all():
+            fix = (f"give one value, or one per channel ({channels})" if source.startswith("--")
+                   else "the file is inconsistent")       # an option, or a checkpoint's record
+            if value.size not in (1, channels):
                 raise CheckpointError(f"{source} records a {key} of {value.size} values for "
-                                      f"{channels}-channel images; the file is inconsistent")
+                                      f"{channels}-channel images; {fix}")
+            if not np.isfinite(value).all():
+                raise CheckpointError(f"{source} records a {key} of {value.tolist()}: every "
+                                      f"value must be a finite number; "
+                                      + ("give finite numbers" if source.startswith("--")
+                                         else "the file is inconsistent"))
         stats[key] = value
     mean, std = stats["mean"], stats["std"]
     if mean is None and std is None and factor == DEFAULT_SCALE:

@@ -93,12 +93,43 @@ def _run_segmentation(args) -> int:
     return 0 if result.finished else 130   # like a shell: interrupted is not success
 
 
+def _check_options(args) -> None:
+    """Refuse, before any output is created, options the model kind would ignore."""
+    from volnet.train.segmentation import SEGMENTERS
+
+    generative = args.model in ("dcgan", "vae")
+    segmenter = args.model.replace("_", "-") in SEGMENTERS
+    if generative or segmenter:
+        _refuse_classifier_only_options(args)
+    if generative and (args.val_fraction is not None or args.init is not None):
+        raise ConfigError("--val-fraction and --init are for the segmenters (fcn, dilated, "
+                          "dilated-context)")
+    if not generative and (args.limit is not None or args.samples is not None):
+        raise ConfigError("--limit and --samples are for dcgan and vae; drop them")
+
+
+def _refuse_classifier_only_options(args) -> None:
+    """The GAN, VAE and segmenter commands train in one process without accumulation: an
+    option (or MPI launch) they would ignore is refused rather than silently dropped (under
+    mpiexec every rank trained alone and wrote the same checkpoint)."""
+    from volnet.train.communicator import _launched_size
+
+    ranks = _launched_size()
+    if args.distributed or args.sync_bn or ranks > 1:
+        raise ConfigError(f"volnet train {args.model} trains in one process"
+                          + (f" (this is one of {ranks} MPI ranks)" if ranks > 1 else "")
+                          + "; run it without mpiexec/srun, --distributed and --sync-bn")
+    if args.accumulate != 1 or args.no_overlap:
+        raise ConfigError(f"volnet train {args.model} trains in one process without gradient "
+                          "accumulation; drop --accumulate and --no-overlap")
+
+
 def _run_generative(args) -> int:
     from volnet.train.generative import DEFAULTS as RECIPES
     from volnet.train.generative import train_generative
 
     for key in ("epochs", "batch_size"):
-        if getattr(args, key) is None:
+        if getattr(args, key) is None and not args.resume:   # resumed: the run's own
             setattr(args, key, RECIPES[args.model][key])
     if args.lr is not None or args.optimizer is not None:
         raise ConfigError(f"volnet train {args.model} uses its own recipe (Adam, beta1 0.5 for "
@@ -106,7 +137,7 @@ def _run_generative(args) -> int:
     if args.accumulate != 1 or args.no_overlap:
         raise ConfigError(f"volnet train {args.model} trains in one process without gradient "
                           "accumulation; drop --accumulate and --no-overlap")
-    if args.seed is None:
+    if args.seed is None and not args.resume:
         args.seed = DEFAULTS["seed"]
 
     result = train_generative(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
@@ -122,6 +153,7 @@ def _run_generative(args) -> int:
 def run(args) -> int:
     from volnet.commands.outputs import OutputPlan
 
+    _check_options(args)
     # before any data is read or epoch spent; --resume continues (and replaces) its own file
     resuming = bool(args.out and args.resume) and \
         os.path.abspath(args.out) == os.path.abspath(args.resume)

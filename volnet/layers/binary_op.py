@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ConfigError, ShapeError
-from volnet.layers.elementwise import reduce_to
+from volnet.layers.elementwise import broadcast_shapes, reduce_to
 from volnet.layers.multi_input import MultiInputLayer
 
 OPS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
@@ -46,7 +46,7 @@ class BinaryOp(MultiInputLayer):
                              f"(N, {', '.join(map(str, b))}) differ in rank; the batch axis would "
                              "meet another axis (reshape one to the other's rank first)")
         try:
-            return tuple(np.broadcast_shapes(a, b))
+            return broadcast_shapes(a, b)
         except ValueError:
             raise ShapeError(f"{self.where()}: per-example shapes {a} and {b} do not broadcast "
                              "(each axis must agree or be 1 in one of them)") from None

@@ -14,6 +14,21 @@ FUNCTIONS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.di
              "max": np.maximum, "min": np.minimum}
 
 
+def broadcast_shapes(*shapes) -> tuple:
+    """NumPy's broadcast of shapes, in Python integers: ``np.broadcast_shapes`` refuses shapes
+    whose element count passes int64 ("broadcast dimensions too large"), which made valid
+    broadcasts of huge declared shapes read as "do not broadcast". Raises ValueError."""
+    ndim = max(len(s) for s in shapes)
+    padded = [(1,) * (ndim - len(s)) + tuple(int(d) for d in s) for s in shapes]
+    out = []
+    for dims in zip(*padded):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            raise ValueError(f"shapes {shapes} do not broadcast")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
 def reduce_to(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum ``grad`` over the axes NumPy broadcasting added or stretched to reach its shape."""
     extra = grad.ndim - len(shape)
@@ -63,7 +78,7 @@ class ConstantOp(Layer):
     def output_shape(self, input_shape):
         full = (1,) + tuple(input_shape)
         try:
-            out = np.broadcast_shapes(full, self.shape)
+            out = broadcast_shapes(full, self.shape)
         except ValueError:
             raise ShapeError(f"{self.where()}: constant of shape {self.shape} does not broadcast "
                              f"against input (N, {', '.join(map(str, input_shape))})") from None

@@ -27,7 +27,9 @@ class Expand(Layer):
         if len(shape) != len(self.shape) or any(a != b and a != 1 for a, b in zip(shape, self.shape)):
             raise ShapeError(f"{self.where()}: per-example shape {shape} does not broadcast to "
                              f"{self.shape} (same rank, each axis equal or 1)")
-        return tuple(np.broadcast_shapes(shape, self.shape))
+        from volnet.layers.elementwise import broadcast_shapes
+
+        return broadcast_shapes(shape, self.shape)
 
     def _check_input(self, x):
         self.output_shape(x.shape[1:])

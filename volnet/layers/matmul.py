@@ -26,7 +26,9 @@ class MatMul(MultiInputLayer):
                              f"(N, {', '.join(map(str, b))}) is not a product of matrices of the "
                              "same rank whose inner sizes agree")
         try:
-            lead = np.broadcast_shapes(a[:-2], b[:-2])
+            from volnet.layers.elementwise import broadcast_shapes
+
+            lead = broadcast_shapes(a[:-2], b[:-2])
         except ValueError:
             raise ShapeError(f"{self.where()}: leading axes {a[:-2]} and {b[:-2]} do not "
                              "broadcast") from None

@@ -24,6 +24,7 @@ from a fixed noise batch. Ctrl-C stops after the current batch and saves.
 from __future__ import annotations
 
 import os
+import shlex
 import time
 
 import numpy as np
@@ -183,7 +184,7 @@ def _scaled(images: np.ndarray, kind: str) -> np.ndarray:
 
 def train_generative(kind: str, data: str = "mnist-sample", *, epochs: int | None = None,
                      batch_size: int | None = None,
-                     seed: int = 0, out: str | None = None, resume: str | None = None,
+                     seed: int | None = None, out: str | None = None, resume: str | None = None,
                      overwrite: bool = False, samples: str | None = None, progress: bool = True,
                      limit: int | None = None, log=print) -> dict:
     """Train a DCGAN or a VAE on 28x28 digits; checkpoint every epoch; sample grids with ``samples``.
@@ -206,6 +207,9 @@ def train_generative(kind: str, data: str = "mnist-sample", *, epochs: int | Non
 
     if kind not in KINDS:
         raise ConfigError(f"unknown generative model {kind!r}; choose dcgan or vae")
+    if resume:   # options not given are the run's own: its batch, seed, images, planned length
+        epochs, batch_size, seed, limit = _resumed_run(resume, epochs, batch_size, seed, limit)
+    seed = 0 if seed is None else seed
     epochs = DEFAULTS[kind]["epochs"] if epochs is None else epochs
     batch_size = DEFAULTS[kind]["batch_size"] if batch_size is None else batch_size
     if epochs < 1 or batch_size < 1:
@@ -239,11 +243,44 @@ def train_generative(kind: str, data: str = "mnist-sample", *, epochs: int | Non
     if trainer.stopped and trainer.epoch < epochs:
         save(out, net, trainer=trainer)
         log(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.batch}; state saved to "
-            f"{out}; continue with: volnet train {kind} --data {data} --resume {out}")
+            f"{out}; continue with: volnet train {kind} --data {shlex.quote(data)} --epochs "
+            f"{epochs} --batch-size {batch_size} --seed {seed}"
+            + (f" --limit {limit}" if limit is not None else "")
+            + f" --resume {shlex.quote(out)}")
     metrics = trainer.train_step.metrics
     history = {k: v for k, v in trainer.history.items() if k in metrics}
     return {"path": out, "history": history, "seconds": time.perf_counter() - start,
             "epochs": trainer.epoch, "interrupted": trainer.stopped and trainer.epoch < epochs}
+
+
+def _resumed_run(path: str, epochs, batch_size, seed, limit):
+    """epochs, batch size, seed and image count of the run ``path`` holds, where not given;
+    a given one that contradicts the run is refused (the resumed run must match a straight one)."""
+    from volnet.io.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path).trainer_state or {}
+    batches = state.get("batches") if isinstance(state.get("batches"), dict) else {}
+    schedule = state.get("schedule") if isinstance(state.get("schedule"), dict) else {}
+    saved = {"batch_size": batches.get("batch_size"), "seed": batches.get("seed"),
+             "limit": batches.get("num_examples")}
+    saved = {k: v if isinstance(v, int) and not isinstance(v, bool) else None
+             for k, v in saved.items()}
+    given = {"batch_size": batch_size, "seed": seed}
+    for key, value in given.items():
+        if value is not None and saved[key] is not None and value != saved[key]:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"--resume {path} continues a run trained with {flag} "
+                              f"{saved[key]}; drop {flag} (the resumed run must match an "
+                              "uninterrupted one)")
+    batch_size = saved["batch_size"] if batch_size is None else batch_size
+    seed = saved["seed"] if seed is None else seed
+    limit = saved["limit"] if limit is None else limit
+    total = schedule.get("total_steps")
+    if epochs is None and isinstance(total, int) and batch_size and saved["limit"]:
+        per_epoch = saved["limit"] // batch_size          # drop_last batches
+        if per_epoch and total % per_epoch == 0:
+            epochs = total // per_epoch
+    return epochs, batch_size, seed, limit
 
 
 class _EpochReport:

@@ -18,10 +18,16 @@ def grid(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarra
     cols = cols or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
     out = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.uint8)
-    pixels = (np.clip(images[:, 0], 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = pixels[i]
+    chunk = 1024   # float temporaries of a chunk only: (n, H, W) copies would double the memory
+    for start in range(0, n, chunk):
+        part = np.clip(images[start:start + chunk, 0], 0.0, 1.0)
+        part *= 255
+        part += 0.5
+        pixels = part.astype(np.uint8)
+        for j in range(len(pixels)):
+            r, c = divmod(start + j, cols)
+            out[pad + r * (h + pad):pad + r * (h + pad) + h,
+                pad + c * (w + pad):pad + c * (w + pad) + w] = pixels[j]
     return out
 
 

@@ -43,7 +43,13 @@ def generate(net, n: int, seed: int = 0, batch: int = GENERATE_BATCH) -> np.ndar
     """
     kind = kind_of(net)
     z = np.random.default_rng(seed).standard_normal((n, LATENT[kind], 1, 1)).astype(np.float32)
-    return np.concatenate([decode(net, kind, z[i:i + batch]) for i in range(0, n, batch)])
+    out = None
+    for i in range(0, n, batch):   # into one array: a list of batches then concatenated is 2x
+        images = decode(net, kind, z[i:i + batch])
+        if out is None:
+            out = np.empty((n,) + images.shape[1:], dtype=images.dtype)
+        out[i:i + len(images)] = images
+    return out
 
 
 def reconstruct(net, x: np.ndarray) -> np.ndarray:

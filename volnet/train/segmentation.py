@@ -12,6 +12,7 @@ same for every model and seed (data seed 0), so runs differ only by their own se
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from dataclasses import dataclass
 
@@ -171,6 +172,7 @@ def train_segmenter(model: str, data: str = "scenes", *, epochs: int | None = No
 
     staged = model.replace("_", "-") == "dilated-context"
     defaults = {**DEFAULTS, **CONTEXT_STAGE} if staged else DEFAULTS
+    epochs_given = epochs
     epochs = defaults["epochs"] if epochs is None else epochs
     if epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {epochs}")
@@ -186,6 +188,9 @@ def train_segmenter(model: str, data: str = "scenes", *, epochs: int | None = No
             raise CheckpointError(f"{resume} is not a resumable segmentation checkpoint "
                                   "(written by volnet train fcn|dilated|dilated-context)")
         given = _resumed_options(resume, ckpt.trainer_state, given, defaults)
+        planned = (ckpt.trainer_state.get("schedule") or {}).get("t_max")
+        if epochs_given is None and isinstance(planned, int) and planned >= 1:
+            epochs = planned           # the run's planned length, as --help says
     else:
         given = {k: defaults[k] if v is None else v for k, v in given.items()}
     batch_size, lr, seed = given["batch_size"], given["lr"], given["seed"]
@@ -228,7 +233,8 @@ def train_segmenter(model: str, data: str = "scenes", *, epochs: int | None = No
         save(out, net, trainer=trainer)
     if trainer.stopped:
         log(f"interrupted at epoch {trainer.epoch + 1}, batch {trainer.batch}; state saved to "
-            f"{out}; continue with: volnet train {model} --data {data} --resume {out}")
+            f"{out}; continue with: volnet train {model} --data {shlex.quote(data)} --epochs {epochs} "
+            f"--resume {shlex.quote(out)}")
     result = evaluate_segmentation(net, x_test, data_set.y_test, num_classes, IGNORE)
     return SegmentationResult(net, dict(history), out, result["mean_iou"], result["class_iou"],
                               result["pixel_accuracy"], seconds, list(data_set.class_names),
@@ -243,6 +249,13 @@ def _two_stages(data: str, *, epochs: int, batch_size, lr, seed, out, overwrite:
     out = out or default_out_path("dilated-context", data)
     front = (out.removesuffix(".safetensors")) + \
         "-frontend.safetensors"
+    if os.path.exists(front) and not overwrite:   # before any epoch; --resume of it is stage 1's
+        raise CheckpointError(
+            f"{front} (stage 1's front-end checkpoint) already exists. Start stage 2 from it: "
+            f"volnet train dilated-context --data {shlex.quote(data)} --init "
+            f"{shlex.quote(front)} --out {shlex.quote(out)}; finish an interrupted stage 1: "
+            f"volnet train dilated --data {shlex.quote(data)} --resume {shlex.quote(front)}; "
+            "or pass another --out, or --overwrite")
     log(f"stage 1 of 2: the dilated front-end alone ({DEFAULTS['epochs']} epochs), as Yu & "
         f"Koltun trained it before adding the context module; checkpoint -> {front}")
     first = train_segmenter("dilated", data, batch_size=batch_size, seed=seed, out=front,
