@@ -8,9 +8,12 @@ Classes are coloured with Pascal VOC's palette; background stays uncoloured.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from volnet.errors import CheckpointError, ShapeError
+from volnet.limits import check_budget
 
 STRIDE = 8            # the FCN's; a multiple of the dilated front-end's 4
 
@@ -43,6 +46,23 @@ def segmentation_checkpoint(path: str):
     return net
 
 
+def inference_bytes(net, input_shape) -> int:
+    """Float32 bytes segmenting one image needs at its peak, from shapes alone, counted
+    generously: the input and its normalised copies (three); at the busiest layer its output
+    and its workspace (im2col columns: a conv's multiply-adds per output channel) beside two
+    volumes as large as the largest activation (the layer's input and its zero-padded copy;
+    inference keeps no cache); and the scores' softmax (two copies of the last output).
+    A Python integer, computed before anything is allocated."""
+    from volnet.tools.summary import summary
+
+    rows = summary(net, input_shape).rows
+    largest = max(row["activations"] for row in rows)
+    busiest = max(row["activations"] + (row["macs"] // row["shape"][0] if row["macs"] else 0)
+                  for row in rows)
+    return 4 * (3 * math.prod(input_shape) + 2 * largest + busiest
+                + 2 * rows[-1]["activations"])
+
+
 def predict_mask(net, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Class index per pixel (H, W) and softmax probabilities (K, H, W) for one uint8
     image (C, H, W), preprocessed as the checkpoint records."""
@@ -54,6 +74,8 @@ def predict_mask(net, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if c != want:
         raise ShapeError(f"the image has {c} channel(s), the segmenter was trained on {want}")
     ph, pw = -h % STRIDE, -w % STRIDE
+    check_budget(inference_bytes(net, (c, h + ph, w + pw)),
+                 f"segmenting a {w}x{h} image with this network")
     padded = np.pad(image, ((0, 0), (0, ph), (0, pw)))
     x = padded[None].astype(np.float32) / 255.0
     mean = np.asarray(prep.get("mean", [0.0]), dtype=np.float32).reshape(1, -1, 1, 1)
