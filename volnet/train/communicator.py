@@ -26,6 +26,7 @@ from volnet.errors import ConfigError, VolnetError
 # brings mpi4py and an MPICH build from PyPI
 INSTALL_HINT = "pip install 'volnet[mpi]' (in a volnet source checkout: pip install '.[mpi]')"
 DEFAULT_TIMEOUT = 300.0                    # seconds a collective may wait for the slowest rank
+ABORT_GRACE = 0.5                          # seconds the launcher gets to forward a dying rank's output
 # Environment variables that MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm's srun) set.
 LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 
@@ -173,6 +174,10 @@ class MPICommunicator(Communicator):
     def abort(self, code=1):
         sys.stdout.flush()
         sys.stderr.flush()
+        # MPI_Abort makes the launcher kill every process at once; it may stop reading this
+        # rank's pipes first, and the error just printed (the reason for the abort) is lost:
+        # CI once saw a failed rank stop the job with an empty output. Give it time to forward.
+        time.sleep(ABORT_GRACE)
         self.comm.Abort(code)
         os._exit(code)   # MPICH's MPI_Abort can return before the launcher ends this process
 
