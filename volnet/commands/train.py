@@ -112,9 +112,9 @@ def _refuse_classifier_only_options(args) -> None:
     """The GAN, VAE and segmenter commands train in one process without accumulation: an
     option (or MPI launch) they would ignore is refused rather than silently dropped (under
     mpiexec every rank trained alone and wrote the same checkpoint)."""
-    from volnet.train.communicator import _launched_size
+    from volnet.train.communicator import launched_size
 
-    ranks = _launched_size()
+    ranks = launched_size()
     if args.distributed or args.sync_bn or ranks > 1:
         raise ConfigError(f"volnet train {args.model} trains in one process"
                           + (f" (this is one of {ranks} MPI ranks)" if ranks > 1 else "")

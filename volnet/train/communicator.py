@@ -49,7 +49,7 @@ def launched_by_mpi() -> bool:
     return any(name in os.environ for name in LAUNCHER_VARS)
 
 
-def _launched_size() -> int:
+def launched_size() -> int:
     """World size announced by the launcher's environment (1 when unknown)."""
     for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
         value = os.environ.get(name, "")
@@ -226,7 +226,7 @@ def get_communicator(distributed: bool | None = None, timeout: float | None = No
     if distributed is False:
         return Communicator()
     if not mpi_available():
-        if distributed or _launched_size() > 1:   # W copies would each train alone otherwise
+        if distributed or launched_size() > 1:   # W copies would each train alone otherwise
             raise ConfigError("distributed training needs mpi4py and an MPI library; install "
                               f"them with `{INSTALL_HINT}` and launch with `mpiexec -n 4 volnet "
                               "train ...` (or srun on a Slurm cluster)")
