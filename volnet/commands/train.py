@@ -179,10 +179,10 @@ def _run(args) -> int:
     if args.val_fraction is not None or args.init is not None:
         raise ConfigError("--val-fraction and --init are for the segmenters (fcn, dilated, "
                           "dilated-context)")
-    from volnet.train.communicator import abort_on_error, get_communicator
-    from volnet.train.recipe import train
     from volnet.runtime.openblas import blas_threads, set_blas_threads
     from volnet.runtime.thread_policy import pin_threads
+    from volnet.train.communicator import abort_on_error, get_communicator
+    from volnet.train.recipe import train
 
     # None: Trainer.fit counts the idle cores each epoch (volnet.runtime.thread_policy); MPI ranks
     # sharing a machine would each count the same idle cores, so they keep one thread each

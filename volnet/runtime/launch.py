@@ -30,7 +30,7 @@ class Kernel:
     """A serial and a parallel dispatcher of one ``prange`` function."""
 
     def __init__(self, func):
-        from numba import njit    # here, not at import: run() callers must not import numba
+        from numba import njit  # here, not at import: run() callers must not import numba
 
         self.__doc__, self.__name__ = func.__doc__, func.__name__
         self.serial = njit(cache=True)(_renamed(func, "serial"))

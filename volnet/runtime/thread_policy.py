@@ -19,7 +19,6 @@ from collections.abc import Iterator
 
 from volnet.runtime import backend, block_threads
 
-
 # ---- threads chosen by the library (OpenBLAS via its own functions, numba for compiled kernels) ----
 
 USER_VARIABLES = ("VOLNET_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")

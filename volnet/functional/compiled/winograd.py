@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from volnet.runtime import block_threads
 from volnet.functional.compiled import winograd_filters as filters
 from volnet.functional.compiled import winograd_tiles as tiles
+from volnet.runtime import block_threads
 
 M, A = 4, 6        # output tile side, transform tile side
 # the filter transform matrix (float64); BT and AT are written out in winograd_tiles.py

@@ -11,8 +11,8 @@ import inspect
 import re
 
 import volnet as vn
-from volnet.models.pattern import pattern
 from volnet.errors import ConfigError
+from volnet.models.pattern import pattern
 from volnet.web.lecture.conv import check_range
 from volnet.web.views import summary_rows
 
