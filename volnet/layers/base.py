@@ -46,6 +46,16 @@ from volnet.layers import hooks
 _local = threading.local()   # forward nesting depth (only the outermost call scans for NaN);
                              # whether the running backward accumulates
 
+# bumped by every structural change (a container built, sliced, a child replaced or
+# appended, astype): inference plans made before it are rebuilt (layers/inference_plan.py)
+structure_version = 0
+
+
+def structure_changed() -> None:
+    """Record a structural change: every inference plan made before it is stale."""
+    global structure_version
+    structure_version += 1
+
 
 def _keys(kind: str, keys: list[str], limit: int = 5) -> list[str]:
     """One problem per key, or one line with a count and the first few: a file of another
@@ -73,6 +83,9 @@ class Layer:
     # optimizer's step() refuses (volnet.train.optim)
     grad_backwards = 0
     grad_overwrites = 0
+    # containers run their inference forward by a plan made once per input shape
+    # (volnet.layers.inference_plan); leaves have nothing to plan
+    plans_inference = False
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -116,9 +129,17 @@ class Layer:
         keep = training if cache is None else bool(cache)
         depth = getattr(_local, "depth", 0)
         x = self._validate(x, outermost=depth == 0)
+        planned = self.plans_inference and depth == 0 and not keep and not training
         _local.depth = depth + 1
         try:
-            out = self._forward(x, training, keep)
+            out = None
+            if planned:
+                from volnet.layers import inference_plan
+                out = inference_plan.run(self, x)
+            if out is None:
+                out = self._forward(x, training, keep)
+                if planned:     # x passed every layer's checks: plan this shape
+                    inference_plan.note_unplanned(self, x)
         finally:
             _local.depth = depth
         self._out_shape = out.shape
@@ -258,6 +279,7 @@ class Layer:
             )
 
     def _set_path(self, path: str) -> None:
+        structure_changed()     # every container edit renames its children through here
         self.path = path
         for name, child in self.named_children():
             child._set_path(join_key(path, name))
@@ -371,6 +393,7 @@ class Layer:
                     if np.issubdtype(value.dtype, np.floating):
                         store[name] = value.astype(dtype)
             layer._cache = None
+        structure_changed()
         return self
 
     def copy(self) -> Layer:

@@ -36,6 +36,8 @@ def _as_children(items) -> OrderedDict[str, Layer]:
 class Container(Layer):
     """A layer made of named child layers."""
 
+    plans_inference = True
+
     def __init__(self, children: OrderedDict[str, Layer]) -> None:
         super().__init__()
         # the arrays live in the children; an empty dict here would let

@@ -1,0 +1,281 @@
+"""The inference plan: a network's inference forward decided once per input shape and dtype,
+then replayed by a tight loop (issue 21, "plan once, run many"; onnxruntime's session,
+oneDNN's primitives).
+
+Invisible to users: ``net.forward(x)`` (``training=False``, no cache) on a container looks up
+the plan of ``(x.shape, x.dtype)``. The first call with a shape runs the ordinary path,
+which checks the input layer by layer and raises the usual errors; when it succeeds, the
+plan is made from the network's structure and every later call with that shape runs it:
+
+* **Planning**: the network is lowered once into a flat list of steps. The fusions are
+  decided there: a convolution, the batch norm after it (its scale and shift applied
+  where the bias is added), the ReLU after that, and in a residual block the shortcut's
+  sum and the block's ReLU too (``Conv2d.fused_inference``: bias + batch norm + add +
+  ReLU in one pass over the output). Each step calls its layer's kernels directly: no
+  per-layer input checks, dtype casts, hook tests or fusion pairing per call.
+* **Memory**: each intermediate is released as soon as the last step that reads it has
+  run (liveness computed at plan time). The buffers themselves come from NumPy's
+  allocator, which already recycles freed blocks without page faults (measured: 0 minor
+  faults per ResNet-18 or GoogLeNet forward, benchmarks/README.md), so a reusing arena
+  would save nothing and would need an output operand in every kernel. The array handed
+  back is never one the plan writes again: each call's output is freshly allocated.
+* **Run loop**: ``regs[out] = step(*regs[ins])`` over the steps; nothing is re-decided.
+  Kernel choice stays with each layer's conv plan (``conv_choice.plan``), itself cached.
+
+What turns it off (the ordinary path runs, seeing and calling every layer as before):
+a hook anywhere (global, or on any layer of the network: hooks see every layer),
+``training=True`` or ``cache=True``, kernels pinned to NumPy (``VOLNET_KERNELS=numpy``:
+nothing fuses there), parameters of another dtype than the input, ``VOLNET_PLAN=0`` or
+``inference_plan.ENABLED = False``. A structural change (a child replaced or appended, a
+container built or sliced, ``astype``) bumps ``base.structure_version`` and every plan
+made before it is rebuilt on its next call. Parameters and running statistics are read
+live on every call, so an optimizer step, ``load_state_dict`` or an in-place edit is seen
+by the next call; the Winograd filter transforms are cached by content
+(``functional.weight_cache``), never stale either. A hyperparameter assigned after
+construction (``conv.stride = ...``) is not a structural change: build a new layer.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+
+import numpy as np
+
+from volnet.functional.activation import add_relu
+from volnet.layers import base, hooks
+from volnet.layers.activation import ReLU
+from volnet.layers.base import Layer
+from volnet.layers.containers import Concat, Residual, Sequential
+from volnet.layers.conv import Conv2d
+from volnet.runtime import backend
+
+ENABLED = os.environ.get("VOLNET_PLAN", "1").strip() != "0"   # on unless "0"
+MAX_PLANS = 8       # per network: shapes beyond this evict the oldest plan
+
+_plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # root -> {key: Plan}
+_stats = {"made": 0, "reused": 0}
+
+
+def stats() -> dict:
+    """{"made", "reused"}: plans made, and calls that ran a plan (benchmark records)."""
+    return dict(_stats)
+
+
+def run(root: Layer, x: np.ndarray) -> np.ndarray | None:
+    """``root``'s inference output for ``x`` by its plan, or None when no plan applies
+    (then the caller runs the ordinary forward and this call's shape may get a plan made).
+
+    Called by ``Layer.forward`` for a container at the outermost call with
+    ``training=False`` and no cache, after the input checks of the root itself.
+    """
+    if not ENABLED or hooks.active(root) or not backend.fusing():
+        return None
+    plans = _plans.get(root)
+    plan = plans.get((x.shape, x.dtype)) if plans else None
+    if plan is None or plan.version != base.structure_version or plan.watched():
+        return None
+    _stats["reused"] += 1
+    return plan.run(x)
+
+
+def note_unplanned(root: Layer, x: np.ndarray) -> None:
+    """After an ordinary inference forward of ``root`` on ``x`` succeeded (so the input
+    passed every layer's checks): make the plan of this shape for the next call."""
+    if not ENABLED or hooks.active(root) or not backend.fusing():
+        return
+    key = (x.shape, x.dtype)
+    plans = _plans.setdefault(root, {})
+    old = plans.get(key)
+    if old is not None and old.version == base.structure_version and not old.watched():
+        return      # a plan exists: this call went unplanned for another reason
+    plan = Plan.make(root, x.dtype)
+    if plan is None:
+        plans.pop(key, None)
+        return
+    plans.pop(key, None)
+    plans[key] = plan
+    while len(plans) > MAX_PLANS:
+        plans.pop(next(iter(plans)))
+    _stats["made"] += 1
+
+
+def clear(root: Layer) -> None:
+    """Drop ``root``'s plans (tests; a copy never shares them: they live outside the layer)."""
+    _plans.pop(root, None)
+
+
+# ---- steps: callables over the registers ------------------------------------------------
+
+class _Conv:
+    """A convolution with its folded batch norm, ReLU and residual sum (one kernel pass)."""
+
+    __slots__ = ("bn", "conv", "relu")
+
+    def __init__(self, conv, bn, relu):
+        self.conv, self.bn, self.relu = conv, bn, relu
+
+    def __call__(self, x, residual=None):
+        return self.conv.fused_inference(x, self.bn, self.relu, residual)
+
+
+class _Leaf:
+    """A layer's own inference computation (``_forward``), checks done at plan time."""
+
+    __slots__ = ("layer",)
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __call__(self, x):
+        return self.layer._forward(x, False, False)
+
+
+class _LeafReLU(_Leaf):
+    """A layer that rectifies its own output (``fuses_relu``: batch norm) and the ReLU after it."""
+
+    __slots__ = ()
+
+    def __call__(self, x):
+        layer = self.layer
+        layer._relu = True
+        try:
+            return layer._forward(x, False, False)
+        finally:
+            layer._relu = False
+
+
+class _Whole(_Leaf):
+    """A layer the plan does not look into (a Graph, a SideBranch...): its ordinary forward."""
+
+    __slots__ = ()
+
+    def __call__(self, x):
+        return self.layer.forward(x, False)
+
+
+def _add(a, b):
+    return a + b
+
+
+def _add_relu(a, b):
+    return add_relu(a, b, keep_cache=False)[0]
+
+
+def _concat(*parts):
+    return np.concatenate(parts, axis=1)
+
+
+class Plan:
+    """The steps of one network's inference for one input shape and dtype.
+
+    Attributes:
+        steps: (callable, input registers, output register, registers freed after it).
+        layers: every layer of the network (hooks are looked for on each call).
+        version: ``base.structure_version`` when made.
+    """
+
+    def __init__(self, root: Layer) -> None:
+        self.version = base.structure_version
+        self.layers = [layer for _, layer in root.named_layers()]
+        self._raw: list[tuple] = []     # (callable, input registers, output register)
+        self.count = 1                  # register 0 holds the input
+        self.out = self._lower(root, 0)
+        self.steps = self._with_liveness()
+
+    @classmethod
+    def make(cls, root: Layer, dtype) -> Plan | None:
+        """The plan of ``root`` for inputs of ``dtype``, or None where the plan would not be
+        the ordinary path's computation (parameters of another dtype: those layers cast)."""
+        if any(p.dtype != dtype for _, p, _ in root.named_params()):
+            return None
+        return cls(root)
+
+    def watched(self) -> bool:
+        """Whether a hook now watches a layer of the network (the plan then stands aside)."""
+        return any(hooks.active(layer) for layer in self.layers)
+
+    # ---- lowering ------------------------------------------------------------------
+    def _step(self, fn, ins: tuple[int, ...]) -> int:
+        out = self.count
+        self.count += 1
+        self._raw.append((fn, ins, out))
+        return out
+
+    def _lower(self, layer: Layer, slot: int) -> int:
+        kind = type(layer)
+        if isinstance(layer, Sequential) and kind._forward is Sequential._forward:
+            for step in layer._steps(fold=True):
+                slot = self._lower_step(step, slot)
+            return slot
+        if isinstance(layer, Residual) and kind._forward is Residual._forward:
+            return self._lower_residual(layer, slot)
+        if isinstance(layer, Concat) and kind._forward is Concat._forward:
+            parts = tuple(self._lower(branch, slot) for branch in layer)
+            return self._step(_concat, parts)
+        if layer.named_children() or kind.forward is not Layer.forward:
+            return self._step(_Whole(layer), (slot,))
+        return self._step(_Leaf(layer), (slot,))
+
+    def _lower_step(self, step, slot: int) -> int:
+        """One ``Sequential._steps`` entry: (conv, bn, relu) folded, (layer, None, relu)
+        rectifying its own output, or (layer, None, None)."""
+        layer, bn, relu = step
+        if type(layer) is Conv2d and (bn is not None or relu is not None):
+            return self._step(_Conv(layer, bn, relu is not None), (slot,))
+        if relu is not None and not layer.named_children() and type(layer).forward is Layer.forward:
+            return self._step(_LeafReLU(layer), (slot,))
+        if relu is not None:        # a container that fuses its ReLU: its own forward_relu
+            return self._step(lambda x, layer=layer: layer.forward_relu(x, False), (slot,))
+        return self._lower(layer, slot)
+
+    def _lower_residual(self, block: Residual, slot: int) -> int:
+        """The shortcut first, then the body, whose last convolution takes the shortcut's
+        output as its residual operand and applies the block's ReLU (when the body ends in
+        a convolution, optionally with its batch norm); else the body, then the sum."""
+        act = block.activation
+        if act is not None and type(act) is not ReLU:
+            return self._step(_Whole(block), (slot,))
+        short = self._lower(block.shortcut, slot) if block.shortcut is not None else slot
+        body = block.body
+        steps = (body._steps(fold=True) if isinstance(body, Sequential)
+                 and type(body)._forward is Sequential._forward else None)
+        if steps and type(steps[-1][0]) is Conv2d and steps[-1][2] is None:
+            cur = slot
+            for step in steps[:-1]:
+                cur = self._lower_step(step, cur)
+            conv, bn, _ = steps[-1]
+            return self._step(_Conv(conv, bn, act is not None), (cur, short))
+        out = self._lower(body, slot)
+        return self._step(_add_relu if act is not None else _add, (out, short))
+
+    def _with_liveness(self) -> list[tuple]:
+        """Each step with the registers whose last reader it is (released after it runs)."""
+        last = {}
+        for i, (_, ins, out) in enumerate(self._raw):
+            last[out] = i               # an output nobody reads is released at once
+            for r in ins:
+                last[r] = i
+        frees = [[] for _ in self._raw]
+        for reg, i in last.items():
+            if reg != self.out:
+                frees[i].append(reg)
+        return [(fn, ins, out, tuple(f)) for (fn, ins, out), f in zip(self._raw, frees)]
+
+    # ---- running -----------------------------------------------------------------------
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The network's inference output for ``x`` (of the planned shape and dtype)."""
+        regs = [None] * self.count
+        regs[0] = x
+        try:
+            for fn, ins, out, frees in self.steps:
+                if len(ins) == 1:
+                    regs[out] = fn(regs[ins[0]])
+                else:
+                    regs[out] = fn(*[regs[r] for r in ins])
+                for r in frees:
+                    regs[r] = None
+        finally:
+            for layer in self.layers:   # as the ordinary inference forward leaves them
+                layer._cache = None
+        return regs[self.out]
