@@ -74,6 +74,46 @@ def max_forward(x, kh, kw, sh, sw, ph, pw, out, arg, keep):
 
 
 @kernel
+def max_values(x, kh, kw, sh, sw, ph, pw, out):
+    """x (P, H, W) -> out (P, Ho, Wo), the window maxima alone (inference: no winners kept).
+
+    Per output row: the column maxima over the window's rows, written into a row padded
+    with -infinity on both sides (as PyTorch pads), then each output the maximum of its
+    window's columns there. Both loops run over contiguous columns with a select, not a
+    branch, so they vectorise; :func:`max_forward` also tracks each winner's position for
+    backward. A NaN anywhere in a window gives NaN, as in :func:`max_forward`.
+    """
+    planes, h, w = x.shape
+    ho, wo = out.shape[1], out.shape[2]
+    width = max(w + 2 * pw, (wo - 1) * sw + kw)
+    for p in prange(planes):
+        plane = x[p]
+        col = np.empty(width, dtype=x.dtype)
+        col[:] = -np.inf
+        for i in range(ho):
+            r0 = i * sh - ph
+            r1 = min(r0 + kh, h)
+            r0 = max(r0, 0)
+            first = plane[r0]
+            for c in range(w):
+                col[pw + c] = first[c]
+            for r in range(r0 + 1, r1):
+                row = plane[r]
+                for c in range(w):
+                    v = row[c]
+                    m = col[pw + c]
+                    col[pw + c] = v if (v > m) | (v != v) else m
+            orow = out[p, i]
+            for j in range(wo):
+                orow[j] = col[j * sw]
+            for k in range(1, kw):
+                for j in range(wo):
+                    v = col[j * sw + k]
+                    m = orow[j]
+                    orow[j] = v if (v > m) | (v != v) else m
+
+
+@kernel
 def max_forward_2x2(x, out, arg, keep):
     """:func:`max_forward` for 2x2 windows at stride 2 without padding, every window whole
     (out (P, H // 2, W // 2)): the same comparisons in the same order, written out for the
