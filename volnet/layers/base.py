@@ -46,16 +46,6 @@ from volnet.layers import hooks
 _local = threading.local()   # forward nesting depth (only the outermost call scans for NaN);
                              # whether the running backward accumulates
 
-# bumped by every structural change (a container built, sliced, a child replaced or
-# appended, astype): inference plans made before it are rebuilt (layers/inference_plan.py)
-structure_version = 0
-
-
-def structure_changed() -> None:
-    """Record a structural change: every inference plan made before it is stale."""
-    global structure_version
-    structure_version += 1
-
 
 def _keys(kind: str, keys: list[str], limit: int = 5) -> list[str]:
     """One problem per key, or one line with a count and the first few: a file of another
@@ -86,6 +76,9 @@ class Layer:
     # containers run their inference forward by a plan made once per input shape
     # (volnet.layers.inference_plan); leaves have nothing to plan
     plans_inference = False
+    # bumped by every structural change to this layer (a container built or sliced, a child
+    # replaced or appended, astype): inference plans that ran it are rebuilt
+    structure = 0
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -279,7 +272,7 @@ class Layer:
             )
 
     def _set_path(self, path: str) -> None:
-        structure_changed()     # every container edit renames its children through here
+        self.structure += 1     # every container edit renames its children through here
         self.path = path
         for name, child in self.named_children():
             child._set_path(join_key(path, name))
@@ -393,7 +386,7 @@ class Layer:
                     if np.issubdtype(value.dtype, np.floating):
                         store[name] = value.astype(dtype)
             layer._cache = None
-        structure_changed()
+            layer.structure += 1
         return self
 
     def copy(self) -> Layer:

@@ -224,7 +224,7 @@ class Residual(Container):
         if out.shape != short.shape:
             raise ShapeError(f"{self.where()}: body output {out.shape} and shortcut output "
                              f"{short.shape} differ; add a projection shortcut")
-        if type(self.activation) is ReLU and backend.fusing():
+        if type(self.activation) is ReLU and backend.fusing() and not _watched(self.activation):
             out = self.activation.add_forward(out, short, training, cache=keep_cache)
         else:
             out = out + short

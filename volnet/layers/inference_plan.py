@@ -27,8 +27,8 @@ a hook anywhere (global, or on any layer of the network: hooks see every layer),
 ``training=True`` or ``cache=True``, kernels pinned to NumPy (``VOLNET_KERNELS=numpy``:
 nothing fuses there), parameters of another dtype than the input, ``VOLNET_PLAN=0`` or
 ``inference_plan.ENABLED = False``. A structural change (a child replaced or appended, a
-container built or sliced, ``astype``) bumps ``base.structure_version`` and every plan
-made before it is rebuilt on its next call. Parameters and running statistics are read
+container sliced, ``astype``) bumps the ``structure`` count of the layers it touches, and
+a plan that runs any of them is rebuilt on its next call. Parameters and running statistics are read
 live on every call, so an optimizer step, ``load_state_dict`` or an in-place edit is seen
 by the next call; the Winograd filter transforms are cached by content
 (``functional.weight_cache``), never stale either. A hyperparameter assigned after
@@ -43,7 +43,7 @@ import weakref
 import numpy as np
 
 from volnet.functional.activation import add_relu
-from volnet.layers import base, hooks
+from volnet.layers import hooks
 from volnet.layers.activation import ReLU
 from volnet.layers.base import Layer
 from volnet.layers.containers import Concat, Residual, Sequential
@@ -73,7 +73,7 @@ def run(root: Layer, x: np.ndarray) -> np.ndarray | None:
         return None
     plans = _plans.get(root)
     plan = plans.get((x.shape, x.dtype)) if plans else None
-    if plan is None or plan.version != base.structure_version or plan.watched():
+    if plan is None or not plan.usable():
         return None
     _stats["reused"] += 1
     return plan.run(x)
@@ -87,8 +87,8 @@ def note_unplanned(root: Layer, x: np.ndarray) -> None:
     key = (x.shape, x.dtype)
     plans = _plans.setdefault(root, {})
     old = plans.get(key)
-    if old is not None and old.version == base.structure_version and not old.watched():
-        return      # a plan exists: this call went unplanned for another reason
+    if old is not None and not old.stale():
+        return      # a valid plan exists: this call went unplanned because of a hook
     plan = Plan.make(root, x.dtype)
     if plan is None:
         plans.pop(key, None)
@@ -100,9 +100,10 @@ def note_unplanned(root: Layer, x: np.ndarray) -> None:
     _stats["made"] += 1
 
 
-def clear(root: Layer) -> None:
-    """Drop ``root``'s plans (tests; a copy never shares them: they live outside the layer)."""
-    _plans.pop(root, None)
+def plans_of(root: Layer) -> dict:
+    """``root``'s plans by (input shape, dtype): what the benchmarks and tests inspect (a
+    copy never shares them: they live outside the layer, keyed weakly by it)."""
+    return dict(_plans.get(root, {}))
 
 
 # ---- steps: callables over the registers ------------------------------------------------
@@ -171,13 +172,14 @@ class Plan:
 
     Attributes:
         steps: (callable, input registers, output register, registers freed after it).
-        layers: every layer of the network (hooks are looked for on each call).
-        version: ``base.structure_version`` when made.
+        layers: every layer of the network (hooks and stale caches are looked for on
+            each call).
+        versions: each layer's ``structure`` count when the plan was made.
     """
 
     def __init__(self, root: Layer) -> None:
-        self.version = base.structure_version
         self.layers = [layer for _, layer in root.named_layers()]
+        self.versions = [layer.structure for layer in self.layers]
         self._raw: list[tuple] = []     # (callable, input registers, output register)
         self.count = 1                  # register 0 holds the input
         self.out = self._lower(root, 0)
@@ -191,9 +193,17 @@ class Plan:
             return None
         return cls(root)
 
-    def watched(self) -> bool:
-        """Whether a hook now watches a layer of the network (the plan then stands aside)."""
-        return any(hooks.active(layer) for layer in self.layers)
+    def stale(self) -> bool:
+        """Whether a layer of the network changed structure since the plan was made."""
+        return any(layer.structure != v for layer, v in zip(self.layers, self.versions))
+
+    def usable(self) -> bool:
+        """Not stale, and no hook watches a layer (hooks see every layer: the plan then
+        stands aside)."""
+        for layer, version in zip(self.layers, self.versions):
+            if layer.structure != version or hooks.active(layer):
+                return False
+        return True
 
     # ---- lowering ------------------------------------------------------------------
     def _step(self, fn, ins: tuple[int, ...]) -> int:
