@@ -26,24 +26,9 @@ from volnet.runtime import thread_policy
 NETS = {"resnet18": resnet18, "resnet50": resnet50, "googlenet": googlenet, "vgg16": vgg16}
 
 
-def _no_residual_fusion(plan, block, slot):
-    """Plan._lower_residual without the fusion: the body, then the sum (and ReLU)."""
-    act = block.activation
-    short = plan._lower(block.shortcut, slot) if block.shortcut is not None else slot
-    out = plan._lower(block.body, slot)
-    return plan._step(inference_plan._add_relu if act is not None else inference_plan._add,
-                      (out, short))
-
-
 def _modes(net, x):
     """{mode: callable} (each makes its plan on a warm-up call)."""
-    fused = inference_plan.Plan(net)
-    original = inference_plan.Plan._lower_residual
-    inference_plan.Plan._lower_residual = _no_residual_fusion
-    try:
-        unfused = inference_plan.Plan(net)
-    finally:
-        inference_plan.Plan._lower_residual = original
+    unfused = inference_plan.Plan(net, residual_fusion=False)
 
     def unplanned():
         inference_plan.ENABLED = False
@@ -60,7 +45,6 @@ def _modes(net, x):
         got = fn()
         if not np.allclose(got, want, rtol=1e-4, atol=1e-5):
             raise AssertionError(f"{name} differs from the unplanned output")
-    del fused
     return modes
 
 

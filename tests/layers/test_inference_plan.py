@@ -2,6 +2,9 @@
 path, bit for bit; a plan per input shape; outputs never overwritten; every parameter write
 seen; hooks, training and structural changes turning it off or rebuilding it."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -281,3 +284,31 @@ def test_a_residual_block_whose_body_ends_without_a_conv_still_sums(monkeypatch)
     want = _unplanned(block, x, monkeypatch)
     for _ in range(3):
         assert np.array_equal(block.forward(x), want)
+
+
+def test_a_dropped_network_takes_its_plans_with_it():
+    net = _small_resnet(18)
+    x = _x((1, 3, 32, 32))
+    net.forward(x)
+    net.forward(x)
+    assert inference_plan.plans_of(net)
+    ref = weakref.ref(net)
+    del net
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_graph_root_runs_its_ordinary_forward_and_is_not_kept_alive():
+    from volnet.layers.graph import Graph, Node
+
+    g = Graph({"conv": vn.Conv2d(3, 4, 3, padding=1, rng=0), "relu": vn.ReLU()},
+              [Node("layer", "conv", ("x",), "a"), Node("layer", "relu", ("a",), "b"),
+               Node("add", "skip", ("a", "b"), "y")], "x", "y")
+    x = _x((2, 3, 70, 70))
+    outs = [g.forward(x) for _ in range(3)]
+    assert not inference_plan.plans_of(g)
+    assert np.array_equal(outs[0], outs[2])
+    ref = weakref.ref(g)
+    del g
+    gc.collect()
+    assert ref() is None

@@ -144,6 +144,16 @@ class Layer:
 
     __call__ = forward
 
+    def forward_planned(self, x: np.ndarray) -> np.ndarray:
+        """This layer's inference computation alone, ``_forward(x, False, False)``: no input
+        checks, casts, cache or hooks. For an inference plan (volnet.layers.inference_plan),
+        which checked this input's shape and dtype on its first, ordinary call."""
+        return self._forward(x, False, False)
+
+    def clear_cache(self) -> None:
+        """Forget what the last forward kept for backward (``backward`` then refuses)."""
+        self._cache = None
+
     def register_forward_hook(self, fn) -> hooks.HookHandle:
         """Run ``fn(layer, x, out, training)`` after each forward of this layer.
 

@@ -110,7 +110,7 @@ class Sequential(Container):
             shape = layer.output_shape(shape)
         return shape
 
-    def _steps(self, fold: bool) -> list[tuple[Layer, Layer | None, Layer | None]]:
+    def fused_steps(self, fold: bool) -> list[tuple[Layer, Layer | None, Layer | None]]:
         """The children in order as ``(layer, bn, relu)`` steps, fused when the compiled
         kernels run and no hook watches the layers involved (a hook sees every layer):
 
@@ -143,7 +143,7 @@ class Sequential(Container):
         return steps
 
     def _forward(self, x, training, keep_cache):
-        steps = self._steps(fold=not training and not keep_cache)
+        steps = self.fused_steps(fold=not training and not keep_cache)
         for layer, bn, relu in steps:
             if bn is not None:
                 x = layer.forward_folded(x, bn, relu is not None)

@@ -73,7 +73,7 @@ def run(root: Layer, x: np.ndarray) -> np.ndarray | None:
         return None
     plans = _plans.get(root)
     plan = plans.get((x.shape, x.dtype)) if plans else None
-    if plan is None or not plan.usable():
+    if plan is None or not plan.usable(root):
         return None
     _stats["reused"] += 1
     return plan.run(x)
@@ -87,7 +87,7 @@ def note_unplanned(root: Layer, x: np.ndarray) -> None:
     key = (x.shape, x.dtype)
     plans = _plans.setdefault(root, {})
     old = plans.get(key)
-    if old is not None and not old.stale():
+    if old is not None and not old.stale(root):
         return      # a valid plan exists: this call went unplanned because of a hook
     plan = Plan.make(root, x.dtype)
     if plan is None:
@@ -120,36 +120,13 @@ class _Conv:
         return self.conv.fused_inference(x, self.bn, self.relu, residual)
 
 
-class _Leaf:
-    """A layer's own inference computation (``_forward``), checks done at plan time."""
+class _Whole:
+    """A layer the plan does not look into (a Graph, a SideBranch...): its ordinary forward."""
 
     __slots__ = ("layer",)
 
     def __init__(self, layer):
         self.layer = layer
-
-    def __call__(self, x):
-        return self.layer._forward(x, False, False)
-
-
-class _LeafReLU(_Leaf):
-    """A layer that rectifies its own output (``fuses_relu``: batch norm) and the ReLU after it."""
-
-    __slots__ = ()
-
-    def __call__(self, x):
-        layer = self.layer
-        layer._relu = True
-        try:
-            return layer._forward(x, False, False)
-        finally:
-            layer._relu = False
-
-
-class _Whole(_Leaf):
-    """A layer the plan does not look into (a Graph, a SideBranch...): its ordinary forward."""
-
-    __slots__ = ()
 
     def __call__(self, x):
         return self.layer.forward(x, False)
@@ -167,19 +144,33 @@ def _concat(*parts):
     return np.concatenate(parts, axis=1)
 
 
+def _lowered(layer: Layer) -> bool:
+    """Whether the plan lowers ``layer`` into its parts (else it runs whole)."""
+    kind = type(layer)
+    return ((isinstance(layer, Sequential) and kind._forward is Sequential._forward)
+            or (isinstance(layer, Residual) and kind._forward is Residual._forward)
+            or (isinstance(layer, Concat) and kind._forward is Concat._forward))
+
+
 class Plan:
     """The steps of one network's inference for one input shape and dtype.
 
     Attributes:
         steps: (callable, input registers, output register, registers freed after it).
-        layers: every layer of the network (hooks and stale caches are looked for on
-            each call).
-        versions: each layer's ``structure`` count when the plan was made.
+        residual_fusion: residual sums in the last conv's epilogue (False: a step of their
+            own, what ``benchmarks/plan_ab.py`` compares against).
+        layers: every layer below the root (hooks and stale caches are looked for on
+            each call). Nothing in a plan refers to the root, which keys the plans weakly:
+            a network that is dropped takes its plans with it.
+        versions: each layer's ``structure`` count when the plan was made (the root's
+            is ``root_version``).
     """
 
-    def __init__(self, root: Layer) -> None:
-        self.layers = [layer for _, layer in root.named_layers()]
+    def __init__(self, root: Layer, residual_fusion: bool = True) -> None:
+        self.residual_fusion = residual_fusion
+        self.layers = [layer for _, layer in root.named_layers()][1:]
         self.versions = [layer.structure for layer in self.layers]
+        self.root_version = root.structure
         self._raw: list[tuple] = []     # (callable, input registers, output register)
         self.count = 1                  # register 0 holds the input
         self.out = self._lower(root, 0)
@@ -189,17 +180,20 @@ class Plan:
     def make(cls, root: Layer, dtype) -> Plan | None:
         """The plan of ``root`` for inputs of ``dtype``, or None where the plan would not be
         the ordinary path's computation (parameters of another dtype: those layers cast)."""
-        if any(p.dtype != dtype for _, p, _ in root.named_params()):
-            return None
+        if any(p.dtype != dtype for _, p, _ in root.named_params()) or not _lowered(root):
+            return None     # a root the plan does not look into would be one ordinary step
         return cls(root)
 
-    def stale(self) -> bool:
+    def stale(self, root: Layer) -> bool:
         """Whether a layer of the network changed structure since the plan was made."""
-        return any(layer.structure != v for layer, v in zip(self.layers, self.versions))
+        return root.structure != self.root_version or any(
+            layer.structure != v for layer, v in zip(self.layers, self.versions))
 
-    def usable(self) -> bool:
+    def usable(self, root: Layer) -> bool:
         """Not stale, and no hook watches a layer (hooks see every layer: the plan then
-        stands aside)."""
+        stands aside; ``run`` looked at the root's)."""
+        if root.structure != self.root_version:
+            return False
         for layer, version in zip(self.layers, self.versions):
             if layer.structure != version or hooks.active(layer):
                 return False
@@ -213,28 +207,27 @@ class Plan:
         return out
 
     def _lower(self, layer: Layer, slot: int) -> int:
-        kind = type(layer)
-        if isinstance(layer, Sequential) and kind._forward is Sequential._forward:
-            for step in layer._steps(fold=True):
+        if not _lowered(layer):
+            if layer.named_children() or type(layer).forward is not Layer.forward:
+                return self._step(_Whole(layer), (slot,))
+            return self._step(layer.forward_planned, (slot,))
+        if isinstance(layer, Sequential):
+            for step in layer.fused_steps(fold=True):
                 slot = self._lower_step(step, slot)
             return slot
-        if isinstance(layer, Residual) and kind._forward is Residual._forward:
+        if isinstance(layer, Residual):
             return self._lower_residual(layer, slot)
-        if isinstance(layer, Concat) and kind._forward is Concat._forward:
-            parts = tuple(self._lower(branch, slot) for branch in layer)
-            return self._step(_concat, parts)
-        if layer.named_children() or kind.forward is not Layer.forward:
-            return self._step(_Whole(layer), (slot,))
-        return self._step(_Leaf(layer), (slot,))
+        parts = tuple(self._lower(branch, slot) for branch in layer)     # Concat
+        return self._step(_concat, parts)
 
     def _lower_step(self, step, slot: int) -> int:
-        """One ``Sequential._steps`` entry: (conv, bn, relu) folded, (layer, None, relu)
+        """One ``Sequential.fused_steps`` entry: (conv, bn, relu) folded, (layer, None, relu)
         rectifying its own output, or (layer, None, None)."""
         layer, bn, relu = step
         if type(layer) is Conv2d and (bn is not None or relu is not None):
             return self._step(_Conv(layer, bn, relu is not None), (slot,))
         if relu is not None and not layer.named_children() and type(layer).forward is Layer.forward:
-            return self._step(_LeafReLU(layer), (slot,))
+            return self._step(layer.inference_relu, (slot,))
         if relu is not None:        # a container that fuses its ReLU: its own forward_relu
             return self._step(lambda x, layer=layer: layer.forward_relu(x, False), (slot,))
         return self._lower(layer, slot)
@@ -248,9 +241,9 @@ class Plan:
             return self._step(_Whole(block), (slot,))
         short = self._lower(block.shortcut, slot) if block.shortcut is not None else slot
         body = block.body
-        steps = (body._steps(fold=True) if isinstance(body, Sequential)
-                 and type(body)._forward is Sequential._forward else None)
-        if steps and type(steps[-1][0]) is Conv2d and steps[-1][2] is None:
+        steps = (body.fused_steps(fold=True) if isinstance(body, Sequential) and _lowered(body)
+                 else None)
+        if self.residual_fusion and steps and type(steps[-1][0]) is Conv2d and steps[-1][2] is None:
             cur = slot
             for step in steps[:-1]:
                 cur = self._lower_step(step, cur)
@@ -287,5 +280,5 @@ class Plan:
                     regs[r] = None
         finally:
             for layer in self.layers:   # as the ordinary inference forward leaves them
-                layer._cache = None
+                layer.clear_cache()
         return regs[self.out]

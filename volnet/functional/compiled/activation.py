@@ -84,7 +84,7 @@ def bias_add_residual(out, scale, bias, residual, relu):
             for j in range(s):
                 v = row[j] * a + b
                 v = v + add[j]
-                row[j] = v if v > 0 else 0
+                row[j] = v if v > 0 else 0  # noqa: FURB136 (max(0, v) drops NaN)
         else:
             for j in range(s):
                 v = row[j] * a + b

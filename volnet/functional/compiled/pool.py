@@ -79,7 +79,7 @@ def _max_into(dst, src, n):
     for m in range(n):
         v = src[m]
         d = dst[m]
-        dst[m] = v if (v > d) | (v != v) else d
+        dst[m] = v if (v > d) | np.isnan(v) else d
 
 
 @kernel
@@ -115,7 +115,7 @@ def max_values(x, kh, kw, sh, sw, ph, pw, out):
                 for c in range(w):
                     v = row[c]
                     m = col[pw + c]
-                    col[pw + c] = v if (v > m) | (v != v) else m
+                    col[pw + c] = v if (v > m) | np.isnan(v) else m
             orow = out[p, i]
             for j in range(wo):
                 orow[j] = col[j * sw]
@@ -123,7 +123,7 @@ def max_values(x, kh, kw, sh, sw, ph, pw, out):
                 for j in range(wo):
                     v = col[j * sw + k]
                     m = orow[j]
-                    orow[j] = v if (v > m) | (v != v) else m
+                    orow[j] = v if (v > m) | np.isnan(v) else m
 
 
 @njit(cache=True)
@@ -132,7 +132,7 @@ def _max_into(dst, src, n):
     for m in range(n):
         v = src[m]
         d = dst[m]
-        dst[m] = v if (v > d) | (v != v) else d
+        dst[m] = v if (v > d) | np.isnan(v) else d
 
 
 @njit(cache=True)
