@@ -38,7 +38,7 @@ class ReLUFusion:
 
     def inference_relu(self, x):
         """``relu(self.forward_planned(x))`` in one pass: no checks, cache or hooks (an
-        inference plan's step; see :meth:`Layer.forward_planned`)."""
+        inference plan's step; see :meth:`volnet.layers.base.Layer.forward_planned`)."""
         self._relu = True
         try:
             return self._forward(x, False, False)
