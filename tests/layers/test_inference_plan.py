@@ -298,16 +298,74 @@ def test_a_dropped_network_takes_its_plans_with_it():
     assert ref() is None
 
 
-def test_a_graph_root_runs_its_ordinary_forward_and_is_not_kept_alive():
+def _graph():
+    """conv -> bn -> relu (a), then conv2 -> bn2 (b) and a projection conv3 of the input
+    computed after it (c), relu(b + c); a conv read twice (d: by a ReLU and by the output
+    sum) and a batch norm + ReLU of its own."""
     from volnet.layers.graph import Graph, Node
 
-    g = Graph({"conv": vn.Conv2d(3, 4, 3, padding=1, rng=0), "relu": vn.ReLU()},
-              [Node("layer", "conv", ("x",), "a"), Node("layer", "relu", ("a",), "b"),
-               Node("add", "skip", ("a", "b"), "y")], "x", "y")
+    layers = {"conv": vn.Conv2d(3, 8, 3, padding=1, rng=0), "bn": vn.BatchNorm2d(8),
+              "relu": vn.ReLU(), "conv2": vn.Conv2d(8, 8, 3, padding=1, rng=1),
+              "bn2": vn.BatchNorm2d(8), "conv3": vn.Conv2d(3, 8, 1, rng=2),
+              "bn3": vn.BatchNorm2d(8), "relu2": vn.ReLU(),
+              "conv4": vn.Conv2d(8, 8, 1, rng=3), "relu3": vn.ReLU(),
+              "bn4": vn.BatchNorm2d(8), "relu4": vn.ReLU()}
+    rng = np.random.default_rng(0)
+    for layer in layers.values():
+        if "running_var" in layer.buffers:
+            layer.buffers["running_var"][...] = rng.uniform(0.5, 2, 8)
+            layer.buffers["running_mean"][...] = rng.normal(0, 0.2, 8)
+    nodes = [Node("layer", "conv", ("x",), "c1"), Node("layer", "bn", ("c1",), "b1"),
+             Node("layer", "relu", ("b1",), "a"), Node("layer", "conv2", ("a",), "c2"),
+             Node("layer", "bn2", ("c2",), "b"), Node("layer", "conv3", ("x",), "c3"),
+             Node("layer", "bn3", ("c3",), "c"), Node("add", "sum", ("b", "c"), "s"),
+             Node("layer", "relu2", ("s",), "r"), Node("layer", "conv4", ("r",), "d"),
+             Node("layer", "relu3", ("d",), "e"), Node("add", "out", ("d", "e"), "f"),
+             Node("layer", "bn4", ("f",), "g"), Node("layer", "relu4", ("g",), "y")]
+    return Graph(layers, nodes, "x", "y")
+
+
+@pytest.mark.parametrize("residual_fusion", [True, False])
+def test_a_graph_is_lowered_with_the_containers_fusions(residual_fusion, monkeypatch):
+    pytest.importorskip("numba")
+    g = _graph()
     x = _x((2, 3, 70, 70))
-    outs = [g.forward(x) for _ in range(3)]
-    assert not inference_plan.plans_of(g)
-    assert np.array_equal(outs[0], outs[2])
+    want = _unplanned(g, x, monkeypatch)
+    plan = inference_plan.Plan(g, residual_fusion=residual_fusion)
+    kinds = [type(fn).__name__ if not hasattr(fn, "__self__") else fn.__name__
+             for fn, *_ in plan.steps]
+    # conv+bn+relu; conv2+bn2 (+ the sum and relu2 with residual fusion); conv3+bn3; conv4
+    # alone (two readers); relu3; the output sum; bn4+relu4
+    assert kinds.count("_Conv") == 3 and "inference_relu" in kinds
+    assert len(plan.steps) == (7 if residual_fusion else 8)
+    # the ordinary Graph runs each batch norm on its own: the folded scale rounds differently
+    np.testing.assert_allclose(plan.run(x), want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+    for _ in range(3):
+        np.testing.assert_allclose(g.forward(x), want, rtol=2e-6,
+                                   atol=2e-6 * np.abs(want).max())
+
+
+def test_an_imported_onnx_resnet_is_planned_with_every_conv_fused(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    pytest.importorskip("numba")
+    net = _small_resnet(18)
+    vn.io.export_onnx(net, tmp_path / "r.onnx", (3, 40, 40))
+    g = vn.io.load_onnx(tmp_path / "r.onnx")
+    x = _x((2, 3, 40, 40))
+    want = _unplanned(g, x, monkeypatch)
+    got = [g.forward(x) for _ in range(3)]
+    plan = inference_plan.plans_of(g)[(x.shape, x.dtype)]
+    assert sum(type(fn).__name__ == "_Conv" for fn, *_ in plan.steps) == 20   # all fused
+    assert np.array_equal(got[0], want) and np.array_equal(got[2], got[1])   # made, then run
+    for ref in (want, net.forward(x)):      # the ordinary Graph; the zoo network's plan
+        np.testing.assert_allclose(got[-1], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_a_graph_root_is_not_kept_alive_by_its_plans():
+    g = _graph()
+    x = _x((2, 3, 70, 70))
+    for _ in range(3):
+        g.forward(x)
     ref = weakref.ref(g)
     del g
     gc.collect()

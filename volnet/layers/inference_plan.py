@@ -48,6 +48,8 @@ from volnet.layers.activation import ReLU
 from volnet.layers.base import Layer
 from volnet.layers.containers import Concat, Residual, Sequential
 from volnet.layers.conv import Conv2d
+from volnet.layers.graph import Graph
+from volnet.layers.norm import BatchNorm2d
 from volnet.runtime import backend
 
 ENABLED = os.environ.get("VOLNET_PLAN", "1").strip() != "0"   # on unless "0"
@@ -120,6 +122,18 @@ class _Conv:
         return self.conv.fused_inference(x, self.bn, self.relu, residual)
 
 
+class _Multi:
+    """A layer of several inputs (``arity`` > 1) in a Graph: its ordinary forward."""
+
+    __slots__ = ("layer",)
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __call__(self, *xs):
+        return self.layer.forward(xs, False)
+
+
 class _Whole:
     """A layer the plan does not look into (a Graph, a SideBranch...): its ordinary forward."""
 
@@ -144,12 +158,17 @@ def _concat(*parts):
     return np.concatenate(parts, axis=1)
 
 
+def _sum(*parts):
+    return sum(parts[1:], parts[0])
+
+
 def _lowered(layer: Layer) -> bool:
     """Whether the plan lowers ``layer`` into its parts (else it runs whole)."""
     kind = type(layer)
     return ((isinstance(layer, Sequential) and kind._forward is Sequential._forward)
             or (isinstance(layer, Residual) and kind._forward is Residual._forward)
-            or (isinstance(layer, Concat) and kind._forward is Concat._forward))
+            or (isinstance(layer, Concat) and kind._forward is Concat._forward)
+            or (isinstance(layer, Graph) and kind._forward is Graph._forward))
 
 
 class Plan:
@@ -217,6 +236,8 @@ class Plan:
             return slot
         if isinstance(layer, Residual):
             return self._lower_residual(layer, slot)
+        if isinstance(layer, Graph):
+            return self._lower_graph(layer, slot)
         parts = tuple(self._lower(branch, slot) for branch in layer)     # Concat
         return self._step(_concat, parts)
 
@@ -252,6 +273,96 @@ class Plan:
         out = self._lower(body, slot)
         return self._step(_add_relu if act is not None else _add, (out, short))
 
+    def _lower_graph(self, graph: Graph, slot: int) -> int:
+        """A Graph's nodes, with the fusions of Sequential and Residual found by their
+        wiring (an imported ONNX ResNet has no containers): a Conv2d whose output only a
+        BatchNorm2d reads, and/or a ReLU; a batch norm and the ReLU that alone reads it; an
+        ``add`` of two tensors, one from such a convolution read by nothing else, and the
+        ReLU that alone reads the sum (the residual in the conv's epilogue). A fused group
+        runs where its last node stood: every tensor it reads is made by then."""
+        nodes = graph.nodes
+        readers: dict[str, list[int]] = {}
+        for i, node in enumerate(nodes):
+            for name in node.inputs:
+                readers.setdefault(name, []).append(i)
+        readers.setdefault(graph.output_name, []).append(len(nodes))     # by the caller
+
+        def layer_of(i):
+            node = nodes[i]
+            return graph[node.name] if node.kind == "layer" else None
+
+        def only_reader(i, kind=None):
+            """The one node reading node i's output, of ``kind`` (a layer type) or an add."""
+            after = readers.get(nodes[i].output, [])
+            if len(after) != 1 or after[0] >= len(nodes):
+                return None
+            j = after[0]
+            if kind is None:
+                return j if nodes[j].kind == "add" and len(nodes[j].inputs) == 2 else None
+            return j if type(layer_of(j)) is kind else None
+
+        groups = {}     # last node -> (first node, conv, bn, relu, residual tensor)
+        taken = set()   # nodes run inside a fused step
+        for i in range(len(nodes)):
+            conv = layer_of(i)
+            if type(conv) is not Conv2d or i in taken:
+                continue
+            members, bn, relu, residual = [i], None, False, None
+            j = only_reader(i, BatchNorm2d)
+            if j is not None:
+                members.append(j)
+                bn = layer_of(j)
+            j = only_reader(members[-1], ReLU)
+            if j is not None:
+                members.append(j)
+                relu = True
+            elif self.residual_fusion:
+                add = only_reader(members[-1])
+                after = (only_reader(add, ReLU) if add is not None and add not in taken
+                         else None)
+                ins = nodes[add].inputs if after is not None else ()
+                if after is not None and ins[0] != ins[1]:
+                    residual = ins[1] if ins[0] == nodes[members[-1]].output else ins[0]
+                    members += [add, after]
+                    relu = True
+            if len(members) > 1:
+                groups[members[-1]] = (i, conv, bn, relu, residual)
+                taken.update(members)
+        regs = {graph.input_name: slot}
+        for i, node in enumerate(nodes):
+            if i in groups:
+                first, conv, bn, relu, residual = groups[i]
+                ins = (regs[nodes[first].inputs[0]],)
+                if residual is not None:
+                    ins += (regs[residual],)
+                regs[node.output] = self._step(_Conv(conv, bn, relu), ins)
+                continue
+            if i in taken:
+                continue
+            ins = tuple(regs[name] for name in node.inputs)
+            if node.kind == "add":
+                relu = only_reader(i, ReLU)
+                if relu is not None and len(ins) == 2:
+                    taken.add(relu)
+                    regs[nodes[relu].output] = self._step(_add_relu, ins)
+                else:
+                    regs[node.output] = self._step(_sum, ins)
+            elif node.kind == "concat":
+                regs[node.output] = self._step(_concat, ins)
+            elif len(ins) > 1:
+                regs[node.output] = self._step(_Multi(layer_of(i)), ins)
+            else:
+                layer = layer_of(i)
+                relu = only_reader(i, ReLU)
+                if (relu is not None and getattr(layer, "fuses_relu", False)
+                        and not layer.named_children()
+                        and type(layer).forward is Layer.forward):
+                    taken.add(relu)
+                    regs[nodes[relu].output] = self._step(layer.inference_relu, ins)
+                else:
+                    regs[node.output] = self._lower(layer, ins[0])
+        return regs[graph.output_name]
+
     def _with_liveness(self) -> list[tuple]:
         """Each step with the registers whose last reader it is (released after it runs)."""
         last = {}
@@ -282,3 +393,4 @@ class Plan:
             for layer in self.layers:   # as the ordinary inference forward leaves them
                 layer.clear_cache()
         return regs[self.out]
+
