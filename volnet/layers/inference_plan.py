@@ -135,7 +135,8 @@ class _Multi:
 
 
 class _Whole:
-    """A layer the plan does not look into (a Graph, a SideBranch...): its ordinary forward."""
+    """A layer the plan does not look into (a SideBranch, a subclass with its own forward):
+    its ordinary forward."""
 
     __slots__ = ("layer",)
 
