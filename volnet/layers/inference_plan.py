@@ -11,8 +11,10 @@ plan is made from the network's structure and every later call with that shape r
   decided there: a convolution, the batch norm after it (its scale and shift applied
   where the bias is added), the ReLU after that, and in a residual block the shortcut's
   sum and the block's ReLU too (``Conv2d.fused_inference``: bias + batch norm + add +
-  ReLU in one pass over the output). Each step calls its layer's kernels directly: no
-  per-layer input checks, dtype casts, hook tests or fusion pairing per call.
+  ReLU in one pass over the output). Sequential, Residual, Concat and Graph (an imported
+  ONNX model: the same fusions, found by its wiring) are lowered into their layers; each
+  step calls its layer's kernels directly: no per-layer input checks, dtype casts, hook
+  tests or fusion pairing per call.
 * **Memory**: each intermediate is released as soon as the last step that reads it has
   run (liveness computed at plan time). The buffers themselves come from NumPy's
   allocator, which already recycles freed blocks without page faults (measured: 0 minor
