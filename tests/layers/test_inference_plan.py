@@ -370,3 +370,18 @@ def test_a_graph_root_is_not_kept_alive_by_its_plans():
     del g
     gc.collect()
     assert ref() is None
+
+
+def test_inputs_of_another_dtype_run_unplanned_and_stay_right(monkeypatch):
+    net = _small_resnet(18)                     # float32 parameters
+    x = _x((1, 3, 32, 32)).astype(np.float64)   # each layer casts: no plan
+    made = inference_plan.stats()["made"]
+    outs = [net.forward(x) for _ in range(3)]
+    assert inference_plan.stats()["made"] == made
+    want = _unplanned(net, x, monkeypatch)
+    assert all(np.array_equal(out, want) and out.dtype == np.float32 for out in outs)
+    net.astype(np.float64)                      # now they match: planned
+    for _ in range(2):
+        got = net.forward(x)
+    assert inference_plan.stats()["made"] == made + 1
+    assert np.array_equal(got, _unplanned(net, x, monkeypatch))

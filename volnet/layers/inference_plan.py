@@ -94,14 +94,11 @@ def note_unplanned(root: Layer, x: np.ndarray) -> None:
     if old is not None and not old.stale(root):
         return      # a valid plan exists: this call went unplanned because of a hook
     plan = Plan.make(root, x.dtype)
-    if plan is None:
-        plans.pop(key, None)
-        return
     plans.pop(key, None)
     plans[key] = plan
     while len(plans) > MAX_PLANS:
         plans.pop(next(iter(plans)))
-    _stats["made"] += 1
+    _stats["made"] += isinstance(plan, Plan)
 
 
 def plans_of(root: Layer) -> dict:
@@ -174,7 +171,32 @@ def _lowered(layer: Layer) -> bool:
             or (isinstance(layer, Graph) and kind._forward is Graph._forward))
 
 
-class Plan:
+class _Versioned:
+    """What a plan (or a refusal to plan) was made from: every layer below the root and
+    each one's ``structure`` count. Nothing here refers to the root, which keys the plans
+    weakly: a network that is dropped takes its plans with it."""
+
+    def __init__(self, root: Layer) -> None:
+        self.layers = [layer for _, layer in root.named_layers()][1:]
+        self.versions = [layer.structure for layer in self.layers]
+        self.root_version = root.structure
+
+    def stale(self, root: Layer) -> bool:
+        """Whether a layer of the network changed structure since this was made."""
+        return root.structure != self.root_version or any(
+            layer.structure != v for layer, v in zip(self.layers, self.versions))
+
+
+class _Refused(_Versioned):
+    """A shape and dtype the network is run unplanned for, until its structure changes
+    (its parameters have another dtype than the input: the ordinary path casts layer by
+    layer), remembered so that no call tries again."""
+
+    def usable(self, root: Layer) -> bool:
+        return False
+
+
+class Plan(_Versioned):
     """The steps of one network's inference for one input shape and dtype.
 
     Attributes:
@@ -182,34 +204,27 @@ class Plan:
         residual_fusion: residual sums in the last conv's epilogue (False: a step of their
             own, what ``benchmarks/plan_ab.py`` compares against).
         layers: every layer below the root (hooks and stale caches are looked for on
-            each call). Nothing in a plan refers to the root, which keys the plans weakly:
-            a network that is dropped takes its plans with it.
+            each call).
         versions: each layer's ``structure`` count when the plan was made (the root's
             is ``root_version``).
     """
 
     def __init__(self, root: Layer, residual_fusion: bool = True) -> None:
+        super().__init__(root)
         self.residual_fusion = residual_fusion
-        self.layers = [layer for _, layer in root.named_layers()][1:]
-        self.versions = [layer.structure for layer in self.layers]
-        self.root_version = root.structure
         self._raw: list[tuple] = []     # (callable, input registers, output register)
         self.count = 1                  # register 0 holds the input
         self.out = self._lower(root, 0)
         self.steps = self._with_liveness()
 
     @classmethod
-    def make(cls, root: Layer, dtype) -> Plan | None:
-        """The plan of ``root`` for inputs of ``dtype``, or None where the plan would not be
-        the ordinary path's computation (parameters of another dtype: those layers cast)."""
+    def make(cls, root: Layer, dtype) -> Plan | _Refused:
+        """The plan of ``root`` for inputs of ``dtype``, or a refusal where the plan would
+        not be the ordinary path's computation (parameters of another dtype: those layers
+        cast) or would be one ordinary step (a root the plan does not look into)."""
         if any(p.dtype != dtype for _, p, _ in root.named_params()) or not _lowered(root):
-            return None     # a root the plan does not look into would be one ordinary step
+            return _Refused(root)
         return cls(root)
-
-    def stale(self, root: Layer) -> bool:
-        """Whether a layer of the network changed structure since the plan was made."""
-        return root.structure != self.root_version or any(
-            layer.structure != v for layer, v in zip(self.layers, self.versions))
 
     def usable(self, root: Layer) -> bool:
         """Not stale, and no hook watches a layer (hooks see every layer: the plan then
