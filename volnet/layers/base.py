@@ -23,6 +23,7 @@ Subclasses implement ``_forward(x, training, keep_cache)``, ``_backward(dout)``,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import math
@@ -42,9 +43,11 @@ from volnet.errors import (
     StateError,
 )
 from volnet.layers import hooks
+from volnet.runtime import block_threads
 
-_local = threading.local()   # forward nesting depth (only the outermost call scans for NaN);
-                             # whether the running backward accumulates
+_local = threading.local()   # forward and backward nesting depths (only the outermost forward
+                             # scans for NaN; the outermost call of either sets the thread
+                             # policy); whether the running backward accumulates
 
 
 def _keys(kind: str, keys: list[str], limit: int = 5) -> list[str]:
@@ -118,7 +121,9 @@ class Layer:
         x = self._validate(x, outermost=depth == 0)
         _local.depth = depth + 1
         try:
-            out = self._forward(x, training, keep)
+            # the outermost call: OpenBLAS on one thread while volnet's threads work
+            with block_threads.section() if depth == 0 else contextlib.nullcontext():
+                out = self._forward(x, training, keep)
         finally:
             _local.depth = depth
         self._out_shape = out.shape
@@ -187,14 +192,18 @@ class Layer:
         previous = ({k: v.copy() for k, v in self.grads.items()}
                     if (accumulate or outer) and self.params and not self.named_children() else None)
         _local.accumulate = outer or accumulate
+        depth = getattr(_local, "backward_depth", 0)
+        _local.backward_depth = depth + 1
         try:
-            if input_grad:
-                dx = self._backward(dout)
-            else:
-                self._backward_params(dout)
-                dx = None
+            with block_threads.section() if depth == 0 else contextlib.nullcontext():
+                if input_grad:
+                    dx = self._backward(dout)
+                else:
+                    self._backward_params(dout)
+                    dx = None
         finally:
             _local.accumulate = outer
+            _local.backward_depth = depth
         if previous:
             for name, old in previous.items():
                 new = self.grads.get(name)
