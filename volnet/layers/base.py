@@ -180,7 +180,8 @@ class Layer:
         if self._cache is None:
             raise StateError(
                 f"{self.where()}: backward() needs a preceding forward(x, training=True) "
-                "(or forward(x, cache=True)); forward(x, training=False) keeps no cache."
+                "(or forward(x, cache=True)); forward(x, training=False) keeps no cache, "
+                "and each forward's cache serves one backward (run forward again)."
             )
         dout = self._as_float(dout, "dout")
         if dout.shape != self._out_shape:
@@ -212,9 +213,30 @@ class Layer:
         if self.params and not self.named_children():
             self.grad_overwrites += bool(self.grad_backwards and not (accumulate or outer))
             self.grad_backwards += 1
+        self._release_cache()
         if hooks.active(self):
             hooks.after_backward(self, dout, dx)
         return dx
+
+    # a layer whose forward can overwrite its last cache's arrays (a ReLU mask, max-pool
+    # winners) keeps them here once backward has used the cache: no page faults next step
+    _reuses_cache = False
+    _spare = None
+
+    def _release_cache(self) -> None:
+        """Drop the cache once backward has used it, as PyTorch frees saved tensors: each
+        layer's saved inputs go as soon as its gradient is computed, so a training step's
+        peak is the forward's activations, not those plus every gradient (ResNet-18, 16x224:
+        560 -> 390 MB, benchmarks/README.md, seventh round). A second backward then needs
+        a new forward."""
+        if self._reuses_cache:
+            self._spare = self._cache
+        self._cache = None
+
+    def _reusable_cache(self):
+        """The last cache, or the one backward released: arrays the next forward may
+        overwrite (only for ``_reuses_cache`` layers)."""
+        return self._cache if self._cache is not None else self._spare
 
     def mark_grads_used(self) -> None:
         """An optimizer used (or zeroed) this layer's gradients: the next backward starts anew."""
@@ -379,14 +401,14 @@ class Layer:
                 for name, value in store.items():
                     if np.issubdtype(value.dtype, np.floating):
                         store[name] = value.astype(dtype)
-            layer._cache = None
+            layer._cache = layer._spare = None
         return self
 
     def copy(self) -> Layer:
         """A deep copy sharing no arrays with this layer (caches and hooks dropped)."""
         dup = copy.deepcopy(self)
         for _, layer in dup.named_layers():
-            layer._cache = None
+            layer._cache = layer._spare = None
             layer.__dict__.pop("_forward_hooks", None)
             layer.__dict__.pop("_backward_hooks", None)
         return dup
