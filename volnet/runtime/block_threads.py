@@ -141,12 +141,16 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     the same dot product as unsplit, so the answer does not depend on the thread count
     beyond BLAS's own kernel choice per shape.
     """
-    count = 1 if _inside_blocks() else workers()
-    if count <= 1 or a.ndim < 2 or b.ndim < 2:
+    if a.ndim < 2 or b.ndim < 2:
         return np.matmul(a, b, out=out)
     (m, k), n = a.shape[-2:], b.shape[-1]
+    # the size first (an upper bound, then exact): most products are small, and numba's
+    # thread count costs ~8 us to read
+    if math.prod(a.shape[:-2]) * math.prod(b.shape[:-2]) * m * n * k < SPLIT_MIN:
+        return np.matmul(a, b, out=out)
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    if math.prod(batch) * m * n * k < SPLIT_MIN:
+    count = 1 if _inside_blocks() else workers()
+    if count <= 1 or math.prod(batch) * m * n * k < SPLIT_MIN:
         return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty(batch + (m, n), dtype=np.result_type(a, b))
