@@ -7,7 +7,8 @@ function (CS231n; Torch7's ``nn.Module`` protocol):
   asked with ``cache=True``), keeps what ``backward`` needs;
 * ``backward(dout)`` returns ``dx`` for the *last* forward and overwrites
   ``grads`` (``accumulate=True`` adds instead; an optimizer's ``step()`` refuses
-  gradients overwritten by several backward calls since its last step);
+  gradients overwritten by several backward calls since its last step); it frees
+  the forward's cache once used, so each forward serves one backward;
   ``backward(dout, input_grad=False)`` fills the same ``grads``, returns None
   and skips the input gradient where it can (training steps use it);
 * ``output_shape(input_shape)`` gives the per-example output shape from shapes
