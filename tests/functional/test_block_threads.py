@@ -320,23 +320,22 @@ class _BlasProbe:
     def __init__(self):
         import volnet as vn
 
-        class Probe(vn.layers.base.Layer):
-            seen = []
+        seen = self.seen = []
 
+        class Probe(vn.layers.base.Layer):
             def _forward(self, x, training, keep_cache):
-                Probe.seen.append(("forward", _blas_threads()))
+                seen.append(("forward", _blas_threads()))
                 self._cache = x.shape if keep_cache else None
                 return x.copy()
 
             def _backward(self, dout):
-                Probe.seen.append(("backward", _blas_threads()))
+                seen.append(("backward", _blas_threads()))
                 return dout.copy()
 
             def output_shape(self, input_shape):
                 return input_shape
 
         self.layer = Probe()
-        self.seen = Probe.seen
 
 
 def test_layers_run_with_one_blas_thread_when_volnet_threads_work(two_threads):
@@ -402,3 +401,21 @@ def test_matmul_stays_whole_inside_a_block_and_when_small(two_threads, monkeypat
         counts.clear()
         parts = real_run(lambda i: block_threads.matmul(a, a), 2)   # inside blocks: whole
     assert counts == [] and all((p == 64).all() for p in parts)
+
+
+def test_a_failing_layer_still_restores_blas(two_threads):
+    import volnet as vn
+    from volnet.errors import ShapeError
+    from volnet.runtime import openblas
+
+    if openblas.blas_threads() is None:
+        pytest.skip("NumPy's BLAS is not OpenBLAS")
+    before = openblas.blas_threads()
+    openblas.set_blas_threads(2)
+    net = vn.Sequential(vn.Linear(48, 3, rng=0), vn.Linear(5, 2, rng=0))   # 3 != 5 features
+    try:
+        with backend.use_kernels("numba"), pytest.raises(ShapeError, match="expected 5 input"):
+            net.forward(np.ones((2, 48), np.float32))      # the second layer refuses, inside
+        assert openblas.blas_threads() == 2
+    finally:
+        openblas.set_blas_threads(before)
