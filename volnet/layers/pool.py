@@ -36,7 +36,7 @@ class _Pool2d(Layer):
     def output_shape(self, input_shape):
         c, h, w = input_shape
         return (c,) + P.pool_output_size((h, w), self.kernel_size, self.stride, self.padding,
-                                         self.ceil_mode, what=self.where())
+                                         self.ceil_mode, what=self.where_lazily())
 
     def extra_repr(self):
         text = f"kernel_size={self.kernel_size}, stride={self.stride}"
