@@ -171,7 +171,7 @@ def _lowered(layer: Layer) -> bool:
             or (isinstance(layer, Graph) and kind._forward is Graph._forward))
 
 
-class _Versioned:
+class StructureSnapshot:
     """What a plan (or a refusal to plan) was made from: every layer below the root and
     each one's ``structure`` count. Nothing here refers to the root, which keys the plans
     weakly: a network that is dropped takes its plans with it."""
@@ -187,7 +187,7 @@ class _Versioned:
             layer.structure != v for layer, v in zip(self.layers, self.versions))
 
 
-class _Refused(_Versioned):
+class _Refused(StructureSnapshot):
     """A shape and dtype the network is run unplanned for, until its structure changes
     (its parameters have another dtype than the input: the ordinary path casts layer by
     layer), remembered so that no call tries again."""
@@ -196,7 +196,7 @@ class _Refused(_Versioned):
         return False
 
 
-class Plan(_Versioned):
+class Plan(StructureSnapshot):
     """The steps of one network's inference for one input shape and dtype.
 
     Attributes:
