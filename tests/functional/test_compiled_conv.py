@@ -86,6 +86,8 @@ def test_winograd_layers_match_reference_and_torch(monkeypatch, shape):
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_FILTERS_PER_TILE", 1 << 30)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES_DW", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_CHANNELS", 1)
     rng = np.random.default_rng(h * 100 + w_)
@@ -170,6 +172,8 @@ def test_depthwise_layers_match_reference_and_torch(shape):
 def test_float64_stays_on_the_exact_path(monkeypatch):
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_FILTERS_PER_TILE", 1 << 30)
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((4, 8, 30, 30)), rng.standard_normal((8, 8, 3, 3)), None
     with backend.use_kernels("numba"):
