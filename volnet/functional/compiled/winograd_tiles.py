@@ -7,21 +7,26 @@ and the products never wait for each other's worker threads (measured in
 benchmarks/README.md: numba's OpenMP threads and OpenBLAS's spinning workers, taking
 turns on two cores, made a 16x64x56x56 forward 56-85 ms against 33 ms for its parts).
 
-Layouts: transformed tiles and products are (channels, 36 points, tiles): one channel's
-36 planes are contiguous, so a kernel writes (or reads) 36 short contiguous runs per
-channel instead of 36 runs a whole block apart (a store stream 16 KB apart per point
-kept the earlier kernels store-bound); winograd.py hands the products each point's
-(channels, tiles) matrix as a strided view, which BLAS takes as it is.
+Layout: transformed tiles and products are 36 point planes, each a (channels, tiles)
+matrix flattened, ``PLANE_PAD`` floats further apart than their size (winograd.py): planes
+a multiple of 4 KB apart put the 6 rows a pass writes at once in one cache set, which
+halved the store rate; BLAS still sees contiguous matrices. (Channels outermost,
+(C, 36, tiles), stored as fast but slowed the products 1.5-2.8x.)
 
 Vectorised across tiles (undilated layers): each transform is split into its two 1-D
 passes. The pass along H runs over whole rows (contiguous); its rows are laid end to end,
 4 columns per tile, so the tiles' columns are every 4th value of one long array: a
 stride-4 split of it (``_split4``, which LLVM turns into AVX-512 permutes) gives, per
 tile column offset, one contiguous array over all the block's tiles, and the pass along
-W runs over those, 16 tiles to a vector. The 6-wide input tiles overlap by 2 columns:
+W runs over those, 8 tiles to a vector. The 6-wide input tiles overlap by 2 columns:
 a tile's 5th and 6th columns are the next tile's 1st and 2nd, except at the end of a
-tile row, where they are kept aside (``edge``) while the row is transformed. Dilated
-layers take the same transforms tile by tile on their sub-grids (``*_subgrid``).
+tile row, where they are kept aside (``edge``) while the row is transformed. Channels go
+in groups of ``GROUP``: their rows are transformed first, then their points written plane
+by plane. Inner loops index flat arrays by unsigned offsets: a view per row made numba
+count references atomically (a third of the time, by perf), and a signed index carries a
+wraparound check that stops LLVM from vectorising. Dilated layers take the same
+transforms tile by tile on their sub-grids (``*_subgrid``). benchmarks/README.md,
+section 26, has the profile behind each of these choices.
 
 The transforms are written out (``_bt4``, ``_a4``, ``_at4``) and run in float32 (their
 entries are small integers and powers of 2); the filter transforms, in
@@ -39,7 +44,7 @@ _ZERO = np.float32(0)
 # unsigned offsets: numba checks a signed index for wraparound, which stops LLVM from
 # vectorising (it cannot prove the sum of two offsets is not negative); constants too,
 # as uint64 + int64 is float64 under NumPy's rules
-_U1, _U2, _U3, _U4, _U5, _U6 = (np.uint64(i) for i in range(1, 7))
+_U1, _U2, _U3, _U4, _U5 = (np.uint64(i) for i in range(1, 6))
 
 
 @njit(inline="always")
@@ -68,8 +73,8 @@ def _a4(y0, y1, y2, y3):  # pragma: no cover - compiled
 @njit(inline="always")
 def _row(plane, r, h, w):  # pragma: no cover - compiled
     """(offset, inside) of row ``r`` of a flattened (h, w) map starting at row ``plane``:
-    a row outside the map has the offset of the nearest row inside, its values replaced
-    by zeros (a select, not a product: the transform rounds as the tile-by-tile kernel)."""
+    a row outside the map has the offset of the nearest row inside (any valid offset
+    would do), its values replaced by zeros with a select."""
     return uint64((plane + min(max(r, 0), h - 1)) * w), 0 <= r < h
 
 
