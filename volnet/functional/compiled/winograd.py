@@ -44,6 +44,7 @@ BLOCK_TILES = 128   # forward: V and the products of a 64-channel block fit in L
 PLANE_PAD = 16      # floats between two points' planes: planes a multiple of 4 KB apart put
 #                     the 6 rows a transform writes at once in one cache set (half the speed)
 DW_BLOCK_BYTES = 16 * 2**20   # dw: V and dY per worker block; each block adds 36*F*C to dU
+DW_TILES_PER_SUM = 8          # ... and at most 8 * F*C/(F+C) tiles: transforms per partial sum
 
 
 def tile_starts(length: int, m: int, d: int) -> np.ndarray:
@@ -165,7 +166,11 @@ def weight_grad(x, dout, padding, dilation):
     dout = np.ascontiguousarray(dout, dtype=np.float32)
     n, c = x.shape[:2]
     f = dout.shape[1]
-    tiles_per_block = max(BLOCK_TILES, DW_BLOCK_BYTES // (4 * A * A * (c + f)))
+    # few channels: blocks whose transformed tiles stay in L2 (a 32->32 layer: 128 tiles,
+    # not the 1820 of 16 MB: 21 -> 17 ms); many: few blocks, as each adds 36*F*C partial
+    # sums (seventh round, benchmarks/README.md section 26)
+    tiles_per_block = max(BLOCK_TILES, min(DW_BLOCK_BYTES // (4 * A * A * (c + f)),
+                                           DW_TILES_PER_SUM * c * f // (c + f)))
     grid = _Grid(n, dout.shape[2:], dilation[0], tiles_per_block)
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
 
