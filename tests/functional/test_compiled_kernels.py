@@ -235,12 +235,13 @@ def test_training_steps_reuse_private_caches_but_never_returned_arrays():
     d = rng.standard_normal((2, 5)).astype(np.float32)
     with backend.use_kernels("numba"):
         out1 = net.forward(x1, training=True)
-        dx1 = net.backward(d)
-        saved = out1.copy(), dx1.copy()
         mask, winners = net[1]._cache, net[2]._cache[0].arg
+        dx1 = net.backward(d)
+        assert net[2]._cache is None                     # backward released the cache
+        saved = out1.copy(), dx1.copy()
         out2 = net.forward(x2, training=True)
-        dx2 = net.backward(d)
         assert net[1]._cache is mask and net[2]._cache[0].arg is winners   # buffers reused
+        dx2 = net.backward(d)
         assert np.array_equal(out1, saved[0]) and np.array_equal(dx1, saved[1])
         want_out = fresh.forward(x2, training=True)
         assert np.array_equal(out2, want_out) and np.array_equal(dx2, fresh.backward(d))

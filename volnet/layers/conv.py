@@ -101,7 +101,7 @@ class Conv2d(ReLUFusion, Layer):
             raise ShapeError(f"{self.where()} expected {self.in_channels} channels, got "
                              f"input shape {tuple(input_shape)}")
         ho, wo = (conv_output_size(size, self.kernel_size[i], self.stride[i], self.padding[i],
-                                   self.dilation[i], what=self.where())
+                                   self.dilation[i], what=self.where_lazily())
                   for i, size in enumerate((h, w)))
         return (self.out_channels, ho, wo)
 

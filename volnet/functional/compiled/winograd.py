@@ -168,7 +168,7 @@ def weight_grad(x, dout, padding, dilation):
     f = dout.shape[1]
     # few channels: blocks whose transformed tiles stay in L2 (a 32->32 layer: 128 tiles,
     # not the 1820 of 16 MB: 21 -> 17 ms); many: few blocks, as each adds 36*F*C partial
-    # sums (seventh round, benchmarks/README.md section 26)
+    # sums (benchmarks/README.md section 30)
     tiles_per_block = max(BLOCK_TILES, min(DW_BLOCK_BYTES // (4 * A * A * (c + f)),
                                            DW_TILES_PER_SUM * c * f // (c + f)))
     grid = _Grid(n, dout.shape[2:], dilation[0], tiles_per_block)

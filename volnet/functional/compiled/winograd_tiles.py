@@ -26,7 +26,7 @@ by plane. Inner loops index flat arrays by unsigned offsets: a view per row made
 count references atomically (a third of the time, by perf), and a signed index carries a
 wraparound check that stops LLVM from vectorising. Dilated layers take the same
 transforms tile by tile on their sub-grids (``*_subgrid``). benchmarks/README.md,
-section 26, has the profile behind each of these choices.
+section 30, has the profile behind each of these choices.
 
 The transforms are written out (``_bt4``, ``_a4``, ``_at4``) and run in float32 (their
 entries are small integers and powers of 2); the filter transforms, in
