@@ -23,7 +23,7 @@ products' saving (which grows with C x F), so forward also needs tiles x min(C, 
 1x64x56x56 (196 tiles x 64) ran 5.7 ms against im2col's 4.9, 1x128x56x56 6.3 against 10.8,
 2x64x56x56 4.7 against 7.5. An inference forward keeps its filter transform
 (weight_cache), and with the vectorised tile transforms (benchmarks/README.md section
-31) it wins far lower: from tiles x min(C, F) >= 2^11 and tiles >= F x C / 2^13 (one thread, ms, Winograd
+32) it wins far lower: from tiles x min(C, F) >= 2^11 and tiles >= F x C / 2^13 (one thread, ms, Winograd
 against im2col: 1x64x28x28 0.40 / 0.61, 1x64x56x56 1.06 / 2.29, 1x256x14x14 1.43 / 4.63,
 1x128x14x14 0.45 / 0.52; 1x512x14x14 (16 tiles) 15.0 / 9.7 and 1x512x7x7 17.8 / 2.1 lose
 to the 38 MB of U read per call). ``VOLNET_WINOGRAD=0`` (or ``conv_choice.WINOGRAD =
