@@ -1,0 +1,111 @@
+"""Direct float32 convolution for any stride, padding, dilation and groups: the sum over taps
+computed in registers from the packed input, with no unrolled columns (the kernels and the
+identity they rest on: ``direct_kernels.py``).
+
+Where it runs (chosen by ``volnet.functional.conv_choice``): the layers whose products are
+too thin for BLAS to hide im2col's unrolling, measured in benchmarks/README.md (seventh
+round): 3x3 layers of up to a few hundred input channels, the training forward of
+Winograd-sized layers (exact, so faithful), stride-2 layers and the 3-channel stems.
+
+Samples are shared out among the library's threads (``block_threads.run``); each thread
+packs one sample at a time into its own scratch (the padded, phase-split input: about one
+input plane set) and runs the products for it, so nothing but the output is allocated.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from volnet.functional.compiled import direct_kernels as kernels
+from volnet.runtime import block_threads
+
+TILE_BYTES = 256 * 1024     # packed weights per filter tile: stays in L2 while the tile
+#                             sweeps every output position
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one sample's taps are read from in the packed input (see direct_kernels.py).
+
+    Attributes:
+        pitch: (Hq, Wq), the size of one phase plane; outputs are numbered oh * Wq + ow.
+        off: (G, K) offset of tap (c, i, j) of each group, K = C/G * KH * KW.
+        length: floats of one packed sample, with the tail the last register block reads.
+        f_pad: filters per group, rounded up to whole register blocks.
+        q_pad: output numbers (Ho * Wq), rounded up to whole register blocks.
+        f_tile: filters per weight tile.
+    """
+
+    pitch: tuple[int, int]
+    off: np.ndarray
+    length: int
+    f_pad: int
+    q_pad: int
+    f_tile: int
+
+
+@functools.lru_cache(maxsize=1024)
+def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size) -> Layout:
+    """The :class:`Layout` of a convolution (cached: made once per layer shape)."""
+    c, h, w = x_shape[1:]
+    f, cg, kh, kw = w_shape
+    (sh, sw), (ph, pw), (dh, dw), (ho, _) = stride, padding, dilation, out_size
+    hq, wq = -(-(h + 2 * ph) // sh), -(-(w + 2 * pw) // sw)
+    plane = hq * wq
+    off = np.empty((groups, cg, kh, kw), np.int64)
+    for i in range(kh):
+        a, r = (i * dh) % sh, (i * dh) // sh        # phase row and row within the phase
+        for j in range(kw):
+            b, t = (j * dw) % sw, (j * dw) // sw
+            chans = np.arange(c).reshape(groups, cg)
+            off[:, :, i, j] = ((chans * sh + a) * sw + b) * plane + r * wq + t
+    off = off.reshape(groups, cg * kh * kw)
+    k = cg * kh * kw
+    f_pad = -(-(f // groups) // kernels.FILTERS) * kernels.FILTERS
+    q_pad = -(-(ho * wq) // kernels.PIXELS) * kernels.PIXELS
+    length = max(c * sh * sw * plane, int(off.max()) + q_pad)
+    f_tile = max(kernels.FILTERS, TILE_BYTES // (4 * k) // kernels.FILTERS * kernels.FILTERS)
+    off.setflags(write=False)
+    return Layout((hq, wq), off, length, f_pad, q_pad, f_tile)
+
+
+def pack_filters(w: np.ndarray, groups: int, f_pad: int) -> np.ndarray:
+    """(G, K, Fpad) float32: each group's filters as columns, zero-padded to ``f_pad``."""
+    f = w.shape[0]
+    fg = f // groups
+    wg = w.reshape(groups, fg, -1)
+    wp = np.zeros((groups, wg.shape[2], f_pad), np.float32)
+    wp[:, :, :fg] = wg.transpose(0, 2, 1)
+    return wp
+
+
+def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False, scale=None):
+    """(N, F, Ho, Wo) float32 correlation of x with w, times ``scale`` (None: 1) plus
+    ``bias`` (None: none) per filter, rectified when ``relu``; any stride, padding,
+    dilation and groups."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = x.shape[0]
+    f = w.shape[0]
+    lay = layout(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding),
+                 tuple(dilation), int(groups), tuple(out_size))
+    wp = pack_filters(np.asarray(w, dtype=np.float32), groups, lay.f_pad)
+    empty = np.zeros(0, np.float32)
+    b = empty if bias is None else np.ascontiguousarray(bias, np.float32)
+    s = empty if scale is None else np.ascontiguousarray(scale, np.float32)
+    out = np.empty((n, f, *out_size), dtype=np.float32)
+    count = max(1, min(block_threads.workers(), n))
+    bounds = np.linspace(0, n, count + 1).astype(np.int64)
+    args = (tuple(padding), tuple(stride), lay.pitch, lay.f_tile)
+
+    def work(i):
+        x_in = block_threads.scratch("direct_in", lay.length)
+        prod = block_threads.scratch("direct_prod", lay.f_pad * lay.q_pad).reshape(
+            lay.f_pad, lay.q_pad)
+        kernels.forward_samples(x, bounds[i], bounds[i + 1], wp, lay.off, x_in, prod, out,
+                                s, b, bool(relu), *args)
+
+    block_threads.run(work, count)
+    return out

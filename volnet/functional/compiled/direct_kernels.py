@@ -1,0 +1,184 @@
+"""The kernels of the direct float32 convolution (``direct.py``): register-blocked products with no unrolled columns.
+
+The identity behind it: lay each sample's zero-padded input out as planes of row pitch R
+(for stride s, the s x s polyphase planes ``x_pad[c, a::s, b::s]``, so every tap reads with
+step 1), and number the outputs ``q = oh * R + ow`` on that pitch. Then every output reads
+tap ``k = (c, i, j)`` at the same offset from its own number:
+
+    out[f, q] = sum_k w[f, k] * x_in[off[k] + q]
+
+so the products need no unrolled copy at all: the input is read in place, one contiguous
+run of 32 floats per tap. Positions with ``ow >= W_out`` (the pitch's padding columns) are
+computed and dropped, the price of reading every tap contiguously (11% of a 32x32 layer,
+22% of a 7x7 one).
+
+The micro-kernel (:func:`_micro`) keeps an 8-filter x 32-output block in sixteen 16-float
+registers through the whole sum over taps: per tap, two unaligned loads of 32 inputs, eight
+broadcast weights and sixteen fused multiply-adds; it is written as LLVM vector IR (a numba
+intrinsic) because numba's loops do not keep accumulators in registers (the same loop in
+plain numba ran at 10 GFLOP/s, this one at ~200 on one Sapphire Rapids core). Each sum over
+taps runs in one order in float32 (fused multiply-adds): the error class of im2col's GEMM,
+not Winograd's, so a training forward may use it (benchmarks/README.md, seventh round).
+
+One call (:func:`forward_samples`) does, per sample: pack (pad, and split into phases),
+the products for every group and filter block, and the store to NCHW with scale, bias and
+ReLU; it releases the GIL, so ``direct.py`` runs samples on block threads. No ``fastmath``:
+the ReLU must see NaN as it is (NaN -> 0, as ``compiled/activation.py``'s bias pass).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+FILTERS = 8          # filters per register block (one broadcast weight each)
+VECTORS = 2          # 16-float vectors of outputs per register block
+PIXELS = 16 * VECTORS
+
+
+def _micro_kernel(filters: int, vectors: int):
+    """The register block as a numba intrinsic:
+    ``_micro(x_in, off, wp, out, k_count, q, f0, ldw, ldo)`` sets
+    ``out[f0 + f, q + p] = sum_k wp[k, f0 + f] * x_in[off[k] + q + p]`` for f < filters,
+    p < 16 * vectors (flat indices: wp's rows ldw apart, out's ldo apart)."""
+
+    @intrinsic
+    def micro(typingctx, x_in, off, wp, out, k_count, q, f0, ldw, ldo):
+        sig = types.void(x_in, off, wp, out, types.intp, types.intp, types.intp, types.intp,
+                         types.intp)
+
+        def codegen(context, builder, signature, args):
+            x_arg, off_arg, wp_arg, out_arg, k_n, q_, f0_, ldw_, ldo_ = args
+
+            def data(ty, val):
+                return context.make_array(ty)(context, builder, val).data
+
+            xp, offp = data(signature.args[0], x_arg), data(signature.args[1], off_arg)
+            wpp, outp = data(signature.args[2], wp_arg), data(signature.args[3], out_arg)
+            f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+            vec = ir.VectorType(f32, 16)
+            vptr = vec.as_pointer()
+            zero = ir.Constant(vec, [0.0] * 16)
+            splat = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
+            # accumulators in allocas: LLVM's mem2reg turns them into registers
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
+                    for _ in range(filters)]
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec, vec, vec]), "llvm.fma.v16f32")
+            w_base, x_base = builder.gep(wpp, [f0_]), builder.gep(xp, [q_])
+            with cgutils.for_range(builder, k_n) as loop:
+                k = loop.index
+                src = builder.gep(x_base, [builder.load(builder.gep(offp, [k]))])
+                xs = []
+                for v in range(vectors):
+                    load = builder.load(builder.bitcast(
+                        builder.gep(src, [ir.Constant(i64, 16 * v)]), vptr))
+                    load.align = 4
+                    xs.append(load)
+                w_row = builder.gep(w_base, [builder.mul(k, ldw_)])
+                for f in range(filters):
+                    one = builder.load(builder.gep(w_row, [ir.Constant(i64, f)]))
+                    wv = builder.shuffle_vector(
+                        builder.insert_element(ir.Constant(vec, None), one, ir.Constant(i32, 0)),
+                        ir.Constant(vec, None), splat)
+                    for v in range(vectors):
+                        acc = accs[f][v]
+                        builder.store(builder.call(fma, [wv, xs[v], builder.load(acc)]), acc)
+            for f in range(filters):
+                row = builder.gep(outp, [builder.add(
+                    builder.mul(builder.add(f0_, ir.Constant(i64, f)), ldo_), q_)])
+                for v in range(vectors):
+                    store = builder.store(builder.load(accs[f][v]), builder.bitcast(
+                        builder.gep(row, [ir.Constant(i64, 16 * v)]), vptr))
+                    store.align = 4
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return micro
+
+
+_micro = _micro_kernel(FILTERS, VECTORS)
+
+
+@njit(inline="always")
+def _products(x_in, off, wp, prod, f_tile):  # pragma: no cover - compiled
+    """prod (Fpad, Qr) = the sums over taps for every output number q, in register blocks;
+    ``f_tile`` filters at a time over all q, so their weights stay in L2."""
+    k_n = off.size
+    f_pad, q_pad = prod.shape
+    for t0 in range(0, f_pad, f_tile):
+        t1 = min(f_pad, t0 + f_tile)
+        for q in range(0, q_pad, PIXELS):
+            for f0 in range(t0, t1, FILTERS):
+                _micro(x_in, off, wp, prod, k_n, q, f0, wp.shape[1], q_pad)
+
+
+@njit(nogil=True, cache=True)
+def forward_samples(x, n0, n1, wp, off, x_in, prod, out, scale, bias, relu, padding, stride,
+                    pitch, f_tile):  # pragma: no cover - compiled
+    """out[n] for samples n in [n0, n1): pack, products per group, store.
+
+    x (N, C, H, W); wp (G, K, Fpad) packed filters; off (G, K) tap offsets into one
+    sample's packed input ``x_in`` (C * sh * sw planes of ``pitch`` = (Hq, Wq), zero
+    tail); prod (Fpad, Qr) scratch; out (N, F, Ho, Wo) gets ``prod * scale + bias``
+    (scale, bias: (F,) or empty), rectified when ``relu``.
+    """
+    n_ch, h, w = x.shape[1:]
+    groups = wp.shape[0]
+    f_all, ho, wo = out.shape[1:]
+    fg = f_all // groups
+    ph, pw = padding
+    sh, sw = stride
+    hq, wq = pitch
+    plane = hq * wq
+    has_scale, has_bias = scale.size > 0, bias.size > 0
+    for n in range(n0, n1):
+        x_in[:] = 0.0
+        for c in range(n_ch):
+            for a in range(sh):
+                for b in range(sw):
+                    base = ((c * sh + a) * sw + b) * plane
+                    # columns t with 0 <= t*sw + b - pw < w
+                    t_lo = 0
+                    while t_lo < wq and t_lo * sw + b - pw < 0:
+                        t_lo += 1
+                    t_hi = wq
+                    while t_hi > t_lo and (t_hi - 1) * sw + b - pw >= w:
+                        t_hi -= 1
+                    for r in range(hq):
+                        src_r = r * sh + a - ph
+                        if src_r < 0 or src_r >= h:
+                            continue
+                        row = x[n, c, src_r]
+                        dst = base + r * wq
+                        if sw == 1:
+                            first = t_lo + b - pw
+                            for t in range(t_hi - t_lo):
+                                x_in[dst + t_lo + t] = row[first + t]
+                        else:
+                            for t in range(t_lo, t_hi):
+                                x_in[dst + t] = row[t * sw + b - pw]
+        for g in range(groups):
+            _products(x_in, off[g], wp[g], prod, f_tile)
+            for f in range(fg):
+                fo = g * fg + f
+                s = scale[fo] if has_scale else np.float32(1.0)
+                bb = bias[fo] if has_bias else np.float32(0.0)
+                src = prod[f]
+                for oh in range(ho):
+                    dst = out[n, fo, oh]
+                    at = oh * wq
+                    if relu:
+                        for ow in range(wo):
+                            v = src[at + ow] * s + bb
+                            dst[ow] = v if v > 0 else np.float32(0.0)
+                    elif has_scale or has_bias:
+                        for ow in range(wo):
+                            dst[ow] = src[at + ow] * s + bb
+                    else:
+                        for ow in range(wo):
+                            dst[ow] = src[at + ow]
