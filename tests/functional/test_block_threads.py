@@ -164,7 +164,8 @@ def test_im2col_blocks_on_threads_match_one_thread(two_threads, case):
         assert _rel(dw, wt.grad.numpy()) < 1e-5
 
 
-def test_kernel_choice_counts_tiles():
+def test_kernel_choice_counts_tiles(monkeypatch):
+    monkeypatch.setattr(conv_choice, "DIRECT", False)     # Winograd's thresholds against im2col
     assert conv_choice.tiles(1, (56, 56), (1, 1)) == 14 * 14
     assert conv_choice.tiles(2, (7, 7), (1, 1)) == 2 * 2 * 2       # partial tiles count
     assert conv_choice.tiles(1, (56, 56), (2, 2)) == 14 * 14       # two sub-grids of 28 per axis

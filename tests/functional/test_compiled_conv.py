@@ -1,4 +1,5 @@
-"""Compiled conv kernels (Winograd, depthwise) against the NumPy reference path and PyTorch.
+"""Compiled conv kernels (Winograd, direct, depthwise) against the NumPy reference path and
+PyTorch.
 
 Shapes are drawn by Hypothesis: odd sizes, batch 1, padding 0-2, dilation 1-2. The
 Winograd size threshold is lowered so small maps take that path. float32 tolerances
@@ -7,7 +8,9 @@ over every 3x3 layer of vgg16, resnet18/50, googlenet and inception_v3, the wors
 normwise error against float64 direct convolution (forward, dx or dw) is 1.4e-5 for
 F(4x4,3x3) and 8.5e-7 for float32 im2col. The bound below is about 6x F(4x4)'s, for
 the drawn shapes' other statistics;
-the direct depthwise kernel sums at most 25 products per output, like im2col.
+the direct depthwise kernel sums at most 25 products per output, like im2col; the direct
+kernel (compiled/direct.py) sums every output's taps in one float32 order, like im2col's
+GEMM.
 """
 
 import os
@@ -27,7 +30,7 @@ from volnet.functional.conv import conv2d_backward, conv2d_forward
 
 pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
 
-TOL = {"winograd4": 1e-4, "depthwise": 1e-5}
+TOL = {"winograd4": 1e-4, "depthwise": 1e-5, "direct": 1e-5}
 
 
 def _rel(a, b):
@@ -83,6 +86,7 @@ def winograd_shapes(draw):
 def test_winograd_layers_match_reference_and_torch(monkeypatch, shape):
     # the same two constants are patched for every example: nothing to reset between them
     n, c, f, h, w_, p, d = shape
+    monkeypatch.setattr(conv_choice, "DIRECT", False)
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
@@ -114,6 +118,59 @@ def test_winograd_forward_and_weight_grad(shape):
 
 
 @st.composite
+def direct_shapes(draw):
+    k, s, p, d = (draw(st.integers(1, 5)), draw(st.integers(1, 3)), draw(st.integers(0, 2)),
+                  draw(st.integers(1, 2)))
+    if k == 1 and s == 1 and p == 0:          # a plain matrix product: gemm1x1
+        p = 1
+    groups = draw(st.integers(1, 2))
+    cg, fg = draw(st.integers(1, 20)), draw(st.integers(8, 19))
+    smallest = max(1, d * (k - 1) + 1 - 2 * p)
+    h, w = (draw(st.integers(smallest, smallest + 8)) for _ in range(2))
+    return draw(st.integers(1, 3)), groups, cg, fg, h, w, k, s, p, d
+
+
+@settings(max_examples=30)
+@given(direct_shapes())
+def test_direct_layers_match_reference_and_torch(shape):
+    n, g, cg, fg, h, w_, k, s, p, d = shape
+    rng = np.random.default_rng(h * 100 + w_ + k)
+    x = rng.standard_normal((n, g * cg, h, w_)).astype(np.float32)
+    w = rng.standard_normal((g * fg, cg, k, k)).astype(np.float32)
+    b = rng.standard_normal(g * fg).astype(np.float32)
+    _check_three_ways(x, w, b, (s, s), (p, p), (d, d), g, "direct")
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_direct_training_plan_and_fused_epilogue(relu):
+    # training forward and dx (a stride-1 convolution with flipped filters) direct; the
+    # inference forward with relu and a folded batch norm's scale in the direct kernel's store
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 24, 17, 15)).astype(np.float32)
+    w = rng.standard_normal((20, 24, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, 20).astype(np.float32)
+    with backend.use_kernels("numba"):
+        out, cache = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1, relu=relu)
+        assert cache.plan.names() == {"forward": "direct", "input_grad": "direct",
+                                      "weight_grad": "im2col"}
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        dx, dw, db = conv2d_backward(dout, cache)
+        folded, _ = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1, keep_cache=False,
+                                   relu=relu, scale=scale)
+    xt, wt, bt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
+    want = torch.nn.functional.conv2d(xt, wt, bt, 1, 1)
+    want = torch.relu(want) if relu else want
+    want.backward(torch.tensor(dout, dtype=torch.float64))
+    assert _rel(out, want.detach().numpy()) < TOL["direct"]
+    for got, exact in ((dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
+        assert _rel(got, exact.numpy()) < TOL["direct"]
+    lin = torch.nn.functional.conv2d(xt, wt, None, 1, 1).detach().numpy()
+    lin = lin * scale[:, None, None] + b[:, None, None]
+    assert _rel(folded, np.maximum(lin, 0) if relu else lin) < TOL["direct"]
+
+
+@st.composite
 def depthwise_shapes(draw):
     k, s, p, d = (draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(0, 2)),
                   draw(st.integers(1, 2)))
@@ -134,6 +191,7 @@ def test_depthwise_layers_match_reference_and_torch(shape):
 
 
 def test_float64_stays_on_the_exact_path(monkeypatch):
+    monkeypatch.setattr(conv_choice, "DIRECT", False)
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
     rng = np.random.default_rng(0)

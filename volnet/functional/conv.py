@@ -198,6 +198,10 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         else:
             out = depthwise.conv_forward(x, w, None, stride, padding, dilation, (ho, wo))
             bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype))
+    elif kernel == "direct":
+        from volnet.functional.compiled import direct
+        out = direct.forward(x, w, _cast(b, dtype), stride, padding, dilation, groups, (ho, wo),
+                             relu, _cast(scale, dtype))
     elif kernel == "winograd4":
         from volnet.functional.compiled import winograd
         # inference reuses the filter transform while w is unchanged (checked bit for bit)
@@ -244,6 +248,10 @@ def conv2d_backward(dout, cache, input_grad=True):
         from volnet.functional.compiled import winograd
         dx = winograd.forward(dout, conv_gemm.flipped_transpose(w, groups), None,
                               plan.adjoint_padding, dilation, x.shape[2:])
+    elif plan.input_grad == "direct":
+        from volnet.functional.compiled import direct
+        dx = direct.forward(dout, conv_gemm.flipped_transpose(w, groups), None, (1, 1),
+                            plan.adjoint_padding, dilation, groups, x.shape[2:])
     elif plan.adjoint_padding is not None:
         dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)
     else:

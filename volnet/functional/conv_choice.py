@@ -7,6 +7,12 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   products to run near BLAS speed (``volnet/functional/compiled/winograd.py``).
 * ``"depthwise"``: the direct compiled kernel for float32 depthwise layers
   (groups == in == out channels; ``compiled/depthwise.py``).
+* ``"direct"``: the direct float32 kernel (``compiled/direct.py``): sums over taps in
+  registers, no unrolled columns, any stride, padding, dilation and groups; chosen for
+  layers of at most ``DIRECT_MAX_TAPS`` taps per output (C/G * KH * KW), where BLAS's
+  products are thin and im2col's unrolling costs as much as they do, and in place of a
+  Winograd forward in training (it is exact: im2col's error class). Winograd keeps
+  inference where both fit and both C and F are at least ``DIRECT_WINOGRAD_CHANNELS``.
 * ``"gemm1x1"``: a 1x1 stride-1 unpadded convolution is one matrix product per sample.
 * ``"im2col"``: chunked im2col + matrix products (``conv_gemm``), every other case,
   every float64 layer (exact to 1e-10) and everything under ``VOLNET_KERNELS=numpy``.
@@ -41,6 +47,14 @@ WINOGRAD_MIN_WORK = 1 << 14   # ... and tiles x min(C, F): the products' saving 
 #                               transforms, whose cost grows with C + F, not C x F
 WINOGRAD_MIN_TILES_DW = 512   # weight gradient
 WINOGRAD_MIN_CHANNELS = 8     # input and output channels
+DIRECT = os.environ.get("VOLNET_DIRECT", "1").strip() != "0"       # on unless "0"
+DIRECT_MAX_TAPS = 1536        # C/G * KH * KW; above, the taps' input rows no longer stay in
+#                               cache and BLAS wins (one thread, forward ms, direct vs im2col:
+#                               C128 3x3 s2 11.3 vs 12.3, C256 3x3 20.0 vs 20.8 and s2 13.1 vs
+#                               10.4, C512 3x3 7x7 24.7 vs 20.0; benchmarks/README.md, 26)
+DIRECT_MIN_FILTERS = 8        # filters per group (a register block holds 8)
+DIRECT_WINOGRAD_CHANNELS = 64  # inference: Winograd from min(C, F) = 64 up (C64 56x56 16.7 vs
+#                               direct 20.0 ms; C32->64 16x16 8.7 vs 7.6; C32->32 20.3 vs 15.2)
 
 
 def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype) -> str:
@@ -54,9 +68,18 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
         return "gemm1x1"
     if not fast:
         return "im2col"
-    if winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size):
+    direct = direct_fits(c, w_shape, groups)
+    if winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size) and (
+            not direct or min(c, f) >= DIRECT_WINOGRAD_CHANNELS):
         return "winograd4"
-    return "im2col"
+    return "direct" if direct else "im2col"
+
+
+def direct_fits(c, w_shape, groups) -> bool:
+    """True, when the direct kernel is on, for a float32 layer of at most
+    ``DIRECT_MAX_TAPS`` taps per output and ``DIRECT_MIN_FILTERS`` filters per group."""
+    f, cg, kh, kw = w_shape
+    return DIRECT and cg * kh * kw <= DIRECT_MAX_TAPS and f // groups >= DIRECT_MIN_FILTERS
 
 
 def tiles(n, out_size, dilation) -> int:
@@ -81,13 +104,16 @@ def winograd_fits(n, c, w_shape, stride, dilation, groups, out_size,
             and count >= need and count * min(c, f) >= WINOGRAD_MIN_WORK)
 
 
-def weight_grad_kernel(forward: str, x_shape, w_shape, dilation, out_size) -> str:
-    """The dw kernel of a layer whose forward pass ran ``forward``."""
+def weight_grad_kernel(forward: str, x_shape, w_shape, stride, dilation, groups,
+                       out_size) -> str:
+    """The dw kernel of a layer whose forward pass ran ``forward`` (float32, compiled):
+    Winograd where the layer fits it with at least WINOGRAD_MIN_TILES_DW tiles, whichever
+    kernel ran forward."""
     if forward == "depthwise":
         return forward
-    if forward == "winograd4" and tiles(x_shape[0], out_size, dilation) >= \
-            WINOGRAD_MIN_TILES_DW:
-        return forward
+    if winograd_fits(x_shape[0], x_shape[1], w_shape, stride, dilation, groups, out_size,
+                     min_tiles=WINOGRAD_MIN_TILES_DW):
+        return "winograd4"
     return "im2col"
 
 
@@ -106,10 +132,10 @@ class ConvPlan:
     """The kernels of one convolution's three passes, decided together.
 
     Attributes:
-        forward: "winograd4", "depthwise", "gemm1x1" or "im2col".
+        forward: "winograd4", "direct", "depthwise", "gemm1x1" or "im2col".
         input_grad: dx's kernel: "depthwise", "col2im", or, when dx is a stride-1
             convolution of dout with the flipped, transposed filters, that convolution's
-            kernel ("winograd4", or "im2col (flipped filters)").
+            kernel ("winograd4", "direct", or "im2col (flipped filters)").
         weight_grad: dw's kernel: "depthwise", "winograd4" or "im2col".
         adjoint_padding: the padding of dx as a convolution (None: dx by col2im or depthwise).
     """
@@ -131,15 +157,18 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     under the current kernel choice and thresholds and reused by every later call.
 
     ``training`` (a forward that keeps a cache for backward) never runs the forward pass
-    by Winograd: its float32 error, ~10x im2col's, is what training amplifies. In the
+    by Winograd but by the direct kernel (or im2col where that does not fit): Winograd's
+    float32 error, ~10x im2col's, is what training amplifies. In the
     adversarial replay (tests/functional/test_training_faithfulness.py: 50 SGD steps,
     lr 0.02, momentum 0.9, the loss jumping to 32) the final parameters diverged from a
     float64 run by 7.4e-3 with a Winograd F(4x4) forward and 3.3e-7 to 3.5e-7 with an
     im2col forward (dx and dw by F(4x4) or not), PyTorch float32 by 4.4e-7. dx and dw
-    keep Winograd.
+    keep Winograd. The direct kernel sums in the same float32 class as im2col (seventh
+    round, benchmarks/README.md: the replay diverged by the same amount with either).
     """
-    settings = (backend.compiled(int(np.prod(x_shape))), WINOGRAD, WINOGRAD_MIN_TILES, WINOGRAD_MIN_WORK,
-                WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS)
+    settings = (backend.compiled(int(np.prod(x_shape))), WINOGRAD, WINOGRAD_MIN_TILES,
+                WINOGRAD_MIN_WORK, WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS, DIRECT,
+                DIRECT_MAX_TAPS, DIRECT_MIN_FILTERS, DIRECT_WINOGRAD_CHANNELS)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
 
@@ -159,13 +188,16 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     fits = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
     if fits == "depthwise":
         return ConvPlan(fits, fits, fits)
-    fwd = "im2col" if training and fits == "winograd4" else fits
+    fwd = fits
+    if training and fits == "winograd4":
+        fwd = "direct" if direct_fits(x_shape[1], w_shape, groups) else "im2col"
     f, _, kh, kw = w_shape
-    dw = weight_grad_kernel(fits, x_shape, w_shape, dilation, out_size)
+    dw = ("im2col" if fits in ("gemm1x1", "im2col") else
+          weight_grad_kernel(fits, x_shape, w_shape, stride, dilation, groups, out_size))
     if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
         return ConvPlan(fwd, "col2im", dw)
     full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
     dx = choose((x_shape[0], f) + tuple(out_size), (x_shape[1], f // groups, kh, kw),
                 (1, 1), full, dilation, groups, x_shape[2:], dtype)
-    return ConvPlan(fwd, dx if dx == "winograd4" else "im2col (flipped filters)", dw,
-                    full)
+    return ConvPlan(fwd, dx if dx in ("winograd4", "direct") else "im2col (flipped filters)",
+                    dw, full)

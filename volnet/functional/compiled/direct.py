@@ -22,8 +22,8 @@ import numpy as np
 from volnet.functional.compiled import direct_kernels as kernels
 from volnet.runtime import block_threads
 
-TILE_BYTES = 256 * 1024     # packed weights per filter tile: stays in L2 while the tile
-#                             sweeps every output position
+K_CHUNK = 128     # taps per pass over the outputs: a block's inputs (128 x 32 floats, ~24 KB
+#                   with the unaligned reads' extra lines) stay in L1 across the filter blocks
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,6 @@ class Layout:
         length: floats of one packed sample, with the tail the last register block reads.
         f_pad: filters per group, rounded up to whole register blocks.
         q_pad: output numbers (Ho * Wq), rounded up to whole register blocks.
-        f_tile: filters per weight tile.
     """
 
     pitch: tuple[int, int]
@@ -44,7 +43,6 @@ class Layout:
     length: int
     f_pad: int
     q_pad: int
-    f_tile: int
 
 
 @functools.lru_cache(maxsize=1024)
@@ -63,23 +61,23 @@ def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size) -> Lay
             chans = np.arange(c).reshape(groups, cg)
             off[:, :, i, j] = ((chans * sh + a) * sw + b) * plane + r * wq + t
     off = off.reshape(groups, cg * kh * kw)
-    k = cg * kh * kw
     f_pad = -(-(f // groups) // kernels.FILTERS) * kernels.FILTERS
     q_pad = -(-(ho * wq) // kernels.PIXELS) * kernels.PIXELS
     length = max(c * sh * sw * plane, int(off.max()) + q_pad)
-    f_tile = max(kernels.FILTERS, TILE_BYTES // (4 * k) // kernels.FILTERS * kernels.FILTERS)
     off.setflags(write=False)
-    return Layout((hq, wq), off, length, f_pad, q_pad, f_tile)
+    return Layout((hq, wq), off, length, f_pad, q_pad)
 
 
 def pack_filters(w: np.ndarray, groups: int, f_pad: int) -> np.ndarray:
-    """(G, K, Fpad) float32: each group's filters as columns, zero-padded to ``f_pad``."""
+    """(G, Fpad / FILTERS, K, FILTERS) float32: each group's filters, zero-padded to
+    ``f_pad``, in blocks of one register block's filters, tap by tap (contiguous reads)."""
     f = w.shape[0]
     fg = f // groups
     wg = w.reshape(groups, fg, -1)
-    wp = np.zeros((groups, wg.shape[2], f_pad), np.float32)
-    wp[:, :, :fg] = wg.transpose(0, 2, 1)
-    return wp
+    wp = np.zeros((groups, f_pad, wg.shape[2]), np.float32)
+    wp[:, :fg] = wg
+    return np.ascontiguousarray(wp.reshape(groups, f_pad // kernels.FILTERS, kernels.FILTERS,
+                                           -1).transpose(0, 1, 3, 2))
 
 
 def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False, scale=None):
@@ -96,16 +94,23 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     b = empty if bias is None else np.ascontiguousarray(bias, np.float32)
     s = empty if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
-    count = max(1, min(block_threads.workers(), n))
-    bounds = np.linspace(0, n, count + 1).astype(np.int64)
-    args = (tuple(padding), tuple(stride), lay.pitch, lay.f_tile)
+    # work items: samples shared out among the threads; with fewer samples than threads
+    # (batch 1), each sample's filter blocks too (each thread packs the sample itself)
+    threads = block_threads.workers()
+    blocks = lay.f_pad // kernels.FILTERS
+    parts = max(1, min(blocks, threads // max(n, 1)))
+    fb_bounds = np.linspace(0, blocks, parts + 1).astype(np.int64)
+    n_bounds = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(np.int64)
+    items = [(n_bounds[i], n_bounds[i + 1], fb_bounds[j], fb_bounds[j + 1])
+             for i in range(len(n_bounds) - 1) for j in range(parts)]
+    args = (tuple(padding), tuple(stride), lay.pitch, K_CHUNK)
 
     def work(i):
         x_in = block_threads.scratch("direct_in", lay.length)
         prod = block_threads.scratch("direct_prod", lay.f_pad * lay.q_pad).reshape(
             lay.f_pad, lay.q_pad)
-        kernels.forward_samples(x, bounds[i], bounds[i + 1], wp, lay.off, x_in, prod, out,
-                                s, b, bool(relu), *args)
+        kernels.forward_samples(x, *items[i], wp, lay.off, x_in, prod, out, s, b, bool(relu),
+                                *args)
 
-    block_threads.run(work, count)
+    block_threads.run(work, len(items))
     return out

@@ -41,17 +41,18 @@ PIXELS = 16 * VECTORS
 
 def _micro_kernel(filters: int, vectors: int):
     """The register block as a numba intrinsic:
-    ``_micro(x_in, off, wp, out, k_count, q, f0, ldw, ldo)`` sets
-    ``out[f0 + f, q + p] = sum_k wp[k, f0 + f] * x_in[off[k] + q + p]`` for f < filters,
-    p < 16 * vectors (flat indices: wp's rows ldw apart, out's ldo apart)."""
+    ``_micro(x_in, off, wp, out, k0, k1, q, f0, ldo, add)`` sets
+    ``out[f0 + f, q + p] (+)= sum_{k0 <= k < k1} wp[k, f] * x_in[off[k] + q + p]`` for
+    f < filters, p < 16 * vectors (flat indices: wp (K, filters), out's rows ldo apart;
+    ``add`` nonzero: add to what out holds)."""
 
     @intrinsic
-    def micro(typingctx, x_in, off, wp, out, k_count, q, f0, ldw, ldo):
+    def micro(typingctx, x_in, off, wp, out, k0, k1, q, f0, ldo, add):
         sig = types.void(x_in, off, wp, out, types.intp, types.intp, types.intp, types.intp,
-                         types.intp)
+                         types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            x_arg, off_arg, wp_arg, out_arg, k_n, q_, f0_, ldw_, ldo_ = args
+            x_arg, off_arg, wp_arg, out_arg, k0_, k1_, q_, f0_, ldo_, add_ = args
 
             def data(ty, val):
                 return context.make_array(ty)(context, builder, val).data
@@ -66,11 +67,20 @@ def _micro_kernel(filters: int, vectors: int):
             # accumulators in allocas: LLVM's mem2reg turns them into registers
             accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
                     for _ in range(filters)]
+            rows = [builder.gep(outp, [builder.add(
+                builder.mul(builder.add(f0_, ir.Constant(i64, f)), ldo_), q_)])
+                for f in range(filters)]
+            with builder.if_then(builder.icmp_signed("!=", add_, ir.Constant(i64, 0))):
+                for f in range(filters):
+                    for v in range(vectors):
+                        load = builder.load(builder.bitcast(
+                            builder.gep(rows[f], [ir.Constant(i64, 16 * v)]), vptr))
+                        load.align = 4
+                        builder.store(load, accs[f][v])
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vec, [vec, vec, vec]), "llvm.fma.v16f32")
-            w_base, x_base = builder.gep(wpp, [f0_]), builder.gep(xp, [q_])
-            with cgutils.for_range(builder, k_n) as loop:
-                k = loop.index
+            x_base = builder.gep(xp, [q_])
+            with cgutils.for_range_slice(builder, k0_, k1_, ir.Constant(i64, 1)) as (k, _):
                 src = builder.gep(x_base, [builder.load(builder.gep(offp, [k]))])
                 xs = []
                 for v in range(vectors):
@@ -78,7 +88,7 @@ def _micro_kernel(filters: int, vectors: int):
                         builder.gep(src, [ir.Constant(i64, 16 * v)]), vptr))
                     load.align = 4
                     xs.append(load)
-                w_row = builder.gep(w_base, [builder.mul(k, ldw_)])
+                w_row = builder.gep(wpp, [builder.mul(k, ir.Constant(i64, filters))])
                 for f in range(filters):
                     one = builder.load(builder.gep(w_row, [ir.Constant(i64, f)]))
                     wv = builder.shuffle_vector(
@@ -88,11 +98,9 @@ def _micro_kernel(filters: int, vectors: int):
                         acc = accs[f][v]
                         builder.store(builder.call(fma, [wv, xs[v], builder.load(acc)]), acc)
             for f in range(filters):
-                row = builder.gep(outp, [builder.add(
-                    builder.mul(builder.add(f0_, ir.Constant(i64, f)), ldo_), q_)])
                 for v in range(vectors):
                     store = builder.store(builder.load(accs[f][v]), builder.bitcast(
-                        builder.gep(row, [ir.Constant(i64, 16 * v)]), vptr))
+                        builder.gep(rows[f], [ir.Constant(i64, 16 * v)]), vptr))
                     store.align = 4
             return context.get_dummy_value()
 
@@ -105,24 +113,27 @@ _micro = _micro_kernel(FILTERS, VECTORS)
 
 
 @njit(inline="always")
-def _products(x_in, off, wp, prod, f_tile):  # pragma: no cover - compiled
-    """prod (Fpad, Qr) = the sums over taps for every output number q, in register blocks;
-    ``f_tile`` filters at a time over all q, so their weights stay in L2."""
+def _products(x_in, off, wp, prod, fb0, fb1, k_chunk):  # pragma: no cover - compiled
+    """prod (Fpad, Qr) = the sums over taps for every output number q, in register blocks,
+    for filter blocks [fb0, fb1) of wp (Fpad / FILTERS, K, FILTERS). Taps ``k_chunk`` at a
+    time, so the inputs a block of outputs reads stay in L1 while every filter block uses
+    them."""
     k_n = off.size
-    f_pad, q_pad = prod.shape
-    for t0 in range(0, f_pad, f_tile):
-        t1 = min(f_pad, t0 + f_tile)
+    q_pad = prod.shape[1]
+    for k0 in range(0, k_n, k_chunk):
+        k1 = min(k_n, k0 + k_chunk)
         for q in range(0, q_pad, PIXELS):
-            for f0 in range(t0, t1, FILTERS):
-                _micro(x_in, off, wp, prod, k_n, q, f0, wp.shape[1], q_pad)
+            for fb in range(fb0, fb1):
+                _micro(x_in, off, wp[fb], prod, k0, k1, q, fb * FILTERS, q_pad, k0)
 
 
 @njit(nogil=True, cache=True)
-def forward_samples(x, n0, n1, wp, off, x_in, prod, out, scale, bias, relu, padding, stride,
-                    pitch, f_tile):  # pragma: no cover - compiled
-    """out[n] for samples n in [n0, n1): pack, products per group, store.
+def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, relu,
+                    padding, stride, pitch, k_chunk):  # pragma: no cover - compiled
+    """out[n] for samples n in [n0, n1) and each group's filter blocks [fb0, fb1): pack,
+    products per group, store.
 
-    x (N, C, H, W); wp (G, K, Fpad) packed filters; off (G, K) tap offsets into one
+    x (N, C, H, W); wp (G, Fpad / FILTERS, K, FILTERS) packed filters; off (G, K) tap offsets into one
     sample's packed input ``x_in`` (C * sh * sw planes of ``pitch`` = (Hq, Wq), zero
     tail); prod (Fpad, Qr) scratch; out (N, F, Ho, Wo) gets ``prod * scale + bias``
     (scale, bias: (F,) or empty), rectified when ``relu``.
@@ -163,8 +174,8 @@ def forward_samples(x, n0, n1, wp, off, x_in, prod, out, scale, bias, relu, padd
                             for t in range(t_lo, t_hi):
                                 x_in[dst + t] = row[t * sw + b - pw]
         for g in range(groups):
-            _products(x_in, off[g], wp[g], prod, f_tile)
-            for f in range(fg):
+            _products(x_in, off[g], wp[g], prod, fb0, fb1, k_chunk)
+            for f in range(fb0 * FILTERS, min(fg, fb1 * FILTERS)):
                 fo = g * fg + f
                 s = scale[fo] if has_scale else np.float32(1.0)
                 bb = bias[fo] if has_bias else np.float32(0.0)
