@@ -36,6 +36,8 @@ class Layout:
         length: floats of one packed sample, with the tail the last register block reads.
         f_pad: filters per group, rounded up to whole register blocks.
         q_pad: output numbers (Ho * Wq), rounded up to whole register blocks.
+        grad_off: (G, Kpad) ``off`` padded to whole dw register blocks (repeating tap 0:
+            the extra taps' sums are computed and dropped).
     """
 
     pitch: tuple[int, int]
@@ -43,6 +45,7 @@ class Layout:
     length: int
     f_pad: int
     q_pad: int
+    grad_off: np.ndarray
 
 
 @functools.lru_cache(maxsize=1024)
@@ -64,8 +67,49 @@ def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size) -> Lay
     f_pad = -(-(f // groups) // kernels.FILTERS) * kernels.FILTERS
     q_pad = -(-(ho * wq) // kernels.PIXELS) * kernels.PIXELS
     length = max(c * sh * sw * plane, int(off.max()) + q_pad)
+    k_pad = -(-off.shape[1] // kernels.GRAD_TAPS) * kernels.GRAD_TAPS
+    grad_off = np.repeat(off[:, :1], k_pad, axis=1)
+    grad_off[:, :off.shape[1]] = off
     off.setflags(write=False)
-    return Layout((hq, wq), off, length, f_pad, q_pad)
+    grad_off.setflags(write=False)
+    return Layout((hq, wq), off, length, f_pad, q_pad, grad_off)
+
+
+GRAD_FLUSH = 8      # samples summed in float32 lanes between float64 flushes (dw)
+
+
+def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
+    """dw (F, C/G, KH, KW) float32 of the correlation of x giving dout: per sample, the
+    output gradient times the packed input in registers, summed over samples in float64
+    (every GRAD_FLUSH samples; within them in float32, as im2col's products sum)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    dout = np.ascontiguousarray(dout, dtype=np.float32)
+    n = x.shape[0]
+    f, cg, kh, kw = w_shape
+    fg = f // groups
+    lay = layout(tuple(x.shape), tuple(w_shape), tuple(stride), tuple(padding),
+                 tuple(dilation), int(groups), tuple(dout.shape[2:]))
+    off = lay.grad_off
+    f_pad = -(-fg // kernels.GRAD_FILTERS) * kernels.GRAD_FILTERS
+    k_pad = off.shape[1]
+    count = max(1, min(block_threads.workers(), n))
+    bounds = np.linspace(0, n, count + 1).astype(np.int64)
+    args = (tuple(padding), tuple(stride), lay.pitch, GRAD_FLUSH)
+
+    def work(i):
+        x_in = block_threads.scratch("direct_in", lay.length)
+        d_in = block_threads.scratch("direct_dout", groups * f_pad * lay.q_pad).reshape(
+            groups, f_pad, lay.q_pad)
+        part = block_threads.scratch("direct_part", groups * f_pad * k_pad * 16).reshape(
+            groups, f_pad, k_pad, 16)
+        total = np.zeros((groups, f_pad, k_pad), np.float64)
+        kernels.weight_grad_samples(x, dout, bounds[i], bounds[i + 1], off, x_in, d_in, part,
+                                    total, *args)
+        return total
+
+    total = sum(block_threads.run(work, count))
+    dw = total[:, :fg, :cg * kh * kw].astype(np.float32)
+    return dw.reshape(f, cg, kh, kw)
 
 
 def pack_filters(w: np.ndarray, groups: int, f_pad: int) -> np.ndarray:

@@ -111,6 +111,114 @@ def _micro_kernel(filters: int, vectors: int):
 
 _micro = _micro_kernel(FILTERS, VECTORS)
 
+GRAD_FILTERS = 4     # dw register block: 4 filters x 4 taps of 16-float partial sums
+GRAD_TAPS = 4
+
+
+def _grad_micro_kernel(filters: int, taps: int):
+    """The weight gradient's register block as a numba intrinsic:
+    ``_grad_micro(x_in, off, d_in, part, k0, f0, q_n, ldk, add)`` sets
+    ``part[f0 + f, k0 + t, l] (+)= sum_{q = l mod 16, q < q_n} d_in[f0 + f, q] *
+    x_in[off[k0 + t] + q]`` for f < filters, t < taps, lanes l < 16 (flat indices: d_in's
+    rows q_n apart, part (Fpad, ldk, 16); ``add`` nonzero: add to what part holds).
+    Sixteen lanes of partial sums, so the loop over outputs is all vector FMAs."""
+
+    @intrinsic
+    def grad_micro(typingctx, x_in, off, d_in, part, k0, f0, q_n, ldk, add):
+        sig = types.void(x_in, off, d_in, part, types.intp, types.intp, types.intp,
+                         types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            x_arg, off_arg, d_arg, part_arg, k0_, f0_, qn_, ldk_, add_ = args
+
+            def data(ty, val):
+                return context.make_array(ty)(context, builder, val).data
+
+            xp, offp = data(signature.args[0], x_arg), data(signature.args[1], off_arg)
+            dp, pp = data(signature.args[2], d_arg), data(signature.args[3], part_arg)
+            f32, i64 = ir.FloatType(), ir.IntType(64)
+            vec = ir.VectorType(f32, 16)
+            vptr = vec.as_pointer()
+            zero = ir.Constant(vec, [0.0] * 16)
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(taps)]
+                    for _ in range(filters)]
+            cells = [[builder.bitcast(builder.gep(pp, [builder.mul(builder.add(
+                builder.mul(builder.add(f0_, ir.Constant(i64, f)), ldk_),
+                builder.add(k0_, ir.Constant(i64, t))), ir.Constant(i64, 16))]), vptr)
+                for t in range(taps)] for f in range(filters)]
+            with builder.if_then(builder.icmp_signed("!=", add_, ir.Constant(i64, 0))):
+                for f in range(filters):
+                    for t in range(taps):
+                        load = builder.load(cells[f][t])
+                        load.align = 4
+                        builder.store(load, accs[f][t])
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec, vec, vec]), "llvm.fma.v16f32")
+            x_rows = [builder.gep(xp, [builder.load(builder.gep(
+                offp, [builder.add(k0_, ir.Constant(i64, t))]))]) for t in range(taps)]
+            d_rows = [builder.gep(dp, [builder.mul(builder.add(f0_, ir.Constant(i64, f)), qn_)])
+                      for f in range(filters)]
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), qn_,
+                                         ir.Constant(i64, 16)) as (q, _):
+                xs, ds = [], []
+                for rows, vals in ((x_rows, xs), (d_rows, ds)):
+                    for row in rows:
+                        load = builder.load(builder.bitcast(builder.gep(row, [q]), vptr))
+                        load.align = 4
+                        vals.append(load)
+                for f in range(filters):
+                    for t in range(taps):
+                        acc = accs[f][t]
+                        builder.store(builder.call(fma, [ds[f], xs[t], builder.load(acc)]), acc)
+            for f in range(filters):
+                for t in range(taps):
+                    store = builder.store(builder.load(accs[f][t]), cells[f][t])
+                    store.align = 4
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return grad_micro
+
+
+_grad_micro = _grad_micro_kernel(GRAD_FILTERS, GRAD_TAPS)
+
+
+@njit(inline="always")
+def _pack_sample(x, n, x_in, padding, stride, pitch):  # pragma: no cover - compiled
+    """x_in = sample n of x zero-padded and split into its stride x stride phase planes of
+    size ``pitch`` (plane (c, a, b) holds x_pad[c, a::sh, b::sw]); zero tail."""
+    n_ch, h, w = x.shape[1:]
+    ph, pw = padding
+    sh, sw = stride
+    hq, wq = pitch
+    plane = hq * wq
+    x_in[:] = 0.0
+    for c in range(n_ch):
+        for a in range(sh):
+            for b in range(sw):
+                base = ((c * sh + a) * sw + b) * plane
+                # columns t with 0 <= t*sw + b - pw < w
+                t_lo = 0
+                while t_lo < wq and t_lo * sw + b - pw < 0:
+                    t_lo += 1
+                t_hi = wq
+                while t_hi > t_lo and (t_hi - 1) * sw + b - pw >= w:
+                    t_hi -= 1
+                for r in range(hq):
+                    src_r = r * sh + a - ph
+                    if src_r < 0 or src_r >= h:
+                        continue
+                    row = x[n, c, src_r]
+                    dst = base + r * wq
+                    if sw == 1:
+                        first = t_lo + b - pw
+                        for t in range(t_hi - t_lo):
+                            x_in[dst + t_lo + t] = row[first + t]
+                    else:
+                        for t in range(t_lo, t_hi):
+                            x_in[dst + t] = row[t * sw + b - pw]
+
 
 @njit(inline="always")
 def _products(x_in, off, wp, prod, fb0, fb1, k_chunk):  # pragma: no cover - compiled
@@ -138,41 +246,13 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
     tail); prod (Fpad, Qr) scratch; out (N, F, Ho, Wo) gets ``prod * scale + bias``
     (scale, bias: (F,) or empty), rectified when ``relu``.
     """
-    n_ch, h, w = x.shape[1:]
     groups = wp.shape[0]
     f_all, ho, wo = out.shape[1:]
     fg = f_all // groups
-    ph, pw = padding
-    sh, sw = stride
-    hq, wq = pitch
-    plane = hq * wq
+    wq = pitch[1]
     has_scale, has_bias = scale.size > 0, bias.size > 0
     for n in range(n0, n1):
-        x_in[:] = 0.0
-        for c in range(n_ch):
-            for a in range(sh):
-                for b in range(sw):
-                    base = ((c * sh + a) * sw + b) * plane
-                    # columns t with 0 <= t*sw + b - pw < w
-                    t_lo = 0
-                    while t_lo < wq and t_lo * sw + b - pw < 0:
-                        t_lo += 1
-                    t_hi = wq
-                    while t_hi > t_lo and (t_hi - 1) * sw + b - pw >= w:
-                        t_hi -= 1
-                    for r in range(hq):
-                        src_r = r * sh + a - ph
-                        if src_r < 0 or src_r >= h:
-                            continue
-                        row = x[n, c, src_r]
-                        dst = base + r * wq
-                        if sw == 1:
-                            first = t_lo + b - pw
-                            for t in range(t_hi - t_lo):
-                                x_in[dst + t_lo + t] = row[first + t]
-                        else:
-                            for t in range(t_lo, t_hi):
-                                x_in[dst + t] = row[t * sw + b - pw]
+        _pack_sample(x, n, x_in, padding, stride, pitch)
         for g in range(groups):
             _products(x_in, off[g], wp[g], prod, fb0, fb1, k_chunk)
             for f in range(fb0 * FILTERS, min(fg, fb1 * FILTERS)):
@@ -193,3 +273,44 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
                     else:
                         for ow in range(wo):
                             dst[ow] = src[at + ow]
+
+
+@njit(nogil=True, cache=True)
+def weight_grad_samples(x, dout, n0, n1, off, x_in, d_in, part, total, padding, stride, pitch,
+                        flush):  # pragma: no cover - compiled
+    """total (G, Fpad, Kpad) += dw of samples [n0, n1), in float64.
+
+    off (G, Kpad) tap offsets (padded with repeats of a valid one); x_in one packed
+    sample (as forward); d_in (G, Fpad, Qr) scratch: dout on the same output numbering,
+    zero at the pitch's padding columns and beyond, so their inputs count for nothing;
+    part (G, Fpad, Kpad, 16) float32 lanes, added into ``total`` every ``flush`` samples
+    (each lane sums at most flush * Qr / 16 products in float32).
+    """
+    groups, f_pad, q_pad = d_in.shape
+    k_pad = off.shape[1]
+    f_all, ho, wo = dout.shape[1:]
+    fg = f_all // groups
+    wq = pitch[1]
+    for n in range(n0, n1):
+        _pack_sample(x, n, x_in, padding, stride, pitch)
+        d_in[:] = 0.0
+        for g in range(groups):
+            for f in range(fg):
+                for oh in range(ho):
+                    src, dst = dout[n, g * fg + f, oh], d_in[g, f, oh * wq:oh * wq + wo]
+                    for ow in range(wo):
+                        dst[ow] = src[ow]
+        fresh = (n - n0) % flush == 0
+        for g in range(groups):
+            for kb in range(0, k_pad, GRAD_TAPS):
+                for fb in range(0, f_pad, GRAD_FILTERS):
+                    _grad_micro(x_in, off[g], d_in[g], part[g], kb, fb, q_pad, k_pad,
+                                0 if fresh else 1)
+        if (n - n0) % flush == flush - 1 or n == n1 - 1:
+            for g in range(groups):
+                for f in range(f_pad):
+                    for k in range(k_pad):
+                        acc = 0.0
+                        for lane in range(16):
+                            acc += part[g, f, k, lane]
+                        total[g, f, k] += acc
