@@ -143,7 +143,7 @@ def test_direct_layers_match_reference_and_torch(shape):
 
 @pytest.mark.parametrize("relu", [False, True])
 def test_direct_training_plan_and_fused_epilogue(relu):
-    # training forward and dx (a stride-1 convolution with flipped filters) direct; the
+    # training forward, dw and dx (a stride-1 convolution with flipped filters) direct; the
     # inference forward with relu and a folded batch norm's scale in the direct kernel's store
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 24, 17, 15)).astype(np.float32)
@@ -153,7 +153,7 @@ def test_direct_training_plan_and_fused_epilogue(relu):
     with backend.use_kernels("numba"):
         out, cache = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1, relu=relu)
         assert cache.plan.names() == {"forward": "direct", "input_grad": "direct",
-                                      "weight_grad": "im2col"}
+                                      "weight_grad": "direct"}
         dout = rng.standard_normal(out.shape).astype(np.float32)
         dx, dw, db = conv2d_backward(dout, cache)
         folded, _ = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1, keep_cache=False,
@@ -168,6 +168,34 @@ def test_direct_training_plan_and_fused_epilogue(relu):
     lin = torch.nn.functional.conv2d(xt, wt, None, 1, 1).detach().numpy()
     lin = lin * scale[:, None, None] + b[:, None, None]
     assert _rel(folded, np.maximum(lin, 0) if relu else lin) < TOL["direct"]
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 12, 24, 1), (3, 8, 11, 8, 2), (1, 32, 9, 40, 1)])
+def test_direct_same_on_one_thread_or_two(shape):
+    # batch 1 splits each sample's filter blocks among the threads, larger batches the
+    # samples (dw: one float64 partial sum per thread)
+    import numba
+
+    from volnet.runtime import thread_policy
+    n, c, h, f, s = shape
+    rng = np.random.default_rng(h)
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    results = {}
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        with backend.use_kernels("numba"), thread_policy.use_threads(threads):
+            out, cache = conv2d_forward(x, w, None, (s, s), (1, 1), (1, 1), 1)
+            assert cache.plan.forward == cache.plan.weight_grad == "direct"
+            dout = np.random.default_rng(0).standard_normal(out.shape).astype(np.float32)
+            dx, dw, _ = conv2d_backward(dout, cache)
+        results[threads] = out, dx, dw
+    for one, two in zip(*results.values()):
+        np.testing.assert_allclose(one, two, rtol=0, atol=1e-6 * np.abs(one).max())
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    want = torch.nn.functional.conv2d(xt, wt, None, s, 1)
+    want.backward(torch.tensor(dout, dtype=torch.float64))
+    for got, exact in zip(results[1], (want.detach(), xt.grad, wt.grad)):
+        assert _rel(got, exact.numpy()) < TOL["direct"]
 
 
 @st.composite

@@ -240,6 +240,9 @@ def conv2d_backward(dout, cache, input_grad=True):
     if plan.weight_grad == "winograd4":
         from volnet.functional.compiled import winograd
         dw = winograd.weight_grad(x, dout, padding, dilation)
+    elif plan.weight_grad == "direct":
+        from volnet.functional.compiled import direct
+        dw = direct.weight_grad(x, dout, w.shape, stride, padding, dilation, groups)
     else:
         dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
     if not input_grad:

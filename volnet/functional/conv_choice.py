@@ -13,6 +13,8 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   products are thin and im2col's unrolling costs as much as they do, and in place of a
   Winograd forward in training (it is exact: im2col's error class). Winograd keeps
   inference where both fit and both C and F are at least ``DIRECT_WINOGRAD_CHANNELS``.
+  dw has its own kernel of the same kind, chosen by the same rule up to
+  ``DIRECT_MAX_TAPS_DW`` taps.
 * ``"gemm1x1"``: a 1x1 stride-1 unpadded convolution is one matrix product per sample.
 * ``"im2col"``: chunked im2col + matrix products (``conv_gemm``), every other case,
   every float64 layer (exact to 1e-10) and everything under ``VOLNET_KERNELS=numpy``.
@@ -52,6 +54,8 @@ DIRECT_MAX_TAPS = 1536        # C/G * KH * KW; above, the taps' input rows no lo
 #                               cache and BLAS wins (one thread, forward ms, direct vs im2col:
 #                               C128 3x3 s2 11.3 vs 12.3, C256 3x3 20.0 vs 20.8 and s2 13.1 vs
 #                               10.4, C512 3x3 7x7 24.7 vs 20.0; benchmarks/README.md, 26)
+DIRECT_MAX_TAPS_DW = 640     # dw: C64 3x3 (576) 29 vs im2col 39 ms, stem 7x7x3 s2 38 vs 56;
+#                               C128 3x3 s2 (1152) 23 vs 14 (benchmarks/README.md, 26)
 DIRECT_MIN_FILTERS = 8        # filters per group (a register block holds 8)
 DIRECT_WINOGRAD_CHANNELS = 64  # inference: Winograd from min(C, F) = 64 up (C64 56x56 16.7 vs
 #                               direct 20.0 ms; C32->64 16x16 8.7 vs 7.6; C32->32 20.3 vs 15.2)
@@ -106,15 +110,19 @@ def winograd_fits(n, c, w_shape, stride, dilation, groups, out_size,
 
 def weight_grad_kernel(forward: str, x_shape, w_shape, stride, dilation, groups,
                        out_size) -> str:
-    """The dw kernel of a layer whose forward pass ran ``forward`` (float32, compiled):
-    Winograd where the layer fits it with at least WINOGRAD_MIN_TILES_DW tiles, whichever
-    kernel ran forward."""
+    """The dw kernel of a layer whose forward pass ran ``forward`` (float32, compiled), by
+    the forward's rule with dw's thresholds: Winograd where the layer fits it with at least
+    WINOGRAD_MIN_TILES_DW tiles and the direct kernel does not or C and F are both at least
+    DIRECT_WINOGRAD_CHANNELS; else direct up to DIRECT_MAX_TAPS_DW taps; else im2col."""
     if forward == "depthwise":
         return forward
-    if winograd_fits(x_shape[0], x_shape[1], w_shape, stride, dilation, groups, out_size,
-                     min_tiles=WINOGRAD_MIN_TILES_DW):
+    c, (f, cg, kh, kw) = x_shape[1], w_shape
+    direct = direct_fits(c, w_shape, groups) and cg * kh * kw <= DIRECT_MAX_TAPS_DW
+    if winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
+                     min_tiles=WINOGRAD_MIN_TILES_DW) and (
+                         not direct or min(c, f) >= DIRECT_WINOGRAD_CHANNELS):
         return "winograd4"
-    return "im2col"
+    return "direct" if direct else "im2col"
 
 
 def adjoint_is_conv(channels_per_group, kernel_size, stride, padding, dilation) -> bool:
@@ -136,7 +144,7 @@ class ConvPlan:
         input_grad: dx's kernel: "depthwise", "col2im", or, when dx is a stride-1
             convolution of dout with the flipped, transposed filters, that convolution's
             kernel ("winograd4", "direct", or "im2col (flipped filters)").
-        weight_grad: dw's kernel: "depthwise", "winograd4" or "im2col".
+        weight_grad: dw's kernel: "depthwise", "winograd4", "direct" or "im2col".
         adjoint_padding: the padding of dx as a convolution (None: dx by col2im or depthwise).
     """
 
@@ -168,7 +176,7 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     """
     settings = (backend.compiled(int(np.prod(x_shape))), WINOGRAD, WINOGRAD_MIN_TILES,
                 WINOGRAD_MIN_WORK, WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS, DIRECT,
-                DIRECT_MAX_TAPS, DIRECT_MIN_FILTERS, DIRECT_WINOGRAD_CHANNELS)
+                DIRECT_MAX_TAPS, DIRECT_MAX_TAPS_DW, DIRECT_MIN_FILTERS, DIRECT_WINOGRAD_CHANNELS)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
 

@@ -112,7 +112,7 @@ def _micro_kernel(filters: int, vectors: int):
 _micro = _micro_kernel(FILTERS, VECTORS)
 
 GRAD_FILTERS = 4     # dw register block: 4 filters x 4 taps of 16-float partial sums
-GRAD_TAPS = 4
+GRAD_TAPS = 6
 
 
 def _grad_micro_kernel(filters: int, taps: int):
@@ -302,8 +302,8 @@ def weight_grad_samples(x, dout, n0, n1, off, x_in, d_in, part, total, padding, 
                         dst[ow] = src[ow]
         fresh = (n - n0) % flush == 0
         for g in range(groups):
-            for kb in range(0, k_pad, GRAD_TAPS):
-                for fb in range(0, f_pad, GRAD_FILTERS):
+            for fb in range(0, f_pad, GRAD_FILTERS):
+                for kb in range(0, k_pad, GRAD_TAPS):
                     _grad_micro(x_in, off[g], d_in[g], part[g], kb, fb, q_pad, k_pad,
                                 0 if fresh else 1)
         if (n - n0) % flush == flush - 1 or n == n1 - 1:
