@@ -79,11 +79,13 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
     return "direct" if direct else "im2col"
 
 
-def direct_fits(c, w_shape, groups) -> bool:
+def direct_fits(c, w_shape, groups, min_filters=None) -> bool:
     """True, when the direct kernel is on, for a float32 layer of at most
-    ``DIRECT_MAX_TAPS`` taps per output and ``DIRECT_MIN_FILTERS`` filters per group."""
+    ``DIRECT_MAX_TAPS`` taps per output and ``min_filters`` (default DIRECT_MIN_FILTERS)
+    filters per group."""
     f, cg, kh, kw = w_shape
-    return DIRECT and cg * kh * kw <= DIRECT_MAX_TAPS and f // groups >= DIRECT_MIN_FILTERS
+    need = DIRECT_MIN_FILTERS if min_filters is None else min_filters
+    return DIRECT and cg * kh * kw <= DIRECT_MAX_TAPS and f // groups >= need
 
 
 def tiles(n, out_size, dilation) -> int:
@@ -131,7 +133,13 @@ def adjoint_is_conv(channels_per_group, kernel_size, stride, padding, dilation) 
     Needs stride 1 and padding within the dilated kernel; with few input channels the
     adjoint product is too thin for BLAS and col2im is faster (measured, benchmarks/README.md).
     """
-    return (tuple(stride) == (1, 1) and channels_per_group >= 16
+    return channels_per_group >= 16 and adjoint_exists(kernel_size, stride, padding, dilation)
+
+
+def adjoint_exists(kernel_size, stride, padding, dilation) -> bool:
+    """Whether dx is a stride-1 convolution of dout with the flipped filters: stride 1 and
+    padding within the dilated kernel."""
+    return (tuple(stride) == (1, 1)
             and all(p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel_size)))
 
 
@@ -202,9 +210,16 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     f, _, kh, kw = w_shape
     dw = ("im2col" if fits in ("gemm1x1", "im2col") else
           weight_grad_kernel(fits, x_shape, w_shape, stride, dilation, groups, out_size))
-    if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
-        return ConvPlan(fwd, "col2im", dw)
     full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
+    if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
+        # few input channels: the adjoint's products are too thin for BLAS, not for the
+        # direct kernel (its filter blocks pad C/G up to 8): CIFAR's 3->12 layer 1.1 ms
+        # against col2im's 3.0, LeNet conv2 0.66 against 1.31 (benchmarks/README.md, 26)
+        if fits in ("direct", "winograd4") and adjoint_exists(
+                (kh, kw), stride, padding, dilation) and direct_fits(
+                f, (x_shape[1], f // groups, kh, kw), groups, min_filters=1):
+            return ConvPlan(fwd, "direct", dw, full)
+        return ConvPlan(fwd, "col2im", dw)
     dx = choose((x_shape[0], f) + tuple(out_size), (x_shape[1], f // groups, kh, kw),
                 (1, 1), full, dilation, groups, x_shape[2:], dtype)
     return ConvPlan(fwd, dx if dx in ("winograd4", "direct") else "im2col (flipped filters)",
