@@ -119,10 +119,8 @@ def test_winograd_forward_and_weight_grad(shape):
 
 @st.composite
 def direct_shapes(draw):
-    k, s, p, d = (draw(st.integers(1, 5)), draw(st.integers(1, 3)), draw(st.integers(0, 2)),
+    k, s, p, d = (draw(st.integers(2, 5)), draw(st.integers(1, 3)), draw(st.integers(0, 2)),
                   draw(st.integers(1, 2)))
-    if k == 1 and s == 1 and p == 0:          # a plain matrix product: gemm1x1
-        p = 1
     groups = draw(st.integers(1, 2))
     cg, fg = draw(st.integers(1, 20)), draw(st.integers(8, 19))
     smallest = max(1, d * (k - 1) + 1 - 2 * p)
@@ -168,6 +166,32 @@ def test_direct_training_plan_and_fused_epilogue(relu):
     lin = torch.nn.functional.conv2d(xt, wt, None, 1, 1).detach().numpy()
     lin = lin * scale[:, None, None] + b[:, None, None]
     assert _rel(folded, np.maximum(lin, 0) if relu else lin) < TOL["direct"]
+
+
+# (x shape, w shape, stride, padding, dilation, groups): shapes the plan leaves to other
+# kernels, which the direct kernel still computes exactly
+@pytest.mark.parametrize("case", [
+    ((2, 4, 1, 1), (9, 4, 1, 1), 1, 0, 1, 1),            # 1x1 maps and kernel
+    ((2, 6, 9, 8), (17, 6, 1, 1), 2, 0, 1, 1),           # strided 1x1: one phase read
+    ((1, 3, 39, 43), (10, 3, 11, 11), 4, 2, 1, 1),       # AlexNet-like, 16 phases
+    ((3, 6, 10, 7), (6, 2, 3, 3), 1, 1, 1, 3),           # 2 filters per group
+    ((1, 5, 13, 12), (8, 5, 3, 2), (2, 1), (0, 2), (1, 3), 1),   # unequal per axis
+])
+def test_direct_kernel_forward_and_weight_grad(case):
+    from volnet.functional.compiled import direct
+    xs, ws, stride, padding, dilation, g = case
+    pairs = [(v, v) if isinstance(v, int) else v for v in (stride, padding, dilation)]
+    rng = np.random.default_rng(xs[2])
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    want = torch.nn.functional.conv2d(xt, wt, None, *pairs, g)
+    out = direct.forward(x, w, None, *pairs, g, tuple(want.shape[2:]))
+    assert _rel(out, want.detach().numpy()) < TOL["direct"]
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    want.backward(torch.tensor(dout, dtype=torch.float64))
+    dw = direct.weight_grad(x, dout, w.shape, *pairs, g)
+    assert dw.dtype == np.float32 and _rel(dw, wt.grad.numpy()) < TOL["direct"]
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 12, 24, 1), (3, 8, 11, 8, 2), (1, 32, 9, 40, 1)])
