@@ -22,6 +22,9 @@ import numpy as np
 from volnet.functional.compiled import direct_kernels as kernels
 from volnet.runtime import block_threads
 
+TILE_BYTES = 128 * 1024     # partial sums of one tile of outputs (all filters): with the
+#                             input rows they read, in L2 (VGG conv1_2, 224x224: 109 -> 88 ms;
+#                             ResNet stem 27 -> 23.5)
 K_CHUNK = 128     # taps per pass over the outputs: a block's inputs (128 x 32 floats, ~24 KB
 #                   with the unaligned reads' extra lines) stay in L1 across the filter blocks
 
@@ -75,6 +78,9 @@ def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size) -> Lay
     return Layout((hq, wq), off, length, f_pad, q_pad, grad_off)
 
 
+GRAD_TILE_BYTES = 256 * 1024   # dw: output gradients of one tile of outputs (all filters);
+#                                 128 KB / 256 KB / 2 MB: ResNet stem 33 / 29 / 38 ms,
+#                                 VGG conv1_2 111 / 94 / 120 ms (one thread, loaded machine)
 GRAD_FLUSH = 8      # samples summed in float32 lanes between float64 flushes (dw)
 
 
@@ -94,7 +100,8 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     k_pad = off.shape[1]
     count = max(1, min(block_threads.workers(), n))
     bounds = np.linspace(0, n, count + 1).astype(np.int64)
-    args = (tuple(padding), tuple(stride), lay.pitch, GRAD_FLUSH)
+    q_tile = max(16, GRAD_TILE_BYTES // (4 * f_pad) // 16 * 16)
+    args = (tuple(padding), tuple(stride), lay.pitch, GRAD_FLUSH, q_tile)
 
     def work(i):
         x_in = block_threads.scratch("direct_in", lay.length)
@@ -147,7 +154,9 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     n_bounds = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(np.int64)
     items = [(n_bounds[i], n_bounds[i + 1], fb_bounds[j], fb_bounds[j + 1])
              for i in range(len(n_bounds) - 1) for j in range(parts)]
-    args = (tuple(padding), tuple(stride), lay.pitch, K_CHUNK)
+    q_tile = max(kernels.PIXELS, TILE_BYTES // (4 * lay.f_pad) // kernels.PIXELS
+                 * kernels.PIXELS)
+    args = (tuple(padding), tuple(stride), lay.pitch, K_CHUNK, q_tile)
 
     def work(i):
         x_in = block_threads.scratch("direct_in", lay.length)

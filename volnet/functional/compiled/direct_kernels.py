@@ -117,19 +117,19 @@ GRAD_TAPS = 6
 
 def _grad_micro_kernel(filters: int, taps: int):
     """The weight gradient's register block as a numba intrinsic:
-    ``_grad_micro(x_in, off, d_in, part, k0, f0, q_n, ldk, add)`` sets
-    ``part[f0 + f, k0 + t, l] (+)= sum_{q = l mod 16, q < q_n} d_in[f0 + f, q] *
+    ``_grad_micro(x_in, off, d_in, part, k0, f0, q0, q1, ldd, ldk, add)`` sets
+    ``part[f0 + f, k0 + t, l] (+)= sum_{q = l mod 16, q0 <= q < q1} d_in[f0 + f, q] *
     x_in[off[k0 + t] + q]`` for f < filters, t < taps, lanes l < 16 (flat indices: d_in's
-    rows q_n apart, part (Fpad, ldk, 16); ``add`` nonzero: add to what part holds).
+    rows ldd apart, part (Fpad, ldk, 16); ``add`` nonzero: add to what part holds).
     Sixteen lanes of partial sums, so the loop over outputs is all vector FMAs."""
 
     @intrinsic
-    def grad_micro(typingctx, x_in, off, d_in, part, k0, f0, q_n, ldk, add):
+    def grad_micro(typingctx, x_in, off, d_in, part, k0, f0, q0, q1, ldd, ldk, add):
         sig = types.void(x_in, off, d_in, part, types.intp, types.intp, types.intp,
-                         types.intp, types.intp)
+                         types.intp, types.intp, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            x_arg, off_arg, d_arg, part_arg, k0_, f0_, qn_, ldk_, add_ = args
+            x_arg, off_arg, d_arg, part_arg, k0_, f0_, q0_, q1_, ldd_, ldk_, add_ = args
 
             def data(ty, val):
                 return context.make_array(ty)(context, builder, val).data
@@ -156,10 +156,9 @@ def _grad_micro_kernel(filters: int, taps: int):
                 builder.module, ir.FunctionType(vec, [vec, vec, vec]), "llvm.fma.v16f32")
             x_rows = [builder.gep(xp, [builder.load(builder.gep(
                 offp, [builder.add(k0_, ir.Constant(i64, t))]))]) for t in range(taps)]
-            d_rows = [builder.gep(dp, [builder.mul(builder.add(f0_, ir.Constant(i64, f)), qn_)])
+            d_rows = [builder.gep(dp, [builder.mul(builder.add(f0_, ir.Constant(i64, f)), ldd_)])
                       for f in range(filters)]
-            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), qn_,
-                                         ir.Constant(i64, 16)) as (q, _):
+            with cgutils.for_range_slice(builder, q0_, q1_, ir.Constant(i64, 16)) as (q, _):
                 xs, ds = [], []
                 for rows, vals in ((x_rows, xs), (d_rows, ds)):
                     for row in rows:
@@ -221,23 +220,26 @@ def _pack_sample(x, n, x_in, padding, stride, pitch):  # pragma: no cover - comp
 
 
 @njit(inline="always")
-def _products(x_in, off, wp, prod, fb0, fb1, k_chunk):  # pragma: no cover - compiled
+def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile):  # pragma: no cover
     """prod (Fpad, Qr) = the sums over taps for every output number q, in register blocks,
-    for filter blocks [fb0, fb1) of wp (Fpad / FILTERS, K, FILTERS). Taps ``k_chunk`` at a
-    time, so the inputs a block of outputs reads stay in L1 while every filter block uses
-    them."""
+    for filter blocks [fb0, fb1) of wp (Fpad / FILTERS, K, FILTERS). Outputs ``q_tile`` at a
+    time (their partial sums and the input rows they read stay in L2), taps ``k_chunk`` at
+    a time (the inputs a block of outputs reads stay in L1 while every filter block uses
+    them)."""
     k_n = off.size
     q_pad = prod.shape[1]
-    for k0 in range(0, k_n, k_chunk):
-        k1 = min(k_n, k0 + k_chunk)
-        for q in range(0, q_pad, PIXELS):
-            for fb in range(fb0, fb1):
-                _micro(x_in, off, wp[fb], prod, k0, k1, q, fb * FILTERS, q_pad, k0)
+    for t0 in range(0, q_pad, q_tile):
+        t1 = min(q_pad, t0 + q_tile)
+        for k0 in range(0, k_n, k_chunk):
+            k1 = min(k_n, k0 + k_chunk)
+            for q in range(t0, t1, PIXELS):
+                for fb in range(fb0, fb1):
+                    _micro(x_in, off, wp[fb], prod, k0, k1, q, fb * FILTERS, q_pad, k0)
 
 
 @njit(nogil=True, cache=True)
 def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, relu,
-                    padding, stride, pitch, k_chunk):  # pragma: no cover - compiled
+                    padding, stride, pitch, k_chunk, q_tile):  # pragma: no cover - compiled
     """out[n] for samples n in [n0, n1) and each group's filter blocks [fb0, fb1): pack,
     products per group, store.
 
@@ -254,7 +256,7 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
     for n in range(n0, n1):
         _pack_sample(x, n, x_in, padding, stride, pitch)
         for g in range(groups):
-            _products(x_in, off[g], wp[g], prod, fb0, fb1, k_chunk)
+            _products(x_in, off[g], wp[g], prod, fb0, fb1, k_chunk, q_tile)
             for f in range(fb0 * FILTERS, min(fg, fb1 * FILTERS)):
                 fo = g * fg + f
                 s = scale[fo] if has_scale else np.float32(1.0)
@@ -277,14 +279,15 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
 
 @njit(nogil=True, cache=True)
 def weight_grad_samples(x, dout, n0, n1, off, x_in, d_in, part, total, padding, stride, pitch,
-                        flush):  # pragma: no cover - compiled
+                        flush, q_tile):  # pragma: no cover - compiled
     """total (G, Fpad, Kpad) += dw of samples [n0, n1), in float64.
 
     off (G, Kpad) tap offsets (padded with repeats of a valid one); x_in one packed
     sample (as forward); d_in (G, Fpad, Qr) scratch: dout on the same output numbering,
     zero at the pitch's padding columns and beyond, so their inputs count for nothing;
     part (G, Fpad, Kpad, 16) float32 lanes, added into ``total`` every ``flush`` samples
-    (each lane sums at most flush * Qr / 16 products in float32).
+    (each lane sums at most flush * Qr / 16 products in float32). Outputs ``q_tile`` at a
+    time, so the input rows and output gradients of a tile stay in L2.
     """
     groups, f_pad, q_pad = d_in.shape
     k_pad = off.shape[1]
@@ -300,12 +303,14 @@ def weight_grad_samples(x, dout, n0, n1, off, x_in, d_in, part, total, padding, 
                     src, dst = dout[n, g * fg + f, oh], d_in[g, f, oh * wq:oh * wq + wo]
                     for ow in range(wo):
                         dst[ow] = src[ow]
-        fresh = (n - n0) % flush == 0
-        for g in range(groups):
-            for fb in range(0, f_pad, GRAD_FILTERS):
-                for kb in range(0, k_pad, GRAD_TAPS):
-                    _grad_micro(x_in, off[g], d_in[g], part[g], kb, fb, q_pad, k_pad,
-                                0 if fresh else 1)
+        for t0 in range(0, q_pad, q_tile):
+            add = 0 if (n - n0) % flush == 0 and t0 == 0 else 1
+            t1 = min(q_pad, t0 + q_tile)
+            for g in range(groups):
+                for fb in range(0, f_pad, GRAD_FILTERS):
+                    for kb in range(0, k_pad, GRAD_TAPS):
+                        _grad_micro(x_in, off[g], d_in[g], part[g], kb, fb, t0, t1, q_pad,
+                                    k_pad, add)
         if (n - n0) % flush == flush - 1 or n == n1 - 1:
             for g in range(groups):
                 for f in range(f_pad):
