@@ -1,4 +1,5 @@
-"""The kernels of the direct float32 convolution (``direct.py``): register-blocked products with no unrolled columns.
+"""The kernels of the direct float32 convolution (``direct.py``): register-blocked products,
+no unrolled columns.
 
 The identity behind it: lay each sample's zero-padded input out as planes of row pitch R
 (for stride s, the s x s polyphase planes ``x_pad[c, a::s, b::s]``, so every tap reads with
@@ -20,10 +21,20 @@ plain numba ran at 10 GFLOP/s, this one at ~200 on one Sapphire Rapids core). Ea
 taps runs in one order in float32 (fused multiply-adds): the error class of im2col's GEMM,
 not Winograd's, so a training forward may use it (benchmarks/README.md, seventh round).
 
-One call (:func:`forward_samples`) does, per sample: pack (pad, and split into phases),
-the products for every group and filter block, and the store to NCHW with scale, bias and
-ReLU; it releases the GIL, so ``direct.py`` runs samples on block threads. No ``fastmath``:
-the ReLU must see NaN as it is (NaN -> 0, as ``compiled/activation.py``'s bias pass).
+The weight gradient is the transposed sum, ``dw[f, k] = sum_q dout[f, q] * x_in[off[k] +
+q]`` with dout laid on the same numbering (zero at the dropped positions):
+:func:`_grad_micro` keeps 4 filters x 6 taps of 16-lane partial sums in registers while it
+runs along q; lanes are summed and samples added in float64 every few samples.
+
+One call (:func:`forward_samples`, :func:`weight_grad_samples`) does, per sample: pack
+(pad, and split into phases), the register blocks for every group, and the store (forward:
+to NCHW with scale, bias and ReLU); it releases the GIL, so ``direct.py`` runs samples on
+block threads. No ``fastmath``: the ReLU must see NaN as it is (NaN -> 0, as
+``compiled/activation.py``'s bias pass).
+
+The 16-float vectors are AVX-512 registers; on a CPU without AVX-512, LLVM splits them into
+narrower ones (same results, slower: the accumulators no longer fit the register file).
+llvmlite is numba's own dependency.
 """
 
 from __future__ import annotations
@@ -111,8 +122,8 @@ def _micro_kernel(filters: int, vectors: int):
 
 _micro = _micro_kernel(FILTERS, VECTORS)
 
-GRAD_FILTERS = 4     # dw register block: 4 filters x 4 taps of 16-float partial sums
-GRAD_TAPS = 6
+GRAD_FILTERS = 4     # dw register block: 4 filters x 6 taps of 16-float partial sums (4x4,
+GRAD_TAPS = 6        # 6x4, 8x3, 3x8, 2x12 measured: 4x6 best, benchmarks/README.md)
 
 
 def _grad_micro_kernel(filters: int, taps: int):
@@ -243,9 +254,9 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
     """out[n] for samples n in [n0, n1) and each group's filter blocks [fb0, fb1): pack,
     products per group, store.
 
-    x (N, C, H, W); wp (G, Fpad / FILTERS, K, FILTERS) packed filters; off (G, K) tap offsets into one
-    sample's packed input ``x_in`` (C * sh * sw planes of ``pitch`` = (Hq, Wq), zero
-    tail); prod (Fpad, Qr) scratch; out (N, F, Ho, Wo) gets ``prod * scale + bias``
+    x (N, C, H, W); wp (G, Fpad / FILTERS, K, FILTERS) packed filters; off (G, K) tap
+    offsets into one sample's packed input ``x_in`` (C * sh * sw planes of ``pitch`` =
+    (Hq, Wq), zero tail); prod (Fpad, Qr) scratch; out (N, F, Ho, Wo) gets ``prod * scale + bias``
     (scale, bias: (F,) or empty), rectified when ``relu``.
     """
     groups = wp.shape[0]
