@@ -9,7 +9,7 @@ from volnet.functional import activation as F
 from volnet.layers.base import Layer
 
 
-class _Elementwise(Layer):
+class Elementwise(Layer):
     """An elementwise activation: the output volume has the input's shape.
 
     @public (the API reference documents it: its subclasses inherit these members)
@@ -19,7 +19,7 @@ class _Elementwise(Layer):
         return tuple(input_shape)
 
 
-class ReLU(_Elementwise):
+class ReLU(Elementwise):
     """max(0, x), the lecture's RELU layer.
 
     Example:
@@ -49,7 +49,7 @@ class ReLU(_Elementwise):
         return out
 
 
-class LeakyReLU(_Elementwise):
+class LeakyReLU(Elementwise):
     """x if x > 0 else negative_slope * x.
 
     Example:
@@ -73,7 +73,7 @@ class LeakyReLU(_Elementwise):
         return f"negative_slope={self.negative_slope}"
 
 
-class Tanh(_Elementwise):
+class Tanh(Elementwise):
     """tanh(x); backward uses 1 - tanh(x)^2 from the saved output."""
 
     def _forward(self, x, training, keep_cache):
@@ -85,7 +85,7 @@ class Tanh(_Elementwise):
         return dout * (1.0 - self._cache * self._cache)
 
 
-class Sigmoid(_Elementwise):
+class Sigmoid(Elementwise):
     """1 / (1 + exp(-x)), computed without overflow; backward s(1 - s)."""
 
     def _forward(self, x, training, keep_cache):
@@ -98,7 +98,7 @@ class Sigmoid(_Elementwise):
         return dout * self._cache * (1.0 - self._cache)
 
 
-class Softmax(_Elementwise):
+class Softmax(Elementwise):
     """Softmax along ``dim`` (default 1, the class or channel axis)."""
 
     def __init__(self, dim: int = 1):
@@ -127,7 +127,7 @@ class Softmax(_Elementwise):
         return f"dim={self.dim}"
 
 
-class Identity(_Elementwise):
+class Identity(Elementwise):
     """Passes its input through unchanged (a placeholder in surgery, like PyTorch's)."""
 
     def _forward(self, x, training, keep_cache):
@@ -138,7 +138,7 @@ class Identity(_Elementwise):
         return dout
 
 
-class Scale(_Elementwise):
+class Scale(Elementwise):
     """``x * factor`` with a constant factor (no parameters, no state-dict keys).
 
     Inception-ResNet scales each residual branch by 0.1-0.3 before the sum so

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ConfigError, ShapeError
-from volnet.layers.activation import _Elementwise
+from volnet.layers.activation import Elementwise
 from volnet.layers.elementwise import reduce_to
 
 
-class PReLU(_Elementwise):
+class PReLU(Elementwise):
     """x if x > 0 else a * x, with learned slopes ``weight`` (He et al. 2015).
 
     Args:
@@ -74,7 +74,7 @@ class PReLU(_Elementwise):
                 else f"num_parameters={self.num_parameters}")
 
 
-class ELU(_Elementwise):
+class ELU(Elementwise):
     """x if x > 0 else alpha * (exp(x) - 1) (Clevert et al. 2016).
 
     Example:
@@ -101,7 +101,7 @@ class ELU(_Elementwise):
         return f"alpha={self.alpha}"
 
 
-class Clip(_Elementwise):
+class Clip(Elementwise):
     """min(max(x, min_value), max_value); either bound may be None (ONNX ``Clip``). With
     min_value > max_value every output is max_value (ONNX's and NumPy's rule).
 

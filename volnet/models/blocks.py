@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from volnet.errors import ConfigError
-from volnet.layers import BatchNorm2d, Conv2d, ReLU, Sequential
+from volnet.layers import AvgPool2d, BatchNorm2d, Conv2d, ReLU, Sequential
 from volnet.layers.channel_affine import ChannelAffine
 
 
@@ -33,3 +33,17 @@ def unit_range_input(in_channels: int) -> ChannelAffine:
         raise ConfigError(f"transform_input maps ImageNet-normalised RGB and needs "
                           f"in_channels=3, got {in_channels}")
     return ChannelAffine.imagenet_to_unit_range()
+
+
+def conv_chain(rng, *specs) -> Sequential:
+    """Basic convs in a row, numbered 0, 1, ...: each spec is (in, out, kernel, stride, padding)
+    (Inception v4 and Inception-ResNet-v2 branches)."""
+    return Sequential(*[basic_conv(i, o, k, stride=s, padding=p, rng=rng)
+                        for i, o, k, s, p in specs])
+
+
+def avg_pool_branch(in_ch: int, out_ch: int, rng) -> Sequential:
+    """3x3 average pool (stride 1, pad 1, padding not counted in the mean, as the reference's
+    count_include_pad=False), then a 1x1 basic conv: the Inception pooling branch."""
+    return Sequential(AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+                      basic_conv(in_ch, out_ch, 1, rng=rng))

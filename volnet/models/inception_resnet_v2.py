@@ -46,8 +46,7 @@ from volnet.layers import (
     Scale,
     Sequential,
 )
-from volnet.models.blocks import basic_conv
-from volnet.models.inception_v4 import _avg_branch, _seq
+from volnet.models.blocks import avg_pool_branch, basic_conv, conv_chain
 
 
 def _residual(branches: dict, width: int, depth: int, scale: float, rng,
@@ -65,9 +64,9 @@ def mixed_5b(rng=None) -> Concat:
     """35x35x192 -> 35x35x320 (96 + 64 + 96 + 64), the port's last stem module."""
     return Concat({
         "branch0": basic_conv(192, 96, 1, rng=rng),
-        "branch1": _seq(rng, (192, 48, 1, 1, 0), (48, 64, 5, 1, 2)),
-        "branch2": _seq(rng, (192, 64, 1, 1, 0), (64, 96, 3, 1, 1), (96, 96, 3, 1, 1)),
-        "branch3": _avg_branch(192, 64, rng),
+        "branch1": conv_chain(rng, (192, 48, 1, 1, 0), (48, 64, 5, 1, 2)),
+        "branch2": conv_chain(rng, (192, 64, 1, 1, 0), (64, 96, 3, 1, 1), (96, 96, 3, 1, 1)),
+        "branch3": avg_pool_branch(192, 64, rng),
     })
 
 
@@ -75,8 +74,8 @@ def block35(scale: float = 0.17, rng=None) -> Residual:
     """Inception-ResNet-A, 35x35x320 -> 35x35x320 (branches 32 + 32 + 64)."""
     return _residual({
         "branch0": basic_conv(320, 32, 1, rng=rng),
-        "branch1": _seq(rng, (320, 32, 1, 1, 0), (32, 32, 3, 1, 1)),
-        "branch2": _seq(rng, (320, 32, 1, 1, 0), (32, 48, 3, 1, 1), (48, 64, 3, 1, 1)),
+        "branch1": conv_chain(rng, (320, 32, 1, 1, 0), (32, 32, 3, 1, 1)),
+        "branch2": conv_chain(rng, (320, 32, 1, 1, 0), (32, 48, 3, 1, 1), (48, 64, 3, 1, 1)),
     }, 128, 320, scale, rng)
 
 
@@ -84,7 +83,7 @@ def mixed_6a(rng=None) -> Concat:
     """Reduction-A (k, l, m, n = 256, 256, 384, 384): 35x35x320 -> 17x17x1088."""
     return Concat({
         "branch0": basic_conv(320, 384, 3, stride=2, rng=rng),
-        "branch1": _seq(rng, (320, 256, 1, 1, 0), (256, 256, 3, 1, 1), (256, 384, 3, 2, 0)),
+        "branch1": conv_chain(rng, (320, 256, 1, 1, 0), (256, 256, 3, 1, 1), (256, 384, 3, 2, 0)),
         "branch2": MaxPool2d(3, stride=2),
     })
 
@@ -93,7 +92,7 @@ def block17(scale: float = 0.10, rng=None) -> Residual:
     """Inception-ResNet-B, 17x17x1088 -> 17x17x1088 (7x7 factorised into 1x7 and 7x1)."""
     return _residual({
         "branch0": basic_conv(1088, 192, 1, rng=rng),
-        "branch1": _seq(rng, (1088, 128, 1, 1, 0), (128, 160, (1, 7), 1, (0, 3)),
+        "branch1": conv_chain(rng, (1088, 128, 1, 1, 0), (128, 160, (1, 7), 1, (0, 3)),
                         (160, 192, (7, 1), 1, (3, 0))),
     }, 384, 1088, scale, rng)
 
@@ -101,9 +100,9 @@ def block17(scale: float = 0.10, rng=None) -> Residual:
 def mixed_7a(rng=None) -> Concat:
     """Reduction-B: 17x17x1088 -> 8x8x2080 (384 + 288 + 320 + the 1088 pooled)."""
     return Concat({
-        "branch0": _seq(rng, (1088, 256, 1, 1, 0), (256, 384, 3, 2, 0)),
-        "branch1": _seq(rng, (1088, 256, 1, 1, 0), (256, 288, 3, 2, 0)),
-        "branch2": _seq(rng, (1088, 256, 1, 1, 0), (256, 288, 3, 1, 1), (288, 320, 3, 2, 0)),
+        "branch0": conv_chain(rng, (1088, 256, 1, 1, 0), (256, 384, 3, 2, 0)),
+        "branch1": conv_chain(rng, (1088, 256, 1, 1, 0), (256, 288, 3, 2, 0)),
+        "branch2": conv_chain(rng, (1088, 256, 1, 1, 0), (256, 288, 3, 1, 1), (288, 320, 3, 2, 0)),
         "branch3": MaxPool2d(3, stride=2),
     })
 
@@ -112,7 +111,7 @@ def block8(scale: float = 0.20, rng=None, relu: bool = True) -> Residual:
     """Inception-ResNet-C, 8x8x2080 -> 8x8x2080 (3x3 factorised into 1x3 and 3x1)."""
     return _residual({
         "branch0": basic_conv(2080, 192, 1, rng=rng),
-        "branch1": _seq(rng, (2080, 192, 1, 1, 0), (192, 224, (1, 3), 1, (0, 1)),
+        "branch1": conv_chain(rng, (2080, 192, 1, 1, 0), (192, 224, (1, 3), 1, (0, 1)),
                         (224, 256, (3, 1), 1, (1, 0))),
     }, 448, 2080, scale, rng, relu)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.layers import (
-    AvgPool2d,
     Concat,
     Dropout,
     Flatten,
@@ -28,20 +27,7 @@ from volnet.layers import (
     Sequential,
 )
 from volnet.layers.flat_concat import FlatConcat
-from volnet.models.blocks import basic_conv
-
-
-def _seq(rng, *specs) -> Sequential:
-    """basic convs in a row, numbered 0, 1, ...: specs are (in, out, kernel, stride, padding)."""
-    return Sequential(*[basic_conv(i, o, k, stride=s, padding=p, rng=rng)
-                        for i, o, k, s, p in specs])
-
-
-def _avg_branch(in_ch: int, out_ch: int, rng) -> Sequential:
-    # 3x3 average pool, stride 1, pad 1, padding not counted in the mean
-    # (the reference's count_include_pad=False)
-    return Sequential(AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
-                      basic_conv(in_ch, out_ch, 1, rng=rng))
+from volnet.models.blocks import avg_pool_branch, basic_conv, conv_chain
 
 
 def stem(in_channels: int, rng=None) -> list:
@@ -52,8 +38,8 @@ def stem(in_channels: int, rng=None) -> list:
         basic_conv(32, 64, 3, padding=1, rng=rng),                              # 147x147x64
         Concat({"maxpool": MaxPool2d(3, stride=2),                              # 73x73x160
                 "conv": basic_conv(64, 96, 3, stride=2, rng=rng)}),
-        Concat({"branch0": _seq(rng, (160, 64, 1, 1, 0), (64, 96, 3, 1, 0)),    # 71x71x192
-                "branch1": _seq(rng, (160, 64, 1, 1, 0), (64, 64, (1, 7), 1, (0, 3)),
+        Concat({"branch0": conv_chain(rng, (160, 64, 1, 1, 0), (64, 96, 3, 1, 0)),    # 71x71x192
+                "branch1": conv_chain(rng, (160, 64, 1, 1, 0), (64, 64, (1, 7), 1, (0, 3)),
                                 (64, 64, (7, 1), 1, (3, 0)), (64, 96, 3, 1, 0))}),
         Concat({"conv": basic_conv(192, 192, 3, stride=2, rng=rng),             # 35x35x384
                 "maxpool": MaxPool2d(3, stride=2)}),
@@ -64,9 +50,9 @@ def inception_a(rng=None) -> Concat:
     """Figure 4: 35x35x384 -> 35x35x384."""
     return Concat({
         "branch0": basic_conv(384, 96, 1, rng=rng),
-        "branch1": _seq(rng, (384, 64, 1, 1, 0), (64, 96, 3, 1, 1)),
-        "branch2": _seq(rng, (384, 64, 1, 1, 0), (64, 96, 3, 1, 1), (96, 96, 3, 1, 1)),
-        "branch3": _avg_branch(384, 96, rng),
+        "branch1": conv_chain(rng, (384, 64, 1, 1, 0), (64, 96, 3, 1, 1)),
+        "branch2": conv_chain(rng, (384, 64, 1, 1, 0), (64, 96, 3, 1, 1), (96, 96, 3, 1, 1)),
+        "branch3": avg_pool_branch(384, 96, rng),
     })
 
 
@@ -74,7 +60,7 @@ def reduction_a(rng=None, k=192, l=224, m=256, n=384) -> Concat:
     """Figure 7: 35x35x384 -> 17x17x1024 (k, l, m, n from Table 1 for Inception-v4)."""
     return Concat({
         "branch0": basic_conv(384, n, 3, stride=2, rng=rng),
-        "branch1": _seq(rng, (384, k, 1, 1, 0), (k, l, 3, 1, 1), (l, m, 3, 2, 0)),
+        "branch1": conv_chain(rng, (384, k, 1, 1, 0), (k, l, 3, 1, 1), (l, m, 3, 2, 0)),
         "branch2": MaxPool2d(3, stride=2),
     })
 
@@ -83,20 +69,20 @@ def inception_b(rng=None) -> Concat:
     """Figure 5: 17x17x1024 -> 17x17x1024, 7x7 factorised into 1x7 and 7x1."""
     return Concat({
         "branch0": basic_conv(1024, 384, 1, rng=rng),
-        "branch1": _seq(rng, (1024, 192, 1, 1, 0), (192, 224, (1, 7), 1, (0, 3)),
+        "branch1": conv_chain(rng, (1024, 192, 1, 1, 0), (192, 224, (1, 7), 1, (0, 3)),
                         (224, 256, (7, 1), 1, (3, 0))),
-        "branch2": _seq(rng, (1024, 192, 1, 1, 0), (192, 192, (7, 1), 1, (3, 0)),
+        "branch2": conv_chain(rng, (1024, 192, 1, 1, 0), (192, 192, (7, 1), 1, (3, 0)),
                         (192, 224, (1, 7), 1, (0, 3)), (224, 224, (7, 1), 1, (3, 0)),
                         (224, 256, (1, 7), 1, (0, 3))),
-        "branch3": _avg_branch(1024, 128, rng),
+        "branch3": avg_pool_branch(1024, 128, rng),
     })
 
 
 def reduction_b(rng=None) -> Concat:
     """Figure 8: 17x17x1024 -> 8x8x1536."""
     return Concat({
-        "branch0": _seq(rng, (1024, 192, 1, 1, 0), (192, 192, 3, 2, 0)),
-        "branch1": _seq(rng, (1024, 256, 1, 1, 0), (256, 256, (1, 7), 1, (0, 3)),
+        "branch0": conv_chain(rng, (1024, 192, 1, 1, 0), (192, 192, 3, 2, 0)),
+        "branch1": conv_chain(rng, (1024, 256, 1, 1, 0), (256, 256, (1, 7), 1, (0, 3)),
                         (256, 320, (7, 1), 1, (3, 0)), (320, 320, 3, 2, 0)),
         "branch2": MaxPool2d(3, stride=2),
     })
@@ -120,7 +106,7 @@ def inception_c(rng=None) -> FlatConcat:
                          "branch2_1": basic_conv(384, 448, (3, 1), padding=(1, 0), rng=rng),
                          "branch2_2": basic_conv(448, 512, (1, 3), padding=(0, 1), rng=rng),
                          "": _split("branch2_3", 512, rng)}),
-        "3": Sequential({"branch3": _avg_branch(1536, 256, rng)}),
+        "3": Sequential({"branch3": avg_pool_branch(1536, 256, rng)}),
     })
 
 

@@ -23,11 +23,11 @@ from volnet.layers import (
     Linear,
     Softmax,
 )
-from volnet.layers.activation import _Elementwise
+from volnet.layers.activation import Elementwise
 
 
 @dataclass(frozen=True)
-class _State:
+class WalkState:
     """What flows between two layers during the walk.
 
     mode: "spatial" (a (C, H, W) volume), "flat" (a flattened volume; the
@@ -47,23 +47,24 @@ class _State:
     exact: bool = True
 
 
-def _refuse(layer: Layer, path: str, why: str) -> ConfigError:
+def refusal(layer: Layer, path: str, why: str) -> ConfigError:
+    """The ConfigError saying why ``layer`` (at ``path``) cannot be converted."""
     where = f"{type(layer).__name__}({layer.extra_repr()})" + (f" at {path}" if path else "")
     return ConfigError(f"to_fully_conv cannot convert {where}: {why}")
 
 
-def _describe(state: _State) -> str:
+def _describe(state: WalkState) -> str:
     if state.mode == "flat":
         return f"a flattened {state.volume} volume"
     return f"a {state.mode} {state.shape} at stride {state.stride}"
 
 
-def _is_pointwise(layer: Layer) -> bool:
+def is_pointwise(layer: Layer) -> bool:
     """Layers acting on each position (and each value) alone, in every layout."""
-    return isinstance(layer, (_Elementwise, Dropout)) and not isinstance(layer, Softmax)
+    return isinstance(layer, (Elementwise, Dropout)) and not isinstance(layer, Softmax)
 
 
-def _convert_flat(layer: Layer, path: str, state: _State):
+def _convert_flat(layer: Layer, path: str, state: WalkState):
     if isinstance(layer, Linear):
         c, h, w = state.volume
         if layer.in_features != c * h * w:
@@ -71,36 +72,36 @@ def _convert_flat(layer: Layer, path: str, state: _State):
                              f"got a flattened {state.volume} volume ({c * h * w})")
         conv = _conv_from_linear(layer, c, (h, w))
         return conv, replace(state, mode="vector", shape=(layer.out_features,), volume=())
-    if _is_pointwise(layer):
+    if is_pointwise(layer):
         return layer.copy(), state
     if isinstance(layer, Flatten):
         return None, state
     if isinstance(layer, BatchNorm1d):
-        raise _refuse(layer, path, f"it normalises each of the {state.shape[0]} features of a "
+        raise refusal(layer, path, f"it normalises each of the {state.shape[0]} features of a "
                                    f"flattened {state.volume} volume separately, which is not a "
                                    "per-channel operation; use BatchNorm2d before Flatten")
-    raise _refuse(layer, path, f"it acts on a flattened {state.volume} volume as a whole; only "
+    raise refusal(layer, path, f"it acts on a flattened {state.volume} volume as a whole; only "
                                "Linear, elementwise and dropout layers may follow Flatten")
 
 
-def _convert_vector(layer: Layer, path: str, state: _State):
+def _convert_vector(layer: Layer, path: str, state: WalkState):
     if isinstance(layer, Linear):
         if layer.in_features != state.shape[0]:
             raise ShapeError(f"{layer.where()} expected {layer.in_features} input features, "
                              f"got {state.shape[0]}")
         return _conv_from_linear(layer, layer.in_features, (1, 1)), replace(
             state, shape=(layer.out_features,))
-    if _is_pointwise(layer):
+    if is_pointwise(layer):
         return layer.copy(), state
     if isinstance(layer, Flatten):
         return None, state
     if isinstance(layer, Softmax):
         if layer.dim not in (1, -1):
-            raise _refuse(layer, path, "a softmax over features needs dim=1")
+            raise refusal(layer, path, "a softmax over features needs dim=1")
         return Softmax(dim=1), state   # features are channels now
     if isinstance(layer, BatchNorm1d):
         return _bn2d_from_bn1d(layer, path, state), state
-    raise _refuse(layer, path, f"it is not known to act on a feature vector of {state.shape[0]} "
+    raise refusal(layer, path, f"it is not known to act on a feature vector of {state.shape[0]} "
                                "values per position; only Linear, elementwise, dropout, softmax "
                                "and BatchNorm1d layers may follow the first FC layer")
 
@@ -119,7 +120,7 @@ def _conv_from_linear(linear: Linear, in_channels: int, kernel: tuple[int, int])
     return conv
 
 
-def _bn2d_from_bn1d(bn: BatchNorm1d, path: str, state: _State) -> BatchNorm2d:
+def _bn2d_from_bn1d(bn: BatchNorm1d, path: str, state: WalkState) -> BatchNorm2d:
     """The same per-feature normalisation applied to the channels of a map."""
     if bn.num_features != state.shape[0]:
         raise ShapeError(f"{bn.where()} expected {bn.num_features} features, got {state.shape[0]}")

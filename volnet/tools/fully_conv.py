@@ -55,13 +55,13 @@ from volnet.layers import (
 from volnet.layers.base import join_key
 from volnet.layers.side_branch import SideBranch
 from volnet.tools.fc_to_conv import (
+    WalkState,
     _convert_flat,
     _convert_vector,
     _describe,
-    _refuse,
-    _State,
+    refusal,
 )
-from volnet.tools.fully_conv_spatial import _convert_spatial
+from volnet.tools.fully_conv_spatial import convert_spatial
 
 
 class FullyConvNet(Sequential):
@@ -115,7 +115,7 @@ def to_fully_conv(net: Layer, input_shape: tuple[int, int, int]) -> FullyConvNet
     shape = _check_input_shape(input_shape)
     if not isinstance(net, Layer):
         raise ConfigError(f"to_fully_conv expects a volnet Layer, got {type(net).__name__}")
-    body, state = _convert(net, "", _State("spatial", shape))
+    body, state = _convert(net, "", WalkState("spatial", shape))
     _check_output(net, state, shape)
     if any(isinstance(s, Fraction) for s in state.stride):
         raise ConfigError(f"to_fully_conv: {type(net).__name__} upsamples more than it "
@@ -140,7 +140,7 @@ def _check_input_shape(input_shape) -> tuple[int, int, int]:
     return shape
 
 
-def _check_output(net: Layer, state: _State, input_shape: tuple) -> None:
+def _check_output(net: Layer, state: WalkState, input_shape: tuple) -> None:
     """The original output must be one score vector per crop (a 1x1 map once converted)."""
     spatial = state.volume[1:] if state.mode == "flat" else state.shape[1:]
     if state.mode != "vector" and tuple(spatial) != (1, 1):
@@ -150,7 +150,7 @@ def _check_output(net: Layer, state: _State, input_shape: tuple) -> None:
             "ending in Linear layers (or in a 1x1 volume).")
 
 
-def _convert(layer: Layer, path: str, state: _State) -> tuple[Layer | None, _State]:
+def _convert(layer: Layer, path: str, state: WalkState) -> tuple[Layer | None, WalkState]:
     """Convert one layer (recursively); None means it disappears."""
     if isinstance(layer, Sequential):
         return _convert_sequential(layer, path, state)
@@ -164,9 +164,9 @@ def _convert(layer: Layer, path: str, state: _State) -> tuple[Layer | None, _Sta
     if chain is not None:   # an imported ONNX graph that is a plain chain of layers
         return _convert_sequential(chain, path, state)
     if layer.named_children():
-        raise _refuse(layer, path, "only Sequential, Residual and Concat containers are "
+        raise refusal(layer, path, "only Sequential, Residual and Concat containers are "
                                    "understood; rebuild the block from those")
-    convert = {"spatial": _convert_spatial, "flat": _convert_flat, "vector": _convert_vector}
+    convert = {"spatial": convert_spatial, "flat": _convert_flat, "vector": _convert_vector}
     return convert[state.mode](layer, path, state)
 
 
@@ -181,7 +181,7 @@ def _graph_chain(layer):
         if node.kind != "layer" or node.inputs != (tensor,):
             what = (f"joins branches ({node.kind})" if node.kind != "layer"
                     else f"starts a branch from {node.inputs[0]!r}")
-            raise _refuse(layer, layer.path, f"node {node.name!r} {what}; dense evaluation of "
+            raise refusal(layer, layer.path, f"node {node.name!r} {what}; dense evaluation of "
                           "imported graphs covers chains of layers (VGG, AlexNet), not residual "
                           "or concatenated ones")
         tensor = node.output
@@ -205,7 +205,7 @@ def _same_kind(block, children: OrderedDict[str, Layer], fallback):
         return fallback(children)
 
 
-def _convert_sequential(seq: Sequential, path: str, state: _State):
+def _convert_sequential(seq: Sequential, path: str, state: WalkState):
     children = OrderedDict()
     for key, name, child in _keyed_children(seq):
         new, state = _convert(child, join_key(path, name), state)
@@ -214,7 +214,7 @@ def _convert_sequential(seq: Sequential, path: str, state: _State):
     return (_same_kind(seq, children, Sequential) if children else None), state
 
 
-def _convert_residual(block: Residual, path: str, state: _State):
+def _convert_residual(block: Residual, path: str, state: WalkState):
     names = {id(child): name for name, child in block.named_children()}
     body_name = names[id(block.body)]
     body, after_body = _convert(block.body, join_key(path, body_name), state)
@@ -224,7 +224,7 @@ def _convert_residual(block: Residual, path: str, state: _State):
         short, after_short = _convert(block.shortcut, join_key(path, short_name), state)
         short = short if short is not None else Identity()
     if replace(after_body, exact=True) != replace(after_short, exact=True):
-        raise _refuse(block, path, f"its body ends as {_describe(after_body)} but its shortcut "
+        raise refusal(block, path, f"its body ends as {_describe(after_body)} but its shortcut "
                                    f"as {_describe(after_short)}; both must stay per-position alike")
     out = replace(after_body, exact=after_body.exact and after_short.exact)
     act = None
@@ -235,7 +235,7 @@ def _convert_residual(block: Residual, path: str, state: _State):
     return new, out
 
 
-def _convert_concat(block: Concat, path: str, state: _State):
+def _convert_concat(block: Concat, path: str, state: WalkState):
     children, states = OrderedDict(), []
     for key, name, branch in _keyed_children(block):
         new, after = _convert(branch, join_key(path, name), state)
@@ -245,7 +245,7 @@ def _convert_concat(block: Concat, path: str, state: _State):
     same = {(s.mode, s.stride, (s.volume or s.shape)[1:] if s.mode != "vector" else ())
             for s in states}
     if len(same) != 1:
-        raise _refuse(block, path, "its branches end in different layouts or strides ("
+        raise refusal(block, path, "its branches end in different layouts or strides ("
                       + ", ".join(_describe(s) for s in states) + ")")
     exact = all(s.exact for s in states)
     if first.mode == "vector":

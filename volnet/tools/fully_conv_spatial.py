@@ -1,7 +1,7 @@
 """FC -> CONV conversion, the CONV/POOL side: the rules for layers before ``Flatten``.
 
 ``tools/fully_conv.py`` walks the network and hands each layer that still sees a
-(C, H, W) volume to :func:`_convert_spatial`: CONV and POOL layers are copied and
+(C, H, W) volume to :func:`convert_spatial`: CONV and POOL layers are copied and
 multiply the total stride, global and adaptive pools become ``AvgPool2d`` at the
 native input size, ``Flatten`` switches the walk to the rules in ``tools/fc_to_conv.py``.
 """
@@ -25,10 +25,11 @@ from volnet.layers import (
     MaxPool2d,
     Softmax,
 )
-from volnet.tools.fc_to_conv import _is_pointwise, _refuse, _State
+from volnet.tools.fc_to_conv import WalkState, is_pointwise, refusal
 
 
-def _convert_spatial(layer: Layer, path: str, state: _State):
+def convert_spatial(layer: Layer, path: str, state: WalkState):
+    """One layer of the walk while the volume is still spatial: (converted layer, next state)."""
     shape = state.shape
     if isinstance(layer, (Conv2d, MaxPool2d, AvgPool2d)):
         out = layer.output_shape(shape)
@@ -41,11 +42,11 @@ def _convert_spatial(layer: Layer, path: str, state: _State):
         stride = tuple(_integral(Fraction(a) / s) for a, s in zip(state.stride, layer.stride))
         return layer.copy(), replace(state, shape=layer.output_shape(shape), stride=stride,
                                      exact=False)
-    if _is_pointwise(layer) or isinstance(layer, (BatchNorm2d, LocalResponseNorm)):
+    if is_pointwise(layer) or isinstance(layer, (BatchNorm2d, LocalResponseNorm)):
         return layer.copy(), replace(state, shape=layer.output_shape(shape))
     if isinstance(layer, Softmax):
         if layer.dim != 1:
-            raise _refuse(layer, path, "a softmax over spatial positions has no sliding-window "
+            raise refusal(layer, path, "a softmax over spatial positions has no sliding-window "
                                        "equivalent; use Softmax(dim=1) over channels")
         return layer.copy(), state
     if isinstance(layer, Flatten):
@@ -55,9 +56,9 @@ def _convert_spatial(layer: Layer, path: str, state: _State):
     if isinstance(layer, AdaptiveAvgPool2d):
         return _convert_adaptive(layer, path, state)
     if isinstance(layer, Linear):
-        raise _refuse(layer, path, f"it receives a {shape} volume that was never flattened; "
+        raise refusal(layer, path, f"it receives a {shape} volume that was never flattened; "
                                    "insert Flatten() before it")
-    raise _refuse(layer, path, f"it is not known to act on each position of a {shape} volume "
+    raise refusal(layer, path, f"it is not known to act on each position of a {shape} volume "
                                "alone; only CONV, POOL, normalisation and elementwise layers can slide")
 
 
@@ -74,7 +75,7 @@ def _partial_window(layer: Layer, shape: tuple) -> bool:
                for size, k, s, p in zip(shape[1:], layer.kernel_size, layer.stride, layer.padding))
 
 
-def _window_average(window: tuple, steps: tuple, out_hw: tuple, state: _State):
+def _window_average(window: tuple, steps: tuple, out_hw: tuple, state: WalkState):
     """An AvgPool2d standing for a global or adaptive pool at the native size (None if 1x1)."""
     stride = (state.stride[0] * steps[0], state.stride[1] * steps[1])
     after = replace(state, shape=(state.shape[0],) + tuple(out_hw), stride=stride)
@@ -83,12 +84,12 @@ def _window_average(window: tuple, steps: tuple, out_hw: tuple, state: _State):
     return AvgPool2d(kernel_size=tuple(window), stride=tuple(steps)), after
 
 
-def _convert_adaptive(layer: AdaptiveAvgPool2d, path: str, state: _State):
+def _convert_adaptive(layer: AdaptiveAvgPool2d, path: str, state: WalkState):
     size = state.shape[1:]
     window, steps = [], []
     for axis, (n, o) in enumerate(zip(size, layer.output_size)):
         if n % o:
-            raise _refuse(layer, path, f"at input_shape it averages a {size[0]}x{size[1]} map into "
+            raise refusal(layer, path, f"at input_shape it averages a {size[0]}x{size[1]} map into "
                           f"{layer.output_size[0]}x{layer.output_size[1]} with uneven windows, which "
                           "change with the image size; choose an input_shape where its input is "
                           f"{layer.output_size[0]}x{layer.output_size[1]} (an identity) or a multiple of it")
