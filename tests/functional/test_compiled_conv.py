@@ -176,6 +176,8 @@ def test_direct_training_plan_and_fused_epilogue(relu):
     ((1, 3, 39, 43), (10, 3, 11, 11), 4, 2, 1, 1),       # AlexNet-like, 16 phases
     ((3, 6, 10, 7), (6, 2, 3, 3), 1, 1, 1, 3),           # 2 filters per group
     ((1, 5, 13, 12), (8, 5, 3, 2), (2, 1), (0, 2), (1, 3), 1),   # unequal per axis
+    ((2, 4, 5, 5), (8, 4, 2, 2), 3, 0, 1, 1),            # phases no tap lands on: dx 0
+    ((1, 4, 7, 7), (8, 4, 3, 3), 1, 3, 1, 1),            # padding beyond the kernel
 ])
 def test_direct_kernel_forward_and_weight_grad(case):
     from volnet.functional.compiled import direct
@@ -192,6 +194,8 @@ def test_direct_kernel_forward_and_weight_grad(case):
     want.backward(torch.tensor(dout, dtype=torch.float64))
     dw = direct.weight_grad(x, dout, w.shape, *pairs, g)
     assert dw.dtype == np.float32 and _rel(dw, wt.grad.numpy()) < TOL["direct"]
+    dx = direct.input_grad(dout, w, x.shape, *pairs, g)     # one correlation per phase
+    assert dx.dtype == np.float32 and _rel(dx, xt.grad.numpy()) < TOL["direct"]
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 12, 24, 1), (3, 8, 11, 8, 2), (1, 32, 9, 40, 1)])
@@ -210,6 +214,7 @@ def test_direct_same_on_one_thread_or_two(shape):
         with backend.use_kernels("numba"), thread_policy.use_threads(threads):
             out, cache = conv2d_forward(x, w, None, (s, s), (1, 1), (1, 1), 1)
             assert cache.plan.forward == cache.plan.weight_grad == "direct"
+            assert cache.plan.input_grad == ("direct (phases)" if s > 1 else "direct")
             dout = np.random.default_rng(0).standard_normal(out.shape).astype(np.float32)
             dx, dw, _ = conv2d_backward(dout, cache)
         results[threads] = out, dx, dw

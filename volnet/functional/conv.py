@@ -251,6 +251,9 @@ def conv2d_backward(dout, cache, input_grad=True):
         from volnet.functional.compiled import winograd
         dx = winograd.forward(dout, conv_gemm.flipped_transpose(w, groups), None,
                               plan.adjoint_padding, dilation, x.shape[2:])
+    elif plan.input_grad == "direct (phases)":
+        from volnet.functional.compiled import direct
+        dx = direct.input_grad(dout, w, x.shape, stride, padding, dilation, groups)
     elif plan.input_grad == "direct":
         from volnet.functional.compiled import direct
         dx = direct.forward(dout, conv_gemm.flipped_transpose(w, groups), None, (1, 1),

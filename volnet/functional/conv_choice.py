@@ -56,6 +56,9 @@ DIRECT_MAX_TAPS = 1536        # C/G * KH * KW; above, the taps' input rows no lo
 #                               10.4, C512 3x3 7x7 24.7 vs 20.0; benchmarks/README.md, 26)
 DIRECT_MAX_TAPS_DW = 640     # dw: C64 3x3 (576) 29 vs im2col 39 ms, stem 7x7x3 s2 38 vs 56;
 #                               C128 3x3 s2 (1152) 23 vs 14 (benchmarks/README.md, 26)
+DIRECT_MAX_TAPS_DX = 640     # strided dx by phases (F/G x taps landing on one phase): 3x3
+#                               s2 64->128 (512) 15.3 vs col2im 21.7 ms, 32->64 14.7 vs 22.1;
+#                               128->256 (1024) 16.0 vs 14.7 (benchmarks/README.md, 26)
 DIRECT_MIN_FILTERS = 8        # filters per group (a register block holds 8)
 DIRECT_WINOGRAD_CHANNELS = 64  # inference: Winograd from min(C, F) = 64 up (C64 56x56 16.7 vs
 #                               direct 20.0 ms; C32->64 16x16 8.7 vs 7.6; C32->32 20.3 vs 15.2)
@@ -130,6 +133,15 @@ def weight_grad_kernel(forward: str, x_shape, w_shape, stride, dilation, groups,
     return "direct" if direct else "im2col"
 
 
+def phase_taps(w_shape, stride, padding, dilation) -> int:
+    """The most filter taps that land on one stride x stride phase of the input: the taps
+    per filter of dx as stride-1 correlations, one per phase (compiled/direct.py)."""
+    per_axis = []
+    for k, s, p, d in zip(w_shape[2:], stride, padding, dilation):
+        per_axis.append(max(sum((r + p - i * d) % s == 0 for i in range(k)) for r in range(s)))
+    return per_axis[0] * per_axis[1]
+
+
 def adjoint_is_conv(channels_per_group, kernel_size, stride, padding, dilation) -> bool:
     """Whether dx is best computed as a convolution with flipped filters (see conv_gemm).
 
@@ -152,9 +164,10 @@ class ConvPlan:
 
     Attributes:
         forward: "winograd4", "direct", "depthwise", "gemm1x1" or "im2col".
-        input_grad: dx's kernel: "depthwise", "col2im", or, when dx is a stride-1
-            convolution of dout with the flipped, transposed filters, that convolution's
-            kernel ("winograd4", "direct", or "im2col (flipped filters)").
+        input_grad: dx's kernel: "depthwise", "col2im", "direct (phases)" (a strided
+            layer's dx as one stride-1 correlation per phase of the input), or, when dx is
+            a stride-1 convolution of dout with the flipped, transposed filters, that
+            convolution's kernel ("winograd4", "direct", or "im2col (flipped filters)").
         weight_grad: dw's kernel: "depthwise", "winograd4", "direct" or "im2col".
         adjoint_padding: the padding of dx as a convolution (None: dx by col2im or depthwise).
     """
@@ -187,7 +200,8 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     """
     settings = (backend.compiled(int(np.prod(x_shape))), WINOGRAD, WINOGRAD_MIN_TILES,
                 WINOGRAD_MIN_WORK, WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS, DIRECT,
-                DIRECT_MAX_TAPS, DIRECT_MAX_TAPS_DW, DIRECT_MIN_FILTERS, DIRECT_WINOGRAD_CHANNELS)
+                DIRECT_MAX_TAPS, DIRECT_MAX_TAPS_DW, DIRECT_MAX_TAPS_DX, DIRECT_MIN_FILTERS,
+                DIRECT_WINOGRAD_CHANNELS)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
 
@@ -222,6 +236,9 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
                 (kh, kw), stride, padding, dilation) and direct_fits(
                 f, (x_shape[1], f // groups, kh, kw), groups, min_filters=1):
             return ConvPlan(fwd, "direct", dw, full)
+        if fits == "direct" and phase_taps(w_shape, stride, padding, dilation) * (
+                f // groups) <= DIRECT_MAX_TAPS_DX and x_shape[1] // groups >= DIRECT_MIN_FILTERS:
+            return ConvPlan(fwd, "direct (phases)", dw)
         return ConvPlan(fwd, "col2im", dw)
     dx = choose((x_shape[0], f) + tuple(out_size), (x_shape[1], f // groups, kh, kw),
                 (1, 1), full, dilation, groups, x_shape[2:], dtype)

@@ -66,16 +66,54 @@ def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size) -> Lay
             b, t = (j * dw) % sw, (j * dw) // sw
             chans = np.arange(c).reshape(groups, cg)
             off[:, :, i, j] = ((chans * sh + a) * sw + b) * plane + r * wq + t
-    off = off.reshape(groups, cg * kh * kw)
-    f_pad = -(-(f // groups) // kernels.FILTERS) * kernels.FILTERS
-    q_pad = -(-(ho * wq) // kernels.PIXELS) * kernels.PIXELS
-    length = max(c * sh * sw * plane, int(off.max()) + q_pad)
+    return _finish(off.reshape(groups, cg * kh * kw), (hq, wq), c * sh * sw * plane,
+                   f // groups, ho)
+
+
+def _finish(off, pitch, planes_size, filters_per_group, out_rows) -> Layout:
+    """The Layout of tap offsets ``off`` (G, K) into ``planes_size`` floats of planes of
+    ``pitch``, for outputs of ``out_rows`` rows."""
+    f_pad = -(-filters_per_group // kernels.FILTERS) * kernels.FILTERS
+    q_pad = -(-(out_rows * pitch[1]) // kernels.PIXELS) * kernels.PIXELS
+    length = max(planes_size, int(off.max()) + q_pad)
     k_pad = -(-off.shape[1] // kernels.GRAD_TAPS) * kernels.GRAD_TAPS
     grad_off = np.repeat(off[:, :1], k_pad, axis=1)
     grad_off[:, :off.shape[1]] = off
     off.setflags(write=False)
     grad_off.setflags(write=False)
-    return Layout((hq, wq), off, length, f_pad, q_pad, grad_off)
+    return Layout(pitch, off, length, f_pad, q_pad, grad_off)
+
+
+def _phase_axis(length, out_len, k, s, p, d, r):
+    """One axis of dx's phase ``r`` (inputs r, r + s, ...): (taps, their offsets e into
+    dout: input r + s*t reads dout[t + e], zero padding before, pitch, outputs)."""
+    count = len(range(r, length, s))
+    taps = [i for i in range(k) if (r + p - i * d) % s == 0]
+    if not count or not taps:
+        return taps, [], 0, 0, count
+    e = [(r + p - i * d) // s for i in taps]
+    pad = max(0, -min(e))
+    return taps, e, pad, max(out_len, count - 1 + max(e) + 1) + pad, count
+
+
+@functools.lru_cache(maxsize=1024)
+def phase_layout(dout_shape, w_shape, x_size, stride, padding, dilation, groups, phase):
+    """dx's phase ``phase`` = (ry, rx) (inputs ry::sh, rx::sw) as a stride-1 correlation of
+    dout, zero-padded, with the filter taps that land there: (Layout, taps along H,
+    taps along W, padding) or None when no tap lands there (those inputs get no gradient)."""
+    f, ho, wo = dout_shape[1:]
+    _, cg, kh, kw = w_shape
+    rows = _phase_axis(x_size[0], ho, kh, stride[0], padding[0], dilation[0], phase[0])
+    cols = _phase_axis(x_size[1], wo, kw, stride[1], padding[1], dilation[1], phase[1])
+    (taps_i, e_i, pad_h, hq, count_h), (taps_j, e_j, pad_w, wq, _) = rows, cols
+    if not e_i or not e_j:
+        return None
+    plane = hq * wq
+    chans = np.arange(f).reshape(groups, f // groups, 1, 1)
+    off = (chans * plane + (np.array(e_i).reshape(1, 1, -1, 1) + pad_h) * wq
+           + np.array(e_j).reshape(1, 1, 1, -1) + pad_w).reshape(groups, -1)
+    lay = _finish(off, (hq, wq), f * plane, cg, count_h)
+    return lay, tuple(taps_i), tuple(taps_j), (pad_h, pad_w)
 
 
 GRAD_TILE_BYTES = 256 * 1024   # dw: output gradients of one tile of outputs (all filters);
@@ -145,8 +183,44 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     b = empty if bias is None else np.ascontiguousarray(bias, np.float32)
     s = empty if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
-    # work items: samples shared out among the threads; with fewer samples than threads
-    # (batch 1), each sample's filter blocks too (each thread packs the sample itself)
+    _run(x, wp, lay, out, s, b, relu, tuple(padding), tuple(stride))
+    return out
+
+
+def input_grad(dout, w, x_shape, stride, padding, dilation, groups):
+    """dx (N, C, H, W) float32 of the correlation of x with w (any stride): for each of the
+    stride x stride phases of x, a stride-1 correlation of dout with the taps that land on
+    that phase (the transposed convolution, written into dx[:, :, ry::sh, rx::sw])."""
+    dout = np.ascontiguousarray(dout, dtype=np.float32)
+    w = np.asarray(w, dtype=np.float32)
+    f, cg = w.shape[:2]
+    fg = f // groups
+    dx = np.empty(x_shape, dtype=np.float32)
+    empty = np.zeros(0, np.float32)
+    for ry in range(stride[0]):
+        for rx in range(stride[1]):
+            target = dx[:, :, ry::stride[0], rx::stride[1]]
+            found = phase_layout(tuple(dout.shape), tuple(w.shape), tuple(x_shape[2:]),
+                                 tuple(stride), tuple(padding), tuple(dilation), int(groups),
+                                 (ry, rx))
+            if found is None:
+                target[...] = 0.0
+                continue
+            lay, taps_i, taps_j, pads = found
+            # the phase's filters: dx channel c of group g reads tap (f, i, j) of its group
+            sub = w[:, :, list(taps_i)][:, :, :, list(taps_j)]
+            sub = sub.reshape(groups, fg, cg, len(taps_i), len(taps_j)).transpose(0, 2, 1, 3, 4)
+            wp = pack_filters(np.ascontiguousarray(sub).reshape(groups * cg, -1), groups,
+                              lay.f_pad)
+            _run(dout, wp, lay, target, empty, empty, False, pads, (1, 1))
+    return dx
+
+
+def _run(x, wp, lay, out, s, b, relu, padding, stride):
+    """forward_samples over the library's threads: samples shared out among them; with fewer
+    samples than threads (batch 1), each sample's filter blocks too (each thread packs the
+    sample itself)."""
+    n = x.shape[0]
     threads = block_threads.workers()
     blocks = lay.f_pad // kernels.FILTERS
     parts = max(1, min(blocks, threads // max(n, 1)))
@@ -156,7 +230,7 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
              for i in range(len(n_bounds) - 1) for j in range(parts)]
     q_tile = max(kernels.PIXELS, TILE_BYTES // (4 * lay.f_pad) // kernels.PIXELS
                  * kernels.PIXELS)
-    args = (tuple(padding), tuple(stride), lay.pitch, K_CHUNK, q_tile)
+    args = (padding, stride, lay.pitch, K_CHUNK, q_tile)
 
     def work(i):
         x_in = block_threads.scratch("direct_in", lay.length)
@@ -166,4 +240,3 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
                                 *args)
 
     block_threads.run(work, len(items))
-    return out
