@@ -268,9 +268,11 @@ def test_blas_count_restored_when_the_last_caller_is_another_thread():
     assert _blas_threads() == before
 
 
-def test_kept_columns_are_never_scratch(two_threads):
-    # a small training layer keeps its columns for backward; a later unrelated forward on
-    # the same thread must not overwrite them
+def test_kept_columns_are_never_scratch(two_threads, monkeypatch):
+    # a small training layer keeps its columns for backward (im2col: the direct kernel,
+    # which keeps none, off); a later unrelated forward on the same thread must not
+    # overwrite them
+    monkeypatch.setattr(conv_choice, "DIRECT", False)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
     w = rng.standard_normal((4, 8, 3, 3)).astype(np.float32)

@@ -59,7 +59,9 @@ DIRECT_MAX_TAPS_DW = 640     # dw: C64 3x3 (576) 29 vs im2col 39 ms, stem 7x7x3 
 DIRECT_MAX_TAPS_DX = 640     # strided dx by phases (F/G x taps landing on one phase): 3x3
 #                               s2 64->128 (512) 15.3 vs col2im 21.7 ms, 32->64 14.7 vs 22.1;
 #                               128->256 (1024) 16.0 vs 14.7 (benchmarks/README.md, 26)
-DIRECT_MIN_FILTERS = 8        # filters per group (a register block holds 8)
+DIRECT_MIN_FILTERS = 4        # filters per group: a register block holds 8, so at most half
+#                               wasted (forward + dw, one thread: LeNet conv1 1->6 5x5 0.52 vs
+#                               im2col 0.82 ms; 3->4 3x3 32x32 N128 1.18 vs 2.05)
 DIRECT_WINOGRAD_CHANNELS = 64  # inference: Winograd from min(C, F) = 64 up (C64 56x56 16.7 vs
 #                               direct 20.0 ms; C32->64 16x16 8.7 vs 7.6; C32->32 20.3 vs 15.2)
 
