@@ -221,13 +221,15 @@ def _pack_sample(x, n, x_in, padding, stride, pitch):  # pragma: no cover - comp
                         continue
                     row = x[n, c, src_r]
                     dst = base + r * wq
-                    if sw == 1:
-                        first = t_lo + b - pw
-                        for t in range(t_hi - t_lo):
-                            x_in[dst + t_lo + t] = row[first + t]
+                    if sw == 1:     # unsigned indices: no negative-index check, a plain copy
+                        start, first = np.uint64(dst + t_lo), np.uint64(t_lo + b - pw)
+                        for t in range(np.uint64(t_hi - t_lo)):
+                            x_in[start + t] = row[first + t]
                     else:
-                        for t in range(t_lo, t_hi):
-                            x_in[dst + t] = row[t * sw + b - pw]
+                        start, first = np.uint64(dst + t_lo), np.uint64(t_lo * sw + b - pw)
+                        step = np.uint64(sw)
+                        for t in range(np.uint64(t_hi - t_lo)):
+                            x_in[start + t] = row[first + t * step]
 
 
 @njit(inline="always")
@@ -275,16 +277,16 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
                 src = prod[f]
                 for oh in range(ho):
                     dst = out[n, fo, oh]
-                    at = oh * wq
+                    at = np.uint64(oh * wq)     # unsigned: no negative-index checks
                     if relu:
-                        for ow in range(wo):
+                        for ow in range(np.uint64(wo)):
                             v = src[at + ow] * s + bb
                             dst[ow] = v if v > 0 else np.float32(0.0)
                     elif has_scale or has_bias:
-                        for ow in range(wo):
+                        for ow in range(np.uint64(wo)):
                             dst[ow] = src[at + ow] * s + bb
                     else:
-                        for ow in range(wo):
+                        for ow in range(np.uint64(wo)):
                             dst[ow] = src[at + ow]
 
 
@@ -312,7 +314,7 @@ def weight_grad_samples(x, dout, n0, n1, off, x_in, d_in, part, total, padding, 
             for f in range(fg):
                 for oh in range(ho):
                     src, dst = dout[n, g * fg + f, oh], d_in[g, f, oh * wq:oh * wq + wo]
-                    for ow in range(wo):
+                    for ow in range(np.uint64(wo)):
                         dst[ow] = src[ow]
         for t0 in range(0, q_pad, q_tile):
             add = 0 if (n - n0) % flush == 0 and t0 == 0 else 1
