@@ -171,7 +171,8 @@ class ConvPlan:
             a stride-1 convolution of dout with the flipped, transposed filters, that
             convolution's kernel ("winograd4", "direct", or "im2col (flipped filters)").
         weight_grad: dw's kernel: "depthwise", "winograd4", "direct" or "im2col".
-        adjoint_padding: the padding of dx as a convolution (None: dx by col2im or depthwise).
+        adjoint_padding: the padding of dx as a convolution (None: dx by col2im, phases or
+            depthwise).
     """
 
     forward: str
