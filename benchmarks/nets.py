@@ -13,7 +13,7 @@ import volnet.models as zoo
 from benchmarks.torch_mirror import to_torch
 from volnet.functional import conv_choice, weight_cache
 from volnet.functional.loss import softmax_cross_entropy
-from volnet.layers import hooks
+from volnet.layers import hooks, inference_plan
 
 LR = 1e-3
 
@@ -89,14 +89,17 @@ def conv_kernels_used(net, x, training) -> dict:
 
 def reuse_probe():
     """A function returning {"plans_reused", "plans_made", "transforms_reused",
-    "transforms_made"} since this call: whether timed calls ran on cached plans."""
-    p0, w0 = conv_choice.plan_stats(), weight_cache.stats()
+    "transforms_made", "net_plans_reused", "net_plans_made"} since this call: whether
+    timed calls ran on cached conv plans, filter transforms and network inference plans."""
+    p0, w0, n0 = conv_choice.plan_stats(), weight_cache.stats(), inference_plan.stats()
 
     def since():
-        p, w = conv_choice.plan_stats(), weight_cache.stats()
+        p, w, n = conv_choice.plan_stats(), weight_cache.stats(), inference_plan.stats()
         return {"plans_reused": p["reused"] - p0["reused"], "plans_made": p["made"] - p0["made"],
                 "transforms_reused": w["hits"] - w0["hits"],
-                "transforms_made": w["misses"] - w0["misses"]}
+                "transforms_made": w["misses"] - w0["misses"],
+                "net_plans_reused": n["reused"] - n0["reused"],
+                "net_plans_made": n["made"] - n0["made"]}
     return since
 
 

@@ -22,8 +22,9 @@ import os
 
 import numpy as np
 
+from volnet.runtime.openblas import set_blas_threads
+from volnet.runtime.thread_policy import pin_threads
 from volnet.train.segmentation import CONTEXT_STAGE, train_segmenter
-from volnet.runtime.thread_policy import pin_threads, set_blas_threads
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ time (or peak memory) / PyTorch's, lower is better; extra keys: "max_rel_err"
 "volnet_gflops" (equivalent GFLOP/s of fwd+bwd). Network rows also name their
 convolutions' kernels ("conv_kernels"), say whether the timed calls reused their conv
 plans and Winograd filter transforms ("plans_reused", "plans_made", "transforms_reused",
-"transforms_made"), and inference rows carry onnxruntime's columns ("onnxruntime" img/s,
+"transforms_made") and, at inference, the network's execution plan ("net_plans_reused",
+"net_plans_made": volnet/layers/inference_plan.py), and inference rows carry onnxruntime's columns ("onnxruntime" img/s,
 "ratio_onnxruntime" = volnet time / onnxruntime's, its spread, session creation time and
 error against volnet's scores; benchmarks/onnx_peer.py).
 """
@@ -47,6 +48,8 @@ def _record(name, group, volnet, torch_value, unit, ratio, err, tol=TOLERANCE, *
           + (f"  {extra['kernel']}" if "kernel" in extra else "")
           + (f"  convs {extra['conv_kernels']}, plans reused {extra['plans_reused']} made "
              f"{extra['plans_made']}" if "conv_kernels" in extra else "")
+          + (f", net plan reused {extra['net_plans_reused']}"
+             if extra.get("net_plans_reused") else "")
           + (f"  spread {extra['volnet_spread']} vs {extra['torch_spread']}"
              if "volnet_spread" in extra else ""), flush=True)
     if not err <= tol:

@@ -155,8 +155,10 @@ def test_vae_loss_and_step_match_pytorch():
     trainer = gen.make_trainer("vae", net, seed=2, total_steps=10, progress=False)
     x = np.random.default_rng(6).uniform(0, 1, (4, 1, 28, 28)).astype(np.float32)
     before = {k: torch.tensor(v) for k, v in net.state_dict().items()}
-    logs = trainer.train_step(trainer, x, None)
-    eps = torch.tensor(net.sample._cache[3])                     # the noise this step drew
+    drawn = []          # the noise this step draws (the cache is released by backward)
+    with net.sample.register_forward_hook(lambda layer, *_: drawn.append(layer._cache[3].copy())):
+        logs = trainer.train_step(trainer, x, None)
+    eps = torch.tensor(drawn[0])
     t = torch.nn
     enc = t.Sequential(t.Conv2d(1, 32, 4, 2, 1), t.ReLU(), t.Conv2d(32, 64, 4, 2, 1), t.ReLU(), t.Conv2d(64, 32, 7))
     dec = t.Sequential(t.ConvTranspose2d(16, 64, 7), t.ReLU(), t.ConvTranspose2d(64, 32, 4, 2, 1), t.ReLU(),

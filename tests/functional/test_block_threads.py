@@ -316,3 +316,110 @@ def test_training_thread_count_and_block_sections_do_not_undo_each_other():
     for t in threads:
         t.join(timeout=30)
     assert _blas_threads() == before
+
+
+class _BlasProbe:
+    """A leaf layer that records NumPy's BLAS thread count while it runs."""
+
+    def __init__(self):
+        import volnet as vn
+
+        seen = self.seen = []
+
+        class Probe(vn.layers.base.Layer):
+            def _forward(self, x, training, keep_cache):
+                seen.append(("forward", _blas_threads()))
+                self._cache = x.shape if keep_cache else None
+                return x.copy()
+
+            def _backward(self, dout):
+                seen.append(("backward", _blas_threads()))
+                return dout.copy()
+
+            def output_shape(self, input_shape):
+                return input_shape
+
+        self.layer = Probe()
+
+
+def test_layers_run_with_one_blas_thread_when_volnet_threads_work(two_threads):
+    import volnet as vn
+    from volnet.runtime import openblas
+
+    if openblas.blas_threads() is None:
+        pytest.skip("NumPy's BLAS is not OpenBLAS")
+    probe = _BlasProbe()
+    net = vn.Sequential(vn.Flatten(), probe.layer)
+    x = np.ones((2, 3, 4, 4), np.float32)
+    before = openblas.blas_threads()
+    openblas.set_blas_threads(2)
+    try:
+        with backend.use_kernels("numba"):
+            net.forward(x, training=True)
+            net.backward(np.ones((2, 48), np.float32))
+            assert openblas.blas_threads() == 2           # restored after each outermost call
+        with backend.use_kernels("numpy"):                # no volnet threads: OpenBLAS's count
+            net.forward(x, training=True)
+            net.backward(np.ones((2, 48), np.float32))
+    finally:
+        openblas.set_blas_threads(before)
+    assert probe.seen == [("forward", {1}), ("backward", {1}),
+                          ("forward", {2}), ("backward", {2})]
+
+
+@pytest.mark.parametrize("shapes", [
+    ((300, 200), (200, 150)),              # rows
+    ((3, 500), (500, 4000)),               # columns
+    ((4, 64, 90), (4, 90, 80)),            # batch
+    ((2, 64, 90), (90, 700)),              # broadcast b: rows
+    ((64, 300), (3, 2, 300, 90)),          # broadcast a over two batch axes: rows
+    ((1, 3, 400), (5, 400, 900)),          # batch axis of 1 broadcast: columns
+])
+def test_matmul_splits_large_products_and_matches_numpy(two_threads, monkeypatch, shapes):
+    rng = np.random.default_rng(len(shapes[0]))
+    a, b = (rng.standard_normal(s).astype(np.float32) for s in shapes)
+    monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
+    counts = []
+    real_run = block_threads.run
+    monkeypatch.setattr(block_threads, "run", lambda fn, n: counts.append(n) or real_run(fn, n))
+    with backend.use_kernels("numba"):
+        got = block_threads.matmul(a, b)
+        out = np.full(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]),
+                      np.nan, np.float32)
+        block_threads.matmul(a, b, out=out)
+        transposed = block_threads.matmul(np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2))
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    for result in (got, out, np.swapaxes(transposed, -1, -2)):
+        np.testing.assert_allclose(result, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert counts == [two_threads] * 3                 # each product went on the threads
+
+
+def test_matmul_stays_whole_inside_a_block_and_when_small(two_threads, monkeypatch):
+    a = np.ones((64, 64), np.float32)
+    counts = []
+    real_run = block_threads.run
+    monkeypatch.setattr(block_threads, "run", lambda fn, n: counts.append(n) or real_run(fn, n))
+    with backend.use_kernels("numba"):
+        assert (block_threads.matmul(a, a) == 64).all()           # 262K multiply-adds: whole
+        monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
+        counts.clear()
+        parts = real_run(lambda i: block_threads.matmul(a, a), 2)   # inside blocks: whole
+    assert counts == [] and all((p == 64).all() for p in parts)
+
+
+def test_a_failing_layer_still_restores_blas(two_threads):
+    import volnet as vn
+    from volnet.errors import ShapeError
+    from volnet.runtime import openblas
+
+    if openblas.blas_threads() is None:
+        pytest.skip("NumPy's BLAS is not OpenBLAS")
+    before = openblas.blas_threads()
+    openblas.set_blas_threads(2)
+    net = vn.Sequential(vn.Linear(48, 3, rng=0), vn.Linear(5, 2, rng=0))   # 3 != 5 features
+    try:
+        with backend.use_kernels("numba"), pytest.raises(ShapeError, match="expected 5 input"):
+            net.forward(np.ones((2, 48), np.float32))      # the second layer refuses, inside
+        assert openblas.blas_threads() == 2
+    finally:
+        openblas.set_blas_threads(before)

@@ -152,6 +152,34 @@ def test_max_pool_2x2_kernel_picks_the_general_kernels_winners_with_nan(dtype):
     assert np.array_equal(out[1], out[0], equal_nan=True) and np.array_equal(arg[1], arg[0])
 
 
+@given(case=pool_cases(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
+def test_max_pool_inference_kernel_matches_torch(case, dtype, seed):
+    # keep_cache=False runs max_values (no winners): same maxima, padding and ceil_mode rules
+    shape, kernel, stride, padding, ceil = case
+    x = np.random.default_rng(seed).integers(-2, 3, shape).astype(dtype)
+    want = TF.max_pool2d(torch.from_numpy(x), kernel, stride, padding, ceil_mode=ceil).numpy()
+    fast, ref = _both(lambda: maxpool2d_forward(x, kernel, stride, padding, ceil,
+                                                keep_cache=False)[0])
+    assert np.array_equal(fast, want) and np.array_equal(ref, want) and fast.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("kernel", "stride", "padding"), [(3, 1, 1), (3, 2, 0), (3, 2, 1), (2, 1, 0)])
+def test_max_pool_inference_kernel_gives_nan_where_the_general_one_does(dtype, kernel, stride,
+                                                                        padding):
+    pool = pytest.importorskip("volnet.functional.compiled.pool")
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x = rng.standard_normal((20, 9, 11)).astype(dtype)
+    x[rng.random(x.shape) < 0.05] = np.nan                # first, middle and last in windows
+    size = [(n + 2 * padding - kernel) // stride + 1 for n in x.shape[1:]]
+    out = [np.empty((20, *size), dtype) for _ in range(2)]
+    pool.max_forward(x, kernel, kernel, stride, stride, padding, padding, out[0],
+                     np.empty(out[0].shape, np.int32), True)
+    pool.max_values(x, kernel, kernel, stride, stride, padding, padding, out[1])
+    assert np.isnan(out[0]).any() and not np.isnan(out[0]).all()
+    assert np.array_equal(out[1], out[0], equal_nan=True)
+
+
 def test_max_pool_inference_keeps_no_winners():
     x = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
     with backend.use_kernels("numba"):
@@ -235,12 +263,13 @@ def test_training_steps_reuse_private_caches_but_never_returned_arrays():
     d = rng.standard_normal((2, 5)).astype(np.float32)
     with backend.use_kernels("numba"):
         out1 = net.forward(x1, training=True)
-        dx1 = net.backward(d)
-        saved = out1.copy(), dx1.copy()
         mask, winners = net[1]._cache, net[2]._cache[0].arg
+        dx1 = net.backward(d)
+        assert net[2]._cache is None                     # backward released the cache
+        saved = out1.copy(), dx1.copy()
         out2 = net.forward(x2, training=True)
-        dx2 = net.backward(d)
         assert net[1]._cache is mask and net[2]._cache[0].arg is winners   # buffers reused
+        dx2 = net.backward(d)
         assert np.array_equal(out1, saved[0]) and np.array_equal(dx1, saved[1])
         want_out = fresh.forward(x2, training=True)
         assert np.array_equal(out2, want_out) and np.array_equal(dx2, fresh.backward(d))

@@ -209,3 +209,30 @@ def test_export_records_preprocessing_and_import_reads_it_back(tmp_path):
     assert back.preprocessing == {"input_shape": [1, 28, 28], **prep}
     again = export_onnx(back, tmp_path / "again.onnx", (1, 28, 28))  # net.preprocessing is used
     assert load_onnx(again).preprocessing == back.preprocessing
+
+
+def test_imported_weights_are_the_files_and_later_layers_draw_again(tmp_path):
+    # the importer builds its layers without drawing initial weights (init.shapes_only):
+    # every parameter and buffer must still be the file's, bit for bit, and a layer built
+    # after the import (or after a refused import) draws random weights again
+    rng = np.random.default_rng(3)
+    net = vn.Sequential(vn.Conv2d(3, 8, 3, padding=1, rng=rng), vn.BatchNorm2d(8), vn.ReLU(),
+                        vn.Conv2d(8, 4, 1, bias=False, rng=rng), vn.Flatten(),
+                        vn.Linear(4 * 6 * 6, 5, rng=rng))
+    net[1].buffers["running_mean"][...] = rng.standard_normal(8)
+    net[1].buffers["running_var"][...] = rng.uniform(0.5, 2, 8)
+    net[1].params["weight"][...] = rng.uniform(0.5, 2, 8)
+    net[1].params["bias"][...] = rng.standard_normal(8)
+    net[0].params["bias"][...] = rng.standard_normal(8)
+    export_onnx(net, tmp_path / "n.onnx", input_shape=(3, 6, 6))
+    loaded = load_onnx(tmp_path / "n.onnx")
+    want = net.state_dict()
+    got = loaded.state_dict()
+    assert sorted(map(np.ndarray.tobytes, map(np.asarray, got.values()))) == sorted(
+        map(np.ndarray.tobytes, map(np.asarray, want.values())))
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(loaded.forward(x), net.forward(x), rtol=1e-5, atol=1e-6)
+    assert np.abs(vn.Conv2d(3, 8, 3).params["weight"]).min() > 0
+    with pytest.raises(ConfigError):
+        load_onnx(graph([helper.make_node("Softmax", ["x"], ["y"], axis=0)], (4,)))
+    assert np.abs(vn.Linear(64, 8).params["weight"]).min() > 0

@@ -73,3 +73,23 @@ def test_fit_trains_with_the_chosen_thread_count(monkeypatch):
         {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}))
     vn.fit(net, x, y, epochs=1, batch_size=16, callbacks=[record], progress=False)
     assert seen and all(s == {1} for s in seen)
+
+
+def test_numba_takes_the_users_thread_count_when_it_loads():
+    # benchmarks/__main__.py and users set OMP_NUM_THREADS before import: volnet's own threads
+    # (numba's, the block threads) follow it, as OpenBLAS does
+    import subprocess
+    import sys
+
+    code = ("from volnet.runtime import backend, block_threads\n"
+            "backend.numba_module()\n"
+            "print(block_threads.workers(), backend.numba_module().get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "VOLNET_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VOLNET_KERNELS")}
+    one = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert one.stdout.split() == ["1", "1"], one.stderr
+    every = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=120, check=False)
+    import numba
+    assert every.stdout.split() == [str(numba.config.NUMBA_NUM_THREADS)] * 2, every.stderr

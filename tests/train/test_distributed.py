@@ -505,6 +505,7 @@ def test_gradients_rewritten_after_their_bucket_left_are_sent_again(rng):
     for step in range(3):
         net.forward(rng.standard_normal((4, 2, 8, 8)).astype(np.float32), training=True)
         net.backward(rng.standard_normal((4, 3)).astype(np.float32), input_grad=False)
+        net[-1].forward(rng.standard_normal((4, 64)).astype(np.float32), training=True)
         net[-1].backward(rng.standard_normal((4, 3)).astype(np.float32))   # rewrites its grads
         own = _grads(net)
         reducer(net)

@@ -73,20 +73,28 @@ def _flat3(v):
     return v.reshape(v.shape[:2] + (-1,)) if v.size else v.reshape(v.shape[:2] + (0,))
 
 
-def bias_add_(out, bias, relu=False, scale=None):
-    """out = out * scale + bias per channel (axis 1), in place, then max(0, out) when
-    ``relu``: a conv's epilogue, one pass over the output for all three. ``bias`` None adds
+def bias_add_(out, bias, relu=False, scale=None, residual=None):
+    """out = out * scale + bias per channel (axis 1), in place, plus ``residual`` (an array
+    of out's shape: a residual block's shortcut) when given, then max(0, out) when
+    ``relu``: a conv's epilogue, one pass over the output for all four. ``bias`` None adds
     nothing, ``scale`` None multiplies by nothing. Returns out."""
     channels = out.shape[1] if out.ndim >= 2 else 0
     bias = np.zeros(channels, out.dtype) if bias is None else bias
-    if out.ndim >= 2 and _fast(out, bias) and out.size and (scale is None or _fast(out, scale)):
+    if (out.ndim >= 2 and _fast(out, bias) and out.size and (scale is None or _fast(out, scale))
+            and (residual is None or (residual.shape == out.shape and _fast(out, residual)))):
         scale = np.ones(channels, out.dtype) if scale is None else scale
-        launch.run(_KERNELS, "bias_add", out.size, _flat3(out), scale, bias, bool(relu))
+        if residual is None:
+            launch.run(_KERNELS, "bias_add", out.size, _flat3(out), scale, bias, bool(relu))
+        else:
+            launch.run(_KERNELS, "bias_add_residual", out.size, _flat3(out), scale, bias,
+                       _flat3(residual), bool(relu))
         return out
     shape = (1, -1) + (1,) * (out.ndim - 2)
     if scale is not None:
         out *= scale.reshape(shape)
     out += bias.reshape(shape)
+    if residual is not None:
+        out += residual
     if relu:
         np.maximum(out, 0, out=out)
     return out

@@ -155,7 +155,7 @@ kernels of all three passes) and ``mask`` (out > 0 after a forward with relu=Tru
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-                   keep_cache=True, relu=False, scale=None):
+                   keep_cache=True, relu=False, scale=None, residual=None):
     """Convolution (cross-correlation) as chunked im2col + matrix products.
 
     Args:
@@ -170,6 +170,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
             with the bias): an inference batch norm after the convolution
             (``functional.norm.batchnorm_inference_affine``). Forward only: needs
             ``keep_cache=False``.
+        residual: (N, F, H_out, W_out) or None: add it after the scale and bias and before
+            the ReLU, in the same pass (a residual block's shortcut: ``relu(bn(conv(x)) +
+            shortcut)``). Forward only, like ``scale``.
 
     Returns:
         out (N, F, H_out, W_out) and the cache (None when ``keep_cache`` is False).
@@ -178,9 +181,10 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         so a training step's memory stays near the activations'.
         A 1x1 stride-1 unpadded convolution is a plain matrix product with no unrolling.
     """
-    if scale is not None and keep_cache:
-        raise ConfigError("conv2d_forward: scale (a folded batch norm) is for inference only; "
-                          "pass keep_cache=False, or run the batch norm as its own layer")
+    if (scale is not None or residual is not None) and keep_cache:
+        raise ConfigError("conv2d_forward: scale (a folded batch norm) and residual are for "
+                          "inference only; pass keep_cache=False, or run the batch norm and "
+                          "the sum as their own layers")
     h, wd = x.shape[2:]
     _, _, kh, kw = w.shape
     dtype = np.result_type(x, w)
@@ -193,26 +197,31 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     cols = None
     if kernel == "depthwise":
         from volnet.functional.compiled import depthwise
-        if scale is None and not relu:
+        if scale is None and not relu and residual is None:
             out = depthwise.conv_forward(x, w, b, stride, padding, dilation, (ho, wo))
         else:
             out = depthwise.conv_forward(x, w, None, stride, padding, dilation, (ho, wo))
-            bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype))
+            bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype), residual)
     elif kernel == "direct":
         from volnet.functional.compiled import direct
         out = direct.forward(x, w, _cast(b, dtype), stride, padding, dilation, groups, (ho, wo),
-                             relu, _cast(scale, dtype))
+                             relu and residual is None, _cast(scale, dtype))
+        if residual is not None:    # the store has no residual operand: one pass
+            bias_add_(out, None, relu, None, residual)
     elif kernel == "winograd4":
         from volnet.functional.compiled import winograd
         # inference reuses the filter transform while w is unchanged (checked bit for bit)
         u = None if keep_cache else weight_cache.derived(
             (w,), "winograd4", lambda: winograd.filter_transform(w))
-        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), u, relu, scale)
+        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), u,
+                               relu and residual is None, scale)
+        if residual is not None:    # the output transform has no residual operand: one pass
+            bias_add_(out, None, relu, None, residual)
     else:
         out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo),
                                       keep_cache)
-        if b is not None or relu or scale is not None:
-            bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype))
+        if b is not None or relu or scale is not None or residual is not None:
+            bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype), residual)
     mask = out > 0 if relu and keep_cache else None      # the ReLU's gradient gate
     cache = (ConvCache(x, cols, w, b is not None, stride, padding, dilation, groups, plan, mask)
              if keep_cache else None)

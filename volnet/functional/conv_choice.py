@@ -53,12 +53,12 @@ DIRECT = os.environ.get("VOLNET_DIRECT", "1").strip() != "0"       # on unless "
 DIRECT_MAX_TAPS = 1536        # C/G * KH * KW; above, the taps' input rows no longer stay in
 #                               cache and BLAS wins (one thread, forward ms, direct vs im2col:
 #                               C128 3x3 s2 11.3 vs 12.3, C256 3x3 20.0 vs 20.8 and s2 13.1 vs
-#                               10.4, C512 3x3 7x7 24.7 vs 20.0; benchmarks/README.md, 26)
+#                               10.4, C512 3x3 7x7 24.7 vs 20.0; benchmarks/README.md, 31)
 DIRECT_MAX_TAPS_DW = 640     # dw: C64 3x3 (576) 29 vs im2col 39 ms, stem 7x7x3 s2 38 vs 56;
-#                               C128 3x3 s2 (1152) 23 vs 14 (benchmarks/README.md, 26)
+#                               C128 3x3 s2 (1152) 23 vs 14 (benchmarks/README.md, 31)
 DIRECT_MAX_TAPS_DX = 640     # strided dx by phases (F/G x taps landing on one phase): 3x3
 #                               s2 64->128 (512) 15.3 vs col2im 21.7 ms, 32->64 14.7 vs 22.1;
-#                               128->256 (1024) 16.0 vs 14.7 (benchmarks/README.md, 26)
+#                               128->256 (1024) 16.0 vs 14.7 (benchmarks/README.md, 31)
 DIRECT_MIN_FILTERS = 4        # filters per group: a register block holds 8, so at most half
 #                               wasted (forward + dw, one thread: LeNet conv1 1->6 5x5 0.52 vs
 #                               im2col 0.82 ms; 3->4 3x3 32x32 N128 1.18 vs 2.05)
@@ -234,7 +234,7 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
         # few input channels: the adjoint's products are too thin for BLAS, not for the
         # direct kernel (its filter blocks pad C/G up to 8): CIFAR's 3->12 layer 1.1 ms
-        # against col2im's 3.0, LeNet conv2 0.66 against 1.31 (benchmarks/README.md, 26)
+        # against col2im's 3.0, LeNet conv2 0.66 against 1.31 (benchmarks/README.md, 31)
         if fits in ("direct", "winograd4") and adjoint_exists(
                 (kh, kw), stride, padding, dilation) and direct_fits(
                 f, (x_shape[1], f // groups, kh, kw), groups, min_filters=1):

@@ -18,7 +18,10 @@ Why this shape (profiles in ``benchmarks/README.md``):
   forward kernel instead of a KH*KW-pass col2im.
 * On the compiled path the blocks are shared out among the library's threads, each
   unrolling into its own buffer and running its own one-thread products
-  (``block_threads``); under ``VOLNET_KERNELS=numpy`` one thread does them in turn.
+  (``block_threads``); a product not inside such a block (one block in all, or a layer
+  whose blocks stay on one thread) is split by ``block_threads.matmul``, since OpenBLAS
+  runs one thread inside volnet's layers. Under ``VOLNET_KERNELS=numpy`` one thread does
+  the blocks in turn and OpenBLAS splits the products.
 
 Shapes: x (N, C, H, W), w (F, C/G, KH, KW), out (N, F, H_out, W_out),
 K = C/G * KH * KW, P = H_out * W_out.
@@ -42,7 +45,8 @@ THREAD_BELOW = 2**20        # filter-matrix entries (F/G x K) under which blocks
 
 def _threads(w_shape, groups) -> int:
     """Threads for a layer's blocks: the library's count when its products are small enough
-    that one-thread BLAS per block beats OpenBLAS splitting each product, else 1.
+    that one-thread BLAS per block beats splitting each product, else 1 (each product is
+    then split by ``block_threads.matmul``).
 
     Measured fwd+bwd, two threads (benchmarks/README.md): 16x256x14x14 (F x K = 256 x 2304)
     112 ms on block threads vs 121; 16x512x7x7 (512 x 4608) 107 vs 95.
@@ -164,14 +168,14 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
             s, e, r0, r1 = block
             cols = plan.cols(xp, block, (kh, kw), stride, dilation, wo, buffer)
             if plan.wide:
-                res = np.matmul(w_mat, cols)                        # (G, F/G, m*rows*W_out)
+                res = block_threads.matmul(w_mat, cols)             # (G, F/G, m*rows*W_out)
                 out[s:e, :, r0:r1] = res.reshape(f, e - s, r1 - r0, wo).transpose(1, 0, 2, 3)
             elif r1 - r0 == ho:                                     # straight into NCHW
-                np.matmul(w_mat, cols, out=out_g[s:e])
+                block_threads.matmul(w_mat, cols, out=out_g[s:e])
             else:
                 # a row block of NCHW has a leading dimension of H_out*W_out; matmul writing
                 # there directly measured 10x slower than a contiguous product plus a copy
-                out_g[s:e, :, :, r0 * wo:r1 * wo] = np.matmul(w_mat, cols)
+                out_g[s:e, :, :, r0 * wo:r1 * wo] = block_threads.matmul(w_mat, cols)
         return cols
 
     cols = block_threads.run(work, count)[0]
@@ -228,7 +232,7 @@ def _weight_grad_1x1(x, dout, groups, threads):
     def work(i):
         acc = np.zeros((groups, f // groups, c // groups), dtype=x.dtype)
         for s in range(bounds[i], bounds[i + 1]):
-            acc += np.matmul(d_g[s], x_g[s].transpose(0, 2, 1))
+            acc += block_threads.matmul(d_g[s], x_g[s].transpose(0, 2, 1))
         return acc
 
     return sum(block_threads.run(work, len(bounds) - 1))
@@ -239,9 +243,9 @@ def _weight_grad_block(d, cols, groups, fg):
     m = d.shape[0]
     if cols.ndim == 3:
         d_t = np.ascontiguousarray(d.transpose(1, 0, 2, 3)).reshape(groups, fg, -1)
-        return np.matmul(d_t, cols.transpose(0, 2, 1))
+        return block_threads.matmul(d_t, cols.transpose(0, 2, 1))
     d_g = d.reshape(m, groups, fg, -1)
-    return np.matmul(d_g, cols.transpose(0, 1, 3, 2)).sum(axis=0)
+    return block_threads.matmul(d_g, cols.transpose(0, 1, 3, 2)).sum(axis=0)
 
 
 def flipped_transpose(w, groups):
@@ -278,7 +282,7 @@ def input_grad_by_fold(dout, w, x_shape, stride, padding, dilation, groups):
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
         d_t = np.ascontiguousarray(dout[s:e].transpose(1, 0, 2, 3)).reshape(groups, fg, -1)
-        dcols = np.matmul(w_t, d_t).reshape(c, kh, kw, e - s, ho, wo)
+        dcols = block_threads.matmul(w_t, d_t).reshape(c, kh, kw, e - s, ho, wo)
         target = dx_pad[s:e].transpose(1, 0, 2, 3)                 # (C, m, Hp, Wp) view
         for i in range(kh):
             for j in range(kw):

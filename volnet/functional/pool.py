@@ -100,7 +100,10 @@ def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
         arg = old
     else:
         arg = np.empty(out.shape, dtype=np.int32)
-    if (tuple(kernel_size) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
+    if not keep_cache and not (tuple(kernel_size) == tuple(stride) == (2, 2)):
+        # inference: the maxima alone, no winners (the 2x2 kernel below is as fast)
+        launch.run(_KERNELS, "max_values", x.size, x3, *kernel_size, *stride, *padding, out)
+    elif (tuple(kernel_size) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
             and tuple(out_size) == (h // 2, w // 2)):   # every window whole
         launch.run(_KERNELS, "max_forward_2x2", x.size, x3, out, arg, bool(keep_cache))
     else:

@@ -27,9 +27,11 @@ class ReLU(Elementwise):
         array([[0., 2.]])
     """
 
+    _reuses_cache = True
+
     def _forward(self, x, training, keep_cache):
         # the cache is the mask x > 0; the previous step's mask is dead now, its array reused
-        out, self._cache = F.relu_forward(x, keep_cache, reuse=self._cache)
+        out, self._cache = F.relu_forward(x, keep_cache, reuse=self._reusable_cache())
         return out
 
     def _backward(self, dout):
@@ -44,7 +46,7 @@ class ReLU(Elementwise):
         """``self.forward(a + b, ...)`` in one pass (a residual block's sum and activation);
         same output and the same cache, so ``backward`` is unchanged."""
         keep = training if cache is None else bool(cache)
-        out, self._cache = F.add_relu(a, b, keep, reuse=self._cache)
+        out, self._cache = F.add_relu(a, b, keep, reuse=self._reusable_cache())
         self._out_shape = out.shape
         return out
 

@@ -7,7 +7,8 @@ function (CS231n; Torch7's ``nn.Module`` protocol):
   asked with ``cache=True``), keeps what ``backward`` needs;
 * ``backward(dout)`` returns ``dx`` for the *last* forward and overwrites
   ``grads`` (``accumulate=True`` adds instead; an optimizer's ``step()`` refuses
-  gradients overwritten by several backward calls since its last step);
+  gradients overwritten by several backward calls since its last step); it frees
+  the forward's cache once used, so each forward serves one backward;
   ``backward(dout, input_grad=False)`` fills the same ``grads``, returns None
   and skips the input gradient where it can (training steps use it);
 * ``output_shape(input_shape)`` gives the per-example output shape from shapes
@@ -23,6 +24,7 @@ Subclasses implement ``_forward(x, training, keep_cache)``, ``_backward(dout)``,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import math
@@ -42,9 +44,12 @@ from volnet.errors import (
     StateError,
 )
 from volnet.layers import hooks
+from volnet.runtime import allocator, block_threads
 
-_local = threading.local()   # forward nesting depth (only the outermost call scans for NaN);
-                             # whether the running backward accumulates
+_local = threading.local()   # forward and backward nesting depths (only the outermost forward
+                             # scans for NaN; the outermost call of either sets the thread
+                             # policy); whether the running backward accumulates
+_released = {"once": False}  # whether a backward released a cache yet (allocator settings)
 
 
 def _keys(kind: str, keys: list[str], limit: int = 5) -> list[str]:
@@ -62,6 +67,21 @@ def join_key(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+class LayerName:
+    """A layer's :meth:`Layer.where`, computed when formatted into a message."""
+
+    __slots__ = ("layer",)
+
+    def __init__(self, layer: Layer) -> None:
+        self.layer = layer
+
+    def __str__(self) -> str:
+        return self.layer.where()
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
 class Layer:
     """Maps an input volume to an output volume; owns its backward pass."""
 
@@ -73,6 +93,12 @@ class Layer:
     # optimizer's step() refuses (volnet.train.optim)
     grad_backwards = 0
     grad_overwrites = 0
+    # containers run their inference forward by a plan made once per input shape
+    # (volnet.layers.inference_plan); leaves have nothing to plan
+    plans_inference = False
+    # bumped by every structural change to this layer (a container built or sliced, a child
+    # replaced or appended, astype): inference plans that ran it are rebuilt
+    structure = 0
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -116,9 +142,19 @@ class Layer:
         keep = training if cache is None else bool(cache)
         depth = getattr(_local, "depth", 0)
         x = self._validate(x, outermost=depth == 0)
+        planned = self.plans_inference and depth == 0 and not keep and not training
         _local.depth = depth + 1
         try:
-            out = self._forward(x, training, keep)
+            # the outermost call: OpenBLAS on one thread while volnet's threads work
+            with block_threads.section() if depth == 0 else contextlib.nullcontext():
+                out = None
+                if planned:
+                    from volnet.layers import inference_plan
+                    out = inference_plan.run(self, x)
+                if out is None:
+                    out = self._forward(x, training, keep)
+                    if planned:     # x passed every layer's checks: plan this shape
+                        inference_plan.note_unplanned(self, x)
         finally:
             _local.depth = depth
         self._out_shape = out.shape
@@ -129,6 +165,16 @@ class Layer:
         return out
 
     __call__ = forward
+
+    def forward_planned(self, x: np.ndarray) -> np.ndarray:
+        """This layer's inference computation alone, ``_forward(x, False, False)``: no input
+        checks, casts, cache or hooks. For an inference plan (volnet.layers.inference_plan),
+        which checked this input's shape and dtype on its first, ordinary call."""
+        return self._forward(x, False, False)
+
+    def clear_cache(self) -> None:
+        """Forget what the last forward kept for backward (``backward`` then refuses)."""
+        self._cache = None
 
     def register_forward_hook(self, fn) -> hooks.HookHandle:
         """Run ``fn(layer, x, out, training)`` after each forward of this layer.
@@ -175,7 +221,8 @@ class Layer:
         if self._cache is None:
             raise StateError(
                 f"{self.where()}: backward() needs a preceding forward(x, training=True) "
-                "(or forward(x, cache=True)); forward(x, training=False) keeps no cache."
+                "(or forward(x, cache=True)); forward(x, training=False) keeps no cache, "
+                "and each forward's cache serves one backward (run forward again)."
             )
         dout = self._as_float(dout, "dout")
         if dout.shape != self._out_shape:
@@ -187,14 +234,18 @@ class Layer:
         previous = ({k: v.copy() for k, v in self.grads.items()}
                     if (accumulate or outer) and self.params and not self.named_children() else None)
         _local.accumulate = outer or accumulate
+        depth = getattr(_local, "backward_depth", 0)
+        _local.backward_depth = depth + 1
         try:
-            if input_grad:
-                dx = self._backward(dout)
-            else:
-                self._backward_params(dout)
-                dx = None
+            with block_threads.section() if depth == 0 else contextlib.nullcontext():
+                if input_grad:
+                    dx = self._backward(dout)
+                else:
+                    self._backward_params(dout)
+                    dx = None
         finally:
             _local.accumulate = outer
+            _local.backward_depth = depth
         if previous:
             for name, old in previous.items():
                 new = self.grads.get(name)
@@ -203,9 +254,33 @@ class Layer:
         if self.params and not self.named_children():
             self.grad_overwrites += bool(self.grad_backwards and not (accumulate or outer))
             self.grad_backwards += 1
+        self._release_cache()
         if hooks.active(self):
             hooks.after_backward(self, dout, dx)
         return dx
+
+    # a layer whose forward can overwrite its last cache's arrays (a ReLU mask, max-pool
+    # winners) keeps them here once backward has used the cache: no page faults next step
+    _reuses_cache = False
+    _spare = None
+
+    def _release_cache(self) -> None:
+        """Drop the cache once backward has used it, as PyTorch frees saved tensors: each
+        layer's saved inputs go as soon as its gradient is computed, so a training step's
+        peak is the forward's activations, not those plus every gradient (ResNet-18, 16x224:
+        560 -> 390 MB, benchmarks/README.md, seventh round). A second backward then needs
+        a new forward."""
+        if self._reuses_cache:
+            self._spare = self._cache
+        self._cache = None
+        if not _released["once"]:   # the heap keeps what was freed for the next step's
+            _released["once"] = True                       # forward (volnet.runtime.allocator)
+            allocator.keep_freed_memory()
+
+    def _reusable_cache(self):
+        """The last cache, or the one backward released: arrays the next forward may
+        overwrite (only for ``_reuses_cache`` layers)."""
+        return self._cache if self._cache is not None else self._spare
 
     def mark_grads_used(self) -> None:
         """An optimizer used (or zeroed) this layer's gradients: the next backward starts anew."""
@@ -225,7 +300,7 @@ class Layer:
     def _as_float(self, x, what: str) -> np.ndarray:
         if not isinstance(x, np.ndarray):
             raise DTypeError(f"{self.where()}: {what} must be a NumPy array, got {type(x).__name__}")
-        if not np.issubdtype(x.dtype, np.floating):
+        if x.dtype.kind != "f":                  # np.issubdtype: 3 us, twice per layer call
             raise DTypeError(
                 f"{self.where()}: {what} must be floating point, got dtype {x.dtype} "
                 f"with shape {x.shape}; convert with x.astype(np.float32) "
@@ -250,6 +325,12 @@ class Layer:
         text = f"{type(self).__name__}({head})" if not self.named_children() else type(self).__name__
         return f"{text} at {self.path}" if self.path else text
 
+    def where_lazily(self) -> LayerName:
+        """:meth:`where` as an object formatted only if an error message uses it: shape
+        checks that run on every forward pass it instead of the string (building it took
+        14 us, twice per convolution call)."""
+        return LayerName(self)
+
     def _expect_rank(self, x: np.ndarray, rank: int, layout: str) -> None:
         if x.ndim != rank:
             raise ShapeError(
@@ -258,6 +339,7 @@ class Layer:
             )
 
     def _set_path(self, path: str) -> None:
+        self.structure += 1     # every container edit renames its children through here
         self.path = path
         for name, child in self.named_children():
             child._set_path(join_key(path, name))
@@ -370,14 +452,15 @@ class Layer:
                 for name, value in store.items():
                     if np.issubdtype(value.dtype, np.floating):
                         store[name] = value.astype(dtype)
-            layer._cache = None
+            layer._cache = layer._spare = None
+            layer.structure += 1
         return self
 
     def copy(self) -> Layer:
         """A deep copy sharing no arrays with this layer (caches and hooks dropped)."""
         dup = copy.deepcopy(self)
         for _, layer in dup.named_layers():
-            layer._cache = None
+            layer._cache = layer._spare = None
             layer.__dict__.pop("_forward_hooks", None)
             layer.__dict__.pop("_backward_hooks", None)
         return dup

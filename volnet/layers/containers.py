@@ -36,6 +36,8 @@ def _as_children(items) -> OrderedDict[str, Layer]:
 class Container(Layer):
     """A layer made of named child layers."""
 
+    plans_inference = True
+
     def __init__(self, children: OrderedDict[str, Layer]) -> None:
         super().__init__()
         # the arrays live in the children; an empty dict here would let
@@ -108,7 +110,7 @@ class Sequential(Container):
             shape = layer.output_shape(shape)
         return shape
 
-    def _steps(self, fold: bool) -> list[tuple[Layer, Layer | None, Layer | None]]:
+    def fused_steps(self, fold: bool) -> list[tuple[Layer, Layer | None, Layer | None]]:
         """The children in order as ``(layer, bn, relu)`` steps, fused when the compiled
         kernels run and no hook watches the layers involved (a hook sees every layer):
 
@@ -141,7 +143,7 @@ class Sequential(Container):
         return steps
 
     def _forward(self, x, training, keep_cache):
-        steps = self._steps(fold=not training and not keep_cache)
+        steps = self.fused_steps(fold=not training and not keep_cache)
         for layer, bn, relu in steps:
             if bn is not None:
                 x = layer.forward_folded(x, bn, relu is not None)
@@ -222,7 +224,7 @@ class Residual(Container):
         if out.shape != short.shape:
             raise ShapeError(f"{self.where()}: body output {out.shape} and shortcut output "
                              f"{short.shape} differ; add a projection shortcut")
-        if type(self.activation) is ReLU and backend.fusing():
+        if type(self.activation) is ReLU and backend.fusing() and not _watched(self.activation):
             out = self.activation.add_forward(out, short, training, cache=keep_cache)
         else:
             out = out + short

@@ -101,7 +101,7 @@ class Conv2d(ReLUFusion, Layer):
             raise ShapeError(f"{self.where()} expected {self.in_channels} channels, got "
                              f"input shape {tuple(input_shape)}")
         ho, wo = (conv_output_size(size, self.kernel_size[i], self.stride[i], self.padding[i],
-                                   self.dilation[i], what=self.where())
+                                   self.dilation[i], what=self.where_lazily())
                   for i, size in enumerate((h, w)))
         return (self.out_channels, ho, wo)
 
@@ -124,16 +124,30 @@ class Conv2d(ReLUFusion, Layer):
             self._fold, self._relu = None, False
 
     def _forward(self, x, training, keep_cache):
-        w, b, scale = self.params["weight"], self.params.get("bias"), None
         if self._fold is not None:
-            bn = self._fold
+            return self.fused_inference(x, self._fold, self._relu)
+        out, self._cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
+                                          self.stride, self.padding, self.dilation,
+                                          self.groups, keep_cache=keep_cache, relu=self._relu)
+        return out
+
+    def fused_inference(self, x, bn=None, relu=False, residual=None):
+        """Inference output of this convolution with, in the same pass where the bias is
+        added, the batch norm ``bn`` after it (None: none), the sum with ``residual`` (an
+        array of the output's shape: a residual block's shortcut; None: none) and a ReLU.
+
+        No checks and no hooks: the caller checked ``x`` (``forward_folded`` through
+        ``forward``; an inference plan on its first, unplanned call for this shape). The
+        batch norm's scale and shift are computed from the live parameters and running
+        statistics on every call, so nothing derived from them can go stale.
+        """
+        w, b, scale = self.params["weight"], self.params.get("bias"), None
+        if bn is not None:
             scale, b = batchnorm_inference_affine(
                 bn.params["weight"], bn.params["bias"], bn.buffers["running_mean"],
                 bn.buffers["running_var"], bn.eps, b, np.result_type(x, w))
-        out, self._cache = conv2d_forward(x, w, b, self.stride, self.padding, self.dilation,
-                                          self.groups, keep_cache=keep_cache, relu=self._relu,
-                                          scale=scale)
-        return out
+        return conv2d_forward(x, w, b, self.stride, self.padding, self.dilation, self.groups,
+                              keep_cache=False, relu=relu, scale=scale, residual=residual)[0]
 
     def _backward(self, dout, input_grad=True):
         self._check_relu_cache(self._cache.mask is not None)

@@ -103,7 +103,7 @@ class ConvTranspose2d(Layer):
                              f"input shape {tuple(input_shape)}")
         ho, wo = (conv_transpose_output_size(size, self.kernel_size[i], self.stride[i],
                                              self.padding[i], self.dilation[i],
-                                             self.output_padding[i], what=self.where())
+                                             self.output_padding[i], what=self.where_lazily())
                   for i, size in enumerate((h, w)))
         return (self.out_channels, ho, wo)
 

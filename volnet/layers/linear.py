@@ -7,6 +7,7 @@ import numpy as np
 from volnet import init
 from volnet.errors import ConfigError, ShapeError
 from volnet.layers.base import Layer
+from volnet.runtime.block_threads import matmul
 
 
 class Linear(Layer):
@@ -55,21 +56,21 @@ class Linear(Layer):
 
     def _forward(self, x, training, keep_cache):
         self._cache = x if keep_cache else None
-        out = x @ self.params["weight"].T
+        out = matmul(x, self.params["weight"].T)   # volnet's threads split large ones
         if "bias" in self.params:
             out += self.params["bias"]
         return out
 
     def _backward(self, dout):
         x = self._cache
-        self.grads["weight"] = dout.T @ x
+        self.grads["weight"] = matmul(dout.T, x)
         if "bias" in self.params:
             self.grads["bias"] = dout.sum(axis=0)
-        return dout @ self.params["weight"]
+        return matmul(dout, self.params["weight"])
 
     def _backward_params(self, dout):
         x = self._cache
-        self.grads["weight"] = dout.T @ x
+        self.grads["weight"] = matmul(dout.T, x)
         if "bias" in self.params:
             self.grads["bias"] = dout.sum(axis=0)
 

@@ -36,7 +36,7 @@ class _Pool2d(Layer):
     def output_shape(self, input_shape):
         c, h, w = input_shape
         return (c,) + P.pool_output_size((h, w), self.kernel_size, self.stride, self.padding,
-                                         self.ceil_mode, what=self.where())
+                                         self.ceil_mode, what=self.where_lazily())
 
     def extra_repr(self):
         text = f"kernel_size={self.kernel_size}, stride={self.stride}"
@@ -62,10 +62,12 @@ class MaxPool2d(_Pool2d):
         (96, 27, 27)
     """
 
+    _reuses_cache = True
+
     def _forward(self, x, training, keep_cache):
         out, self._cache = P.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding,
                                                self.ceil_mode, keep_cache=keep_cache,
-                                               reuse=self._cache)   # last step's, now dead
+                                               reuse=self._reusable_cache())   # dead now
         return out
 
     def _backward(self, dout):

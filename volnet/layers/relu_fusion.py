@@ -36,6 +36,15 @@ class ReLUFusion:
         finally:
             self._relu = False
 
+    def inference_relu(self, x):
+        """``relu(self.forward_planned(x))`` in one pass: no checks, cache or hooks (an
+        inference plan's step; see :meth:`volnet.layers.base.Layer.forward_planned`)."""
+        self._relu = True
+        try:
+            return self._forward(x, False, False)
+        finally:
+            self._relu = False
+
     def backward_relu(self, dout, input_grad=True):
         """Backward of :meth:`forward_relu`: ``dout`` is the gradient of the rectified output."""
         self._relu = True

@@ -68,6 +68,11 @@ def _numba():
         else:
             if not numba.config.CACHE_DIR:   # numba was imported before volnet set it
                 numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+            # the user's thread count (OMP_NUM_THREADS... as for BLAS) is volnet's threads'
+            # count too; numba alone would take every core
+            from volnet.runtime.thread_policy import user_threads
+            if user_threads() is not None:
+                numba.set_num_threads(max(1, min(user_threads(), numba.config.NUMBA_NUM_THREADS)))
             _state["numba"] = numba
     return _state["numba"]
 

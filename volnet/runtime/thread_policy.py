@@ -1,5 +1,11 @@
 """How many threads NumPy's BLAS (OpenBLAS) and volnet's compiled kernels use.
 
+One count, the user's (:func:`user_threads`: VOLNET_THREADS, OMP_NUM_THREADS or
+OPENBLAS_NUM_THREADS) or every core, is given to numba when it loads; with the compiled
+kernels in use that count is volnet's own threads (blocks, ``prange`` kernels, split
+products) and OpenBLAS runs one thread inside each layer call (volnet.runtime.block_threads
+says why); on the NumPy path it is OpenBLAS's count.
+
 Why: on a machine whose cores are busy, OpenBLAS worker threads spin-wait for
 each other. Measured here (2 cores, load ~10): 20 LeNet-5 training batches
 took 0.7 s with one BLAS thread and 7.0 s with two. ``Trainer.fit`` (so ``vn.fit``
@@ -60,6 +66,18 @@ def idle_cores(sample_s: float = 0.05) -> float:
     return (os.cpu_count() or 1) * idle / total if total > 0 else float(cpu_count())
 
 
+def user_threads() -> int | None:
+    """The count the user set: :func:`pin_threads`, else VOLNET_THREADS, OMP_NUM_THREADS or
+    OPENBLAS_NUM_THREADS (first set wins); None when none is set."""
+    if _pinned["count"] is not None:
+        return _pinned["count"]
+    for name in USER_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
 def choose_threads() -> int:
     """Threads for BLAS and compiled kernels: the user's count, else the idle cores (>= 1).
 
@@ -68,12 +86,9 @@ def choose_threads() -> int:
     process keeps busy: a thread on a busy core makes its siblings spin-wait at each
     barrier (20 LeNet-5 batches: 0.7 s on one thread, 7.0 s on two with one core busy).
     """
-    if _pinned["count"] is not None:
-        return _pinned["count"]
-    for name in USER_VARIABLES:
-        value = os.environ.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
+    user = user_threads()
+    if user is not None:
+        return user
     return max(1, min(cpu_count(), int(idle_cores() + 0.25)))
 
 

@@ -67,6 +67,30 @@ def bias_add(out, scale, bias, relu):
                 row[j] = row[j] * a + b
 
 
+@kernel
+def bias_add_residual(out, scale, bias, residual, relu):
+    """out[n, c, :] = out[n, c, :] * scale[c] + bias[c] + residual[n, c, :] in place, then
+    max(0, out) when ``relu``: a residual block's last convolution, its batch norm, the
+    shortcut's sum and the block's ReLU in one pass (out and residual (N, C, S)). The sum
+    is rounded in the order of the separate passes (scaled output plus bias, then plus the
+    shortcut), so the result has the same bits."""
+    n, ch, s = out.shape
+    for p in prange(n * ch):
+        row = out[p // ch, p % ch]
+        add = residual[p // ch, p % ch]
+        a = scale[p % ch]
+        b = bias[p % ch]
+        if relu:
+            for j in range(s):
+                v = row[j] * a + b
+                v = v + add[j]
+                row[j] = v if v > 0 else 0  # noqa: FURB136 (max(0, v) drops NaN)
+        else:
+            for j in range(s):
+                v = row[j] * a + b
+                row[j] = v + add[j]
+
+
 @njit(fastmath={"reassoc"}, cache=True)
 def _row_sum(row):
     acc = 0.0

@@ -19,7 +19,7 @@ broadcast weights and sixteen fused multiply-adds; it is written as LLVM vector 
 intrinsic) because numba's loops do not keep accumulators in registers (the same loop in
 plain numba ran at 10 GFLOP/s, this one at ~200 on one Sapphire Rapids core). Each sum over
 taps runs in one order in float32 (fused multiply-adds): the error class of im2col's GEMM,
-not Winograd's, so a training forward may use it (benchmarks/README.md, seventh round).
+not Winograd's, so a training forward may use it (benchmarks/README.md, section 31).
 
 The weight gradient is the transposed sum, ``dw[f, k] = sum_q dout[f, q] * x_in[off[k] +
 q]`` with dout laid on the same numbering (zero at the dropped positions):

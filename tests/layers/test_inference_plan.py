@@ -1,0 +1,387 @@
+"""The inference plan (volnet/layers/inference_plan.py): the same outputs as the ordinary
+path, bit for bit; a plan per input shape; outputs never overwritten; every parameter write
+seen; hooks, training and structural changes turning it off or rebuilding it."""
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import volnet as vn
+from volnet.functional.activation import add_relu, bias_add_
+from volnet.functional.conv import conv2d_forward
+from volnet.layers import Residual, Sequential, hooks, inference_plan
+from volnet.models import googlenet, resnet
+from volnet.runtime import backend
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def kernels(request):
+    """Both kernel paths (numpy: nothing fuses, so no plan is made)."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    with backend.use_kernels(request.param):
+        yield request.param
+
+
+def _unplanned(net, x, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(inference_plan, "ENABLED", False)
+        return net.forward(x)
+
+
+def _small_resnet(depth=18, seed=1):
+    net = resnet(depth, num_classes=7, widths=(8, 16, 16, 32), seed=seed)
+    rng = np.random.default_rng(seed)
+    for _, layer in net.named_layers():     # non-trivial batch norm statistics
+        if "running_mean" in layer.buffers:
+            c = layer.buffers["running_mean"].shape
+            layer.buffers["running_mean"][...] = rng.normal(0, 0.1, c)
+            layer.buffers["running_var"][...] = rng.uniform(0.5, 1.5, c)
+            layer.params["weight"][...] = rng.uniform(0.5, 1.5, c)
+            layer.params["bias"][...] = rng.normal(0, 0.1, c)
+    return net
+
+
+def _x(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("make", [lambda: _small_resnet(18), lambda: _small_resnet(50),
+                                  lambda: googlenet(num_classes=5, seed=3)],
+                         ids=["resnet18", "resnet50", "googlenet"])
+def test_planned_outputs_equal_the_unplanned_path_bit_for_bit(make, kernels, monkeypatch):
+    net = make()
+    x = _x((2, 3, 40, 40))
+    want = _unplanned(net, x, monkeypatch)
+    before = inference_plan.stats()
+    first, second, third = net.forward(x), net.forward(x), net.forward(x)
+    after = inference_plan.stats()
+    for out in (first, second, third):
+        assert np.array_equal(out, want)
+    if kernels == "numba":      # the first call makes the plan, the next two run it
+        assert after["made"] == before["made"] + 1 and after["reused"] == before["reused"] + 2
+    else:                       # VOLNET_KERNELS=numpy: nothing fuses, nothing is planned
+        assert after == before
+
+
+def test_residual_blocks_run_as_fused_conv_steps(kernels):
+    if kernels != "numba":
+        pytest.skip("plans need the fusing kernels")
+    net = _small_resnet(18)
+    x = _x((1, 3, 32, 32))
+    net.forward(x)
+    steps = [type(fn).__name__ for fn, *_ in _plan_of(net, x).steps]
+    # stem conv+bn+relu, maxpool, 8 blocks of 2 convs (+3 downsample convs), pool,
+    # flatten, fc; no separate add or ReLU steps: every sum is in a conv's epilogue
+    assert steps.count("_Conv") == 1 + 16 + 3
+    assert "function" not in steps      # no _add / _add_relu steps
+
+
+def _plan_of(net, x):
+    plans = inference_plan.plans_of(net)
+    return plans[(x.shape, x.dtype)]
+
+
+def test_a_new_shape_makes_a_new_plan_and_both_stay_right(monkeypatch):
+    pytest.importorskip("numba")
+    net = _small_resnet(18)
+    xs = [_x((1, 3, 32, 32)), _x((3, 3, 48, 40), seed=1)]
+    wants = [_unplanned(net, x, monkeypatch) for x in xs]
+    made = inference_plan.stats()["made"]
+    for _ in range(3):
+        for x, want in zip(xs, wants):
+            assert np.array_equal(net.forward(x), want)
+    assert inference_plan.stats()["made"] == made + 2
+    assert len(inference_plan.plans_of(net)) == 2
+
+
+def test_returned_outputs_are_never_overwritten_by_later_calls():
+    net = _small_resnet(18)
+    a, b = _x((2, 3, 32, 32), 0), _x((2, 3, 32, 32), 1)
+    for _ in range(2):
+        net.forward(a)
+    out_a = net.forward(a)
+    kept = out_a.copy()
+    out_b = net.forward(b)
+    net.forward(a)
+    assert np.array_equal(out_a, kept) and not np.shares_memory(out_a, out_b)
+    assert not np.array_equal(out_a, out_b)
+
+
+def _sgd_step(net, x):
+    opt = vn.SGD(net.parameters(), lr=0.05)
+    scores = net.forward(x, training=True)
+    _, d = vn.softmax_cross_entropy(scores, np.arange(len(x)) % scores.shape[1])
+    net.backward(d, input_grad=False)
+    opt.step()
+
+
+def _edit_conv_weight(net, x):
+    net["layer1"][0].body.conv2.params["weight"][0, 0, 1, 1] += 0.5
+
+
+def _edit_bn_stat(net, x):
+    net["layer4"][1].body.bn2.buffers["running_var"][3] *= 4.0
+
+
+def _replace_bn_bias(net, x):
+    bn = net["layer2"][0].body.bn1
+    bn.params["bias"] = bn.params["bias"] + 0.25
+
+
+def _load_other(net, x):
+    net.load_state_dict(_small_resnet(18, seed=9).state_dict())
+
+
+@pytest.mark.parametrize("write", [_sgd_step, _edit_conv_weight, _edit_bn_stat, _replace_bn_bias,
+                                   _load_other])
+def test_every_parameter_write_is_seen_by_the_next_planned_call(write, monkeypatch):
+    net = _small_resnet(18)
+    x = _x((2, 3, 32, 32))
+    for _ in range(2):
+        old = net.forward(x)
+    write(net, x)
+    reused = inference_plan.stats()["reused"]
+    got = net.forward(x)
+    assert inference_plan.stats()["reused"] == reused + 1 or not backend.fusing()
+    want = _unplanned(net, x, monkeypatch)
+    assert np.array_equal(got, want) and not np.array_equal(got, old)
+
+
+def test_astype_rebuilds_the_plan_in_the_new_dtype(monkeypatch):
+    net = _small_resnet(18)
+    x = _x((1, 3, 32, 32))
+    net.forward(x)
+    net.forward(x)
+    net.astype(np.float64)
+    x64 = x.astype(np.float64)
+    got = [net.forward(x64) for _ in range(2)]
+    want = _unplanned(net, x64, monkeypatch)
+    assert got[0].dtype == got[1].dtype == np.float64
+    assert np.array_equal(got[0], want) and np.array_equal(got[1], want)
+
+
+def test_replacing_a_child_rebuilds_the_plan(monkeypatch):
+    net = _small_resnet(18)
+    x = _x((2, 3, 32, 32))
+    net.forward(x)
+    net.forward(x)
+    net["fc"] = vn.Linear(32, 3, rng=4)
+    got = [net.forward(x) for _ in range(2)]
+    want = _unplanned(net, x, monkeypatch)
+    assert got[0].shape == (2, 3) and np.array_equal(got[0], want) and np.array_equal(got[1], want)
+
+
+def test_a_hook_turns_the_plan_off_and_sees_every_layer():
+    pytest.importorskip("numba")
+    net = _small_resnet(18)
+    x = _x((1, 3, 32, 32))
+    plain = [net.forward(x) for _ in range(2)][-1]
+    leaves = sum(1 for _, layer in net.named_layers() if not layer.named_children())
+    seen = []
+    reused = inference_plan.stats()["reused"]
+    with hooks.register_forward_hook(lambda layer, xi, out, training: seen.append(layer)):
+        hooked = net.forward(x)
+    assert inference_plan.stats()["reused"] == reused            # the plan stood aside
+    assert sum(1 for layer in seen if not layer.named_children()) == leaves
+    assert np.allclose(hooked, plain, rtol=1e-5, atol=1e-5)     # unfused: rounding differs
+    conv = net["layer3"][1].body.conv1
+    calls = []
+    with conv.register_forward_hook(lambda *args: calls.append(args[0])):
+        net.forward(x)
+        net.forward(x)
+    assert calls == [conv, conv] and inference_plan.stats()["reused"] == reused
+    net.forward(x)                                                # hook removed: planned again
+    assert inference_plan.stats()["reused"] == reused + 1
+
+
+def test_training_and_cache_never_use_the_plan():
+    net = _small_resnet(18)
+    x = _x((2, 3, 32, 32))
+    net.forward(x)
+    net.forward(x)
+    reused = inference_plan.stats()["reused"]
+    net.forward(x, training=True)
+    net.forward(x, cache=True)
+    assert inference_plan.stats()["reused"] == reused
+    assert net.backward(np.ones((2, 7), np.float32)).shape == x.shape   # the cache was kept
+
+
+def test_backward_after_a_planned_call_refuses_a_stale_cache():
+    net = _small_resnet(18)
+    x = _x((2, 3, 32, 32))
+    net.forward(x, training=True)                 # children keep training caches
+    net.forward(x)
+    net.forward(x)                                # planned
+    with pytest.raises(vn.StateError, match="forward"):
+        net.backward(np.ones((2, 7), np.float32))
+    with pytest.raises(vn.StateError, match="forward"):
+        net["fc"].backward(np.ones((2, 7), np.float32))
+
+
+def test_bad_input_after_planning_gets_the_ordinary_errors():
+    net = _small_resnet(18)
+    x = _x((1, 3, 32, 32))
+    net.forward(x)
+    net.forward(x)
+    bad = x.copy()
+    bad[0, 1, 2, 3] = np.nan
+    with pytest.raises(vn.NonFiniteError, match="NaN"):
+        net.forward(bad)
+    with pytest.raises(vn.ShapeError, match="expected 3 channels"):
+        net.forward(_x((1, 4, 32, 32)))
+
+
+def test_a_copy_gets_its_own_plans(monkeypatch):
+    net = _small_resnet(18)
+    x = _x((1, 3, 32, 32))
+    net.forward(x)
+    net.forward(x)
+    dup = net.copy()
+    dup["layer1"][0].body.conv1.params["weight"][...] *= 2
+    assert np.array_equal(dup.forward(x), _unplanned(dup, x, monkeypatch))
+    assert np.array_equal(dup.forward(x), _unplanned(dup, x, monkeypatch))
+    assert not np.array_equal(dup.forward(x), net.forward(x))
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 9, 9), (2, 16, 20, 20)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv_epilogue_with_residual_equals_the_separate_passes(shape, relu, kernels):
+    # (2, 16, 20, 20) takes Winograd F(4x4) (its output transform, then the residual pass)
+    rng = np.random.default_rng(shape[0])
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((16, shape[1], 3, 3)).astype(np.float32) * 0.2
+    b, scale = (rng.standard_normal(16).astype(np.float32) for _ in range(2))
+    short = rng.standard_normal((shape[0], 16, *shape[2:])).astype(np.float32)
+    fused = conv2d_forward(x, w, b, (1, 1), (1, 1), keep_cache=False, scale=scale,
+                           residual=short, relu=relu)[0]
+    plain = conv2d_forward(x, w, b, (1, 1), (1, 1), keep_cache=False, scale=scale)[0]
+    want = add_relu(plain, short, keep_cache=False)[0] if relu else plain + short
+    assert np.array_equal(fused, want)
+    # against float64 arithmetic: the epilogue is scale, bias, sum, ReLU in that order
+    ref = bias_add_(conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, (1, 1),
+                                   (1, 1), keep_cache=False)[0], b.astype(np.float64), relu,
+                    scale.astype(np.float64), short.astype(np.float64))
+    np.testing.assert_allclose(fused, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_residual_operand_is_refused_in_training():
+    x = _x((1, 2, 5, 5))
+    with pytest.raises(vn.ConfigError, match="inference only"):
+        conv2d_forward(x, _x((2, 2, 3, 3)), None, (1, 1), (1, 1), keep_cache=True,
+                       residual=x)
+
+
+def test_a_residual_block_whose_body_ends_without_a_conv_still_sums(monkeypatch):
+    pytest.importorskip("numba")
+    block = Sequential(vn.Conv2d(3, 4, 3, padding=1, rng=0),
+                       Residual(Sequential(vn.Conv2d(4, 4, 3, padding=1, rng=1), vn.ReLU()),
+                                None, vn.ReLU()),
+                       Residual(Sequential(vn.Conv2d(4, 4, 1, rng=2)), None, None))
+    x = _x((2, 3, 60, 60))
+    want = _unplanned(block, x, monkeypatch)
+    for _ in range(3):
+        assert np.array_equal(block.forward(x), want)
+
+
+def test_a_dropped_network_takes_its_plans_with_it():
+    net = _small_resnet(18)
+    x = _x((1, 3, 32, 32))
+    net.forward(x)
+    net.forward(x)
+    assert inference_plan.plans_of(net)
+    ref = weakref.ref(net)
+    del net
+    gc.collect()
+    assert ref() is None
+
+
+def _graph():
+    """conv -> bn -> relu (a), then conv2 -> bn2 (b) and a projection conv3 of the input
+    computed after it (c), relu(b + c); a conv read twice (d: by a ReLU and by the output
+    sum) and a batch norm + ReLU of its own."""
+    from volnet.layers.graph import Graph, Node
+
+    layers = {"conv": vn.Conv2d(3, 8, 3, padding=1, rng=0), "bn": vn.BatchNorm2d(8),
+              "relu": vn.ReLU(), "conv2": vn.Conv2d(8, 8, 3, padding=1, rng=1),
+              "bn2": vn.BatchNorm2d(8), "conv3": vn.Conv2d(3, 8, 1, rng=2),
+              "bn3": vn.BatchNorm2d(8), "relu2": vn.ReLU(),
+              "conv4": vn.Conv2d(8, 8, 1, rng=3), "relu3": vn.ReLU(),
+              "bn4": vn.BatchNorm2d(8), "relu4": vn.ReLU()}
+    rng = np.random.default_rng(0)
+    for layer in layers.values():
+        if "running_var" in layer.buffers:
+            layer.buffers["running_var"][...] = rng.uniform(0.5, 2, 8)
+            layer.buffers["running_mean"][...] = rng.normal(0, 0.2, 8)
+    nodes = [Node("layer", "conv", ("x",), "c1"), Node("layer", "bn", ("c1",), "b1"),
+             Node("layer", "relu", ("b1",), "a"), Node("layer", "conv2", ("a",), "c2"),
+             Node("layer", "bn2", ("c2",), "b"), Node("layer", "conv3", ("x",), "c3"),
+             Node("layer", "bn3", ("c3",), "c"), Node("add", "sum", ("b", "c"), "s"),
+             Node("layer", "relu2", ("s",), "r"), Node("layer", "conv4", ("r",), "d"),
+             Node("layer", "relu3", ("d",), "e"), Node("add", "out", ("d", "e"), "f"),
+             Node("layer", "bn4", ("f",), "g"), Node("layer", "relu4", ("g",), "y")]
+    return Graph(layers, nodes, "x", "y")
+
+
+@pytest.mark.parametrize("residual_fusion", [True, False])
+def test_a_graph_is_lowered_with_the_containers_fusions(residual_fusion, monkeypatch):
+    pytest.importorskip("numba")
+    g = _graph()
+    x = _x((2, 3, 70, 70))
+    want = _unplanned(g, x, monkeypatch)
+    plan = inference_plan.Plan(g, residual_fusion=residual_fusion)
+    kinds = [type(fn).__name__ if not hasattr(fn, "__self__") else fn.__name__
+             for fn, *_ in plan.steps]
+    # conv+bn+relu; conv2+bn2 (+ the sum and relu2 with residual fusion); conv3+bn3; conv4
+    # alone (two readers); relu3; the output sum; bn4+relu4
+    assert kinds.count("_Conv") == 3 and "inference_relu" in kinds
+    assert len(plan.steps) == (7 if residual_fusion else 8)
+    # the ordinary Graph runs each batch norm on its own: the folded scale rounds differently
+    np.testing.assert_allclose(plan.run(x), want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+    for _ in range(3):
+        np.testing.assert_allclose(g.forward(x), want, rtol=2e-6,
+                                   atol=2e-6 * np.abs(want).max())
+
+
+def test_an_imported_onnx_resnet_is_planned_with_every_conv_fused(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    pytest.importorskip("numba")
+    net = _small_resnet(18)
+    vn.io.export_onnx(net, tmp_path / "r.onnx", (3, 40, 40))
+    g = vn.io.load_onnx(tmp_path / "r.onnx")
+    x = _x((2, 3, 40, 40))
+    want = _unplanned(g, x, monkeypatch)
+    got = [g.forward(x) for _ in range(3)]
+    plan = inference_plan.plans_of(g)[(x.shape, x.dtype)]
+    assert sum(type(fn).__name__ == "_Conv" for fn, *_ in plan.steps) == 20   # all fused
+    assert np.array_equal(got[0], want) and np.array_equal(got[2], got[1])   # made, then run
+    for ref in (want, net.forward(x)):      # the ordinary Graph; the zoo network's plan
+        np.testing.assert_allclose(got[-1], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_a_graph_root_is_not_kept_alive_by_its_plans():
+    g = _graph()
+    x = _x((2, 3, 70, 70))
+    for _ in range(3):
+        g.forward(x)
+    ref = weakref.ref(g)
+    del g
+    gc.collect()
+    assert ref() is None
+
+
+def test_inputs_of_another_dtype_run_unplanned_and_stay_right(monkeypatch):
+    net = _small_resnet(18)                     # float32 parameters
+    x = _x((1, 3, 32, 32)).astype(np.float64)   # each layer casts: no plan
+    made = inference_plan.stats()["made"]
+    outs = [net.forward(x) for _ in range(3)]
+    assert inference_plan.stats()["made"] == made
+    want = _unplanned(net, x, monkeypatch)
+    assert all(np.array_equal(out, want) and out.dtype == np.float32 for out in outs)
+    net.astype(np.float64)                      # now they match: planned
+    for _ in range(2):
+        got = net.forward(x)
+    assert inference_plan.stats()["made"] == made + 1
+    assert np.array_equal(got, _unplanned(net, x, monkeypatch))
