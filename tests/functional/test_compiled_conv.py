@@ -142,7 +142,8 @@ def test_direct_layers_match_reference_and_torch(shape):
 @pytest.mark.parametrize("relu", [False, True])
 def test_direct_training_plan_and_fused_epilogue(relu):
     # training forward, dw and dx (a stride-1 convolution with flipped filters) direct; the
-    # inference forward with relu and a folded batch norm's scale in the direct kernel's store
+    # inference forward with relu and a folded batch norm's scale in the direct kernel's
+    # store, and with a residual sum (one pass after it)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 24, 17, 15)).astype(np.float32)
     w = rng.standard_normal((20, 24, 3, 3)).astype(np.float32)
@@ -156,6 +157,9 @@ def test_direct_training_plan_and_fused_epilogue(relu):
         dx, dw, db = conv2d_backward(dout, cache)
         folded, _ = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1, keep_cache=False,
                                    relu=relu, scale=scale)
+        shortcut = rng.standard_normal(out.shape).astype(np.float32)
+        summed, _ = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1, keep_cache=False,
+                                   relu=relu, scale=scale, residual=shortcut)
     xt, wt, bt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
     want = torch.nn.functional.conv2d(xt, wt, bt, 1, 1)
     want = torch.relu(want) if relu else want
@@ -166,6 +170,8 @@ def test_direct_training_plan_and_fused_epilogue(relu):
     lin = torch.nn.functional.conv2d(xt, wt, None, 1, 1).detach().numpy()
     lin = lin * scale[:, None, None] + b[:, None, None]
     assert _rel(folded, np.maximum(lin, 0) if relu else lin) < TOL["direct"]
+    lin = lin + shortcut                    # the residual before the ReLU
+    assert _rel(summed, np.maximum(lin, 0) if relu else lin) < TOL["direct"]
 
 
 # (x shape, w shape, stride, padding, dilation, groups): shapes the plan leaves to other
