@@ -26,7 +26,8 @@ on the 2-core machine, two threads, wall clock (benchmarks/README.md): forward a
 win from ~128 tiles up (16x256x14x14, 256 tiles: 21 vs im2col 27 ms; 1x512x28x28, 49
 tiles: 32 vs 24 ms, 13 of them the filter transform); dw, whose output is a*a*F*C
 partial sums per thread, from ~512 (16x128x28x28, 784 tiles: 29 vs 41 ms; 16x256x14x14:
-40 vs 35). With few channels the transforms (whose cost grows with C + F) outweigh the
+40 vs 35). With the vectorised tile transforms (benchmarks/README.md sections 32 and 36)
+both moved down: dx from 64 tiles (16x512x7x7), dw from 256 (16x256x14x14). With few channels the transforms (whose cost grows with C + F) outweigh the
 products' saving (which grows with C x F), so forward also needs tiles x min(C, F) >= 2^14:
 1x64x56x56 (196 tiles x 64) ran 5.7 ms against im2col's 4.9, 1x128x56x56 6.3 against 10.8,
 2x64x56x56 4.7 against 7.5. An inference forward keeps its filter transform
@@ -49,10 +50,13 @@ import numpy as np
 from volnet.runtime import backend
 
 WINOGRAD = os.environ.get("VOLNET_WINOGRAD", "1").strip() != "0"   # on unless "0"
-WINOGRAD_MIN_TILES = 128      # forward and dx: 4x4 output tiles over the batch
+WINOGRAD_MIN_TILES = 64       # forward and dx: 4x4 output tiles over the batch (was 128
+#                               until the vectorised transforms; N16 C512 7x7's dx, 64
+#                               tiles, runs 10-18% faster by Winograd: benchmarks/README.md, 36)
 WINOGRAD_MIN_WORK = 1 << 14   # ... and tiles x min(C, F): the products' saving must beat the
 #                               transforms, whose cost grows with C + F, not C x F
-WINOGRAD_MIN_TILES_DW = 512   # weight gradient
+WINOGRAD_MIN_TILES_DW = 256   # weight gradient (was 512; N16 C256 14x14, 256 tiles, runs
+#                               fwd+bwd 14-15% faster with dw by Winograd: README, 36)
 WINOGRAD_MIN_CHANNELS = 8     # input and output channels
 # An inference forward reuses its cached filter transform (weight_cache): no transform to
 # pay back, only tiles x min(C, F) enough to beat the tile transforms, and enough tiles to
