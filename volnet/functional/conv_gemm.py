@@ -29,6 +29,8 @@ K = C/G * KH * KW, P = H_out * W_out.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -103,6 +105,17 @@ class _Plan:
         self.wide = self.p < WIDE_BELOW if wide is None else wide
         self.groups = groups
         self.size, self.dtype = self.chunk * c * kh * kw * self.rows * wo, dtype
+        self.block_list = tuple(self.blocks(n, ho))
+
+    @staticmethod
+    def of(x_shape, w_shape, out_size, groups, dtype, wide=None, budget=None, threads=1):
+        """The plan of a layer shape, made once and reused by every later call (at batch 1
+        the plan and its block list cost as much as a small layer's product); keyed by
+        the chunk budget and WIDE_BELOW in force."""
+        budget = CHUNK_BYTES if budget is None else budget
+        wide = out_size[0] * out_size[1] < WIDE_BELOW if wide is None else wide
+        return _cached_plan(tuple(x_shape), tuple(w_shape), tuple(out_size), int(groups),
+                            np.dtype(dtype), bool(wide), int(budget), int(threads))
 
     def buffer(self, keep: bool = False) -> np.ndarray:
         """A column buffer for one thread's blocks: the thread's reused scratch array, or
@@ -131,6 +144,9 @@ class _Plan:
         return buf.reshape(e - s, self.groups, self.k, -1)
 
 
+_cached_plan = functools.lru_cache(maxsize=1024)(_Plan)
+
+
 def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
     """(out, cols): out (N, F, Ho, Wo) = cross-correlation of x with w (no bias).
 
@@ -146,20 +162,22 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
     keep_whole = keep_cols and total <= KEEP_BYTES
     budget = total if keep_whole else None
     threads = 1 if keep_whole else _threads(w.shape, groups)   # a kept block is one block
-    plan = _Plan(x.shape, w.shape, out_size, groups, x.dtype, budget=budget, threads=threads)
-    w_mat = w.reshape(groups, fg, plan.k)
     out = np.empty((n, f, ho, wo), dtype=x.dtype)
     out_g = out.reshape(n, groups, fg, ho * wo)
-    if kh == kw == 1 and stride == (1, 1) and padding == (0, 0):
+    if kh == kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0):
         # 1x1: the input already is the column matrix, one product per sample
+        w_mat = w.reshape(groups, fg, c // groups)
         x_g = x.reshape(n, groups, c // groups, h * wd)
-        bounds = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(int)
+        parts = max(1, min(threads, n))
+        bounds = [n * i // parts for i in range(parts + 1)]
         block_threads.run(lambda i: np.matmul(w_mat, x_g[bounds[i]:bounds[i + 1]],
-                                              out=out_g[bounds[i]:bounds[i + 1]]),
-                          len(bounds) - 1)
+                                              out=out_g[bounds[i]:bounds[i + 1]]), parts)
         return out, None
+    plan = _Plan.of(tuple(x.shape), tuple(w.shape), tuple(out_size), groups, x.dtype,
+                    budget=budget, threads=threads)
+    w_mat = w.reshape(groups, fg, plan.k)
     xp = pad_zeros(x, padding)
-    blocks = list(plan.blocks(n, ho))
+    blocks = plan.block_list
     count = max(1, min(threads, len(blocks)))
 
     def work(worker):
@@ -200,10 +218,10 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups, kept=None):
     threads = _threads(w_shape, groups)
     if (kh, kw, tuple(stride), tuple(padding)) == (1, 1, (1, 1), (0, 0)) and ho * wo >= WIDE_BELOW:
         return _weight_grad_1x1(x, dout, groups, threads).reshape(w_shape)
-    plan = _Plan(x.shape, w_shape, (ho, wo), groups, x.dtype, wide=True, budget=4 * CHUNK_BYTES,
-                 threads=threads)
+    plan = _Plan.of(tuple(x.shape), tuple(w_shape), (ho, wo), groups, x.dtype, wide=True,
+                    budget=4 * CHUNK_BYTES, threads=threads)
     xp = pad_zeros(x, padding)
-    blocks = list(plan.blocks(n, ho))
+    blocks = plan.block_list
     count = max(1, min(threads, len(blocks)))
 
     def work(worker):

@@ -216,6 +216,20 @@ def input_grad(dout, w, x_shape, stride, padding, dilation, groups):
     return dx
 
 
+@functools.lru_cache(maxsize=1024)
+def _work_items(n, blocks, threads, f_pad):
+    """((first sample, end sample, first filter block, end filter block) per thread item,
+    outputs per tile) of ``_run`` (cached: at batch 1 working them out per call cost as much
+    as a small layer's sums)."""
+    parts = max(1, min(blocks, threads // max(n, 1)))
+    samples = max(1, min(threads, n))
+    items = tuple((n * i // samples, n * (i + 1) // samples,
+                   blocks * j // parts, blocks * (j + 1) // parts)
+                  for i in range(samples) for j in range(parts))
+    q_tile = max(kernels.PIXELS, TILE_BYTES // (4 * f_pad) // kernels.PIXELS * kernels.PIXELS)
+    return items, q_tile
+
+
 def _run(x, wp, lay, out, s, b, relu, padding, stride):
     """forward_samples over the library's threads: samples shared out among them; with fewer
     samples than threads (batch 1), each sample's filter blocks too (each thread packs the
@@ -223,13 +237,7 @@ def _run(x, wp, lay, out, s, b, relu, padding, stride):
     n = x.shape[0]
     threads = block_threads.workers()
     blocks = lay.f_pad // kernels.FILTERS
-    parts = max(1, min(blocks, threads // max(n, 1)))
-    fb_bounds = np.linspace(0, blocks, parts + 1).astype(np.int64)
-    n_bounds = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(np.int64)
-    items = [(n_bounds[i], n_bounds[i + 1], fb_bounds[j], fb_bounds[j + 1])
-             for i in range(len(n_bounds) - 1) for j in range(parts)]
-    q_tile = max(kernels.PIXELS, TILE_BYTES // (4 * lay.f_pad) // kernels.PIXELS
-                 * kernels.PIXELS)
+    items, q_tile = _work_items(n, blocks, threads, lay.f_pad)
     args = (padding, stride, lay.pitch, K_CHUNK, q_tile)
 
     def work(i):
