@@ -101,6 +101,24 @@ def test_winograd_layers_match_reference_and_torch(monkeypatch, shape):
     _check_three_ways(x, wt, b, (1, 1), (p, p), (d, d), 1, "winograd4")
 
 
+@pytest.mark.parametrize("shape, pass_, kernel", [
+    # the default thresholds (benchmarks/README.md section 36): dx by Winograd from 64
+    # tiles (4 x 14x14 maps of 256 channels: the N16 C512 7x7 row's case), dw from 256
+    # (4 x 32x32 of 64 channels, whose dw ran direct before)
+    ((4, 256, 14, 14, 256), "input_grad", "winograd4"),
+    ((4, 64, 32, 32, 64), "weight_grad", "winograd4")])
+def test_default_thresholds_route_mid_sized_layers_to_winograd(shape, pass_, kernel):
+    n, c, h, w_, f = shape
+    rng = np.random.default_rng(c + h)
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    wt = (rng.standard_normal((f, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    chosen = conv_choice.plan(x.shape, wt.shape, (1, 1), (1, 1), (1, 1), 1, (h, w_),
+                              np.float32, training=True).names()
+    assert chosen[pass_] == kernel
+    _check_three_ways(x, wt, b, (1, 1), (1, 1), (1, 1), 1, "winograd4")
+
+
 @pytest.mark.parametrize("shape", [(1, 3, 7, 5, 1, 1, 4), (2, 5, 10, 9, 0, 2, 3),
                                    (1, 4, 6, 11, 2, 1, 2)])
 def test_winograd_forward_and_weight_grad(shape):
