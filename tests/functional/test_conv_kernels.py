@@ -168,10 +168,12 @@ def test_non_contiguous_inputs_give_identical_results():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", [(3, 6, 16, 17, 4, 1), (2, 8, 20, 16, 6, 2), (1, 4, 3, 5, 8, 1)])
+@pytest.mark.parametrize("shape", [(3, 6, 16, 17, 4, 1), (2, 8, 20, 16, 6, 2), (1, 4, 3, 5, 8, 1),
+                                   (2, 3, 16, 16, 10, 1), (1, 6, 16, 16, 6, 3)])
 def test_pointwise_weight_gradient_matches_torch(shape, dtype):
     # 1x1 stride-1 layers: dw as one product per sample from 256 positions up (16x17,
-    # 20x16), the unrolled wide product below (3x5)
+    # 20x16, 16x16; the input's channels on the product's rows when C > F, dout's when
+    # F > C, and with equal counts), the unrolled wide product below (3x5)
     n, c, h, w_, f, groups = shape
     rng = np.random.default_rng(h)
     x = rng.standard_normal((n, c, h, w_)).astype(dtype)

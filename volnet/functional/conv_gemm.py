@@ -238,22 +238,31 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups, kept=None):
 
 def _weight_grad_1x1(x, dout, groups, threads):
     """(G, F/G, C/G) dw of a 1x1 stride-1 layer: the input is its own column matrix, so one
-    product per sample, dout[n] @ x[n]^T, with no unrolled copy and no transposed dout.
+    product per sample, dout[n] @ x[n]^T (or its transpose), with no unrolled copy and no
+    transposed dout.
     Used from 256 positions up (one thread, ms, against the wide product: N32 C256 28x28
     K64 6.6 vs 8.9, N16 C64 56x56 K256 10.3 vs 18.0; 14x14 equal, 7x7 7.1 vs 4.7)."""
     n, c = x.shape[:2]
     f = dout.shape[1]
     x_g = x.reshape(n, groups, c // groups, -1)
     d_g = dout.reshape(n, groups, f // groups, -1)
-    bounds = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(int)
+    parts = max(1, min(threads, n))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    # the more channels on the product's rows: x[n] @ dout[n]^T, transposed once at the
+    # end, when C/G > F/G (one thread, ms: N32 C256 28x28 K64 6.6 -> 5.3, N16 C256 56x56
+    # K64 13.0 -> 10.4; the other way round for F/G > C/G: N16 C64 56x56 K256 10.5 vs 13.0;
+    # benchmarks/README.md section 36)
+    rows_x = c > f
+    a_g, b_g = (x_g, d_g) if rows_x else (d_g, x_g)
 
     def work(i):
-        acc = np.zeros((groups, f // groups, c // groups), dtype=x.dtype)
+        acc = np.zeros((groups, a_g.shape[2], b_g.shape[2]), dtype=x.dtype)
         for s in range(bounds[i], bounds[i + 1]):
-            acc += block_threads.matmul(d_g[s], x_g[s].transpose(0, 2, 1))
+            acc += block_threads.matmul(a_g[s], b_g[s].transpose(0, 2, 1))
         return acc
 
-    return sum(block_threads.run(work, len(bounds) - 1))
+    total = sum(block_threads.run(work, parts))
+    return total.transpose(0, 2, 1) if rows_x else total
 
 
 def _weight_grad_block(d, cols, groups, fg):
