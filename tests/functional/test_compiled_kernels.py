@@ -20,6 +20,7 @@ from volnet.errors import NonFiniteError, ShapeError
 from volnet.functional import activation as A
 from volnet.runtime import backend
 from volnet.functional.loss import softmax_cross_entropy
+from volnet.functional.conv import pair
 from volnet.functional.pool import maxpool2d_backward, maxpool2d_forward
 from volnet.train.optim import SGD, Adagrad, Adam, RMSProp
 
@@ -178,6 +179,37 @@ def test_max_pool_inference_kernel_gives_nan_where_the_general_one_does(dtype, k
     pool.max_values(x, kernel, kernel, stride, stride, padding, padding, out[1])
     assert np.isnan(out[0]).any() and not np.isnan(out[0]).all()
     assert np.array_equal(out[1], out[0], equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding", "ceil"), [
+    ((1, 3, 112, 112), 3, 2, 1, False),     # ResNet's stem: wide planes, row by row
+    ((1, 2, 111, 70), 3, 2, 0, True),       # GoogLeNet-style ceil_mode, odd height
+    ((2, 3, 67, 65), (3, 2), (1, 3), (1, 0), True),   # stride 3: the running-maxima columns
+    ((1, 5, 65, 80), 2, 2, 1, False),       # 2x2 stride 2 with padding
+    ((1, 70, 14, 14), 3, 1, 1, True),       # Inception's 3x3/1: flat passes, plane groups
+    ((3, 37, 28, 27), 3, 2, 0, True),       # narrow, stride 2, a partial last group
+    ((1, 40, 9, 13), (2, 4), (3, 2), (1, 2), True),
+    ((1, 33, 1, 1), 1, 1, 0, False),        # 1x1 maps
+    ((1, 33, 1, 1), 2, 2, 1, True),
+    ((1, 20, 2, 3), 3, 3, 1, True),
+])
+def test_max_pool_inference_kernel_matches_torch_with_nan_and_inf(dtype, shape, kernel, stride,
+                                                                  padding, ceil):
+    # max_values' three column passes (strides 1, 2, others), its row-by-row and flat
+    # paths, and NaN / -inf placed first, inside and last in windows: as torch, exactly
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(dtype)
+    x[rng.random(shape) < 0.03] = np.nan
+    x[rng.random(shape) < 0.1] = -np.inf
+    x[0, 0, :4] = -np.inf                                   # whole windows of -inf
+    want = TF.max_pool2d(torch.from_numpy(x), kernel, stride, padding, ceil_mode=ceil).numpy()
+    k2, s2, p2 = (pair(v, "") for v in (kernel, stride, padding))
+    fast, ref = _both(lambda: maxpool2d_forward(x, k2, s2, p2, ceil, keep_cache=False)[0])
+    assert np.array_equal(fast, want, equal_nan=True) and fast.dtype == dtype
+    assert np.array_equal(ref, want, equal_nan=True)
+    if shape[2] > 2:
+        assert np.isnan(want).any() and np.isneginf(want).any()
 
 
 def test_max_pool_inference_keeps_no_winners():
