@@ -81,75 +81,91 @@ def _nanmax(m, v):
 
 
 @njit(cache=True)
-def _window_cols(src, dst, kw, sw, n, tmp):
-    """dst[j] = max(src[j*sw + k] for k < kw), j < n: one pass per tap over dst. Strides 1
-    and 2 are written out, so LLVM sees a constant stride and vectorises the loads (a
-    stride it only knows at run time left 168 scalar loads per 56-wide row: 0.29 ms on
-    ResNet's stem against 0.10); other strides take running maxima over the contiguous
-    columns, then every sw-th of them."""
+def _combine(dst, src, n, add):
+    """dst[:n] += src[:n] (``add``), else dst[:n] = max(dst[:n], src[:n]) with NaN winning."""
+    if add:
+        for m in range(n):
+            dst[m] += src[m]
+    else:
+        for m in range(n):
+            dst[m] = _nanmax(dst[m], src[m])
+
+
+@njit(cache=True)
+def _window_cols(src, dst, kw, sw, n, tmp, add):
+    """dst[j] = max (or sum, ``add``) of src[j*sw + k] over k < kw, for j < n: one pass per
+    tap over dst. Strides 1 and 2 are written out, so LLVM sees a constant stride and
+    vectorises the loads (a stride it only knew at run time left 168 scalar loads per
+    56-wide row: 0.29 ms on ResNet's stem against 0.10); other strides take running
+    maxima (sums) over the contiguous columns, then every sw-th of them."""
     if sw == 1:
         for j in range(n):
             dst[j] = src[j]
         for k in range(1, kw):
-            for j in range(n):
-                dst[j] = _nanmax(dst[j], src[j + k])
+            _combine(dst, src[k:], n, add)
     elif sw == 2:
         for j in range(n):
             dst[j] = src[2 * j]
         for k in range(1, kw):
-            for j in range(n):
-                dst[j] = _nanmax(dst[j], src[2 * j + k])
+            if add:
+                for j in range(n):
+                    dst[j] += src[2 * j + k]
+            else:
+                for j in range(n):
+                    dst[j] = _nanmax(dst[j], src[2 * j + k])
     else:
         m = (n - 1) * sw + 1
         for c in range(m):
             tmp[c] = src[c]
         for k in range(1, kw):
-            for c in range(m):
-                tmp[c] = _nanmax(tmp[c], src[c + k])
+            _combine(tmp, src[k:], m, add)
         for j in range(n):
             dst[j] = tmp[j * sw]
 
 
-ROW_MIN = 64    # padded width from which max_values works row by row (see there)
-GROUP = 4096    # elements of padded planes that max_values' flat passes take at once
+ROW_MIN = 64    # padded width from which window_values works row by row (see there)
+GROUP = 4096    # elements of padded planes that window_values' flat passes take at once
 
 
 @kernel
-def max_values(x, kh, kw, sh, sw, ph, pw, out):
-    """x (P, H, W) -> out (P, Ho, Wo), the window maxima alone (inference: no winners kept;
+def window_values(x, kh, kw, sh, sw, ph, pw, add, out):
+    """x (P, H, W) -> out (P, Ho, Wo): each window's maximum, or its sum with ``add``
+    (average pooling divides it); no winners kept (max pooling at inference:
     :func:`max_forward`, which tracks each winner for backward, runs 2-5x slower).
 
-    Each plane is copied into a scratch plane padded with -infinity (as PyTorch pads; the
-    bottom and right also cover ceil_mode's partial windows), then the maxima over each
-    window's rows, then over its columns (:func:`_window_cols`), every pass a select loop
-    that vectorises. A NaN anywhere in a window gives NaN, as there. Wide planes
-    (``ROW_MIN``) go row by row: the rows of one output row, then its columns. Narrow ones
-    (Inception's 28x28 .. 7x7) would spend their time starting short loops (a 832x7x7 pool:
-    0.20 ms), so they run each pass as one loop over the flattened plane: with S = sh * wp,
-    rows[m] = max over r of xp[m + r * wp] for m < Ho * S (row i of the output at m = i * S;
-    the rest, sh - 1 padded rows of every S, are computed and never read), then the column
-    pass over rows as one row of Ho * S (S is padded to a multiple of sw, so output row i
-    starts at (i * S) / sw). Scratch is allocated once per block of planes.
+    The input is padded with -infinity (max, as PyTorch pads) or zeros (sum); the bottom
+    and right padding also covers ceil_mode's partial windows. The maxima (sums) over each
+    window's rows come first, then over its columns (:func:`_window_cols`), every pass a
+    loop of selects (adds) that vectorises. A NaN anywhere in a window gives NaN, as in
+    PyTorch. Wide planes (``ROW_MIN``) go row by row: the rows of one output row into a
+    padded row, then its columns. Narrow ones (Inception's 28x28 .. 7x7) would spend their
+    time starting short loops (832x7x7: 0.19 ms), so groups of them (``GROUP`` elements)
+    are copied into one scratch array of padded planes, one under the other, and each pass
+    is one loop over all of it: rows[m] = max over r of xp[m + r * wp] (every padded row of
+    every plane: those that start no window are computed and never read), then the column
+    pass over rows as one row (wp is a multiple of sw, so output row i of plane p starts
+    at (p * hp * wp + i * sh * wp) / sw). Scratch is allocated once per block of planes.
     """
     planes, h, w = x.shape
     ho, wo = out.shape[1], out.shape[2]
+    pad = 0.0 if add else -np.inf
     wp = max(w + 2 * pw, (wo - 1) * sw + kw)
     hp = max(h + 2 * ph, (ho - 1) * sh + kh)
     rowwise = wp >= ROW_MIN
     if not rowwise:
         wp += -wp % sw                  # every row starts at a multiple of sw
-    span = sh * wp
     size = hp * wp
     group = 1 if rowwise else max(1, GROUP // size)
     blocks = min(planes, 16)
     for b in prange(blocks):
+        lo, hi = b * planes // blocks, (b + 1) * planes // blocks
         tmp = np.empty(group * size + wp, dtype=x.dtype)    # _window_cols' other strides
         if rowwise:
             col = np.empty(wp, dtype=x.dtype)
-            col[:] = -np.inf
+            col[:] = pad
             inner = col[pw:pw + w]      # a view: an offset index (col[pw + c]) kept the
             #                             loops below from vectorising (0.75 ms -> 0.38)
-            for p in range(b * planes // blocks, (b + 1) * planes // blocks):
+            for p in range(lo, hi):
                 plane = x[p]
                 oplane = out[p]
                 for i in range(ho):
@@ -159,17 +175,14 @@ def max_values(x, kh, kw, sh, sw, ph, pw, out):
                     for c in range(w):
                         inner[c] = first[c]
                     for r in range(r0 + 1, r1):
-                        row = plane[r]
-                        for c in range(w):
-                            inner[c] = _nanmax(inner[c], row[c])
-                    _window_cols(col, oplane[i], kw, sw, wo, tmp)
+                        _combine(inner, plane[r], w, add)
+                    _window_cols(col, oplane[i], kw, sw, wo, tmp, add)
             continue
         xp = np.empty(group * size + kh * wp, dtype=x.dtype)
-        xp[:] = -np.inf
+        xp[:] = pad
         rows = np.empty(group * size + wp, dtype=x.dtype)
-        rows[:] = -np.inf
+        rows[:] = pad
         cols = np.empty(group * size // sw, dtype=x.dtype)
-        lo, hi = b * planes // blocks, (b + 1) * planes // blocks
         for g in range(lo, hi, group):
             count = min(group, hi - g)
             for p in range(count):
@@ -183,14 +196,12 @@ def max_values(x, kh, kw, sh, sw, ph, pw, out):
             for m in range(n):
                 rows[m] = xp[m]
             for k in range(1, kh):
-                src = xp[k * wp:]
-                for m in range(n):
-                    rows[m] = _nanmax(rows[m], src[m])
-            _window_cols(rows, cols, kw, sw, n // sw, tmp)
+                _combine(rows, xp[k * wp:], n, add)
+            _window_cols(rows, cols, kw, sw, n // sw, tmp, add)
             for p in range(count):
                 oplane = out[g + p]
                 for i in range(ho):
-                    src = cols[(p * size + i * span) // sw:]
+                    src = cols[(p * size + i * sh * wp) // sw:]
                     orow = oplane[i]
                     for j in range(wo):
                         orow[j] = src[j]
