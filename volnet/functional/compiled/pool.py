@@ -124,7 +124,7 @@ def _window_cols(src, dst, kw, sw, n, tmp, add):
 
 
 ROW_MIN = 64    # padded width from which window_values works row by row (see there)
-GROUP = 4096    # elements of padded planes that window_values' flat passes take at once
+GROUP = 2048    # elements of padded planes that window_values' flat passes take at once
 
 
 @kernel
@@ -159,7 +159,7 @@ def window_values(x, kh, kw, sh, sw, ph, pw, add, out):
     blocks = min(planes, 16)
     for b in prange(blocks):
         lo, hi = b * planes // blocks, (b + 1) * planes // blocks
-        tmp = np.empty(group * size + wp, dtype=x.dtype)    # _window_cols' other strides
+        tmp = np.empty(wp if rowwise else group * size + wp, dtype=x.dtype)   # other strides
         if rowwise:
             col = np.empty(wp, dtype=x.dtype)
             col[:] = pad
