@@ -100,6 +100,8 @@ def test_winograd_same_on_one_thread_or_two(two_threads, monkeypatch, shape):
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_FILTERS_PER_TILE", 1 << 30)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES_DW", 1)
     rng = np.random.default_rng(h)
     x = rng.standard_normal((n, c, h, h)).astype(np.float32)
@@ -170,20 +172,29 @@ def test_kernel_choice_counts_tiles():
     assert conv_choice.tiles(1, (56, 56), (2, 2)) == 14 * 14       # two sub-grids of 28 per axis
     assert conv_choice.tiles(1, (5, 5), (2, 2)) == 2 * 2           # sub-grids of 3 and 2
     with backend.use_kernels("numba"):
-        few = conv_choice.plan((1, 64, 28, 28), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
-                                  (28, 28), np.float32).names()
-        many = conv_choice.plan((16, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
-                                   (56, 56), np.float32).names()
-        mid = conv_choice.plan((4, 128, 28, 28), (128, 128, 3, 3), (1, 1), (1, 1), (1, 1), 1,
-                                  (28, 28), np.float32).names()
-        thin = conv_choice.plan((1, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1,
-                                   (56, 56), np.float32).names()
-    assert few == {"forward": "im2col", "input_grad": "im2col (flipped filters)",
-                   "weight_grad": "im2col"}                       # 49 tiles
-    assert many == {"forward": "winograd4", "input_grad": "winograd4",
+        def names(n, c, h, training=False):
+            return conv_choice.plan((n, c, h, h), (c, c, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                    (h, h), np.float32, training=training).names()
+        few, few_train = names(1, 64, 28), names(1, 64, 28, True)
+        many = names(16, 64, 56, True)
+        mid = names(4, 128, 28, True)
+        thin_train = names(1, 64, 56, True)
+        tiny = names(1, 64, 14)
+        wide_few, wide_some = names(1, 512, 14), names(1, 512, 28)
+    # training: dx needs 128 tiles and tiles x channels >= 2^14 (its filter transform is
+    # computed every step), dw 512 tiles; the forward stays im2col (faithfulness)
+    assert few_train == {"forward": "im2col", "input_grad": "im2col (flipped filters)",
+                         "weight_grad": "im2col"}                 # 49 tiles
+    assert many == {"forward": "im2col", "input_grad": "winograd4",
                     "weight_grad": "winograd4"}                   # 3136 tiles
-    assert mid["forward"] == "winograd4" and mid["weight_grad"] == "im2col"   # 196 tiles
-    assert thin["forward"] == "im2col"          # 196 tiles x 64 channels: too little work
+    assert mid["input_grad"] == "winograd4" and mid["weight_grad"] == "im2col"   # 196 tiles
+    assert thin_train["input_grad"] == "im2col (flipped filters)"  # 196 tiles x 64: too little
+    # inference keeps its filter transform: from tiles x channels >= 2^11, and for wide
+    # layers tiles >= F x C / 2^13 (reading U, 4x the filters, once per call)
+    assert few["forward"] == "winograd4"                          # 49 tiles x 64
+    assert tiny["forward"] == "im2col"                            # 16 tiles x 64
+    assert wide_few["forward"] == "im2col"                        # 16 tiles, 512 x 512
+    assert wide_some["forward"] == "winograd4"                    # 49 tiles, 512 x 512
 
 
 def test_callers_on_several_threads_finish_and_restore_blas():

@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from volnet.functional import conv_choice
+from volnet.functional import conv_choice, conv_gemm
 from volnet.runtime import backend
 from volnet.functional.compiled import winograd
 from volnet.functional.conv import conv2d_backward, conv2d_forward
@@ -86,6 +86,8 @@ def test_winograd_layers_match_reference_and_torch(monkeypatch, shape):
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_FILTERS_PER_TILE", 1 << 30)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES_DW", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_CHANNELS", 1)
     rng = np.random.default_rng(h * 100 + w_)
@@ -113,6 +115,40 @@ def test_winograd_forward_and_weight_grad(shape):
     assert _rel(dw, wt.grad.numpy()) < TOL["winograd4"]
 
 
+@pytest.mark.parametrize("shape", [
+    # n, c, h, w, f, padding, dilation: maps wider than one vector of tiles, several
+    # blocks (some spanning two images), channel counts around the kernels' groups of 16
+    # and filter counts split over threads, odd sizes, padding 0-2, dilation 2
+    (1, 17, 37, 29, 33, 1, 1), (3, 40, 20, 18, 20, 0, 1), (2, 16, 56, 56, 16, 1, 1),
+    (1, 33, 7, 7, 18, 2, 1), (5, 24, 14, 14, 40, 1, 1), (2, 20, 23, 23, 17, 2, 2),
+    (9, 32, 16, 16, 32, 1, 1)])
+def test_winograd_blocks_match_torch(shape):
+    """The vectorised transforms on block-sized inputs, with the conv + batch norm + ReLU
+    epilogue, under the library's block threads: forward, dx (the forward of dout with
+    flipped filters) and dw against PyTorch float64."""
+    n, c, h, w_, f, p, d = shape
+    rng = np.random.default_rng(c * f)
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    b, scale = (rng.standard_normal(f).astype(np.float32) for _ in range(2))
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    want = torch.nn.functional.conv2d(xt, wt, None, 1, p, d)
+    size = tuple(want.shape[2:])
+    dout = rng.standard_normal(want.shape).astype(np.float32)
+    want.backward(torch.tensor(dout, dtype=torch.float64))
+    fused = torch.relu(want.detach() * torch.tensor(scale, dtype=torch.float64)[:, None, None]
+                       + torch.tensor(b, dtype=torch.float64)[:, None, None]).numpy()
+    full = (2 * d - p, 2 * d - p)
+    with backend.use_kernels("numba"):
+        out = winograd.forward(x, w, b, (p, p), (d, d), size, relu=True, scale=scale)
+        dx = winograd.forward(dout, conv_gemm.flipped_transpose(w, 1), None, full, (d, d),
+                              (h, w_))
+        dw = winograd.weight_grad(x, dout, (p, p), (d, d))
+    assert _rel(out, fused) < TOL["winograd4"]
+    assert _rel(dx, xt.grad.numpy()) < TOL["winograd4"]
+    assert _rel(dw, wt.grad.numpy()) < TOL["winograd4"]
+
+
 @st.composite
 def depthwise_shapes(draw):
     k, s, p, d = (draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(0, 2)),
@@ -136,6 +172,8 @@ def test_depthwise_layers_match_reference_and_torch(shape):
 def test_float64_stays_on_the_exact_path(monkeypatch):
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_FILTERS_PER_TILE", 1 << 30)
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((4, 8, 30, 30)), rng.standard_normal((8, 8, 3, 3)), None
     with backend.use_kernels("numba"):

@@ -81,6 +81,8 @@ def test_adversarial_replay_float32_as_faithful_as_torch(monkeypatch):
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_FILTERS_PER_TILE", 1 << 30)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES_DW", 1)
     with backend.use_kernels("numba"):
         for c, f, h in ((16, 32, 32), (32, 32, 16)):            # conv2 and conv3

@@ -24,6 +24,8 @@ def winograd_everywhere(monkeypatch):
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 0)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_FILTERS_PER_TILE", 1 << 30)
     monkeypatch.setattr(weight_cache, "BUDGET_BYTES", 64 << 20)
     weight_cache.clear()
     with backend.use_kernels("numba"):
@@ -58,7 +60,11 @@ def _check(net, x, monkeypatch):
     """Inference now equals PyTorch on the current weights and the uncached kernels bit for bit."""
     hits = weight_cache.stats()["hits"]
     out = net.forward(x)
-    np.testing.assert_allclose(out, _torch_reference(net, x), rtol=1e-4, atol=1e-4)
+    ref = _torch_reference(net, x)
+    # normwise, as the Winograd parity tests (test_compiled_conv.py): after an SGD step
+    # the outputs reach 5e4, and F(4x4)'s float32 error (~1e-6 of that) exceeds an
+    # elementwise 1e-4 on the small entries
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
     np.testing.assert_array_equal(out, _uncached(net, x, monkeypatch))
     return out, weight_cache.stats()["hits"] - hits
 

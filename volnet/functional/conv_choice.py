@@ -21,8 +21,13 @@ partial sums per thread, from ~512 (16x128x28x28, 784 tiles: 29 vs 41 ms; 16x256
 40 vs 35). With few channels the transforms (whose cost grows with C + F) outweigh the
 products' saving (which grows with C x F), so forward also needs tiles x min(C, F) >= 2^14:
 1x64x56x56 (196 tiles x 64) ran 5.7 ms against im2col's 4.9, 1x128x56x56 6.3 against 10.8,
-2x64x56x56 4.7 against 7.5. ``VOLNET_WINOGRAD=0`` (or ``conv_choice.WINOGRAD = False``)
-turns it off.
+2x64x56x56 4.7 against 7.5. An inference forward keeps its filter transform
+(weight_cache), and with the vectorised tile transforms (benchmarks/README.md section
+32) it wins far lower: from tiles x min(C, F) >= 2^11 and tiles >= F x C / 2^13 (one thread, ms, Winograd
+against im2col: 1x64x28x28 0.40 / 0.61, 1x64x56x56 1.06 / 2.29, 1x256x14x14 1.43 / 4.63,
+1x128x14x14 0.45 / 0.52; 1x512x14x14 (16 tiles) 15.0 / 9.7 and 1x512x7x7 17.8 / 2.1 lose
+to the 38 MB of U read per call). ``VOLNET_WINOGRAD=0`` (or ``conv_choice.WINOGRAD =
+False``) turns it off.
 """
 
 from __future__ import annotations
@@ -41,10 +46,17 @@ WINOGRAD_MIN_WORK = 1 << 14   # ... and tiles x min(C, F): the products' saving 
 #                               transforms, whose cost grows with C + F, not C x F
 WINOGRAD_MIN_TILES_DW = 512   # weight gradient
 WINOGRAD_MIN_CHANNELS = 8     # input and output channels
+# An inference forward reuses its cached filter transform (weight_cache): no transform to
+# pay back, only tiles x min(C, F) enough to beat the tile transforms, and enough tiles to
+# amortise reading U (36 x F x C floats, 4x the filters: 38 MB at 512x512) once per call.
+WINOGRAD_MIN_WORK_CACHED = 1 << 11
+WINOGRAD_FILTERS_PER_TILE = 1 << 13   # ... and tiles >= F * C / this
 
 
-def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype) -> str:
-    """Name of the kernel that computes this convolution's forward pass."""
+def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
+           filters_cached=False) -> str:
+    """Name of the kernel that computes this convolution's forward pass
+    (``filters_cached``: an inference forward, whose Winograd filter transform is kept)."""
     c = x_shape[1]
     f, _, kh, kw = w_shape
     fast = np.dtype(dtype) == np.float32 and backend.compiled(int(np.prod(x_shape)))
@@ -54,7 +66,8 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
         return "gemm1x1"
     if not fast:
         return "im2col"
-    if winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size):
+    if winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
+                     filters_cached=filters_cached):
         return "winograd4"
     return "im2col"
 
@@ -68,17 +81,23 @@ def tiles(n, out_size, dilation) -> int:
 
 
 def winograd_fits(n, c, w_shape, stride, dilation, groups, out_size,
-                  min_tiles=None) -> bool:
+                  min_tiles=None, filters_cached=False) -> bool:
     """True, when Winograd is on, for a 3x3 stride-1 layer with equal dilations, enough
     channels, at least ``min_tiles`` (default WINOGRAD_MIN_TILES) output tiles and enough
-    work per tile (WINOGRAD_MIN_WORK)."""
+    work per tile (WINOGRAD_MIN_WORK); with ``filters_cached`` (an inference forward),
+    tiles x min(C, F) >= WINOGRAD_MIN_WORK_CACHED and tiles >= F * C /
+    WINOGRAD_FILTERS_PER_TILE instead."""
     f, _, kh, kw = w_shape
     d = dilation[0]
-    need = WINOGRAD_MIN_TILES if min_tiles is None else min_tiles
     count = tiles(n, out_size, dilation)
+    if filters_cached:
+        enough = (count * min(c, f) >= WINOGRAD_MIN_WORK_CACHED
+                  and count * WINOGRAD_FILTERS_PER_TILE >= f * c)
+    else:
+        need = WINOGRAD_MIN_TILES if min_tiles is None else min_tiles
+        enough = count >= need and count * min(c, f) >= WINOGRAD_MIN_WORK
     return (WINOGRAD and groups == 1 and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
-            and dilation[1] == d and min(c, f) >= WINOGRAD_MIN_CHANNELS
-            and count >= need and count * min(c, f) >= WINOGRAD_MIN_WORK)
+            and dilation[1] == d and min(c, f) >= WINOGRAD_MIN_CHANNELS and enough)
 
 
 def weight_grad_kernel(forward: str, x_shape, w_shape, dilation, out_size) -> str:
@@ -139,7 +158,8 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     keep Winograd.
     """
     settings = (backend.compiled(int(np.prod(x_shape))), WINOGRAD, WINOGRAD_MIN_TILES, WINOGRAD_MIN_WORK,
-                WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS)
+                WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_WORK_CACHED,
+                WINOGRAD_FILTERS_PER_TILE)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
 
@@ -159,7 +179,11 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     fits = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
     if fits == "depthwise":
         return ConvPlan(fits, fits, fits)
-    fwd = "im2col" if training and fits == "winograd4" else fits
+    if training:
+        fwd = "im2col" if fits == "winograd4" else fits
+    else:   # inference: the filter transform is cached, so smaller layers earn Winograd
+        fwd = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
+                     filters_cached=True)
     f, _, kh, kw = w_shape
     dw = weight_grad_kernel(fits, x_shape, w_shape, dilation, out_size)
     if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):

@@ -41,7 +41,10 @@ G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
 
 
 BLOCK_TILES = 128   # forward: V and the products of a 64-channel block fit in L2
+PLANE_PAD = 16      # floats between two points' planes: planes a multiple of 4 KB apart put
+#                     the 6 rows a transform writes at once in one cache set (half the speed)
 DW_BLOCK_BYTES = 16 * 2**20   # dw: V and dY per worker block; each block adds 36*F*C to dU
+DW_TILES_PER_SUM = 8          # ... and at most 8 * F*C/(F+C) tiles: transforms per partial sum
 
 
 def tile_starts(length: int, m: int, d: int) -> np.ndarray:
@@ -86,20 +89,34 @@ class _Grid:
         self.starts = range(0, self.total, self.per_block)
 
     def blocks(self, items, widths):
-        """(q0, q1, views, tag) for every (q0, tag) in ``items`` (block starts); the views
-        (36, width, tiles), one per width, reuse one set of arrays."""
-        tw, aa = self.cols0.size, A * A
-        bufs = [block_threads.scratch(f"winograd{i}", aa * width * self.per_block * tw)
+        """(q0, q1, buffers, tag) for every (q0, tag) in ``items`` (block starts): one flat
+        buffer per width, large enough for ``planes(buffer, rows <= width, tiles)``, reused
+        from block to block."""
+        size = self.per_block * self.cols0.size
+        bufs = [block_threads.scratch(f"winograd{i}", A * A * (width * size + PLANE_PAD))
                 for i, width in enumerate(widths)]
         for q0, tag in items:
-            q1 = min(self.total, q0 + self.per_block)
-            p = (q1 - q0) * tw
-            yield q0, q1, [buf[:aa * width * p].reshape(aa, width, p)
-                           for buf, width in zip(bufs, widths)], tag
+            yield q0, min(self.total, q0 + self.per_block), bufs, tag
+
+    def tiles(self, q0, q1) -> int:
+        """Tiles in the block of tile rows [q0, q1)."""
+        return (q1 - q0) * self.cols0.size
 
     def input_points(self, x, v, q0, q1, padding):
-        """V (36, C, tiles) of one block of tile rows."""
+        """V, 36 planes of (C, tiles), of one block of tile rows."""
         tiles.input_tiles4(x, v, q0, q1, self.rows0, self.cols0, self.d, *padding)
+
+
+def planes(buf: np.ndarray, rows: int, tiles_: int) -> np.ndarray:
+    """The kernels' layout of a block (winograd_tiles.py): 36 point planes of (rows, tiles),
+    each flattened, PLANE_PAD floats apart, in the front of ``buf``."""
+    return buf[:A * A * (rows * tiles_ + PLANE_PAD)].reshape(A * A, rows * tiles_ + PLANE_PAD)
+
+
+def matrices(planes_: np.ndarray, rows: int) -> np.ndarray:
+    """The (36, rows, tiles) view of a block's planes: one contiguous matrix per transform
+    point, as BLAS takes it (a view: nothing is copied)."""
+    return planes_[:, :planes_.shape[1] - PLANE_PAD].reshape(A * A, rows, -1)
 
 
 def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=None):
@@ -131,12 +148,13 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
 
     def work(worker):
         widths = (c, int(np.diff(bounds).max()))
-        for q0, q1, (v, prod), g in grid.blocks(items[worker::count], widths):
+        for q0, q1, (vbuf, pbuf), g in grid.blocks(items[worker::count], widths):
             f0, f1 = int(bounds[g]), int(bounds[g + 1])
+            width, p = f1 - f0, grid.tiles(q0, q1)
+            v, prod = planes(vbuf, c, p), planes(pbuf, width, p)
             grid.input_points(x, v, q0, q1, tuple(padding))
-            prod = prod[:, :f1 - f0]
-            np.matmul(u[:, f0:f1], v, out=prod)
-            tiles.output_tiles4(prod, out, s, b, relu, q0, q1, rows0, cols0, d, f0)
+            np.matmul(u[:, f0:f1], matrices(v, c), out=matrices(prod, width))
+            tiles.output_tiles4(prod, width, out, s, b, relu, q0, q1, rows0, cols0, d, f0)
 
     block_threads.run(work, count)
     return out
@@ -148,7 +166,11 @@ def weight_grad(x, dout, padding, dilation):
     dout = np.ascontiguousarray(dout, dtype=np.float32)
     n, c = x.shape[:2]
     f = dout.shape[1]
-    tiles_per_block = max(BLOCK_TILES, DW_BLOCK_BYTES // (4 * A * A * (c + f)))
+    # few channels: blocks whose transformed tiles stay in L2 (a 32->32 layer: 128 tiles,
+    # not the 1820 of 16 MB: 21 -> 17 ms); many: few blocks, as each adds 36*F*C partial
+    # sums (benchmarks/README.md section 31)
+    tiles_per_block = max(BLOCK_TILES, min(DW_BLOCK_BYTES // (4 * A * A * (c + f)),
+                                           DW_TILES_PER_SUM * c * f // (c + f)))
     grid = _Grid(n, dout.shape[2:], dilation[0], tiles_per_block)
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
 
@@ -158,11 +180,14 @@ def weight_grad(x, dout, padding, dilation):
 
     def work(worker):
         part = block_threads.scratch("winograd_part", du[0].size).reshape(du.shape[1:])
-        for q0, q1, (v, ybar), _ in grid.blocks([(q0, 0) for q0 in grid.starts[worker::count]],
-                                                (c, f)):
+        for q0, q1, (vbuf, ybuf), _ in grid.blocks(
+                [(q0, 0) for q0 in grid.starts[worker::count]], (c, f)):
+            p = grid.tiles(q0, q1)
+            v, ybar = planes(vbuf, c, p), planes(ybuf, f, p)
             grid.input_points(x, v, q0, q1, tuple(padding))
             tiles.grad_tiles4(dout, ybar, q0, q1, rows0, cols0, d)
-            du[worker] += np.matmul(ybar, v.transpose(0, 2, 1), out=part)
+            du[worker] += np.matmul(matrices(ybar, f), matrices(v, c).transpose(0, 2, 1),
+                                    out=part)
 
     block_threads.run(work, count)
     dw = np.empty((f, c, 3, 3), dtype=np.float32)

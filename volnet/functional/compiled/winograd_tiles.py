@@ -7,17 +7,44 @@ and the products never wait for each other's worker threads (measured in
 benchmarks/README.md: numba's OpenMP threads and OpenBLAS's spinning workers, taking
 turns on two cores, made a 16x64x56x56 forward 56-85 ms against 33 ms for its parts).
 
-The transforms are written out (``input_tiles4``, ``grad_tiles4``, ``output_tiles4``) and
-run in float32 (their entries are small integers and powers of 2); the filter transforms,
-in winograd_filters.py, in float64.
+Layout: transformed tiles and products are 36 point planes, each a (channels, tiles)
+matrix flattened, ``PLANE_PAD`` floats further apart than their size (winograd.py): planes
+a multiple of 4 KB apart put the 6 rows a pass writes at once in one cache set, which
+halved the store rate; BLAS still sees contiguous matrices. (Channels outermost,
+(C, 36, tiles), stored as fast but slowed the products 1.5-2.8x.)
+
+Vectorised across tiles (undilated layers): each transform is split into its two 1-D
+passes. The pass along H runs over whole rows (contiguous); its rows are laid end to end,
+4 columns per tile, so the tiles' columns are every 4th value of one long array: a
+stride-4 split of it (``_split4``, which LLVM turns into AVX-512 permutes) gives, per
+tile column offset, one contiguous array over all the block's tiles, and the pass along
+W runs over those, 8 tiles to a vector. The 6-wide input tiles overlap by 2 columns:
+a tile's 5th and 6th columns are the next tile's 1st and 2nd, except at the end of a
+tile row, where they are kept aside (``edge``) while the row is transformed. Channels go
+in groups of ``GROUP``: their rows are transformed first, then their points written plane
+by plane. Inner loops index flat arrays by unsigned offsets: a view per row made numba
+count references atomically (a third of the time, by perf), and a signed index carries a
+wraparound check that stops LLVM from vectorising. Dilated layers take the same
+transforms tile by tile on their sub-grids (``*_subgrid``). benchmarks/README.md,
+section 31, has the profile behind each of these choices.
+
+The transforms are written out (``_bt4``, ``_a4``, ``_at4``) and run in float32 (their
+entries are small integers and powers of 2); the filter transforms, in
+winograd_filters.py, in float64.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
 _F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
+GROUP = 16      # channels whose rows are transformed before their points are written
+_ZERO = np.float32(0)
+# unsigned offsets: numba checks a signed index for wraparound, which stops LLVM from
+# vectorising (it cannot prove the sum of two offsets is not negative); constants too,
+# as uint64 + int64 is float64 under NumPy's rules
+_U1, _U2, _U3, _U4, _U5 = (np.uint64(i) for i in range(1, 6))
 
 
 @njit(inline="always")
@@ -35,34 +62,131 @@ def _at4(m0, m1, m2, m3, m4, m5):  # pragma: no cover - compiled
     return m0 + s + u, t + _F2 * v, s + _F4 * u, t + _F8 * v + m5
 
 
+@njit(inline="always")
+def _a4(y0, y1, y2, y3):  # pragma: no cover - compiled
+    """A = AT^T of F(4x4,3x3) applied to one line of 4 output gradients."""
+    s, t = y0 + y2, y1 + y3
+    u, v = y0 + _F4 * y2, _F2 * y1 + _F8 * y3
+    return y0, s + t, s - t, u + v, u - v, y3
+
+
+@njit(inline="always")
+def _row(plane, r, h, w):  # pragma: no cover - compiled
+    """(offset, inside) of row ``r`` of a flattened (h, w) map starting at row ``plane``:
+    a row outside the map has the offset of the nearest row inside (any valid offset
+    would do), its values replaced by zeros with a select."""
+    return uint64((plane + min(max(r, 0), h - 1)) * w), 0 <= r < h
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def _split4(src, a, n):  # pragma: no cover - compiled
+    """a[j, p] = src[4 * p + j] for j < 4, p < n: column j of each of n 4-wide tiles laid
+    end to end. Its own function on array views: so compiled, LLVM turns it into AVX-512
+    permutes; inlined into the callers' loops, or on unsigned offsets, it stayed scalar."""
+    for p in range(n):
+        a[0, p], a[1, p], a[2, p], a[3, p] = src[4 * p], src[4 * p + 1], src[4 * p + 2], \
+            src[4 * p + 3]
+
+
 @njit(nogil=True, cache=True, fastmath=True)
 def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover - compiled
-    """BT of F(4x4,3x3) on every input tile: V (36, C, tiles), written out.
+    """BT of F(4x4,3x3) on every input tile of the block: V, 36 point planes
+    ``out[t, c * tiles + p]`` (``out`` (36, >= C * tiles)), written out.
 
-    Per tile row: the 6 input rows (step d) are transformed along H over their whole
-    width (contiguous, vectorised), then each tile's 6 columns (step d) along W.
+    Tile p = (q - q0) * cols0.size + (its column); its 6x6 inputs start at row
+    rows0[q % rows0.size] - ph and column cols0[...] - pw of image q // rows0.size, with
+    step d; inputs outside the map are zero.
     """
+    if d != 1:
+        _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw)
+        return
     n_ch, h, w = x.shape[1:]
     th_count, tw_count = rows0.size, cols0.size
     nq = q1 - q0
+    n_p = nq * tw_count
+    row = 4 * tw_count                          # a tile row's columns, end to end
+    cnt = max(0, min(w, row + 2 - pw))          # input columns inside the tiles
+    x1, o1 = x.reshape(-1), out.reshape(-1)
+    span = nq * row + 8
+    part = np.zeros(6 * span, np.float32)       # padding columns stay zero
+    cs = n_p + 1
+    cols = np.empty((GROUP, 6, 4, cs), np.float32)
+    # the last tile of a tile row: its 5th and 6th columns (edge) replace the next tile's
+    # 1st and 2nd by a select (patched in just before the vector loads, they stalled them;
+    # selects, not arithmetic, so that the transform rounds as the tile-by-tile kernel)
+    edge = np.zeros(GROUP * 6 * 2 * n_p, np.float32)
+    inner = np.ones(n_p, np.bool_)
+    for qq in range(nq):
+        inner[qq * tw_count + tw_count - 1] = False
+    us, ucs, unp, ups = uint64(span), uint64(cs), uint64(n_p), uint64(out.shape[1])
+    c1 = cols.reshape(-1)
+    for c0 in range(0, n_ch, GROUP):
+        count = min(GROUP, n_ch - c0)
+        for cc in range(count):
+            for qq in range(nq):
+                n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
+                top, plane = rows0[th] - ph, (n * n_ch + c0 + cc) * h
+                i0, m0 = _row(plane, top, h, w)
+                i1, m1 = _row(plane, top + 1, h, w)
+                i2, m2 = _row(plane, top + 2, h, w)
+                i3, m3 = _row(plane, top + 3, h, w)
+                i4, m4 = _row(plane, top + 4, h, w)
+                i5, m5 = _row(plane, top + 5, h, w)
+                b, nxt = uint64(qq * row + pw), (qq + 1) * row
+                for k in range(6):
+                    part[k * span + nxt], part[k * span + nxt + 1] = 0.0, 0.0
+                # one loop over the whole row (it vectorises; split at the row's end it did
+                # not): the last 2 columns land on the next row's first 2, moved to edge
+                for u in range(cnt):
+                    j = uint64(u)
+                    t0, t1, t2, t3, t4, t5 = _bt4(
+                        x1[i0 + j] if m0 else _ZERO, x1[i1 + j] if m1 else _ZERO,
+                        x1[i2 + j] if m2 else _ZERO, x1[i3 + j] if m3 else _ZERO,
+                        x1[i4 + j] if m4 else _ZERO, x1[i5 + j] if m5 else _ZERO)
+                    at = b + j
+                    part[at], part[us + at], part[_U2 * us + at] = t0, t1, t2
+                    part[_U3 * us + at], part[_U4 * us + at], part[_U5 * us + at] = t3, t4, t5
+                end = qq * tw_count + tw_count - 1
+                for k in range(6):
+                    e = (cc * 6 + k) * 2 * n_p + end
+                    edge[e], edge[e + n_p] = part[k * span + nxt], part[k * span + nxt + 1]
+                    part[k * span + nxt], part[k * span + nxt + 1] = 0.0, 0.0
+            for k in range(6):
+                _split4(part[k * span:(k + 1) * span], cols[cc, k], cs)
+        for k in range(6):          # point rows outer: 6 planes written channel after channel
+            for cc in range(count):
+                a0, e0 = uint64((cc * 6 + k) * 4 * cs), uint64((cc * 6 + k) * 2 * n_p)
+                a1, a2, a3 = a0 + ucs, a0 + _U2 * ucs, a0 + _U3 * ucs
+                ob = uint64(6 * k) * ups + uint64(c0 + cc) * unp
+                for p in range(n_p):
+                    q = uint64(p)
+                    c4 = c1[a0 + q + _U1] if inner[q] else edge[e0 + q]
+                    c5 = c1[a1 + q + _U1] if inner[q] else edge[e0 + unp + q]
+                    t0, t1, t2, t3, t4, t5 = _bt4(c1[a0 + q], c1[a1 + q], c1[a2 + q],
+                                                  c1[a3 + q], c4, c5)
+                    at = ob + q
+                    o1[at], o1[ups + at], o1[_U2 * ups + at] = t0, t1, t2
+                    o1[_U3 * ups + at], o1[_U4 * ups + at], o1[_U5 * ups + at] = t3, t4, t5
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover - compiled
+    """input_tiles4 tile by tile, for tiles on dilation sub-grids (inputs ``d`` apart)."""
+    n_ch, w = x.shape[1], x.shape[3]
+    th_count, tw_count = rows0.size, cols0.size
+    nq = q1 - q0
+    n_p = nq * tw_count
     wb = 0
     for tw in range(tw_count):
         wb = max(wb, cols0[tw] + 5 * d + 1)
     lo, hi = max(0, pw), min(wb, w + pw)
-    zero = np.zeros(w, np.float32)                  # a row above or below the image
+    zero = np.zeros(w, np.float32)
+    part = np.zeros((6, wb), np.float32)        # columns outside [lo, hi) stay zero
     for c in range(n_ch):
-        part = np.zeros((6, wb), np.float32)        # columns outside [lo, hi) stay zero
         for qq in range(nq):
-            n = (q0 + qq) // th_count
-            th = (q0 + qq) % th_count
-            top = rows0[th] - ph
-            r0 = x[n, c, top] if 0 <= top < h else zero
-            r1 = x[n, c, top + d] if 0 <= top + d < h else zero
-            r2 = x[n, c, top + 2 * d] if 0 <= top + 2 * d < h else zero
-            r3 = x[n, c, top + 3 * d] if 0 <= top + 3 * d < h else zero
-            r4 = x[n, c, top + 4 * d] if 0 <= top + 4 * d < h else zero
-            r5 = x[n, c, top + 5 * d] if 0 <= top + 5 * d < h else zero
-            for u in range(lo, hi):                 # BT along H, read straight from the rows
+            n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
+            r0, r1, r2, r3, r4, r5 = _rows(x, n, c, rows0[th] - ph, d, 6, zero)
+            for u in range(lo, hi):             # BT along H, read straight from the rows
                 t0, t1, t2, t3, t4, t5 = _bt4(r0[u - pw], r1[u - pw], r2[u - pw], r3[u - pw],
                                               r4[u - pw], r5[u - pw])
                 part[0, u], part[1, u], part[2, u] = t0, t1, t2
@@ -75,83 +199,209 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover -
                     t0, t1, t2, t3, t4, t5 = _bt4(pk[u], pk[u + d], pk[u + 2 * d],
                                                   pk[u + 3 * d], pk[u + 4 * d], pk[u + 5 * d])
                     p = base + tw
-                    out[k * 6, c, p], out[k * 6 + 1, c, p], out[k * 6 + 2, c, p] = t0, t1, t2
-                    out[k * 6 + 3, c, p], out[k * 6 + 4, c, p], out[k * 6 + 5, c, p] = t3, t4, t5
-
-
-@njit(inline="always")
-def _a4(y0, y1, y2, y3):  # pragma: no cover - compiled
-    """A = AT^T of F(4x4,3x3) applied to one line of 4 output gradients."""
-    s, t = y0 + y2, y1 + y3
-    u, v = y0 + _F4 * y2, _F2 * y1 + _F8 * y3
-    return y0, s + t, s - t, u + v, u - v, y3
+                    out[k * 6, c * n_p + p], out[k * 6 + 1, c * n_p + p] = t0, t1
+                    out[k * 6 + 2, c * n_p + p] = t2
+                    out[k * 6 + 3, c * n_p + p], out[k * 6 + 4, c * n_p + p] = t3, t4
+                    out[k * 6 + 5, c * n_p + p] = t5
 
 
 @njit(nogil=True, cache=True, fastmath=True)
 def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compiled
-    """A = AT^T of F(4x4,3x3) on every dout tile, written out: 4x4 tiles to 6x6 points."""
+    """A = AT^T of F(4x4,3x3) on every dout tile of the block (4x4 tiles to 6x6 points):
+    36 point planes ``out[t, f * tiles + p]``, written out; values outside the map are
+    zero."""
+    if d != 1:
+        _grad_subgrid(dout, out, q0, q1, rows0, cols0, d)
+        return
     n_f, ho, wo = dout.shape[1:]
     th_count, tw_count = rows0.size, cols0.size
     nq = q1 - q0
+    n_p = nq * tw_count
+    row = 4 * tw_count
+    x1, o1 = dout.reshape(-1), out.reshape(-1)
+    span = nq * row
+    part = np.zeros(6 * span, np.float32)       # columns past wo stay zero
+    cols = np.empty((GROUP, 6, 4, n_p), np.float32)
+    us, unp, ups = uint64(span), uint64(n_p), uint64(out.shape[1])
+    c1 = cols.reshape(-1)
+    for f0 in range(0, n_f, GROUP):
+        count = min(GROUP, n_f - f0)
+        for ff in range(count):
+            for qq in range(nq):
+                n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
+                top, plane = rows0[th], (n * n_f + f0 + ff) * ho
+                i0, m0 = _row(plane, top, ho, wo)
+                i1, m1 = _row(plane, top + 1, ho, wo)
+                i2, m2 = _row(plane, top + 2, ho, wo)
+                i3, m3 = _row(plane, top + 3, ho, wo)
+                b = uint64(qq * row)
+                for u in range(wo):
+                    j = uint64(u)
+                    t0, t1, t2, t3, t4, t5 = _a4(
+                        x1[i0 + j] if m0 else _ZERO, x1[i1 + j] if m1 else _ZERO,
+                        x1[i2 + j] if m2 else _ZERO, x1[i3 + j] if m3 else _ZERO)
+                    at = b + j
+                    part[at], part[us + at], part[_U2 * us + at] = t0, t1, t2
+                    part[_U3 * us + at], part[_U4 * us + at], part[_U5 * us + at] = t3, t4, t5
+            for k in range(6):
+                _split4(part[k * span:(k + 1) * span], cols[ff, k], n_p)
+        for k in range(6):          # point rows outer: 6 planes written filter after filter
+            for ff in range(count):
+                a0 = uint64((ff * 6 + k) * 4 * n_p)
+                a1, a2, a3 = a0 + unp, a0 + _U2 * unp, a0 + _U3 * unp
+                ob = uint64(6 * k) * ups + uint64(f0 + ff) * unp
+                for p in range(n_p):
+                    q = uint64(p)
+                    t0, t1, t2, t3, t4, t5 = _a4(c1[a0 + q], c1[a1 + q], c1[a2 + q],
+                                                 c1[a3 + q])
+                    at = ob + q
+                    o1[at], o1[ups + at], o1[_U2 * ups + at] = t0, t1, t2
+                    o1[_U3 * ups + at], o1[_U4 * ups + at], o1[_U5 * ups + at] = t3, t4, t5
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def _grad_subgrid(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compiled
+    """grad_tiles4 tile by tile, for tiles on dilation sub-grids (outputs ``d`` apart)."""
+    n_f, wo = dout.shape[1], dout.shape[3]
+    th_count, tw_count = rows0.size, cols0.size
+    nq = q1 - q0
+    n_p = nq * tw_count
+    zero = np.zeros(wo, np.float32)
     wb = wo
     for tw in range(tw_count):
         wb = max(wb, cols0[tw] + 3 * d + 1)
+    part = np.zeros((6, wb), np.float32)
     for f in range(n_f):
-        rows = np.zeros((4, wb), np.float32)
-        part = np.empty((6, wb), np.float32)
         for qq in range(nq):
-            n = (q0 + qq) // th_count
-            th = (q0 + qq) % th_count
-            for i in range(4):
-                row = rows0[th] + d * i
-                if row < ho:
-                    src = dout[n, f, row]
-                    for u in range(wo):
-                        rows[i, u] = src[u]
-                else:
-                    rows[i, :] = 0.0
-            for u in range(wb):
-                t0, t1, t2, t3, t4, t5 = _a4(rows[0, u], rows[1, u], rows[2, u], rows[3, u])
+            n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
+            r0, r1, r2, r3, _, _ = _rows(dout, n, f, rows0[th], d, 4, zero)
+            for u in range(wo):
+                t0, t1, t2, t3, t4, t5 = _a4(r0[u], r1[u], r2[u], r3[u])
                 part[0, u], part[1, u], part[2, u] = t0, t1, t2
                 part[3, u], part[4, u], part[5, u] = t3, t4, t5
-            base = qq * tw_count
             for k in range(6):
                 pk = part[k]
                 for tw in range(tw_count):
                     u = cols0[tw]
-                    t0, t1, t2, t3, t4, t5 = _a4(pk[u], pk[u + d], pk[u + 2 * d], pk[u + 3 * d])
-                    p = base + tw
-                    out[k * 6, f, p], out[k * 6 + 1, f, p], out[k * 6 + 2, f, p] = t0, t1, t2
-                    out[k * 6 + 3, f, p], out[k * 6 + 4, f, p], out[k * 6 + 5, f, p] = t3, t4, t5
+                    t0, t1, t2, t3, t4, t5 = _a4(pk[u], pk[u + d], pk[u + 2 * d],
+                                                 pk[u + 3 * d])
+                    p = qq * tw_count + tw
+                    at = f * n_p + p
+                    out[k * 6, at], out[k * 6 + 1, at] = t0, t1
+                    out[k * 6 + 2, at], out[k * 6 + 3, at] = t2, t3
+                    out[k * 6 + 4, at], out[k * 6 + 5, at] = t4, t5
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def output_tiles4(prod, out, scale, bias, relu, q0, q1, rows0, cols0, d,
+def output_tiles4(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
                   f0):  # pragma: no cover - compiled
     """out[n, f0 + f, r0 + d*i, c0 + d*j] = bias[f0 + f] + scale[f0 + f] *
-    sum_kl AT[i, k] AT[j, l] M[k*6 + l, f, p] with M = ``prod``, the products of the filters
-    ``f0 .. f0 + prod.shape[1]``; max(0, that) with ``relu``: the layer's batch norm and ReLU
-    in the same row stores. AT of F(4x4,3x3), written out."""
-    ho, wo = out.shape[2:]
-    n_f = prod.shape[1]
+    sum_kl AT[i, k] AT[j, l] M[k*6 + l, f * tiles + p] with M = ``prod`` (36 point planes),
+    the products of the ``n_f`` filters ``f0 ..``; max(0, that) with ``relu``: the layer's
+    batch norm and ReLU in the same row stores. AT of F(4x4,3x3), written out.
+
+    Undilated: both passes run over all the block's tiles at once, into rows laid end to
+    end, then copied to the output rows with the epilogue.
+    """
+    if d != 1:
+        _output_subgrid(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d, f0)
+        return
+    f_all, ho, wo = out.shape[1:]
     th_count, tw_count = rows0.size, cols0.size
     nq = q1 - q0
+    n_p = nq * tw_count
+    row = 4 * tw_count
+    span = nq * row
+    m1, o1 = prod.reshape(-1), out.reshape(-1)
+    # [f, k, j, p]: AT along each row k of the points (the order of the tile-by-tile
+    # kernel: rows first, so both give the same roundings)
+    half = np.empty(GROUP * 6 * 4 * n_p, np.float32)
+    res = np.empty(4 * span, np.float32)              # [i, tile row * row + column]
+    unp, ups, us = uint64(n_p), uint64(prod.shape[1]), uint64(span)
+    for g0 in range(0, n_f, GROUP):
+        count = min(GROUP, n_f - g0)
+        for k in range(6):          # point rows outer: 6 planes read filter after filter
+            for ff in range(count):
+                b = uint64(6 * k) * ups + uint64(g0 + ff) * unp
+                h0 = uint64((ff * 6 + k) * 4 * n_p)
+                for p in range(n_p):
+                    q = uint64(p)
+                    at = b + q
+                    o0, o1_, o2, o3 = _at4(m1[at], m1[ups + at], m1[_U2 * ups + at],
+                                           m1[_U3 * ups + at], m1[_U4 * ups + at],
+                                           m1[_U5 * ups + at])
+                    hq = h0 + q
+                    half[hq], half[unp + hq], half[_U2 * unp + hq], half[_U3 * unp + hq] = \
+                        o0, o1_, o2, o3
+        for ff in range(count):
+            h0 = uint64(ff * 6 * 4 * n_p)
+            s4 = _U4 * unp
+            for p in range(n_p):
+                q = uint64(p)
+                at = _U4 * q
+                for j in range(4):
+                    hq = h0 + uint64(j) * unp + q
+                    o0, o1_, o2, o3 = _at4(half[hq], half[s4 + hq], half[_U2 * s4 + hq],
+                                           half[_U3 * s4 + hq], half[_U4 * s4 + hq],
+                                           half[_U5 * s4 + hq])
+                    aj = at + uint64(j)
+                    res[aj], res[us + aj], res[_U2 * us + aj], res[_U3 * us + aj] = \
+                        o0, o1_, o2, o3
+            f = f0 + g0 + ff
+            sf, bf = scale[f], bias[f]
+            for qq in range(nq):
+                n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
+                for i in range(4):
+                    r = rows0[th] + i
+                    if r < ho:
+                        dst = uint64(((n * f_all + f) * ho + r) * wo)
+                        src = uint64(i * span + qq * row)
+                        if relu:
+                            for col in range(wo):
+                                v = res[src + uint64(col)] * sf + bf
+                                o1[dst + uint64(col)] = v if v > 0 else 0.0
+                        else:
+                            for col in range(wo):
+                                o1[dst + uint64(col)] = res[src + uint64(col)] * sf + bf
+
+
+@njit(inline="always")
+def _rows(x, n, c, top, step, count, zero):  # pragma: no cover - compiled
+    """The ``count`` (4 or 6) rows ``top + step * i`` of x[n, c]; ``zero`` outside the map."""
+    h = x.shape[2]
+    r0 = x[n, c, top] if 0 <= top < h else zero
+    r1 = x[n, c, top + step] if 0 <= top + step < h else zero
+    r2 = x[n, c, top + 2 * step] if 0 <= top + 2 * step < h else zero
+    r3 = x[n, c, top + 3 * step] if 0 <= top + 3 * step < h else zero
+    r4 = x[n, c, top + 4 * step] if count > 4 and 0 <= top + 4 * step < h else zero
+    r5 = x[n, c, top + 5 * step] if count > 5 and 0 <= top + 5 * step < h else zero
+    return r0, r1, r2, r3, r4, r5
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def _output_subgrid(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
+                    f0):  # pragma: no cover - compiled
+    """output_tiles4 tile by tile, for tiles on dilation sub-grids (outputs ``d`` apart)."""
+    ho, wo = out.shape[2:]
+    th_count, tw_count = rows0.size, cols0.size
+    nq = q1 - q0
+    n_p = nq * tw_count
     wb = wo
     for tw in range(tw_count):
         wb = max(wb, cols0[tw] + 3 * d + 1)
+    part = np.empty((6, 4, tw_count), np.float32)
+    res = np.empty((4, wb), np.float32)
     for f in range(n_f):
-        part = np.empty((6, 4, tw_count), np.float32)
-        res = np.empty((4, wb), np.float32)
         for qq in range(nq):
-            n = (q0 + qq) // th_count
-            th = (q0 + qq) % th_count
+            n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
             base = qq * tw_count
             for k in range(6):
                 for tw in range(tw_count):
                     p = base + tw
-                    o0, o1, o2, o3 = _at4(prod[k * 6, f, p], prod[k * 6 + 1, f, p],
-                                          prod[k * 6 + 2, f, p], prod[k * 6 + 3, f, p],
-                                          prod[k * 6 + 4, f, p], prod[k * 6 + 5, f, p])
+                    at = f * n_p + p
+                    o0, o1, o2, o3 = _at4(prod[k * 6, at], prod[k * 6 + 1, at],
+                                          prod[k * 6 + 2, at], prod[k * 6 + 3, at],
+                                          prod[k * 6 + 4, at], prod[k * 6 + 5, at])
                     part[k, 0, tw], part[k, 1, tw], part[k, 2, tw], part[k, 3, tw] = o0, o1, o2, o3
             for j in range(4):
                 for tw in range(tw_count):
@@ -159,11 +409,11 @@ def output_tiles4(prod, out, scale, bias, relu, q0, q1, rows0, cols0, d,
                                           part[3, j, tw], part[4, j, tw], part[5, j, tw])
                     col = cols0[tw] + d * j
                     res[0, col], res[1, col], res[2, col], res[3, col] = o0, o1, o2, o3
+            sf, bf = scale[f0 + f], bias[f0 + f]
             for i in range(4):
-                row = rows0[th] + d * i
-                if row < ho:
-                    dst = out[n, f0 + f, row]
-                    sf, bf = scale[f0 + f], bias[f0 + f]
+                r = rows0[th] + d * i
+                if r < ho:
+                    dst = out[n, f0 + f, r]
                     if relu:
                         for col in range(wo):
                             v = res[i, col] * sf + bf
