@@ -1,5 +1,7 @@
 """Max pooling in one pass each way: the forward records each window's winner (flat
-index into its H x W plane, int32), the backward scatters the gradient there.
+index into its H x W plane, int32), the backward scatters the gradient there; and the
+window maxima or sums alone (:func:`window_values`: max pooling at inference, average
+pooling's forward).
 
 Planes (N*C of them) are split among threads, so overlapping windows never race.
 Padding is never materialised: windows are clipped to the plane (padding counts as
