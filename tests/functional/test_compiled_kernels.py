@@ -18,10 +18,10 @@ pytest.importorskip("numba")
 
 from volnet.errors import NonFiniteError, ShapeError
 from volnet.functional import activation as A
-from volnet.runtime import backend
-from volnet.functional.loss import softmax_cross_entropy
 from volnet.functional.conv import pair
+from volnet.functional.loss import softmax_cross_entropy
 from volnet.functional.pool import avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
+from volnet.runtime import backend
 from volnet.train.optim import SGD, Adagrad, Adam, RMSProp
 
 DTYPES = [np.float32, np.float64]
