@@ -237,6 +237,27 @@ def test_avg_pool_compiled_kernel_matches_torch(dtype, shape, kernel, stride, pa
     assert fast.dtype == dtype
 
 
+@pytest.mark.parametrize("add", [False, True])
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding"), [
+    ((40, 70, 66), 3, 2, 1),        # wide planes, row by row
+    ((70, 14, 14), 3, 1, 1),        # narrow planes, in groups
+])
+def test_window_kernel_threads_give_the_one_thread_answer(shape, kernel, stride, padding, add):
+    # the threaded variant (what calls of PARALLEL_MIN elements and up run): each block
+    # of planes has its own scratch, so the answer is the serial one, bit for bit
+    pool = pytest.importorskip("volnet.functional.compiled.pool")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[rng.random(shape) < 0.01] = np.nan
+    size = [(n + 2 * padding - kernel) // stride + 1 for n in shape[1:]]
+    out = [np.empty((shape[0], *size), np.float32) for _ in range(2)]
+    args = (kernel, kernel, stride, stride, padding, padding, add)
+    pool.window_values.serial(x, *args, out[0])
+    pool.window_values.parallel(x, *args, out[1])
+    assert np.isnan(out[0]).any()
+    assert np.array_equal(out[1], out[0], equal_nan=True)
+
+
 def test_max_pool_inference_keeps_no_winners():
     x = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
     with backend.use_kernels("numba"):
