@@ -1,5 +1,5 @@
 """Pooling at inference, layer by layer: volnet against onnxruntime on the zoo networks'
-pool shapes (benchmarks/README.md section 33).
+pool shapes (benchmarks/README.md section 34).
 
     python -m benchmarks.pool_peer [--threads 1] [--repeats 30]
 

@@ -97,6 +97,7 @@ def _rel(a, b):
 def test_winograd_same_on_one_thread_or_two(two_threads, monkeypatch, shape):
     import numba
     n, c, h, f = shape          # batch 1 with few tile rows also splits the filters
+    monkeypatch.setattr(conv_choice, "DIRECT", False)
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
@@ -166,7 +167,8 @@ def test_im2col_blocks_on_threads_match_one_thread(two_threads, case):
         assert _rel(dw, wt.grad.numpy()) < 1e-5
 
 
-def test_kernel_choice_counts_tiles():
+def test_kernel_choice_counts_tiles(monkeypatch):
+    monkeypatch.setattr(conv_choice, "DIRECT", False)     # Winograd's thresholds against im2col
     assert conv_choice.tiles(1, (56, 56), (1, 1)) == 14 * 14
     assert conv_choice.tiles(2, (7, 7), (1, 1)) == 2 * 2 * 2       # partial tiles count
     assert conv_choice.tiles(1, (56, 56), (2, 2)) == 14 * 14       # two sub-grids of 28 per axis
@@ -277,9 +279,11 @@ def test_blas_count_restored_when_the_last_caller_is_another_thread():
     assert _blas_threads() == before
 
 
-def test_kept_columns_are_never_scratch(two_threads):
-    # a small training layer keeps its columns for backward; a later unrelated forward on
-    # the same thread must not overwrite them
+def test_kept_columns_are_never_scratch(two_threads, monkeypatch):
+    # a small training layer keeps its columns for backward (im2col: the direct kernel,
+    # which keeps none, off); a later unrelated forward on the same thread must not
+    # overwrite them
+    monkeypatch.setattr(conv_choice, "DIRECT", False)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
     w = rng.standard_normal((4, 8, 3, 3)).astype(np.float32)

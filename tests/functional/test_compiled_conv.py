@@ -1,4 +1,5 @@
-"""Compiled conv kernels (Winograd, depthwise) against the NumPy reference path and PyTorch.
+"""Compiled conv kernels (Winograd, direct, depthwise) against the NumPy reference path and
+PyTorch.
 
 Shapes are drawn by Hypothesis: odd sizes, batch 1, padding 0-2, dilation 1-2. The
 Winograd size threshold is lowered so small maps take that path. float32 tolerances
@@ -7,7 +8,9 @@ over every 3x3 layer of vgg16, resnet18/50, googlenet and inception_v3, the wors
 normwise error against float64 direct convolution (forward, dx or dw) is 1.4e-5 for
 F(4x4,3x3) and 8.5e-7 for float32 im2col. The bound below is about 6x F(4x4)'s, for
 the drawn shapes' other statistics;
-the direct depthwise kernel sums at most 25 products per output, like im2col.
+the direct depthwise kernel sums at most 25 products per output, like im2col; the direct
+kernel (compiled/direct.py) sums every output's taps in one float32 order, like im2col's
+GEMM.
 """
 
 import os
@@ -27,7 +30,7 @@ from volnet.functional.conv import conv2d_backward, conv2d_forward
 
 pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
 
-TOL = {"winograd4": 1e-4, "depthwise": 1e-5}
+TOL = {"winograd4": 1e-4, "depthwise": 1e-5, "direct": 1e-5}
 
 
 def _rel(a, b):
@@ -83,6 +86,7 @@ def winograd_shapes(draw):
 def test_winograd_layers_match_reference_and_torch(monkeypatch, shape):
     # the same two constants are patched for every example: nothing to reset between them
     n, c, f, h, w_, p, d = shape
+    monkeypatch.setattr(conv_choice, "DIRECT", False)
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
@@ -150,6 +154,122 @@ def test_winograd_blocks_match_torch(shape):
 
 
 @st.composite
+def direct_shapes(draw):
+    k, s, p, d = (draw(st.integers(2, 5)), draw(st.integers(1, 3)), draw(st.integers(0, 2)),
+                  draw(st.integers(1, 2)))
+    groups = draw(st.integers(1, 2))
+    cg, fg = draw(st.integers(1, 20)), draw(st.integers(8, 19))
+    smallest = max(1, d * (k - 1) + 1 - 2 * p)
+    h, w = (draw(st.integers(smallest, smallest + 8)) for _ in range(2))
+    return draw(st.integers(1, 3)), groups, cg, fg, h, w, k, s, p, d
+
+
+@settings(max_examples=30)
+@given(direct_shapes())
+def test_direct_layers_match_reference_and_torch(shape):
+    n, g, cg, fg, h, w_, k, s, p, d = shape
+    rng = np.random.default_rng(h * 100 + w_ + k)
+    x = rng.standard_normal((n, g * cg, h, w_)).astype(np.float32)
+    w = rng.standard_normal((g * fg, cg, k, k)).astype(np.float32)
+    b = rng.standard_normal(g * fg).astype(np.float32)
+    _check_three_ways(x, w, b, (s, s), (p, p), (d, d), g, "direct")
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_direct_training_plan_and_fused_epilogue(relu):
+    # training forward, dw and dx (a stride-1 convolution with flipped filters) direct; the
+    # inference forward with relu and a folded batch norm's scale in the direct kernel's
+    # store, and with a residual sum (one pass after it)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 24, 17, 15)).astype(np.float32)
+    w = rng.standard_normal((20, 24, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, 20).astype(np.float32)
+    with backend.use_kernels("numba"):
+        out, cache = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1, relu=relu)
+        assert cache.plan.names() == {"forward": "direct", "input_grad": "direct",
+                                      "weight_grad": "direct"}
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        dx, dw, db = conv2d_backward(dout, cache)
+        folded, _ = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1, keep_cache=False,
+                                   relu=relu, scale=scale)
+        shortcut = rng.standard_normal(out.shape).astype(np.float32)
+        summed, _ = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1, keep_cache=False,
+                                   relu=relu, scale=scale, residual=shortcut)
+    xt, wt, bt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
+    want = torch.nn.functional.conv2d(xt, wt, bt, 1, 1)
+    want = torch.relu(want) if relu else want
+    want.backward(torch.tensor(dout, dtype=torch.float64))
+    assert _rel(out, want.detach().numpy()) < TOL["direct"]
+    for got, exact in ((dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
+        assert _rel(got, exact.numpy()) < TOL["direct"]
+    lin = torch.nn.functional.conv2d(xt, wt, None, 1, 1).detach().numpy()
+    lin = lin * scale[:, None, None] + b[:, None, None]
+    assert _rel(folded, np.maximum(lin, 0) if relu else lin) < TOL["direct"]
+    lin = lin + shortcut                    # the residual before the ReLU
+    assert _rel(summed, np.maximum(lin, 0) if relu else lin) < TOL["direct"]
+
+
+# (x shape, w shape, stride, padding, dilation, groups): shapes the plan leaves to other
+# kernels, which the direct kernel still computes exactly
+@pytest.mark.parametrize("case", [
+    ((2, 4, 1, 1), (9, 4, 1, 1), 1, 0, 1, 1),            # 1x1 maps and kernel
+    ((2, 6, 9, 8), (17, 6, 1, 1), 2, 0, 1, 1),           # strided 1x1: one phase read
+    ((1, 3, 39, 43), (10, 3, 11, 11), 4, 2, 1, 1),       # AlexNet-like, 16 phases
+    ((3, 6, 10, 7), (6, 2, 3, 3), 1, 1, 1, 3),           # 2 filters per group
+    ((1, 5, 13, 12), (8, 5, 3, 2), (2, 1), (0, 2), (1, 3), 1),   # unequal per axis
+    ((2, 4, 5, 5), (8, 4, 2, 2), 3, 0, 1, 1),            # phases no tap lands on: dx 0
+    ((1, 4, 7, 7), (8, 4, 3, 3), 1, 3, 1, 1),            # padding beyond the kernel
+])
+def test_direct_kernel_forward_and_weight_grad(case):
+    from volnet.functional.compiled import direct
+    xs, ws, stride, padding, dilation, g = case
+    pairs = [(v, v) if isinstance(v, int) else v for v in (stride, padding, dilation)]
+    rng = np.random.default_rng(xs[2])
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    want = torch.nn.functional.conv2d(xt, wt, None, *pairs, g)
+    out = direct.forward(x, w, None, *pairs, g, tuple(want.shape[2:]))
+    assert _rel(out, want.detach().numpy()) < TOL["direct"]
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    want.backward(torch.tensor(dout, dtype=torch.float64))
+    dw = direct.weight_grad(x, dout, w.shape, *pairs, g)
+    assert dw.dtype == np.float32 and _rel(dw, wt.grad.numpy()) < TOL["direct"]
+    dx = direct.input_grad(dout, w, x.shape, *pairs, g)     # one correlation per phase
+    assert dx.dtype == np.float32 and _rel(dx, xt.grad.numpy()) < TOL["direct"]
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 12, 24, 1), (3, 8, 11, 8, 2), (1, 32, 9, 40, 1)])
+def test_direct_same_on_one_thread_or_two(shape):
+    # batch 1 splits each sample's filter blocks among the threads, larger batches the
+    # samples (dw: one float64 partial sum per thread)
+    import numba
+
+    from volnet.runtime import thread_policy
+    n, c, h, f, s = shape
+    rng = np.random.default_rng(h)
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    results = {}
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        with backend.use_kernels("numba"), thread_policy.use_threads(threads):
+            out, cache = conv2d_forward(x, w, None, (s, s), (1, 1), (1, 1), 1)
+            assert cache.plan.forward == cache.plan.weight_grad == "direct"
+            assert cache.plan.input_grad == ("direct (phases)" if s > 1 else "direct")
+            dout = np.random.default_rng(0).standard_normal(out.shape).astype(np.float32)
+            dx, dw, _ = conv2d_backward(dout, cache)
+        results[threads] = out, dx, dw
+    for one, two in zip(*results.values()):
+        np.testing.assert_allclose(one, two, rtol=0, atol=1e-6 * np.abs(one).max())
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    want = torch.nn.functional.conv2d(xt, wt, None, s, 1)
+    want.backward(torch.tensor(dout, dtype=torch.float64))
+    for got, exact in zip(results[1], (want.detach(), xt.grad, wt.grad)):
+        assert _rel(got, exact.numpy()) < TOL["direct"]
+
+
+@st.composite
 def depthwise_shapes(draw):
     k, s, p, d = (draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(0, 2)),
                   draw(st.integers(1, 2)))
@@ -170,6 +290,7 @@ def test_depthwise_layers_match_reference_and_torch(shape):
 
 
 def test_float64_stays_on_the_exact_path(monkeypatch):
+    monkeypatch.setattr(conv_choice, "DIRECT", False)
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 0)

@@ -165,3 +165,23 @@ def test_non_contiguous_inputs_give_identical_results():
     dout = rng.standard_normal(out.shape)
     for mine, theirs in zip(conv2d_backward(dout, cache)[:2], conv2d_backward(dout, ref_cache)[:2]):
         np.testing.assert_allclose(mine, theirs, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(3, 6, 16, 17, 4, 1), (2, 8, 20, 16, 6, 2), (1, 4, 3, 5, 8, 1)])
+def test_pointwise_weight_gradient_matches_torch(shape, dtype):
+    # 1x1 stride-1 layers: dw as one product per sample from 256 positions up (16x17,
+    # 20x16), the unrolled wide product below (3x5)
+    n, c, h, w_, f, groups = shape
+    rng = np.random.default_rng(h)
+    x = rng.standard_normal((n, c, h, w_)).astype(dtype)
+    w = rng.standard_normal((f, c // groups, 1, 1)).astype(dtype)
+    out, cache = conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), groups)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dw = conv2d_backward(dout, cache)[1]
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    torch.nn.functional.conv2d(xt, wt, None, groups=groups).backward(
+        torch.tensor(dout, dtype=torch.float64))
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert dw.dtype == dtype
+    np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=tol, atol=tol * np.abs(dw).max())

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba mis
 
 @pytest.fixture(autouse=True)
 def winograd_everywhere(monkeypatch):
-    """Small layers take Winograd (the cached path), with the compiled kernels on."""
+    """Small layers take Winograd (the cached path), with the compiled kernels on (the
+    direct kernel, which small layers would take, packs its filters every call)."""
+    monkeypatch.setattr(conv_choice, "DIRECT", False)
     monkeypatch.setattr(conv_choice, "WINOGRAD", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)

@@ -338,11 +338,13 @@ def test_a_graph_is_lowered_with_the_containers_fusions(residual_fusion, monkeyp
     # alone (two readers); relu3; the output sum; bn4+relu4
     assert kinds.count("_Conv") == 3 and "inference_relu" in kinds
     assert len(plan.steps) == (7 if residual_fusion else 8)
-    # the ordinary Graph runs each batch norm on its own: the folded scale rounds differently
-    np.testing.assert_allclose(plan.run(x), want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+    # the ordinary Graph runs each batch norm on its own: the folded scale rounds differently,
+    # inside the Winograd output transform where a layer takes Winograd at inference, whose
+    # float32 error is normwise ~1e-5 (the other Winograd parity tests' tolerance)
+    np.testing.assert_allclose(plan.run(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
     for _ in range(3):
-        np.testing.assert_allclose(g.forward(x), want, rtol=2e-6,
-                                   atol=2e-6 * np.abs(want).max())
+        np.testing.assert_allclose(g.forward(x), want, rtol=1e-5,
+                                   atol=1e-5 * np.abs(want).max())
 
 
 def test_an_imported_onnx_resnet_is_planned_with_every_conv_fused(tmp_path, monkeypatch):

@@ -202,6 +202,12 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         else:
             out = depthwise.conv_forward(x, w, None, stride, padding, dilation, (ho, wo))
             bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype), residual)
+    elif kernel == "direct":
+        from volnet.functional.compiled import direct
+        out = direct.forward(x, w, _cast(b, dtype), stride, padding, dilation, groups, (ho, wo),
+                             relu and residual is None, _cast(scale, dtype))
+        if residual is not None:    # the store has no residual operand: one pass
+            bias_add_(out, None, relu, None, residual)
     elif kernel == "winograd4":
         from volnet.functional.compiled import winograd
         # inference reuses the filter transform while w is unchanged (checked bit for bit)
@@ -243,6 +249,9 @@ def conv2d_backward(dout, cache, input_grad=True):
     if plan.weight_grad == "winograd4":
         from volnet.functional.compiled import winograd
         dw = winograd.weight_grad(x, dout, padding, dilation)
+    elif plan.weight_grad == "direct":
+        from volnet.functional.compiled import direct
+        dw = direct.weight_grad(x, dout, w.shape, stride, padding, dilation, groups)
     else:
         dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
     if not input_grad:
@@ -251,6 +260,13 @@ def conv2d_backward(dout, cache, input_grad=True):
         from volnet.functional.compiled import winograd
         dx = winograd.forward(dout, conv_gemm.flipped_transpose(w, groups), None,
                               plan.adjoint_padding, dilation, x.shape[2:])
+    elif plan.input_grad == "direct (phases)":
+        from volnet.functional.compiled import direct
+        dx = direct.input_grad(dout, w, x.shape, stride, padding, dilation, groups)
+    elif plan.input_grad == "direct":
+        from volnet.functional.compiled import direct
+        dx = direct.forward(dout, conv_gemm.flipped_transpose(w, groups), None, (1, 1),
+                            plan.adjoint_padding, dilation, groups, x.shape[2:])
     elif plan.adjoint_padding is not None:
         dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)
     else:

@@ -7,6 +7,14 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   products to run near BLAS speed (``volnet/functional/compiled/winograd.py``).
 * ``"depthwise"``: the direct compiled kernel for float32 depthwise layers
   (groups == in == out channels; ``compiled/depthwise.py``).
+* ``"direct"``: the direct float32 kernel (``compiled/direct.py``): sums over taps in
+  registers, no unrolled columns, any stride, padding, dilation and groups; chosen for
+  layers of at most ``DIRECT_MAX_TAPS`` taps per output (C/G * KH * KW), where BLAS's
+  products are thin and im2col's unrolling costs as much as they do, and in place of a
+  Winograd forward in training (it is exact: im2col's error class). Winograd keeps
+  inference where both fit and both C and F are at least ``DIRECT_WINOGRAD_CHANNELS``.
+  dw has its own kernel of the same kind, chosen by the same rule up to
+  ``DIRECT_MAX_TAPS_DW`` taps.
 * ``"gemm1x1"``: a 1x1 stride-1 unpadded convolution is one matrix product per sample.
 * ``"im2col"``: chunked im2col + matrix products (``conv_gemm``), every other case,
   every float64 layer (exact to 1e-10) and everything under ``VOLNET_KERNELS=numpy``.
@@ -51,6 +59,21 @@ WINOGRAD_MIN_CHANNELS = 8     # input and output channels
 # amortise reading U (36 x F x C floats, 4x the filters: 38 MB at 512x512) once per call.
 WINOGRAD_MIN_WORK_CACHED = 1 << 11
 WINOGRAD_FILTERS_PER_TILE = 1 << 13   # ... and tiles >= F * C / this
+DIRECT = os.environ.get("VOLNET_DIRECT", "1").strip() != "0"       # on unless "0"
+DIRECT_MAX_TAPS = 1536        # C/G * KH * KW; above, the taps' input rows no longer stay in
+#                               cache and BLAS wins (one thread, forward ms, direct vs im2col:
+#                               C128 3x3 s2 11.3 vs 12.3, C256 3x3 20.0 vs 20.8 and s2 13.1 vs
+#                               10.4, C512 3x3 7x7 24.7 vs 20.0; benchmarks/README.md, 33)
+DIRECT_MAX_TAPS_DW = 640     # dw: C64 3x3 (576) 29 vs im2col 39 ms, stem 7x7x3 s2 38 vs 56;
+#                               C128 3x3 s2 (1152) 23 vs 14 (benchmarks/README.md, 33)
+DIRECT_MAX_TAPS_DX = 640     # strided dx by phases (F/G x taps landing on one phase): 3x3
+#                               s2 64->128 (512) 15.3 vs col2im 21.7 ms, 32->64 14.7 vs 22.1;
+#                               128->256 (1024) 16.0 vs 14.7 (benchmarks/README.md, 33)
+DIRECT_MIN_FILTERS = 4        # filters per group: a register block holds 8, so at most half
+#                               wasted (forward + dw, one thread: LeNet conv1 1->6 5x5 0.52 vs
+#                               im2col 0.82 ms; 3->4 3x3 32x32 N128 1.18 vs 2.05)
+DIRECT_WINOGRAD_CHANNELS = 64  # inference: Winograd from min(C, F) = 64 up (C64 56x56 16.7 vs
+#                               direct 20.0 ms; C32->64 16x16 8.7 vs 7.6; C32->32 20.3 vs 15.2)
 
 
 def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
@@ -66,10 +89,24 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
         return "gemm1x1"
     if not fast:
         return "im2col"
+    direct = direct_fits(c, w_shape, groups)
     if winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
-                     filters_cached=filters_cached):
+                     filters_cached=filters_cached) and (
+            not direct or min(c, f) >= DIRECT_WINOGRAD_CHANNELS):
         return "winograd4"
-    return "im2col"
+    return "direct" if direct else "im2col"
+
+
+def direct_fits(c, w_shape, groups, min_filters=None) -> bool:
+    """True, when the direct kernel is on, for a float32 layer of at most
+    ``DIRECT_MAX_TAPS`` taps per output and ``min_filters`` (default DIRECT_MIN_FILTERS)
+    filters per group, with a kernel larger than 1x1 (a strided 1x1 layer's unrolling is a
+    cheap strided copy: ResNet-18's 1x1 stride-2 layers ran 1.4-2.0 ms forward by im2col
+    against 2.6-4.0 direct)."""
+    f, cg, kh, kw = w_shape
+    need = DIRECT_MIN_FILTERS if min_filters is None else min_filters
+    return (DIRECT and kh * kw > 1 and cg * kh * kw <= DIRECT_MAX_TAPS
+            and f // groups >= need)
 
 
 def tiles(n, out_size, dilation) -> int:
@@ -100,14 +137,30 @@ def winograd_fits(n, c, w_shape, stride, dilation, groups, out_size,
             and dilation[1] == d and min(c, f) >= WINOGRAD_MIN_CHANNELS and enough)
 
 
-def weight_grad_kernel(forward: str, x_shape, w_shape, dilation, out_size) -> str:
-    """The dw kernel of a layer whose forward pass ran ``forward``."""
+def weight_grad_kernel(forward: str, x_shape, w_shape, stride, dilation, groups,
+                       out_size) -> str:
+    """The dw kernel of a layer whose forward pass ran ``forward`` (float32, compiled), by
+    the forward's rule with dw's thresholds: Winograd where the layer fits it with at least
+    WINOGRAD_MIN_TILES_DW tiles and the direct kernel does not or C and F are both at least
+    DIRECT_WINOGRAD_CHANNELS; else direct up to DIRECT_MAX_TAPS_DW taps; else im2col."""
     if forward == "depthwise":
         return forward
-    if forward == "winograd4" and tiles(x_shape[0], out_size, dilation) >= \
-            WINOGRAD_MIN_TILES_DW:
-        return forward
-    return "im2col"
+    c, (f, cg, kh, kw) = x_shape[1], w_shape
+    direct = direct_fits(c, w_shape, groups) and cg * kh * kw <= DIRECT_MAX_TAPS_DW
+    if winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
+                     min_tiles=WINOGRAD_MIN_TILES_DW) and (
+                         not direct or min(c, f) >= DIRECT_WINOGRAD_CHANNELS):
+        return "winograd4"
+    return "direct" if direct else "im2col"
+
+
+def phase_taps(w_shape, stride, padding, dilation) -> int:
+    """The most filter taps that land on one stride x stride phase of the input: the taps
+    per filter of dx as stride-1 correlations, one per phase (compiled/direct.py)."""
+    per_axis = []
+    for k, s, p, d in zip(w_shape[2:], stride, padding, dilation):
+        per_axis.append(max(sum((r + p - i * d) % s == 0 for i in range(k)) for r in range(s)))
+    return per_axis[0] * per_axis[1]
 
 
 def adjoint_is_conv(channels_per_group, kernel_size, stride, padding, dilation) -> bool:
@@ -116,7 +169,13 @@ def adjoint_is_conv(channels_per_group, kernel_size, stride, padding, dilation) 
     Needs stride 1 and padding within the dilated kernel; with few input channels the
     adjoint product is too thin for BLAS and col2im is faster (measured, benchmarks/README.md).
     """
-    return (tuple(stride) == (1, 1) and channels_per_group >= 16
+    return channels_per_group >= 16 and adjoint_exists(kernel_size, stride, padding, dilation)
+
+
+def adjoint_exists(kernel_size, stride, padding, dilation) -> bool:
+    """Whether dx is a stride-1 convolution of dout with the flipped filters: stride 1 and
+    padding within the dilated kernel."""
+    return (tuple(stride) == (1, 1)
             and all(p <= d * (k - 1) for p, d, k in zip(padding, dilation, kernel_size)))
 
 
@@ -125,12 +184,14 @@ class ConvPlan:
     """The kernels of one convolution's three passes, decided together.
 
     Attributes:
-        forward: "winograd4", "depthwise", "gemm1x1" or "im2col".
-        input_grad: dx's kernel: "depthwise", "col2im", or, when dx is a stride-1
-            convolution of dout with the flipped, transposed filters, that convolution's
-            kernel ("winograd4", or "im2col (flipped filters)").
-        weight_grad: dw's kernel: "depthwise", "winograd4" or "im2col".
-        adjoint_padding: the padding of dx as a convolution (None: dx by col2im or depthwise).
+        forward: "winograd4", "direct", "depthwise", "gemm1x1" or "im2col".
+        input_grad: dx's kernel: "depthwise", "col2im", "direct (phases)" (a strided
+            layer's dx as one stride-1 correlation per phase of the input), or, when dx is
+            a stride-1 convolution of dout with the flipped, transposed filters, that
+            convolution's kernel ("winograd4", "direct", or "im2col (flipped filters)").
+        weight_grad: dw's kernel: "depthwise", "winograd4", "direct" or "im2col".
+        adjoint_padding: the padding of dx as a convolution (None: dx by col2im, phases or
+            depthwise).
     """
 
     forward: str
@@ -150,16 +211,20 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     under the current kernel choice and thresholds and reused by every later call.
 
     ``training`` (a forward that keeps a cache for backward) never runs the forward pass
-    by Winograd: its float32 error, ~10x im2col's, is what training amplifies. In the
+    by Winograd but by the direct kernel (or im2col where that does not fit): Winograd's
+    float32 error, ~10x im2col's, is what training amplifies. In the
     adversarial replay (tests/functional/test_training_faithfulness.py: 50 SGD steps,
     lr 0.02, momentum 0.9, the loss jumping to 32) the final parameters diverged from a
     float64 run by 7.4e-3 with a Winograd F(4x4) forward and 3.3e-7 to 3.5e-7 with an
     im2col forward (dx and dw by F(4x4) or not), PyTorch float32 by 4.4e-7. dx and dw
-    keep Winograd.
+    keep Winograd. The direct kernel sums in the same float32 class as im2col (seventh
+    round, benchmarks/README.md: the replay diverged by the same amount with either).
     """
-    settings = (backend.compiled(int(np.prod(x_shape))), WINOGRAD, WINOGRAD_MIN_TILES, WINOGRAD_MIN_WORK,
-                WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_WORK_CACHED,
-                WINOGRAD_FILTERS_PER_TILE)
+    settings = (backend.compiled(int(np.prod(x_shape))), WINOGRAD, WINOGRAD_MIN_TILES,
+                WINOGRAD_MIN_WORK, WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS,
+                WINOGRAD_MIN_WORK_CACHED, WINOGRAD_FILTERS_PER_TILE, DIRECT,
+                DIRECT_MAX_TAPS, DIRECT_MAX_TAPS_DW, DIRECT_MAX_TAPS_DX, DIRECT_MIN_FILTERS,
+                DIRECT_WINOGRAD_CHANNELS)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
 
@@ -179,17 +244,30 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     fits = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
     if fits == "depthwise":
         return ConvPlan(fits, fits, fits)
-    if training:
-        fwd = "im2col" if fits == "winograd4" else fits
+    if training:     # never a Winograd forward (see above): direct where it fits, else im2col
+        fwd = fits
+        if fits == "winograd4":
+            fwd = "direct" if direct_fits(x_shape[1], w_shape, groups) else "im2col"
     else:   # inference: the filter transform is cached, so smaller layers earn Winograd
         fwd = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
                      filters_cached=True)
     f, _, kh, kw = w_shape
-    dw = weight_grad_kernel(fits, x_shape, w_shape, dilation, out_size)
-    if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
-        return ConvPlan(fwd, "col2im", dw)
+    dw = ("im2col" if fits in ("gemm1x1", "im2col") else
+          weight_grad_kernel(fits, x_shape, w_shape, stride, dilation, groups, out_size))
     full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
+    if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
+        # few input channels: the adjoint's products are too thin for BLAS, not for the
+        # direct kernel (its filter blocks pad C/G up to 8): CIFAR's 3->12 layer 1.1 ms
+        # against col2im's 3.0, LeNet conv2 0.66 against 1.31 (benchmarks/README.md, 33)
+        if fits in ("direct", "winograd4") and adjoint_exists(
+                (kh, kw), stride, padding, dilation) and direct_fits(
+                f, (x_shape[1], f // groups, kh, kw), groups, min_filters=1):
+            return ConvPlan(fwd, "direct", dw, full)
+        if fits == "direct" and phase_taps(w_shape, stride, padding, dilation) * (
+                f // groups) <= DIRECT_MAX_TAPS_DX and x_shape[1] // groups >= DIRECT_MIN_FILTERS:
+            return ConvPlan(fwd, "direct (phases)", dw)
+        return ConvPlan(fwd, "col2im", dw)
     dx = choose((x_shape[0], f) + tuple(out_size), (x_shape[1], f // groups, kh, kw),
                 (1, 1), full, dilation, groups, x_shape[2:], dtype)
-    return ConvPlan(fwd, dx if dx == "winograd4" else "im2col (flipped filters)", dw,
-                    full)
+    return ConvPlan(fwd, dx if dx in ("winograd4", "direct") else "im2col (flipped filters)",
+                    dw, full)

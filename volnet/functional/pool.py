@@ -144,7 +144,7 @@ def avgpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False,
     divisor = _avg_divisor((h, w), kernel_size, stride, padding, out_size, count_include_pad, x.dtype)
     if x.dtype in (np.float32, np.float64) and x.size and backend.compiled(x.size):
         # the window sums in one compiled pass (NumPy's strided sums took 4.7 ms for a 2x2
-        # pool of 64x112x112, benchmarks/README.md section 31)
+        # pool of 64x112x112, benchmarks/README.md section 34)
         out = np.empty((n * c, ho, wo), dtype=x.dtype)
         launch.run(_KERNELS, "window_values", x.size, np.ascontiguousarray(x).reshape(n * c, h, w),
                    *kernel_size, *stride, *padding, True, out)

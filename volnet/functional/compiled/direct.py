@@ -1,0 +1,242 @@
+"""Direct float32 convolution for any stride, padding, dilation and groups: the sum over taps
+computed in registers from the packed input, with no unrolled columns (the kernels and the
+identity they rest on: ``direct_kernels.py``).
+
+Where it runs (chosen by ``volnet.functional.conv_choice``): the layers whose products are
+too thin for BLAS to hide im2col's unrolling, measured in benchmarks/README.md (seventh
+round): 3x3 layers of up to a few hundred input channels, the training forward of
+Winograd-sized layers (exact, so faithful), stride-2 layers and the 3-channel stems.
+
+Samples are shared out among the library's threads (``block_threads.run``); each thread
+packs one sample at a time into its own scratch (the padded, phase-split input: about one
+input plane set) and runs the products for it, so nothing but the output is allocated.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from volnet.functional.compiled import direct_kernels as kernels
+from volnet.runtime import block_threads
+
+TILE_BYTES = 128 * 1024     # partial sums of one tile of outputs (all filters): with the
+#                             input rows they read, in L2 (VGG conv1_2, 224x224: 109 -> 88 ms;
+#                             ResNet stem 27 -> 23.5)
+K_CHUNK = 128     # taps per pass over the outputs: a block's inputs (128 x 32 floats, ~24 KB
+#                   with the unaligned reads' extra lines) stay in L1 across the filter blocks
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one sample's taps are read from in the packed input (see direct_kernels.py).
+
+    Attributes:
+        pitch: (Hq, Wq), the size of one phase plane; outputs are numbered oh * Wq + ow.
+        off: (G, K) offset of tap (c, i, j) of each group, K = C/G * KH * KW.
+        length: floats of one packed sample, with the tail the last register block reads.
+        f_pad: filters per group, rounded up to whole register blocks.
+        q_pad: output numbers (Ho * Wq), rounded up to whole register blocks.
+        grad_off: (G, Kpad) ``off`` padded to whole dw register blocks (repeating tap 0:
+            the extra taps' sums are computed and dropped).
+    """
+
+    pitch: tuple[int, int]
+    off: np.ndarray
+    length: int
+    f_pad: int
+    q_pad: int
+    grad_off: np.ndarray
+
+
+@functools.lru_cache(maxsize=1024)
+def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size) -> Layout:
+    """The :class:`Layout` of a convolution (cached: made once per layer shape)."""
+    c, h, w = x_shape[1:]
+    f, cg, kh, kw = w_shape
+    (sh, sw), (ph, pw), (dh, dw), (ho, _) = stride, padding, dilation, out_size
+    hq, wq = -(-(h + 2 * ph) // sh), -(-(w + 2 * pw) // sw)
+    plane = hq * wq
+    off = np.empty((groups, cg, kh, kw), np.int64)
+    for i in range(kh):
+        a, r = (i * dh) % sh, (i * dh) // sh        # phase row and row within the phase
+        for j in range(kw):
+            b, t = (j * dw) % sw, (j * dw) // sw
+            chans = np.arange(c).reshape(groups, cg)
+            off[:, :, i, j] = ((chans * sh + a) * sw + b) * plane + r * wq + t
+    return _finish(off.reshape(groups, cg * kh * kw), (hq, wq), c * sh * sw * plane,
+                   f // groups, ho)
+
+
+def _finish(off, pitch, planes_size, filters_per_group, out_rows) -> Layout:
+    """The Layout of tap offsets ``off`` (G, K) into ``planes_size`` floats of planes of
+    ``pitch``, for outputs of ``out_rows`` rows."""
+    f_pad = -(-filters_per_group // kernels.FILTERS) * kernels.FILTERS
+    q_pad = -(-(out_rows * pitch[1]) // kernels.PIXELS) * kernels.PIXELS
+    length = max(planes_size, int(off.max()) + q_pad)
+    k_pad = -(-off.shape[1] // kernels.GRAD_TAPS) * kernels.GRAD_TAPS
+    grad_off = np.repeat(off[:, :1], k_pad, axis=1)
+    grad_off[:, :off.shape[1]] = off
+    off.setflags(write=False)
+    grad_off.setflags(write=False)
+    return Layout(pitch, off, length, f_pad, q_pad, grad_off)
+
+
+def _phase_axis(length, out_len, k, s, p, d, r):
+    """One axis of dx's phase ``r`` (inputs r, r + s, ...): (taps, their offsets e into
+    dout: input r + s*t reads dout[t + e], zero padding before, pitch, outputs)."""
+    count = len(range(r, length, s))
+    taps = [i for i in range(k) if (r + p - i * d) % s == 0]
+    if not count or not taps:
+        return taps, [], 0, 0, count
+    e = [(r + p - i * d) // s for i in taps]
+    pad = max(0, -min(e))
+    return taps, e, pad, max(out_len, count - 1 + max(e) + 1) + pad, count
+
+
+@functools.lru_cache(maxsize=1024)
+def phase_layout(dout_shape, w_shape, x_size, stride, padding, dilation, groups, phase):
+    """dx's phase ``phase`` = (ry, rx) (inputs ry::sh, rx::sw) as a stride-1 correlation of
+    dout, zero-padded, with the filter taps that land there: (Layout, taps along H,
+    taps along W, padding) or None when no tap lands there (those inputs get no gradient)."""
+    f, ho, wo = dout_shape[1:]
+    _, cg, kh, kw = w_shape
+    rows = _phase_axis(x_size[0], ho, kh, stride[0], padding[0], dilation[0], phase[0])
+    cols = _phase_axis(x_size[1], wo, kw, stride[1], padding[1], dilation[1], phase[1])
+    (taps_i, e_i, pad_h, hq, count_h), (taps_j, e_j, pad_w, wq, _) = rows, cols
+    if not e_i or not e_j:
+        return None
+    plane = hq * wq
+    chans = np.arange(f).reshape(groups, f // groups, 1, 1)
+    off = (chans * plane + (np.array(e_i).reshape(1, 1, -1, 1) + pad_h) * wq
+           + np.array(e_j).reshape(1, 1, 1, -1) + pad_w).reshape(groups, -1)
+    lay = _finish(off, (hq, wq), f * plane, cg, count_h)
+    return lay, tuple(taps_i), tuple(taps_j), (pad_h, pad_w)
+
+
+GRAD_TILE_BYTES = 256 * 1024   # dw: output gradients of one tile of outputs (all filters);
+#                                 128 KB / 256 KB / 2 MB: ResNet stem 33 / 29 / 38 ms,
+#                                 VGG conv1_2 111 / 94 / 120 ms (one thread, loaded machine)
+GRAD_FLUSH = 8      # samples summed in float32 lanes between float64 flushes (dw)
+
+
+def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
+    """dw (F, C/G, KH, KW) float32 of the correlation of x giving dout: per sample, the
+    output gradient times the packed input in registers, summed over samples in float64
+    (every GRAD_FLUSH samples; within them in float32, as im2col's products sum)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    dout = np.ascontiguousarray(dout, dtype=np.float32)
+    n = x.shape[0]
+    f, cg, kh, kw = w_shape
+    fg = f // groups
+    lay = layout(tuple(x.shape), tuple(w_shape), tuple(stride), tuple(padding),
+                 tuple(dilation), int(groups), tuple(dout.shape[2:]))
+    off = lay.grad_off
+    f_pad = -(-fg // kernels.GRAD_FILTERS) * kernels.GRAD_FILTERS
+    k_pad = off.shape[1]
+    count = max(1, min(block_threads.workers(), n))
+    bounds = np.linspace(0, n, count + 1).astype(np.int64)
+    q_tile = max(16, GRAD_TILE_BYTES // (4 * f_pad) // 16 * 16)
+    args = (tuple(padding), tuple(stride), lay.pitch, GRAD_FLUSH, q_tile)
+
+    def work(i):
+        x_in = block_threads.scratch("direct_in", lay.length)
+        d_in = block_threads.scratch("direct_dout", groups * f_pad * lay.q_pad).reshape(
+            groups, f_pad, lay.q_pad)
+        part = block_threads.scratch("direct_part", groups * f_pad * k_pad * 16).reshape(
+            groups, f_pad, k_pad, 16)
+        total = np.zeros((groups, f_pad, k_pad), np.float64)
+        kernels.weight_grad_samples(x, dout, bounds[i], bounds[i + 1], off, x_in, d_in, part,
+                                    total, *args)
+        return total
+
+    total = sum(block_threads.run(work, count))
+    dw = total[:, :fg, :cg * kh * kw].astype(np.float32)
+    return dw.reshape(f, cg, kh, kw)
+
+
+def pack_filters(w: np.ndarray, groups: int, f_pad: int) -> np.ndarray:
+    """(G, Fpad / FILTERS, K, FILTERS) float32: each group's filters, zero-padded to
+    ``f_pad``, in blocks of one register block's filters, tap by tap (contiguous reads)."""
+    f = w.shape[0]
+    fg = f // groups
+    wg = w.reshape(groups, fg, -1)
+    wp = np.zeros((groups, f_pad, wg.shape[2]), np.float32)
+    wp[:, :fg] = wg
+    return np.ascontiguousarray(wp.reshape(groups, f_pad // kernels.FILTERS, kernels.FILTERS,
+                                           -1).transpose(0, 1, 3, 2))
+
+
+def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False, scale=None):
+    """(N, F, Ho, Wo) float32 correlation of x with w, times ``scale`` (None: 1) plus
+    ``bias`` (None: none) per filter, rectified when ``relu``; any stride, padding,
+    dilation and groups."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = x.shape[0]
+    f = w.shape[0]
+    lay = layout(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding),
+                 tuple(dilation), int(groups), tuple(out_size))
+    wp = pack_filters(np.asarray(w, dtype=np.float32), groups, lay.f_pad)
+    empty = np.zeros(0, np.float32)
+    b = empty if bias is None else np.ascontiguousarray(bias, np.float32)
+    s = empty if scale is None else np.ascontiguousarray(scale, np.float32)
+    out = np.empty((n, f, *out_size), dtype=np.float32)
+    _run(x, wp, lay, out, s, b, relu, tuple(padding), tuple(stride))
+    return out
+
+
+def input_grad(dout, w, x_shape, stride, padding, dilation, groups):
+    """dx (N, C, H, W) float32 of the correlation of x with w (any stride): for each of the
+    stride x stride phases of x, a stride-1 correlation of dout with the taps that land on
+    that phase (the transposed convolution, written into dx[:, :, ry::sh, rx::sw])."""
+    dout = np.ascontiguousarray(dout, dtype=np.float32)
+    w = np.asarray(w, dtype=np.float32)
+    f, cg = w.shape[:2]
+    fg = f // groups
+    dx = np.empty(x_shape, dtype=np.float32)
+    empty = np.zeros(0, np.float32)
+    for ry in range(stride[0]):
+        for rx in range(stride[1]):
+            target = dx[:, :, ry::stride[0], rx::stride[1]]
+            found = phase_layout(tuple(dout.shape), tuple(w.shape), tuple(x_shape[2:]),
+                                 tuple(stride), tuple(padding), tuple(dilation), int(groups),
+                                 (ry, rx))
+            if found is None:
+                target[...] = 0.0
+                continue
+            lay, taps_i, taps_j, pads = found
+            # the phase's filters: dx channel c of group g reads tap (f, i, j) of its group
+            sub = w[:, :, list(taps_i)][:, :, :, list(taps_j)]
+            sub = sub.reshape(groups, fg, cg, len(taps_i), len(taps_j)).transpose(0, 2, 1, 3, 4)
+            wp = pack_filters(np.ascontiguousarray(sub).reshape(groups * cg, -1), groups,
+                              lay.f_pad)
+            _run(dout, wp, lay, target, empty, empty, False, pads, (1, 1))
+    return dx
+
+
+def _run(x, wp, lay, out, s, b, relu, padding, stride):
+    """forward_samples over the library's threads: samples shared out among them; with fewer
+    samples than threads (batch 1), each sample's filter blocks too (each thread packs the
+    sample itself)."""
+    n = x.shape[0]
+    threads = block_threads.workers()
+    blocks = lay.f_pad // kernels.FILTERS
+    parts = max(1, min(blocks, threads // max(n, 1)))
+    fb_bounds = np.linspace(0, blocks, parts + 1).astype(np.int64)
+    n_bounds = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(np.int64)
+    items = [(n_bounds[i], n_bounds[i + 1], fb_bounds[j], fb_bounds[j + 1])
+             for i in range(len(n_bounds) - 1) for j in range(parts)]
+    q_tile = max(kernels.PIXELS, TILE_BYTES // (4 * lay.f_pad) // kernels.PIXELS
+                 * kernels.PIXELS)
+    args = (padding, stride, lay.pitch, K_CHUNK, q_tile)
+
+    def work(i):
+        x_in = block_threads.scratch("direct_in", lay.length)
+        prod = block_threads.scratch("direct_prod", lay.f_pad * lay.q_pad).reshape(
+            lay.f_pad, lay.q_pad)
+        kernels.forward_samples(x, *items[i], wp, lay.off, x_in, prod, out, s, b, bool(relu),
+                                *args)
+
+    block_threads.run(work, len(items))
