@@ -137,7 +137,11 @@ def _avg_divisor(hw, kernel_size, stride, padding, out_size, count_include_pad, 
 
 def avgpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False,
                       count_include_pad=True, keep_cache=True):
-    """Mean over each window (zero padding; divisor as in PyTorch)."""
+    """Mean over each window (zero padding; divisor as in PyTorch).
+
+    Compiled path: the window sums by ``compiled/pool.py``'s ``window_values``, then the
+    divisor; NumPy path: sums over a strided window view.
+    """
     n, c, h, w = x.shape
     out_size = pool_output_size((h, w), kernel_size, stride, padding, ceil_mode)
     (kh, kw), (ho, wo) = kernel_size, out_size
