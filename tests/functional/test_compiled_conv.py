@@ -119,6 +119,25 @@ def test_default_thresholds_route_mid_sized_layers_to_winograd(shape, pass_, ker
     _check_three_ways(x, wt, b, (1, 1), (1, 1), (1, 1), 1, "winograd4")
 
 
+def test_training_forward_of_a_wide_batch_layer_runs_direct():
+    """A 3x3 stride-1 layer of 1800 taps (over DIRECT_MAX_TAPS) with 16 x 14 x 14 outputs per
+    filter: its training forward runs the direct kernel (DIRECT_MAX_TAPS_BATCH), and the
+    output and gradients match float64 PyTorch at the direct kernel's tolerance."""
+    rng = np.random.default_rng(36)
+    x = rng.standard_normal((16, 200, 14, 14)).astype(np.float32)
+    w = (rng.standard_normal((64, 200, 3, 3)) / np.sqrt(1800)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    out, cache = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1)
+    assert cache.plan.forward == "direct"
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dx, dw, db = conv2d_backward(dout, cache)
+    want = _torch64(x, w, b, (1, 1), (1, 1), (1, 1), 1, dout)
+    assert _rel(out, want[0]) < TOL["direct"]
+    # dx and dw run Winograd here (the loosest of the tolerances)
+    assert _rel(dx, want[1]) < TOL["winograd4"] and _rel(dw, want[2]) < TOL["winograd4"]
+    assert _rel(db, want[3]) < TOL["direct"]
+
+
 @pytest.mark.parametrize("shape", [(1, 3, 7, 5, 1, 1, 4), (2, 5, 10, 9, 0, 2, 3),
                                    (1, 4, 6, 11, 2, 1, 2)])
 def test_winograd_forward_and_weight_grad(shape):

@@ -68,6 +68,14 @@ DIRECT_MAX_TAPS = 1536        # C/G * KH * KW; above, the taps' input rows no lo
 #                               cache and BLAS wins (one thread, forward ms, direct vs im2col:
 #                               C128 3x3 s2 11.3 vs 12.3, C256 3x3 20.0 vs 20.8 and s2 13.1 vs
 #                               10.4, C512 3x3 7x7 24.7 vs 20.0; benchmarks/README.md, 33)
+DIRECT_MAX_TAPS_BATCH = 2304  # the training forward of a layer that fits Winograd (3x3, stride 1;
+#                               barred there), with at least DIRECT_BATCH_POSITIONS outputs
+#                               per filter over the batch: up to C256 3x3 (row, fwd+bwd, ms,
+#                               direct vs im2col forward: N16 C256 14x14 one thread 47.3 vs
+#                               51.1, two 28.5 vs 34.1; forward alone C192 14x14 11.2 vs 12.6;
+#                               not at 16x13x13 19.8 vs 18.5, 16x7x7, batch 1 or stride 2;
+#                               benchmarks/README.md, 36)
+DIRECT_BATCH_POSITIONS = 3136  # N x Ho x Wo: 16 x 14 x 14 (4 x 28 x 28 was equal)
 DIRECT_MAX_TAPS_DW = 640     # dw: C64 3x3 (576) 29 vs im2col 39 ms, stem 7x7x3 s2 38 vs 56;
 #                               C128 3x3 s2 (1152) 23 vs 14 (benchmarks/README.md, 33)
 DIRECT_MAX_TAPS_DX = 640     # strided dx by phases (F/G x taps landing on one phase): 3x3
@@ -228,7 +236,7 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
                 WINOGRAD_MIN_WORK, WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS,
                 WINOGRAD_MIN_WORK_CACHED, WINOGRAD_FILTERS_PER_TILE, DIRECT,
                 DIRECT_MAX_TAPS, DIRECT_MAX_TAPS_DW, DIRECT_MAX_TAPS_DX, DIRECT_MIN_FILTERS,
-                DIRECT_WINOGRAD_CHANNELS)
+                DIRECT_WINOGRAD_CHANNELS, DIRECT_MAX_TAPS_BATCH, DIRECT_BATCH_POSITIONS)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
 
@@ -251,7 +259,10 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     if training:     # never a Winograd forward (see above): direct where it fits, else im2col
         fwd = fits
         if fits == "winograd4":
-            fwd = "direct" if direct_fits(x_shape[1], w_shape, groups) else "im2col"
+            batch_fits = (x_shape[1] // groups * w_shape[2] * w_shape[3] <= DIRECT_MAX_TAPS_BATCH
+                          and x_shape[0] * out_size[0] * out_size[1] >= DIRECT_BATCH_POSITIONS)
+            fwd = ("direct" if direct_fits(x_shape[1], w_shape, groups) or (DIRECT and batch_fits)
+                   else "im2col")
     else:   # inference: the filter transform is cached, so smaller layers earn Winograd
         fwd = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
                      filters_cached=True)
