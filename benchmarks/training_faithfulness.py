@@ -18,6 +18,11 @@ winograd.forward / winograd.weight_grad) and printed with each row.
 
 Run: python -m benchmarks.training_faithfulness [--seeds 8] [--nets narrow,wide]
 (one thread; ~10 minutes for 8 seeds of both networks on the 2-core machine).
+
+``--speed`` instead times what the exact backward costs: training steps (forward,
+backward, SGD update; benchmarks.nets.volnet_train_step) of the VGG-style CIFAR net at
+batch 128 and ResNet-18 at batch 16, with conv_choice.WINOGRAD_TRAINING off (the default)
+and on, interleaved step by step in one process (set the thread variables to 1 first).
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def data(seed):
 def settings_constants(net_name, setting):
     """{conv_choice constant: value} giving ``setting`` on the ``net_name`` network."""
     dx, dw = setting in ("dx", "both"), setting in ("dw", "both")
-    values = {"WINOGRAD": setting != "exact"}
+    values = {"WINOGRAD": setting != "exact", "WINOGRAD_TRAINING": True}
     if net_name == "narrow":     # force Winograd where the channels are too few for the plan
         values.update(DIRECT_WINOGRAD_CHANNELS=8, WINOGRAD_MIN_WORK=0)
         values.update(WINOGRAD_MIN_TILES=1 if dx else OUT_OF_REACH,
@@ -180,17 +185,47 @@ def replay(net_name, seed, settings=SETTINGS):
     return row
 
 
+def speed(repeats):
+    """Print median and best step times (ms, wall and CPU) with Winograd dx/dw off and on."""
+    from benchmarks import nets
+    cases = (("vgg_cifar", 128, (3, 32, 32)), ("resnet18", 16, (3, 224, 224)))
+    for name, batch, shape in cases:
+        net, _ = nets.build(name)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch, *shape)).astype(np.float32)
+        labels = rng.integers(0, 10, batch)
+        wall, cpu = {False: [], True: []}, {False: [], True: []}
+        for rep in range(repeats + 1):           # the first round warms (compiles, plans)
+            for on in (False, True):
+                with constants({"WINOGRAD_TRAINING": on}):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    nets.volnet_train_step(net, x, labels)
+                    if rep:
+                        wall[on].append(1e3 * (time.perf_counter() - t0))
+                        cpu[on].append(1e3 * (time.process_time() - c0))
+        for on in (False, True):
+            print(f"{name} b{batch} dx/dw Winograd {'on ' if on else 'off'}: wall median "
+                  f"{statistics.median(wall[on]):.1f} best {min(wall[on]):.1f} ms, CPU median "
+                  f"{statistics.median(cpu[on]):.1f} best {min(cpu[on]):.1f} ms", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--nets", default="narrow,wide")
+    parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
+    if args.speed:
+        speed(args.repeats)
+        return
     for net_name in args.nets.split(","):
         rows = []
         print(f"\n{net_name} {WIDTHS[net_name]}: divergence from float64 (ratio to torch f32)")
         print("seed  peak   torch32   " + "  ".join(f"{s:>18}" for s in SETTINGS)
               + "  winograd calls dx/dw")
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             t0 = time.perf_counter()
             row = replay(net_name, seed)
             rows.append(row)
