@@ -104,7 +104,6 @@ def test_winograd_same_on_one_thread_or_two(two_threads, monkeypatch, shape):
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 0)
     monkeypatch.setattr(conv_choice, "WINOGRAD_FILTERS_PER_TILE", 1 << 30)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES_DW", 1)
-    monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", True)     # dx and dw too
     rng = np.random.default_rng(h)
     x = rng.standard_normal((n, c, h, h)).astype(np.float32)
     w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
@@ -178,18 +177,13 @@ def test_kernel_choice_counts_tiles(monkeypatch):
         def names(n, c, h, training=False):
             return conv_choice.plan((n, c, h, h), (c, c, 3, 3), (1, 1), (1, 1), (1, 1), 1,
                                     (h, h), np.float32, training=training).names()
-        many_default = names(16, 64, 56, True)
-        monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", True)   # dx and dw may take it
         few, few_train = names(1, 64, 28), names(1, 64, 28, True)
         many = names(16, 64, 56, True)
         mid = names(4, 128, 28, True)
         thin_train = names(1, 64, 56, True)
         tiny = names(1, 64, 14)
         wide_few, wide_some = names(1, 512, 14), names(1, 512, 28)
-    # training's dx and dw stay exact unless WINOGRAD_TRAINING (test_training_faithfulness)
-    assert many_default == {"forward": "im2col", "input_grad": "im2col (flipped filters)",
-                            "weight_grad": "im2col"}
-    # with it, dx needs 128 tiles and tiles x channels >= 2^14 (its filter transform is
+    # training: dx needs 128 tiles and tiles x channels >= 2^14 (its filter transform is
     # computed every step), dw 512 tiles; the forward stays im2col (faithfulness)
     assert few_train == {"forward": "im2col", "input_grad": "im2col (flipped filters)",
                          "weight_grad": "im2col"}                 # 49 tiles

@@ -94,7 +94,6 @@ def test_winograd_layers_match_reference_and_torch(monkeypatch, shape):
     monkeypatch.setattr(conv_choice, "WINOGRAD_FILTERS_PER_TILE", 1 << 30)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES_DW", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", True)     # dx and dw too
     rng = np.random.default_rng(h * 100 + w_)
     x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
     wt = rng.standard_normal((f, c, 3, 3)).astype(np.float32)

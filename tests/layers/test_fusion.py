@@ -26,7 +26,6 @@ def kernels(request, monkeypatch):
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 0)
     monkeypatch.setattr(conv_choice, "WINOGRAD_FILTERS_PER_TILE", 1 << 30)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES_DW", 1)
-    monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", True)     # dx and dw too
     monkeypatch.setattr(weight_cache, "BUDGET_BYTES", 64 << 20)
     weight_cache.clear()
     with backend.use_kernels("numba"):
