@@ -6,12 +6,13 @@ falling, so any error a kernel adds is amplified. volnet float32's final paramet
 stay within 3x PyTorch float32's divergence from the float64 run (which volnet float64
 and PyTorch float64 agree on to ~1e-15). With the forward pass by Winograd F(4x4) this
 diverged by 7.4e-3, ~17000x PyTorch's, so a training forward never runs Winograd
-(conv_choice.plan); dx and dw keep it. Over 32 seeds (benchmarks/README.md section 34)
-a few runs jump 10-10^5x above the usual divergence, whichever float32 arithmetic runs
-them: volnet's exact kernels (narrow seed 22), Winograd dx and dw (narrow 7, 13), PyTorch
-(narrow 9, wide 2). The seeds here are free of jumps: 0 (the original replay), 10 (the
-narrow net's tightest, Winograd 2.0x) and the wide net's 1 (1.24x). The Winograd calls
-are counted, so the test cannot silently stop testing the kernels the plan picks.
+(conv_choice.plan); dx and dw keep it. Over 40 seeds (benchmarks/README.md, seventh
+round, "Training faithfulness over seeds") a few runs jump 10-10^5x above the usual
+divergence, a different branch taken, whichever float32 arithmetic runs them: volnet's
+exact kernels (5 seeds), Winograd dx and dw (7), PyTorch (4). The seeds here are free of
+jumps: 0 (the original replay), 10 (the narrow net's tightest, Winograd 2.0x) and the
+wide net's 1 (1.24x). The Winograd calls are counted, so the test cannot silently stop
+testing the kernels the plan picks.
 """
 
 import functools

@@ -61,11 +61,12 @@ WINOGRAD_MIN_WORK_CACHED = 1 << 11
 WINOGRAD_FILTERS_PER_TILE = 1 << 13   # ... and tiles >= F * C / this
 # Training's dx and dw by Winograd where the thresholds pick it: on unless "0", which gives
 # them to the exact kernels (direct / im2col) and keeps Winograd for inference. The
-# adversarial replay over 32 seeds (benchmarks/training_faithfulness.py, benchmarks/
-# README.md section 34) finds no faithfulness to buy: its rare jumps (10-10^5x the usual
-# divergence) struck exact kernels (1 seed), Winograd dx and dw (2) and PyTorch float32 (2)
-# alike; typical ratios to PyTorch's divergence 0.72-0.74x exact, 0.78-1.04x Winograd;
-# "0" costs 6-12% of a training step (VGG CIFAR b128, ResNet-18 b16, one thread).
+# adversarial replay over 40 seeds (benchmarks/training_faithfulness.py; benchmarks/
+# README.md, "Training faithfulness over seeds") finds no faithfulness to buy: its rare
+# jumps (10-10^5x the usual divergence from float64, a different branch taken) struck the
+# exact kernels on 5 seeds, Winograd dx and dw on 7 (3 of them alone, the exact kernels 1
+# alone) and PyTorch float32 on 4; median ratio to PyTorch's divergence 0.71-0.80 exact,
+# 0.79-1.05 Winograd. "0" costs 5% of a VGG CIFAR b128 step, 14% of ResNet-18 b16's.
 WINOGRAD_TRAINING = os.environ.get("VOLNET_WINOGRAD_TRAINING", "1").strip() != "0"
 DIRECT = os.environ.get("VOLNET_DIRECT", "1").strip() != "0"       # on unless "0"
 DIRECT_MAX_TAPS = 1536        # C/G * KH * KW; above, the taps' input rows no longer stay in
@@ -229,8 +230,8 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     kernel sums in the same float32 class as im2col (seventh round, benchmarks/README.md:
     the replay diverged by the same amount with either). dx and dw keep Winograd where
     the thresholds pick it unless ``WINOGRAD_TRAINING`` is off
-    (``VOLNET_WINOGRAD_TRAINING=0``): over 32 seeds of the replay they were as faithful
-    as PyTorch float32 and the exact kernels, rare jumps striking all three (see above).
+    (``VOLNET_WINOGRAD_TRAINING=0``): over 40 seeds of the replay they were about as
+    faithful as PyTorch float32 and the exact kernels, rare jumps striking all three.
     """
     settings = (backend.compiled(int(np.prod(x_shape))), WINOGRAD, WINOGRAD_MIN_TILES,
                 WINOGRAD_MIN_WORK, WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS,
