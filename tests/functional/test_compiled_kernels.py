@@ -18,9 +18,10 @@ pytest.importorskip("numba")
 
 from volnet.errors import NonFiniteError, ShapeError
 from volnet.functional import activation as A
-from volnet.runtime import backend
+from volnet.functional.conv import pair
 from volnet.functional.loss import softmax_cross_entropy
-from volnet.functional.pool import maxpool2d_backward, maxpool2d_forward
+from volnet.functional.pool import avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
+from volnet.runtime import backend
 from volnet.train.optim import SGD, Adagrad, Adam, RMSProp
 
 DTYPES = [np.float32, np.float64]
@@ -154,7 +155,7 @@ def test_max_pool_2x2_kernel_picks_the_general_kernels_winners_with_nan(dtype):
 
 @given(case=pool_cases(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
 def test_max_pool_inference_kernel_matches_torch(case, dtype, seed):
-    # keep_cache=False runs max_values (no winners): same maxima, padding and ceil_mode rules
+    # keep_cache=False runs window_values (no winners): same maxima, padding and ceil_mode rules
     shape, kernel, stride, padding, ceil = case
     x = np.random.default_rng(seed).integers(-2, 3, shape).astype(dtype)
     want = TF.max_pool2d(torch.from_numpy(x), kernel, stride, padding, ceil_mode=ceil).numpy()
@@ -175,8 +176,85 @@ def test_max_pool_inference_kernel_gives_nan_where_the_general_one_does(dtype, k
     out = [np.empty((20, *size), dtype) for _ in range(2)]
     pool.max_forward(x, kernel, kernel, stride, stride, padding, padding, out[0],
                      np.empty(out[0].shape, np.int32), True)
-    pool.max_values(x, kernel, kernel, stride, stride, padding, padding, out[1])
+    pool.window_values(x, kernel, kernel, stride, stride, padding, padding, False, out[1])
     assert np.isnan(out[0]).any() and not np.isnan(out[0]).all()
+    assert np.array_equal(out[1], out[0], equal_nan=True)
+
+
+POOL_SHAPES = [
+    ((1, 3, 112, 112), 3, 2, 1, False),     # ResNet's stem: wide planes, row by row
+    ((1, 2, 111, 70), 3, 2, 0, True),       # GoogLeNet-style ceil_mode, odd height
+    ((2, 3, 67, 65), (3, 2), (1, 3), (1, 0), True),   # stride 3: the running-maxima columns
+    ((1, 5, 65, 80), 2, 2, 1, False),       # 2x2 stride 2 with padding
+    ((1, 70, 14, 14), 3, 1, 1, True),       # Inception's 3x3/1: flat passes, plane groups
+    ((3, 37, 28, 27), 3, 2, 0, True),       # narrow, stride 2, a partial last group
+    ((1, 40, 9, 13), (2, 4), (3, 2), (1, 2), True),
+    ((1, 33, 1, 1), 1, 1, 0, False),        # 1x1 maps
+    ((1, 33, 1, 1), 2, 2, 1, True),
+    ((1, 20, 2, 3), 3, 3, 1, True),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding", "ceil"), POOL_SHAPES)
+def test_max_pool_inference_kernel_matches_torch_with_nan_and_inf(dtype, shape, kernel, stride,
+                                                                  padding, ceil):
+    # window_values' three column passes (strides 1, 2, others), its row-by-row and flat
+    # paths, and NaN / -inf placed first, inside and last in windows: as torch, exactly
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(dtype)
+    x[rng.random(shape) < 0.03] = np.nan
+    x[rng.random(shape) < 0.1] = -np.inf
+    x[0, 0, :4] = -np.inf                                   # whole windows of -inf
+    want = TF.max_pool2d(torch.from_numpy(x), kernel, stride, padding, ceil_mode=ceil).numpy()
+    k2, s2, p2 = (pair(v, "") for v in (kernel, stride, padding))
+    fast, ref = _both(lambda: maxpool2d_forward(x, k2, s2, p2, ceil, keep_cache=False)[0])
+    assert np.array_equal(fast, want, equal_nan=True) and fast.dtype == dtype
+    assert np.array_equal(ref, want, equal_nan=True)
+    if shape[2] > 2:
+        assert np.isnan(want).any() and np.isneginf(want).any()
+
+
+@pytest.mark.parametrize("include_pad", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding", "ceil"), POOL_SHAPES)
+def test_avg_pool_compiled_kernel_matches_torch(dtype, shape, kernel, stride, padding, ceil,
+                                                include_pad):
+    # window_values' sums divided by PyTorch's divisor; a NaN or an infinity in a window
+    # gives what torch gives (NaN, or the infinity)
+    rng = np.random.default_rng(sum(shape) + include_pad)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[rng.random(shape) < 0.01] = np.nan
+    x[rng.random(shape) < 0.01] = np.inf
+    want = TF.avg_pool2d(torch.from_numpy(x), kernel, stride, padding, ceil_mode=ceil,
+                         count_include_pad=include_pad).numpy()
+    k2, s2, p2 = (pair(v, "") for v in (kernel, stride, padding))
+    fast, ref = _both(lambda: avgpool2d_forward(x, k2, s2, p2, ceil, include_pad,
+                                                keep_cache=False)[0])
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(fast, want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(fast, ref, rtol=tol, atol=tol)
+    assert fast.dtype == dtype
+
+
+@pytest.mark.parametrize("add", [False, True])
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding"), [
+    ((40, 70, 66), 3, 2, 1),        # wide planes, row by row
+    ((70, 14, 14), 3, 1, 1),        # narrow planes, in groups
+])
+def test_window_kernel_threads_give_the_one_thread_answer(shape, kernel, stride, padding, add):
+    # the threaded variant (what calls of PARALLEL_MIN elements and up run): each block
+    # of planes has its own scratch, so the answer is the serial one, bit for bit
+    pool = pytest.importorskip("volnet.functional.compiled.pool")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[rng.random(shape) < 0.01] = np.nan
+    size = [(n + 2 * padding - kernel) // stride + 1 for n in shape[1:]]
+    out = [np.empty((shape[0], *size), np.float32) for _ in range(2)]
+    args = (kernel, kernel, stride, stride, padding, padding, add)
+    pool.window_values.serial(x, *args, out[0])
+    pool.window_values.parallel(x, *args, out[1])
+    assert np.isnan(out[0]).any()
     assert np.array_equal(out[1], out[0], equal_nan=True)
 
 

@@ -102,7 +102,8 @@ def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
         arg = np.empty(out.shape, dtype=np.int32)
     if not keep_cache and not (tuple(kernel_size) == tuple(stride) == (2, 2)):
         # inference: the maxima alone, no winners (the 2x2 kernel below is as fast)
-        launch.run(_KERNELS, "max_values", x.size, x3, *kernel_size, *stride, *padding, out)
+        launch.run(_KERNELS, "window_values", x.size, x3, *kernel_size, *stride, *padding,
+                   False, out)
     elif (tuple(kernel_size) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
             and tuple(out_size) == (h // 2, w // 2)):   # every window whole
         launch.run(_KERNELS, "max_forward_2x2", x.size, x3, out, arg, bool(keep_cache))
@@ -136,12 +137,23 @@ def _avg_divisor(hw, kernel_size, stride, padding, out_size, count_include_pad, 
 
 def avgpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False,
                       count_include_pad=True, keep_cache=True):
-    """Mean over each window (zero padding; divisor as in PyTorch)."""
+    """Mean over each window (zero padding; divisor as in PyTorch).
+
+    Compiled path: the window sums by ``compiled/pool.py``'s ``window_values``, then the
+    divisor; NumPy path: sums over a strided window view.
+    """
     n, c, h, w = x.shape
     out_size = pool_output_size((h, w), kernel_size, stride, padding, ceil_mode)
     (kh, kw), (ho, wo) = kernel_size, out_size
     divisor = _avg_divisor((h, w), kernel_size, stride, padding, out_size, count_include_pad, x.dtype)
-    if _tiles(x, kernel_size, stride, padding, out_size):
+    if x.dtype in (np.float32, np.float64) and x.size and backend.compiled(x.size):
+        # the window sums in one compiled pass (NumPy's strided sums took 4.7 ms for a 2x2
+        # pool of 64x112x112, benchmarks/README.md section 34)
+        out = np.empty((n * c, ho, wo), dtype=x.dtype)
+        launch.run(_KERNELS, "window_values", x.size, np.ascontiguousarray(x).reshape(n * c, h, w),
+                   *kernel_size, *stride, *padding, True, out)
+        out = out.reshape(n, c, ho, wo)
+    elif _tiles(x, kernel_size, stride, padding, out_size):
         out = x.reshape(n, c, ho, kh, wo, kw).sum(axis=(3, 5))
     else:
         x_pad = _pad_for_pool(x, kernel_size, stride, padding, out_size, 0.0)

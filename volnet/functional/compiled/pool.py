@@ -1,5 +1,7 @@
 """Max pooling in one pass each way: the forward records each window's winner (flat
-index into its H x W plane, int32), the backward scatters the gradient there.
+index into its H x W plane, int32), the backward scatters the gradient there; and the
+window maxima or sums alone (:func:`window_values`: max pooling at inference, average
+pooling's forward).
 
 Planes (N*C of them) are split among threads, so overlapping windows never race.
 Padding is never materialised: windows are clipped to the plane (padding counts as
@@ -73,97 +75,138 @@ def max_forward(x, kh, kw, sh, sw, ph, pw, out, arg, keep):
                     arg[p, i, j] = br * w + bc
 
 
+@njit(cache=True, inline="always")
+def _nanmax(m, v):
+    """max(m, v) with NaN winning, m the running maximum (a select, not a branch: loops of
+    it vectorise; once m is NaN it stays NaN)."""
+    return v if (v > m) | np.isnan(v) else m
+
+
 @njit(cache=True)
-def _max_into(dst, src, n):
-    """dst[:n] = max(dst[:n], src[:n]), NaN winning (a select, not a branch: vectorises)."""
-    for m in range(n):
-        v = src[m]
-        d = dst[m]
-        dst[m] = v if (v > d) | np.isnan(v) else d
+def _combine(dst, src, n, add):
+    """dst[:n] += src[:n] (``add``), else dst[:n] = max(dst[:n], src[:n]) with NaN winning."""
+    if add:
+        for m in range(n):
+            dst[m] += src[m]
+    else:
+        for m in range(n):
+            dst[m] = _nanmax(dst[m], src[m])
+
+
+@njit(cache=True)
+def _window_cols(src, dst, kw, sw, n, tmp, add):
+    """dst[j] = max (or sum, ``add``) of src[j*sw + k] over k < kw, for j < n: one pass per
+    tap over dst. Strides 1 and 2 are written out, so LLVM sees a constant stride and
+    vectorises the loads (a stride it only knew at run time left 168 scalar loads per
+    56-wide row: 0.29 ms on ResNet's stem against 0.10); other strides take running
+    maxima (sums) over the contiguous columns, then every sw-th of them."""
+    if sw == 1:
+        for j in range(n):
+            dst[j] = src[j]
+        for k in range(1, kw):
+            _combine(dst, src[k:], n, add)
+    elif sw == 2:
+        for j in range(n):
+            dst[j] = src[2 * j]
+        for k in range(1, kw):
+            if add:
+                for j in range(n):
+                    dst[j] += src[2 * j + k]
+            else:
+                for j in range(n):
+                    dst[j] = _nanmax(dst[j], src[2 * j + k])
+    else:
+        m = (n - 1) * sw + 1
+        for c in range(m):
+            tmp[c] = src[c]
+        for k in range(1, kw):
+            _combine(tmp, src[k:], m, add)
+        for j in range(n):
+            dst[j] = tmp[j * sw]
+
+
+ROW_MIN = 64    # padded width from which window_values works row by row (see there)
+GROUP = 2048    # elements of padded planes that window_values' flat passes take at once
 
 
 @kernel
-def max_values(x, kh, kw, sh, sw, ph, pw, out):
-    """x (P, H, W) -> out (P, Ho, Wo), the window maxima alone (inference: no winners kept).
+def window_values(x, kh, kw, sh, sw, ph, pw, add, out):
+    """x (P, H, W) -> out (P, Ho, Wo): each window's maximum, or its sum with ``add``
+    (average pooling divides it); no winners kept (max pooling at inference:
+    :func:`max_forward`, which tracks each winner for backward, runs 2-5x slower).
 
-    Stride 1 (Inception's 3x3/1 pools): :func:`_plane_stride1`. Otherwise,
-    per output row: the column maxima over the window's rows, written into a row padded
-    with -infinity on both sides (as PyTorch pads), then each output the maximum of its
-    window's columns there, by selects that vectorise (:func:`max_forward`, which also
-    tracks each winner for backward, runs 2-3x slower). A NaN anywhere in a window gives
-    NaN, as there.
+    The input is padded with -infinity (max, as PyTorch pads) or zeros (sum); the bottom
+    and right padding also covers ceil_mode's partial windows. The maxima (sums) over each
+    window's rows come first, then over its columns (:func:`_window_cols`), every pass a
+    loop of selects (adds) that vectorises. A NaN anywhere in a window gives NaN, as in
+    PyTorch. Wide planes (``ROW_MIN``) go row by row: the rows of one output row into a
+    padded row, then its columns. Narrow ones (Inception's 28x28 .. 7x7) would spend their
+    time starting short loops (832x7x7: 0.19 ms), so groups of them (``GROUP`` elements)
+    are copied into one scratch array of padded planes, one under the other, and each pass
+    is one loop over all of it: rows[m] = max over r of xp[m + r * wp] (every padded row of
+    every plane: those that start no window are computed and never read), then the column
+    pass over rows as one row (wp is a multiple of sw, so output row i of plane p starts
+    at (p * hp * wp + i * sh * wp) / sw). Scratch is allocated once per block of planes.
     """
     planes, h, w = x.shape
     ho, wo = out.shape[1], out.shape[2]
-    width = max(w + 2 * pw, (wo - 1) * sw + kw)
-    for p in prange(planes):
-        plane = x[p]
-        if sh == 1 and sw == 1:
-            _plane_stride1(plane, kh, kw, ph, pw, out[p])
+    pad = 0.0 if add else -np.inf
+    wp = max(w + 2 * pw, (wo - 1) * sw + kw)
+    hp = max(h + 2 * ph, (ho - 1) * sh + kh)
+    rowwise = wp >= ROW_MIN
+    if not rowwise:
+        wp += -wp % sw                  # every row starts at a multiple of sw
+    size = hp * wp
+    group = 1 if rowwise else max(1, GROUP // size)
+    blocks = min(planes, 16)
+    for b in prange(blocks):
+        lo, hi = b * planes // blocks, (b + 1) * planes // blocks
+        tmp = np.empty(wp if rowwise else group * size + wp, dtype=x.dtype)   # other strides
+        if rowwise:
+            col = np.empty(wp, dtype=x.dtype)
+            col[:] = pad
+            inner = col[pw:pw + w]      # a view: an offset index (col[pw + c]) kept the
+            #                             loops below from vectorising (0.75 ms -> 0.38)
+            for p in range(lo, hi):
+                plane = x[p]
+                oplane = out[p]
+                for i in range(ho):
+                    r0 = max(i * sh - ph, 0)
+                    r1 = min(i * sh - ph + kh, h)
+                    first = plane[r0]
+                    for c in range(w):
+                        inner[c] = first[c]
+                    for r in range(r0 + 1, r1):
+                        _combine(inner, plane[r], w, add)
+                    _window_cols(col, oplane[i], kw, sw, wo, tmp, add)
             continue
-        col = np.empty(width, dtype=x.dtype)
-        col[:] = -np.inf
-        for i in range(ho):
-            r0 = i * sh - ph
-            r1 = min(r0 + kh, h)
-            r0 = max(r0, 0)
-            first = plane[r0]
-            for c in range(w):
-                col[pw + c] = first[c]
-            for r in range(r0 + 1, r1):
-                row = plane[r]
-                for c in range(w):
-                    v = row[c]
-                    m = col[pw + c]
-                    col[pw + c] = v if (v > m) | np.isnan(v) else m
-            orow = out[p, i]
-            for j in range(wo):
-                orow[j] = col[j * sw]
-            for k in range(1, kw):
-                for j in range(wo):
-                    v = col[j * sw + k]
-                    m = orow[j]
-                    orow[j] = v if (v > m) | np.isnan(v) else m
-
-
-@njit(cache=True)
-def _max_into(dst, src, n):
-    """dst[:n] = max(dst[:n], src[:n]), NaN winning (a select, not a branch: vectorises)."""
-    for m in range(n):
-        v = src[m]
-        d = dst[m]
-        dst[m] = v if (v > d) | np.isnan(v) else d
-
-
-@njit(cache=True)
-def _plane_stride1(plane, kh, kw, ph, pw, oplane):
-    """:func:`max_values` of one plane at stride 1: copied into a scratch plane padded with
-    -infinity (the bottom and right also cover ceil_mode's partial windows), then the row
-    and column maxima as running maxima of shifted copies, one long loop over the
-    flattened plane per tap (small planes, 14x14 or 7x7, made per-row loops too short to
-    vectorise: 512x14x14 1.0 ms with winners, 0.36 per row, 0.20 so). Element loops,
-    not slice assignments: those cost ~20 ns per row."""
-    h, w = plane.shape
-    ho, wo = oplane.shape
-    hp = max(h + 2 * ph, ho + kh - 1)
-    wp = max(w + 2 * pw, wo + kw - 1)
-    xp = np.empty(hp * wp, dtype=plane.dtype)
-    xp[:] = -np.inf
-    for r in range(h):
-        base = (r + ph) * wp + pw
-        for c in range(w):
-            xp[base + c] = plane[r, c]
-    n = ho * wp
-    rows = xp[:n].copy()                        # row maxima of every output row
-    for k in range(1, kh):
-        _max_into(rows, xp[k * wp:k * wp + n], n)
-    n -= kw - 1
-    cols = rows[:n].copy()
-    for k in range(1, kw):
-        _max_into(cols, rows[k:k + n], n)
-    for i in range(ho):
-        for j in range(wo):
-            oplane[i, j] = cols[i * wp + j]
+        xp = np.empty(group * size + kh * wp, dtype=x.dtype)
+        xp[:] = pad
+        rows = np.empty(group * size + wp, dtype=x.dtype)
+        rows[:] = pad
+        cols = np.empty(group * size // sw, dtype=x.dtype)
+        for g in range(lo, hi, group):
+            count = min(group, hi - g)
+            for p in range(count):
+                plane = x[g + p]
+                for r in range(h):
+                    dst = xp[p * size + (r + ph) * wp + pw:]
+                    src = plane[r]
+                    for c in range(w):
+                        dst[c] = src[c]
+            n = count * size
+            for m in range(n):
+                rows[m] = xp[m]
+            for k in range(1, kh):
+                _combine(rows, xp[k * wp:], n, add)
+            _window_cols(rows, cols, kw, sw, n // sw, tmp, add)
+            for p in range(count):
+                oplane = out[g + p]
+                for i in range(ho):
+                    src = cols[(p * size + i * sh * wp) // sw:]
+                    orow = oplane[i]
+                    for j in range(wo):
+                        orow[j] = src[j]
 
 
 @kernel
