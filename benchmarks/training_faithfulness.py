@@ -16,13 +16,14 @@ Settings: ``exact`` (Winograd off: the direct kernel / im2col), ``dx`` (Winograd
 (conv_choice.plan). The kernels that really ran are counted (calls of
 winograd.forward / winograd.weight_grad) and printed with each row.
 
-Run: python -m benchmarks.training_faithfulness [--seeds 8] [--nets narrow,wide]
-(one thread; ~10 minutes for 8 seeds of both networks on the 2-core machine).
+Run: python -m benchmarks.training_faithfulness [--seeds 8] [--first-seed 0]
+[--nets narrow,wide] [--settings exact,dx,dw,both] (one thread; ~10 minutes for 8 seeds
+of both networks on the loaded 2-core machine). Results: benchmarks/README.md, section 35.
 
 ``--speed`` instead times what the exact backward costs: training steps (forward,
 backward, SGD update; benchmarks.nets.volnet_train_step) of the VGG-style CIFAR net at
-batch 128 and ResNet-18 at batch 16, with conv_choice.WINOGRAD_TRAINING off (the default)
-and on, interleaved step by step in one process (set the thread variables to 1 first).
+batch 128 and ResNet-18 at batch 16, with conv_choice.WINOGRAD_TRAINING off and on (the
+default), interleaved step by step in one process (set the thread variables to 1 first).
 """
 
 from __future__ import annotations
