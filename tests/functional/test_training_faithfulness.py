@@ -85,14 +85,14 @@ def test_adversarial_replay_float32_as_faithful_as_torch(monkeypatch, seed, dire
 
 
 def test_wide_replay_with_the_plans_own_kernels(monkeypatch):
-    """The 64-channel net, thresholds untouched: the plan itself gives conv2's dx and dw
-    and conv3's dx to Winograd (conv3 has too few tiles for a Winograd dw)."""
+    """The 64-channel net, thresholds untouched: the plan itself gives conv2's and conv3's
+    dx and dw to Winograd (conv3's 256 tiles reach WINOGRAD_MIN_TILES_DW)."""
     monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", True)      # the default
     with backend.use_kernels("numba"):
         assert _training_plan(replay.BATCH, 64, 64, 32) == ("direct", "winograd4", "winograd4")
-        assert _training_plan(replay.BATCH, 64, 64, 16) == ("direct", "winograd4", "direct")
+        assert _training_plan(replay.BATCH, 64, 64, 16) == ("direct", "winograd4", "winograd4")
     counts = _assert_faithful(replay.WIDTHS["wide"], 1)
-    assert counts == {"dx": 2 * replay.STEPS, "dw": replay.STEPS}
+    assert counts == {"dx": 2 * replay.STEPS, "dw": 2 * replay.STEPS}
 
 
 def test_winograd_training_off_gives_backward_to_exact_kernels(monkeypatch):
