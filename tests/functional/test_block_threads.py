@@ -434,3 +434,23 @@ def test_a_failing_layer_still_restores_blas(two_threads):
         assert openblas.blas_threads() == 2
     finally:
         openblas.set_blas_threads(before)
+
+
+@pytest.mark.parametrize("case", [(1, 24, 9, 40, 1),      # batch 1: split by filters or pixels
+                                  (1, 32, 7, 16, 4),      # grouped, batch 1
+                                  (3, 1024, 3, 1024, 1)])  # F x K >= THREAD_BELOW: off blocks
+def test_1x1_conv_splits_its_lone_product_over_the_threads(two_threads, monkeypatch, case):
+    n, c, h, f, groups = case
+    rng = np.random.default_rng(c)
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((f, c // groups, 1, 1)).astype(np.float32)
+    monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
+    counts = []
+    real_run = block_threads.run
+    monkeypatch.setattr(block_threads, "run", lambda fn, k: counts.append(k) or real_run(fn, k))
+    with backend.use_kernels("numba"):
+        out, _ = conv_gemm.forward(x, w, (1, 1), (0, 0), (1, 1), groups, (h, h))
+    ref = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64),
+                                     torch.tensor(w, dtype=torch.float64), groups=groups)
+    assert _rel(out, ref.numpy()) < 1e-5
+    assert counts == [two_threads]          # the one product went on both threads

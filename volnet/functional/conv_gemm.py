@@ -168,6 +168,12 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False):
         # 1x1: the input already is the column matrix, one product per sample
         w_mat = w.reshape(groups, fg, c // groups)
         x_g = x.reshape(n, groups, c // groups, h * wd)
+        if threads == 1 or n < threads:
+            # fewer samples than threads (batch 1), or a layer kept off block threads:
+            # split the product by filters or pixels instead; as one np.matmul it left the
+            # second core idle (GoogLeNet's 1x1s, benchmarks/README.md section 37)
+            block_threads.matmul(w_mat, x_g, out=out_g)
+            return out, None
         parts = max(1, min(threads, n))
         bounds = [n * i // parts for i in range(parts + 1)]
         block_threads.run(lambda i: np.matmul(w_mat, x_g[bounds[i]:bounds[i + 1]],

@@ -39,8 +39,9 @@ _shared = {"executor": None, "size": 0, "active": 0, "saved": None}
 _local = threading.local()
 _lock = threading.Lock()
 _PREFIX = "volnet-block"
-SPLIT_MIN = 1 << 25      # multiply-adds from which matmul splits a product over the workers
-#                          (~0.35 ms on one core; a hand-off to a block thread costs 30-80 us)
+SPLIT_MIN = 1 << 24      # multiply-adds from which matmul splits a product over the workers
+#                          (~0.2 ms on one core; a hand-off to a block thread costs 50-70 us:
+#                          measured break-even 12-15 M, benchmarks/README.md section 37)
 
 
 def workers() -> int:
