@@ -454,3 +454,26 @@ def test_1x1_conv_splits_its_lone_product_over_the_threads(two_threads, monkeypa
                                      torch.tensor(w, dtype=torch.float64), groups=groups)
     assert _rel(out, ref.numpy()) < 1e-5
     assert counts == [two_threads]          # the one product went on both threads
+
+
+def test_1x1_conv_epilogue_on_the_split_channels_matches_torch(two_threads, monkeypatch):
+    # batch 1: each thread scales, biases, adds the shortcut and rectifies its own filters
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 24, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((37, 24, 1, 1)).astype(np.float32)
+    b, scale = (rng.standard_normal(37).astype(np.float32) for _ in range(2))
+    residual = rng.standard_normal((1, 37, 9, 9)).astype(np.float32)
+    monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
+    counts = []
+    real_run = block_threads.run
+    monkeypatch.setattr(block_threads, "run", lambda fn, k: counts.append(k) or real_run(fn, k))
+    with backend.use_kernels("numba"):
+        out, _ = conv2d_forward(x, w, b, keep_cache=False, relu=True, scale=scale,
+                                residual=residual.copy())
+    t = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64),
+                                   torch.tensor(w, dtype=torch.float64))
+    ref = torch.relu(t * torch.tensor(scale, dtype=torch.float64)[:, None, None]
+                     + torch.tensor(b, dtype=torch.float64)[:, None, None]
+                     + torch.tensor(residual, dtype=torch.float64)).numpy()
+    assert _rel(out, ref) < 1e-5
+    assert counts == [two_threads]

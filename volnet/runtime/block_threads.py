@@ -131,6 +131,14 @@ def run(fn, count: int) -> list:
     return [first] + [f.result() for f in futures]
 
 
+def split_count(multiply_adds: int) -> int:
+    """Threads to split one product of ``multiply_adds`` over: the :func:`workers` from
+    ``SPLIT_MIN`` up, unless the caller is already one block of a parallel :func:`run`."""
+    if multiply_adds < SPLIT_MIN or _inside_blocks():
+        return 1
+    return workers()
+
+
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``np.matmul(a, b, out=out)``, split over the :func:`workers` when the product is
     large (``SPLIT_MIN`` multiply-adds) and not already one block of a parallel :func:`run`.
@@ -150,8 +158,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if math.prod(a.shape[:-2]) * math.prod(b.shape[:-2]) * m * n * k < SPLIT_MIN:
         return np.matmul(a, b, out=out)
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    count = 1 if _inside_blocks() else workers()
-    if count <= 1 or math.prod(batch) * m * n * k < SPLIT_MIN:
+    count = split_count(math.prod(batch) * m * n * k)
+    if count <= 1:
         return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty(batch + (m, n), dtype=np.result_type(a, b))
