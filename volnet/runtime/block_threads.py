@@ -39,9 +39,10 @@ _shared = {"executor": None, "size": 0, "active": 0, "saved": None}
 _local = threading.local()
 _lock = threading.Lock()
 _PREFIX = "volnet-block"
-SPLIT_MIN = 1 << 24      # multiply-adds from which matmul splits a product over the workers
-#                          (~0.2 ms on one core; a hand-off to a block thread costs 50-70 us:
-#                          measured break-even 12-15 M, benchmarks/README.md section 37)
+SPLIT_MIN = 1 << 25      # multiply-adds from which matmul splits a product over the workers
+#                          (~0.35 ms on one core; a hand-off to a block thread costs 50-70 us;
+#                          2^24 won 0.03-0.05 ms per product alone but lost GoogLeNet b1 ~1 ms
+#                          whole-net: the next layer reads the other core's half, section 37)
 
 
 def workers() -> int:
