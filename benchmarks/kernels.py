@@ -46,12 +46,13 @@ def _rel_err(a, b) -> float:
 
 
 def conv_kernels(row) -> dict:
-    """The kernel each pass of a conv row runs (volnet.functional.conv_choice)."""
+    """The kernel each pass of a conv row runs (volnet.functional.conv_choice): the
+    training plan, as the rows time a forward that keeps its cache, then backward."""
     _, n, c, h, k, f, s, p, d = row[:9]
     g = row[9] if len(row) > 9 else 1
     ho = (h + 2 * p - d * (f - 1) - 1) // s + 1
     return conv_choice.plan((n, c, h, h), (k, c // g, f, f), (s, s), (p, p), (d, d), g,
-                               (ho, ho), np.float32).names()
+                            (ho, ho), np.float32, training=True).names()
 
 
 def conv_case(row, rng):
