@@ -71,6 +71,24 @@ def test_item1_compiled_kernels_cache_per_user_not_in_the_installed_package(inst
     assert _cache_files(home / "volnet" / "numba")           # the user's cache holds them
 
 
+def test_a_compiled_module_imported_first_still_caches_outside_the_package(installed,
+                                                                            tmp_path):
+    """A documentation tool (pdoc) or a user may import a kernel module before any kernel
+    ran: numba fixes each kernel's cache folder when it is decorated, so the folder must be
+    set by then (found when the API reference test left kernels in the checkout)."""
+    home = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", "VOLNET_CACHE", "VOLNET_KERNELS", "PYTHONPATH")}
+    env.update(PYTHONPATH=str(installed), XDG_CACHE_HOME=str(home), HOME=str(tmp_path))
+    script = ("import volnet.functional.compiled.pool, volnet.functional.compiled.activation; "
+              + _USE_KERNEL)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert _cache_files(installed) == []
+    assert _cache_files(home / "volnet" / "numba")
+
+
 def test_item1_read_only_install_works_and_numba_cache_dir_is_respected(installed, tmp_path):
     """A system or container install is read-only; the user's NUMBA_CACHE_DIR wins."""
     xdg, mine = tmp_path / "xdg", tmp_path / "mine"
