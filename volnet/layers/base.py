@@ -203,7 +203,7 @@ class Layer:
             self._backward(dout)
 
     def backward(self, dout: np.ndarray, input_grad: bool = True, *,
-                 accumulate: bool = False) -> np.ndarray | None:
+                 accumulate: bool = False, retain_cache: bool = False) -> np.ndarray | None:
         """dL/d(output) -> dL/d(input) for the last forward; fills ``self.grads``.
 
         ``input_grad=False`` fills the same ``grads`` but returns None and skips
@@ -217,12 +217,18 @@ class Layer:
         adds this backward's gradients to the ones already in ``grads`` (in every
         layer below this one), PyTorch's behaviour, for gradient accumulation over
         micro-batches; a layer with no gradient yet starts from zero.
+
+        Each layer frees what its forward kept as soon as its gradients are computed (as
+        PyTorch frees saved tensors), so a second backward needs a new forward.
+        ``retain_cache=True`` keeps every cache below this layer for another backward
+        (PyTorch's ``retain_graph=True``): gradient checks, or two losses on one forward.
         """
         if self._cache is None:
             raise StateError(
                 f"{self.where()}: backward() needs a preceding forward(x, training=True) "
                 "(or forward(x, cache=True)); forward(x, training=False) keeps no cache, "
-                "and each forward's cache serves one backward (run forward again)."
+                "and each forward's cache serves one backward: run forward again, or pass "
+                "retain_cache=True to the backward before this one to keep it."
             )
         dout = self._as_float(dout, "dout")
         if dout.shape != self._out_shape:
@@ -231,9 +237,11 @@ class Layer:
                 f"{self._out_shape}, got {dout.shape}"
             )
         outer = getattr(_local, "accumulate", False)
+        outer_retain = getattr(_local, "retain_cache", False)
         previous = ({k: v.copy() for k, v in self.grads.items()}
                     if (accumulate or outer) and self.params and not self.named_children() else None)
         _local.accumulate = outer or accumulate
+        _local.retain_cache = outer_retain or retain_cache
         depth = getattr(_local, "backward_depth", 0)
         _local.backward_depth = depth + 1
         try:
@@ -245,6 +253,7 @@ class Layer:
                     dx = None
         finally:
             _local.accumulate = outer
+            _local.retain_cache = outer_retain
             _local.backward_depth = depth
         if previous:
             for name, old in previous.items():
@@ -254,7 +263,8 @@ class Layer:
         if self.params and not self.named_children():
             self.grad_overwrites += bool(self.grad_backwards and not (accumulate or outer))
             self.grad_backwards += 1
-        self._release_cache()
+        if not (retain_cache or outer_retain):
+            self._release_cache()
         if hooks.active(self):
             hooks.after_backward(self, dout, dx)
         return dx
