@@ -190,6 +190,37 @@ def test_winograd_blocks_match_torch(shape):
     assert _rel(dw, wt.grad.numpy()) < TOL["winograd4"]
 
 
+@pytest.mark.parametrize("shape", [
+    # n, c, h, f, padding, dilation: batch 1 on 14x14 and 7x7 maps (fewer tiles per thread
+    # than SPLIT_FILTERS_BELOW: two threads split the filters), odd filter counts, a 1x1
+    # map, dilation 2; and a 28x28 map that still splits its tiles
+    (1, 19, 14, 37, 1, 1), (1, 33, 7, 65, 1, 1), (1, 5, 1, 3, 1, 1), (1, 12, 14, 21, 2, 2),
+    (1, 9, 28, 13, 1, 1)])
+def test_winograd_small_maps_same_on_one_thread_or_two(shape):
+    import numba
+
+    from volnet.runtime import block_threads, thread_policy
+    n, c, h, f, p, d = shape
+    rng = np.random.default_rng(f)
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    b, scale = (rng.standard_normal(f).astype(np.float32) for _ in range(2))
+    want = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64),
+                                      torch.tensor(w, dtype=torch.float64), None, 1, p, d)
+    size = tuple(want.shape[2:])
+    fused = torch.relu(want * torch.tensor(scale, dtype=torch.float64)[:, None, None]
+                       + torch.tensor(b, dtype=torch.float64)[:, None, None]).numpy()
+    results = {}
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        with backend.use_kernels("numba"), thread_policy.use_threads(threads), \
+                block_threads.section():
+            results[threads] = winograd.forward(x, w, b, (p, p), (d, d), size, relu=True,
+                                                scale=scale)
+        assert _rel(results[threads], fused) < TOL["winograd4"]
+    np.testing.assert_allclose(results[1], results[max(results)], rtol=0,
+                               atol=1e-6 * np.abs(results[1]).max())
+
+
 @st.composite
 def direct_shapes(draw):
     k, s, p, d = (draw(st.integers(2, 5)), draw(st.integers(1, 3)), draw(st.integers(0, 2)),

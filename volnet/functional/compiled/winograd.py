@@ -43,6 +43,9 @@ G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
 BLOCK_TILES = 128   # forward: V and the products of a 64-channel block fit in L2
 PLANE_PAD = 16      # floats between two points' planes: planes a multiple of 4 KB apart put
 #                     the 6 rows a transform writes at once in one cache set (half the speed)
+SPLIT_FILTERS_BELOW = 16   # forward: fewer tiles per thread than this: threads split filters, not
+#                            tiles (a 1x128x14x14 -> 256 layer: 16 tiles; 8-wide products read
+#                            all of U on each thread, 0.69 ms at 2 threads, by filters 0.60)
 DW_BLOCK_BYTES = 16 * 2**20   # dw: V and dY per worker block; each block adds 36*F*C to dU
 DW_TILES_PER_SUM = 8          # ... and at most 8 * F*C/(F+C) tiles: transforms per partial sum
 
@@ -78,12 +81,12 @@ class _Grid:
     the threads and of equal size (a 1x64x56x56 layer: two blocks of 98 tiles, not 126 and
     70); ``blocks`` gives one worker its blocks in reusable arrays."""
 
-    def __init__(self, n, out_size, d, block_tiles=BLOCK_TILES):
+    def __init__(self, n, out_size, d, block_tiles=BLOCK_TILES, threads=None):
         self.d = d
         self.rows0, self.cols0 = tile_starts(out_size[0], M, d), tile_starts(out_size[1], M, d)
         self.total = n * self.rows0.size
         count = -(-self.total // max(1, block_tiles // self.cols0.size))
-        threads = block_threads.workers()
+        threads = block_threads.workers() if threads is None else threads
         count = min(self.total, -(-count // threads) * threads)
         self.per_block = -(-self.total // count)
         self.starts = range(0, self.total, self.per_block)
@@ -126,8 +129,10 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
 
     ``u``: w's filter transform (:func:`filter_transform`) when the caller has it (cached
     for inference, volnet.functional.weight_cache); computed here when None.
-    Work items are blocks of tile rows; a layer with fewer blocks than threads (batch 1,
-    small maps) also splits its filters, each thread transforming the same input block.
+    Work items are blocks of tile rows; a layer with fewer blocks than threads, or fewer
+    than ``SPLIT_FILTERS_BELOW`` tiles per thread (batch 1, 14x14 and 7x7 maps), splits
+    its filters instead, each thread transforming the same input block: the transform is
+    cheap there, and each thread reads only its filters' share of U.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     relu = bool(relu)
@@ -140,6 +145,8 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
     s = np.ones(f, np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
     grid = _Grid(n, out_size, dilation[0])
+    if grid.total * grid.cols0.size < SPLIT_FILTERS_BELOW * block_threads.workers():
+        grid = _Grid(n, out_size, dilation[0], threads=1)
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
     groups = min(f, max(1, block_threads.workers() // len(grid.starts)))
     bounds = _filter_ranges(f, groups)
