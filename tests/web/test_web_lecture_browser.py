@@ -158,6 +158,26 @@ def test_dense_page_equals_dense_scores(page, sample, tmp_path):
     shoot(page, "lecture-dense.png")
 
 
+def test_patterns_reply_never_types_into_the_field_the_user_is_in(page):
+    # The page's first reply fills in the server's settings. One that lands after the user
+    # focused and selected N but before the keystroke used to put "2" under the caret: typing
+    # "1" then read "21" and the server refused it (400). Hold that reply to land it there.
+    held = []
+    page.route("**/api/lecture/patterns*", lambda route: held.append(route))
+    page.goto(page.base + "/lecture/patterns")
+    poll(lambda: len(held) == 1, "the first request")
+    by(page, "N").focus()
+    by(page, "N").select_text()
+    held.pop().continue_()
+    page.unroute("**/api/lecture/patterns*")
+    poll(lambda: by(page, "M").input_value() == "2", "the first reply's settings")
+    page.keyboard.insert_text("1")
+    assert by(page, "N").input_value() == "1"
+    net = pattern(1, 2, 1, input_shape=(3, 32, 32))
+    total = vn.summary(net, (3, 32, 32)).totals["params"]
+    poll(lambda: text(page, "total-params") == f"{total:,}", "N = 1's total")
+
+
 def test_patterns_page_equals_summary(page):
     page.goto(page.base + "/lecture/patterns")
     set_controls(page, N=1, M=3, K=2, input=36)

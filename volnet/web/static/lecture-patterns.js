@@ -22,9 +22,12 @@ async function refresh() {
     if (err.message !== "superseded") clear();
     throw err;
   }
-  NAMES.filter(n => !edited.has(n)).forEach(n => { control(n).value = v.settings[n]; });
-  if (!edited.has("widths")) control("widths").value = v.settings.widths.join(", ");
-  if (!edited.has("pool")) control("pool").checked = Boolean(v.settings.pool);
+  // A control the user is in is theirs even before its first keystroke: a reply that lands
+  // between focusing (or selecting) a field and typing must not put its number under the caret.
+  const mine = n => edited.has(n) || control(n) === document.activeElement;
+  NAMES.filter(n => !mine(n)).forEach(n => { control(n).value = v.settings[n]; });
+  if (!mine("widths")) control("widths").value = v.settings.widths.join(", ");
+  if (!mine("pool")) control("pool").checked = Boolean(v.settings.pool);
   show(v);
 }
 
