@@ -102,8 +102,7 @@ def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
         arg = np.empty(out.shape, dtype=np.int32)
     if not keep_cache and not (tuple(kernel_size) == tuple(stride) == (2, 2)):
         # inference: the maxima alone, no winners (the 2x2 kernel below is as fast)
-        launch.run(_KERNELS, "window_values", x.size, x3, *kernel_size, *stride, *padding,
-                   False, out)
+        launch.run(_KERNELS, "max_values", x.size, x3, *kernel_size, *stride, *padding, out)
     elif (tuple(kernel_size) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
             and tuple(out_size) == (h // 2, w // 2)):   # every window whole
         launch.run(_KERNELS, "max_forward_2x2", x.size, x3, out, arg, bool(keep_cache))
@@ -139,7 +138,7 @@ def avgpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False,
                       count_include_pad=True, keep_cache=True):
     """Mean over each window (zero padding; divisor as in PyTorch).
 
-    Compiled path: the window sums by ``compiled/pool.py``'s ``window_values``, then the
+    Compiled path: the window sums by ``compiled/pool.py``'s ``window_sums``, then the
     divisor; NumPy path: sums over a strided window view.
     """
     n, c, h, w = x.shape
@@ -150,8 +149,8 @@ def avgpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False,
         # the window sums in one compiled pass (NumPy's strided sums took 4.7 ms for a 2x2
         # pool of 64x112x112, benchmarks/README.md section 34)
         out = np.empty((n * c, ho, wo), dtype=x.dtype)
-        launch.run(_KERNELS, "window_values", x.size, np.ascontiguousarray(x).reshape(n * c, h, w),
-                   *kernel_size, *stride, *padding, True, out)
+        launch.run(_KERNELS, "window_sums", x.size, np.ascontiguousarray(x).reshape(n * c, h, w),
+                   *kernel_size, *stride, *padding, out)
         out = out.reshape(n, c, ho, wo)
     elif _tiles(x, kernel_size, stride, padding, out_size):
         out = x.reshape(n, c, ho, kh, wo, kw).sum(axis=(3, 5))
