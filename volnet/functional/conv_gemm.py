@@ -200,8 +200,10 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False, 
                 _forward_by_filters(x, w, stride, padding, dilation, plan, out, epilogue,
                                     count)
                 return out, None
+    # one sample: the wide layout is the per-sample one, whose product writes NCHW directly
+    # (the wide product's transposed copy into the output is a pass over it for nothing)
     plan = _Plan.of(tuple(x.shape), tuple(w.shape), tuple(out_size), groups, x.dtype,
-                    budget=budget, threads=threads)
+                    wide=False if n == 1 else None, budget=budget, threads=threads)
     w_mat = w.reshape(groups, fg, plan.k)
     xp = pad_zeros(x, padding)
     blocks = plan.block_list
