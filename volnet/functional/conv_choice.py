@@ -101,14 +101,15 @@ DIRECT_MIN_FILTERS = 4        # filters per group: a register block holds 8, so 
 DIRECT_WINOGRAD_CHANNELS = 64  # inference: Winograd from min(C, F) = 64 up (C64 56x56 16.7 vs
 #                               direct 20.0 ms; C32->64 16x16 8.7 vs 7.6; C32->32 20.3 vs 15.2)
 IM2COL_SPLIT_MAX_POSITIONS = 196  # inference, batch < threads: im2col with its product split
-#                               by filters over the block threads (each thread one-thread BLAS
-#                               on its rows, then its rows' epilogue) up to 14x14 output maps,
-#                               over Winograd and direct (ms, batch 1, fused BN + ReLU; idle,
-#                               two threads, plain products, lead: 256x1152x196 0.41 split vs
-#                               0.66 one thread, against Winograd 0.85 (1.07 in GoogLeNet's
-#                               plan); 512x2304x196 1.27 vs 2.31; the loaded machine, benchmarks/
-#                               README.md section 40: table there). Not 28x28: one thread,
-#                               Winograd 0.87 vs im2col 1.59 on 1x128x28x28, 0.72 vs 1.24 96->128
+#   by filters over the block threads (each thread one-thread BLAS on its rows, then their
+#   epilogue) on output maps up to 14x14, over Winograd and direct. In a network's plan
+#   Winograd reads its transformed filters (36 F C floats, 4x the filters: 9.4 MB at 256x256)
+#   from memory on every call; standalone they stay in cache and hide it. Two threads,
+#   batch 1, ms per plan step, idle-machine estimate (benchmarks/README.md, section 40):
+#   ResNet 256->256 14x14 Winograd 1.54-1.61 -> 1.10-1.20 (standalone 0.97 vs 1.14);
+#   GoogLeNet 128->256 0.97 -> 0.69, 144->288 1.15 -> 0.75, 160->320 1.29 -> 0.89; direct
+#   112->224 0.63 -> 0.58, 128->256 s2 0.89 -> 0.72. Not 28x28 (784): 128->128 Winograd
+#   0.98-1.05 -> 1.22-1.42, 64->128 s2 direct 0.67 -> 1.00.
 
 
 def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,

@@ -22,6 +22,10 @@ Why this shape (profiles in ``benchmarks/README.md``):
   whose blocks stay on one thread) is split by ``block_threads.matmul``, since OpenBLAS
   runs one thread inside volnet's layers. Under ``VOLNET_KERNELS=numpy`` one thread does
   the blocks in turn and OpenBLAS splits the products.
+* A batch smaller than the threads (inference at batch 1) has no samples to share out: its
+  product is split by filters (:func:`_product_by_filters`), each thread writing its rows of
+  the output and then their bias/scale/residual/ReLU epilogue, so the output is written once
+  and never read back by the other core.
 
 Shapes: x (N, C, H, W), w (F, C/G, KH, KW), out (N, F, H_out, W_out),
 K = C/G * KH * KW, P = H_out * W_out.
