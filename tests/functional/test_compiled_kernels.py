@@ -192,11 +192,11 @@ POOL_SHAPES = [
     ((1, 33, 1, 1), 1, 1, 0, False),        # 1x1 maps
     ((1, 33, 1, 1), 2, 2, 1, True),
     ((1, 20, 2, 3), 3, 3, 1, True),
-    ((1, 9, 13, 11), 5, 1, 2, False),      # same-size 5x5 (SPPF): tap by tap, wide edges
-    ((1, 5, 12, 10), (3, 1), 1, (1, 0), False),     # same-size, one column per window
+    ((1, 9, 13, 11), 5, 1, 2, False),      # 5x5/1 (SPPF): the general row and column loops
+    ((1, 5, 12, 10), (3, 1), 1, (1, 0), False),     # one column per window
     ((1, 5, 12, 10), (1, 5), 1, (0, 2), True),
-    ((2, 6, 1, 7), 3, 1, 1, True),          # same-size planes of one row, of one column,
-    ((1, 7, 9, 1), 3, 1, 1, False),         # of two rows (every row an edge row)
+    ((2, 6, 1, 7), 3, 1, 1, True),          # 3x3/1 flat passes on planes of one row, of one
+    ((1, 7, 9, 1), 3, 1, 1, False),         # column, of two rows (every row an edge row)
     ((1, 8, 2, 5), 3, 1, 1, False),
 ]
 
@@ -206,7 +206,7 @@ POOL_SHAPES = [
 def test_max_pool_inference_kernel_matches_torch_with_nan_and_inf(dtype, shape, kernel, stride,
                                                                   padding, ceil):
     # max_values' column passes (3- and 2-wide at strides 1 and 2, others), its row-by-row
-    # and flat (same-size) paths, and NaN / -inf placed first, inside and last in windows: as torch, exactly
+    # and flat (3x3/1) paths, and NaN / -inf placed first, inside and last in windows: as torch, exactly
     rng = np.random.default_rng(sum(shape))
     x = rng.standard_normal(shape).astype(dtype)
     x[rng.random(shape) < 0.03] = np.nan
@@ -246,8 +246,8 @@ def test_avg_pool_compiled_kernel_matches_torch(dtype, shape, kernel, stride, pa
 @pytest.mark.parametrize("name", ["max_values", "window_sums"])
 @pytest.mark.parametrize(("shape", "kernel", "stride", "padding"), [
     ((40, 70, 66), 3, 2, 1),        # wide planes, row by row
-    ((70, 14, 14), 3, 1, 1),        # narrow planes, in groups (max: flat same-size passes)
-    ((40, 70, 66), 3, 1, 1),        # max: same-size passes, one plane per group
+    ((70, 14, 14), 3, 1, 1),        # narrow planes, in groups (max: flat 3x3/1 passes)
+    ((40, 70, 66), 3, 1, 1),        # max: flat 3x3/1 passes, one plane per group
 ])
 def test_window_kernel_threads_give_the_one_thread_answer(shape, kernel, stride, padding, name):
     # the threaded variant (what calls of PARALLEL_MIN elements and up run): each block

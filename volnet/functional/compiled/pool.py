@@ -244,73 +244,39 @@ MAX_BLOCKS = 16     # blocks of planes max_values splits its planes into (thread
 
 
 @njit(cache=True, nogil=True)
-def _same_max(x, out, kh, kw, h_max):
-    """Stride-1 max pooling whose output is the input's size (odd windows with half padding:
-    Inception's 3x3/1 branch pools) of planes x (P, H, W) into out, by two passes flat
-    over all P*H*W elements, each a loop over shifted views that vectorises (plane by plane
-    or row by row, 7- and 14-wide rows ran as scalar loops: 832x7x7 took 0.07 ms).
+def _same_max(x, out, h_max):
+    """3x3 max pooling at stride 1 with padding 1 (Inception's branch pools: the output is
+    the input's size) of planes x (P, H, W) into out, by two passes flat over all P*H*W
+    elements, each one loop over shifted views that vectorises (row by row, 7- and
+    14-wide rows ran as scalar loops: 832x7x7 took 0.07 ms, now 0.025).
 
-    h_max (P*H*W scratch): the maxima over each window's columns, first taken as if the
-    rows ran on into each other, then the ``kw // 2`` columns at each edge of every row
-    recomputed over their clipped windows; the maxima over each window's rows the same
-    way into out, the ``kh // 2`` rows at each edge of every plane recomputed. Padding
-    never enters (it is -infinity).
-    """
+    h_max (P*H*W scratch): the maxima over each window's three columns, first taken as if
+    the rows ran on into each other, then the first and last column of every row
+    recomputed from its two columns; the maxima over three rows the same way into out,
+    the first and last row of every plane recomputed from two. Padding never enters (it
+    is -infinity)."""
     planes, h, w = x.shape
     n = planes * h * w
-    ph, pw = kh // 2, kw // 2
     xf = x.reshape(-1)
     of = out.reshape(-1)
     hm = h_max[:n]
-    if kw == 3 and n > 2:       # Inception's windows: the three taps in one pass
+    if n > 2:
         left, mid, right, dst = xf[:n - 2], xf[1:n - 1], xf[2:], hm[1:n - 1]
         for m in range(n - 2):
             dst[m] = _nanmax(_nanmax(left[m], mid[m]), right[m])
-    else:
-        for m in range(n):
-            hm[m] = xf[m]
-        for o in range(1, pw + 1):
-            ahead, behind = hm[:n - o], hm[o:]
-            src_ahead, src_behind = xf[o:], xf[:n - o]
-            for m in range(n - o):
-                ahead[m] = _nanmax(ahead[m], src_ahead[m])
-            for m in range(n - o):
-                behind[m] = _nanmax(behind[m], src_behind[m])
-    if kw == 3 and w > 1:       # the first and last column of every row: two taps
+    if w > 1:       # (the branch outside the loops: inside, 832x7x7 took twice as long)
         for r in range(planes * h):
             b, e = r * w, r * w + w - 1
             hm[b] = _nanmax(xf[b], xf[b + 1])
             hm[e] = _nanmax(xf[e - 1], xf[e])
-    elif pw > 0:
-        for r in range(planes * h):
-            row = xf[r * w:(r + 1) * w]
-            dst = hm[r * w:(r + 1) * w]
-            left, right = min(pw, w), max(w - pw, min(pw, w))
-            for e in range(left + w - right):   # columns [0, left) and [right, w)
-                j = e if e < left else right + e - left
-                c0, c1 = max(j - pw, 0), min(j + pw + 1, w)
-                v = row[c0]
-                for c in range(c0 + 1, c1):
-                    v = _nanmax(v, row[c])
-                dst[j] = v
-    if kh == 3 and n > 2 * w:
+    else:
+        for r in range(n):
+            hm[r] = xf[r]
+    if n > 2 * w:
         up, mid, down, dst = hm[:n - 2 * w], hm[w:n - w], hm[2 * w:], of[w:n - w]
         for m in range(n - 2 * w):
             dst[m] = _nanmax(_nanmax(up[m], mid[m]), down[m])
-    else:
-        for m in range(n):
-            of[m] = hm[m]
-        for o in range(1, ph + 1):
-            d = o * w
-            if d >= n:
-                break
-            ahead, behind = of[:n - d], of[d:]
-            src_ahead, src_behind = hm[d:], hm[:n - d]
-            for m in range(n - d):
-                ahead[m] = _nanmax(ahead[m], src_ahead[m])
-            for m in range(n - d):
-                behind[m] = _nanmax(behind[m], src_behind[m])
-    if kh == 3 and h > 1:       # the first and last row of every plane: two taps
+    if h > 1:
         for p in range(planes):
             b, e = p * h * w, (p * h + h - 1) * w
             top, below, above, bottom = hm[b:b + w], hm[b + w:b + 2 * w], hm[e - w:e], hm[e:e + w]
@@ -319,20 +285,9 @@ def _same_max(x, out, kh, kw, h_max):
                 dst_top[c] = _nanmax(top[c], below[c])
             for c in range(w):
                 dst_bottom[c] = _nanmax(above[c], bottom[c])
-    elif ph > 0:
-        for p in range(planes):
-            for i in range(h):
-                if ph <= i < h - ph:
-                    continue
-                r0, r1 = max(i - ph, 0), min(i + ph + 1, h)
-                dst = of[(p * h + i) * w:(p * h + i + 1) * w]
-                first = hm[(p * h + r0) * w:(p * h + r0 + 1) * w]
-                for c in range(w):
-                    dst[c] = first[c]
-                for r in range(r0 + 1, r1):
-                    src = hm[(p * h + r) * w:(p * h + r + 1) * w]
-                    for c in range(w):
-                        dst[c] = _nanmax(dst[c], src[c])
+    else:
+        for m in range(n):
+            of[m] = hm[m]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -391,7 +346,9 @@ def _row_max(x, out, kh, kw, sh, sw, ph, pw, col):
                 for q in range(w):
                     inner[q] = first[q]
                 for r in range(top + 1, end):
-                    _rows_max(inner, plane[r], plane[r], inner, w)
+                    src = plane[r]
+                    for q in range(w):
+                        inner[q] = _nanmax(inner[q], src[q])
             _cols_max(col, out[p, i], kw, sw, wo)
 
 
@@ -402,14 +359,14 @@ def max_values(x, kh, kw, sh, sw, ph, pw, out):
     -infinity; the bottom and right padding also covers ceil_mode's partial windows; a NaN
     anywhere in a window gives NaN, as in PyTorch.
 
-    Stride-1 pools whose output is the input's size take two flat passes over groups of
-    planes (:func:`_same_max`, ``SAME_GROUP`` elements at once, in cache); the others go
-    output row by output row (:func:`_row_max`). Planes are cut into up to ``MAX_BLOCKS``
+    3x3 pools at stride 1 with padding 1 take two flat passes over groups of planes
+    (:func:`_same_max`, ``SAME_GROUP`` elements at once, in cache); the others go output
+    row by output row (:func:`_row_max`). Planes are cut into up to ``MAX_BLOCKS``
     blocks, each with its own scratch, so the threaded variant gives the serial answer.
     """
     planes, h, w = x.shape
     ho, wo = out.shape[1], out.shape[2]
-    same = sh == 1 and sw == 1 and ho == h and wo == w
+    same = kh == 3 and kw == 3 and sh == 1 and sw == 1 and ph == 1 and pw == 1
     blocks = min(planes, MAX_BLOCKS)
     size = h * w
     group = max(1, SAME_GROUP // max(size, 1))
@@ -419,7 +376,7 @@ def max_values(x, kh, kw, sh, sw, ph, pw, out):
             h_max = np.empty(min(group, hi - lo) * size, dtype=x.dtype)
             for g in range(lo, hi, group):
                 e = min(g + group, hi)
-                _same_max(x[g:e], out[g:e], kh, kw, h_max)
+                _same_max(x[g:e], out[g:e], h_max)
         else:
             col = np.empty(max(w + 2 * pw, (wo - 1) * sw + kw), dtype=x.dtype)
             _row_max(x[lo:hi], out[lo:hi], kh, kw, sh, sw, ph, pw, col)
