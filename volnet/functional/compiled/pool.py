@@ -365,7 +365,7 @@ def max_values(x, kh, kw, sh, sw, ph, pw, out):
     blocks, each with its own scratch, so the threaded variant gives the serial answer.
     """
     planes, h, w = x.shape
-    ho, wo = out.shape[1], out.shape[2]
+    wo = out.shape[2]
     same = kh == 3 and kw == 3 and sh == 1 and sw == 1 and ph == 1 and pw == 1
     blocks = min(planes, MAX_BLOCKS)
     size = h * w
