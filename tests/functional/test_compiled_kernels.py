@@ -198,6 +198,9 @@ POOL_SHAPES = [
     ((2, 6, 1, 7), 3, 1, 1, True),          # 3x3/1 flat passes on planes of one row, of one
     ((1, 7, 9, 1), 3, 1, 1, False),         # column, of two rows (every row an edge row)
     ((1, 8, 2, 5), 3, 1, 1, False),
+    ((1, 70, 14, 14), 2, 2, 0, True),       # whole 2x2/2 windows, narrow: row pairs, flat
+    ((2, 40, 28, 30), 2, 2, 0, False),
+    ((1, 9, 15, 13), 2, 2, 0, True),        # 2x2/2 with ceil_mode's partial windows: rows
 ]
 
 
@@ -248,6 +251,7 @@ def test_avg_pool_compiled_kernel_matches_torch(dtype, shape, kernel, stride, pa
     ((40, 70, 66), 3, 2, 1),        # wide planes, row by row
     ((70, 14, 14), 3, 1, 1),        # narrow planes, in groups (max: flat 3x3/1 passes)
     ((40, 70, 66), 3, 1, 1),        # max: flat 3x3/1 passes, one plane per group
+    ((70, 14, 14), 2, 2, 0),        # max: whole 2x2/2 windows, row pairs then flat
 ])
 def test_window_kernel_threads_give_the_one_thread_answer(shape, kernel, stride, padding, name):
     # the threaded variant (what calls of PARALLEL_MIN elements and up run): each block
