@@ -477,3 +477,99 @@ def test_1x1_conv_epilogue_on_the_split_channels_matches_torch(two_threads, monk
                      + torch.tensor(residual, dtype=torch.float64)).numpy()
     assert _rel(out, ref) < 1e-5
     assert counts == [two_threads]
+
+
+# ---- the hand-off's contract: persistent threads, failures, concurrent callers, fork ----
+
+def test_calls_reuse_the_same_block_threads():
+    together = threading.Barrier(3)
+
+    def work(i):
+        together.wait(timeout=30)               # three threads at once, every call
+        return threading.get_ident()
+
+    block_threads.run(work, 3)
+    alive = threading.active_count()
+    idents = set()
+    for _ in range(30):
+        got = block_threads.run(work, 3)
+        assert len(set(got)) == 3 and got[0] == threading.get_ident()   # block 0: the caller
+        idents.update(got[1:])
+    assert threading.active_count() == alive     # no thread started (or left) per call
+    assert threading.get_ident() not in idents
+
+
+def test_the_lowest_failing_block_is_raised_and_the_threads_serve_on():
+    import time
+
+    def work(i):
+        if i == 1:
+            time.sleep(0.05)                   # fails after block 3 has
+            raise ValueError("block 1 failed")
+        if i == 3:
+            raise KeyError("block 3 failed")
+        return i
+
+    with pytest.raises(ValueError, match="block 1 failed"):
+        block_threads.run(work, 4)
+    for signal in (KeyboardInterrupt, SystemExit):
+        def stop(i, signal=signal):
+            if i == 1:
+                raise signal()
+            return i
+        with pytest.raises(signal):
+            block_threads.run(stop, 2)
+    together = threading.Barrier(2)
+    assert block_threads.run(lambda i: together.wait(timeout=30) * 0 + i, 2) == [0, 1]
+
+
+def test_concurrent_callers_each_get_their_own_results():
+    failures, finished = [], []
+
+    def caller(who):
+        try:
+            for k in range(150):
+                count = 2 + k % 3
+                got = block_threads.run(lambda i: (who, k, i), count)
+                if got != [(who, k, i) for i in range(count)]:
+                    failures.append((who, k, got))
+            finished.append(who)
+        except BaseException as exc:           # noqa: BLE001 - reported by the assertion
+            failures.append((who, exc))
+
+    threads = [threading.Thread(target=caller, args=(who,)) for who in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert failures == [] and sorted(finished) == [0, 1, 2, 3]
+
+
+def test_a_forked_child_runs_its_blocks_on_threads_of_its_own():
+    import os
+    import select
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    block_threads.run(lambda i: i, 2)            # the parent's block thread exists
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                 # the child: its parent's threads are gone
+        code = 1
+        try:
+            together = threading.Barrier(2)
+            got = block_threads.run(lambda i: (together.wait(timeout=10), i)[1] * 10, 2)
+            os.write(write, repr(got).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 60)
+        answer = os.read(read, 100).decode() if ready else "no answer"
+    finally:
+        os.close(read)
+        if not ready:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert answer == "[0, 10]"

@@ -164,46 +164,53 @@ class _Call:
 class _Worker:
     """A persistent block thread, asleep on its own lock until a caller hands it a job.
 
-    A lock per thread, released by the caller and acquired by the thread, is the whole
-    hand-off: no futures, queue or condition variable (ThreadPoolExecutor's submit + wait
-    cost ~20-40 us per call here against a few microseconds for this)."""
+    The hand-off is that lock, released by the caller and acquired by the thread, and the
+    call's ``done`` lock on the way back: no future, queue or condition variable per block
+    (a ThreadPoolExecutor's submit + wait cost 50-70 us per call here; benchmarks/README.md
+    section 41)."""
 
     __slots__ = ("wake", "job")
 
-    def __init__(self, index: int):
+    def __init__(self):
         self.wake = threading.Lock()
         self.wake.acquire()
         self.job = None
-        threading.Thread(target=self._serve, name=f"{_PREFIX}-{index}", daemon=True).start()
 
-    def _serve(self):
+    def serve(self):
         _local.busy = True                # everything this thread runs is inside a block
-        applied = None
         while True:
             self.wake.acquire()
-            fn, part, parts, count, errors, results, call = self.job
-            self.job = None
-            if errors != applied:         # NumPy's error state: the caller's
-                np.seterr(**errors)
-                applied = errors
-            failure = _blocks(fn, range(part, count, parts), results)
-            if failure:
-                call.failures.append(failure)
-            with _pool["lock"]:           # free for the next caller before this one is told
-                _pool["idle"].append(self)
-                call.remaining -= 1
-                last = call.remaining == 0
-            if last:
-                call.done.release()
+            job, self.job = self.job, None
+            self._do(*job)                # its locals (the blocks' arrays) go with the call
+
+    def _do(self, fn, part, parts, count, errors, results, call):
+        if np.geterr() != errors:         # NumPy's error state is per thread: the caller's
+            np.seterr(**errors)
+        failure = _blocks(fn, range(part, count, parts), results)
+        if failure:
+            call.failures.append(failure)
+        with _pool["lock"]:               # free for the next caller before this one is told
+            _pool["idle"].append(self)
+            call.remaining -= 1
+            last = call.remaining == 0
+        if last:
+            call.done.release()
 
 
 def _claim(helpers: int) -> list:
-    """Up to ``helpers`` free block threads for one call (started on first need; fewer, or
-    none, while other callers hold them)."""
+    """Up to ``helpers`` free block threads for one call: started on first need, fewer or
+    none while other callers hold them (or where no thread can start, as at interpreter
+    shutdown); the caller runs the blocks nobody takes."""
     pool = _pool
     with pool["lock"]:
         while pool["made"] < helpers:
-            pool["idle"].append(_Worker(pool["made"]))
+            worker = _Worker()
+            try:
+                threading.Thread(target=worker.serve, name=f"{_PREFIX}-{pool['made']}",
+                                 daemon=True).start()
+            except RuntimeError:
+                break
+            pool["idle"].append(worker)
             pool["made"] += 1
         idle = pool["idle"]
         taken = idle[-helpers:]
@@ -211,13 +218,17 @@ def _claim(helpers: int) -> list:
     return taken
 
 
-def _forget_workers():
-    """In a forked child: the parent's block threads do not exist there; start afresh."""
+def _after_fork_in_child():
+    """A forked child has only the forking thread: the parent's block threads are gone (a
+    job handed to one would never finish) and a lock another thread held stays held.
+    The child starts its own block threads on its first :func:`run`."""
+    global _lock
+    _lock = threading.Lock()
     _pool.update(idle=[], made=0, lock=threading.Lock())
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_workers)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def split_count(multiply_adds: int) -> int:
