@@ -19,6 +19,14 @@ in a block split by :func:`matmul`. A single OpenBLAS product at two threads lef
 worker spinning ~0.1 s on the core the next block needed: the VGG-style CIFAR backward
 took 150 ms on two threads against 131 on one (benchmarks/README.md, seventh round).
 
+The hand-off (:func:`run`): persistent daemon threads, each asleep on its own lock; the
+caller hands each free thread its share of the blocks by releasing that lock, runs its
+own share, then waits on one lock the last thread releases. Measured on the 2-core machine
+under load (benchmarks/README.md section 41): a call of two trivial ``nogil`` blocks takes
+13-25 us, against 23-56 us through a ThreadPoolExecutor's futures and 4-9 us for a numba
+``prange`` launch (OpenMP, passive waiting). The threads never spin: a spinning waiter
+holds the core the next block or ``prange`` kernel needs (the OpenBLAS lesson above).
+
 Used once the compiled kernels are in use (numba imported); under ``VOLNET_KERNELS=numpy``,
 or before any call was large enough to load numba, :func:`workers` is 1, every block
 runs on the calling thread as before and OpenBLAS keeps its own thread count.
@@ -41,9 +49,13 @@ _lock = threading.Lock()
 _pool = {"idle": [], "made": 0, "lock": threading.Lock()}
 _PREFIX = "volnet-block"
 SPLIT_MIN = 1 << 25      # multiply-adds from which matmul splits a product over the workers
-#                          (~0.35 ms on one core; a hand-off to a block thread costs 50-70 us;
-#                          2^24 won 0.03-0.05 ms per product alone but lost GoogLeNet b1 ~1 ms
-#                          whole-net: the next layer reads the other core's half, section 37)
+#                          (~0.35 ms on one core). 2^24 won 0.03-0.05 ms per product alone but
+#                          lost GoogLeNet b1 ~1 ms whole-net with the old 50-70 us hand-off
+#                          (the next layer reads the other core's half, section 37); the lock
+#                          hand-off (section 41) saves ~25 us a call, less than that loss per
+#                          extra split (GoogLeNet b1: 10 splits at 2^25, 16 at 2^24, 31 at
+#                          2^23; the ResNets at b1/b8 split the same at 2^22-2^25). Kept until
+#                          an idle whole-net A/B says otherwise (section 41 gives the command).
 
 
 def workers() -> int:
