@@ -64,10 +64,11 @@ def run(module: str, name: str, size: int, *args):
     Example (only with numba installed):
         ``run("volnet.functional.compiled.activation", "relu_forward", x.size, x, out, mask)``
     """
-    # sys.modules first: import_module's own lookup costs ~4 us a call. A module another
-    # thread is still importing is already there without its kernels (block threads reach
-    # their first call together): import_module then waits for that import to finish.
-    k = getattr(sys.modules.get(module), name, None)
+    loaded = sys.modules.get(module)       # import_module's own lookup costs ~4 us a call
+    k = getattr(loaded, name, None)
     if k is None:
+        # not imported yet, or still being imported by another thread (two block threads
+        # running their first epilogue at once): import_module waits for that import,
+        # where the module found in sys.modules has no kernels yet
         k = getattr(importlib.import_module(module), name)
     return (k.parallel if size >= PARALLEL_MIN else k.serial)(*args)
