@@ -48,14 +48,14 @@ _local = threading.local()
 _lock = threading.Lock()
 _pool = {"idle": [], "made": 0, "lock": threading.Lock()}
 _PREFIX = "volnet-block"
-SPLIT_MIN = 1 << 25      # multiply-adds from which matmul splits a product over the workers
-#                          (~0.35 ms on one core). 2^24 won 0.03-0.05 ms per product alone but
-#                          lost GoogLeNet b1 ~1 ms whole-net with the old 50-70 us hand-off
-#                          (the next layer reads the other core's half, section 37); the lock
-#                          hand-off (section 41) saves ~25 us a call, less than that loss per
-#                          extra split (GoogLeNet b1: 10 splits at 2^25, 16 at 2^24, 31 at
-#                          2^23; the ResNets at b1/b8 split the same at 2^22-2^25). Kept until
-#                          an idle whole-net A/B says otherwise (section 41 gives the command).
+SPLIT_MIN = 1 << 23      # multiply-adds from which a product is split over the workers
+#                          (matmul, conv_gemm's batch-1 products, conv_choice.split_fits);
+#                          ~0.13 ms on one core. Section 41: with the lock hand-off (13-25 us
+#                          a call, 23-56 through futures) GoogLeNet b1's idle estimate went
+#                          24.9 -> 22.9 ms from 2^25 to 2^23 (10 -> 31 splits; 2^24 24.4,
+#                          2^22 23.2); the ResNets at b1 and b8, GoogLeNet b8 and the training
+#                          steps split the same from 2^22 to 2^25. Section 37 had kept 2^25
+#                          with the 50-70 us hand-off (2^24 lost ~1 ms whole-net, idle).
 
 
 def workers() -> int:
