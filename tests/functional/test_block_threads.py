@@ -538,7 +538,7 @@ def test_concurrent_callers_each_get_their_own_results():
                 if got != [(who, k, i) for i in range(count)]:
                     failures.append((who, k, got))
             finished.append(who)
-        except BaseException as exc:           # noqa: BLE001 - reported by the assertion
+        except BaseException as exc:           # reported by the assertion below
             failures.append((who, exc))
 
     threads = [threading.Thread(target=caller, args=(who,)) for who in range(4)]

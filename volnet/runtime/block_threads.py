@@ -132,7 +132,7 @@ def run(fn, count: int) -> list:
         parts = len(helpers) + 1          # block i runs on part i % parts; the caller is part 0
         call = _Call(len(helpers)) if helpers else None
         if helpers:
-            errors = np.geterr()          # NumPy's error state is per thread: the blocks take the caller's
+            errors = np.geterr()          # NumPy's error state is per thread: the caller's
             for part, worker in enumerate(helpers, 1):
                 worker.job = (fn, part, parts, count, errors, results, call)
                 worker.wake.release()
@@ -178,7 +178,7 @@ class _Worker:
 
     The hand-off is that lock, released by the caller and acquired by the thread, and the
     call's ``done`` lock on the way back: no future, queue or condition variable per block
-    (a ThreadPoolExecutor's submit + wait cost 50-70 us per call here; benchmarks/README.md
+    (a ThreadPoolExecutor's submit + wait cost 23-56 us a call here; benchmarks/README.md
     section 41)."""
 
     __slots__ = ("wake", "job")
