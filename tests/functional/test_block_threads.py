@@ -577,3 +577,43 @@ def test_a_forked_child_runs_its_blocks_on_threads_of_its_own():
             os.kill(pid, 9)
         os.waitpid(pid, 0)
     assert answer == "[0, 10]"
+
+
+def test_layers_called_from_two_threads_at_once_give_their_alone_results(two_threads,
+                                                                         monkeypatch):
+    # a server running two requests at once: each caller's split products (by filters, at
+    # batch 1) go on whichever threads are free, or stay on the caller; same blocks either way
+    monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
+    rng = np.random.default_rng(11)
+    cases = [(rng.standard_normal((1, c, h, h)).astype(np.float32),
+              rng.standard_normal((f, c, k, k)).astype(np.float32), k // 2)
+             for c, h, f, k in ((32, 14, 48, 3), (40, 7, 64, 1))]
+    with backend.use_kernels("numba"):
+        alone = [conv2d_forward(x, w, None, padding=(p, p), keep_cache=False, relu=True)[0]
+                 for x, w, p in cases]
+        counts = []
+        real_run = block_threads.run
+        monkeypatch.setattr(block_threads, "run",
+                            lambda fn, k: counts.append(k) or real_run(fn, k))
+        conv2d_forward(*cases[0][:2], None, padding=(1, 1), keep_cache=False)
+        assert counts and max(counts) == two_threads       # the layer does split
+        mismatches, done = [], []
+
+        def caller(which):
+            x, w, p = cases[which]
+            for _ in range(40):
+                out = conv2d_forward(x, w, None, padding=(p, p), keep_cache=False, relu=True)[0]
+                if not np.array_equal(out, alone[which]):
+                    mismatches.append(which)
+            done.append(which)
+
+        threads = [threading.Thread(target=caller, args=(i % 2,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert sorted(done) == [0, 0, 1, 1] and mismatches == []
+    ref = torch.relu(torch.nn.functional.conv2d(torch.tensor(cases[0][0], dtype=torch.float64),
+                                                torch.tensor(cases[0][1], dtype=torch.float64),
+                                                padding=1)).numpy()
+    assert _rel(alone[0], ref) < 1e-5
