@@ -133,6 +133,10 @@ def test_filter_transform_and_its_adjoint_match_einsum(two_threads):
     u = winograd.filter_transform(w)
     want = np.einsum("ki,fcij,lj->klfc", g, w.astype(np.float64), g).reshape(-1, 5, 7)
     np.testing.assert_allclose(u, want, rtol=1e-6, atol=1e-6)
+    # dx's transform: the flipped, transposed filters' (C, F) planes, read from w directly
+    flipped = w.astype(np.float64)[:, :, ::-1, ::-1]
+    want = np.einsum("ki,fcij,lj->klcf", g, flipped, g).reshape(-1, 7, 5)
+    np.testing.assert_allclose(winograd.adjoint_filter_transform(w), want, rtol=1e-6, atol=1e-6)
     du = rng.standard_normal((2, 36, 5, 7)).astype(np.float32)
     dw = np.empty((5, 7, 3, 3), np.float32)
     winograd_filters.filter_grads(du, g, dw, 0, 5)
