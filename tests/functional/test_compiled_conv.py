@@ -257,7 +257,11 @@ def test_winograd_large_filter_sets_split_filters_on_two_threads(monkeypatch):
     """With U over SPLIT_LARGE_U_BYTES (here lowered to any size), 32 tiles per thread split
     the filters: forward and dx (transform read from w) match float64 PyTorch on one thread
     and two, and each other."""
+    import numba
+
     from volnet.runtime import block_threads, thread_policy
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two numba threads (NUMBA_NUM_THREADS is 1 here)")
     monkeypatch.setattr(winograd, "SPLIT_LARGE_U_BYTES", 0)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((16, 24, 7, 7)).astype(np.float32)
