@@ -20,7 +20,8 @@ residue ``s`` (per axis) only read inputs ``s + D*(t + k)``, an undilated 3x3 co
 sub-grid, so tiles are laid on each sub-grid and read/written with step ``D``.
 
 Gradients: dx of a stride-1 conv is this forward on dout with flipped, transposed
-filters (see conv_gemm.input_grad_as_conv); dw is the transposed algorithm
+filters (see conv_gemm.input_grad_as_conv), whose transform :func:`input_grad` reads
+straight from the layer's filters; dw is the transposed algorithm
 ``dg = G^T [sum over tiles (A dY A^T) * (BT d BT^T)] G`` with one product per point.
 The filter transform and dw's back-transform run in float64, the tile transforms in
 float32. volnet only uses Winograd for float32 layers.

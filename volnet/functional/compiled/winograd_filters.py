@@ -1,10 +1,12 @@
 """The filter transforms of Winograd F(m x m, 3 x 3), compiled: U = G g G^T for the forward
-pass and its adjoint for the weight gradient (see winograd.py for the algorithm).
+pass, the same for dx's flipped, transposed filters read straight from the layer's, and the
+adjoint of the transform for the weight gradient (see winograd.py for the algorithm).
 
-Both run in float64 and take a range of filters, so winograd.py can split them over the
-threads (volnet.runtime.block_threads); each loops over one filter's input channels in
-the innermost loop (contiguous stores). ``np.einsum`` did the same in 290 ms for 512x512
-filters; this takes ~9 ms (benchmarks/README.md, fifth round).
+All run in float64 and take a range of filters (or channels), so winograd.py can split them
+over the threads (volnet.runtime.block_threads); each has its innermost loops over a
+contiguous run of channels or filters (vector code, contiguous stores). ``np.einsum`` did
+the forward's in 290 ms for 512x512 filters; this takes ~4-9 ms (benchmarks/README.md,
+fifth round and section 43).
 """
 
 from __future__ import annotations
