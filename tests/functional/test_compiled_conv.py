@@ -253,36 +253,6 @@ def test_winograd_small_maps_same_on_one_thread_or_two(shape):
                                atol=1e-6 * np.abs(results[1]).max())
 
 
-def test_winograd_large_filter_sets_split_filters_on_two_threads(monkeypatch):
-    """With U over SPLIT_LARGE_U_BYTES (here lowered to any size), 32 tiles per thread split
-    the filters: forward and dx (transform read from w) match float64 PyTorch on one thread
-    and two, and each other."""
-    import numba
-
-    from volnet.runtime import block_threads, thread_policy
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs two numba threads (NUMBA_NUM_THREADS is 1 here)")
-    monkeypatch.setattr(winograd, "SPLIT_LARGE_U_BYTES", 0)
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((16, 24, 7, 7)).astype(np.float32)
-    w = rng.standard_normal((37, 24, 3, 3)).astype(np.float32)
-    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
-    want = torch.nn.functional.conv2d(xt, wt, None, 1, 1)
-    dout = rng.standard_normal(want.shape).astype(np.float32)
-    want.backward(torch.tensor(dout, dtype=torch.float64))
-    results = []
-    for threads in (1, 2):
-        with backend.use_kernels("numba"), thread_policy.use_threads(threads), \
-                block_threads.section():
-            out = winograd.forward(x, w, None, (1, 1), (1, 1), (7, 7))
-            dx = winograd.input_grad(dout, w, (1, 1), (1, 1), (7, 7))
-        assert _rel(out, want.detach().numpy()) < TOL["winograd4"]
-        assert _rel(dx, xt.grad.numpy()) < TOL["winograd4"]
-        results.append((out, dx))
-    for one, two in zip(*results):
-        np.testing.assert_allclose(one, two, rtol=0, atol=1e-6 * np.abs(one).max())
-
-
 @st.composite
 def direct_shapes(draw):
     k, s, p, d = (draw(st.integers(2, 5)), draw(st.integers(1, 3)), draw(st.integers(0, 2)),

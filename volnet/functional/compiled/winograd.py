@@ -47,11 +47,6 @@ PLANE_PAD = 16      # floats between two points' planes: planes a multiple of 4 
 SPLIT_FILTERS_BELOW = 16   # forward: fewer tiles per thread than this: threads split filters, not
 #                            tiles (a 1x128x14x14 -> 256 layer: 16 tiles; 8-wide products read
 #                            all of U on each thread, 0.69 ms at 2 threads, by filters 0.60)
-SPLIT_LARGE_U_BYTES = 32 * 2**20   # ... and with a U this large (36 x F x C floats: 512 x 512
-SPLIT_LARGE_U_BELOW = 64           # filters) fewer than this: each thread reads half of U, not
-#                                    all of it, in wider products (N16 C512 7x7 dx, 32 tiles per
-#                                    thread: 12.1 -> 11.0 ms, 2 threads' critical path; no gain
-#                                    at 64 per thread, nor at 256 x 256; README section 43)
 DW_BLOCK_BYTES = 16 * 2**20   # dw: V and dY per worker block; each block adds 36*F*C to dU
 DW_TILES_PER_SUM = 8          # ... and at most 8 * F*C/(F+C) tiles: transforms per partial sum
 
@@ -150,8 +145,7 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
     for inference, volnet.functional.weight_cache; dx's from :func:`input_grad`); computed
     here when None (``w`` is then needed, else it may be None).
     Work items are blocks of tile rows; a layer with fewer blocks than threads, or fewer
-    than ``SPLIT_FILTERS_BELOW`` tiles per thread (batch 1, 14x14 and 7x7 maps; or
-    ``SPLIT_LARGE_U_BELOW`` where U is at least ``SPLIT_LARGE_U_BYTES``), splits
+    than ``SPLIT_FILTERS_BELOW`` tiles per thread (batch 1, 14x14 and 7x7 maps), splits
     its filters instead, each thread transforming the same input block: the transform is
     cheap there, and each thread reads only its filters' share of U.
     """
@@ -166,8 +160,7 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
     s = np.ones(f, np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
     grid = _Grid(n, out_size, dilation[0])
-    below = SPLIT_LARGE_U_BELOW if 4 * u.size >= SPLIT_LARGE_U_BYTES else SPLIT_FILTERS_BELOW
-    if grid.total * grid.cols0.size < below * block_threads.workers():
+    if grid.total * grid.cols0.size < SPLIT_FILTERS_BELOW * block_threads.workers():
         grid = _Grid(n, out_size, dilation[0], threads=1)
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
     groups = min(f, max(1, block_threads.workers() // len(grid.starts)))
