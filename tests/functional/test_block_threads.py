@@ -137,6 +137,10 @@ def test_filter_transform_and_its_adjoint_match_einsum(two_threads):
     u = winograd.filter_transform(w)
     want = np.einsum("ki,fcij,lj->klfc", g, w.astype(np.float64), g).reshape(-1, 5, 7)
     np.testing.assert_allclose(u, want, rtol=1e-6, atol=1e-6)
+    # dx's transform: the flipped, transposed filters' (C, F) planes, read from w directly
+    flipped = w.astype(np.float64)[:, :, ::-1, ::-1]
+    want = np.einsum("ki,fcij,lj->klcf", g, flipped, g).reshape(-1, 7, 5)
+    np.testing.assert_allclose(winograd.adjoint_filter_transform(w), want, rtol=1e-6, atol=1e-6)
     du = rng.standard_normal((2, 36, 5, 7)).astype(np.float32)
     dw = np.empty((5, 7, 3, 3), np.float32)
     winograd_filters.filter_grads(du, g, dw, 0, 5)
@@ -169,6 +173,44 @@ def test_im2col_blocks_on_threads_match_one_thread(two_threads, case):
         np.testing.assert_allclose(out, other[0], rtol=1e-5, atol=1e-5)
         assert _rel(out, ref.detach().numpy()) < 1e-5
         assert _rel(dw, wt.grad.numpy()) < 1e-5
+
+
+@pytest.mark.parametrize("case", [
+    # n, c, h, f, groups, padding: 7x7 maps (the wide layout, a thread's samples a column
+    # range), 16x16 (per-sample layout), grouped, odd batch
+    (4, 24, 7, 20, 1, 1), (3, 8, 16, 12, 1, 0), (5, 12, 7, 8, 2, 1)])
+def test_kept_columns_unrolled_on_threads(two_threads, monkeypatch, case):
+    """A training forward that keeps its columns cuts the batch over the threads (each
+    unrolls and multiplies its samples); the output, and dw from the kept columns, match
+    float64 PyTorch and the one-thread run."""
+    n, c, h, f, groups, p = case
+    monkeypatch.setattr(conv_choice, "DIRECT", False)         # im2col's training forward
+    monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
+    rng = np.random.default_rng(c + h)
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((f, c // groups, 3, 3)).astype(np.float32)
+    ho = h + 2 * p - 2
+    dout = rng.standard_normal((n, f, ho, ho)).astype(np.float32)
+    real_run, counts, runs = block_threads.run, [], []
+    monkeypatch.setattr(block_threads, "run", lambda fn, k: counts.append(k) or real_run(fn, k))
+    import numba
+    for threads in (1, two_threads):
+        numba.set_num_threads(threads)
+        counts.clear()
+        with backend.use_kernels("numba"):
+            out, cols = conv_gemm.forward(x, w, (1, 1), (p, p), (1, 1), groups, (ho, ho),
+                                          keep_cols=True)
+            assert cols is not None                               # kept for backward
+            assert counts[0] == threads                   # the batch went on the threads
+            dw = conv_gemm.weight_grad(x, dout, w.shape, (1, 1), (p, p), (1, 1), groups, cols)
+        runs.append((out, dw))
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    ref = torch.nn.functional.conv2d(xt, wt, None, 1, p, 1, groups)
+    ref.backward(torch.tensor(dout, dtype=torch.float64))
+    for out, dw in runs:
+        assert _rel(out, ref.detach().numpy()) < 1e-5
+        assert _rel(dw, wt.grad.numpy()) < 1e-5
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-5, atol=1e-5)
 
 
 def test_kernel_choice_counts_tiles(monkeypatch):
