@@ -126,7 +126,7 @@ class GlobalAvgPool2d(Layer):
         return (sums / (h * w)).reshape(n, c, 1, 1)
 
     def _backward(self, dout):
-        n, c, h, w = self._cache
+        h, w = self._cache[2:]
         return np.broadcast_to(dout / (h * w), self._cache).copy()
 
 
