@@ -49,9 +49,13 @@ WIDE_BELOW = 256            # positions per image under which one wide product w
 KEEP_BYTES = 16 * 2**20     # columns up to this size are kept from forward for backward
 THREAD_BELOW = 2**20        # filter-matrix entries (F/G x K) under which blocks go on threads
 POINTWISE_WIDE_BELOW = 100  # positions per image under which an inference 1x1 layer's
-#                             samples on one block thread are one wide product (7x7 maps
-#                             yes, 14x14 no): see _pointwise
-POINTWISE_FUSE_BYTES = 2 * 2**20   # one sample's output up to which ...
+#   samples on one block thread are one wide product (F, C) @ (C, m*P), its transpose into
+#   NCHW done by the epilogue's pass (_pointwise). Batch 8, two threads, min ms, per-sample
+#   products / wide / main's path (benchmarks/README.md, 45): 7x7 512->2048 +residual
+#   6.57 / 5.11 / 6.71, 2048->512 6.15 / 4.70 / 6.25, 1024->2048 stride 2 from 14x14 11.37
+#   / 8.90 / 9.41 (main: im2col, wide); not 14x14: 256->1024 +residual 4.77 / 4.96,
+#   1024->256 4.61 / 5.09 (BLAS at one thread: (2048x512) @ (512x49) 136 GFLOP/s, @ (512x196)
+#   199; (1024x256) @ (256x196) 197, @ (256x784) 215, less the copy into the wide layout)
 
 
 def _threads(w_shape, groups) -> int:
@@ -284,12 +288,14 @@ def _pointwise(x, w, stride, groups, out_size, epilogue):
       (:func:`_product_by_filters`), each thread writing its rows and their epilogue.
     * Else the samples are shared out among the block threads, each running its own
       one-thread products and, right after each, the epilogue on what it just wrote
-      (the output of one sample, in that core's cache; one pass after all products read
-      the whole output back from memory, and on one thread below launch.PARALLEL_MIN).
-      Maps of fewer than POINTWISE_WIDE_BELOW positions (7x7) make one wide product of a
-      thread's samples, (F, C) @ (C, m * P), whose transpose into NCHW is folded into the
-      epilogue's pass: BLAS runs (2048 x 512) @ (512 x 49) at ~140 GFLOP/s and @ (512 x
-      196) at ~200 (one thread; benchmarks/README.md section 45).
+      (one sample's output, still in that core's cache; main's one pass after all the
+      products read the whole output back from memory, on one thread below
+      launch.PARALLEL_MIN). Batch 8, two threads, CPU ms (median), per sample / each
+      thread's epilogue after all its products / main: 64->256 56x56 +residual 7.15 / 9.16
+      / 9.26, 128->512 28x28 +residual 5.49 / 6.54 / 6.45, 256->1024 14x14 +residual 4.93 /
+      5.60 / 5.59 (benchmarks/README.md, 45). Maps of fewer than POINTWISE_WIDE_BELOW
+      positions (7x7) make one wide product of a thread's samples, whose transpose into
+      NCHW is folded into the epilogue's pass (:meth:`Epilogue.transposed`).
 
     A strided layer's subsampled input is copied into a reused per-thread buffer (one
     sample, or one thread's samples when wide), where im2col went through its plan of
@@ -325,7 +331,6 @@ def _pointwise(x, w, stride, groups, out_size, epilogue):
     parts = min(threads, n)
     bounds = [n * i // parts for i in range(parts + 1)]
     wide = p < POINTWISE_WIDE_BELOW
-    per_sample = f * p * x.dtype.itemsize <= POINTWISE_FUSE_BYTES
     x_g = None if strided else x.reshape(n, groups, cg, p)
 
     def part(i):
@@ -348,10 +353,8 @@ def _pointwise(x, w, stride, groups, out_size, epilogue):
                 np.copyto(cols.reshape(c, ho, wo), x_sub[s])
             np.matmul(w_mat, x_g[s] if x_g is not None else cols.reshape(groups, cg, p),
                       out=out_g[s])
-            if epilogue is not None and per_sample:
+            if epilogue is not None:
                 epilogue(out, 0, f, s, s + 1)
-        if epilogue is not None and not per_sample:
-            epilogue(out, 0, f, s0, s1)
 
     block_threads.run(part, parts)
     return out
