@@ -22,6 +22,11 @@ Why this shape (profiles in ``benchmarks/README.md``):
   whose blocks stay on one thread) is split by ``block_threads.matmul``, since OpenBLAS
   runs one thread inside volnet's layers. Under ``VOLNET_KERNELS=numpy`` one thread does
   the blocks in turn and OpenBLAS splits the products.
+* A 1x1 unpadded layer at inference, any stride (:func:`_pointwise`), needs no unrolling: its
+  (subsampled) input is the column matrix. Its samples go on the block threads, each product
+  followed at once by its epilogue on the thread that wrote it (:class:`Epilogue`), and on
+  7x7 maps a thread's samples make one wide product whose transpose into NCHW is the
+  epilogue's pass.
 * A batch smaller than the threads (inference at batch 1) has no samples to share out: its
   product is split by filters (:func:`_product_by_filters`), each thread writing its rows of
   the output and then their bias/scale/residual/ReLU epilogue, so the output is written once
