@@ -296,9 +296,9 @@ def _pointwise(x, w, stride, groups, out_size, epilogue):
       (one sample's output, still in that core's cache; main's one pass after all the
       products read the whole output back from memory, on one thread below
       launch.PARALLEL_MIN). Batch 8, two threads, CPU ms (median), per sample / each
-      thread's epilogue after all its products / main: 64->256 56x56 +residual 7.15 / 9.16
-      / 9.26, 128->512 28x28 +residual 5.49 / 6.54 / 6.45, 256->1024 14x14 +residual 4.93 /
-      5.60 / 5.59 (benchmarks/README.md, 45). Maps of fewer than POINTWISE_WIDE_BELOW
+      thread's epilogue after all its products / main: 128->512 28x28 +residual 5.49 /
+      6.54 / 6.45, 256->1024 14x14 +residual 4.93 / 5.60 / 5.59; 64->256 56x56 +residual
+      7.15 / 7.15-9.16 / 9.26 (benchmarks/README.md, 45). Maps of fewer than POINTWISE_WIDE_BELOW
       positions (7x7) make one wide product of a thread's samples, whose transpose into
       NCHW is folded into the epilogue's pass (:meth:`Epilogue.transposed`).
 
