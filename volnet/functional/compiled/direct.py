@@ -41,8 +41,6 @@ class Layout:
         q_pad: output numbers (Ho * Wq), rounded up to whole register blocks.
         grad_off: (G, Kpad) ``off`` padded to whole dw register blocks (repeating tap 0:
             the extra taps' sums are computed and dropped).
-        unrolled_w: 0 for phase planes; else the filter's columns, which the packed input
-            is unrolled over (:func:`unrolled_layout`; forward kernel only).
     """
 
     pitch: tuple[int, int]
@@ -51,7 +49,6 @@ class Layout:
     f_pad: int
     q_pad: int
     grad_off: np.ndarray
-    unrolled_w: int = 0
 
 
 @functools.lru_cache(maxsize=1024)
@@ -71,48 +68,6 @@ def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size) -> Lay
             off[:, :, i, j] = ((chans * sh + a) * sw + b) * plane + r * wq + t
     return _finish(off.reshape(groups, cg * kh * kw), (hq, wq), c * sh * sw * plane,
                    f // groups, ho)
-
-
-UNROLL_BLOCKS = 0.85    # unroll columns where it leaves at most this share of the
-#                         16-output blocks (LeNet conv2 7 of 9, its dx 13 of 16; see
-#                         forward_layout and benchmarks/README.md section 44)
-
-
-@functools.lru_cache(maxsize=1024)
-def unrolled_layout(x_shape, w_shape, stride, padding, dilation, groups, out_size) -> Layout:
-    """The forward's :class:`Layout` with the input's columns unrolled over the filter's
-    columns (stride 1 along H only): plane (c, j) (Hp, Wo) holds x_pad[c, :, j*dw + ow*sw],
-    so tap (c, i, j) reads plane (c, j) from row i*dh and output (oh, ow) is numbered
-    ``oh * Wo + ow``. No padding columns are computed: on small maps they are most of the
-    register blocks' waste (LeNet conv2: 10 of every 14 outputs kept on pitch 14; with
-    this, 100 of 112). The price is a packed input KW times larger."""
-    c, h, _ = x_shape[1:]
-    f, cg, kh, kw = w_shape
-    (ph, _), (dh, _), (ho, wo) = padding, dilation, out_size
-    hp = h + 2 * ph
-    plane = hp * wo
-    chans = np.arange(c).reshape(groups, cg, 1, 1)
-    off = ((chans * kw + np.arange(kw).reshape(1, 1, 1, kw)) * plane
-           + np.arange(kh).reshape(1, 1, kh, 1) * dh * wo).reshape(groups, -1)
-    lay = _finish(off, (hp, wo), c * kw * plane, f // groups, ho)
-    return Layout(lay.pitch, lay.off, lay.length, lay.f_pad, lay.q_pad, lay.grad_off, kw)
-
-
-def _blocks16(count: int) -> int:
-    return -(-count // 16)
-
-
-@functools.lru_cache(maxsize=1024)
-def forward_layout(x_shape, w_shape, stride, padding, dilation, groups, out_size) -> Layout:
-    """The forward kernel's layout: columns unrolled (:func:`unrolled_layout`) where that
-    leaves at most UNROLL_BLOCKS of the phase planes' 16-output blocks, else phase planes
-    (:func:`layout`)."""
-    lay = layout(x_shape, w_shape, stride, padding, dilation, groups, out_size)
-    ho, wo = out_size
-    if (stride[0] == 1 and w_shape[3] > 1 and _blocks16(ho * wo)
-            <= UNROLL_BLOCKS * _blocks16((ho - 1) * lay.pitch[1] + wo)):
-        return unrolled_layout(x_shape, w_shape, stride, padding, dilation, groups, out_size)
-    return lay
 
 
 def _finish(off, pitch, planes_size, filters_per_group, out_rows) -> Layout:
@@ -221,14 +176,14 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = x.shape[0]
     f = w.shape[0]
-    lay = forward_layout(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding),
-                         tuple(dilation), int(groups), tuple(out_size))
+    lay = layout(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding),
+                 tuple(dilation), int(groups), tuple(out_size))
     wp = pack_filters(np.asarray(w, dtype=np.float32), groups, lay.f_pad)
     empty = np.zeros(0, np.float32)
     b = empty if bias is None else np.ascontiguousarray(bias, np.float32)
     s = empty if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
-    _run(x, wp, lay, out, s, b, relu, tuple(padding), tuple(stride), int(dilation[1]))
+    _run(x, wp, lay, out, s, b, relu, tuple(padding), tuple(stride))
     return out
 
 
@@ -257,7 +212,7 @@ def input_grad(dout, w, x_shape, stride, padding, dilation, groups):
             sub = sub.reshape(groups, fg, cg, len(taps_i), len(taps_j)).transpose(0, 2, 1, 3, 4)
             wp = pack_filters(np.ascontiguousarray(sub).reshape(groups * cg, -1), groups,
                               lay.f_pad)
-            _run(dout, wp, lay, target, empty, empty, False, pads, (1, 1), 1)
+            _run(dout, wp, lay, target, empty, empty, False, pads, (1, 1))
     return dx
 
 
@@ -275,7 +230,7 @@ def _work_items(n, blocks, threads, f_pad):
     return items, q_tile
 
 
-def _run(x, wp, lay, out, s, b, relu, padding, stride, dilation_w):
+def _run(x, wp, lay, out, s, b, relu, padding, stride):
     """forward_samples over the library's threads: samples shared out among them; with fewer
     samples than threads (batch 1), each sample's filter blocks too (each thread packs the
     sample itself)."""
@@ -283,7 +238,7 @@ def _run(x, wp, lay, out, s, b, relu, padding, stride, dilation_w):
     threads = block_threads.workers()
     blocks = lay.f_pad // kernels.FILTERS
     items, q_tile = _work_items(n, blocks, threads, lay.f_pad)
-    args = (padding, stride, lay.pitch, K_CHUNK, q_tile, lay.unrolled_w, dilation_w)
+    args = (padding, stride, lay.pitch, K_CHUNK, q_tile)
 
     def work(i):
         x_in = block_threads.scratch("direct_in", lay.length)

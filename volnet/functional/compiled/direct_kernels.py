@@ -235,46 +235,14 @@ def _pack_sample(x, n, x_in, padding, stride, pitch):  # pragma: no cover - comp
 
 
 @njit(inline="always")
-def _pack_unrolled(x, n, x_in, padding, stride_w, dilation_w, taps_w, pitch):  # pragma: no cover
-    """x_in = sample n of x zero-padded with its columns unrolled over the ``taps_w`` filter
-    columns: plane (c, j) of ``pitch`` = (Hp, Wo) holds x_pad[c, :, j*dw + ow*sw] for the
-    outputs' columns ow (stride 1 along H); zero tail. Outputs are then numbered
-    ``oh * Wo + ow`` with no padding columns between rows (see direct.py's layouts)."""
-    n_ch, h, w = x.shape[1:]
-    ph, pw = padding
-    hp, wo = pitch
-    plane = hp * wo
-    x_in[:] = 0.0
-    for c in range(n_ch):
-        for j in range(taps_w):
-            base = (c * taps_w + j) * plane
-            shift = j * dilation_w - pw
-            t_lo = 0            # output columns t with 0 <= t*sw + shift < w
-            while t_lo < wo and t_lo * stride_w + shift < 0:
-                t_lo += 1
-            t_hi = wo
-            while t_hi > t_lo and (t_hi - 1) * stride_w + shift >= w:
-                t_hi -= 1
-            for r in range(max(0, ph), min(hp, h + ph)):
-                row = x[n, c, r - ph]
-                start, first = np.uint64(base + r * wo + t_lo), np.uint64(t_lo * stride_w + shift)
-                if stride_w == 1:
-                    for t in range(np.uint64(t_hi - t_lo)):
-                        x_in[start + t] = row[first + t]
-                else:
-                    step = np.uint64(stride_w)
-                    for t in range(np.uint64(t_hi - t_lo)):
-                        x_in[start + t] = row[first + t * step]
-
-
-@njit(inline="always")
 def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile, q_used):  # pragma: no cover
     """prod (Fpad, Qr) = the sums over taps for output numbers [0, q_used) (rounded up to
     16), in register blocks, for filter blocks [fb0, fb1) of wp (Fpad / FILTERS, K,
     FILTERS). Outputs ``q_tile`` at a time (their partial sums and the input rows they read
     stay in L2), taps ``k_chunk`` at a time (the inputs a block of outputs reads stay in L1
     while every filter block uses them). A map whose numbers end 16 short of a whole
-    32-output block ends with a 16-output block (10x10 maps: 112 numbers, not 128)."""
+    32-output block ends with a 16-output block (LeNet conv2's 10x10 outputs on pitch 14:
+    144 numbers computed, not 160; benchmarks/README.md section 44)."""
     k_n = off.size
     q_pad = prod.shape[1]
     q_end = min(q_pad, -(-q_used // 16) * 16)
@@ -294,17 +262,14 @@ def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile, q_used):  # pragma
 
 @njit(nogil=True, cache=True)
 def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, relu,
-                    padding, stride, pitch, k_chunk, q_tile, unrolled_w,
-                    dilation_w):  # pragma: no cover - compiled
+                    padding, stride, pitch, k_chunk, q_tile):  # pragma: no cover - compiled
     """out[n] for samples n in [n0, n1) and each group's filter blocks [fb0, fb1): pack,
     products per group, store.
 
     x (N, C, H, W); wp (G, Fpad / FILTERS, K, FILTERS) packed filters; off (G, K) tap
-    offsets into one sample's packed input ``x_in`` (``unrolled_w`` 0: C * sh * sw phase
-    planes of ``pitch`` = (Hq, Wq); else C * unrolled_w planes of (Hp, Wo), columns unrolled
-    over the filter's ``unrolled_w`` columns ``dilation_w`` apart, stride 1 along H; zero
-    tail); prod (Fpad, Qr) scratch; out (N, F, Ho, Wo) gets ``prod * scale + bias`` (scale,
-    bias: (F,) or empty), rectified when ``relu``.
+    offsets into one sample's packed input ``x_in`` (C * sh * sw planes of ``pitch`` =
+    (Hq, Wq), zero tail); prod (Fpad, Qr) scratch; out (N, F, Ho, Wo) gets ``prod * scale + bias``
+    (scale, bias: (F,) or empty), rectified when ``relu``.
     """
     groups = wp.shape[0]
     f_all, ho, wo = out.shape[1:]
@@ -313,10 +278,7 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
     has_scale, has_bias = scale.size > 0, bias.size > 0
     q_used = (ho - 1) * wq + wo     # the last output's number + 1
     for n in range(n0, n1):
-        if unrolled_w:
-            _pack_unrolled(x, n, x_in, padding, stride[1], dilation_w, unrolled_w, pitch)
-        else:
-            _pack_sample(x, n, x_in, padding, stride, pitch)
+        _pack_sample(x, n, x_in, padding, stride, pitch)
         for g in range(groups):
             _products(x_in, off[g], wp[g], prod, fb0, fb1, k_chunk, q_tile, q_used)
             for f in range(fb0 * FILTERS, min(fg, fb1 * FILTERS)):
