@@ -308,6 +308,42 @@ def test_direct_kernel_forward_and_weight_grad(case):
     assert dx.dtype == np.float32 and _rel(dx, xt.grad.numpy()) < TOL["direct"]
 
 
+# (x shape, w shape, stride, padding, dilation, groups, tail): the forward kernel numbers
+# output (oh, ow) oh * Wq + ow on the packed input's row pitch Wq; where the last number
+# + 1 ends 1-16 past a whole 32-output register block (tail True, worked out by hand in
+# the comments), the last block is the 16-output tail block
+@pytest.mark.parametrize("case", [
+    ((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1, True),   # LeNet conv2: 9 * 14 + 10 = 136
+    ((1, 1, 28, 28), (6, 1, 5, 5), 1, 2, 1, 1, False),    # LeNet conv1, batch 1, C 1: 892
+    ((1, 1, 26, 26), (8, 1, 5, 5), 1, 2, 1, 1, True),     # 25 * 30 + 26 = 776
+    ((2, 16, 10, 10), (6, 16, 5, 5), 1, 4, 1, 1, False),  # LeNet conv2's dx: 13 * 18 + 14
+    ((1, 3, 9, 7), (11, 3, 3, 3), 2, 1, 1, 1, False),     # C 3, stride 2: 4 * 5 + 4 = 24
+    ((3, 4, 11, 9), (10, 4, 3, 3), 1, 2, 2, 1, True),     # dilation 2: 10 * 13 + 9 = 139
+    ((2, 6, 7, 13), (12, 2, 3, 3), 1, 1, 1, 3, True),     # groups: 6 * 15 + 13 = 103
+    ((1, 5, 3, 3), (9, 5, 3, 3), 1, 0, 1, 1, True),       # one output: 1
+    ((1, 2, 18, 18), (8, 2, 3, 3), 1, 1, 1, 1, True),     # 17 * 20 + 18 = 358
+])
+def test_direct_forward_tail_block_matches_reference_and_torch(case):
+    from volnet.functional.compiled import direct
+    xs, ws, s, p, d, g, tail = case
+    rng = np.random.default_rng(sum(xs))
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    xt, wt, bt = (torch.tensor(a, dtype=torch.float64) for a in (x, w, b))
+    want = torch.nn.functional.conv2d(xt, wt, bt, s, p, d, g).numpy()
+    ho, wo = want.shape[2:]
+    used = (ho - 1) * -(-(xs[3] + 2 * p) // s) + wo
+    assert (0 < used % 32 <= 16) == tail, used
+    got = direct.forward(x, w, b, (s, s), (p, p), (d, d), g, (ho, wo))
+    assert got.dtype == np.float32 and _rel(got, want) < TOL["direct"]
+    with backend.use_kernels("numpy"):
+        ref, _ = conv2d_forward(x, w, b, (s, s), (p, p), (d, d), g, keep_cache=False)
+    assert _rel(got, ref) < TOL["direct"] + 1e-5
+    relu = direct.forward(x, w, b, (s, s), (p, p), (d, d), g, (ho, wo), relu=True)
+    assert _rel(relu, np.maximum(want, 0)) < TOL["direct"]
+
+
 @pytest.mark.parametrize("shape", [(1, 16, 12, 24, 1), (3, 8, 11, 8, 2), (1, 32, 9, 40, 1)])
 def test_direct_same_on_one_thread_or_two(shape):
     # batch 1 splits each sample's filter blocks among the threads, larger batches the
