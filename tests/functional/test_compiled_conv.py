@@ -311,7 +311,8 @@ def test_direct_kernel_forward_and_weight_grad(case):
 # (x shape, w shape, stride, padding, dilation, groups, tail): the forward kernel numbers
 # output (oh, ow) oh * Wq + ow on the packed input's row pitch Wq; where the last number
 # + 1 ends 1-16 past a whole 32-output register block (tail True, worked out by hand in
-# the comments), the last block is the 16-output tail block
+# the comments), the last block is the 16-output tail block. Filters per group mod 8 (the
+# last filter block's real filters: 4-wide blocks up to 4, 6-wide up to 6) run 1-7 and 0.
 @pytest.mark.parametrize("case", [
     ((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1, True),   # LeNet conv2: 9 * 14 + 10 = 136
     ((1, 1, 28, 28), (6, 1, 5, 5), 1, 2, 1, 1, False),    # LeNet conv1, batch 1, C 1: 892
@@ -322,8 +323,11 @@ def test_direct_kernel_forward_and_weight_grad(case):
     ((2, 6, 7, 13), (12, 2, 3, 3), 1, 1, 1, 3, True),     # groups: 6 * 15 + 13 = 103
     ((1, 5, 3, 3), (9, 5, 3, 3), 1, 0, 1, 1, True),       # one output: 1
     ((1, 2, 18, 18), (8, 2, 3, 3), 1, 1, 1, 1, True),     # 17 * 20 + 18 = 358
+    ((2, 3, 12, 12), (14, 3, 3, 3), 1, 1, 1, 1, True),    # 14 filters: 8 + 6; 11 * 14 + 12
+    ((1, 4, 9, 9), (7, 4, 3, 3), 1, 0, 1, 1, False),      # 7 filters: 6 * 9 + 7 = 61
+    ((2, 4, 8, 8), (10, 2, 3, 3), 1, 1, 1, 2, True),      # 5 filters a group: 7 * 10 + 8
 ])
-def test_direct_forward_tail_block_matches_reference_and_torch(case):
+def test_direct_forward_edge_blocks_match_reference_and_torch(case):
     from volnet.functional.compiled import direct
     xs, ws, s, p, d, g, tail = case
     rng = np.random.default_rng(sum(xs))

@@ -50,12 +50,12 @@ VECTORS = 2          # 16-float vectors of outputs per register block
 PIXELS = 16 * VECTORS
 
 
-def _micro_kernel(filters: int, vectors: int):
+def _micro_kernel(filters: int, vectors: int, row: int = FILTERS):
     """The register block as a numba intrinsic:
     ``_micro(x_in, off, wp, out, k0, k1, q, f0, ldo, add)`` sets
     ``out[f0 + f, q + p] (+)= sum_{k0 <= k < k1} wp[k, f] * x_in[off[k] + q + p]`` for
-    f < filters, p < 16 * vectors (flat indices: wp (K, filters), out's rows ldo apart;
-    ``add`` nonzero: add to what out holds)."""
+    f < filters, p < 16 * vectors (flat indices: wp (K, row), the first ``filters`` of each
+    row used; out's rows ldo apart; ``add`` nonzero: add to what out holds)."""
 
     @intrinsic
     def micro(typingctx, x_in, off, wp, out, k0, k1, q, f0, ldo, add):
@@ -99,7 +99,7 @@ def _micro_kernel(filters: int, vectors: int):
                         builder.gep(src, [ir.Constant(i64, 16 * v)]), vptr))
                     load.align = 4
                     xs.append(load)
-                w_row = builder.gep(wpp, [builder.mul(k, ir.Constant(i64, filters))])
+                w_row = builder.gep(wpp, [builder.mul(k, ir.Constant(i64, row))])
                 for f in range(filters):
                     one = builder.load(builder.gep(w_row, [ir.Constant(i64, f)]))
                     wv = builder.shuffle_vector(
@@ -120,9 +120,16 @@ def _micro_kernel(filters: int, vectors: int):
     return micro
 
 
+# The full block, and narrower ones for the edges (see _products): 16 outputs for a map
+# whose numbers end 16 short of a whole block, 6 or 4 filters for a last filter block that
+# holds no more (LeNet's 6 filters, dx of its 6 channels, a 12-filter layer's second block):
+# their sums cost fewer multiply-adds per tap, not zeros computed and dropped
 _micro = _micro_kernel(FILTERS, VECTORS)
-_micro_tail = _micro_kernel(FILTERS, 1)     # the last 16 outputs of a map whose numbers
-#                                             end 16 short of a whole block (see _products)
+_micro_q16 = _micro_kernel(FILTERS, 1)
+_micro_f6 = _micro_kernel(6, VECTORS)
+_micro_f6_q16 = _micro_kernel(6, 1)
+_micro_f4 = _micro_kernel(4, VECTORS)
+_micro_f4_q16 = _micro_kernel(4, 1)
 
 GRAD_FILTERS = 4     # dw register block: 4 filters x 6 taps of 16-float partial sums (4x4,
 GRAD_TAPS = 6        # 6x4, 8x3, 3x8, 2x12 measured: 4x6 best, benchmarks/README.md)
@@ -235,14 +242,37 @@ def _pack_sample(x, n, x_in, padding, stride, pitch):  # pragma: no cover - comp
 
 
 @njit(inline="always")
-def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile, q_used):  # pragma: no cover
+def _block(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, width, whole):  # pragma: no cover
+    """One register block: filters [f0, f0 + width) of the filter block ``wpb`` (K,
+    FILTERS), outputs [q, q + 32) (``whole``) or [q, q + 16), by the narrowest micro kernel
+    that holds ``width`` filters."""
+    if width > 6:
+        if whole:
+            _micro(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, k0)
+        else:
+            _micro_q16(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, k0)
+    elif width > 4:
+        if whole:
+            _micro_f6(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, k0)
+        else:
+            _micro_f6_q16(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, k0)
+    elif whole:
+        _micro_f4(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, k0)
+    else:
+        _micro_f4_q16(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, k0)
+
+
+@njit(inline="always")
+def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile, q_used, fg):  # pragma: no cover
     """prod (Fpad, Qr) = the sums over taps for output numbers [0, q_used) (rounded up to
     16), in register blocks, for filter blocks [fb0, fb1) of wp (Fpad / FILTERS, K,
-    FILTERS). Outputs ``q_tile`` at a time (their partial sums and the input rows they read
-    stay in L2), taps ``k_chunk`` at a time (the inputs a block of outputs reads stay in L1
-    while every filter block uses them). A map whose numbers end 16 short of a whole
-    32-output block ends with a 16-output block (LeNet conv2's 10x10 outputs on pitch 14:
-    144 numbers computed, not 160; benchmarks/README.md section 44)."""
+    FILTERS), of which the first ``fg`` filters are real. Outputs ``q_tile`` at a time
+    (their partial sums and the input rows they read stay in L2), taps ``k_chunk`` at a
+    time (the inputs a block of outputs reads stay in L1 while every filter block uses
+    them). A map whose numbers end 16 short of a whole 32-output block ends with a
+    16-output block (LeNet conv2's 10x10 outputs on pitch 14: 144 numbers computed, not
+    160), and a last filter block of at most 6 or 4 real filters sums only those (rows of
+    prod beyond ``fg`` are left as they are: nothing reads them)."""
     k_n = off.size
     q_pad = prod.shape[1]
     q_end = min(q_pad, -(-q_used // 16) * 16)
@@ -251,13 +281,10 @@ def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile, q_used):  # pragma
         for k0 in range(0, k_n, k_chunk):
             k1 = min(k_n, k0 + k_chunk)
             for q in range(t0, t1, PIXELS):
-                if t1 - q >= PIXELS:
-                    for fb in range(fb0, fb1):
-                        _micro(x_in, off, wp[fb], prod, k0, k1, q, fb * FILTERS, q_pad, k0)
-                else:
-                    for fb in range(fb0, fb1):
-                        _micro_tail(x_in, off, wp[fb], prod, k0, k1, q, fb * FILTERS, q_pad,
-                                    k0)
+                whole = t1 - q >= PIXELS
+                for fb in range(fb0, fb1):
+                    _block(x_in, off, wp[fb], prod, k0, k1, q, fb * FILTERS, q_pad,
+                           min(FILTERS, fg - fb * FILTERS), whole)
 
 
 @njit(nogil=True, cache=True)
@@ -280,7 +307,7 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
     for n in range(n0, n1):
         _pack_sample(x, n, x_in, padding, stride, pitch)
         for g in range(groups):
-            _products(x_in, off[g], wp[g], prod, fb0, fb1, k_chunk, q_tile, q_used)
+            _products(x_in, off[g], wp[g], prod, fb0, fb1, k_chunk, q_tile, q_used, fg)
             for f in range(fb0 * FILTERS, min(fg, fb1 * FILTERS)):
                 fo = g * fg + f
                 s = scale[fo] if has_scale else np.float32(1.0)
