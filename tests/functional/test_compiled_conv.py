@@ -159,10 +159,11 @@ def test_winograd_forward_and_weight_grad(shape):
 @pytest.mark.parametrize("shape", [
     # n, c, h, w, f, padding, dilation: maps wider than one vector of tiles, several
     # blocks (some spanning two images), channel counts around the kernels' groups of 16
-    # and filter counts split over threads, odd sizes, padding 0-2, dilation 2
+    # and filter counts split over threads, odd sizes, padding 0-3, dilation 2 and 3 (the
+    # sub-grid transforms: unequal sub-grids, some with a partial last tile)
     (1, 17, 37, 29, 33, 1, 1), (3, 40, 20, 18, 20, 0, 1), (2, 16, 56, 56, 16, 1, 1),
     (1, 33, 7, 7, 18, 2, 1), (5, 24, 14, 14, 40, 1, 1), (2, 20, 23, 23, 17, 2, 2),
-    (9, 32, 16, 16, 32, 1, 1)])
+    (9, 32, 16, 16, 32, 1, 1), (2, 18, 19, 22, 9, 3, 3)])
 def test_winograd_blocks_match_torch(shape):
     """The vectorised transforms on block-sized inputs, with the conv + batch norm + ReLU
     epilogue, under the library's block threads: forward, dx (the forward of dout with
