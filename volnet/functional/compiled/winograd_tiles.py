@@ -185,15 +185,17 @@ def _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover
     part = np.zeros((6, wb), np.float32)        # columns outside [lo, hi) stay zero
     # flat arrays, unsigned offsets (no wraparound checks: see the module docstring)
     p1, o1, ups, ud = part.reshape(-1), out.reshape(-1), uint64(out.shape[1]), uint64(d)
+    uwb = uint64(wb)
     for c in range(n_ch):
         for qq in range(nq):
             n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
             r0, r1, r2, r3, r4, r5 = _rows(x, n, c, rows0[th] - ph, d, 6, zero)
-            for u in range(lo, hi):             # BT along H, read straight from the rows
-                t0, t1, t2, t3, t4, t5 = _bt4(r0[u - pw], r1[u - pw], r2[u - pw], r3[u - pw],
-                                              r4[u - pw], r5[u - pw])
-                part[0, u], part[1, u], part[2, u] = t0, t1, t2
-                part[3, u], part[4, u], part[5, u] = t3, t4, t5
+            src, dst = uint64(lo - pw), uint64(lo)
+            for uu in range(uint64(max(0, hi - lo))):   # BT along H, straight from the rows
+                u, at = src + uu, dst + uu
+                t0, t1, t2, t3, t4, t5 = _bt4(r0[u], r1[u], r2[u], r3[u], r4[u], r5[u])
+                p1[at], p1[uwb + at], p1[_U2 * uwb + at] = t0, t1, t2
+                p1[_U3 * uwb + at], p1[_U4 * uwb + at], p1[_U5 * uwb + at] = t3, t4, t5
             base = uint64(c * n_p + qq * tw_count)
             for k in range(6):
                 pk = p1[uint64(k * wb):]
@@ -276,14 +278,15 @@ def _grad_subgrid(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - com
     part = np.zeros((6, wb), np.float32)
     # flat arrays, unsigned offsets (no wraparound checks: see the module docstring)
     p1, o1, ups, ud = part.reshape(-1), out.reshape(-1), uint64(out.shape[1]), uint64(d)
+    uwb = uint64(wb)
     for f in range(n_f):
         for qq in range(nq):
             n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
             r0, r1, r2, r3, _, _ = _rows(dout, n, f, rows0[th], d, 4, zero)
-            for u in range(wo):
+            for u in range(uint64(wo)):
                 t0, t1, t2, t3, t4, t5 = _a4(r0[u], r1[u], r2[u], r3[u])
-                part[0, u], part[1, u], part[2, u] = t0, t1, t2
-                part[3, u], part[4, u], part[5, u] = t3, t4, t5
+                p1[u], p1[uwb + u], p1[_U2 * uwb + u] = t0, t1, t2
+                p1[_U3 * uwb + u], p1[_U4 * uwb + u], p1[_U5 * uwb + u] = t3, t4, t5
             base = uint64(f * n_p + qq * tw_count)
             for k in range(6):
                 pk = p1[uint64(k * wb):]
@@ -399,22 +402,28 @@ def _output_subgrid(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
     # flat arrays, unsigned offsets (no wraparound checks: see the module docstring)
     m1, r1, ups, ud, uwb = prod.reshape(-1), res.reshape(-1), uint64(prod.shape[1]), \
         uint64(d), uint64(wb)
+    a1, utw = part.reshape(-1), uint64(tw_count)
+    u4 = _U4 * utw
     for f in range(n_f):
         for qq in range(nq):
             n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
             base = uint64(f * n_p + qq * tw_count)
             for k in range(6):
                 b = uint64(6 * k) * ups + base
-                for tw in range(tw_count):
-                    at = b + uint64(tw)
+                pk = uint64(k * 4 * tw_count)
+                for tw in range(uint64(tw_count)):
+                    at = b + tw
                     o0, o1, o2, o3 = _at4(m1[at], m1[ups + at], m1[_U2 * ups + at],
                                           m1[_U3 * ups + at], m1[_U4 * ups + at],
                                           m1[_U5 * ups + at])
-                    part[k, 0, tw], part[k, 1, tw], part[k, 2, tw], part[k, 3, tw] = o0, o1, o2, o3
+                    h = pk + tw
+                    a1[h], a1[utw + h], a1[_U2 * utw + h], a1[_U3 * utw + h] = o0, o1, o2, o3
             for j in range(4):
-                for tw in range(tw_count):
-                    o0, o1, o2, o3 = _at4(part[0, j, tw], part[1, j, tw], part[2, j, tw],
-                                          part[3, j, tw], part[4, j, tw], part[5, j, tw])
+                hj = uint64(j * tw_count)
+                for tw in range(uint64(tw_count)):
+                    h = hj + tw
+                    o0, o1, o2, o3 = _at4(a1[h], a1[u4 + h], a1[_U2 * u4 + h], a1[_U3 * u4 + h],
+                                          a1[_U4 * u4 + h], a1[_U5 * u4 + h])
                     col = uint64(cols0[tw]) + ud * uint64(j)
                     r1[col], r1[uwb + col], r1[_U2 * uwb + col], r1[_U3 * uwb + col] = \
                         o0, o1, o2, o3
