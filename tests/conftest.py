@@ -6,6 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+# The sub-folders' conftest.py files load as conftests, never again as doctest modules
+# (--doctest-modules in pyproject.toml): two of them share the module name "conftest", which
+# made `pytest tests/web tests/functional` stop with "import file mismatch".
+collect_ignore_glob = ["*/conftest.py"]
+
 settings.register_profile("ci", derandomize=True, database=None, max_examples=50, deadline=None)
 settings.register_profile("dev", database=None, max_examples=15, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

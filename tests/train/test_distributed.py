@@ -277,6 +277,15 @@ def test_volnet_train_distributed_without_mpi_says_how_to_install(monkeypatch, c
     assert "pip install 'volnet[mpi]'" in err and "pip install '.[mpi]'" in err
 
 
+def test_volnet_train_under_mpiexec_refuses_a_bad_global_batch_with_exit_code_2(tmp_path):
+    # the same code as the command in one process (2: bad settings), not MPI_Abort's generic 1
+    code, out, _ = mpirun(2, "train", "lenet5", "--batch-size", "3", "--epochs", "1",
+                          "--out", str(tmp_path / "never.safetensors"), program=("-m", "volnet"))
+    assert code == 2, out
+    assert "batch size 3 is the global batch and must be a multiple of the 2 ranks" in out
+    assert not (tmp_path / "never.safetensors").exists()
+
+
 # ---- a failing rank takes the others down -------------------------------------------------------
 
 @pytest.mark.parametrize("mode, message", [

@@ -17,7 +17,12 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   ``DIRECT_MAX_TAPS_DW`` taps.
 * ``"gemm1x1"``: a 1x1 stride-1 unpadded convolution is one matrix product per sample.
 * ``"im2col"``: chunked im2col + matrix products (``conv_gemm``), every other case,
-  every float64 layer (exact to 1e-10) and everything under ``VOLNET_KERNELS=numpy``.
+  every float64 layer (exact to 1e-10) and everything under ``VOLNET_KERNELS=numpy``;
+  and an inference forward of a batch smaller than the block threads on maps of at most
+  ``IM2COL_SPLIT_MAX_POSITIONS`` outputs (:func:`split_fits`), whose product conv_gemm
+  splits by filters, each thread writing its rows and their epilogue once: one image
+  has too few tiles for Winograd, and too few rows for the direct kernel, to keep both
+  cores busy.
 
 Winograd is chosen by the number of output tiles (4x4, over the whole batch): its fixed
 costs are the filter transform (a*a*F*C values, as many as 4 images' worth of products
@@ -47,7 +52,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from volnet.runtime import backend
+from volnet.runtime import backend, block_threads
 
 WINOGRAD = os.environ.get("VOLNET_WINOGRAD", "1").strip() != "0"   # on unless "0"
 WINOGRAD_MIN_TILES = 64       # forward and dx: 4x4 output tiles over the batch (was 128
@@ -95,12 +100,23 @@ DIRECT_MIN_FILTERS = 4        # filters per group: a register block holds 8, so 
 #                               im2col 0.82 ms; 3->4 3x3 32x32 N128 1.18 vs 2.05)
 DIRECT_WINOGRAD_CHANNELS = 64  # inference: Winograd from min(C, F) = 64 up (C64 56x56 16.7 vs
 #                               direct 20.0 ms; C32->64 16x16 8.7 vs 7.6; C32->32 20.3 vs 15.2)
+IM2COL_SPLIT_MAX_POSITIONS = 196  # inference, batch < threads: im2col with its product split
+#   by filters over the block threads (each thread one-thread BLAS on its rows, then their
+#   epilogue) on output maps up to 14x14, over Winograd and direct. In a network's plan
+#   Winograd reads its transformed filters (36 F C floats, 4x the filters: 9.4 MB at 256x256)
+#   from memory on every call; standalone they stay in cache and hide it. Two threads,
+#   batch 1, ms per plan step, idle-machine estimate (benchmarks/README.md, section 40):
+#   ResNet 256->256 14x14 Winograd 1.54-1.61 -> 1.10-1.20 (standalone 0.97 vs 1.14);
+#   GoogLeNet 128->256 0.97 -> 0.69, 144->288 1.15 -> 0.75, 160->320 1.29 -> 0.89; direct
+#   112->224 0.63 -> 0.58, 128->256 s2 0.89 -> 0.72. Not 28x28 (784): 128->128 Winograd
+#   0.98-1.05 -> 1.22-1.42, 64->128 s2 direct 0.67 -> 1.00.
 
 
 def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
-           filters_cached=False) -> str:
+           filters_cached=False, threads=1) -> str:
     """Name of the kernel that computes this convolution's forward pass
-    (``filters_cached``: an inference forward, whose Winograd filter transform is kept)."""
+    (``filters_cached``: an inference forward, whose Winograd filter transform is kept;
+    ``threads``: block_threads.workers(), which an inference forward's rule reads)."""
     c = x_shape[1]
     f, _, kh, kw = w_shape
     fast = np.dtype(dtype) == np.float32 and backend.compiled(int(np.prod(x_shape)))
@@ -108,7 +124,8 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
         return "depthwise"
     if kh == kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0):
         return "gemm1x1"
-    if not fast:
+    if not fast or (filters_cached and split_fits(x_shape[0], w_shape, groups, out_size,
+                                                  threads)):
         return "im2col"
     direct = direct_fits(c, w_shape, groups)
     if winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
@@ -116,6 +133,17 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
             not direct or min(c, f) >= DIRECT_WINOGRAD_CHANNELS):
         return "winograd4"
     return "direct" if direct else "im2col"
+
+
+def split_fits(n, w_shape, groups, out_size, threads) -> bool:
+    """True for an inference forward that im2col splits by filters over the block threads
+    (conv_gemm: fewer samples than ``threads``, groups 1, a product of at least
+    block_threads.SPLIT_MIN multiply-adds) on maps of at most IM2COL_SPLIT_MAX_POSITIONS
+    output positions, where that split product beats Winograd and the direct kernel."""
+    f, cg, kh, kw = w_shape
+    positions = out_size[0] * out_size[1]
+    return (groups == 1 and n < threads and positions <= IM2COL_SPLIT_MAX_POSITIONS
+            and n * f * cg * kh * kw * positions >= block_threads.SPLIT_MIN)
 
 
 def direct_fits(c, w_shape, groups, min_filters=None) -> bool:
@@ -245,7 +273,8 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     (``VOLNET_WINOGRAD_TRAINING=0``): over 40 seeds of the replay they were about as
     faithful as PyTorch float32 and the exact kernels, rare jumps striking all three.
     """
-    settings = (backend.compiled(int(np.prod(x_shape))), WINOGRAD, WINOGRAD_MIN_TILES,
+    settings = (backend.compiled(int(np.prod(x_shape))), block_threads.workers(),
+                block_threads.SPLIT_MIN, IM2COL_SPLIT_MAX_POSITIONS, WINOGRAD, WINOGRAD_MIN_TILES,
                 WINOGRAD_MIN_WORK, WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS,
                 WINOGRAD_MIN_WORK_CACHED, WINOGRAD_FILTERS_PER_TILE, WINOGRAD_TRAINING, DIRECT,
                 DIRECT_MAX_TAPS, DIRECT_MAX_TAPS_DW, DIRECT_MAX_TAPS_DX, DIRECT_MIN_FILTERS,
@@ -276,9 +305,10 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
                           and x_shape[0] * out_size[0] * out_size[1] >= DIRECT_BATCH_POSITIONS)
             fwd = ("direct" if direct_fits(x_shape[1], w_shape, groups) or (DIRECT and batch_fits)
                    else "im2col")
-    else:   # inference: the filter transform is cached, so smaller layers earn Winograd
+    else:   # inference: the filter transform is cached, so smaller layers earn Winograd,
+        #     and a batch smaller than the threads splits im2col's product by filters
         fwd = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
-                     filters_cached=True)
+                     filters_cached=True, threads=settings[1])
     f, _, kh, kw = w_shape
     # training's dx and dw: exact kernels when WINOGRAD_TRAINING is off (see above)
     backward_winograd = WINOGRAD_TRAINING or not training

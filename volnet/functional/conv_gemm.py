@@ -22,6 +22,10 @@ Why this shape (profiles in ``benchmarks/README.md``):
   whose blocks stay on one thread) is split by ``block_threads.matmul``, since OpenBLAS
   runs one thread inside volnet's layers. Under ``VOLNET_KERNELS=numpy`` one thread does
   the blocks in turn and OpenBLAS splits the products.
+* A batch smaller than the threads (inference at batch 1) has no samples to share out: its
+  product is split by filters (:func:`_product_by_filters`), each thread writing its rows of
+  the output and then their bias/scale/residual/ReLU epilogue, so the output is written once
+  and never read back by the other core.
 
 Shapes: x (N, C, H, W), w (F, C/G, KH, KW), out (N, F, H_out, W_out),
 K = C/G * KH * KW, P = H_out * W_out.
@@ -180,18 +184,7 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False, 
                 if epilogue is not None:
                     epilogue(out, 0, f)
                 return out, None
-            # by filters, each thread running the epilogue on the channels it just wrote:
-            # one thread's pass over the other's freshly written half (in that core's
-            # cache) cost 0.3 ms on a 1x512x28x28 output against 0.05 ms
-            edges = np.linspace(0, f, count + 1).astype(int)
-
-            def part(i):
-                f0, f1 = int(edges[i]), int(edges[i + 1])
-                np.matmul(w_mat[:, f0:f1], x_g, out=out_g[:, :, f0:f1])
-                if epilogue is not None:
-                    epilogue(out, f0, f1)
-
-            block_threads.run(part, count)
+            _product_by_filters(w_mat, x_g, out, epilogue, count)
             return out, None
         parts = max(1, min(threads, n))
         bounds = [n * i // parts for i in range(parts + 1)]
@@ -200,8 +193,21 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False, 
         if epilogue is not None:
             epilogue(out, 0, f)
         return out, None
+    if not keep_cols and groups == 1:
+        # fewer samples than threads (batch 1): no per-sample blocks to share out, so the
+        # product is split by filters instead, each thread writing its rows once
+        count = block_threads.split_count(n * f * c * kh * kw * ho * wo)
+        if count > n:
+            plan = _Plan.of(tuple(x.shape), tuple(w.shape), tuple(out_size), 1, x.dtype,
+                            wide=False)
+            if len(plan.block_list) == 1:
+                _forward_by_filters(x, w, stride, padding, dilation, plan, out, epilogue,
+                                    count)
+                return out, None
+    # one sample: the wide layout is the per-sample one, whose product writes NCHW directly
+    # (the wide product's transposed copy into the output is a pass over it for nothing)
     plan = _Plan.of(tuple(x.shape), tuple(w.shape), tuple(out_size), groups, x.dtype,
-                    budget=budget, threads=threads)
+                    wide=False if n == 1 else None, budget=budget, threads=threads)
     w_mat = w.reshape(groups, fg, plan.k)
     xp = pad_zeros(x, padding)
     blocks = plan.block_list
@@ -227,6 +233,44 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False, 
     if epilogue is not None:
         epilogue(out, 0, f)
     return out, (cols if keep_whole else None)      # only a kept block is a fresh array
+
+
+def filter_edges(f: int, count: int) -> list[int]:
+    """Bounds of ``count`` runs of filters (output rows) covering ``f``: equal shares,
+    rounded to multiples of 16 rows (one AVX-512 register of float32 per row block of the
+    BLAS kernel) where every share still holds at least 16."""
+    step = 16 if f >= 16 * count else 1
+    units = -(-f // step)
+    return [min(f, step * (units * i // count)) for i in range(count)] + [f]
+
+
+def _forward_by_filters(x, w, stride, padding, dilation, plan, out, epilogue, count):
+    """``out`` = the convolution of a batch smaller than ``count`` (one block of columns,
+    groups 1) by :func:`_product_by_filters`, the columns unrolled once, by the caller,
+    before the hand-off (each thread unrolling them again measured no faster)."""
+    kh, kw = w.shape[2:]
+    cols = plan.cols(pad_zeros(x, padding), plan.block_list[0], (kh, kw), stride, dilation,
+                     out.shape[3], plan.buffer())                  # (N, 1, K, P)
+    _product_by_filters(w.reshape(1, w.shape[0], plan.k), cols, out, epilogue, count)
+
+
+def _product_by_filters(w_mat, cols, out, epilogue, count):
+    """``out`` (N, F, Ho, Wo) = ``w_mat`` (1, F, K) @ ``cols`` (N, 1, K, P), split by
+    filters over ``count`` block threads: each runs its rows' one-thread product straight
+    into ``out`` and then ``epilogue`` on those channels while they are in its core's
+    cache. One thread's pass over the other's freshly written half cost 0.3 ms on a
+    1x512x28x28 output against 0.05 ms (benchmarks/README.md section 37)."""
+    n, f = out.shape[:2]
+    out_g = out.reshape(n, 1, f, -1)
+    edges = filter_edges(f, min(count, f))
+
+    def part(i):
+        f0, f1 = edges[i], edges[i + 1]
+        np.matmul(w_mat[:, f0:f1], cols, out=out_g[:, :, f0:f1])
+        if epilogue is not None:
+            epilogue(out, f0, f1)
+
+    block_threads.run(part, len(edges) - 1)
 
 
 def weight_grad(x, dout, w_shape, stride, padding, dilation, groups, kept=None):

@@ -65,5 +65,10 @@ def run(module: str, name: str, size: int, *args):
         ``run("volnet.functional.compiled.activation", "relu_forward", x.size, x, out, mask)``
     """
     loaded = sys.modules.get(module)       # import_module's own lookup costs ~4 us a call
-    k = getattr(loaded if loaded is not None else importlib.import_module(module), name)
+    k = getattr(loaded, name, None)
+    if k is None:
+        # not imported yet, or still being imported by another thread (two block threads
+        # running their first epilogue at once): import_module waits for that import,
+        # where the module found in sys.modules has no kernels yet
+        k = getattr(importlib.import_module(module), name)
     return (k.parallel if size >= PARALLEL_MIN else k.serial)(*args)

@@ -243,7 +243,9 @@ def abort_on_error(comm: Communicator) -> Iterator[None]:
     Without it, the other ranks would wait in their next collective. The error is
     printed (with the rank) before aborting; in a world of one it propagates.
     Any exit from inside the block counts (Ctrl-C, ``sys.exit``): the other
-    ranks could not finish the epoch without this one.
+    ranks could not finish the epoch without this one. The launcher exits with the
+    code the ``volnet`` command gives the same error in one process: 2 for a
+    :class:`VolnetError` (bad input or settings), 130 for Ctrl-C, else 1.
     """
     try:
         yield
@@ -253,5 +255,6 @@ def abort_on_error(comm: Communicator) -> Iterator[None]:
         print(f"volnet: rank {comm.rank} of {comm.world_size} failed with "
               f"{type(err).__name__}: {err}\nvolnet: aborting all ranks.", file=sys.stderr,
               flush=True)
-        comm.abort(1)
+        comm.abort(2 if isinstance(err, VolnetError)
+                   else 130 if isinstance(err, KeyboardInterrupt) else 1)
         raise
