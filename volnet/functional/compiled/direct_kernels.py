@@ -17,7 +17,10 @@ The micro-kernel (:func:`_micro`) keeps an 8-filter x 32-output block in sixteen
 registers through the whole sum over taps: per tap, two unaligned loads of 32 inputs, eight
 broadcast weights and sixteen fused multiply-adds; it is written as LLVM vector IR (a numba
 intrinsic) because numba's loops do not keep accumulators in registers (the same loop in
-plain numba ran at 10 GFLOP/s, this one at ~200 on one Sapphire Rapids core). Each sum over
+plain numba ran at 10 GFLOP/s, this one at ~200 on one Sapphire Rapids core). At a map's
+edges narrower blocks take over (16 outputs; 6 or 4 filters), so small maps and filter counts
+that are not multiples of 8 do not pay for zeros (LeNet: benchmarks/README.md, section 44).
+Each sum over
 taps runs in one order in float32 (fused multiply-adds): the error class of im2col's GEMM,
 not Winograd's, so a training forward may use it (benchmarks/README.md, section 33).
 
