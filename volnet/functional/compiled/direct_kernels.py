@@ -20,9 +20,9 @@ intrinsic) because numba's loops do not keep accumulators in registers (the same
 plain numba ran at 10 GFLOP/s, this one at ~200 on one Sapphire Rapids core). At a map's
 edges narrower blocks take over (16 outputs; 6 or 4 filters), so small maps and filter counts
 that are not multiples of 8 do not pay for zeros (LeNet: benchmarks/README.md, section 44).
-Each sum over
-taps runs in one order in float32 (fused multiply-adds): the error class of im2col's GEMM,
-not Winograd's, so a training forward may use it (benchmarks/README.md, section 33).
+Each sum over taps runs in one order in float32 (fused multiply-adds): the error class of
+im2col's GEMM, not Winograd's, so a training forward may use it (benchmarks/README.md,
+section 33).
 
 The weight gradient is the transposed sum, ``dw[f, k] = sum_q dout[f, q] * x_in[off[k] +
 q]`` with dout laid on the same numbering (zero at the dropped positions):
