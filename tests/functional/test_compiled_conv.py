@@ -349,6 +349,35 @@ def test_direct_forward_edge_blocks_match_reference_and_torch(case):
     assert _rel(relu, np.maximum(want, 0)) < TOL["direct"]
 
 
+# (x shape, w shape, stride, padding, row first): the forward sums taps filter row first
+# for packed inputs up to direct.ROW_FIRST_FLOATS, skipping the filter rows that read only
+# padding for a block of outputs (all of them, for outputs wholly in the padding), and
+# channel first above it; both orders, with padding, at block edges
+@pytest.mark.parametrize("case", [
+    ((2, 16, 10, 10), (6, 16, 5, 5), 1, 4, True),      # LeNet conv2's dx: 16 * 18 * 18
+    ((1, 4, 7, 7), (8, 4, 3, 3), 1, 3, True),          # output rows 0 and 6 all padding
+    ((2, 3, 9, 9), (12, 3, 5, 5), 2, 3, True),         # stride 2: 2 x 2 phases
+    ((1, 40, 15, 15), (9, 40, 3, 3), 1, 1, False),     # 40 * 17 * 17 floats
+    ((1, 12, 30, 25), (10, 12, 5, 5), 1, 4, False),    # 12 * 38 * 33 floats
+])
+def test_direct_forward_tap_orders_match_torch(case):
+    from volnet.functional.compiled import direct
+    xs, ws, s, p, row_first = case
+    rng = np.random.default_rng(sum(xs) + sum(ws))
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    want = torch.nn.functional.conv2d(xt, wt, None, s, p)
+    size = tuple(want.shape[2:])
+    assert direct.forward_rows(xs, ws, (s, s), (p, p), (1, 1), 1, size).row_first == row_first
+    out = direct.forward(x, w, None, (s, s), (p, p), (1, 1), 1, size)
+    assert _rel(out, want.detach().numpy()) < TOL["direct"]
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    want.backward(torch.tensor(dout, dtype=torch.float64))
+    dx = direct.input_grad(dout, w, x.shape, (s, s), (p, p), (1, 1), 1)
+    assert _rel(dx, xt.grad.numpy()) < TOL["direct"]
+
+
 @pytest.mark.parametrize("shape", [(1, 16, 12, 24, 1), (3, 8, 11, 8, 2), (1, 32, 9, 40, 1)])
 def test_direct_same_on_one_thread_or_two(shape):
     # batch 1 splits each sample's filter blocks among the threads, larger batches the
