@@ -137,6 +137,10 @@ def test_filter_transform_and_its_adjoint_match_einsum(two_threads):
     u = winograd.filter_transform(w)
     want = np.einsum("ki,fcij,lj->klfc", g, w.astype(np.float64), g).reshape(-1, 5, 7)
     np.testing.assert_allclose(u, want, rtol=1e-6, atol=1e-6)
+    # dx's transform: the flipped, transposed filters' (C, F) planes, read from w directly
+    flipped = w.astype(np.float64)[:, :, ::-1, ::-1]
+    want = np.einsum("ki,fcij,lj->klcf", g, flipped, g).reshape(-1, 7, 5)
+    np.testing.assert_allclose(winograd.adjoint_filter_transform(w), want, rtol=1e-6, atol=1e-6)
     du = rng.standard_normal((2, 36, 5, 7)).astype(np.float32)
     dw = np.empty((5, 7, 3, 3), np.float32)
     winograd_filters.filter_grads(du, g, dw, 0, 5)
@@ -169,6 +173,44 @@ def test_im2col_blocks_on_threads_match_one_thread(two_threads, case):
         np.testing.assert_allclose(out, other[0], rtol=1e-5, atol=1e-5)
         assert _rel(out, ref.detach().numpy()) < 1e-5
         assert _rel(dw, wt.grad.numpy()) < 1e-5
+
+
+@pytest.mark.parametrize("case", [
+    # n, c, h, f, groups, padding: 7x7 maps (the wide layout, a thread's samples a column
+    # range), 16x16 (per-sample layout), grouped, odd batch
+    (4, 24, 7, 20, 1, 1), (3, 8, 16, 12, 1, 0), (5, 12, 7, 8, 2, 1)])
+def test_kept_columns_unrolled_on_threads(two_threads, monkeypatch, case):
+    """A training forward that keeps its columns cuts the batch over the threads (each
+    unrolls and multiplies its samples); the output, and dw from the kept columns, match
+    float64 PyTorch and the one-thread run."""
+    n, c, h, f, groups, p = case
+    monkeypatch.setattr(conv_choice, "DIRECT", False)         # im2col's training forward
+    monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
+    rng = np.random.default_rng(c + h)
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((f, c // groups, 3, 3)).astype(np.float32)
+    ho = h + 2 * p - 2
+    dout = rng.standard_normal((n, f, ho, ho)).astype(np.float32)
+    real_run, counts, runs = block_threads.run, [], []
+    monkeypatch.setattr(block_threads, "run", lambda fn, k: counts.append(k) or real_run(fn, k))
+    import numba
+    for threads in (1, two_threads):
+        numba.set_num_threads(threads)
+        counts.clear()
+        with backend.use_kernels("numba"):
+            out, cols = conv_gemm.forward(x, w, (1, 1), (p, p), (1, 1), groups, (ho, ho),
+                                          keep_cols=True)
+            assert cols is not None                               # kept for backward
+            assert counts[0] == threads                   # the batch went on the threads
+            dw = conv_gemm.weight_grad(x, dout, w.shape, (1, 1), (p, p), (1, 1), groups, cols)
+        runs.append((out, dw))
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    ref = torch.nn.functional.conv2d(xt, wt, None, 1, p, 1, groups)
+    ref.backward(torch.tensor(dout, dtype=torch.float64))
+    for out, dw in runs:
+        assert _rel(out, ref.detach().numpy()) < 1e-5
+        assert _rel(dw, wt.grad.numpy()) < 1e-5
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-5, atol=1e-5)
 
 
 def test_kernel_choice_counts_tiles(monkeypatch):
@@ -481,3 +523,139 @@ def test_1x1_conv_epilogue_on_the_split_channels_matches_torch(two_threads, monk
                      + torch.tensor(residual, dtype=torch.float64)).numpy()
     assert _rel(out, ref) < 1e-5
     assert counts == [two_threads]
+
+
+# ---- the hand-off's contract: persistent threads, failures, concurrent callers, fork ----
+
+def test_calls_reuse_the_same_block_threads():
+    together = threading.Barrier(3)
+
+    def work(i):
+        together.wait(timeout=30)               # three threads at once, every call
+        return threading.get_ident()
+
+    block_threads.run(work, 3)
+    alive = threading.active_count()
+    idents = set()
+    for _ in range(30):
+        got = block_threads.run(work, 3)
+        assert len(set(got)) == 3 and got[0] == threading.get_ident()   # block 0: the caller
+        idents.update(got[1:])
+    assert threading.active_count() == alive     # no thread started (or left) per call
+    assert threading.get_ident() not in idents
+
+
+def test_the_lowest_failing_block_is_raised_and_the_threads_serve_on():
+    import time
+
+    def work(i):
+        if i == 1:
+            time.sleep(0.05)                   # fails after block 3 has
+            raise ValueError("block 1 failed")
+        if i == 3:
+            raise KeyError("block 3 failed")
+        return i
+
+    with pytest.raises(ValueError, match="block 1 failed"):
+        block_threads.run(work, 4)
+    for signal in (KeyboardInterrupt, SystemExit):
+        def stop(i, signal=signal):
+            if i == 1:
+                raise signal()
+            return i
+        with pytest.raises(signal):
+            block_threads.run(stop, 2)
+    together = threading.Barrier(2)
+    assert block_threads.run(lambda i: together.wait(timeout=30) * 0 + i, 2) == [0, 1]
+
+
+def test_concurrent_callers_each_get_their_own_results():
+    failures, finished = [], []
+
+    def caller(who):
+        try:
+            for k in range(150):
+                count = 2 + k % 3
+                got = block_threads.run(lambda i: (who, k, i), count)
+                if got != [(who, k, i) for i in range(count)]:
+                    failures.append((who, k, got))
+            finished.append(who)
+        except BaseException as exc:           # reported by the assertion below
+            failures.append((who, exc))
+
+    threads = [threading.Thread(target=caller, args=(who,)) for who in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert failures == [] and sorted(finished) == [0, 1, 2, 3]
+
+
+def test_a_forked_child_runs_its_blocks_on_threads_of_its_own():
+    import os
+    import select
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    block_threads.run(lambda i: i, 2)            # the parent's block thread exists
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                 # the child: its parent's threads are gone
+        code = 1
+        try:
+            together = threading.Barrier(2)
+            got = block_threads.run(lambda i: (together.wait(timeout=10), i)[1] * 10, 2)
+            os.write(write, repr(got).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 60)
+        answer = os.read(read, 100).decode() if ready else "no answer"
+    finally:
+        os.close(read)
+        if not ready:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert answer == "[0, 10]"
+
+
+def test_layers_called_from_two_threads_at_once_give_their_alone_results(two_threads,
+                                                                         monkeypatch):
+    # a server running two requests at once: each caller's split products (by filters, at
+    # batch 1) go on whichever threads are free, or stay on the caller; same blocks either way
+    monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
+    rng = np.random.default_rng(11)
+    cases = [(rng.standard_normal((1, c, h, h)).astype(np.float32),
+              rng.standard_normal((f, c, k, k)).astype(np.float32), k // 2)
+             for c, h, f, k in ((32, 14, 48, 3), (40, 7, 64, 1))]
+    with backend.use_kernels("numba"):
+        alone = [conv2d_forward(x, w, None, padding=(p, p), keep_cache=False, relu=True)[0]
+                 for x, w, p in cases]
+        counts = []
+        real_run = block_threads.run
+        monkeypatch.setattr(block_threads, "run",
+                            lambda fn, k: counts.append(k) or real_run(fn, k))
+        conv2d_forward(*cases[0][:2], None, padding=(1, 1), keep_cache=False)
+        assert counts and max(counts) == two_threads       # the layer does split
+        mismatches, done = [], []
+
+        def caller(which):
+            x, w, p = cases[which]
+            for _ in range(40):
+                out = conv2d_forward(x, w, None, padding=(p, p), keep_cache=False, relu=True)[0]
+                if not np.array_equal(out, alone[which]):
+                    mismatches.append(which)
+            done.append(which)
+
+        threads = [threading.Thread(target=caller, args=(i % 2,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert sorted(done) == [0, 0, 1, 1] and mismatches == []
+    ref = torch.relu(torch.nn.functional.conv2d(torch.tensor(cases[0][0], dtype=torch.float64),
+                                                torch.tensor(cases[0][1], dtype=torch.float64),
+                                                padding=1)).numpy()
+    assert _rel(alone[0], ref) < 1e-5

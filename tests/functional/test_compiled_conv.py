@@ -119,6 +119,36 @@ def test_default_thresholds_route_mid_sized_layers_to_winograd(shape, pass_, ker
     _check_three_ways(x, wt, b, (1, 1), (1, 1), (1, 1), 1, "winograd4")
 
 
+@pytest.mark.parametrize("shape", [
+    # n, c, h, f, padding: the N16 C512 7x7 row's plan at 256 channels (dx by Winograd, dw
+    # by im2col), the C256 14x14 row's (dx and dw by Winograd) with channel counts that are
+    # no multiple of 16, and padding 0
+    (16, 256, 7, 256, 1), (16, 67, 14, 70, 1), (16, 64, 16, 72, 0)])
+def test_training_backward_of_the_slow_rows_shapes(shape):
+    """dx and dw of the conv rows' training plans against float64 PyTorch, on one thread
+    and two (benchmarks/README.md section 43)."""
+    from volnet.runtime import block_threads, thread_policy
+    n, c, h, f, p = shape
+    rng = np.random.default_rng(c + f)
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = (rng.standard_normal((f, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    size = (h + 2 * p - 2,) * 2
+    dout = rng.standard_normal((n, f) + size).astype(np.float32)
+    plan = conv_choice.plan(x.shape, w.shape, (1, 1), (p, p), (1, 1), 1, size, np.float32,
+                            training=True)
+    assert plan.input_grad == "winograd4"
+    want = _torch64(x, w, b, (1, 1), (p, p), (1, 1), 1, dout)
+    for threads in (1, 2):
+        with backend.use_kernels("numba"), thread_policy.use_threads(threads), \
+                block_threads.section():
+            _, cache = conv2d_forward(x, w, b, (1, 1), (p, p), (1, 1), 1)
+            dx, dw, db = conv2d_backward(dout, cache)
+        assert _rel(dx, want[1]) < TOL["winograd4"]
+        assert _rel(dw, want[2]) < TOL.get(plan.weight_grad, 1e-5)     # im2col: 1e-5
+        assert _rel(db, want[3]) < 1e-5
+
+
 def test_training_forward_of_a_wide_batch_layer_runs_direct():
     """A 3x3 stride-1 layer of 1800 taps (over DIRECT_MAX_TAPS) with 16 x 14 x 14 outputs per
     filter: its training forward runs the direct kernel (DIRECT_MAX_TAPS_BATCH), and the
@@ -163,11 +193,14 @@ def test_winograd_forward_and_weight_grad(shape):
     # sub-grid transforms: unequal sub-grids, some with a partial last tile)
     (1, 17, 37, 29, 33, 1, 1), (3, 40, 20, 18, 20, 0, 1), (2, 16, 56, 56, 16, 1, 1),
     (1, 33, 7, 7, 18, 2, 1), (5, 24, 14, 14, 40, 1, 1), (2, 20, 23, 23, 17, 2, 2),
-    (9, 32, 16, 16, 32, 1, 1), (2, 18, 19, 22, 9, 3, 3)])
+    (9, 32, 16, 16, 32, 1, 1), (2, 18, 19, 22, 9, 3, 3),
+    # dw: 8 blocks of 128 tiles, several per thread (partial sums added after the first)
+    (16, 16, 32, 32, 16, 1, 1)])
 def test_winograd_blocks_match_torch(shape):
     """The vectorised transforms on block-sized inputs, with the conv + batch norm + ReLU
     epilogue, under the library's block threads: forward, dx (the forward of dout with
-    flipped filters) and dw against PyTorch float64."""
+    the flipped filters, whose transform is read straight from w) and dw against PyTorch
+    float64."""
     n, c, h, w_, f, p, d = shape
     rng = np.random.default_rng(c * f)
     x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
@@ -183,8 +216,7 @@ def test_winograd_blocks_match_torch(shape):
     full = (2 * d - p, 2 * d - p)
     with backend.use_kernels("numba"):
         out = winograd.forward(x, w, b, (p, p), (d, d), size, relu=True, scale=scale)
-        dx = winograd.forward(dout, conv_gemm.flipped_transpose(w, 1), None, full, (d, d),
-                              (h, w_))
+        dx = winograd.input_grad(dout, w, full, (d, d), (h, w_))
         dw = winograd.weight_grad(x, dout, (p, p), (d, d))
     assert _rel(out, fused) < TOL["winograd4"]
     assert _rel(dx, xt.grad.numpy()) < TOL["winograd4"]

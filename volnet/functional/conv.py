@@ -266,8 +266,7 @@ def conv2d_backward(dout, cache, input_grad=True):
         return None, dw, db
     if plan.input_grad == "winograd4":
         from volnet.functional.compiled import winograd
-        dx = winograd.forward(dout, conv_gemm.flipped_transpose(w, groups), None,
-                              plan.adjoint_padding, dilation, x.shape[2:])
+        dx = winograd.input_grad(dout, w, plan.adjoint_padding, dilation, x.shape[2:])
     elif plan.input_grad == "direct (phases)":
         from volnet.functional.compiled import direct
         dx = direct.input_grad(dout, w, x.shape, stride, padding, dilation, groups)

@@ -61,7 +61,11 @@ WINOGRAD_MIN_TILES = 64       # forward and dx: 4x4 output tiles over the batch 
 WINOGRAD_MIN_WORK = 1 << 14   # ... and tiles x min(C, F): the products' saving must beat the
 #                               transforms, whose cost grows with C + F, not C x F
 WINOGRAD_MIN_TILES_DW = 256   # weight gradient (was 512; N16 C256 14x14, 256 tiles, runs
-#                               fwd+bwd 14-15% faster with dw by Winograd: README, 36)
+#                               fwd+bwd 14-15% faster with dw by Winograd: README, 36).
+#                               N16 C512 7x7 (64 tiles) stays on im2col (its forward's kept
+#                               columns): with section 43's back-transform Winograd dw is
+#                               level on one thread (CPU ms 18.6 vs 18.7) and loses on two
+#                               (critical path 15.1 vs 10.3: a 38 MB partial sum per thread)
 WINOGRAD_MIN_CHANNELS = 8     # input and output channels
 # An inference forward reuses its cached filter transform (weight_cache): no transform to
 # pay back, only tiles x min(C, F) enough to beat the tile transforms, and enough tiles to

@@ -210,6 +210,13 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False, 
                     wide=False if n == 1 else None, budget=budget, threads=threads)
     w_mat = w.reshape(groups, fg, plan.k)
     xp = pad_zeros(x, padding)
+    if keep_whole:
+        parts = min(n, block_threads.split_count(n * f * plan.k * ho * wo))
+        if parts > 1:
+            cols = _kept_on_threads(xp, w_mat, out, plan, (kh, kw), stride, dilation, parts)
+            if epilogue is not None:
+                epilogue(out, 0, f)
+            return out, cols
     blocks = plan.block_list
     count = max(1, min(threads, len(blocks)))
 
@@ -233,6 +240,42 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False, 
     if epilogue is not None:
         epilogue(out, 0, f)
     return out, (cols if keep_whole else None)      # only a kept block is a fresh array
+
+
+def _kept_on_threads(xp, w_mat, out, plan, kernel_size, stride, dilation, parts):
+    """The forward of a batch whose columns are kept for backward (one block, one fresh
+    array), cut by samples over ``parts`` threads: each unrolls its samples into its share
+    of the kept columns and runs their product with one-thread BLAS, writing its samples'
+    outputs. Returns the columns, laid out as :meth:`_Plan.cols` lays one block.
+
+    Unrolled on one thread, then multiplied on two, the N16 C512 7x7 layer's 14 MB of
+    columns (2.2 ms) was a serial step of its forward (benchmarks/README.md section 43).
+    """
+    n = xp.shape[0]
+    groups, fg, k = w_mat.shape
+    ho, wo = out.shape[2:]
+    cols = plan.buffer(keep=True)[:n * groups * k * ho * wo]
+    view = _windows(xp, kernel_size, stride, dilation, (ho, wo), plan.wide)
+    edges = np.linspace(0, n, parts + 1).astype(int)
+    out_g = out.reshape(n, groups, fg, ho * wo)
+    # wide: (C, KH, KW, N, Ho, Wo), a thread's samples a column range; else (N, C, KH, KW,
+    # Ho, Wo), a thread's samples contiguous
+    whole = cols.reshape(view.shape)
+    mat = (cols.reshape(groups, k, n * ho * wo) if plan.wide
+           else cols.reshape(n, groups, k, ho * wo))
+
+    def part(i):
+        s, e = int(edges[i]), int(edges[i + 1])
+        if plan.wide:
+            np.copyto(whole[:, :, :, s:e], view[:, :, :, s:e])
+            res = np.matmul(w_mat, mat[:, :, s * ho * wo:e * ho * wo])
+            out[s:e] = res.reshape(groups * fg, e - s, ho, wo).transpose(1, 0, 2, 3)
+        else:
+            np.copyto(whole[s:e], view[s:e])
+            np.matmul(w_mat, mat[s:e], out=out_g[s:e])
+
+    block_threads.run(part, parts)
+    return mat
 
 
 def filter_edges(f: int, count: int) -> list[int]:

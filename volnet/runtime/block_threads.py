@@ -19,6 +19,14 @@ in a block split by :func:`matmul`. A single OpenBLAS product at two threads lef
 worker spinning ~0.1 s on the core the next block needed: the VGG-style CIFAR backward
 took 150 ms on two threads against 131 on one (benchmarks/README.md, seventh round).
 
+The hand-off (:func:`run`): persistent daemon threads, each asleep on its own lock; the
+caller hands each free thread its share of the blocks by releasing that lock, runs its
+own share, then waits on one lock the last thread releases. Measured on the 2-core machine
+under load (benchmarks/README.md section 41): a call of two trivial ``nogil`` blocks takes
+13-25 us, against 23-56 us through a ThreadPoolExecutor's futures and 4-9 us for a numba
+``prange`` launch (OpenMP, passive waiting). The threads never spin: a spinning waiter
+holds the core the next block or ``prange`` kernel needs (the OpenBLAS lesson above).
+
 Used once the compiled kernels are in use (numba imported); under ``VOLNET_KERNELS=numpy``,
 or before any call was large enough to load numba, :func:`workers` is 1, every block
 runs on the calling thread as before and OpenBLAS keeps its own thread count.
@@ -28,21 +36,26 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
 from volnet.runtime import backend, openblas
 
-_shared = {"executor": None, "size": 0, "active": 0, "saved": None}
+_shared = {"active": 0, "saved": None}
 _local = threading.local()
 _lock = threading.Lock()
+_pool = {"idle": [], "made": 0, "lock": threading.Lock()}
 _PREFIX = "volnet-block"
-SPLIT_MIN = 1 << 25      # multiply-adds from which matmul splits a product over the workers
-#                          (~0.35 ms on one core; a hand-off to a block thread costs 50-70 us;
-#                          2^24 won 0.03-0.05 ms per product alone but lost GoogLeNet b1 ~1 ms
-#                          whole-net: the next layer reads the other core's half, section 37)
+SPLIT_MIN = 1 << 23      # multiply-adds from which a product is split over the workers
+#                          (matmul, conv_gemm's batch-1 products, conv_choice.split_fits);
+#                          ~0.13 ms on one core. Section 41: with the lock hand-off (13-25 us
+#                          a call, 23-56 through futures) GoogLeNet b1's idle estimate went
+#                          24.9 -> 22.9 ms from 2^25 to 2^23 (10 -> 31 splits; 2^24 24.4,
+#                          2^22 23.2); the ResNets at b1 and b8, GoogLeNet b8 and the training
+#                          steps split the same from 2^22 to 2^25. Section 37 had kept 2^25
+#                          with the 50-70 us hand-off (2^24 lost ~1 ms whole-net, idle).
 
 
 def workers() -> int:
@@ -55,7 +68,7 @@ def workers() -> int:
 def _inside_blocks() -> bool:
     """Whether the calling thread is doing one block of a parallel :func:`run` (a block
     thread, or the caller doing its own block): nested work stays on it."""
-    return getattr(_local, "busy", False) or threading.current_thread().name.startswith(_PREFIX)
+    return getattr(_local, "busy", False)
 
 
 @contextlib.contextmanager
@@ -105,31 +118,129 @@ def section():
 def run(fn, count: int) -> list:
     """``[fn(0), ..., fn(count - 1)]``; with ``count`` > 1 on as many threads (the caller's
     included) while BLAS uses one thread each. ``fn`` must release the GIL for its heavy
-    parts (``nogil`` kernels, NumPy's matmul and copies). Safe to call from several threads
-    at once (their blocks queue for the shared workers); called from inside a block (a
-    block thread, or the caller's own block), it runs the blocks there, in turn."""
+    parts (``nogil`` kernels, NumPy's matmul and copies). The blocks run with the caller's
+    NumPy error state; the first failing block's exception (lowest index) is raised once
+    every block has finished or stopped. Safe to call from several threads at once: each
+    caller takes the block threads that are free, and one that finds none runs its blocks
+    itself, in turn. Called from inside a block (a block thread, or the caller's own block),
+    it runs the blocks there, in turn."""
     if count <= 1 or _inside_blocks():
         return [fn(i) for i in range(count)]
-    with _lock:
-        if _shared["size"] < count - 1:     # the old pool's threads end when it is collected
-            _shared["executor"] = ThreadPoolExecutor(count - 1, thread_name_prefix=_PREFIX)
-            _shared["size"] = count - 1
-        executor = _shared["executor"]
-    errors = np.geterr()          # NumPy's error state is per thread: the blocks take the caller's
-
-    def block(i):
-        with np.errstate(**errors):
-            return fn(i)
-
+    results = [None] * count
     with one_blas_thread():
-        futures = [executor.submit(block, i) for i in range(1, count)]
+        helpers = _claim(count - 1)
+        parts = len(helpers) + 1          # block i runs on part i % parts; the caller is part 0
+        call = _Call(len(helpers)) if helpers else None
+        if helpers:
+            errors = np.geterr()          # NumPy's error state is per thread: the caller's
+            for part, worker in enumerate(helpers, 1):
+                worker.job = (fn, part, parts, count, errors, results, call)
+                worker.wake.release()
         _local.busy = True
         try:
-            first = fn(0)
+            failure = _blocks(fn, range(0, count, parts), results)
         finally:
             _local.busy = False
-            wait(futures)       # every block has finished before the caller goes on
-    return [first] + [f.result() for f in futures]
+            if helpers:
+                call.done.acquire()       # every block has finished before the caller goes on
+    failures = ([failure] if failure else []) + (call.failures if helpers else [])
+    if failures:
+        raise min(failures, key=lambda f: f[0])[1]
+    return results
+
+
+def _blocks(fn, indices, results):
+    """Run ``fn`` over ``indices`` into ``results``; stop at the first failure and return
+    it as ``(index, exception)`` (None when every block finished)."""
+    for i in indices:
+        try:
+            results[i] = fn(i)
+        except BaseException as exc:     # handed to the caller, which raises it
+            return i, exc
+    return None
+
+
+class _Call:
+    """One :func:`run`'s hand-off: how many block threads still work on it, their
+    failures, and the lock the last of them releases for the caller."""
+
+    __slots__ = ("remaining", "failures", "done")
+
+    def __init__(self, helpers: int):
+        self.remaining = helpers
+        self.failures = []
+        self.done = threading.Lock()
+        self.done.acquire()
+
+
+class _Worker:
+    """A persistent block thread, asleep on its own lock until a caller hands it a job.
+
+    The hand-off is that lock, released by the caller and acquired by the thread, and the
+    call's ``done`` lock on the way back: no future, queue or condition variable per block
+    (a ThreadPoolExecutor's submit + wait cost 23-56 us a call here; benchmarks/README.md
+    section 41)."""
+
+    __slots__ = ("wake", "job")
+
+    def __init__(self):
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.job = None
+
+    def serve(self):
+        _local.busy = True                # everything this thread runs is inside a block
+        while True:
+            self.wake.acquire()
+            job, self.job = self.job, None
+            self._do(*job)                # its locals (the blocks' arrays) go with the call
+
+    def _do(self, fn, part, parts, count, errors, results, call):
+        if np.geterr() != errors:         # NumPy's error state is per thread: the caller's
+            np.seterr(**errors)
+        failure = _blocks(fn, range(part, count, parts), results)
+        if failure:
+            call.failures.append(failure)
+        with _pool["lock"]:               # free for the next caller before this one is told
+            _pool["idle"].append(self)
+            call.remaining -= 1
+            last = call.remaining == 0
+        if last:
+            call.done.release()
+
+
+def _claim(helpers: int) -> list:
+    """Up to ``helpers`` free block threads for one call: started on first need, fewer or
+    none while other callers hold them (or where no thread can start, as at interpreter
+    shutdown); the caller runs the blocks nobody takes."""
+    pool = _pool
+    with pool["lock"]:
+        while pool["made"] < helpers:
+            worker = _Worker()
+            try:
+                threading.Thread(target=worker.serve, name=f"{_PREFIX}-{pool['made']}",
+                                 daemon=True).start()
+            except RuntimeError:
+                break
+            pool["idle"].append(worker)
+            pool["made"] += 1
+        idle = pool["idle"]
+        taken = idle[-helpers:]
+        del idle[-helpers:]
+    return taken
+
+
+def _after_fork_in_child():
+    """A forked child has only the forking thread: the parent's block threads are gone (a
+    job handed to one would never finish) and a lock another thread held stays held.
+    The child starts its own block threads on its first :func:`run`."""
+    global _lock
+    _lock = threading.Lock()
+    _pool.update(idle=[], made=0, lock=threading.Lock())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def split_count(multiply_adds: int) -> int:

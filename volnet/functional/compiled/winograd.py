@@ -20,7 +20,8 @@ residue ``s`` (per axis) only read inputs ``s + D*(t + k)``, an undilated 3x3 co
 sub-grid, so tiles are laid on each sub-grid and read/written with step ``D``.
 
 Gradients: dx of a stride-1 conv is this forward on dout with flipped, transposed
-filters (see conv_gemm.input_grad_as_conv); dw is the transposed algorithm
+filters (see conv_gemm.input_grad_as_conv), whose transform :func:`input_grad` reads
+straight from the layer's filters; dw is the transposed algorithm
 ``dg = G^T [sum over tiles (A dY A^T) * (BT d BT^T)] G`` with one product per point.
 The filter transform and dw's back-transform run in float64, the tile transforms in
 float32. volnet only uses Winograd for float32 layers.
@@ -65,13 +66,26 @@ def filter_transform(w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray
     return u
 
 
+def adjoint_filter_transform(w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """U (36, C, F) float32 of the flipped, transposed filters of ``w`` (F, C, 3, 3): the
+    filter transform of dx as a convolution of dout (conv_gemm.flipped_transpose), made
+    straight from ``w`` (into ``out``) without the flipped copy (1.6 ms for 512x512
+    filters, which the transform then read again; benchmarks/README.md section 43)."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    f, c = w.shape[:2]
+    u = np.empty((A * A, c, f), dtype=np.float32) if out is None else out
+    _over_filters(lambda c0, c1: filters.filter_points_adjoint(w, G, u, c0, c1), c)
+    return u
+
+
 def _filter_ranges(f: int, parts: int) -> np.ndarray:
     """Bounds of ``parts`` near-equal ranges of ``f`` filters."""
     return np.linspace(0, f, parts + 1).astype(np.int64)
 
 
 def _over_filters(kernel, f: int) -> None:
-    """``kernel(f0, f1)`` for near-equal ranges of the ``f`` filters, one per thread."""
+    """``kernel(f0, f1)`` for near-equal ranges of the ``f`` filters (or channels), one per
+    thread."""
     bounds = _filter_ranges(f, min(block_threads.workers(), f))
     block_threads.run(lambda i: kernel(bounds[i], bounds[i + 1]), len(bounds) - 1)
 
@@ -128,7 +142,8 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
     transform's store.
 
     ``u``: w's filter transform (:func:`filter_transform`) when the caller has it (cached
-    for inference, volnet.functional.weight_cache); computed here when None.
+    for inference, volnet.functional.weight_cache; dx's from :func:`input_grad`); computed
+    here when None (``w`` is then needed, else it may be None).
     Work items are blocks of tile rows; a layer with fewer blocks than threads, or fewer
     than ``SPLIT_FILTERS_BELOW`` tiles per thread (batch 1, 14x14 and 7x7 maps), splits
     its filters instead, each thread transforming the same input block: the transform is
@@ -137,7 +152,7 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
     x = np.ascontiguousarray(x, dtype=np.float32)
     relu = bool(relu)
     n, c = x.shape[:2]
-    f = w.shape[0]
+    f = w.shape[0] if u is None else u.shape[1]
     if u is None:   # U in this thread's scratch: 37 MB for 512x512 filters, faulted once
         u = filter_transform(w, block_threads.scratch("winograd_u", A * A * f * c).reshape(
             A * A, f, c))
@@ -167,6 +182,17 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
     return out
 
 
+def input_grad(dout, w, padding, dilation, out_size):
+    """dx (N, C, H, W) float32 of the stride-1 3x3 correlation with ``w`` (F, C, 3, 3):
+    :func:`forward` of ``dout`` padded by ``padding`` (the adjoint's, 2*dilation - the
+    layer's) with the flipped, transposed filters, whose transform
+    (:func:`adjoint_filter_transform`) goes into this thread's scratch."""
+    f, c = w.shape[:2]
+    u = adjoint_filter_transform(w, block_threads.scratch("winograd_u", A * A * f * c).reshape(
+        A * A, c, f))
+    return forward(dout, None, None, padding, dilation, out_size, u)
+
+
 def weight_grad(x, dout, padding, dilation):
     """dw (F, C, 3, 3) float32 of the stride-1 3x3 correlation, by the transposed algorithm."""
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -182,19 +208,26 @@ def weight_grad(x, dout, padding, dilation):
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
 
     count = min(block_threads.workers(), len(grid.starts))
+    if count == 0:                                           # an empty batch
+        return np.zeros((f, c, 3, 3), dtype=np.float32)
+    # one partial sum per thread, written by its first block's products (no zeroing pass
+    # nor sum: 9.4 MB each at 256 -> 256 channels, 38 MB at 512; README section 43)
     du = block_threads.scratch("winograd_du", count * A * A * f * c).reshape(count, A * A, f, c)
-    du[:] = 0.0                                              # one partial sum per thread
 
     def work(worker):
-        part = block_threads.scratch("winograd_part", du[0].size).reshape(du.shape[1:])
+        part = None
         for q0, q1, (vbuf, ybuf), _ in grid.blocks(
                 [(q0, 0) for q0 in grid.starts[worker::count]], (c, f)):
             p = grid.tiles(q0, q1)
             v, ybar = planes(vbuf, c, p), planes(ybuf, f, p)
             grid.input_points(x, v, q0, q1, tuple(padding))
             tiles.grad_tiles4(dout, ybar, q0, q1, rows0, cols0, d)
-            du[worker] += np.matmul(matrices(ybar, f), matrices(v, c).transpose(0, 2, 1),
-                                    out=part)
+            product = (matrices(ybar, f), matrices(v, c).transpose(0, 2, 1))
+            if part is None:
+                np.matmul(*product, out=du[worker])
+                part = block_threads.scratch("winograd_part", du[0].size).reshape(du.shape[1:])
+            else:
+                du[worker] += np.matmul(*product, out=part)
 
     block_threads.run(work, count)
     dw = np.empty((f, c, 3, 3), dtype=np.float32)
