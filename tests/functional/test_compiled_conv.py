@@ -23,7 +23,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from volnet.functional import conv_choice, conv_gemm
+from volnet.functional import conv_choice
 from volnet.runtime import backend
 from volnet.functional.compiled import winograd
 from volnet.functional.conv import conv2d_backward, conv2d_forward

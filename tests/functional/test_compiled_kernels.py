@@ -155,7 +155,7 @@ def test_max_pool_2x2_kernel_picks_the_general_kernels_winners_with_nan(dtype):
 
 @given(case=pool_cases(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
 def test_max_pool_inference_kernel_matches_torch(case, dtype, seed):
-    # keep_cache=False runs window_values (no winners): same maxima, padding and ceil_mode rules
+    # keep_cache=False runs max_values (no winners): same maxima, padding and ceil_mode rules
     shape, kernel, stride, padding, ceil = case
     x = np.random.default_rng(seed).integers(-2, 3, shape).astype(dtype)
     want = TF.max_pool2d(torch.from_numpy(x), kernel, stride, padding, ceil_mode=ceil).numpy()
@@ -176,7 +176,7 @@ def test_max_pool_inference_kernel_gives_nan_where_the_general_one_does(dtype, k
     out = [np.empty((20, *size), dtype) for _ in range(2)]
     pool.max_forward(x, kernel, kernel, stride, stride, padding, padding, out[0],
                      np.empty(out[0].shape, np.int32), True)
-    pool.window_values(x, kernel, kernel, stride, stride, padding, padding, False, out[1])
+    pool.max_values(x, kernel, kernel, stride, stride, padding, padding, out[1])
     assert np.isnan(out[0]).any() and not np.isnan(out[0]).all()
     assert np.array_equal(out[1], out[0], equal_nan=True)
 
@@ -192,6 +192,15 @@ POOL_SHAPES = [
     ((1, 33, 1, 1), 1, 1, 0, False),        # 1x1 maps
     ((1, 33, 1, 1), 2, 2, 1, True),
     ((1, 20, 2, 3), 3, 3, 1, True),
+    ((1, 9, 13, 11), 5, 1, 2, False),      # 5x5/1 (SPPF): the general row and column loops
+    ((1, 5, 12, 10), (3, 1), 1, (1, 0), False),     # one column per window
+    ((1, 5, 12, 10), (1, 5), 1, (0, 2), True),
+    ((2, 6, 1, 7), 3, 1, 1, True),          # 3x3/1 flat passes on planes of one row, of one
+    ((1, 7, 9, 1), 3, 1, 1, False),         # column, of two rows (every row an edge row)
+    ((1, 8, 2, 5), 3, 1, 1, False),
+    ((1, 70, 14, 14), 2, 2, 0, True),       # whole 2x2/2 windows, narrow: row pairs, flat
+    ((2, 40, 28, 30), 2, 2, 0, False),
+    ((1, 9, 15, 13), 2, 2, 0, True),        # 2x2/2 with ceil_mode's partial windows: rows
 ]
 
 
@@ -199,8 +208,8 @@ POOL_SHAPES = [
 @pytest.mark.parametrize(("shape", "kernel", "stride", "padding", "ceil"), POOL_SHAPES)
 def test_max_pool_inference_kernel_matches_torch_with_nan_and_inf(dtype, shape, kernel, stride,
                                                                   padding, ceil):
-    # window_values' three column passes (strides 1, 2, others), its row-by-row and flat
-    # paths, and NaN / -inf placed first, inside and last in windows: as torch, exactly
+    # max_values' column passes (3- and 2-wide at strides 1 and 2, others), its row-by-row
+    # and flat (3x3/1) paths, and NaN / -inf placed first, inside and last in windows: as torch, exactly
     rng = np.random.default_rng(sum(shape))
     x = rng.standard_normal(shape).astype(dtype)
     x[rng.random(shape) < 0.03] = np.nan
@@ -220,7 +229,7 @@ def test_max_pool_inference_kernel_matches_torch_with_nan_and_inf(dtype, shape, 
 @pytest.mark.parametrize(("shape", "kernel", "stride", "padding", "ceil"), POOL_SHAPES)
 def test_avg_pool_compiled_kernel_matches_torch(dtype, shape, kernel, stride, padding, ceil,
                                                 include_pad):
-    # window_values' sums divided by PyTorch's divisor; a NaN or an infinity in a window
+    # window_sums' sums divided by PyTorch's divisor; a NaN or an infinity in a window
     # gives what torch gives (NaN, or the infinity)
     rng = np.random.default_rng(sum(shape) + include_pad)
     x = rng.standard_normal(shape).astype(dtype)
@@ -237,12 +246,14 @@ def test_avg_pool_compiled_kernel_matches_torch(dtype, shape, kernel, stride, pa
     assert fast.dtype == dtype
 
 
-@pytest.mark.parametrize("add", [False, True])
+@pytest.mark.parametrize("name", ["max_values", "window_sums"])
 @pytest.mark.parametrize(("shape", "kernel", "stride", "padding"), [
     ((40, 70, 66), 3, 2, 1),        # wide planes, row by row
-    ((70, 14, 14), 3, 1, 1),        # narrow planes, in groups
+    ((70, 14, 14), 3, 1, 1),        # narrow planes, in groups (max: flat 3x3/1 passes)
+    ((40, 70, 66), 3, 1, 1),        # max: flat 3x3/1 passes, one plane per group
+    ((70, 14, 14), 2, 2, 0),        # max: whole 2x2/2 windows, row pairs then flat
 ])
-def test_window_kernel_threads_give_the_one_thread_answer(shape, kernel, stride, padding, add):
+def test_window_kernel_threads_give_the_one_thread_answer(shape, kernel, stride, padding, name):
     # the threaded variant (what calls of PARALLEL_MIN elements and up run): each block
     # of planes has its own scratch, so the answer is the serial one, bit for bit
     pool = pytest.importorskip("volnet.functional.compiled.pool")
@@ -251,9 +262,9 @@ def test_window_kernel_threads_give_the_one_thread_answer(shape, kernel, stride,
     x[rng.random(shape) < 0.01] = np.nan
     size = [(n + 2 * padding - kernel) // stride + 1 for n in shape[1:]]
     out = [np.empty((shape[0], *size), np.float32) for _ in range(2)]
-    args = (kernel, kernel, stride, stride, padding, padding, add)
-    pool.window_values.serial(x, *args, out[0])
-    pool.window_values.parallel(x, *args, out[1])
+    args = (kernel, kernel, stride, stride, padding, padding)
+    getattr(pool, name).serial(x, *args, out[0])
+    getattr(pool, name).parallel(x, *args, out[1])
     assert np.isnan(out[0]).any()
     assert np.array_equal(out[1], out[0], equal_nan=True)
 

@@ -71,3 +71,25 @@ def test_batchnorm_running_stats_match_torch_after_several_steps(cls, shape, mom
     x = rng.standard_normal(shape)
     ref.eval()
     np.testing.assert_allclose(layer.forward(x), ref(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("shape", [(1, 2048, 7, 7), (1, 5, 1, 1), (2, 3, 13, 11), (1, 4, 1, 9)])
+def test_global_avg_pool_matches_torch_at_batch_one_with_nan_and_inf(shape, dtype, rtol):
+    # the plane sums as a product with ones (GEMV): the means; and inside a network (the
+    # plan's step, which the input checks do not guard) NaN / +-inf as torch gives them
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(dtype)
+    want = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x), 1).numpy()
+    out = vn.GlobalAvgPool2d().forward(x)
+    assert out.shape == want.shape and out.dtype == dtype
+    np.testing.assert_allclose(out, want, rtol=rtol, atol=rtol)
+    x[0, 0, 0, 0] = np.nan
+    if shape[1] > 2:
+        x[0, 1, 0, 0] = np.inf
+        x[0, 2, 0, 0], x[0, 2, -1, -1] = np.inf, -np.inf
+    want = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x), 1).numpy()
+    with np.errstate(invalid="ignore"):     # inf - inf warns, as NumPy's mean did
+        out = vn.GlobalAvgPool2d().forward_planned(x)
+    assert np.isnan(out[0, 0]).all()
+    np.testing.assert_allclose(out, want, rtol=rtol, atol=rtol)

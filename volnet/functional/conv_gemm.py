@@ -325,7 +325,6 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups, kept=None):
     (fewer BLAS calls, each a thread fork/join; see benchmarks/README.md). A 1x1
     stride-1 layer with enough positions needs no unrolling (:func:`_weight_grad_1x1`).
     """
-    n = x.shape[0]
     f, _, kh, kw = w_shape
     ho, wo = dout.shape[2:]
     fg = f // groups

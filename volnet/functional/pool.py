@@ -16,6 +16,9 @@ from volnet.functional.conv import conv_output_size, window_view
 from volnet.runtime import backend, launch
 
 _KERNELS = "volnet.functional.compiled.pool"   # compiled twins, imported on first use
+PAIR_WIDTH = 64     # from this width, inference's whole 2x2/2 windows take the 2x2 kernel's
+#                     rows (64x112x112: 0.115 ms against max_values' 0.133); narrower planes
+#                     max_values' flat pass (832x14x14: 0.072 -> 0.033)
 
 
 def pool_output_size(hw, kernel_size, stride, padding, ceil_mode, what="pool"):
@@ -100,12 +103,12 @@ def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
         arg = old
     else:
         arg = np.empty(out.shape, dtype=np.int32)
-    if not keep_cache and not (tuple(kernel_size) == tuple(stride) == (2, 2)):
-        # inference: the maxima alone, no winners (the 2x2 kernel below is as fast)
-        launch.run(_KERNELS, "window_values", x.size, x3, *kernel_size, *stride, *padding,
-                   False, out)
-    elif (tuple(kernel_size) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
-            and tuple(out_size) == (h // 2, w // 2)):   # every window whole
+    halves = (tuple(kernel_size) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
+              and tuple(out_size) == (h // 2, w // 2))     # 2x2 windows, every one whole
+    if not keep_cache and not (halves and w >= PAIR_WIDTH):
+        # inference: the maxima alone, no winners
+        launch.run(_KERNELS, "max_values", x.size, x3, *kernel_size, *stride, *padding, out)
+    elif halves:
         launch.run(_KERNELS, "max_forward_2x2", x.size, x3, out, arg, bool(keep_cache))
     else:
         launch.run(_KERNELS, "max_forward", x.size, x3, *kernel_size, *stride, *padding, out,
@@ -139,7 +142,7 @@ def avgpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False,
                       count_include_pad=True, keep_cache=True):
     """Mean over each window (zero padding; divisor as in PyTorch).
 
-    Compiled path: the window sums by ``compiled/pool.py``'s ``window_values``, then the
+    Compiled path: the window sums by ``compiled/pool.py``'s ``window_sums``, then the
     divisor; NumPy path: sums over a strided window view.
     """
     n, c, h, w = x.shape
@@ -150,8 +153,8 @@ def avgpool2d_forward(x, kernel_size, stride, padding=(0, 0), ceil_mode=False,
         # the window sums in one compiled pass (NumPy's strided sums took 4.7 ms for a 2x2
         # pool of 64x112x112, benchmarks/README.md section 34)
         out = np.empty((n * c, ho, wo), dtype=x.dtype)
-        launch.run(_KERNELS, "window_values", x.size, np.ascontiguousarray(x).reshape(n * c, h, w),
-                   *kernel_size, *stride, *padding, True, out)
+        launch.run(_KERNELS, "window_sums", x.size, np.ascontiguousarray(x).reshape(n * c, h, w),
+                   *kernel_size, *stride, *padding, out)
         out = out.reshape(n, c, ho, wo)
     elif _tiles(x, kernel_size, stride, padding, out_size):
         out = x.reshape(n, c, ho, kh, wo, kw).sum(axis=(3, 5))

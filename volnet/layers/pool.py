@@ -117,10 +117,16 @@ class GlobalAvgPool2d(Layer):
 
     def _forward(self, x, training, keep_cache):
         self._cache = x.shape if keep_cache else None
-        return x.mean(axis=(2, 3), keepdims=True)
+        n, c, h, w = x.shape
+        if x.size == 0 or x.dtype.kind != "f":
+            return x.mean(axis=(2, 3), keepdims=True)
+        # each plane's sum as a product with a vector of ones, then / (H*W) as mean does:
+        # BLAS's GEMV took 7 us for 2048x7x7 where NumPy's mean over two axes took 46
+        sums = x.reshape(n * c, h * w) @ np.ones(h * w, dtype=x.dtype)
+        return (sums / (h * w)).reshape(n, c, 1, 1)
 
     def _backward(self, dout):
-        n, c, h, w = self._cache
+        h, w = self._cache[2:]
         return np.broadcast_to(dout / (h * w), self._cache).copy()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from volnet.errors import ConfigError, ShapeError
 from volnet.layers.base import Layer
 
@@ -25,7 +23,7 @@ class Flatten(Layer):
     def _forward(self, x, training, keep_cache):
         self._cache = x.shape if keep_cache else None
         # an explicit width, not -1: reshape cannot infer -1 for an empty batch (N=0)
-        return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
     def _backward(self, dout):
         return dout.reshape(self._cache)

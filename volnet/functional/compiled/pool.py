@@ -1,7 +1,7 @@
 """Max pooling in one pass each way: the forward records each window's winner (flat
-index into its H x W plane, int32), the backward scatters the gradient there; and the
-window maxima or sums alone (:func:`window_values`: max pooling at inference, average
-pooling's forward).
+index into its H x W plane, int32), the backward scatters the gradient there; the window
+maxima alone (:func:`max_values`: max pooling at inference) and the window sums
+(:func:`window_sums`: average pooling's forward).
 
 Planes (N*C of them) are split among threads, so overlapping windows never race.
 Padding is never materialised: windows are clipped to the plane (padding counts as
@@ -83,74 +83,62 @@ def _nanmax(m, v):
 
 
 @njit(cache=True)
-def _combine(dst, src, n, add):
-    """dst[:n] += src[:n] (``add``), else dst[:n] = max(dst[:n], src[:n]) with NaN winning."""
-    if add:
-        for m in range(n):
-            dst[m] += src[m]
-    else:
-        for m in range(n):
-            dst[m] = _nanmax(dst[m], src[m])
+def _add_into(dst, src, n):
+    """dst[:n] += src[:n]."""
+    for m in range(n):
+        dst[m] += src[m]
 
 
 @njit(cache=True)
-def _window_cols(src, dst, kw, sw, n, tmp, add):
-    """dst[j] = max (or sum, ``add``) of src[j*sw + k] over k < kw, for j < n: one pass per
-    tap over dst. Strides 1 and 2 are written out, so LLVM sees a constant stride and
-    vectorises the loads (a stride it only knew at run time left 168 scalar loads per
-    56-wide row: 0.29 ms on ResNet's stem against 0.10); other strides take running
-    maxima (sums) over the contiguous columns, then every sw-th of them."""
+def _window_cols(src, dst, kw, sw, n, tmp):
+    """dst[j] = sum of src[j*sw + k] over k < kw, for j < n: one pass per tap over dst.
+    Strides 1 and 2 are written out, so LLVM sees a constant stride and vectorises the
+    loads (a stride it only knew at run time left 168 scalar loads per 56-wide row: 0.29 ms
+    on ResNet's stem against 0.10); other strides take running sums over the contiguous
+    columns, then every sw-th of them."""
     if sw == 1:
         for j in range(n):
             dst[j] = src[j]
         for k in range(1, kw):
-            _combine(dst, src[k:], n, add)
+            _add_into(dst, src[k:], n)
     elif sw == 2:
         for j in range(n):
             dst[j] = src[2 * j]
         for k in range(1, kw):
-            if add:
-                for j in range(n):
-                    dst[j] += src[2 * j + k]
-            else:
-                for j in range(n):
-                    dst[j] = _nanmax(dst[j], src[2 * j + k])
+            for j in range(n):
+                dst[j] += src[2 * j + k]
     else:
         m = (n - 1) * sw + 1
         for c in range(m):
             tmp[c] = src[c]
         for k in range(1, kw):
-            _combine(tmp, src[k:], m, add)
+            _add_into(tmp, src[k:], m)
         for j in range(n):
             dst[j] = tmp[j * sw]
 
 
-ROW_MIN = 64    # padded width from which window_values works row by row (see there)
-GROUP = 2048    # elements of padded planes that window_values' flat passes take at once
+ROW_MIN = 64    # padded width from which window_sums works row by row (see there)
+GROUP = 2048    # elements of padded planes that window_sums' flat passes take at once
 
 
 @kernel
-def window_values(x, kh, kw, sh, sw, ph, pw, add, out):
-    """x (P, H, W) -> out (P, Ho, Wo): each window's maximum, or its sum with ``add``
-    (average pooling divides it); no winners kept (max pooling at inference:
-    :func:`max_forward`, which tracks each winner for backward, runs 2-5x slower).
+def window_sums(x, kh, kw, sh, sw, ph, pw, out):
+    """x (P, H, W) -> out (P, Ho, Wo): each window's sum (average pooling divides it).
 
-    The input is padded with -infinity (max, as PyTorch pads) or zeros (sum); the bottom
-    and right padding also covers ceil_mode's partial windows. The maxima (sums) over each
-    window's rows come first, then over its columns (:func:`_window_cols`), every pass a
-    loop of selects (adds) that vectorises. A NaN anywhere in a window gives NaN, as in
-    PyTorch. Wide planes (``ROW_MIN``) go row by row: the rows of one output row into a
-    padded row, then its columns. Narrow ones (Inception's 28x28 .. 7x7) would spend their
-    time starting short loops (832x7x7: 0.19 ms), so groups of them (``GROUP`` elements)
-    are copied into one scratch array of padded planes, one under the other, and each pass
-    is one loop over all of it: rows[m] = max over r of xp[m + r * wp] (every padded row of
-    every plane: those that start no window are computed and never read), then the column
-    pass over rows as one row (wp is a multiple of sw, so output row i of plane p starts
-    at (p * hp * wp + i * sh * wp) / sw). Scratch is allocated once per block of planes.
+    The input is padded with zeros; the bottom and right padding also covers ceil_mode's
+    partial windows. The sums over each window's rows come first, then over its columns
+    (:func:`_window_cols`), every pass a loop of adds that vectorises. Wide planes
+    (``ROW_MIN``) go row by row: the rows of one output row into a padded row, then its
+    columns. Narrow ones (Inception's 28x28 .. 7x7) would spend their time starting short
+    loops (832x7x7: 0.19 ms), so groups of them (``GROUP`` elements) are copied into one
+    scratch array of padded planes, one under the other, and each pass is one loop over
+    all of it: rows[m] = sum over r of xp[m + r * wp] (every padded row of every plane:
+    those that start no window are computed and never read), then the column pass over
+    rows as one row (wp is a multiple of sw, so output row i of plane p starts at
+    (p * hp * wp + i * sh * wp) / sw). Scratch is allocated once per block of planes.
     """
     planes, h, w = x.shape
     ho, wo = out.shape[1], out.shape[2]
-    pad = 0.0 if add else -np.inf
     wp = max(w + 2 * pw, (wo - 1) * sw + kw)
     hp = max(h + 2 * ph, (ho - 1) * sh + kh)
     rowwise = wp >= ROW_MIN
@@ -163,8 +151,7 @@ def window_values(x, kh, kw, sh, sw, ph, pw, add, out):
         lo, hi = b * planes // blocks, (b + 1) * planes // blocks
         tmp = np.empty(wp if rowwise else group * size + wp, dtype=x.dtype)   # other strides
         if rowwise:
-            col = np.empty(wp, dtype=x.dtype)
-            col[:] = pad
+            col = np.zeros(wp, dtype=x.dtype)
             inner = col[pw:pw + w]      # a view: an offset index (col[pw + c]) kept the
             #                             loops below from vectorising (0.75 ms -> 0.38)
             for p in range(lo, hi):
@@ -177,13 +164,11 @@ def window_values(x, kh, kw, sh, sw, ph, pw, add, out):
                     for c in range(w):
                         inner[c] = first[c]
                     for r in range(r0 + 1, r1):
-                        _combine(inner, plane[r], w, add)
-                    _window_cols(col, oplane[i], kw, sw, wo, tmp, add)
+                        _add_into(inner, plane[r], w)
+                    _window_cols(col, oplane[i], kw, sw, wo, tmp)
             continue
-        xp = np.empty(group * size + kh * wp, dtype=x.dtype)
-        xp[:] = pad
-        rows = np.empty(group * size + wp, dtype=x.dtype)
-        rows[:] = pad
+        xp = np.zeros(group * size + kh * wp, dtype=x.dtype)
+        rows = np.zeros(group * size + wp, dtype=x.dtype)
         cols = np.empty(group * size // sw, dtype=x.dtype)
         for g in range(lo, hi, group):
             count = min(group, hi - g)
@@ -198,8 +183,8 @@ def window_values(x, kh, kw, sh, sw, ph, pw, add, out):
             for m in range(n):
                 rows[m] = xp[m]
             for k in range(1, kh):
-                _combine(rows, xp[k * wp:], n, add)
-            _window_cols(rows, cols, kw, sw, n // sw, tmp, add)
+                _add_into(rows, xp[k * wp:], n)
+            _window_cols(rows, cols, kw, sw, n // sw, tmp)
             for p in range(count):
                 oplane = out[g + p]
                 for i in range(ho):
@@ -252,3 +237,172 @@ def max_backward(dout, arg, dx):
         for i in range(ho):
             for j in range(wo):
                 flat[arg[p, i, j]] += dout[p, i, j]
+
+
+SAME_GROUP = 8192   # elements of planes that max_values' flat passes take at once (in cache)
+MAX_BLOCKS = 16     # blocks of planes max_values splits its planes into (threads take blocks)
+
+
+@njit(cache=True, nogil=True)
+def _same_max(x, out, h_max):
+    """3x3 max pooling at stride 1 with padding 1 (Inception's branch pools: the output is
+    the input's size) of planes x (P, H, W) into out, by two passes flat over all P*H*W
+    elements, each one loop over shifted views that vectorises (row by row, 7- and
+    14-wide rows ran as scalar loops: 832x7x7 took 0.07 ms, now 0.025).
+
+    h_max (P*H*W scratch): the maxima over each window's three columns, first taken as if
+    the rows ran on into each other, then the first and last column of every row
+    recomputed from its two columns; the maxima over three rows the same way into out,
+    the first and last row of every plane recomputed from two. Padding never enters (it
+    is -infinity)."""
+    planes, h, w = x.shape
+    n = planes * h * w
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    hm = h_max[:n]
+    if n > 2:
+        left, mid, right, dst = xf[:n - 2], xf[1:n - 1], xf[2:], hm[1:n - 1]
+        for m in range(n - 2):
+            dst[m] = _nanmax(_nanmax(left[m], mid[m]), right[m])
+    if w > 1:       # (the branch outside the loops: inside, 832x7x7 took twice as long)
+        for r in range(planes * h):
+            b, e = r * w, r * w + w - 1
+            hm[b] = _nanmax(xf[b], xf[b + 1])
+            hm[e] = _nanmax(xf[e - 1], xf[e])
+    else:
+        for r in range(n):
+            hm[r] = xf[r]
+    if n > 2 * w:
+        up, mid, down, dst = hm[:n - 2 * w], hm[w:n - w], hm[2 * w:], of[w:n - w]
+        for m in range(n - 2 * w):
+            dst[m] = _nanmax(_nanmax(up[m], mid[m]), down[m])
+    if h > 1:
+        for p in range(planes):
+            b, e = p * h * w, (p * h + h - 1) * w
+            top, below, above, bottom = hm[b:b + w], hm[b + w:b + 2 * w], hm[e - w:e], hm[e:e + w]
+            dst_top, dst_bottom = of[b:b + w], of[e:e + w]
+            for c in range(w):
+                dst_top[c] = _nanmax(top[c], below[c])
+            for c in range(w):
+                dst_bottom[c] = _nanmax(above[c], bottom[c])
+    else:
+        for m in range(n):
+            of[m] = hm[m]
+
+
+@njit(cache=True, nogil=True)
+def _pair_max(x, out, v_max):
+    """2x2 max pooling at stride 2 of planes x (P, 2*Ho, 2*Wo), every window whole, into
+    out (P, Ho, Wo): the maxima of each pair of rows into v_max (P*Ho*W scratch), one loop
+    of W per pair, then of each pair of columns as one loop over all of it (W is even, so
+    no pair straddles two rows). Narrow planes gain from the long second loop (832x14x14:
+    0.072 ms by the 2x2 kernel's rows of 7 windows, 0.033 so; 512x28x28 0.178 -> 0.060)."""
+    planes, h, w = x.shape
+    pairs = planes * (h // 2)
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    for r in range(pairs):
+        top, bottom = xf[2 * r * w:(2 * r + 1) * w], xf[(2 * r + 1) * w:(2 * r + 2) * w]
+        dst = v_max[r * w:(r + 1) * w]
+        for c in range(w):
+            dst[c] = _nanmax(top[c], bottom[c])
+    for m in range(pairs * (w // 2)):
+        of[m] = _nanmax(v_max[2 * m], v_max[2 * m + 1])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rows_max(a, b, c, dst, n):
+    """dst[:n] = max(a, b, c) elementwise, NaN winning."""
+    for q in range(n):
+        dst[q] = _nanmax(_nanmax(a[q], b[q]), c[q])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cols_max(col, dst, kw, sw, n):
+    """dst[j] = max of col[j*sw : j*sw + kw] for j < n, NaN winning. 3- and 2-wide windows
+    at strides 1 and 2 are written out with constant offsets from one base (LLVM then loads
+    them as interleaved vectors: the stem's 3x3/2 pool of 64x112x112 took 0.18 ms with
+    shifted views, 0.16 so)."""
+    if kw == 3 and sw == 2:
+        for j in range(n):
+            dst[j] = _nanmax(_nanmax(col[2 * j], col[2 * j + 1]), col[2 * j + 2])
+    elif kw == 3 and sw == 1:
+        for j in range(n):
+            dst[j] = _nanmax(_nanmax(col[j], col[j + 1]), col[j + 2])
+    elif kw == 2 and sw == 2:
+        for j in range(n):
+            dst[j] = _nanmax(col[2 * j], col[2 * j + 1])
+    else:
+        for j in range(n):
+            dst[j] = col[j * sw]
+        for k in range(1, kw):
+            for j in range(n):
+                dst[j] = _nanmax(dst[j], col[j * sw + k])
+
+
+@njit(cache=True, nogil=True)
+def _row_max(x, out, kh, kw, sh, sw, ph, pw, col):
+    """Max pooling of planes x (P, H, W) into out (P, Ho, Wo), output row by output row:
+    the maximum over the window's rows into ``col`` (one padded row, -infinity around the
+    input's columns), then over each window's columns (:func:`_cols_max`). Rows are
+    clipped to the plane by clamping their index: a clamped row is another row of the same
+    window, which leaves the maximum as it is, so 3- and 2-row windows take their rows in
+    one pass with no branch (the stem's 3x3/2 pool of 64x112x112: 0.43 ms -> 0.16)."""
+    planes, h, w = x.shape
+    ho, wo = out.shape[1], out.shape[2]
+    col[:] = -np.inf
+    inner = col[pw:pw + w]      # a view: an offset index kept the loops from vectorising
+    three = kh == 3 and ph <= 1
+    for p in range(planes):
+        plane = x[p]
+        for i in range(ho):
+            r0 = i * sh - ph
+            if three or (kh == 2 and ph <= 1):
+                last = min(r0 + kh - 1, h - 1)
+                _rows_max(plane[max(r0, 0)], plane[min(r0 + 1, h - 1)], plane[last], inner, w)
+            else:
+                top, end = max(r0, 0), min(r0 + kh, h)
+                first = plane[top]
+                for q in range(w):
+                    inner[q] = first[q]
+                for r in range(top + 1, end):
+                    src = plane[r]
+                    for q in range(w):
+                        inner[q] = _nanmax(inner[q], src[q])
+            _cols_max(col, out[p, i], kw, sw, wo)
+
+
+@kernel
+def max_values(x, kh, kw, sh, sw, ph, pw, out):
+    """x (P, H, W) -> out (P, Ho, Wo): each window's maximum, no winners kept (max pooling
+    at inference; :func:`max_forward` tracks each winner for backward). Padding counts as
+    -infinity; the bottom and right padding also covers ceil_mode's partial windows; a NaN
+    anywhere in a window gives NaN, as in PyTorch.
+
+    3x3 pools at stride 1 with padding 1 take two flat passes over groups of planes
+    (:func:`_same_max`, ``SAME_GROUP`` elements at once, in cache), whole 2x2 windows at
+    stride 2 a pass over row pairs and a flat one (:func:`_pair_max`); the others go
+    output row by output row (:func:`_row_max`). Planes are cut into up to ``MAX_BLOCKS``
+    blocks, each with its own scratch, so the threaded variant gives the serial answer.
+    """
+    planes, h, w = x.shape
+    ho, wo = out.shape[1], out.shape[2]
+    same = kh == 3 and kw == 3 and sh == 1 and sw == 1 and ph == 1 and pw == 1
+    pair = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+            and h == 2 * ho and w == 2 * wo)
+    blocks = min(planes, MAX_BLOCKS)
+    size = h * w
+    group = max(1, SAME_GROUP // max(size, 1))
+    for b in prange(blocks):
+        lo, hi = b * planes // blocks, (b + 1) * planes // blocks
+        if same or pair:
+            scratch = np.empty(min(group, hi - lo) * size, dtype=x.dtype)
+            for g in range(lo, hi, group):
+                e = min(g + group, hi)
+                if same:
+                    _same_max(x[g:e], out[g:e], scratch)
+                else:
+                    _pair_max(x[g:e], out[g:e], scratch)
+        else:
+            col = np.empty(max(w + 2 * pw, (wo - 1) * sw + kw), dtype=x.dtype)
+            _row_max(x[lo:hi], out[lo:hi], kh, kw, sh, sw, ph, pw, col)
