@@ -100,7 +100,7 @@ class Rows:
     """The order in which the forward kernel sums a layer's taps. Filter row first (small
     packed inputs), the taps of the filter rows that reach real inputs are one contiguous
     run for any block of outputs, so rows of padding are skipped, not multiplied
-    (direct_kernels._tap_span); channel first (the Layout's order), one run of all taps.
+    (direct_kernels._tap_spans); channel first (the Layout's order), one run of all taps.
 
     Attributes:
         off: (G, K) the Layout's offsets, reordered (KH, C/G, KW) per group when
