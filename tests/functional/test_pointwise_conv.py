@@ -198,3 +198,27 @@ def test_bias_add_transposed_matches_numpy(relu, with_residual, dtype):
     out2 = np.full_like(out, np.nan)
     bias_add_transposed(np.asfortranarray(src), out2, bias, relu, scale, residual)
     np.testing.assert_allclose(out2, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+def test_wide_products_in_chunks_of_samples_match_torch(two_threads, monkeypatch, samples):
+    # a buffer budget of 1 or 3 samples (14 filters x 49 positions x 4 bytes each) cuts each
+    # thread's 5-6 samples into several wide products; the cuts must not change the answer
+    x, w, b, scale, residual, _ = _case(11, 10, 14, 7, 1, True)
+    monkeypatch.setattr(conv_gemm, "CHUNK_BYTES", samples * 14 * 49 * 4)
+    with backend.use_kernels("numba"):
+        out, _ = conv2d_forward(x, w, b, (1, 1), keep_cache=False, relu=True, scale=scale,
+                                residual=residual)
+    assert _rel(out, _torch(x, w, b, scale, residual, 1, relu=True)) < 1e-5
+
+
+def test_strided_pointwise_on_one_thread_matches_torch(monkeypatch):
+    # VOLNET_KERNELS=numpy: one thread, the whole batch subsampled at once (a fresh array
+    # above CHUNK_BYTES, the kept scratch buffer below)
+    x, w, b, scale, residual, _ = _case(6, 12, 20, 9, 2, True)
+    for budget in (1, 1 << 20):
+        monkeypatch.setattr(conv_gemm, "CHUNK_BYTES", budget)
+        with backend.use_kernels("numpy"):
+            out, _ = conv2d_forward(x, w, b, (2, 2), keep_cache=False, relu=True, scale=scale,
+                                    residual=residual)
+        assert _rel(out, _torch(x, w, b, scale, residual, 2, relu=True)) < 1e-5

@@ -318,10 +318,12 @@ def _pointwise(x, w, stride, groups, out_size, epilogue):
     x_sub = x[:, :, ::stride[0], ::stride[1]] if strided else x      # (N, C, Ho, Wo)
     threads = block_threads.workers()
     if n < threads or threads == 1:
-        if strided:
+        if strided and n * c * p * x.itemsize <= CHUNK_BYTES:     # batch 1: kept scratch
             cols = block_threads.scratch("pointwise", n * c * p, x.dtype)
             np.copyto(cols.reshape(n, c, ho, wo), x_sub)
             cols = cols.reshape(n, groups, cg, p)
+        elif strided:       # a large batch on one thread (VOLNET_KERNELS=numpy): not kept
+            cols = np.ascontiguousarray(x_sub).reshape(n, groups, cg, p)
         else:
             cols = x.reshape(n, groups, cg, p)
         count = block_threads.split_count(n * f * cg * p)
@@ -337,21 +339,26 @@ def _pointwise(x, w, stride, groups, out_size, epilogue):
     bounds = [n * i // parts for i in range(parts + 1)]
     wide = p < POINTWISE_WIDE_BELOW
     x_g = None if strided else x.reshape(n, groups, cg, p)
+    # samples per wide product: its input and output buffers within CHUNK_BYTES each
+    chunk = max(1, CHUNK_BYTES // (max(c, f) * p * x.itemsize))
 
     def part(i):
-        s0, s1 = bounds[i], bounds[i + 1]
-        m = s1 - s0
         if wide:
-            cols = block_threads.scratch("pointwise", c * m * p, x.dtype)
-            np.copyto(cols.reshape(c, m, ho, wo), x_sub[s0:s1].transpose(1, 0, 2, 3))
-            res = block_threads.scratch("pointwise-out", f * m * p, x.dtype)
-            np.matmul(w_mat, cols.reshape(groups, cg, m * p), out=res.reshape(groups, fg, m * p))
-            res = res.reshape(f, m, ho, wo)
-            if epilogue is None:
-                np.copyto(out[s0:s1], res.transpose(1, 0, 2, 3))
-            else:
-                epilogue.transposed(res, out, s0, s1)
+            for s0 in range(bounds[i], bounds[i + 1], chunk):
+                s1 = min(bounds[i + 1], s0 + chunk)
+                m = s1 - s0
+                cols = block_threads.scratch("pointwise", c * m * p, x.dtype)
+                np.copyto(cols.reshape(c, m, ho, wo), x_sub[s0:s1].transpose(1, 0, 2, 3))
+                res = block_threads.scratch("pointwise-out", f * m * p, x.dtype)
+                np.matmul(w_mat, cols.reshape(groups, cg, m * p),
+                          out=res.reshape(groups, fg, m * p))
+                res = res.reshape(f, m, ho, wo)
+                if epilogue is None:
+                    np.copyto(out[s0:s1], res.transpose(1, 0, 2, 3))
+                else:
+                    epilogue.transposed(res, out, s0, s1)
             return
+        s0, s1 = bounds[i], bounds[i + 1]
         cols = block_threads.scratch("pointwise", c * p, x.dtype) if strided else None
         for s in range(s0, s1):
             if strided:
