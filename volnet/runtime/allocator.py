@@ -10,8 +10,12 @@ largest array freed so far), and the next forward takes it again, one page fault
 dynamic thresholds would after their first adjustment, but without trimming what the
 next step reuses. Arrays above 32 MB are mapped and unmapped per call either way.
 
-Applied at the first backward of the process, only with glibc, and never when the user
-set malloc's thresholds (``MALLOC_*_`` variables or ``GLIBC_TUNABLES``).
+Inference frees the same way: the plan (volnet.layers.inference_plan) releases each
+activation once its last reader ran, and ResNet-50 at batch 1 took 1,536 page faults per
+forward (6 MB faulted in again each call) where the thresholds leave none.
+
+Applied at the first backward or the first inference plan of the process, only with glibc,
+and never when the user set malloc's thresholds (``MALLOC_*_`` variables or ``GLIBC_TUNABLES``).
 """
 
 from __future__ import annotations
