@@ -423,3 +423,62 @@ def test_numpy_switch_selects_the_reference_path(monkeypatch):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "im2col"
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [
+    # n, c, h, w, f, padding, dilation: batch 1 and 8, odd channel and filter counts, maps
+    # not multiples of 4, padding 0 and 1; the inference plan picks Winograd for these
+    (1, 64, 30, 30, 65, 1, 1), (1, 65, 31, 29, 71, 0, 1), (8, 67, 13, 13, 64, 1, 1),
+    (8, 64, 15, 17, 64, 0, 1)])
+def test_winograd_inference_residual_in_the_output_transform(shape, relu):
+    """conv + folded batch norm + shortcut sum + ReLU of a residual block's last
+    convolution, all in Winograd's output transform: against PyTorch float64 and the NumPy
+    reference path."""
+    n, c, h, w_, f, p, d = shape
+    rng = np.random.default_rng(c + f + h)
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    b, scale = rng.standard_normal(f).astype(np.float32), rng.uniform(0.5, 2, f).astype(
+        np.float32)
+    want = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64),
+                                      torch.tensor(w, dtype=torch.float64), None, 1, p, d)
+    shortcut = rng.standard_normal(tuple(want.shape)).astype(np.float32)
+    assert conv_choice.plan(x.shape, w.shape, (1, 1), (p, p), (d, d), 1, shortcut.shape[2:],
+                            np.float32).forward == "winograd4"
+    lin = (want.numpy() * scale[:, None, None] + b[:, None, None]) + shortcut
+    exact = np.maximum(lin, 0) if relu else lin
+    outs = {}
+    for kernels in ("numba", "numpy"):
+        with backend.use_kernels(kernels):
+            outs[kernels], _ = conv2d_forward(x, w, b, (1, 1), (p, p), (d, d), 1,
+                                              keep_cache=False, relu=relu, scale=scale,
+                                              residual=shortcut)
+    assert _rel(outs["numba"], exact) < TOL["winograd4"]
+    assert _rel(outs["numpy"], exact) < 1e-5
+    assert _rel(outs["numba"], outs["numpy"]) < TOL["winograd4"]
+    if relu:
+        assert (outs["numba"] >= 0).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 20, 23, 23, 17, 2, 2), (1, 19, 14, 14, 37, 1, 1),
+                                   (3, 40, 20, 18, 20, 0, 1)])
+def test_winograd_forward_residual_on_subgrids_and_filter_splits(shape):
+    """The shortcut sum in the dilated (tile by tile) output transform and in the batch-1
+    split by filters, against PyTorch float64; a shortcut of the wrong shape is an error."""
+    from volnet.errors import ShapeError
+    n, c, h, w_, f, p, d = shape
+    rng = np.random.default_rng(f)
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    want = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64),
+                                      torch.tensor(w, dtype=torch.float64),
+                                      torch.tensor(b, dtype=torch.float64), 1, p, d).numpy()
+    shortcut = rng.standard_normal(want.shape).astype(np.float32)
+    with backend.use_kernels("numba"):
+        out = winograd.forward(x, w, b, (p, p), (d, d), want.shape[2:], relu=True,
+                               residual=shortcut)
+        with pytest.raises(ShapeError, match="residual"):
+            winograd.forward(x, w, b, (p, p), (d, d), want.shape[2:], residual=shortcut[:1, :1])
+    assert _rel(out, np.maximum(want + shortcut, 0)) < TOL["winograd4"]

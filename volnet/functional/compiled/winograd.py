@@ -33,6 +33,7 @@ import numpy as np
 
 from volnet.functional.compiled import winograd_filters as filters
 from volnet.functional.compiled import winograd_tiles as tiles
+from volnet.errors import ShapeError
 from volnet.runtime import block_threads
 
 M, A = 4, 6        # output tile side, transform tile side
@@ -44,6 +45,7 @@ G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
 BLOCK_TILES = 128   # forward: V and the products of a 64-channel block fit in L2
 PLANE_PAD = 16      # floats between two points' planes: planes a multiple of 4 KB apart put
 #                     the 6 rows a transform writes at once in one cache set (half the speed)
+_NO_RESIDUAL = np.empty((0, 0, 0, 0), np.float32)   # the output transform's "no shortcut"
 SPLIT_FILTERS_BELOW = 16   # forward: fewer tiles per thread than this: threads split filters, not
 #                            tiles (a 1x128x14x14 -> 256 layer: 16 tiles; 8-wide products read
 #                            all of U on each thread, 0.69 ms at 2 threads, by filters 0.60)
@@ -136,10 +138,14 @@ def matrices(planes_: np.ndarray, rows: int) -> np.ndarray:
     return planes_[:, :planes_.shape[1] - PLANE_PAD].reshape(A * A, rows, -1)
 
 
-def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=None):
+def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=None,
+            residual=None):
     """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w, times ``scale`` (None:
-    1) plus bias (None: no bias) per filter, rectified when ``relu``: all in the output
-    transform's store.
+    1) plus bias (None: no bias) per filter, plus ``residual`` (None: nothing; else an
+    array of the output's shape, a residual block's shortcut), rectified when ``relu``:
+    all in the output transform's store, which writes each output once (a separate pass
+    for the shortcut cost a 1x64x56x56 layer 0.15 ms of its 0.75: benchmarks/README.md,
+    section 46).
 
     ``u``: w's filter transform (:func:`filter_transform`) when the caller has it (cached
     for inference, volnet.functional.weight_cache; dx's from :func:`input_grad`); computed
@@ -159,6 +165,10 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
     b = np.zeros(f, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     s = np.ones(f, np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
+    add = _NO_RESIDUAL if residual is None else np.ascontiguousarray(residual, np.float32)
+    if add.size and add.shape != out.shape:
+        raise ShapeError(f"winograd.forward: residual has shape {add.shape}, the output "
+                         f"{out.shape}; pass the shortcut of this layer's output shape")
     grid = _Grid(n, out_size, dilation[0])
     if grid.total * grid.cols0.size < SPLIT_FILTERS_BELOW * block_threads.workers():
         grid = _Grid(n, out_size, dilation[0], threads=1)
@@ -176,7 +186,8 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
             v, prod = planes(vbuf, c, p), planes(pbuf, width, p)
             grid.input_points(x, v, q0, q1, tuple(padding))
             np.matmul(u[:, f0:f1], matrices(v, c), out=matrices(prod, width))
-            tiles.output_tiles4(prod, width, out, s, b, relu, q0, q1, rows0, cols0, d, f0)
+            tiles.output_tiles4(prod, width, out, s, b, add, relu, q0, q1, rows0, cols0, d,
+                                f0)
 
     block_threads.run(work, count)
     return out

@@ -293,18 +293,21 @@ def _grad_subgrid(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - com
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def output_tiles4(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
+def output_tiles4(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, cols0, d,
                   f0):  # pragma: no cover - compiled
     """out[n, f0 + f, r0 + d*i, c0 + d*j] = bias[f0 + f] + scale[f0 + f] *
     sum_kl AT[i, k] AT[j, l] M[k*6 + l, f * tiles + p] with M = ``prod`` (36 point planes),
-    the products of the ``n_f`` filters ``f0 ..``; max(0, that) with ``relu``: the layer's
-    batch norm and ReLU in the same row stores. AT of F(4x4,3x3), written out.
+    the products of the ``n_f`` filters ``f0 ..``, plus ``residual`` at the same place
+    when it is not empty (an array of out's shape: a residual block's shortcut); max(0,
+    that) with ``relu``: the layer's batch norm, the block's sum and its ReLU in the same
+    row stores. AT of F(4x4,3x3), written out.
 
     Undilated: both passes run over all the block's tiles at once, into rows laid end to
     end, then copied to the output rows with the epilogue.
     """
     if d != 1:
-        _output_subgrid(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d, f0)
+        _output_subgrid(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, cols0, d,
+                        f0)
         return
     f_all, ho, wo = out.shape[1:]
     th_count, tw_count = rows0.size, cols0.size
@@ -313,6 +316,8 @@ def output_tiles4(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
     row = 4 * tw_count
     span = nq * row
     m1, o1 = prod.reshape(-1), out.reshape(-1)
+    add = residual.size > 0
+    r1 = residual.reshape(-1)
     # [f, k, j, p]: AT along each row k of the points (the order of the tile-by-tile
     # kernel: rows first, so both give the same roundings)
     half = np.empty(GROUP * 6 * 4 * n_p, np.float32)
@@ -356,7 +361,12 @@ def output_tiles4(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
                     if r < ho:
                         dst = uint64(((n * f_all + f) * ho + r) * wo)
                         src = uint64(i * span + qq * row)
-                        if relu:
+                        if add:         # the shortcut's sum after the bias (bias_add_'s order)
+                            for col in range(wo):
+                                v = res[src + uint64(col)] * sf + bf
+                                v = v + r1[dst + uint64(col)]
+                                o1[dst + uint64(col)] = v if v > 0 or not relu else 0.0
+                        elif relu:
                             for col in range(wo):
                                 v = res[src + uint64(col)] * sf + bf
                                 o1[dst + uint64(col)] = v if v > 0 else 0.0
@@ -379,7 +389,7 @@ def _rows(x, n, c, top, step, count, zero):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def _output_subgrid(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
+def _output_subgrid(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, cols0, d,
                     f0):  # pragma: no cover - compiled
     """output_tiles4 tile by tile, for tiles on dilation sub-grids (outputs ``d`` apart)."""
     ho, wo = out.shape[2:]
@@ -414,7 +424,13 @@ def _output_subgrid(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
                 r = rows0[th] + d * i
                 if r < ho:
                     dst = out[n, f0 + f, r]
-                    if relu:
+                    if residual.size > 0:
+                        add = residual[n, f0 + f, r]
+                        for col in range(wo):
+                            v = res[i, col] * sf + bf
+                            v = v + add[col]
+                            dst[col] = v if v > 0 or not relu else 0.0
+                    elif relu:
                         for col in range(wo):
                             v = res[i, col] * sf + bf
                             dst[col] = v if v > 0 else 0.0
