@@ -49,6 +49,8 @@ _NO_RESIDUAL = np.empty((0, 0, 0, 0), np.float32)   # the output transform's "no
 SPLIT_FILTERS_BELOW = 16   # forward: fewer tiles per thread than this: threads split filters, not
 #                            tiles (a 1x128x14x14 -> 256 layer: 16 tiles; 8-wide products read
 #                            all of U on each thread, 0.69 ms at 2 threads, by filters 0.60)
+SPLIT_FILTERS_PER_TILE = 256   # ... and from F x C >= this x tiles: U (36 F C floats) read per
+#                            tile is what a thread's products wait on (measured below)
 DW_BLOCK_BYTES = 16 * 2**20   # dw: V and dY per worker block; each block adds 36*F*C to dU
 DW_TILES_PER_SUM = 8          # ... and at most 8 * F*C/(F+C) tiles: transforms per partial sum
 
@@ -123,7 +125,8 @@ class _Grid:
 
     def input_points(self, x, v, q0, q1, padding):
         """V, 36 planes of (C, tiles), of one block of tile rows."""
-        tiles.input_tiles4(x, v, q0, q1, self.rows0, self.cols0, self.d, *padding)
+        tiles.input_tiles4(x, v, q0, q1, self.rows0, self.cols0, self.d, *padding, 0,
+                           x.shape[1])
 
 
 def planes(buf: np.ndarray, rows: int, tiles_: int) -> np.ndarray:
@@ -150,10 +153,10 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
     ``u``: w's filter transform (:func:`filter_transform`) when the caller has it (cached
     for inference, volnet.functional.weight_cache; dx's from :func:`input_grad`); computed
     here when None (``w`` is then needed, else it may be None).
-    Work items are blocks of tile rows; a layer with fewer blocks than threads, or fewer
-    than ``SPLIT_FILTERS_BELOW`` tiles per thread (batch 1, 14x14 and 7x7 maps), splits
-    its filters instead, each thread transforming the same input block: the transform is
-    cheap there, and each thread reads only its filters' share of U.
+    Work items are blocks of tile rows, each thread transforming, multiplying and
+    back-transforming its own; a layer with fewer blocks than threads, few tiles per
+    thread or much of U per tile (:func:`split_by_filters`) is split by filters instead
+    (:func:`_by_filters`).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     relu = bool(relu)
@@ -170,27 +173,62 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
         raise ShapeError(f"winograd.forward: residual has shape {add.shape}, the output "
                          f"{out.shape}; pass the shortcut of this layer's output shape")
     grid = _Grid(n, out_size, dilation[0])
-    if grid.total * grid.cols0.size < SPLIT_FILTERS_BELOW * block_threads.workers():
-        grid = _Grid(n, out_size, dilation[0], threads=1)
+    workers = block_threads.workers()
+    if split_by_filters(grid.total * grid.cols0.size, c, f, len(grid.starts), workers):
+        _by_filters(x, u, out, s, b, add, relu, tuple(padding), dilation[0], workers)
+        return out
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
-    groups = min(f, max(1, block_threads.workers() // len(grid.starts)))
-    bounds = _filter_ranges(f, groups)
-    items = [(q0, g) for q0 in grid.starts for g in range(groups)]
-    count = min(block_threads.workers(), len(items))
+    count = min(workers, len(grid.starts))
 
     def work(worker):
-        widths = (c, int(np.diff(bounds).max()))
-        for q0, q1, (vbuf, pbuf), g in grid.blocks(items[worker::count], widths):
-            f0, f1 = int(bounds[g]), int(bounds[g + 1])
-            width, p = f1 - f0, grid.tiles(q0, q1)
-            v, prod = planes(vbuf, c, p), planes(pbuf, width, p)
+        for q0, q1, (vbuf, pbuf), _ in grid.blocks(
+                [(q0, 0) for q0 in grid.starts[worker::count]], (c, f)):
+            p = grid.tiles(q0, q1)
+            v, prod = planes(vbuf, c, p), planes(pbuf, f, p)
             grid.input_points(x, v, q0, q1, tuple(padding))
-            np.matmul(u[:, f0:f1], matrices(v, c), out=matrices(prod, width))
-            tiles.output_tiles4(prod, width, out, s, b, add, relu, q0, q1, rows0, cols0, d,
-                                f0)
+            np.matmul(u, matrices(v, c), out=matrices(prod, f))
+            tiles.output_tiles4(prod, f, out, s, b, add, relu, q0, q1, rows0, cols0, d, 0)
 
     block_threads.run(work, count)
     return out
+
+
+def split_by_filters(tiles_: int, c: int, f: int, blocks: int, threads: int) -> bool:
+    """Whether the forward of ``tiles_`` output tiles (``blocks`` blocks of tile rows)
+    splits its filters over ``threads`` threads rather than its tiles: with fewer blocks
+    than threads, fewer than SPLIT_FILTERS_BELOW tiles per thread, or F x C of at least
+    SPLIT_FILTERS_PER_TILE per tile (each thread then reads its share of U, not all)."""
+    return threads > 1 and f > 1 and (blocks < threads or tiles_ < SPLIT_FILTERS_BELOW * threads
+                                      or f * c >= SPLIT_FILTERS_PER_TILE * tiles_)
+
+
+def _by_filters(x, u, out, scale, bias, residual, relu, padding, d, workers):
+    """The forward split by filters: the threads transform the whole batch's tiles
+    together into one shared V, each its share of the channels; then each multiplies its
+    filters' share of U by all of V and back-transforms its filters' outputs (with the
+    epilogue). Two hand-offs, every tile transformed once, each thread reading 1/threads
+    of U and the products as wide as all the tiles."""
+    n, c = x.shape[:2]
+    f = u.shape[1]
+    grid = _Grid(n, out.shape[2:], d, block_tiles=np.iinfo(np.int64).max, threads=1)  # 1 block
+    rows0, cols0, total = grid.rows0, grid.cols0, grid.total
+    p = grid.tiles(0, total)
+    v = planes(block_threads.scratch("winograd_shared", A * A * (c * p + PLANE_PAD)), c, p)
+    chans = _filter_ranges(c, min(workers, c))
+    block_threads.run(lambda i: tiles.input_tiles4(x, v, 0, total, rows0, cols0, d, *padding,
+                                                   chans[i], chans[i + 1]), len(chans) - 1)
+    bounds = _filter_ranges(f, min(workers, f))
+
+    def products(i):
+        f0, f1 = int(bounds[i]), int(bounds[i + 1])
+        width = f1 - f0
+        prod = planes(block_threads.scratch("winograd1", A * A * (width * p + PLANE_PAD)),
+                      width, p)
+        np.matmul(u[:, f0:f1], matrices(v, c), out=matrices(prod, width))
+        tiles.output_tiles4(prod, width, out, scale, bias, residual, relu, 0, total, rows0,
+                            cols0, d, f0)
+
+    block_threads.run(products, len(bounds) - 1)
 
 
 def input_grad(dout, w, padding, dilation, out_size):

@@ -89,16 +89,17 @@ def _split4(src, a, n):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover - compiled
-    """BT of F(4x4,3x3) on every input tile of the block: V, 36 point planes
-    ``out[t, c * tiles + p]`` (``out`` (36, >= C * tiles)), written out.
+def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma: no cover
+    """BT of F(4x4,3x3) on every input tile of the block, channels ``[c_lo, c_hi)``: V,
+    36 point planes ``out[t, c * tiles + p]`` (``out`` (36, >= C * tiles)), written out.
+    (A channel range lets threads transform one shared block, each its channels.)
 
     Tile p = (q - q0) * cols0.size + (its column); its 6x6 inputs start at row
     rows0[q % rows0.size] - ph and column cols0[...] - pw of image q // rows0.size, with
     step d; inputs outside the map are zero.
     """
     if d != 1:
-        _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw)
+        _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi)
         return
     n_ch, h, w = x.shape[1:]
     th_count, tw_count = rows0.size, cols0.size
@@ -120,8 +121,8 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover -
         inner[qq * tw_count + tw_count - 1] = False
     us, ucs, unp, ups = uint64(span), uint64(cs), uint64(n_p), uint64(out.shape[1])
     c1 = cols.reshape(-1)
-    for c0 in range(0, n_ch, GROUP):
-        count = min(GROUP, n_ch - c0)
+    for c0 in range(c_lo, c_hi, GROUP):
+        count = min(GROUP, c_hi - c0)
         for cc in range(count):
             for qq in range(nq):
                 n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
@@ -170,9 +171,10 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover -
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover - compiled
+def _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo,
+                   c_hi):  # pragma: no cover - compiled
     """input_tiles4 tile by tile, for tiles on dilation sub-grids (inputs ``d`` apart)."""
-    n_ch, w = x.shape[1], x.shape[3]
+    w = x.shape[3]
     th_count, tw_count = rows0.size, cols0.size
     nq = q1 - q0
     n_p = nq * tw_count
@@ -182,7 +184,7 @@ def _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover
     lo, hi = max(0, pw), min(wb, w + pw)
     zero = np.zeros(w, np.float32)
     part = np.zeros((6, wb), np.float32)        # columns outside [lo, hi) stay zero
-    for c in range(n_ch):
+    for c in range(c_lo, c_hi):
         for qq in range(nq):
             n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
             r0, r1, r2, r3, r4, r5 = _rows(x, n, c, rows0[th] - ph, d, 6, zero)
