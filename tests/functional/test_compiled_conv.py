@@ -482,3 +482,42 @@ def test_winograd_forward_residual_on_subgrids_and_filter_splits(shape):
         with pytest.raises(ShapeError, match="residual"):
             winograd.forward(x, w, b, (p, p), (d, d), want.shape[2:], residual=shortcut[:1, :1])
     assert _rel(out, np.maximum(want + shortcut, 0)) < TOL["winograd4"]
+
+
+@pytest.mark.parametrize("shape", [
+    # n, c, h, w, f, padding, dilation: odd channel counts (uneven channel shares of the
+    # shared transform), maps not multiples of 4, padding 0-2, batch 1 and 3, dilation 2
+    (1, 37, 28, 28, 41, 1, 1), (3, 19, 13, 11, 25, 0, 1), (1, 33, 30, 26, 8, 2, 1),
+    (2, 21, 17, 19, 23, 2, 2), (1, 2, 9, 9, 3, 1, 1)])
+def test_winograd_forward_split_by_filters(monkeypatch, shape):
+    """The forward split by filters (one input transform shared by the threads, each
+    transforming its channels, then each multiplying and back-transforming its filters)
+    against PyTorch float64 and the one-thread forward, with the epilogue and a shortcut."""
+    import numba
+
+    from volnet.runtime import block_threads, thread_policy
+    n, c, h, w_, f, p, d = shape
+    monkeypatch.setattr(winograd, "SPLIT_FILTERS_PER_TILE", 1)    # every layer by filters
+    rng = np.random.default_rng(c * f + h)
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    b, scale = (rng.standard_normal(f).astype(np.float32) for _ in range(2))
+    want = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64),
+                                      torch.tensor(w, dtype=torch.float64), None, 1, p, d)
+    size = tuple(want.shape[2:])
+    shortcut = rng.standard_normal(tuple(want.shape)).astype(np.float32)
+    exact = torch.relu(want * torch.tensor(scale, dtype=torch.float64)[:, None, None]
+                       + torch.tensor(b, dtype=torch.float64)[:, None, None]
+                       + torch.tensor(shortcut, dtype=torch.float64)).numpy()
+    two = min(2, numba.config.NUMBA_NUM_THREADS)
+    tiles_ = conv_choice.tiles(n, size, (d, d))
+    assert winograd.split_by_filters(tiles_, c, f, tiles_, 2)
+    results = {}
+    for threads in (1, two):
+        with backend.use_kernels("numba"), thread_policy.use_threads(threads), \
+                block_threads.section():
+            results[threads] = winograd.forward(x, w, b, (p, p), (d, d), size, relu=True,
+                                                scale=scale, residual=shortcut)
+        assert _rel(results[threads], exact) < TOL["winograd4"]
+    np.testing.assert_allclose(results[1], results[two], rtol=0,
+                               atol=1e-6 * np.abs(exact).max())

@@ -49,8 +49,13 @@ _NO_RESIDUAL = np.empty((0, 0, 0, 0), np.float32)   # the output transform's "no
 SPLIT_FILTERS_BELOW = 16   # forward: fewer tiles per thread than this: threads split filters, not
 #                            tiles (a 1x128x14x14 -> 256 layer: 16 tiles; 8-wide products read
 #                            all of U on each thread, 0.69 ms at 2 threads, by filters 0.60)
-SPLIT_FILTERS_PER_TILE = 256   # ... and from F x C >= this x tiles: U (36 F C floats) read per
-#                            tile is what a thread's products wait on (measured below)
+SPLIT_FILTERS_PER_TILE = 320   # ... and from F x C >= this x tiles: each thread then reads
+#   1/threads of U (36 F C floats) and multiplies all the tiles, not all of U by its tiles.
+#   Critical path from CPU times, two threads, ms (benchmarks/README.md, section 46):
+#   F*C/tiles 334: 1x128x28x28 0.57 -> 0.53, 4x256x28x28 4.11 -> 4.06; 501: 1x128->192 28x28
+#   0.78 -> 0.68; 2675-5350: 1x256->512 and 1x512x28x28 3.10 -> 2.43, 6.50 -> 4.80;
+#   8x512x7x7 3.56 -> 2.96; but 256: 16x256x14x14 5.31 -> 5.55, 63: 1x64->192 56x56 1.30
+#   -> 1.36, 21: 1x64x56x56 0.51 -> 0.63 (the transforms, not U, dominate there)
 DW_BLOCK_BYTES = 16 * 2**20   # dw: V and dY per worker block; each block adds 36*F*C to dU
 DW_TILES_PER_SUM = 8          # ... and at most 8 * F*C/(F+C) tiles: transforms per partial sum
 
