@@ -13,7 +13,10 @@ The tile transforms are compiled loops (numba, ``winograd_tiles.py``); the produ
 np.matmul (BLAS). The batch is cut into blocks of about ``BLOCK_TILES`` tiles, small
 enough that a block's transformed tiles and products stay in the core's cache between
 the transforms and the product; each of the library's threads takes every k-th block
-and runs its transforms and its one-thread products itself (``block_threads.run``).
+and runs its transforms and its one-thread products itself (``block_threads.run``). A
+layer with few tiles for its filters (batch 1 on 28x28 maps, 512 filters on 7x7) splits
+by filters instead: the threads transform all the tiles into one shared block, each its
+channels, then each multiplies its share of the filters (:func:`split_by_filters`).
 
 Dilation ``D`` is handled by the sub-grid identity: the outputs ``o = s + D*t`` of one
 residue ``s`` (per axis) only read inputs ``s + D*(t + k)``, an undilated 3x3 conv on a
@@ -152,8 +155,8 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
     1) plus bias (None: no bias) per filter, plus ``residual`` (None: nothing; else an
     array of the output's shape, a residual block's shortcut), rectified when ``relu``:
     all in the output transform's store, which writes each output once (a separate pass
-    for the shortcut cost a 1x64x56x56 layer 0.15 ms of its 0.75: benchmarks/README.md,
-    section 46).
+    for the shortcut cost a 1x64x56x56 layer 0.06 ms of its 0.58 critical path on two
+    threads: benchmarks/README.md, section 46).
 
     ``u``: w's filter transform (:func:`filter_transform`) when the caller has it (cached
     for inference, volnet.functional.weight_cache; dx's from :func:`input_grad`); computed
