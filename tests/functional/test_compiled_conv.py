@@ -189,10 +189,11 @@ def test_winograd_forward_and_weight_grad(shape):
 @pytest.mark.parametrize("shape", [
     # n, c, h, w, f, padding, dilation: maps wider than one vector of tiles, several
     # blocks (some spanning two images), channel counts around the kernels' groups of 16
-    # and filter counts split over threads, odd sizes, padding 0-2, dilation 2
+    # and filter counts split over threads, odd sizes, padding 0-3, dilation 2 and 3 (the
+    # sub-grid transforms: unequal sub-grids, some with a partial last tile)
     (1, 17, 37, 29, 33, 1, 1), (3, 40, 20, 18, 20, 0, 1), (2, 16, 56, 56, 16, 1, 1),
     (1, 33, 7, 7, 18, 2, 1), (5, 24, 14, 14, 40, 1, 1), (2, 20, 23, 23, 17, 2, 2),
-    (9, 32, 16, 16, 32, 1, 1),
+    (9, 32, 16, 16, 32, 1, 1), (2, 18, 19, 22, 9, 3, 3),
     # dw: 8 blocks of 128 tiles, several per thread (partial sums added after the first)
     (16, 16, 32, 32, 16, 1, 1)])
 def test_winograd_blocks_match_torch(shape):
@@ -338,6 +339,75 @@ def test_direct_kernel_forward_and_weight_grad(case):
     assert dw.dtype == np.float32 and _rel(dw, wt.grad.numpy()) < TOL["direct"]
     dx = direct.input_grad(dout, w, x.shape, *pairs, g)     # one correlation per phase
     assert dx.dtype == np.float32 and _rel(dx, xt.grad.numpy()) < TOL["direct"]
+
+
+# (x shape, w shape, stride, padding, dilation, groups, tail): the forward kernel numbers
+# output (oh, ow) oh * Wq + ow on the packed input's row pitch Wq; where the last number
+# + 1 ends 1-16 past a whole 32-output register block (tail True, worked out by hand in
+# the comments), the last block is the 16-output tail block. Filters per group mod 8 (the
+# last filter block's real filters: 4-wide blocks up to 4, 6-wide up to 6) run 1-7 and 0.
+@pytest.mark.parametrize("case", [
+    ((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1, True),   # LeNet conv2: 9 * 14 + 10 = 136
+    ((1, 1, 28, 28), (6, 1, 5, 5), 1, 2, 1, 1, False),    # LeNet conv1, batch 1, C 1: 892
+    ((1, 1, 26, 26), (8, 1, 5, 5), 1, 2, 1, 1, True),     # 25 * 30 + 26 = 776
+    ((2, 16, 10, 10), (6, 16, 5, 5), 1, 4, 1, 1, False),  # LeNet conv2's dx: 13 * 18 + 14
+    ((1, 3, 9, 7), (11, 3, 3, 3), 2, 1, 1, 1, False),     # C 3, stride 2: 4 * 5 + 4 = 24
+    ((3, 4, 11, 9), (10, 4, 3, 3), 1, 2, 2, 1, True),     # dilation 2: 10 * 13 + 9 = 139
+    ((2, 6, 7, 13), (12, 2, 3, 3), 1, 1, 1, 3, True),     # groups: 6 * 15 + 13 = 103
+    ((1, 5, 3, 3), (9, 5, 3, 3), 1, 0, 1, 1, True),       # one output: 1
+    ((1, 2, 18, 18), (8, 2, 3, 3), 1, 1, 1, 1, True),     # 17 * 20 + 18 = 358
+    ((2, 3, 12, 12), (14, 3, 3, 3), 1, 1, 1, 1, True),    # 14 filters: 8 + 6; 11 * 14 + 12
+    ((1, 4, 9, 9), (7, 4, 3, 3), 1, 0, 1, 1, False),      # 7 filters: 6 * 9 + 7 = 61
+    ((2, 4, 8, 8), (10, 2, 3, 3), 1, 1, 1, 2, True),      # 5 filters a group: 7 * 10 + 8
+])
+def test_direct_forward_edge_blocks_match_reference_and_torch(case):
+    from volnet.functional.compiled import direct
+    xs, ws, s, p, d, g, tail = case
+    rng = np.random.default_rng(sum(xs))
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    xt, wt, bt = (torch.tensor(a, dtype=torch.float64) for a in (x, w, b))
+    want = torch.nn.functional.conv2d(xt, wt, bt, s, p, d, g).numpy()
+    ho, wo = want.shape[2:]
+    used = (ho - 1) * -(-(xs[3] + 2 * p) // s) + wo
+    assert (0 < used % 32 <= 16) == tail, used
+    got = direct.forward(x, w, b, (s, s), (p, p), (d, d), g, (ho, wo))
+    assert got.dtype == np.float32 and _rel(got, want) < TOL["direct"]
+    with backend.use_kernels("numpy"):
+        ref, _ = conv2d_forward(x, w, b, (s, s), (p, p), (d, d), g, keep_cache=False)
+    assert _rel(got, ref) < TOL["direct"] + 1e-5
+    relu = direct.forward(x, w, b, (s, s), (p, p), (d, d), g, (ho, wo), relu=True)
+    assert _rel(relu, np.maximum(want, 0)) < TOL["direct"]
+
+
+# (x shape, w shape, stride, padding, row first): the forward sums taps filter row first
+# for packed inputs up to direct.ROW_FIRST_FLOATS, skipping the filter rows that read only
+# padding for a block of outputs (all of them, for outputs wholly in the padding), and
+# channel first above it; both orders, with padding, at block edges
+@pytest.mark.parametrize("case", [
+    ((2, 16, 10, 10), (6, 16, 5, 5), 1, 4, True),      # LeNet conv2's dx: 16 * 18 * 18
+    ((1, 4, 7, 7), (8, 4, 3, 3), 1, 3, True),          # output rows 0 and 6 all padding
+    ((2, 3, 9, 9), (12, 3, 5, 5), 2, 3, True),         # stride 2: 2 x 2 phases
+    ((1, 40, 15, 15), (9, 40, 3, 3), 1, 1, False),     # 40 * 17 * 17 floats
+    ((1, 12, 30, 25), (10, 12, 5, 5), 1, 4, False),    # 12 * 38 * 33 floats
+])
+def test_direct_forward_tap_orders_match_torch(case):
+    from volnet.functional.compiled import direct
+    xs, ws, s, p, row_first = case
+    rng = np.random.default_rng(sum(xs) + sum(ws))
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    want = torch.nn.functional.conv2d(xt, wt, None, s, p)
+    size = tuple(want.shape[2:])
+    assert direct.forward_rows(xs, ws, (s, s), (p, p), (1, 1), 1, size).row_first == row_first
+    out = direct.forward(x, w, None, (s, s), (p, p), (1, 1), 1, size)
+    assert _rel(out, want.detach().numpy()) < TOL["direct"]
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    want.backward(torch.tensor(dout, dtype=torch.float64))
+    dx = direct.input_grad(dout, w, x.shape, (s, s), (p, p), (1, 1), 1)
+    assert _rel(dx, xt.grad.numpy()) < TOL["direct"]
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 12, 24, 1), (3, 8, 11, 8, 2), (1, 32, 9, 40, 1)])

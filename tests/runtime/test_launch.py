@@ -33,11 +33,13 @@ def test_run_waits_for_a_module_another_thread_is_importing(tmp_path, monkeypatc
     importer = threading.Thread(target=launch.run, args=("volnet_launch_probe", "double", 1, 0))
     importer.start()
     try:
-        for _ in range(30000):
-            if "volnet_launch_probe" in sys.modules:
+        probe = None
+        for _ in range(30000):   # in sys.modules as soon as its import begins: wait for its
+            probe = sys.modules.get("volnet_launch_probe")    # first lines to have run
+            if probe is not None and hasattr(probe, "started"):
                 break
             threading.Event().wait(0.001)
-        probe = sys.modules["volnet_launch_probe"]
+        assert probe is not None and hasattr(probe, "started"), "the import never began"
         assert probe.started.wait(timeout=30) and not hasattr(probe, "double")   # half done
         threading.Timer(0.2, probe.proceed.set).start()
         assert launch.run("volnet_launch_probe", "double", 1, 7) == ("serial", 7)

@@ -84,6 +84,70 @@ def _finish(off, pitch, planes_size, filters_per_group, out_rows) -> Layout:
     return Layout(pitch, off, length, f_pad, q_pad, grad_off)
 
 
+ROW_FIRST_FLOATS = 8192   # taps go filter row first, skipping padding rows, for packed
+#                            inputs up to 32 KB (L1: 48 KB): LeNet conv2's dx 0.52 -> 0.36 ms;
+#                            larger ones keep channel first: row first re-reads every plane
+#                            once per filter row from L2 (C512 7x7 forward 10.5 -> 14.0 ms,
+#                            C256 14x14 21.1 -> 23.4)
+ROW_FIRST_SKIPPED = 0.1   # ... and only where that skips at least this share of the products
+#                           (LeNet conv2's dx 29%; a 3x3 pad 1 layer on 32x32 2%: not worth
+#                           changing its order of summation, which the training replay's
+#                           seeds were chosen under, tests/functional/test_training_faithfulness.py)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The order in which the forward kernel sums a layer's taps. Filter row first (small
+    packed inputs), the taps of the filter rows that reach real inputs are one contiguous
+    run for any block of outputs, so rows of padding are skipped, not multiplied
+    (direct_kernels._tap_spans); channel first (the Layout's order), one run of all taps.
+
+    Attributes:
+        off: (G, K) the Layout's offsets, reordered (KH, C/G, KW) per group when
+            ``row_first``.
+        row_first: whether taps are ordered filter row first.
+        taps: taps per run (C/G * KW row first, else K).
+        lo, hi: the output rows [lo[i], hi[i]] for which run i reads real inputs (empty
+            when hi < lo).
+    """
+
+    off: np.ndarray
+    row_first: bool
+    taps: int
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+def _rows(lay, shape, out_rows, lo, hi) -> Rows:
+    """The Rows of Layout ``lay`` whose taps are ``shape`` = (C/G, KH, KW), filter row i
+    reading real inputs for output rows [lo[i], hi[i]] of ``out_rows``."""
+    cg, kh, kw = shape
+    off = lay.off
+    kept = sum(max(0, min(h, out_rows - 1) - max(l_, 0) + 1) for l_, h in zip(lo, hi))
+    if lay.length > ROW_FIRST_FLOATS or kept > (1 - ROW_FIRST_SKIPPED) * kh * out_rows:
+        lo, hi, row_first = [min(lo)], [max(hi)], False
+    else:
+        off = np.ascontiguousarray(off.reshape(off.shape[0], cg, kh, kw).transpose(
+            0, 2, 1, 3)).reshape(off.shape[0], -1)
+        off.setflags(write=False)
+        row_first = True
+    lo, hi = np.array(lo, np.int64), np.array(hi, np.int64)
+    lo.setflags(write=False)
+    hi.setflags(write=False)
+    return Rows(off, row_first, cg * kw if row_first else cg * kh * kw, lo, hi)
+
+
+@functools.lru_cache(maxsize=1024)
+def forward_rows(x_shape, w_shape, stride, padding, dilation, groups, out_size) -> Rows:
+    """The :class:`Rows` of a convolution's forward (cached with its layout)."""
+    lay = layout(x_shape, w_shape, stride, padding, dilation, groups, out_size)
+    h, (_, cg, kh, kw), sh, ph, dh = x_shape[2], w_shape, stride[0], padding[0], dilation[0]
+    # output row oh reads input row oh*sh + i*dh - ph of filter row i: real in [0, h)
+    lo = [-((i * dh - ph) // sh) for i in range(kh)]
+    hi = [(h - 1 + ph - i * dh) // sh for i in range(kh)]
+    return _rows(lay, (cg, kh, kw), out_size[0], lo, hi)
+
+
 def _phase_axis(length, out_len, k, s, p, d, r):
     """One axis of dx's phase ``r`` (inputs r, r + s, ...): (taps, their offsets e into
     dout: input r + s*t reads dout[t + e], zero padding before, pitch, outputs)."""
@@ -100,7 +164,8 @@ def _phase_axis(length, out_len, k, s, p, d, r):
 def phase_layout(dout_shape, w_shape, x_size, stride, padding, dilation, groups, phase):
     """dx's phase ``phase`` = (ry, rx) (inputs ry::sh, rx::sw) as a stride-1 correlation of
     dout, zero-padded, with the filter taps that land there: (Layout, taps along H,
-    taps along W, padding) or None when no tap lands there (those inputs get no gradient)."""
+    taps along W, padding, Rows) or None when no tap lands there (those inputs get no
+    gradient)."""
     f, ho, wo = dout_shape[1:]
     _, cg, kh, kw = w_shape
     rows = _phase_axis(x_size[0], ho, kh, stride[0], padding[0], dilation[0], phase[0])
@@ -113,7 +178,10 @@ def phase_layout(dout_shape, w_shape, x_size, stride, padding, dilation, groups,
     off = (chans * plane + (np.array(e_i).reshape(1, 1, -1, 1) + pad_h) * wq
            + np.array(e_j).reshape(1, 1, 1, -1) + pad_w).reshape(groups, -1)
     lay = _finish(off, (hq, wq), f * plane, cg, count_h)
-    return lay, tuple(taps_i), tuple(taps_j), (pad_h, pad_w)
+    # phase row t reads dout row t + e of its tap row: real in [0, ho)
+    rows = _rows(lay, (f // groups, len(e_i), len(e_j)), count_h, [-e for e in e_i],
+                 [ho - 1 - e for e in e_i])
+    return lay, tuple(taps_i), tuple(taps_j), (pad_h, pad_w), rows
 
 
 GRAD_TILE_BYTES = 256 * 1024   # dw: output gradients of one tile of outputs (all filters);
@@ -157,12 +225,14 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     return dw.reshape(f, cg, kh, kw)
 
 
-def pack_filters(w: np.ndarray, groups: int, f_pad: int) -> np.ndarray:
-    """(G, Fpad / FILTERS, K, FILTERS) float32: each group's filters, zero-padded to
-    ``f_pad``, in blocks of one register block's filters, tap by tap (contiguous reads)."""
+def pack_filters(w: np.ndarray, groups: int, f_pad: int, row_first: bool) -> np.ndarray:
+    """(G, Fpad / FILTERS, K, FILTERS) float32 of filters w (F, C/G, KH, KW): each group's
+    filters, zero-padded to ``f_pad``, in blocks of one register block's filters, tap by
+    tap (contiguous reads), taps in the order of :class:`Rows` (``row_first``: (KH, C/G,
+    KW), else (C/G, KH, KW))."""
     f = w.shape[0]
     fg = f // groups
-    wg = w.reshape(groups, fg, -1)
+    wg = (w.transpose(0, 2, 1, 3) if row_first else w).reshape(groups, fg, -1)
     wp = np.zeros((groups, f_pad, wg.shape[2]), np.float32)
     wp[:, :fg] = wg
     return np.ascontiguousarray(wp.reshape(groups, f_pad // kernels.FILTERS, kernels.FILTERS,
@@ -178,12 +248,14 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     f = w.shape[0]
     lay = layout(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding),
                  tuple(dilation), int(groups), tuple(out_size))
-    wp = pack_filters(np.asarray(w, dtype=np.float32), groups, lay.f_pad)
+    rows = forward_rows(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding),
+                        tuple(dilation), int(groups), tuple(out_size))
+    wp = pack_filters(np.asarray(w, dtype=np.float32), groups, lay.f_pad, rows.row_first)
     empty = np.zeros(0, np.float32)
     b = empty if bias is None else np.ascontiguousarray(bias, np.float32)
     s = empty if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
-    _run(x, wp, lay, out, s, b, relu, tuple(padding), tuple(stride))
+    _run(x, wp, lay, rows, out, s, b, relu, tuple(padding), tuple(stride))
     return out
 
 
@@ -206,13 +278,13 @@ def input_grad(dout, w, x_shape, stride, padding, dilation, groups):
             if found is None:
                 target[...] = 0.0
                 continue
-            lay, taps_i, taps_j, pads = found
+            lay, taps_i, taps_j, pads, rows = found
             # the phase's filters: dx channel c of group g reads tap (f, i, j) of its group
             sub = w[:, :, list(taps_i)][:, :, :, list(taps_j)]
             sub = sub.reshape(groups, fg, cg, len(taps_i), len(taps_j)).transpose(0, 2, 1, 3, 4)
-            wp = pack_filters(np.ascontiguousarray(sub).reshape(groups * cg, -1), groups,
-                              lay.f_pad)
-            _run(dout, wp, lay, target, empty, empty, False, pads, (1, 1))
+            wp = pack_filters(sub.reshape(groups * cg, fg, len(taps_i), len(taps_j)), groups,
+                              lay.f_pad, rows.row_first)
+            _run(dout, wp, lay, rows, target, empty, empty, False, pads, (1, 1))
     return dx
 
 
@@ -230,7 +302,7 @@ def _work_items(n, blocks, threads, f_pad):
     return items, q_tile
 
 
-def _run(x, wp, lay, out, s, b, relu, padding, stride):
+def _run(x, wp, lay, rows, out, s, b, relu, padding, stride):
     """forward_samples over the library's threads: samples shared out among them; with fewer
     samples than threads (batch 1), each sample's filter blocks too (each thread packs the
     sample itself)."""
@@ -238,13 +310,13 @@ def _run(x, wp, lay, out, s, b, relu, padding, stride):
     threads = block_threads.workers()
     blocks = lay.f_pad // kernels.FILTERS
     items, q_tile = _work_items(n, blocks, threads, lay.f_pad)
-    args = (padding, stride, lay.pitch, K_CHUNK, q_tile)
+    args = (padding, stride, lay.pitch, K_CHUNK, q_tile, rows.taps, rows.lo, rows.hi)
 
     def work(i):
         x_in = block_threads.scratch("direct_in", lay.length)
         prod = block_threads.scratch("direct_prod", lay.f_pad * lay.q_pad).reshape(
             lay.f_pad, lay.q_pad)
-        kernels.forward_samples(x, *items[i], wp, lay.off, x_in, prod, out, s, b, bool(relu),
+        kernels.forward_samples(x, *items[i], wp, rows.off, x_in, prod, out, s, b, bool(relu),
                                 *args)
 
     block_threads.run(work, len(items))

@@ -17,9 +17,12 @@ The micro-kernel (:func:`_micro`) keeps an 8-filter x 32-output block in sixteen
 registers through the whole sum over taps: per tap, two unaligned loads of 32 inputs, eight
 broadcast weights and sixteen fused multiply-adds; it is written as LLVM vector IR (a numba
 intrinsic) because numba's loops do not keep accumulators in registers (the same loop in
-plain numba ran at 10 GFLOP/s, this one at ~200 on one Sapphire Rapids core). Each sum over
-taps runs in one order in float32 (fused multiply-adds): the error class of im2col's GEMM,
-not Winograd's, so a training forward may use it (benchmarks/README.md, section 33).
+plain numba ran at 10 GFLOP/s, this one at ~200 on one Sapphire Rapids core). At a map's
+edges narrower blocks take over (16 outputs; 6 or 4 filters), so small maps and filter counts
+that are not multiples of 8 do not pay for zeros (LeNet: benchmarks/README.md, section 44).
+Each sum over taps runs in one order in float32 (fused multiply-adds): the error class of
+im2col's GEMM, not Winograd's, so a training forward may use it (benchmarks/README.md,
+section 33).
 
 The weight gradient is the transposed sum, ``dw[f, k] = sum_q dout[f, q] * x_in[off[k] +
 q]`` with dout laid on the same numbering (zero at the dropped positions):
@@ -50,12 +53,12 @@ VECTORS = 2          # 16-float vectors of outputs per register block
 PIXELS = 16 * VECTORS
 
 
-def _micro_kernel(filters: int, vectors: int):
+def _micro_kernel(filters: int, vectors: int, row: int = FILTERS):
     """The register block as a numba intrinsic:
     ``_micro(x_in, off, wp, out, k0, k1, q, f0, ldo, add)`` sets
     ``out[f0 + f, q + p] (+)= sum_{k0 <= k < k1} wp[k, f] * x_in[off[k] + q + p]`` for
-    f < filters, p < 16 * vectors (flat indices: wp (K, filters), out's rows ldo apart;
-    ``add`` nonzero: add to what out holds)."""
+    f < filters, p < 16 * vectors (flat indices: wp (K, row), the first ``filters`` of each
+    row used; out's rows ldo apart; ``add`` nonzero: add to what out holds)."""
 
     @intrinsic
     def micro(typingctx, x_in, off, wp, out, k0, k1, q, f0, ldo, add):
@@ -99,7 +102,7 @@ def _micro_kernel(filters: int, vectors: int):
                         builder.gep(src, [ir.Constant(i64, 16 * v)]), vptr))
                     load.align = 4
                     xs.append(load)
-                w_row = builder.gep(wpp, [builder.mul(k, ir.Constant(i64, filters))])
+                w_row = builder.gep(wpp, [builder.mul(k, ir.Constant(i64, row))])
                 for f in range(filters):
                     one = builder.load(builder.gep(w_row, [ir.Constant(i64, f)]))
                     wv = builder.shuffle_vector(
@@ -120,7 +123,16 @@ def _micro_kernel(filters: int, vectors: int):
     return micro
 
 
+# The full block, and narrower ones for the edges (see _products): 16 outputs for a map
+# whose numbers end 16 short of a whole block, 6 or 4 filters for a last filter block that
+# holds no more (LeNet's 6 filters, dx of its 6 channels, a 12-filter layer's second block):
+# their sums cost fewer multiply-adds per tap, not zeros computed and dropped
 _micro = _micro_kernel(FILTERS, VECTORS)
+_micro_q16 = _micro_kernel(FILTERS, 1)
+_micro_f6 = _micro_kernel(6, VECTORS)
+_micro_f6_q16 = _micro_kernel(6, 1)
+_micro_f4 = _micro_kernel(4, VECTORS)
+_micro_f4_q16 = _micro_kernel(4, 1)
 
 GRAD_FILTERS = 4     # dw register block: 4 filters x 6 taps of 16-float partial sums (4x4,
 GRAD_TAPS = 6        # 6x4, 8x3, 3x8, 2x12 measured: 4x6 best, benchmarks/README.md)
@@ -233,43 +245,109 @@ def _pack_sample(x, n, x_in, padding, stride, pitch):  # pragma: no cover - comp
 
 
 @njit(inline="always")
-def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile):  # pragma: no cover
-    """prod (Fpad, Qr) = the sums over taps for every output number q, in register blocks,
-    for filter blocks [fb0, fb1) of wp (Fpad / FILTERS, K, FILTERS). Outputs ``q_tile`` at a
-    time (their partial sums and the input rows they read stay in L2), taps ``k_chunk`` at
-    a time (the inputs a block of outputs reads stay in L1 while every filter block uses
-    them)."""
+def _block(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, width, whole, add):  # pragma: no cover
+    """One register block: filters [f0, f0 + width) of the filter block ``wpb`` (K,
+    FILTERS), outputs [q, q + 32) (``whole``) or [q, q + 16), taps [k0, k1) (none: zeros
+    stored, unless ``add``), by the narrowest micro kernel that holds ``width`` filters."""
+    if width > 6:
+        if whole:
+            _micro(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, add)
+        else:
+            _micro_q16(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, add)
+    elif width > 4:
+        if whole:
+            _micro_f6(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, add)
+        else:
+            _micro_f6_q16(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, add)
+    elif whole:
+        _micro_f4(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, add)
+    else:
+        _micro_f4_q16(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, add)
+
+
+@njit(inline="always")
+def _tap_spans(q_end, wq, ho, row_taps, row_lo, row_hi):  # pragma: no cover - compiled
+    """(blocks, 2): [k_lo, k_hi) of each 32-output block [q, q + 32) below ``q_end``, the
+    taps that read any real input there: taps are in runs of ``row_taps`` (filter rows),
+    run i reading real inputs for output rows [row_lo[i], row_hi[i]] only (rows of padding
+    are zeros: their products are skipped, not summed). The same for every sample."""
+    spans = np.zeros((-(-q_end // PIXELS), 2), np.int64)
+    for b in range(spans.shape[0]):
+        q = b * PIXELS
+        oh0 = q // wq
+        oh1 = min(ho - 1, (min(q_end, q + PIXELS) - 1) // wq)
+        first, last = row_lo.size, -1
+        for i in range(row_lo.size):
+            if row_lo[i] <= oh1 and row_hi[i] >= oh0:
+                first = min(first, i)
+                last = i
+        if first <= last:
+            spans[b, 0], spans[b, 1] = first * row_taps, (last + 1) * row_taps
+    return spans
+
+
+@njit(inline="always")
+def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile, q_end, fg,
+              spans):  # pragma: no cover - compiled
+    """prod (Fpad, Qr) = the sums over taps for output numbers [0, q_end) (a multiple of
+    16), in register blocks, for filter blocks [fb0, fb1) of wp (Fpad / FILTERS, K,
+    FILTERS), of which the first ``fg`` filters are real. Outputs ``q_tile`` at a time
+    (their partial sums and the input rows they read stay in L2), taps ``k_chunk`` at a
+    time (the inputs a block of outputs reads stay in L1 while every filter block uses
+    them). A map whose numbers end 16 short of a whole 32-output block ends with a
+    16-output block (LeNet conv2's 10x10 outputs on pitch 14: 144 numbers computed, not
+    160), and a last filter block of at most 6 or 4 real filters sums only those (rows of
+    prod beyond ``fg`` are left as they are: nothing reads them). Each block sums only its
+    ``spans`` (:func:`_tap_spans`: LeNet conv2's dx, a correlation of 10x10 maps padded by
+    4, reads zeros for half its products otherwise)."""
     k_n = off.size
     q_pad = prod.shape[1]
-    for t0 in range(0, q_pad, q_tile):
-        t1 = min(q_pad, t0 + q_tile)
+    for t0 in range(0, q_end, q_tile):
+        t1 = min(q_end, t0 + q_tile)
         for k0 in range(0, k_n, k_chunk):
             k1 = min(k_n, k0 + k_chunk)
             for q in range(t0, t1, PIXELS):
+                whole = t1 - q >= PIXELS
+                blk = q // PIXELS
+                a, b = max(k0, spans[blk, 0]), min(k1, spans[blk, 1])
+                if k0 == 0:         # the first pass sets the block (zeros if no tap is here)
+                    b = max(a, b)
+                    add = 0
+                elif a < b:
+                    add = 1
+                else:
+                    continue
                 for fb in range(fb0, fb1):
-                    _micro(x_in, off, wp[fb], prod, k0, k1, q, fb * FILTERS, q_pad, k0)
+                    _block(x_in, off, wp[fb], prod, a, b, q, fb * FILTERS, q_pad,
+                           min(FILTERS, fg - fb * FILTERS), whole, add)
 
 
 @njit(nogil=True, cache=True)
 def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, relu,
-                    padding, stride, pitch, k_chunk, q_tile):  # pragma: no cover - compiled
+                    padding, stride, pitch, k_chunk, q_tile, row_taps, row_lo,
+                    row_hi):  # pragma: no cover - compiled
     """out[n] for samples n in [n0, n1) and each group's filter blocks [fb0, fb1): pack,
     products per group, store.
 
-    x (N, C, H, W); wp (G, Fpad / FILTERS, K, FILTERS) packed filters; off (G, K) tap
-    offsets into one sample's packed input ``x_in`` (C * sh * sw planes of ``pitch`` =
-    (Hq, Wq), zero tail); prod (Fpad, Qr) scratch; out (N, F, Ho, Wo) gets ``prod * scale + bias``
-    (scale, bias: (F,) or empty), rectified when ``relu``.
+    x (N, C, H, W); wp (G, Fpad / FILTERS, K, FILTERS) packed filters, taps ordered filter
+    row first (``row_taps`` a row: (KH, C/G, KW)); off (G, K) their offsets into one
+    sample's packed input ``x_in`` (C * sh * sw planes of ``pitch`` = (Hq, Wq), zero tail);
+    row_lo, row_hi (KH,): the output rows for which each filter row reads real inputs;
+    prod (Fpad, Qr) scratch; out (N, F, Ho, Wo) gets ``prod * scale + bias`` (scale, bias:
+    (F,) or empty), rectified when ``relu``.
     """
     groups = wp.shape[0]
     f_all, ho, wo = out.shape[1:]
     fg = f_all // groups
     wq = pitch[1]
     has_scale, has_bias = scale.size > 0, bias.size > 0
+    # numbers up to the last output's, rounded up to 16
+    q_end = min(prod.shape[1], -(-((ho - 1) * wq + wo) // 16) * 16)
+    spans = _tap_spans(q_end, wq, ho, row_taps, row_lo, row_hi)
     for n in range(n0, n1):
         _pack_sample(x, n, x_in, padding, stride, pitch)
         for g in range(groups):
-            _products(x_in, off[g], wp[g], prod, fb0, fb1, k_chunk, q_tile)
+            _products(x_in, off[g], wp[g], prod, fb0, fb1, k_chunk, q_tile, q_end, fg, spans)
             for f in range(fb0 * FILTERS, min(fg, fb1 * FILTERS)):
                 fo = g * fg + f
                 s = scale[fo] if has_scale else np.float32(1.0)

@@ -25,7 +25,8 @@ in groups of ``GROUP``: their rows are transformed first, then their points writ
 by plane. Inner loops index flat arrays by unsigned offsets: a view per row made numba
 count references atomically (a third of the time, by perf), and a signed index carries a
 wraparound check that stops LLVM from vectorising. Dilated layers take the same
-transforms tile by tile on their sub-grids (``*_subgrid``). benchmarks/README.md,
+transforms tile by tile on their sub-grids (``*_subgrid``), on flat arrays and unsigned
+offsets too (benchmarks/README.md section 44). benchmarks/README.md,
 section 31, has the profile behind each of these choices.
 
 The transforms are written out (``_bt4``, ``_a4``, ``_at4``) and run in float32 (their
@@ -184,27 +185,31 @@ def _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo,
     lo, hi = max(0, pw), min(wb, w + pw)
     zero = np.zeros(w, np.float32)
     part = np.zeros((6, wb), np.float32)        # columns outside [lo, hi) stay zero
+    # flat arrays, unsigned offsets (no wraparound checks: see the module docstring)
+    p1, o1, ups, ud = part.reshape(-1), out.reshape(-1), uint64(out.shape[1]), uint64(d)
+    uwb = uint64(wb)
     for c in range(c_lo, c_hi):
         for qq in range(nq):
             n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
             r0, r1, r2, r3, r4, r5 = _rows(x, n, c, rows0[th] - ph, d, 6, zero)
-            for u in range(lo, hi):             # BT along H, read straight from the rows
-                t0, t1, t2, t3, t4, t5 = _bt4(r0[u - pw], r1[u - pw], r2[u - pw], r3[u - pw],
-                                              r4[u - pw], r5[u - pw])
-                part[0, u], part[1, u], part[2, u] = t0, t1, t2
-                part[3, u], part[4, u], part[5, u] = t3, t4, t5
-            base = qq * tw_count
+            src, dst = uint64(lo - pw), uint64(lo)
+            for uu in range(uint64(max(0, hi - lo))):   # BT along H, straight from the rows
+                u, at = src + uu, dst + uu
+                t0, t1, t2, t3, t4, t5 = _bt4(r0[u], r1[u], r2[u], r3[u], r4[u], r5[u])
+                p1[at], p1[uwb + at], p1[_U2 * uwb + at] = t0, t1, t2
+                p1[_U3 * uwb + at], p1[_U4 * uwb + at], p1[_U5 * uwb + at] = t3, t4, t5
+            base = uint64(c * n_p + qq * tw_count)
             for k in range(6):
-                pk = part[k]
+                pk = p1[uint64(k * wb):]
+                b = uint64(6 * k) * ups + base
                 for tw in range(tw_count):
-                    u = cols0[tw]
-                    t0, t1, t2, t3, t4, t5 = _bt4(pk[u], pk[u + d], pk[u + 2 * d],
-                                                  pk[u + 3 * d], pk[u + 4 * d], pk[u + 5 * d])
-                    p = base + tw
-                    out[k * 6, c * n_p + p], out[k * 6 + 1, c * n_p + p] = t0, t1
-                    out[k * 6 + 2, c * n_p + p] = t2
-                    out[k * 6 + 3, c * n_p + p], out[k * 6 + 4, c * n_p + p] = t3, t4
-                    out[k * 6 + 5, c * n_p + p] = t5
+                    u = uint64(cols0[tw])
+                    t0, t1, t2, t3, t4, t5 = _bt4(pk[u], pk[u + ud], pk[u + _U2 * ud],
+                                                  pk[u + _U3 * ud], pk[u + _U4 * ud],
+                                                  pk[u + _U5 * ud])
+                    at = b + uint64(tw)
+                    o1[at], o1[ups + at], o1[_U2 * ups + at] = t0, t1, t2
+                    o1[_U3 * ups + at], o1[_U4 * ups + at], o1[_U5 * ups + at] = t3, t4, t5
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -273,25 +278,28 @@ def _grad_subgrid(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - com
     for tw in range(tw_count):
         wb = max(wb, cols0[tw] + 3 * d + 1)
     part = np.zeros((6, wb), np.float32)
+    # flat arrays, unsigned offsets (no wraparound checks: see the module docstring)
+    p1, o1, ups, ud = part.reshape(-1), out.reshape(-1), uint64(out.shape[1]), uint64(d)
+    uwb = uint64(wb)
     for f in range(n_f):
         for qq in range(nq):
             n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
             r0, r1, r2, r3, _, _ = _rows(dout, n, f, rows0[th], d, 4, zero)
-            for u in range(wo):
+            for u in range(uint64(wo)):
                 t0, t1, t2, t3, t4, t5 = _a4(r0[u], r1[u], r2[u], r3[u])
-                part[0, u], part[1, u], part[2, u] = t0, t1, t2
-                part[3, u], part[4, u], part[5, u] = t3, t4, t5
+                p1[u], p1[uwb + u], p1[_U2 * uwb + u] = t0, t1, t2
+                p1[_U3 * uwb + u], p1[_U4 * uwb + u], p1[_U5 * uwb + u] = t3, t4, t5
+            base = uint64(f * n_p + qq * tw_count)
             for k in range(6):
-                pk = part[k]
+                pk = p1[uint64(k * wb):]
+                b = uint64(6 * k) * ups + base
                 for tw in range(tw_count):
-                    u = cols0[tw]
-                    t0, t1, t2, t3, t4, t5 = _a4(pk[u], pk[u + d], pk[u + 2 * d],
-                                                 pk[u + 3 * d])
-                    p = qq * tw_count + tw
-                    at = f * n_p + p
-                    out[k * 6, at], out[k * 6 + 1, at] = t0, t1
-                    out[k * 6 + 2, at], out[k * 6 + 3, at] = t2, t3
-                    out[k * 6 + 4, at], out[k * 6 + 5, at] = t4, t5
+                    u = uint64(cols0[tw])
+                    t0, t1, t2, t3, t4, t5 = _a4(pk[u], pk[u + ud], pk[u + _U2 * ud],
+                                                 pk[u + _U3 * ud])
+                    at = b + uint64(tw)
+                    o1[at], o1[ups + at], o1[_U2 * ups + at] = t0, t1, t2
+                    o1[_U3 * ups + at], o1[_U4 * ups + at], o1[_U5 * ups + at] = t3, t4, t5
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -403,39 +411,50 @@ def _output_subgrid(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, 
         wb = max(wb, cols0[tw] + 3 * d + 1)
     part = np.empty((6, 4, tw_count), np.float32)
     res = np.empty((4, wb), np.float32)
+    # flat arrays, unsigned offsets (no wraparound checks: see the module docstring)
+    m1, r1, ups, ud, uwb = prod.reshape(-1), res.reshape(-1), uint64(prod.shape[1]), \
+        uint64(d), uint64(wb)
+    a1, utw = part.reshape(-1), uint64(tw_count)
+    u4 = _U4 * utw
     for f in range(n_f):
         for qq in range(nq):
             n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
-            base = qq * tw_count
+            base = uint64(f * n_p + qq * tw_count)
             for k in range(6):
-                for tw in range(tw_count):
-                    p = base + tw
-                    at = f * n_p + p
-                    o0, o1, o2, o3 = _at4(prod[k * 6, at], prod[k * 6 + 1, at],
-                                          prod[k * 6 + 2, at], prod[k * 6 + 3, at],
-                                          prod[k * 6 + 4, at], prod[k * 6 + 5, at])
-                    part[k, 0, tw], part[k, 1, tw], part[k, 2, tw], part[k, 3, tw] = o0, o1, o2, o3
+                b = uint64(6 * k) * ups + base
+                pk = uint64(k * 4 * tw_count)
+                for tw in range(uint64(tw_count)):
+                    at = b + tw
+                    o0, o1, o2, o3 = _at4(m1[at], m1[ups + at], m1[_U2 * ups + at],
+                                          m1[_U3 * ups + at], m1[_U4 * ups + at],
+                                          m1[_U5 * ups + at])
+                    h = pk + tw
+                    a1[h], a1[utw + h], a1[_U2 * utw + h], a1[_U3 * utw + h] = o0, o1, o2, o3
             for j in range(4):
-                for tw in range(tw_count):
-                    o0, o1, o2, o3 = _at4(part[0, j, tw], part[1, j, tw], part[2, j, tw],
-                                          part[3, j, tw], part[4, j, tw], part[5, j, tw])
-                    col = cols0[tw] + d * j
-                    res[0, col], res[1, col], res[2, col], res[3, col] = o0, o1, o2, o3
+                hj = uint64(j * tw_count)
+                for tw in range(uint64(tw_count)):
+                    h = hj + tw
+                    o0, o1, o2, o3 = _at4(a1[h], a1[u4 + h], a1[_U2 * u4 + h], a1[_U3 * u4 + h],
+                                          a1[_U4 * u4 + h], a1[_U5 * u4 + h])
+                    col = uint64(cols0[tw]) + ud * uint64(j)
+                    r1[col], r1[uwb + col], r1[_U2 * uwb + col], r1[_U3 * uwb + col] = \
+                        o0, o1, o2, o3
             sf, bf = scale[f0 + f], bias[f0 + f]
             for i in range(4):
                 r = rows0[th] + d * i
                 if r < ho:
                     dst = out[n, f0 + f, r]
+                    src = r1[uint64(i) * uwb:]
                     if residual.size > 0:
                         add = residual[n, f0 + f, r]
-                        for col in range(wo):
-                            v = res[i, col] * sf + bf
+                        for col in range(uint64(wo)):
+                            v = src[col] * sf + bf
                             v = v + add[col]
                             dst[col] = v if v > 0 or not relu else 0.0
                     elif relu:
-                        for col in range(wo):
-                            v = res[i, col] * sf + bf
+                        for col in range(uint64(wo)):
+                            v = src[col] * sf + bf
                             dst[col] = v if v > 0 else 0.0
                     else:
-                        for col in range(wo):
-                            dst[col] = res[i, col] * sf + bf
+                        for col in range(uint64(wo)):
+                            dst[col] = src[col] * sf + bf
