@@ -194,6 +194,8 @@ def test_winograd_forward_and_weight_grad(shape):
     (1, 17, 37, 29, 33, 1, 1), (3, 40, 20, 18, 20, 0, 1), (2, 16, 56, 56, 16, 1, 1),
     (1, 33, 7, 7, 18, 2, 1), (5, 24, 14, 14, 40, 1, 1), (2, 20, 23, 23, 17, 2, 2),
     (9, 32, 16, 16, 32, 1, 1), (2, 18, 19, 22, 9, 3, 3),
+    # 96+ channels: blocks of BLOCK_TILES_WIDE tiles (two here, one spanning two images)
+    (4, 96, 36, 30, 97, 1, 1),
     # dw: 8 blocks of 128 tiles, several per thread (partial sums added after the first)
     (16, 16, 32, 32, 16, 1, 1)])
 def test_winograd_blocks_match_torch(shape):

@@ -46,6 +46,14 @@ G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
 
 
 BLOCK_TILES = 128   # forward: V and the products of a 64-channel block fit in L2
+BLOCK_TILES_WIDE = 256   # forward with C and F >= WIDE_CHANNELS: each block re-reads all of U
+WIDE_CHANNELS = 96       # (2.4 MB at 128x128), and the products run faster on more tiles
+#   (one thread, 36 x (128x128)@(128xP): 8.2 us per tile at P=98, 6.9 at 256; at 64x64
+#   flat to P=224, then 1.6 -> 2.1 us). Critical path, two threads, ms, 128 -> 256 tiles
+#   (benchmarks/README.md, section 46): 8x128x28x28 2.87 -> 2.58, 8x96->128 28x28 2.34 ->
+#   2.08, 8x192x28x28 5.09 -> 4.47, 8x128x56x56 10.44 -> 9.88, 1x128x112x112 6.21 -> 5.03;
+#   level at 16x128x16x16, 16x128x32x32, 16x96x32x32, 16x256x14x14, 1x128x56x56. Not at 64
+#   channels: 16x64x32x32 2.21 -> 2.63 (8x64x56x56 3.66 -> 3.38)
 PLANE_PAD = 16      # floats between two points' planes: planes a multiple of 4 KB apart put
 #                     the 6 rows a transform writes at once in one cache set (half the speed)
 _NO_RESIDUAL = np.empty((0, 0, 0, 0), np.float32)   # the output transform's "no shortcut"
@@ -180,7 +188,8 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
     if add.size and add.shape != out.shape:
         raise ShapeError(f"winograd.forward: residual has shape {add.shape}, the output "
                          f"{out.shape}; pass the shortcut of this layer's output shape")
-    grid = _Grid(n, out_size, dilation[0])
+    wide = min(c, f) >= WIDE_CHANNELS
+    grid = _Grid(n, out_size, dilation[0], BLOCK_TILES_WIDE if wide else BLOCK_TILES)
     workers = block_threads.workers()
     if split_by_filters(grid.total * grid.cols0.size, c, f, len(grid.starts), workers):
         _by_filters(x, u, out, s, b, add, relu, tuple(padding), dilation[0], workers)
