@@ -14,6 +14,7 @@ from volnet.runtime import backend, launch
 _KERNELS = "volnet.functional.compiled.activation"   # compiled twins, imported on first use
 
 _EMPTY = np.zeros(0, dtype=np.bool_)
+_EMPTY_3D = {np.dtype(t): np.zeros((0, 0, 0), dtype=t) for t in (np.float32, np.float64)}
 
 
 def _fast(*arrays) -> bool:
@@ -98,6 +99,24 @@ def bias_add_(out, bias, relu=False, scale=None, residual=None):
     if relu:
         np.maximum(out, 0, out=out)
     return out
+
+
+def bias_add_transposed(src, out, bias, relu=False, scale=None, residual=None):
+    """:func:`bias_add_` of a product laid out channels first: out (N, C, ...) = src (C, N,
+    ...) transposed, times ``scale``, plus ``bias`` and ``residual`` (out's shape), then
+    max(0, out) when ``relu``, in one pass that reads src and writes out (a 1x1
+    convolution's product over several samples at once, conv_gemm). Returns out."""
+    channels = out.shape[1]
+    bias = np.zeros(channels, out.dtype) if bias is None else bias
+    scale = np.ones(channels, out.dtype) if scale is None else scale
+    if (src.shape == (out.shape[1], out.shape[0]) + out.shape[2:] and out.size
+            and _fast(src, out, bias, scale)
+            and (residual is None or (residual.shape == out.shape and _fast(out, residual)))):
+        launch.run(_KERNELS, "bias_add_transposed", out.size, _flat3(src), _flat3(out), scale,
+                   bias, _EMPTY_3D[out.dtype] if residual is None else _flat3(residual), bool(relu))
+        return out
+    np.copyto(out, np.swapaxes(src, 0, 1))
+    return bias_add_(out, bias, relu, scale, residual)
 
 
 def channel_sum(x):

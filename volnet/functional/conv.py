@@ -218,14 +218,8 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     else:
         epilogue = None
         if b is not None or relu or scale is not None or residual is not None:
-            bias, factor = _cast(b, dtype), _cast(scale, dtype)
-
-            def epilogue(out, f0, f1):      # channels [f0, f1), by the thread that wrote them
-                part = slice(f0, f1)
-                bias_add_(out[:, part], None if bias is None else bias[part], relu,
-                          None if factor is None else factor[part],
-                          None if residual is None else residual[:, part])
-
+            # applied by the thread that wrote each block, to that block
+            epilogue = conv_gemm.Epilogue(_cast(b, dtype), _cast(scale, dtype), residual, relu)
         out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo),
                                       keep_cache, epilogue)
     mask = out > 0 if relu and keep_cache else None      # the ReLU's gradient gate

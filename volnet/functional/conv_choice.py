@@ -15,7 +15,11 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   inference where both fit and both C and F are at least ``DIRECT_WINOGRAD_CHANNELS``.
   dw has its own kernel of the same kind, chosen by the same rule up to
   ``DIRECT_MAX_TAPS_DW`` taps.
-* ``"gemm1x1"``: a 1x1 stride-1 unpadded convolution is one matrix product per sample.
+* ``"gemm1x1"``: a 1x1 stride-1 unpadded convolution is one matrix product per sample;
+  at inference a strided one too, of its subsampled input (conv_gemm._pointwise: per
+  sample on the block threads, each product followed by its epilogue on the thread that
+  wrote it; one wide product of a thread's samples on maps under
+  ``conv_gemm.POINTWISE_WIDE_BELOW`` positions; split by filters at batch 1).
 * ``"im2col"``: chunked im2col + matrix products (``conv_gemm``), every other case,
   every float64 layer (exact to 1e-10) and everything under ``VOLNET_KERNELS=numpy``;
   and an inference forward of a batch smaller than the block threads on maps of at most
@@ -126,8 +130,9 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     fast = np.dtype(dtype) == np.float32 and backend.compiled(int(np.prod(x_shape)))
     if fast and groups > 1 and groups == c == f:
         return "depthwise"
-    if kh == kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0):
-        return "gemm1x1"
+    if kh == kw == 1 and tuple(padding) == (0, 0) and (tuple(stride) == (1, 1)
+                                                       or filters_cached):
+        return "gemm1x1"        # at inference strided too: a subsample, then the products
     if not fast or (filters_cached and split_fits(x_shape[0], w_shape, groups, out_size,
                                                   threads)):
         return "im2col"

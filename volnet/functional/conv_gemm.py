@@ -22,6 +22,11 @@ Why this shape (profiles in ``benchmarks/README.md``):
   whose blocks stay on one thread) is split by ``block_threads.matmul``, since OpenBLAS
   runs one thread inside volnet's layers. Under ``VOLNET_KERNELS=numpy`` one thread does
   the blocks in turn and OpenBLAS splits the products.
+* A 1x1 unpadded layer at inference, any stride (:func:`_pointwise`), needs no unrolling: its
+  (subsampled) input is the column matrix. Its samples go on the block threads, each product
+  followed at once by its epilogue on the thread that wrote it (:class:`Epilogue`), and on
+  7x7 maps a thread's samples make one wide product whose transpose into NCHW is the
+  epilogue's pass.
 * A batch smaller than the threads (inference at batch 1) has no samples to share out: its
   product is split by filters (:func:`_product_by_filters`), each thread writing its rows of
   the output and then their bias/scale/residual/ReLU epilogue, so the output is written once
@@ -38,6 +43,7 @@ import functools
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from volnet.functional.activation import bias_add_, bias_add_transposed
 from volnet.runtime import block_threads
 
 CHUNK_BYTES = 8 * 2**20     # unrolled columns per chunk: well inside a 32 MB L3
@@ -47,6 +53,14 @@ WIDE_BELOW = 256            # positions per image under which one wide product w
 #                             benchmarks/README.md section 24)
 KEEP_BYTES = 16 * 2**20     # columns up to this size are kept from forward for backward
 THREAD_BELOW = 2**20        # filter-matrix entries (F/G x K) under which blocks go on threads
+POINTWISE_WIDE_BELOW = 100  # positions per image under which an inference 1x1 layer's
+#   samples on one block thread are one wide product (F, C) @ (C, m*P), its transpose into
+#   NCHW done by the epilogue's pass (_pointwise). Batch 8, two threads, min ms, per-sample
+#   products / wide / main's path (benchmarks/README.md, 45): 7x7 512->2048 +residual
+#   6.57 / 5.11 / 6.71, 2048->512 6.15 / 4.70 / 6.25, 1024->2048 stride 2 from 14x14 11.37
+#   / 8.90 / 9.41 (main: im2col, wide); not 14x14: 256->1024 +residual 4.77 / 4.96,
+#   1024->256 4.61 / 5.09 (BLAS at one thread: (2048x512) @ (512x49) 136 GFLOP/s, @ (512x196)
+#   199; (1024x256) @ (256x196) 197, @ (256x784) 215, less the copy into the wide layout)
 
 
 def _threads(w_shape, groups) -> int:
@@ -170,8 +184,10 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False, 
     threads = 1 if keep_whole else _threads(w.shape, groups)   # a kept block is one block
     out = np.empty((n, f, ho, wo), dtype=x.dtype)
     out_g = out.reshape(n, groups, fg, ho * wo)
+    if kh == kw == 1 and tuple(padding) == (0, 0) and not keep_cols:
+        return _pointwise(x, w, stride, groups, out_size, epilogue), None
     if kh == kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0):
-        # 1x1: the input already is the column matrix, one product per sample
+        # 1x1 in training: the input already is the column matrix, one product per sample
         w_mat = w.reshape(groups, fg, c // groups)
         x_g = x.reshape(n, groups, c // groups, h * wd)
         if threads == 1 or n < threads:
@@ -240,6 +256,120 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False, 
     if epilogue is not None:
         epilogue(out, 0, f)
     return out, (cols if keep_whole else None)      # only a kept block is a fresh array
+
+
+class Epilogue:
+    """What follows a convolution's product, per output channel: ``out * scale + bias``, plus
+    ``residual`` (an array of the output's shape), then max(0, .) when ``relu``
+    (functional.activation.bias_add_; None: no scale, no bias, no residual). Applied by the
+    thread that wrote each block of the output, to that block, while it is in its core's
+    cache."""
+
+    __slots__ = ("bias", "relu", "residual", "scale")
+
+    def __init__(self, bias, scale, residual, relu):
+        self.bias, self.scale, self.residual, self.relu = bias, scale, residual, bool(relu)
+
+    def __call__(self, out, f0, f1, s0=0, s1=None):
+        """In place on channels [f0, f1) of samples [s0, s1) of ``out`` (N, F, Ho, Wo)."""
+        rows, part = slice(s0, s1), slice(f0, f1)
+        bias_add_(out[rows, part], None if self.bias is None else self.bias[part], self.relu,
+                  None if self.scale is None else self.scale[part],
+                  None if self.residual is None else self.residual[rows, part])
+
+    def transposed(self, src, out, s0, s1):
+        """Samples [s0, s1) of ``out`` (N, F, Ho, Wo) from their product laid out channels
+        first, ``src`` (F, s1 - s0, Ho, Wo): the transpose and the epilogue in one pass."""
+        bias_add_transposed(src, out[s0:s1], self.bias, self.relu, self.scale,
+                            None if self.residual is None else self.residual[s0:s1])
+
+
+def _pointwise(x, w, stride, groups, out_size, epilogue):
+    """Inference of a 1x1 unpadded convolution, any stride, then ``epilogue`` (an
+    :class:`Epilogue` or None): the input (subsampled when strided) is its own column
+    matrix, so no im2col.
+
+    * Fewer samples than block threads (batch 1): the product split by filters
+      (:func:`_product_by_filters`), each thread writing its rows and their epilogue.
+    * Else the samples are shared out among the block threads, each running its own
+      one-thread products and, right after each, the epilogue on what it just wrote
+      (one sample's output, still in that core's cache; main's one pass after all the
+      products read the whole output back from memory, on one thread below
+      launch.PARALLEL_MIN). Batch 8, two threads, CPU ms (median), per sample / each
+      thread's epilogue after all its products / main: 128->512 28x28 +residual 5.49 /
+      6.54 / 6.45, 256->1024 14x14 +residual 4.93 / 5.60 / 5.59; 64->256 56x56 +residual
+      7.15 / 7.15-9.16 / 9.26 (benchmarks/README.md, 45). Maps of fewer than POINTWISE_WIDE_BELOW
+      positions (7x7) make one wide product of a thread's samples, whose transpose into
+      NCHW is folded into the epilogue's pass (:meth:`Epilogue.transposed`).
+
+    A strided layer's subsampled input is copied into a reused per-thread buffer (one
+    sample, or one thread's samples when wide), where im2col went through its plan of
+    blocks and strided window views.
+    """
+    n, c = x.shape[:2]
+    f = w.shape[0]
+    fg, cg = f // groups, c // groups
+    ho, wo = out_size
+    p = ho * wo
+    out = np.empty((n, f, ho, wo), dtype=x.dtype)
+    out_g = out.reshape(n, groups, fg, p)
+    w_mat = w.reshape(groups, fg, cg)
+    strided = tuple(stride) != (1, 1)
+    x_sub = x[:, :, ::stride[0], ::stride[1]] if strided else x      # (N, C, Ho, Wo)
+    threads = block_threads.workers()
+    if n < threads or threads == 1:
+        if strided and n * c * p * x.itemsize <= CHUNK_BYTES:     # batch 1: kept scratch
+            cols = block_threads.scratch("pointwise", n * c * p, x.dtype)
+            np.copyto(cols.reshape(n, c, ho, wo), x_sub)
+            cols = cols.reshape(n, groups, cg, p)
+        elif strided:       # a large batch on one thread (VOLNET_KERNELS=numpy): not kept
+            cols = np.ascontiguousarray(x_sub).reshape(n, groups, cg, p)
+        else:
+            cols = x.reshape(n, groups, cg, p)
+        count = block_threads.split_count(n * f * cg * p)
+        if groups > 1 or n > 1 or count <= 1:     # one sample: channel slices contiguous
+            block_threads.matmul(w_mat, cols, out=out_g)
+            if epilogue is not None:
+                epilogue(out, 0, f)
+        else:
+            # one sample: as one np.matmul it left the second core idle (section 37)
+            _product_by_filters(w_mat, cols, out, epilogue, count)
+        return out
+    parts = min(threads, n)
+    bounds = [n * i // parts for i in range(parts + 1)]
+    wide = p < POINTWISE_WIDE_BELOW
+    x_g = None if strided else x.reshape(n, groups, cg, p)
+    # samples per wide product: its input and output buffers within CHUNK_BYTES each
+    chunk = max(1, CHUNK_BYTES // (max(c, f) * p * x.itemsize))
+
+    def part(i):
+        if wide:
+            for s0 in range(bounds[i], bounds[i + 1], chunk):
+                s1 = min(bounds[i + 1], s0 + chunk)
+                m = s1 - s0
+                cols = block_threads.scratch("pointwise", c * m * p, x.dtype)
+                np.copyto(cols.reshape(c, m, ho, wo), x_sub[s0:s1].transpose(1, 0, 2, 3))
+                res = block_threads.scratch("pointwise-out", f * m * p, x.dtype)
+                np.matmul(w_mat, cols.reshape(groups, cg, m * p),
+                          out=res.reshape(groups, fg, m * p))
+                res = res.reshape(f, m, ho, wo)
+                if epilogue is None:
+                    np.copyto(out[s0:s1], res.transpose(1, 0, 2, 3))
+                else:
+                    epilogue.transposed(res, out, s0, s1)
+            return
+        s0, s1 = bounds[i], bounds[i + 1]
+        cols = block_threads.scratch("pointwise", c * p, x.dtype) if strided else None
+        for s in range(s0, s1):
+            if strided:
+                np.copyto(cols.reshape(c, ho, wo), x_sub[s])
+            np.matmul(w_mat, x_g[s] if x_g is not None else cols.reshape(groups, cg, p),
+                      out=out_g[s])
+            if epilogue is not None:
+                epilogue(out, 0, f, s, s + 1)
+
+    block_threads.run(part, parts)
+    return out
 
 
 def _kept_on_threads(xp, w_mat, out, plan, kernel_size, stride, dilation, parts):

@@ -91,6 +91,38 @@ def bias_add_residual(out, scale, bias, residual, relu):
                 row[j] = v + add[j]
 
 
+@kernel
+def bias_add_transposed(src, out, scale, bias, residual, relu):
+    """out[n, c, :] = src[c, n, :] * scale[c] + bias[c] (+ residual[n, c, :] when residual
+    is not empty), then max(0, out) when ``relu``: :func:`bias_add_residual`'s pass reading
+    a product laid out channels first (src (C, N, S)) and writing NCHW (out (N, C, S)), so
+    the product's transpose costs no pass of its own. Rounded as bias_add_residual."""
+    ch, n, s = src.shape
+    for p in prange(n * ch):
+        row = src[p % ch, p // ch]
+        dst = out[p // ch, p % ch]
+        a = scale[p % ch]
+        b = bias[p % ch]
+        if residual.size:
+            add = residual[p // ch, p % ch]
+            if relu:
+                for j in range(s):
+                    v = row[j] * a + b
+                    v = v + add[j]
+                    dst[j] = v if v > 0 else 0  # noqa: FURB136 (max(0, v) drops NaN)
+            else:
+                for j in range(s):
+                    v = row[j] * a + b
+                    dst[j] = v + add[j]
+        elif relu:
+            for j in range(s):
+                v = row[j] * a + b
+                dst[j] = v if v > 0 else 0  # noqa: FURB136 (max(0, v) drops NaN)
+        else:
+            for j in range(s):
+                dst[j] = row[j] * a + b
+
+
 @njit(fastmath={"reassoc"}, cache=True)
 def _row_sum(row):
     acc = 0.0

@@ -1,0 +1,126 @@
+"""Per-step profile of a network's inference plan (volnet/layers/inference_plan.py): every
+step timed, each convolution with its forward kernel (conv_choice.plan), GFLOP/s and the
+page faults it took, then the time grouped by kind (1x1 by output map and stride, 3x3, stem,
+pools, FC).
+
+    python -m benchmarks.plan_profile [--threads 2] [--net resnet50] [--batch 1]
+        [--repeats 10] [--size 224] [--groups-only]
+
+Wall clock per step (``time.perf_counter`` around the step, summed over the repeats) and the
+whole forward's wall and CPU time; the machine's load average is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+
+import numpy as np
+
+from volnet.functional import conv_choice
+from volnet.functional.conv import conv_output_size
+from volnet.layers import inference_plan
+from volnet.models import googlenet, resnet18, resnet50, vgg16
+from volnet.runtime import thread_policy
+
+NETS = {"resnet18": resnet18, "resnet50": resnet50, "googlenet": googlenet, "vgg16": vgg16}
+
+
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def describe(fn, x_shape) -> tuple[str, str, float]:
+    """(group, description, GFLOP) of one plan step called on an input of ``x_shape``."""
+    conv = getattr(fn, "conv", None)
+    if conv is None:
+        layer = getattr(fn, "__self__", None) or getattr(fn, "layer", None)
+        name = type(layer).__name__ if layer is not None else getattr(fn, "__name__", "step")
+        return name, name, 0.0
+    f, cg, kh, kw = conv.params["weight"].shape
+    ho = conv_output_size(x_shape[2], kh, conv.stride[0], conv.padding[0], conv.dilation[0])
+    wo = conv_output_size(x_shape[3], kw, conv.stride[1], conv.padding[1], conv.dilation[1])
+    kernel = conv_choice.plan(x_shape, (f, cg, kh, kw), conv.stride, conv.padding,
+                              conv.dilation, conv.groups, (ho, wo), np.float32).forward
+    gflop = 2 * x_shape[0] * f * cg * kh * kw * ho * wo / 1e9
+    group = ("stem" if x_shape[1] == 3 else
+             f"{kh}x{kw} s{conv.stride[0]} out {ho}x{wo}")
+    text = (f"conv {x_shape[1]:4d}->{f:4d} {kh}x{kw} s{conv.stride[0]} {x_shape[2]}x{x_shape[3]}"
+            f"->{ho}x{wo} {kernel}")
+    return group, text, gflop
+
+
+def profile(name: str, batch: int, size: int, repeats: int) -> tuple[float, float, list]:
+    """(forward wall ms, forward CPU ms, [(group, description, ms, GFLOP, faults)] per
+    step), means over ``repeats`` planned forwards after three warm-up calls."""
+    net = NETS[name]()
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    net.forward(x)                                      # makes the plan
+    plan = next(iter(inference_plan.plans_of(net).values()))
+    spent, faults, shapes = {}, {}, {}
+    original = plan.steps
+
+    def timed(fn, i):
+        def step(*args):
+            shapes[i] = args[0].shape
+            f0, t0 = _faults(), time.perf_counter()
+            out = fn(*args)
+            spent[i] = spent.get(i, 0.0) + time.perf_counter() - t0
+            faults[i] = faults.get(i, 0) + _faults() - f0
+            return out
+        return step
+
+    plan.steps = [(timed(fn, i), ins, out, frees)
+                  for i, (fn, ins, out, frees) in enumerate(original)]
+    try:
+        for _ in range(3):
+            net.forward(x)
+        spent.clear()
+        faults.clear()
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(repeats):
+            net.forward(x)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        plan.steps = original
+    rows = []
+    for i, (fn, *_rest) in enumerate(original):
+        group, text, gflop = describe(fn, shapes[i])
+        rows.append((group, text, spent.get(i, 0.0) / repeats * 1e3, gflop,
+                     faults.get(i, 0) / repeats))
+    return wall / repeats * 1e3, cpu / repeats * 1e3, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--net", default="resnet50", choices=sorted(NETS))
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--groups-only", action="store_true")
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    with thread_policy.use_threads(args.threads):
+        wall, cpu, rows = profile(args.net, args.batch, args.size, args.repeats)
+    print(f"{args.net} b{args.batch}, {args.threads} threads: forward {wall:.2f} ms "
+          f"(CPU {cpu:.2f}), steps {sum(r[2] for r in rows):.2f} ms; load average "
+          f"{load:.1f} -> {os.getloadavg()[0]:.1f}")
+    if not args.groups_only:
+        for i, (_, text, ms, gflop, flt) in enumerate(rows):
+            rate = f"{gflop / ms * 1e3:6.1f} GFLOP/s" if gflop and ms else ""
+            print(f"{i:3d} {ms:8.3f} ms {flt:6.0f} faults  {text} {rate}")
+    groups: dict[str, list] = {}
+    for group, _, ms, gflop, _ in rows:
+        g = groups.setdefault(group, [0, 0.0, 0.0])
+        g[0], g[1], g[2] = g[0] + 1, g[1] + ms, g[2] + gflop
+    print("group                  steps       ms    GFLOP  GFLOP/s")
+    for group, (count, ms, gflop) in sorted(groups.items(), key=lambda kv: -kv[1][1]):
+        rate = f"{gflop / ms * 1e3:8.1f}" if gflop and ms else ""
+        print(f"{group:22s} {count:5d} {ms:8.3f} {gflop:8.3f} {rate}")
+
+
+if __name__ == "__main__":
+    main()
