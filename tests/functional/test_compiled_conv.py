@@ -194,6 +194,8 @@ def test_winograd_forward_and_weight_grad(shape):
     (1, 17, 37, 29, 33, 1, 1), (3, 40, 20, 18, 20, 0, 1), (2, 16, 56, 56, 16, 1, 1),
     (1, 33, 7, 7, 18, 2, 1), (5, 24, 14, 14, 40, 1, 1), (2, 20, 23, 23, 17, 2, 2),
     (9, 32, 16, 16, 32, 1, 1), (2, 18, 19, 22, 9, 3, 3),
+    # 96+ channels: blocks of BLOCK_TILES_WIDE tiles (two here, one spanning two images)
+    (4, 96, 36, 30, 97, 1, 1),
     # dw: 8 blocks of 128 tiles, several per thread (partial sums added after the first)
     (16, 16, 32, 32, 16, 1, 1)])
 def test_winograd_blocks_match_torch(shape):
@@ -493,3 +495,101 @@ def test_numpy_switch_selects_the_reference_path(monkeypatch):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "im2col"
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [
+    # n, c, h, w, f, padding, dilation: batch 1 and 8, odd channel and filter counts, maps
+    # not multiples of 4, padding 0 and 1; the inference plan picks Winograd for these
+    (1, 64, 30, 30, 65, 1, 1), (1, 65, 31, 29, 71, 0, 1), (8, 67, 13, 13, 64, 1, 1),
+    (8, 64, 15, 17, 64, 0, 1)])
+def test_winograd_inference_residual_in_the_output_transform(shape, relu):
+    """conv + folded batch norm + shortcut sum + ReLU of a residual block's last
+    convolution, all in Winograd's output transform: against PyTorch float64 and the NumPy
+    reference path."""
+    n, c, h, w_, f, p, d = shape
+    rng = np.random.default_rng(c + f + h)
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    b, scale = rng.standard_normal(f).astype(np.float32), rng.uniform(0.5, 2, f).astype(
+        np.float32)
+    want = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64),
+                                      torch.tensor(w, dtype=torch.float64), None, 1, p, d)
+    shortcut = rng.standard_normal(tuple(want.shape)).astype(np.float32)
+    assert conv_choice.plan(x.shape, w.shape, (1, 1), (p, p), (d, d), 1, shortcut.shape[2:],
+                            np.float32).forward == "winograd4"
+    lin = (want.numpy() * scale[:, None, None] + b[:, None, None]) + shortcut
+    exact = np.maximum(lin, 0) if relu else lin
+    outs = {}
+    for kernels in ("numba", "numpy"):
+        with backend.use_kernels(kernels):
+            outs[kernels], _ = conv2d_forward(x, w, b, (1, 1), (p, p), (d, d), 1,
+                                              keep_cache=False, relu=relu, scale=scale,
+                                              residual=shortcut)
+    assert _rel(outs["numba"], exact) < TOL["winograd4"]
+    assert _rel(outs["numpy"], exact) < 1e-5
+    assert _rel(outs["numba"], outs["numpy"]) < TOL["winograd4"]
+    if relu:
+        assert (outs["numba"] >= 0).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 20, 23, 23, 17, 2, 2), (1, 19, 14, 14, 37, 1, 1),
+                                   (3, 40, 20, 18, 20, 0, 1)])
+def test_winograd_forward_residual_on_subgrids_and_filter_splits(shape):
+    """The shortcut sum in the dilated (tile by tile) output transform and in the batch-1
+    split by filters, against PyTorch float64; a shortcut of the wrong shape is an error."""
+    from volnet.errors import ShapeError
+    n, c, h, w_, f, p, d = shape
+    rng = np.random.default_rng(f)
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    want = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64),
+                                      torch.tensor(w, dtype=torch.float64),
+                                      torch.tensor(b, dtype=torch.float64), 1, p, d).numpy()
+    shortcut = rng.standard_normal(want.shape).astype(np.float32)
+    with backend.use_kernels("numba"):
+        out = winograd.forward(x, w, b, (p, p), (d, d), want.shape[2:], relu=True,
+                               residual=shortcut)
+        with pytest.raises(ShapeError, match="residual"):
+            winograd.forward(x, w, b, (p, p), (d, d), want.shape[2:], residual=shortcut[:1, :1])
+    assert _rel(out, np.maximum(want + shortcut, 0)) < TOL["winograd4"]
+
+
+@pytest.mark.parametrize("shape", [
+    # n, c, h, w, f, padding, dilation: odd channel counts (uneven channel shares of the
+    # shared transform), maps not multiples of 4, padding 0-2, batch 1 and 3, dilation 2
+    (1, 37, 28, 28, 41, 1, 1), (3, 19, 13, 11, 25, 0, 1), (1, 33, 30, 26, 8, 2, 1),
+    (2, 21, 17, 19, 23, 2, 2), (1, 2, 9, 9, 3, 1, 1)])
+def test_winograd_forward_split_by_filters(monkeypatch, shape):
+    """The forward split by filters (one input transform shared by the threads, each
+    transforming its channels, then each multiplying and back-transforming its filters)
+    against PyTorch float64 and the one-thread forward, with the epilogue and a shortcut."""
+    import numba
+
+    from volnet.runtime import block_threads, thread_policy
+    n, c, h, w_, f, p, d = shape
+    monkeypatch.setattr(winograd, "SPLIT_FILTERS_PER_TILE", 1)    # every layer by filters
+    rng = np.random.default_rng(c * f + h)
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)
+    b, scale = (rng.standard_normal(f).astype(np.float32) for _ in range(2))
+    want = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64),
+                                      torch.tensor(w, dtype=torch.float64), None, 1, p, d)
+    size = tuple(want.shape[2:])
+    shortcut = rng.standard_normal(tuple(want.shape)).astype(np.float32)
+    exact = torch.relu(want * torch.tensor(scale, dtype=torch.float64)[:, None, None]
+                       + torch.tensor(b, dtype=torch.float64)[:, None, None]
+                       + torch.tensor(shortcut, dtype=torch.float64)).numpy()
+    two = min(2, numba.config.NUMBA_NUM_THREADS)
+    tiles_ = conv_choice.tiles(n, size, (d, d))
+    assert winograd.split_by_filters(tiles_, c, f, tiles_, 2)
+    results = {}
+    for threads in (1, two):
+        with backend.use_kernels("numba"), thread_policy.use_threads(threads), \
+                block_threads.section():
+            results[threads] = winograd.forward(x, w, b, (p, p), (d, d), size, relu=True,
+                                                scale=scale, residual=shortcut)
+        assert _rel(results[threads], exact) < TOL["winograd4"]
+    np.testing.assert_allclose(results[1], results[two], rtol=0,
+                               atol=1e-6 * np.abs(exact).max())

@@ -213,10 +213,8 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         # inference reuses the filter transform while w is unchanged (checked bit for bit)
         u = None if keep_cache else weight_cache.derived(
             (w,), "winograd4", lambda: winograd.filter_transform(w))
-        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), u,
-                               relu and residual is None, scale)
-        if residual is not None:    # the output transform has no residual operand: one pass
-            bias_add_(out, None, relu, None, residual)
+        out = winograd.forward(x, w, b, padding, dilation, (ho, wo), u, relu, scale,
+                               None if residual is None else _cast(residual, dtype))
     else:
         epilogue = None
         if b is not None or relu or scale is not None or residual is not None:

@@ -13,7 +13,10 @@ The tile transforms are compiled loops (numba, ``winograd_tiles.py``); the produ
 np.matmul (BLAS). The batch is cut into blocks of about ``BLOCK_TILES`` tiles, small
 enough that a block's transformed tiles and products stay in the core's cache between
 the transforms and the product; each of the library's threads takes every k-th block
-and runs its transforms and its one-thread products itself (``block_threads.run``).
+and runs its transforms and its one-thread products itself (``block_threads.run``). A
+layer with few tiles for its filters (batch 1 on 28x28 maps, 512 filters on 7x7) splits
+by filters instead: the threads transform all the tiles into one shared block, each its
+channels, then each multiplies its share of the filters (:func:`split_by_filters`).
 
 Dilation ``D`` is handled by the sub-grid identity: the outputs ``o = s + D*t`` of one
 residue ``s`` (per axis) only read inputs ``s + D*(t + k)``, an undilated 3x3 conv on a
@@ -33,6 +36,7 @@ import numpy as np
 
 from volnet.functional.compiled import winograd_filters as filters
 from volnet.functional.compiled import winograd_tiles as tiles
+from volnet.errors import ShapeError
 from volnet.runtime import block_threads
 
 M, A = 4, 6        # output tile side, transform tile side
@@ -42,11 +46,27 @@ G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
 
 
 BLOCK_TILES = 128   # forward: V and the products of a 64-channel block fit in L2
+BLOCK_TILES_WIDE = 256   # forward with C and F >= WIDE_CHANNELS: each block re-reads all of U
+WIDE_CHANNELS = 96       # (2.4 MB at 128x128), and the products run faster on more tiles
+#   (one thread, 36 x (128x128)@(128xP): 8.2 us per tile at P=98, 6.9 at 256; at 64x64
+#   flat to P=224, then 1.6 -> 2.1 us). Critical path, two threads, ms, 128 -> 256 tiles
+#   (benchmarks/README.md, section 46): 8x128x28x28 2.87 -> 2.58, 8x96->128 28x28 2.34 ->
+#   2.08, 8x192x28x28 5.09 -> 4.47, 8x128x56x56 10.44 -> 9.88, 1x128x112x112 6.21 -> 5.03;
+#   level at 16x128x16x16, 16x128x32x32, 16x96x32x32, 16x256x14x14, 1x128x56x56. Not at 64
+#   channels: 16x64x32x32 2.21 -> 2.63 (8x64x56x56 3.66 -> 3.38)
 PLANE_PAD = 16      # floats between two points' planes: planes a multiple of 4 KB apart put
 #                     the 6 rows a transform writes at once in one cache set (half the speed)
+_NO_RESIDUAL = np.empty((0, 0, 0, 0), np.float32)   # the output transform's "no shortcut"
 SPLIT_FILTERS_BELOW = 16   # forward: fewer tiles per thread than this: threads split filters, not
 #                            tiles (a 1x128x14x14 -> 256 layer: 16 tiles; 8-wide products read
 #                            all of U on each thread, 0.69 ms at 2 threads, by filters 0.60)
+SPLIT_FILTERS_PER_TILE = 320   # ... and from F x C >= this x tiles: each thread then reads
+#   1/threads of U (36 F C floats) and multiplies all the tiles, not all of U by its tiles.
+#   Critical path from CPU times, two threads, ms (benchmarks/README.md, section 46):
+#   F*C/tiles 334: 1x128x28x28 0.57 -> 0.53, 4x256x28x28 4.11 -> 4.06; 501: 1x128->192 28x28
+#   0.78 -> 0.68; 2675-5350: 1x256->512 and 1x512x28x28 3.10 -> 2.43, 6.50 -> 4.80;
+#   8x512x7x7 3.56 -> 2.96; but 256: 16x256x14x14 5.31 -> 5.55, 63: 1x64->192 56x56 1.30
+#   -> 1.36, 21: 1x64x56x56 0.51 -> 0.63 (the transforms, not U, dominate there)
 DW_BLOCK_BYTES = 16 * 2**20   # dw: V and dY per worker block; each block adds 36*F*C to dU
 DW_TILES_PER_SUM = 8          # ... and at most 8 * F*C/(F+C) tiles: transforms per partial sum
 
@@ -121,7 +141,8 @@ class _Grid:
 
     def input_points(self, x, v, q0, q1, padding):
         """V, 36 planes of (C, tiles), of one block of tile rows."""
-        tiles.input_tiles4(x, v, q0, q1, self.rows0, self.cols0, self.d, *padding)
+        tiles.input_tiles4(x, v, q0, q1, self.rows0, self.cols0, self.d, *padding, 0,
+                           x.shape[1])
 
 
 def planes(buf: np.ndarray, rows: int, tiles_: int) -> np.ndarray:
@@ -136,18 +157,22 @@ def matrices(planes_: np.ndarray, rows: int) -> np.ndarray:
     return planes_[:, :planes_.shape[1] - PLANE_PAD].reshape(A * A, rows, -1)
 
 
-def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=None):
+def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=None,
+            residual=None):
     """(N, F, Ho, Wo) float32 stride-1 3x3 correlation of x with w, times ``scale`` (None:
-    1) plus bias (None: no bias) per filter, rectified when ``relu``: all in the output
-    transform's store.
+    1) plus bias (None: no bias) per filter, plus ``residual`` (None: nothing; else an
+    array of the output's shape, a residual block's shortcut), rectified when ``relu``:
+    all in the output transform's store, which writes each output once (a separate pass
+    for the shortcut cost a 1x64x56x56 layer 0.06 ms of its 0.58 critical path on two
+    threads: benchmarks/README.md, section 46).
 
     ``u``: w's filter transform (:func:`filter_transform`) when the caller has it (cached
     for inference, volnet.functional.weight_cache; dx's from :func:`input_grad`); computed
     here when None (``w`` is then needed, else it may be None).
-    Work items are blocks of tile rows; a layer with fewer blocks than threads, or fewer
-    than ``SPLIT_FILTERS_BELOW`` tiles per thread (batch 1, 14x14 and 7x7 maps), splits
-    its filters instead, each thread transforming the same input block: the transform is
-    cheap there, and each thread reads only its filters' share of U.
+    Work items are blocks of tile rows, each thread transforming, multiplying and
+    back-transforming its own; a layer with fewer blocks than threads, few tiles per
+    thread or much of U per tile (:func:`split_by_filters`) is split by filters instead
+    (:func:`_by_filters`).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     relu = bool(relu)
@@ -159,27 +184,68 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
     b = np.zeros(f, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     s = np.ones(f, np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
-    grid = _Grid(n, out_size, dilation[0])
-    if grid.total * grid.cols0.size < SPLIT_FILTERS_BELOW * block_threads.workers():
-        grid = _Grid(n, out_size, dilation[0], threads=1)
+    add = _NO_RESIDUAL if residual is None else np.ascontiguousarray(residual, np.float32)
+    if add.size and add.shape != out.shape:
+        raise ShapeError(f"winograd.forward: residual has shape {add.shape}, the output "
+                         f"{out.shape}; pass the shortcut of this layer's output shape")
+    wide = min(c, f) >= WIDE_CHANNELS
+    grid = _Grid(n, out_size, dilation[0], BLOCK_TILES_WIDE if wide else BLOCK_TILES)
+    workers = block_threads.workers()
+    if split_by_filters(grid.total * grid.cols0.size, c, f, len(grid.starts), workers):
+        _by_filters(x, u, out, s, b, add, relu, tuple(padding), dilation[0], workers)
+        return out
     rows0, cols0, d = grid.rows0, grid.cols0, grid.d
-    groups = min(f, max(1, block_threads.workers() // len(grid.starts)))
-    bounds = _filter_ranges(f, groups)
-    items = [(q0, g) for q0 in grid.starts for g in range(groups)]
-    count = min(block_threads.workers(), len(items))
+    count = min(workers, len(grid.starts))
 
     def work(worker):
-        widths = (c, int(np.diff(bounds).max()))
-        for q0, q1, (vbuf, pbuf), g in grid.blocks(items[worker::count], widths):
-            f0, f1 = int(bounds[g]), int(bounds[g + 1])
-            width, p = f1 - f0, grid.tiles(q0, q1)
-            v, prod = planes(vbuf, c, p), planes(pbuf, width, p)
+        for q0, q1, (vbuf, pbuf), _ in grid.blocks(
+                [(q0, 0) for q0 in grid.starts[worker::count]], (c, f)):
+            p = grid.tiles(q0, q1)
+            v, prod = planes(vbuf, c, p), planes(pbuf, f, p)
             grid.input_points(x, v, q0, q1, tuple(padding))
-            np.matmul(u[:, f0:f1], matrices(v, c), out=matrices(prod, width))
-            tiles.output_tiles4(prod, width, out, s, b, relu, q0, q1, rows0, cols0, d, f0)
+            np.matmul(u, matrices(v, c), out=matrices(prod, f))
+            tiles.output_tiles4(prod, f, out, s, b, add, relu, q0, q1, rows0, cols0, d, 0)
 
     block_threads.run(work, count)
     return out
+
+
+def split_by_filters(tiles_: int, c: int, f: int, blocks: int, threads: int) -> bool:
+    """Whether the forward of ``tiles_`` output tiles (``blocks`` blocks of tile rows)
+    splits its filters over ``threads`` threads rather than its tiles: with fewer blocks
+    than threads, fewer than SPLIT_FILTERS_BELOW tiles per thread, or F x C of at least
+    SPLIT_FILTERS_PER_TILE per tile (each thread then reads its share of U, not all)."""
+    return threads > 1 and f > 1 and (blocks < threads or tiles_ < SPLIT_FILTERS_BELOW * threads
+                                      or f * c >= SPLIT_FILTERS_PER_TILE * tiles_)
+
+
+def _by_filters(x, u, out, scale, bias, residual, relu, padding, d, workers):
+    """The forward split by filters: the threads transform the whole batch's tiles
+    together into one shared V, each its share of the channels; then each multiplies its
+    filters' share of U by all of V and back-transforms its filters' outputs (with the
+    epilogue). Two hand-offs, every tile transformed once, each thread reading 1/threads
+    of U and the products as wide as all the tiles."""
+    n, c = x.shape[:2]
+    f = u.shape[1]
+    grid = _Grid(n, out.shape[2:], d, block_tiles=np.iinfo(np.int64).max, threads=1)  # 1 block
+    rows0, cols0, total = grid.rows0, grid.cols0, grid.total
+    p = grid.tiles(0, total)
+    v = planes(block_threads.scratch("winograd_shared", A * A * (c * p + PLANE_PAD)), c, p)
+    chans = _filter_ranges(c, min(workers, c))
+    block_threads.run(lambda i: tiles.input_tiles4(x, v, 0, total, rows0, cols0, d, *padding,
+                                                   chans[i], chans[i + 1]), len(chans) - 1)
+    bounds = _filter_ranges(f, min(workers, f))
+
+    def products(i):
+        f0, f1 = int(bounds[i]), int(bounds[i + 1])
+        width = f1 - f0
+        prod = planes(block_threads.scratch("winograd1", A * A * (width * p + PLANE_PAD)),
+                      width, p)
+        np.matmul(u[:, f0:f1], matrices(v, c), out=matrices(prod, width))
+        tiles.output_tiles4(prod, width, out, scale, bias, residual, relu, 0, total, rows0,
+                            cols0, d, f0)
+
+    block_threads.run(products, len(bounds) - 1)
 
 
 def input_grad(dout, w, padding, dilation, out_size):

@@ -90,16 +90,17 @@ def _split4(src, a, n):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover - compiled
-    """BT of F(4x4,3x3) on every input tile of the block: V, 36 point planes
-    ``out[t, c * tiles + p]`` (``out`` (36, >= C * tiles)), written out.
+def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma: no cover
+    """BT of F(4x4,3x3) on every input tile of the block, channels ``[c_lo, c_hi)``: V,
+    36 point planes ``out[t, c * tiles + p]`` (``out`` (36, >= C * tiles)), written out.
+    (A channel range lets threads transform one shared block, each its channels.)
 
     Tile p = (q - q0) * cols0.size + (its column); its 6x6 inputs start at row
     rows0[q % rows0.size] - ph and column cols0[...] - pw of image q // rows0.size, with
     step d; inputs outside the map are zero.
     """
     if d != 1:
-        _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw)
+        _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi)
         return
     n_ch, h, w = x.shape[1:]
     th_count, tw_count = rows0.size, cols0.size
@@ -121,8 +122,8 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover -
         inner[qq * tw_count + tw_count - 1] = False
     us, ucs, unp, ups = uint64(span), uint64(cs), uint64(n_p), uint64(out.shape[1])
     c1 = cols.reshape(-1)
-    for c0 in range(0, n_ch, GROUP):
-        count = min(GROUP, n_ch - c0)
+    for c0 in range(c_lo, c_hi, GROUP):
+        count = min(GROUP, c_hi - c0)
         for cc in range(count):
             for qq in range(nq):
                 n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
@@ -171,9 +172,10 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover -
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover - compiled
+def _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo,
+                   c_hi):  # pragma: no cover - compiled
     """input_tiles4 tile by tile, for tiles on dilation sub-grids (inputs ``d`` apart)."""
-    n_ch, w = x.shape[1], x.shape[3]
+    w = x.shape[3]
     th_count, tw_count = rows0.size, cols0.size
     nq = q1 - q0
     n_p = nq * tw_count
@@ -186,7 +188,7 @@ def _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw):  # pragma: no cover
     # flat arrays, unsigned offsets (no wraparound checks: see the module docstring)
     p1, o1, ups, ud = part.reshape(-1), out.reshape(-1), uint64(out.shape[1]), uint64(d)
     uwb = uint64(wb)
-    for c in range(n_ch):
+    for c in range(c_lo, c_hi):
         for qq in range(nq):
             n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
             r0, r1, r2, r3, r4, r5 = _rows(x, n, c, rows0[th] - ph, d, 6, zero)
@@ -301,18 +303,21 @@ def _grad_subgrid(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - com
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def output_tiles4(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
+def output_tiles4(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, cols0, d,
                   f0):  # pragma: no cover - compiled
     """out[n, f0 + f, r0 + d*i, c0 + d*j] = bias[f0 + f] + scale[f0 + f] *
     sum_kl AT[i, k] AT[j, l] M[k*6 + l, f * tiles + p] with M = ``prod`` (36 point planes),
-    the products of the ``n_f`` filters ``f0 ..``; max(0, that) with ``relu``: the layer's
-    batch norm and ReLU in the same row stores. AT of F(4x4,3x3), written out.
+    the products of the ``n_f`` filters ``f0 ..``, plus ``residual`` at the same place
+    when it is not empty (an array of out's shape: a residual block's shortcut); max(0,
+    that) with ``relu``: the layer's batch norm, the block's sum and its ReLU in the same
+    row stores. AT of F(4x4,3x3), written out.
 
     Undilated: both passes run over all the block's tiles at once, into rows laid end to
     end, then copied to the output rows with the epilogue.
     """
     if d != 1:
-        _output_subgrid(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d, f0)
+        _output_subgrid(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, cols0, d,
+                        f0)
         return
     f_all, ho, wo = out.shape[1:]
     th_count, tw_count = rows0.size, cols0.size
@@ -321,6 +326,8 @@ def output_tiles4(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
     row = 4 * tw_count
     span = nq * row
     m1, o1 = prod.reshape(-1), out.reshape(-1)
+    add = residual.size > 0
+    r1 = residual.reshape(-1)
     # [f, k, j, p]: AT along each row k of the points (the order of the tile-by-tile
     # kernel: rows first, so both give the same roundings)
     half = np.empty(GROUP * 6 * 4 * n_p, np.float32)
@@ -364,7 +371,12 @@ def output_tiles4(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
                     if r < ho:
                         dst = uint64(((n * f_all + f) * ho + r) * wo)
                         src = uint64(i * span + qq * row)
-                        if relu:
+                        if add:         # the shortcut's sum after the bias (bias_add_'s order)
+                            for col in range(wo):
+                                v = res[src + uint64(col)] * sf + bf
+                                v = v + r1[dst + uint64(col)]
+                                o1[dst + uint64(col)] = v if v > 0 or not relu else 0.0
+                        elif relu:
                             for col in range(wo):
                                 v = res[src + uint64(col)] * sf + bf
                                 o1[dst + uint64(col)] = v if v > 0 else 0.0
@@ -387,7 +399,7 @@ def _rows(x, n, c, top, step, count, zero):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def _output_subgrid(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
+def _output_subgrid(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, cols0, d,
                     f0):  # pragma: no cover - compiled
     """output_tiles4 tile by tile, for tiles on dilation sub-grids (outputs ``d`` apart)."""
     ho, wo = out.shape[2:]
@@ -433,7 +445,13 @@ def _output_subgrid(prod, n_f, out, scale, bias, relu, q0, q1, rows0, cols0, d,
                 if r < ho:
                     dst = out[n, f0 + f, r]
                     src = r1[uint64(i) * uwb:]
-                    if relu:
+                    if residual.size > 0:
+                        add = residual[n, f0 + f, r]
+                        for col in range(uint64(wo)):
+                            v = src[col] * sf + bf
+                            v = v + add[col]
+                            dst[col] = v if v > 0 or not relu else 0.0
+                    elif relu:
                         for col in range(uint64(wo)):
                             v = src[col] * sf + bf
                             dst[col] = v if v > 0 else 0.0
