@@ -60,7 +60,15 @@ SPLIT_MIN = 1 << 23      # multiply-adds from which a product is split over the 
 
 def workers() -> int:
     """Threads for block-parallel kernels: numba's count (chosen by
-    volnet.runtime.thread_policy) once the compiled kernels are in use, else 1."""
+    volnet.runtime.thread_policy) once the compiled kernels are in use, else 1.
+
+    Read once per outermost layer call (:func:`section` keeps it for the calling thread:
+    a conv asked for it 3-4 times, ~1.3 us each through numba); live everywhere else."""
+    cached = getattr(_local, "workers", None)
+    return _read_workers() if cached is None else cached
+
+
+def _read_workers() -> int:
     numba = backend.loaded_numba() if backend.fusing() else None
     return 1 if numba is None else max(1, int(numba.get_num_threads()))
 
@@ -108,11 +116,25 @@ def set_outside_blas_threads(count: int) -> None:
             openblas.set_blas_threads(count)
 
 
+@contextlib.contextmanager
 def section():
     """What an outermost layer call runs in: :func:`one_blas_thread` when volnet's own
     threads do the parallel work (:func:`workers` > 1), else nothing (OpenBLAS keeps its
-    count, the only parallelism of the NumPy path)."""
-    return one_blas_thread() if workers() > 1 else contextlib.nullcontext()
+    count, the only parallelism of the NumPy path). Inside, :func:`workers` answers the
+    count read on entry, on the calling thread (a thread count set inside a layer call
+    takes effect at the next outermost call); before numba is loaded it stays a live
+    read, so the call that loads it sees its count at once."""
+    count = _read_workers()
+    previous = getattr(_local, "workers", None)
+    _local.workers = count if backend.loaded_numba() is not None else previous
+    try:
+        if count > 1:
+            with one_blas_thread():
+                yield
+        else:
+            yield
+    finally:
+        _local.workers = previous
 
 
 def run(fn, count: int) -> list:
