@@ -10,6 +10,7 @@ All arrays are NCHW. Shapes used below:
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 
 import numpy as np
@@ -143,6 +144,14 @@ def col2im(dcols, x_shape, kernel_size, stride, padding, dilation, out_size) -> 
     return dx_pad[:, :, ph:ph + h, pw:pw + w]
 
 
+@functools.lru_cache(maxsize=4096)
+def _output_sizes(h, w, kh, kw, stride, padding, dilation) -> tuple[int, int]:
+    """(H_out, W_out) of a convolution, kept per shape (two conv_output_size calls cost
+    ~1 us on every convolution call; an invalid size raises, and is not kept)."""
+    return (conv_output_size(h, kh, stride[0], padding[0], dilation[0]),
+            conv_output_size(w, kw, stride[1], padding[1], dilation[1]))
+
+
 def _cast(v, dtype):
     return None if v is None else v.astype(dtype, copy=False)
 
@@ -189,8 +198,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     _, _, kh, kw = w.shape
     dtype = np.result_type(x, w)
     x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
-    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
-    wo = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
+    ho, wo = _output_sizes(h, wd, kh, kw, tuple(stride), tuple(padding), tuple(dilation))
     plan = conv_choice.plan(x.shape, w.shape, stride, padding, dilation, groups, (ho, wo), dtype,
                             training=keep_cache)
     kernel = plan.forward

@@ -182,10 +182,10 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False, 
     keep_whole = keep_cols and total <= KEEP_BYTES
     budget = total if keep_whole else None
     threads = 1 if keep_whole else _threads(w.shape, groups)   # a kept block is one block
-    out = np.empty((n, f, ho, wo), dtype=x.dtype)
-    out_g = out.reshape(n, groups, fg, ho * wo)
     if kh == kw == 1 and tuple(padding) == (0, 0) and not keep_cols:
         return _pointwise(x, w, stride, groups, out_size, epilogue), None
+    out = np.empty((n, f, ho, wo), dtype=x.dtype)
+    out_g = out.reshape(n, groups, fg, ho * wo)
     if kh == kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0):
         # 1x1 in training: the input already is the column matrix, one product per sample
         w_mat = w.reshape(groups, fg, c // groups)
