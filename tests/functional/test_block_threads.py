@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from volnet.functional import conv_choice, conv_gemm
+from volnet.functional import conv_choice, conv_gemm, weight_cache
 from volnet.runtime import backend, block_threads
 from volnet.functional.conv import conv2d_backward, conv2d_forward
 
@@ -663,3 +663,63 @@ def test_layers_called_from_two_threads_at_once_give_their_alone_results(two_thr
                                                 torch.tensor(cases[0][1], dtype=torch.float64),
                                                 padding=1)).numpy()
     assert _rel(alone[0], ref) < 1e-5
+
+
+def test_workers_are_read_once_per_outermost_layer_call(two_threads):
+    """Inside a section (an outermost layer call) the count read on entry is answered; a
+    count set inside takes effect at the next section; outside, every read is live."""
+    import numba
+    backend.numba_module()
+    assert block_threads.workers() == 2
+    with block_threads.section():
+        numba.set_num_threads(1)
+        assert block_threads.workers() == 2          # read on entry
+        with block_threads.section():                # nested: its own read, then restored
+            assert block_threads.workers() == 1
+        assert block_threads.workers() == 2
+        seen = []
+
+        def other():            # another thread: its own live count, not this section's
+            numba.set_num_threads(1)
+            seen.append(block_threads.workers())
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert seen == [1]
+    assert block_threads.workers() == 1              # outside: live
+    with block_threads.section():
+        assert block_threads.workers() == 1
+    numba.set_num_threads(2)
+
+
+def test_a_network_run_after_a_thread_change_uses_the_new_count(two_threads):
+    """The per-call read never carries over: a forward at one thread after one at two
+    splits nothing (conv_choice's plan is keyed by the count it read)."""
+    import numba
+    from volnet.layers import Conv2d
+    conv = Conv2d(128, 256, 3, padding=1, rng=0)
+    x = np.random.default_rng(0).standard_normal((1, 128, 14, 14)).astype(np.float32)
+    def winograd_calls():      # a Winograd inference forward asks for its filter transform
+        info = weight_cache.stats()
+        return info["hits"] + info["misses"]
+
+    calls = winograd_calls()
+    two = conv.forward(x)
+    ran_two = winograd_calls() - calls
+    kernel_two = conv_choice.plan(x.shape, conv.params["weight"].shape, (1, 1), (1, 1), (1, 1),
+                                  1, (14, 14), np.float32).forward
+    numba.set_num_threads(1)
+    calls = winograd_calls()
+    one = conv.forward(x)
+    ran_one = winograd_calls() - calls
+    kernel_one = conv_choice.plan(x.shape, conv.params["weight"].shape, (1, 1), (1, 1), (1, 1),
+                                  1, (14, 14), np.float32).forward
+    numba.set_num_threads(2)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(),
+                                     torch.from_numpy(conv.params["weight"]).double(),
+                                     torch.from_numpy(conv.params["bias"]).double(), padding=1)
+    np.testing.assert_allclose(one, ref.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(two, ref.numpy(), rtol=1e-4, atol=1e-4)
+    assert (kernel_two, kernel_one) == ("im2col", "winograd4")  # split_fits needs 2 threads
+    assert (ran_two, ran_one) == (0, 1)             # what each forward ran

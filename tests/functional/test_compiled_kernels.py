@@ -89,6 +89,31 @@ def test_bias_add_and_channel_sum(shape, dtype, seed):
                                                atol=1e-5 if dtype == np.float32 else 1e-12)
 
 
+@pytest.mark.parametrize("case", ["scale float64", "residual float64", "residual strided",
+                                  "residual other shape", "bias strided", "float16"])
+def test_bias_add_with_operands_the_kernels_do_not_take(case):
+    """Operands of mixed dtypes, views or another shape go the NumPy way, with its answer
+    (the compiled path's test runs once over all operands together)."""
+    rng = np.random.default_rng(3)
+    dtype = np.float16 if case == "float16" else np.float32
+    out = rng.standard_normal((2, 4, 72, 72)).astype(dtype)   # large enough to compile
+    bias = rng.standard_normal(8).astype(dtype)[::2] if case == "bias strided" else \
+        rng.standard_normal(4).astype(dtype)
+    scale = rng.standard_normal(4).astype(np.float64 if case == "scale float64" else dtype)
+    residual = {"residual float64": rng.standard_normal(out.shape),
+                "residual strided": rng.standard_normal((2, 4, 72, 144)).astype(dtype)[..., ::2],
+                "residual other shape": rng.standard_normal((1, 4, 72, 72)).astype(dtype)
+                }.get(case)
+    want = out.astype(np.float64) * scale[:, None, None] + bias[:, None, None]
+    if residual is not None:
+        want = want + residual
+    want = np.maximum(want, 0)
+    fast, ref = _both(lambda: A.bias_add_(out.copy(), bias, True, scale, residual))
+    assert fast.dtype == dtype and np.array_equal(fast, ref)
+    tol = 1e-2 if dtype == np.float16 else 1e-5
+    np.testing.assert_allclose(fast, want, rtol=tol, atol=tol)
+
+
 @st.composite
 def pool_cases(draw):
     kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))

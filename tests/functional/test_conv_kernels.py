@@ -187,3 +187,30 @@ def test_pointwise_weight_gradient_matches_torch(shape, dtype):
     tol = 1e-12 if dtype == np.float64 else 1e-5
     assert dw.dtype == dtype
     np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=tol, atol=tol * np.abs(dw).max())
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation, want", [
+    (7, 3, 1, 1, 1, 7), (7, 3, 2, 0, 1, 3), (10, 3, 3, 1, 2, 3), (5, 5, 1, 0, 1, 1)])
+def test_output_sizes_follow_the_formula_on_every_call(size, kernel, stride, padding,
+                                                       dilation, want):
+    """(W - D(F-1) - 1 + 2P) // S + 1 by hand, the same on repeated calls (kept per shape),
+    and equal to PyTorch's."""
+    x = np.random.default_rng(0).standard_normal((1, 2, size, size + 1)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((3, 2, kernel, kernel)).astype(np.float32)
+    args = ((stride, stride), (padding, padding), (dilation, dilation))
+    first = conv2d_forward(x, w, None, *args, keep_cache=False)[0]
+    second = conv2d_forward(x, w, None, *args, keep_cache=False)[0]
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=stride,
+                                     padding=padding, dilation=dilation)
+    assert first.shape[2] == want and first.shape == second.shape == tuple(ref.shape)
+    np.testing.assert_allclose(first, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_window_larger_than_the_input_raises_on_every_call():
+    """The error is raised each time (an invalid size is never kept), naming the fix."""
+    from volnet.errors import ShapeError
+    x = np.ones((1, 1, 4, 4), np.float32)
+    w = np.ones((1, 1, 5, 5), np.float32)
+    for _ in range(2):
+        with pytest.raises(ShapeError, match="larger than the padded input"):
+            conv2d_forward(x, w, None, keep_cache=False)

@@ -387,3 +387,55 @@ def test_inputs_of_another_dtype_run_unplanned_and_stay_right(monkeypatch):
         got = net.forward(x)
     assert inference_plan.stats()["made"] == made + 1
     assert np.array_equal(got, _unplanned(net, x, monkeypatch))
+
+
+def test_a_planned_call_leaves_every_cache_cleared_as_the_ordinary_path(kernels, monkeypatch):
+    """Layers with Layer's own clear_cache are cleared by the plan where they hold a cache;
+    a subclass with its own clear_cache has it called, after every planned call."""
+    if kernels != "numba":
+        pytest.skip("plans need the fusing kernels")
+
+    class Pool(vn.layers.MaxPool2d):
+        cleared = 0
+
+        def clear_cache(self):
+            type(self).cleared += 1
+            super().clear_cache()
+
+    net = Sequential(vn.layers.Conv2d(3, 8, 3, padding=1, rng=0), vn.layers.BatchNorm2d(8),
+                     vn.layers.ReLU(), Pool(2), vn.layers.Conv2d(8, 4, 1, rng=1))
+    x = _x((1, 3, 16, 16))
+    net.forward(x)
+    net.forward(x)                                   # planned from here
+    assert _plan_of(net, x) is not None
+    net.forward(x, training=True)                    # every layer keeps a training cache
+    assert net[0]._cache is not None and net[3]._cache is not None
+    before = Pool.cleared
+    want = _unplanned(net.copy(), x, monkeypatch)   # the running statistics of now
+    reused = inference_plan.stats()["reused"]
+    out = net.forward(x)
+    assert inference_plan.stats()["reused"] == reused + 1
+    assert np.array_equal(out, want)
+    assert all(layer._cache is None for layer in net) and Pool.cleared > before
+    with pytest.raises(vn.StateError, match="forward"):
+        net.backward(np.ones(out.shape, np.float32))
+
+
+@pytest.mark.parametrize("make", [lambda: _small_resnet(18), lambda: _small_resnet(50),
+                                  lambda: googlenet(num_classes=5, seed=3)],
+                         ids=["resnet18", "resnet50", "googlenet"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_one_planned_equals_unplanned_at_each_thread_count(make, threads, monkeypatch):
+    """Batch 1 takes the split-by-filters paths at two threads (the worker count read once
+    per call): still the ordinary path's answer bit for bit."""
+    pytest.importorskip("numba")
+    from volnet.runtime import thread_policy
+    net = make()
+    x = _x((1, 3, 64, 64))
+    with backend.use_kernels("numba"), thread_policy.use_threads(threads):
+        want = _unplanned(net, x, monkeypatch)
+        net.forward(x)
+        reused = inference_plan.stats()["reused"]
+        got = net.forward(x)
+        assert inference_plan.stats()["reused"] == reused + 1
+    assert np.array_equal(got, want)
