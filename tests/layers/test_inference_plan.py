@@ -439,3 +439,43 @@ def test_batch_one_planned_equals_unplanned_at_each_thread_count(make, threads, 
         got = net.forward(x)
         assert inference_plan.stats()["reused"] == reused + 1
     assert np.array_equal(got, want)
+
+
+def test_a_nested_change_after_many_planned_calls_rebuilds_the_plan(monkeypatch):
+    """A plan that ran (and found its layers unchanged) several times still sees a child
+    replaced deep inside a block, or an astype of one layer, on the next call."""
+    pytest.importorskip("numba")
+    net = _small_resnet(18)
+    x = _x((1, 3, 32, 32))
+    for _ in range(3):
+        net.forward(x)
+    block = net["layer3"][1].body
+    block["conv1"] = vn.layers.Conv2d(16, 16, 3, padding=1, bias=False, rng=9)
+    got = net.forward(x)
+    assert np.array_equal(got, _unplanned(net, x, monkeypatch))
+    for _ in range(2):
+        net.forward(x)
+    made = inference_plan.stats()["made"]
+    net["fc"].astype(np.float64)          # one layer's dtype: the network now runs unplanned
+    got = net.forward(x)
+    assert inference_plan.stats()["made"] == made    # a refusal, not a plan
+    assert got.dtype == np.float64 and np.array_equal(got, _unplanned(net, x, monkeypatch))
+
+
+def test_a_hook_on_another_network_leaves_this_plan_running():
+    """Hooks are asked of each layer only while some layer has one: a hook elsewhere makes
+    the plan look, and it finds none of its own layers watched."""
+    pytest.importorskip("numba")
+    net, other = _small_resnet(18), _small_resnet(18, seed=2)
+    x = _x((1, 3, 32, 32))
+    want = [net.forward(x) for _ in range(2)][-1]
+    calls = []
+    with other["fc"].register_forward_hook(lambda *args: calls.append(args[0])):
+        reused = inference_plan.stats()["reused"]
+        got = net.forward(x)
+        assert inference_plan.stats()["reused"] == reused + 1 and calls == []
+        conv = net["layer2"][0].body.conv1
+        with conv.register_forward_hook(lambda *args: calls.append(args[0])):
+            net.forward(x)
+        assert calls == [conv] and inference_plan.stats()["reused"] == reused + 1
+    assert np.array_equal(got, want)

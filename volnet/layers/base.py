@@ -50,6 +50,7 @@ _local = threading.local()   # forward and backward nesting depths (only the out
                              # scans for NaN; the outermost call of either sets the thread
                              # policy); whether the running backward accumulates
 _released = {"once": False}  # whether a backward released a cache yet (allocator settings)
+_structure_changes = {"count": 0}   # every layer's structural changes, counted together
 
 
 def _keys(kind: str, keys: list[str], limit: int = 5) -> list[str]:
@@ -65,6 +66,12 @@ def join_key(prefix: str, name: str) -> str:
     if not name:
         return prefix
     return f"{prefix}.{name}" if prefix else name
+
+
+def structure_changes() -> int:
+    """How many structural changes any layer had (an inference plan that checked its
+    layers at this count need not look at them again until it moves)."""
+    return _structure_changes["count"]
 
 
 class LayerName:
@@ -96,9 +103,7 @@ class Layer:
     # containers run their inference forward by a plan made once per input shape
     # (volnet.layers.inference_plan); leaves have nothing to plan
     plans_inference = False
-    # bumped by every structural change to this layer (a container built or sliced, a child
-    # replaced or appended, astype): inference plans that ran it are rebuilt
-    structure = 0
+    _structure = 0
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -108,6 +113,17 @@ class Layer:
         self.path = ""                      # dotted location in the enclosing network
         self._cache = None
         self._out_shape: tuple[int, ...] | None = None
+
+    @property
+    def structure(self) -> int:
+        """Bumped by every structural change to this layer (a container built or sliced, a
+        child replaced or appended, astype): inference plans that ran it are rebuilt."""
+        return self._structure
+
+    @structure.setter
+    def structure(self, value: int) -> None:
+        self._structure = value
+        _structure_changes["count"] += 1
 
     # ---- the subclass API -------------------------------------------------
     def _forward(self, x: np.ndarray, training: bool, keep_cache: bool) -> np.ndarray:

@@ -45,6 +45,10 @@ _lock = threading.Lock()
 # global hooks: replaced (never mutated) under the lock, so a running pass reads one snapshot
 _forward: dict[int, object] = {}
 _backward: dict[int, object] = {}
+# per-layer hooks registered and not yet removed, over every layer: while none is, no
+# layer can have one, and an inference plan skips asking each of its layers (281 in
+# GoogLeNet) on every call
+_layer_hooks = {"count": 0}
 
 
 class HookHandle:
@@ -101,8 +105,22 @@ def register_backward_hook(fn) -> HookHandle:
 def add_layer_hook(hooks: dict, fn) -> HookHandle:
     """Add ``fn`` to one layer's hook dict (``layer._forward_hooks`` or ``_backward_hooks``)."""
     key = next(_ids)
-    hooks[key] = fn
-    return HookHandle(lambda: hooks.pop(key, None))
+    with _lock:
+        hooks[key] = fn
+        _layer_hooks["count"] += 1
+
+    def remove():
+        with _lock:
+            if key in hooks:
+                del hooks[key]
+                _layer_hooks["count"] -= 1
+
+    return HookHandle(remove)
+
+
+def any_layer_hooks() -> bool:
+    """Whether some layer, anywhere, may have a hook of its own (False: none has)."""
+    return _layer_hooks["count"] > 0
 
 
 def active(layer) -> bool:
