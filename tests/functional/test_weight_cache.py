@@ -18,12 +18,13 @@ from volnet.runtime import backend
 pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
 
 
-@pytest.fixture(autouse=True)
-def winograd_everywhere(monkeypatch):
-    """Small layers take Winograd (the cached path), with the compiled kernels on (the
-    direct kernel, which small layers would take, packs its filters every call)."""
-    monkeypatch.setattr(conv_choice, "DIRECT", False)
-    monkeypatch.setattr(conv_choice, "WINOGRAD", True)
+@pytest.fixture(autouse=True, params=["winograd4", "direct"])
+def cached_kernel(request, monkeypatch):
+    """Small layers take one of the two kernels whose inference keeps a weight-derived
+    array (Winograd's filter transform, the direct kernel's packed filters), with the
+    compiled kernels on."""
+    monkeypatch.setattr(conv_choice, "DIRECT", request.param == "direct")
+    monkeypatch.setattr(conv_choice, "WINOGRAD", request.param == "winograd4")
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 0)
@@ -31,6 +32,8 @@ def winograd_everywhere(monkeypatch):
     monkeypatch.setattr(weight_cache, "BUDGET_BYTES", 64 << 20)
     weight_cache.clear()
     with backend.use_kernels("numba"):
+        assert conv_choice.plan((2, 16, 10, 10), (16, 16, 3, 3), (1, 1), (1, 1), (1, 1), 1,
+                                (10, 10), np.float32).forward == request.param
         yield
     weight_cache.clear()
 

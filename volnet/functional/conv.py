@@ -170,8 +170,8 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     Args:
         x: (N, C, H, W) input. w: (F, C // groups, KH, KW). b: (F,) or None.
         keep_cache: keep what ``conv2d_backward`` needs; False for inference, which
-            also reuses the Winograd filter transform of an unchanged ``w`` from call to
-            call (volnet.functional.weight_cache).
+            also reuses the Winograd filter transform (or the direct kernel's packed
+            filters) of an unchanged ``w`` from call to call (volnet.functional.weight_cache).
         relu: return max(0, conv + bias), the ReLU applied where the bias is added (the
             Winograd output transform, or one pass after the matrix products); backward
             then takes the gradient of the rectified output.
@@ -213,7 +213,8 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     elif kernel == "direct":
         from volnet.functional.compiled import direct
         out = direct.forward(x, w, _cast(b, dtype), stride, padding, dilation, groups, (ho, wo),
-                             relu and residual is None, _cast(scale, dtype))
+                             relu and residual is None, _cast(scale, dtype),
+                             filters_cached=not keep_cache)
         if residual is not None:    # the store has no residual operand: one pass
             bias_add_(out, None, relu, None, residual)
     elif kernel == "winograd4":

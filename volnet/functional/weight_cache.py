@@ -1,5 +1,5 @@
-"""Arrays derived from weights (Winograd filter transforms), kept between inference calls
-and never stale.
+"""Arrays derived from weights (Winograd filter transforms, the direct kernel's packed
+filters), kept between inference calls and never stale.
 
 A derived array is kept with a private copy of the arrays it came from (its *sources*)
 and handed out again only while every source is the same array object, with the same

@@ -32,8 +32,8 @@ nothing fuses there), parameters of another dtype than the input, ``VOLNET_PLAN=
 container sliced, ``astype``) bumps the ``structure`` count of the layers it touches, and
 a plan that runs any of them is rebuilt on its next call. Parameters and running statistics are read
 live on every call, so an optimizer step, ``load_state_dict`` or an in-place edit is seen
-by the next call; the Winograd filter transforms are cached by content
-(``functional.weight_cache``), never stale either. A hyperparameter assigned after
+by the next call; the Winograd filter transforms and the direct kernel's packed filters
+are cached by content (``functional.weight_cache``), never stale either. A hyperparameter assigned after
 construction (``conv.stride = ...``) is not a structural change: build a new layer.
 """
 
