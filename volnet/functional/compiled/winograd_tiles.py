@@ -19,8 +19,9 @@ passes. The pass along H runs over whole rows (contiguous); its rows are laid en
 stride-4 split of it (``_split4``, which LLVM turns into AVX-512 permutes) gives, per
 tile column offset, one contiguous array over all the block's tiles, and the pass along
 W runs over those, 8 tiles to a vector. The 6-wide input tiles overlap by 2 columns:
-a tile's 5th and 6th columns are the next tile's 1st and 2nd, except at the end of a
-tile row, where they are kept aside (``edge``) while the row is transformed. Channels go
+a tile's 5th and 6th columns are the next tile's 1st and 2nd, copied as two more
+columns, except at the end of a tile row, where they are kept aside (``edge``) while the
+row is transformed and patched into the copies. Channels go
 in groups of ``GROUP``: their rows are transformed first, then their points written plane
 by plane. Inner loops index flat arrays by unsigned offsets: a view per row made numba
 count references atomically (a third of the time, by perf), and a signed index carries a
@@ -109,18 +110,19 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma
     row = 4 * tw_count                          # a tile row's columns, end to end
     cnt = max(0, min(w, row + 2 - pw))          # input columns inside the tiles
     x1, o1 = x.reshape(-1), out.reshape(-1)
-    span = nq * row + 8
-    part = np.zeros(6 * span, np.float32)       # padding columns stay zero
-    cs = n_p + 1
-    cols = np.empty((GROUP, 6, 4, cs), np.float32)
-    # the last tile of a tile row: its 5th and 6th columns (edge) replace the next tile's
-    # 1st and 2nd by a select (patched in just before the vector loads, they stalled them;
-    # selects, not arithmetic, so that the transform rounds as the tile-by-tile kernel)
-    edge = np.zeros(GROUP * 6 * 2 * n_p, np.float32)
-    inner = np.ones(n_p, np.bool_)
-    for qq in range(nq):
-        inner[qq * tw_count + tw_count - 1] = False
-    us, ucs, unp, ups = uint64(span), uint64(cs), uint64(n_p), uint64(out.shape[1])
+    cs = n_p + 2                                # a row's columns split, per tile column
+    span = 4 * cs                               # >= nq * row + 2 + pw: one row of part
+    part = np.zeros(6 * span, np.float32)       # a channel's 6 rows; padding stays zero
+    # cols[channel, j, k * cs + p]: column j of tile p in row k, split in ONE call per
+    # channel (one per row, 6 array views, cost a third of the pass); j = 4, 5: columns
+    # 0, 1 of tile p + 1 copied, patched at the end of each tile row with the row's own
+    # 5th and 6th columns (kept aside in edge), so that the pass along W loads 6 plain
+    # vectors: a select between two loads there compiled to gathers (30% of the pass,
+    # benchmarks/README.md section 48); selects, not arithmetic, so that the transform
+    # rounds as the tile-by-tile kernel
+    cols = np.empty((GROUP, 6, 6 * cs), np.float32)
+    edge = np.zeros((6, nq, 2), np.float32)
+    us, unp, ups, u6 = uint64(span), uint64(n_p), uint64(out.shape[1]), uint64(6 * cs)
     c1 = cols.reshape(-1)
     for c0 in range(c_lo, c_hi, GROUP):
         count = min(GROUP, c_hi - c0)
@@ -148,25 +150,30 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma
                     at = b + j
                     part[at], part[us + at], part[_U2 * us + at] = t0, t1, t2
                     part[_U3 * us + at], part[_U4 * us + at], part[_U5 * us + at] = t3, t4, t5
-                end = qq * tw_count + tw_count - 1
                 for k in range(6):
-                    e = (cc * 6 + k) * 2 * n_p + end
-                    edge[e], edge[e + n_p] = part[k * span + nxt], part[k * span + nxt + 1]
+                    edge[k, qq, 0], edge[k, qq, 1] = part[k * span + nxt], \
+                        part[k * span + nxt + 1]
                     part[k * span + nxt], part[k * span + nxt + 1] = 0.0, 0.0
+            _split4(part, cols[cc], 6 * cs)
+            cb = uint64(cc * 6 * 6 * cs)
             for k in range(6):
-                _split4(part[k * span:(k + 1) * span], cols[cc, k], cs)
+                s0 = cb + uint64(k * cs)
+                for p in range(unp):
+                    c1[_U4 * u6 + s0 + p] = c1[s0 + p + _U1]
+                    c1[_U5 * u6 + s0 + p] = c1[u6 + s0 + p + _U1]
+                for qq in range(nq):
+                    e = s0 + uint64(qq * tw_count + tw_count - 1)
+                    c1[_U4 * u6 + e], c1[_U5 * u6 + e] = edge[k, qq, 0], edge[k, qq, 1]
         for k in range(6):          # point rows outer: 6 planes written channel after channel
             for cc in range(count):
-                a0, e0 = uint64((cc * 6 + k) * 4 * cs), uint64((cc * 6 + k) * 2 * n_p)
-                a1, a2, a3 = a0 + ucs, a0 + _U2 * ucs, a0 + _U3 * ucs
+                a0 = uint64(cc * 6 * 6 * cs + k * cs)
                 ob = uint64(6 * k) * ups + uint64(c0 + cc) * unp
                 for p in range(n_p):
-                    q = uint64(p)
-                    c4 = c1[a0 + q + _U1] if inner[q] else edge[e0 + q]
-                    c5 = c1[a1 + q + _U1] if inner[q] else edge[e0 + unp + q]
-                    t0, t1, t2, t3, t4, t5 = _bt4(c1[a0 + q], c1[a1 + q], c1[a2 + q],
-                                                  c1[a3 + q], c4, c5)
-                    at = ob + q
+                    q = a0 + uint64(p)
+                    t0, t1, t2, t3, t4, t5 = _bt4(c1[q], c1[u6 + q], c1[_U2 * u6 + q],
+                                                  c1[_U3 * u6 + q], c1[_U4 * u6 + q],
+                                                  c1[_U5 * u6 + q])
+                    at = ob + uint64(p)
                     o1[at], o1[ups + at], o1[_U2 * ups + at] = t0, t1, t2
                     o1[_U3 * ups + at], o1[_U4 * ups + at], o1[_U5 * ups + at] = t3, t4, t5
 
