@@ -91,6 +91,15 @@ def _split4(src, a, n):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, fastmath=True)
+def _merge4(a, dst, n):  # pragma: no cover - compiled
+    """dst[4 * p + j] = a[j, p] for j < 4, p < n: _split4's inverse (4-wide tiles' columns
+    back into rows), AVX-512 permutes as _split4."""
+    for p in range(n):
+        dst[4 * p], dst[4 * p + 1], dst[4 * p + 2], dst[4 * p + 3] = a[0, p], a[1, p], \
+            a[2, p], a[3, p]
+
+
+@njit(nogil=True, cache=True, fastmath=True)
 def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma: no cover
     """BT of F(4x4,3x3) on every input tile of the block, channels ``[c_lo, c_hi)``: V,
     36 point planes ``out[t, c * tiles + p]`` (``out`` (36, >= C * tiles)), written out.
@@ -338,8 +347,14 @@ def output_tiles4(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, co
     # [f, k, j, p]: AT along each row k of the points (the order of the tile-by-tile
     # kernel: rows first, so both give the same roundings)
     half = np.empty(GROUP * 6 * 4 * n_p, np.float32)
-    res = np.empty(4 * span, np.float32)              # [i, tile row * row + column]
-    unp, ups, us = uint64(n_p), uint64(prod.shape[1]), uint64(span)
+    # one filter's outputs [j, i * tiles + p] (the pass along W runs over p, contiguous),
+    # then merged to rows [i, tile row * row + column] (res) in one call: written straight
+    # to res[i, 4 p + j], that pass compiled to scalar code, half of the transform
+    # (benchmarks/README.md, section 48)
+    cols = np.empty((4, 4 * n_p), np.float32)
+    res = np.empty(4 * span, np.float32)
+    unp, ups = uint64(n_p), uint64(prod.shape[1])
+    c1, u4p = cols.reshape(-1), uint64(4 * n_p)
     for g0 in range(0, n_f, GROUP):
         count = min(GROUP, n_f - g0)
         for k in range(6):          # point rows outer: 6 planes read filter after filter
@@ -358,17 +373,18 @@ def output_tiles4(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, co
         for ff in range(count):
             h0 = uint64(ff * 6 * 4 * n_p)
             s4 = _U4 * unp
-            for p in range(n_p):
-                q = uint64(p)
-                at = _U4 * q
-                for j in range(4):
-                    hq = h0 + uint64(j) * unp + q
+            for j in range(4):
+                hj, cj = h0 + uint64(j) * unp, uint64(j) * u4p
+                for p in range(n_p):
+                    q = uint64(p)
+                    hq = hj + q
                     o0, o1_, o2, o3 = _at4(half[hq], half[s4 + hq], half[_U2 * s4 + hq],
                                            half[_U3 * s4 + hq], half[_U4 * s4 + hq],
                                            half[_U5 * s4 + hq])
-                    aj = at + uint64(j)
-                    res[aj], res[us + aj], res[_U2 * us + aj], res[_U3 * us + aj] = \
+                    cq = cj + q
+                    c1[cq], c1[unp + cq], c1[_U2 * unp + cq], c1[_U3 * unp + cq] = \
                         o0, o1_, o2, o3
+            _merge4(cols, res, 4 * n_p)
             f = f0 + g0 + ff
             sf, bf = scale[f], bias[f]
             for qq in range(nq):
