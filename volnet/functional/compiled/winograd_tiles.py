@@ -244,8 +244,9 @@ def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compi
     x1, o1 = dout.reshape(-1), out.reshape(-1)
     span = nq * row
     part = np.zeros(6 * span, np.float32)       # columns past wo stay zero
-    cols = np.empty((GROUP, 6, 4, n_p), np.float32)
-    us, unp, ups = uint64(span), uint64(n_p), uint64(out.shape[1])
+    # cols[filter, j, k * tiles + p]: a filter's 6 rows split in one call (as input_tiles4)
+    cols = np.empty((GROUP, 4, 6 * n_p), np.float32)
+    us, unp, ups, u6 = uint64(span), uint64(n_p), uint64(out.shape[1]), uint64(6 * n_p)
     c1 = cols.reshape(-1)
     for f0 in range(0, n_f, GROUP):
         count = min(GROUP, n_f - f0)
@@ -266,12 +267,11 @@ def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compi
                     at = b + j
                     part[at], part[us + at], part[_U2 * us + at] = t0, t1, t2
                     part[_U3 * us + at], part[_U4 * us + at], part[_U5 * us + at] = t3, t4, t5
-            for k in range(6):
-                _split4(part[k * span:(k + 1) * span], cols[ff, k], n_p)
+            _split4(part, cols[ff], 6 * n_p)
         for k in range(6):          # point rows outer: 6 planes written filter after filter
             for ff in range(count):
-                a0 = uint64((ff * 6 + k) * 4 * n_p)
-                a1, a2, a3 = a0 + unp, a0 + _U2 * unp, a0 + _U3 * unp
+                a0 = uint64(ff * 24 * n_p + k * n_p)
+                a1, a2, a3 = a0 + u6, a0 + _U2 * u6, a0 + _U3 * u6
                 ob = uint64(6 * k) * ups + uint64(f0 + ff) * unp
                 for p in range(n_p):
                     q = uint64(p)
