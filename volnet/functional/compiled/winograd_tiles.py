@@ -100,6 +100,21 @@ def _merge4(a, dst, n):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, fastmath=True)
+def _bt4_lines(src, s0, ss, dst, d0, ds, n):  # pragma: no cover - compiled
+    """dst[d0 + l * ds + p] = (BT of the 6 values src[s0 + k * ss + p], k < 6)[l] for
+    l < 6, p < n: the input transform's pass along W over n tiles, its own function as
+    :func:`_at4_lines` (same reason)."""
+    for p in range(uint64(n)):
+        at = s0 + p
+        t0, t1, t2, t3, t4, t5 = _bt4(src[at], src[ss + at], src[_U2 * ss + at],
+                                      src[_U3 * ss + at], src[_U4 * ss + at],
+                                      src[_U5 * ss + at])
+        dq = d0 + p
+        dst[dq], dst[ds + dq], dst[_U2 * ds + dq] = t0, t1, t2
+        dst[_U3 * ds + dq], dst[_U4 * ds + dq], dst[_U5 * ds + dq] = t3, t4, t5
+
+
+@njit(nogil=True, cache=True, fastmath=True)
 def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma: no cover
     """BT of F(4x4,3x3) on every input tile of the block, channels ``[c_lo, c_hi)``: V,
     36 point planes ``out[t, c * tiles + p]`` (``out`` (36, >= C * tiles)), written out.
@@ -175,16 +190,8 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma
                     c1[_U4 * u6 + e], c1[_U5 * u6 + e] = edge[k, qq, 0], edge[k, qq, 1]
         for k in range(6):          # point rows outer: 6 planes written channel after channel
             for cc in range(count):
-                a0 = uint64(cc * 6 * 6 * cs + k * cs)
-                ob = uint64(6 * k) * ups + uint64(c0 + cc) * unp
-                for p in range(n_p):
-                    q = a0 + uint64(p)
-                    t0, t1, t2, t3, t4, t5 = _bt4(c1[q], c1[u6 + q], c1[_U2 * u6 + q],
-                                                  c1[_U3 * u6 + q], c1[_U4 * u6 + q],
-                                                  c1[_U5 * u6 + q])
-                    at = ob + uint64(p)
-                    o1[at], o1[ups + at], o1[_U2 * ups + at] = t0, t1, t2
-                    o1[_U3 * ups + at], o1[_U4 * ups + at], o1[_U5 * ups + at] = t3, t4, t5
+                _bt4_lines(c1, uint64(cc * 6 * 6 * cs + k * cs), u6, o1,
+                           uint64(6 * k) * ups + uint64(c0 + cc) * unp, ups, n_p)
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -319,6 +326,21 @@ def _grad_subgrid(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - com
 
 
 @njit(nogil=True, cache=True, fastmath=True)
+def _at4_lines(src, s0, ss, dst, d0, ds, n):  # pragma: no cover - compiled
+    """dst[d0 + i * ds + p] = (AT of the 6 values src[s0 + l * ss + p], l < 6)[i] for i < 4,
+    p < n: one pass of the output transform over n tiles. Its own function: inlined into
+    output_tiles4's loops, LLVM's vector loop was guarded by an overlap check of the
+    kernel's buffers that sent most calls down the scalar loop (38% of the transform's
+    time in scalar instructions, 2% in vector ones; benchmarks/README.md section 48)."""
+    for p in range(uint64(n)):
+        at = s0 + p
+        o0, o1, o2, o3 = _at4(src[at], src[ss + at], src[_U2 * ss + at], src[_U3 * ss + at],
+                              src[_U4 * ss + at], src[_U5 * ss + at])
+        dq = d0 + p
+        dst[dq], dst[ds + dq], dst[_U2 * ds + dq], dst[_U3 * ds + dq] = o0, o1, o2, o3
+
+
+@njit(nogil=True, cache=True, fastmath=True)
 def output_tiles4(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, cols0, d,
                   f0):  # pragma: no cover - compiled
     """out[n, f0 + f, r0 + d*i, c0 + d*j] = bias[f0 + f] + scale[f0 + f] *
@@ -359,31 +381,13 @@ def output_tiles4(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, co
         count = min(GROUP, n_f - g0)
         for k in range(6):          # point rows outer: 6 planes read filter after filter
             for ff in range(count):
-                b = uint64(6 * k) * ups + uint64(g0 + ff) * unp
-                h0 = uint64((ff * 6 + k) * 4 * n_p)
-                for p in range(n_p):
-                    q = uint64(p)
-                    at = b + q
-                    o0, o1_, o2, o3 = _at4(m1[at], m1[ups + at], m1[_U2 * ups + at],
-                                           m1[_U3 * ups + at], m1[_U4 * ups + at],
-                                           m1[_U5 * ups + at])
-                    hq = h0 + q
-                    half[hq], half[unp + hq], half[_U2 * unp + hq], half[_U3 * unp + hq] = \
-                        o0, o1_, o2, o3
+                _at4_lines(m1, uint64(6 * k) * ups + uint64(g0 + ff) * unp, ups, half,
+                           uint64((ff * 6 + k) * 4 * n_p), unp, n_p)
         for ff in range(count):
             h0 = uint64(ff * 6 * 4 * n_p)
             s4 = _U4 * unp
             for j in range(4):
-                hj, cj = h0 + uint64(j) * unp, uint64(j) * u4p
-                for p in range(n_p):
-                    q = uint64(p)
-                    hq = hj + q
-                    o0, o1_, o2, o3 = _at4(half[hq], half[s4 + hq], half[_U2 * s4 + hq],
-                                           half[_U3 * s4 + hq], half[_U4 * s4 + hq],
-                                           half[_U5 * s4 + hq])
-                    cq = cj + q
-                    c1[cq], c1[unp + cq], c1[_U2 * unp + cq], c1[_U3 * unp + cq] = \
-                        o0, o1_, o2, o3
+                _at4_lines(half, h0 + uint64(j) * unp, s4, c1, uint64(j) * u4p, unp, n_p)
             _merge4(cols, res, 4 * n_p)
             f = f0 + g0 + ff
             sf, bf = scale[f], bias[f]
