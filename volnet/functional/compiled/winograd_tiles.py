@@ -22,8 +22,8 @@ W runs over those, 8 tiles to a vector. The 6-wide input tiles overlap by 2 colu
 a tile's 5th and 6th columns are the next tile's 1st and 2nd, copied as two more
 columns, except at the end of a tile row, where they are kept aside (``edge``) while the
 row is transformed and patched into the copies. Channels go
-in groups of ``GROUP``: their rows are transformed first, then their points written plane
-by plane. Inner loops index flat arrays by unsigned offsets: a view per row made numba
+in groups of ``GROUP`` (``INPUT_GROUP``): their rows are transformed first, then their
+points written plane by plane. Inner loops index flat arrays by unsigned offsets: a view per row made numba
 count references atomically (a third of the time, by perf), and a signed index carries a
 wraparound check that stops LLVM from vectorising. Dilated layers take the same
 transforms tile by tile on their sub-grids (``*_subgrid``), on flat arrays and unsigned
@@ -42,6 +42,9 @@ from numba import njit, uint64
 
 _F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
 GROUP = 16      # channels whose rows are transformed before their points are written
+INPUT_GROUP = 1   # ... in the input transform: its columns (6 per tile, 36 KB a channel
+#                   at 256 tiles) stay in L1 between the split and the pass along W; 16
+#                   (585 KB) left dw's 256-tile blocks +8% slower (README section 48)
 _ZERO = np.float32(0)
 # unsigned offsets: numba checks a signed index for wraparound, which stops LLVM from
 # vectorising (it cannot prove the sum of two offsets is not negative); constants too,
@@ -144,12 +147,12 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma
     # vectors: a select between two loads there compiled to gathers (30% of the pass,
     # benchmarks/README.md section 48); selects, not arithmetic, so that the transform
     # rounds as the tile-by-tile kernel
-    cols = np.empty((GROUP, 6, 6 * cs), np.float32)
+    cols = np.empty((INPUT_GROUP, 6, 6 * cs), np.float32)
     edge = np.zeros((6, nq, 2), np.float32)
     us, unp, ups, u6 = uint64(span), uint64(n_p), uint64(out.shape[1]), uint64(6 * cs)
     c1 = cols.reshape(-1)
-    for c0 in range(c_lo, c_hi, GROUP):
-        count = min(GROUP, c_hi - c0)
+    for c0 in range(c_lo, c_hi, INPUT_GROUP):
+        count = min(INPUT_GROUP, c_hi - c0)
         for cc in range(count):
             for qq in range(nq):
                 n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
