@@ -21,14 +21,16 @@ tile column offset, one contiguous array over all the block's tiles, and the pas
 W runs over those, 8 tiles to a vector. The 6-wide input tiles overlap by 2 columns:
 a tile's 5th and 6th columns are the next tile's 1st and 2nd, copied as two more
 columns, except at the end of a tile row, where they are kept aside (``edge``) while the
-row is transformed and patched into the copies. Channels go
-in groups of ``GROUP`` (``INPUT_GROUP``): their rows are transformed first, then their
-points written plane by plane. Inner loops index flat arrays by unsigned offsets: a view per row made numba
-count references atomically (a third of the time, by perf), and a signed index carries a
-wraparound check that stops LLVM from vectorising. Dilated layers take the same
-transforms tile by tile on their sub-grids (``*_subgrid``), on flat arrays and unsigned
-offsets too (benchmarks/README.md section 44). benchmarks/README.md,
-section 31, has the profile behind each of these choices.
+row is transformed and patched into the copies. Channels go in groups of ``GROUP``
+(``INPUT_GROUP``): their rows are transformed first, then their points written plane by
+plane. Inner loops index flat arrays by unsigned offsets: a view per row made numba count
+references atomically (a third of the time, by perf), and a signed index carries a
+wraparound check that stops LLVM from vectorising; the passes over tiles are their own
+functions (``*_lines``), as LLVM's vector loops inlined into the kernels were guarded by
+overlap checks that sent them down their scalar loops (section 48). Dilated layers take
+the same transforms tile by tile on their sub-grids (``*_subgrid``), on flat arrays and
+unsigned offsets too (benchmarks/README.md section 44). benchmarks/README.md, section 31,
+has the profile behind each of these choices.
 
 The transforms are written out (``_bt4``, ``_a4``, ``_at4``) and run in float32 (their
 entries are small integers and powers of 2); the filter transforms, in
