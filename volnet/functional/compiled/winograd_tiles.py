@@ -26,8 +26,8 @@ row is transformed and patched into the copies. Channels go in groups of ``GROUP
 plane. Inner loops index flat arrays by unsigned offsets: a view per row made numba count
 references atomically (a third of the time, by perf), and a signed index carries a
 wraparound check that stops LLVM from vectorising; the passes over tiles are their own
-functions (``*_lines``), as LLVM's vector loops inlined into the kernels were guarded by
-overlap checks that sent them down their scalar loops (section 48). Dilated layers take
+functions (``*_lines``): inlined into the kernels, LLVM's vector loops sat behind hoisted
+runtime checks that sent most of the work down their scalar loops (section 48). Dilated layers take
 the same transforms tile by tile on their sub-grids (``*_subgrid``), on flat arrays and
 unsigned offsets too (benchmarks/README.md section 44). benchmarks/README.md, section 31,
 has the profile behind each of these choices.
@@ -334,9 +334,9 @@ def _grad_subgrid(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - com
 def _at4_lines(src, s0, ss, dst, d0, ds, n):  # pragma: no cover - compiled
     """dst[d0 + i * ds + p] = (AT of the 6 values src[s0 + l * ss + p], l < 6)[i] for i < 4,
     p < n: one pass of the output transform over n tiles. Its own function: inlined into
-    output_tiles4's loops, LLVM's vector loop was guarded by an overlap check of the
-    kernel's buffers that sent most calls down the scalar loop (38% of the transform's
-    time in scalar instructions, 2% in vector ones; benchmarks/README.md section 48)."""
+    output_tiles4's loops, LLVM's vector loop sat behind a hoisted runtime check that sent
+    most of the work down the scalar loop (perf: 38% of the transform's samples on scalar
+    instructions, 2% on vector ones; benchmarks/README.md section 48)."""
     for p in range(uint64(n)):
         at = s0 + p
         o0, o1, o2, o3 = _at4(src[at], src[ss + at], src[_U2 * ss + at], src[_U3 * ss + at],
