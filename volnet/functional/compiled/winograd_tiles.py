@@ -45,8 +45,9 @@ from numba import njit, uint64
 _F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
 GROUP = 16      # channels whose rows are transformed before their points are written
 INPUT_GROUP = 1   # ... in the input transform: its columns (6 per tile, 36 KB a channel
-#                   at 256 tiles) stay in L1 between the split and the pass along W; 16
-#                   (585 KB) left dw's 256-tile blocks +8% slower (README section 48)
+#                   at 256 tiles) stay in L1 between the split and the pass along W
+#                   (1x64x56x56 forward, critical path: 4 channels 0.486 ms, 1: 0.449;
+#                   dw's 252-tile blocks level from 1 to 16; README section 48)
 _ZERO = np.float32(0)
 # unsigned offsets: numba checks a signed index for wraparound, which stops LLVM from
 # vectorising (it cannot prove the sum of two offsets is not negative); constants too,
