@@ -145,12 +145,14 @@ def test_max_pool_2x2_kernel_picks_the_general_kernels_winners_with_nan(dtype):
     rng = np.random.default_rng(5)
     x = rng.integers(-1, 2, (40, 6, 9)).astype(dtype)
     x[rng.random(x.shape) < 0.2] = np.nan                 # windows with one, two, four NaNs
-    out = [np.empty((40, 3, 4), dtype) for _ in range(2)]
-    arg = [np.empty((40, 3, 4), np.int32) for _ in range(2)]
+    out = [np.empty((40, 3, 4), dtype) for _ in range(3)]
+    arg = [np.empty((40, 3, 4), np.int32) for _ in range(3)]
     pool.max_forward(x, 2, 2, 2, 2, 0, 0, out[0], arg[0], True)
     pool.max_forward_2x2(x, out[1], arg[1], True)
+    pool.max_forward_2x2.parallel(x, out[2], arg[2], True)   # the threaded variant (large maps)
     assert np.isnan(out[0]).any()
-    assert np.array_equal(out[1], out[0], equal_nan=True) and np.array_equal(arg[1], arg[0])
+    for o, a in zip(out[1:], arg[1:]):
+        assert np.array_equal(o, out[0], equal_nan=True) and np.array_equal(a, arg[0])
 
 
 @given(case=pool_cases(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
