@@ -199,41 +199,31 @@ def max_forward_2x2(x, out, arg, keep):
     """:func:`max_forward` for 2x2 windows at stride 2 without padding, every window whole
     (out (P, H // 2, W // 2)): the same comparisons in the same order, written out for the
     four values of a window instead of the general loops over column maxima (LeNet's and
-    the VGG-style net's pools, benchmarks/README.md section 24). The loops over a plane
-    are a function of their own: written inline in the ``prange`` body, numba's parallel
-    variant ran them 3x slower than the serial one even on one thread (128x32x32x32: 9.5
-    against 3.1 ms; benchmarks/README.md section 49)."""
-    for p in prange(x.shape[0]):
-        _plane_winners_2x2(x, out, arg, p, keep)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _plane_winners_2x2(x, out, arg, p, keep):
-    """Plane ``p`` of :func:`max_forward_2x2`: maxima into out[p], winners into arg[p]
-    when ``keep``."""
-    plane = x[p]
-    w = plane.shape[1]
+    the VGG-style net's pools, benchmarks/README.md section 24)."""
+    planes, w = x.shape[0], x.shape[2]
     ho, wo = out.shape[1], out.shape[2]
-    for i in range(ho):
-        top = plane[2 * i]
-        bottom = plane[2 * i + 1]
-        orow = out[p, i]
-        for j in range(wo):
-            a, b = top[2 * j], top[2 * j + 1]
-            c, d = bottom[2 * j], bottom[2 * j + 1]
-            # column maxima over the two rows, first row kept unless beaten or NaN
-            t0 = (c > a) | np.isnan(c)
-            m0 = c if t0 else a
-            r0 = 1 if t0 else 0
-            t1 = (d > b) | np.isnan(d)
-            m1 = d if t1 else b
-            r1 = 1 if t1 else 0
-            # then across the two columns, ties to the earlier row
-            take = (m1 > m0) | ((m1 == m0) & (r1 < r0)) | np.isnan(m1)
-            orow[j] = m1 if take else m0
-            if keep:
-                arg[p, i, j] = ((2 * i + r1) * w + 2 * j + 1) if take else \
-                    ((2 * i + r0) * w + 2 * j)
+    for p in prange(planes):
+        plane = x[p]
+        for i in range(ho):
+            top = plane[2 * i]
+            bottom = plane[2 * i + 1]
+            orow = out[p, i]
+            for j in range(wo):
+                a, b = top[2 * j], top[2 * j + 1]
+                c, d = bottom[2 * j], bottom[2 * j + 1]
+                # column maxima over the two rows, first row kept unless beaten or NaN
+                t0 = (c > a) | np.isnan(c)
+                m0 = c if t0 else a
+                r0 = 1 if t0 else 0
+                t1 = (d > b) | np.isnan(d)
+                m1 = d if t1 else b
+                r1 = 1 if t1 else 0
+                # then across the two columns, ties to the earlier row
+                take = (m1 > m0) | ((m1 == m0) & (r1 < r0)) | np.isnan(m1)
+                orow[j] = m1 if take else m0
+                if keep:
+                    arg[p, i, j] = ((2 * i + r1) * w + 2 * j + 1) if take else \
+                        ((2 * i + r0) * w + 2 * j)
 
 
 @kernel
