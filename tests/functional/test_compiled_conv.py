@@ -593,3 +593,30 @@ def test_winograd_forward_split_by_filters(monkeypatch, shape):
         assert _rel(results[threads], exact) < TOL["winograd4"]
     np.testing.assert_allclose(results[1], results[two], rtol=0,
                                atol=1e-6 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize(("c", "f", "hw", "dw_kernel"), [
+    (32, 64, 16, "winograd4"),   # the VGG-style net's third layer: small map, 32+ channels
+    (32, 32, 8, "winograd4"),
+    (16, 32, 16, "direct"),      # fewer than WINOGRAD_DW_SMALL_MAP_CHANNELS
+    (32, 32, 32, "direct"),      # a map of more than WINOGRAD_DW_SMALL_MAP positions
+])
+def test_training_dw_on_small_maps_matches_torch(c, f, hw, dw_kernel):
+    # dw by Winograd below DIRECT_WINOGRAD_CHANNELS on small maps (conv_choice's rule);
+    # the training forward stays direct. dx, dw and db against float64 PyTorch
+    n = max(16, 512 * 16 // (hw * hw))     # 512 4x4 tiles: enough for Winograd at 32 channels
+    rng = np.random.default_rng(c + f + hw)
+    x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+    w = (rng.standard_normal((f, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    with backend.use_kernels("numba"):
+        out, cache = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1, relu=True)
+        assert cache.plan.forward == "direct" and cache.plan.weight_grad == dw_kernel
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        dx, dw, db = conv2d_backward(dout, cache)
+    xt, wt, bt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
+    want = torch.relu(torch.nn.functional.conv2d(xt, wt, bt, 1, 1))
+    want.backward(torch.tensor(dout, dtype=torch.float64))
+    assert _rel(out, want.detach().numpy()) < TOL["direct"]
+    for got, exact in ((dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
+        assert _rel(got, exact.numpy()) < TOL[dw_kernel]

@@ -114,6 +114,29 @@ def test_bias_add_with_operands_the_kernels_do_not_take(case):
     np.testing.assert_allclose(fast, want, rtol=tol, atol=tol)
 
 
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6)),
+       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
+def test_relu_backward_with_channel_sum_is_the_two_passes(shape, dtype, seed):
+    # a conv's fused ReLU gradient and its bias gradient in one pass: the same bits as
+    # relu_backward then channel_sum, and torch's gradients of relu(z + b)
+    pytest.importorskip("volnet.functional.compiled.activation")
+    rng = np.random.default_rng(seed)
+    z, d = (rng.standard_normal(shape).round(1).astype(dtype) for _ in range(2))  # zeros too
+    mask = z > 0
+    dx, db = A.relu_backward_channel_sum(d, mask)
+    two = A.relu_backward(d, mask)
+    assert np.array_equal(dx, two) and np.array_equal(db, A.channel_sum(two))
+    assert dx.dtype == db.dtype == dtype
+    zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    bt = torch.zeros(shape[1], dtype=torch.float64, requires_grad=True)
+    torch.relu(zt + bt[:, None, None]).backward(torch.tensor(d, dtype=torch.float64))
+    assert np.array_equal(dx, zt.grad.numpy().astype(dtype))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert np.allclose(db, bt.grad.numpy(), rtol=tol, atol=tol)
+    ref_dx, ref_db = _both(lambda: A.relu_backward_channel_sum(d, mask))[1]   # NumPy path
+    assert np.array_equal(ref_dx, dx) and np.allclose(ref_db, db, rtol=tol, atol=tol)
+
+
 @st.composite
 def pool_cases(draw):
     kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
@@ -170,12 +193,14 @@ def test_max_pool_2x2_kernel_picks_the_general_kernels_winners_with_nan(dtype):
     rng = np.random.default_rng(5)
     x = rng.integers(-1, 2, (40, 6, 9)).astype(dtype)
     x[rng.random(x.shape) < 0.2] = np.nan                 # windows with one, two, four NaNs
-    out = [np.empty((40, 3, 4), dtype) for _ in range(2)]
-    arg = [np.empty((40, 3, 4), np.int32) for _ in range(2)]
+    out = [np.empty((40, 3, 4), dtype) for _ in range(3)]
+    arg = [np.empty((40, 3, 4), np.int32) for _ in range(3)]
     pool.max_forward(x, 2, 2, 2, 2, 0, 0, out[0], arg[0], True)
     pool.max_forward_2x2(x, out[1], arg[1], True)
+    pool.max_forward_2x2.parallel(x, out[2], arg[2], True)   # the threaded variant (large maps)
     assert np.isnan(out[0]).any()
-    assert np.array_equal(out[1], out[0], equal_nan=True) and np.array_equal(arg[1], arg[0])
+    for o, a in zip(out[1:], arg[1:]):
+        assert np.array_equal(o, out[0], equal_nan=True) and np.array_equal(a, arg[0])
 
 
 @given(case=pool_cases(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))

@@ -114,6 +114,48 @@ def test_relu_mask_is_exactly_the_forward_outputs_sign(dtype):
     assert dx_sum_zero[1][0] == (x > 0).sum()
 
 
+@pytest.mark.parametrize("batch_stats", [True, False])
+def test_threaded_backward_with_relu_matches_torch_and_the_serial_kernel(batch_stats):
+    """The fused ReLU's mask is recomputed in both passes of the backward kernel: the
+    threaded variant (arrays of launch.PARALLEL_MIN elements and more) gives the serial
+    one's bits, and both match float64 PyTorch, NaN inputs included (their outputs are NaN,
+    their gradient through the ReLU zero, as the mask x > 0 says)."""
+    kernels = pytest.importorskip("volnet.functional.compiled.norm")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 6, 50)).astype(np.float32)
+    x[1, 2, 7] = np.nan
+    d = rng.standard_normal(x.shape).astype(np.float32)
+    g = rng.uniform(0.5, 1.5, 6).astype(np.float32)
+    b = (rng.standard_normal(6) * 0.3).astype(np.float32)
+    mean = np.nanmean(x.astype(np.float64), axis=(0, 2))
+    inv = 1 / np.sqrt(np.nanvar(x.astype(np.float64), axis=(0, 2)) + 1e-5)
+    mean_t, scale_t = mean.astype(np.float32), (g * inv).astype(np.float32)
+    got = []
+    for variant in (kernels.backward.serial, kernels.backward.parallel):
+        dx, dg, db = np.empty_like(x), np.empty(6), np.empty(6)
+        variant(x, d, mean_t, scale_t, b, mean, inv, g, True, batch_stats, dx, dg, db)
+        got.append((dx, dg, db))
+    for one, two in zip(*got):
+        assert np.array_equal(one, two, equal_nan=True)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    y = (xt - torch.tensor(mean)[:, None]) * torch.tensor(inv * g)[:, None] + torch.tensor(
+        b, dtype=torch.float64)[:, None]
+    if batch_stats:   # through the batch statistics (channel 2's are over its finite values)
+        keep = torch.isfinite(xt)
+        mu = (torch.where(keep, xt, 0).sum((0, 2)) / keep.sum((0, 2)))[:, None]
+        var = (torch.where(keep, xt - mu, 0) ** 2).sum((0, 2)) / keep.sum((0, 2))
+        y = (xt - mu) / torch.sqrt(var + 1e-5)[:, None] * torch.tensor(
+            g, dtype=torch.float64)[:, None] + torch.tensor(b, dtype=torch.float64)[:, None]
+    out = torch.relu(torch.where(torch.isnan(y), -1.0, y))
+    out.backward(torch.tensor(d, dtype=torch.float64))
+    dx, dg, db = got[0]
+    finite = np.isfinite(x).all(axis=(0, 2))
+    want_dx = xt.grad.numpy()
+    assert _rel(dx[:, finite], want_dx[:, finite]) < TOL[np.float32]
+    assert _rel(db, ((y.detach().numpy() > 0) * d).sum((0, 2))) < TOL[np.float32]
+    assert np.isfinite(dg[finite]).all()
+
+
 def _net(kind, dtype=np.float64):
     rng = np.random.default_rng(0)
     if kind == "seq":

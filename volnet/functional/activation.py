@@ -83,6 +83,21 @@ def relu_backward(dout, mask):
     return dout * mask
 
 
+def relu_backward_channel_sum(dout, mask):
+    """(dout where mask, else 0; its sum over every axis but 1): a fused ReLU's gradient and
+    the bias gradient after it, in one pass (the same values as :func:`relu_backward`, then
+    :func:`channel_sum`)."""
+    if (mask.shape == dout.shape and dout.ndim >= 2 and _fast(dout) and dout.size
+            and mask.flags.c_contiguous and dout.flags.c_contiguous):
+        dx = np.empty_like(dout)
+        total = np.empty(dout.shape[1])
+        launch.run(_KERNELS, "relu_backward_channel_sum", dout.size, _flat3(dout), _flat3(mask),
+                   _flat3(dx), total)
+        return dx, total.astype(dout.dtype)
+    dx = relu_backward(dout, mask)
+    return dx, channel_sum(dx)
+
+
 def _flat3(v):
     return v.reshape(v.shape[:2] + (-1,)) if v.size else v.reshape(v.shape[:2] + (0,))
 

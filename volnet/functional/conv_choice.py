@@ -109,6 +109,13 @@ DIRECT_MIN_FILTERS = 4        # filters per group: a register block holds 8, so 
 #                               im2col 0.82 ms; 3->4 3x3 32x32 N128 1.18 vs 2.05)
 DIRECT_WINOGRAD_CHANNELS = 64  # inference: Winograd from min(C, F) = 64 up (C64 56x56 16.7 vs
 #                               direct 20.0 ms; C32->64 16x16 8.7 vs 7.6; C32->32 20.3 vs 15.2)
+WINOGRAD_DW_SMALL_MAP = 256    # dw: Winograd also below DIRECT_WINOGRAD_CHANNELS on output maps
+WINOGRAD_DW_SMALL_MAP_CHANNELS = 32  # of at most this many positions with min(C, F) at least
+#   this: the direct dw kernel slows on small maps. One thread, CPU ms, direct vs Winograd,
+#   N128 (benchmarks/README.md, 49): C32->64 16x16 12.0 vs 9.5 (and 15.5 vs 9.9 in another
+#   run), C32->32 16x16 5.7 vs 5.2, C64->32 16x16 11.1 vs 10.1, C48->48 16x16 12.1 vs 9.3,
+#   C32->64 8x8 6.7 vs 2.6; not on 32x32 maps (C32->32 16.4 vs 18.0, C16->32 9.1 vs 11.0,
+#   C16->16 4.3 vs 6.5) nor 56x56 (N16 C32->64 12.1 vs 12.7).
 IM2COL_SPLIT_MAX_POSITIONS = 196  # inference, batch < threads: im2col with its product split
 #   by filters over the block threads (each thread one-thread BLAS on its rows, then their
 #   epilogue) on output maps up to 14x14, over Winograd and direct. In a network's plan
@@ -200,16 +207,20 @@ def weight_grad_kernel(forward: str, x_shape, w_shape, stride, dilation, groups,
                        out_size, winograd=True) -> str:
     """The dw kernel of a layer whose forward pass ran ``forward`` (float32, compiled), by
     the forward's rule with dw's thresholds: Winograd (if ``winograd``) where the layer
-    fits it with at least WINOGRAD_MIN_TILES_DW tiles and the direct kernel does not or C
-    and F are both at least DIRECT_WINOGRAD_CHANNELS; else direct up to
+    fits it with at least WINOGRAD_MIN_TILES_DW tiles and the direct kernel does not, or C
+    and F are both at least DIRECT_WINOGRAD_CHANNELS, or both at least
+    WINOGRAD_DW_SMALL_MAP_CHANNELS on maps of at most WINOGRAD_DW_SMALL_MAP outputs; else
+    direct up to
     DIRECT_MAX_TAPS_DW taps; else im2col."""
     if forward == "depthwise":
         return forward
     c, (f, cg, kh, kw) = x_shape[1], w_shape
     direct = direct_fits(c, w_shape, groups) and cg * kh * kw <= DIRECT_MAX_TAPS_DW
+    small_map = (out_size[0] * out_size[1] <= WINOGRAD_DW_SMALL_MAP
+                 and min(c, f) >= WINOGRAD_DW_SMALL_MAP_CHANNELS)
     if winograd and winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
                                   min_tiles=WINOGRAD_MIN_TILES_DW) and (
-                         not direct or min(c, f) >= DIRECT_WINOGRAD_CHANNELS):
+                         not direct or min(c, f) >= DIRECT_WINOGRAD_CHANNELS or small_map):
         return "winograd4"
     return "direct" if direct else "im2col"
 
@@ -289,7 +300,8 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
                 WINOGRAD_MIN_WORK, WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS,
                 WINOGRAD_MIN_WORK_CACHED, WINOGRAD_FILTERS_PER_TILE, WINOGRAD_TRAINING, DIRECT,
                 DIRECT_MAX_TAPS, DIRECT_MAX_TAPS_DW, DIRECT_MAX_TAPS_DX, DIRECT_MIN_FILTERS,
-                DIRECT_WINOGRAD_CHANNELS, DIRECT_MAX_TAPS_BATCH, DIRECT_BATCH_POSITIONS)
+                DIRECT_WINOGRAD_CHANNELS, DIRECT_MAX_TAPS_BATCH, DIRECT_BATCH_POSITIONS,
+                WINOGRAD_DW_SMALL_MAP, WINOGRAD_DW_SMALL_MAP_CHANNELS)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
 

@@ -109,7 +109,11 @@ def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
         # inference: the maxima alone, no winners
         launch.run(_KERNELS, "max_values", x.size, x3, *kernel_size, *stride, *padding, out)
     elif halves:
-        launch.run(_KERNELS, "max_forward_2x2", x.size, x3, out, arg, bool(keep_cache))
+        # on the calling thread at every size (size 0: launch.run's serial variant): loaded
+        # from numba's on-disk cache, the threaded variant ran 3x slower than the serial one
+        # (128x32x32x32, one thread: 8.5 against 2.8 ms; freshly compiled 2.8; numba issue
+        # #8085; benchmarks/README.md section 49)
+        launch.run(_KERNELS, "max_forward_2x2", 0, x3, out, arg, bool(keep_cache))
     else:
         launch.run(_KERNELS, "max_forward", x.size, x3, *kernel_size, *stride, *padding, out,
                    arg, bool(keep_cache))

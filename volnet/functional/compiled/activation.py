@@ -140,3 +140,22 @@ def channel_sum(x, out):
         for i in range(n):
             acc += _row_sum(x[i, c])
         out[c] = acc
+
+
+@kernel
+def relu_backward_channel_sum(dout, mask, dx, out):
+    """dx = dout where mask, else 0, and out[c] = sum of dx[:, c, :] (float64 accumulators,
+    summed as :func:`channel_sum` sums: the same bits) in one pass, each row summed while
+    it is in cache (a convolution's fused ReLU and its bias gradient); arrays (N, C, S)."""
+    n, ch, s = dout.shape
+    for c in prange(ch):
+        acc = 0.0
+        for i in range(n):
+            src = dout[i, c]
+            keep = mask[i, c]
+            dst = dx[i, c]
+            for j in range(s):
+                dst[j] = src[j] if keep[j] else 0
+            acc += _row_sum(dst)
+        out[c] = acc
+

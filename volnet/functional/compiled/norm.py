@@ -76,16 +76,42 @@ def _affine(x, c, mu_t, sc_t, b_t, relu, out):
                 orow[j] = (row[j] - mu_t) * sc_t + b_t
 
 
-@njit(cache=True)
-def _masked(x, dout, c, mu_t, sc_t, b_t, out):
-    """out[:, c] = dout where the recomputed (x - mu_t) * sc_t + b_t > 0, else 0."""
+@njit(fastmath=_SUM, cache=True)
+def _masked_sums_for_grads(x, dout, c, mu_t, sc_t, b_t, mu):
+    """:func:`_sums_for_grads` of g = dout where the recomputed (x - mu_t) * sc_t + b_t > 0,
+    else 0 (the fused ReLU's gradient), without writing g out."""
+    sb = 0.0
+    sg = 0.0
     for i in range(x.shape[0]):
         row = x[i, c]
         drow = dout[i, c]
-        orow = out[i, c]
         for j in range(row.shape[0]):
             y = (row[j] - mu_t) * sc_t + b_t
-            orow[j] = drow[j] if y > 0 else 0
+            d = np.float64(drow[j]) if y > 0 else 0.0
+            sb += d
+            sg += d * (np.float64(row[j]) - mu)
+    return sb, sg
+
+
+@njit(cache=True)
+def _masked_input_grad(x, dout, c, mu_t, sc_t, b_t, mu, k, a, b, batch_stats, dx):
+    """dx[:, c] = k * (g - a - (x - mu) * b) (``batch_stats``) or k * g, g being dout
+    masked as in :func:`_masked_sums_for_grads` (the mask recomputed with the forward's
+    expression)."""
+    for i in range(x.shape[0]):
+        row = x[i, c]
+        drow = dout[i, c]
+        xrow = dx[i, c]
+        if batch_stats:
+            for j in range(row.shape[0]):
+                y = (row[j] - mu_t) * sc_t + b_t
+                g = np.float64(drow[j]) if y > 0 else 0.0
+                xrow[j] = k * (g - a - (np.float64(row[j]) - mu) * b)
+        else:
+            for j in range(row.shape[0]):
+                y = (row[j] - mu_t) * sc_t + b_t
+                g = np.float64(drow[j]) if y > 0 else 0.0
+                xrow[j] = k * g
 
 
 @kernel
@@ -121,36 +147,40 @@ def backward(x, dout, mean_t, scale_t, beta, mean, inv_std, gamma, relu, batch_s
              dx, dgamma, dbeta):
     """dx, dgamma, dbeta of batch norm (and of the fused ReLU when ``relu``).
 
-    With the ReLU, dout is the gradient of the rectified output; it is first copied
-    into dx with zeros where the recomputed pre-activation was not positive, and dx
-    is then overwritten in place. ``batch_stats`` differentiates through the batch
-    mean and variance (training); otherwise they are constants.
+    With the ReLU, dout is the gradient of the rectified output, taken as zero where the
+    recomputed pre-activation was not positive: the sums and dx each recompute that mask
+    from x in their own pass (two passes over x and dout; the masked gradient written out
+    first and re-read made it three, 2-3x slower: benchmarks/README.md section 49).
+    ``batch_stats`` differentiates through the batch mean and variance (training);
+    otherwise they are constants.
     """
     n, ch, s = x.shape
     m = n * s
     for c in prange(ch):
-        g = dout
-        if relu:
-            _masked(x, dout, c, mean_t[c], scale_t[c], beta[c], dx)
-            g = dx
         mu = mean[c]
         inv = inv_std[c]
-        sb, sxg = _sums_for_grads(x, g, c, mu)
+        if relu:
+            sb, sxg = _masked_sums_for_grads(x, dout, c, mean_t[c], scale_t[c], beta[c], mu)
+        else:
+            sb, sxg = _sums_for_grads(x, dout, c, mu)
         dbeta[c] = sb
         dgamma[c] = sxg * inv
         k = gamma[c] * inv
-        if batch_stats:
-            a = sb / m
-            b = sxg * inv * inv / m
+        a = sb / m if batch_stats else 0.0
+        b = sxg * inv * inv / m if batch_stats else 0.0
+        if relu:
+            _masked_input_grad(x, dout, c, mean_t[c], scale_t[c], beta[c], mu, k, a, b,
+                               batch_stats, dx)
+        elif batch_stats:
             for i in range(n):
                 row = x[i, c]
-                grow = g[i, c]
+                grow = dout[i, c]
                 xrow = dx[i, c]
                 for j in range(s):
                     xrow[j] = k * (np.float64(grow[j]) - a - (np.float64(row[j]) - mu) * b)
         else:
             for i in range(n):
-                grow = g[i, c]
+                grow = dout[i, c]
                 xrow = dx[i, c]
                 for j in range(s):
                     xrow[j] = k * np.float64(grow[j])

@@ -19,15 +19,18 @@ passes. The pass along H runs over whole rows (contiguous); its rows are laid en
 stride-4 split of it (``_split4``, which LLVM turns into AVX-512 permutes) gives, per
 tile column offset, one contiguous array over all the block's tiles, and the pass along
 W runs over those, 8 tiles to a vector. The 6-wide input tiles overlap by 2 columns:
-a tile's 5th and 6th columns are the next tile's 1st and 2nd, except at the end of a
-tile row, where they are kept aside (``edge``) while the row is transformed. Channels go
-in groups of ``GROUP``: their rows are transformed first, then their points written plane
-by plane. Inner loops index flat arrays by unsigned offsets: a view per row made numba
-count references atomically (a third of the time, by perf), and a signed index carries a
-wraparound check that stops LLVM from vectorising. Dilated layers take the same
-transforms tile by tile on their sub-grids (``*_subgrid``), on flat arrays and unsigned
-offsets too (benchmarks/README.md section 44). benchmarks/README.md,
-section 31, has the profile behind each of these choices.
+a tile's 5th and 6th columns are the next tile's 1st and 2nd, copied as two more
+columns, except at the end of a tile row, where they are kept aside (``edge``) while the
+row is transformed and patched into the copies. Channels go in groups of ``GROUP``
+(``INPUT_GROUP``): their rows are transformed first, then their points written plane by
+plane. Inner loops index flat arrays by unsigned offsets: a view per row made numba count
+references atomically (a third of the time, by perf), and a signed index carries a
+wraparound check that stops LLVM from vectorising; the passes over tiles are their own
+functions (``*_lines``): inlined into the kernels, LLVM's vector loops sat behind hoisted
+runtime checks that sent most of the work down their scalar loops (section 48). Dilated layers take
+the same transforms tile by tile on their sub-grids (``*_subgrid``), on flat arrays and
+unsigned offsets too (benchmarks/README.md section 44). benchmarks/README.md, section 31,
+has the profile behind each of these choices.
 
 The transforms are written out (``_bt4``, ``_a4``, ``_at4``) and run in float32 (their
 entries are small integers and powers of 2); the filter transforms, in
@@ -41,6 +44,10 @@ from numba import njit, uint64
 
 _F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
 GROUP = 16      # channels whose rows are transformed before their points are written
+INPUT_GROUP = 1   # ... in the input transform: its columns (6 per tile, 36 KB a channel
+#                   at 256 tiles) stay in L1 between the split and the pass along W
+#                   (1x64x56x56 forward, critical path: 4 channels 0.486 ms, 1: 0.449;
+#                   dw's 252-tile blocks level from 1 to 16; README section 48)
 _ZERO = np.float32(0)
 # unsigned offsets: numba checks a signed index for wraparound, which stops LLVM from
 # vectorising (it cannot prove the sum of two offsets is not negative); constants too,
@@ -90,6 +97,30 @@ def _split4(src, a, n):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, fastmath=True)
+def _merge4(a, dst, n):  # pragma: no cover - compiled
+    """dst[4 * p + j] = a[j, p] for j < 4, p < n: _split4's inverse (4-wide tiles' columns
+    back into rows), AVX-512 permutes as _split4."""
+    for p in range(n):
+        dst[4 * p], dst[4 * p + 1], dst[4 * p + 2], dst[4 * p + 3] = a[0, p], a[1, p], \
+            a[2, p], a[3, p]
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def _bt4_lines(src, s0, ss, dst, d0, ds, n):  # pragma: no cover - compiled
+    """dst[d0 + l * ds + p] = (BT of the 6 values src[s0 + k * ss + p], k < 6)[l] for
+    l < 6, p < n: the input transform's pass along W over n tiles, its own function as
+    :func:`_at4_lines` (same reason)."""
+    for p in range(uint64(n)):
+        at = s0 + p
+        t0, t1, t2, t3, t4, t5 = _bt4(src[at], src[ss + at], src[_U2 * ss + at],
+                                      src[_U3 * ss + at], src[_U4 * ss + at],
+                                      src[_U5 * ss + at])
+        dq = d0 + p
+        dst[dq], dst[ds + dq], dst[_U2 * ds + dq] = t0, t1, t2
+        dst[_U3 * ds + dq], dst[_U4 * ds + dq], dst[_U5 * ds + dq] = t3, t4, t5
+
+
+@njit(nogil=True, cache=True, fastmath=True)
 def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma: no cover
     """BT of F(4x4,3x3) on every input tile of the block, channels ``[c_lo, c_hi)``: V,
     36 point planes ``out[t, c * tiles + p]`` (``out`` (36, >= C * tiles)), written out.
@@ -109,21 +140,22 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma
     row = 4 * tw_count                          # a tile row's columns, end to end
     cnt = max(0, min(w, row + 2 - pw))          # input columns inside the tiles
     x1, o1 = x.reshape(-1), out.reshape(-1)
-    span = nq * row + 8
-    part = np.zeros(6 * span, np.float32)       # padding columns stay zero
-    cs = n_p + 1
-    cols = np.empty((GROUP, 6, 4, cs), np.float32)
-    # the last tile of a tile row: its 5th and 6th columns (edge) replace the next tile's
-    # 1st and 2nd by a select (patched in just before the vector loads, they stalled them;
-    # selects, not arithmetic, so that the transform rounds as the tile-by-tile kernel)
-    edge = np.zeros(GROUP * 6 * 2 * n_p, np.float32)
-    inner = np.ones(n_p, np.bool_)
-    for qq in range(nq):
-        inner[qq * tw_count + tw_count - 1] = False
-    us, ucs, unp, ups = uint64(span), uint64(cs), uint64(n_p), uint64(out.shape[1])
+    cs = n_p + 2                                # a row's columns split, per tile column
+    span = 4 * cs                               # >= nq * row + 2 + pw: one row of part
+    part = np.zeros(6 * span, np.float32)       # a channel's 6 rows; padding stays zero
+    # cols[channel, j, k * cs + p]: column j of tile p in row k, split in ONE call per
+    # channel (one per row, 6 array views, cost a third of the pass); j = 4, 5: columns
+    # 0, 1 of tile p + 1 copied, patched at the end of each tile row with the row's own
+    # 5th and 6th columns (kept aside in edge), so that the pass along W loads 6 plain
+    # vectors: a select between two loads there compiled to gathers (30% of the pass,
+    # benchmarks/README.md section 48); selects, not arithmetic, so that the transform
+    # rounds as the tile-by-tile kernel
+    cols = np.empty((INPUT_GROUP, 6, 6 * cs), np.float32)
+    edge = np.zeros((6, nq, 2), np.float32)
+    us, unp, ups, u6 = uint64(span), uint64(n_p), uint64(out.shape[1]), uint64(6 * cs)
     c1 = cols.reshape(-1)
-    for c0 in range(c_lo, c_hi, GROUP):
-        count = min(GROUP, c_hi - c0)
+    for c0 in range(c_lo, c_hi, INPUT_GROUP):
+        count = min(INPUT_GROUP, c_hi - c0)
         for cc in range(count):
             for qq in range(nq):
                 n, th = (q0 + qq) // th_count, (q0 + qq) % th_count
@@ -148,27 +180,24 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma
                     at = b + j
                     part[at], part[us + at], part[_U2 * us + at] = t0, t1, t2
                     part[_U3 * us + at], part[_U4 * us + at], part[_U5 * us + at] = t3, t4, t5
-                end = qq * tw_count + tw_count - 1
                 for k in range(6):
-                    e = (cc * 6 + k) * 2 * n_p + end
-                    edge[e], edge[e + n_p] = part[k * span + nxt], part[k * span + nxt + 1]
+                    edge[k, qq, 0], edge[k, qq, 1] = part[k * span + nxt], \
+                        part[k * span + nxt + 1]
                     part[k * span + nxt], part[k * span + nxt + 1] = 0.0, 0.0
+            _split4(part, cols[cc], 6 * cs)
+            cb = uint64(cc * 6 * 6 * cs)
             for k in range(6):
-                _split4(part[k * span:(k + 1) * span], cols[cc, k], cs)
+                s0 = cb + uint64(k * cs)
+                for p in range(unp):
+                    c1[_U4 * u6 + s0 + p] = c1[s0 + p + _U1]
+                    c1[_U5 * u6 + s0 + p] = c1[u6 + s0 + p + _U1]
+                for qq in range(nq):
+                    e = s0 + uint64(qq * tw_count + tw_count - 1)
+                    c1[_U4 * u6 + e], c1[_U5 * u6 + e] = edge[k, qq, 0], edge[k, qq, 1]
         for k in range(6):          # point rows outer: 6 planes written channel after channel
             for cc in range(count):
-                a0, e0 = uint64((cc * 6 + k) * 4 * cs), uint64((cc * 6 + k) * 2 * n_p)
-                a1, a2, a3 = a0 + ucs, a0 + _U2 * ucs, a0 + _U3 * ucs
-                ob = uint64(6 * k) * ups + uint64(c0 + cc) * unp
-                for p in range(n_p):
-                    q = uint64(p)
-                    c4 = c1[a0 + q + _U1] if inner[q] else edge[e0 + q]
-                    c5 = c1[a1 + q + _U1] if inner[q] else edge[e0 + unp + q]
-                    t0, t1, t2, t3, t4, t5 = _bt4(c1[a0 + q], c1[a1 + q], c1[a2 + q],
-                                                  c1[a3 + q], c4, c5)
-                    at = ob + q
-                    o1[at], o1[ups + at], o1[_U2 * ups + at] = t0, t1, t2
-                    o1[_U3 * ups + at], o1[_U4 * ups + at], o1[_U5 * ups + at] = t3, t4, t5
+                _bt4_lines(c1, uint64(cc * 6 * 6 * cs + k * cs), u6, o1,
+                           uint64(6 * k) * ups + uint64(c0 + cc) * unp, ups, n_p)
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -228,8 +257,9 @@ def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compi
     x1, o1 = dout.reshape(-1), out.reshape(-1)
     span = nq * row
     part = np.zeros(6 * span, np.float32)       # columns past wo stay zero
-    cols = np.empty((GROUP, 6, 4, n_p), np.float32)
-    us, unp, ups = uint64(span), uint64(n_p), uint64(out.shape[1])
+    # cols[filter, j, k * tiles + p]: a filter's 6 rows split in one call (as input_tiles4)
+    cols = np.empty((GROUP, 4, 6 * n_p), np.float32)
+    us, unp, ups, u6 = uint64(span), uint64(n_p), uint64(out.shape[1]), uint64(6 * n_p)
     c1 = cols.reshape(-1)
     for f0 in range(0, n_f, GROUP):
         count = min(GROUP, n_f - f0)
@@ -250,12 +280,11 @@ def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compi
                     at = b + j
                     part[at], part[us + at], part[_U2 * us + at] = t0, t1, t2
                     part[_U3 * us + at], part[_U4 * us + at], part[_U5 * us + at] = t3, t4, t5
-            for k in range(6):
-                _split4(part[k * span:(k + 1) * span], cols[ff, k], n_p)
+            _split4(part, cols[ff], 6 * n_p)
         for k in range(6):          # point rows outer: 6 planes written filter after filter
             for ff in range(count):
-                a0 = uint64((ff * 6 + k) * 4 * n_p)
-                a1, a2, a3 = a0 + unp, a0 + _U2 * unp, a0 + _U3 * unp
+                a0 = uint64(ff * 24 * n_p + k * n_p)
+                a1, a2, a3 = a0 + u6, a0 + _U2 * u6, a0 + _U3 * u6
                 ob = uint64(6 * k) * ups + uint64(f0 + ff) * unp
                 for p in range(n_p):
                     q = uint64(p)
@@ -303,6 +332,21 @@ def _grad_subgrid(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - com
 
 
 @njit(nogil=True, cache=True, fastmath=True)
+def _at4_lines(src, s0, ss, dst, d0, ds, n):  # pragma: no cover - compiled
+    """dst[d0 + i * ds + p] = (AT of the 6 values src[s0 + l * ss + p], l < 6)[i] for i < 4,
+    p < n: one pass of the output transform over n tiles. Its own function: inlined into
+    output_tiles4's loops, LLVM's vector loop sat behind a hoisted runtime check that sent
+    most of the work down the scalar loop (perf: 38% of the transform's samples on scalar
+    instructions, 2% on vector ones; benchmarks/README.md section 48)."""
+    for p in range(uint64(n)):
+        at = s0 + p
+        o0, o1, o2, o3 = _at4(src[at], src[ss + at], src[_U2 * ss + at], src[_U3 * ss + at],
+                              src[_U4 * ss + at], src[_U5 * ss + at])
+        dq = d0 + p
+        dst[dq], dst[ds + dq], dst[_U2 * ds + dq], dst[_U3 * ds + dq] = o0, o1, o2, o3
+
+
+@njit(nogil=True, cache=True, fastmath=True)
 def output_tiles4(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, cols0, d,
                   f0):  # pragma: no cover - compiled
     """out[n, f0 + f, r0 + d*i, c0 + d*j] = bias[f0 + f] + scale[f0 + f] *
@@ -331,37 +375,26 @@ def output_tiles4(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, co
     # [f, k, j, p]: AT along each row k of the points (the order of the tile-by-tile
     # kernel: rows first, so both give the same roundings)
     half = np.empty(GROUP * 6 * 4 * n_p, np.float32)
-    res = np.empty(4 * span, np.float32)              # [i, tile row * row + column]
-    unp, ups, us = uint64(n_p), uint64(prod.shape[1]), uint64(span)
+    # one filter's outputs [j, i * tiles + p] (the pass along W runs over p, contiguous),
+    # then merged to rows [i, tile row * row + column] (res) in one call: written straight
+    # to res[i, 4 p + j], that pass compiled to scalar code, half of the transform
+    # (benchmarks/README.md, section 48)
+    cols = np.empty((4, 4 * n_p), np.float32)
+    res = np.empty(4 * span, np.float32)
+    unp, ups = uint64(n_p), uint64(prod.shape[1])
+    c1, u4p = cols.reshape(-1), uint64(4 * n_p)
     for g0 in range(0, n_f, GROUP):
         count = min(GROUP, n_f - g0)
         for k in range(6):          # point rows outer: 6 planes read filter after filter
             for ff in range(count):
-                b = uint64(6 * k) * ups + uint64(g0 + ff) * unp
-                h0 = uint64((ff * 6 + k) * 4 * n_p)
-                for p in range(n_p):
-                    q = uint64(p)
-                    at = b + q
-                    o0, o1_, o2, o3 = _at4(m1[at], m1[ups + at], m1[_U2 * ups + at],
-                                           m1[_U3 * ups + at], m1[_U4 * ups + at],
-                                           m1[_U5 * ups + at])
-                    hq = h0 + q
-                    half[hq], half[unp + hq], half[_U2 * unp + hq], half[_U3 * unp + hq] = \
-                        o0, o1_, o2, o3
+                _at4_lines(m1, uint64(6 * k) * ups + uint64(g0 + ff) * unp, ups, half,
+                           uint64((ff * 6 + k) * 4 * n_p), unp, n_p)
         for ff in range(count):
             h0 = uint64(ff * 6 * 4 * n_p)
             s4 = _U4 * unp
-            for p in range(n_p):
-                q = uint64(p)
-                at = _U4 * q
-                for j in range(4):
-                    hq = h0 + uint64(j) * unp + q
-                    o0, o1_, o2, o3 = _at4(half[hq], half[s4 + hq], half[_U2 * s4 + hq],
-                                           half[_U3 * s4 + hq], half[_U4 * s4 + hq],
-                                           half[_U5 * s4 + hq])
-                    aj = at + uint64(j)
-                    res[aj], res[us + aj], res[_U2 * us + aj], res[_U3 * us + aj] = \
-                        o0, o1_, o2, o3
+            for j in range(4):
+                _at4_lines(half, h0 + uint64(j) * unp, s4, c1, uint64(j) * u4p, unp, n_p)
+            _merge4(cols, res, 4 * n_p)
             f = f0 + g0 + ff
             sf, bf = scale[f], bias[f]
             for qq in range(nq):
