@@ -165,7 +165,11 @@ def test_patterns_reply_never_types_into_the_field_the_user_is_in(page):
     held = []
     page.route("**/api/lecture/patterns*", lambda route: held.append(route))
     page.goto(page.base + "/lecture/patterns")
-    poll(lambda: len(held) == 1, "the first request")
+    for _ in range(600):        # route handlers run only inside Playwright calls: wait in one
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 1, "the page never asked for its first settings"
     by(page, "N").focus()
     by(page, "N").select_text()
     held.pop().continue_()
