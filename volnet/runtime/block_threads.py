@@ -48,14 +48,15 @@ _local = threading.local()
 _lock = threading.Lock()
 _pool = {"idle": [], "made": 0, "lock": threading.Lock()}
 _PREFIX = "volnet-block"
-SPLIT_MIN = 1 << 23      # multiply-adds from which a product is split over the workers
+SPLIT_MIN = 1 << 25      # multiply-adds from which a product is split over the workers
 #                          (matmul, conv_gemm's batch-1 products, conv_choice.split_fits);
-#                          ~0.13 ms on one core. Section 41: with the lock hand-off (13-25 us
-#                          a call, 23-56 through futures) GoogLeNet b1's idle estimate went
-#                          24.9 -> 22.9 ms from 2^25 to 2^23 (10 -> 31 splits; 2^24 24.4,
-#                          2^22 23.2); the ResNets at b1 and b8, GoogLeNet b8 and the training
-#                          steps split the same from 2^22 to 2^25. Section 37 had kept 2^25
-#                          with the 50-70 us hand-off (2^24 lost ~1 ms whole-net, idle).
+#                          ~0.35 ms on one core. Only GoogLeNet b1 splits differently from
+#                          2^22 to 2^25 (10 splits at 2^25, 31 at 2^23). Section 41's loaded
+#                          estimate favoured 2^23 (24.9 -> 22.9 ms) with the lock hand-off,
+#                          but on the idle machine (interleaved forwards, medians) 2^25 /
+#                          2^24 / 2^23 measured 21.37 / - / 22.15 ms, then 20.69 / 20.79 /
+#                          20.53: no gain to pay for the extra splits, so 2^25 stays (as in
+#                          section 37, where 2^24 lost ~1 ms with the older hand-off).
 
 
 def workers() -> int:
