@@ -25,6 +25,14 @@ def kernels(request):
         yield request.param
 
 
+@pytest.fixture
+def fusing():
+    """The compiled kernels, which plans need (tests of what a plan does)."""
+    pytest.importorskip("numba")
+    with backend.use_kernels("numba"):
+        yield
+
+
 def _unplanned(net, x, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(inference_plan, "ENABLED", False)
@@ -66,9 +74,7 @@ def test_planned_outputs_equal_the_unplanned_path_bit_for_bit(make, kernels, mon
         assert after == before
 
 
-def test_residual_blocks_run_as_fused_conv_steps(kernels):
-    if kernels != "numba":
-        pytest.skip("plans need the fusing kernels")
+def test_residual_blocks_run_as_fused_conv_steps(fusing):
     net = _small_resnet(18)
     x = _x((1, 3, 32, 32))
     net.forward(x)
@@ -389,11 +395,9 @@ def test_inputs_of_another_dtype_run_unplanned_and_stay_right(monkeypatch):
     assert np.array_equal(got, _unplanned(net, x, monkeypatch))
 
 
-def test_a_planned_call_leaves_every_cache_cleared_as_the_ordinary_path(kernels, monkeypatch):
+def test_a_planned_call_leaves_every_cache_cleared_as_the_ordinary_path(fusing, monkeypatch):
     """Layers with Layer's own clear_cache are cleared by the plan where they hold a cache;
     a subclass with its own clear_cache has it called, after every planned call."""
-    if kernels != "numba":
-        pytest.skip("plans need the fusing kernels")
 
     class Pool(vn.layers.MaxPool2d):
         cleared = 0
