@@ -18,19 +18,6 @@ from volnet.functional.conv import conv2d_backward, conv2d_forward
 pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
 
 
-@pytest.fixture
-def two_threads():
-    """Two numba threads; skipped where numba has one (a one-core machine, NUMBA_NUM_THREADS=1):
-    what these tests check is how work splits over two."""
-    import numba
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs two numba threads (NUMBA_NUM_THREADS is 1 here)")
-    before = numba.get_num_threads()
-    numba.set_num_threads(2)
-    yield numba.get_num_threads()
-    numba.set_num_threads(before)
-
-
 def _blas_threads():
     """Thread counts of NumPy's BLAS (torch's own BLAS, if loaded, is not volnet's)."""
     from threadpoolctl import threadpool_info

@@ -413,14 +413,10 @@ def test_direct_forward_tap_orders_match_torch(case):
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 12, 24, 1), (3, 8, 11, 8, 2), (1, 32, 9, 40, 1)])
-def test_direct_same_on_one_thread_or_two(shape):
+def test_direct_same_on_one_thread_or_two(two_threads, shape):
     # batch 1 splits each sample's filter blocks among the threads, larger batches the
     # samples (dw: one float64 partial sum per thread)
-    import numba
-
     from volnet.runtime import thread_policy
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs two numba threads (NUMBA_NUM_THREADS is 1 here)")
     n, c, h, f, s = shape
     rng = np.random.default_rng(h)
     x = rng.standard_normal((n, c, h, h)).astype(np.float32)

@@ -19,19 +19,6 @@ pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba mis
 
 
 @pytest.fixture
-def two_threads():
-    """Two numba threads; skipped where numba has one (a one-core machine, NUMBA_NUM_THREADS=1):
-    what these tests check is how work splits over two."""
-    import numba
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs two numba threads (NUMBA_NUM_THREADS is 1 here)")
-    before = numba.get_num_threads()
-    numba.set_num_threads(2)
-    yield numba.get_num_threads()
-    numba.set_num_threads(before)
-
-
-@pytest.fixture
 def counted_runs(monkeypatch):
     """The ``count`` of every block_threads.run call."""
     counts = []

@@ -19,18 +19,6 @@ pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba mis
 
 
 @pytest.fixture
-def two_threads():
-    """Two numba threads (the block threads' count); skipped where numba has one."""
-    import numba
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs two numba threads (NUMBA_NUM_THREADS is 1 here)")
-    before = numba.get_num_threads()
-    numba.set_num_threads(2)
-    yield 2
-    numba.set_num_threads(before)
-
-
-@pytest.fixture
 def scratch_names(monkeypatch):
     """The names of every block_threads.scratch request (which layout each thread used)."""
     names = []

@@ -16,6 +16,29 @@ from numba import njit
 
 
 @njit(nogil=True, cache=True, fastmath=True)
+def _points(taps, g, half, out, row):  # pragma: no cover - compiled
+    """out[k*a + l, row, :] = sum_ij g[k, i] taps[3i + j, :] g[l, j]: the a x a points of
+    one filter's (or one channel's) 3x3 taps, ``taps`` (9, n) float64 with the n channels (or
+    filters) innermost; ``half`` (a, 3, n) is scratch. Both transforms below gather their
+    taps into ``taps``, then call this."""
+    a = g.shape[0]
+    n = taps.shape[1]
+    for k in range(a):
+        for j in range(3):
+            g0, g1, g2 = g[k, 0], g[k, 1], g[k, 2]
+            dst = half[k, j]
+            for c in range(n):
+                dst[c] = g0 * taps[j, c] + g1 * taps[3 + j, c] + g2 * taps[6 + j, c]
+    for k in range(a):
+        for l in range(a):
+            g0, g1, g2 = g[l, 0], g[l, 1], g[l, 2]
+            h0, h1, h2 = half[k, 0], half[k, 1], half[k, 2]
+            dst = out[k * a + l, row]
+            for c in range(n):
+                dst[c] = g0 * h0[c] + g1 * h1[c] + g2 * h2[c]
+
+
+@njit(nogil=True, cache=True, fastmath=True)
 def filter_points(w, g, out, f0, f1):  # pragma: no cover - compiled
     """out[k*a + l, f, c] = sum_ij g[k, i] w[f, c, i, j] g[l, j] for filters f in [f0, f1).
 
@@ -30,19 +53,7 @@ def filter_points(w, g, out, f0, f1):  # pragma: no cover - compiled
         for c in range(n_c):
             for t in range(9):
                 taps[t, c] = w[f, c, t // 3, t % 3]
-        for k in range(a):
-            for j in range(3):
-                g0, g1, g2 = g[k, 0], g[k, 1], g[k, 2]
-                dst = half[k, j]
-                for c in range(n_c):
-                    dst[c] = g0 * taps[j, c] + g1 * taps[3 + j, c] + g2 * taps[6 + j, c]
-        for k in range(a):
-            for l in range(a):
-                g0, g1, g2 = g[l, 0], g[l, 1], g[l, 2]
-                h0, h1, h2 = half[k, 0], half[k, 1], half[k, 2]
-                dst = out[k * a + l, f]
-                for c in range(n_c):
-                    dst[c] = g0 * h0[c] + g1 * h1[c] + g2 * h2[c]
+        _points(taps, g, half, out, f)
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -63,19 +74,7 @@ def filter_points_adjoint(w, g, out, c0, c1):  # pragma: no cover - compiled
         for f in range(n_f):
             for t in range(9):
                 taps[t, f] = w[f, c, 2 - t // 3, 2 - t % 3]
-        for k in range(a):
-            for j in range(3):
-                g0, g1, g2 = g[k, 0], g[k, 1], g[k, 2]
-                dst = half[k, j]
-                for f in range(n_f):
-                    dst[f] = g0 * taps[j, f] + g1 * taps[3 + j, f] + g2 * taps[6 + j, f]
-        for k in range(a):
-            for l in range(a):
-                g0, g1, g2 = g[l, 0], g[l, 1], g[l, 2]
-                h0, h1, h2 = half[k, 0], half[k, 1], half[k, 2]
-                dst = out[k * a + l, c]
-                for f in range(n_f):
-                    dst[f] = g0 * h0[f] + g1 * h1[f] + g2 * h2[f]
+        _points(taps, g, half, out, c)
 
 
 @njit(nogil=True, cache=True, fastmath=True)
