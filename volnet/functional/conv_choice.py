@@ -86,6 +86,7 @@ WINOGRAD_FILTERS_PER_TILE = 1 << 13   # ... and tiles >= F * C / this
 # alone) and PyTorch float32 on 4; median ratio to PyTorch's divergence 0.71-0.80 exact,
 # 0.79-1.05 Winograd. "0" costs 5% of a VGG CIFAR b128 step, 14% of ResNet-18 b16's.
 WINOGRAD_TRAINING = os.environ.get("VOLNET_WINOGRAD_TRAINING", "1").strip() != "0"
+OUTER_MODE = int(os.environ.get("VOLNET_OUTER", "1"))
 DIRECT = os.environ.get("VOLNET_DIRECT", "1").strip() != "0"       # on unless "0"
 DIRECT_MAX_TAPS = 1536        # C/G * KH * KW; above, the taps' input rows no longer stay in
 #                               cache and BLAS wins (one thread, forward ms, direct vs im2col:
@@ -138,12 +139,21 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     fast = np.dtype(dtype) == np.float32 and backend.compiled(int(np.prod(x_shape)))
     if fast and groups > 1 and groups == c == f:
         return "depthwise"
+    if fast and filters_cached and OUTER_MODE == 2 and not (groups > 1 and groups == c == f):
+        return "outer"
     if kh == kw == 1 and tuple(padding) == (0, 0) and (tuple(stride) == (1, 1)
                                                        or filters_cached):
         return "gemm1x1"        # at inference strided too: a subsample, then the products
+    if fast and filters_cached and OUTER_MODE == 1 and split_fits(
+            x_shape[0], w_shape, groups, out_size, threads):
+        return "outer"
     if not fast or (filters_cached and split_fits(x_shape[0], w_shape, groups, out_size,
                                                   threads)):
         return "im2col"
+    if fast and filters_cached and OUTER_MODE == 1:
+        if not winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
+                             filters_cached=True):
+            return "outer"
     direct = direct_fits(c, w_shape, groups)
     if winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
                      filters_cached=filters_cached) and (
@@ -301,7 +311,7 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
                 WINOGRAD_MIN_WORK_CACHED, WINOGRAD_FILTERS_PER_TILE, WINOGRAD_TRAINING, DIRECT,
                 DIRECT_MAX_TAPS, DIRECT_MAX_TAPS_DW, DIRECT_MAX_TAPS_DX, DIRECT_MIN_FILTERS,
                 DIRECT_WINOGRAD_CHANNELS, DIRECT_MAX_TAPS_BATCH, DIRECT_BATCH_POSITIONS,
-                WINOGRAD_DW_SMALL_MAP, WINOGRAD_DW_SMALL_MAP_CHANNELS)
+                WINOGRAD_DW_SMALL_MAP, WINOGRAD_DW_SMALL_MAP_CHANNELS, OUTER_MODE)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
 

@@ -207,7 +207,7 @@ _grad_micro = _grad_micro_kernel(GRAD_FILTERS, GRAD_TAPS)
 
 
 @njit(inline="always")
-def _pack_sample(x, n, x_in, padding, stride, pitch):  # pragma: no cover - compiled
+def pack_sample(x, n, x_in, padding, stride, pitch):  # pragma: no cover - compiled
     """x_in = sample n of x zero-padded and split into its stride x stride phase planes of
     size ``pitch`` (plane (c, a, b) holds x_pad[c, a::sh, b::sw]); zero tail."""
     n_ch, h, w = x.shape[1:]
@@ -345,7 +345,7 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
     q_end = min(prod.shape[1], -(-((ho - 1) * wq + wo) // 16) * 16)
     spans = _tap_spans(q_end, wq, ho, row_taps, row_lo, row_hi)
     for n in range(n0, n1):
-        _pack_sample(x, n, x_in, padding, stride, pitch)
+        pack_sample(x, n, x_in, padding, stride, pitch)
         for g in range(groups):
             _products(x_in, off[g], wp[g], prod, fb0, fb1, k_chunk, q_tile, q_end, fg, spans)
             for f in range(fb0 * FILTERS, min(fg, fb1 * FILTERS)):
@@ -386,7 +386,7 @@ def weight_grad_samples(x, dout, n0, n1, off, x_in, d_in, part, total, padding, 
     fg = f_all // groups
     wq = pitch[1]
     for n in range(n0, n1):
-        _pack_sample(x, n, x_in, padding, stride, pitch)
+        pack_sample(x, n, x_in, padding, stride, pitch)
         d_in[:] = 0.0
         for g in range(groups):
             for f in range(fg):

@@ -1,0 +1,122 @@
+"""Outer-product float32 convolution for any stride, padding, dilation and groups: filters in
+the vector lanes, output positions broadcast, weights read in place (the kernels and why:
+``outer_kernels.py``).
+
+Where it runs (chosen by ``volnet.functional.conv_choice``): inference layers whose maps
+are too small for Winograd's tiles or the direct kernel's rows of 32 outputs (7x7, 14x14,
+stride 2), measured in benchmarks/README.md (ninth round).
+
+The work is shared out among the library's threads (``block_threads.run``) by samples,
+then by blocks of 64 filters, then by tiles of positions, so that batch 1 keeps both cores
+busy; each thread packs its sample itself (the zero-padded planes; none without padding)
+into its own scratch.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from volnet.functional.compiled import outer_kernels as kernels
+from volnet.runtime import block_threads
+
+K_CHUNK = 128        # taps per transposed chunk of the weights (32 KB: L1)
+TILE = 256 * kernels.POSITIONS  # positions per tile: their partial sums and transposed
+#                                 copy (384 KB each) and the input rows they read stay in
+#                                 L2 while every filter block runs over them
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one convolution's taps and outputs are in its (padded) input.
+
+    Attributes:
+        pitch: (Hp, Wp), the size of one (zero-padded) input plane.
+        packed: whether the input is padded into a scratch first (any padding).
+        off: (C/G * KH * KW,) offset of tap (c, i, j) from a position's first input.
+        inb: (Ho * Wo rounded up to POSITIONS,) offset of each output position's first
+            input (the tail repeats the last position).
+        items: ((n0, n1, fb0, fb1, t0, t1), ...) the threads' shares of the work.
+    """
+
+    pitch: tuple[int, int]
+    packed: bool
+    off: np.ndarray
+    inb: np.ndarray
+    items: tuple
+
+
+@functools.lru_cache(maxsize=1024)
+def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size, threads) -> Layout:
+    """The :class:`Layout` of a convolution (cached: made once per layer shape)."""
+    n, c, h, w = x_shape
+    f, cg, kh, kw = w_shape
+    (sh, sw), (ph, pw), (dh, dw), (ho, wo) = stride, padding, dilation, out_size
+    hp, wp = h + 2 * ph, w + 2 * pw
+    taps = (np.arange(cg)[:, None, None] * (hp * wp) + np.arange(kh)[None, :, None] * dh * wp
+            + np.arange(kw)[None, None, :] * dw)
+    positions = ho * wo
+    rounded = -(-positions // kernels.POSITIONS) * kernels.POSITIONS
+    p = np.minimum(np.arange(rounded), positions - 1)
+    inb = (p // wo) * sh * wp + (p % wo) * sw
+    off, inb = taps.reshape(-1).astype(np.int64), inb.astype(np.int64)
+    off.setflags(write=False)
+    inb.setflags(write=False)
+    blocks = groups * -(-(f // groups) // kernels.FILTERS)
+    return Layout((hp, wp), ph > 0 or pw > 0, off, inb,
+                  _items(n, blocks, rounded, threads))
+
+
+def _items(n, blocks, rounded, threads) -> tuple:
+    """The threads' shares: samples first, then filter blocks, then position tiles (each
+    share a multiple of POSITIONS), until there are as many shares as threads."""
+    samples = max(1, min(threads, n))
+    parts = max(1, min(blocks, threads // samples))
+    tiles = max(1, min(rounded // kernels.POSITIONS, threads // (samples * parts)))
+    items = []
+    for i in range(samples):
+        for j in range(parts):
+            for t in range(tiles):
+                t0 = rounded // kernels.POSITIONS * t // tiles * kernels.POSITIONS
+                t1 = rounded // kernels.POSITIONS * (t + 1) // tiles * kernels.POSITIONS
+                items.append((n * i // samples, n * (i + 1) // samples,
+                              blocks * j // parts, blocks * (j + 1) // parts, t0, t1))
+    return tuple(items)
+
+
+def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False, scale=None,
+            residual=None):
+    """(N, F, Ho, Wo) float32 correlation of x with w, times ``scale`` (None: 1) plus
+    ``bias`` (None: none) per filter, plus ``residual`` (None: none; the output's shape),
+    rectified when ``relu``; any stride, padding, dilation and groups."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(w.shape[0], -1)
+    n, c, h, wd = x.shape
+    f = w.shape[0]
+    lay = layout(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding),
+                 tuple(dilation), int(groups), tuple(out_size), block_threads.workers())
+    empty = np.zeros(0, np.float32)
+    b = empty if bias is None else np.ascontiguousarray(bias, np.float32)
+    s = empty if scale is None else np.ascontiguousarray(scale, np.float32)
+    out = np.empty((n, f, *out_size), dtype=np.float32)
+    has_res = residual is not None
+    res = np.ascontiguousarray(residual, np.float32) if has_res else out
+    plane = lay.pitch[0] * lay.pitch[1]
+    tile = min(TILE, lay.inb.size)
+    k_chunk = min(K_CHUNK, w2.shape[1])
+    pitch, pads = lay.pitch, tuple(padding)
+
+    def work(i):
+        x_in = block_threads.scratch("outer_in", c * plane if lay.packed else 1)
+        prod = block_threads.scratch("outer_prod", tile * kernels.FILTERS)
+        buf = block_threads.scratch("outer_w", k_chunk * kernels.FILTERS)
+        tmp = block_threads.scratch("outer_t", tile * kernels.FILTERS)
+        kernels.forward_items(x, w2, int(groups), *lay.items[i], tile, lay.off, lay.inb, pads,
+                              pitch, lay.packed, x_in, prod, buf, tmp, out, s, b, has_res, res,
+                              bool(relu), k_chunk)
+
+    block_threads.run(work, len(lay.items))
+    return out
+

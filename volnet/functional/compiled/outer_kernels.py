@@ -1,0 +1,294 @@
+"""The kernels of the outer-product float32 convolution (``outer.py``): filters in the vector
+lanes, output positions broadcast, the filters read where they are.
+
+Every tap k = (c, i, j) of a convolution adds one outer product to the outputs:
+
+    out[p, f] += x_pad[c, oh(p) * sh + i * dh, ow(p) * sw + j * dw] * w[f, k]
+
+a column of inputs (one per output position p) times a row of weights (one per filter f).
+:func:`_micro` keeps a block of 6 positions x 64 filters (24 registers of 16 floats)
+through the whole sum over a chunk of taps: per tap, four loads of 16 filters' weights,
+six broadcast inputs and 24 fused multiply-adds. The six positions are any six outputs,
+each read through its own offset into the zero-padded input, so stride, dilation and maps
+of any width cost nothing extra: no position is computed and dropped except in a map's
+last block (positions round up to 6), and no input is unrolled. This is the register
+blocking of onnxruntime's NCHWc convolution (MLAS), on NCHW tensors.
+
+The weights are read in place, w (F, C/G * KH * KW) row by row: for each chunk of taps,
+:func:`_load_chunk` transposes the chunk of 64 filters into a small buffer (taps x 64,
+in L1/L2) with 16x16 register transposes (:func:`_transpose16`), and every position block
+of the tile reuses it. So nothing is derived from the weights and kept: no packed copy to
+check for staleness (functional/weight_cache.py's bitwise check reads the weights twice,
+0.7 ms at 512x512x3x3 on one core, as much as the whole layer), the same code in training
+and inference, and the weights cross the memory bus once per call.
+
+Each output sums its taps in one order in float32 with fused multiply-adds, the error class
+of im2col's GEMM and the direct kernel (not Winograd's).
+
+The partial sums of a tile of positions sit position-major in a scratch (rows of 64
+filters); the store (:func:`_store`) transposes them back to NCHW 16 x 16 at a time and
+applies the epilogue in the same pass: scale and bias (a folded batch norm), a residual
+sum, the ReLU (NaN -> 0, as the other kernels' bias pass: no ``fastmath``).
+
+The 16-float vectors are AVX-512 registers; on a CPU without AVX-512 LLVM splits them
+(same results, slower). Written as LLVM IR through numba intrinsics, as direct_kernels.py
+is: numba's loops do not keep accumulators in registers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from volnet.functional.compiled.direct_kernels import pack_sample
+
+POSITIONS = 6       # output positions per register block
+FILTERS = 64        # filters per register block: four 16-float vectors
+LANES = 16
+
+
+def _data(context, builder, ty, val):
+    return context.make_array(ty)(context, builder, val).data
+
+
+def _micro_kernel(vectors: int):
+    """The register block as a numba intrinsic:
+    ``_micro(x, xo, off, k0, k1, inb, b0, buf, prod, row0, add)`` sets, for j < 6 and
+    f < 16 * vectors,
+    ``prod[(row0 + j) * 64 + f] (+)= sum_{k0 <= k < k1} x[xo + inb[b0 + j] + off[k]] *
+    buf[(k - k0) * 64 + f]`` (``add`` nonzero: add to what prod holds)."""
+
+    @intrinsic
+    def micro(typingctx, x, xo, off, k0, k1, inb, b0, buf, prod, row0, add):
+        sig = types.void(x, types.intp, off, types.intp, types.intp, inb, types.intp, buf, prod,
+                         types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            x_arg, xo_, off_arg, k0_, k1_, inb_arg, b0_, buf_arg, prod_arg, row0_, add_ = args
+            sa = signature.args
+            xp, offp = _data(context, builder, sa[0], x_arg), _data(context, builder, sa[2], off_arg)
+            inbp = _data(context, builder, sa[5], inb_arg)
+            bufp, prodp = (_data(context, builder, sa[7], buf_arg),
+                           _data(context, builder, sa[8], prod_arg))
+            f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+            vec = ir.VectorType(f32, LANES)
+            vptr = vec.as_pointer()
+            zero = ir.Constant(vec, [0.0] * LANES)
+            splat = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
+            # accumulators in allocas: LLVM's mem2reg turns them into registers
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
+                    for _ in range(POSITIONS)]
+            c = lambda v: ir.Constant(i64, v)  # noqa: E731
+            x_base = builder.gep(xp, [xo_])
+            sources = [builder.gep(x_base, [builder.load(builder.gep(inbp, [builder.add(
+                b0_, c(j))]))]) for j in range(POSITIONS)]
+            rows = [builder.gep(prodp, [builder.mul(builder.add(row0_, c(j)), c(FILTERS))])
+                    for j in range(POSITIONS)]
+            with builder.if_then(builder.icmp_signed("!=", add_, c(0))):
+                for j in range(POSITIONS):
+                    for v in range(vectors):
+                        load = builder.load(builder.bitcast(
+                            builder.gep(rows[j], [c(LANES * v)]), vptr))
+                        load.align = 4
+                        builder.store(load, accs[j][v])
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec, vec, vec]), "llvm.fma.v16f32")
+            with cgutils.for_range_slice(builder, k0_, k1_, c(1)) as (k, _):
+                tap = builder.load(builder.gep(offp, [k]))
+                w_row = builder.gep(bufp, [builder.mul(builder.sub(k, k0_), c(FILTERS))])
+                ws = []
+                for v in range(vectors):
+                    load = builder.load(builder.bitcast(builder.gep(w_row, [c(LANES * v)]), vptr))
+                    load.align = 4
+                    ws.append(load)
+                for j in range(POSITIONS):
+                    one = builder.load(builder.gep(sources[j], [tap]))
+                    xv = builder.shuffle_vector(
+                        builder.insert_element(ir.Constant(vec, None), one, ir.Constant(i32, 0)),
+                        ir.Constant(vec, None), splat)
+                    for v in range(vectors):
+                        acc = accs[j][v]
+                        builder.store(builder.call(fma, [ws[v], xv, builder.load(acc)]), acc)
+            for j in range(POSITIONS):
+                for v in range(vectors):
+                    store = builder.store(builder.load(accs[j][v]), builder.bitcast(
+                        builder.gep(rows[j], [c(LANES * v)]), vptr))
+                    store.align = 4
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return micro
+
+
+_micro4 = _micro_kernel(4)
+_micro3 = _micro_kernel(3)
+_micro2 = _micro_kernel(2)
+_micro1 = _micro_kernel(1)
+
+
+@intrinsic
+def _transpose16(typingctx, src, s0, lds, dst, d0, ldd):
+    """``_transpose16(src, s0, lds, dst, d0, ldd)``: dst[d0 + c * ldd + r] = src[s0 + r * lds
+    + c] for r, c < 16, in registers (four rounds of two-vector shuffles, each swapping the
+    off-diagonal blocks of the next smaller size)."""
+    sig = types.void(src, types.intp, types.intp, dst, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        s_arg, s0_, lds_, d_arg, d0_, ldd_ = args
+        sp = _data(context, builder, signature.args[0], s_arg)
+        dp = _data(context, builder, signature.args[3], d_arg)
+        f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+        vec = ir.VectorType(f32, LANES)
+        vptr = vec.as_pointer()
+        rows = []
+        for r in range(LANES):
+            at = builder.gep(sp, [builder.add(s0_, builder.mul(ir.Constant(i64, r), lds_))])
+            load = builder.load(builder.bitcast(at, vptr))
+            load.align = 4
+            rows.append(load)
+        for b in (8, 4, 2, 1):
+            new = list(rows)
+            for i in range(LANES):
+                if i & b:
+                    continue
+                j = i + b
+                low = [k if k & b == 0 else LANES + k - b for k in range(LANES)]
+                high = [k + b if k & b == 0 else LANES + k for k in range(LANES)]
+                new[i] = builder.shuffle_vector(rows[i], rows[j],
+                                                ir.Constant(ir.VectorType(i32, LANES), low))
+                new[j] = builder.shuffle_vector(rows[i], rows[j],
+                                                ir.Constant(ir.VectorType(i32, LANES), high))
+            rows = new
+        for k in range(LANES):
+            at = builder.gep(dp, [builder.add(d0_, builder.mul(ir.Constant(i64, k), ldd_))])
+            store = builder.store(rows[k], builder.bitcast(at, vptr))
+            store.align = 4
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def _load_chunk(w2, f0, nf, k0, k1, buf):  # pragma: no cover - compiled
+    """buf[(k - k0) * 64 + f] = w2[f0 + f, k] for taps [k0, k1) and f < nf, zero for
+    nf <= f < nf rounded up to 16 (w2: (F, K) C-contiguous)."""
+    k_n = w2.shape[1]
+    flat = w2.reshape(-1)
+    whole = nf // LANES * LANES
+    k = k0
+    while k + LANES <= k1:
+        for fs in range(0, whole, LANES):
+            _transpose16(flat, (f0 + fs) * k_n + k, k_n, buf, (k - k0) * FILTERS + fs, FILTERS)
+        k += LANES
+    for kk in range(k, k1):
+        for f in range(whole):
+            buf[(kk - k0) * FILTERS + f] = w2[f0 + f, kk]
+    if whole < nf:
+        for kk in range(k0, k1):
+            for f in range(whole, nf):
+                buf[(kk - k0) * FILTERS + f] = w2[f0 + f, kk]
+            for f in range(nf, -(-nf // LANES) * LANES):
+                buf[(kk - k0) * FILTERS + f] = np.float32(0.0)
+
+
+@njit(inline="always")
+def _store(prod, t0, t1, out_nf, f0, nf, tmp, scale, bias, has_res, res_nf,
+           relu):  # pragma: no cover - compiled
+    """out_nf[f0 + f, p] = prod[(p - t0) * 64 + f] * scale + bias (+ res_nf[f0 + f, p]),
+    rectified when ``relu``, for positions [t0, t1) and f < nf (out_nf, res_nf: one
+    sample's (F, Ho * Wo)): transposed 16 x 16 into ``tmp`` (64 rows of t1 - t0), then a
+    pass along each filter's row."""
+    m = t1 - t0
+    whole = m // LANES * LANES
+    for fs in range(0, nf, LANES):
+        for p in range(0, whole, LANES):
+            _transpose16(prod, p * FILTERS + fs, FILTERS, tmp, fs * m + p, m)
+    for p in range(whole, m):
+        for f in range(nf):
+            tmp[f * m + p] = prod[p * FILTERS + f]
+    has_scale, has_bias = scale.size > 0, bias.size > 0
+    size = np.uint64(m)
+    for f in range(nf):
+        fo = f0 + f
+        s = scale[fo] if has_scale else np.float32(1.0)
+        b = bias[fo] if has_bias else np.float32(0.0)
+        src = tmp[f * m:(f + 1) * m]
+        dst = out_nf[fo, t0:t1]
+        if has_res:
+            res = res_nf[fo, t0:t1]
+            if relu:
+                for p in range(size):
+                    v = src[p] * s + b + res[p]
+                    dst[p] = v if v > 0 else np.float32(0.0)
+            else:
+                for p in range(size):
+                    dst[p] = src[p] * s + b + res[p]
+        elif relu:
+            for p in range(size):
+                v = src[p] * s + b
+                dst[p] = v if v > 0 else np.float32(0.0)
+        elif has_scale or has_bias:
+            for p in range(size):
+                dst[p] = src[p] * s + b
+        else:
+            for p in range(size):
+                dst[p] = src[p]
+
+
+@njit(nogil=True, cache=True)
+def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, off, inb, padding, pitch,
+                  packed, x_in, prod, buf, tmp, out, scale, bias, has_res, residual, relu,
+                  k_chunk):  # pragma: no cover - compiled
+    """out[n] for samples [n0, n1), filter blocks [fb0, fb1) (numbered over the groups,
+    ceil(F/G / 64) each) and positions [t0, t1) (a multiple of 6 apart), ``tile``
+    positions (a multiple of 6) at a time.
+
+    x (N, C, H, W); w2 (F, C/G * KH * KW); off (K,) each tap's offset into one group's
+    planes of ``pitch`` = (Hp, Wp) (the zero-padded sample, packed into ``x_in`` when
+    ``packed``, else x itself); inb (Ho * Wo rounded up to 6,) each output position's
+    offset (the tail repeats the last); prod (tile * 64), buf (k_chunk * 64) and tmp (256,)
+    scratch; out (N, F, Ho, Wo) gets ``sums * scale + bias (+ residual)``, rectified when
+    ``relu`` (scale, bias: (F,) or empty; residual: out's shape, read when ``has_res``)."""
+    n_all, c_all, h, w = x.shape
+    f_all, k_n = w2.shape
+    cg, fg = c_all // groups, f_all // groups
+    per_group = -(-fg // FILTERS)
+    plane = pitch[0] * pitch[1]
+    positions = out.shape[2] * out.shape[3]
+    out_flat = out.reshape(out.shape[0], f_all, positions)
+    res_flat = residual.reshape(residual.shape[0], residual.shape[1], -1)
+    flat_x = x.reshape(-1)
+    for n in range(n0, n1):
+        if packed:
+            pack_sample(x, n, x_in, padding, (1, 1), pitch)
+            src, base = x_in, 0
+        else:
+            src, base = flat_x, n * c_all * h * w
+        res_n = res_flat[n] if has_res else out_flat[n]
+        for ts in range(t0, t1, tile):
+            te = min(t1, ts + tile)
+            for fb in range(fb0, fb1):
+                g = fb // per_group
+                f0 = g * fg + (fb % per_group) * FILTERS
+                nf = min(FILTERS, fg - (fb % per_group) * FILTERS)
+                xo = base + g * cg * plane
+                vectors = -(-nf // LANES)
+                for k0 in range(0, k_n, k_chunk):
+                    k1 = min(k_n, k0 + k_chunk)
+                    _load_chunk(w2, f0, nf, k0, k1, buf)
+                    add = 1 if k0 > 0 else 0
+                    for b0 in range(ts, te, POSITIONS):
+                        if vectors == 4:
+                            _micro4(src, xo, off, k0, k1, inb, b0, buf, prod, b0 - ts, add)
+                        elif vectors == 3:
+                            _micro3(src, xo, off, k0, k1, inb, b0, buf, prod, b0 - ts, add)
+                        elif vectors == 2:
+                            _micro2(src, xo, off, k0, k1, inb, b0, buf, prod, b0 - ts, add)
+                        else:
+                            _micro1(src, xo, off, k0, k1, inb, b0, buf, prod, b0 - ts, add)
+                _store(prod, ts, min(te, positions), out_flat[n], f0, nf, tmp, scale, bias,
+                       has_res, res_n, relu)
