@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from volnet.errors import ShapeError
 from volnet.functional.compiled import outer_kernels as kernels
 from volnet.runtime import block_threads
 
@@ -50,11 +51,17 @@ class Layout:
 
 @functools.lru_cache(maxsize=1024)
 def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size, threads) -> Layout:
-    """The :class:`Layout` of a convolution (cached: made once per layer shape)."""
+    """The :class:`Layout` of a convolution (cached: made once per layer shape).
+
+    Raises:
+        ShapeError: for operands no convolution has (``_check_shapes``): the kernels
+            index with these offsets unchecked.
+    """
     n, c, h, w = x_shape
     f, cg, kh, kw = w_shape
     (sh, sw), (ph, pw), (dh, dw), (ho, wo) = stride, padding, dilation, out_size
     hp, wp = h + 2 * ph, w + 2 * pw
+    _check_shapes(x_shape, w_shape, stride, padding, dilation, groups, out_size)
     taps = (np.arange(cg)[:, None, None] * (hp * wp) + np.arange(kh)[None, :, None] * dh * wp
             + np.arange(kw)[None, None, :] * dw)
     positions = ho * wo
@@ -67,6 +74,25 @@ def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size, thread
     blocks = groups * -(-(f // groups) // kernels.FILTERS)
     return Layout((hp, wp), ph > 0 or pw > 0, off, inb,
                   _items(n, blocks, rounded, threads))
+
+
+def _check_shapes(x_shape, w_shape, stride, padding, dilation, groups, out_size):
+    """Raise ShapeError unless every read the kernels make stays in its array: each group's
+    taps (C/G channels) inside the input's channels, and the last output position's last
+    tap, ``(Ho - 1) * S + (KH - 1) * D``, inside the padded plane (row and column), so
+    that ``inb[p] + off[k] < C/G * Hp * Wp`` for every position p and tap k."""
+    _, c, h, w = x_shape
+    f, cg, kh, kw = w_shape
+    if groups < 1 or c != cg * groups or f % groups or min(f, cg, kh, kw) < 1:
+        raise ShapeError(f"outer.forward: filters {tuple(w_shape)} in {groups} groups do not "
+                         f"fit an input of {c} channels; pass weights (F, C / groups, KH, KW) "
+                         f"with F a multiple of groups")
+    for axis, size, k, s, p, d, o in zip("HW", (h, w), (kh, kw), stride, padding, dilation,
+                                         out_size):
+        if s < 1 or d < 1 or p < 0 or o < 1 or (o - 1) * s + (k - 1) * d >= size + 2 * p:
+            raise ShapeError(f"outer.forward: output {axis} {o} with kernel {k}, stride {s}, "
+                             f"padding {p}, dilation {d} reads past the padded input ({size} "
+                             f"+ 2*{p}); pass the output size conv_output_size gives")
 
 
 def _items(n, blocks, rounded, threads) -> tuple:
@@ -90,7 +116,12 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
             residual=None):
     """(N, F, Ho, Wo) float32 correlation of x with w, times ``scale`` (None: 1) plus
     ``bias`` (None: none) per filter, plus ``residual`` (None: none; the output's shape),
-    rectified when ``relu``; any stride, padding, dilation and groups."""
+    rectified when ``relu``; any stride, padding, dilation and groups. Any dtype and
+    layout in; float32 out, computed from float32 copies.
+
+    Raises:
+        ShapeError: for operands of the wrong shapes (the kernels index unchecked).
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
     w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(w.shape[0], -1)
     n, c, h, wd = x.shape
@@ -103,6 +134,12 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     out = np.empty((n, f, *out_size), dtype=np.float32)
     has_res = residual is not None
     res = np.ascontiguousarray(residual, np.float32) if has_res else out
+    for name, given, v, want in (("bias", bias, b, (f,)), ("scale", scale, s, (f,)),
+                                 ("residual", residual, res, out.shape)):
+        if given is not None and v.shape != want:
+            raise ShapeError(f"outer.forward: {name} has shape {v.shape}, the layer needs "
+                             f"{want}; pass one value per filter (residual: the output's "
+                             f"shape)")
     plane = lay.pitch[0] * lay.pitch[1]
     tile = min(TILE, lay.inb.size)
     k_chunk = min(K_CHUNK, w2.shape[1])

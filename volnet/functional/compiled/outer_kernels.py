@@ -250,7 +250,7 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, off, inb, paddi
     x (N, C, H, W); w2 (F, C/G * KH * KW); off (K,) each tap's offset into one group's
     planes of ``pitch`` = (Hp, Wp) (the zero-padded sample, packed into ``x_in`` when
     ``packed``, else x itself); inb (Ho * Wo rounded up to 6,) each output position's
-    offset (the tail repeats the last); prod (tile * 64), buf (k_chunk * 64) and tmp (256,)
+    offset (the tail repeats the last); prod (tile * 64), buf (k_chunk * 64) and tmp (tile * 64)
     scratch; out (N, F, Ho, Wo) gets ``sums * scale + bias (+ residual)``, rectified when
     ``relu`` (scale, bias: (F,) or empty; residual: out's shape, read when ``has_res``)."""
     n_all, c_all, h, w = x.shape
