@@ -296,9 +296,10 @@ def test_reads_and_writes_stay_inside_their_arrays(case):
     np.testing.assert_array_equal(out, _forward(case, x, w, b, False, scale, residual))
 
 
-def test_noncontiguous_and_float64_operands():
+def test_noncontiguous_float64_byteswapped_and_read_only_operands():
     """outer.forward copies any layout and dtype to contiguous float32: the same bits as
-    from those copies, a float32 result."""
+    from those copies, a float32 result; read-only operands (a memory-mapped checkpoint's
+    weights) are read in place; a batch of 0 gives an empty output."""
     case = CASES[5]
     x, w, b, scale, residual = _operands(case)
     plain = _forward(case, x, w, b, True, scale, residual)
@@ -312,6 +313,14 @@ def test_noncontiguous_and_float64_operands():
                     scale.astype(np.float64), residual.astype(np.float64))
     assert as64.dtype == np.float32
     np.testing.assert_array_equal(as64, plain)
+    swapped = _forward(case, x.astype(">f4"), w.astype(">f4"), b, True, scale, residual)
+    np.testing.assert_array_equal(swapped, plain)
+    frozen = [v.copy() for v in (x, w, b, scale, residual)]
+    for v in frozen:
+        v.setflags(write=False)
+    np.testing.assert_array_equal(_forward(case, *frozen[:3], True, *frozen[3:]), plain)
+    empty = _forward(case, x[:0], w, b, True, scale, residual[:0])
+    assert empty.shape == (0,) + plain.shape[1:]
 
 
 @pytest.mark.parametrize("mode", [1, 2])

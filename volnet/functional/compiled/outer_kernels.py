@@ -30,6 +30,20 @@ filters); the store (:func:`_store`) transposes them back to NCHW 16 x 16 at a t
 applies the epilogue in the same pass: scale and bias (a folded batch norm), a residual
 sum, the ReLU (NaN -> 0, as the other kernels' bias pass: no ``fastmath``).
 
+Bounds: the intrinsics index raw pointers, so every access stays inside its array by
+construction, with no check in the loops. The input read for position p and tap k = (c, i,
+j) of group g is ``xo + inb[p] + off[k]`` = g C/G Hp Wp + (oh S_h + i D_h) Wp + ow S_w
++ j D_w + c Hp Wp, inside the sample's C Hp Wp floats because outer.py's
+``_check_shapes`` holds (Ho - 1) S + (K - 1) D < H + 2P on both axes and C = G C/G; the
+tail of the last block of 6 positions repeats the last position (``outer.layout``), so
+it reads what that one does. ``inb`` is read below the tile's end te <= the item's t1 <=
+its length (positions rounded up to 6), ``off`` below K. ``buf`` holds taps < k_chunk of
+lanes < 64 (``_load_chunk`` reads filters < nf of w2); ``prod`` and ``tmp`` rows < tile
+(te - ts, a multiple of 6) of lanes < 64; ``_store`` writes positions < min(te, Ho Wo)
+of filters < F, and reads ``scale``, ``bias`` (F,) and ``residual`` (out's shape), which
+outer.forward checks. tests/functional/test_outer_conv.py runs the edge shapes on
+guard-filled arrays.
+
 The 16-float vectors are AVX-512 registers; on a CPU without AVX-512 LLVM splits them
 (same results, slower). Written as LLVM IR through numba intrinsics, as direct_kernels.py
 is: numba's loops do not keep accumulators in registers.
