@@ -255,8 +255,9 @@ def test_reads_and_writes_stay_inside_their_arrays(case):
     everything it reads (a read past an edge makes an output NaN: no ReLU here, and the
     output is checked finite), NaN in and around its scratch (a read of scratch it did not
     write shows as NaN too) and a sentinel around its output (a write past an edge changes
-    a guard). Every output starts NaN, so one left unwritten shows too. The work is split as for two threads and run item by item, as one thread
-    runs them, on the same scratch (what the next item finds there must not matter).
+    a guard). Every output starts NaN, so one left unwritten shows too. The work is split
+    as for two threads and run item by item, as one thread runs them, on the same scratch
+    (what the next item finds there must not matter).
 
     Why no access can leave its array (outer_kernels.py's module docstring, "Bounds"): the
     input index xo + inb[p] + off[k] is at most (G - 1) C/G Hp Wp + ((Ho - 1) S_h + (KH - 1)
@@ -264,7 +265,7 @@ def test_reads_and_writes_stay_inside_their_arrays(case):
     outer._check_shapes holds (Ho - 1) S + (K - 1) D < H + 2P on both axes; the tail of
     the last position block repeats the last position; prod, buf and tmp are indexed by
     rows < tile (te - ts, a multiple of 6), taps < k_chunk and lanes < 64."""
-    n, c, h, w_, f, (kh, kw), s, p, d, g = case
+    _, c, _, _, f, _, s, p, d, g = case
     x, w, b, scale, residual = _operands(case, seed=7)
     want = _torch_fused(x, w, b, scale, residual, False, case)
     ho, wo = _out_size(case)
