@@ -23,9 +23,12 @@ from volnet.functional.compiled import outer_kernels as kernels
 from volnet.runtime import block_threads
 
 K_CHUNK = 128        # taps per transposed chunk of the weights (32 KB: L1)
-TILE = 256 * kernels.POSITIONS  # positions per tile: their partial sums and transposed
-#                                 copy (384 KB each) and the input rows they read stay in
-#                                 L2 while every filter block runs over them
+TILE = 256 * kernels.POSITIONS  # positions per tile at most: their partial sums and
+#                                 transposed copy (384 KB each) stay in L2 while every
+#                                 filter block runs over them ...
+TILE_INPUT_BYTES = 1 << 20      # ... and the inputs they read (C x sh x sw floats a
+#                                 position) too: else every filter block re-reads them from
+#                                 L3 (ResNet-50's 256->512 1x1 s2 on 56x56, 8 filter blocks)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Layout:
         inb: (Ho * Wo rounded up to POSITIONS,) offset of each output position's first
             input (the tail repeats the last position).
         items: ((n0, n1, fb0, fb1, t0, t1), ...) the threads' shares of the work.
+        tile: positions per tile (a multiple of POSITIONS).
     """
 
     pitch: tuple[int, int]
@@ -46,6 +50,7 @@ class Layout:
     off: np.ndarray
     inb: np.ndarray
     items: tuple
+    tile: int
 
 
 @functools.lru_cache(maxsize=1024)
@@ -67,7 +72,10 @@ def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size, thread
     fg = f // groups
     widths = [min(kernels.FILTERS, fg - b) for b in range(0, fg, kernels.FILTERS)] * groups
     vectors = tuple(-(-width // kernels.LANES) for width in widths)
-    return Layout((hp, wp), ph > 0 or pw > 0, off, inb, _items(n, vectors, rounded, threads))
+    per_position = 4 * c * sh * sw
+    tile = max(8, min(TILE, TILE_INPUT_BYTES // per_position) // kernels.POSITIONS)
+    return Layout((hp, wp), ph > 0 or pw > 0, off, inb, _items(n, vectors, rounded, threads),
+                  min(tile * kernels.POSITIONS, rounded))
 
 
 def _items(n, vectors, rounded, threads) -> tuple:
@@ -115,7 +123,7 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     has_res = residual is not None
     res = np.ascontiguousarray(residual, np.float32) if has_res else out
     plane = lay.pitch[0] * lay.pitch[1]
-    tile = min(TILE, lay.inb.size)
+    tile = lay.tile
     k_chunk = min(K_CHUNK, w2.shape[1])
     pitch, pads = lay.pitch, tuple(padding)
 
