@@ -88,13 +88,13 @@ WINOGRAD_FILTERS_PER_TILE = 1 << 13   # ... and tiles >= F * C / this
 WINOGRAD_TRAINING = os.environ.get("VOLNET_WINOGRAD_TRAINING", "1").strip() != "0"
 OUTER = os.environ.get("VOLNET_OUTER", "1").strip() != "0"        # on unless "0"
 OUTER_MIN_CHANNELS = 8   # C/G; an inference forward runs the outer kernel (compiled/outer.py)
-#   where Winograd does not fit or the batch is smaller than the threads on a map of at most
-#   IM2COL_SPLIT_MAX_POSITIONS outputs; strided 1x1 layers too. Two threads, ms, current
-#   kernel against outer (benchmarks/README.md, 51): ResNet-18 b1 256@14x14 im2col split 1.05
-#   / 0.65, 512@7x7 1.16 / 0.82, 3x3 s2 0.51-0.65 / 0.39-0.48, 1x1 s2 0.12-0.18 / 0.09-0.12;
-#   b8 3x3 s2 2.9-3.6 / 2.5-3.2; not Winograd's 56x56 and 28x28 maps (b1 64@56x56 0.49 /
-#   0.70; b8 every 3x3 s1 layer: Winograd 2.6-3.8 / 4.4-5.8), not stride-1 1x1 (BLAS:
-#   GoogLeNet b1 0.04-0.30 / 0.05-0.34), not the stem (3 channels: 0.83-0.94 / 0.80-1.49)
+#   where Winograd does not fit, or the batch is smaller than the threads on a map of at most
+#   IM2COL_SPLIT_MAX_POSITIONS outputs. Two threads, ms, kernel before against outer
+#   (benchmarks/README.md, 51): ResNet-18 b1 256@14x14 im2col split 1.05 / 0.65, 512@7x7
+#   1.16 / 0.82, 3x3 s2 0.51-0.65 / 0.39-0.48; b8 3x3 s2 2.9-3.6 / 2.5-3.2. Not Winograd's
+#   56x56 and 28x28 maps (b1 64@56x56 0.49 / 0.70; b8 every 3x3 s1 layer 2.6-3.8 / 4.4-5.8),
+#   not 1x1 layers (BLAS; one thread, ResNet-50 b1: 0.60-1.24 / 0.65-1.46, strided 1.16-1.61
+#   / 1.45-1.71), not the 3-channel stems (direct: 1.43 / 1.44)
 DIRECT = os.environ.get("VOLNET_DIRECT", "1").strip() != "0"       # on unless "0"
 DIRECT_MAX_TAPS = 1536        # C/G * KH * KW; above, the taps' input rows no longer stay in
 #                               cache and BLAS wins (one thread, forward ms, direct vs im2col:
@@ -147,16 +147,14 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     fast = np.dtype(dtype) == np.float32 and backend.compiled(int(np.prod(x_shape)))
     if fast and groups > 1 and groups == c == f:
         return "depthwise"
-    pointwise = kh == kw == 1 and tuple(padding) == (0, 0)
-    if pointwise and tuple(stride) == (1, 1):
-        return "gemm1x1"
+    if kh == kw == 1 and tuple(padding) == (0, 0) and (tuple(stride) == (1, 1)
+                                                       or filters_cached):
+        return "gemm1x1"        # at inference strided too: a subsample, then the products
     if fast and filters_cached and outer_fits(c, groups) and (
             split_fits(x_shape[0], w_shape, groups, out_size, threads)
             or not winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
                                  filters_cached=True)):
         return "outer"
-    if pointwise and filters_cached:
-        return "gemm1x1"        # at inference strided too: a subsample, then the products
     if not fast or (filters_cached and split_fits(x_shape[0], w_shape, groups, out_size,
                                                   threads)):
         return "im2col"
