@@ -15,6 +15,13 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   inference where both fit and both C and F are at least ``DIRECT_WINOGRAD_CHANNELS``.
   dw has its own kernel of the same kind, chosen by the same rule up to
   ``DIRECT_MAX_TAPS_DW`` taps.
+* ``"outer"``: the outer-product float32 kernel (``compiled/outer.py``): filters in the
+  vector lanes, six output positions broadcast, the weights read in place (no derived copy
+  to keep or check); any stride, padding, dilation and groups. Chosen for inference
+  forwards of layers with at least ``OUTER_MIN_CHANNELS`` input channels per group and a
+  kernel larger than 1x1, where Winograd does not fit, or the batch is smaller than the
+  threads on a map of at most ``IM2COL_SPLIT_MAX_POSITIONS`` outputs (its threads share a
+  sample's filter blocks or positions, so batch 1 keeps both cores busy).
 * ``"gemm1x1"``: a 1x1 stride-1 unpadded convolution is one matrix product per sample;
   at inference a strided one too, of its subsampled input (conv_gemm._pointwise: per
   sample on the block threads, each product followed by its epilogue on the thread that
