@@ -33,7 +33,7 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   ``IM2COL_SPLIT_MAX_POSITIONS`` outputs (:func:`split_fits`), whose product conv_gemm
   splits by filters, each thread writing its rows and their epilogue once: one image
   has too few tiles for Winograd, and too few rows for the direct kernel, to keep both
-  cores busy.
+  cores busy (where the outer kernel is off or does not fit: it takes these layers).
 
 Winograd is chosen by the number of output tiles (4x4, over the whole batch): its fixed
 costs are the filter transform (a*a*F*C values, as many as 4 images' worth of products
