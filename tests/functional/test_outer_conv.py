@@ -151,7 +151,7 @@ def _conv_by(kernel, monkeypatch, x, w, b, case, relu, scale, residual):
     """conv2d_forward's inference output with the plan steered to ``kernel`` ("outer",
     "direct" or "im2col"), asserting that the plan took it."""
     *_, s, p, d, g = case
-    monkeypatch.setattr(conv_choice, "OUTER_MODE", 2 if kernel == "outer" else 0)
+    monkeypatch.setattr(conv_choice, "OUTER", kernel == "outer")
     monkeypatch.setattr(conv_choice, "DIRECT", kernel == "direct")
     with backend.use_kernels("numba"):
         chosen = conv_choice.plan(x.shape, w.shape, s, p, d, g, _out_size(case),
@@ -199,19 +199,23 @@ THREAD_CASES = [(CASES[4], "blocks"), (CASES[9], "tiles"), (CASES[1], "samples")
 
 
 @pytest.mark.parametrize("case, split", THREAD_CASES)
-def test_one_thread_and_two_are_bit_identical(two_threads, case, split):
+def test_one_thread_and_two_are_bit_identical(two_threads, monkeypatch, case, split):
     x, w, b, scale, residual = _operands(case)
     *_, s, p, d, g = case
+    monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)     # these small samples split too
     items = outer.layout(x.shape, w.shape, s, p, d, g, _out_size(case), two_threads).items
-    n0, n1, fb0, fb1, t0, t1 = zip(*items)
+    n0, _, fb0, _, t0, _ = zip(*items)
     shares = {"samples": n0, "blocks": fb0, "tiles": t0}
     assert len(items) == 2 and len(set(shares[split])) == 2   # the split this case is for
+    counts, real_run = [], block_threads.run
+    monkeypatch.setattr(block_threads, "run", lambda fn, k: counts.append(k) or real_run(fn, k))
     results = []
     for threads in (1, two_threads):
         with backend.use_kernels("numba"), thread_policy.use_threads(threads), \
                 block_threads.section():
             assert block_threads.workers() == threads
             results.append(_forward(case, x, w, b, True, scale, residual))
+    assert counts == [1, 2]                     # one share, then the two shares above
     np.testing.assert_array_equal(results[0], results[1])
     assert _rel(results[1], _torch_fused(x, w, b, scale, residual, True, case)) < TOL
 
@@ -278,7 +282,7 @@ def test_reads_and_writes_stay_inside_their_arrays(case):
                                                 ("bias", b), ("scale", scale),
                                                 ("residual", residual))}
     out_buf, out = _guarded(np.full(want.shape, np.nan), fill=-1234.5)
-    tile, k_chunk = min(outer.TILE, lay.inb.size), min(outer.K_CHUNK, w[0].size)
+    tile, k_chunk = lay.tile, min(outer.K_CHUNK, w[0].size)
     scratch = {name: _guarded(np.full(size, np.nan)) for name, size in (
         ("x_in", c * lay.pitch[0] * lay.pitch[1] if lay.packed else 1),
         ("prod", tile * kernels.FILTERS), ("buf", k_chunk * kernels.FILTERS),
@@ -324,13 +328,12 @@ def test_noncontiguous_float64_byteswapped_and_read_only_operands():
     assert empty.shape == (0,) + plain.shape[1:]
 
 
-@pytest.mark.parametrize("mode", [1, 2])
-def test_plan_picks_outer_for_float32_inference_only(monkeypatch, mode):
-    """Under either outer mode the kernel runs float32 inference forwards only (mode 2: all
-    of them but depthwise): float64, float32 with float64 filters (which conv2d_forward
-    promotes) and training forwards keep their exact kernels."""
-    monkeypatch.setattr(conv_choice, "OUTER_MODE", mode)
-    case = (1, 16, 7, 7, 48, (3, 3), (2, 2), (1, 1), (1, 1), 1)
+def test_plan_picks_outer_for_float32_inference_only(monkeypatch):
+    """The plan runs the kernel for float32 inference forwards only: float64, float32 with
+    float64 filters (which conv2d_forward promotes) and training forwards keep their exact
+    kernels."""
+    monkeypatch.setattr(conv_choice, "OUTER", True)
+    case = (1, 16, 7, 7, 48, (3, 3), (2, 2), (1, 1), (1, 1), 1)   # stride 2: no Winograd
     x, w, b, _, _ = _operands(case)
     *_, s, p, d, g = case
 
@@ -339,8 +342,7 @@ def test_plan_picks_outer_for_float32_inference_only(monkeypatch, mode):
             return conv_choice.plan(x.shape, w.shape, s, p, d, g, _out_size(case), dtype,
                                     training=training).forward
 
-    if mode == 2:
-        assert kernel(np.float32) == "outer"
+    assert kernel(np.float32) == "outer"
     assert kernel(np.float64) != "outer" and kernel(np.float32, training=True) != "outer"
     with backend.use_kernels("numba"):
         out, _ = conv2d_forward(x, w.astype(np.float64), b, s, p, d, g, keep_cache=False)

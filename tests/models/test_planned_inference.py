@@ -42,16 +42,16 @@ def test_planned_float32_inference_matches_torch(name, rng):
 
 
 def test_planned_inference_by_the_outer_kernel_matches_the_reference_path(rng, monkeypatch):
-    """A small ResNet-18 at batch 1 on 48x48 inputs, eval mode, under the default outer rule
-    (conv_choice.OUTER_MODE 1): its strided and small-map convolutions, which Winograd does
-    not fit, run the outer-product kernel (compiled/outer.py), fused with their batch norms,
+    """A small ResNet-18 at batch 1 on 48x48 inputs, eval mode, with the outer kernel on
+    (conv_choice.OUTER): its 3x3 convolutions, strided or on maps too small for Winograd,
+    run the outer-product kernel (compiled/outer.py), fused with their batch norms,
     shortcuts and ReLUs; first call and planned call against the NumPy reference path
     (VOLNET_KERNELS=numpy: separate layers, im2col)."""
     from volnet.functional import conv_choice
     from volnet.functional.compiled import outer
     from volnet.runtime import backend
 
-    monkeypatch.setattr(conv_choice, "OUTER_MODE", 1)
+    monkeypatch.setattr(conv_choice, "OUTER", True)
     net = CASES["resnet18"][0]()
     randomise_norm_stats(net, rng)
     x = rng.standard_normal((1, 3, 48, 48)).astype(np.float32)
