@@ -11,6 +11,8 @@ the error class of im2col's GEMM and the direct kernel (test_compiled_conv.py: 1
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from volnet.errors import ShapeError
 from volnet.functional import conv_choice
@@ -255,6 +257,29 @@ GUARD_CASES = [
 
 @pytest.mark.parametrize("case", GUARD_CASES)
 def test_reads_and_writes_stay_inside_their_arrays(case):
+    _check_inside_arrays(case)
+
+
+@st.composite
+def layers(draw):
+    """Any legal convolution of small sizes: per-axis kernel 1-5, stride 1-3, padding 0-3,
+    dilation 1-3, groups 1-3, 1-70 filters per group (one to two blocks of 64)."""
+    k, s, p, d = ([draw(st.integers(lo, hi)) for _ in range(2)]
+                  for lo, hi in ((1, 5), (1, 3), (0, 3), (1, 3)))
+    size = [draw(st.integers(max(1, d[i] * (k[i] - 1) + 1 - 2 * p[i]),
+                             max(1, d[i] * (k[i] - 1) + 1 - 2 * p[i]) + 9)) for i in range(2)]
+    g, cg, fg = draw(st.integers(1, 3)), draw(st.integers(1, 20)), draw(st.integers(1, 70))
+    return (draw(st.integers(1, 3)), g * cg, *size, g * fg, tuple(k), tuple(s), tuple(p),
+            tuple(d), g)
+
+
+@settings(max_examples=40, deadline=None)
+@given(layers())
+def test_any_layer_stays_inside_its_arrays_and_matches_torch(case):
+    _check_inside_arrays(case)
+
+
+def _check_inside_arrays(case):
     """The kernel on operands, scratch and output that sit between guards: NaN around
     everything it reads (a read past an edge makes an output NaN: no ReLU here, and the
     output is checked finite), NaN in and around its scratch (a read of scratch it did not
