@@ -72,7 +72,7 @@ def _operands(case, seed=0):
 def _torch_fused(x, w, b, scale, residual, relu, case):
     """The layer in float64: conv * scale + b (+ residual), rectified when ``relu``."""
     *_, s, p, d, g = case
-    t64 = lambda a: torch.tensor(a, dtype=torch.float64)     # noqa: E731
+    t64 = lambda a: torch.tensor(a, dtype=torch.float64)
     out = torch.nn.functional.conv2d(t64(x), t64(w), None, s, p, d, g)
     if scale is not None:
         out = out * t64(scale)[:, None, None]

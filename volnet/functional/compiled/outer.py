@@ -15,6 +15,7 @@ into its own scratch.
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,7 +121,7 @@ def _items(n, vectors, rounded, threads) -> tuple:
         ends = np.cumsum(vectors)
         cuts = [0] + [int(np.abs(ends - total * j / parts).argmin()) + 1
                       for j in range(1, parts)] + [blocks]
-        by_blocks = [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+        by_blocks = [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
         largest = max(sum(vectors[a:b]) for a, b in by_blocks)
         per_tile = -(-rounded // kernels.POSITIONS // parts) * kernels.POSITIONS
         if largest * rounded <= total * per_tile:
@@ -143,7 +144,7 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(w.shape[0], -1)
-    n, c, h, wd = x.shape
+    n, c = x.shape[:2]
     f = w.shape[0]
     threads = block_threads.workers()
     if n < threads:     # one sample's share: only a product worth a hand-off is split

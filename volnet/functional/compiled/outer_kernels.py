@@ -83,7 +83,8 @@ def _micro_kernel(vectors: int):
         def codegen(context, builder, signature, args):
             x_arg, xo_, off_arg, k0_, k1_, inb_arg, b0_, buf_arg, prod_arg, row0_, add_ = args
             sa = signature.args
-            xp, offp = _data(context, builder, sa[0], x_arg), _data(context, builder, sa[2], off_arg)
+            xp = _data(context, builder, sa[0], x_arg)
+            offp = _data(context, builder, sa[2], off_arg)
             inbp = _data(context, builder, sa[5], inb_arg)
             bufp, prodp = (_data(context, builder, sa[7], buf_arg),
                            _data(context, builder, sa[8], prod_arg))
@@ -95,7 +96,7 @@ def _micro_kernel(vectors: int):
             # accumulators in allocas: LLVM's mem2reg turns them into registers
             accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
                     for _ in range(POSITIONS)]
-            c = lambda v: ir.Constant(i64, v)  # noqa: E731
+            c = lambda v: ir.Constant(i64, v)
             x_base = builder.gep(xp, [xo_])
             sources = [builder.gep(x_base, [builder.load(builder.gep(inbp, [builder.add(
                 b0_, c(j))]))]) for j in range(POSITIONS)]
@@ -267,7 +268,7 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, off, inb, paddi
     offset (the tail repeats the last); prod (tile * 64), buf (k_chunk * 64) and tmp (tile * 64)
     scratch; out (N, F, Ho, Wo) gets ``sums * scale + bias (+ residual)``, rectified when
     ``relu`` (scale, bias: (F,) or empty; residual: out's shape, read when ``has_res``)."""
-    n_all, c_all, h, w = x.shape
+    c_all, h, w = x.shape[1:]
     f_all, k_n = w2.shape
     cg, fg = c_all // groups, f_all // groups
     per_group = -(-fg // FILTERS)
