@@ -13,6 +13,8 @@ import torch
 from volnet.functional import conv_choice, conv_gemm
 from volnet.functional.conv import conv2d_forward, conv_output_size
 from volnet.functional.norm import batchnorm_forward_eval, batchnorm_forward_train
+from volnet.layers import inference_plan
+from volnet.models import resnet
 from volnet.runtime import backend
 
 pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
@@ -190,3 +192,23 @@ def test_batchnorm_fused_relu_keeps_nan(training):
     _assert_same_class(ref, want)
     assert np.isnan(ref).any() and not np.isnan(ref).all()
     _assert_same_class(got, ref)
+
+
+@pytest.mark.parametrize("poisoned", ["layer4.1.bn1", "layer4.1.bn2"])
+def test_network_nan_reaches_the_output_through_the_inference_plan(poisoned):
+    """A NaN made inside a network (one channel's running mean, folded into the conv before
+    it: conv + BN + ReLU, or conv + BN + shortcut + ReLU, one planned step) reaches the
+    logits on the planned compiled path as on the NumPy path, instead of vanishing."""
+    net = resnet(18, num_classes=7, widths=(8, 16, 16, 32), seed=1)
+    dict(net.named_layers())[poisoned].buffers["running_mean"][3] = np.nan
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with backend.use_kernels("numpy"), np.errstate(invalid="ignore"):
+        want = net.forward(x)
+    with backend.use_kernels("numba"), np.errstate(invalid="ignore"):
+        before = inference_plan.stats()
+        net.forward(x)                          # makes the plan
+        got = net.forward(x)                    # runs it
+        after = inference_plan.stats()
+    assert after["made"] == before["made"] + 1 and after["reused"] == before["reused"] + 1
+    assert np.isnan(want).all()                 # the channel's NaN spreads through the convs
+    _assert_same_class(got, want)
