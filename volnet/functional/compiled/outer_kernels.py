@@ -6,13 +6,13 @@ Every tap k = (c, i, j) of a convolution adds one outer product to the outputs:
     out[p, f] += x_pad[c, oh(p) * sh + i * dh, ow(p) * sw + j * dw] * w[f, k]
 
 a column of inputs (one per output position p) times a row of weights (one per filter f).
-:func:`_micro` keeps a block of 6 positions x 64 filters (24 registers of 16 floats)
-through the whole sum over a chunk of taps: per tap, four loads of 16 filters' weights,
-six broadcast inputs and 24 fused multiply-adds. The six positions are any six outputs,
-each read through its own offset into the zero-padded input, so stride, dilation and maps
-of any width cost nothing extra: no position is computed and dropped except in a map's
-last block (positions round up to 6), and no input is unrolled. This is the register
-blocking of onnxruntime's NCHWc convolution (MLAS), on NCHW tensors.
+:func:`_micro_kernel` builds the register block: 6 positions x 64 filters (24 registers
+of 16 floats) kept through the whole sum over a chunk of taps: per tap, four loads of 16
+filters' weights, six broadcast inputs and 24 fused multiply-adds. The six positions are
+any six outputs, each read through its own offset into the zero-padded input, so stride,
+dilation and maps of any width cost nothing extra: no position is computed and dropped
+except in a map's last block (positions round up to 6), and no input is unrolled. This is
+the register blocking of onnxruntime's NCHWc convolution (MLAS), on NCHW tensors.
 
 The weights are read in place, w (F, C/G * KH * KW) row by row: for each chunk of taps,
 :func:`_load_chunk` transposes the chunk of 64 filters into a small buffer (taps x 64,
