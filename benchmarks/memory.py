@@ -21,9 +21,11 @@ building).
   warm-up left ~18 MB of numba code to load in the first 224x224 call. The copy loads every
   kernel and makes the per-shape decisions both libraries share between networks (volnet's
   conv plans, oneDNN's primitives); what belongs to the measured network is still made in
-  its first call. Recorded: ``first_mb``, the growth over the network's *first* forward at
-  that shape, what a user's process pays for it (volnet: the unplanned forward's
-  activations, the Winograd filter transforms and packed filters kept in
+  its first call, and volnet's per-thread work arrays (``block_threads.scratch``), which
+  the copy grew, are released before it (``block_threads.release_scratch``). Recorded:
+  ``first_mb``, the growth over the network's *first* forward at that shape, what a user's
+  process pays for it (volnet: the unplanned forward's activations, the kernels' per-thread
+  scratch, the Winograd filter transforms and packed filters kept in
   ``functional.weight_cache``, the inference plan; the output), and ``later_mb``, the growth
   over a later call (volnet: the plan's run), the steady state. ``weight_cache_mb`` is what
   volnet's weight cache holds after the first call.
@@ -140,6 +142,10 @@ def measure_inference(side: str, batch: int, size: int = 224, model: str = "resn
     run(spare)                  # the unplanned path's kernels ...
     run(spare)                  # ... and the plan's (volnet); oneDNN's code and primitives
     del spare
+    if side == "volnet":        # its work arrays, kept per thread, are the network's to make
+        from volnet.runtime import block_threads
+
+        block_threads.release_scratch()
     first, exact = peak_growth(lambda: run(net))
     cached = weight_cache.stats()["bytes"] / 2**20 if side == "volnet" else 0.0
     run(net)                    # volnet: the plan's first run (its step objects are made)

@@ -38,6 +38,7 @@ import contextlib
 import math
 import os
 import threading
+import weakref
 
 import numpy as np
 
@@ -48,6 +49,9 @@ _local = threading.local()
 _lock = threading.Lock()
 _pool = {"idle": [], "made": 0, "lock": threading.Lock()}
 _PREFIX = "volnet-block"
+# every thread's scratch table (scratch), for release_scratch; a thread that ends takes its
+# table with it
+_scratches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 SPLIT_MIN = 1 << 25      # multiply-adds from which a product is split over the workers
 #                          (matmul, conv_gemm's batch-1 products, conv_choice.split_fits);
 #                          ~0.35 ms on one core. Only GoogLeNet b1 splits differently from
@@ -335,7 +339,28 @@ def scratch(name: str, size: int, dtype=np.float32) -> np.ndarray:
     bufs = getattr(_local, "bufs", None)
     if bufs is None:
         bufs = _local.bufs = {}
+        with _lock:
+            _scratches[threading.current_thread()] = bufs
     buf = bufs.get(name)
     if buf is None or buf.size < size or buf.dtype != np.dtype(dtype):
         buf = bufs[name] = np.empty(size, dtype=dtype)
     return buf[:size]
+
+
+def release_scratch() -> int:
+    """Drop every thread's scratch buffers (:func:`scratch`); returns the bytes released.
+
+    They are kept for the next call of each kernel (no page faults again), so a process
+    that ran a large input keeps that input's work arrays; this gives them back: the next
+    calls allocate them anew. Safe while other threads compute: a kernel running holds its
+    own reference to the buffer it got, which lives until its call ends. Used by
+    ``benchmarks/memory.py`` to count the scratch in a network's first call.
+    """
+    with _lock:
+        tables = list(_scratches.values())
+    released = 0
+    for bufs in tables:
+        for name in list(bufs):
+            buf = bufs.pop(name, None)
+            released += buf.nbytes if buf is not None else 0
+    return released
