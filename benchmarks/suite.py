@@ -51,7 +51,9 @@ def _record(name, group, volnet, torch_value, unit, ratio, err, tol=TOLERANCE, *
           + (f", net plan reused {extra['net_plans_reused']}"
              if extra.get("net_plans_reused") else "")
           + (f"  spread {extra['volnet_spread']} vs {extra['torch_spread']}"
-             if "volnet_spread" in extra else ""), flush=True)
+             if "volnet_spread" in extra else "")
+          + (f"  later call {extra['volnet_later_mb']} vs {extra['torch_later_mb']} MB"
+             if "volnet_later_mb" in extra else ""), flush=True)
     if not err <= tol:
         raise SystemExit(f"{name}: volnet and PyTorch disagree (max relative error {err:.2e})")
     return rec
@@ -188,13 +190,31 @@ def infer_rows(rng, repeats, threads=2, names=None):
         yield "infer", _throughput(title, "infer", case, batch, repeats, peer=peer)
 
 
+INFER_MEMORY_BATCHES = (1, 8)     # ResNet-50 inference at 224x224
+
+
 def memory_rows():
+    """Peak RSS growth, each library in its own fresh process (benchmarks/memory.py): one
+    ResNet-18 training step, and ResNet-50's first inference forward at each batch (the
+    ratio's), with a later call's growth alongside (``volnet_later_mb``, ``torch_later_mb``)."""
     v = memory.peak_in_subprocess("volnet", 16)
     t = memory.peak_in_subprocess("torch", 16)
     how = "RSS high-water growth in a fresh process" + ("" if v["exact_reset"] else " (ru_maxrss)")
     yield "memory", _record("ResNet-18 training step 224x224 b16: peak memory", "memory",
                             v["peak_mb"], t["peak_mb"], "MB", v["peak_mb"] / t["peak_mb"], 0.0,
-                            method=how)
+                            method=how, mode="training")
+    for batch in INFER_MEMORY_BATCHES:
+        v = memory.peak_in_subprocess("volnet", batch, inference=True)
+        t = memory.peak_in_subprocess("torch", batch, inference=True)
+        how = ("RSS high-water growth over the first forward at this shape, in a fresh process "
+               "warmed up on a copy" + ("" if v["exact_reset"] else " (ru_maxrss)"))
+        yield "memory", _record(
+            f"ResNet-50 inference 224x224 b{batch}: peak memory, first call", "memory",
+            v["first_mb"], t["first_mb"], "MB", v["first_mb"] / t["first_mb"], 0.0,
+            method=how, mode="inference", volnet_later_mb=round(v["later_mb"], 1),
+            torch_later_mb=round(t["later_mb"], 1),
+            ratio_later=round(v["later_mb"] / max(t["later_mb"], 1e-3), 3),
+            volnet_weight_cache_mb=round(v["weight_cache_mb"], 1))
 
 
 def summarise(records):
@@ -202,7 +222,8 @@ def summarise(records):
     by = {}
     for r in records:
         if r["unit"] != "GFLOP/s":
-            by.setdefault(r["group"], []).append(r["ratio"])
+            group = "memory (inference)" if r.get("mode") == "inference" else r["group"]
+            by.setdefault(group, []).append(r["ratio"])
     lines = []
     if "conv" in by:
         geo = math.exp(sum(math.log(x) for x in by["conv"]) / len(by["conv"]))
@@ -211,7 +232,7 @@ def summarise(records):
         lines.append(f"conv: geometric mean {geo:.2f} (target <= 0.7), worst {max(by['conv']):.2f}"
                      f" (<= 1.0), worst 3x3 {max(three, default=float('nan')):.2f} (<= 0.8)")
     for group, target in (("pool", 0.8), ("norm", 0.8), ("train", 0.8), ("infer", 0.8),
-                          ("memory", 1.2)):
+                          ("memory", 1.2), ("memory (inference)", 1.0)):
         if group in by:
             lines.append(f"{group}: worst {max(by[group]):.2f} (target <= {target})")
     ort = [r["ratio_onnxruntime"] for r in records if "ratio_onnxruntime" in r]

@@ -68,6 +68,59 @@ def test_scratch_is_per_thread_and_reused():
     assert not np.shares_memory(other[0], block_threads.scratch("test", 1000))
 
 
+def _address(a):
+    return a.__array_interface__["data"][0]
+
+
+def test_scratch_names_share_buffers_that_no_array_refers_to():
+    """A name without a buffer of its size takes over another name's once no view of it is
+    alive, never while one is (the kernel using it may still be running), and fits any
+    dtype; a name still gets its own buffer back while its earlier view is alive."""
+    block_threads.release_scratch()
+    a = block_threads.scratch("share-a", 1000)
+    a[:] = 1.0
+    b = block_threads.scratch("share-b", 500)          # a is alive: b gets its own
+    assert not np.shares_memory(a, b)
+    again = block_threads.scratch("share-a", 1000)     # same name: same buffer, as before
+    assert np.shares_memory(a, again)
+    where = _address(a)
+    del a, again
+    c = block_threads.scratch("share-c", 10, np.float64)   # takes a's (b's is alive)
+    assert _address(c) == where and c.dtype == np.float64 and c.shape == (10,)
+    c[:] = 2.0
+    assert not np.shares_memory(c, b)
+    d = block_threads.scratch("share-d", 2000)          # none free is large enough: new
+    assert not np.shares_memory(d, c) and not np.shares_memory(d, b)
+    del b
+    e = block_threads.scratch("share-e", 400)           # the smallest free that fits: b's
+    assert not np.shares_memory(e, c) and not np.shares_memory(e, d) and e.size == 400
+
+
+def test_release_scratch_drops_every_threads_buffers():
+    """After release_scratch a thread's next scratch is a new array (the old one, still
+    referenced by whoever holds it, keeps its values), on this thread and on another."""
+    mine = block_threads.scratch("release", 1 << 16)
+    mine[:] = 3.0
+    ready, go, seen = threading.Event(), threading.Event(), []
+
+    def other():
+        seen.append(block_threads.scratch("release", 1 << 16))
+        ready.set()
+        go.wait()
+        seen.append(block_threads.scratch("release", 1 << 16))
+
+    t = threading.Thread(target=other)
+    t.start()
+    ready.wait()
+    assert block_threads.release_scratch() >= 2 * 4 * (1 << 16)
+    go.set()
+    t.join()
+    assert not np.shares_memory(seen[0], seen[1])
+    fresh = block_threads.scratch("release", 1 << 16)
+    assert not np.shares_memory(mine, fresh)
+    assert (mine == 3.0).all()
+
+
 def test_workers_is_one_on_the_numpy_path():
     with backend.use_kernels("numpy"):
         assert block_threads.workers() == 1

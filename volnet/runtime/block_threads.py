@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import threading
 import weakref
 
@@ -335,16 +336,42 @@ def scratch(name: str, size: int, dtype=np.float32) -> np.ndarray:
     page faults again (measured: a 1x128x112x112 Winograd forward 29.7 ms with fresh
     buffers, 24.9 ms without the faults). Never return it or keep it past the call.
     Per thread, so concurrent callers never share one.
+
+    The thread's buffers are shared between names: a name whose own buffer is missing or
+    too small takes over the smallest buffer no array refers to any more (no view of it is
+    alive: each kernel's names are in use during its call only), and only where none is
+    large enough is a new one allocated. Kept per name, the direct, Winograd, outer and
+    1x1 kernels' buffers added up (ResNet-50 at batch 1: ~16 MB, benchmarks/README.md
+    section 53), though one kernel runs at a time.
     """
+    nbytes = size * np.dtype(dtype).itemsize
     bufs = getattr(_local, "bufs", None)
     if bufs is None:
         bufs = _local.bufs = {}
         with _lock:
             _scratches[threading.current_thread()] = bufs
     buf = bufs.get(name)
-    if buf is None or buf.size < size or buf.dtype != np.dtype(dtype):
-        buf = bufs[name] = np.empty(size, dtype=dtype)
-    return buf[:size]
+    if buf is None or buf.size < nbytes:
+        buf = _take_free(bufs, name, nbytes)
+    return buf[:nbytes].view(dtype)
+
+
+def _take_free(bufs: dict, name: str, nbytes: int) -> np.ndarray:
+    """The smallest of the thread's buffers (``bufs``: name -> uint8 array) of at least
+    ``nbytes`` that nothing refers to, moved to ``name``; else a new one (replacing
+    ``name``'s own, too small)."""
+    best = None
+    for other in bufs:
+        # references: the table's and getrefcount's argument; each view alive adds one
+        if bufs[other].size >= nbytes and sys.getrefcount(bufs[other]) == 2 and (
+                best is None or bufs[other].size < bufs[best].size):
+            best = other
+    if best is None:
+        buf = np.empty(nbytes, dtype=np.uint8)
+    else:
+        buf = bufs.pop(best)
+    bufs[name] = buf
+    return buf
 
 
 def release_scratch() -> int:
