@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import mmap
 import os
 import sys
 import threading
@@ -367,7 +368,9 @@ def _take_free(bufs: dict, name: str, nbytes: int) -> np.ndarray:
                 best is None or bufs[other].size < bufs[best].size):
             best = other
     if best is None:
-        buf = np.empty(nbytes, dtype=np.uint8)
+        # mapped apart from the heap: a long-lived buffer placed between the activations
+        # there splits the free space they leave (ResNet-50 b8's first forward: +20 MB)
+        buf = np.frombuffer(mmap.mmap(-1, max(nbytes, 1)), dtype=np.uint8)
     else:
         buf = bufs.pop(best)
     bufs[name] = buf
