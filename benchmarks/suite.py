@@ -9,7 +9,10 @@ plans and Winograd filter transforms ("plans_reused", "plans_made", "transforms_
 "transforms_made") and, at inference, the network's execution plan ("net_plans_reused",
 "net_plans_made": volnet/layers/inference_plan.py), and inference rows carry onnxruntime's columns ("onnxruntime" img/s,
 "ratio_onnxruntime" = volnet time / onnxruntime's, its spread, session creation time and
-error against volnet's scores; benchmarks/onnx_peer.py).
+error against volnet's scores; benchmarks/onnx_peer.py). Memory rows say what they measure
+("method", "mode": training or inference); inference memory rows compare the first forward's
+peak growth and carry a later call's ("volnet_later_mb", "torch_later_mb", "ratio_later") and
+volnet's weight cache after the first call ("volnet_weight_cache_mb"; benchmarks/memory.py).
 """
 
 from __future__ import annotations
