@@ -202,6 +202,7 @@ def test_kept_columns_unrolled_on_threads(two_threads, monkeypatch, case):
 
 def test_kernel_choice_counts_tiles(monkeypatch):
     monkeypatch.setattr(conv_choice, "DIRECT", False)     # Winograd's thresholds against im2col
+    monkeypatch.setattr(conv_choice, "OUTER", False)
     assert conv_choice.tiles(1, (56, 56), (1, 1)) == 14 * 14
     assert conv_choice.tiles(2, (7, 7), (1, 1)) == 2 * 2 * 2       # partial tiles count
     assert conv_choice.tiles(1, (56, 56), (2, 2)) == 14 * 14       # two sub-grids of 28 per axis
@@ -708,5 +709,5 @@ def test_a_network_run_after_a_thread_change_uses_the_new_count(two_threads):
                                      torch.from_numpy(conv.params["bias"]).double(), padding=1)
     np.testing.assert_allclose(one, ref.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(two, ref.numpy(), rtol=1e-4, atol=1e-4)
-    assert (kernel_two, kernel_one) == ("im2col", "winograd4")  # split_fits needs 2 threads
+    assert (kernel_two, kernel_one) == ("outer", "winograd4")  # split_fits needs 2 threads
     assert (ran_two, ran_one) == (0, 1)             # what each forward ran

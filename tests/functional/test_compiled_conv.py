@@ -33,6 +33,14 @@ pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba mis
 TOL = {"winograd4": 1e-4, "depthwise": 1e-5, "direct": 1e-5}
 
 
+@pytest.fixture(autouse=True)
+def outer_off(monkeypatch):
+    """These layers' inference forwards run the kernels named here, as where the outer
+    kernel is off (VOLNET_OUTER=0); the outer kernel has its own tests
+    (test_outer_conv.py)."""
+    monkeypatch.setattr(conv_choice, "OUTER", False)
+
+
 def _rel(a, b):
     scale = max(np.abs(b).max(initial=0.0), 1e-30)
     return float(np.abs(np.asarray(a, np.float64) - b).max(initial=0.0) / scale)

@@ -18,6 +18,13 @@ from volnet.runtime import backend, block_threads
 pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
 
 
+@pytest.fixture(autouse=True)
+def outer_off(monkeypatch):
+    """The im2col split by filters runs where the outer kernel is off (VOLNET_OUTER=0); with it on,
+    inference gives these layers to it (tests/functional/test_outer_conv.py)."""
+    monkeypatch.setattr(conv_choice, "OUTER", False)
+
+
 @pytest.fixture
 def counted_runs(monkeypatch):
     """The ``count`` of every block_threads.run call."""

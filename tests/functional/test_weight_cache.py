@@ -24,6 +24,7 @@ def cached_kernel(request, monkeypatch):
     array (Winograd's filter transform, the direct kernel's packed filters), with the
     compiled kernels on."""
     monkeypatch.setattr(conv_choice, "DIRECT", request.param == "direct")
+    monkeypatch.setattr(conv_choice, "OUTER", False)    # reads the weights in place: no cache
     monkeypatch.setattr(conv_choice, "WINOGRAD", request.param == "winograd4")
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK", 0)

@@ -86,7 +86,15 @@ WINOGRAD_FILTERS_PER_TILE = 1 << 13   # ... and tiles >= F * C / this
 # alone) and PyTorch float32 on 4; median ratio to PyTorch's divergence 0.71-0.80 exact,
 # 0.79-1.05 Winograd. "0" costs 5% of a VGG CIFAR b128 step, 14% of ResNet-18 b16's.
 WINOGRAD_TRAINING = os.environ.get("VOLNET_WINOGRAD_TRAINING", "1").strip() != "0"
-OUTER_MODE = int(os.environ.get("VOLNET_OUTER", "1"))
+OUTER = os.environ.get("VOLNET_OUTER", "1").strip() != "0"        # on unless "0"
+OUTER_MIN_CHANNELS = 8   # C/G; an inference forward runs the outer kernel (compiled/outer.py)
+#   where Winograd does not fit or the batch is smaller than the threads on a map of at most
+#   IM2COL_SPLIT_MAX_POSITIONS outputs; strided 1x1 layers too. Two threads, ms, current
+#   kernel against outer (benchmarks/README.md, 51): ResNet-18 b1 256@14x14 im2col split 1.05
+#   / 0.65, 512@7x7 1.16 / 0.82, 3x3 s2 0.51-0.65 / 0.39-0.48, 1x1 s2 0.12-0.18 / 0.09-0.12;
+#   b8 3x3 s2 2.9-3.6 / 2.5-3.2; not Winograd's 56x56 and 28x28 maps (b1 64@56x56 0.49 /
+#   0.70; b8 every 3x3 s1 layer: Winograd 2.6-3.8 / 4.4-5.8), not stride-1 1x1 (BLAS:
+#   GoogLeNet b1 0.04-0.30 / 0.05-0.34), not the stem (3 channels: 0.83-0.94 / 0.80-1.49)
 DIRECT = os.environ.get("VOLNET_DIRECT", "1").strip() != "0"       # on unless "0"
 DIRECT_MAX_TAPS = 1536        # C/G * KH * KW; above, the taps' input rows no longer stay in
 #                               cache and BLAS wins (one thread, forward ms, direct vs im2col:
@@ -139,27 +147,32 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     fast = np.dtype(dtype) == np.float32 and backend.compiled(int(np.prod(x_shape)))
     if fast and groups > 1 and groups == c == f:
         return "depthwise"
-    if fast and filters_cached and OUTER_MODE == 2 and not (groups > 1 and groups == c == f):
+    pointwise = kh == kw == 1 and tuple(padding) == (0, 0)
+    if pointwise and tuple(stride) == (1, 1):
+        return "gemm1x1"
+    if fast and filters_cached and outer_fits(c, groups) and (
+            split_fits(x_shape[0], w_shape, groups, out_size, threads)
+            or not winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
+                                 filters_cached=True)):
         return "outer"
-    if kh == kw == 1 and tuple(padding) == (0, 0) and (tuple(stride) == (1, 1)
-                                                       or filters_cached):
+    if pointwise and filters_cached:
         return "gemm1x1"        # at inference strided too: a subsample, then the products
-    if fast and filters_cached and OUTER_MODE == 1 and split_fits(
-            x_shape[0], w_shape, groups, out_size, threads):
-        return "outer"
     if not fast or (filters_cached and split_fits(x_shape[0], w_shape, groups, out_size,
                                                   threads)):
         return "im2col"
-    if fast and filters_cached and OUTER_MODE == 1:
-        if not winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
-                             filters_cached=True):
-            return "outer"
     direct = direct_fits(c, w_shape, groups)
     if winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
                      filters_cached=filters_cached) and (
             not direct or min(c, f) >= DIRECT_WINOGRAD_CHANNELS):
         return "winograd4"
     return "direct" if direct else "im2col"
+
+
+def outer_fits(c, groups) -> bool:
+    """True, when the outer kernel is on, for a layer of at least OUTER_MIN_CHANNELS input
+    channels per group (fewer: the 3-channel stems, whose few taps the direct kernel's
+    rows of 32 outputs serve better)."""
+    return OUTER and c // groups >= OUTER_MIN_CHANNELS
 
 
 def split_fits(n, w_shape, groups, out_size, threads) -> bool:
@@ -311,7 +324,8 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
                 WINOGRAD_MIN_WORK_CACHED, WINOGRAD_FILTERS_PER_TILE, WINOGRAD_TRAINING, DIRECT,
                 DIRECT_MAX_TAPS, DIRECT_MAX_TAPS_DW, DIRECT_MAX_TAPS_DX, DIRECT_MIN_FILTERS,
                 DIRECT_WINOGRAD_CHANNELS, DIRECT_MAX_TAPS_BATCH, DIRECT_BATCH_POSITIONS,
-                WINOGRAD_DW_SMALL_MAP, WINOGRAD_DW_SMALL_MAP_CHANNELS, OUTER_MODE)
+                WINOGRAD_DW_SMALL_MAP, WINOGRAD_DW_SMALL_MAP_CHANNELS, OUTER,
+                OUTER_MIN_CHANNELS)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
 

@@ -23,9 +23,12 @@ from volnet.functional.compiled import outer_kernels as kernels
 from volnet.runtime import block_threads
 
 K_CHUNK = 128        # taps per transposed chunk of the weights (32 KB: L1)
-TILE = 256 * kernels.POSITIONS  # positions per tile: their partial sums and transposed
-#                                 copy (384 KB each) and the input rows they read stay in
-#                                 L2 while every filter block runs over them
+TILE = 256 * kernels.POSITIONS  # positions per tile at most: their partial sums and
+#                                 transposed copy (384 KB each) stay in L2 while every
+#                                 filter block runs over them ...
+TILE_INPUT_BYTES = 1 << 20      # ... and the inputs they read (C x sh x sw floats a
+#                                 position) too: else every filter block re-reads them from
+#                                 L3 (ResNet-50's 256->512 1x1 s2 on 56x56, 8 filter blocks)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Layout:
         inb: (Ho * Wo rounded up to POSITIONS,) offset of each output position's first
             input (the tail repeats the last position).
         items: ((n0, n1, fb0, fb1, t0, t1), ...) the threads' shares of the work.
+        tile: positions per tile (a multiple of POSITIONS).
     """
 
     pitch: tuple[int, int]
@@ -46,6 +50,7 @@ class Layout:
     off: np.ndarray
     inb: np.ndarray
     items: tuple
+    tile: int
 
 
 @functools.lru_cache(maxsize=1024)
@@ -64,26 +69,40 @@ def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size, thread
     off, inb = taps.reshape(-1).astype(np.int64), inb.astype(np.int64)
     off.setflags(write=False)
     inb.setflags(write=False)
-    blocks = groups * -(-(f // groups) // kernels.FILTERS)
-    return Layout((hp, wp), ph > 0 or pw > 0, off, inb,
-                  _items(n, blocks, rounded, threads))
+    fg = f // groups
+    widths = [min(kernels.FILTERS, fg - b) for b in range(0, fg, kernels.FILTERS)] * groups
+    vectors = tuple(-(-width // kernels.LANES) for width in widths)
+    per_position = 4 * c * sh * sw
+    tile = max(8, min(TILE, TILE_INPUT_BYTES // per_position) // kernels.POSITIONS)
+    return Layout((hp, wp), ph > 0 or pw > 0, off, inb, _items(n, vectors, rounded, threads),
+                  min(tile * kernels.POSITIONS, rounded))
 
 
-def _items(n, blocks, rounded, threads) -> tuple:
-    """The threads' shares: samples first, then filter blocks, then position tiles (each
-    share a multiple of POSITIONS), until there are as many shares as threads."""
+def _items(n, vectors, rounded, threads) -> tuple:
+    """The threads' shares: samples first; with fewer samples than threads, each sample's
+    filter blocks (``vectors``: each block's count of 16-filter vectors, what its products
+    cost) in contiguous runs of about equal cost, or its positions in tiles (multiples of
+    POSITIONS; every thread then transposes all the weights), whichever leaves the largest
+    share smaller (three blocks on two threads: 2:1 by blocks, even by positions)."""
     samples = max(1, min(threads, n))
-    parts = max(1, min(blocks, threads // samples))
-    tiles = max(1, min(rounded // kernels.POSITIONS, threads // (samples * parts)))
-    items = []
-    for i in range(samples):
-        for j in range(parts):
-            for t in range(tiles):
-                t0 = rounded // kernels.POSITIONS * t // tiles * kernels.POSITIONS
-                t1 = rounded // kernels.POSITIONS * (t + 1) // tiles * kernels.POSITIONS
-                items.append((n * i // samples, n * (i + 1) // samples,
-                              blocks * j // parts, blocks * (j + 1) // parts, t0, t1))
-    return tuple(items)
+    parts = max(1, threads // samples)
+    blocks = len(vectors)
+    runs = [(0, blocks)]
+    tiles = [(0, rounded)]
+    if parts > 1:
+        total = sum(vectors)
+        ends = np.cumsum(vectors)
+        cuts = [0] + [int(np.abs(ends - total * j / parts).argmin()) + 1
+                      for j in range(1, parts)] + [blocks]
+        by_blocks = [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+        largest = max(sum(vectors[a:b]) for a, b in by_blocks)
+        per_tile = -(-rounded // kernels.POSITIONS // parts) * kernels.POSITIONS
+        if largest * rounded <= total * per_tile:
+            runs = by_blocks
+        else:
+            tiles = [(t, min(rounded, t + per_tile)) for t in range(0, rounded, per_tile)]
+    return tuple((n * i // samples, n * (i + 1) // samples, a, b, t0, t1)
+                 for i in range(samples) for a, b in runs for t0, t1 in tiles)
 
 
 def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False, scale=None,
@@ -104,7 +123,7 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     has_res = residual is not None
     res = np.ascontiguousarray(residual, np.float32) if has_res else out
     plane = lay.pitch[0] * lay.pitch[1]
-    tile = min(TILE, lay.inb.size)
+    tile = lay.tile
     k_chunk = min(K_CHUNK, w2.shape[1])
     pitch, pads = lay.pitch, tuple(padding)
 
