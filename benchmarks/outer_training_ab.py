@@ -7,7 +7,7 @@ by the kernel the training plan names against the outer kernel, interleaved call
 
 Prints, per layer, pass and thread count, the best wall-clock and CPU (``time.process_time``,
 all threads) milliseconds of each kernel and the ratio outer / planned. The "planned" kernels
-are those of the plan with the outer kernel off (``conv_choice.OUTER_MODE = 0``, as
+are those of the plan with the outer kernel off (``conv_choice.OUTER = False``, as
 ``VOLNET_OUTER=0``); a forward by im2col keeps its columns as training does (its dw
 then reads them: the "dw kept/unrolled" line gives what an outer forward costs dw there).
 """
@@ -58,6 +58,8 @@ LAYERS = [
     ("probe N4 C128 7 F128 k3", 4, 128, 7, 128, 3, 1, 1, 1),
     ("probe N32 C512 7 F512 k3", 32, 512, 7, 512, 3, 1, 1, 1),
     ("probe N32 C256 14 F512 k3 s2", 32, 256, 14, 512, 3, 2, 1, 1),
+    ("probe N64 C512 28 F1024 k1 s2", 64, 512, 28, 1024, 1, 2, 0, 1),
+    ("probe N32 C256 56 F512 k1 s2", 32, 256, 56, 512, 1, 2, 0, 1),
 ]
 
 
@@ -116,13 +118,13 @@ def measure(layer, repeats, rng, winograd_training=True):
     b = rng.standard_normal(f, dtype=np.float32)
     st, pad, dil = (s, s), (p, p), (d, d)
     out_size = _output_sizes(h, h, k, k, st, pad, dil)
-    saved = conv_choice.OUTER_MODE, conv_choice.WINOGRAD_TRAINING
-    conv_choice.OUTER_MODE, conv_choice.WINOGRAD_TRAINING = 0, winograd_training
+    saved = conv_choice.OUTER, conv_choice.WINOGRAD_TRAINING
+    conv_choice.OUTER, conv_choice.WINOGRAD_TRAINING = False, winograd_training
     try:
         pl = conv_choice.plan(x.shape, w.shape, st, pad, dil, 1, out_size, np.float32,
                               training=True)
     finally:
-        conv_choice.OUTER_MODE, conv_choice.WINOGRAD_TRAINING = saved
+        conv_choice.OUTER, conv_choice.WINOGRAD_TRAINING = saved
     rows = []
     fwd = {pl.forward: _forward(pl.forward, x, w, b, st, pad, dil, out_size),
            "outer": _forward("outer", x, w, b, st, pad, dil, out_size)}

@@ -43,6 +43,8 @@ class Layout:
             input (the tail repeats the last position).
         items: ((n0, n1, fb0, fb1, t0, t1), ...) the threads' shares of the work.
         tile: positions per tile (a multiple of POSITIONS).
+        group: samples whose whole maps share one tile, one after another (1: a tile
+            holds positions of one sample).
     """
 
     pitch: tuple[int, int]
@@ -51,6 +53,7 @@ class Layout:
     inb: np.ndarray
     items: tuple
     tile: int
+    group: int
 
 
 @functools.lru_cache(maxsize=1024)
@@ -74,8 +77,14 @@ def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size, thread
     vectors = tuple(-(-width // kernels.LANES) for width in widths)
     per_position = 4 * c * sh * sw
     tile = max(8, min(TILE, TILE_INPUT_BYTES // per_position) // kernels.POSITIONS)
-    return Layout((hp, wp), ph > 0 or pw > 0, off, inb, _items(n, vectors, rounded, threads),
-                  min(tile * kernels.POSITIONS, rounded))
+    tile *= kernels.POSITIONS
+    items = _items(n, vectors, rounded, threads)
+    # whole maps of several samples in one tile where a map is small: every transposed
+    # chunk of the weights then serves them all, instead of the 54 positions of one 7x7 map
+    group = max(1, min(max(i[1] - i[0] for i in items), tile // positions))
+    tile = (-(-group * positions // kernels.POSITIONS) * kernels.POSITIONS if group > 1
+            else min(tile, rounded))
+    return Layout((hp, wp), ph > 0 or pw > 0, off, inb, items, tile, group)
 
 
 def _items(n, vectors, rounded, threads) -> tuple:
@@ -128,13 +137,14 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     pitch, pads = lay.pitch, tuple(padding)
 
     def work(i):
-        x_in = block_threads.scratch("outer_in", c * plane if lay.packed else 1)
+        x_in = block_threads.scratch("outer_in", lay.group * c * plane if lay.packed else 1)
         prod = block_threads.scratch("outer_prod", tile * kernels.FILTERS)
         buf = block_threads.scratch("outer_w", k_chunk * kernels.FILTERS)
         tmp = block_threads.scratch("outer_t", tile * kernels.FILTERS)
-        kernels.forward_items(x, w2, int(groups), *lay.items[i], tile, lay.off, lay.inb, pads,
-                              pitch, lay.packed, x_in, prod, buf, tmp, out, s, b, has_res, res,
-                              bool(relu), k_chunk)
+        inb_g = block_threads.scratch("outer_inb", max(tile, lay.inb.size), np.int64)
+        kernels.forward_items(x, w2, int(groups), *lay.items[i], tile, lay.group, lay.off,
+                              lay.inb, inb_g, pads, pitch, lay.packed, x_in, prod, buf, tmp,
+                              out, s, b, has_res, res, bool(relu), k_chunk)
 
     block_threads.run(work, len(lay.items))
     return out

@@ -240,19 +240,23 @@ def _store(prod, t0, t1, out_nf, f0, nf, tmp, scale, bias, has_res, res_nf,
 
 
 @njit(nogil=True, cache=True)
-def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, off, inb, padding, pitch,
-                  packed, x_in, prod, buf, tmp, out, scale, bias, has_res, residual, relu,
-                  k_chunk):  # pragma: no cover - compiled
+def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb, inb_g,
+                  padding, pitch, packed, x_in, prod, buf, tmp, out, scale, bias, has_res,
+                  residual, relu, k_chunk):  # pragma: no cover - compiled
     """out[n] for samples [n0, n1), filter blocks [fb0, fb1) (numbered over the groups,
     ceil(F/G / 64) each) and positions [t0, t1) (a multiple of 6 apart), ``tile``
-    positions (a multiple of 6) at a time.
+    positions (a multiple of 6) at a time; or, with ``group`` > 1 (and every position),
+    the whole maps of ``group`` samples at a time, one after another in one tile.
 
     x (N, C, H, W); w2 (F, C/G * KH * KW); off (K,) each tap's offset into one group's
     planes of ``pitch`` = (Hp, Wp) (the zero-padded sample, packed into ``x_in`` when
     ``packed``, else x itself); inb (Ho * Wo rounded up to 6,) each output position's
-    offset (the tail repeats the last); prod (tile * 64), buf (k_chunk * 64) and tmp (256,)
-    scratch; out (N, F, Ho, Wo) gets ``sums * scale + bias (+ residual)``, rectified when
-    ``relu`` (scale, bias: (F,) or empty; residual: out's shape, read when ``has_res``)."""
+    offset (the tail repeats the last); inb_g (at least tile and inb's size,) scratch: the
+    offsets the tile reads (inb's, or a group's); prod
+    (tile * 64), buf (k_chunk * 64) and tmp (tile * 64) scratch; x_in (group * C * Hp * Wp)
+    when packed; out (N, F, Ho, Wo) gets ``sums * scale + bias (+ residual)``, rectified
+    when ``relu`` (scale, bias: (F,) or empty; residual: out's shape, read when
+    ``has_res``)."""
     n_all, c_all, h, w = x.shape
     f_all, k_n = w2.shape
     cg, fg = c_all // groups, f_all // groups
@@ -262,15 +266,27 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, off, inb, paddi
     out_flat = out.reshape(out.shape[0], f_all, positions)
     res_flat = residual.reshape(residual.shape[0], residual.shape[1], -1)
     flat_x = x.reshape(-1)
-    for n in range(n0, n1):
+    sample = c_all * plane        # one sample's (packed) planes
+    for g0 in range(n0, n1, group):
+        count = min(group, n1 - g0)
         if packed:
-            pack_sample(x, n, x_in, padding, (1, 1), pitch)
+            for s in range(count):
+                pack_sample(x, g0 + s, x_in[s * sample:(s + 1) * sample], padding, (1, 1),
+                            pitch)
             src, base = x_in, 0
         else:
-            src, base = flat_x, n * c_all * h * w
-        res_n = res_flat[n] if has_res else out_flat[n]
-        for ts in range(t0, t1, tile):
-            te = min(t1, ts + tile)
+            src, base = flat_x, g0 * c_all * h * w
+        if count == 1:
+            inb_g[:inb.size] = inb
+            lo, hi = t0, t1
+        else:   # the samples' positions one after another, each offset by its sample
+            total = count * positions
+            for p in range(tile):
+                q = min(p, total - 1)
+                inb_g[p] = q // positions * sample + inb[q % positions]
+            lo, hi = 0, -(-total // POSITIONS) * POSITIONS
+        for ts in range(lo, hi, tile):
+            te = min(hi, ts + tile)
             for fb in range(fb0, fb1):
                 g = fb // per_group
                 f0 = g * fg + (fb % per_group) * FILTERS
@@ -283,12 +299,18 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, off, inb, paddi
                     add = 1 if k0 > 0 else 0
                     for b0 in range(ts, te, POSITIONS):
                         if vectors == 4:
-                            _micro4(src, xo, off, k0, k1, inb, b0, buf, prod, b0 - ts, add)
+                            _micro4(src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts, add)
                         elif vectors == 3:
-                            _micro3(src, xo, off, k0, k1, inb, b0, buf, prod, b0 - ts, add)
+                            _micro3(src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts, add)
                         elif vectors == 2:
-                            _micro2(src, xo, off, k0, k1, inb, b0, buf, prod, b0 - ts, add)
+                            _micro2(src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts, add)
                         else:
-                            _micro1(src, xo, off, k0, k1, inb, b0, buf, prod, b0 - ts, add)
-                _store(prod, ts, min(te, positions), out_flat[n], f0, nf, tmp, scale, bias,
-                       has_res, res_n, relu)
+                            _micro1(src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts, add)
+                for s in range(count):     # each sample's positions in this tile
+                    a = max(ts, s * positions)
+                    e = min(te, (s + 1) * positions)
+                    if a < e:
+                        n = g0 + s
+                        _store(prod[(a - ts) * FILTERS:], a - s * positions, e - s * positions,
+                               out_flat[n], f0, nf, tmp, scale, bias, has_res,
+                               res_flat[n] if has_res else out_flat[n], relu)
