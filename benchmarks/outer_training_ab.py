@@ -4,17 +4,23 @@ stride-1 layer's dx is a stride-1 convolution of dout with the flipped, transpos
 by the kernel the training plan names against the outer kernel, interleaved call by call.
 
     python -m benchmarks.outer_training_ab [--threads 1,2] [--repeats 7] [--only SUBSTRING]
+        [--no-winograd-training] [--rows]
 
 Prints, per layer, pass and thread count, the best wall-clock and CPU (``time.process_time``,
 all threads) milliseconds of each kernel and the ratio outer / planned. The "planned" kernels
 are those of the plan with the outer kernel off (``conv_choice.OUTER = False``, as
 ``VOLNET_OUTER=0``); a forward by im2col keeps its columns as training does (its dw
 then reads them: the "dw kept/unrolled" line gives what an outer forward costs dw there).
+
+``--rows`` instead times whole rows of ``python -m benchmarks`` (the conv rows' forward +
+backward and the training steps) with the outer kernel off and on in training
+(``conv_choice.OUTER``), interleaved call by call: median and best wall and CPU ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import numpy as np
@@ -151,6 +157,45 @@ def measure(layer, repeats, rng, winograd_training=True):
     return pl, rows
 
 
+def rows_ab(threads, repeats, only):
+    """Print the A/B of the conv rows and training steps (``--rows``)."""
+    from benchmarks import kernels, nets, suite
+    rng = np.random.default_rng(0)
+    cases = [(row[0], kernels.conv_case(row, rng)[0]) for row in kernels.CONV_ROWS]
+    for title, name, batch, shape in suite.TRAIN_ROWS:
+        x = rng.standard_normal((batch, *shape), dtype=np.float32)
+        labels = rng.integers(0, 10, batch)
+        net = nets.build(name)[0]
+        cases.append((title, lambda net=net, x=x, labels=labels:
+                      nets.volnet_train_step(net, x, labels)))
+    saved = conv_choice.OUTER
+    try:
+        for title, fn in cases:
+            if only not in title:
+                continue
+            wall = {False: [], True: []}
+            cpu = {False: [], True: []}
+            with thread_policy.use_threads(threads):
+                for rep in range(repeats + 1):
+                    for on in (False, True):
+                        conv_choice.OUTER = on
+                        time.sleep(0.05)
+                        c0, t0 = time.process_time(), time.perf_counter()
+                        fn()
+                        t1, c1 = time.perf_counter(), time.process_time()
+                        if rep:
+                            wall[on].append(1e3 * (t1 - t0))
+                            cpu[on].append(1e3 * (c1 - c0))
+            med = {on: statistics.median(cpu[on]) for on in cpu}
+            print(f"{title[:52]:52s} t{threads} off: wall {statistics.median(wall[False]):8.1f}"
+                  f" best {min(wall[False]):8.1f} cpu {med[False]:8.1f} best "
+                  f"{min(cpu[False]):8.1f} | on: wall {statistics.median(wall[True]):8.1f} best "
+                  f"{min(wall[True]):8.1f} cpu {med[True]:8.1f} best {min(cpu[True]):8.1f} | "
+                  f"cpu on/off {med[True] / med[False]:.3f}", flush=True)
+    finally:
+        conv_choice.OUTER = saved
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
@@ -158,7 +203,13 @@ def main(argv=None) -> None:
     parser.add_argument("--only", default="")
     parser.add_argument("--no-winograd-training", action="store_true",
                         help="against the plan with VOLNET_WINOGRAD_TRAINING=0")
+    parser.add_argument("--rows", action="store_true",
+                        help="the conv rows and training steps, outer off and on")
     args = parser.parse_args(argv)
+    if args.rows:
+        for t in (int(v) for v in args.threads.split(",")):
+            rows_ab(t, args.repeats, args.only)
+        return
     rng = np.random.default_rng(0)
     for layer in LAYERS:
         if args.only not in layer[0]:
