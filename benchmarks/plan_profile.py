@@ -4,7 +4,12 @@ page faults it took, then the time grouped by kind (1x1 by output map and stride
 pools, FC).
 
     python -m benchmarks.plan_profile [--threads 2] [--net resnet50] [--batch 1]
-        [--repeats 10] [--size 224] [--groups-only]
+        [--repeats 10] [--size 224] [--groups-only] [--onnxruntime]
+
+``--onnxruntime`` adds onnxruntime's time for the same layer (its profiler's node times on
+volnet's ONNX export, same threads, in a process of its own; benchmarks/onnx_peer.py), each
+convolution matched to the first unmatched Conv node with the same input and filter
+shapes, and the sums of both per group.
 
 Wall clock per step (``time.perf_counter`` around the step, summed over the repeats) and the
 whole forward's wall and CPU time; the machine's load average is printed with them.
@@ -24,6 +29,8 @@ from volnet.functional.conv import conv_output_size
 from volnet.layers import inference_plan
 from volnet.models import googlenet, resnet18, resnet50, vgg16
 from volnet.runtime import thread_policy
+
+from . import onnx_peer
 
 NETS = {"resnet18": resnet18, "resnet50": resnet50, "googlenet": googlenet, "vgg16": vgg16}
 
@@ -52,11 +59,10 @@ def describe(fn, x_shape) -> tuple[str, str, float]:
     return group, text, gflop
 
 
-def profile(name: str, batch: int, size: int, repeats: int) -> tuple[float, float, list]:
-    """(forward wall ms, forward CPU ms, [(group, description, ms, GFLOP, faults)] per
-    step), means over ``repeats`` planned forwards after three warm-up calls."""
-    net = NETS[name]()
-    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+def profile(net, x, repeats: int) -> tuple[float, float, list]:
+    """(forward wall ms, forward CPU ms, [(group, description, ms, GFLOP, faults, input
+    shape, filter shape or None)] per step), means over ``repeats`` planned forwards of
+    ``net`` on ``x`` after three warm-up calls."""
     net.forward(x)                                      # makes the plan
     plan = next(iter(inference_plan.plans_of(net).values()))
     spent, faults, shapes = {}, {}, {}
@@ -88,8 +94,10 @@ def profile(name: str, batch: int, size: int, repeats: int) -> tuple[float, floa
     rows = []
     for i, (fn, *_rest) in enumerate(original):
         group, text, gflop = describe(fn, shapes[i])
+        conv = getattr(fn, "conv", None)
         rows.append((group, text, spent.get(i, 0.0) / repeats * 1e3, gflop,
-                     faults.get(i, 0) / repeats))
+                     faults.get(i, 0) / repeats, list(shapes[i]),
+                     None if conv is None else list(conv.params["weight"].shape)))
     return wall / repeats * 1e3, cpu / repeats * 1e3, rows
 
 
@@ -101,25 +109,55 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--groups-only", action="store_true")
+    parser.add_argument("--onnxruntime", action="store_true")
     args = parser.parse_args()
     load = os.getloadavg()[0]
+    net = NETS[args.net]()
+    x = np.random.default_rng(0).standard_normal(
+        (args.batch, 3, args.size, args.size)).astype(np.float32)
+    theirs = (onnx_peer.node_times(net, x, args.threads, args.repeats) if args.onnxruntime
+              else None)
     with thread_policy.use_threads(args.threads):
-        wall, cpu, rows = profile(args.net, args.batch, args.size, args.repeats)
+        wall, cpu, rows = profile(net, x, args.repeats)
+    peer = _match(rows, theirs) if theirs is not None else [None] * len(rows)
     print(f"{args.net} b{args.batch}, {args.threads} threads: forward {wall:.2f} ms "
           f"(CPU {cpu:.2f}), steps {sum(r[2] for r in rows):.2f} ms; load average "
           f"{load:.1f} -> {os.getloadavg()[0]:.1f}")
+    if theirs is not None:
+        print(f"onnxruntime: nodes {sum(t[2] for t in theirs):.2f} ms, of which Conv "
+              f"{sum(t[2] for t in theirs if t[0] == 'Conv'):.2f}")
     if not args.groups_only:
-        for i, (_, text, ms, gflop, flt) in enumerate(rows):
+        for i, (_, text, ms, gflop, flt, *_shapes) in enumerate(rows):
             rate = f"{gflop / ms * 1e3:6.1f} GFLOP/s" if gflop and ms else ""
-            print(f"{i:3d} {ms:8.3f} ms {flt:6.0f} faults  {text} {rate}")
+            their = f"  onnxruntime {peer[i]:.3f} ms" if peer[i] is not None else ""
+            print(f"{i:3d} {ms:8.3f} ms {flt:6.0f} faults  {text} {rate}{their}")
     groups: dict[str, list] = {}
-    for group, _, ms, gflop, _ in rows:
-        g = groups.setdefault(group, [0, 0.0, 0.0])
-        g[0], g[1], g[2] = g[0] + 1, g[1] + ms, g[2] + gflop
-    print("group                  steps       ms    GFLOP  GFLOP/s")
-    for group, (count, ms, gflop) in sorted(groups.items(), key=lambda kv: -kv[1][1]):
-        rate = f"{gflop / ms * 1e3:8.1f}" if gflop and ms else ""
-        print(f"{group:22s} {count:5d} {ms:8.3f} {gflop:8.3f} {rate}")
+    for (group, _, ms, gflop, *_), their in zip(rows, peer):
+        g = groups.setdefault(group, [0, 0.0, 0.0, 0.0])
+        g[0], g[1], g[2], g[3] = g[0] + 1, g[1] + ms, g[2] + gflop, g[3] + (their or 0.0)
+    print("group                  steps       ms    GFLOP  GFLOP/s" +
+          ("  onnxruntime ms" if theirs is not None else ""))
+    for group, (count, ms, gflop, their) in sorted(groups.items(), key=lambda kv: -kv[1][1]):
+        rate = f"{gflop / ms * 1e3:8.1f}" if gflop and ms else "        "
+        peer_ms = f" {their:15.3f}" if theirs is not None and their else ""
+        print(f"{group:22s} {count:5d} {ms:8.3f} {gflop:8.3f} {rate}{peer_ms}")
+
+
+def _match(rows, theirs) -> list:
+    """onnxruntime's ms for each convolution step (None for the rest): the first unmatched
+    Conv node with the same input and filter shapes."""
+    free = [t for t in theirs if t[0] == "Conv"]
+    matched = []
+    for *_, x_shape, w_shape in rows:
+        found = None
+        if w_shape is not None:
+            for k, (_, shapes, ms) in enumerate(free):
+                if shapes[:2] == [x_shape, w_shape]:
+                    found = ms
+                    del free[k]
+                    break
+        matched.append(found)
+    return matched
 
 
 if __name__ == "__main__":

@@ -16,9 +16,13 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   dw has its own kernel of the same kind, chosen by the same rule up to
   ``DIRECT_MAX_TAPS_DW`` taps.
 * ``"outer"``: the outer-product float32 kernel (``compiled/outer.py``): filters in the
-  vector lanes, output positions broadcast, any stride, padding, dilation and groups.
-  At inference where Winograd does not fit (:func:`outer_fits`); in training in place
-  of the direct kernel and im2col, forward and stride-1 dx, for layers of at least
+  vector lanes, six output positions broadcast, the weights read in place (no derived copy
+  to keep or check); any stride, padding, dilation and groups. Chosen for inference
+  forwards of layers with at least ``OUTER_MIN_CHANNELS`` input channels per group and a
+  kernel larger than 1x1, where Winograd does not fit, or the batch is smaller than the
+  threads on a map of at most ``IM2COL_SPLIT_MAX_POSITIONS`` outputs (its threads share a
+  sample's filter blocks or positions, so batch 1 keeps both cores busy). In training, in
+  place of the direct kernel and im2col, forward and stride-1 dx, for layers of at least
   ``OUTER_TRAINING_MIN_FILTERS`` filters per group and ``OUTER_TRAINING_MIN_TAPS`` taps
   (:func:`outer_trains`), where it runs 5-45% faster (it is exact: im2col's error class).
 * ``"gemm1x1"``: a 1x1 stride-1 unpadded convolution is one matrix product per sample;
@@ -32,7 +36,7 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   ``IM2COL_SPLIT_MAX_POSITIONS`` outputs (:func:`split_fits`), whose product conv_gemm
   splits by filters, each thread writing its rows and their epilogue once: one image
   has too few tiles for Winograd, and too few rows for the direct kernel, to keep both
-  cores busy.
+  cores busy (where the outer kernel is off or does not fit: it takes these layers).
 
 Winograd is chosen by the number of output tiles (4x4, over the whole batch): its fixed
 costs are the filter transform (a*a*F*C values, as many as 4 images' worth of products
@@ -95,13 +99,13 @@ WINOGRAD_FILTERS_PER_TILE = 1 << 13   # ... and tiles >= F * C / this
 WINOGRAD_TRAINING = os.environ.get("VOLNET_WINOGRAD_TRAINING", "1").strip() != "0"
 OUTER = os.environ.get("VOLNET_OUTER", "1").strip() != "0"        # on unless "0"
 OUTER_MIN_CHANNELS = 8   # C/G; an inference forward runs the outer kernel (compiled/outer.py)
-#   where Winograd does not fit or the batch is smaller than the threads on a map of at most
-#   IM2COL_SPLIT_MAX_POSITIONS outputs; strided 1x1 layers too. Two threads, ms, current
-#   kernel against outer (benchmarks/README.md, 51): ResNet-18 b1 256@14x14 im2col split 1.05
-#   / 0.65, 512@7x7 1.16 / 0.82, 3x3 s2 0.51-0.65 / 0.39-0.48, 1x1 s2 0.12-0.18 / 0.09-0.12;
-#   b8 3x3 s2 2.9-3.6 / 2.5-3.2; not Winograd's 56x56 and 28x28 maps (b1 64@56x56 0.49 /
-#   0.70; b8 every 3x3 s1 layer: Winograd 2.6-3.8 / 4.4-5.8), not stride-1 1x1 (BLAS:
-#   GoogLeNet b1 0.04-0.30 / 0.05-0.34), not the stem (3 channels: 0.83-0.94 / 0.80-1.49)
+#   where Winograd does not fit, or the batch is smaller than the threads on a map of at most
+#   IM2COL_SPLIT_MAX_POSITIONS outputs. Two threads, ms, kernel before against outer
+#   (benchmarks/README.md, 51): ResNet-18 b1 256@14x14 im2col split 1.05 / 0.65, 512@7x7
+#   1.16 / 0.82, 3x3 s2 0.51-0.65 / 0.39-0.48; b8 3x3 s2 2.9-3.6 / 2.5-3.2. Not Winograd's
+#   56x56 and 28x28 maps (b1 64@56x56 0.49 / 0.70; b8 every 3x3 s1 layer 2.6-3.8 / 4.4-5.8),
+#   not 1x1 layers (BLAS; one thread, ResNet-50 b1: 0.60-1.24 / 0.65-1.46, strided 1.16-1.61
+#   / 1.45-1.71), not the 3-channel stems (direct: 1.43 / 1.44)
 OUTER_TRAINING_MIN_FILTERS = 64   # F/G; a training forward or a stride-1 dx that the exact
 #   kernels (direct, im2col) would run goes to the outer kernel with at least this many
 #   filters per group (one full register block of 64) and OUTER_TRAINING_MIN_TAPS taps
@@ -170,16 +174,14 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     fast = np.dtype(dtype) == np.float32 and backend.compiled(int(np.prod(x_shape)))
     if fast and groups > 1 and groups == c == f:
         return "depthwise"
-    pointwise = kh == kw == 1 and tuple(padding) == (0, 0)
-    if pointwise and tuple(stride) == (1, 1):
-        return "gemm1x1"
+    if kh == kw == 1 and tuple(padding) == (0, 0) and (tuple(stride) == (1, 1)
+                                                       or filters_cached):
+        return "gemm1x1"        # at inference strided too: a subsample, then the products
     if fast and filters_cached and outer_fits(c, groups) and (
             split_fits(x_shape[0], w_shape, groups, out_size, threads)
             or not winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
                                  filters_cached=True)):
         return "outer"
-    if pointwise and filters_cached:
-        return "gemm1x1"        # at inference strided too: a subsample, then the products
     if not fast or (filters_cached and split_fits(x_shape[0], w_shape, groups, out_size,
                                                   threads)):
         return "im2col"

@@ -123,8 +123,11 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(w.shape[0], -1)
     n, c, h, wd = x.shape
     f = w.shape[0]
+    threads = block_threads.workers()
+    if n < threads:     # one sample's share: only a product worth a hand-off is split
+        threads = block_threads.split_count(n * w2.size * out_size[0] * out_size[1])
     lay = layout(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding),
-                 tuple(dilation), int(groups), tuple(out_size), block_threads.workers())
+                 tuple(dilation), int(groups), tuple(out_size), threads)
     empty = np.zeros(0, np.float32)
     b = empty if bias is None else np.ascontiguousarray(bias, np.float32)
     s = empty if scale is None else np.ascontiguousarray(scale, np.float32)
