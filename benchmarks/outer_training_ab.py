@@ -100,6 +100,20 @@ def _input_grad(kernel, dout, w, x_shape, st, pad, dil, adjoint):
     raise ValueError(kernel)
 
 
+def _weight_grad(pl, x, dout, w_shape, st, pad, dil, out_size):
+    """dw by the plan's kernel (``pl``: a ConvPlan; im2col reading the columns its forward
+    kept, where it keeps them) or by the outer kernel (``pl`` = "outer")."""
+    if pl == "outer":
+        return lambda: outer.weight_grad(x, dout, w_shape, st, pad, dil, 1)
+    if pl.weight_grad == "winograd4":
+        return lambda: winograd.weight_grad(x, dout, pad, dil)
+    if pl.weight_grad == "direct":
+        return lambda: direct.weight_grad(x, dout, w_shape, st, pad, dil, 1)
+    kept = (conv_gemm.forward(x, np.zeros(w_shape, np.float32), st, pad, dil, 1, out_size,
+                              True)[1] if pl.forward == "im2col" else None)
+    return lambda: conv_gemm.weight_grad(x, dout, w_shape, st, pad, dil, 1, kept)
+
+
 def _time(fns: dict, repeats: int) -> dict:
     """{name: (best wall ms, best CPU ms)}, the calls interleaved, each in a layer section."""
     wall = {k: [] for k in fns}
@@ -147,6 +161,11 @@ def measure(layer, repeats, rng, winograd_training=True):
                 "kept": lambda: conv_gemm.weight_grad(x, dout, w.shape, st, pad, dil, 1, kept),
                 "unrolled": lambda: conv_gemm.weight_grad(x, dout, w.shape, st, pad, dil, 1)},
                 repeats)))
+    dw = {pl.weight_grad: _weight_grad(pl, x, dout, w.shape, st, pad, dil, out_size),
+          "outer": _weight_grad("outer", x, dout, w.shape, st, pad, dil, out_size)}
+    want, got = dw[pl.weight_grad](), dw["outer"]()
+    assert np.allclose(got, want, rtol=1e-3, atol=1e-2), "outer dw disagrees"
+    rows.append(("dw", _time(dw, repeats)))
     if conv_choice.adjoint_exists((k, k), st, pad, dil):
         adjoint = tuple(d * (k - 1) - p for _ in range(2))
         dx = {pl.input_grad: _input_grad(pl.input_grad, dout, w, x.shape, st, pad, dil, adjoint),

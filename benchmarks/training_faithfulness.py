@@ -71,7 +71,8 @@ def settings_constants(net_name, setting):
     dx, dw = setting in ("dx", "both"), setting in ("dw", "both")
     values = {"WINOGRAD": setting != "exact", "WINOGRAD_TRAINING": True}
     if net_name == "narrow":     # force Winograd where the channels are too few for the plan
-        values.update(DIRECT_WINOGRAD_CHANNELS=8, WINOGRAD_MIN_WORK=0)
+        # (the outer kernel off: it would take these small maps' dw from Winograd)
+        values.update(DIRECT_WINOGRAD_CHANNELS=8, WINOGRAD_MIN_WORK=0, OUTER=False)
         values.update(WINOGRAD_MIN_TILES=1 if dx else OUT_OF_REACH,
                       WINOGRAD_MIN_TILES_DW=1 if dw else OUT_OF_REACH)
     else:                        # today's thresholds; a pass off has its threshold out of reach
@@ -99,25 +100,25 @@ def constants(values):
 def count_kernels():
     """Yield {"dx": calls, "dw": calls, "outer": calls} during the block: of the Winograd
     backward kernels (dx runs winograd.forward on dout; a training forward never does) and
-    of the outer kernel (compiled/outer.py: a training forward or dx the plan gives it)."""
+    of the outer kernel (compiled/outer.py: a training forward, dx or dw the plan gives it)."""
     counts = {"dx": 0, "dw": 0, "outer": 0}
-    real = {"dx": (winograd, "forward"), "dw": (winograd, "weight_grad"),
-            "outer": (outer, "forward")}
-    saved = {key: getattr(module, name) for key, (module, name) in real.items()}
+    real = [("dx", winograd, "forward"), ("dw", winograd, "weight_grad"),
+            ("outer", outer, "forward"), ("outer", outer, "weight_grad")]
+    saved = [getattr(module, name) for _, module, name in real]
 
-    def counted(key):
+    def counted(key, fn):
         def call(*args, **kw):
             counts[key] += 1
-            return saved[key](*args, **kw)
+            return fn(*args, **kw)
         return call
 
-    for key, (module, name) in real.items():
-        setattr(module, name, counted(key))
+    for (key, module, name), fn in zip(real, saved):
+        setattr(module, name, counted(key, fn))
     try:
         yield counts
     finally:
-        for key, (module, name) in real.items():
-            setattr(module, name, saved[key])
+        for (_, module, name), fn in zip(real, saved):
+            setattr(module, name, fn)
 
 
 def volnet_run(widths, seed, dtype):

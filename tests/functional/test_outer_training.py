@@ -1,6 +1,6 @@
-"""The outer-product kernel (compiled/outer.py) in training plans: which layers' forward and
-dx it takes (conv_choice.outer_trains), and their outputs and gradients against the NumPy
-reference path and float64 PyTorch, on one thread and two.
+"""The outer-product kernel (compiled/outer.py) in training plans: which layers' forward, dx
+and dw it takes (conv_choice.outer_trains, outer_weight_grad), and their outputs and
+gradients against the NumPy reference path and float64 PyTorch, on one thread and two.
 
 The outer kernel sums every output's taps in one float32 order with fused multiply-adds,
 as the direct kernel and im2col's GEMM do, so the exact kernels' tolerance applies (1e-5
@@ -39,23 +39,27 @@ def _step(x, w, b, stride, padding, dilation, groups, dout, relu):
     return cache.plan.names(), (out,) + conv2d_backward(dout, cache)
 
 
-# (x shape, w shape, stride, padding, dilation, groups, the plan's forward and dx, kept
-# columns allowed): layers whose training plan gives the outer kernel its forward, dx or
-# both, through each route of the rule
+# (x shape, w shape, stride, padding, dilation, groups, the plan's forward, dx and dw,
+# kept columns allowed): layers whose training plan gives the outer kernel one or more
+# passes, through each route of the rules
 CASES = [
-    # few tiles (4 x 4 per map: no Winograd dx), so forward and dx from the direct kernel;
+    # few tiles (4 x 4 per map: no Winograd dx), so all three from the direct kernel;
     # several samples' 7x7 maps share a tile
-    ((4, 64, 7, 7), (64, 64, 3, 3), 1, 1, 1, 1, ("outer", "outer"), True),
+    ((4, 64, 7, 7), (64, 64, 3, 3), 1, 1, 1, 1, ("outer", "outer", "outer"), True),
     # two filter blocks, the second 16 wide; 360 taps; odd map
-    ((5, 40, 9, 6), (80, 40, 3, 3), 1, 1, 1, 1, ("outer", "direct"), True),
-    # stride 2: the forward only (dx by the direct kernel's phases)
-    ((3, 64, 11, 11), (64, 64, 3, 3), 2, 1, 1, 1, ("outer", "direct (phases)"), True),
+    ((5, 40, 9, 6), (80, 40, 3, 3), 1, 1, 1, 1, ("outer", "direct", "outer"), True),
+    # stride 2: forward and dw (dx by the direct kernel's phases)
+    ((3, 64, 11, 11), (64, 64, 3, 3), 2, 1, 1, 1, ("outer", "direct (phases)", "outer"), True),
     # dilated, 32 -> 64 (dx: 32 filters, too few)
-    ((2, 32, 13, 12), (64, 32, 3, 3), 1, 2, 2, 1, ("outer", "direct"), True),
+    ((2, 32, 13, 12), (64, 32, 3, 3), 1, 2, 2, 1, ("outer", "direct", "outer"), True),
     # two groups of 64 -> 64, no padding
-    ((2, 128, 8, 8), (128, 64, 3, 3), 1, 0, 1, 2, ("outer", "outer"), True),
-    # 5x5, 1600 taps (over DIRECT_MAX_TAPS): im2col's forward and dx, its columns not kept
-    ((2, 64, 8, 8), (64, 64, 5, 5), 1, 2, 1, 1, ("outer", "outer"), False),
+    ((2, 128, 8, 8), (128, 64, 3, 3), 1, 0, 1, 2, ("outer", "outer", "outer"), True),
+    # 5x5, 1600 taps (over DIRECT_MAX_TAPS): im2col's three passes, its columns not kept
+    ((2, 64, 8, 8), (64, 64, 5, 5), 1, 2, 1, 1, ("outer", "outer", "outer"), False),
+    # LeNet conv2: dw only (16 filters, one vector)
+    ((8, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1, ("direct", "direct", "outer"), True),
+    # 16x16 maps, 256 tiles: dw from Winograd (32 channels), forward from direct
+    ((16, 32, 16, 16), (64, 32, 3, 3), 1, 1, 1, 1, ("outer", "direct", "outer"), True),
 ]
 
 
@@ -65,6 +69,7 @@ def test_training_plans_with_the_outer_kernel_match_reference_and_torch(monkeypa
                                                                        relu):
     x_shape, w_shape, s, p, d, g, kernels, kept = case
     monkeypatch.setattr(conv_choice, "OUTER", True)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", True)
     if not kept:    # columns this size would be kept by im2col's forward: the rule leaves it
         monkeypatch.setattr(conv_gemm, "KEEP_BYTES", 0)
     rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
@@ -83,7 +88,7 @@ def test_training_plans_with_the_outer_kernel_match_reference_and_torch(monkeypa
         with backend.use_kernels("numba"), thread_policy.use_threads(threads), \
                 block_threads.section():
             names, got = _step(x, w, b, *args, dout, relu)
-        assert (names["forward"], names["input_grad"]) == kernels
+        assert (names["forward"], names["input_grad"], names["weight_grad"]) == kernels
         for name, value, numpy_ref, exact in zip(("out", "dx", "dw", "db"), got, ref, want):
             assert value.dtype == np.float32 and value.shape == exact.shape, name
             assert _rel(value, exact) < TOL, (name, threads, _rel(value, exact))
@@ -120,16 +125,37 @@ def test_training_forward_rule(monkeypatch, x_shape, w_shape, stride, padding, f
     assert "outer" not in names.values() and names["forward"] == without
 
 
-def test_winograd_dx_stays_where_it_fits(monkeypatch):
-    """dx keeps Winograd where the plan picks it (faster than the outer kernel: 1.2-1.8x);
-    with Winograd off in training, the outer kernel takes dx from the direct kernel."""
+def test_winograd_backward_stays_where_it_fits(monkeypatch):
+    """dx and dw keep Winograd where the plan picks it on 28x28 maps of 128 channels (faster
+    than the outer kernel: 1.2-1.8x); with Winograd off in training, the outer kernel takes
+    dx from the direct kernel and dw from im2col."""
     monkeypatch.setattr(conv_choice, "OUTER", True)
     shapes = ((16, 128, 28, 28), (128, 128, 3, 3))
     assert _training_plan(*shapes) == {"forward": "outer", "input_grad": "winograd4",
                                        "weight_grad": "winograd4"}
     monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", False)
     assert _training_plan(*shapes) == {"forward": "outer", "input_grad": "outer",
-                                       "weight_grad": "im2col"}
+                                       "weight_grad": "outer"}
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dw, without", [
+    ((64, 3, 32, 32), (12, 3, 3, 3), 1, 1, "direct", "direct"),          # 12 filters
+    ((16, 3, 224, 224), (64, 3, 7, 7), 2, 3, "outer", "direct"),         # the stem
+    ((16, 512, 7, 7), (512, 512, 3, 3), 1, 1, "im2col", "im2col"),       # kept columns
+    ((16, 256, 14, 14), (256, 256, 3, 3), 1, 1, "winograd4", "winograd4"),  # 256 channels
+    ((128, 64, 16, 16), (64, 64, 3, 3), 1, 1, "outer", "winograd4"),     # 64, 16x16
+    ((16, 64, 56, 56), (64, 64, 3, 3), 1, 1, "winograd4", "winograd4"),  # a 56x56 map
+    ((32, 256, 28, 28), (64, 256, 1, 1), 1, 0, "im2col", "im2col"),      # 1x1
+])
+def test_training_weight_grad_rule(monkeypatch, x_shape, w_shape, stride, padding, dw,
+                                   without):
+    """dw's rule (conv_choice.outer_weight_grad) at its bounds, and with the outer kernel
+    off (VOLNET_OUTER=0) the kernel it ran before (``without``)."""
+    monkeypatch.setattr(conv_choice, "OUTER", True)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", True)
+    assert _training_plan(x_shape, w_shape, stride, padding)["weight_grad"] == dw
+    monkeypatch.setattr(conv_choice, "OUTER", False)
+    assert _training_plan(x_shape, w_shape, stride, padding)["weight_grad"] == without
 
 
 @pytest.mark.parametrize("x_shape, w_shape, padding", [
@@ -138,7 +164,8 @@ def test_winograd_dx_stays_where_it_fits(monkeypatch):
 ])
 def test_sample_groups_share_tiles(x_shape, w_shape, padding):
     """Small maps: several samples' whole maps in one tile (outer.Layout.group), the last
-    group shorter, with every epilogue operand, on one thread and two, against float64."""
+    group shorter: the forward with every epilogue operand, and dw (whose chunks of
+    positions then span samples), on one thread and two, against float64."""
     from volnet.functional.compiled import outer
     rng = np.random.default_rng(x_shape[0])
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -154,6 +181,10 @@ def test_sample_groups_share_tiles(x_shape, w_shape, padding):
         with backend.use_kernels("numba"), thread_policy.use_threads(threads), \
                 block_threads.section():
             got = outer.forward(x, w, b, *args, relu=True, scale=scale, residual=res)
+            dw = outer.weight_grad(x, res, w_shape, *args[:4])
             lay = outer.layout(x_shape, w_shape, *args[:4], out_size, block_threads.workers())
         assert lay.group > 1
         assert _rel(got, want) < TOL, threads
+        dw_want = conv_gemm.weight_grad(x.astype(np.float64), res.astype(np.float64),
+                                        w_shape, *args[:4])
+        assert _rel(dw, dw_want) < TOL, threads

@@ -13,7 +13,8 @@ exact kernels (5 seeds), Winograd dx and dw (7), PyTorch (4). The seeds here are
 jumps: 0 (the original replay), 10 (the narrow net's tightest, Winograd 2.0x) and the
 wide net's 1 (1.24x). The Winograd and outer-kernel calls are counted, so the test cannot
 silently stop testing the kernels the plan picks (the wide net's conv2 and conv3 run their
-forward by the outer kernel: conv_choice.outer_trains).
+forward by the outer kernel, conv3 and conv1 their dw: conv_choice.outer_trains and
+outer_weight_grad; the narrow net, which forces Winograd, runs with the outer kernel off).
 """
 
 import functools
@@ -89,35 +90,36 @@ def test_adversarial_replay_float32_as_faithful_as_torch(monkeypatch, seed, dire
 @pytest.mark.parametrize("outer_on", [True, False])
 def test_wide_replay_with_the_plans_own_kernels(monkeypatch, outer_on):
     """The 64-channel net, thresholds untouched: the plan itself gives conv2's and conv3's
-    dx and dw to Winograd (conv3's 256 tiles reach WINOGRAD_MIN_TILES_DW), and their
-    forward to the outer kernel (to the direct kernel with it off: VOLNET_OUTER=0)."""
+    dx to Winograd, conv2's dw too, and their forward, conv3's dw (a 16x16 map) and conv1's
+    dw to the outer kernel; with it off (VOLNET_OUTER=0) the forward runs direct and conv3's dw
+    Winograd (its 256 tiles reach WINOGRAD_MIN_TILES_DW)."""
     monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", True)      # the default
     monkeypatch.setattr(conv_choice, "OUTER", outer_on)
-    forward = "outer" if outer_on else "direct"
+    forward, dw3 = ("outer", "outer") if outer_on else ("direct", "winograd4")
     with backend.use_kernels("numba"):
         assert _training_plan(replay.BATCH, 64, 64, 32) == (forward, "winograd4", "winograd4")
-        assert _training_plan(replay.BATCH, 64, 64, 16) == (forward, "winograd4", "winograd4")
+        assert _training_plan(replay.BATCH, 64, 64, 16) == (forward, "winograd4", dw3)
     counts = _assert_faithful(replay.WIDTHS["wide"], 1)
-    assert counts == {"dx": 2 * replay.STEPS, "dw": 2 * replay.STEPS,
-                      "outer": 2 * replay.STEPS * outer_on}
+    assert counts == {"dx": 2 * replay.STEPS, "dw": (2 - outer_on) * replay.STEPS,
+                      "outer": 4 * replay.STEPS * outer_on}
 
 
 def test_winograd_training_off_gives_backward_to_exact_kernels(monkeypatch):
-    """VOLNET_WINOGRAD_TRAINING=0: dx and dw by the exact kernels (conv2's forward and dx
-    by the outer kernel, dw direct), Winograd kept for inference; a training step then
-    runs no Winograd, and its gradients match PyTorch's."""
+    """VOLNET_WINOGRAD_TRAINING=0: dx and dw by the exact kernels (conv2's and conv3's
+    forward, dx and dw and conv1's dw by the outer kernel), Winograd kept for inference; a
+    training step then runs no Winograd, and its gradients match PyTorch's."""
     monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", False)
     net = replay.build(replay.WIDTHS["wide"], 0, np.float32)
     x, y = (a[0] for a in replay.data(0))
     with backend.use_kernels("numba"):
-        assert _training_plan(replay.BATCH, 64, 64, 32) == ("outer", "outer", "direct")
+        assert _training_plan(replay.BATCH, 64, 64, 32) == ("outer", "outer", "outer")
         assert conv_choice.plan((replay.BATCH, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1),
                                 (1, 1), 1, (32, 32), np.float32).forward == "winograd4"
         with replay.count_kernels() as counts:
             _, dout = vn.functional.softmax_cross_entropy(
                 net.forward(x.astype(np.float32), training=True), y)
             net.backward(dout, input_grad=False)
-    assert counts == {"dx": 0, "dw": 0, "outer": 4}    # conv2, conv3: forward and dx
+    assert counts == {"dx": 0, "dw": 0, "outer": 7}    # conv1 dw; conv2, conv3: all three
     tnet = replay.build(replay.WIDTHS["wide"], 0, np.float64)
     mirror = [torch.tensor(p, requires_grad=True) for _, p, _ in tnet.named_params()]
     h = torch.tensor(x)

@@ -270,6 +270,9 @@ def conv2d_backward(dout, cache, input_grad=True):
     elif plan.weight_grad == "direct":
         from volnet.functional.compiled import direct
         dw = direct.weight_grad(x, dout, w.shape, stride, padding, dilation, groups)
+    elif plan.weight_grad == "outer":
+        from volnet.functional.compiled import outer
+        dw = outer.weight_grad(x, dout, w.shape, stride, padding, dilation, groups)
     else:
         dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
     if not input_grad:

@@ -122,6 +122,19 @@ OUTER_TRAINING_MIN_FILTERS = 64   # F/G; a training forward or a stride-1 dx tha
 #   / 17.0, but dw without the columns 18.0 -> 22.6), not Winograd's dx (1.2-1.8x), not
 #   strided 1x1 layers (unrolled by a strided copy: N64 512->1024 28x28 s2 91 / 117)
 OUTER_TRAINING_MIN_TAPS = 256
+OUTER_DW_MIN_FILTERS = 16     # F/G; dw by the outer kernel (its register block with taps
+#   and positions swapped: outer.weight_grad) in place of the direct kernel's dw and of an
+#   im2col dw that unrolls its own columns, from one full vector of 16 filters, any taps;
+#   and in place of Winograd's dw on maps of at most WINOGRAD_DW_SMALL_MAP outputs with
+#   min(C, F) <= OUTER_DW_WINOGRAD_CHANNELS. One thread, CPU ms, current / outer
+#   (benchmarks/README.md, 52): direct: LeNet conv2 (16 filters) 0.50 / 0.23, AlexNet conv1
+#   12.7 / 8.1, ResNet-18 stem 29.4 / 22.1, 64->128 s2 16.7 / 9.4, N128 3->32 2.5 / 2.0,
+#   32->32 32x32 16.7 / 12.8; im2col: 128->256 s2 12.6 / 9.2, 5x5 64->64 28x28 25.3 / 11.7,
+#   N32 512@7x7 44.9 / 39.5; Winograd, N128 16x16: 32->64 8.6 / 6.1, 64->64 13.4 / 11.8. Not
+#   fewer filters (CIFAR 3->12 0.50 / 1.15, LeNet conv1 1->6 0.24 / 0.81), not a dw that
+#   reads columns its im2col forward kept (N16 512@7x7 18.5 / 20.4), not Winograd's larger
+#   maps or channels (256@14x14 13.4 / 17.9, 128@28x28 11.0 / 17.2, 64@56x56 17.6 / 18.0)
+OUTER_DW_WINOGRAD_CHANNELS = 64
 DIRECT = os.environ.get("VOLNET_DIRECT", "1").strip() != "0"       # on unless "0"
 DIRECT_MAX_TAPS = 1536        # C/G * KH * KW; above, the taps' input rows no longer stay in
 #                               cache and BLAS wins (one thread, forward ms, direct vs im2col:
@@ -208,6 +221,21 @@ def outer_trains(w_shape, groups) -> bool:
     f, cg, kh, kw = w_shape
     return (OUTER and kh * kw > 1 and f // groups >= OUTER_TRAINING_MIN_FILTERS
             and cg * kh * kw >= OUTER_TRAINING_MIN_TAPS)
+
+
+def outer_weight_grad(dw, x_shape, w_shape, out_size, groups, kept) -> bool:
+    """True, when the outer kernel is on, where it takes a float32 training dw from ``dw``
+    (the kernel the rules above pick): a kernel larger than 1x1, at least
+    OUTER_DW_MIN_FILTERS filters per group, and ``dw`` the direct kernel, im2col without
+    ``kept`` columns (its forward's), or Winograd on a map of at most WINOGRAD_DW_SMALL_MAP
+    outputs with min(C, F) <= OUTER_DW_WINOGRAD_CHANNELS."""
+    f, _, kh, kw = w_shape
+    if not OUTER or kh * kw == 1 or f // groups < OUTER_DW_MIN_FILTERS:
+        return False
+    if dw == "winograd4":
+        return (out_size[0] * out_size[1] <= WINOGRAD_DW_SMALL_MAP
+                and min(x_shape[1], f) <= OUTER_DW_WINOGRAD_CHANNELS)
+    return dw == "direct" or (dw == "im2col" and not kept)
 
 
 def split_fits(n, w_shape, groups, out_size, threads) -> bool:
@@ -319,7 +347,7 @@ class ConvPlan:
             a stride-1 convolution of dout with the flipped, transposed filters, that
             convolution's kernel ("winograd4", "direct", "outer", or "im2col (flipped
             filters)").
-        weight_grad: dw's kernel: "depthwise", "winograd4", "direct" or "im2col".
+        weight_grad: dw's kernel: "depthwise", "winograd4", "direct", "outer" or "im2col".
         adjoint_padding: the padding of dx as a convolution (None: dx by col2im, phases or
             depthwise).
     """
@@ -368,7 +396,7 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
                 DIRECT_WINOGRAD_CHANNELS, DIRECT_MAX_TAPS_BATCH, DIRECT_BATCH_POSITIONS,
                 WINOGRAD_DW_SMALL_MAP, WINOGRAD_DW_SMALL_MAP_CHANNELS, OUTER,
                 OUTER_MIN_CHANNELS, OUTER_TRAINING_MIN_FILTERS, OUTER_TRAINING_MIN_TAPS,
-                conv_gemm.KEEP_BYTES)
+                OUTER_DW_MIN_FILTERS, OUTER_DW_WINOGRAD_CHANNELS, conv_gemm.KEEP_BYTES)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
 
@@ -410,6 +438,10 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     dw = ("im2col" if fits in ("gemm1x1", "im2col") else
           weight_grad_kernel(fits, x_shape, w_shape, stride, dilation, groups, out_size,
                              winograd=backward_winograd))
+    kept = fwd == "im2col" and conv_gemm.keeps_columns(x_shape, w_shape, out_size,
+                                                       dtype.itemsize)
+    if fast and outer_weight_grad(dw, x_shape, w_shape, out_size, groups, kept):
+        dw = "outer"
     full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
     if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
         # few input channels: the adjoint's products are too thin for BLAS, not for the

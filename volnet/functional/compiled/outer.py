@@ -152,3 +152,57 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     block_threads.run(work, len(lay.items))
     return out
 
+
+
+P_CHUNK = 128        # positions per transposed chunk of dout in weight_grad (32 KB: L1)
+
+
+def _taps_rounded(off: np.ndarray) -> np.ndarray:
+    """The taps' offsets rounded up to whole register blocks of POSITIONS (the tail repeats
+    the last tap; its gradient rows are computed and dropped)."""
+    rounded = -(-off.size // kernels.POSITIONS) * kernels.POSITIONS
+    return np.concatenate([off, np.full(rounded - off.size, off[-1], np.int64)])
+
+
+def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
+    """dw (F, C/G, KH, KW) float32 of a convolution of x with ``dout`` (N, F, Ho, Wo) its
+    output's gradient: the forward's register block with taps and positions swapped (see
+    ``outer_kernels.weight_grad_items``); any stride, padding, dilation and groups. The
+    threads take samples (each its own partial sums, added at the end) or, with fewer
+    samples than threads, filter blocks."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, c, h, wd = x.shape
+    f = w_shape[0]
+    out_size = dout.shape[2:]
+    d = np.ascontiguousarray(dout, dtype=np.float32).reshape(n, f, -1)
+    lay = layout(tuple(x.shape), tuple(w_shape), tuple(stride), tuple(padding),
+                 tuple(dilation), int(groups), tuple(out_size), block_threads.workers())
+    off = _taps_rounded(lay.off)
+    fg = f // groups
+    blocks = groups * -(-fg // kernels.FILTERS)
+    threads = block_threads.workers()
+    if n >= threads:
+        items = [(n * i // threads, n * (i + 1) // threads, 0, blocks) for i in range(threads)]
+    else:
+        parts = max(1, min(threads, blocks))
+        items = [(0, n, blocks * i // parts, blocks * (i + 1) // parts) for i in range(parts)]
+    plane = lay.pitch[0] * lay.pitch[1]
+    positions = d.shape[2]
+    p_chunk = min(P_CHUNK, lay.group * positions)
+
+    def work(i):
+        x_in = block_threads.scratch("outer_in", lay.group * c * plane if lay.packed else 1)
+        buf = block_threads.scratch("outer_w", p_chunk * kernels.FILTERS)
+        inb_g = block_threads.scratch("outer_inb", lay.group * positions, np.int64)
+        acc = np.zeros((blocks, off.size * kernels.FILTERS), np.float32)
+        kernels.weight_grad_items(x, d, int(groups), *items[i], lay.group, off,
+                                  lay.inb[:positions], inb_g, tuple(padding), lay.pitch,
+                                  lay.packed, x_in, buf, acc, p_chunk)
+        return acc
+
+    acc = sum(block_threads.run(work, len(items)))
+    # (blocks, taps, 64) -> (F, taps): each group's blocks of 64 filters, the last one short
+    k = lay.off.size
+    acc = acc.reshape(groups, blocks // groups, off.size, kernels.FILTERS)[:, :, :k]
+    acc = acc.transpose(0, 1, 3, 2).reshape(groups, -1, k)[:, :fg]
+    return np.ascontiguousarray(acc).reshape(w_shape)

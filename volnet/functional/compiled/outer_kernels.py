@@ -314,3 +314,67 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
                         _store(prod[(a - ts) * FILTERS:], a - s * positions, e - s * positions,
                                out_flat[n], f0, nf, tmp, scale, bias, has_res,
                                res_flat[n] if has_res else out_flat[n], relu)
+
+
+@njit(nogil=True, cache=True)
+def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g, padding,
+                      pitch, packed, x_in, buf, acc, p_chunk):  # pragma: no cover - compiled
+    """acc[fb, k * 64 + f] += sum over samples [n0, n1) and positions p of
+    dout[n, f0 + f, p] * x_pad[n, tap k at position p], for filter blocks [fb0, fb1)
+    (numbered over the groups, ceil(F/G / 64) each; f0 the block's first filter): the
+    forward's register block with the roles of taps and positions swapped (six taps
+    broadcast from the input, 64 filters' gradients in the lanes, the sum over positions
+    in the inner loop), each (f, k) summed over positions in one float32 order.
+
+    ``group`` samples at a time: their positions one after another (small maps: a block's
+    partial sums, K x 64, then stay in L2 while all of them run). x (N, C, H, W); dout
+    (N, F, P) C-contiguous; off (K rounded up to 6,) each tap's offset into one group's
+    planes of ``pitch`` (the tail repeats the last tap: its rows are dropped); inb (P,)
+    each output position's offset; inb_g (group * P,) scratch; x_in (group * C * Hp * Wp)
+    scratch when ``packed``; buf (p_chunk * 64) scratch for a transposed chunk of dout;
+    acc (blocks, K rounded up to 6 * 64), added to."""
+    n_all, c_all, h, w = x.shape
+    f_all, positions = dout.shape[1], dout.shape[2]
+    cg, fg = c_all // groups, f_all // groups
+    per_group = -(-fg // FILTERS)
+    plane = pitch[0] * pitch[1]
+    sample = c_all * plane
+    k_rounded = off.size
+    flat_x = x.reshape(-1)
+    for g0 in range(n0, n1, group):
+        count = min(group, n1 - g0)
+        if packed:
+            for s in range(count):
+                pack_sample(x, g0 + s, x_in[s * sample:(s + 1) * sample], padding, (1, 1),
+                            pitch)
+            src, base = x_in, 0
+        else:
+            src, base = flat_x, g0 * c_all * h * w
+        total = count * positions
+        for p in range(total):
+            inb_g[p] = p // positions * sample + inb[p % positions]
+        for fb in range(fb0, fb1):
+            g = fb // per_group
+            f0 = g * fg + (fb % per_group) * FILTERS
+            nf = min(FILTERS, fg - (fb % per_group) * FILTERS)
+            xo = base + g * cg * plane
+            vectors = -(-nf // LANES)
+            acc_fb = acc[fb]
+            for p0 in range(0, total, p_chunk):
+                p1 = min(total, p0 + p_chunk)
+                q = p0
+                while q < p1:       # the chunk's pieces, one per sample, transposed
+                    s = q // positions
+                    a = q - s * positions
+                    e = min(positions, a + p1 - q)
+                    _load_chunk(dout[g0 + s], f0, nf, a, e, buf[(q - p0) * FILTERS:])
+                    q += e - a
+                for t0 in range(0, k_rounded, POSITIONS):
+                    if vectors == 4:
+                        _micro4(src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 1)
+                    elif vectors == 3:
+                        _micro3(src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 1)
+                    elif vectors == 2:
+                        _micro2(src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 1)
+                    else:
+                        _micro1(src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 1)
