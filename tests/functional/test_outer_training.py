@@ -188,3 +188,19 @@ def test_sample_groups_share_tiles(x_shape, w_shape, padding):
         dw_want = conv_gemm.weight_grad(x.astype(np.float64), res.astype(np.float64),
                                         w_shape, *args[:4])
         assert _rel(dw, dw_want) < TOL, threads
+
+
+def test_weight_grad_long_sums_stay_accurate():
+    """dw over 128 x 32 x 32 positions a filter tap: the outer kernel's blocked sum (chunks of
+    outer.P_CHUNK positions, each added to the total) stays within the direct kernel's and
+    im2col's error of the float64 result (~5e-7 here); one sequential float32 sum over all
+    the positions was 8e-6 off."""
+    from volnet.functional.compiled import outer
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((128, 3, 32, 32)).astype(np.float32)
+    dout = rng.standard_normal((128, 32, 32, 32)).astype(np.float32)
+    args = ((32, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1)
+    want = conv_gemm.weight_grad(x.astype(np.float64), dout.astype(np.float64), *args)
+    with backend.use_kernels("numba"):
+        got = outer.weight_grad(x, dout, *args)
+    assert _rel(got, want) < 2e-6
