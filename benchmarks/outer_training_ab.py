@@ -235,8 +235,7 @@ def main(argv=None) -> None:
             continue
         for t in (int(v) for v in args.threads.split(",")):
             with thread_policy.use_threads(t):
-                pl, rows = measure(layer, args.repeats, rng,
-                                   not args.no_winograd_training)
+                _, rows = measure(layer, args.repeats, rng, not args.no_winograd_training)
             for what, res in rows:
                 (a, ra), (b_, rb) = res.items()
                 print(f"{layer[0]:40s} t{t} {what:17s} {a:>24s} {ra[0]:7.2f} wall "

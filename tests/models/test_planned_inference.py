@@ -39,3 +39,39 @@ def test_planned_float32_inference_matches_torch(name, rng):
     scale = np.abs(want).max()
     for out in (first, planned):
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_planned_inference_by_the_outer_kernel_matches_the_reference_path(rng, monkeypatch):
+    """A small ResNet-18 at batch 1 on 48x48 inputs, eval mode, with the outer kernel on
+    (conv_choice.OUTER): its 3x3 convolutions, strided or on maps too small for Winograd,
+    run the outer-product kernel (compiled/outer.py), fused with their batch norms,
+    shortcuts and ReLUs; first call and planned call against the NumPy reference path
+    (VOLNET_KERNELS=numpy: separate layers, im2col)."""
+    from volnet.functional import conv_choice
+    from volnet.functional.compiled import outer
+    from volnet.runtime import backend
+
+    monkeypatch.setattr(conv_choice, "OUTER", True)
+    net = CASES["resnet18"][0]()
+    randomise_norm_stats(net, rng)
+    x = rng.standard_normal((1, 3, 48, 48)).astype(np.float32)
+    with backend.use_kernels("numpy"):
+        want = net.forward(x)
+    calls, real = [], outer.forward
+
+    def counted(x, w, b, stride, padding, dilation, groups, out_size, *rest):
+        calls.append((x.shape, w.shape, tuple(stride), tuple(padding), tuple(dilation),
+                      int(groups), tuple(out_size)))
+        return real(x, w, b, stride, padding, dilation, groups, out_size, *rest)
+
+    monkeypatch.setattr(outer, "forward", counted)
+    with backend.use_kernels("numba"):
+        first = net.forward(x)
+        once = len(calls)
+        planned = net.forward(x)
+        for call in set(calls):      # the plan chose it: nothing else ran under that name
+            assert conv_choice.plan(*call, np.float32).forward == "outer", call
+    assert once >= 10 and len(calls) == 2 * once        # most of the 20 convolutions, twice
+    scale = np.abs(want).max()
+    for out in (first, planned):
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5 * scale)

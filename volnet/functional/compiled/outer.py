@@ -18,10 +18,12 @@ that each transposed chunk of the weights serves more than one map's few positio
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
+from volnet.errors import ShapeError
 from volnet.functional.compiled import outer_kernels as kernels
 from volnet.runtime import block_threads
 
@@ -32,6 +34,8 @@ TILE = 256 * kernels.POSITIONS  # positions per tile at most: their partial sums
 TILE_INPUT_BYTES = 1 << 20      # ... and the inputs they read (C x sh x sw floats a
 #                                 position) too: else every filter block re-reads them from
 #                                 L3 (ResNet-50's 256->512 1x1 s2 on 56x56, 8 filter blocks)
+P_CHUNK = 128                   # positions per transposed chunk of dout in weight_grad (32
+#                                 KB: L1; 256 and 512 were no faster, benchmarks/README 52)
 
 
 @dataclass(frozen=True)
@@ -61,11 +65,17 @@ class Layout:
 
 @functools.lru_cache(maxsize=1024)
 def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size, threads) -> Layout:
-    """The :class:`Layout` of a convolution (cached: made once per layer shape)."""
+    """The :class:`Layout` of a convolution (cached: made once per layer shape).
+
+    Raises:
+        ShapeError: for operands no convolution has (``_check_shapes``): the kernels
+            index with these offsets unchecked.
+    """
     n, c, h, w = x_shape
     f, cg, kh, kw = w_shape
     (sh, sw), (ph, pw), (dh, dw), (ho, wo) = stride, padding, dilation, out_size
     hp, wp = h + 2 * ph, w + 2 * pw
+    _check_shapes(x_shape, w_shape, stride, padding, dilation, groups, out_size)
     taps = (np.arange(cg)[:, None, None] * (hp * wp) + np.arange(kh)[None, :, None] * dh * wp
             + np.arange(kw)[None, None, :] * dw)
     positions = ho * wo
@@ -90,6 +100,25 @@ def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size, thread
     return Layout((hp, wp), ph > 0 or pw > 0, off, inb, items, tile, group)
 
 
+def _check_shapes(x_shape, w_shape, stride, padding, dilation, groups, out_size):
+    """Raise ShapeError unless every read the kernels make stays in its array: each group's
+    taps (C/G channels) inside the input's channels, and the last output position's last
+    tap, ``(Ho - 1) * S + (KH - 1) * D``, inside the padded plane (row and column), so
+    that ``inb[p] + off[k] < C/G * Hp * Wp`` for every position p and tap k."""
+    _, c, h, w = x_shape
+    f, cg, kh, kw = w_shape
+    if groups < 1 or c != cg * groups or f % groups or min(f, cg, kh, kw) < 1:
+        raise ShapeError(f"outer.forward: filters {tuple(w_shape)} in {groups} groups do not "
+                         f"fit an input of {c} channels; pass weights (F, C / groups, KH, KW) "
+                         f"with F a multiple of groups")
+    for axis, size, k, s, p, d, o in zip("HW", (h, w), (kh, kw), stride, padding, dilation,
+                                         out_size):
+        if s < 1 or d < 1 or p < 0 or o < 1 or (o - 1) * s + (k - 1) * d >= size + 2 * p:
+            raise ShapeError(f"outer.forward: output {axis} {o} with kernel {k}, stride {s}, "
+                             f"padding {p}, dilation {d} reads past the padded input ({size} "
+                             f"+ 2*{p}); pass the output size conv_output_size gives")
+
+
 def _items(n, vectors, rounded, threads) -> tuple:
     """The threads' shares: samples first; with fewer samples than threads, each sample's
     filter blocks (``vectors``: each block's count of 16-filter vectors, what its products
@@ -106,7 +135,7 @@ def _items(n, vectors, rounded, threads) -> tuple:
         ends = np.cumsum(vectors)
         cuts = [0] + [int(np.abs(ends - total * j / parts).argmin()) + 1
                       for j in range(1, parts)] + [blocks]
-        by_blocks = [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+        by_blocks = [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
         largest = max(sum(vectors[a:b]) for a, b in by_blocks)
         per_tile = -(-rounded // kernels.POSITIONS // parts) * kernels.POSITIONS
         if largest * rounded <= total * per_tile:
@@ -121,10 +150,15 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
             residual=None):
     """(N, F, Ho, Wo) float32 correlation of x with w, times ``scale`` (None: 1) plus
     ``bias`` (None: none) per filter, plus ``residual`` (None: none; the output's shape),
-    rectified when ``relu``; any stride, padding, dilation and groups."""
+    rectified when ``relu``; any stride, padding, dilation and groups. Any dtype and
+    layout in; float32 out, computed from float32 copies.
+
+    Raises:
+        ShapeError: for operands of the wrong shapes (the kernels index unchecked).
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
     w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(w.shape[0], -1)
-    n, c, h, wd = x.shape
+    n, c = x.shape[:2]
     f = w.shape[0]
     threads = block_threads.workers()
     if n < threads:     # one sample's share: only a product worth a hand-off is split
@@ -137,6 +171,12 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     out = np.empty((n, f, *out_size), dtype=np.float32)
     has_res = residual is not None
     res = np.ascontiguousarray(residual, np.float32) if has_res else out
+    for name, given, v, want in (("bias", bias, b, (f,)), ("scale", scale, s, (f,)),
+                                 ("residual", residual, res, out.shape)):
+        if given is not None and v.shape != want:
+            raise ShapeError(f"outer.forward: {name} has shape {v.shape}, the layer needs "
+                             f"{want}; pass one value per filter (residual: the output's "
+                             f"shape)")
     plane = lay.pitch[0] * lay.pitch[1]
     tile = lay.tile
     k_chunk = min(K_CHUNK, w2.shape[1])
@@ -156,10 +196,6 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     return out
 
 
-
-P_CHUNK = 128        # positions per transposed chunk of dout in weight_grad (32 KB: L1)
-
-
 def _taps_rounded(off: np.ndarray) -> np.ndarray:
     """The taps' offsets rounded up to whole register blocks of POSITIONS (the tail repeats
     the last tap; its gradient rows are computed and dropped)."""
@@ -172,10 +208,18 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     output's gradient: the forward's register block with taps and positions swapped (see
     ``outer_kernels.weight_grad_items``); any stride, padding, dilation and groups. The
     threads take samples (each its own partial sums, added at the end) or, with fewer
-    samples than threads, filter blocks."""
+    samples than threads, filter blocks.
+
+    Raises:
+        ShapeError: for operands of the wrong shapes (the kernels index unchecked).
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
-    n, c, h, wd = x.shape
+    n, c = x.shape[:2]
     f = w_shape[0]
+    if np.ndim(dout) != 4 or tuple(dout.shape[:2]) != (n, f):
+        raise ShapeError(f"outer.weight_grad: dout has shape {np.shape(dout)}, the layer's "
+                         f"output gradient needs ({n}, {f}, Ho, Wo); pass the gradient of "
+                         f"this convolution's output")
     out_size = dout.shape[2:]
     d = np.ascontiguousarray(dout, dtype=np.float32).reshape(n, f, -1)
     lay = layout(tuple(x.shape), tuple(w_shape), tuple(stride), tuple(padding),

@@ -6,13 +6,13 @@ Every tap k = (c, i, j) of a convolution adds one outer product to the outputs:
     out[p, f] += x_pad[c, oh(p) * sh + i * dh, ow(p) * sw + j * dw] * w[f, k]
 
 a column of inputs (one per output position p) times a row of weights (one per filter f).
-:func:`_micro` keeps a block of 6 positions x 64 filters (24 registers of 16 floats)
-through the whole sum over a chunk of taps: per tap, four loads of 16 filters' weights,
-six broadcast inputs and 24 fused multiply-adds. The six positions are any six outputs,
-each read through its own offset into the zero-padded input, so stride, dilation and maps
-of any width cost nothing extra: no position is computed and dropped except in a map's
-last block (positions round up to 6), and no input is unrolled. This is the register
-blocking of onnxruntime's NCHWc convolution (MLAS), on NCHW tensors.
+:func:`_micro_kernel` builds the register block: 6 positions x 64 filters (24 registers
+of 16 floats) kept through the whole sum over a chunk of taps: per tap, four loads of 16
+filters' weights, six broadcast inputs and 24 fused multiply-adds. The six positions are
+any six outputs, each read through its own offset into the zero-padded input, so stride,
+dilation and maps of any width cost nothing extra: no position is computed and dropped
+except in a map's last block (positions round up to 6), and no input is unrolled. This is
+the register blocking of onnxruntime's NCHWc convolution (MLAS), on NCHW tensors.
 
 The weights are read in place, w (F, C/G * KH * KW) row by row: for each chunk of taps,
 :func:`_load_chunk` transposes the chunk of 64 filters into a small buffer (taps x 64,
@@ -29,6 +29,26 @@ The partial sums of a tile of positions sit position-major in a scratch (rows of
 filters); the store (:func:`_store`) transposes them back to NCHW 16 x 16 at a time and
 applies the epilogue in the same pass: scale and bias (a folded batch norm), a residual
 sum, the ReLU (NaN -> 0, as the other kernels' bias pass: no ``fastmath``).
+
+Bounds: the intrinsics index raw pointers, so every access stays inside its array by
+construction, with no check in the loops. The input read for position p and tap k = (c, i,
+j) of group g is ``xo + inb[p] + off[k]`` = g C/G Hp Wp + (oh S_h + i D_h) Wp + ow S_w
++ j D_w + c Hp Wp, inside the sample's C Hp Wp floats because outer.py's
+``_check_shapes`` holds (Ho - 1) S + (K - 1) D < H + 2P on both axes and C = G C/G; the
+tail of the last block of 6 positions repeats the last position (``outer.layout``), so
+it reads what that one does. ``inb`` is read below the tile's end te <= the item's t1 <=
+its length (positions rounded up to 6), ``off`` below K. ``buf`` holds taps < k_chunk of
+lanes < 64 (``_load_chunk`` reads filters < nf of w2); ``prod`` and ``tmp`` rows < tile
+(te - ts, a multiple of 6) of lanes < 64; ``_store`` writes positions < min(te, Ho Wo)
+of filters < F, and reads ``scale``, ``bias`` (F,) and ``residual`` (out's shape), which
+outer.forward checks. tests/functional/test_outer_conv.py runs the edge shapes on
+guard-filled arrays. A group of ``count`` samples sharing a tile reads ``inb_g[p] = (q //
+(Ho Wo)) C Hp Wp + inb[q % (Ho Wo)]`` with q = min(p, count Ho Wo - 1): inside the group's
+samples (packed one after another into ``x_in``, ``outer.layout``'s group of them, or x's
+samples g0 .. g0 + count - 1); its tile (``outer.layout``) holds count Ho Wo rounded up to
+6 rows. dw (``weight_grad_items``) reads the same addresses with taps and positions
+swapped: taps rounded up to 6 repeat the last (``outer._taps_rounded``; ``acc`` has that
+many rows), positions only below count Ho Wo; ``buf`` rows < p_chunk.
 
 The 16-float vectors are AVX-512 registers; on a CPU without AVX-512 LLVM splits them
 (same results, slower). Written as LLVM IR through numba intrinsics, as direct_kernels.py
@@ -71,7 +91,8 @@ def _micro_kernel(vectors: int):
         def codegen(context, builder, signature, args):
             x_arg, xo_, off_arg, k0_, k1_, inb_arg, b0_, buf_arg, prod_arg, row0_, add_ = args
             sa = signature.args
-            xp, offp = _data(context, builder, sa[0], x_arg), _data(context, builder, sa[2], off_arg)
+            xp = _data(context, builder, sa[0], x_arg)
+            offp = _data(context, builder, sa[2], off_arg)
             inbp = _data(context, builder, sa[5], inb_arg)
             bufp, prodp = (_data(context, builder, sa[7], buf_arg),
                            _data(context, builder, sa[8], prod_arg))
@@ -83,7 +104,7 @@ def _micro_kernel(vectors: int):
             # accumulators in allocas: LLVM's mem2reg turns them into registers
             accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
                     for _ in range(POSITIONS)]
-            c = lambda v: ir.Constant(i64, v)  # noqa: E731
+            c = lambda v: ir.Constant(i64, v)
             x_base = builder.gep(xp, [xo_])
             sources = [builder.gep(x_base, [builder.load(builder.gep(inbp, [builder.add(
                 b0_, c(j))]))]) for j in range(POSITIONS)]
@@ -261,12 +282,11 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
     planes of ``pitch`` = (Hp, Wp) (the zero-padded sample, packed into ``x_in`` when
     ``packed``, else x itself); inb (Ho * Wo rounded up to 6,) each output position's
     offset (the tail repeats the last); inb_g (at least tile and inb's size,) scratch: the
-    offsets the tile reads (inb's, or a group's); prod
-    (tile * 64), buf (k_chunk * 64) and tmp (tile * 64) scratch; x_in (group * C * Hp * Wp)
-    when packed; out (N, F, Ho, Wo) gets ``sums * scale + bias (+ residual)``, rectified
-    when ``relu`` (scale, bias: (F,) or empty; residual: out's shape, read when
-    ``has_res``)."""
-    n_all, c_all, h, w = x.shape
+    offsets the tile reads (inb's, or a group's); prod (tile * 64), buf (k_chunk * 64) and
+    tmp (tile * 64) scratch; x_in (group * C * Hp * Wp) scratch when packed; out (N, F, Ho,
+    Wo) gets ``sums * scale + bias (+ residual)``, rectified when ``relu`` (scale, bias:
+    (F,) or empty; residual: out's shape, read when ``has_res``)."""
+    c_all, h, w = x.shape[1:]
     f_all, k_n = w2.shape
     cg, fg = c_all // groups, f_all // groups
     per_group = -(-fg // FILTERS)
@@ -344,7 +364,7 @@ def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g,
     each output position's offset; inb_g (group * P,) scratch; x_in (group * C * Hp * Wp)
     scratch when ``packed``; buf (p_chunk * 64) scratch for a transposed chunk of dout;
     acc (blocks, K rounded up to 6 * 64), added to."""
-    n_all, c_all, h, w = x.shape
+    c_all, h, w = x.shape[1:]
     f_all, positions = dout.shape[1], dout.shape[2]
     cg, fg = c_all // groups, f_all // groups
     per_group = -(-fg // FILTERS)
