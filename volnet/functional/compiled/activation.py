@@ -61,7 +61,7 @@ def bias_add(out, scale, bias, relu):
         if relu:
             for j in range(s):
                 v = row[j] * a + b
-                row[j] = v if v > 0 else 0
+                row[j] = 0 if v <= 0 else v  # noqa: FURB136 (max(0, v) drops NaN)
         else:
             for j in range(s):
                 row[j] = row[j] * a + b
@@ -84,7 +84,7 @@ def bias_add_residual(out, scale, bias, residual, relu):
             for j in range(s):
                 v = row[j] * a + b
                 v = v + add[j]
-                row[j] = v if v > 0 else 0  # noqa: FURB136 (max(0, v) drops NaN)
+                row[j] = 0 if v <= 0 else v  # noqa: FURB136 (max(0, v) drops NaN)
         else:
             for j in range(s):
                 v = row[j] * a + b
@@ -109,7 +109,7 @@ def bias_add_transposed(src, out, scale, bias, residual, relu):
                 for j in range(s):
                     v = row[j] * a + b
                     v = v + add[j]
-                    dst[j] = v if v > 0 else 0  # noqa: FURB136 (max(0, v) drops NaN)
+                    dst[j] = 0 if v <= 0 else v  # noqa: FURB136 (max(0, v) drops NaN)
             else:
                 for j in range(s):
                     v = row[j] * a + b
@@ -117,7 +117,7 @@ def bias_add_transposed(src, out, scale, bias, residual, relu):
         elif relu:
             for j in range(s):
                 v = row[j] * a + b
-                dst[j] = v if v > 0 else 0  # noqa: FURB136 (max(0, v) drops NaN)
+                dst[j] = 0 if v <= 0 else v  # noqa: FURB136 (max(0, v) drops NaN)
         else:
             for j in range(s):
                 dst[j] = row[j] * a + b

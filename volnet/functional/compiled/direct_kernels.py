@@ -32,8 +32,8 @@ runs along q; lanes are summed and samples added in float64 every few samples.
 One call (:func:`forward_samples`, :func:`weight_grad_samples`) does, per sample: pack
 (pad, and split into phases), the register blocks for every group, and the store (forward:
 to NCHW with scale, bias and ReLU); it releases the GIL, so ``direct.py`` runs samples on
-block threads. No ``fastmath``: the ReLU must see NaN as it is (NaN -> 0, as
-``compiled/activation.py``'s bias pass).
+block threads. No ``fastmath``: the ReLU must see NaN as it is (NaN passes, as
+through ``np.maximum(x, 0)`` and ``compiled/activation.py``'s bias pass).
 
 The 16-float vectors are AVX-512 registers; on a CPU without AVX-512, LLVM splits them into
 narrower ones (same results, slower: the accumulators no longer fit the register file).
@@ -359,7 +359,7 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
                     if relu:
                         for ow in range(np.uint64(wo)):
                             v = src[at + ow] * s + bb
-                            dst[ow] = v if v > 0 else np.float32(0.0)
+                            dst[ow] = np.float32(0.0) if v <= 0 else v  # NaN passes
                     elif has_scale or has_bias:
                         for ow in range(np.uint64(wo)):
                             dst[ow] = src[at + ow] * s + bb

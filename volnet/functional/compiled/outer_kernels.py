@@ -28,7 +28,7 @@ of im2col's GEMM and the direct kernel (not Winograd's).
 The partial sums of a tile of positions sit position-major in a scratch (rows of 64
 filters); the store (:func:`_store`) transposes them back to NCHW 16 x 16 at a time and
 applies the epilogue in the same pass: scale and bias (a folded batch norm), a residual
-sum, the ReLU (NaN -> 0, as the other kernels' bias pass: no ``fastmath``).
+sum, the ReLU (NaN passes, as the other kernels' bias pass and ``np.maximum``: no ``fastmath``).
 
 Bounds: the intrinsics index raw pointers, so every access stays inside its array by
 construction, with no check in the loops. The input read for position p and tap k = (c, i,
@@ -253,14 +253,14 @@ def _store(prod, t0, t1, out_nf, f0, nf, tmp, scale, bias, has_res, res_nf,
             if relu:
                 for p in range(size):
                     v = src[p] * s + b + res[p]
-                    dst[p] = v if v > 0 else np.float32(0.0)
+                    dst[p] = np.float32(0.0) if v <= 0 else v  # NaN passes
             else:
                 for p in range(size):
                     dst[p] = src[p] * s + b + res[p]
         elif relu:
             for p in range(size):
                 v = src[p] * s + b
-                dst[p] = v if v > 0 else np.float32(0.0)
+                dst[p] = np.float32(0.0) if v <= 0 else v  # NaN passes
         elif has_scale or has_bias:
             for p in range(size):
                 dst[p] = src[p] * s + b

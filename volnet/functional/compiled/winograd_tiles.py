@@ -408,11 +408,11 @@ def output_tiles4(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, co
                             for col in range(wo):
                                 v = res[src + uint64(col)] * sf + bf
                                 v = v + r1[dst + uint64(col)]
-                                o1[dst + uint64(col)] = v if v > 0 or not relu else 0.0
+                                o1[dst + uint64(col)] = 0.0 if relu and v <= 0 else v  # NaN passes
                         elif relu:
                             for col in range(wo):
                                 v = res[src + uint64(col)] * sf + bf
-                                o1[dst + uint64(col)] = v if v > 0 else 0.0
+                                o1[dst + uint64(col)] = 0.0 if v <= 0 else v  # NaN passes
                         else:
                             for col in range(wo):
                                 o1[dst + uint64(col)] = res[src + uint64(col)] * sf + bf
@@ -483,11 +483,11 @@ def _output_subgrid(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, 
                         for col in range(uint64(wo)):
                             v = src[col] * sf + bf
                             v = v + add[col]
-                            dst[col] = v if v > 0 or not relu else 0.0
+                            dst[col] = 0.0 if relu and v <= 0 else v  # NaN passes
                     elif relu:
                         for col in range(uint64(wo)):
                             v = src[col] * sf + bf
-                            dst[col] = v if v > 0 else 0.0
+                            dst[col] = 0.0 if v <= 0 else v  # NaN passes
                     else:
                         for col in range(uint64(wo)):
                             dst[col] = src[col] * sf + bf
