@@ -204,3 +204,27 @@ def test_weight_grad_long_sums_stay_accurate():
     with backend.use_kernels("numba"):
         got = outer.weight_grad(x, dout, *args)
     assert _rel(got, want) < 2e-6
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
+    ((24, 6, 14, 14), (16, 6, 5, 5), 1, 0),       # one block of filters: two halves of the batch
+    ((9, 32, 9, 9), (96, 32, 3, 3), 2, 1),        # two blocks (4 and 2 vectors)
+    ((16, 64, 7, 7), (192, 64, 3, 3), 1, 1),      # three blocks, samples sharing a tile
+])
+def test_weight_grad_same_bits_on_one_thread_or_two(two_threads, x_shape, w_shape, stride,
+                                                    padding):
+    """outer.weight_grad gives the same bits whatever the thread count (a training run
+    resumed on another thread count repeats the first exactly: tests/test_cli_train.py)."""
+    from volnet.functional.compiled import outer
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    size = tuple((s + 2 * padding - w_shape[2]) // stride + 1 for s in x_shape[2:])
+    dout = rng.standard_normal((x_shape[0], w_shape[0]) + size).astype(np.float32)
+    args = (w_shape, (stride, stride), (padding, padding), (1, 1), 1)
+    got = {}
+    for threads in (1, two_threads):
+        with thread_policy.use_threads(threads), block_threads.section():
+            got[threads] = outer.weight_grad(x, dout, *args)
+    np.testing.assert_array_equal(got[1], got[two_threads])
+    want = conv_gemm.weight_grad(x.astype(np.float64), dout.astype(np.float64), *args)
+    assert _rel(got[1], want) < TOL

@@ -85,13 +85,8 @@ def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size, thread
     off, inb = taps.reshape(-1).astype(np.int64), inb.astype(np.int64)
     off.setflags(write=False)
     inb.setflags(write=False)
-    fg = f // groups
-    widths = [min(kernels.FILTERS, fg - b) for b in range(0, fg, kernels.FILTERS)] * groups
-    vectors = tuple(-(-width // kernels.LANES) for width in widths)
-    per_position = 4 * c * sh * sw
-    tile = max(8, min(TILE, TILE_INPUT_BYTES // per_position) // kernels.POSITIONS)
-    tile *= kernels.POSITIONS
-    items = _items(n, vectors, rounded, threads)
+    tile = _tile_positions(c, stride)
+    items = _items(n, _block_vectors(f, groups), rounded, threads)
     # whole maps of several samples in one tile where a map is small: every transposed
     # chunk of the weights then serves them all, instead of the 54 positions of one 7x7 map
     group = max(1, min(max(i[1] - i[0] for i in items), tile // positions))
@@ -119,6 +114,31 @@ def _check_shapes(x_shape, w_shape, stride, padding, dilation, groups, out_size)
                              f"+ 2*{p}); pass the output size conv_output_size gives")
 
 
+def _block_vectors(f, groups) -> tuple:
+    """Each filter block's count of 16-filter vectors (what its products cost): blocks of
+    64 filters per group, the last one of a group shorter."""
+    fg = f // groups
+    widths = [min(kernels.FILTERS, fg - b) for b in range(0, fg, kernels.FILTERS)] * groups
+    return tuple(-(-width // kernels.LANES) for width in widths)
+
+
+def _tile_positions(c, stride) -> int:
+    """Positions per tile at most (a multiple of POSITIONS): TILE, or fewer where their
+    inputs (C x sh x sw floats a position) would pass TILE_INPUT_BYTES."""
+    per_position = 4 * c * stride[0] * stride[1]
+    return max(8, min(TILE, TILE_INPUT_BYTES // per_position) // kernels.POSITIONS) * (
+        kernels.POSITIONS)
+
+
+def _block_runs(vectors, parts) -> list:
+    """The filter blocks in at most ``parts`` contiguous runs [a, b) of about equal cost."""
+    total = sum(vectors)
+    ends = np.cumsum(vectors)
+    cuts = [0] + [int(np.abs(ends - total * j / parts).argmin()) + 1
+                  for j in range(1, parts)] + [len(vectors)]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
 def _items(n, vectors, rounded, threads) -> tuple:
     """The threads' shares: samples first; with fewer samples than threads, each sample's
     filter blocks (``vectors``: each block's count of 16-filter vectors, what its products
@@ -132,10 +152,7 @@ def _items(n, vectors, rounded, threads) -> tuple:
     tiles = [(0, rounded)]
     if parts > 1:
         total = sum(vectors)
-        ends = np.cumsum(vectors)
-        cuts = [0] + [int(np.abs(ends - total * j / parts).argmin()) + 1
-                      for j in range(1, parts)] + [blocks]
-        by_blocks = [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+        by_blocks = _block_runs(vectors, parts)
         largest = max(sum(vectors[a:b]) for a, b in by_blocks)
         per_tile = -(-rounded // kernels.POSITIONS // parts) * kernels.POSITIONS
         if largest * rounded <= total * per_tile:
@@ -206,9 +223,13 @@ def _taps_rounded(off: np.ndarray) -> np.ndarray:
 def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     """dw (F, C/G, KH, KW) float32 of a convolution of x with ``dout`` (N, F, Ho, Wo) its
     output's gradient: the forward's register block with taps and positions swapped (see
-    ``outer_kernels.weight_grad_items``); any stride, padding, dilation and groups. The
-    threads take samples (each its own partial sums, added at the end) or, with fewer
-    samples than threads, filter blocks.
+    ``outer_kernels.weight_grad_items``); any stride, padding, dilation and groups.
+
+    The same bits on any number of threads (a resumed training run repeats the first one
+    exactly whatever thread count it gets): with two or more filter blocks the threads take
+    runs of whole blocks, each block summed over every sample in one order; with one block,
+    the batch is always summed as two halves (on one thread or two) added in one order.
+    The samples sharing a tile (as the forward's small maps) are chosen from the shapes.
 
     Raises:
         ShapeError: for operands of the wrong shapes (the kernels index unchecked).
@@ -223,33 +244,38 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     out_size = dout.shape[2:]
     d = np.ascontiguousarray(dout, dtype=np.float32).reshape(n, f, -1)
     lay = layout(tuple(x.shape), tuple(w_shape), tuple(stride), tuple(padding),
-                 tuple(dilation), int(groups), tuple(out_size), block_threads.workers())
+                 tuple(dilation), int(groups), tuple(out_size), 1)
     off = _taps_rounded(lay.off)
-    fg = f // groups
-    blocks = groups * -(-fg // kernels.FILTERS)
-    threads = block_threads.workers()
-    if n >= threads:
-        items = [(n * i // threads, n * (i + 1) // threads, 0, blocks) for i in range(threads)]
-    else:
-        parts = max(1, min(threads, blocks))
-        items = [(0, n, blocks * i // parts, blocks * (i + 1) // parts) for i in range(parts)]
-    plane = lay.pitch[0] * lay.pitch[1]
+    vectors = _block_vectors(f, groups)
+    blocks = len(vectors)
     positions = d.shape[2]
-    p_chunk = min(P_CHUNK, lay.group * positions)
+    if blocks > 1:
+        parts = [(0, n, a, b) for a, b in _block_runs(vectors, min(block_threads.workers(),
+                                                                   blocks))]
+    else:
+        parts = [(s, e, 0, 1) for s, e in ((0, n // 2), (n // 2, n)) if e > s]
+    group = max(1, min(max(e - s for s, e, _, _ in parts),
+                       _tile_positions(c, stride) // positions))
+    plane = lay.pitch[0] * lay.pitch[1]
+    p_chunk = min(P_CHUNK, group * positions)
 
     def work(i):
-        x_in = block_threads.scratch("outer_in", lay.group * c * plane if lay.packed else 1)
+        x_in = block_threads.scratch("outer_in", group * c * plane if lay.packed else 1)
         buf = block_threads.scratch("outer_w", p_chunk * kernels.FILTERS)
-        inb_g = block_threads.scratch("outer_inb", lay.group * positions, np.int64)
+        inb_g = block_threads.scratch("outer_inb", group * positions, np.int64)
         acc = np.zeros((blocks, off.size * kernels.FILTERS), np.float32)
-        kernels.weight_grad_items(x, d, int(groups), *items[i], lay.group, off,
+        kernels.weight_grad_items(x, d, int(groups), *parts[i], group, off,
                                   lay.inb[:positions], inb_g, tuple(padding), lay.pitch,
                                   lay.packed, x_in, buf, acc, p_chunk)
         return acc
 
-    acc = sum(block_threads.run(work, len(items)))
+    if block_threads.workers() > 1:
+        accs = block_threads.run(work, len(parts))
+    else:       # one thread: the parts in turn (run would hand them to block threads)
+        accs = [work(i) for i in range(len(parts))]
+    acc = sum(accs)                                     # in part order: the same bits
     # (blocks, taps, 64) -> (F, taps): each group's blocks of 64 filters, the last one short
     k = lay.off.size
     acc = acc.reshape(groups, blocks // groups, off.size, kernels.FILTERS)[:, :, :k]
-    acc = acc.transpose(0, 1, 3, 2).reshape(groups, -1, k)[:, :fg]
+    acc = acc.transpose(0, 1, 3, 2).reshape(groups, -1, k)[:, :f // groups]
     return np.ascontiguousarray(acc).reshape(w_shape)
