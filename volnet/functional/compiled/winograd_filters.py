@@ -14,8 +14,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# LLVM's fast-math flags of the Winograd kernels (here and winograd_tiles.py): reassociation
+# and contraction let the transforms vectorise; not "nnan"/"ninf", under which LLVM may
+# assume no NaN or infinity and fold away the ReLU's test that keeps a NaN output NaN
+FAST_MATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
-@njit(nogil=True, cache=True, fastmath=True)
+
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def _points(taps, g, half, out, row):  # pragma: no cover - compiled
     """out[k*a + l, row, :] = sum_ij g[k, i] taps[3i + j, :] g[l, j]: the a x a points of
     one filter's (or one channel's) 3x3 taps, ``taps`` (9, n) float64 with the n channels (or
@@ -38,7 +43,7 @@ def _points(taps, g, half, out, row):  # pragma: no cover - compiled
                 dst[c] = g0 * h0[c] + g1 * h1[c] + g2 * h2[c]
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def filter_points(w, g, out, f0, f1):  # pragma: no cover - compiled
     """out[k*a + l, f, c] = sum_ij g[k, i] w[f, c, i, j] g[l, j] for filters f in [f0, f1).
 
@@ -56,7 +61,7 @@ def filter_points(w, g, out, f0, f1):  # pragma: no cover - compiled
         _points(taps, g, half, out, f)
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def filter_points_adjoint(w, g, out, c0, c1):  # pragma: no cover - compiled
     """out[k*a + l, c, f] = sum_ij g[k, i] w[f, c, 2 - i, 2 - j] g[l, j] for channels c in
     [c0, c1): the transform of the flipped, transposed filters (dx as a convolution of
@@ -77,7 +82,7 @@ def filter_points_adjoint(w, g, out, c0, c1):  # pragma: no cover - compiled
         _points(taps, g, half, out, c)
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def filter_grads(du, g, dw, f0, f1):  # pragma: no cover - compiled
     """dw[f, c, i, j] = sum_kl g[k, i] (sum_s du[s, k*a + l, f, c]) g[l, j], f in [f0, f1).
 

@@ -42,6 +42,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
+from volnet.functional.compiled.winograd_filters import FAST_MATH
+
 _F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
 GROUP = 16      # channels whose rows are transformed before their points are written
 INPUT_GROUP = 1   # ... in the input transform: its columns (6 per tile, 36 KB a channel
@@ -86,7 +88,7 @@ def _row(plane, r, h, w):  # pragma: no cover - compiled
     return uint64((plane + min(max(r, 0), h - 1)) * w), 0 <= r < h
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def _split4(src, a, n):  # pragma: no cover - compiled
     """a[j, p] = src[4 * p + j] for j < 4, p < n: column j of each of n 4-wide tiles laid
     end to end. Its own function on array views: so compiled, LLVM turns it into AVX-512
@@ -96,7 +98,7 @@ def _split4(src, a, n):  # pragma: no cover - compiled
             src[4 * p + 3]
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def _merge4(a, dst, n):  # pragma: no cover - compiled
     """dst[4 * p + j] = a[j, p] for j < 4, p < n: _split4's inverse (4-wide tiles' columns
     back into rows), AVX-512 permutes as _split4."""
@@ -105,7 +107,7 @@ def _merge4(a, dst, n):  # pragma: no cover - compiled
             a[2, p], a[3, p]
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def _bt4_lines(src, s0, ss, dst, d0, ds, n):  # pragma: no cover - compiled
     """dst[d0 + l * ds + p] = (BT of the 6 values src[s0 + k * ss + p], k < 6)[l] for
     l < 6, p < n: the input transform's pass along W over n tiles, its own function as
@@ -120,7 +122,7 @@ def _bt4_lines(src, s0, ss, dst, d0, ds, n):  # pragma: no cover - compiled
         dst[_U3 * ds + dq], dst[_U4 * ds + dq], dst[_U5 * ds + dq] = t3, t4, t5
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma: no cover
     """BT of F(4x4,3x3) on every input tile of the block, channels ``[c_lo, c_hi)``: V,
     36 point planes ``out[t, c * tiles + p]`` (``out`` (36, >= C * tiles)), written out.
@@ -200,7 +202,7 @@ def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma
                            uint64(6 * k) * ups + uint64(c0 + cc) * unp, ups, n_p)
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo,
                    c_hi):  # pragma: no cover - compiled
     """input_tiles4 tile by tile, for tiles on dilation sub-grids (inputs ``d`` apart)."""
@@ -241,7 +243,7 @@ def _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo,
                     o1[_U3 * ups + at], o1[_U4 * ups + at], o1[_U5 * ups + at] = t3, t4, t5
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compiled
     """A = AT^T of F(4x4,3x3) on every dout tile of the block (4x4 tiles to 6x6 points):
     36 point planes ``out[t, f * tiles + p]``, written out; values outside the map are
@@ -295,7 +297,7 @@ def grad_tiles4(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compi
                     o1[_U3 * ups + at], o1[_U4 * ups + at], o1[_U5 * ups + at] = t3, t4, t5
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def _grad_subgrid(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - compiled
     """grad_tiles4 tile by tile, for tiles on dilation sub-grids (outputs ``d`` apart)."""
     n_f, wo = dout.shape[1], dout.shape[3]
@@ -331,7 +333,7 @@ def _grad_subgrid(dout, out, q0, q1, rows0, cols0, d):  # pragma: no cover - com
                     o1[_U3 * ups + at], o1[_U4 * ups + at], o1[_U5 * ups + at] = t3, t4, t5
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def _at4_lines(src, s0, ss, dst, d0, ds, n):  # pragma: no cover - compiled
     """dst[d0 + i * ds + p] = (AT of the 6 values src[s0 + l * ss + p], l < 6)[i] for i < 4,
     p < n: one pass of the output transform over n tiles. Its own function: inlined into
@@ -346,7 +348,7 @@ def _at4_lines(src, s0, ss, dst, d0, ds, n):  # pragma: no cover - compiled
         dst[dq], dst[ds + dq], dst[_U2 * ds + dq], dst[_U3 * ds + dq] = o0, o1, o2, o3
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def output_tiles4(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, cols0, d,
                   f0):  # pragma: no cover - compiled
     """out[n, f0 + f, r0 + d*i, c0 + d*j] = bias[f0 + f] + scale[f0 + f] *
@@ -431,7 +433,7 @@ def _rows(x, n, c, top, step, count, zero):  # pragma: no cover - compiled
     return r0, r1, r2, r3, r4, r5
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=FAST_MATH)
 def _output_subgrid(prod, n_f, out, scale, bias, residual, relu, q0, q1, rows0, cols0, d,
                     f0):  # pragma: no cover - compiled
     """output_tiles4 tile by tile, for tiles on dilation sub-grids (outputs ``d`` apart)."""
