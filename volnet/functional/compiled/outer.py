@@ -263,7 +263,8 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
         x_in = block_threads.scratch("outer_in", group * c * plane if lay.packed else 1)
         buf = block_threads.scratch("outer_w", p_chunk * kernels.FILTERS)
         inb_g = block_threads.scratch("outer_inb", group * positions, np.int64)
-        acc = np.zeros((blocks, off.size * kernels.FILTERS), np.float32)
+        _, _, a, b = parts[i]
+        acc = np.zeros((b - a, off.size * kernels.FILTERS), np.float32)
         kernels.weight_grad_items(x, d, int(groups), *parts[i], group, off,
                                   lay.inb[:positions], inb_g, tuple(padding), lay.pitch,
                                   lay.packed, x_in, buf, acc, p_chunk)
@@ -273,7 +274,9 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
         accs = block_threads.run(work, len(parts))
     else:       # one thread: the parts in turn (run would hand them to block threads)
         accs = [work(i) for i in range(len(parts))]
-    acc = sum(accs)                                     # in part order: the same bits
+    acc = np.zeros((blocks, off.size * kernels.FILTERS), np.float32)
+    for (_, _, a, b), part in zip(parts, accs):         # in part order: the same bits
+        acc[a:b] += part
     # (blocks, taps, 64) -> (F, taps): each group's blocks of 64 filters, the last one short
     k = lay.off.size
     acc = acc.reshape(groups, blocks // groups, off.size, kernels.FILTERS)[:, :, :k]

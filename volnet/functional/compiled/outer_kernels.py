@@ -348,7 +348,7 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
 @njit(nogil=True, cache=True)
 def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g, padding,
                       pitch, packed, x_in, buf, acc, p_chunk):  # pragma: no cover - compiled
-    """acc[fb, k * 64 + f] += sum over samples [n0, n1) and positions p of
+    """acc[fb - fb0, k * 64 + f] += sum over samples [n0, n1) and positions p of
     dout[n, f0 + f, p] * x_pad[n, tap k at position p], for filter blocks [fb0, fb1)
     (numbered over the groups, ceil(F/G / 64) each; f0 the block's first filter): the
     forward's register block with the roles of taps and positions swapped (six taps
@@ -363,7 +363,7 @@ def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g,
     planes of ``pitch`` (the tail repeats the last tap: its rows are dropped); inb (P,)
     each output position's offset; inb_g (group * P,) scratch; x_in (group * C * Hp * Wp)
     scratch when ``packed``; buf (p_chunk * 64) scratch for a transposed chunk of dout;
-    acc (blocks, K rounded up to 6 * 64), added to."""
+    acc (fb1 - fb0, K rounded up to 6 * 64), added to (row fb - fb0 for block fb)."""
     c_all, h, w = x.shape[1:]
     f_all, positions = dout.shape[1], dout.shape[2]
     cg, fg = c_all // groups, f_all // groups
@@ -390,7 +390,7 @@ def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g,
             nf = min(FILTERS, fg - (fb % per_group) * FILTERS)
             xo = base + g * cg * plane
             vectors = -(-nf // LANES)
-            acc_fb = acc[fb]
+            acc_fb = acc[fb - fb0]
             for p0 in range(0, total, p_chunk):
                 p1 = min(total, p0 + p_chunk)
                 q = p0
