@@ -37,7 +37,7 @@ import numpy as np
 
 import volnet as vn
 from volnet.functional import conv_choice
-from volnet.functional.compiled import winograd
+from volnet.functional.compiled import outer, winograd
 from volnet.runtime import backend
 
 STEPS, BATCH, LR, MOMENTUM = 50, 16, 0.02, 0.9
@@ -71,7 +71,8 @@ def settings_constants(net_name, setting):
     dx, dw = setting in ("dx", "both"), setting in ("dw", "both")
     values = {"WINOGRAD": setting != "exact", "WINOGRAD_TRAINING": True}
     if net_name == "narrow":     # force Winograd where the channels are too few for the plan
-        values.update(DIRECT_WINOGRAD_CHANNELS=8, WINOGRAD_MIN_WORK=0)
+        # (the outer kernel off: it would take these small maps' dw from Winograd)
+        values.update(DIRECT_WINOGRAD_CHANNELS=8, WINOGRAD_MIN_WORK=0, OUTER=False)
         values.update(WINOGRAD_MIN_TILES=1 if dx else OUT_OF_REACH,
                       WINOGRAD_MIN_TILES_DW=1 if dw else OUT_OF_REACH)
     else:                        # today's thresholds; a pass off has its threshold out of reach
@@ -96,25 +97,28 @@ def constants(values):
 
 
 @contextlib.contextmanager
-def count_winograd():
-    """Yield {"dx": calls, "dw": calls} of the Winograd backward kernels during the block
-    (dx runs winograd.forward on dout; a training forward never does)."""
-    counts = {"dx": 0, "dw": 0}
-    real_fwd, real_dw = winograd.forward, winograd.weight_grad
+def count_kernels():
+    """Yield {"dx": calls, "dw": calls, "outer": calls} during the block: of the Winograd
+    backward kernels (dx runs winograd.forward on dout; a training forward never does) and
+    of the outer kernel (compiled/outer.py: a training forward, dx or dw the plan gives it)."""
+    counts = {"dx": 0, "dw": 0, "outer": 0}
+    real = [("dx", winograd, "forward"), ("dw", winograd, "weight_grad"),
+            ("outer", outer, "forward"), ("outer", outer, "weight_grad")]
+    saved = [getattr(module, name) for _, module, name in real]
 
-    def fwd(*args, **kw):
-        counts["dx"] += 1
-        return real_fwd(*args, **kw)
+    def counted(key, fn):
+        def call(*args, **kw):
+            counts[key] += 1
+            return fn(*args, **kw)
+        return call
 
-    def dw(*args, **kw):
-        counts["dw"] += 1
-        return real_dw(*args, **kw)
-
-    winograd.forward, winograd.weight_grad = fwd, dw
+    for (key, module, name), fn in zip(real, saved):
+        setattr(module, name, counted(key, fn))
     try:
         yield counts
     finally:
-        winograd.forward, winograd.weight_grad = real_fwd, real_dw
+        for (_, module, name), fn in zip(real, saved):
+            setattr(module, name, fn)
 
 
 def volnet_run(widths, seed, dtype):
@@ -170,7 +174,7 @@ def rel(a, b):
 def replay(net_name, seed, settings=SETTINGS):
     """One seed of the study: {"torch": PyTorch float32's divergence, "agree": volnet float64
     against PyTorch float64, "peak": volnet float64's highest loss, setting: (divergence,
-    Winograd call counts)}."""
+    kernel call counts: count_kernels)}."""
     import torch
     widths = WIDTHS[net_name]
     with backend.use_kernels("numba"):
@@ -180,7 +184,7 @@ def replay(net_name, seed, settings=SETTINGS):
         row = {"torch": rel(theirs32, theirs64), "agree": rel(ours64, theirs64),
                "peak": max(losses)}
         for setting in settings:
-            with constants(settings_constants(net_name, setting)), count_winograd() as counts:
+            with constants(settings_constants(net_name, setting)), count_kernels() as counts:
                 ours32, _ = volnet_run(widths, seed, np.float32)
             row[setting] = (rel(ours32, ours64), dict(counts))
     return row

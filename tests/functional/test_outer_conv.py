@@ -249,6 +249,9 @@ GUARD_CASES = [
     (1, 15, 40, 41, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (1, 7, 5, 6, 70, (1, 1), (2, 2), (0, 0), (1, 1), 1),
     (1, 3, 1, 13, 33, (3, 3), (3, 3), (1, 1), (1, 1), 1),
+    # several samples' small maps sharing a tile (outer.Layout.group), padded and not
+    (7, 8, 5, 5, 20, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (5, 4, 6, 5, 16, (3, 3), (1, 2), (0, 0), (1, 1), 2),
 ]
 
 
@@ -290,7 +293,9 @@ def _check_inside_arrays(case):
     D_h) Wp + (Wo - 1) S_w + (KW - 1) D_w + (C/G - 1) Hp Wp, inside C Hp Wp because
     outer._check_shapes holds (Ho - 1) S + (K - 1) D < H + 2P on both axes; the tail of
     the last position block repeats the last position; prod, buf and tmp are indexed by
-    rows < tile (te - ts, a multiple of 6), taps < k_chunk and lanes < 64."""
+    rows < tile (te - ts, a multiple of 6), taps < k_chunk and lanes < 64; a group of
+    samples sharing a tile reads each sample's planes through the same offsets, and writes
+    inb_g below the tile."""
     _, c, _, _, f, _, s, p, d, g = case
     x, w, b, scale, residual = _operands(case, seed=7)
     want = _torch_fused(x, w, b, scale, residual, False, case)
@@ -306,16 +311,19 @@ def _check_inside_arrays(case):
     out_buf, out = _guarded(np.full(want.shape, np.nan), fill=-1234.5)
     tile, k_chunk = lay.tile, min(outer.K_CHUNK, w[0].size)
     scratch = {name: _guarded(np.full(size, np.nan)) for name, size in (
-        ("x_in", c * lay.pitch[0] * lay.pitch[1] if lay.packed else 1),
+        ("x_in", lay.group * c * lay.pitch[0] * lay.pitch[1] if lay.packed else 1),
         ("prod", tile * kernels.FILTERS), ("buf", k_chunk * kernels.FILTERS),
         ("tmp", tile * kernels.FILTERS))}
+    inb_size = max(tile, lay.inb.size)
+    inb_buf = np.full(inb_size + 2 * GUARD, -7, np.int64)
     for item in lay.items:
         kernels.forward_items(
-            arrays["x"][1], arrays["w2"][1], g, *item, tile, lay.off, lay.inb, p, lay.pitch,
-            lay.packed, scratch["x_in"][1], scratch["prod"][1], scratch["buf"][1],
-            scratch["tmp"][1], out, arrays["scale"][1], arrays["bias"][1], True,
-            arrays["residual"][1], False, k_chunk)
+            arrays["x"][1], arrays["w2"][1], g, *item, tile, lay.group, lay.off, lay.inb,
+            inb_buf[GUARD:GUARD + inb_size], p, lay.pitch, lay.packed, scratch["x_in"][1],
+            scratch["prod"][1], scratch["buf"][1], scratch["tmp"][1], out,
+            arrays["scale"][1], arrays["bias"][1], True, arrays["residual"][1], False, k_chunk)
     assert (_guards(out_buf) == np.float32(-1234.5)).all()
+    assert (_guards(inb_buf) == -7).all()
     for name, (buf, _) in {**arrays, **scratch}.items():
         assert np.isnan(_guards(buf)).all(), name
     assert np.isfinite(out).all()

@@ -11,8 +11,10 @@ round, "Training faithfulness over seeds") a few runs jump 10-10^5x above the us
 divergence, a different branch taken, whichever float32 arithmetic runs them: volnet's
 exact kernels (5 seeds), Winograd dx and dw (7), PyTorch (4). The seeds here are free of
 jumps: 0 (the original replay), 10 (the narrow net's tightest, Winograd 2.0x) and the
-wide net's 1 (1.24x). The Winograd calls are counted, so the test cannot silently stop
-testing the kernels the plan picks.
+wide net's 1 (1.24x). The Winograd and outer-kernel calls are counted, so the test cannot
+silently stop testing the kernels the plan picks (the wide net's conv2 and conv3 run their
+forward by the outer kernel, conv3 and conv1 their dw: conv_choice.outer_trains and
+outer_weight_grad; the narrow net, which forces Winograd, runs with the outer kernel off).
 """
 
 import functools
@@ -44,9 +46,10 @@ def _float64_run(widths, seed):
 
 def _assert_faithful(widths, seed):
     """Replay ``seed`` on ``widths``: volnet float32 within 3x PyTorch float32's divergence
-    from volnet float64; returns the Winograd backward calls counted in the float32 run."""
+    from volnet float64; returns the Winograd backward and outer-kernel calls counted in
+    the float32 run."""
     with backend.use_kernels("numba"):
-        with replay.count_winograd() as counts:
+        with replay.count_kernels() as counts:
             ours32, losses = replay.volnet_run(widths, seed, np.float32)
     ours64 = _float64_run(widths, seed)
     theirs32 = replay.torch_run(widths, seed, torch.float32)
@@ -81,35 +84,42 @@ def test_adversarial_replay_float32_as_faithful_as_torch(monkeypatch, seed, dire
             assert conv_choice.plan((replay.BATCH, c, h, h), (f, c, 3, 3), (1, 1), (1, 1),
                                     (1, 1), 1, (h, h), np.float32).forward == "winograd4"
     counts = _assert_faithful(replay.WIDTHS["narrow"], seed)
-    assert counts == {"dx": 2 * replay.STEPS, "dw": 2 * replay.STEPS}
+    assert counts == {"dx": 2 * replay.STEPS, "dw": 2 * replay.STEPS, "outer": 0}
 
 
-def test_wide_replay_with_the_plans_own_kernels(monkeypatch):
+@pytest.mark.parametrize("outer_on", [True, False])
+def test_wide_replay_with_the_plans_own_kernels(monkeypatch, outer_on):
     """The 64-channel net, thresholds untouched: the plan itself gives conv2's and conv3's
-    dx and dw to Winograd (conv3's 256 tiles reach WINOGRAD_MIN_TILES_DW)."""
+    dx to Winograd, conv2's dw too, and their forward, conv3's dw (a 16x16 map) and conv1's
+    dw to the outer kernel; with it off (VOLNET_OUTER=0) the forward runs direct and conv3's dw
+    Winograd (its 256 tiles reach WINOGRAD_MIN_TILES_DW)."""
     monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", True)      # the default
+    monkeypatch.setattr(conv_choice, "OUTER", outer_on)
+    forward, dw3 = ("outer", "outer") if outer_on else ("direct", "winograd4")
     with backend.use_kernels("numba"):
-        assert _training_plan(replay.BATCH, 64, 64, 32) == ("direct", "winograd4", "winograd4")
-        assert _training_plan(replay.BATCH, 64, 64, 16) == ("direct", "winograd4", "winograd4")
+        assert _training_plan(replay.BATCH, 64, 64, 32) == (forward, "winograd4", "winograd4")
+        assert _training_plan(replay.BATCH, 64, 64, 16) == (forward, "winograd4", dw3)
     counts = _assert_faithful(replay.WIDTHS["wide"], 1)
-    assert counts == {"dx": 2 * replay.STEPS, "dw": 2 * replay.STEPS}
+    assert counts == {"dx": 2 * replay.STEPS, "dw": (2 - outer_on) * replay.STEPS,
+                      "outer": 4 * replay.STEPS * outer_on}
 
 
 def test_winograd_training_off_gives_backward_to_exact_kernels(monkeypatch):
-    """VOLNET_WINOGRAD_TRAINING=0: dx and dw by the direct kernel, Winograd kept for
-    inference; a training step then runs no Winograd, and its gradients match PyTorch's."""
+    """VOLNET_WINOGRAD_TRAINING=0: dx and dw by the exact kernels (conv2's and conv3's
+    forward, dx and dw and conv1's dw by the outer kernel), Winograd kept for inference; a
+    training step then runs no Winograd, and its gradients match PyTorch's."""
     monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", False)
     net = replay.build(replay.WIDTHS["wide"], 0, np.float32)
     x, y = (a[0] for a in replay.data(0))
     with backend.use_kernels("numba"):
-        assert _training_plan(replay.BATCH, 64, 64, 32) == ("direct", "direct", "direct")
+        assert _training_plan(replay.BATCH, 64, 64, 32) == ("outer", "outer", "outer")
         assert conv_choice.plan((replay.BATCH, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1),
                                 (1, 1), 1, (32, 32), np.float32).forward == "winograd4"
-        with replay.count_winograd() as counts:
+        with replay.count_kernels() as counts:
             _, dout = vn.functional.softmax_cross_entropy(
                 net.forward(x.astype(np.float32), training=True), y)
             net.backward(dout, input_grad=False)
-    assert counts == {"dx": 0, "dw": 0}
+    assert counts == {"dx": 0, "dw": 0, "outer": 7}    # conv1 dw; conv2, conv3: all three
     tnet = replay.build(replay.WIDTHS["wide"], 0, np.float64)
     mirror = [torch.tensor(p, requires_grad=True) for _, p, _ in tnet.named_params()]
     h = torch.tensor(x)

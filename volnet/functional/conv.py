@@ -270,6 +270,9 @@ def conv2d_backward(dout, cache, input_grad=True):
     elif plan.weight_grad == "direct":
         from volnet.functional.compiled import direct
         dw = direct.weight_grad(x, dout, w.shape, stride, padding, dilation, groups)
+    elif plan.weight_grad == "outer":
+        from volnet.functional.compiled import outer
+        dw = outer.weight_grad(x, dout, w.shape, stride, padding, dilation, groups)
     else:
         dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
     if not input_grad:
@@ -284,6 +287,10 @@ def conv2d_backward(dout, cache, input_grad=True):
         from volnet.functional.compiled import direct
         dx = direct.forward(dout, conv_gemm.flipped_transpose(w, groups), None, (1, 1),
                             plan.adjoint_padding, dilation, groups, x.shape[2:])
+    elif plan.input_grad == "outer":
+        from volnet.functional.compiled import outer
+        dx = outer.forward(dout, conv_gemm.flipped_transpose(w, groups), None, (1, 1),
+                           plan.adjoint_padding, dilation, groups, x.shape[2:])
     elif plan.adjoint_padding is not None:
         dx = conv_gemm.input_grad_as_conv(dout, w, x.shape, padding, dilation, groups)
     else:

@@ -21,7 +21,13 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   forwards of layers with at least ``OUTER_MIN_CHANNELS`` input channels per group and a
   kernel larger than 1x1, where Winograd does not fit, or the batch is smaller than the
   threads on a map of at most ``IM2COL_SPLIT_MAX_POSITIONS`` outputs (its threads share a
-  sample's filter blocks or positions, so batch 1 keeps both cores busy).
+  sample's filter blocks or positions, so batch 1 keeps both cores busy). In training, in
+  place of the direct kernel and im2col, forward and stride-1 dx, for layers of at least
+  ``OUTER_TRAINING_MIN_FILTERS`` filters per group and ``OUTER_TRAINING_MIN_TAPS`` taps
+  (:func:`outer_trains`), where it runs 5-45% faster (it is exact: im2col's error class);
+  and dw (``outer.weight_grad``) from ``OUTER_DW_MIN_FILTERS`` filters in place of the
+  direct kernel's, an unrolling im2col's and small maps' Winograd dw
+  (:func:`outer_weight_grad`).
 * ``"gemm1x1"``: a 1x1 stride-1 unpadded convolution is one matrix product per sample;
   at inference a strided one too, of its subsampled input (conv_gemm._pointwise: per
   sample on the block threads, each product followed by its epilogue on the thread that
@@ -64,6 +70,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from volnet.functional import conv_gemm
 from volnet.runtime import backend, block_threads
 
 WINOGRAD = os.environ.get("VOLNET_WINOGRAD", "1").strip() != "0"   # on unless "0"
@@ -102,6 +109,35 @@ OUTER_MIN_CHANNELS = 8   # C/G; an inference forward runs the outer kernel (comp
 #   56x56 and 28x28 maps (b1 64@56x56 0.49 / 0.70; b8 every 3x3 s1 layer 2.6-3.8 / 4.4-5.8),
 #   not 1x1 layers (BLAS; one thread, ResNet-50 b1: 0.60-1.24 / 0.65-1.46, strided 1.16-1.61
 #   / 1.45-1.71), not the 3-channel stems (direct: 1.43 / 1.44)
+OUTER_TRAINING_MIN_FILTERS = 64   # F/G; a training forward or a stride-1 dx that the exact
+#   kernels (direct, im2col) would run goes to the outer kernel with at least this many
+#   filters per group (one full register block of 64) and OUTER_TRAINING_MIN_TAPS taps
+#   (C/G * KH * KW; dx: its adjoint's, C/G filters of F/G * KH * KW taps), except an im2col
+#   forward that keeps its columns for dw (conv_gemm.keeps_columns). One thread, CPU ms,
+#   current kernel / outer (benchmarks/README.md, 52): forward, direct: N16 256@14x14 20.0
+#   / 17.3, 128@28x28 18.7 / 17.5, N4 128@7x7 0.46 / 0.32, 3x3 s2 10.8-10.9 / 9.3-10.0,
+#   AlexNet conv1 (363 taps, 96 filters) 8.9 / 8.4, N128 32->64 16x16 6.7 / 6.4; im2col:
+#   5x5 64->64 28x28 21.3 / 12.0, N32 512@7x7 (columns not kept) 44.7 / 34.8; dx by direct
+#   or im2col 0.56-0.82 of their time the same way (N16 512@7x7 im2col 23.7 / 19.4); level
+#   on 56x56 and larger maps (64@56x56 18.8 / 19.0, 64@224x224 84.7 / 86.3). Not fewer
+#   filters (48: 4.8 / 4.9, 32: 13.1 / 13.6, 12-16: 1.1-1.8x) or taps (24->64 3x3, 216
+#   taps: 4.8 / 5.1; the 7x7 stems, 147: 1.06), not a kept im2col forward (N16 512@7x7 20.3
+#   / 17.0, but dw without the columns 18.0 -> 22.6), not Winograd's dx (1.2-1.8x), not
+#   strided 1x1 layers (unrolled by a strided copy: N64 512->1024 28x28 s2 91 / 117)
+OUTER_TRAINING_MIN_TAPS = 256
+OUTER_DW_MIN_FILTERS = 16     # F/G; dw by the outer kernel (its register block with taps
+#   and positions swapped: outer.weight_grad) in place of the direct kernel's dw and of an
+#   im2col dw that unrolls its own columns, from one full vector of 16 filters, any taps;
+#   and in place of Winograd's dw on maps of at most WINOGRAD_DW_SMALL_MAP outputs with
+#   min(C, F) <= OUTER_DW_WINOGRAD_CHANNELS. One thread, CPU ms, current / outer
+#   (benchmarks/README.md, 52): direct: LeNet conv2 (16 filters) 0.50 / 0.23, AlexNet conv1
+#   12.7 / 8.1, ResNet-18 stem 29.4 / 22.1, 64->128 s2 16.7 / 9.4, N128 3->32 2.5 / 2.0,
+#   32->32 32x32 16.7 / 12.8; im2col: 128->256 s2 12.6 / 9.2, 5x5 64->64 28x28 25.3 / 11.7,
+#   N32 512@7x7 44.9 / 39.5; Winograd, N128 16x16: 32->64 8.6 / 6.1, 64->64 13.4 / 11.8. Not
+#   fewer filters (CIFAR 3->12 0.50 / 1.15, LeNet conv1 1->6 0.24 / 0.81), not a dw that
+#   reads columns its im2col forward kept (N16 512@7x7 18.5 / 20.4), not Winograd's larger
+#   maps or channels (256@14x14 13.4 / 17.9, 128@28x28 11.0 / 17.2, 64@56x56 17.6 / 18.0)
+OUTER_DW_WINOGRAD_CHANNELS = 64
 DIRECT = os.environ.get("VOLNET_DIRECT", "1").strip() != "0"       # on unless "0"
 DIRECT_MAX_TAPS = 1536        # C/G * KH * KW; above, the taps' input rows no longer stay in
 #                               cache and BLAS wins (one thread, forward ms, direct vs im2col:
@@ -178,6 +214,31 @@ def outer_fits(c, groups) -> bool:
     channels per group (fewer: the 3-channel stems, whose few taps the direct kernel's
     rows of 32 outputs serve better)."""
     return OUTER and c // groups >= OUTER_MIN_CHANNELS
+
+
+def outer_trains(w_shape, groups) -> bool:
+    """True, when the outer kernel is on, for a convolution of ``w_shape`` filters that a
+    training plan may give it in place of the exact kernels (direct, im2col): a kernel
+    larger than 1x1, at least OUTER_TRAINING_MIN_FILTERS filters per group and
+    OUTER_TRAINING_MIN_TAPS taps."""
+    f, cg, kh, kw = w_shape
+    return (OUTER and kh * kw > 1 and f // groups >= OUTER_TRAINING_MIN_FILTERS
+            and cg * kh * kw >= OUTER_TRAINING_MIN_TAPS)
+
+
+def outer_weight_grad(dw, x_shape, w_shape, out_size, groups, kept) -> bool:
+    """True, when the outer kernel is on, where it takes a float32 training dw from ``dw``
+    (the kernel the rules above pick): a kernel larger than 1x1, at least
+    OUTER_DW_MIN_FILTERS filters per group, and ``dw`` the direct kernel, im2col without
+    ``kept`` columns (its forward's), or Winograd on a map of at most WINOGRAD_DW_SMALL_MAP
+    outputs with min(C, F) <= OUTER_DW_WINOGRAD_CHANNELS."""
+    f, _, kh, kw = w_shape
+    if not OUTER or kh * kw == 1 or f // groups < OUTER_DW_MIN_FILTERS:
+        return False
+    if dw == "winograd4":
+        return (out_size[0] * out_size[1] <= WINOGRAD_DW_SMALL_MAP
+                and min(x_shape[1], f) <= OUTER_DW_WINOGRAD_CHANNELS)
+    return dw == "direct" or (dw == "im2col" and not kept)
 
 
 def split_fits(n, w_shape, groups, out_size, threads) -> bool:
@@ -283,12 +344,13 @@ class ConvPlan:
     """The kernels of one convolution's three passes, decided together.
 
     Attributes:
-        forward: "winograd4", "direct", "depthwise", "gemm1x1" or "im2col".
+        forward: "winograd4", "direct", "outer", "depthwise", "gemm1x1" or "im2col".
         input_grad: dx's kernel: "depthwise", "col2im", "direct (phases)" (a strided
             layer's dx as one stride-1 correlation per phase of the input), or, when dx is
             a stride-1 convolution of dout with the flipped, transposed filters, that
-            convolution's kernel ("winograd4", "direct", or "im2col (flipped filters)").
-        weight_grad: dw's kernel: "depthwise", "winograd4", "direct" or "im2col".
+            convolution's kernel ("winograd4", "direct", "outer", or "im2col (flipped
+            filters)").
+        weight_grad: dw's kernel: "depthwise", "winograd4", "direct", "outer" or "im2col".
         adjoint_padding: the padding of dx as a convolution (None: dx by col2im, phases or
             depthwise).
     """
@@ -321,6 +383,12 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     the thresholds pick it unless ``WINOGRAD_TRAINING`` is off
     (``VOLNET_WINOGRAD_TRAINING=0``): over 40 seeds of the replay they were about as
     faithful as PyTorch float32 and the exact kernels, rare jumps striking all three.
+
+    The outer kernel (``compiled/outer.py``) is exact in the same sense: each output is
+    one float32 sum over its taps with fused multiply-adds, im2col's error class. Where
+    :func:`outer_trains` allows, a training forward and a stride-1 dx that would run the
+    direct kernel or im2col run it instead (an im2col forward that keeps its columns for
+    dw excepted: see OUTER_TRAINING_MIN_FILTERS).
     """
     # math.prod, not np.prod: this runs on every convolution call (np.prod cost ~2 us)
     settings = (backend.compiled(math.prod(x_shape)), block_threads.workers(),
@@ -330,7 +398,8 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
                 DIRECT_MAX_TAPS, DIRECT_MAX_TAPS_DW, DIRECT_MAX_TAPS_DX, DIRECT_MIN_FILTERS,
                 DIRECT_WINOGRAD_CHANNELS, DIRECT_MAX_TAPS_BATCH, DIRECT_BATCH_POSITIONS,
                 WINOGRAD_DW_SMALL_MAP, WINOGRAD_DW_SMALL_MAP_CHANNELS, OUTER,
-                OUTER_MIN_CHANNELS)
+                OUTER_MIN_CHANNELS, OUTER_TRAINING_MIN_FILTERS, OUTER_TRAINING_MIN_TAPS,
+                OUTER_DW_MIN_FILTERS, OUTER_DW_WINOGRAD_CHANNELS, conv_gemm.KEEP_BYTES)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
 
@@ -348,6 +417,7 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     # settings is part of the key only: choose() reads the live settings, which are these,
     # so switching kernels or changing a threshold makes (and caches) a new plan
     fits = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
+    fast = dtype == np.float32 and settings[0]
     if fits == "depthwise":
         return ConvPlan(fits, fits, fits)
     if training:     # never a Winograd forward (see above): direct where it fits, else im2col
@@ -357,6 +427,10 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
                           and x_shape[0] * out_size[0] * out_size[1] >= DIRECT_BATCH_POSITIONS)
             fwd = ("direct" if direct_fits(x_shape[1], w_shape, groups) or (DIRECT and batch_fits)
                    else "im2col")
+        if fast and outer_trains(w_shape, groups) and (fwd == "direct" or (
+                fwd == "im2col" and not conv_gemm.keeps_columns(x_shape, w_shape, out_size,
+                                                                dtype.itemsize))):
+            fwd = "outer"      # exact too (see plan's docstring); a kept im2col's dw is cheaper
     else:   # inference: the filter transform is cached, so smaller layers earn Winograd,
         #     and a batch smaller than the threads splits im2col's product by filters
         fwd = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
@@ -367,6 +441,10 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     dw = ("im2col" if fits in ("gemm1x1", "im2col") else
           weight_grad_kernel(fits, x_shape, w_shape, stride, dilation, groups, out_size,
                              winograd=backward_winograd))
+    kept = fwd == "im2col" and conv_gemm.keeps_columns(x_shape, w_shape, out_size,
+                                                       dtype.itemsize)
+    if fast and outer_weight_grad(dw, x_shape, w_shape, out_size, groups, kept):
+        dw = "outer"
     full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
     if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
         # few input channels: the adjoint's products are too thin for BLAS, not for the
@@ -385,5 +463,7 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
                 x_shape[2:], dtype)
     if dx == "winograd4" and not backward_winograd:
         dx = "direct" if direct_fits(f, adjoint_w, groups) else "im2col"
-    return ConvPlan(fwd, dx if dx in ("winograd4", "direct") else "im2col (flipped filters)",
-                    dw, full)
+    if dx in ("direct", "im2col") and fast and outer_trains(adjoint_w, groups):
+        dx = "outer"
+    return ConvPlan(fwd, dx if dx in ("winograd4", "direct", "outer")
+                    else "im2col (flipped filters)", dw, full)

@@ -63,6 +63,15 @@ POINTWISE_WIDE_BELOW = 100  # positions per image under which an inference 1x1 l
 #   199; (1024x256) @ (256x196) 197, @ (256x784) 215, less the copy into the wide layout)
 
 
+def keeps_columns(x_shape, w_shape, out_size, itemsize) -> bool:
+    """Whether a training forward (``keep_cols``) unrolls the whole batch in one block and
+    keeps the columns for backward: at most KEEP_BYTES of them (the dw that reads them
+    skips its own unrolling)."""
+    n, c = x_shape[:2]
+    kh, kw = w_shape[2:]
+    return itemsize * n * c * kh * kw * out_size[0] * out_size[1] <= KEEP_BYTES
+
+
 def _threads(w_shape, groups) -> int:
     """Threads for a layer's blocks: the library's count when its products are small enough
     that one-thread BLAS per block beats splitting each product, else 1 (each product is
@@ -179,7 +188,7 @@ def forward(x, w, stride, padding, dilation, groups, out_size, keep_cols=False, 
     fg = f // groups
     total = x.dtype.itemsize * n * c * kh * kw * ho * wo
     # small layers in training: unroll the whole batch once and keep it for backward
-    keep_whole = keep_cols and total <= KEEP_BYTES
+    keep_whole = keep_cols and keeps_columns(x.shape, w.shape, out_size, x.dtype.itemsize)
     budget = total if keep_whole else None
     threads = 1 if keep_whole else _threads(w.shape, groups)   # a kept block is one block
     if kh == kw == 1 and tuple(padding) == (0, 0) and not keep_cols:

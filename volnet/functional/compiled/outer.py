@@ -4,12 +4,15 @@ the vector lanes, output positions broadcast, weights read in place (the kernels
 
 Where it runs (chosen by ``volnet.functional.conv_choice``): inference layers whose maps
 are too small for Winograd's tiles or the direct kernel's rows of 32 outputs (7x7, 14x14,
-stride 2), measured in benchmarks/README.md (ninth round).
+stride 2); in training, forwards, stride-1 dx and dw in place of the direct kernel and
+im2col (:func:`weight_grad`: the same register block, taps and positions swapped), measured
+in benchmarks/README.md (ninth round, 51-52).
 
 The work is shared out among the library's threads (``block_threads.run``) by samples,
 then by blocks of 64 filters, then by tiles of positions, so that batch 1 keeps both cores
 busy; each thread packs its sample itself (the zero-padded planes; none without padding)
-into its own scratch.
+into its own scratch. Small maps of several samples share one tile (``Layout.group``), so
+that each transposed chunk of the weights serves more than one map's few positions.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ TILE = 256 * kernels.POSITIONS  # positions per tile at most: their partial sums
 TILE_INPUT_BYTES = 1 << 20      # ... and the inputs they read (C x sh x sw floats a
 #                                 position) too: else every filter block re-reads them from
 #                                 L3 (ResNet-50's 256->512 1x1 s2 on 56x56, 8 filter blocks)
+P_CHUNK = 128                   # positions per transposed chunk of dout in weight_grad (32
+#                                 KB: L1; 256 and 512 were no faster, benchmarks/README 52)
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class Layout:
             input (the tail repeats the last position).
         items: ((n0, n1, fb0, fb1, t0, t1), ...) the threads' shares of the work.
         tile: positions per tile (a multiple of POSITIONS).
+        group: samples whose whole maps share one tile, one after another (1: a tile
+            holds positions of one sample).
     """
 
     pitch: tuple[int, int]
@@ -53,6 +60,7 @@ class Layout:
     inb: np.ndarray
     items: tuple
     tile: int
+    group: int
 
 
 @functools.lru_cache(maxsize=1024)
@@ -77,13 +85,14 @@ def layout(x_shape, w_shape, stride, padding, dilation, groups, out_size, thread
     off, inb = taps.reshape(-1).astype(np.int64), inb.astype(np.int64)
     off.setflags(write=False)
     inb.setflags(write=False)
-    fg = f // groups
-    widths = [min(kernels.FILTERS, fg - b) for b in range(0, fg, kernels.FILTERS)] * groups
-    vectors = tuple(-(-width // kernels.LANES) for width in widths)
-    per_position = 4 * c * sh * sw
-    tile = max(8, min(TILE, TILE_INPUT_BYTES // per_position) // kernels.POSITIONS)
-    return Layout((hp, wp), ph > 0 or pw > 0, off, inb, _items(n, vectors, rounded, threads),
-                  min(tile * kernels.POSITIONS, rounded))
+    tile = _tile_positions(c, stride)
+    items = _items(n, _block_vectors(f, groups), rounded, threads)
+    # whole maps of several samples in one tile where a map is small: every transposed
+    # chunk of the weights then serves them all, instead of the 54 positions of one 7x7 map
+    group = max(1, min(max(i[1] - i[0] for i in items), tile // positions))
+    tile = (-(-group * positions // kernels.POSITIONS) * kernels.POSITIONS if group > 1
+            else min(tile, rounded))
+    return Layout((hp, wp), ph > 0 or pw > 0, off, inb, items, tile, group)
 
 
 def _check_shapes(x_shape, w_shape, stride, padding, dilation, groups, out_size):
@@ -105,6 +114,31 @@ def _check_shapes(x_shape, w_shape, stride, padding, dilation, groups, out_size)
                              f"+ 2*{p}); pass the output size conv_output_size gives")
 
 
+def _block_vectors(f, groups) -> tuple:
+    """Each filter block's count of 16-filter vectors (what its products cost): blocks of
+    64 filters per group, the last one of a group shorter."""
+    fg = f // groups
+    widths = [min(kernels.FILTERS, fg - b) for b in range(0, fg, kernels.FILTERS)] * groups
+    return tuple(-(-width // kernels.LANES) for width in widths)
+
+
+def _tile_positions(c, stride) -> int:
+    """Positions per tile at most (a multiple of POSITIONS): TILE, or fewer where their
+    inputs (C x sh x sw floats a position) would pass TILE_INPUT_BYTES."""
+    per_position = 4 * c * stride[0] * stride[1]
+    return max(8, min(TILE, TILE_INPUT_BYTES // per_position) // kernels.POSITIONS) * (
+        kernels.POSITIONS)
+
+
+def _block_runs(vectors, parts) -> list:
+    """The filter blocks in at most ``parts`` contiguous runs [a, b) of about equal cost."""
+    total = sum(vectors)
+    ends = np.cumsum(vectors)
+    cuts = [0] + [int(np.abs(ends - total * j / parts).argmin()) + 1
+                  for j in range(1, parts)] + [len(vectors)]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
 def _items(n, vectors, rounded, threads) -> tuple:
     """The threads' shares: samples first; with fewer samples than threads, each sample's
     filter blocks (``vectors``: each block's count of 16-filter vectors, what its products
@@ -118,10 +152,7 @@ def _items(n, vectors, rounded, threads) -> tuple:
     tiles = [(0, rounded)]
     if parts > 1:
         total = sum(vectors)
-        ends = np.cumsum(vectors)
-        cuts = [0] + [int(np.abs(ends - total * j / parts).argmin()) + 1
-                      for j in range(1, parts)] + [blocks]
-        by_blocks = [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+        by_blocks = _block_runs(vectors, parts)
         largest = max(sum(vectors[a:b]) for a, b in by_blocks)
         per_tile = -(-rounded // kernels.POSITIONS // parts) * kernels.POSITIONS
         if largest * rounded <= total * per_tile:
@@ -169,14 +200,85 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     pitch, pads = lay.pitch, tuple(padding)
 
     def work(i):
-        x_in = block_threads.scratch("outer_in", c * plane if lay.packed else 1)
+        x_in = block_threads.scratch("outer_in", lay.group * c * plane if lay.packed else 1)
         prod = block_threads.scratch("outer_prod", tile * kernels.FILTERS)
         buf = block_threads.scratch("outer_w", k_chunk * kernels.FILTERS)
         tmp = block_threads.scratch("outer_t", tile * kernels.FILTERS)
-        kernels.forward_items(x, w2, int(groups), *lay.items[i], tile, lay.off, lay.inb, pads,
-                              pitch, lay.packed, x_in, prod, buf, tmp, out, s, b, has_res, res,
-                              bool(relu), k_chunk)
+        inb_g = block_threads.scratch("outer_inb", max(tile, lay.inb.size), np.int64)
+        kernels.forward_items(x, w2, int(groups), *lay.items[i], tile, lay.group, lay.off,
+                              lay.inb, inb_g, pads, pitch, lay.packed, x_in, prod, buf, tmp,
+                              out, s, b, has_res, res, bool(relu), k_chunk)
 
     block_threads.run(work, len(lay.items))
     return out
 
+
+def _taps_rounded(off: np.ndarray) -> np.ndarray:
+    """The taps' offsets rounded up to whole register blocks of POSITIONS (the tail repeats
+    the last tap; its gradient rows are computed and dropped)."""
+    rounded = -(-off.size // kernels.POSITIONS) * kernels.POSITIONS
+    return np.concatenate([off, np.full(rounded - off.size, off[-1], np.int64)])
+
+
+def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
+    """dw (F, C/G, KH, KW) float32 of a convolution of x with ``dout`` (N, F, Ho, Wo) its
+    output's gradient: the forward's register block with taps and positions swapped (see
+    ``outer_kernels.weight_grad_items``); any stride, padding, dilation and groups.
+
+    The same bits on any number of threads (a resumed training run repeats the first one
+    exactly whatever thread count it gets): with two or more filter blocks the threads take
+    runs of whole blocks, each block summed over every sample in one order; with one block,
+    the batch is always summed as two halves (on one thread or two) added in one order.
+    The samples sharing a tile (as the forward's small maps) are chosen from the shapes.
+
+    Raises:
+        ShapeError: for operands of the wrong shapes (the kernels index unchecked).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, c = x.shape[:2]
+    f = w_shape[0]
+    if np.ndim(dout) != 4 or tuple(dout.shape[:2]) != (n, f):
+        raise ShapeError(f"outer.weight_grad: dout has shape {np.shape(dout)}, the layer's "
+                         f"output gradient needs ({n}, {f}, Ho, Wo); pass the gradient of "
+                         f"this convolution's output")
+    out_size = dout.shape[2:]
+    d = np.ascontiguousarray(dout, dtype=np.float32).reshape(n, f, -1)
+    lay = layout(tuple(x.shape), tuple(w_shape), tuple(stride), tuple(padding),
+                 tuple(dilation), int(groups), tuple(out_size), 1)
+    off = _taps_rounded(lay.off)
+    vectors = _block_vectors(f, groups)
+    blocks = len(vectors)
+    positions = d.shape[2]
+    if blocks > 1:
+        parts = [(0, n, a, b) for a, b in _block_runs(vectors, min(block_threads.workers(),
+                                                                   blocks))]
+    else:
+        parts = [(s, e, 0, 1) for s, e in ((0, n // 2), (n // 2, n)) if e > s]
+    group = max(1, min(max(e - s for s, e, _, _ in parts),
+                       _tile_positions(c, stride) // positions))
+    plane = lay.pitch[0] * lay.pitch[1]
+    p_chunk = min(P_CHUNK, group * positions)
+
+    def work(i):
+        x_in = block_threads.scratch("outer_in", group * c * plane if lay.packed else 1)
+        buf = block_threads.scratch("outer_w", p_chunk * kernels.FILTERS)
+        inb_g = block_threads.scratch("outer_inb", group * positions, np.int64)
+        _, _, a, b = parts[i]
+        acc = np.zeros((b - a, off.size * kernels.FILTERS), np.float32)
+        kernels.weight_grad_items(x, d, int(groups), *parts[i], group, off,
+                                  lay.inb[:positions], inb_g, tuple(padding), lay.pitch,
+                                  lay.packed, x_in, buf, acc, p_chunk)
+        return acc
+
+    if block_threads.workers() > 1:
+        accs = block_threads.run(work, len(parts))
+    else:       # one thread: the parts in turn (run would hand them to block threads)
+        accs = [work(i) for i in range(len(parts))]
+    acc = np.zeros((blocks, off.size * kernels.FILTERS), np.float32)
+    for (_, _, a, b), part in zip(parts, accs):         # in part order: the same bits
+        acc[a:b] += part
+    # (blocks, taps, 64) -> (F, taps): each group's blocks of 64 filters, the last one short
+    k = lay.off.size
+    acc = acc.reshape(groups, blocks // groups, off.size, kernels.FILTERS)[:, :, :k]
+    acc = acc.transpose(0, 1, 3, 2).reshape(groups, -1, k)[:, :f // groups]
+    return np.ascontiguousarray(acc).reshape(w_shape)

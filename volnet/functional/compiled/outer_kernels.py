@@ -42,7 +42,13 @@ lanes < 64 (``_load_chunk`` reads filters < nf of w2); ``prod`` and ``tmp`` rows
 (te - ts, a multiple of 6) of lanes < 64; ``_store`` writes positions < min(te, Ho Wo)
 of filters < F, and reads ``scale``, ``bias`` (F,) and ``residual`` (out's shape), which
 outer.forward checks. tests/functional/test_outer_conv.py runs the edge shapes on
-guard-filled arrays.
+guard-filled arrays. A group of ``count`` samples sharing a tile reads ``inb_g[p] = (q //
+(Ho Wo)) C Hp Wp + inb[q % (Ho Wo)]`` with q = min(p, count Ho Wo - 1): inside the group's
+samples (packed one after another into ``x_in``, ``outer.layout``'s group of them, or x's
+samples g0 .. g0 + count - 1); its tile (``outer.layout``) holds count Ho Wo rounded up to
+6 rows. dw (``weight_grad_items``) reads the same addresses with taps and positions
+swapped: taps rounded up to 6 repeat the last (``outer._taps_rounded``; ``acc`` has that
+many rows), positions only below count Ho Wo; ``buf`` rows < p_chunk.
 
 The 16-float vectors are AVX-512 registers; on a CPU without AVX-512 LLVM splits them
 (same results, slower). Written as LLVM IR through numba intrinsics, as direct_kernels.py
@@ -73,7 +79,9 @@ def _micro_kernel(vectors: int):
     ``_micro(x, xo, off, k0, k1, inb, b0, buf, prod, row0, add)`` sets, for j < 6 and
     f < 16 * vectors,
     ``prod[(row0 + j) * 64 + f] (+)= sum_{k0 <= k < k1} x[xo + inb[b0 + j] + off[k]] *
-    buf[(k - k0) * 64 + f]`` (``add`` nonzero: add to what prod holds)."""
+    buf[(k - k0) * 64 + f]`` (``add`` 1: the sum continues from what prod holds; 2: the sum
+    starts from zero and is then added to what prod holds, one rounding per call: the
+    blocked sum of weight_grad_items)."""
 
     @intrinsic
     def micro(typingctx, x, xo, off, k0, k1, inb, b0, buf, prod, row0, add):
@@ -102,7 +110,7 @@ def _micro_kernel(vectors: int):
                 b0_, c(j))]))]) for j in range(POSITIONS)]
             rows = [builder.gep(prodp, [builder.mul(builder.add(row0_, c(j)), c(FILTERS))])
                     for j in range(POSITIONS)]
-            with builder.if_then(builder.icmp_signed("!=", add_, c(0))):
+            with builder.if_then(builder.icmp_signed("==", add_, c(1))):
                 for j in range(POSITIONS):
                     for v in range(vectors):
                         load = builder.load(builder.bitcast(
@@ -127,6 +135,13 @@ def _micro_kernel(vectors: int):
                     for v in range(vectors):
                         acc = accs[j][v]
                         builder.store(builder.call(fma, [ws[v], xv, builder.load(acc)]), acc)
+            with builder.if_then(builder.icmp_signed("==", add_, c(2))):
+                for j in range(POSITIONS):
+                    for v in range(vectors):
+                        load = builder.load(builder.bitcast(
+                            builder.gep(rows[j], [c(LANES * v)]), vptr))
+                        load.align = 4
+                        builder.store(builder.fadd(builder.load(accs[j][v]), load), accs[j][v])
             for j in range(POSITIONS):
                 for v in range(vectors):
                     store = builder.store(builder.load(accs[j][v]), builder.bitcast(
@@ -255,19 +270,22 @@ def _store(prod, t0, t1, out_nf, f0, nf, tmp, scale, bias, has_res, res_nf,
 
 
 @njit(nogil=True, cache=True)
-def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, off, inb, padding, pitch,
-                  packed, x_in, prod, buf, tmp, out, scale, bias, has_res, residual, relu,
-                  k_chunk):  # pragma: no cover - compiled
+def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb, inb_g,
+                  padding, pitch, packed, x_in, prod, buf, tmp, out, scale, bias, has_res,
+                  residual, relu, k_chunk):  # pragma: no cover - compiled
     """out[n] for samples [n0, n1), filter blocks [fb0, fb1) (numbered over the groups,
     ceil(F/G / 64) each) and positions [t0, t1) (a multiple of 6 apart), ``tile``
-    positions (a multiple of 6) at a time.
+    positions (a multiple of 6) at a time; or, with ``group`` > 1 (and every position),
+    the whole maps of ``group`` samples at a time, one after another in one tile.
 
     x (N, C, H, W); w2 (F, C/G * KH * KW); off (K,) each tap's offset into one group's
     planes of ``pitch`` = (Hp, Wp) (the zero-padded sample, packed into ``x_in`` when
     ``packed``, else x itself); inb (Ho * Wo rounded up to 6,) each output position's
-    offset (the tail repeats the last); prod (tile * 64), buf (k_chunk * 64) and tmp (tile * 64)
-    scratch; out (N, F, Ho, Wo) gets ``sums * scale + bias (+ residual)``, rectified when
-    ``relu`` (scale, bias: (F,) or empty; residual: out's shape, read when ``has_res``)."""
+    offset (the tail repeats the last); inb_g (at least tile and inb's size,) scratch: the
+    offsets the tile reads (inb's, or a group's); prod (tile * 64), buf (k_chunk * 64) and
+    tmp (tile * 64) scratch; x_in (group * C * Hp * Wp) scratch when packed; out (N, F, Ho,
+    Wo) gets ``sums * scale + bias (+ residual)``, rectified when ``relu`` (scale, bias:
+    (F,) or empty; residual: out's shape, read when ``has_res``)."""
     c_all, h, w = x.shape[1:]
     f_all, k_n = w2.shape
     cg, fg = c_all // groups, f_all // groups
@@ -277,15 +295,27 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, off, inb, paddi
     out_flat = out.reshape(out.shape[0], f_all, positions)
     res_flat = residual.reshape(residual.shape[0], residual.shape[1], -1)
     flat_x = x.reshape(-1)
-    for n in range(n0, n1):
+    sample = c_all * plane        # one sample's (packed) planes
+    for g0 in range(n0, n1, group):
+        count = min(group, n1 - g0)
         if packed:
-            pack_sample(x, n, x_in, padding, (1, 1), pitch)
+            for s in range(count):
+                pack_sample(x, g0 + s, x_in[s * sample:(s + 1) * sample], padding, (1, 1),
+                            pitch)
             src, base = x_in, 0
         else:
-            src, base = flat_x, n * c_all * h * w
-        res_n = res_flat[n] if has_res else out_flat[n]
-        for ts in range(t0, t1, tile):
-            te = min(t1, ts + tile)
+            src, base = flat_x, g0 * c_all * h * w
+        if count == 1:
+            inb_g[:inb.size] = inb
+            lo, hi = t0, t1
+        else:   # the samples' positions one after another, each offset by its sample
+            total = count * positions
+            for p in range(tile):
+                q = min(p, total - 1)
+                inb_g[p] = q // positions * sample + inb[q % positions]
+            lo, hi = 0, -(-total // POSITIONS) * POSITIONS
+        for ts in range(lo, hi, tile):
+            te = min(hi, ts + tile)
             for fb in range(fb0, fb1):
                 g = fb // per_group
                 f0 = g * fg + (fb % per_group) * FILTERS
@@ -298,12 +328,84 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, off, inb, paddi
                     add = 1 if k0 > 0 else 0
                     for b0 in range(ts, te, POSITIONS):
                         if vectors == 4:
-                            _micro4(src, xo, off, k0, k1, inb, b0, buf, prod, b0 - ts, add)
+                            _micro4(src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts, add)
                         elif vectors == 3:
-                            _micro3(src, xo, off, k0, k1, inb, b0, buf, prod, b0 - ts, add)
+                            _micro3(src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts, add)
                         elif vectors == 2:
-                            _micro2(src, xo, off, k0, k1, inb, b0, buf, prod, b0 - ts, add)
+                            _micro2(src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts, add)
                         else:
-                            _micro1(src, xo, off, k0, k1, inb, b0, buf, prod, b0 - ts, add)
-                _store(prod, ts, min(te, positions), out_flat[n], f0, nf, tmp, scale, bias,
-                       has_res, res_n, relu)
+                            _micro1(src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts, add)
+                for s in range(count):     # each sample's positions in this tile
+                    a = max(ts, s * positions)
+                    e = min(te, (s + 1) * positions)
+                    if a < e:
+                        n = g0 + s
+                        _store(prod[(a - ts) * FILTERS:], a - s * positions, e - s * positions,
+                               out_flat[n], f0, nf, tmp, scale, bias, has_res,
+                               res_flat[n] if has_res else out_flat[n], relu)
+
+
+@njit(nogil=True, cache=True)
+def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g, padding,
+                      pitch, packed, x_in, buf, acc, p_chunk):  # pragma: no cover - compiled
+    """acc[fb - fb0, k * 64 + f] += sum over samples [n0, n1) and positions p of
+    dout[n, f0 + f, p] * x_pad[n, tap k at position p], for filter blocks [fb0, fb1)
+    (numbered over the groups, ceil(F/G / 64) each; f0 the block's first filter): the
+    forward's register block with the roles of taps and positions swapped (six taps
+    broadcast from the input, 64 filters' gradients in the lanes, the sum over positions
+    in the inner loop). Each (f, k) is a blocked float32 sum: each chunk of ``p_chunk``
+    positions summed from zero with fused multiply-adds, then added to the total (one
+    sequential sum over 10^5 positions lost 5-20x the accuracy of the direct kernel's dw).
+
+    ``group`` samples at a time: their positions one after another (small maps: a block's
+    partial sums, K x 64, then stay in L2 while all of them run). x (N, C, H, W); dout
+    (N, F, P) C-contiguous; off (K rounded up to 6,) each tap's offset into one group's
+    planes of ``pitch`` (the tail repeats the last tap: its rows are dropped); inb (P,)
+    each output position's offset; inb_g (group * P,) scratch; x_in (group * C * Hp * Wp)
+    scratch when ``packed``; buf (p_chunk * 64) scratch for a transposed chunk of dout;
+    acc (fb1 - fb0, K rounded up to 6 * 64), added to (row fb - fb0 for block fb)."""
+    c_all, h, w = x.shape[1:]
+    f_all, positions = dout.shape[1], dout.shape[2]
+    cg, fg = c_all // groups, f_all // groups
+    per_group = -(-fg // FILTERS)
+    plane = pitch[0] * pitch[1]
+    sample = c_all * plane
+    k_rounded = off.size
+    flat_x = x.reshape(-1)
+    for g0 in range(n0, n1, group):
+        count = min(group, n1 - g0)
+        if packed:
+            for s in range(count):
+                pack_sample(x, g0 + s, x_in[s * sample:(s + 1) * sample], padding, (1, 1),
+                            pitch)
+            src, base = x_in, 0
+        else:
+            src, base = flat_x, g0 * c_all * h * w
+        total = count * positions
+        for p in range(total):
+            inb_g[p] = p // positions * sample + inb[p % positions]
+        for fb in range(fb0, fb1):
+            g = fb // per_group
+            f0 = g * fg + (fb % per_group) * FILTERS
+            nf = min(FILTERS, fg - (fb % per_group) * FILTERS)
+            xo = base + g * cg * plane
+            vectors = -(-nf // LANES)
+            acc_fb = acc[fb - fb0]
+            for p0 in range(0, total, p_chunk):
+                p1 = min(total, p0 + p_chunk)
+                q = p0
+                while q < p1:       # the chunk's pieces, one per sample, transposed
+                    s = q // positions
+                    a = q - s * positions
+                    e = min(positions, a + p1 - q)
+                    _load_chunk(dout[g0 + s], f0, nf, a, e, buf[(q - p0) * FILTERS:])
+                    q += e - a
+                for t0 in range(0, k_rounded, POSITIONS):
+                    if vectors == 4:
+                        _micro4(src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 2)
+                    elif vectors == 3:
+                        _micro3(src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 2)
+                    elif vectors == 2:
+                        _micro2(src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 2)
+                    else:
+                        _micro1(src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 2)
