@@ -23,11 +23,15 @@ building).
   kernel and makes the per-shape decisions both libraries share between networks (volnet's
   conv plans, oneDNN's primitives); what belongs to the measured network is still made in
   its first call, and volnet's per-thread work arrays (``block_threads.scratch``), which
-  the copy grew, are released before it (``block_threads.release_scratch``). Recorded:
+  the copy grew, are released before it (``block_threads.release_scratch``). Both sides
+  measure copies of the network (``copy.deepcopy``: PyTorch's then owns contiguous
+  parameters, as a model built in PyTorch does). Recorded:
   ``first_mb``, the growth over the network's *first* forward at that shape, what a user's
   process pays for it (volnet: the unplanned forward's activations, the kernels' per-thread
   scratch, the Winograd filter transforms and packed filters kept in
-  ``functional.weight_cache``, the inference plan; the output), and ``later_mb``, the growth
+  ``functional.weight_cache``, the inference plan; the output): the median over three fresh
+  copies of the network in turn (``first_runs_mb``; one process's single call varied by
+  ~20%), and ``later_mb``, the growth
   over a later call (volnet: the plan's run), the steady state. ``weight_cache_mb`` is what
   volnet's weight cache holds after the first call.
 
@@ -115,9 +119,13 @@ def measure(side: str, batch: int, size: int = 224) -> dict:
     return {"side": side, "peak_mb": peak, "exact_reset": exact}
 
 
+FIRST_CALLS = 3     # fresh copies whose first forward is measured (the record: their median)
+
+
 def measure_inference(side: str, batch: int, size: int = 224, model: str = "resnet50") -> dict:
-    """Build ``model`` and a batch, warm up on a copy, then return the RSS growth (MB) of
-    the network's first forward at that shape and of a later one (module docstring)."""
+    """Build ``model`` and a batch, warm up on a copy, then return the RSS growth (MB) of a
+    network's first forward at that shape (median over ``FIRST_CALLS`` fresh copies, each
+    dropped before the next) and of a later one (module docstring)."""
     import numpy as np
 
     from benchmarks import nets
@@ -126,6 +134,7 @@ def measure_inference(side: str, batch: int, size: int = 224, model: str = "resn
     net, tnet = nets.build(model)
     if side == "volnet":
         from volnet.functional import weight_cache
+        from volnet.runtime import block_threads
 
         del tnet
         run = lambda n: n.forward(x)
@@ -143,15 +152,19 @@ def measure_inference(side: str, batch: int, size: int = 224, model: str = "resn
     run(spare)                  # the unplanned path's kernels ...
     run(spare)                  # ... and the plan's (volnet); oneDNN's code and primitives
     del spare
-    if side == "volnet":        # its work arrays, kept per thread, are the network's to make
-        from volnet.runtime import block_threads
-
-        block_threads.release_scratch()
-    first, exact = peak_growth(lambda: run(net))
+    firsts = []
+    for _ in range(FIRST_CALLS):
+        fresh = None            # the previous copy (its plan, cache entries) goes first
+        fresh = copy.deepcopy(net)
+        if side == "volnet":    # work arrays, kept per thread, are each network's to make
+            block_threads.release_scratch()
+        growth, exact = peak_growth(lambda: run(fresh))
+        firsts.append(growth)
     cached = weight_cache.stats()["bytes"] / 2**20 if side == "volnet" else 0.0
-    run(net)                    # volnet: the plan's first run (its step objects are made)
-    later, _ = peak_growth(lambda: run(net))
-    return {"side": side, "model": model, "batch": batch, "first_mb": first,
+    run(fresh)                  # volnet: the plan's first run (its step objects are made)
+    later, _ = peak_growth(lambda: run(fresh))
+    return {"side": side, "model": model, "batch": batch,
+            "first_mb": sorted(firsts)[len(firsts) // 2], "first_runs_mb": firsts,
             "later_mb": later, "weight_cache_mb": cached, "exact_reset": exact}
 
 
