@@ -54,8 +54,8 @@ products' saving (which grows with C x F), so forward also needs tiles x min(C, 
 1x64x56x56 (196 tiles x 64) ran 5.7 ms against im2col's 4.9, 1x128x56x56 6.3 against 10.8,
 2x64x56x56 4.7 against 7.5. An inference forward keeps its filter transform
 (weight_cache), and with the vectorised tile transforms (benchmarks/README.md section
-32) it wins far lower: from tiles x min(C, F) >= 2^11 and tiles >= F x C / 2^13 (one thread, ms, Winograd
-against im2col: 1x64x28x28 0.40 / 0.61, 1x64x56x56 1.06 / 2.29, 1x256x14x14 1.43 / 4.63,
+32) it wins far lower: from tiles x min(C, F) >= 2^11 and tiles >= F x C / 6144 (one
+thread, ms, Winograd against im2col: 1x64x28x28 0.40 / 0.61, 1x64x56x56 1.06 / 2.29, 1x256x14x14 1.43 / 4.63,
 1x128x14x14 0.45 / 0.52; 1x512x14x14 (16 tiles) 15.0 / 9.7 and 1x512x7x7 17.8 / 2.1 lose
 to the 38 MB of U read per call). ``VOLNET_WINOGRAD=0`` (or ``conv_choice.WINOGRAD =
 False``) turns it off.
@@ -90,7 +90,11 @@ WINOGRAD_MIN_CHANNELS = 8     # input and output channels
 # pay back, only tiles x min(C, F) enough to beat the tile transforms, and enough tiles to
 # amortise reading U (36 x F x C floats, 4x the filters: 38 MB at 512x512) once per call.
 WINOGRAD_MIN_WORK_CACHED = 1 << 11
-WINOGRAD_FILTERS_PER_TILE = 1 << 13   # ... and tiles >= F * C / this
+WINOGRAD_FILTERS_PER_TILE = 6144   # ... and tiles >= F * C / this (was 8192: in a
+#   network's plan U comes from memory; at 512x512 that is 42.7 tiles: ResNet-50 b8's 512@7x7
+#   layers (32 tiles) ran 12.3-12.7 ms by Winograd against 9.8-10.3 by the outer kernel, which
+#   keeps nothing (their 90 MB of U and filter copies left the weight cache), VGG-16 b1's
+#   512@28x28 (49 tiles) 18.0-18.1 against 22.4-24.3; benchmarks/README.md, 54)
 # Training's dx and dw by Winograd where the thresholds pick it: on unless "0", which gives
 # them to the exact kernels (direct / im2col) and keeps Winograd for inference. The
 # adversarial replay over 40 seeds (benchmarks/training_faithfulness.py; benchmarks/
