@@ -55,9 +55,9 @@ products' saving (which grows with C x F), so forward also needs tiles x min(C, 
 2x64x56x56 4.7 against 7.5. An inference forward keeps its filter transform
 (weight_cache), and with the vectorised tile transforms (benchmarks/README.md section
 32) it wins far lower: from tiles x min(C, F) >= 2^11 and tiles >= F x C / 6144 (one
-thread, ms, Winograd against im2col: 1x64x28x28 0.40 / 0.61, 1x64x56x56 1.06 / 2.29, 1x256x14x14 1.43 / 4.63,
-1x128x14x14 0.45 / 0.52; 1x512x14x14 (16 tiles) 15.0 / 9.7 and 1x512x7x7 17.8 / 2.1 lose
-to the 38 MB of U read per call). ``VOLNET_WINOGRAD=0`` (or ``conv_choice.WINOGRAD =
+thread, ms, Winograd against im2col: 1x64x28x28 0.40 / 0.61, 1x64x56x56 1.06 / 2.29,
+1x256x14x14 1.43 / 4.63, 1x128x14x14 0.45 / 0.52; 1x512x14x14 (16 tiles) 15.0 / 9.7 and
+1x512x7x7 17.8 / 2.1 lose to the 38 MB of U read per call). ``VOLNET_WINOGRAD=0`` (or ``conv_choice.WINOGRAD =
 False``) turns it off.
 """
 
@@ -191,7 +191,8 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     ``threads``: block_threads.workers(), which an inference forward's rule reads)."""
     c = x_shape[1]
     f, _, kh, kw = w_shape
-    fast = np.dtype(dtype) == np.float32 and backend.compiled(int(np.prod(x_shape)))
+    fast = np.dtype(dtype) == np.float32 and backend.compiled(
+        touched(x_shape, w_shape, out_size))
     if fast and groups > 1 and groups == c == f:
         return "depthwise"
     if kh == kw == 1 and tuple(padding) == (0, 0) and (tuple(stride) == (1, 1)
@@ -211,6 +212,16 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
             not direct or min(c, f) >= DIRECT_WINOGRAD_CHANNELS):
         return "winograd4"
     return "direct" if direct else "im2col"
+
+
+def touched(x_shape, w_shape, out_size) -> int:
+    """Elements a convolution touches (input, filters, output): what ``backend.compiled``
+    weighs (under "auto", fewer than its COMPILED_MIN run the NumPy kernels and never load
+    numba). The input alone undercounted small maps with wide filters: GoogLeNet's
+    160->320 3x3 on a 1x160x7x7 input (7,840 elements, 22.6M multiply-adds) ran NumPy's
+    im2col at 85 GFLOP/s (benchmarks/README.md, 55)."""
+    return (math.prod(x_shape) + math.prod(w_shape)
+            + x_shape[0] * w_shape[0] * out_size[0] * out_size[1])
 
 
 def outer_fits(c, groups) -> bool:
@@ -395,7 +406,7 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     dw excepted: see OUTER_TRAINING_MIN_FILTERS).
     """
     # math.prod, not np.prod: this runs on every convolution call (np.prod cost ~2 us)
-    settings = (backend.compiled(math.prod(x_shape)), block_threads.workers(),
+    settings = (backend.compiled(touched(x_shape, w_shape, out_size)), block_threads.workers(),
                 block_threads.SPLIT_MIN, IM2COL_SPLIT_MAX_POSITIONS, WINOGRAD, WINOGRAD_MIN_TILES,
                 WINOGRAD_MIN_WORK, WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS,
                 WINOGRAD_MIN_WORK_CACHED, WINOGRAD_FILTERS_PER_TILE, WINOGRAD_TRAINING, DIRECT,
