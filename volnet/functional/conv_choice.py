@@ -57,8 +57,8 @@ products' saving (which grows with C x F), so forward also needs tiles x min(C, 
 32) it wins far lower: from tiles x min(C, F) >= 2^11 and tiles >= F x C / 6144 (one
 thread, ms, Winograd against im2col: 1x64x28x28 0.40 / 0.61, 1x64x56x56 1.06 / 2.29,
 1x256x14x14 1.43 / 4.63, 1x128x14x14 0.45 / 0.52; 1x512x14x14 (16 tiles) 15.0 / 9.7 and
-1x512x7x7 17.8 / 2.1 lose to the 38 MB of U read per call). ``VOLNET_WINOGRAD=0`` (or ``conv_choice.WINOGRAD =
-False``) turns it off.
+1x512x7x7 17.8 / 2.1 lose to the 38 MB of U read per call). ``VOLNET_WINOGRAD=0`` (or
+``conv_choice.WINOGRAD = False``) turns it off.
 """
 
 from __future__ import annotations
