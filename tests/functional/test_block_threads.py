@@ -265,7 +265,8 @@ def test_kernel_choice_counts_tiles(monkeypatch):
         def names(n, c, h, training=False):
             return conv_choice.plan((n, c, h, h), (c, c, 3, 3), (1, 1), (1, 1), (1, 1), 1,
                                     (h, h), np.float32, training=training).names()
-        few, few_train = names(1, 64, 28), names(1, 64, 28, True)
+        few, few_train = names(1, 64, 56), names(1, 64, 28, True)
+        below = names(1, 64, 28)
         many = names(16, 64, 56, True)
         mid = names(4, 128, 28, True)
         thin_train = names(1, 64, 56, True)
@@ -279,9 +280,10 @@ def test_kernel_choice_counts_tiles(monkeypatch):
                     "weight_grad": "winograd4"}                   # 3136 tiles
     assert mid["input_grad"] == "winograd4" and mid["weight_grad"] == "im2col"   # 196 tiles
     assert thin_train["input_grad"] == "im2col (flipped filters)"  # 196 tiles x 64: too little
-    # inference keeps its filter transform: from tiles x channels >= 2^11, and for wide
-    # layers tiles >= F x C / 2^13 (reading U, 4x the filters, once per call)
-    assert few["forward"] == "winograd4"                          # 49 tiles x 64
+    # inference keeps its filter transform: from tiles x channels >= 2^13, and for wide
+    # layers tiles >= F x C / 6144 (reading U, 4x the filters, once per call)
+    assert few["forward"] == "winograd4"                          # 196 tiles x 64
+    assert below["forward"] == "im2col"                           # 49 tiles x 64
     assert tiny["forward"] == "im2col"                            # 16 tiles x 64
     assert wide_few["forward"] == "im2col"                        # 16 tiles, 512 x 512
     assert wide_some["forward"] == "winograd4"                    # 49 tiles, 512 x 512
@@ -735,11 +737,12 @@ def test_workers_are_read_once_per_outermost_layer_call(two_threads):
     numba.set_num_threads(2)
 
 
-def test_a_network_run_after_a_thread_change_uses_the_new_count(two_threads):
+def test_a_network_run_after_a_thread_change_uses_the_new_count(two_threads, monkeypatch):
     """The per-call read never carries over: a forward at one thread after one at two
     splits nothing (conv_choice's plan is keyed by the count it read)."""
     import numba
     from volnet.layers import Conv2d
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 1 << 11)   # one thread: Winograd
     conv = Conv2d(128, 256, 3, padding=1, rng=0)
     x = np.random.default_rng(0).standard_normal((1, 128, 14, 14)).astype(np.float32)
     def winograd_calls():      # a Winograd inference forward asks for its filter transform

@@ -121,6 +121,7 @@ def test_split_conv_equals_the_numpy_reference_path_in_a_residual_block(two_thre
 
 def test_the_rule_picks_the_split_at_batch_1_on_small_maps_only(monkeypatch):
     monkeypatch.setattr(block_threads, "workers", lambda: 2)
+    monkeypatch.setattr(conv_choice, "WINOGRAD_MIN_WORK_CACHED", 1 << 11)  # 14x14: Winograd
 
     def forward(n, c, f, h, groups=1, dtype=np.float32, training=False, stride=1):
         ho = (h - 1) // stride + 1

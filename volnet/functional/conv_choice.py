@@ -18,9 +18,10 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
 * ``"outer"``: the outer-product float32 kernel (``compiled/outer.py``): filters in the
   vector lanes, six output positions broadcast, the weights read in place (no derived copy
   to keep or check); any stride, padding, dilation and groups. Chosen for inference
-  forwards of layers with at least ``OUTER_MIN_CHANNELS`` input channels per group and a
-  kernel larger than 1x1, where Winograd does not fit, or the batch is smaller than the
-  threads on a map of at most ``IM2COL_SPLIT_MAX_POSITIONS`` outputs (its threads share a
+  forwards of layers with at least ``OUTER_MIN_CHANNELS`` input channels or
+  ``OUTER_MIN_FILTERS`` filters per group and a kernel larger than 1x1, where Winograd does
+  not fit, or the batch is smaller than the threads on a map of at most
+  ``IM2COL_SPLIT_MAX_POSITIONS`` outputs (its threads share a
   sample's filter blocks or positions, so batch 1 keeps both cores busy). In training, in
   place of the direct kernel and im2col, forward and stride-1 dx, for layers of at least
   ``OUTER_TRAINING_MIN_FILTERS`` filters per group and ``OUTER_TRAINING_MIN_TAPS`` taps
@@ -54,7 +55,7 @@ products' saving (which grows with C x F), so forward also needs tiles x min(C, 
 1x64x56x56 (196 tiles x 64) ran 5.7 ms against im2col's 4.9, 1x128x56x56 6.3 against 10.8,
 2x64x56x56 4.7 against 7.5. An inference forward keeps its filter transform
 (weight_cache), and with the vectorised tile transforms (benchmarks/README.md section
-32) it wins far lower: from tiles x min(C, F) >= 2^11 and tiles >= F x C / 6144 (one
+32) it wins far lower: from tiles x min(C, F) >= 2^13 and tiles >= F x C / 6144 (one
 thread, ms, Winograd against im2col: 1x64x28x28 0.40 / 0.61, 1x64x56x56 1.06 / 2.29,
 1x256x14x14 1.43 / 4.63, 1x128x14x14 0.45 / 0.52; 1x512x14x14 (16 tiles) 15.0 / 9.7 and
 1x512x7x7 17.8 / 2.1 lose to the 38 MB of U read per call). ``VOLNET_WINOGRAD=0`` (or
@@ -89,7 +90,12 @@ WINOGRAD_MIN_CHANNELS = 8     # input and output channels
 # An inference forward reuses its cached filter transform (weight_cache): no transform to
 # pay back, only tiles x min(C, F) enough to beat the tile transforms, and enough tiles to
 # amortise reading U (36 x F x C floats, 4x the filters: 38 MB at 512x512) once per call.
-WINOGRAD_MIN_WORK_CACHED = 1 << 11
+WINOGRAD_MIN_WORK_CACHED = 1 << 13   # (was 2^11: at batch 1 the 28x28 layers of 96-128
+#   channels, 49 tiles, now run the outer kernel: level in time (plan, idle-to-loaded, three
+#   alternations, ms: ResNet-18 b1 15.8/18.7/14.9 -> 14.6/15.2/14.9, ResNet-50 b1 41.0/44.4/
+#   40.2 -> 41.1/45.7/39.4, GoogLeNet b1 19.8/18.6/20.7 -> 17.6/20.6/22.1), and their
+#   transforms and copies, 8.9 MB of ResNet-50 b1's 10.6 MB cache, are not kept;
+#   benchmarks/README.md, 56)
 WINOGRAD_FILTERS_PER_TILE = 6144   # ... and tiles >= F * C / this (was 8192: in a
 #   network's plan U comes from memory; at 512x512 that is 42.7 tiles: ResNet-50 b8's 512@7x7
 #   layers (32 tiles) ran 12.3-12.7 ms by Winograd against 9.8-10.3 by the outer kernel, which
@@ -112,7 +118,12 @@ OUTER_MIN_CHANNELS = 8   # C/G; an inference forward runs the outer kernel (comp
 #   1.16 / 0.82, 3x3 s2 0.51-0.65 / 0.39-0.48; b8 3x3 s2 2.9-3.6 / 2.5-3.2. Not Winograd's
 #   56x56 and 28x28 maps (b1 64@56x56 0.49 / 0.70; b8 every 3x3 s1 layer 2.6-3.8 / 4.4-5.8),
 #   not 1x1 layers (BLAS; one thread, ResNet-50 b1: 0.60-1.24 / 0.65-1.46, strided 1.16-1.61
-#   / 1.45-1.71), not the 3-channel stems (direct: 1.43 / 1.44)
+#   / 1.45-1.71)
+OUTER_MIN_FILTERS = 64   # F/G: ... or this many filters per group (a full register block),
+#   whatever the channels: the 3-channel stems (ResNet-18's 3->64 7x7 s2 in the plan, direct
+#   / outer: b1 1.28-1.34 / 1.11-1.13 ms, b8 7.7-8.7 / 7.2-8.4; benchmarks/README.md, 56).
+#   Not fewer channels and filters (LeNet's 1->6, CIFAR's 3->12: a 16-filter vector mostly
+#   empty; the direct kernel's blocks of 4-8 filters fit them)
 OUTER_TRAINING_MIN_FILTERS = 64   # F/G; a training forward or a stride-1 dx that the exact
 #   kernels (direct, im2col) would run goes to the outer kernel with at least this many
 #   filters per group (one full register block of 64) and OUTER_TRAINING_MIN_TAPS taps
@@ -198,7 +209,7 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     if kh == kw == 1 and tuple(padding) == (0, 0) and (tuple(stride) == (1, 1)
                                                        or filters_cached):
         return "gemm1x1"        # at inference strided too: a subsample, then the products
-    if fast and filters_cached and outer_fits(c, groups) and (
+    if fast and filters_cached and outer_fits(c, f, groups) and (
             split_fits(x_shape[0], w_shape, groups, out_size, threads)
             or not winograd_fits(x_shape[0], c, w_shape, stride, dilation, groups, out_size,
                                  filters_cached=True)):
@@ -224,11 +235,10 @@ def touched(x_shape, w_shape, out_size) -> int:
             + x_shape[0] * w_shape[0] * out_size[0] * out_size[1])
 
 
-def outer_fits(c, groups) -> bool:
+def outer_fits(c, f, groups) -> bool:
     """True, when the outer kernel is on, for a layer of at least OUTER_MIN_CHANNELS input
-    channels per group (fewer: the 3-channel stems, whose few taps the direct kernel's
-    rows of 32 outputs serve better)."""
-    return OUTER and c // groups >= OUTER_MIN_CHANNELS
+    channels or OUTER_MIN_FILTERS filters per group."""
+    return OUTER and (c // groups >= OUTER_MIN_CHANNELS or f // groups >= OUTER_MIN_FILTERS)
 
 
 def outer_trains(w_shape, groups) -> bool:
@@ -413,7 +423,8 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
                 DIRECT_MAX_TAPS, DIRECT_MAX_TAPS_DW, DIRECT_MAX_TAPS_DX, DIRECT_MIN_FILTERS,
                 DIRECT_WINOGRAD_CHANNELS, DIRECT_MAX_TAPS_BATCH, DIRECT_BATCH_POSITIONS,
                 WINOGRAD_DW_SMALL_MAP, WINOGRAD_DW_SMALL_MAP_CHANNELS, OUTER,
-                OUTER_MIN_CHANNELS, OUTER_TRAINING_MIN_FILTERS, OUTER_TRAINING_MIN_TAPS,
+                OUTER_MIN_CHANNELS, OUTER_MIN_FILTERS, OUTER_TRAINING_MIN_FILTERS,
+                OUTER_TRAINING_MIN_TAPS,
                 OUTER_DW_MIN_FILTERS, OUTER_DW_WINOGRAD_CHANNELS, conv_gemm.KEEP_BYTES)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
