@@ -4,9 +4,9 @@ the vector lanes, output positions broadcast, weights read in place (the kernels
 
 Where it runs (chosen by ``volnet.functional.conv_choice``): inference layers whose maps
 are too small for Winograd's tiles or the direct kernel's rows of 32 outputs (7x7, 14x14,
-stride 2); in training, forwards, stride-1 dx and dw in place of the direct kernel and
+stride 2, batch 1 up to 28x28, the stems); in training, forwards, stride-1 dx and dw in place of the direct kernel and
 im2col (:func:`weight_grad`: the same register block, taps and positions swapped), measured
-in benchmarks/README.md (ninth round, 51-52).
+in benchmarks/README.md (ninth round, 51-56).
 
 The work is shared out among the library's threads (``block_threads.run``) by samples,
 then by blocks of 64 filters, then by tiles of positions, so that batch 1 keeps both cores
