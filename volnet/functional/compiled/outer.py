@@ -177,9 +177,8 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(w.shape[0], -1)
     n, c = x.shape[:2]
     f = w.shape[0]
-    threads = block_threads.workers()
-    if n < threads:     # one sample's share: only a product worth a hand-off is split
-        threads = block_threads.split_count(n * w2.size * out_size[0] * out_size[1])
+    # only a product worth a hand-off is split (SPLIT_MIN, the rule of every other split)
+    threads = block_threads.split_count(n * w2.size * out_size[0] * out_size[1])
     lay = layout(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding),
                  tuple(dilation), int(groups), tuple(out_size), threads)
     empty = np.zeros(0, np.float32)
@@ -249,9 +248,9 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     vectors = _block_vectors(f, groups)
     blocks = len(vectors)
     positions = d.shape[2]
+    threads = block_threads.split_count(d.size * lay.off.size)   # SPLIT_MIN, as forward
     if blocks > 1:
-        parts = [(0, n, a, b) for a, b in _block_runs(vectors, min(block_threads.workers(),
-                                                                   blocks))]
+        parts = [(0, n, a, b) for a, b in _block_runs(vectors, min(threads, blocks))]
     else:
         parts = [(s, e, 0, 1) for s, e in ((0, n // 2), (n // 2, n)) if e > s]
     group = max(1, min(max(e - s for s, e, _, _ in parts),
@@ -270,7 +269,7 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
                                   lay.packed, x_in, buf, acc, p_chunk)
         return acc
 
-    if block_threads.workers() > 1:
+    if threads > 1:
         accs = block_threads.run(work, len(parts))
     else:       # one thread: the parts in turn (run would hand them to block threads)
         accs = [work(i) for i in range(len(parts))]
