@@ -269,6 +269,44 @@ def _store(prod, t0, t1, out_nf, f0, nf, tmp, scale, bias, has_res, res_nf,
                 dst[p] = src[p]
 
 
+@njit(inline="always")
+def _micro(vectors, src, xo, off, k0, k1, inb, b0, buf, prod, row0, add):
+    # pragma: no cover - compiled
+    """The register block of ``vectors`` 16-filter vectors (the narrowest that holds the
+    block's filters)."""
+    if vectors == 4:
+        _micro4(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add)
+    elif vectors == 3:
+        _micro3(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add)
+    elif vectors == 2:
+        _micro2(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add)
+    else:
+        _micro1(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add)
+
+
+@njit(inline="always")
+def _group_source(x, g0, count, x_in, packed, padding, pitch):  # pragma: no cover - compiled
+    """(array, offset) the taps of samples [g0, g0 + count) read: the samples packed
+    (zero-padded) one after another into ``x_in`` when ``packed``, else x itself."""
+    c_all, h, w = x.shape[1:]
+    sample = c_all * pitch[0] * pitch[1]
+    if packed:
+        for s in range(count):
+            pack_sample(x, g0 + s, x_in[s * sample:(s + 1) * sample], padding, (1, 1), pitch)
+        return x_in, 0
+    return x.reshape(-1), g0 * c_all * h * w
+
+
+@njit(inline="always")
+def _block(fb, per_group, fg, cg, plane, base):  # pragma: no cover - compiled
+    """(first filter, filters, input offset, vectors) of filter block ``fb`` (numbered over
+    the groups, ``per_group`` each)."""
+    g = fb // per_group
+    f0 = g * fg + (fb % per_group) * FILTERS
+    nf = min(FILTERS, fg - (fb % per_group) * FILTERS)
+    return f0, nf, base + g * cg * plane, -(-nf // LANES)
+
+
 @njit(nogil=True, cache=True)
 def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb, inb_g,
                   padding, pitch, packed, x_in, prod, buf, tmp, out, scale, bias, has_res,
@@ -286,7 +324,7 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
     tmp (tile * 64) scratch; x_in (group * C * Hp * Wp) scratch when packed; out (N, F, Ho,
     Wo) gets ``sums * scale + bias (+ residual)``, rectified when ``relu`` (scale, bias:
     (F,) or empty; residual: out's shape, read when ``has_res``)."""
-    c_all, h, w = x.shape[1:]
+    c_all = x.shape[1]
     f_all, k_n = w2.shape
     cg, fg = c_all // groups, f_all // groups
     per_group = -(-fg // FILTERS)
@@ -294,17 +332,10 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
     positions = out.shape[2] * out.shape[3]
     out_flat = out.reshape(out.shape[0], f_all, positions)
     res_flat = residual.reshape(residual.shape[0], residual.shape[1], -1)
-    flat_x = x.reshape(-1)
     sample = c_all * plane        # one sample's (packed) planes
     for g0 in range(n0, n1, group):
         count = min(group, n1 - g0)
-        if packed:
-            for s in range(count):
-                pack_sample(x, g0 + s, x_in[s * sample:(s + 1) * sample], padding, (1, 1),
-                            pitch)
-            src, base = x_in, 0
-        else:
-            src, base = flat_x, g0 * c_all * h * w
+        src, base = _group_source(x, g0, count, x_in, packed, padding, pitch)
         if count == 1:
             inb_g[:inb.size] = inb
             lo, hi = t0, t1
@@ -317,24 +348,14 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
         for ts in range(lo, hi, tile):
             te = min(hi, ts + tile)
             for fb in range(fb0, fb1):
-                g = fb // per_group
-                f0 = g * fg + (fb % per_group) * FILTERS
-                nf = min(FILTERS, fg - (fb % per_group) * FILTERS)
-                xo = base + g * cg * plane
-                vectors = -(-nf // LANES)
+                f0, nf, xo, vectors = _block(fb, per_group, fg, cg, plane, base)
                 for k0 in range(0, k_n, k_chunk):
                     k1 = min(k_n, k0 + k_chunk)
                     _load_chunk(w2, f0, nf, k0, k1, buf)
                     add = 1 if k0 > 0 else 0
                     for b0 in range(ts, te, POSITIONS):
-                        if vectors == 4:
-                            _micro4(src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts, add)
-                        elif vectors == 3:
-                            _micro3(src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts, add)
-                        elif vectors == 2:
-                            _micro2(src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts, add)
-                        else:
-                            _micro1(src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts, add)
+                        _micro(vectors, src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts,
+                               add)
                 for s in range(count):     # each sample's positions in this tile
                     a = max(ts, s * positions)
                     e = min(te, (s + 1) * positions)
@@ -364,32 +385,21 @@ def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g,
     each output position's offset; inb_g (group * P,) scratch; x_in (group * C * Hp * Wp)
     scratch when ``packed``; buf (p_chunk * 64) scratch for a transposed chunk of dout;
     acc (fb1 - fb0, K rounded up to 6 * 64), added to (row fb - fb0 for block fb)."""
-    c_all, h, w = x.shape[1:]
+    c_all = x.shape[1]
     f_all, positions = dout.shape[1], dout.shape[2]
     cg, fg = c_all // groups, f_all // groups
     per_group = -(-fg // FILTERS)
     plane = pitch[0] * pitch[1]
     sample = c_all * plane
     k_rounded = off.size
-    flat_x = x.reshape(-1)
     for g0 in range(n0, n1, group):
         count = min(group, n1 - g0)
-        if packed:
-            for s in range(count):
-                pack_sample(x, g0 + s, x_in[s * sample:(s + 1) * sample], padding, (1, 1),
-                            pitch)
-            src, base = x_in, 0
-        else:
-            src, base = flat_x, g0 * c_all * h * w
+        src, base = _group_source(x, g0, count, x_in, packed, padding, pitch)
         total = count * positions
         for p in range(total):
             inb_g[p] = p // positions * sample + inb[p % positions]
         for fb in range(fb0, fb1):
-            g = fb // per_group
-            f0 = g * fg + (fb % per_group) * FILTERS
-            nf = min(FILTERS, fg - (fb % per_group) * FILTERS)
-            xo = base + g * cg * plane
-            vectors = -(-nf // LANES)
+            f0, nf, xo, vectors = _block(fb, per_group, fg, cg, plane, base)
             acc_fb = acc[fb - fb0]
             for p0 in range(0, total, p_chunk):
                 p1 = min(total, p0 + p_chunk)
@@ -401,11 +411,4 @@ def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g,
                     _load_chunk(dout[g0 + s], f0, nf, a, e, buf[(q - p0) * FILTERS:])
                     q += e - a
                 for t0 in range(0, k_rounded, POSITIONS):
-                    if vectors == 4:
-                        _micro4(src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 2)
-                    elif vectors == 3:
-                        _micro3(src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 2)
-                    elif vectors == 2:
-                        _micro2(src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 2)
-                    else:
-                        _micro1(src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 2)
+                    _micro(vectors, src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 2)
