@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch_reference import conv_epilogue
 
 from volnet.functional import conv_choice, conv_gemm
 from volnet.functional.conv import conv2d_forward
@@ -39,12 +40,7 @@ def _rel(a, b):
 
 
 def _torch_fused(x, w, b, scale, residual, stride, padding, dilation, relu=True):
-    t64 = lambda a: torch.tensor(a, dtype=torch.float64)     # noqa: E731
-    out = torch.nn.functional.conv2d(t64(x), t64(w), None, stride, padding, dilation)
-    out = out * t64(scale)[:, None, None] + t64(b)[:, None, None]
-    if residual is not None:
-        out = out + t64(residual)
-    return (torch.relu(out) if relu else out).numpy()
+    return conv_epilogue(x, w, b, scale, residual, relu, stride, padding, dilation)
 
 
 # (C, F, H, kernel, stride, padding, dilation): odd filter counts (not multiples of 2 or

@@ -10,9 +10,9 @@ the error class of im2col's GEMM and the direct kernel (test_compiled_conv.py: 1
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch_reference import conv_epilogue
 
 from volnet.errors import ShapeError
 from volnet.functional import conv_choice
@@ -72,15 +72,7 @@ def _operands(case, seed=0):
 def _torch_fused(x, w, b, scale, residual, relu, case):
     """The layer in float64: conv * scale + b (+ residual), rectified when ``relu``."""
     *_, s, p, d, g = case
-    t64 = lambda a: torch.tensor(a, dtype=torch.float64)
-    out = torch.nn.functional.conv2d(t64(x), t64(w), None, s, p, d, g)
-    if scale is not None:
-        out = out * t64(scale)[:, None, None]
-    if b is not None:
-        out = out + t64(b)[:, None, None]
-    if residual is not None:
-        out = out + t64(residual)
-    return (torch.relu(out) if relu else out).numpy()
+    return conv_epilogue(x, w, b, scale, residual, relu, s, p, d, g)
 
 
 def _forward(case, x, w, b, relu=False, scale=None, residual=None):
