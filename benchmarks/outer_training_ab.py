@@ -25,23 +25,15 @@ import time
 
 import numpy as np
 
+from benchmarks.kernels import CONV_ROWS
 from volnet.functional import conv_choice, conv_gemm
 from volnet.functional.compiled import direct, outer, winograd
-from volnet.functional.conv import _output_sizes
+from volnet.functional.conv import conv_output_size
 from volnet.runtime import block_threads, thread_policy
 
-# (name, N, C, H, F, K, stride, padding, dilation): the conv rows (benchmarks/kernels.py)
-# and the training nets' layers (benchmarks/nets.py, ResNet-18 b16), depthwise and 1x1 left out
-LAYERS = [
-    ("row CIFAR N64 C3 32 F12 k3", 64, 3, 32, 12, 3, 1, 1, 1),
-    ("row LeNet conv2 N64 C6 14 F16 k5", 64, 6, 14, 16, 5, 1, 0, 1),
-    ("row N16 C64 56 F64 k3", 16, 64, 56, 64, 3, 1, 1, 1),
-    ("row AlexNet conv1 N8 C3 227 F96 k11 s4", 8, 3, 227, 96, 11, 4, 0, 1),
-    ("row N16 C256 14 F256 k3", 16, 256, 14, 256, 3, 1, 1, 1),
-    ("row dilated N16 C64 56 F64 k3 d2", 16, 64, 56, 64, 3, 1, 2, 2),
-    ("row VGG conv1_2 N4 C64 224 F64 k3", 4, 64, 224, 64, 3, 1, 1, 1),
-    ("row N16 C128 28 F128 k3", 16, 128, 28, 128, 3, 1, 1, 1),
-    ("row N16 C512 7 F512 k3", 16, 512, 7, 512, 3, 1, 1, 1),
+# (name, N, C, H, F, K, stride, padding, dilation): the conv rows (benchmarks/kernels.py,
+# depthwise and 1x1 left out) and the training nets' layers (benchmarks/nets.py, ResNet-18 b16)
+LAYERS = [("row " + row[0], *row[1:9]) for row in CONV_ROWS if len(row) == 9 and row[5] > 1] + [
     ("LeNet conv1 N64 C1 28 F6 k5 p2", 64, 1, 28, 6, 5, 1, 2, 1),
     ("VGG-CIFAR N128 C3 32 F32 k3", 128, 3, 32, 32, 3, 1, 1, 1),
     ("VGG-CIFAR N128 C32 32 F32 k3", 128, 32, 32, 32, 3, 1, 1, 1),
@@ -137,7 +129,7 @@ def measure(layer, repeats, rng, winograd_training=True):
     w = (rng.standard_normal((f, c, k, k), dtype=np.float32) / np.float32(np.sqrt(c * k * k)))
     b = rng.standard_normal(f, dtype=np.float32)
     st, pad, dil = (s, s), (p, p), (d, d)
-    out_size = _output_sizes(h, h, k, k, st, pad, dil)
+    out_size = (conv_output_size(h, k, s, p, d),) * 2
     saved = conv_choice.OUTER, conv_choice.WINOGRAD_TRAINING
     conv_choice.OUTER, conv_choice.WINOGRAD_TRAINING = False, winograd_training
     try:

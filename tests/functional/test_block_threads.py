@@ -749,17 +749,17 @@ def test_a_network_run_after_a_thread_change_uses_the_new_count(two_threads, mon
         info = weight_cache.stats()
         return info["hits"] + info["misses"]
 
-    calls = winograd_calls()
-    two = conv.forward(x)
-    ran_two = winograd_calls() - calls
-    kernel_two = conv_choice.plan(x.shape, conv.params["weight"].shape, (1, 1), (1, 1), (1, 1),
-                                  1, (14, 14), np.float32).forward
+    def forward():
+        """(output, the plan's kernel, filter transforms asked for) of one forward."""
+        calls = winograd_calls()
+        out = conv.forward(x)
+        kernel = conv_choice.plan(x.shape, conv.params["weight"].shape, (1, 1), (1, 1),
+                                  (1, 1), 1, (14, 14), np.float32).forward
+        return out, kernel, winograd_calls() - calls
+
+    two, kernel_two, ran_two = forward()
     numba.set_num_threads(1)
-    calls = winograd_calls()
-    one = conv.forward(x)
-    ran_one = winograd_calls() - calls
-    kernel_one = conv_choice.plan(x.shape, conv.params["weight"].shape, (1, 1), (1, 1), (1, 1),
-                                  1, (14, 14), np.float32).forward
+    one, kernel_one, ran_one = forward()
     numba.set_num_threads(2)
     ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(),
                                      torch.from_numpy(conv.params["weight"]).double(),
