@@ -4,7 +4,7 @@ page faults it took, then the time grouped by kind (1x1 by output map and stride
 pools, FC).
 
     python -m benchmarks.plan_profile [--threads 2] [--net resnet50] [--batch 1]
-        [--repeats 10] [--size 224] [--groups-only] [--onnxruntime]
+        [--repeats 10] [--size 224] [--groups-only] [--onnxruntime] [--gap 0.1]
 
 ``--onnxruntime`` adds onnxruntime's time for the same layer (its profiler's node times on
 volnet's ONNX export, same threads, in a process of its own; benchmarks/onnx_peer.py), each
@@ -30,7 +30,7 @@ from volnet.layers import inference_plan
 from volnet.models import googlenet, resnet18, resnet50, vgg16
 from volnet.runtime import thread_policy
 
-from . import onnx_peer
+from . import onnx_peer, timing
 
 NETS = {"resnet18": resnet18, "resnet50": resnet50, "googlenet": googlenet, "vgg16": vgg16}
 
@@ -59,10 +59,11 @@ def describe(fn, x_shape) -> tuple[str, str, float]:
     return group, text, gflop
 
 
-def profile(net, x, repeats: int) -> tuple[float, float, list]:
+def profile(net, x, repeats: int, gap: float = 0.0) -> tuple[float, float, list]:
     """(forward wall ms, forward CPU ms, [(group, description, ms, GFLOP, faults, input
     shape, filter shape or None)] per step), means over ``repeats`` planned forwards of
-    ``net`` on ``x`` after three warm-up calls."""
+    ``net`` on ``x`` after three warm-up calls; each forward after ``gap`` idle seconds
+    (not counted), as the suite times them (``timing.GAP_S``)."""
     net.forward(x)                                      # makes the plan
     plan = next(iter(inference_plan.plans_of(net).values()))
     spent, faults, shapes = {}, {}, {}
@@ -85,10 +86,13 @@ def profile(net, x, repeats: int) -> tuple[float, float, list]:
             net.forward(x)
         spent.clear()
         faults.clear()
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall = cpu = 0.0
         for _ in range(repeats):
+            if gap:
+                time.sleep(gap)
+            w0, c0 = time.perf_counter(), time.process_time()
             net.forward(x)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            wall, cpu = wall + time.perf_counter() - w0, cpu + time.process_time() - c0
     finally:
         plan.steps = original
     rows = []
@@ -110,6 +114,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--groups-only", action="store_true")
     parser.add_argument("--onnxruntime", action="store_true")
+    parser.add_argument("--gap", type=float, default=0.0,
+                        help="idle seconds before each timed forward (the suite's is "
+                             f"{timing.GAP_S})")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     net = NETS[args.net]()
@@ -118,7 +125,7 @@ def main() -> None:
     theirs = (onnx_peer.node_times(net, x, args.threads, args.repeats) if args.onnxruntime
               else None)
     with thread_policy.use_threads(args.threads):
-        wall, cpu, rows = profile(net, x, args.repeats)
+        wall, cpu, rows = profile(net, x, args.repeats, args.gap)
     peer = _match(rows, theirs) if theirs is not None else [None] * len(rows)
     print(f"{args.net} b{args.batch}, {args.threads} threads: forward {wall:.2f} ms "
           f"(CPU {cpu:.2f}), steps {sum(r[2] for r in rows):.2f} ms; load average "
