@@ -24,8 +24,14 @@ caller hands each free thread its share of the blocks by releasing that lock, ru
 own share, then waits on one lock the last thread releases. Measured on the 2-core machine
 under load (benchmarks/README.md section 41): a call of two trivial ``nogil`` blocks takes
 13-25 us, against 23-56 us through a ThreadPoolExecutor's futures and 4-9 us for a numba
-``prange`` launch (OpenMP, passive waiting). The threads never spin: a spinning waiter
-holds the core the next block or ``prange`` kernel needs (the OpenBLAS lesson above).
+``prange`` launch (OpenMP, passive waiting).
+
+Waiting spins briefly before it sleeps (``SPIN_US``, runtime/spin_wait.py): a block thread
+after its job, and a caller for its helpers. On a virtual machine a core that has slept
+for a millisecond takes 0.25-0.5 ms to wake (section 59), more than many blocks take. The
+spin is bounded, outside the GIL, and ends early when a ``prange`` kernel is launched
+(:func:`stop_spinning`, called by runtime/launch.py), so numba's threads get the core;
+a spinning OpenBLAS worker (the lesson above) held it ~0.1 s, this at most ``SPIN_US``.
 
 Used once the compiled kernels are in use (numba imported); under ``VOLNET_KERNELS=numpy``,
 or before any call was large enough to load numba, :func:`workers` is 1, every block
@@ -51,6 +57,9 @@ _local = threading.local()
 _lock = threading.Lock()
 _pool = {"idle": [], "made": 0, "lock": threading.Lock()}
 _PREFIX = "volnet-block"
+# microseconds a waiting thread spins before it sleeps (0: never spins); measured in section 59
+SPIN_US = float(os.environ.get("VOLNET_SPIN_US", "1000"))
+_WAKE, _STOP = 1, 2     # a worker's flag: a job was handed to it; stop spinning, sleep
 # every thread's scratch table (scratch), for release_scratch; a thread that ends takes its
 # table with it
 _scratches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -164,6 +173,7 @@ def run(fn, count: int) -> list:
             errors = np.geterr()          # NumPy's error state is per thread: the caller's
             for part, worker in enumerate(helpers, 1):
                 worker.job = (fn, part, parts, count, errors, results, call)
+                worker.flag[0] = _WAKE    # ends its spin, if it spins; else the lock wakes it
                 worker.wake.release()
         _local.busy = True
         try:
@@ -171,7 +181,7 @@ def run(fn, count: int) -> list:
         finally:
             _local.busy = False
             if helpers:
-                call.done.acquire()       # every block has finished before the caller goes on
+                _wait(call.done, call.flag)   # every block has finished before the caller goes on
     failures = ([failure] if failure else []) + (call.failures if helpers else [])
     if failures:
         raise min(failures, key=lambda f: f[0])[1]
@@ -193,13 +203,14 @@ class _Call:
     """One :func:`run`'s hand-off: how many block threads still work on it, their
     failures, and the lock the last of them releases for the caller."""
 
-    __slots__ = ("remaining", "failures", "done")
+    __slots__ = ("remaining", "failures", "done", "flag")
 
     def __init__(self, helpers: int):
         self.remaining = helpers
         self.failures = []
         self.done = threading.Lock()
         self.done.acquire()
+        self.flag = np.zeros(1, np.int64)   # set with ``done``: ends the caller's spin
 
 
 class _Worker:
@@ -210,17 +221,19 @@ class _Worker:
     (a ThreadPoolExecutor's submit + wait cost 23-56 us a call here; benchmarks/README.md
     section 41)."""
 
-    __slots__ = ("wake", "job")
+    __slots__ = ("wake", "job", "flag")
 
     def __init__(self):
         self.wake = threading.Lock()
         self.wake.acquire()
         self.job = None
+        self.flag = np.zeros(1, np.int64)   # _WAKE: a job was handed over; _STOP: sleep
 
     def serve(self):
         _local.busy = True                # everything this thread runs is inside a block
         while True:
-            self.wake.acquire()
+            _wait(self.wake, self.flag)   # spinning first keeps this core awake
+            self.flag[0] = 0
             job, self.job = self.job, None
             self._do(*job)                # its locals (the blocks' arrays) go with the call
 
@@ -236,6 +249,7 @@ class _Worker:
             last = call.remaining == 0
         if last:
             call.done.release()
+            call.flag[0] = _WAKE
 
 
 def _claim(helpers: int) -> list:
@@ -257,6 +271,27 @@ def _claim(helpers: int) -> list:
         taken = idle[-helpers:]
         del idle[-helpers:]
     return taken
+
+
+def _wait(lock: threading.Lock, flag: np.ndarray) -> None:
+    """Acquire ``lock``: at once if it is free, else after up to ``SPIN_US`` of busy
+    waiting (outside the GIL) for ``flag``, set by whoever releases it, then asleep on it.
+    The flag is only a hint to stop spinning; the lock is the hand-off."""
+    if lock.acquire(blocking=False):
+        return
+    if SPIN_US > 0:
+        from volnet.runtime import spin_wait   # numba: only once block threads are in use
+
+        spin_wait.spin(flag, SPIN_US)
+    lock.acquire()
+
+
+def stop_spinning() -> None:
+    """Ends every idle block thread's spin (they sleep on their locks until their next
+    job): a ``prange`` kernel is about to need the cores (runtime/launch.py)."""
+    for worker in list(_pool["idle"]):
+        if worker.flag[0] == 0:
+            worker.flag[0] = _STOP
 
 
 def _after_fork_in_child():

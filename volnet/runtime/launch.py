@@ -24,6 +24,8 @@ import importlib
 import sys
 import types
 
+from volnet.runtime import block_threads
+
 PARALLEL_MIN = 1 << 22      # elements; 16 MB of float32, a few ms for one pass
 
 
@@ -71,4 +73,7 @@ def run(module: str, name: str, size: int, *args):
         # running their first epilogue at once): import_module waits for that import,
         # where the module found in sys.modules has no kernels yet
         k = getattr(importlib.import_module(module), name)
-    return (k.parallel if size >= PARALLEL_MIN else k.serial)(*args)
+    if size >= PARALLEL_MIN:
+        block_threads.stop_spinning()      # numba's threads need the cores now
+        return k.parallel(*args)
+    return k.serial(*args)

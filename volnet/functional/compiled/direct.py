@@ -205,7 +205,9 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     off = lay.grad_off
     f_pad = -(-fg // kernels.GRAD_FILTERS) * kernels.GRAD_FILTERS
     k_pad = off.shape[1]
-    count = max(1, min(block_threads.workers(), n))
+    # a pass too small to pay for a hand-off stays on the calling thread (SPLIT_MIN, the
+    # rule of every other split)
+    count = max(1, min(block_threads.split_count(dout.size * cg * kh * kw), n))
     bounds = np.linspace(0, n, count + 1).astype(np.int64)
     q_tile = max(16, GRAD_TILE_BYTES // (4 * f_pad) // 16 * 16)
     args = (tuple(padding), tuple(stride), lay.pitch, GRAD_FLUSH, q_tile)

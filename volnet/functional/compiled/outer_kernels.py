@@ -202,6 +202,35 @@ def _transpose16(typingctx, src, s0, lds, dst, d0, ldd):
     return sig, codegen
 
 
+@intrinsic
+def _prefetch(typingctx, src, i):
+    """``_prefetch(src, i)``: asks for the cache line of src[i] to be brought into L2
+    (``prefetcht1``); no effect on results, never faults."""
+    sig = types.void(src, types.intp)
+
+    def codegen(context, builder, signature, args):
+        sp = _data(context, builder, signature.args[0], args[0])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        at = builder.bitcast(builder.gep(sp, [args[1]]), i8p)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(fn, [at, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def _prefetch_rows(flat, k_n, f0, r0, r1, k0, k1):  # pragma: no cover - compiled
+    """Prefetches w2[f0 + r, k0:k1] for rows r in [r0, r1) (flat: w2's (F * K) floats)."""
+    for r in range(r0, r1):
+        base = (f0 + r) * k_n
+        for i in range(base + k0, base + k1, LANES):
+            _prefetch(flat, i)
+        _prefetch(flat, base + k1 - 1)
+
+
 @njit(inline="always")
 def _load_chunk(w2, f0, nf, k0, k1, buf):  # pragma: no cover - compiled
     """buf[(k - k0) * 64 + f] = w2[f0 + f, k] for taps [k0, k1) and f < nf, zero for
@@ -332,6 +361,7 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
     positions = out.shape[2] * out.shape[3]
     out_flat = out.reshape(out.shape[0], f_all, positions)
     res_flat = residual.reshape(residual.shape[0], residual.shape[1], -1)
+    w2_flat = w2.reshape(-1)
     sample = c_all * plane        # one sample's (packed) planes
     for g0 in range(n0, n1, group):
         count = min(group, n1 - g0)
@@ -353,7 +383,21 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
                     k1 = min(k_n, k0 + k_chunk)
                     _load_chunk(w2, f0, nf, k0, k1, buf)
                     add = 1 if k0 > 0 else 0
+                    # the next chunk's weights, a share of its rows per position block, so
+                    # they stream in from memory while these products run
+                    if k1 < k_n:
+                        pf0, pnf, pk0, pk1 = f0, nf, k1, min(k_n, k1 + k_chunk)
+                    elif fb + 1 < fb1:
+                        pf0, pnf, _x, _v = _block(fb + 1, per_group, fg, cg, plane, base)
+                        pk0, pk1 = 0, min(k_n, k_chunk)
+                    else:
+                        pnf = 0
+                    blocks = (te - ts) // POSITIONS
                     for b0 in range(ts, te, POSITIONS):
+                        j = (b0 - ts) // POSITIONS
+                        if pnf > 0:
+                            _prefetch_rows(w2_flat, k_n, pf0, j * pnf // blocks,
+                                           (j + 1) * pnf // blocks, pk0, pk1)
                         _micro(vectors, src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts,
                                add)
                 for s in range(count):     # each sample's positions in this tile

@@ -1,0 +1,109 @@
+"""A bounded busy wait outside the GIL, for volnet's block threads (block_threads.py).
+
+On a virtual machine a core that sleeps is given back to the host, and waking it again
+takes far longer than on bare metal. Measured on the 2-core VM (benchmarks/README.md,
+section 59): handing a no-op block to a block thread that had been asleep for 0.1 ms
+took 27 us, for 1 ms 241 us, for 3 ms or more 0.43-0.49 ms; 25 us back to back. A layer
+that splits its work pays that wait whenever the layer before ran on one thread for
+more than a fraction of a millisecond (the small passes below SPLIT_MIN, Python glue,
+a loss). So a block thread, and a caller waiting for its helpers, first spins here
+for a bounded time (``block_threads.SPIN_US``) watching a flag, and only then sleeps
+on its lock: onnxruntime's and OpenMP's spin-then-sleep.
+
+:func:`spin` reads the flag with an atomic load (the compiler may not hoist it out of the
+loop) and runs ``pause`` between reads on x86; the time limit is counted in the CPU's
+cycle counter, calibrated once against ``time.perf_counter`` (:func:`cycles_per_us`).
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import time
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+@intrinsic
+def _load_acquire(typingctx, flag):
+    """``flag[0]`` (an int64 array) by an atomic acquire load: re-read on every call."""
+    sig = types.int64(flag)
+
+    def codegen(context, builder, signature, args):
+        ptr = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def _cycles(typingctx):
+    """The CPU's cycle counter (``llvm.readcyclecounter``: rdtsc on x86)."""
+    sig = types.int64()
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, []),
+                                            "llvm.readcyclecounter")
+        return builder.call(fn, [])
+
+    return sig, codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """x86's ``pause`` (a spin-wait hint: frees the core's shared resources, saves power);
+    nothing elsewhere."""
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True)
+def _spin(flag, cycles):  # pragma: no cover - compiled
+    start = _cycles()
+    while True:
+        value = _load_acquire(flag)
+        if value != 0:
+            return value
+        if _cycles() - start >= cycles:
+            return 0
+        for _ in range(8):
+            _pause()
+
+
+@functools.lru_cache(maxsize=1)
+def cycles_per_us() -> float:
+    """Cycle-counter ticks per microsecond, measured once over ~2 ms."""
+    _cycles_now()                              # compiled (or loaded) before timing
+    t0, c0 = time.perf_counter(), _cycles_now()
+    while time.perf_counter() - t0 < 0.002:
+        pass
+    t1, c1 = time.perf_counter(), _cycles_now()
+    return max((c1 - c0) / ((t1 - t0) * 1e6), 1.0)
+
+
+@njit(nogil=True, cache=True)
+def _cycles_now():  # pragma: no cover - compiled
+    return _cycles()
+
+
+def spin(flag: np.ndarray, microseconds: float) -> int:
+    """Wait, busy and without the GIL, until ``flag[0]`` (an int64 array) is not 0 or
+    ``microseconds`` have passed; returns the value seen (0: timed out)."""
+    if microseconds <= 0:
+        return int(flag[0])
+    return int(_spin(flag, int(microseconds * cycles_per_us())))
