@@ -109,14 +109,16 @@ def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
         # inference: the maxima alone, no winners
         launch.run(_KERNELS, "max_values", x.size, x3, *kernel_size, *stride, *padding, out)
     elif halves:
-        # on the calling thread at every size (size 0: launch.run's serial variant): loaded
-        # from numba's on-disk cache, the threaded variant ran 3x slower than the serial one
+        # the serial variant, its planes split over block threads (launch.run_planes): loaded
+        # from numba's on-disk cache, the prange variant ran 3x slower than the serial one
         # (128x32x32x32, one thread: 8.5 against 2.8 ms; freshly compiled 2.8; numba issue
         # #8085; benchmarks/README.md section 49)
-        launch.run(_KERNELS, "max_forward_2x2", 0, x3, out, arg, bool(keep_cache))
+        launch.run_planes(_KERNELS, "max_forward_2x2", x.size, n * c, lambda p0, p1: (
+            x3[p0:p1], out[p0:p1], arg[p0:p1] if keep_cache else arg, bool(keep_cache)))
     else:
-        launch.run(_KERNELS, "max_forward", x.size, x3, *kernel_size, *stride, *padding, out,
-                   arg, bool(keep_cache))
+        launch.run_planes(_KERNELS, "max_forward", x.size, n * c, lambda p0, p1: (
+            x3[p0:p1], *kernel_size, *stride, *padding, out[p0:p1],
+            arg[p0:p1] if keep_cache else arg, bool(keep_cache)))
     cache = (_Winners(arg), x.shape, kernel_size, stride, padding) if keep_cache else None
     return out.reshape((n, c) + tuple(out_size)), cache
 
@@ -125,7 +127,8 @@ def _compiled_max_backward(dout, inner, x_shape):
     n, c, h, w = x_shape
     d3 = np.ascontiguousarray(dout).reshape(inner.arg.shape)
     dx = np.empty((n * c, h, w), dtype=dout.dtype)
-    launch.run(_KERNELS, "max_backward", dx.size, d3, inner.arg, dx)
+    launch.run_planes(_KERNELS, "max_backward", dx.size, dx.shape[0], lambda p0, p1: (
+        d3[p0:p1], inner.arg[p0:p1], dx[p0:p1]))
     return dx.reshape(x_shape)
 
 

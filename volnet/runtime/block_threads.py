@@ -46,6 +46,7 @@ import mmap
 import os
 import sys
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -143,6 +144,8 @@ def section():
     count = _read_workers()
     previous = getattr(_local, "workers", None)
     _local.workers = count if backend.loaded_numba() is not None else previous
+    if count > 1 and previous is None:
+        wake_up()             # the outermost call: its splits will find the threads awake
     try:
         if count > 1:
             with one_blas_thread():
@@ -172,9 +175,12 @@ def run(fn, count: int) -> list:
         if helpers:
             errors = np.geterr()          # NumPy's error state is per thread: the caller's
             for part, worker in enumerate(helpers, 1):
-                worker.job = (fn, part, parts, count, errors, results, call)
-                worker.flag[0] = _WAKE    # ends its spin, if it spins; else the lock wakes it
-                worker.wake.release()
+                with _pool["lock"]:       # a poked thread (wake_up) takes the job on waking
+                    worker.job = (fn, part, parts, count, errors, results, call)
+                    release = not worker.poked
+                if release:
+                    worker.flag[0] = _WAKE    # ends its spin, if it spins; else the lock wakes it
+                    worker.wake.release()
         _local.busy = True
         try:
             failure = _blocks(fn, range(0, count, parts), results)
@@ -221,21 +227,28 @@ class _Worker:
     (a ThreadPoolExecutor's submit + wait cost 23-56 us a call here; benchmarks/README.md
     section 41)."""
 
-    __slots__ = ("wake", "job", "flag")
+    __slots__ = ("wake", "job", "flag", "poked", "spin_until")
 
     def __init__(self):
         self.wake = threading.Lock()
         self.wake.acquire()
         self.job = None
         self.flag = np.zeros(1, np.int64)   # _WAKE: a job was handed over; _STOP: sleep
+        self.poked = False        # its lock released by wake_up, not yet taken (pool lock)
+        self.spin_until = 0.0     # perf_counter time its spin ends (0: asleep or busy)
 
     def serve(self):
         _local.busy = True                # everything this thread runs is inside a block
         while True:
+            self.spin_until = time.perf_counter() + SPIN_US * 1e-6
             _wait(self.wake, self.flag)   # spinning first keeps this core awake
+            self.spin_until = 0.0
             self.flag[0] = 0
-            job, self.job = self.job, None
-            self._do(*job)                # its locals (the blocks' arrays) go with the call
+            with _pool["lock"]:
+                self.poked = False
+                job, self.job = self.job, None
+            if job is not None:           # None: woken by wake_up alone
+                self._do(*job)            # its locals (the blocks' arrays) go with the call
 
     def _do(self, fn, part, parts, count, errors, results, call):
         if np.geterr() != errors:         # NumPy's error state is per thread: the caller's
@@ -286,12 +299,35 @@ def _wait(lock: threading.Lock, flag: np.ndarray) -> None:
     lock.acquire()
 
 
+def awake() -> bool:
+    """Whether a free block thread is spinning (its core awake): a hand-off to it now costs
+    ~30 us, where one asleep for long takes up to ~0.5 ms to wake (section 59)."""
+    now = time.perf_counter()
+    return any(worker.spin_until > now for worker in _pool["idle"])
+
+
+def wake_up() -> None:
+    """Starts waking the free block threads that sleep, without waiting for them: called
+    when a layer call begins, so their cores are awake (spinning) by the time its work
+    splits, instead of the first hand-off waiting ~0.5 ms on a virtual machine. A job
+    handed to one before it is up is taken when it is (``run``)."""
+    if SPIN_US <= 0 or workers() <= 1:
+        return
+    now = time.perf_counter()
+    with _pool["lock"]:          # threads not started yet start on their first job (_claim)
+        for worker in _pool["idle"]:
+            if not worker.poked and worker.spin_until <= now and worker.job is None:
+                worker.poked = True
+                worker.wake.release()
+
+
 def stop_spinning() -> None:
     """Ends every idle block thread's spin (they sleep on their locks until their next
     job): a ``prange`` kernel is about to need the cores (runtime/launch.py)."""
     for worker in list(_pool["idle"]):
         if worker.flag[0] == 0:
             worker.flag[0] = _STOP
+        worker.spin_until = 0.0
 
 
 def _after_fork_in_child():

@@ -36,7 +36,10 @@ class Kernel:
         from numba import njit  # here, not at import: run() callers must not import numba
 
         self.__doc__, self.__name__ = func.__doc__, func.__name__
-        self.serial = njit(cache=True)(_renamed(func, "serial"))
+        # nogil: run_planes puts pieces of one call on volnet's block threads. Its cache
+        # files are named "one_thread", not "serial" as before: numba's cache index does not
+        # record nogil, and the old name would load an old GIL-holding build
+        self.serial = njit(cache=True, nogil=True)(_renamed(func, "one_thread"))
         self.parallel = njit(parallel=True, cache=True)(_renamed(func, "parallel"))
 
     def __call__(self, *args):
@@ -58,6 +61,41 @@ def kernel(func) -> Kernel:
     return Kernel(func)
 
 
+PLANES_SPLIT_MIN = 1 << 17     # elements from which run_planes splits to awake block threads
+#                                (~0.1 ms of one pass; such a hand-off costs ~30 us, section 59)
+PLANES_SPLIT_ASLEEP = 1 << 21  # ... and to sleeping ones (~1.5 ms; waking one, up to ~0.5 ms)
+
+
+def run_planes(module: str, name: str, size: int, planes: int, args_of):
+    """Call compiled kernel ``name`` of ``module`` whose work is independent per plane
+    (row of its arrays' first axis) on pieces of the ``planes``: ``args_of(p0, p1)`` gives
+    its arguments for planes [p0, p1). The pieces go to volnet's block threads, each
+    running the serial variant (numba's parallel variant of the pooling kernels ran 3x
+    slower loaded from its cache, section 49), from ``PLANES_SPLIT_MIN`` elements
+    (``size``) while a block thread is awake (``block_threads.awake``), from
+    ``PLANES_SPLIT_ASLEEP`` otherwise; else one call on the calling thread. The same
+    arithmetic per plane either way, so the same bits."""
+    k = _kernel(module, name)
+    split = size >= PLANES_SPLIT_ASLEEP or (size >= PLANES_SPLIT_MIN and block_threads.awake())
+    count = min(planes, block_threads.workers()) if split else 1
+    if count <= 1:
+        k.serial(*args_of(0, planes))
+        return
+    edges = [planes * i // count for i in range(count + 1)]
+    block_threads.run(lambda i: k.serial(*args_of(edges[i], edges[i + 1])), count)
+
+
+def _kernel(module: str, name: str):
+    loaded = sys.modules.get(module)       # import_module's own lookup costs ~4 us a call
+    k = getattr(loaded, name, None)
+    if k is None:
+        # not imported yet, or still being imported by another thread (two block threads
+        # running their first epilogue at once): import_module waits for that import,
+        # where the module found in sys.modules has no kernels yet
+        k = getattr(importlib.import_module(module), name)
+    return k
+
+
 def run(module: str, name: str, size: int, *args):
     """Call compiled kernel ``name`` of ``module`` (a dotted module name, imported on first
     use: it imports numba, so callers call this only once ``backend.compiled()`` said yes),
@@ -66,13 +104,7 @@ def run(module: str, name: str, size: int, *args):
     Example (only with numba installed):
         ``run("volnet.functional.compiled.activation", "relu_forward", x.size, x, out, mask)``
     """
-    loaded = sys.modules.get(module)       # import_module's own lookup costs ~4 us a call
-    k = getattr(loaded, name, None)
-    if k is None:
-        # not imported yet, or still being imported by another thread (two block threads
-        # running their first epilogue at once): import_module waits for that import,
-        # where the module found in sys.modules has no kernels yet
-        k = getattr(importlib.import_module(module), name)
+    k = _kernel(module, name)
     if size >= PARALLEL_MIN:
         block_threads.stop_spinning()      # numba's threads need the cores now
         return k.parallel(*args)

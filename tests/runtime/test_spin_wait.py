@@ -1,0 +1,99 @@
+"""The bounded busy wait of volnet's block threads (volnet.runtime.spin_wait) and the
+spin-then-sleep of the block threads built on it (volnet.runtime.block_threads)."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from volnet.runtime import backend, block_threads
+
+pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
+
+
+def test_spin_returns_the_value_another_thread_sets():
+    from volnet.runtime import spin_wait
+    flag = np.zeros(1, np.int64)
+    started = threading.Event()
+
+    def setter():
+        started.set()
+        time.sleep(0.02)
+        flag[0] = 7
+
+    thread = threading.Thread(target=setter)
+    thread.start()
+    started.wait(timeout=30)
+    # a minute's limit: only the flag can end this spin in time
+    assert spin_wait.spin(flag, 60e6) == 7
+    thread.join()
+
+
+def test_spin_times_out_with_zero_and_leaves_the_flag():
+    from volnet.runtime import spin_wait
+    flag = np.zeros(1, np.int64)
+    start = time.perf_counter()
+    assert spin_wait.spin(flag, 2000) == 0           # 2 ms, nobody sets the flag
+    assert time.perf_counter() - start >= 0.001      # it did wait (the counter is calibrated)
+    assert flag[0] == 0
+    flag[0] = 3
+    assert spin_wait.spin(flag, 0) == 3               # no spin: the value as it is
+
+
+def _idle_cpu_share(seconds=0.3) -> float:
+    """The process's CPU time over ``seconds`` of the calling thread asleep, per second."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    time.sleep(seconds)
+    return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
+def _quiet_other_threads():
+    """Numba's and OpenBLAS's workers may still spin from an earlier test: let them settle."""
+    time.sleep(0.3)
+
+
+@pytest.mark.parametrize("spin_us", [0.0, 200.0, 5e6])
+def test_blocks_run_on_threads_with_any_spin(monkeypatch, spin_us):
+    monkeypatch.setattr(block_threads, "SPIN_US", spin_us)
+    try:
+        for _ in range(20):
+            got = block_threads.run(lambda i: (i * i, threading.get_ident()), 3)
+            assert [v for v, _ in got] == [0, 1, 4]
+            assert got[0][1] == threading.get_ident() and len({t for _, t in got}) == 3
+    finally:
+        block_threads.stop_spinning()
+
+
+def test_an_idle_block_thread_spins_at_most_spin_us_then_sleeps(monkeypatch):
+    _quiet_other_threads()
+    monkeypatch.setattr(block_threads, "SPIN_US", 50e3)          # 50 ms
+    block_threads.run(lambda i: i, 2)
+    time.sleep(0.2)                                               # its spin has ended
+    assert _idle_cpu_share() < 0.5                                # asleep, not spinning
+
+
+def test_stop_spinning_sends_spinning_block_threads_to_sleep(monkeypatch):
+    _quiet_other_threads()
+    monkeypatch.setattr(block_threads, "SPIN_US", 60e6)          # a minute unless stopped
+    block_threads.run(lambda i: i, 2)
+    assert _idle_cpu_share(0.2) > 0.5                             # a block thread spins
+    block_threads.stop_spinning()
+    assert _idle_cpu_share() < 0.5                                # and now sleeps
+    assert block_threads.run(lambda i: i + 1, 2) == [1, 2]        # and still serves
+
+
+def test_a_parallel_kernel_launch_stops_the_spinning(monkeypatch):
+    from volnet.runtime import launch
+    _quiet_other_threads()
+    monkeypatch.setattr(block_threads, "SPIN_US", 60e6)
+    block_threads.run(lambda i: i, 2)
+
+    class _Kernel:
+        def parallel(self, x):
+            return x + 1
+
+    monkeypatch.setitem(__import__("sys").modules, "volnet_spin_probe",
+                        type("M", (), {"k": _Kernel()}))
+    assert launch.run("volnet_spin_probe", "k", launch.PARALLEL_MIN, 1) == 2
+    assert _idle_cpu_share() < 0.5
