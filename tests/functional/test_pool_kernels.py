@@ -175,3 +175,34 @@ def test_non_contiguous_inputs_give_identical_results():
         np.testing.assert_array_equal(out, ref)
         dout = np.random.default_rng(10).standard_normal(out.shape)
         np.testing.assert_array_equal(backward(dout, cache), backward(dout, ref_cache))
+
+
+@pytest.mark.skipif(not __import__("volnet.runtime.backend", fromlist=["x"]).numba_available(),
+                    reason="numba missing")
+@pytest.mark.parametrize("kernel, stride, padding", [((2, 2), (2, 2), (0, 0)),
+                                                     ((3, 3), (2, 2), (1, 1))])
+def test_maxpool_planes_split_over_block_threads_match_torch_bit_for_bit(
+        monkeypatch, kernel, stride, padding):
+    # training max pools run their planes on volnet's block threads (launch.run_planes):
+    # the same answer as on one thread, and PyTorch's, on float32 as training runs them
+    from volnet.runtime import block_threads, launch, thread_policy
+    x = np.random.default_rng(3).standard_normal((4, 6, 20, 20)).astype(np.float32)
+    x[0, 1, 3, 4] = np.nan                      # a NaN wins its window, as in PyTorch
+    dout = np.random.default_rng(4).standard_normal(
+        (4, 6) + pool_output_size((20, 20), kernel, stride, padding, False)).astype(np.float32)
+    results = []
+    for split_from in (1 << 40, 1):             # never split, always split
+        monkeypatch.setattr(launch, "PLANES_SPLIT_ASLEEP", split_from)
+        with thread_policy.use_threads(2), block_threads.section():
+            out, cache = maxpool2d_forward(x, kernel, stride, padding)
+            dx = maxpool2d_backward(dout, cache)
+        results.append((out, dx))
+    (out1, dx1), (out2, dx2) = results
+    assert np.array_equal(out1, out2, equal_nan=True) and np.array_equal(dx1, dx2)
+    xt = torch.from_numpy(x).requires_grad_()
+    ot = torch.nn.functional.max_pool2d(xt, kernel, stride, padding)
+    ot.backward(torch.from_numpy(dout))
+    assert np.array_equal(out2, ot.detach().numpy(), equal_nan=True)
+    finite = ~np.isnan(x)
+    finite[0, 1] = False                        # the NaN's plane: PyTorch routes to its last
+    assert np.array_equal(dx2[finite], xt.grad.numpy()[finite])

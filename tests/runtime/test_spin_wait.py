@@ -97,3 +97,27 @@ def test_a_parallel_kernel_launch_stops_the_spinning(monkeypatch):
                         type("M", (), {"k": _Kernel()}))
     assert launch.run("volnet_spin_probe", "k", launch.PARALLEL_MIN, 1) == 2
     assert _idle_cpu_share() < 0.5
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "nan", "inf"])
+def test_a_bad_spin_setting_is_refused_naming_the_variable(value):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, VOLNET_SPIN_US=value)
+    done = subprocess.run([sys.executable, "-c", "import volnet.runtime.block_threads"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "ConfigError" in last and "VOLNET_SPIN_US" in last and "set 0" in last
+
+
+def test_spin_setting_zero_never_spins():
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, VOLNET_SPIN_US="0")
+    code = ("from volnet.runtime import block_threads as b; print(b.SPIN_US)")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip() == "0.0"

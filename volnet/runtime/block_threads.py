@@ -13,7 +13,7 @@ numba's and OpenBLAS's threads taking turns, 23 ms with blocks on two Python thr
 The policy, one for every kernel: while the compiled kernels are in use, OpenBLAS runs
 one thread inside volnet's work (:func:`one_blas_thread`, entered by every outermost
 ``Layer.forward``/``backward`` and by :func:`run`), so its workers are never woken and
-never spin; the parallel work is volnet's: blocks on these threads, numba's ``prange``
+never spin (volnet's own spin at most ``SPIN_US``, below); the parallel work is volnet's: blocks on these threads, numba's ``prange``
 kernels on numba's (OpenMP, passive waiting), and large products that are not already
 in a block split by :func:`matmul`. A single OpenBLAS product at two threads left its
 worker spinning ~0.1 s on the core the next block needed: the VGG-style CIFAR backward
@@ -51,6 +51,7 @@ import weakref
 
 import numpy as np
 
+from volnet.errors import ConfigError
 from volnet.runtime import backend, openblas
 
 _shared = {"active": 0, "saved": None}
@@ -58,8 +59,23 @@ _local = threading.local()
 _lock = threading.Lock()
 _pool = {"idle": [], "made": 0, "lock": threading.Lock()}
 _PREFIX = "volnet-block"
-# microseconds a waiting thread spins before it sleeps (0: never spins); measured in section 59
-SPIN_US = float(os.environ.get("VOLNET_SPIN_US", "1000"))
+
+
+def _spin_us_setting() -> float:
+    """VOLNET_SPIN_US, microseconds a waiting thread spins before it sleeps (default 1000;
+    0: never spins; measured in section 59)."""
+    text = os.environ.get("VOLNET_SPIN_US", "1000").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"VOLNET_SPIN_US={text!r} is not a number of microseconds >= 0; "
+                          f"unset it for the default (1000) or set 0 to never spin")
+    return value
+
+
+SPIN_US = _spin_us_setting()
 _WAKE, _STOP = 1, 2     # a worker's flag: a job was handed to it; stop spinning, sleep
 # every thread's scratch table (scratch), for release_scratch; a thread that ends takes its
 # table with it
