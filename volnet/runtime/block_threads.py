@@ -13,9 +13,9 @@ numba's and OpenBLAS's threads taking turns, 23 ms with blocks on two Python thr
 The policy, one for every kernel: while the compiled kernels are in use, OpenBLAS runs
 one thread inside volnet's work (:func:`one_blas_thread`, entered by every outermost
 ``Layer.forward``/``backward`` and by :func:`run`), so its workers are never woken and
-never spin (volnet's own spin at most ``SPIN_US``, below); the parallel work is volnet's: blocks on these threads, numba's ``prange``
-kernels on numba's (OpenMP, passive waiting), and large products that are not already
-in a block split by :func:`matmul`. A single OpenBLAS product at two threads left its
+never spin (volnet's own threads spin at most ``SPIN_US``, below); the parallel work is
+volnet's: blocks on these threads, numba's ``prange`` kernels on numba's (OpenMP, passive
+waiting), and large products that are not already in a block split by :func:`matmul`. A single OpenBLAS product at two threads left its
 worker spinning ~0.1 s on the core the next block needed: the VGG-style CIFAR backward
 took 150 ms on two threads against 131 on one (benchmarks/README.md, seventh round).
 
@@ -225,7 +225,7 @@ class _Call:
     """One :func:`run`'s hand-off: how many block threads still work on it, their
     failures, and the lock the last of them releases for the caller."""
 
-    __slots__ = ("remaining", "failures", "done", "flag")
+    __slots__ = ("done", "failures", "flag", "remaining")
 
     def __init__(self, helpers: int):
         self.remaining = helpers
@@ -243,7 +243,7 @@ class _Worker:
     (a ThreadPoolExecutor's submit + wait cost 23-56 us a call here; benchmarks/README.md
     section 41)."""
 
-    __slots__ = ("wake", "job", "flag", "poked", "spin_until")
+    __slots__ = ("flag", "job", "poked", "spin_until", "wake")
 
     def __init__(self):
         self.wake = threading.Lock()
@@ -309,8 +309,7 @@ def _wait(lock: threading.Lock, flag: np.ndarray) -> None:
     if lock.acquire(blocking=False):
         return
     if SPIN_US > 0:
-        from volnet.runtime import spin_wait   # numba: only once block threads are in use
-
+        from volnet.runtime import spin_wait  # numba: only once block threads are in use
         spin_wait.spin(flag, SPIN_US)
     lock.acquire()
 
