@@ -28,10 +28,13 @@ under load (benchmarks/README.md section 41): a call of two trivial ``nogil`` bl
 
 Waiting spins briefly before it sleeps (``SPIN_US``, runtime/spin_wait.py): a block thread
 after its job, and a caller for its helpers. On a virtual machine a core that has slept
-for a millisecond takes 0.25-0.5 ms to wake (section 59), more than many blocks take. The
-spin is bounded, outside the GIL, and ends early when a ``prange`` kernel is launched
-(:func:`stop_spinning`, called by runtime/launch.py), so numba's threads get the core;
-a spinning OpenBLAS worker (the lesson above) held it ~0.1 s, this at most ``SPIN_US``.
+for a millisecond takes 0.25-0.5 ms to wake (section 59), more than many blocks take; so
+each outermost layer call also wakes sleeping block threads as it starts (:func:`wake_up`).
+The spin is bounded and outside the GIL, and an idle block thread's spin ends early when a
+``prange`` kernel is launched (:func:`stop_spinning`, called by runtime/launch.py and the
+depthwise kernels), so numba's threads get the core; a spinning OpenBLAS worker (the lesson
+above) held it ~0.1 s, this at most ``SPIN_US`` (a caller's spin lasts while its own
+helpers still work, so no ``prange`` kernel of its runs meanwhile).
 
 Used once the compiled kernels are in use (numba imported); under ``VOLNET_KERNELS=numpy``,
 or before any call was large enough to load numba, :func:`workers` is 1, every block
@@ -236,7 +239,9 @@ class _Call:
 
 
 class _Worker:
-    """A persistent block thread, asleep on its own lock until a caller hands it a job.
+    """A persistent block thread, asleep on its own lock until a caller hands it a job (or
+    :func:`wake_up` releases it with none); after each job it spins up to ``SPIN_US`` on
+    its flag before it sleeps again.
 
     The hand-off is that lock, released by the caller and acquired by the thread, and the
     call's ``done`` lock on the way back: no future, queue or condition variable per block
@@ -259,11 +264,11 @@ class _Worker:
             self.spin_until = time.perf_counter() + SPIN_US * 1e-6
             _wait(self.wake, self.flag)   # spinning first keeps this core awake
             self.spin_until = 0.0
-            self.flag[0] = 0
             with _pool["lock"]:
                 self.poked = False
                 job, self.job = self.job, None
             if job is not None:           # None: woken by wake_up alone
+                self.flag[0] = 0          # (a _STOP that came while it woke stays: no spin)
                 self._do(*job)            # its locals (the blocks' arrays) go with the call
 
     def _do(self, fn, part, parts, count, errors, results, call):
@@ -286,6 +291,9 @@ def _claim(helpers: int) -> list:
     none while other callers hold them (or where no thread can start, as at interpreter
     shutdown); the caller runs the blocks nobody takes."""
     pool = _pool
+    if pool["made"] < helpers and SPIN_US > 0:
+        from volnet.runtime import spin_wait  # numba: only once block threads are in use
+        spin_wait.prepare()               # not in the new threads' first wait
     with pool["lock"]:
         while pool["made"] < helpers:
             worker = _Worker()
@@ -304,8 +312,9 @@ def _claim(helpers: int) -> list:
 
 def _wait(lock: threading.Lock, flag: np.ndarray) -> None:
     """Acquire ``lock``: at once if it is free, else after up to ``SPIN_US`` of busy
-    waiting (outside the GIL) for ``flag``, set by whoever releases it, then asleep on it.
-    The flag is only a hint to stop spinning; the lock is the hand-off."""
+    waiting (outside the GIL) for ``flag`` to be set (by a caller handing a job, the
+    last helper of a call, or :func:`stop_spinning`), then asleep on it. The flag is only
+    a hint to stop spinning; the lock is the hand-off (:func:`wake_up` releases it alone)."""
     if lock.acquire(blocking=False):
         return
     if SPIN_US > 0:
@@ -333,6 +342,7 @@ def wake_up() -> None:
         for worker in _pool["idle"]:
             if not worker.poked and worker.spin_until <= now and worker.job is None:
                 worker.poked = True
+                worker.flag[0] = 0     # spin once up: an earlier stop_spinning is over
                 worker.wake.release()
 
 

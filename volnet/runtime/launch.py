@@ -30,20 +30,32 @@ PARALLEL_MIN = 1 << 22      # elements; 16 MB of float32, a few ms for one pass
 
 
 class Kernel:
-    """A serial and a parallel dispatcher of one ``prange`` function."""
+    """A serial and a parallel dispatcher of one ``prange`` function, and (made on first
+    use, for :func:`run_planes`) a serial one that releases the GIL."""
 
     def __init__(self, func):
         from numba import njit  # here, not at import: run() callers must not import numba
 
         self.__doc__, self.__name__ = func.__doc__, func.__name__
-        # nogil: run_planes puts pieces of one call on volnet's block threads. Its cache
-        # files are named "one_thread", not "serial" as before: numba's cache index does not
-        # record nogil, and the old name would load an old GIL-holding build
-        self.serial = njit(cache=True, nogil=True)(_renamed(func, "one_thread"))
+        self._func = func
+        self._nogil = None
+        self.serial = njit(cache=True)(_renamed(func, "serial"))
         self.parallel = njit(parallel=True, cache=True)(_renamed(func, "parallel"))
 
     def __call__(self, *args):
         return self.serial(*args)
+
+    @property
+    def one_thread(self):
+        """The serial variant without the GIL, so block threads run pieces side by side.
+        Only run_planes' kernels get it: giving back and retaking the GIL on every small
+        call can wait on another busy Python thread. Its own name and cache files: numba's
+        cache index does not record ``nogil``, so under "serial" it would load a GIL-holding
+        build."""
+        if self._nogil is None:
+            from numba import njit
+            self._nogil = njit(cache=True, nogil=True)(_renamed(self._func, "one_thread"))
+        return self._nogil
 
 
 def _renamed(func, suffix):
@@ -70,19 +82,20 @@ def run_planes(module: str, name: str, size: int, planes: int, args_of):
     """Call compiled kernel ``name`` of ``module`` whose work is independent per plane
     (row of its arrays' first axis) on pieces of the ``planes``: ``args_of(p0, p1)`` gives
     its arguments for planes [p0, p1). The pieces go to volnet's block threads, each
-    running the serial variant (numba's parallel variant of the pooling kernels ran 3x
-    slower loaded from its cache, section 49), from ``PLANES_SPLIT_MIN`` elements
+    running the serial variant without the GIL (:attr:`Kernel.one_thread`; numba's parallel
+    variant of the pooling kernels ran 3x slower loaded from its cache, section 49), from ``PLANES_SPLIT_MIN`` elements
     (``size``) while a block thread is awake (``block_threads.awake``), from
     ``PLANES_SPLIT_ASLEEP`` otherwise; else one call on the calling thread. The same
     arithmetic per plane either way, so the same bits."""
     k = _kernel(module, name)
     split = size >= PLANES_SPLIT_ASLEEP or (size >= PLANES_SPLIT_MIN and block_threads.awake())
     count = min(planes, block_threads.workers()) if split else 1
+    fn = k.one_thread                      # made here, not by two block threads at once
     if count <= 1:
-        k.serial(*args_of(0, planes))
+        fn(*args_of(0, planes))
         return
     edges = [planes * i // count for i in range(count + 1)]
-    block_threads.run(lambda i: k.serial(*args_of(edges[i], edges[i + 1])), count)
+    block_threads.run(lambda i: fn(*args_of(edges[i], edges[i + 1])), count)
 
 
 def _kernel(module: str, name: str):

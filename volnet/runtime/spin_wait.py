@@ -27,7 +27,11 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+_MACHINE = platform.machine().lower()
+_X86 = _MACHINE in ("x86_64", "amd64", "i386", "i686")
+# where llvm.readcyclecounter is a running counter readable in user space (riscv64's rdcycle
+# traps under Linux 6.6+, 32-bit ARM's and others' read a constant 0): elsewhere no spin
+_COUNTER = _X86 or _MACHINE in ("aarch64", "arm64", "ppc64le")
 
 
 @intrinsic
@@ -87,13 +91,25 @@ def _spin(flag, cycles):  # pragma: no cover - compiled
 
 @functools.lru_cache(maxsize=1)
 def cycles_per_us() -> float:
-    """Cycle-counter ticks per microsecond, measured once over ~2 ms."""
+    """Cycle-counter ticks per microsecond, measured once over ~2 ms; 0.0 where there is no
+    running counter (then :func:`spin` does not spin)."""
+    if not _COUNTER:
+        return 0.0
     _cycles_now()                              # compiled (or loaded) before timing
     t0, c0 = time.perf_counter(), _cycles_now()
     while time.perf_counter() - t0 < 0.002:
         pass
     t1, c1 = time.perf_counter(), _cycles_now()
-    return max((c1 - c0) / ((t1 - t0) * 1e6), 1.0)
+    rate = (c1 - c0) / ((t1 - t0) * 1e6)
+    return rate if rate > 0 else 0.0
+
+
+def prepare() -> None:
+    """Compiles (or loads) the spin and calibrates the counter now, on the calling thread:
+    done when the first block threads start, so no block thread's first wait does it."""
+    rate = cycles_per_us()
+    if rate > 0:
+        _spin(np.ones(1, np.int64), 0)
 
 
 @njit(nogil=True, cache=True)
@@ -104,6 +120,7 @@ def _cycles_now():  # pragma: no cover - compiled
 def spin(flag: np.ndarray, microseconds: float) -> int:
     """Wait, busy and without the GIL, until ``flag[0]`` (an int64 array) is not 0 or
     ``microseconds`` have passed; returns the value seen (0: timed out)."""
-    if microseconds <= 0:
+    rate = cycles_per_us()
+    if microseconds <= 0 or rate <= 0:
         return int(flag[0])
-    return int(_spin(flag, int(microseconds * cycles_per_us())))
+    return int(_spin(flag, int(microseconds * rate)))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from volnet.runtime import block_threads
+
 
 @njit(inline="always")
 def _span(out_len, in_len, stride, offset):  # pragma: no cover - compiled
@@ -127,6 +129,7 @@ def conv_forward(x, w, bias, stride, padding, dilation, out_size):
     c = x.shape[1]
     b = np.zeros(c, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     out = np.empty((x.shape[0], c, *out_size), dtype=np.float32)
+    block_threads.stop_spinning()     # a prange kernel: numba's threads need the cores
     forward(x, w, b, out, stride, padding, dilation)
     return out
 
@@ -134,6 +137,7 @@ def conv_forward(x, w, bias, stride, padding, dilation, out_size):
 def conv_input_grad(dout, w, x_shape, stride, padding, dilation):
     """dx (N, C, H, W) float32 of the depthwise correlation."""
     dx = np.empty(x_shape, dtype=np.float32)
+    block_threads.stop_spinning()     # a prange kernel: numba's threads need the cores
     input_grad(np.ascontiguousarray(dout, dtype=np.float32),
                np.ascontiguousarray(w, dtype=np.float32), dx, stride, padding, dilation)
     return dx
@@ -142,6 +146,7 @@ def conv_input_grad(dout, w, x_shape, stride, padding, dilation):
 def conv_weight_grad(x, dout, w_shape, stride, padding, dilation):
     """dw (C, 1, KH, KW) float32 of the depthwise correlation."""
     dw = np.empty(w_shape, dtype=np.float32)
+    block_threads.stop_spinning()     # a prange kernel: numba's threads need the cores
     weight_grad(np.ascontiguousarray(x, dtype=np.float32),
                 np.ascontiguousarray(dout, dtype=np.float32), dw, stride, padding, dilation)
     return dw
