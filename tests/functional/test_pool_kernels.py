@@ -21,6 +21,7 @@ from volnet.functional.pool import (
     maxpool2d_forward,
     pool_output_size,
 )
+from volnet.runtime import backend
 from volnet.tools.gradcheck import numerical_gradient
 
 
@@ -177,8 +178,7 @@ def test_non_contiguous_inputs_give_identical_results():
         np.testing.assert_array_equal(backward(dout, cache), backward(dout, ref_cache))
 
 
-@pytest.mark.skipif(not __import__("volnet.runtime.backend", fromlist=["x"]).numba_available(),
-                    reason="numba missing")
+@pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
 @pytest.mark.parametrize("kernel, stride, padding", [((2, 2), (2, 2), (0, 0)),
                                                      ((3, 3), (2, 2), (1, 1))])
 def test_maxpool_planes_split_over_block_threads_match_torch_bit_for_bit(

@@ -444,6 +444,8 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     # so switching kernels or changing a threshold makes (and caches) a new plan
     fits = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype)
     fast = dtype == np.float32 and settings[0]
+    # whether an im2col forward keeps its columns for dw (then dw reads them)
+    keeps = conv_gemm.keeps_columns(x_shape, w_shape, out_size, dtype.itemsize)
     if fits == "depthwise":
         return ConvPlan(fits, fits, fits)
     if training:     # never a Winograd forward (see above): direct where it fits, else im2col
@@ -453,9 +455,8 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
                           and x_shape[0] * out_size[0] * out_size[1] >= DIRECT_BATCH_POSITIONS)
             fwd = ("direct" if direct_fits(x_shape[1], w_shape, groups) or (DIRECT and batch_fits)
                    else "im2col")
-        if fast and outer_trains(w_shape, groups) and (fwd == "direct" or (
-                fwd == "im2col" and not conv_gemm.keeps_columns(x_shape, w_shape, out_size,
-                                                                dtype.itemsize))):
+        if fast and outer_trains(w_shape, groups) and (
+                fwd == "direct" or (fwd == "im2col" and not keeps)):
             fwd = "outer"      # exact too (see plan's docstring); a kept im2col's dw is cheaper
     else:   # inference: the filter transform is cached, so smaller layers earn Winograd,
         #     and a batch smaller than the threads splits im2col's product by filters
@@ -467,9 +468,8 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     dw = ("im2col" if fits in ("gemm1x1", "im2col") else
           weight_grad_kernel(fits, x_shape, w_shape, stride, dilation, groups, out_size,
                              winograd=backward_winograd))
-    kept = fwd == "im2col" and conv_gemm.keeps_columns(x_shape, w_shape, out_size,
-                                                       dtype.itemsize)
-    if fast and outer_weight_grad(dw, x_shape, w_shape, out_size, groups, kept):
+    if fast and outer_weight_grad(dw, x_shape, w_shape, out_size, groups,
+                                  fwd == "im2col" and keeps):
         dw = "outer"
     full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
     if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):

@@ -105,6 +105,11 @@ def _micro_kernel(vectors: int):
             accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
                     for _ in range(POSITIONS)]
             c = lambda v: ir.Constant(i64, v)
+
+            def vload(base, v):     # the v-th 16-float vector from base (4-byte aligned)
+                load = builder.load(builder.bitcast(builder.gep(base, [c(LANES * v)]), vptr))
+                load.align = 4
+                return load
             x_base = builder.gep(xp, [xo_])
             sources = [builder.gep(x_base, [builder.load(builder.gep(inbp, [builder.add(
                 b0_, c(j))]))]) for j in range(POSITIONS)]
@@ -113,20 +118,13 @@ def _micro_kernel(vectors: int):
             with builder.if_then(builder.icmp_signed("==", add_, c(1))):
                 for j in range(POSITIONS):
                     for v in range(vectors):
-                        load = builder.load(builder.bitcast(
-                            builder.gep(rows[j], [c(LANES * v)]), vptr))
-                        load.align = 4
-                        builder.store(load, accs[j][v])
+                        builder.store(vload(rows[j], v), accs[j][v])
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vec, [vec, vec, vec]), "llvm.fma.v16f32")
             with cgutils.for_range_slice(builder, k0_, k1_, c(1)) as (k, _):
                 tap = builder.load(builder.gep(offp, [k]))
                 w_row = builder.gep(bufp, [builder.mul(builder.sub(k, k0_), c(FILTERS))])
-                ws = []
-                for v in range(vectors):
-                    load = builder.load(builder.bitcast(builder.gep(w_row, [c(LANES * v)]), vptr))
-                    load.align = 4
-                    ws.append(load)
+                ws = [vload(w_row, v) for v in range(vectors)]
                 for j in range(POSITIONS):
                     one = builder.load(builder.gep(sources[j], [tap]))
                     xv = builder.shuffle_vector(
@@ -138,10 +136,8 @@ def _micro_kernel(vectors: int):
             with builder.if_then(builder.icmp_signed("==", add_, c(2))):
                 for j in range(POSITIONS):
                     for v in range(vectors):
-                        load = builder.load(builder.bitcast(
-                            builder.gep(rows[j], [c(LANES * v)]), vptr))
-                        load.align = 4
-                        builder.store(builder.fadd(builder.load(accs[j][v]), load), accs[j][v])
+                        builder.store(builder.fadd(builder.load(accs[j][v]), vload(rows[j], v)),
+                                      accs[j][v])
             for j in range(POSITIONS):
                 for v in range(vectors):
                     store = builder.store(builder.load(accs[j][v]), builder.bitcast(
