@@ -47,15 +47,30 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def _shape(text: str) -> tuple:
+    """C x H x W, e.g. 3x32x32."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not C x H x W of positive integers "
+                                         f"(e.g. 3x32x32)")
+    return tuple(int(p) for p in parts)
+
+
 def main() -> None:
+    from volnet.models import MODELS
+    names = sorted(set(MODELS) | set(nets.LOCAL))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--net", default="lenet5")
+    parser.add_argument("--net", default="lenet5", choices=names, metavar="NET",
+                        help="a zoo model or vgg_cifar: " + ", ".join(names))
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--shape", default="1x28x28", help="C x H x W of one input")
+    parser.add_argument("--shape", type=_shape, default=(1, 28, 28),
+                        help="C x H x W of one input, e.g. 3x32x32")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--infer", action="store_true", help="inference, not a training step")
     args = parser.parse_args()
-    shape = tuple(int(v) for v in args.shape.split("x"))
+    if args.batch < 1 or args.rounds < 1:
+        parser.error("--batch and --rounds must be at least 1")
+    shape = args.shape
     rng = np.random.default_rng(0)
     if args.infer:
         ours, theirs, *_ = nets.infer_case(args.net, args.batch, shape, rng)
