@@ -31,12 +31,15 @@ CONV_CASES = {
     "winograd4 dilated": ("winograd4", (2, 16, 34, 34, 16, 3, 1, 2, 2, 1)),
     "depthwise": ("depthwise", (2, 12, 9, 9, 12, 3, 1, 1, 1, 12)),
     "gemm1x1": ("gemm1x1", (3, 16, 6, 6, 24, 1, 1, 0, 1, 1)),
+    "pointwise": ("pointwise", (1, 16, 9, 9, 24, 1, 1, 0, 1, 1)),
 }
 
 
 def _steer(monkeypatch, kernel):
     """Only ``kernel``'s switch on (im2col: all off), im2col's split by filters off."""
     monkeypatch.setattr(conv_choice, "OUTER", kernel == "outer")
+    monkeypatch.setattr(conv_choice, "POINTWISE", kernel == "pointwise")
+    monkeypatch.setattr(conv_choice, "POINTWISE_MIN_POSITIONS", 0)   # any batch
     monkeypatch.setattr(conv_choice, "DIRECT", kernel == "direct")
     monkeypatch.setattr(conv_choice, "WINOGRAD", kernel == "winograd4")
     monkeypatch.setattr(conv_choice, "IM2COL_SPLIT_MAX_POSITIONS", 0)

@@ -223,6 +223,11 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
         out = outer.forward(x, w, _cast(b, dtype), stride, padding, dilation, groups, (ho, wo),
                             relu, _cast(scale, dtype),
                             None if residual is None else _cast(residual, dtype))
+    elif kernel == "pointwise":
+        from volnet.functional.compiled import pointwise
+        out = pointwise.forward(x, w, _cast(b, dtype), stride, groups, (ho, wo), relu,
+                                _cast(scale, dtype),
+                                None if residual is None else _cast(residual, dtype))
     elif kernel == "winograd4":
         from volnet.functional.compiled import winograd
         # inference reuses the filter transform while w is unchanged (checked bit for bit)

@@ -29,6 +29,10 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   and dw (``outer.weight_grad``) from ``OUTER_DW_MIN_FILTERS`` filters in place of the
   direct kernel's, an unrolling im2col's and small maps' Winograd dw
   (:func:`outer_weight_grad`).
+* ``"pointwise"``: the float32 1x1 unpadded kernel at inference, any stride
+  (``compiled/pointwise.py``: positions in the vector lanes, the epilogue in registers),
+  at batch 1 and on maps of at least ``POINTWISE_MIN_POSITIONS`` outputs
+  (:func:`pointwise_fits`).
 * ``"gemm1x1"``: a 1x1 stride-1 unpadded convolution is one matrix product per sample;
   at inference a strided one too, of its subsampled input (conv_gemm._pointwise: per
   sample on the block threads, each product followed by its epilogue on the thread that
@@ -110,6 +114,16 @@ WINOGRAD_FILTERS_PER_TILE = 6144   # ... and tiles >= F * C / this (was 8192: in
 # alone) and PyTorch float32 on 4; median ratio to PyTorch's divergence 0.71-0.80 exact,
 # 0.79-1.05 Winograd. "0" costs 5% of a VGG CIFAR b128 step, 14% of ResNet-18 b16's.
 WINOGRAD_TRAINING = os.environ.get("VOLNET_WINOGRAD_TRAINING", "1").strip() != "0"
+POINTWISE = os.environ.get("VOLNET_POINTWISE", "1").strip() != "0"    # on unless "0"
+POINTWISE_MIN_POSITIONS = 256  # an inference 1x1 layer (any stride) runs the pointwise kernel
+#   (compiled/pointwise.py) at batch 1, and at any batch on maps of at least this many
+#   outputs; BLAS's one wide product of a thread's samples keeps smaller maps (its epilogue
+#   in the transposing pass, conv_gemm._pointwise). Two threads, median us, BLAS / outer /
+#   pointwise (benchmarks/README.md, 60): b1 64->256 56x56 504 / 484 / 354, 256->128 56x56
+#   852 / 947 / 651, 512->128 28x28 416 / 443 / 357, 256->1024 14x14 381 / 380 / 342,
+#   512->2048 7x7 505 / 494 / 442; b8 256->64 56x56 2981 / 2999 / 2484, 512->256 28x28
+#   4346 / 4775 / 4187, but 1024->512 14x14 4467 / 4341 / 5038 and 2048->512 7x7 2399 /
+#   2378 / 2713 (a 7x7 map fills 49 of its 64 lanes)
 OUTER = os.environ.get("VOLNET_OUTER", "1").strip() != "0"        # on unless "0"
 OUTER_MIN_CHANNELS = 8   # C/G; an inference forward runs the outer kernel (compiled/outer.py)
 #   where Winograd does not fit, or the batch is smaller than the threads on a map of at most
@@ -208,6 +222,8 @@ def choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
         return "depthwise"
     if kh == kw == 1 and tuple(padding) == (0, 0) and (tuple(stride) == (1, 1)
                                                        or filters_cached):
+        if fast and filters_cached and pointwise_fits(x_shape[0], out_size, threads):
+            return "pointwise"
         return "gemm1x1"        # at inference strided too: a subsample, then the products
     if fast and filters_cached and outer_fits(c, f, groups) and (
             split_fits(x_shape[0], w_shape, groups, out_size, threads)
@@ -233,6 +249,12 @@ def touched(x_shape, w_shape, out_size) -> int:
     im2col at 85 GFLOP/s (benchmarks/README.md, 55)."""
     return (math.prod(x_shape) + math.prod(w_shape)
             + x_shape[0] * w_shape[0] * out_size[0] * out_size[1])
+
+
+def pointwise_fits(n, out_size, threads) -> bool:
+    """True, when the pointwise kernel is on, for an inference 1x1 layer of a batch smaller
+    than the threads, or of maps of at least POINTWISE_MIN_POSITIONS outputs."""
+    return POINTWISE and (n < threads or out_size[0] * out_size[1] >= POINTWISE_MIN_POSITIONS)
 
 
 def outer_fits(c, f, groups) -> bool:
@@ -369,7 +391,8 @@ class ConvPlan:
     """The kernels of one convolution's three passes, decided together.
 
     Attributes:
-        forward: "winograd4", "direct", "outer", "depthwise", "gemm1x1" or "im2col".
+        forward: "winograd4", "direct", "outer", "depthwise", "pointwise", "gemm1x1" or
+            "im2col".
         input_grad: dx's kernel: "depthwise", "col2im", "direct (phases)" (a strided
             layer's dx as one stride-1 correlation per phase of the input), or, when dx is
             a stride-1 convolution of dout with the flipped, transposed filters, that
@@ -422,7 +445,8 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
                 WINOGRAD_MIN_WORK_CACHED, WINOGRAD_FILTERS_PER_TILE, WINOGRAD_TRAINING, DIRECT,
                 DIRECT_MAX_TAPS, DIRECT_MAX_TAPS_DW, DIRECT_MAX_TAPS_DX, DIRECT_MIN_FILTERS,
                 DIRECT_WINOGRAD_CHANNELS, DIRECT_MAX_TAPS_BATCH, DIRECT_BATCH_POSITIONS,
-                WINOGRAD_DW_SMALL_MAP, WINOGRAD_DW_SMALL_MAP_CHANNELS, OUTER,
+                WINOGRAD_DW_SMALL_MAP, WINOGRAD_DW_SMALL_MAP_CHANNELS, POINTWISE,
+                POINTWISE_MIN_POSITIONS, OUTER,
                 OUTER_MIN_CHANNELS, OUTER_MIN_FILTERS, OUTER_TRAINING_MIN_FILTERS,
                 OUTER_TRAINING_MIN_TAPS,
                 OUTER_DW_MIN_FILTERS, OUTER_DW_WINOGRAD_CHANNELS, conv_gemm.KEEP_BYTES)

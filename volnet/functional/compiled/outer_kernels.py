@@ -64,14 +64,11 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from volnet.functional.compiled.direct_kernels import pack_sample
+from volnet.functional.compiled.intrinsics import array_data, prefetch
 
 POSITIONS = 6       # output positions per register block
 FILTERS = 64        # filters per register block: four 16-float vectors
 LANES = 16
-
-
-def _data(context, builder, ty, val):
-    return context.make_array(ty)(context, builder, val).data
 
 
 def _micro_kernel(vectors: int):
@@ -91,11 +88,11 @@ def _micro_kernel(vectors: int):
         def codegen(context, builder, signature, args):
             x_arg, xo_, off_arg, k0_, k1_, inb_arg, b0_, buf_arg, prod_arg, row0_, add_ = args
             sa = signature.args
-            xp = _data(context, builder, sa[0], x_arg)
-            offp = _data(context, builder, sa[2], off_arg)
-            inbp = _data(context, builder, sa[5], inb_arg)
-            bufp, prodp = (_data(context, builder, sa[7], buf_arg),
-                           _data(context, builder, sa[8], prod_arg))
+            xp = array_data(context, builder, sa[0], x_arg)
+            offp = array_data(context, builder, sa[2], off_arg)
+            inbp = array_data(context, builder, sa[5], inb_arg)
+            bufp, prodp = (array_data(context, builder, sa[7], buf_arg),
+                           array_data(context, builder, sa[8], prod_arg))
             f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
             vec = ir.VectorType(f32, LANES)
             vptr = vec.as_pointer()
@@ -165,8 +162,8 @@ def _transpose16(typingctx, src, s0, lds, dst, d0, ldd):
 
     def codegen(context, builder, signature, args):
         s_arg, s0_, lds_, d_arg, d0_, ldd_ = args
-        sp = _data(context, builder, signature.args[0], s_arg)
-        dp = _data(context, builder, signature.args[3], d_arg)
+        sp = array_data(context, builder, signature.args[0], s_arg)
+        dp = array_data(context, builder, signature.args[3], d_arg)
         f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
         vec = ir.VectorType(f32, LANES)
         vptr = vec.as_pointer()
@@ -198,33 +195,14 @@ def _transpose16(typingctx, src, s0, lds, dst, d0, ldd):
     return sig, codegen
 
 
-@intrinsic
-def _prefetch(typingctx, src, i):
-    """``_prefetch(src, i)``: asks for the cache line of src[i] to be brought into L2
-    (``prefetcht1``); no effect on results, never faults."""
-    sig = types.void(src, types.intp)
-
-    def codegen(context, builder, signature, args):
-        sp = _data(context, builder, signature.args[0], args[0])
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        at = builder.bitcast(builder.gep(sp, [args[1]]), i8p)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        builder.call(fn, [at, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 @njit(inline="always")
 def _prefetch_rows(flat, k_n, f0, r0, r1, k0, k1):  # pragma: no cover - compiled
     """Prefetches w2[f0 + r, k0:k1] for rows r in [r0, r1) (flat: w2's (F * K) floats)."""
     for r in range(r0, r1):
         base = (f0 + r) * k_n
         for i in range(base + k0, base + k1, LANES):
-            _prefetch(flat, i)
-        _prefetch(flat, base + k1 - 1)
+            prefetch(flat, i)
+        prefetch(flat, base + k1 - 1)
 
 
 @njit(inline="always")
