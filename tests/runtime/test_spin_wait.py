@@ -41,6 +41,28 @@ def test_spin_times_out_with_zero_and_leaves_the_flag():
     assert spin_wait.spin(flag, 0) == 3               # no spin: the value as it is
 
 
+@pytest.mark.parametrize("microseconds", [0, 2000])
+def test_spin_sets_its_signal_first(microseconds):
+    """The signal (the caller's flag, set by a call's last helper) is set before the spin
+    waits, and also where there is no spin; the spin itself still watches its own flag."""
+    from volnet.runtime import spin_wait
+    flag, signal = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    assert spin_wait.spin(flag, microseconds, signal, 5) == 0
+    assert signal[0] == 5 and flag[0] == 0
+    seen = []
+
+    def watcher():      # spins on the signal the main thread's spin sets
+        seen.append(spin_wait.spin(signal_2, 60e6))
+        flag[0] = 9     # ... then ends the main thread's spin
+
+    signal_2 = np.zeros(1, np.int64)
+    thread = threading.Thread(target=watcher)
+    thread.start()
+    assert spin_wait.spin(flag, 60e6, signal_2, 4) == 9
+    thread.join()
+    assert seen == [4]
+
+
 def _idle_cpu_share(seconds=0.3) -> float:
     """The process's CPU time over ``seconds`` of the calling thread asleep, per second."""
     wall, cpu = time.perf_counter(), time.process_time()

@@ -260,16 +260,20 @@ class _Worker:
 
     def serve(self):
         _local.busy = True                # everything this thread runs is inside a block
+        signal = None
         while True:
             self.spin_until = time.perf_counter() + SPIN_US * 1e-6
-            _wait(self.wake, self.flag)   # spinning first keeps this core awake
+            # spinning first keeps this core awake; the last helper of a call tells its
+            # caller from inside the spin, outside the GIL
+            _wait(self.wake, self.flag, signal)
             self.spin_until = 0.0
             with _pool["lock"]:
                 self.poked = False
                 job, self.job = self.job, None
+            signal = None
             if job is not None:           # None: woken by wake_up alone
                 self.flag[0] = 0          # (a _STOP that came while it woke stays: no spin)
-                self._do(*job)            # its locals (the blocks' arrays) go with the call
+                signal = self._do(*job)   # its locals (the blocks' arrays) go with the call
 
     def _do(self, fn, part, parts, count, errors, results, call):
         if np.geterr() != errors:         # NumPy's error state is per thread: the caller's
@@ -281,9 +285,10 @@ class _Worker:
             _pool["idle"].append(self)
             call.remaining -= 1
             last = call.remaining == 0
-        if last:
+        if last:                          # the caller's flag is set by serve's _wait
             call.done.release()
-            call.flag[0] = _WAKE
+            return call.flag
+        return None
 
 
 def _claim(helpers: int) -> list:
@@ -310,16 +315,26 @@ def _claim(helpers: int) -> list:
     return taken
 
 
-def _wait(lock: threading.Lock, flag: np.ndarray) -> None:
+def _wait(lock: threading.Lock, flag: np.ndarray, signal: np.ndarray | None = None) -> None:
     """Acquire ``lock``: at once if it is free, else after up to ``SPIN_US`` of busy
     waiting (outside the GIL) for ``flag`` to be set (by a caller handing a job, the
     last helper of a call, or :func:`stop_spinning`), then asleep on it. The flag is only
-    a hint to stop spinning; the lock is the hand-off (:func:`wake_up` releases it alone)."""
+    a hint to stop spinning; the lock is the hand-off (:func:`wake_up` releases it alone).
+
+    ``signal``: another thread's flag to set first (a call's, by its last helper), from
+    inside the spin when there is one: the caller spinning on it then wakes to a free GIL
+    instead of sleeping on it while this thread runs Python into its own spin (a no-op
+    hand-off took 31 us with the flag set before, 24 us with it set in the spin;
+    benchmarks/README.md, section 60)."""
     if lock.acquire(blocking=False):
+        if signal is not None:
+            signal[0] = _WAKE
         return
     if SPIN_US > 0:
         from volnet.runtime import spin_wait  # numba: only once block threads are in use
-        spin_wait.spin(flag, SPIN_US)
+        spin_wait.spin(flag, SPIN_US, signal, _WAKE)
+    elif signal is not None:
+        signal[0] = _WAKE
     lock.acquire()
 
 

@@ -47,6 +47,20 @@ def _load_acquire(typingctx, flag):
 
 
 @intrinsic
+def _store_release(typingctx, flag, value):
+    """``flag[0] = value`` (an int64 array) by an atomic release store: seen by another
+    thread's acquire load after every write this thread made before it."""
+    sig = types.void(flag, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = context.make_array(signature.args[0])(context, builder, args[0]).data
+        builder.store_atomic(args[1], ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def _cycles(typingctx):
     """The CPU's cycle counter (``llvm.readcyclecounter``: rdtsc on x86)."""
     sig = types.int64()
@@ -77,7 +91,9 @@ def _pause(typingctx):
 
 
 @njit(nogil=True, cache=True)
-def _spin(flag, cycles):  # pragma: no cover - compiled
+def _spin(flag, cycles, signal, value):  # pragma: no cover - compiled
+    if signal.size:
+        _store_release(signal, value)
     start = _cycles()
     while True:
         value = _load_acquire(flag)
@@ -110,7 +126,7 @@ def prepare() -> None:
     done when the first block threads start, so no block thread's first wait does it."""
     rate = cycles_per_us()
     if rate > 0:
-        _spin(np.ones(1, np.int64), 0)
+        _spin(np.ones(1, np.int64), 0, _NO_SIGNAL, 0)
 
 
 @njit(nogil=True, cache=True)
@@ -118,10 +134,22 @@ def _cycles_now():  # pragma: no cover - compiled
     return _cycles()
 
 
-def spin(flag: np.ndarray, microseconds: float) -> int:
+_NO_SIGNAL = np.zeros(0, np.int64)
+
+
+def spin(flag: np.ndarray, microseconds: float, signal: np.ndarray | None = None,
+         value: int = 1) -> int:
     """Wait, busy and without the GIL, until ``flag[0]`` (an int64 array) is not 0 or
-    ``microseconds`` have passed; returns the value seen (0: timed out)."""
+    ``microseconds`` have passed; returns the value seen (0: timed out).
+
+    ``signal`` (an int64 array, or None): set ``signal[0] = value`` first, already outside
+    the GIL, so that a thread spinning on it finds the GIL free when it wakes (set while
+    holding it, the woken thread sleeps on the GIL until this one lets go, ~10 us here:
+    benchmarks/README.md, section 60)."""
     rate = cycles_per_us()
     if microseconds <= 0 or rate <= 0:
+        if signal is not None:
+            signal[0] = value
         return int(flag[0])
-    return int(_spin(flag, int(microseconds * rate)))
+    return int(_spin(flag, int(microseconds * rate),
+                     _NO_SIGNAL if signal is None else signal, value))
