@@ -508,6 +508,29 @@ def test_matmul_stays_whole_inside_a_block_and_when_small(two_threads, monkeypat
     assert counts == [] and all((p == 64).all() for p in parts)
 
 
+def test_split_count_splits_smaller_work_only_while_a_block_thread_is_awake(two_threads,
+                                                                             monkeypatch):
+    """From SPLIT_MIN multiply-adds a product splits over the workers; from SPLIT_MIN_AWAKE
+    only while a block thread spins (a hand-off to it is cheap; waking a sleeping one is
+    not); below both, and inside a block, it stays whole. The real spin: right after a
+    split the helper spins (awake), after stop_spinning it sleeps."""
+    big, mid, small = block_threads.SPLIT_MIN, block_threads.SPLIT_MIN_AWAKE, 1000
+    assert small < mid < big
+    with backend.use_kernels("numba"), block_threads.section():
+        for awake in (True, False):
+            monkeypatch.setattr(block_threads, "awake", lambda awake=awake: awake)
+            assert block_threads.split_count(big) == 2
+            assert block_threads.split_count(mid) == (2 if awake else 1)
+            assert block_threads.split_count(small) == 1
+            assert block_threads.run(lambda i: block_threads.split_count(big), 2) == [1, 1]
+        monkeypatch.undo()
+        monkeypatch.setattr(block_threads, "SPIN_US", 5e5)       # the helper spins 0.5 s
+        block_threads.run(lambda i: None, 2)
+        assert block_threads.awake() and block_threads.split_count(mid) == 2
+        block_threads.stop_spinning()
+        assert not block_threads.awake() and block_threads.split_count(mid) == 1
+
+
 def test_a_failing_layer_still_restores_blas(two_threads):
     import volnet as vn
     from volnet.errors import ShapeError

@@ -383,10 +383,23 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+SPLIT_MIN_AWAKE = 1 << 22   # ... and from this many while a block thread spins (awake():
+#   a hand-off then costs ~30-40 us, not a wake of up to ~0.5 ms): ~50 us of one core. In-
+#   process A/B, medians of 30 forwards after the 0.1 s gap, 2^25 / 2^22 / 2^20 (benchmarks/
+#   README.md, section 60): GoogLeNet b1 21.03 / 18.81 / 19.41 ms (its 1x1 and 3x3 layers
+#   at 14x14 and 7x7 hold 5-30M multiply-adds), ResNet-18 b1 16.44 / 15.86 / 16.02, ResNet-50
+#   b1 37.69 / 37.48 / 37.60; VGG-16 b1 94.3 / 91.2 (16 rounds); batch 8 and the training
+#   steps within their noise (GoogLeNet b8 102.3 / 96.8, ResNet-18 b8 80.9 / 81.8, LeNet
+#   4.32 / 4.28, VGG-style 102.5 / 103.7)
+
+
 def split_count(multiply_adds: int) -> int:
     """Threads to split one product of ``multiply_adds`` over: the :func:`workers` from
-    ``SPLIT_MIN`` up, unless the caller is already one block of a parallel :func:`run`."""
-    if multiply_adds < SPLIT_MIN or _inside_blocks():
+    ``SPLIT_MIN`` up, or from ``SPLIT_MIN_AWAKE`` while a block thread is awake, unless the
+    caller is already one block of a parallel :func:`run`."""
+    if multiply_adds < min(SPLIT_MIN, SPLIT_MIN_AWAKE) or _inside_blocks():
+        return 1
+    if multiply_adds < SPLIT_MIN and not awake():
         return 1
     return workers()
 

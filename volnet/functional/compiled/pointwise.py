@@ -236,6 +236,13 @@ def items(x, w2, groups, n0, n1, p0, p1, f0, f1, out, scale, bias, res,
                                 for q in range(nxt, last + 1, LANES):
                                     prefetch(xf, row + q)
                                 prefetch(xf, row + last)
+                        if fb + ROWS < hi:
+                            # the next block's weights for this chunk (six rows of w: short
+                            # streams the hardware's prefetcher does not pick up in time)
+                            for r in range(fb + ROWS, min(fb + 2 * ROWS, hi)):
+                                for q in range(r * cg + k0, r * cg + k1, LANES):
+                                    prefetch(wf, q)
+                                prefetch(wf, r * cg + k1 - 1)
                         _block(xf, xo, positions, wf, fb * cg + k0, cg, min(ROWS, hi - fb),
                                k1 - k0, valid, of, (n * f_all + fb) * positions + pp,
                                positions, scale[fb:] if fl & 1 else scale,
