@@ -117,7 +117,7 @@ def _split(shares) -> str:
     """How ``shares`` of two threads divide the work."""
     if len(shares) == 1:
         return "none"
-    (n0, _, p0, _, f0, _), (m0, _, q0, _, g0, _) = shares
+    (n0, _, p0, _, _, _), (m0, _, q0, _, _, _) = shares
     return "samples" if n0 != m0 else "positions" if p0 != q0 else "filters"
 
 

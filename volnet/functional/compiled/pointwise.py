@@ -253,7 +253,10 @@ def items(x, w2, groups, n0, n1, p0, p1, f0, f1, out, scale, bias, res,
 def layout(n, f, positions, threads) -> tuple:
     """The threads' shares ((n0, n1, p0, p1, f0, f1), ...): samples first; with fewer
     samples than threads, each sample's positions in runs of whole 16-lane vectors where
-    every run gets a full panel of 64, else its filters in runs of whole 6-filter blocks."""
+    every run gets at least two panels of 64, else its filters in runs of whole 6-filter
+    blocks (each thread then reads the whole input and its share of the weights, where a
+    run of positions reads all the weights: batch 1, two threads, 1024->256 on 14x14, 469
+    us by positions, 376 by filters; benchmarks/README.md, section 60)."""
     samples = max(1, min(threads, n))
     parts = max(1, threads // samples)
     runs = [(0, positions, 0, f)]
