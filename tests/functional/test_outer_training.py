@@ -95,13 +95,14 @@ def test_training_plans_with_the_outer_kernel_match_reference_and_torch(monkeypa
             assert _rel(value, numpy_ref) < 2 * TOL, (name, threads)
 
 
-def _training_plan(x_shape, w_shape, stride=1, padding=1, groups=1):
+def _training_plan(x_shape, w_shape, stride=1, padding=1, groups=1, dilation=1):
     h, w = x_shape[2:]
-    k = w_shape[2]
+    k = dilation * (w_shape[2] - 1) + 1
     out = ((h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1)
     with backend.use_kernels("numba"):
-        return conv_choice.plan(x_shape, w_shape, (stride, stride), (padding, padding), (1, 1),
-                                groups, out, np.float32, training=True).names()
+        return conv_choice.plan(x_shape, w_shape, (stride, stride), (padding, padding),
+                                (dilation, dilation), groups, out, np.float32,
+                                training=True).names()
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding, forward, without", [
@@ -146,16 +147,23 @@ def test_winograd_backward_stays_where_it_fits(monkeypatch):
     ((128, 64, 16, 16), (64, 64, 3, 3), 1, 1, "outer", "winograd4"),     # 64, 16x16
     ((16, 64, 56, 56), (64, 64, 3, 3), 1, 1, "winograd4", "winograd4"),  # a 56x56 map
     ((32, 256, 28, 28), (64, 256, 1, 1), 1, 0, "im2col", "im2col"),      # 1x1
+    # dilated: Winograd on sub-grids; the outer kernel up to 64 channels
+    ((16, 64, 56, 56), (64, 64, 3, 3), 1, (2, 2), "outer", "winograd4"),  # the dilated row
+    ((8, 128, 28, 28), (128, 128, 3, 3), 1, (2, 2), "winograd4", "winograd4"),
 ])
 def test_training_weight_grad_rule(monkeypatch, x_shape, w_shape, stride, padding, dw,
                                    without):
     """dw's rule (conv_choice.outer_weight_grad) at its bounds, and with the outer kernel
-    off (VOLNET_OUTER=0) the kernel it ran before (``without``)."""
+    off (VOLNET_OUTER=0) the kernel it ran before (``without``). A (padding, dilation) pair
+    for dilated layers."""
+    padding, dilation = padding if isinstance(padding, tuple) else (padding, 1)
     monkeypatch.setattr(conv_choice, "OUTER", True)
     monkeypatch.setattr(conv_choice, "WINOGRAD_TRAINING", True)
-    assert _training_plan(x_shape, w_shape, stride, padding)["weight_grad"] == dw
+    plan = _training_plan(x_shape, w_shape, stride, padding, dilation=dilation)
+    assert plan["weight_grad"] == dw
     monkeypatch.setattr(conv_choice, "OUTER", False)
-    assert _training_plan(x_shape, w_shape, stride, padding)["weight_grad"] == without
+    plan = _training_plan(x_shape, w_shape, stride, padding, dilation=dilation)
+    assert plan["weight_grad"] == without
 
 
 @pytest.mark.parametrize("x_shape, w_shape, padding", [

@@ -273,17 +273,21 @@ def outer_trains(w_shape, groups) -> bool:
             and cg * kh * kw >= OUTER_TRAINING_MIN_TAPS)
 
 
-def outer_weight_grad(dw, x_shape, w_shape, out_size, groups, kept) -> bool:
+def outer_weight_grad(dw, x_shape, w_shape, out_size, groups, kept, dilation=(1, 1)) -> bool:
     """True, when the outer kernel is on, where it takes a float32 training dw from ``dw``
     (the kernel the rules above pick): a kernel larger than 1x1, at least
     OUTER_DW_MIN_FILTERS filters per group, and ``dw`` the direct kernel, im2col without
-    ``kept`` columns (its forward's), or Winograd on a map of at most WINOGRAD_DW_SMALL_MAP
-    outputs with min(C, F) <= OUTER_DW_WINOGRAD_CHANNELS."""
+    ``kept`` columns (its forward's), or Winograd with min(C, F) <= OUTER_DW_WINOGRAD_CHANNELS
+    on a map of at most WINOGRAD_DW_SMALL_MAP outputs or dilated (Winograd then runs per
+    sub-grid, each a quarter of the map or less; two threads, median ms, Winograd / outer:
+    N16 C64 56x56 F64 d2 16.0 / 14.7, the conv row's dw 11.4-13.5 / 10.5-11.8 and its CPU
+    time 24-27 / 17-21; N16 C128 28x28 d4 11.0 / 10.8; not with more channels: N8 C256 28x28
+    d2 19.2 / 23.8, N4 C512 28x28 d2 31.1 / 47.9; benchmarks/README.md, section 60)."""
     f, _, kh, kw = w_shape
     if not OUTER or kh * kw == 1 or f // groups < OUTER_DW_MIN_FILTERS:
         return False
     if dw == "winograd4":
-        return (out_size[0] * out_size[1] <= WINOGRAD_DW_SMALL_MAP
+        return ((out_size[0] * out_size[1] <= WINOGRAD_DW_SMALL_MAP or max(dilation) > 1)
                 and min(x_shape[1], f) <= OUTER_DW_WINOGRAD_CHANNELS)
     return dw == "direct" or (dw == "im2col" and not kept)
 
@@ -493,7 +497,7 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
           weight_grad_kernel(fits, x_shape, w_shape, stride, dilation, groups, out_size,
                              winograd=backward_winograd))
     if fast and outer_weight_grad(dw, x_shape, w_shape, out_size, groups,
-                                  fwd == "im2col" and keeps):
+                                  fwd == "im2col" and keeps, dilation):
         dw = "outer"
     full = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
     if not adjoint_is_conv(x_shape[1] // groups, (kh, kw), stride, padding, dilation):
