@@ -483,3 +483,104 @@ def test_a_hook_on_another_network_leaves_this_plan_running():
             net.forward(x)
         assert calls == [conv] and inference_plan.stats()["reused"] == reused + 1
     assert np.array_equal(got, want)
+
+
+def _inception(seed=0):
+    """A stem and an inception-style Concat of four branches (one of them a Concat itself),
+    then a second Concat: branches of unequal weight, a pool branch, one branch the last
+    reader of the shared input in step order."""
+    vn_rng = np.random.default_rng(seed)
+    inner = vn.Concat(vn.Conv2d(8, 3, 1), vn.Conv2d(8, 5, 3, padding=1))
+    net = Sequential(
+        vn.Conv2d(3, 16, 3, padding=1), vn.ReLU(),
+        vn.Concat(Sequential(vn.Conv2d(16, 24, 1), vn.ReLU()),
+                  Sequential(vn.Conv2d(16, 8, 1), vn.ReLU(), vn.Conv2d(8, 32, 3, padding=1)),
+                  Sequential(vn.Conv2d(16, 8, 1), inner),
+                  Sequential(vn.MaxPool2d(3, 1, padding=1), vn.Conv2d(16, 4, 1))),
+        vn.Concat(vn.Conv2d(68, 6, 1), vn.Conv2d(68, 7, 1)))
+    for _, p, _ in net.named_params():
+        p[...] = vn_rng.standard_normal(p.shape).astype(p.dtype) * 0.3
+    return net
+
+
+def test_concat_branches_share_their_input_until_all_ran(fusing):
+    """The plan gathers each outermost Concat's branches into one step; the register they
+    share (their input) is released by that step, after every branch ran, never by a step
+    inside a branch (on two threads one branch would drop what the other still reads); a
+    nested Concat stays inside its branch."""
+    net = _inception()
+    x = _x((1, 3, 9, 9))
+    net.forward(x)
+    (plan,) = inference_plan.plans_of(net).values()
+    groups = [(fn, ins, frees) for fn, ins, out, frees in plan.steps if out is None]
+    assert len(groups) == 2
+    for fn, (slot,), frees in groups:
+        assert slot in frees
+        inner = [step for branch in fn.branches for step in branch]
+        assert all(slot not in step[3] for step in inner)
+        assert all(step[2] is not None for step in inner)   # the nested Concat: plain steps
+    assert [len(fn.branches) for fn, _, _ in groups] == [4, 2]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_concat_branches_run_side_by_side_at_batch_one(two_threads_plan, monkeypatch, batch):
+    """At batch 1 (fewer samples than threads) the branches go to the block threads in
+    one hand-off per Concat, each layer in them on one thread; at batch 2 they run in turn
+    on the caller. Either way the ordinary path's answer, bit for bit."""
+    net = _inception(seed=4)
+    x = _x((batch, 3, 11, 11), seed=2)
+    want = _unplanned(net, x, monkeypatch)
+    net.forward(x)
+    (plan,) = inference_plan.plans_of(net).values()
+    groups = {id(fn): fn for fn, _, out, _ in plan.steps if out is None}
+    calls, real = [], inference_plan.block_threads.run
+    monkeypatch.setattr(inference_plan.block_threads, "run",
+                        lambda fn, k: calls.append((fn.__qualname__, k)) or real(fn, k))
+    got = net.forward(x)
+    assert np.array_equal(got, want)
+    by_groups = [k for name, k in calls if name.startswith("_Branches")]
+    assert by_groups == ([2, 2] if batch == 1 else [])
+    if batch == 1:          # the layers inside the branches ran whole, on their thread
+        assert all(k == 1 for name, k in calls if not name.startswith("_Branches"))
+    assert len(groups) == 2
+
+
+@pytest.fixture
+def two_threads_plan():
+    """The compiled kernels on two numba threads (the plan's branches need two)."""
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two numba threads")
+    from volnet.runtime import thread_policy
+    with backend.use_kernels("numba"), thread_policy.use_threads(2):
+        yield
+
+
+@pytest.mark.parametrize("costs, count, want", [
+    ([10, 1, 5, 4], 2, [[0], [1, 2, 3]]),       # 10 | 5 + 4 + 1
+    ([3, 3, 3, 3], 2, [[0, 2], [1, 3]]),
+    ([1, 2], 4, [[1], [0]]),                    # more threads than branches
+    ([5], 2, [[0]]),
+])
+def test_branches_are_shared_largest_first_to_the_least_loaded_thread(costs, count, want):
+    group = inference_plan._Branches([[] for _ in costs], costs, 0)
+    assert group.shares(count) == want
+
+
+def test_a_failing_branch_raises_and_the_next_call_runs(two_threads_plan, monkeypatch):
+    """An error inside a branch on a block thread reaches the caller as itself, once the
+    other branches finished; the plan and the threads serve the next call."""
+    net = _inception(seed=5)
+    x = _x((1, 3, 9, 9))
+    want = net.forward(x)
+    net.forward(x)
+    conv = net[2][0][0]             # the first branch's convolution, fused with its ReLU
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("branch failed")
+
+    monkeypatch.setattr(conv, "fused_inference", broken, raising=False)
+    with pytest.raises(RuntimeError, match="branch failed"):
+        net.forward(x)
+    monkeypatch.undo()
+    assert np.array_equal(net.forward(x), want)

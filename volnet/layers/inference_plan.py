@@ -23,6 +23,10 @@ plan is made from the network's structure and every later call with that shape r
   back is never one the plan writes again: each call's output is freshly allocated.
 * **Run loop**: ``regs[out] = step(*regs[ins])`` over the steps; nothing is re-decided.
   Kernel choice stays with each layer's conv plan (``conv_choice.plan``), itself cached.
+  A Concat's branches are one step (:class:`_Branches`): at a batch smaller than the
+  block threads each thread runs whole branches, one hand-off per Concat instead of one
+  per layer (GoogLeNet b1 17.1 -> 15.3 ms, Inception v3 52.1 -> 47.1; benchmarks/README.md,
+  section 60); what they share is released once all of them ran.
 
 What turns it off (the ordinary path runs, seeing and calling every layer as before):
 a hook anywhere (global, or on any layer of the network: hooks see every layer),
@@ -53,10 +57,11 @@ from volnet.layers.containers import Concat, Residual, Sequential
 from volnet.layers.conv import Conv2d
 from volnet.layers.graph import Graph
 from volnet.layers.norm import BatchNorm2d
-from volnet.runtime import allocator, backend
+from volnet.runtime import allocator, backend, block_threads
 
 ENABLED = os.environ.get("VOLNET_PLAN", "1").strip() != "0"   # on unless "0"
 MAX_PLANS = 8       # per network: shapes beyond this evict the oldest plan
+PARALLEL_BRANCHES = True    # a Concat's branches side by side at batch 1 (_Branches)
 
 _STRUCTURE = operator.attrgetter("structure")
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # root -> {key: Plan}
@@ -151,6 +156,73 @@ class _Whole:
         return self.layer.forward(x, False)
 
 
+class _Branches:
+    """A Concat's branches run side by side: at a batch smaller than the block threads,
+    each thread runs whole branches (its share: about equal filter weights), one after the
+    other, every layer in them on that thread alone; else the branches in turn on the
+    caller, each layer splitting its own work as it does outside a group.
+
+    One hand-off per Concat instead of one per split layer, and each thread's branches in
+    its own cache (benchmarks/README.md, section 60: GoogLeNet's inception modules at batch
+    1 hold 5-30M multiply-adds a layer, too few to split well). Every layer computes the
+    same bits on one thread as split (the kernels' tests), so the output does not depend
+    on which thread ran it.
+
+    Attributes:
+        branches: per branch, its steps (fn, input registers, output register, registers
+            freed after it: only its own intermediates; what the branches share, their
+            input, is freed after the group).
+        costs: per branch, the weights of its convolutions (what its products cost, up to
+            the maps' size, which a Concat's branches share).
+        slot: the register of the branches' input.
+    """
+
+    __slots__ = ("_shares", "branches", "costs", "slot")
+
+    def __init__(self, branches, costs, slot):
+        self.branches, self.costs, self.slot = branches, costs, slot
+        self._shares = {}
+
+    def shares(self, count: int) -> list:
+        """The branches (indices) of each of ``count`` threads: largest first, each to the
+        least loaded thread (kept per count)."""
+        shares = self._shares.get(count)
+        if shares is None:
+            loads, shares = [0] * count, [[] for _ in range(count)]
+            for i in sorted(range(len(self.costs)), key=lambda i: -self.costs[i]):
+                t = loads.index(min(loads))
+                shares[t].append(i)
+                loads[t] += self.costs[i]
+            shares = self._shares[count] = [sorted(s) for s in shares if s]
+        return shares
+
+    def __call__(self, regs):
+        count = min(block_threads.workers(), len(self.branches))
+        if count <= 1 or regs[self.slot].shape[0] >= count or not PARALLEL_BRANCHES:
+            for steps in self.branches:
+                _run_steps(steps, regs)
+            return
+        shares = self.shares(count)
+        block_threads.run(lambda i: [_run_steps(self.branches[b], regs) for b in shares[i]],
+                          len(shares))
+
+
+def _run_steps(steps, regs):
+    for fn, ins, out, frees in steps:
+        if len(ins) == 1:
+            regs[out] = fn(regs[ins[0]])
+        else:
+            regs[out] = fn(*[regs[r] for r in ins])
+        for r in frees:
+            regs[r] = None
+
+
+def _conv_weights(layer: Layer) -> int:
+    """The filter weights of the convolutions in ``layer`` (itself included)."""
+    return sum(sub.params["weight"].size for _, sub in layer.named_layers()
+               if isinstance(sub, Conv2d))
+
+
 def _add(a, b):
     return a + b
 
@@ -220,6 +292,8 @@ class Plan(StructureSnapshot):
         self.residual_fusion = residual_fusion
         self._verified = None           # structure_changes() when the layers last matched
         self._raw: list[tuple] = []     # (callable, input registers, output register)
+        self._groups: list[tuple] = []  # a Concat's (input register, its branches' step
+        #                                 ranges in _raw, their costs), inner ones first
         self.count = 1                  # register 0 holds the input
         self.out = self._lower(root, 0)
         self.steps = self._with_liveness()
@@ -274,8 +348,14 @@ class Plan(StructureSnapshot):
             return self._lower_residual(layer, slot)
         if isinstance(layer, Graph):
             return self._lower_graph(layer, slot)
-        parts = tuple(self._lower(branch, slot) for branch in layer)     # Concat
-        return self._step(_concat, parts)
+        parts, spans = [], []                                           # Concat
+        for branch in layer:
+            start = len(self._raw)
+            parts.append(self._lower(branch, slot))
+            spans.append((start, len(self._raw)))
+        if len(parts) > 1:
+            self._groups.append((slot, spans, [_conv_weights(b) + 1 for b in layer]))
+        return self._step(_concat, tuple(parts))
 
     def _lower_step(self, step, slot: int) -> int:
         """One ``Sequential.fused_steps`` entry: (conv, bn, relu) folded, (layer, None, relu)
@@ -400,17 +480,40 @@ class Plan(StructureSnapshot):
         return regs[graph.output_name]
 
     def _with_liveness(self) -> list[tuple]:
-        """Each step with the registers whose last reader it is (released after it runs)."""
-        last = {}
+        """Each step with the registers whose last reader it is (released after it runs);
+        the steps of each outermost Concat's branches gathered into one :class:`_Branches`
+        step (its output register None), which releases what the branches share (their
+        input) only once all of them ran: on two threads, one branch must not drop what
+        another has still to read."""
+        last, made = {}, {0: -1}
         for i, (_, ins, out) in enumerate(self._raw):
             last[out] = i               # an output nobody reads is released at once
+            made[out] = i
             for r in ins:
                 last[r] = i
         frees = [[] for _ in self._raw]
         for reg, i in last.items():
             if reg != self.out:
                 frees[i].append(reg)
-        return [(fn, ins, out, tuple(f)) for (fn, ins, out), f in zip(self._raw, frees)]
+        steps = [(fn, ins, out, tuple(f)) for (fn, ins, out), f in zip(self._raw, frees)]
+        outer = []                      # outermost groups: not inside another's range
+        for group in sorted(self._groups, key=lambda g: (g[1][0][0], -g[1][-1][1])):
+            if not outer or group[1][0][0] >= outer[-1][1][-1][1]:
+                outer.append(group)
+        for slot, spans, costs in reversed(outer):
+            start, end = spans[0][0], spans[-1][1]
+            shared = []
+            branches = []
+            for b0, b1 in spans:
+                branch = []
+                for fn, ins, out, own in steps[b0:b1]:
+                    keep = tuple(r for r in own if b0 <= made[r] < b1)
+                    shared += [r for r in own if not b0 <= made[r] < b1]
+                    branch.append((fn, ins, out, keep))
+                branches.append(branch)
+            steps[start:end] = [(_Branches(branches, costs, slot), (slot,), None,
+                                 tuple(shared))]
+        return steps
 
     # ---- running -----------------------------------------------------------------------
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -419,7 +522,9 @@ class Plan(StructureSnapshot):
         regs[0] = x
         try:
             for fn, ins, out, frees in self.steps:
-                if len(ins) == 1:
+                if out is None:         # a Concat's branches: they fill their registers
+                    fn(regs)
+                elif len(ins) == 1:
                     regs[out] = fn(regs[ins[0]])
                 else:
                     regs[out] = fn(*[regs[r] for r in ins])
