@@ -10,6 +10,7 @@ the error class of im2col's GEMM and the direct kernel (test_compiled_conv.py: 1
 
 import numpy as np
 import pytest
+from guarded_arrays import GUARD, guarded, guards
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch_reference import conv_epilogue
@@ -211,23 +212,6 @@ def test_one_thread_and_two_are_bit_identical(two_threads, monkeypatch, case, sp
     assert _rel(results[1], _torch_fused(x, w, b, scale, residual, True, case)) < TOL
 
 
-GUARD = 1024
-
-
-def _guarded(values, fill=np.nan):
-    """(buffer, view): ``values`` (float32) in the middle of a buffer with GUARD floats of
-    ``fill`` on each side; the view is C-contiguous, so the kernels use it in place."""
-    values = np.asarray(values, np.float32)
-    buf = np.full(values.size + 2 * GUARD, fill, np.float32)
-    view = buf[GUARD:GUARD + values.size].reshape(values.shape)
-    view[...] = values
-    return buf, view
-
-
-def _guards(buf):
-    return np.concatenate([buf[:GUARD], buf[-GUARD:]])
-
-
 # shapes at the edges of the reads: the last output's last tap on the input's last element
 # (no padding: x read in place, the last group's last plane), a kernel larger than the input
 # with padding, one output, dilation reaching the far padding, groups at channel offsets
@@ -297,12 +281,12 @@ def _check_inside_arrays(case):
     reach = ((g - 1) * (c // g) * lay.pitch[0] * lay.pitch[1]
              + int(lay.inb.max()) + int(lay.off.max()))
     assert reach < c * lay.pitch[0] * lay.pitch[1]         # the bound, on this layout
-    arrays = {name: _guarded(v) for name, v in (("x", x), ("w2", w.reshape(f, -1)),
+    arrays = {name: guarded(v) for name, v in (("x", x), ("w2", w.reshape(f, -1)),
                                                 ("bias", b), ("scale", scale),
                                                 ("residual", residual))}
-    out_buf, out = _guarded(np.full(want.shape, np.nan), fill=-1234.5)
+    out_buf, out = guarded(np.full(want.shape, np.nan), fill=-1234.5)
     tile, k_chunk = lay.tile, min(outer.K_CHUNK, w[0].size)
-    scratch = {name: _guarded(np.full(size, np.nan)) for name, size in (
+    scratch = {name: guarded(np.full(size, np.nan)) for name, size in (
         ("x_in", lay.group * c * lay.pitch[0] * lay.pitch[1] if lay.packed else 1),
         ("prod", tile * kernels.FILTERS), ("buf", k_chunk * kernels.FILTERS),
         ("tmp", tile * kernels.FILTERS))}
@@ -314,10 +298,10 @@ def _check_inside_arrays(case):
             inb_buf[GUARD:GUARD + inb_size], p, lay.pitch, lay.packed, scratch["x_in"][1],
             scratch["prod"][1], scratch["buf"][1], scratch["tmp"][1], out,
             arrays["scale"][1], arrays["bias"][1], True, arrays["residual"][1], False, k_chunk)
-    assert (_guards(out_buf) == np.float32(-1234.5)).all()
-    assert (_guards(inb_buf) == -7).all()
+    assert (guards(out_buf) == np.float32(-1234.5)).all()
+    assert (guards(inb_buf) == -7).all()
     for name, (buf, _) in {**arrays, **scratch}.items():
-        assert np.isnan(_guards(buf)).all(), name
+        assert np.isnan(guards(buf)).all(), name
     assert np.isfinite(out).all()
     assert _rel(out, want) < TOL
     np.testing.assert_array_equal(out, _forward(case, x, w, b, False, scale, residual))

@@ -10,6 +10,7 @@ error class of im2col's GEMM and the direct kernel (test_compiled_conv.py: 1e-5)
 
 import numpy as np
 import pytest
+from guarded_arrays import guarded, guards
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch_reference import conv_epilogue
@@ -199,23 +200,6 @@ def test_relu_keeps_nan_and_maps_negative_zero_to_zero():
     assert (got[0, 2, 0, 1:] == 0).all() and not np.signbit(got[0, 2, 0, 1:]).any()
 
 
-GUARD = 1024
-
-
-def _guarded(values, fill=np.nan):
-    """(buffer, view): ``values`` (float32) in the middle of a buffer with GUARD floats of
-    ``fill`` on each side; the view is C-contiguous, so the kernel uses it in place."""
-    values = np.asarray(values, np.float32)
-    buf = np.full(values.size + 2 * GUARD, fill, np.float32)
-    view = buf[GUARD:GUARD + values.size].reshape(values.shape)
-    view[...] = values
-    return buf, view
-
-
-def _guards(buf):
-    return np.concatenate([buf[:GUARD], buf[-GUARD:]])
-
-
 @st.composite
 def layers(draw):
     """Any 1x1 layer of small sizes, stride 1 only (items reads x as (N, C, P); a
@@ -252,17 +236,17 @@ def _check_inside_arrays(case):
     x, w, b, scale, residual = _operands(case, seed=7)
     want = _torch_fused(x, w, b, scale, residual, False, case)
     positions = int(np.prod(_out_size(case)))
-    arrays = {name: _guarded(v) for name, v in (("x", x.reshape(n, c, positions)),
+    arrays = {name: guarded(v) for name, v in (("x", x.reshape(n, c, positions)),
                                                 ("w2", w.reshape(f, -1)), ("bias", b),
                                                 ("scale", scale),
                                                 ("residual", residual.reshape(n, f, -1)))}
-    out_buf, out = _guarded(np.full((n, f, positions), np.nan), fill=-1234.5)
+    out_buf, out = guarded(np.full((n, f, positions), np.nan), fill=-1234.5)
     for share in pointwise.layout(n, f, positions, 2):
         pointwise.items(arrays["x"][1], arrays["w2"][1], g, *share, out,
                         arrays["scale"][1], arrays["bias"][1], arrays["residual"][1], 7)
-    assert (_guards(out_buf) == np.float32(-1234.5)).all()
+    assert (guards(out_buf) == np.float32(-1234.5)).all()
     for name, (buf, _) in arrays.items():
-        assert np.isnan(_guards(buf)).all(), name
+        assert np.isnan(guards(buf)).all(), name
     assert np.isfinite(out).all()
     assert _rel(out.reshape(want.shape), want) < TOL
     np.testing.assert_array_equal(out.reshape(want.shape),

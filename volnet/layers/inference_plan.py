@@ -208,8 +208,12 @@ class _Branches:
 
 
 def _run_steps(steps, regs):
+    """``regs[out] = fn(*regs[ins])`` for each step in turn, then its registers released; a
+    group of branches (output register None) fills its own registers."""
     for fn, ins, out, frees in steps:
-        if len(ins) == 1:
+        if out is None:
+            fn(regs)
+        elif len(ins) == 1:
             regs[out] = fn(regs[ins[0]])
         else:
             regs[out] = fn(*[regs[r] for r in ins])
@@ -521,15 +525,7 @@ class Plan(StructureSnapshot):
         regs = [None] * self.count
         regs[0] = x
         try:
-            for fn, ins, out, frees in self.steps:
-                if out is None:         # a Concat's branches: they fill their registers
-                    fn(regs)
-                elif len(ins) == 1:
-                    regs[out] = fn(regs[ins[0]])
-                else:
-                    regs[out] = fn(*[regs[r] for r in ins])
-                for r in frees:
-                    regs[r] = None
+            _run_steps(self.steps, regs)
         finally:
             for layer in self._plain:   # as the ordinary inference forward leaves them
                 if layer._cache is not None:
