@@ -510,25 +510,29 @@ def test_matmul_stays_whole_inside_a_block_and_when_small(two_threads, monkeypat
 
 def test_split_count_splits_smaller_work_only_while_a_block_thread_is_awake(two_threads,
                                                                              monkeypatch):
-    """From SPLIT_MIN multiply-adds a product splits over the workers; from SPLIT_MIN_AWAKE
-    only while a block thread spins (a hand-off to it is cheap; waking a sleeping one is
-    not); below both, and inside a block, it stays whole. The real spin: right after a
-    split the helper spins (awake), after stop_spinning it sleeps."""
+    """From SPLIT_MIN multiply-adds a product splits over the workers; work whose bits do
+    not depend on the split (``same_bits``) also from SPLIT_MIN_AWAKE while a block thread
+    spins (a hand-off to it is cheap; waking a sleeping one is not); other work never by
+    timing (its sums would change from run to run); below both, and inside a block, it
+    stays whole. The real spin: right after a split the helper spins (awake), after
+    stop_spinning it sleeps."""
     big, mid, small = block_threads.SPLIT_MIN, block_threads.SPLIT_MIN_AWAKE, 1000
     assert small < mid < big
     with backend.use_kernels("numba"), block_threads.section():
         for awake in (True, False):
             monkeypatch.setattr(block_threads, "awake", lambda awake=awake: awake)
             assert block_threads.split_count(big) == 2
-            assert block_threads.split_count(mid) == (2 if awake else 1)
-            assert block_threads.split_count(small) == 1
+            assert block_threads.split_count(mid, same_bits=True) == (2 if awake else 1)
+            assert block_threads.split_count(mid) == 1
+            assert block_threads.split_count(small, same_bits=True) == 1
             assert block_threads.run(lambda i: block_threads.split_count(big), 2) == [1, 1]
         monkeypatch.undo()
         monkeypatch.setattr(block_threads, "SPIN_US", 5e5)       # the helper spins 0.5 s
         block_threads.run(lambda i: None, 2)
-        assert block_threads.awake() and block_threads.split_count(mid) == 2
+        assert block_threads.awake() and block_threads.split_count(mid, same_bits=True) == 2
         block_threads.stop_spinning()
-        assert not block_threads.awake() and block_threads.split_count(mid) == 1
+        assert not block_threads.awake()
+        assert block_threads.split_count(mid, same_bits=True) == 1
 
 
 def test_a_failing_layer_still_restores_blas(two_threads):
@@ -791,3 +795,22 @@ def test_a_network_run_after_a_thread_change_uses_the_new_count(two_threads, mon
     np.testing.assert_allclose(two, ref.numpy(), rtol=1e-4, atol=1e-4)
     assert (kernel_two, kernel_one) == ("outer", "winograd4")  # split_fits needs 2 threads
     assert (ran_two, ran_one) == (0, 1)             # what each forward ran
+
+
+def test_a_dw_whose_sums_depend_on_the_split_does_not_follow_the_spin(two_threads, monkeypatch):
+    """The direct kernel's dw sums each thread's samples, so its bits depend on the split:
+    it must not split by timing (whether a block thread happens to spin). LeNet conv1 at
+    batch 100, between SPLIT_MIN_AWAKE and SPLIT_MIN multiply-adds: the same bits awake or
+    asleep (142 of its 150 values differed when it followed the spin)."""
+    from volnet.functional.compiled import direct
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 1, 28, 28)).astype(np.float32)
+    dout = rng.standard_normal((100, 6, 28, 28)).astype(np.float32)
+    macs = dout.size * 25
+    assert block_threads.SPLIT_MIN_AWAKE <= macs < block_threads.SPLIT_MIN
+    results = []
+    with backend.use_kernels("numba"), block_threads.section():
+        for awake in (True, False):
+            monkeypatch.setattr(block_threads, "awake", lambda awake=awake: awake)
+            results.append(direct.weight_grad(x, dout, (6, 1, 5, 5), (1, 1), (2, 2), (1, 1), 1))
+    np.testing.assert_array_equal(results[0], results[1])

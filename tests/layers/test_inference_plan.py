@@ -584,3 +584,80 @@ def test_a_failing_branch_raises_and_the_next_call_runs(two_threads_plan, monkey
         net.forward(x)
     monkeypatch.undo()
     assert np.array_equal(net.forward(x), want)
+
+
+def test_a_branch_on_a_block_thread_is_not_an_outermost_call(two_threads_plan):
+    """A layer run whole inside a branch (a Residual with a sigmoid) on a block thread is
+    nested in the network's call, as on the caller's thread: no NaN scan of its input (an
+    infinite filter makes NaN intermediates the ordinary path passes through)."""
+    rng = np.random.default_rng(0)
+    net = Sequential(
+        vn.Conv2d(3, 16, 3, padding=1),
+        vn.Concat(Sequential(vn.Conv2d(16, 64, 3, padding=1), vn.ReLU()),
+                  vn.Residual(Sequential(vn.Conv2d(16, 4, 1)), vn.Conv2d(16, 4, 1),
+                              activation=vn.Sigmoid())))
+    for _, p, _ in net.named_params():
+        p[...] = rng.standard_normal(p.shape).astype(p.dtype) * 0.3
+    net[0].params["weight"][0] = np.inf
+    x = _x((1, 3, 8, 8), seed=1)
+    want = net.forward(x)
+    assert np.isnan(want).any()
+    for _ in range(2):      # the plan made, then run with the Residual on a block thread
+        assert np.array_equal(net.forward(x), want, equal_nan=True)
+
+
+def test_a_layer_in_two_branches_keeps_them_in_turn(two_threads_plan, monkeypatch):
+    """One batch norm in two branches (rectified in one, not in the other): a fused ReLU
+    sets its layer's state for the length of a call, so such branches never run side by
+    side; the ordinary path's answer on every call."""
+    bn = vn.BatchNorm2d(16)
+    bn.buffers["running_mean"][...] = np.random.default_rng(0).normal(0, 1, 16)
+    net = Sequential(vn.Conv2d(3, 16, 1), vn.Concat(Sequential(bn, vn.ReLU()), Sequential(bn)))
+    x = _x((1, 3, 32, 32))
+    want = _unplanned(net, x, monkeypatch)
+    net.forward(x)
+    (plan,) = inference_plan.plans_of(net).values()
+    assert all(out is not None for _, _, out, _ in plan.steps)     # no group of branches
+    for _ in range(5):
+        assert np.array_equal(net.forward(x), want)
+
+
+@pytest.mark.parametrize("side", ["identity", "pool"])
+def test_a_lone_convolution_beside_a_light_branch_runs_in_turn(two_threads_plan, monkeypatch,
+                                                               side):
+    """Where one thread's share would hold more than BRANCH_BALANCE of the branches'
+    weights (a convolution beside an identity or a pool), the branches run in turn and the
+    convolution splits its own work: no hand-off of the group."""
+    light = vn.Identity() if side == "identity" else vn.MaxPool2d(3, 1, padding=1)
+    net = Sequential(vn.Conv2d(3, 32, 1), vn.Concat(light, vn.Conv2d(32, 32, 3, padding=1)))
+    x = _x((1, 3, 24, 24))
+    want = _unplanned(net, x, monkeypatch)
+    net.forward(x)
+    calls, real = [], inference_plan.block_threads.run
+    monkeypatch.setattr(inference_plan.block_threads, "run",
+                        lambda fn, k: calls.append(fn.__qualname__) or real(fn, k))
+    assert np.array_equal(net.forward(x), want)
+    assert not any(name.startswith("_Branches") for name in calls)
+
+
+def test_prange_kernels_in_a_branch_run_their_serial_variant(two_threads_plan, monkeypatch):
+    """A depthwise convolution (a prange kernel) inside a branch on a block thread runs its
+    serial variant: two parallel regions started at once oversubscribe the cores, and
+    numba's workqueue layer aborts the process on it."""
+    from volnet.functional.compiled import depthwise
+    net = Sequential(vn.Conv2d(3, 16, 1),
+                     vn.Concat(vn.Conv2d(16, 16, 3, padding=1, groups=16),
+                               vn.Conv2d(16, 16, 3, padding=1, groups=16)))
+    x = _x((1, 3, 20, 20))
+    want = _unplanned(net, x, monkeypatch)
+    net.forward(x)
+    (plan,) = inference_plan.plans_of(net).values()
+    assert any(out is None for _, _, out, _ in plan.steps)
+    real = depthwise.forward.parallel
+
+    def parallel(*args):
+        assert not inference_plan.block_threads.inside_blocks()
+        return real(*args)
+
+    monkeypatch.setattr(depthwise.forward, "parallel", parallel)
+    assert np.array_equal(net.forward(x), want)

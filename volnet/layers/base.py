@@ -53,6 +53,20 @@ _released = {"once": False}  # whether a backward released a cache yet (allocato
 _structure_changes = {"count": 0}   # every layer's structural changes, counted together
 
 
+@contextlib.contextmanager
+def inner_calls():
+    """Layer calls on this thread count as nested inside it, not outermost: no scan of the
+    input for NaN, no plan of their own, no thread section. For the part of one network's
+    call that runs on another thread (an inference plan's Concat branches on a block
+    thread), whose outermost call is the network's, on the caller's thread."""
+    depth = getattr(_local, "depth", 0)
+    _local.depth = depth + 1
+    try:
+        yield
+    finally:
+        _local.depth = depth
+
+
 def _keys(kind: str, keys: list[str], limit: int = 5) -> list[str]:
     """One problem per key, or one line with a count and the first few: a file of another
     architecture gives hundreds."""

@@ -52,7 +52,7 @@ import numpy as np
 from volnet.functional.activation import add_relu
 from volnet.layers import hooks
 from volnet.layers.activation import ReLU
-from volnet.layers.base import Layer, structure_changes
+from volnet.layers.base import Layer, inner_calls, structure_changes
 from volnet.layers.containers import Concat, Residual, Sequential
 from volnet.layers.conv import Conv2d
 from volnet.layers.graph import Graph
@@ -61,7 +61,12 @@ from volnet.runtime import allocator, backend, block_threads
 
 ENABLED = os.environ.get("VOLNET_PLAN", "1").strip() != "0"   # on unless "0"
 MAX_PLANS = 8       # per network: shapes beyond this evict the oldest plan
-PARALLEL_BRANCHES = True    # a Concat's branches side by side at batch 1 (_Branches)
+PARALLEL_BRANCHES = True    # a Concat's branches side by side at batch 1 (_Branches) ...
+BRANCH_BALANCE = 0.9        # ... where no thread's share holds more than this part of their
+#   convolutions' weights: a lone convolution beside an identity or a pool (an Inception-v4
+#   stem, a DenseNet block) runs in turn, each layer splitting its own work (side by side /
+#   in turn, ms: v4 stem's maxpool + 64->96 3x3 s2 on 147x147 4.72 / 3.89, identity + 3x3
+#   on 56x56 1.78 / 1.45). GoogLeNet's heaviest branch holds 62-83% (benchmarks/README.md, 60)
 
 _STRUCTURE = operator.attrgetter("structure")
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # root -> {key: Plan}
@@ -198,13 +203,20 @@ class _Branches:
 
     def __call__(self, regs):
         count = min(block_threads.workers(), len(self.branches))
-        if count <= 1 or regs[self.slot].shape[0] >= count or not PARALLEL_BRANCHES:
+        shares = self.shares(count) if count > 1 else None
+        if (shares is None or regs[self.slot].shape[0] >= count or not PARALLEL_BRANCHES
+                or max(sum(self.costs[b] for b in share) for share in shares)
+                > BRANCH_BALANCE * sum(self.costs)):
             for steps in self.branches:
                 _run_steps(steps, regs)
             return
-        shares = self.shares(count)
-        block_threads.run(lambda i: [_run_steps(self.branches[b], regs) for b in shares[i]],
-                          len(shares))
+
+        def share(i):
+            with inner_calls():     # the network's call is outermost, on the caller's thread
+                for b in shares[i]:
+                    _run_steps(self.branches[b], regs)
+
+        block_threads.run(share, len(shares))
 
 
 def _run_steps(steps, regs):
@@ -357,7 +369,10 @@ class Plan(StructureSnapshot):
             start = len(self._raw)
             parts.append(self._lower(branch, slot))
             spans.append((start, len(self._raw)))
-        if len(parts) > 1:
+        # side by side only where two branches have steps, and no layer serves two of them
+        # (a fused ReLU sets its layer's state for the length of a call)
+        layers = [id(sub) for branch in layer for _, sub in branch.named_layers()]
+        if sum(b > a for a, b in spans) > 1 and len(layers) == len(set(layers)):
             self._groups.append((slot, spans, [_conv_weights(b) + 1 for b in layer]))
         return self._step(_concat, tuple(parts))
 

@@ -31,8 +31,9 @@ after its job, and a caller for its helpers. On a virtual machine a core that ha
 for a millisecond takes 0.25-0.5 ms to wake (section 59), more than many blocks take; so
 each outermost layer call also wakes sleeping block threads as it starts (:func:`wake_up`).
 The spin is bounded and outside the GIL, and an idle block thread's spin ends early when a
-``prange`` kernel is launched (:func:`stop_spinning`, called by runtime/launch.py and the
-depthwise kernels), so numba's threads get the core; a spinning OpenBLAS worker (the lesson
+``prange`` kernel is launched (:func:`stop_spinning`, called by ``launch.on_threads``,
+which runs the serial variant instead inside a block), so numba's threads get the core; a
+spinning OpenBLAS worker (the lesson
 above) held it ~0.1 s, this at most ``SPIN_US`` (a caller's spin lasts while its own
 helpers still work, so no ``prange`` kernel of its runs meanwhile).
 
@@ -109,7 +110,7 @@ def _read_workers() -> int:
     return 1 if numba is None else max(1, int(numba.get_num_threads()))
 
 
-def _inside_blocks() -> bool:
+def inside_blocks() -> bool:
     """Whether the calling thread is doing one block of a parallel :func:`run` (a block
     thread, or the caller doing its own block): nested work stays on it."""
     return getattr(_local, "busy", False)
@@ -184,7 +185,7 @@ def run(fn, count: int) -> list:
     caller takes the block threads that are free, and one that finds none runs its blocks
     itself, in turn. Called from inside a block (a block thread, or the caller's own block),
     it runs the blocks there, in turn."""
-    if count <= 1 or _inside_blocks():
+    if count <= 1 or inside_blocks():
         return [fn(i) for i in range(count)]
     results = [None] * count
     with one_blas_thread():
@@ -393,11 +394,18 @@ SPLIT_MIN_AWAKE = 1 << 22   # ... and from this many while a block thread spins 
 #   4.32 / 4.28, VGG-style 102.5 / 103.7)
 
 
-def split_count(multiply_adds: int) -> int:
+def split_count(multiply_adds: int, same_bits: bool = False) -> int:
     """Threads to split one product of ``multiply_adds`` over: the :func:`workers` from
-    ``SPLIT_MIN`` up, or from ``SPLIT_MIN_AWAKE`` while a block thread is awake, unless the
-    caller is already one block of a parallel :func:`run`."""
-    if multiply_adds < min(SPLIT_MIN, SPLIT_MIN_AWAKE) or _inside_blocks():
+    ``SPLIT_MIN`` up, unless the caller is already one block of a parallel :func:`run`.
+
+    ``same_bits``: the kernel computes the same bits however its work is split (the outer,
+    direct and pointwise forwards: each output one sum in one order); such work also splits
+    from ``SPLIT_MIN_AWAKE`` while a block thread is awake. Whether a thread spins is timing,
+    so a kernel whose sums depend on the split (a dw summing each thread's samples, a BLAS
+    product whose kernel depends on its shape) keeps the size rule alone: its result must
+    not change from run to run."""
+    if inside_blocks() or multiply_adds < (min(SPLIT_MIN, SPLIT_MIN_AWAKE) if same_bits
+                                           else SPLIT_MIN):
         return 1
     if multiply_adds < SPLIT_MIN and not awake():
         return 1

@@ -33,14 +33,15 @@ class Kernel:
     """A serial and a parallel dispatcher of one ``prange`` function, and (made on first
     use, for :func:`run_planes`) a serial one that releases the GIL."""
 
-    def __init__(self, func):
+    def __init__(self, func, fastmath=False):
         from numba import njit  # here, not at import: run() callers must not import numba
 
         self.__doc__, self.__name__ = func.__doc__, func.__name__
         self._func = func
         self._nogil = None
-        self.serial = njit(cache=True)(_renamed(func, "serial"))
-        self.parallel = njit(parallel=True, cache=True)(_renamed(func, "parallel"))
+        self.serial = njit(cache=True, fastmath=fastmath)(_renamed(func, "serial"))
+        self.parallel = njit(parallel=True, cache=True, fastmath=fastmath)(
+            _renamed(func, "parallel"))
 
     def __call__(self, *args):
         return self.serial(*args)
@@ -68,9 +69,23 @@ def _renamed(func, suffix):
     return copy
 
 
-def kernel(func) -> Kernel:
-    """Decorator for a compiled kernel written with ``prange``."""
-    return Kernel(func)
+def on_threads(k, *args):
+    """``k``'s parallel variant, after stopping the block threads' spin (numba's threads
+    need the cores); its serial one inside a block of ``block_threads.run`` (a Concat's
+    branch on a block thread: two ``prange`` regions started at once oversubscribe the
+    cores, and numba's workqueue layer aborts the process on it)."""
+    if block_threads.inside_blocks():
+        return k.serial(*args)
+    block_threads.stop_spinning()
+    return k.parallel(*args)
+
+
+def kernel(func=None, *, fastmath=False):
+    """Decorator for a compiled kernel written with ``prange`` (``@kernel`` or
+    ``@kernel(fastmath=True)``)."""
+    if func is None:
+        return lambda f: Kernel(f, fastmath)
+    return Kernel(func, fastmath)
 
 
 PLANES_SPLIT_MIN = 1 << 17     # elements from which run_planes splits to awake block threads
@@ -119,6 +134,5 @@ def run(module: str, name: str, size: int, *args):
     """
     k = _kernel(module, name)
     if size >= PARALLEL_MIN:
-        block_threads.stop_spinning()      # numba's threads need the cores now
-        return k.parallel(*args)
+        return on_threads(k, *args)
     return k.serial(*args)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from volnet.runtime import block_threads
+from volnet.runtime import launch
 
 
 @njit(inline="always")
@@ -28,7 +28,7 @@ def _span(out_len, in_len, stride, offset):  # pragma: no cover - compiled
     return lo, hi
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@launch.kernel(fastmath=True)
 def forward(x, w, bias, out, stride, padding, dilation):  # pragma: no cover - compiled
     """out[n, c] = bias[c] + sum_ij w[c, 0, i, j] x[n, c, o*s + i*d - p] (zero outside)."""
     n_img, n_ch, h, wd = x.shape
@@ -59,7 +59,7 @@ def forward(x, w, bias, out, stride, padding, dilation):  # pragma: no cover - c
                             dst[t] += coef * row[first + t * sw]
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@launch.kernel(fastmath=True)
 def input_grad(dout, w, dx, stride, padding, dilation):  # pragma: no cover - compiled
     """dx[n, c] = sum over taps of w[c, 0, i, j] * dout scattered back to the taps' inputs."""
     n_img, n_ch, h, wd = dx.shape
@@ -90,7 +90,7 @@ def input_grad(dout, w, dx, stride, padding, dilation):  # pragma: no cover - co
                             dst[first + t * sw] += coef * row[t]
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@launch.kernel(fastmath=True)
 def weight_grad(x, dout, dw_out, stride, padding, dilation):  # pragma: no cover - compiled
     """dw[c, 0, i, j] = sum over images and outputs of dout[n, c, o] * x[n, c, o*s + i*d - p]."""
     n_img, n_ch, h, wd = x.shape
@@ -129,24 +129,22 @@ def conv_forward(x, w, bias, stride, padding, dilation, out_size):
     c = x.shape[1]
     b = np.zeros(c, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     out = np.empty((x.shape[0], c, *out_size), dtype=np.float32)
-    block_threads.stop_spinning()     # a prange kernel: numba's threads need the cores
-    forward(x, w, b, out, stride, padding, dilation)
+    launch.on_threads(forward, x, w, b, out, stride, padding, dilation)
     return out
 
 
 def conv_input_grad(dout, w, x_shape, stride, padding, dilation):
     """dx (N, C, H, W) float32 of the depthwise correlation."""
     dx = np.empty(x_shape, dtype=np.float32)
-    block_threads.stop_spinning()     # a prange kernel: numba's threads need the cores
-    input_grad(np.ascontiguousarray(dout, dtype=np.float32),
-               np.ascontiguousarray(w, dtype=np.float32), dx, stride, padding, dilation)
+    launch.on_threads(input_grad, np.ascontiguousarray(dout, dtype=np.float32),
+                      np.ascontiguousarray(w, dtype=np.float32), dx, stride, padding, dilation)
     return dx
 
 
 def conv_weight_grad(x, dout, w_shape, stride, padding, dilation):
     """dw (C, 1, KH, KW) float32 of the depthwise correlation."""
     dw = np.empty(w_shape, dtype=np.float32)
-    block_threads.stop_spinning()     # a prange kernel: numba's threads need the cores
-    weight_grad(np.ascontiguousarray(x, dtype=np.float32),
-                np.ascontiguousarray(dout, dtype=np.float32), dw, stride, padding, dilation)
+    launch.on_threads(weight_grad, np.ascontiguousarray(x, dtype=np.float32),
+                      np.ascontiguousarray(dout, dtype=np.float32), dw, stride, padding,
+                      dilation)
     return dw

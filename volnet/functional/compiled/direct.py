@@ -319,7 +319,7 @@ def _run(x, wp, lay, rows, out, s, b, relu, padding, stride):
     n = x.shape[0]
     # a pass too small to pay for a hand-off stays on the calling thread (SPLIT_MIN, the
     # rule of every other split: LeNet conv2's passes, benchmarks/README.md, 58)
-    threads = block_threads.split_count(out.size * rows.off.shape[1])
+    threads = block_threads.split_count(out.size * rows.off.shape[1], same_bits=True)
     blocks = lay.f_pad // kernels.FILTERS
     items, q_tile = _work_items(n, blocks, threads, lay.f_pad)
     args = (padding, stride, lay.pitch, K_CHUNK, q_tile, rows.taps, rows.lo, rows.hi)

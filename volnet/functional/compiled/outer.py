@@ -178,7 +178,8 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     n, c = x.shape[:2]
     f = w.shape[0]
     # only a product worth a hand-off is split (SPLIT_MIN, the rule of every other split)
-    threads = block_threads.split_count(n * w2.size * out_size[0] * out_size[1])
+    threads = block_threads.split_count(n * w2.size * out_size[0] * out_size[1],
+                                        same_bits=True)
     lay = layout(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding),
                  tuple(dilation), int(groups), tuple(out_size), threads)
     empty = np.zeros(0, np.float32)

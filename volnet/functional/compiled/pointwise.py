@@ -281,11 +281,14 @@ def forward(x, w, bias, stride, groups, out_size, relu=False, scale=None, residu
     Raises:
         ShapeError: for operands of the wrong shapes (the kernel indexes unchecked).
     """
+    if np.ndim(x) != 4 or np.ndim(w) != 4:
+        raise ShapeError(f"pointwise.forward: input {np.shape(x)} and filters {np.shape(w)} "
+                         f"must both be 4-D, (N, C, H, W) and (F, C / groups, 1, 1)")
     n, c, h, wd = x.shape
     f = w.shape[0]
     ho, wo = out_size
     sh, sw = stride
-    if (groups < 1 or w.ndim != 4 or w.shape[2:] != (1, 1) or c != w.shape[1] * groups
+    if (groups < 1 or w.shape[2:] != (1, 1) or c != w.shape[1] * groups
             or f % groups or min(f, c, ho, wo, sh, sw) < 1
             or (ho - 1) * sh >= h or (wo - 1) * sw >= wd):
         raise ShapeError(f"pointwise.forward: filters {tuple(w.shape)} in {groups} groups, "
@@ -310,7 +313,8 @@ def forward(x, w, bias, stride, groups, out_size, relu=False, scale=None, residu
              | bool(relu) << 3)
     p = ho * wo
     out3, res3 = out.reshape(n, f, p), res.reshape(n, f, p)
-    shares = layout(n, f, p, block_threads.split_count(n * f * (c // groups) * p))
+    shares = layout(n, f, p, block_threads.split_count(n * f * (c // groups) * p,
+                                                       same_bits=True))
     strided = (sh, sw) != (1, 1)
     sub = x[:, :, ::sh, ::sw][:, :, :ho, :wo] if strided else x
     if strided and len(shares) > 1 and shares[0][:2] == shares[1][:2]:
