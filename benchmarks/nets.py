@@ -59,6 +59,16 @@ def vgg_cifar(seed=0):
 LOCAL = {"vgg_cifar": vgg_cifar}
 
 
+def input_shape(text: str) -> tuple:
+    """C x H x W, e.g. 3x32x32 (an argparse type: the A/B scripts' ``--shape``)."""
+    import argparse
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not C x H x W of positive integers "
+                                         f"(e.g. 3x32x32)")
+    return tuple(int(p) for p in parts)
+
+
 def build(name):
     """A zoo model (float32, seed 0), or one of this file's, and its torch.nn mirror."""
     net = LOCAL[name]() if name in LOCAL else (

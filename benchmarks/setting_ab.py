@@ -55,14 +55,6 @@ def _setting(text: str):
     return module, attr, [parse(v) for v in values.split(",")]
 
 
-def _shape(text: str) -> tuple:
-    parts = text.lower().split("x")
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"{text!r} is not C x H x W of positive integers "
-                                         f"(e.g. 3x224x224)")
-    return tuple(int(p) for p in parts)
-
-
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
@@ -73,9 +65,9 @@ def main() -> None:
     from volnet.models import MODELS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("setting", type=_setting, help="module.NAME=v1,v2,...")
-    parser.add_argument("--net", default="googlenet", choices=sorted(MODELS))
+    parser.add_argument("--net", default="googlenet", choices=sorted(set(MODELS) | set(nets.LOCAL)))
     parser.add_argument("--batch", type=_positive, default=1)
-    parser.add_argument("--shape", type=_shape, default=(3, 224, 224))
+    parser.add_argument("--shape", type=nets.input_shape, default=(3, 224, 224))
     parser.add_argument("--rounds", type=_positive, default=30)
     parser.add_argument("--train", action="store_true", help="time training steps")
     args = parser.parse_args()
@@ -84,7 +76,7 @@ def main() -> None:
     if args.train:
         volnet_fn, torch_fn, *_ = nets.train_case(args.net, args.batch, args.shape, rng)
     else:
-        net = MODELS[args.net]()
+        net = nets.build(args.net)[0]
         x = rng.standard_normal((args.batch, *args.shape), dtype=np.float32)
 
         def volnet_fn():

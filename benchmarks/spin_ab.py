@@ -47,15 +47,6 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def _shape(text: str) -> tuple:
-    """C x H x W, e.g. 3x32x32."""
-    parts = text.lower().split("x")
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"{text!r} is not C x H x W of positive integers "
-                                         f"(e.g. 3x32x32)")
-    return tuple(int(p) for p in parts)
-
-
 def main() -> None:
     from volnet.models import MODELS
     names = sorted(set(MODELS) | set(nets.LOCAL))
@@ -63,7 +54,7 @@ def main() -> None:
     parser.add_argument("--net", default="lenet5", choices=names, metavar="NET",
                         help="a zoo model or vgg_cifar: " + ", ".join(names))
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--shape", type=_shape, default=(1, 28, 28),
+    parser.add_argument("--shape", type=nets.input_shape, default=(1, 28, 28),
                         help="C x H x W of one input, e.g. 3x32x32")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--infer", action="store_true", help="inference, not a training step")

@@ -546,13 +546,10 @@ def test_concat_branches_run_side_by_side_at_batch_one(two_threads_plan, monkeyp
 
 
 @pytest.fixture
-def two_threads_plan():
-    """The compiled kernels on two numba threads (the plan's branches need two)."""
-    numba = pytest.importorskip("numba")
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs two numba threads")
+def two_threads_plan(two_threads):
+    """The compiled kernels on two threads (the plan's branches need two)."""
     from volnet.runtime import thread_policy
-    with backend.use_kernels("numba"), thread_policy.use_threads(2):
+    with backend.use_kernels("numba"), thread_policy.use_threads(two_threads):
         yield
 
 

@@ -182,11 +182,12 @@ class _Branches:
         slot: the register of the branches' input.
     """
 
-    __slots__ = ("_shares", "branches", "costs", "slot")
+    __slots__ = ("_largest", "_shares", "branches", "costs", "slot", "total")
 
     def __init__(self, branches, costs, slot):
         self.branches, self.costs, self.slot = branches, costs, slot
-        self._shares = {}
+        self.total = sum(costs)
+        self._shares, self._largest = {}, {}
 
     def shares(self, count: int) -> list:
         """The branches (indices) of each of ``count`` threads: largest first, each to the
@@ -199,14 +200,14 @@ class _Branches:
                 shares[t].append(i)
                 loads[t] += self.costs[i]
             shares = self._shares[count] = [sorted(s) for s in shares if s]
+            self._largest[count] = max(loads)
         return shares
 
     def __call__(self, regs):
         count = min(block_threads.workers(), len(self.branches))
         shares = self.shares(count) if count > 1 else None
         if (shares is None or regs[self.slot].shape[0] >= count or not PARALLEL_BRANCHES
-                or max(sum(self.costs[b] for b in share) for share in shares)
-                > BRANCH_BALANCE * sum(self.costs)):
+                or self._largest[count] > BRANCH_BALANCE * self.total):
             for steps in self.branches:
                 _run_steps(steps, regs)
             return

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from volnet.errors import ShapeError
+from volnet.functional.compiled import epilogue
 from volnet.functional.compiled import outer_kernels as kernels
 from volnet.runtime import block_threads
 
@@ -182,18 +183,9 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
                                         same_bits=True)
     lay = layout(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding),
                  tuple(dilation), int(groups), tuple(out_size), threads)
-    empty = np.zeros(0, np.float32)
-    b = empty if bias is None else np.ascontiguousarray(bias, np.float32)
-    s = empty if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
     has_res = residual is not None
-    res = np.ascontiguousarray(residual, np.float32) if has_res else out
-    for name, given, v, want in (("bias", bias, b, (f,)), ("scale", scale, s, (f,)),
-                                 ("residual", residual, res, out.shape)):
-        if given is not None and v.shape != want:
-            raise ShapeError(f"outer.forward: {name} has shape {v.shape}, the layer needs "
-                             f"{want}; pass one value per filter (residual: the output's "
-                             f"shape)")
+    s, b, res = epilogue.operands("outer.forward", out, bias, scale, residual)
     plane = lay.pitch[0] * lay.pitch[1]
     tile = lay.tile
     k_chunk = min(K_CHUNK, w2.shape[1])

@@ -43,6 +43,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from volnet.errors import ShapeError
+from volnet.functional.compiled import epilogue
 from volnet.functional.compiled.intrinsics import array_data, prefetch
 from volnet.runtime import block_threads
 
@@ -299,16 +300,7 @@ def forward(x, w, bias, stride, groups, out_size, relu=False, scale=None, residu
     x = np.asarray(x, dtype=np.float32)
     w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(f, c // groups)
     out = np.empty((n, f, ho, wo), dtype=np.float32)
-    empty = np.zeros(0, np.float32)
-    s = empty if scale is None else np.ascontiguousarray(scale, np.float32).reshape(-1)
-    b = empty if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
-    res = out if residual is None else np.ascontiguousarray(residual, np.float32)
-    for name, given, v, want in (("bias", bias, b, (f,)), ("scale", scale, s, (f,)),
-                                 ("residual", residual, res, out.shape)):
-        if given is not None and v.shape != want:
-            raise ShapeError(f"pointwise.forward: {name} has shape {v.shape}, the layer needs "
-                             f"{want}; pass one value per filter (residual: the output's "
-                             f"shape)")
+    s, b, res = epilogue.operands("pointwise.forward", out, bias, scale, residual)
     flags = ((scale is not None) | (bias is not None) << 1 | (residual is not None) << 2
              | bool(relu) << 3)
     p = ho * wo
