@@ -420,6 +420,38 @@ def test_direct_forward_tap_orders_match_torch(case):
     assert _rel(dx, xt.grad.numpy()) < TOL["direct"]
 
 
+@pytest.mark.parametrize("case", [
+    # n, c, h, f, k, stride, padding, groups, dx kernel: the strided layers whose dx runs by
+    # phases whatever their forward runs (3 and 1 input channels: the stems; 1024 and 1536
+    # filter taps per phase: ResNet's 128->256 and a 192->384 layer at small scale; groups),
+    # and one past DIRECT_MAX_TAPS_DX that stays with col2im
+    (2, 3, 23, 12, 11, 4, 0, 1, "direct (phases)"),
+    (3, 1, 15, 6, 5, 2, 2, 1, "direct (phases)"),
+    (2, 8, 9, 256, 3, 2, 1, 1, "direct (phases)"),
+    (2, 12, 9, 384, 3, 2, 1, 1, "direct (phases)"),
+    (2, 8, 10, 32, 3, 2, 1, 2, "direct (phases)"),
+    (2, 8, 7, 520, 3, 2, 1, 1, "col2im")])
+def test_strided_dx_by_phases_matches_torch(case):
+    """A strided layer's dx by phases (compiled/direct.py) is chosen by its own size, filter
+    taps per phase up to conv_choice.DIRECT_MAX_TAPS_DX, and matches float64 PyTorch, on
+    one thread and two (benchmarks/README.md section 61)."""
+    from volnet.runtime import thread_policy
+    n, c, h, f, k, s, p, g, kernel = case
+    rng = np.random.default_rng(c * f + k)
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = (rng.standard_normal((f, c // g, k, k)) / np.sqrt(k * k * c / g)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    size = ((h + 2 * p - k) // s + 1,) * 2
+    dout = rng.standard_normal((n, f) + size).astype(np.float32)
+    want = _torch64(x, w, b, (s, s), (p, p), (1, 1), g, dout)
+    for threads in (1, 2):
+        with backend.use_kernels("numba"), thread_policy.use_threads(threads):
+            _, cache = conv2d_forward(x, w, b, (s, s), (p, p), (1, 1), g)
+            assert cache.plan.input_grad == kernel
+            dx, _, _ = conv2d_backward(dout, cache)
+        assert _rel(dx, want[1]) < TOL["direct"]
+
+
 @pytest.mark.parametrize("shape", [(1, 16, 12, 24, 1), (3, 8, 11, 8, 2), (1, 32, 9, 40, 1)])
 def test_direct_same_on_one_thread_or_two(two_threads, shape):
     # batch 1 splits each sample's filter blocks among the threads, larger batches the

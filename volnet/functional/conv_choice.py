@@ -182,9 +182,15 @@ DIRECT_MAX_TAPS_BATCH = 2304  # the training forward of a layer that fits Winogr
 DIRECT_BATCH_POSITIONS = 3136  # N x Ho x Wo: 16 x 14 x 14 (4 x 28 x 28 was equal)
 DIRECT_MAX_TAPS_DW = 640     # dw: C64 3x3 (576) 29 vs im2col 39 ms, stem 7x7x3 s2 38 vs 56;
 #                               C128 3x3 s2 (1152) 23 vs 14 (benchmarks/README.md, 33)
-DIRECT_MAX_TAPS_DX = 640     # strided dx by phases (F/G x taps landing on one phase): 3x3
-#                               s2 64->128 (512) 15.3 vs col2im 21.7 ms, 32->64 14.7 vs 22.1;
-#                               128->256 (1024) 16.0 vs 14.7 (benchmarks/README.md, 33)
+DIRECT_MAX_TAPS_DX = 1536    # strided dx by phases (F/G x taps landing on one phase), any
+#                               C/G (was 640 and C/G >= 4 with a forward that fits the direct
+#                               kernel). Two threads, after the suite's gap, ms, phases /
+#                               col2im: N16 3x3 s2 128->256 28x28 (1024) 9.7 / 16.3, 96->192
+#                               6.0 / 10.4, 192->384 (1536) 18.9 / 23.9, 128->256 56x56 29.7 /
+#                               50.7, 128->256 14x14 5.2 / 5.1; AlexNet's 3->96 11x11 s4 16.3 /
+#                               22.1, ResNet's 3->64 7x7 s2 28.4 / 46.3, N64 1->6 5x5 s2 0.57 /
+#                               0.88; not beyond: 256->512 14x14 (2048) 17.1 / 11.2, N8 13.1 /
+#                               6.0 (benchmarks/README.md, section 61)
 DIRECT_MIN_FILTERS = 4        # filters per group: a register block holds 8, so at most half
 #                               wasted (forward + dw, one thread: LeNet conv1 1->6 5x5 0.52 vs
 #                               im2col 0.82 ms; 3->4 3x3 32x32 N128 1.18 vs 2.05)
@@ -508,8 +514,8 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
                 (kh, kw), stride, padding, dilation) and direct_fits(
                 f, (x_shape[1], f // groups, kh, kw), groups, min_filters=1):
             return ConvPlan(fwd, "direct", dw, full)
-        if fits == "direct" and phase_taps(w_shape, stride, padding, dilation) * (
-                f // groups) <= DIRECT_MAX_TAPS_DX and x_shape[1] // groups >= DIRECT_MIN_FILTERS:
+        if fast and DIRECT and kh * kw > 1 and phase_taps(
+                w_shape, stride, padding, dilation) * (f // groups) <= DIRECT_MAX_TAPS_DX:
             return ConvPlan(fwd, "direct (phases)", dw)
         return ConvPlan(fwd, "col2im", dw)
     adjoint_w = (x_shape[1], f // groups, kh, kw)
