@@ -185,12 +185,12 @@ DIRECT_MAX_TAPS_DW = 640     # dw: C64 3x3 (576) 29 vs im2col 39 ms, stem 7x7x3 
 DIRECT_MAX_TAPS_DX = 1536    # strided dx by phases (F/G x taps landing on one phase), any
 #                               C/G (was 640 and C/G >= 4 with a forward that fits the direct
 #                               kernel). Two threads, after the suite's gap, ms, phases /
-#                               col2im: N16 3x3 s2 128->256 28x28 (1024) 9.7 / 16.3, 96->192
-#                               6.0 / 10.4, 192->384 (1536) 18.9 / 23.9, 128->256 56x56 29.7 /
-#                               50.7, 128->256 14x14 5.2 / 5.1; AlexNet's 3->96 11x11 s4 16.3 /
-#                               22.1, ResNet's 3->64 7x7 s2 28.4 / 46.3, N64 1->6 5x5 s2 0.57 /
-#                               0.88; not beyond: 256->512 14x14 (2048) 17.1 / 11.2, N8 13.1 /
-#                               6.0 (benchmarks/README.md, section 61)
+#                               col2im: N16 3x3 s2 128->256 28x28 (1024) 10.6 / 18.7, 96->192
+#                               6.1 / 10.5, 192->384 (1536) 20.5 / 25.4, 128->256 14x14 5.6 /
+#                               6.2; AlexNet's 3->96 11x11 s4 16.5 / 20.8, ResNet's 3->64 7x7
+#                               s2 29.2 / 47.2, N64 1->6 5x5 s2 0.55 / 0.85; not beyond:
+#                               256->512 14x14 (2048) 19.5 / 12.3, N8 15.4 / 6.5, 28x28 37.3 /
+#                               37.6 (benchmarks/README.md, section 61)
 DIRECT_MIN_FILTERS = 4        # filters per group: a register block holds 8, so at most half
 #                               wasted (forward + dw, one thread: LeNet conv1 1->6 5x5 0.52 vs
 #                               im2col 0.82 ms; 3->4 3x3 32x32 N128 1.18 vs 2.05)
