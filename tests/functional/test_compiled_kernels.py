@@ -203,6 +203,71 @@ def test_max_pool_2x2_kernel_picks_the_general_kernels_winners_with_nan(dtype):
         assert np.array_equal(o, out[0], equal_nan=True) and np.array_equal(a, arg[0])
 
 
+@pytest.mark.parametrize("width", [2, 31, 32, 33, 34, 65, 66])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2_vector_rows_stay_inside_their_arrays(width, dtype):
+    # the 2x2 kernel takes 16 windows of a row at a time with masked loads and stores (rows
+    # of 1, 15-17 and 32-33 windows; an odd last column out): on arrays between NaN / -7
+    # guards it reads and writes nothing past an edge, and gives the general kernel's bits
+    pool = pytest.importorskip("volnet.functional.compiled.pool")
+    guard = 64
+    rng = np.random.default_rng(width)
+    planes, h = 3, 5
+    values = rng.integers(-2, 3, (planes, h, width)).astype(dtype)
+    values[rng.random(values.shape) < 0.1] = np.nan
+    size = (planes, h // 2, width // 2)
+
+    def guarded(fill, shape, kind):
+        buf = np.full(int(np.prod(shape)) + 2 * guard, fill, kind)
+        return buf, buf[guard:guard + int(np.prod(shape))].reshape(shape)
+
+    xbuf, x = guarded(np.nan, values.shape, dtype)
+    x[...] = values
+    obuf, out = guarded(-7, size, dtype)
+    abuf, arg = guarded(-7, size, np.int32)
+    want, want_arg = np.empty(size, dtype), np.empty(size, np.int32)
+    pool.max_forward(values, 2, 2, 2, 2, 0, 0, want, want_arg, True)
+    pool.max_forward_2x2(x, out, arg, True)
+    assert np.array_equal(out, want, equal_nan=True) and np.array_equal(arg, want_arg)
+    for buf in (obuf, abuf):
+        assert (buf[:guard] == -7).all() and (buf[-guard:] == -7).all()
+    out[...] = -7
+    pool.max_forward_2x2(x, out, np.empty((0, 0, 0), np.int32), False)   # no winners
+    assert np.array_equal(out, want, equal_nan=True)
+    assert (obuf[:guard] == -7).all() and (obuf[-guard:] == -7).all()
+
+
+_PAGE_EDGE_SCRIPT = """
+import ctypes, mmap, sys
+import numpy as np
+from volnet.functional.compiled import pool
+page = mmap.PAGESIZE
+buf = mmap.mmap(-1, 3 * page)
+base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+libc = ctypes.CDLL(None)
+assert libc.mprotect(ctypes.c_void_p(base + 2 * page), page, 0) == 0   # PROT_NONE
+planes, h, w = 2, 4, int(sys.argv[1])
+n = planes * h * w
+x = np.frombuffer(buf, np.float32, n, 2 * page - 4 * n).reshape(planes, h, w)  # ends at the page
+x[...] = np.arange(n).reshape(x.shape)
+out = np.empty((planes, h // 2, w // 2), np.float32)
+arg = np.empty(out.shape, np.int32)
+pool.max_forward_2x2(x, out, arg, True)
+assert np.array_equal(out, x[:, 1::2, 1:w // 2 * 2:2])
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("width", [2, 18, 32, 34])
+def test_max_pool_2x2_reads_nothing_past_its_input(width):
+    # the input ends where an unreadable page begins: a read past the last row's pairs
+    # (the masked loads' lanes off) would crash the process, here a subprocess
+    pytest.importorskip("volnet.functional.compiled.pool")
+    run = subprocess.run([sys.executable, "-c", _PAGE_EDGE_SCRIPT, str(width)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
 @given(case=pool_cases(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
 def test_max_pool_inference_kernel_matches_torch(case, dtype, seed):
     # keep_cache=False runs max_values (no winners): same maxima, padding and ceil_mode rules
