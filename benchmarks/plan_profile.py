@@ -12,7 +12,10 @@ convolution matched to the first unmatched Conv node with the same input and fil
 shapes, and the sums of both per group.
 
 Wall clock per step (``time.perf_counter`` around the step, summed over the repeats) and the
-whole forward's wall and CPU time; the machine's load average is printed with them.
+whole forward's wall and CPU time; the machine's load average is printed with them. A group
+of Concat branches is one step (its wall time), then its branches' steps each on its own
+line and in its kind's group with its own time: at batch 1 they run side by side on two
+threads, so their times overlap the group's (the "steps" total counts the group only).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from volnet.functional import conv_choice
 from volnet.functional.conv import conv_output_size
 from volnet.layers import inference_plan
+from volnet.layers.conv import Conv2d
 from volnet.models import googlenet, resnet18, resnet50, vgg16
 from volnet.runtime import thread_policy
 
@@ -39,9 +43,18 @@ def _faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+def _conv_of(fn):
+    """The convolution a plan step runs: a fused step's ``conv``, or a Conv2d's own forward
+    (one that no ReLU or batch norm follows); None for other steps."""
+    conv = getattr(fn, "conv", None)
+    if conv is None and isinstance(getattr(fn, "__self__", None), Conv2d):
+        conv = fn.__self__
+    return conv
+
+
 def describe(fn, x_shape) -> tuple[str, str, float]:
     """(group, description, GFLOP) of one plan step called on an input of ``x_shape``."""
-    conv = getattr(fn, "conv", None)
+    conv = _conv_of(fn)
     if conv is None:
         layer = getattr(fn, "__self__", None) or getattr(fn, "layer", None)
         name = type(layer).__name__ if layer is not None else getattr(fn, "__name__", "step")
@@ -61,26 +74,42 @@ def describe(fn, x_shape) -> tuple[str, str, float]:
 
 def profile(net, x, repeats: int, gap: float = 0.0) -> tuple[float, float, list]:
     """(forward wall ms, forward CPU ms, [(group, description, ms, GFLOP, faults, input
-    shape, filter shape or None)] per step), means over ``repeats`` planned forwards of
-    ``net`` on ``x`` after three warm-up calls; each forward after ``gap`` idle seconds
-    (not counted), as the suite times them (``timing.GAP_S``)."""
+    shape, filter shape or None, top level)] per step), means over ``repeats`` planned
+    forwards of ``net`` on ``x`` after three warm-up calls; each forward after ``gap`` idle
+    seconds (not counted), as the suite times them (``timing.GAP_S``). A group of Concat
+    branches (``inference_plan._Branches`` runs them side by side at batch 1) is one row,
+    its wall time, followed by its branches' steps (not top level: at batch 1 they run on
+    two threads at once, so their times overlap)."""
     net.forward(x)                                      # makes the plan
     plan = next(iter(inference_plan.plans_of(net).values()))
-    spent, faults, shapes = {}, {}, {}
-    original = plan.steps
+    spent, faults, shapes, order = {}, {}, {}, []
 
-    def timed(fn, i):
+    def timed(fn, key):
         def step(*args):
-            shapes[i] = args[0].shape
+            shapes[key] = args[0].shape if isinstance(args[0], np.ndarray) else None
             f0, t0 = _faults(), time.perf_counter()
             out = fn(*args)
-            spent[i] = spent.get(i, 0.0) + time.perf_counter() - t0
-            faults[i] = faults.get(i, 0) + _faults() - f0
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
+            faults[key] = faults.get(key, 0) + _faults() - f0
             return out
         return step
 
-    plan.steps = [(timed(fn, i), ins, out, frees)
-                  for i, (fn, ins, out, frees) in enumerate(original)]
+    def wrap(steps, prefix):
+        """The steps with every fn timed (a group's own steps too), and the originals to
+        put back: [(container, attribute or index, original)]."""
+        wrapped = []
+        for i, (fn, ins, out, frees) in enumerate(steps):
+            key = prefix + (i,)
+            order.append((key, fn))
+            if out is None:     # a group of branches: time it whole, and its steps
+                for b, branch in enumerate(fn.branches):
+                    fn.branches[b] = wrap(branch, key + (b,))
+            wrapped.append((timed(fn, key), ins, out, frees))
+        return wrapped
+
+    original = plan.steps
+    saved = [list(fn.branches) for fn, _, out, _ in original if out is None]
+    plan.steps = wrap(original, ())
     try:
         for _ in range(3):
             net.forward(x)
@@ -95,13 +124,23 @@ def profile(net, x, repeats: int, gap: float = 0.0) -> tuple[float, float, list]
             wall, cpu = wall + time.perf_counter() - w0, cpu + time.process_time() - c0
     finally:
         plan.steps = original
+        for (fn, _, out, _), branches in zip([s for s in original if s[2] is None], saved):
+            fn.branches[:] = branches
     rows = []
-    for i, (fn, *_rest) in enumerate(original):
-        group, text, gflop = describe(fn, shapes[i])
-        conv = getattr(fn, "conv", None)
-        rows.append((group, text, spent.get(i, 0.0) / repeats * 1e3, gflop,
-                     faults.get(i, 0) / repeats, list(shapes[i]),
-                     None if conv is None else list(conv.params["weight"].shape)))
+    for key, fn in order:
+        if shapes.get(key) is None and key in shapes:      # a group of branches
+            count = sum(len(b) for b in fn.branches)
+            group = text = f"Concat branches ({len(fn.branches)}, {count} steps)"
+            rows.append((group, text, spent.get(key, 0.0) / repeats * 1e3, 0.0,
+                         faults.get(key, 0) / repeats, None, None, True))
+            continue
+        group, text, gflop = describe(fn, shapes[key])
+        conv = _conv_of(fn)
+        rows.append((group, ("  (branch) " if len(key) > 1 else "") + text,
+                     spent.get(key, 0.0) / repeats * 1e3, gflop, faults.get(key, 0) / repeats,
+                     list(shapes[key]),
+                     None if conv is None else list(conv.params["weight"].shape),
+                     len(key) == 1))
     return wall / repeats * 1e3, cpu / repeats * 1e3, rows
 
 
@@ -128,18 +167,18 @@ def main() -> None:
         wall, cpu, rows = profile(net, x, args.repeats, args.gap)
     peer = _match(rows, theirs) if theirs is not None else [None] * len(rows)
     print(f"{args.net} b{args.batch}, {args.threads} threads: forward {wall:.2f} ms "
-          f"(CPU {cpu:.2f}), steps {sum(r[2] for r in rows):.2f} ms; load average "
+          f"(CPU {cpu:.2f}), steps {sum(r[2] for r in rows if r[7]):.2f} ms; load average "
           f"{load:.1f} -> {os.getloadavg()[0]:.1f}")
     if theirs is not None:
         print(f"onnxruntime: nodes {sum(t[2] for t in theirs):.2f} ms, of which Conv "
               f"{sum(t[2] for t in theirs if t[0] == 'Conv'):.2f}")
     if not args.groups_only:
-        for i, (_, text, ms, gflop, flt, *_shapes) in enumerate(rows):
+        for i, (_, text, ms, gflop, flt, *_rest) in enumerate(rows):
             rate = f"{gflop / ms * 1e3:6.1f} GFLOP/s" if gflop and ms else ""
             their = f"  onnxruntime {peer[i]:.3f} ms" if peer[i] is not None else ""
             print(f"{i:3d} {ms:8.3f} ms {flt:6.0f} faults  {text} {rate}{their}")
     groups: dict[str, list] = {}
-    for (group, _, ms, gflop, *_), their in zip(rows, peer):
+    for (group, _, ms, gflop, *_rest), their in zip(rows, peer):
         g = groups.setdefault(group, [0, 0.0, 0.0, 0.0])
         g[0], g[1], g[2], g[3] = g[0] + 1, g[1] + ms, g[2] + gflop, g[3] + (their or 0.0)
     print("group                  steps       ms    GFLOP  GFLOP/s" +
@@ -155,7 +194,7 @@ def _match(rows, theirs) -> list:
     Conv node with the same input and filter shapes."""
     free = [t for t in theirs if t[0] == "Conv"]
     matched = []
-    for *_, x_shape, w_shape in rows:
+    for *_, x_shape, w_shape, _top in rows:
         found = None
         if w_shape is not None:
             for k, (_, shapes, ms) in enumerate(free):
