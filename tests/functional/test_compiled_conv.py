@@ -321,6 +321,52 @@ def test_direct_training_plan_and_fused_epilogue(relu):
     assert _rel(summed, np.maximum(lin, 0) if relu else lin) < TOL["direct"]
 
 
+@pytest.mark.parametrize("kernel, shape", [
+    ("direct", ((3, 8, 12, 11), (12, 8, 3, 3), 1)),
+    ("direct", ((2, 6, 9, 9), (16, 3, 5, 5), 2)),          # groups, filters not a block's
+    ("outer", ((3, 16, 10, 9), (70, 16, 3, 3), 1))])        # two 64-filter blocks
+def test_training_relu_gate_written_with_the_output(monkeypatch, kernel, shape):
+    # a training forward with a fused ReLU: the direct and outer kernels write the gradient
+    # gate (out > 0) as they store each value, NaN (False) and zeros included, and the
+    # backward through it matches float64 PyTorch
+    monkeypatch.setattr(conv_choice, "OUTER", kernel == "outer")
+    monkeypatch.setattr(conv_choice, "OUTER_TRAINING_MIN_FILTERS", 64)
+    monkeypatch.setattr(conv_choice, "OUTER_TRAINING_MIN_TAPS", 16)
+    x_shape, w_shape, groups = shape
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    x[0, 0, 2, 3] = np.nan                                 # a NaN reaches some outputs
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    b[1] = -1e30                                           # a channel rectified to zero
+    with backend.use_kernels("numba"):
+        out, cache = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), groups, relu=True)
+        assert cache.plan.forward == kernel
+        assert cache.mask.dtype == bool and cache.mask.shape == out.shape
+        np.testing.assert_array_equal(cache.mask, out > 0)
+        assert np.isnan(out).any() and (out[1:, 1] == 0).all()   # sample 0: NaN reaches it
+        x[0, 0, 2, 3] = 0.0
+        out, cache = conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), groups, relu=True)
+        np.testing.assert_array_equal(cache.mask, out > 0)
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        dx, dw, db = conv2d_backward(dout, cache)
+    want = _torch64(x, w, b, (1, 1), (1, 1), (1, 1), groups, np.where(out > 0, dout, 0))
+    for got, exact in ((dx, want[1]), (dw, want[2]), (db, want[3])):
+        assert _rel(got, exact) < TOL["direct"]
+    # the kernel itself: the gate it writes, starting from garbage; a wrong gate refused
+    from volnet.errors import ShapeError
+    from volnet.functional.compiled import direct, outer
+    run = direct.forward if kernel == "direct" else outer.forward
+    gate = np.ones(out.shape, bool)
+    x[0, 0, 2, 3] = np.nan
+    got = run(x, w, b, (1, 1), (1, 1), (1, 1), groups, out.shape[2:], True, mask=gate)
+    np.testing.assert_array_equal(gate, got > 0)
+    assert not gate.all() and gate.any()
+    with pytest.raises(ShapeError, match="bool array of the output's shape"):
+        run(x, w, b, (1, 1), (1, 1), (1, 1), groups, out.shape[2:], True,
+            mask=np.ones(out.shape, np.uint8))
+
+
 # (x shape, w shape, stride, padding, dilation, groups): shapes the plan leaves to other
 # kernels, which the direct kernel still computes exactly
 @pytest.mark.parametrize("case", [

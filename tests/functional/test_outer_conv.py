@@ -298,7 +298,8 @@ def _check_inside_arrays(case):
             arrays["x"][1], arrays["w2"][1], g, *item, tile, lay.group, lay.off, lay.inb,
             inb_buf[GUARD:GUARD + inb_size], p, lay.pitch, lay.packed, scratch["x_in"][1],
             scratch["prod"][1], scratch["buf"][1], scratch["tmp"][1], out,
-            arrays["scale"][1], arrays["bias"][1], True, arrays["residual"][1], False, k_chunk)
+            arrays["scale"][1], arrays["bias"][1], True, arrays["residual"][1], False,
+            np.zeros((0, 0, 0), bool), k_chunk)
     assert (guards(out_buf) == np.float32(-1234.5)).all()
     assert (guards(inb_buf) == -7).all()
     for name, (buf, _) in {**arrays, **scratch}.items():

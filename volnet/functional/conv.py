@@ -203,7 +203,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     plan = conv_choice.plan(x.shape, w.shape, stride, padding, dilation, groups, (ho, wo), dtype,
                             training=keep_cache)
     kernel = plan.forward
-    cols = None
+    cols = mask = None
     if kernel == "depthwise":
         from volnet.functional.compiled import depthwise
         if scale is None and not relu and residual is None:
@@ -213,16 +213,20 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
             bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype), residual)
     elif kernel == "direct":
         from volnet.functional.compiled import direct
+        if relu and keep_cache:      # the ReLU's gradient gate, written with the output
+            mask = np.empty((x.shape[0], w.shape[0], ho, wo), dtype=bool)
         out = direct.forward(x, w, _cast(b, dtype), stride, padding, dilation, groups, (ho, wo),
                              relu and residual is None, _cast(scale, dtype),
-                             filters_cached=not keep_cache)
+                             filters_cached=not keep_cache, mask=mask)
         if residual is not None:    # the store has no residual operand: one pass
             bias_add_(out, None, relu, None, residual)
     elif kernel == "outer":
         from volnet.functional.compiled import outer
+        if relu and keep_cache:      # the ReLU's gradient gate, written with the output
+            mask = np.empty((x.shape[0], w.shape[0], ho, wo), dtype=bool)
         out = outer.forward(x, w, _cast(b, dtype), stride, padding, dilation, groups, (ho, wo),
                             relu, _cast(scale, dtype),
-                            None if residual is None else _cast(residual, dtype))
+                            None if residual is None else _cast(residual, dtype), mask)
     elif kernel == "pointwise":
         from volnet.functional.compiled import pointwise
         out = pointwise.forward(x, w, _cast(b, dtype), stride, groups, (ho, wo), relu,
@@ -242,7 +246,8 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
             epilogue = conv_gemm.Epilogue(_cast(b, dtype), _cast(scale, dtype), residual, relu)
         out, cols = conv_gemm.forward(x, w, stride, padding, dilation, groups, (ho, wo),
                                       keep_cache, epilogue)
-    mask = out > 0 if relu and keep_cache else None      # the ReLU's gradient gate
+    if relu and keep_cache and mask is None:
+        mask = out > 0                                   # the ReLU's gradient gate
     cache = (ConvCache(x, cols, w, b is not None, stride, padding, dilation, groups, plan, mask)
              if keep_cache else None)
     return out, cache

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from volnet.errors import ShapeError
 from volnet.functional import weight_cache
 from volnet.functional.compiled import direct_kernels as kernels
 from volnet.runtime import block_threads
@@ -26,6 +27,7 @@ from volnet.runtime import block_threads
 TILE_BYTES = 128 * 1024     # partial sums of one tile of outputs (all filters): with the
 #                             input rows they read, in L2 (VGG conv1_2, 224x224: 109 -> 88 ms;
 #                             ResNet stem 27 -> 23.5)
+_NO_MASK = np.zeros((0, 0, 0, 0), np.bool_)   # forward_samples' "no ReLU gate to write"
 K_CHUNK = 128     # taps per pass over the outputs: a block's inputs (128 x 32 floats, ~24 KB
 #                   with the unaligned reads' extra lines) stay in L1 across the filter blocks
 
@@ -243,10 +245,12 @@ def pack_filters(w: np.ndarray, groups: int, f_pad: int, row_first: bool) -> np.
 
 
 def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False, scale=None,
-            filters_cached=False):
+            filters_cached=False, mask=None):
     """(N, F, Ho, Wo) float32 correlation of x with w, times ``scale`` (None: 1) plus
     ``bias`` (None: none) per filter, rectified when ``relu``; any stride, padding,
-    dilation and groups. ``filters_cached`` (inference): the packed filters are kept while
+    dilation and groups. ``mask`` (with ``relu``: a C-contiguous bool array of the output's
+    shape) gets out > 0 as each value is stored (training's ReLU gate without a pass over
+    the output). ``filters_cached`` (inference): the packed filters are kept while
     ``w`` is unchanged, checked bit for bit (functional.weight_cache), as Winograd's
     transform is: packing 128x64x3x3 cost 72 us a call, the check ~15."""
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -265,7 +269,14 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     b = empty if bias is None else np.ascontiguousarray(bias, np.float32)
     s = empty if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
-    _run(x, wp, lay, rows, out, s, b, relu, tuple(padding), tuple(stride))
+    if mask is None:
+        mask = _NO_MASK
+    elif not (relu and mask.dtype == np.bool_ and mask.shape == out.shape
+              and mask.flags.c_contiguous):
+        raise ShapeError(f"direct.forward: mask {mask.dtype} {mask.shape} must be a "
+                         f"C-contiguous bool array of the output's shape {out.shape}, with "
+                         f"relu=True; pass np.empty(out_shape, bool)")
+    _run(x, wp, lay, rows, out, s, b, relu, tuple(padding), tuple(stride), mask)
     return out
 
 
@@ -294,7 +305,7 @@ def input_grad(dout, w, x_shape, stride, padding, dilation, groups):
             sub = sub.reshape(groups, fg, cg, len(taps_i), len(taps_j)).transpose(0, 2, 1, 3, 4)
             wp = pack_filters(sub.reshape(groups * cg, fg, len(taps_i), len(taps_j)), groups,
                               lay.f_pad, rows.row_first)
-            _run(dout, wp, lay, rows, target, empty, empty, False, pads, (1, 1))
+            _run(dout, wp, lay, rows, target, empty, empty, False, pads, (1, 1), _NO_MASK)
     return dx
 
 
@@ -312,7 +323,7 @@ def _work_items(n, blocks, threads, f_pad):
     return items, q_tile
 
 
-def _run(x, wp, lay, rows, out, s, b, relu, padding, stride):
+def _run(x, wp, lay, rows, out, s, b, relu, padding, stride, mask):
     """forward_samples over the library's threads: samples shared out among them; with fewer
     samples than threads (batch 1), each sample's filter blocks too (each thread packs the
     sample itself)."""
@@ -329,6 +340,6 @@ def _run(x, wp, lay, rows, out, s, b, relu, padding, stride):
         prod = block_threads.scratch("direct_prod", lay.f_pad * lay.q_pad).reshape(
             lay.f_pad, lay.q_pad)
         kernels.forward_samples(x, *items[i], wp, rows.off, x_in, prod, out, s, b, bool(relu),
-                                *args)
+                                mask, *args)
 
     block_threads.run(work, len(items))

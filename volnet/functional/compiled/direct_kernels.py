@@ -323,7 +323,7 @@ def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile, q_end, fg,
 
 
 @njit(nogil=True, cache=True)
-def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, relu,
+def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, relu, mask,
                     padding, stride, pitch, k_chunk, q_tile, row_taps, row_lo,
                     row_hi):  # pragma: no cover - compiled
     """out[n] for samples n in [n0, n1) and each group's filter blocks [fb0, fb1): pack,
@@ -334,13 +334,15 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
     sample's packed input ``x_in`` (C * sh * sw planes of ``pitch`` = (Hq, Wq), zero tail);
     row_lo, row_hi (KH,): the output rows for which each filter row reads real inputs;
     prod (Fpad, Qr) scratch; out (N, F, Ho, Wo) gets ``prod * scale + bias`` (scale, bias:
-    (F,) or empty), rectified when ``relu``.
+    (F,) or empty), rectified when ``relu``; then ``mask`` (bool, out's shape, or empty:
+    none) gets out > 0 (the ReLU's gradient gate, written with the value, not by a pass
+    over out).
     """
     groups = wp.shape[0]
     f_all, ho, wo = out.shape[1:]
     fg = f_all // groups
     wq = pitch[1]
-    has_scale, has_bias = scale.size > 0, bias.size > 0
+    has_scale, has_bias, has_mask = scale.size > 0, bias.size > 0, mask.size > 0
     # numbers up to the last output's, rounded up to 16
     q_end = min(prod.shape[1], -(-((ho - 1) * wq + wo) // 16) * 16)
     spans = _tap_spans(q_end, wq, ho, row_taps, row_lo, row_hi)
@@ -356,7 +358,13 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
                 for oh in range(ho):
                     dst = out[n, fo, oh]
                     at = np.uint64(oh * wq)     # unsigned: no negative-index checks
-                    if relu:
+                    if relu and has_mask:
+                        gate = mask[n, fo, oh]
+                        for ow in range(np.uint64(wo)):
+                            v = src[at + ow] * s + bb
+                            dst[ow] = np.float32(0.0) if v <= 0 else v  # NaN passes
+                            gate[ow] = v > 0                            # NaN: False
+                    elif relu:
                         for ow in range(np.uint64(wo)):
                             v = src[at + ow] * s + bb
                             dst[ow] = np.float32(0.0) if v <= 0 else v  # NaN passes

@@ -28,6 +28,7 @@ from volnet.functional.compiled import epilogue
 from volnet.functional.compiled import outer_kernels as kernels
 from volnet.runtime import block_threads
 
+_NO_MASK = np.zeros((0, 0, 0), np.bool_)   # forward_items' "no ReLU gate to write"
 K_CHUNK = 128        # taps per transposed chunk of the weights (32 KB: L1)
 TILE = 256 * kernels.POSITIONS  # positions per tile at most: their partial sums and
 #                                 transposed copy (384 KB each) stay in L2 while every
@@ -165,11 +166,13 @@ def _items(n, vectors, rounded, threads) -> tuple:
 
 
 def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False, scale=None,
-            residual=None):
+            residual=None, mask=None):
     """(N, F, Ho, Wo) float32 correlation of x with w, times ``scale`` (None: 1) plus
     ``bias`` (None: none) per filter, plus ``residual`` (None: none; the output's shape),
     rectified when ``relu``; any stride, padding, dilation and groups. Any dtype and
-    layout in; float32 out, computed from float32 copies.
+    layout in; float32 out, computed from float32 copies. ``mask`` (with ``relu`` and no
+    residual: a C-contiguous bool array of the output's shape) gets out > 0 as each value
+    is stored (training's ReLU gate without a pass over the output).
 
     Raises:
         ShapeError: for operands of the wrong shapes (the kernels index unchecked).
@@ -186,6 +189,15 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     out = np.empty((n, f, *out_size), dtype=np.float32)
     has_res = residual is not None
     s, b, res = epilogue.operands("outer.forward", out, bias, scale, residual)
+    if mask is None:
+        gate = _NO_MASK
+    elif (relu and residual is None and mask.dtype == np.bool_ and mask.shape == out.shape
+          and mask.flags.c_contiguous):
+        gate = mask.reshape(n, f, -1)
+    else:
+        raise ShapeError(f"outer.forward: mask {mask.dtype} {mask.shape} must be a "
+                         f"C-contiguous bool array of the output's shape {out.shape}, with "
+                         f"relu=True and no residual; pass np.empty(out_shape, bool)")
     plane = lay.pitch[0] * lay.pitch[1]
     tile = lay.tile
     k_chunk = min(K_CHUNK, w2.shape[1])
@@ -199,7 +211,7 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
         inb_g = block_threads.scratch("outer_inb", max(tile, lay.inb.size), np.int64)
         kernels.forward_items(x, w2, int(groups), *lay.items[i], tile, lay.group, lay.off,
                               lay.inb, inb_g, pads, pitch, lay.packed, x_in, prod, buf, tmp,
-                              out, s, b, has_res, res, bool(relu), k_chunk)
+                              out, s, b, has_res, res, bool(relu), gate, k_chunk)
 
     block_threads.run(work, len(lay.items))
     return out

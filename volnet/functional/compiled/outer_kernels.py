@@ -229,12 +229,13 @@ def _load_chunk(w2, f0, nf, k0, k1, buf):  # pragma: no cover - compiled
 
 
 @njit(inline="always")
-def _store(prod, t0, t1, out_nf, f0, nf, tmp, scale, bias, has_res, res_nf,
-           relu):  # pragma: no cover - compiled
+def _store(prod, t0, t1, out_nf, f0, nf, tmp, scale, bias, has_res, res_nf, relu,
+           mask_nf):  # pragma: no cover - compiled
     """out_nf[f0 + f, p] = prod[(p - t0) * 64 + f] * scale + bias (+ res_nf[f0 + f, p]),
     rectified when ``relu``, for positions [t0, t1) and f < nf (out_nf, res_nf: one
     sample's (F, Ho * Wo)): transposed 16 x 16 into ``tmp`` (64 rows of t1 - t0), then a
-    pass along each filter's row."""
+    pass along each filter's row; ``mask_nf`` (one sample's (F, Ho * Wo) bool, or empty:
+    none) gets out > 0 with a rectified value (training's ReLU gate)."""
     m = t1 - t0
     whole = m // LANES * LANES
     for fs in range(0, nf, LANES):
@@ -260,6 +261,12 @@ def _store(prod, t0, t1, out_nf, f0, nf, tmp, scale, bias, has_res, res_nf,
             else:
                 for p in range(size):
                     dst[p] = src[p] * s + b + res[p]
+        elif relu and mask_nf.size > 0:
+            gate = mask_nf[fo, t0:t1]
+            for p in range(size):
+                v = src[p] * s + b
+                dst[p] = np.float32(0.0) if v <= 0 else v  # NaN passes
+                gate[p] = v > 0                            # NaN: False
         elif relu:
             for p in range(size):
                 v = src[p] * s + b
@@ -313,7 +320,7 @@ def _block(fb, per_group, fg, cg, plane, base):  # pragma: no cover - compiled
 @njit(nogil=True, cache=True)
 def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb, inb_g,
                   padding, pitch, packed, x_in, prod, buf, tmp, out, scale, bias, has_res,
-                  residual, relu, k_chunk):  # pragma: no cover - compiled
+                  residual, relu, mask, k_chunk):  # pragma: no cover - compiled
     """out[n] for samples [n0, n1), filter blocks [fb0, fb1) (numbered over the groups,
     ceil(F/G / 64) each) and positions [t0, t1) (a multiple of 6 apart), ``tile``
     positions (a multiple of 6) at a time; or, with ``group`` > 1 (and every position),
@@ -326,7 +333,9 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
     offsets the tile reads (inb's, or a group's); prod (tile * 64), buf (k_chunk * 64) and
     tmp (tile * 64) scratch; x_in (group * C * Hp * Wp) scratch when packed; out (N, F, Ho,
     Wo) gets ``sums * scale + bias (+ residual)``, rectified when ``relu`` (scale, bias:
-    (F,) or empty; residual: out's shape, read when ``has_res``)."""
+    (F,) or empty; residual: out's shape, read when ``has_res``); ``mask`` (bool, out's
+    shape flattened to (N, F, Ho * Wo), or empty (0, 0, 0)) gets out > 0 where ``relu``
+    without a residual."""
     c_all = x.shape[1]
     f_all, k_n = w2.shape
     cg, fg = c_all // groups, f_all // groups
@@ -335,6 +344,8 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
     positions = out.shape[2] * out.shape[3]
     out_flat = out.reshape(out.shape[0], f_all, positions)
     res_flat = residual.reshape(residual.shape[0], residual.shape[1], -1)
+    has_mask = mask.size > 0
+    no_gate = mask.reshape(-1)[:0].reshape(0, 0)
     w2_flat = w2.reshape(-1)
     sample = c_all * plane        # one sample's (packed) planes
     for g0 in range(n0, n1, group):
@@ -381,7 +392,8 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
                         n = g0 + s
                         _store(prod[(a - ts) * FILTERS:], a - s * positions, e - s * positions,
                                out_flat[n], f0, nf, tmp, scale, bias, has_res,
-                               res_flat[n] if has_res else out_flat[n], relu)
+                               res_flat[n] if has_res else out_flat[n], relu,
+                               mask[n] if has_mask else no_gate)
 
 
 @njit(nogil=True, cache=True)
