@@ -14,7 +14,9 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   Winograd forward in training (it is exact: im2col's error class). Winograd keeps
   inference where both fit and both C and F are at least ``DIRECT_WINOGRAD_CHANNELS``.
   dw has its own kernel of the same kind, chosen by the same rule up to
-  ``DIRECT_MAX_TAPS_DW`` taps.
+  ``DIRECT_MAX_TAPS_DW`` taps; a strided layer's dx runs it by phases (one stride-1
+  correlation per phase of the input) up to ``DIRECT_MAX_TAPS_DX`` filter taps per phase,
+  whatever its forward runs ("direct (phases)"; col2im beyond).
 * ``"outer"``: the outer-product float32 kernel (``compiled/outer.py``): filters in the
   vector lanes, six output positions broadcast, the weights read in place (no derived copy
   to keep or check); any stride, padding, dilation and groups. Chosen for inference
