@@ -367,6 +367,22 @@ def test_training_relu_gate_written_with_the_output(monkeypatch, kernel, shape):
             mask=np.ones(out.shape, np.uint8))
 
 
+@pytest.mark.parametrize("c, f, k, s", [(32, 64, 3, 1), (8, 12, 3, 1), (16, 64, 3, 2),
+                                        (3, 64, 7, 2)])
+def test_empty_batch_trains_through_every_kernel(monkeypatch, c, f, k, s):
+    # a batch of none (the last, empty, piece of a split): the outer, direct and phase
+    # kernels' plans give empty outputs and input gradients and zero weight gradients
+    monkeypatch.setattr(conv_choice, "OUTER", True)
+    x = np.zeros((0, c, 9, 9), np.float32)
+    w = np.ones((f, c, k, k), np.float32)
+    with backend.use_kernels("numba"):
+        out, cache = conv2d_forward(x, w, np.zeros(f, np.float32), (s, s), (k // 2, k // 2),
+                                    relu=True)
+        dx, dw, db = conv2d_backward(np.zeros(out.shape, np.float32), cache)
+    assert out.shape[:2] == (0, f) and cache.mask.shape == out.shape and dx.shape == x.shape
+    assert dw.shape == w.shape and not dw.any() and db.shape == (f,) and not db.any()
+
+
 # (x shape, w shape, stride, padding, dilation, groups): shapes the plan leaves to other
 # kernels, which the direct kernel still computes exactly
 @pytest.mark.parametrize("case", [

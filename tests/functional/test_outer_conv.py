@@ -237,6 +237,22 @@ def test_reads_and_writes_stay_inside_their_arrays(case):
     _check_inside_arrays(case)
 
 
+@pytest.mark.parametrize("case", GUARD_CASES)
+def test_relu_gate_writes_stay_inside_its_array(case):
+    # a training forward's ReLU gate (mask=), written by the store beside each value: every
+    # element set to out > 0, nothing past either end of the mask (bytes of 7 around it)
+    x, w, b, _, _ = _operands(case, seed=3)
+    *_, s, p, d, g = case
+    shape = (x.shape[0], w.shape[0], *_out_size(case))
+    size = int(np.prod(shape))
+    buf = np.full(size + 2 * GUARD, 7, np.uint8)
+    gate = buf[GUARD:GUARD + size].view(np.bool_).reshape(shape)
+    out = outer.forward(x, w, b, s, p, d, g, shape[2:], True, mask=gate)
+    assert (buf[:GUARD] == 7).all() and (buf[-GUARD:] == 7).all()
+    assert np.isin(buf[GUARD:GUARD + size], (0, 1)).all()      # every element written
+    np.testing.assert_array_equal(gate, out > 0)
+
+
 @st.composite
 def layers(draw):
     """Any legal convolution of small sizes: per-axis kernel 1-5, stride 1-3, padding 0-3,

@@ -193,7 +193,7 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
         gate = _NO_MASK
     elif (relu and residual is None and mask.dtype == np.bool_ and mask.shape == out.shape
           and mask.flags.c_contiguous):
-        gate = mask.reshape(n, f, -1)
+        gate = mask.reshape(n, f, out_size[0] * out_size[1])    # -1 fails at N = 0
     else:
         raise ShapeError(f"outer.forward: mask {mask.dtype} {mask.shape} must be a "
                          f"C-contiguous bool array of the output's shape {out.shape}, with "
@@ -245,6 +245,8 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
         raise ShapeError(f"outer.weight_grad: dout has shape {np.shape(dout)}, the layer's "
                          f"output gradient needs ({n}, {f}, Ho, Wo); pass the gradient of "
                          f"this convolution's output")
+    if n == 0:                  # an empty batch: no gradient (the kernels need a sample)
+        return np.zeros(w_shape, np.float32)
     out_size = dout.shape[2:]
     d = np.ascontiguousarray(dout, dtype=np.float32).reshape(n, f, -1)
     lay = layout(tuple(x.shape), tuple(w_shape), tuple(stride), tuple(padding),
