@@ -94,23 +94,24 @@ def profile(net, x, repeats: int, gap: float = 0.0) -> tuple[float, float, list]
             return out
         return step
 
+    groups = []     # (group of branches, its own branch lists): put back afterwards
+
     def wrap(steps, prefix):
-        """The steps with every fn timed (a group's own steps too), and the originals to
-        put back: [(container, attribute or index, original)]."""
+        """The steps with every fn timed, a group's steps too (at any depth)."""
         wrapped = []
         for i, (fn, ins, out, frees) in enumerate(steps):
             key = prefix + (i,)
             order.append((key, fn))
             if out is None:     # a group of branches: time it whole, and its steps
+                groups.append((fn, list(fn.branches)))
                 for b, branch in enumerate(fn.branches):
                     fn.branches[b] = wrap(branch, key + (b,))
             wrapped.append((timed(fn, key), ins, out, frees))
         return wrapped
 
     original = plan.steps
-    saved = [list(fn.branches) for fn, _, out, _ in original if out is None]
-    plan.steps = wrap(original, ())
     try:
+        plan.steps = wrap(original, ())
         for _ in range(3):
             net.forward(x)
         spent.clear()
@@ -124,7 +125,7 @@ def profile(net, x, repeats: int, gap: float = 0.0) -> tuple[float, float, list]
             wall, cpu = wall + time.perf_counter() - w0, cpu + time.process_time() - c0
     finally:
         plan.steps = original
-        for (fn, _, out, _), branches in zip([s for s in original if s[2] is None], saved):
+        for fn, branches in groups:
             fn.branches[:] = branches
     rows = []
     for key, fn in order:
