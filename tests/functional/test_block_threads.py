@@ -797,20 +797,33 @@ def test_a_network_run_after_a_thread_change_uses_the_new_count(two_threads, mon
     assert (ran_two, ran_one) == (0, 1)             # what each forward ran
 
 
-def test_a_dw_whose_sums_depend_on_the_split_does_not_follow_the_spin(two_threads, monkeypatch):
-    """The direct kernel's dw sums each thread's samples, so its bits depend on the split:
-    it must not split by timing (whether a block thread happens to spin). LeNet conv1 at
-    batch 100, between SPLIT_MIN_AWAKE and SPLIT_MIN multiply-adds: the same bits awake or
-    asleep (142 of its 150 values differed when it followed the spin)."""
-    from volnet.functional.compiled import direct
+@pytest.mark.parametrize("kernel", ["direct", "outer"])
+def test_dw_kernels_give_the_same_bits_split_by_the_spin_or_not(two_threads, monkeypatch,
+                                                                kernel):
+    """The direct and outer kernels' dw sum the batch as two fixed halves added in one order
+    (the outer kernel's blocks of 64 filters each over every sample), so they may split by
+    timing, whether a block thread happens to spin: LeNet conv1 at batch 100 and a 6->16
+    layer at batch 20, between SPLIT_MIN_AWAKE and SPLIT_MIN multiply-adds, split awake and not asleep,
+    with the same bits (before the fixed halves, 142 of the direct dw's 150 values differed
+    when it followed the spin)."""
+    from volnet.functional.compiled import direct, outer
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((100, 1, 28, 28)).astype(np.float32)
-    dout = rng.standard_normal((100, 6, 28, 28)).astype(np.float32)
-    macs = dout.size * 25
+    n, c, f, pad = (100, 1, 6, 2) if kernel == "direct" else (20, 6, 16, 0)
+    x = rng.standard_normal((n, c, 28, 28)).astype(np.float32)
+    size = 28 + 2 * pad - 4
+    dout = rng.standard_normal((n, f, size, size)).astype(np.float32)
+    macs = dout.size * c * 25
     assert block_threads.SPLIT_MIN_AWAKE <= macs < block_threads.SPLIT_MIN
+    run = block_threads.run
+    handed = []
+    monkeypatch.setattr(block_threads, "run",
+                        lambda fn, count: handed.append(count) or run(fn, count))
+    grad = (direct if kernel == "direct" else outer).weight_grad
     results = []
     with backend.use_kernels("numba"), block_threads.section():
         for awake in (True, False):
             monkeypatch.setattr(block_threads, "awake", lambda awake=awake: awake)
-            results.append(direct.weight_grad(x, dout, (6, 1, 5, 5), (1, 1), (2, 2), (1, 1), 1))
+            handed.clear()
+            results.append(grad(x, dout, (f, c, 5, 5), (1, 1), (pad, pad), (1, 1), 1))
+            assert handed == ([2] if awake else [])
     np.testing.assert_array_equal(results[0], results[1])

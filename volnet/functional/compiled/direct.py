@@ -207,10 +207,13 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     off = lay.grad_off
     f_pad = -(-fg // kernels.GRAD_FILTERS) * kernels.GRAD_FILTERS
     k_pad = off.shape[1]
-    # a pass too small to pay for a hand-off stays on the calling thread (SPLIT_MIN, the
-    # rule of every other split)
-    count = max(1, min(block_threads.split_count(dout.size * cg * kh * kw), n))
-    bounds = np.linspace(0, n, count + 1).astype(np.int64)
+    # the batch is always summed as two halves added in one order, on one thread or two, so
+    # the bits do not depend on the split (a resumed run repeats the first exactly whatever
+    # threads it gets): the pass splits as the forwards do, from SPLIT_MIN_AWAKE while a
+    # block thread is awake (LeNet's 1->6 5x5 dw, 7.5M multiply-adds: section 61)
+    parts = min(2, n)
+    count = min(block_threads.split_count(dout.size * cg * kh * kw, same_bits=True), parts)
+    bounds = np.linspace(0, n, parts + 1).astype(np.int64)
     q_tile = max(16, GRAD_TILE_BYTES // (4 * f_pad) // 16 * 16)
     args = (tuple(padding), tuple(stride), lay.pitch, GRAD_FLUSH, q_tile)
 
@@ -225,7 +228,11 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
                                     total, *args)
         return total
 
-    total = sum(block_threads.run(work, count))
+    if parts == 0:                                       # an empty batch
+        return np.zeros(w_shape, np.float32)
+    totals = (block_threads.run(work, parts) if count > 1
+              else [work(i) for i in range(parts)])    # in part order: the same bits
+    total = totals[0] if parts == 1 else totals[0] + totals[1]
     dw = total[:, :fg, :cg * kh * kw].astype(np.float32)
     return dw.reshape(f, cg, kh, kw)
 

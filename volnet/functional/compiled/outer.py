@@ -255,7 +255,8 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     vectors = _block_vectors(f, groups)
     blocks = len(vectors)
     positions = d.shape[2]
-    threads = block_threads.split_count(d.size * lay.off.size)   # SPLIT_MIN, as forward
+    # the same bits however split (above), so the pass splits as the forwards do
+    threads = block_threads.split_count(d.size * lay.off.size, same_bits=True)
     if blocks > 1:
         parts = [(0, n, a, b) for a, b in _block_runs(vectors, min(threads, blocks))]
     else:
