@@ -196,7 +196,9 @@ GRAD_FLUSH = 8      # samples summed in float32 lanes between float64 flushes (d
 def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     """dw (F, C/G, KH, KW) float32 of the correlation of x giving dout: per sample, the
     output gradient times the packed input in registers, summed over samples in float64
-    (every GRAD_FLUSH samples; within them in float32, as im2col's products sum)."""
+    (every GRAD_FLUSH samples; within them in float32, as im2col's products sum), each half
+    of the batch on its own and the two halves added in one order: the same bits on one
+    thread or two."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     dout = np.ascontiguousarray(dout, dtype=np.float32)
     n = x.shape[0]
