@@ -42,6 +42,6 @@ def test_profile_rows_cover_a_concats_branches_and_leave_the_plan_unchanged():
     assert any(row[6] == [24, 16, 1, 1] and abs(row[3] - 2 * 24 * 16 * 400 / 1e9) < 1e-12
                for row in convs)
     # the profile's wrappers are gone: the plan runs its own steps and branches again
-    assert all(not getattr(fn, "__name__", "") == "step" for fn, *_ in steps)
-    branches = [fn for fn, _, out, _ in steps if out is None][0].branches
+    assert all(getattr(fn, "__name__", "") != "step" for fn, *_ in steps)
+    branches = next(fn for fn, _, out, _ in steps if out is None).branches
     assert all(getattr(fn, "__name__", "") != "step" for branch in branches for fn, *_ in branch)

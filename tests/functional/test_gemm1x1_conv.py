@@ -9,6 +9,7 @@ threads)."""
 
 import numpy as np
 import pytest
+from batch_norm_stats import randomise_norm_stats
 from torch_reference import conv_epilogue
 
 from volnet.functional import conv_choice, conv_gemm
@@ -92,7 +93,7 @@ def test_pointwise_inference_with_fused_epilogue_matches_torch(two_threads, monk
 def test_pointwise_without_epilogue_and_without_relu_matches_torch(two_threads, n, h):
     # no bias, no scale, no ReLU: the wide layout's transpose alone; and an epilogue that
     # adds the residual but does not rectify (negative outputs must stay)
-    x, w, b, scale, residual, ho = _case(n, 21, 29, h, 2, True)
+    x, w, b, scale, residual, _ = _case(n, 21, 29, h, 2, True)
     with backend.use_kernels("numba"):
         bare, _ = conv2d_forward(x, w, None, (2, 2), keep_cache=False)
         summed, _ = conv2d_forward(x, w, b, (2, 2), keep_cache=False, scale=scale,
@@ -128,14 +129,8 @@ def _bottleneck(c, mid, f, stride, seed):
                       vn.Conv2d(mid, f, 1, bias=False, rng=seed + 2), vn.BatchNorm2d(f))
     shortcut = Sequential(vn.Conv2d(c, f, 1, stride=stride, bias=False, rng=seed + 3),
                           vn.BatchNorm2d(f))
-    for layer in list(body) + list(shortcut):
-        if "running_mean" in layer.buffers:
-            k = layer.buffers["running_mean"].size
-            layer.buffers["running_mean"][...] = rng.normal(0, 0.2, k)
-            layer.buffers["running_var"][...] = rng.uniform(0.5, 1.5, k)
-            layer.params["weight"][...] = rng.uniform(0.5, 1.5, k)
-            layer.params["bias"][...] = rng.normal(0, 0.2, k)
-    return Residual(body, shortcut=shortcut, activation=vn.ReLU())
+    block = Residual(body, shortcut=shortcut, activation=vn.ReLU())
+    return randomise_norm_stats(block, rng, spread=0.2)
 
 
 @pytest.mark.parametrize("n", [1, 8])

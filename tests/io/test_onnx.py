@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from batch_norm_stats import randomise_norm_stats
 from torch import nn
 from torch_nets import ResNet18, randomise, run
 
@@ -24,15 +25,6 @@ def ort_run(path, x):
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
-def randomise_bn(net, rng):
-    for _, layer in net.named_layers():
-        if "running_var" in layer.buffers:
-            c = layer.buffers["running_var"].shape
-            layer.buffers["running_mean"][...] = rng.normal(0, 0.2, c)
-            layer.buffers["running_var"][...] = rng.uniform(0.5, 1.5, c)
-            layer.params["weight"][...] = rng.uniform(0.5, 1.5, c)
-            layer.params["bias"][...] = rng.normal(0, 0.2, c)
-    return net
 
 
 def _graph_case():
@@ -129,7 +121,7 @@ def test_every_layer_type_has_an_exporter():
 
 @pytest.mark.parametrize("factory, shape", LAYER_CASES)
 def test_every_layer_exports_and_matches_onnxruntime(factory, shape, tmp_path, rng):
-    net = randomise_bn(factory(), rng)
+    net = randomise_norm_stats(factory(), rng, spread=0.2)
     path = export_onnx(net, tmp_path / "m.onnx", shape)
     onnx.checker.check_model(onnx.load(path), full_check=True)
     for batch in (1, 3):   # the batch axis is dynamic
@@ -139,7 +131,7 @@ def test_every_layer_exports_and_matches_onnxruntime(factory, shape, tmp_path, r
 
 @pytest.mark.parametrize("factory, shape", LAYER_CASES)
 def test_every_layer_round_trips_through_load_onnx(factory, shape, tmp_path, rng):
-    net = randomise_bn(factory(), rng)
+    net = randomise_norm_stats(factory(), rng, spread=0.2)
     back = load_onnx(export_onnx(net, tmp_path / "m.onnx", shape))
     x = rng.standard_normal((2, *shape)).astype(np.float32)
     np.testing.assert_allclose(back.forward(x), net.forward(x), rtol=1e-5, atol=1e-6)
@@ -181,7 +173,8 @@ ZOO_KWARGS = {"resnet": {"widths": (8, 16, 16, 32)}, "vgg": {"hidden_features": 
 def test_every_zoo_model_exports_matches_onnxruntime_and_imports_back(name, tmp_path, rng):
     family = next((k for k in ZOO_INPUTS if name.startswith(k)), name)
     shape = ZOO_INPUTS.get(family, vn.models.INPUT_SHAPES[name])
-    net = narrow_hidden_fc(randomise_bn(vn.models.build(name, **ZOO_KWARGS.get(family, {})), rng))
+    net = narrow_hidden_fc(randomise_norm_stats(vn.models.build(name, **ZOO_KWARGS.get(family, {})), rng,
+                                                    spread=0.2))
     x = rng.standard_normal((1, *shape)).astype(np.float32)
     ref = net.forward(x)
     path = export_onnx(net, tmp_path / f"{name}.onnx", shape)

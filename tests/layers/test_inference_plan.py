@@ -7,6 +7,7 @@ import weakref
 
 import numpy as np
 import pytest
+from batch_norm_stats import randomise_norm_stats
 
 import volnet as vn
 from volnet.functional.activation import add_relu, bias_add_
@@ -41,15 +42,7 @@ def _unplanned(net, x, monkeypatch):
 
 def _small_resnet(depth=18, seed=1):
     net = resnet(depth, num_classes=7, widths=(8, 16, 16, 32), seed=seed)
-    rng = np.random.default_rng(seed)
-    for _, layer in net.named_layers():     # non-trivial batch norm statistics
-        if "running_mean" in layer.buffers:
-            c = layer.buffers["running_mean"].shape
-            layer.buffers["running_mean"][...] = rng.normal(0, 0.1, c)
-            layer.buffers["running_var"][...] = rng.uniform(0.5, 1.5, c)
-            layer.params["weight"][...] = rng.uniform(0.5, 1.5, c)
-            layer.params["bias"][...] = rng.normal(0, 0.1, c)
-    return net
+    return randomise_norm_stats(net, np.random.default_rng(seed))
 
 
 def _x(shape, seed=0):

@@ -3,9 +3,10 @@ carrying those keys, weights loading without renaming, residual blocks training.
 
 import numpy as np
 import torch
+from batch_norm_stats import randomise_norm_stats
 from torch_ref_inception_resnet import InceptionResNetV2
 from torch_ref_inception_resnet import block35 as torch_block35
-from zoo_helpers import copy_into_torch, randomise_norm_stats, torch_forward
+from zoo_helpers import copy_into_torch, torch_forward
 
 import volnet as vn
 from volnet.models.inception_resnet_v2 import block8, block17, block35, inception_resnet_v2

@@ -4,7 +4,8 @@ float32: the second call with a shape runs the plan (fused conv + batch norm + r
 
 import numpy as np
 import pytest
-from zoo_helpers import copy_into_torch, randomise_norm_stats, torch_forward
+from batch_norm_stats import randomise_norm_stats
+from zoo_helpers import copy_into_torch, torch_forward
 from zoo_torch_refs import VGG, BasicBlock, Bottleneck, GoogLeNet, ResNet
 
 from volnet.layers import inference_plan

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from zoo_helpers import copy_into_torch, randomise_norm_stats, torch_forward
+from batch_norm_stats import randomise_norm_stats
+from zoo_helpers import copy_into_torch, torch_forward
 from zoo_torch_refs import VGG
 
 import volnet as vn

@@ -1,4 +1,5 @@
-"""Zoo test helpers: torch weight copying and batch-norm statistics.
+"""Zoo test helpers: torch weight copying and forwards (batch norm statistics:
+``batch_norm_stats.py``).
 
 A module with its own name (not conftest.py), so ``from zoo_helpers import ...``
 never picks up another directory's conftest.
@@ -8,17 +9,6 @@ import numpy as np
 import torch
 
 from volnet.layers.base import join_key
-
-
-def randomise_norm_stats(net, rng):
-    """Give every batch norm non-trivial statistics and affine parameters (eval parity)."""
-    for _, layer in net.named_layers():
-        if "running_mean" in layer.buffers:
-            c = layer.buffers["running_mean"].shape
-            layer.buffers["running_mean"][...] = rng.normal(0, 0.1, c)
-            layer.buffers["running_var"][...] = rng.uniform(0.5, 1.5, c)
-            layer.params["weight"][...] = rng.uniform(0.5, 1.5, c)
-            layer.params["bias"][...] = rng.normal(0, 0.1, c)
 
 
 def copy_into_torch(net, factory) -> torch.nn.Module:

@@ -203,7 +203,10 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     plan = conv_choice.plan(x.shape, w.shape, stride, padding, dilation, groups, (ho, wo), dtype,
                             training=keep_cache)
     kernel = plan.forward
-    cols = mask = None
+    cols = None
+    # a training forward's ReLU gate: the direct and outer kernels write it with the output
+    mask = (np.empty((x.shape[0], w.shape[0], ho, wo), dtype=bool)
+            if relu and keep_cache and kernel in ("direct", "outer") else None)
     if kernel == "depthwise":
         from volnet.functional.compiled import depthwise
         if scale is None and not relu and residual is None:
@@ -213,8 +216,6 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
             bias_add_(out, _cast(b, dtype), relu, _cast(scale, dtype), residual)
     elif kernel == "direct":
         from volnet.functional.compiled import direct
-        if relu and keep_cache:      # the ReLU's gradient gate, written with the output
-            mask = np.empty((x.shape[0], w.shape[0], ho, wo), dtype=bool)
         out = direct.forward(x, w, _cast(b, dtype), stride, padding, dilation, groups, (ho, wo),
                              relu and residual is None, _cast(scale, dtype),
                              filters_cached=not keep_cache, mask=mask)
@@ -222,8 +223,6 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
             bias_add_(out, None, relu, None, residual)
     elif kernel == "outer":
         from volnet.functional.compiled import outer
-        if relu and keep_cache:      # the ReLU's gradient gate, written with the output
-            mask = np.empty((x.shape[0], w.shape[0], ho, wo), dtype=bool)
         out = outer.forward(x, w, _cast(b, dtype), stride, padding, dilation, groups, (ho, wo),
                             relu, _cast(scale, dtype),
                             None if residual is None else _cast(residual, dtype), mask)

@@ -399,11 +399,12 @@ def split_count(multiply_adds: int, same_bits: bool = False) -> int:
     ``SPLIT_MIN`` up, unless the caller is already one block of a parallel :func:`run`.
 
     ``same_bits``: the kernel computes the same bits however its work is split (the outer,
-    direct and pointwise forwards: each output one sum in one order); such work also splits
-    from ``SPLIT_MIN_AWAKE`` while a block thread is awake. Whether a thread spins is timing,
-    so a kernel whose sums depend on the split (a dw summing each thread's samples, a BLAS
-    product whose kernel depends on its shape) keeps the size rule alone: its result must
-    not change from run to run."""
+    direct and pointwise forwards: each output one sum in one order; the outer and direct
+    dw: fixed parts of the batch added in one order); such work also splits from
+    ``SPLIT_MIN_AWAKE`` while a block thread is awake. Whether a thread spins is timing, so
+    a kernel whose sums depend on the split (a BLAS product whose kernel depends on its
+    shape, a sum of each thread's share) keeps the size rule alone: its result must not
+    change from run to run."""
     if inside_blocks() or multiply_adds < (min(SPLIT_MIN, SPLIT_MIN_AWAKE) if same_bits
                                            else SPLIT_MIN):
         return 1

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from volnet.errors import ShapeError
 from volnet.functional import weight_cache
 from volnet.functional.compiled import direct_kernels as kernels
+from volnet.functional.compiled import epilogue
 from volnet.runtime import block_threads
 
 TILE_BYTES = 128 * 1024     # partial sums of one tile of outputs (all filters): with the
@@ -278,14 +278,9 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     b = empty if bias is None else np.ascontiguousarray(bias, np.float32)
     s = empty if scale is None else np.ascontiguousarray(scale, np.float32)
     out = np.empty((n, f, *out_size), dtype=np.float32)
-    if mask is None:
-        mask = _NO_MASK
-    elif not (relu and mask.dtype == np.bool_ and mask.shape == out.shape
-              and mask.flags.c_contiguous):
-        raise ShapeError(f"direct.forward: mask {mask.dtype} {mask.shape} must be a "
-                         f"C-contiguous bool array of the output's shape {out.shape}, with "
-                         f"relu=True; pass np.empty(out_shape, bool)")
-    _run(x, wp, lay, rows, out, s, b, relu, tuple(padding), tuple(stride), mask)
+    mask = epilogue.gate("direct.forward", mask, out.shape, relu)
+    _run(x, wp, lay, rows, out, s, b, relu, tuple(padding), tuple(stride),
+         _NO_MASK if mask is None else mask)
     return out
 
 
@@ -337,8 +332,9 @@ def _run(x, wp, lay, rows, out, s, b, relu, padding, stride, mask):
     samples than threads (batch 1), each sample's filter blocks too (each thread packs the
     sample itself)."""
     n = x.shape[0]
-    # a pass too small to pay for a hand-off stays on the calling thread (SPLIT_MIN, the
-    # rule of every other split: LeNet conv2's passes, benchmarks/README.md, 58)
+    # a pass too small to pay for a hand-off stays on the calling thread (split_count:
+    # SPLIT_MIN, or SPLIT_MIN_AWAKE while a block thread spins; LeNet conv2's passes,
+    # benchmarks/README.md, 58)
     threads = block_threads.split_count(out.size * rows.off.shape[1], same_bits=True)
     blocks = lay.f_pad // kernels.FILTERS
     items, q_tile = _work_items(n, blocks, threads, lay.f_pad)

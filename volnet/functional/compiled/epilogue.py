@@ -1,6 +1,7 @@
 """The operands of a fused epilogue (``out * scale + bias + residual``, then the ReLU) as the
 compiled convolution kernels read them: float32, contiguous, and checked against the layer
-before any kernel indexes them unchecked (outer.py, pointwise.py)."""
+before any kernel indexes them unchecked (outer.py, pointwise.py); and the ReLU gate a
+training forward's store writes (outer.py, direct.py)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,22 @@ def operands(kernel: str, out: np.ndarray, bias, scale, residual) -> tuple:
                              f"{want}; pass one value per filter (residual: the output's "
                              f"shape)")
     return s, b, res
+
+
+def gate(kernel: str, mask, out_shape, relu: bool, residual=None):
+    """``mask``, checked as the ReLU gate (out > 0) a kernel's store writes beside each value:
+    a C-contiguous bool array of the output's shape, with ``relu`` and no ``residual``;
+    None where None.
+
+    Raises:
+        ShapeError: naming ``kernel`` and the fix (a gate of another shape or layout would be
+            written past its end).
+    """
+    if mask is None:
+        return None
+    if not (relu and residual is None and mask.dtype == np.bool_
+            and mask.shape == tuple(out_shape) and mask.flags.c_contiguous):
+        raise ShapeError(f"{kernel}: mask {mask.dtype} {mask.shape} must be a C-contiguous "
+                         f"bool array of the output's shape {tuple(out_shape)}, with "
+                         f"relu=True and no residual; pass np.empty(out_shape, bool)")
+    return mask

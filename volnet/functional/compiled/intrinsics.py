@@ -1,5 +1,6 @@
 """LLVM building blocks shared by the kernels written as numba intrinsics
-(``outer_kernels.py``, ``pointwise.py``): an array's data pointer, and a prefetch."""
+(``outer_kernels.py``, ``pointwise.py``, ``pool.py``): an array's data pointer, a prefetch,
+a lane mask, a broadcast and the masked loads and stores."""
 
 from __future__ import annotations
 
@@ -13,6 +14,52 @@ def array_data(context, builder, ty, val):
     """The data pointer of array ``val`` of numba type ``ty``, inside an intrinsic's
     codegen."""
     return context.make_array(ty)(context, builder, val).data
+
+
+def lane_mask(builder, count, lanes: int = 16):
+    """The vector of ``lanes`` booleans whose low min(lanes, max(0, count)) are set (count an
+    i64 value), from scalar arithmetic: a 16-bit integer's low bits, bitcast. A vector
+    compare per mask takes registers that a kernel's loop needs (pointwise.py)."""
+    i64 = ir.IntType(64)
+    zero, full = ir.Constant(i64, 0), ir.Constant(i64, lanes)
+    count = builder.select(builder.icmp_signed("<", count, zero), zero, count)
+    count = builder.select(builder.icmp_signed(">", count, full), full, count)
+    bits = builder.sub(builder.shl(ir.Constant(i64, 1), count), ir.Constant(i64, 1))
+    return builder.bitcast(builder.trunc(bits, ir.IntType(lanes)),
+                           ir.VectorType(ir.IntType(1), lanes))
+
+
+def splat(builder, value, ty):
+    """Vector type ``ty`` with ``value`` in every lane."""
+    i32 = ir.IntType(32)
+    return builder.shuffle_vector(
+        builder.insert_element(ir.Constant(ty, None), value, ir.Constant(i32, 0)),
+        ir.Constant(ty, None), ir.Constant(ir.VectorType(i32, ty.count), [0] * ty.count))
+
+
+def _suffix(vec) -> str:
+    element = vec.element
+    kind = (f"i{element.width}" if isinstance(element, ir.IntType)
+            else {"float": "f32", "double": "f64"}[str(element)])
+    return f"v{vec.count}{kind}"
+
+
+def masked_load(builder, vec):
+    """``llvm.masked.load`` for vectors of type ``vec``: (pointer, alignment, mask,
+    passthrough) -> vec; masked-off lanes read nothing (and never fault)."""
+    i32, mvec = ir.IntType(32), ir.VectorType(ir.IntType(1), vec.count)
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec.as_pointer(), i32, mvec, vec]),
+        f"llvm.masked.load.{_suffix(vec)}.p0")
+
+
+def masked_store(builder, vec):
+    """``llvm.masked.store`` for vectors of type ``vec``: (value, pointer, alignment, mask);
+    masked-off lanes write nothing."""
+    i32, mvec = ir.IntType(32), ir.VectorType(ir.IntType(1), vec.count)
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [vec, vec.as_pointer(), i32, mvec]),
+        f"llvm.masked.store.{_suffix(vec)}.p0")
 
 
 @intrinsic

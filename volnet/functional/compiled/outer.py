@@ -181,7 +181,8 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(w.shape[0], -1)
     n, c = x.shape[:2]
     f = w.shape[0]
-    # only a product worth a hand-off is split (SPLIT_MIN, the rule of every other split)
+    # only a product worth a hand-off is split (split_count: SPLIT_MIN, or SPLIT_MIN_AWAKE
+    # while a block thread spins: each output is one sum, the same bits however split)
     threads = block_threads.split_count(n * w2.size * out_size[0] * out_size[1],
                                         same_bits=True)
     lay = layout(tuple(x.shape), tuple(w.shape), tuple(stride), tuple(padding),
@@ -189,15 +190,9 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     out = np.empty((n, f, *out_size), dtype=np.float32)
     has_res = residual is not None
     s, b, res = epilogue.operands("outer.forward", out, bias, scale, residual)
-    if mask is None:
-        gate = _NO_MASK
-    elif (relu and residual is None and mask.dtype == np.bool_ and mask.shape == out.shape
-          and mask.flags.c_contiguous):
-        gate = mask.reshape(n, f, out_size[0] * out_size[1])    # -1 fails at N = 0
-    else:
-        raise ShapeError(f"outer.forward: mask {mask.dtype} {mask.shape} must be a "
-                         f"C-contiguous bool array of the output's shape {out.shape}, with "
-                         f"relu=True and no residual; pass np.empty(out_shape, bool)")
+    mask = epilogue.gate("outer.forward", mask, out.shape, relu, residual)
+    gate = (_NO_MASK if mask is None       # reshape's -1 fails at N = 0
+            else mask.reshape(n, f, out_size[0] * out_size[1]))
     plane = lay.pitch[0] * lay.pitch[1]
     tile = lay.tile
     k_chunk = min(K_CHUNK, w2.shape[1])

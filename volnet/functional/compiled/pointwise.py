@@ -44,7 +44,14 @@ from numba.extending import intrinsic
 
 from volnet.errors import ShapeError
 from volnet.functional.compiled import epilogue
-from volnet.functional.compiled.intrinsics import array_data, prefetch
+from volnet.functional.compiled.intrinsics import (
+    array_data,
+    lane_mask,
+    masked_load,
+    masked_store,
+    prefetch,
+    splat,
+)
 from volnet.runtime import block_threads
 
 ROWS = 6            # filters per register block (broadcast)
@@ -87,42 +94,22 @@ def _block_kernel(vectors: int):
             sp, bp, rp = (array_data(context, builder, sa[12], s_arg),
                           array_data(context, builder, sa[13], b_arg),
                           array_data(context, builder, sa[14], r_arg))
-            f32, i64, i32, i1 = ir.FloatType(), ir.IntType(64), ir.IntType(32), ir.IntType(1)
+            f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
             vec = ir.VectorType(f32, LANES)
             vptr = vec.as_pointer()
-            mvec = ir.VectorType(i1, LANES)
             c = lambda v: ir.Constant(i64, v)
             four = ir.Constant(i32, 4)
             zero = ir.Constant(vec, [0.0] * LANES)
-            splat0 = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
-            module = builder.module
             fma = cgutils.get_or_insert_function(
-                module, ir.FunctionType(vec, [vec, vec, vec]), "llvm.fma.v16f32")
-            mload = cgutils.get_or_insert_function(
-                module, ir.FunctionType(vec, [vptr, i32, mvec, vec]),
-                "llvm.masked.load.v16f32.p0")
-            mstore = cgutils.get_or_insert_function(
-                module, ir.FunctionType(ir.VoidType(), [vec, vptr, i32, mvec]),
-                "llvm.masked.store.v16f32.p0")
-
-            def splat(value, ty):
-                return builder.shuffle_vector(
-                    builder.insert_element(ir.Constant(ty, None), value, ir.Constant(i32, 0)),
-                    ir.Constant(ty, None), splat0)
+                builder.module, ir.FunctionType(vec, [vec, vec, vec]), "llvm.fma.v16f32")
+            mload, mstore = masked_load(builder, vec), masked_store(builder, vec)
 
             def at(base, offset):
                 return builder.bitcast(builder.gep(base, [offset]), vptr)
 
-            # lanes below valid - 16 v, per vector v: the low min(16, max(0, valid - 16 v))
-            # bits of a 16-bit mask (scalar arithmetic: a vector compare per mask cost
-            # registers the loop needs)
-            masks = []
-            for v in range(vectors):
-                left = builder.sub(valid_, c(LANES * v))
-                left = builder.select(builder.icmp_signed("<", left, c(0)), c(0), left)
-                left = builder.select(builder.icmp_signed(">", left, c(LANES)), c(LANES), left)
-                bits = builder.sub(builder.shl(c(1), left), c(1))
-                masks.append(builder.bitcast(builder.trunc(bits, ir.IntType(LANES)), mvec))
+            # lanes below valid - 16 v, per vector v
+            masks = [lane_mask(builder, builder.sub(valid_, c(LANES * v)))
+                     for v in range(vectors)]
             last = builder.sub(rows_, c(1))
             w_rows = [builder.gep(wp, [builder.add(wo_, builder.mul(builder.select(
                 builder.icmp_signed("<", c(j), rows_), c(j), last), ldw_))])
@@ -146,7 +133,7 @@ def _block_kernel(vectors: int):
                 xs = [builder.call(mload, [at(row, c(LANES * v)), four, masks[v], zero])
                       for v in range(vectors)]
                 for j in range(ROWS):
-                    wv = splat(builder.load(builder.gep(w_rows[j], [ch])), vec)
+                    wv = splat(builder, builder.load(builder.gep(w_rows[j], [ch])), vec)
                     for v in range(vectors):
                         acc = accs[j][v]
                         builder.store(builder.call(fma, [xs[v], wv, builder.load(acc)]), acc)
@@ -159,10 +146,10 @@ def _block_kernel(vectors: int):
                 with builder.if_then(builder.icmp_signed("<", c(j), rows_)):
                     row_r = builder.gep(rp, [builder.add(oo_, builder.mul(c(j), ldo_))])
                     with builder.if_then(bit(1)):
-                        sv = splat(builder.load(builder.gep(sp, [c(j)])), vec)
+                        sv = splat(builder, builder.load(builder.gep(sp, [c(j)])), vec)
                         update(j, lambda a, v, sv=sv: builder.fmul(a, sv))
                     with builder.if_then(bit(2)):
-                        bv = splat(builder.load(builder.gep(bp, [c(j)])), vec)
+                        bv = splat(builder, builder.load(builder.gep(bp, [c(j)])), vec)
                         update(j, lambda a, v, bv=bv: builder.fadd(a, bv))
                     with builder.if_then(bit(4)):
                         update(j, lambda a, v, row_r=row_r: builder.fadd(a, builder.call(

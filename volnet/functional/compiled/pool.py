@@ -15,10 +15,15 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
-from volnet.functional.compiled.intrinsics import array_data
+from volnet.functional.compiled.intrinsics import (
+    array_data,
+    lane_mask,
+    masked_load,
+    masked_store,
+    splat,
+)
 from volnet.runtime.launch import kernel
 
 
@@ -223,36 +228,16 @@ def _windows_2x2(typingctx, x, top, bottom, valid, out, oo, arg, ao, base, keep)
         ap = array_data(context, builder, sa[6], arg_arg)
         wide = sa[0].dtype == types.float64
         real = ir.DoubleType() if wide else ir.FloatType()
-        i32, i64, i1 = ir.IntType(32), ir.IntType(64), ir.IntType(1)
-        vec, ivec, mvec = (ir.VectorType(real, LANES), ir.VectorType(i32, LANES),
-                           ir.VectorType(i1, LANES))
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        vec, ivec = ir.VectorType(real, LANES), ir.VectorType(i32, LANES)
         vptr, iptr = vec.as_pointer(), ivec.as_pointer()
         c = lambda v: ir.Constant(i64, v)
         four, align = ir.Constant(i32, 4), ir.Constant(i32, 8 if wide else 4)
-        module = builder.module
-        suffix = "v16f64" if wide else "v16f32"
-        mload = cgutils.get_or_insert_function(
-            module, ir.FunctionType(vec, [vptr, i32, mvec, vec]), f"llvm.masked.load.{suffix}.p0")
-        mstore = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [vec, vptr, i32, mvec]),
-            f"llvm.masked.store.{suffix}.p0")
-        istore = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [ivec, iptr, i32, mvec]),
-            "llvm.masked.store.v16i32.p0")
-
-        def mask(count):    # the low min(16, max(0, count)) lanes (a 16-bit integer's bits)
-            count = builder.select(builder.icmp_signed("<", count, c(0)), c(0), count)
-            count = builder.select(builder.icmp_signed(">", count, c(LANES)), c(LANES), count)
-            bits = builder.sub(builder.shl(c(1), count), c(1))
-            return builder.bitcast(builder.trunc(bits, ir.IntType(LANES)), mvec)
-
-        def splat(value, ty):
-            return builder.shuffle_vector(
-                builder.insert_element(ir.Constant(ty, None), value, ir.Constant(i32, 0)),
-                ir.Constant(ty, None), ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
+        mload, mstore = masked_load(builder, vec), masked_store(builder, vec)
+        istore = masked_store(builder, ivec)
 
         pairs = builder.mul(valid_, c(2))
-        low, high = mask(pairs), mask(builder.sub(pairs, c(LANES)))
+        low, high = lane_mask(builder, pairs), lane_mask(builder, builder.sub(pairs, c(LANES)))
         undef = ir.Constant(vec, None)
         even = ir.Constant(ir.VectorType(i32, LANES), list(range(0, 2 * LANES, 2)))
         odd = ir.Constant(ir.VectorType(i32, LANES), list(range(1, 2 * LANES, 2)))
@@ -277,15 +262,15 @@ def _windows_2x2(typingctx, x, top, bottom, valid, out, oo, arg, ao, base, keep)
             builder.fcmp_ordered(">", m1, m0),
             builder.and_(builder.fcmp_ordered("==", m1, m0),
                          builder.and_(builder.not_(t1), t0))), nan(m1))
-        keep_mask = mask(valid_)
+        keep_mask = lane_mask(builder, valid_)
         builder.call(mstore, [builder.select(take, m1, m0),
                               builder.bitcast(builder.gep(op, [oo_]), vptr), align, keep_mask])
         with builder.if_then(builder.icmp_signed("!=", keep_, c(0))):
             width = builder.trunc(builder.sub(bottom_, top_), i32)
             zeros = ir.Constant(ivec, [0] * LANES)
-            r0 = builder.select(t0, splat(width, ivec), zeros)
-            r1 = builder.select(t1, splat(width, ivec), zeros)
-            lanes = builder.add(splat(builder.trunc(base_, i32), ivec),
+            r0 = builder.select(t0, splat(builder, width, ivec), zeros)
+            r1 = builder.select(t1, splat(builder, width, ivec), zeros)
+            lanes = builder.add(splat(builder, builder.trunc(base_, i32), ivec),
                                 ir.Constant(ivec, list(range(0, 2 * LANES, 2))))
             winner = builder.add(lanes, builder.select(
                 take, builder.add(r1, ir.Constant(ivec, [1] * LANES)), r0))
