@@ -103,7 +103,8 @@ def count_kernels():
     of the outer kernel (compiled/outer.py: a training forward, dx or dw the plan gives it)."""
     counts = {"dx": 0, "dw": 0, "outer": 0}
     real = [("dx", winograd, "forward"), ("dw", winograd, "weight_grad"),
-            ("outer", outer, "forward"), ("outer", outer, "weight_grad")]
+            ("outer", outer, "forward"), ("outer", outer, "weight_grad"),
+            ("outer", outer, "gated_weight_grad")]
     saved = [getattr(module, name) for _, module, name in real]
 
     def counted(key, fn):

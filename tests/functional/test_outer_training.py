@@ -236,3 +236,66 @@ def test_weight_grad_same_bits_on_one_thread_or_two(two_threads, x_shape, w_shap
     np.testing.assert_array_equal(got[1], got[two_threads])
     want = conv_gemm.weight_grad(x.astype(np.float64), dout.astype(np.float64), *args)
     assert _rel(got[1], want) < TOL
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, groups", [
+    ((24, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1),    # one block of filters: two halves of the batch
+    ((9, 32, 9, 9), (96, 32, 3, 3), 2, 1, 1),     # two blocks (4 and 2 vectors)
+    ((16, 64, 7, 7), (192, 64, 3, 3), 1, 1, 1),   # three blocks, samples sharing a tile
+    ((4, 128, 8, 8), (144, 64, 3, 3), 1, 1, 2),   # two groups of two blocks, the last short
+])
+def test_gated_weight_grad_is_the_relu_backward_then_dw(two_threads, x_shape, w_shape,
+                                                        stride, padding, groups):
+    """outer.gated_weight_grad (a fused ReLU's backward, the bias gradient and dw in one
+    read of dout) gives what the three separate passes give: the gated dout and dw bit for
+    bit, db as the float64 sum; NaN and inf where the gate is shut count for nothing (as
+    relu_backward's), one where it is open passes into dw and db; the same bits on one
+    thread or two, with the gated dout kept or not."""
+    from volnet.functional.compiled import outer
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    size = tuple((s + 2 * padding - w_shape[2]) // stride + 1 for s in x_shape[2:])
+    dout = rng.standard_normal((x_shape[0], w_shape[0]) + size).astype(np.float32)
+    gate = rng.random(dout.shape) < 0.6
+    shut = np.argwhere(~gate)
+    dout[tuple(shut[0])], dout[tuple(shut[1])] = np.nan, np.inf
+    args = (w_shape, (stride, stride), (padding, padding), (1, 1), groups)
+    want_gated = np.where(gate, dout, np.float32(0))
+    want_db = want_gated.astype(np.float64).sum(axis=(0, 2, 3))
+    got = {}
+    for threads in (1, two_threads):
+        with thread_policy.use_threads(threads), block_threads.section():
+            want_dw = outer.weight_grad(x, want_gated, *args)
+            got[threads] = outer.gated_weight_grad(x, dout, gate, *args)
+            dw, db, gated = outer.gated_weight_grad(x, dout, gate, *args, keep_gated=False)
+        assert gated is None
+        np.testing.assert_array_equal(got[threads][0], want_dw)
+        np.testing.assert_array_equal(dw, want_dw)
+        np.testing.assert_array_equal(db, got[threads][1])
+        np.testing.assert_array_equal(got[threads][2], want_gated)
+        assert got[threads][1].dtype == np.float32
+        np.testing.assert_allclose(got[threads][1], want_db, rtol=1e-6, atol=1e-6)
+    for a, b in zip(got[1], got[two_threads]):
+        np.testing.assert_array_equal(a, b)
+    # a NaN where the gate is open reaches dw's and db's rows of its filter, and only those
+    filt = tuple(np.argwhere(gate)[0])
+    dout[filt] = np.nan
+    with thread_policy.use_threads(1):
+        dw, db, _ = outer.gated_weight_grad(x, dout, gate, *args)
+    assert np.isnan(db[filt[1]]) and np.isnan(db).sum() == 1
+    assert np.isnan(dw[filt[1]]).any() and not np.isnan(np.delete(dw, filt[1], 0)).any()
+
+
+def test_gated_weight_grad_refuses_a_wrong_gate_and_takes_an_empty_batch():
+    from volnet.errors import ShapeError
+    from volnet.functional.compiled import outer
+    x = np.zeros((2, 8, 6, 6), np.float32)
+    dout = np.zeros((2, 16, 6, 6), np.float32)
+    args = ((16, 8, 3, 3), (1, 1), (1, 1), (1, 1), 1)
+    for gate in (np.ones((2, 16, 6, 5), bool), np.ones(dout.shape, np.float32)):
+        with pytest.raises(ShapeError, match="gate"):
+            outer.gated_weight_grad(x, dout, gate, *args)
+    dw, db, gated = outer.gated_weight_grad(x[:0], dout[:0], np.ones((0, 16, 6, 6), bool),
+                                            *args)
+    assert (dw.shape, db.shape, gated.shape) == ((16, 8, 3, 3), (16,), (0, 16, 6, 6))
+    assert not dw.any() and not db.any()

@@ -252,6 +252,23 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1), grou
     return out, cache
 
 
+def _weight_grad(x, dout, w_shape, cols, stride, padding, dilation, groups, plan):
+    """dw by the plan's kernel (``cols``: the forward's im2col columns, or None)."""
+    if plan.weight_grad == "depthwise":
+        from volnet.functional.compiled import depthwise
+        return depthwise.conv_weight_grad(x, dout, w_shape, stride, padding, dilation)
+    if plan.weight_grad == "winograd4":
+        from volnet.functional.compiled import winograd
+        return winograd.weight_grad(x, dout, padding, dilation)
+    if plan.weight_grad == "direct":
+        from volnet.functional.compiled import direct
+        return direct.weight_grad(x, dout, w_shape, stride, padding, dilation, groups)
+    if plan.weight_grad == "outer":
+        from volnet.functional.compiled import outer
+        return outer.weight_grad(x, dout, w_shape, stride, padding, dilation, groups)
+    return conv_gemm.weight_grad(x, dout, w_shape, stride, padding, dilation, groups, cols)
+
+
 def conv2d_backward(dout, cache, input_grad=True):
     """Gradients of :func:`conv2d_forward`: returns (dx, dw, db); db is None without bias.
 
@@ -261,31 +278,26 @@ def conv2d_backward(dout, cache, input_grad=True):
     """
     x, cols, w, has_bias, stride, padding, dilation, groups, plan, mask = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
-    if mask is not None and has_bias:    # one pass for both (benchmarks/README.md, 49)
-        dout, db = relu_backward_channel_sum(dout, mask)
-    else:
-        if mask is not None:
-            dout = relu_backward(dout, mask)
-        db = channel_sum(dout) if has_bias else None
-    if plan.forward == "depthwise":
-        from volnet.functional.compiled import depthwise
-        dw = depthwise.conv_weight_grad(x, dout, w.shape, stride, padding, dilation)
-        dx = (depthwise.conv_input_grad(dout, w, x.shape, stride, padding, dilation)
-              if input_grad else None)
-        return dx, dw, db
-    if plan.weight_grad == "winograd4":
-        from volnet.functional.compiled import winograd
-        dw = winograd.weight_grad(x, dout, padding, dilation)
-    elif plan.weight_grad == "direct":
-        from volnet.functional.compiled import direct
-        dw = direct.weight_grad(x, dout, w.shape, stride, padding, dilation, groups)
-    elif plan.weight_grad == "outer":
+    if mask is not None and plan.weight_grad == "outer":
+        # the ReLU's gate, the bias gradient and dw in one read of dout (README.md, 62)
         from volnet.functional.compiled import outer
-        dw = outer.weight_grad(x, dout, w.shape, stride, padding, dilation, groups)
+        dw, db, dout = outer.gated_weight_grad(x, dout, mask, w.shape, stride, padding,
+                                               dilation, groups, keep_gated=input_grad)
+        db = db if has_bias else None
     else:
-        dw = conv_gemm.weight_grad(x, dout, w.shape, stride, padding, dilation, groups, cols)
+        if mask is not None and has_bias:    # one pass for both (benchmarks/README.md, 49)
+            dout, db = relu_backward_channel_sum(dout, mask)
+        else:
+            if mask is not None:
+                dout = relu_backward(dout, mask)
+            db = channel_sum(dout) if has_bias else None
+        dw = _weight_grad(x, dout, w.shape, cols, stride, padding, dilation, groups, plan)
     if not input_grad:
         return None, dw, db
+    if plan.input_grad == "depthwise":
+        from volnet.functional.compiled import depthwise
+        return (depthwise.conv_input_grad(dout, w, x.shape, stride, padding, dilation), dw,
+                db)
     if plan.input_grad == "winograd4":
         from volnet.functional.compiled import winograd
         dx = winograd.input_grad(dout, w, plan.adjoint_padding, dilation, x.shape[2:])

@@ -28,7 +28,9 @@ from volnet.functional.compiled import epilogue
 from volnet.functional.compiled import outer_kernels as kernels
 from volnet.runtime import block_threads
 
-_NO_MASK = np.zeros((0, 0, 0), np.bool_)   # forward_items' "no ReLU gate to write"
+_NO_MASK = np.zeros((0, 0, 0), np.bool_)   # forward_items' "no ReLU gate to write" (and
+#                                            weight_grad_items' "none to read")
+_NO_GATED = np.zeros((0, 0, 0), np.float32)  # weight_grad_items' "no gated dout to keep"
 K_CHUNK = 128        # taps per transposed chunk of the weights (32 KB: L1)
 TILE = 256 * kernels.POSITIONS  # positions per tile at most: their partial sums and
 #                                 transposed copy (384 KB each) stay in L2 while every
@@ -223,6 +225,7 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     """dw (F, C/G, KH, KW) float32 of a convolution of x with ``dout`` (N, F, Ho, Wo) its
     output's gradient: the forward's register block with taps and positions swapped (see
     ``outer_kernels.weight_grad_items``); any stride, padding, dilation and groups.
+    See :func:`gated_weight_grad` for a convolution with a fused ReLU.
 
     The same bits on any number of threads (a resumed training run repeats the first one
     exactly whatever thread count it gets): with two or more filter blocks the threads take
@@ -233,6 +236,36 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     Raises:
         ShapeError: for operands of the wrong shapes (the kernels index unchecked).
     """
+    return _weight_grad(x, dout, w_shape, stride, padding, dilation, groups, None, False)[0]
+
+
+def gated_weight_grad(x, dout, gate, w_shape, stride, padding, dilation, groups,
+                      keep_gated=True):
+    """(dw, db, gated) of a convolution whose forward fused a ReLU (``gate``: its training
+    mask, out > 0, (N, F, Ho, Wo) bool) given ``dout`` the gradient of its rectified
+    output: gated = dout where the gate is set, else 0 (the ReLU's backward: the gradient
+    of the convolution's own output, dx's input; None unless ``keep_gated``), db (F,)
+    float32 its sum over every axis but 1 (summed in float64), and dw as
+    :func:`weight_grad` of gated, the same bits.
+
+    One pass over dout and the gate for all three: the kernel gates each chunk of dout as
+    it loads it for dw (a separate ReLU pass cost a read and a write of dout, memory-bound:
+    benchmarks/README.md, section 62).
+
+    Raises:
+        ShapeError: for operands of the wrong shapes (the kernels index unchecked).
+    """
+    if np.shape(gate) != np.shape(dout) or np.asarray(gate).dtype != np.bool_:
+        raise ShapeError(f"outer.gated_weight_grad: the gate has shape {np.shape(gate)} and "
+                         f"dtype {np.asarray(gate).dtype}, it needs dout's shape "
+                         f"{np.shape(dout)} and bool; pass the forward's ReLU mask")
+    return _weight_grad(x, dout, w_shape, stride, padding, dilation, groups,
+                        np.ascontiguousarray(gate), keep_gated)
+
+
+def _weight_grad(x, dout, w_shape, stride, padding, dilation, groups, gate, keep_gated):
+    """(dw, db or None, gated or None): :func:`weight_grad`, gated when ``gate`` is not
+    None (:func:`gated_weight_grad`)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, c = x.shape[:2]
     f = w_shape[0]
@@ -240,10 +273,15 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
         raise ShapeError(f"outer.weight_grad: dout has shape {np.shape(dout)}, the layer's "
                          f"output gradient needs ({n}, {f}, Ho, Wo); pass the gradient of "
                          f"this convolution's output")
+    keep_gated = gate is not None and keep_gated
     if n == 0:                  # an empty batch: no gradient (the kernels need a sample)
-        return np.zeros(w_shape, np.float32)
-    out_size = dout.shape[2:]
+        return (np.zeros(w_shape, np.float32),
+                None if gate is None else np.zeros(f, np.float32),
+                np.zeros(dout.shape, np.float32) if keep_gated else None)
     d = np.ascontiguousarray(dout, dtype=np.float32).reshape(n, f, -1)
+    gated = np.empty_like(d) if keep_gated else _NO_GATED
+    out_size = dout.shape[2:]
+    gate3 = _NO_MASK if gate is None else gate.reshape(n, f, -1)
     lay = layout(tuple(x.shape), tuple(w_shape), tuple(stride), tuple(padding),
                  tuple(dilation), int(groups), tuple(out_size), 1)
     off = _taps_rounded(lay.off)
@@ -265,22 +303,33 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
         x_in = block_threads.scratch("outer_in", group * c * plane if lay.packed else 1)
         buf = block_threads.scratch("outer_w", p_chunk * kernels.FILTERS)
         inb_g = block_threads.scratch("outer_inb", group * positions, np.int64)
+        chunk = block_threads.scratch("outer_gated", p_chunk * (
+            kernels.FILTERS if gate is not None else 1)).reshape(-1, p_chunk)
         _, _, a, b = parts[i]
         acc = np.zeros((b - a, off.size * kernels.FILTERS), np.float32)
+        bias_acc = np.zeros((b - a, kernels.FILTERS))
         kernels.weight_grad_items(x, d, int(groups), *parts[i], group, off,
                                   lay.inb[:positions], inb_g, tuple(padding), lay.pitch,
-                                  lay.packed, x_in, buf, acc, p_chunk)
-        return acc
+                                  lay.packed, x_in, buf, acc, p_chunk, gate3, gated, chunk,
+                                  bias_acc)
+        return acc, bias_acc
 
     if threads > 1:
         accs = block_threads.run(work, len(parts))
     else:       # one thread: the parts in turn (run would hand them to block threads)
         accs = [work(i) for i in range(len(parts))]
     acc = np.zeros((blocks, off.size * kernels.FILTERS), np.float32)
-    for (_, _, a, b), part in zip(parts, accs):         # in part order: the same bits
+    bias_acc = np.zeros((blocks, kernels.FILTERS))
+    for (_, _, a, b), (part, bias_part) in zip(parts, accs):  # in part order: the same bits
         acc[a:b] += part
+        bias_acc[a:b] += bias_part
     # (blocks, taps, 64) -> (F, taps): each group's blocks of 64 filters, the last one short
     k = lay.off.size
     acc = acc.reshape(groups, blocks // groups, off.size, kernels.FILTERS)[:, :, :k]
     acc = acc.transpose(0, 1, 3, 2).reshape(groups, -1, k)[:, :f // groups]
-    return np.ascontiguousarray(acc).reshape(w_shape)
+    dw = np.ascontiguousarray(acc).reshape(w_shape)
+    if gate is None:
+        return dw, None, None
+    # (blocks, 64) -> (F,): each group's blocks, the last one short, as dw's rows
+    db = bias_acc.reshape(groups, -1)[:, :f // groups].reshape(f).astype(np.float32)
+    return dw, db, gated.reshape(dout.shape) if keep_gated else None
