@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from volnet.functional import conv_choice, conv_gemm, weight_cache
-from volnet.runtime import backend, block_threads
+from volnet.runtime import backend, block_threads, thread_policy
 from volnet.functional.conv import conv2d_backward, conv2d_forward
 
 pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
@@ -827,3 +827,30 @@ def test_dw_kernels_give_the_same_bits_split_by_the_spin_or_not(two_threads, mon
             results.append(grad(x, dout, (f, c, 5, 5), (1, 1), (pad, pad), (1, 1), 1))
             assert handed == ([2] if awake else [])
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_matmul_pair_runs_two_balanced_products_side_by_side(two_threads, monkeypatch):
+    """A fully connected layer's dw and dx (block_threads.matmul_pair): balanced and large,
+    each whole on its own thread (one hand-off of two blocks), each the one-thread product
+    bit for bit; unbalanced (over 2x apart) or small, each by matmul in turn."""
+    rng = np.random.default_rng(4)
+    x, dout = (rng.standard_normal(s).astype(np.float32) for s in ((128, 700), (128, 300)))
+    w = rng.standard_normal((300, 700)).astype(np.float32)
+    counts = []
+    real_run = block_threads.run
+    monkeypatch.setattr(block_threads, "run", lambda fn, n: counts.append(n) or real_run(fn, n))
+    monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
+    with backend.use_kernels("numba"), block_threads.section():
+        dw, dx = block_threads.matmul_pair(dout.T, x, dout, w)     # 26.9M each: side by side
+        assert counts == [2]
+        with thread_policy.use_threads(1):
+            np.testing.assert_array_equal(dw, np.matmul(dout.T, x))
+            np.testing.assert_array_equal(dx, np.matmul(dout, w))
+        counts.clear()
+        block_threads.matmul_pair(dout.T, x, dout[:, :100], w[:100])   # 3x apart: in turn
+        assert counts == [2, 2]
+        counts.clear()
+        monkeypatch.setattr(block_threads, "SPLIT_MIN", 1 << 40)      # small: whole, in turn
+        small = block_threads.matmul_pair(dout.T, x, dout, w)
+        assert counts == []
+    np.testing.assert_allclose(small[0], dw, rtol=1e-5, atol=1e-4)

@@ -7,7 +7,7 @@ import numpy as np
 from volnet import init
 from volnet.errors import ConfigError, ShapeError
 from volnet.layers.base import Layer
-from volnet.runtime.block_threads import matmul
+from volnet.runtime.block_threads import matmul, matmul_pair
 
 
 class Linear(Layer):
@@ -63,10 +63,11 @@ class Linear(Layer):
 
     def _backward(self, dout):
         x = self._cache
-        self.grads["weight"] = matmul(dout.T, x)
+        # dw and dx side by side, one on each thread where they are large
+        self.grads["weight"], dx = matmul_pair(dout.T, x, dout, self.params["weight"])
         if "bias" in self.params:
             self.grads["bias"] = dout.sum(axis=0)
-        return matmul(dout, self.params["weight"])
+        return dx
 
     def _backward_params(self, dout):
         x = self._cache
