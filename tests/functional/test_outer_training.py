@@ -110,8 +110,8 @@ def _training_plan(x_shape, w_shape, stride=1, padding=1, groups=1, dilation=1):
     ((16, 24, 32, 32), (64, 24, 3, 3), 1, 1, "direct", "direct"),    # 216 taps: too few
     ((16, 32, 32, 32), (48, 32, 3, 3), 1, 1, "direct", "direct"),    # 48 filters: too few
     ((16, 3, 224, 224), (64, 3, 7, 7), 2, 3, "direct", "direct"),    # the stem: 147 taps
-    ((16, 512, 7, 7), (512, 512, 3, 3), 1, 1, "im2col", "im2col"),   # im2col keeps columns
-    ((32, 512, 7, 7), (512, 512, 3, 3), 1, 1, "outer", "im2col"),    # ... here it does not
+    ((16, 512, 7, 7), (512, 512, 3, 3), 1, 1, "outer", "im2col"),    # im2col would keep
+    ((32, 512, 7, 7), (512, 512, 3, 3), 1, 1, "outer", "im2col"),    # ... here it would not
     ((64, 512, 28, 28), (1024, 512, 1, 1), 2, 0, "im2col", "im2col"),  # strided 1x1
 ])
 def test_training_forward_rule(monkeypatch, x_shape, w_shape, stride, padding, forward,
@@ -142,7 +142,8 @@ def test_winograd_backward_stays_where_it_fits(monkeypatch):
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding, dw, without", [
     ((64, 3, 32, 32), (12, 3, 3, 3), 1, 1, "direct", "direct"),          # 12 filters
     ((16, 3, 224, 224), (64, 3, 7, 7), 2, 3, "outer", "direct"),         # the stem
-    ((16, 512, 7, 7), (512, 512, 3, 3), 1, 1, "im2col", "im2col"),       # kept columns
+    ((16, 512, 7, 7), (48, 512, 3, 3), 1, 1, "im2col", "im2col"),        # kept columns
+    ((16, 512, 7, 7), (512, 512, 3, 3), 1, 1, "outer", "im2col"),        # outer's forward
     ((16, 256, 14, 14), (256, 256, 3, 3), 1, 1, "winograd4", "winograd4"),  # 256 channels
     ((128, 64, 16, 16), (64, 64, 3, 3), 1, 1, "outer", "winograd4"),     # 64, 16x16
     ((16, 64, 56, 56), (64, 64, 3, 3), 1, 1, "winograd4", "winograd4"),  # a 56x56 map

@@ -143,8 +143,11 @@ OUTER_MIN_FILTERS = 64   # F/G: ... or this many filters per group (a full regis
 OUTER_TRAINING_MIN_FILTERS = 64   # F/G; a training forward or a stride-1 dx that the exact
 #   kernels (direct, im2col) would run goes to the outer kernel with at least this many
 #   filters per group (one full register block of 64) and OUTER_TRAINING_MIN_TAPS taps
-#   (C/G * KH * KW; dx: its adjoint's, C/G filters of F/G * KH * KW taps), except an im2col
-#   forward that keeps its columns for dw (conv_gemm.keeps_columns). One thread, CPU ms,
+#   (C/G * KH * KW; dx: its adjoint's, C/G filters of F/G * KH * KW taps), an im2col
+#   forward that would keep its columns for dw (conv_gemm.keeps_columns) too since the
+#   outer dw's parts stopped summing into a fresh array (two threads, ms, kept im2col /
+#   outer, forward + backward: N16 512@7x7 34.8 / 32.2, N16 256->512 s2 14x14 26.2 / 26.2;
+#   benchmarks/README.md, 62). One thread, CPU ms,
 #   current kernel / outer (benchmarks/README.md, 52): forward, direct: N16 256@14x14 20.0
 #   / 17.3, 128@28x28 18.7 / 17.5, N4 128@7x7 0.46 / 0.32, 3x3 s2 10.8-10.9 / 9.3-10.0,
 #   AlexNet conv1 (363 taps, 96 filters) 8.9 / 8.4, N128 32->64 16x16 6.7 / 6.4; im2col:
@@ -152,8 +155,7 @@ OUTER_TRAINING_MIN_FILTERS = 64   # F/G; a training forward or a stride-1 dx tha
 #   or im2col 0.56-0.82 of their time the same way (N16 512@7x7 im2col 23.7 / 19.4); level
 #   on 56x56 and larger maps (64@56x56 18.8 / 19.0, 64@224x224 84.7 / 86.3). Not fewer
 #   filters (48: 4.8 / 4.9, 32: 13.1 / 13.6, 12-16: 1.1-1.8x) or taps (24->64 3x3, 216
-#   taps: 4.8 / 5.1; the 7x7 stems, 147: 1.06), not a kept im2col forward (N16 512@7x7 20.3
-#   / 17.0, but dw without the columns 18.0 -> 22.6), not Winograd's dx (1.2-1.8x), not
+#   taps: 4.8 / 5.1; the 7x7 stems, 147: 1.06), not Winograd's dx (1.2-1.8x), not
 #   strided 1x1 layers (unrolled by a strided copy: N64 512->1024 28x28 s2 91 / 117)
 OUTER_TRAINING_MIN_TAPS = 256
 OUTER_DW_MIN_FILTERS = 16     # F/G; dw by the outer kernel (its register block with taps
@@ -447,8 +449,7 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     The outer kernel (``compiled/outer.py``) is exact in the same sense: each output is
     one float32 sum over its taps with fused multiply-adds, im2col's error class. Where
     :func:`outer_trains` allows, a training forward and a stride-1 dx that would run the
-    direct kernel or im2col run it instead (an im2col forward that keeps its columns for
-    dw excepted: see OUTER_TRAINING_MIN_FILTERS).
+    direct kernel or im2col run it instead (see OUTER_TRAINING_MIN_FILTERS).
     """
     # math.prod, not np.prod: this runs on every convolution call (np.prod cost ~2 us)
     settings = (backend.compiled(touched(x_shape, w_shape, out_size)), block_threads.workers(),
@@ -491,9 +492,8 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
                           and x_shape[0] * out_size[0] * out_size[1] >= DIRECT_BATCH_POSITIONS)
             fwd = ("direct" if direct_fits(x_shape[1], w_shape, groups) or (DIRECT and batch_fits)
                    else "im2col")
-        if fast and outer_trains(w_shape, groups) and (
-                fwd == "direct" or (fwd == "im2col" and not keeps)):
-            fwd = "outer"      # exact too (see plan's docstring); a kept im2col's dw is cheaper
+        if fast and outer_trains(w_shape, groups) and fwd in ("direct", "im2col"):
+            fwd = "outer"      # exact too (see plan's docstring)
     else:   # inference: the filter transform is cached, so smaller layers earn Winograd,
         #     and a batch smaller than the threads splits im2col's product by filters
         fwd = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,

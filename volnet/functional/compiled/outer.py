@@ -299,6 +299,22 @@ def _weight_grad(x, dout, w_shape, stride, padding, dilation, groups, gate, keep
     plane = lay.pitch[0] * lay.pitch[1]
     p_chunk = min(P_CHUNK, group * positions)
 
+    k = lay.off.size
+    fg, per_group = f // groups, blocks // groups
+    # with two or more blocks the parts' rows are disjoint: each adds into its own rows of
+    # one array and moves them into dw itself (a serial pass summing the parts into a fresh
+    # array, then one transposing it, took ~5 ms of 512x512 7x7's dw: section 62)
+    bias_acc = np.zeros((blocks, kernels.FILTERS))
+    dw = np.empty((f, k), np.float32)
+
+    def to_dw(acc, a, b):
+        """Blocks [a, b) (acc's rows: taps x 64 filters each, the last of a group short)
+        into their filters' rows of dw."""
+        for fb in range(a, b):
+            g, j = divmod(fb, per_group)
+            f0, nf = g * fg + j * kernels.FILTERS, min(kernels.FILTERS, fg - j * kernels.FILTERS)
+            dw[f0:f0 + nf] = acc[fb - a].reshape(off.size, kernels.FILTERS)[:k, :nf].T
+
     def work(i):
         x_in = block_threads.scratch("outer_in", group * c * plane if lay.packed else 1)
         buf = block_threads.scratch("outer_w", p_chunk * kernels.FILTERS)
@@ -306,28 +322,33 @@ def _weight_grad(x, dout, w_shape, stride, padding, dilation, groups, gate, keep
         chunk = block_threads.scratch("outer_gated", p_chunk * (
             kernels.FILTERS if gate is not None else 1)).reshape(-1, p_chunk)
         _, _, a, b = parts[i]
-        acc = np.zeros((b - a, off.size * kernels.FILTERS), np.float32)
-        bias_acc = np.zeros((b - a, kernels.FILTERS))
+        # the thread's sums start from zero in its own reused scratch (a fresh array of
+        # zeros took its page faults again on every call)
+        mine = block_threads.scratch("outer_dw", (b - a) * off.size * kernels.FILTERS)
+        mine = mine.reshape(b - a, -1)
+        mine.fill(0)
+        bias_mine = np.zeros((b - a, kernels.FILTERS))
         kernels.weight_grad_items(x, d, int(groups), *parts[i], group, off,
                                   lay.inb[:positions], inb_g, tuple(padding), lay.pitch,
-                                  lay.packed, x_in, buf, acc, p_chunk, gate3, gated, chunk,
-                                  bias_acc)
-        return acc, bias_acc
+                                  lay.packed, x_in, buf, mine, p_chunk, gate3, gated, chunk,
+                                  bias_mine)
+        if blocks > 1:
+            to_dw(mine, a, b)
+            bias_acc[a:b] = bias_mine
+            return None
+        return mine.copy(), bias_mine     # a half of the batch: added below
 
     if threads > 1:
-        accs = block_threads.run(work, len(parts))
+        halves = block_threads.run(work, len(parts))
     else:       # one thread: the parts in turn (run would hand them to block threads)
-        accs = [work(i) for i in range(len(parts))]
-    acc = np.zeros((blocks, off.size * kernels.FILTERS), np.float32)
-    bias_acc = np.zeros((blocks, kernels.FILTERS))
-    for (_, _, a, b), (part, bias_part) in zip(parts, accs):  # in part order: the same bits
-        acc[a:b] += part
-        bias_acc[a:b] += bias_part
-    # (blocks, taps, 64) -> (F, taps): each group's blocks of 64 filters, the last one short
-    k = lay.off.size
-    acc = acc.reshape(groups, blocks // groups, off.size, kernels.FILTERS)[:, :, :k]
-    acc = acc.transpose(0, 1, 3, 2).reshape(groups, -1, k)[:, :f // groups]
-    dw = np.ascontiguousarray(acc).reshape(w_shape)
+        halves = [work(i) for i in range(len(parts))]
+    if blocks == 1:
+        acc = np.zeros((1, off.size * kernels.FILTERS), np.float32)
+        for part, bias_part in halves:              # in part order: the same bits
+            acc += part
+            bias_acc += bias_part
+        to_dw(acc, 0, 1)
+    dw = dw.reshape(w_shape)
     if gate is None:
         return dw, None, None
     # (blocks, 64) -> (F,): each group's blocks, the last one short, as dw's rows
