@@ -66,6 +66,25 @@ def test_relu_and_residual_relu_are_exact(shape, dtype, seed):
     assert np.array_equal(A.relu_backward(d, k1), at.grad.numpy())
 
 
+def test_relu_backward_gives_zero_where_the_gate_is_shut_even_for_nan():
+    """NaN and inf in the upstream gradient where the ReLU's input was not positive count for
+    nothing on every path, as PyTorch's ReLU backward (a select): the NumPy path multiplied
+    by the mask and gave NaN there, so a convolution's gradients depended on which kernel
+    ran it."""
+    d = np.array([[np.nan, np.inf, -np.inf, 2.0], [1.0, np.nan, -3.0, 4.0]], np.float32)
+    x = np.array([[-1.0, 0.0, -2.0, 1.0], [1.0, 3.0, 2.0, -1.0]], np.float32)
+    mask = x > 0
+    xt = torch.from_numpy(x).requires_grad_()
+    torch.relu(xt).backward(torch.from_numpy(d))
+    want = xt.grad.numpy()                       # [[0, 0, 0, 2], [1, nan, -3, 0]]
+    for got in _both(lambda: A.relu_backward(d, mask)):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == np.float32
+    for dx, db in _both(lambda: A.relu_backward_channel_sum(d, mask)):
+        np.testing.assert_array_equal(dx, want)
+        np.testing.assert_array_equal(db, [1.0, np.nan, -3.0, 2.0])
+
+
 def test_relu_passes_nan_like_numpy():
     x = np.array([np.nan, -1.0, 2.0, -0.0], np.float32)
     (o1, m1), (o2, m2) = _both(lambda: A.relu_forward(x))

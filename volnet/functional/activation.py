@@ -80,7 +80,9 @@ def relu_backward(dout, mask):
         dx = np.empty_like(dout)
         launch.run(_KERNELS, "relu_backward", dout.size, dout.reshape(-1), mask.reshape(-1), dx.reshape(-1))
         return dx
-    return dout * mask
+    # a select, as the compiled kernel's: NaN or inf where the gate is shut gives 0 (a
+    # product with the mask gave NaN there, on small arrays only)
+    return np.where(mask, dout, np.zeros((), np.result_type(dout)))
 
 
 def relu_backward_channel_sum(dout, mask):
