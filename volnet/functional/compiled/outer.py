@@ -301,9 +301,9 @@ def _weight_grad(x, dout, w_shape, stride, padding, dilation, groups, gate, keep
 
     k = lay.off.size
     fg, per_group = f // groups, blocks // groups
-    # with two or more blocks the parts' rows are disjoint: each adds into its own rows of
-    # one array and moves them into dw itself (a serial pass summing the parts into a fresh
-    # array, then one transposing it, took ~5 ms of 512x512 7x7's dw: section 62)
+    # with two or more blocks each thread's blocks are its own: it sums them in its scratch
+    # and moves them into dw itself (serial passes summing the parts into a fresh array,
+    # then transposing it, took ~5 ms of 512x512 7x7's dw: benchmarks/README.md, 62)
     bias_acc = np.zeros((blocks, kernels.FILTERS))
     dw = np.empty((f, k), np.float32)
 
