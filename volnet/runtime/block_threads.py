@@ -469,18 +469,14 @@ def matmul_pair(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray,
 
     Each thread then reads its own product's operands once, where :func:`matmul` splits
     each product and both threads read its shared operand (FC 4096 -> 512 at batch 128:
-    backward 4.07 -> 3.72 ms, benchmarks/README.md section 62). Each result is the one-
-    thread product, whatever the thread count.
+    backward 4.07 -> 3.72 ms, benchmarks/README.md section 62). Side by side, each result
+    is the one-thread product.
     """
     sizes = [a.shape[0] * a.shape[1] * b.shape[1] for a, b in ((a1, b1), (a2, b2))]
     if min(sizes) * 2 < max(sizes) or split_count(min(sizes) * 2) != 2:
         return matmul(a1, b1), matmul(a2, b2)
-    out = [None, None]
-
-    def part(i):
-        out[i] = np.matmul(a1, b1) if i == 0 else np.matmul(a2, b2)
-    run(part, 2)
-    return out[0], out[1]
+    first, second = run(lambda i: np.matmul(a1, b1) if i == 0 else np.matmul(a2, b2), 2)
+    return first, second
 
 
 def scratch(name: str, size: int, dtype=np.float32) -> np.ndarray:

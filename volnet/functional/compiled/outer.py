@@ -332,21 +332,21 @@ def _weight_grad(x, dout, w_shape, stride, padding, dilation, groups, gate, keep
                                   lay.inb[:positions], inb_g, tuple(padding), lay.pitch,
                                   lay.packed, x_in, buf, mine, p_chunk, gate3, gated, chunk,
                                   bias_mine)
-        if blocks > 1:
+        if blocks > 1:          # the thread's own blocks: straight into dw
             to_dw(mine, a, b)
-            bias_acc[a:b] = bias_mine
-            return None
+            return None, bias_mine
         return mine.copy(), bias_mine     # a half of the batch: added below
 
     if threads > 1:
-        halves = block_threads.run(work, len(parts))
+        results = block_threads.run(work, len(parts))
     else:       # one thread: the parts in turn (run would hand them to block threads)
-        halves = [work(i) for i in range(len(parts))]
+        results = [work(i) for i in range(len(parts))]
+    for (_, _, a, b), (_, bias_part) in zip(parts, results):   # in part order: the same bits
+        bias_acc[a:b] += bias_part
     if blocks == 1:
         acc = np.zeros((1, off.size * kernels.FILTERS), np.float32)
-        for part, bias_part in halves:              # in part order: the same bits
+        for part, _ in results:
             acc += part
-            bias_acc += bias_part
         to_dw(acc, 0, 1)
     dw = dw.reshape(w_shape)
     if gate is None:

@@ -414,6 +414,8 @@ def _gate_piece(dout, gate, n, f0, nf, a, e, chunk, gated, keep_gated,
         s_row, k_row = src[base:base + m], keep[base:base + m]
         o_row = out[f * width:f * width + m]
         total = 0.0
+        # two loops, not one storing twice into o_row when the copy is not kept: rows that
+        # may alias stop LLVM vectorising (the first layer's backward 3.0 -> 11.9 ms)
         if keep_gated:
             a_row = also[base:base + m]
             for j in range(m):
