@@ -21,7 +21,7 @@ import numpy as np
 
 from volnet.functional import weight_cache
 from volnet.functional.compiled import direct_kernels as kernels
-from volnet.functional.compiled import epilogue
+from volnet.functional.compiled import epilogue, intrinsics
 from volnet.runtime import block_threads
 
 TILE_BYTES = 128 * 1024     # partial sums of one tile of outputs (all filters): with the
@@ -217,7 +217,8 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     count = min(block_threads.split_count(dout.size * cg * kh * kw, same_bits=True), parts)
     bounds = np.linspace(0, n, parts + 1).astype(np.int64)
     q_tile = max(16, GRAD_TILE_BYTES // (4 * f_pad) // 16 * 16)
-    args = (tuple(padding), tuple(stride), lay.pitch, GRAD_FLUSH, q_tile)
+    args = (tuple(padding), tuple(stride), lay.pitch, GRAD_FLUSH, q_tile,
+            not intrinsics.wide_vectors())
 
     def work(i):
         x_in = block_threads.scratch("direct_in", lay.length)
@@ -338,7 +339,8 @@ def _run(x, wp, lay, rows, out, s, b, relu, padding, stride, mask):
     threads = block_threads.split_count(out.size * rows.off.shape[1], same_bits=True)
     blocks = lay.f_pad // kernels.FILTERS
     items, q_tile = _work_items(n, blocks, threads, lay.f_pad)
-    args = (padding, stride, lay.pitch, K_CHUNK, q_tile, rows.taps, rows.lo, rows.hi)
+    args = (padding, stride, lay.pitch, K_CHUNK, q_tile, rows.taps, rows.lo, rows.hi,
+            not intrinsics.wide_vectors())
 
     def work(i):
         x_in = block_threads.scratch("direct_in", lay.length)

@@ -204,6 +204,7 @@ def _grad_micro_kernel(filters: int, taps: int):
 
 
 _grad_micro = _grad_micro_kernel(GRAD_FILTERS, GRAD_TAPS)
+_grad_micro_narrow = _grad_micro_kernel(2, 3)   # without AVX-512: 6 of the block's 24 sums
 
 
 @njit(inline="always")
@@ -245,11 +246,27 @@ def pack_sample(x, n, x_in, padding, stride, pitch):  # pragma: no cover - compi
 
 
 @njit(inline="always")
-def _block(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, width, whole, add):  # pragma: no cover
+def _block(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, width, whole, add,
+           narrow):  # pragma: no cover - compiled
     """One register block: filters [f0, f0 + width) of the filter block ``wpb`` (K,
     FILTERS), outputs [q, q + 32) (``whole``) or [q, q + 16), taps [k0, k1) (none: zeros
-    stored, unless ``add``), by the narrowest micro kernel that holds ``width`` filters."""
-    if width > 6:
+    stored, unless ``add``), by the narrowest micro kernel that holds ``width`` filters.
+    ``narrow`` (a CPU with 16 vector registers, intrinsics.wide_vectors): 16 outputs of
+    at most 6 filters at a time (12 registers of 8 floats; the full block's 32 would
+    spill on every tap); each output's sum is the same, in the same order."""
+    if narrow:
+        for h in range(0, 2 if whole else 1):
+            s = 0
+            while s < width:
+                if 4 < width - s <= 6:
+                    _micro_f6_q16(x_in, off, wpb[:, s:], prod, k0, k1, q + 16 * h, f0 + s,
+                                  q_pad, add)
+                    s += 6
+                else:
+                    _micro_f4_q16(x_in, off, wpb[:, s:], prod, k0, k1, q + 16 * h, f0 + s,
+                                  q_pad, add)
+                    s += 4
+    elif width > 6:
         if whole:
             _micro(x_in, off, wpb, prod, k0, k1, q, f0, q_pad, add)
         else:
@@ -287,8 +304,8 @@ def _tap_spans(q_end, wq, ho, row_taps, row_lo, row_hi):  # pragma: no cover - c
 
 
 @njit(inline="always")
-def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile, q_end, fg,
-              spans):  # pragma: no cover - compiled
+def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile, q_end, fg, spans,
+              narrow):  # pragma: no cover - compiled
     """prod (Fpad, Qr) = the sums over taps for output numbers [0, q_end) (a multiple of
     16), in register blocks, for filter blocks [fb0, fb1) of wp (Fpad / FILTERS, K,
     FILTERS), of which the first ``fg`` filters are real. Outputs ``q_tile`` at a time
@@ -319,13 +336,13 @@ def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile, q_end, fg,
                     continue
                 for fb in range(fb0, fb1):
                     _block(x_in, off, wp[fb], prod, a, b, q, fb * FILTERS, q_pad,
-                           min(FILTERS, fg - fb * FILTERS), whole, add)
+                           min(FILTERS, fg - fb * FILTERS), whole, add, narrow)
 
 
 @njit(nogil=True, cache=True)
 def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, relu, mask,
                     padding, stride, pitch, k_chunk, q_tile, row_taps, row_lo,
-                    row_hi):  # pragma: no cover - compiled
+                    row_hi, narrow):  # pragma: no cover - compiled
     """out[n] for samples n in [n0, n1) and each group's filter blocks [fb0, fb1): pack,
     products per group, store.
 
@@ -349,7 +366,8 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
     for n in range(n0, n1):
         pack_sample(x, n, x_in, padding, stride, pitch)
         for g in range(groups):
-            _products(x_in, off[g], wp[g], prod, fb0, fb1, k_chunk, q_tile, q_end, fg, spans)
+            _products(x_in, off[g], wp[g], prod, fb0, fb1, k_chunk, q_tile, q_end, fg, spans,
+                      narrow)
             for f in range(fb0 * FILTERS, min(fg, fb1 * FILTERS)):
                 fo = g * fg + f
                 s = scale[fo] if has_scale else np.float32(1.0)
@@ -378,7 +396,7 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
 
 @njit(nogil=True, cache=True)
 def weight_grad_samples(x, dout, n0, n1, off, x_in, d_in, part, total, padding, stride, pitch,
-                        flush, q_tile):  # pragma: no cover - compiled
+                        flush, q_tile, narrow):  # pragma: no cover - compiled
     """total (G, Fpad, Kpad) += dw of samples [n0, n1), in float64.
 
     off (G, Kpad) tap offsets (padded with repeats of a valid one); x_in one packed
@@ -408,8 +426,14 @@ def weight_grad_samples(x, dout, n0, n1, off, x_in, d_in, part, total, padding, 
             for g in range(groups):
                 for fb in range(0, f_pad, GRAD_FILTERS):
                     for kb in range(0, k_pad, GRAD_TAPS):
-                        _grad_micro(x_in, off[g], d_in[g], part[g], kb, fb, t0, t1, q_pad,
-                                    k_pad, add)
+                        if narrow:   # 2 x 3 of the block at a time (12 registers of 8)
+                            for fs in range(0, GRAD_FILTERS, 2):
+                                for ks in range(0, GRAD_TAPS, 3):
+                                    _grad_micro_narrow(x_in, off[g], d_in[g], part[g], kb + ks,
+                                                       fb + fs, t0, t1, q_pad, k_pad, add)
+                        else:
+                            _grad_micro(x_in, off[g], d_in[g], part[g], kb, fb, t0, t1,
+                                        q_pad, k_pad, add)
         if (n - n0) % flush == flush - 1 or n == n1 - 1:
             for g in range(groups):
                 for f in range(f_pad):

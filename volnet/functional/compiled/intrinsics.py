@@ -4,10 +4,26 @@ a lane mask, a broadcast and the masked loads and stores."""
 
 from __future__ import annotations
 
-from llvmlite import ir
+import functools
+
+from llvmlite import binding, ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.extending import intrinsic
+
+
+@functools.lru_cache(maxsize=None)
+def wide_vectors() -> bool:
+    """Whether the CPU numba compiles for has AVX-512 (32 vector registers of 16 floats);
+    False on AVX2 and older x86 (16 registers of 8 floats or fewer) and on other CPUs.
+
+    The register blocks of the convolution kernels keep up to 24 vectors of 16 floats as
+    accumulators; without AVX-512, LLVM splits each into two registers of 8 floats and the
+    48 no longer fit the register file (they spill to memory on every tap). Those kernels
+    take narrower blocks there. NUMBA_CPU_FEATURES, where set, is what
+    numba targets, else the host's own features."""
+    features = config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
 
 
 def array_data(context, builder, ty, val):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from volnet.errors import ShapeError
-from volnet.functional.compiled import epilogue
+from volnet.functional.compiled import epilogue, intrinsics
 from volnet.functional.compiled import outer_kernels as kernels
 from volnet.runtime import block_threads
 
@@ -199,6 +199,7 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
     tile = lay.tile
     k_chunk = min(K_CHUNK, w2.shape[1])
     pitch, pads = lay.pitch, tuple(padding)
+    most = kernels.block_vectors(intrinsics.wide_vectors())
 
     def work(i):
         x_in = block_threads.scratch("outer_in", lay.group * c * plane if lay.packed else 1)
@@ -208,7 +209,7 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
         inb_g = block_threads.scratch("outer_inb", max(tile, lay.inb.size), np.int64)
         kernels.forward_items(x, w2, int(groups), *lay.items[i], tile, lay.group, lay.off,
                               lay.inb, inb_g, pads, pitch, lay.packed, x_in, prod, buf, tmp,
-                              out, s, b, has_res, res, bool(relu), gate, k_chunk)
+                              out, s, b, has_res, res, bool(relu), gate, k_chunk, most)
 
     block_threads.run(work, len(lay.items))
     return out
@@ -288,6 +289,7 @@ def _weight_grad(x, dout, w_shape, stride, padding, dilation, groups, gate, keep
     vectors = _block_vectors(f, groups)
     blocks = len(vectors)
     positions = d.shape[2]
+    most = kernels.block_vectors(intrinsics.wide_vectors())
     # the same bits however split (above), so the pass splits as the forwards do
     threads = block_threads.split_count(d.size * lay.off.size, same_bits=True)
     if blocks > 1:
@@ -331,7 +333,7 @@ def _weight_grad(x, dout, w_shape, stride, padding, dilation, groups, gate, keep
         kernels.weight_grad_items(x, d, int(groups), *parts[i], group, off,
                                   lay.inb[:positions], inb_g, tuple(padding), lay.pitch,
                                   lay.packed, x_in, buf, mine, p_chunk, gate3, gated, chunk,
-                                  bias_mine)
+                                  bias_mine, most)
         if blocks > 1:          # the thread's own blocks: straight into dw
             to_dw(mine, a, b)
             return None, bias_mine

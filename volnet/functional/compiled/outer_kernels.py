@@ -71,28 +71,37 @@ FILTERS = 64        # filters per register block: four 16-float vectors
 LANES = 16
 
 
+def block_vectors(wide: bool) -> int:
+    """The most 16-filter vectors one register block of 6 positions takes: 4 where the CPU
+    has 32 vector registers of 16 floats (AVX-512: 24 accumulators), else 1 (6 vectors, 12
+    of AVX2's 16 registers of 8 floats; 4 would spill on every tap)."""
+    return 4 if wide else 1
+
+
 def _micro_kernel(vectors: int):
     """The register block as a numba intrinsic:
-    ``_micro(x, xo, off, k0, k1, inb, b0, buf, prod, row0, add)`` sets, for j < 6 and
-    f < 16 * vectors,
+    ``_micro(x, xo, off, k0, k1, inb, b0, buf, prod, row0, add, lane0)`` sets, for j < 6
+    and lane0 <= f < lane0 + 16 * vectors,
     ``prod[(row0 + j) * 64 + f] (+)= sum_{k0 <= k < k1} x[xo + inb[b0 + j] + off[k]] *
     buf[(k - k0) * 64 + f]`` (``add`` 1: the sum continues from what prod holds; 2: the sum
     starts from zero and is then added to what prod holds, one rounding per call: the
     blocked sum of weight_grad_items)."""
 
     @intrinsic
-    def micro(typingctx, x, xo, off, k0, k1, inb, b0, buf, prod, row0, add):
+    def micro(typingctx, x, xo, off, k0, k1, inb, b0, buf, prod, row0, add, lane0):
         sig = types.void(x, types.intp, off, types.intp, types.intp, inb, types.intp, buf, prod,
-                         types.intp, types.intp)
+                         types.intp, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            x_arg, xo_, off_arg, k0_, k1_, inb_arg, b0_, buf_arg, prod_arg, row0_, add_ = args
+            (x_arg, xo_, off_arg, k0_, k1_, inb_arg, b0_, buf_arg, prod_arg, row0_, add_,
+             lane0_) = args
             sa = signature.args
             xp = array_data(context, builder, sa[0], x_arg)
             offp = array_data(context, builder, sa[2], off_arg)
             inbp = array_data(context, builder, sa[5], inb_arg)
-            bufp, prodp = (array_data(context, builder, sa[7], buf_arg),
-                           array_data(context, builder, sa[8], prod_arg))
+            # the block's first filter lane in buf's and prod's rows of 64
+            bufp, prodp = (builder.gep(array_data(context, builder, sa[7], buf_arg), [lane0_]),
+                           builder.gep(array_data(context, builder, sa[8], prod_arg), [lane0_]))
             f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
             vec = ir.VectorType(f32, LANES)
             vptr = vec.as_pointer()
@@ -280,18 +289,23 @@ def _store(prod, t0, t1, out_nf, f0, nf, tmp, scale, bias, has_res, res_nf, relu
 
 
 @njit(inline="always")
-def _micro(vectors, src, xo, off, k0, k1, inb, b0, buf, prod, row0, add):
+def _micro(vectors, most, src, xo, off, k0, k1, inb, b0, buf, prod, row0, add):
     # pragma: no cover - compiled
     """The register block of ``vectors`` 16-filter vectors (the narrowest that holds the
-    block's filters)."""
-    if vectors == 4:
-        _micro4(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add)
+    block's filters), or, where that is more than ``most`` (:func:`block_vectors`), one
+    block of 16 filters at a time: the same
+    sums in the same order, so the same bits."""
+    if vectors > most:
+        for v in range(vectors):
+            _micro1(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add, v * LANES)
+    elif vectors == 4:
+        _micro4(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add, 0)
     elif vectors == 3:
-        _micro3(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add)
+        _micro3(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add, 0)
     elif vectors == 2:
-        _micro2(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add)
+        _micro2(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add, 0)
     else:
-        _micro1(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add)
+        _micro1(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add, 0)
 
 
 @njit(inline="always")
@@ -320,7 +334,7 @@ def _block(fb, per_group, fg, cg, plane, base):  # pragma: no cover - compiled
 @njit(nogil=True, cache=True)
 def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb, inb_g,
                   padding, pitch, packed, x_in, prod, buf, tmp, out, scale, bias, has_res,
-                  residual, relu, mask, k_chunk):  # pragma: no cover - compiled
+                  residual, relu, mask, k_chunk, most):  # pragma: no cover - compiled
     """out[n] for samples [n0, n1), filter blocks [fb0, fb1) (numbered over the groups,
     ceil(F/G / 64) each) and positions [t0, t1) (a multiple of 6 apart), ``tile``
     positions (a multiple of 6) at a time; or, with ``group`` > 1 (and every position),
@@ -383,8 +397,8 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
                         if pnf > 0:
                             _prefetch_rows(w2_flat, k_n, pf0, j * pnf // blocks,
                                            (j + 1) * pnf // blocks, pk0, pk1)
-                        _micro(vectors, src, xo, off, k0, k1, inb_g, b0, buf, prod, b0 - ts,
-                               add)
+                        _micro(vectors, most, src, xo, off, k0, k1, inb_g, b0, buf, prod,
+                               b0 - ts, add)
                 for s in range(count):     # each sample's positions in this tile
                     a = max(ts, s * positions)
                     e = min(te, (s + 1) * positions)
@@ -434,7 +448,7 @@ def _gate_piece(dout, gate, n, f0, nf, a, e, chunk, gated, keep_gated,
 @njit(nogil=True, cache=True)
 def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g, padding,
                       pitch, packed, x_in, buf, acc, p_chunk, gate, gated, gated_chunk,
-                      bias_acc):  # pragma: no cover - compiled
+                      bias_acc, most):  # pragma: no cover - compiled
     """acc[fb - fb0, k * 64 + f] += sum over samples [n0, n1) and positions p of
     dout[n, f0 + f, p] * x_pad[n, tap k at position p], for filter blocks [fb0, fb1)
     (numbered over the groups, ceil(F/G / 64) each; f0 the block's first filter): the
@@ -492,4 +506,4 @@ def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g,
                         _load_chunk(dout[n], f0, nf, a, e, buf[(q - p0) * FILTERS:])
                     q += e - a
                 for t0 in range(0, k_rounded, POSITIONS):
-                    _micro(vectors, src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 2)
+                    _micro(vectors, most, src, xo, inb_g, p0, p1, off, t0, buf, acc_fb, t0, 2)
