@@ -260,8 +260,12 @@ def test_winograd_small_maps_same_on_one_thread_or_two(shape):
             results[threads] = winograd.forward(x, w, b, (p, p), (d, d), size, relu=True,
                                                 scale=scale)
         assert _rel(results[threads], fused) < TOL["winograd4"]
+    # a wrong split gives errors of order one; a right one differs by rounding only: a
+    # share of the filters is another matrix product to BLAS, whose kernel may sum its
+    # edge rows in another order (OpenBLAS's Haswell/Zen sgemm: 2.5e-6 of the largest
+    # output here, after the output transform's amplification; AVX-512's: none)
     np.testing.assert_allclose(results[1], results[max(results)], rtol=0,
-                               atol=1e-6 * np.abs(results[1]).max())
+                               atol=1e-5 * np.abs(results[1]).max())
 
 
 @st.composite
@@ -690,8 +694,10 @@ def test_winograd_forward_split_by_filters(monkeypatch, shape):
             results[threads] = winograd.forward(x, w, b, (p, p), (d, d), size, relu=True,
                                                 scale=scale, residual=shortcut)
         assert _rel(results[threads], exact) < TOL["winograd4"]
+    # a share of the filters is another product to BLAS, which may sum its edge rows in
+    # another order (OpenBLAS's Haswell/Zen sgemm: up to 2.3e-6 of the largest output)
     np.testing.assert_allclose(results[1], results[two], rtol=0,
-                               atol=1e-6 * np.abs(exact).max())
+                               atol=1e-5 * np.abs(exact).max())
 
 
 @pytest.mark.parametrize(("c", "f", "hw", "dw_kernel"), [

@@ -9,9 +9,10 @@ diverged by 7.4e-3, ~17000x PyTorch's, so a training forward never runs Winograd
 (conv_choice.plan); dx and dw keep it. Over 40 seeds (benchmarks/README.md, seventh
 round, "Training faithfulness over seeds") a few runs jump 10-10^5x above the usual
 divergence, a different branch taken, whichever float32 arithmetic runs them: volnet's
-exact kernels (5 seeds), Winograd dx and dw (7), PyTorch (4). The seeds here are free of
-jumps: 0 (the original replay), 10 (the narrow net's tightest, Winograd 2.0x) and the
-wide net's 1 (1.24x). The Winograd and outer-kernel calls are counted, so the test cannot
+exact kernels (5 seeds), Winograd dx and dw (7), PyTorch (4); which seeds jump depends on
+the CPU. So the narrow net's test takes the median over three seeds: 0 (the original
+replay), 1 and 10 (the narrow net's tightest, Winograd 2.0x); the wide net's seed 1 ran
+at 1.24x. The Winograd and outer-kernel calls are counted, so the test cannot
 silently stop testing the kernels the plan picks (the wide net's conv2 and conv3 run their
 forward by the outer kernel, conv3 and conv1 their dw: conv_choice.outer_trains and
 outer_weight_grad; the narrow net, which forces Winograd, runs with the outer kernel off).
@@ -44,10 +45,10 @@ def _float64_run(widths, seed):
         return replay.volnet_run(widths, seed, np.float64)[0]
 
 
-def _assert_faithful(widths, seed):
-    """Replay ``seed`` on ``widths``: volnet float32 within 3x PyTorch float32's divergence
-    from volnet float64; returns the Winograd backward and outer-kernel calls counted in
-    the float32 run."""
+def _divergences(widths, seed):
+    """Replay ``seed`` on ``widths``: (volnet float32's divergence from volnet float64,
+    PyTorch float32's, the Winograd backward and outer-kernel calls counted in volnet's
+    float32 run)."""
     with backend.use_kernels("numba"):
         with replay.count_kernels() as counts:
             ours32, losses = replay.volnet_run(widths, seed, np.float32)
@@ -56,6 +57,13 @@ def _assert_faithful(widths, seed):
     assert max(losses) > 10, "the replay must be the sensitive run"
     ours, theirs = replay.rel(ours32, ours64), replay.rel(theirs32, ours64)
     print(f"seed {seed}: divergence from float64: volnet {ours:.2e}, torch {theirs:.2e}")
+    return ours, theirs, counts
+
+
+def _assert_faithful(widths, seed):
+    """volnet float32 within 3x PyTorch float32's divergence on one seed; returns the
+    kernel calls counted."""
+    ours, theirs, counts = _divergences(widths, seed)
     assert ours <= 3 * theirs, (ours, theirs)
     return counts
 
@@ -65,16 +73,22 @@ def test_float64_replays_agree_with_torch():
     assert replay.rel(_float64_run(replay.WIDTHS["narrow"], 0), theirs64) < 1e-10
 
 
-# (seed, direct kernel on, the training plan of conv2 and conv3: forward, dx, dw)
-CASES = [(0, True, ("direct", "winograd4", "winograd4")),
-         (10, True, ("direct", "winograd4", "winograd4")),
-         (0, False, ("im2col", "winograd4", "winograd4"))]
+# (direct kernel on, the training plan of conv2 and conv3: forward, dx, dw)
+CASES = [(True, ("direct", "winograd4", "winograd4")),
+         (False, ("im2col", "winograd4", "winograd4"))]
+SEEDS = (0, 1, 10)   # the original replay, one more, the narrow net's tightest (section 35)
 
 
-@pytest.mark.parametrize("seed, direct, kernels", CASES)
-def test_adversarial_replay_float32_as_faithful_as_torch(monkeypatch, seed, direct, kernels):
+@pytest.mark.parametrize("direct, kernels", CASES)
+def test_adversarial_replay_float32_as_faithful_as_torch(monkeypatch, direct, kernels):
     """The narrow net with Winograd's thresholds lowered to take every 3x3 layer: the
-    forward never runs it, dx and dw do, and training stays within 3x PyTorch's."""
+    forward never runs it, dx and dw do, and training stays within 3x PyTorch's on the
+    median of three seeds. One seed alone cannot carry it: a jump (a different branch
+    taken) strikes whichever float32 arithmetic a seed's rounding pushes over, and that
+    depends on the CPU (BLAS's and LLVM's code differ by vector width): seed 0 ran
+    without one on an AVX-512 host, and jumps on a 2-core EPYC without AVX-512 for volnet's
+    exact kernels and Winograd alike (2.3e-3, 5449x PyTorch's 4.3e-7 there; seeds 1-7 at
+    0.53-1.45x: benchmarks/README.md, section 63)."""
     for key, value in replay.settings_constants("narrow", "both").items():
         monkeypatch.setattr(conv_choice, key, value)
     monkeypatch.setattr(conv_choice, "DIRECT", direct)
@@ -83,8 +97,12 @@ def test_adversarial_replay_float32_as_faithful_as_torch(monkeypatch, seed, dire
             assert _training_plan(replay.BATCH, c, f, h) == kernels
             assert conv_choice.plan((replay.BATCH, c, h, h), (f, c, 3, 3), (1, 1), (1, 1),
                                     (1, 1), 1, (h, h), np.float32).forward == "winograd4"
-    counts = _assert_faithful(replay.WIDTHS["narrow"], seed)
-    assert counts == {"dx": 2 * replay.STEPS, "dw": 2 * replay.STEPS, "outer": 0}
+    ratios = []
+    for seed in SEEDS:
+        ours, theirs, counts = _divergences(replay.WIDTHS["narrow"], seed)
+        assert counts == {"dx": 2 * replay.STEPS, "dw": 2 * replay.STEPS, "outer": 0}
+        ratios.append(ours / theirs)
+    assert sorted(ratios)[len(ratios) // 2] <= 3, ratios
 
 
 @pytest.mark.parametrize("outer_on", [True, False])

@@ -35,8 +35,10 @@ to NCHW with scale, bias and ReLU); it releases the GIL, so ``direct.py`` runs s
 block threads. No ``fastmath``: the ReLU must see NaN as it is (NaN passes, as
 through ``np.maximum(x, 0)`` and ``compiled/activation.py``'s bias pass).
 
-The 16-float vectors are AVX-512 registers; on a CPU without AVX-512, LLVM splits them into
-narrower ones (same results, slower: the accumulators no longer fit the register file).
+The 16-float vectors are AVX-512 registers. A CPU without AVX-512 (AVX2: 16 registers of
+8 floats; ``intrinsics.wide_vectors``) runs narrower blocks with the same sums in the same
+order, so the same bits: 4 or 6 filters x 16 outputs forward (8-12 registers), 2 filters
+x 3 taps for dw; the wide blocks' 32 and 48 registers' worth spilled on every tap there.
 llvmlite is numba's own dependency.
 """
 

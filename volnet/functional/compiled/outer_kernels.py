@@ -50,9 +50,15 @@ samples g0 .. g0 + count - 1); its tile (``outer.layout``) holds count Ho Wo rou
 swapped: taps rounded up to 6 repeat the last (``outer._taps_rounded``; ``acc`` has that
 many rows), positions only below count Ho Wo; ``buf`` rows < p_chunk.
 
-The 16-float vectors are AVX-512 registers; on a CPU without AVX-512 LLVM splits them
-(same results, slower). Written as LLVM IR through numba intrinsics, as direct_kernels.py
-is: numba's loops do not keep accumulators in registers.
+The 16-float vectors are AVX-512 registers. A CPU without AVX-512 (AVX2: 16 registers of
+8 floats, where LLVM splits each 16-float vector in two) takes one 16-filter vector per
+register block (:func:`block_vectors`): 6 x 16 filters in 12 registers, the four vectors
+of a 64-filter block one after another, each at its lane offset into ``buf`` and
+``prod``; the block of 24 would keep 48 registers' worth and spill on every tap (N16
+512@7x7 forward on a 2-core EPYC without AVX-512: 60 -> 28 ms; benchmarks/README.md,
+section 63). Each output's sum is the same in both: the same bits. Written as LLVM IR
+through numba intrinsics, as direct_kernels.py is: numba's loops do not keep
+accumulators in registers.
 """
 
 from __future__ import annotations
@@ -293,8 +299,7 @@ def _micro(vectors, most, src, xo, off, k0, k1, inb, b0, buf, prod, row0, add):
     # pragma: no cover - compiled
     """The register block of ``vectors`` 16-filter vectors (the narrowest that holds the
     block's filters), or, where that is more than ``most`` (:func:`block_vectors`), one
-    block of 16 filters at a time: the same
-    sums in the same order, so the same bits."""
+    block of 16 filters at a time: the same sums in the same order, so the same bits."""
     if vectors > most:
         for v in range(vectors):
             _micro1(src, xo, off, k0, k1, inb, b0, buf, prod, row0, add, v * LANES)

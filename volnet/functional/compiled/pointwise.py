@@ -9,7 +9,9 @@ weights broadcast (read in place from six rows of w: nothing derived from the we
 nothing to keep or check for staleness) and 24 fused multiply-adds. The block then applies
 the epilogue in registers (scale and bias: a folded batch norm; the residual sum; the
 ReLU, NaN passing, as the other kernels' ``v <= 0`` test) and stores its six rows of 64
-positions straight into the NCHW output: no transposed tile, no second pass.
+positions straight into the NCHW output: no transposed tile, no second pass. A CPU
+without AVX-512 (16 registers of 8 floats; ``intrinsics.wide_vectors``) runs the block
+16 positions at a time (12 registers), the same sums in the same order.
 
 The outer kernel (``outer.py``: filters in the lanes, positions broadcast) serves any
 stride, padding and dilation, but on a 1x1 layer it reads six positions of each channel's
