@@ -18,7 +18,7 @@ from torch_reference import conv_epilogue
 
 from volnet.errors import ShapeError
 from volnet.functional import conv_choice
-from volnet.functional.compiled import pointwise
+from volnet.functional.compiled import intrinsics, pointwise
 from volnet.functional.conv import conv2d_forward, conv_output_size
 from volnet.runtime import backend, block_threads, thread_policy
 
@@ -292,8 +292,10 @@ def test_plan_picks_pointwise_for_float32_inference_only(monkeypatch):
     """The plan runs the kernel for float32 1x1 inference forwards: at batch 1 on any map,
     at larger batches on maps of POINTWISE_MIN_POSITIONS outputs and more (smaller ones
     keep BLAS's wide product); never for float64, a padded 1x1 layer, training, or with
-    VOLNET_POINTWISE=0 (conv_choice.POINTWISE)."""
+    VOLNET_POINTWISE=0 (conv_choice.POINTWISE), nor on a CPU without AVX-512 (BLAS's
+    packed products win there: benchmarks/README.md, 63)."""
     monkeypatch.setattr(conv_choice, "POINTWISE", True)
+    monkeypatch.setattr(intrinsics, "wide_vectors", lambda: True)
 
     def kernel(n, hw, dtype=np.float32, training=False, threads=2, padding=(0, 0)):
         monkeypatch.setattr(block_threads, "workers", lambda: threads)
@@ -308,6 +310,9 @@ def test_plan_picks_pointwise_for_float32_inference_only(monkeypatch):
     assert kernel(1, 56, np.float64) == "gemm1x1"
     assert kernel(1, 56, training=True) == "gemm1x1"
     assert kernel(1, 56, padding=(1, 1)) not in ("pointwise", "gemm1x1")
+    monkeypatch.setattr(intrinsics, "wide_vectors", lambda: False)
+    assert kernel(1, 56) == "gemm1x1" and kernel(8, 16) == "gemm1x1"
+    monkeypatch.setattr(intrinsics, "wide_vectors", lambda: True)
     monkeypatch.setattr(conv_choice, "POINTWISE", False)
     assert kernel(1, 56) == "gemm1x1"
 
@@ -316,6 +321,7 @@ def test_conv2d_forward_runs_it_with_its_epilogue(monkeypatch):
     """conv2d_forward's inference output with the plan on the kernel: the layer's bias,
     folded batch norm scale, residual and ReLU, as PyTorch float64 gives them."""
     monkeypatch.setattr(conv_choice, "POINTWISE", True)
+    monkeypatch.setattr(intrinsics, "wide_vectors", lambda: True)
     case = (1, 40, 12, 12, 30, (2, 2), 1)
     x, w, b, scale, residual = _operands(case)
     with backend.use_kernels("numba"):

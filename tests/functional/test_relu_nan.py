@@ -39,6 +39,9 @@ def _steer(monkeypatch, kernel):
     """Only ``kernel``'s switch on (im2col: all off), im2col's split by filters off."""
     monkeypatch.setattr(conv_choice, "OUTER", kernel == "outer")
     monkeypatch.setattr(conv_choice, "POINTWISE", kernel == "pointwise")
+    if kernel == "pointwise":    # chosen only with AVX-512 (conv_choice.pointwise_fits)
+        from volnet.functional.compiled import intrinsics
+        monkeypatch.setattr(intrinsics, "wide_vectors", lambda: True)
     monkeypatch.setattr(conv_choice, "POINTWISE_MIN_POSITIONS", 0)   # any batch
     monkeypatch.setattr(conv_choice, "DIRECT", kernel == "direct")
     monkeypatch.setattr(conv_choice, "WINOGRAD", kernel == "winograd4")

@@ -262,9 +262,22 @@ def touched(x_shape, w_shape, out_size) -> int:
 
 
 def pointwise_fits(n, out_size, threads) -> bool:
-    """True, when the pointwise kernel is on, for an inference 1x1 layer of a batch smaller
-    than the threads, or of maps of at least POINTWISE_MIN_POSITIONS outputs."""
-    return POINTWISE and (n < threads or out_size[0] * out_size[1] >= POINTWISE_MIN_POSITIONS)
+    """True, when the pointwise kernel is on and the CPU has AVX-512, for an inference 1x1
+    layer of a batch smaller than the threads, or of maps of at least
+    POINTWISE_MIN_POSITIONS outputs. Without AVX-512 its register block (6 filters x 16
+    positions there) loses to BLAS's packed products on every such layer: in-process A/B,
+    2-core EPYC, median ms, pointwise / BLAS: ResNet-50 b1 89.0 / 77.6 (and 82.3 / 68.1
+    with the block's loops reordered to keep each 16-position slice in L1), b8 432 / 394,
+    GoogLeNet b1 42.2 / 38.8 (benchmarks/README.md, 63)."""
+    return POINTWISE and wide_vectors() and (
+        n < threads or out_size[0] * out_size[1] >= POINTWISE_MIN_POSITIONS)
+
+
+def wide_vectors() -> bool:
+    """Whether the compiled kernels run on AVX-512 (compiled/intrinsics.py); call only once
+    they are chosen (numba is loaded)."""
+    from volnet.functional.compiled import intrinsics
+    return intrinsics.wide_vectors()
 
 
 def outer_fits(c, f, groups) -> bool:
@@ -452,7 +465,8 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
     direct kernel or im2col run it instead (see OUTER_TRAINING_MIN_FILTERS).
     """
     # math.prod, not np.prod: this runs on every convolution call (np.prod cost ~2 us)
-    settings = (backend.compiled(touched(x_shape, w_shape, out_size)), block_threads.workers(),
+    compiled = backend.compiled(touched(x_shape, w_shape, out_size))
+    settings = (compiled, compiled and wide_vectors(), block_threads.workers(),
                 block_threads.SPLIT_MIN, IM2COL_SPLIT_MAX_POSITIONS, WINOGRAD, WINOGRAD_MIN_TILES,
                 WINOGRAD_MIN_WORK, WINOGRAD_MIN_TILES_DW, WINOGRAD_MIN_CHANNELS,
                 WINOGRAD_MIN_WORK_CACHED, WINOGRAD_FILTERS_PER_TILE, WINOGRAD_TRAINING, DIRECT,
@@ -497,7 +511,7 @@ def _plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype, 
     else:   # inference: the filter transform is cached, so smaller layers earn Winograd,
         #     and a batch smaller than the threads splits im2col's product by filters
         fwd = choose(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
-                     filters_cached=True, threads=settings[1])
+                     filters_cached=True, threads=settings[2])
     f, _, kh, kw = w_shape
     # training's dx and dw: exact kernels when WINOGRAD_TRAINING is off (see above)
     backward_winograd = WINOGRAD_TRAINING or not training
