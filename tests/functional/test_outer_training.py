@@ -12,12 +12,20 @@ import pytest
 import torch
 
 from volnet.functional import conv_choice, conv_gemm
+from volnet.functional.compiled import intrinsics
 from volnet.functional.conv import conv2d_backward, conv2d_forward
 from volnet.runtime import backend, block_threads, thread_policy
 
 pytestmark = pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
 
 TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def avx512_bounds(monkeypatch):
+    """The plans below are those of a CPU with AVX-512, whatever CPU runs them (without it,
+    the forward and dx rule starts at fewer filters: test_training_forward_rule_without_avx512)."""
+    monkeypatch.setattr(intrinsics, "wide_vectors", lambda: True)
 
 
 def _rel(a, b):
@@ -117,13 +125,24 @@ def _training_plan(x_shape, w_shape, stride=1, padding=1, groups=1, dilation=1):
 def test_training_forward_rule(monkeypatch, x_shape, w_shape, stride, padding, forward,
                                without):
     """The rule's bounds (conv_choice.OUTER_TRAINING_MIN_FILTERS, _MIN_TAPS, kept columns,
-    1x1), and VOLNET_OUTER=0 (conv_choice.OUTER off) giving every layer back to the exact
-    kernel it ran before (``without``)."""
+    1x1), and VOLNET_OUTER=0 (conv_choice.OUTER off) giving every
+    layer back to the exact kernel it ran before (``without``)."""
     monkeypatch.setattr(conv_choice, "OUTER", True)
     assert _training_plan(x_shape, w_shape, stride, padding)["forward"] == forward
     monkeypatch.setattr(conv_choice, "OUTER", False)
     names = _training_plan(x_shape, w_shape, stride, padding)
     assert "outer" not in names.values() and names["forward"] == without
+
+
+@pytest.mark.parametrize("filters, wide, forward", [
+    (48, True, "direct"), (48, False, "outer"), (32, False, "outer"), (24, False, "direct")])
+def test_training_forward_rule_without_avx512(monkeypatch, filters, wide, forward):
+    """Without AVX-512 the kernel's register block is 16 filters, and a training forward
+    takes it from OUTER_TRAINING_MIN_FILTERS_NARROW (32) filters per group."""
+    monkeypatch.setattr(intrinsics, "wide_vectors", lambda: wide)
+    monkeypatch.setattr(conv_choice, "OUTER", True)
+    shapes = ((16, 32, 32, 32), (filters, 32, 3, 3))
+    assert _training_plan(*shapes)["forward"] == forward
 
 
 def test_winograd_backward_stays_where_it_fits(monkeypatch):

@@ -158,6 +158,11 @@ OUTER_TRAINING_MIN_FILTERS = 64   # F/G; a training forward or a stride-1 dx tha
 #   taps: 4.8 / 5.1; the 7x7 stems, 147: 1.06), not Winograd's dx (1.2-1.8x), not
 #   strided 1x1 layers (unrolled by a strided copy: N64 512->1024 28x28 s2 91 / 117)
 OUTER_TRAINING_MIN_TAPS = 256
+OUTER_TRAINING_MIN_FILTERS_NARROW = 32   # the same without AVX-512, where the kernel's
+#   register block is 16 filters (outer_kernels.block_vectors): the VGG-style CIFAR net's
+#   32-filter conv2 (forward and dx) goes to it, b128 step, in-process A/B on a 2-core EPYC,
+#   median ms: 172.5 -> 157.0 (ratio to PyTorch 0.88 -> 0.80); 16 made no other plan there
+#   (benchmarks/README.md, 63)
 OUTER_DW_MIN_FILTERS = 16     # F/G; dw by the outer kernel (its register block with taps
 #   and positions swapped: outer.weight_grad) in place of the direct kernel's dw and of an
 #   im2col dw that unrolls its own columns, from one full vector of 16 filters, any taps;
@@ -289,10 +294,12 @@ def outer_fits(c, f, groups) -> bool:
 def outer_trains(w_shape, groups) -> bool:
     """True, when the outer kernel is on, for a convolution of ``w_shape`` filters that a
     training plan may give it in place of the exact kernels (direct, im2col): a kernel
-    larger than 1x1, at least OUTER_TRAINING_MIN_FILTERS filters per group and
-    OUTER_TRAINING_MIN_TAPS taps."""
+    larger than 1x1, at least OUTER_TRAINING_MIN_FILTERS filters per group (without
+    AVX-512: OUTER_TRAINING_MIN_FILTERS_NARROW) and OUTER_TRAINING_MIN_TAPS taps. Call only
+    with the compiled kernels chosen (numba loaded)."""
     f, cg, kh, kw = w_shape
-    return (OUTER and kh * kw > 1 and f // groups >= OUTER_TRAINING_MIN_FILTERS
+    least = OUTER_TRAINING_MIN_FILTERS if wide_vectors() else OUTER_TRAINING_MIN_FILTERS_NARROW
+    return (OUTER and kh * kw > 1 and f // groups >= least
             and cg * kh * kw >= OUTER_TRAINING_MIN_TAPS)
 
 
@@ -475,7 +482,7 @@ def plan(x_shape, w_shape, stride, padding, dilation, groups, out_size, dtype,
                 WINOGRAD_DW_SMALL_MAP, WINOGRAD_DW_SMALL_MAP_CHANNELS, POINTWISE,
                 POINTWISE_MIN_POSITIONS, OUTER,
                 OUTER_MIN_CHANNELS, OUTER_MIN_FILTERS, OUTER_TRAINING_MIN_FILTERS,
-                OUTER_TRAINING_MIN_TAPS,
+                OUTER_TRAINING_MIN_TAPS, OUTER_TRAINING_MIN_FILTERS_NARROW,
                 OUTER_DW_MIN_FILTERS, OUTER_DW_WINOGRAD_CHANNELS, conv_gemm.KEEP_BYTES)
     return _plan(tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), tuple(dilation),
                  int(groups), tuple(out_size), np.dtype(dtype), bool(training), settings)
