@@ -110,3 +110,21 @@ def test_narrow_pointwise_gives_the_same_bits(monkeypatch, positions):
     want = TF.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double()).numpy()
     want = np.maximum(want * scale[:, None, None] + b[:, None, None] + res, 0)
     assert _close(narrow, want)
+
+
+@pytest.mark.parametrize("name, features, wide", [
+    (None, "+avx2,+fma,+avx512f,+avx512bw", True), (None, "+avx2,+fma,-avx512f", False),
+    ("generic", None, False), ("host", "+sse4.2", False)])
+def test_vector_width_follows_what_numba_targets(monkeypatch, name, features, wide):
+    """NUMBA_CPU_FEATURES and NUMBA_CPU_NAME (numba.core.config) decide, as they decide what
+    numba compiles: a named CPU without features (a portable cache) gets narrow blocks."""
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CPU_NAME", name)
+    monkeypatch.setattr(config, "CPU_FEATURES", features)
+    intrinsics.wide_vectors.cache_clear()
+    try:
+        assert intrinsics.wide_vectors() is wide
+    finally:
+        monkeypatch.undo()
+        intrinsics.wide_vectors.cache_clear()

@@ -1,6 +1,7 @@
 """LLVM building blocks shared by the kernels written as numba intrinsics
-(``outer_kernels.py``, ``pointwise.py``, ``pool.py``): an array's data pointer, a prefetch,
-a lane mask, a broadcast and the masked loads and stores."""
+(``outer_kernels.py``, ``pointwise.py``, ``pool.py``): the vector width of the CPU numba
+compiles for, an array's data pointer, a prefetch, a lane mask, a broadcast and the masked
+loads and stores."""
 
 from __future__ import annotations
 
@@ -21,8 +22,13 @@ def wide_vectors() -> bool:
     accumulators; without AVX-512, LLVM splits each into two registers of 8 floats and the
     48 no longer fit the register file (they spill to memory on every tap). Those kernels
     take narrower blocks there. NUMBA_CPU_FEATURES, where set, is what
-    numba targets, else the host's own features."""
-    features = config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
+    numba targets; a NUMBA_CPU_NAME other than "host" without it (a portable cache, e.g.
+    "generic") counts as narrow, which is correct anywhere; else the host's own features."""
+    features = config.CPU_FEATURES
+    if not features:
+        if config.CPU_NAME not in (None, "host"):
+            return False
+        features = binding.get_host_cpu_features().flatten()
     return "+avx512f" in features.split(",")
 
 
