@@ -211,21 +211,18 @@ def layers(draw):
             draw(st.integers(1, 15)), g * draw(st.integers(1, 20)), (1, 1), g)
 
 
-@pytest.mark.parametrize("narrow", [False, True])
 @pytest.mark.parametrize("case", [c for c in CASES if c[5] == (1, 1)])
-def test_reads_and_writes_stay_inside_their_arrays(case, narrow):
-    # narrow: AVX2's register blocks (16 positions at a time, each at its offset), else
-    # AVX-512's (up to 64), whatever this CPU has
-    _check_inside_arrays(case, narrow)
+def test_reads_and_writes_stay_inside_their_arrays(case):
+    _check_inside_arrays(case)
 
 
 @settings(max_examples=40, deadline=None)
 @given(layers())
 def test_any_layer_stays_inside_its_arrays_and_matches_torch(case):
-    _check_inside_arrays(case, True)
+    _check_inside_arrays(case)
 
 
-def _check_inside_arrays(case, narrow):
+def _check_inside_arrays(case):
     """The kernel on operands and output that sit between guards: NaN around everything
     it reads (a read past an edge makes an output NaN: no ReLU here, and the output is
     checked finite) and a sentinel around its output (a write past an edge changes a
@@ -247,8 +244,7 @@ def _check_inside_arrays(case, narrow):
     out_buf, out = guarded(np.full((n, f, positions), np.nan), fill=-1234.5)
     for share in pointwise.layout(n, f, positions, 2):
         pointwise.items(arrays["x"][1], arrays["w2"][1], g, *share, out,
-                        arrays["scale"][1], arrays["bias"][1], arrays["residual"][1], 7,
-                        narrow)
+                        arrays["scale"][1], arrays["bias"][1], arrays["residual"][1], 7)
     assert (guards(out_buf) == np.float32(-1234.5)).all()
     for name, (buf, _) in arrays.items():
         assert np.isnan(guards(buf)).all(), name

@@ -1,6 +1,6 @@
 """The convolution kernels' register blocks for CPUs without AVX-512 (16 vector registers:
-the blocks take 16 filters or positions at a time) give the same bits as AVX-512's (up
-to 64), whatever CPU runs the test: each output's sum runs over the same products in the
+the outer and direct kernels' blocks take 16 filters or outputs at a time) give the same
+bits as AVX-512's (up to 64), whatever CPU runs the test: each output's sum runs over the same products in the
 same order. Both against PyTorch, so neither is checked only against the other."""
 
 import numpy as np
@@ -93,23 +93,6 @@ def test_narrow_gated_weight_grad_gives_the_same_bits(monkeypatch):
         np.testing.assert_array_equal(narrow, wide)
     _, want_dw = _torch(x, w, np.zeros(f, np.float32), np.where(gate, dout, 0), case)
     assert _close(runs[1][0], want_dw)
-
-
-@pytest.mark.parametrize("positions", [(7, 9), (8, 8), (5, 31)])
-def test_narrow_pointwise_gives_the_same_bits(monkeypatch, positions):
-    from volnet.functional.compiled import pointwise
-
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, 40, *positions), dtype=np.float32)
-    w = rng.standard_normal((15, 40, 1, 1), dtype=np.float32)
-    b, scale = rng.standard_normal(15, dtype=np.float32), rng.random(15, dtype=np.float32)
-    res = rng.standard_normal((2, 15, *positions), dtype=np.float32)
-    wide, narrow = _both(monkeypatch, lambda: pointwise.forward(
-        x, w, b, (1, 1), 1, positions, True, scale, res))
-    np.testing.assert_array_equal(narrow, wide)
-    want = TF.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double()).numpy()
-    want = np.maximum(want * scale[:, None, None] + b[:, None, None] + res, 0)
-    assert _close(narrow, want)
 
 
 @pytest.mark.parametrize("name, features, wide", [

@@ -9,9 +9,10 @@ weights broadcast (read in place from six rows of w: nothing derived from the we
 nothing to keep or check for staleness) and 24 fused multiply-adds. The block then applies
 the epilogue in registers (scale and bias: a folded batch norm; the residual sum; the
 ReLU, NaN passing, as the other kernels' ``v <= 0`` test) and stores its six rows of 64
-positions straight into the NCHW output: no transposed tile, no second pass. A CPU
-without AVX-512 (16 registers of 8 floats; ``intrinsics.wide_vectors``) runs the block
-16 positions at a time (12 registers), the same sums in the same order.
+positions straight into the NCHW output: no transposed tile, no second pass. The block is
+AVX-512's; without AVX-512 (16 registers of 8 floats) a block of 16 positions lost to BLAS
+on every network measured, so the plan keeps 1x1 layers on BLAS there
+(``conv_choice.pointwise_fits``; benchmarks/README.md, section 63).
 
 The outer kernel (``outer.py``: filters in the lanes, positions broadcast) serves any
 stride, padding and dilation, but on a 1x1 layer it reads six positions of each channel's
@@ -45,7 +46,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from volnet.errors import ShapeError
-from volnet.functional.compiled import epilogue, intrinsics
+from volnet.functional.compiled import epilogue
 from volnet.functional.compiled.intrinsics import (
     array_data,
     lane_mask,
@@ -177,16 +178,9 @@ _block1 = _block_kernel(1)
 
 @njit(inline="always")
 def _block(x, xo, ldx, w, wo, ldw, rows, k, valid, out, oo, ldo, scale, bias, res,
-           flags, narrow):  # pragma: no cover - compiled
-    """The register block of the fewest 16-position vectors that hold ``valid``; with
-    ``narrow`` (a CPU with 16 vector registers, intrinsics.wide_vectors), 16 positions at
-    a time (12 registers of 8 floats; the full block's 48 would spill on every channel):
-    each output's sum is the same, in the same order."""
-    if narrow:
-        for v in range(0, valid, LANES):
-            _block1(x, xo + v, ldx, w, wo, ldw, rows, k, min(LANES, valid - v), out, oo + v,
-                    ldo, scale, bias, res, flags)
-    elif valid > 3 * LANES:
+           flags):  # pragma: no cover - compiled
+    """The register block of the fewest 16-position vectors that hold ``valid``."""
+    if valid > 3 * LANES:
         _block4(x, xo, ldx, w, wo, ldw, rows, k, valid, out, oo, ldo, scale, bias, res, flags)
     elif valid > 2 * LANES:
         _block3(x, xo, ldx, w, wo, ldw, rows, k, valid, out, oo, ldo, scale, bias, res, flags)
@@ -197,8 +191,8 @@ def _block(x, xo, ldx, w, wo, ldw, rows, k, valid, out, oo, ldo, scale, bias, re
 
 
 @njit(nogil=True, cache=True)
-def items(x, w2, groups, n0, n1, p0, p1, f0, f1, out, scale, bias, res, flags,
-          narrow):  # pragma: no cover - compiled
+def items(x, w2, groups, n0, n1, p0, p1, f0, f1, out, scale, bias, res,
+          flags):  # pragma: no cover - compiled
     """out[n, f, p] for samples [n0, n1), filters [f0, f1) and positions [p0, p1): x (N, C,
     P) and out, res (N, F, P) C-contiguous (res read when ``flags`` & 4); w2 (F, C/G);
     scale, bias (F,) or empty (read when ``flags`` & 1, & 2). Panels of 64 positions by
@@ -243,7 +237,7 @@ def items(x, w2, groups, n0, n1, p0, p1, f0, f1, out, scale, bias, res, flags,
                         _block(xf, xo, positions, wf, fb * cg + k0, cg, min(ROWS, hi - fb),
                                k1 - k0, valid, of, (n * f_all + fb) * positions + pp,
                                positions, scale[fb:] if fl & 1 else scale,
-                               bias[fb:] if fl & 2 else bias, rf, fl, narrow)
+                               bias[fb:] if fl & 2 else bias, rf, fl)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -300,7 +294,6 @@ def forward(x, w, bias, stride, groups, out_size, relu=False, scale=None, residu
     flags = ((scale is not None) | (bias is not None) << 1 | (residual is not None) << 2
              | bool(relu) << 3)
     p = ho * wo
-    narrow = not intrinsics.wide_vectors()
     out3, res3 = out.reshape(n, f, p), res.reshape(n, f, p)
     shares = layout(n, f, p, block_threads.split_count(n * f * (c // groups) * p,
                                                        same_bits=True))
@@ -316,14 +309,14 @@ def forward(x, w, bias, stride, groups, out_size, relu=False, scale=None, residu
     def work(i):
         n0, n1, *rest = shares[i]
         if x3 is not None:
-            items(x3, w2, int(groups), n0, n1, *rest, out3, s, b, res3, flags, narrow)
+            items(x3, w2, int(groups), n0, n1, *rest, out3, s, b, res3, flags)
             return
         # each sample subsampled by the thread that runs it, into that thread's scratch
         one = block_threads.scratch("pointwise_sub", c * p).reshape(1, c, ho, wo)
         for m in range(n0, n1):
             np.copyto(one[0], sub[m])
             items(one.reshape(1, c, p), w2, int(groups), 0, 1, *rest, out3[m:m + 1], s, b,
-                  res3[m:m + 1], flags, narrow)
+                  res3[m:m + 1], flags)
 
     block_threads.run(work, len(shares))
     return out
