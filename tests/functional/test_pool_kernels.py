@@ -206,3 +206,21 @@ def test_maxpool_planes_split_over_block_threads_match_torch_bit_for_bit(
     finite = ~np.isnan(x)
     finite[0, 1] = False                        # the NaN's plane: PyTorch routes to its last
     assert np.array_equal(dx2[finite], xt.grad.numpy()[finite])
+
+
+@pytest.mark.skipif(not backend.numba_available(), reason="numba missing")
+@pytest.mark.parametrize("wide", [True, False])
+def test_inference_2x2_pool_on_wide_planes_either_kernel(monkeypatch, wide):
+    """Inference's whole 2x2/2 windows on planes 64+ wide: the 2x2 kernel's rows with
+    AVX-512, max_values' flat pass without (it wins there at every width); both give
+    PyTorch's maxima, NaN included."""
+    from volnet.functional.compiled import intrinsics
+
+    monkeypatch.setattr(intrinsics, "wide_vectors", lambda: wide)
+    x = np.random.default_rng(4).standard_normal((2, 3, 66, 70)).astype(np.float32)
+    x[0, 1, 5, 7] = np.nan
+    with backend.use_kernels("numba"):
+        out, cache = maxpool2d_forward(x, (2, 2), (2, 2), keep_cache=False)
+    assert cache is None
+    want = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2).numpy()
+    np.testing.assert_array_equal(out, want)

@@ -18,7 +18,10 @@ from volnet.runtime import backend, launch
 _KERNELS = "volnet.functional.compiled.pool"   # compiled twins, imported on first use
 PAIR_WIDTH = 64     # from this width, inference's whole 2x2/2 windows take the 2x2 kernel's
 #                     rows (64x112x112: 0.115 ms against max_values' 0.133); narrower planes
-#                     max_values' flat pass (832x14x14: 0.072 -> 0.033)
+#                     max_values' flat pass (832x14x14: 0.072 -> 0.033). With AVX-512 only:
+#                     without it the 2x2 kernel's 16-lane shuffles lose at every width, two
+#                     threads, ms, max_values / 2x2: 1x64x56x56 0.044 / 0.158, 1x128x112x112
+#                     0.444 / 2.00, 8x64x224x224 7.56 / 33.8 (benchmarks/README.md, 63)
 
 
 def pool_output_size(hw, kernel_size, stride, padding, ceil_mode, what="pool"):
@@ -92,6 +95,12 @@ class _Winners:
 
 
 
+def _wide_vectors() -> bool:
+    """Whether the compiled kernels run on AVX-512 (numba is loaded when this is asked)."""
+    from volnet.functional.compiled import intrinsics
+    return intrinsics.wide_vectors()
+
+
 def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache, reuse):
     n, c, h, w = x.shape
     x3 = np.ascontiguousarray(x).reshape(n * c, h, w)
@@ -105,7 +114,7 @@ def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
         arg = np.empty(out.shape, dtype=np.int32)
     halves = (tuple(kernel_size) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
               and tuple(out_size) == (h // 2, w // 2))     # 2x2 windows, every one whole
-    if not keep_cache and not (halves and w >= PAIR_WIDTH):
+    if not keep_cache and not (halves and w >= PAIR_WIDTH and _wide_vectors()):
         # inference: the maxima alone, no winners
         launch.run(_KERNELS, "max_values", x.size, x3, *kernel_size, *stride, *padding, out)
     elif halves:

@@ -250,8 +250,13 @@ def pack_filters(w: np.ndarray, groups: int, f_pad: int, row_first: bool) -> np.
     wg = (w.transpose(0, 2, 1, 3) if row_first else w).reshape(groups, fg, -1)
     wp = np.zeros((groups, f_pad, wg.shape[2]), np.float32)
     wp[:, :fg] = wg
-    return np.ascontiguousarray(wp.reshape(groups, f_pad // kernels.FILTERS, kernels.FILTERS,
-                                           -1).transpose(0, 1, 3, 2))
+    packed = np.ascontiguousarray(wp.reshape(groups, f_pad // kernels.FILTERS,
+                                             kernels.FILTERS, -1).transpose(0, 1, 3, 2))
+    # read-only, as the weight cache keeps it for inference: numba compiles one kernel per
+    # array type, and a writable training copy cost a second compile of forward_samples at
+    # a network's first evaluation (3.7 s of a fresh install's first LeNet run)
+    packed.flags.writeable = False
+    return packed
 
 
 def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False, scale=None,
