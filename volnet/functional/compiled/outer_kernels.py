@@ -354,7 +354,8 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
     Wo) gets ``sums * scale + bias (+ residual)``, rectified when ``relu`` (scale, bias:
     (F,) or empty; residual: out's shape, read when ``has_res``); ``mask`` (bool, out's
     shape flattened to (N, F, Ho * Wo), or empty (0, 0, 0)) gets out > 0 where ``relu``
-    without a residual."""
+    without a residual. ``most``: the most 16-filter vectors one register block takes
+    (:func:`block_vectors`)."""
     c_all = x.shape[1]
     f_all, k_n = w2.shape
     cg, fg = c_all // groups, f_all // groups
@@ -476,7 +477,8 @@ def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g,
     piece of a chunk gated into ``gated_chunk`` (64 x p_chunk scratch) before its
     transpose; ``bias_acc`` (fb1 - fb0, 64) float64 gets each filter's sum of the gated
     values (the bias gradient), and ``gated`` (dout's shape, or empty: not wanted) the
-    gated values themselves (dx's input). dout is then read once for all three."""
+    gated values themselves (dx's input). dout is then read once for all three. ``most``
+    as in :func:`forward_items`."""
     has_gate = gate.size > 0
     keep_gated = gated.size > 0
     c_all = x.shape[1]
