@@ -389,18 +389,27 @@ def test_avg_pool_compiled_kernel_matches_torch(dtype, shape, kernel, stride, pa
 ])
 def test_window_kernel_threads_give_the_one_thread_answer(shape, kernel, stride, padding, name):
     # the threaded variant (what calls of PARALLEL_MIN elements and up run): each block
-    # of planes has its own scratch, so the answer is the serial one, bit for bit
+    # of planes has its own scratch, so the answer is the serial one, bit for bit; max
+    # pooling's 3x3/1 and 2x2/2 windows by their own kernels too (the general one is
+    # right for them as well, so its answer is the reference)
     pool = pytest.importorskip("volnet.functional.compiled.pool")
     rng = np.random.default_rng(7)
     x = rng.standard_normal(shape).astype(np.float32)
     x[rng.random(shape) < 0.01] = np.nan
     size = [(n + 2 * padding - kernel) // stride + 1 for n in shape[1:]]
-    out = [np.empty((shape[0], *size), np.float32) for _ in range(2)]
+    out = [np.empty((shape[0], *size), np.float32) for _ in range(4)]
     args = (kernel, kernel, stride, stride, padding, padding)
     getattr(pool, name).serial(x, *args, out[0])
     getattr(pool, name).parallel(x, *args, out[1])
     assert np.isnan(out[0]).any()
     assert np.array_equal(out[1], out[0], equal_nan=True)
+    special = {(3, 1, 1): "max_values_same", (2, 2, 0): "max_values_pairs"}.get(
+        (kernel, stride, padding))
+    if name == "max_values" and special:
+        getattr(pool, special).serial(x, out[2])
+        getattr(pool, special).parallel(x, out[3])
+        assert np.array_equal(out[2], out[0], equal_nan=True)
+        assert np.array_equal(out[3], out[0], equal_nan=True)
 
 
 def test_max_pool_inference_keeps_no_winners():

@@ -116,7 +116,14 @@ def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
               and tuple(out_size) == (h // 2, w // 2))     # 2x2 windows, every one whole
     if not keep_cache and not (halves and w >= PAIR_WIDTH and _wide_vectors()):
         # inference: the maxima alone, no winners
-        launch.run(_KERNELS, "max_values", x.size, x3, *kernel_size, *stride, *padding, out)
+        if halves and h % 2 == 0 and w % 2 == 0:
+            launch.run(_KERNELS, "max_values_pairs", x.size, x3, out)
+        elif (tuple(kernel_size) == (3, 3) and tuple(stride) == (1, 1)
+              and tuple(padding) == (1, 1) and tuple(out_size) == (h, w)):
+            launch.run(_KERNELS, "max_values_same", x.size, x3, out)
+        else:
+            launch.run(_KERNELS, "max_values", x.size, x3, *kernel_size, *stride, *padding,
+                       out)
     elif halves:
         # the serial variant, its planes split over block threads (launch.run_planes): loaded
         # from numba's on-disk cache, the prange variant ran 3x slower than the serial one

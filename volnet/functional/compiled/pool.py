@@ -1,6 +1,6 @@
 """Max pooling in one pass each way: the forward records each window's winner (flat
 index into its H x W plane, int32), the backward scatters the gradient there; the window
-maxima alone (:func:`max_values`: max pooling at inference) and the window sums
+maxima alone (:func:`max_values` and its two special cases: max pooling at inference) and the window sums
 (:func:`window_sums`: average pooling's forward).
 
 Planes (N*C of them) are split among threads, so overlapping windows never race.
@@ -451,34 +451,52 @@ def _row_max(x, out, kh, kw, sh, sw, ph, pw, col):
 @kernel
 def max_values(x, kh, kw, sh, sw, ph, pw, out):
     """x (P, H, W) -> out (P, Ho, Wo): each window's maximum, no winners kept (max pooling
-    at inference; :func:`max_forward` tracks each winner for backward). Padding counts as
-    -infinity; the bottom and right padding also covers ceil_mode's partial windows; a NaN
-    anywhere in a window gives NaN, as in PyTorch.
+    at inference; :func:`max_forward` tracks each winner for backward), output row by
+    output row (:func:`_row_max`). Padding counts as -infinity; the bottom and right
+    padding also covers ceil_mode's partial windows; a NaN anywhere in a window gives NaN,
+    as in PyTorch.
 
-    3x3 pools at stride 1 with padding 1 take two flat passes over groups of planes
-    (:func:`_same_max`, ``SAME_GROUP`` elements at once, in cache), whole 2x2 windows at
-    stride 2 a pass over row pairs and a flat one (:func:`_pair_max`); the others go
-    output row by output row (:func:`_row_max`). Planes are cut into up to ``MAX_BLOCKS``
-    blocks, each with its own scratch, so the threaded variant gives the serial answer.
+    Two window shapes have their own kernels, each compiled only when a call runs it
+    (compiling all three as one took 5.1 s of a fresh install's first ``volnet train
+    lenet5``, which runs only the 2x2 one): :func:`max_values_same` (3x3 at stride 1,
+    padding 1) and :func:`max_values_pairs` (whole 2x2 windows at stride 2). Planes are cut
+    into up to ``MAX_BLOCKS`` blocks, each with its own scratch, so the threaded variant
+    gives the serial answer.
     """
     planes, h, w = x.shape
-    ho, wo = out.shape[1], out.shape[2]
-    same = kh == 3 and kw == 3 and sh == 1 and sw == 1 and ph == 1 and pw == 1
-    pair = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
-            and h == 2 * ho and w == 2 * wo)
+    wo = out.shape[2]
     blocks = min(planes, MAX_BLOCKS)
-    size = h * w
-    group = max(1, SAME_GROUP // max(size, 1))
     for b in prange(blocks):
         lo, hi = b * planes // blocks, (b + 1) * planes // blocks
-        if same or pair:
-            scratch = np.empty(min(group, hi - lo) * size, dtype=x.dtype)
-            for g in range(lo, hi, group):
-                e = min(g + group, hi)
-                if same:
-                    _same_max(x[g:e], out[g:e], scratch)
-                else:
-                    _pair_max(x[g:e], out[g:e], scratch)
-        else:
-            col = np.empty(max(w + 2 * pw, (wo - 1) * sw + kw), dtype=x.dtype)
-            _row_max(x[lo:hi], out[lo:hi], kh, kw, sh, sw, ph, pw, col)
+        col = np.empty(max(w + 2 * pw, (wo - 1) * sw + kw), dtype=x.dtype)
+        _row_max(x[lo:hi], out[lo:hi], kh, kw, sh, sw, ph, pw, col)
+
+
+@kernel
+def max_values_same(x, out):
+    """:func:`max_values` of 3x3 windows at stride 1 with padding 1 (out is x's shape):
+    two flat passes over groups of planes (:func:`_same_max`, ``SAME_GROUP`` elements at
+    once, in cache)."""
+    planes, h, w = x.shape
+    blocks = min(planes, MAX_BLOCKS)
+    group = max(1, SAME_GROUP // max(h * w, 1))
+    for b in prange(blocks):
+        lo, hi = b * planes // blocks, (b + 1) * planes // blocks
+        scratch = np.empty(min(group, hi - lo) * h * w, dtype=x.dtype)
+        for g in range(lo, hi, group):
+            _same_max(x[g:min(g + group, hi)], out[g:min(g + group, hi)], scratch)
+
+
+@kernel
+def max_values_pairs(x, out):
+    """:func:`max_values` of 2x2 windows at stride 2 on planes of even height and width
+    (every window whole): a pass over row pairs and a flat one (:func:`_pair_max`), over
+    groups of planes as :func:`max_values_same` (the row pairs' maxima stay in cache)."""
+    planes, h, w = x.shape
+    blocks = min(planes, MAX_BLOCKS)
+    group = max(1, SAME_GROUP // max(h * w, 1))
+    for b in prange(blocks):
+        lo, hi = b * planes // blocks, (b + 1) * planes // blocks
+        scratch = np.empty(min(group, hi - lo) * (h // 2) * w, dtype=x.dtype)
+        for g in range(lo, hi, group):
+            _pair_max(x[g:min(g + group, hi)], out[g:min(g + group, hi)], scratch)
