@@ -802,13 +802,13 @@ def test_dw_kernels_give_the_same_bits_split_by_the_spin_or_not(two_threads, mon
                                                                 kernel):
     """The direct and outer kernels' dw sum the batch as two fixed halves added in one order
     (the outer kernel's blocks of 64 filters each over every sample), so they may split by
-    timing, whether a block thread happens to spin: LeNet conv1 at batch 100 and a 6->16
-    layer at batch 20, between SPLIT_MIN_AWAKE and SPLIT_MIN multiply-adds, split awake and not asleep,
-    with the same bits (before the fixed halves, 142 of the direct dw's 150 values differed
-    when it followed the spin)."""
+    timing, whether a block thread happens to spin: a 3->6 5x5 layer and a 6->16 one at
+    batch 20, between SPLIT_MIN_AWAKE and SPLIT_MIN multiply-adds, split awake and not
+    asleep, with the same bits (before the fixed halves, 142 of the direct dw's 150 values
+    of LeNet conv1 differed when it followed the spin)."""
     from volnet.functional.compiled import direct, outer
     rng = np.random.default_rng(0)
-    n, c, f, pad = (100, 1, 6, 2) if kernel == "direct" else (20, 6, 16, 0)
+    n, c, f, pad = (20, 3, 6, 2) if kernel == "direct" else (20, 6, 16, 0)
     x = rng.standard_normal((n, c, 28, 28)).astype(np.float32)
     size = 28 + 2 * pad - 4
     dout = rng.standard_normal((n, f, size, size)).astype(np.float32)
@@ -827,6 +827,38 @@ def test_dw_kernels_give_the_same_bits_split_by_the_spin_or_not(two_threads, mon
             results.append(grad(x, dout, (f, c, 5, 5), (1, 1), (pad, pad), (1, 1), 1))
             assert handed == ([2] if awake else [])
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_direct_passes_of_few_taps_stay_on_the_calling_thread(two_threads, monkeypatch):
+    """LeNet conv1 (1 channel, 5x5: 25 taps per filter, below direct.SPLIT_MIN_TAPS) at
+    batch 100: its forward and dw are not handed to the block threads however large, and
+    give the bits they give split (the rule lowered to 1), both PyTorch's to float32."""
+    from volnet.functional.compiled import direct
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((100, 1, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 5, 5)).astype(np.float32)
+    dout = rng.standard_normal((100, 6, 28, 28)).astype(np.float32)
+    monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)       # large enough to split
+    run = block_threads.run
+    handed = []
+    monkeypatch.setattr(block_threads, "run",
+                        lambda fn, count: handed.append(count) or run(fn, count))
+    results = []
+    with backend.use_kernels("numba"), block_threads.section():
+        for least in (direct.SPLIT_MIN_TAPS, 1):
+            monkeypatch.setattr(direct, "SPLIT_MIN_TAPS", least)
+            handed.clear()
+            out = direct.forward(x, w, None, (1, 1), (2, 2), (1, 1), 1, (28, 28))
+            dw = direct.weight_grad(x, dout, w.shape, (1, 1), (2, 2), (1, 1), 1)
+            assert [k for k in handed if k > 1] == ([] if least > 25 else [2, 2])
+            results.append((out, dw))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    xt, wt = torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64)
+    want = torch.nn.functional.conv2d(xt, wt, padding=2).numpy()
+    grad = torch.nn.grad.conv2d_weight(xt, w.shape, torch.tensor(dout, dtype=torch.float64),
+                                       padding=2).numpy()
+    assert _rel(results[0][0], want) < 1e-5 and _rel(results[0][1], grad) < 1e-5
 
 
 def test_matmul_pair_runs_two_balanced_products_side_by_side(two_threads, monkeypatch):

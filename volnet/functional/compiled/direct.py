@@ -30,6 +30,15 @@ TILE_BYTES = 128 * 1024     # partial sums of one tile of outputs (all filters):
 _NO_MASK = np.zeros((0, 0, 0, 0), np.bool_)   # forward_samples' "no ReLU gate to write"
 K_CHUNK = 128     # taps per pass over the outputs: a block's inputs (128 x 32 floats, ~24 KB
 #                   with the unaligned reads' extra lines) stay in L1 across the filter blocks
+SPLIT_MIN_TAPS = 64   # a pass (forward, dx or dw) of fewer taps per filter (C/G x KH x KW:
+#   multiply-adds per element of its output maps or of dout) stays on the calling thread:
+#   it streams a few bytes of memory per multiply-add and gains less from a second core than
+#   the hand-off costs after an idle gap (the helper wakes 0.1-2.6 ms late on a 2-core VM).
+#   In-process A/B on a 2-core EPYC, median ms after the suite's 0.1 s gap, split / not:
+#   forward: CIFAR net b128 step (3->12 3x3) 13.9 / 13.0 and 15.2 / 14.8, VGG-style b128
+#   (3->32 3x3) 178.6 / 162.9, LeNet b64 (1->6 5x5) 8.32 / 7.49; dw: CIFAR 16.1 / 15.2 and
+#   16.9 / 15.4, VGG-style 194.5 / 184.6, LeNet 8.82 / 8.84 (benchmarks/README.md, 64).
+#   The bits are the same either way.
 
 
 @dataclass(frozen=True)
@@ -214,7 +223,8 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     # threads it gets): the pass splits as the forwards do, from SPLIT_MIN_AWAKE while a
     # block thread is awake (LeNet's 1->6 5x5 dw, 7.5M multiply-adds: section 61)
     parts = min(2, n)
-    count = min(block_threads.split_count(dout.size * cg * kh * kw, same_bits=True), parts)
+    count = (min(block_threads.split_count(dout.size * cg * kh * kw, same_bits=True), parts)
+             if cg * kh * kw >= SPLIT_MIN_TAPS else 1)
     bounds = np.linspace(0, n, parts + 1).astype(np.int64)
     q_tile = max(16, GRAD_TILE_BYTES // (4 * f_pad) // 16 * 16)
     args = (tuple(padding), tuple(stride), lay.pitch, GRAD_FLUSH, q_tile,
@@ -340,8 +350,10 @@ def _run(x, wp, lay, rows, out, s, b, relu, padding, stride, mask):
     n = x.shape[0]
     # a pass too small to pay for a hand-off stays on the calling thread (split_count:
     # SPLIT_MIN, or SPLIT_MIN_AWAKE while a block thread spins; LeNet conv2's passes,
-    # benchmarks/README.md, 58)
-    threads = block_threads.split_count(out.size * rows.off.shape[1], same_bits=True)
+    # benchmarks/README.md, 58), as does one of fewer than SPLIT_MIN_TAPS taps
+    taps = rows.off.shape[1]
+    threads = (block_threads.split_count(out.size * taps, same_bits=True)
+               if taps >= SPLIT_MIN_TAPS else 1)
     blocks = lay.f_pad // kernels.FILTERS
     items, q_tile = _work_items(n, blocks, threads, lay.f_pad)
     args = (padding, stride, lay.pitch, K_CHUNK, q_tile, rows.taps, rows.lo, rows.hi,
