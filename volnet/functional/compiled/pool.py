@@ -1,7 +1,7 @@
 """Max pooling in one pass each way: the forward records each window's winner (flat
 index into its H x W plane, int32), the backward scatters the gradient there; the window
-maxima alone (:func:`max_values` and its two special cases: max pooling at inference) and the window sums
-(:func:`window_sums`: average pooling's forward).
+maxima alone (:func:`max_values` and its two special cases: max pooling at inference) and
+the window sums (:func:`window_sums`: average pooling's forward).
 
 Planes (N*C of them) are split among threads, so overlapping windows never race.
 Padding is never materialised: windows are clipped to the plane (padding counts as
