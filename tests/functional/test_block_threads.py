@@ -831,8 +831,9 @@ def test_dw_kernels_give_the_same_bits_split_by_the_spin_or_not(two_threads, mon
 
 def test_direct_passes_of_few_taps_stay_on_the_calling_thread(two_threads, monkeypatch):
     """LeNet conv1 (1 channel, 5x5: 25 taps per filter, below direct.SPLIT_MIN_TAPS) at
-    batch 100: its forward and dw are not handed to the block threads however large, and
-    give the bits they give split (the rule lowered to 1), both PyTorch's to float32."""
+    batch 100 (470K output elements, below SPLIT_MIN_TAPS_ELEMENTS): its forward and dw are
+    not handed to the block threads however many multiply-adds, and give the bits they give
+    split (either rule lowered), both PyTorch's to float32."""
     from volnet.functional.compiled import direct
     rng = np.random.default_rng(3)
     x = rng.standard_normal((100, 1, 28, 28)).astype(np.float32)
@@ -845,15 +846,19 @@ def test_direct_passes_of_few_taps_stay_on_the_calling_thread(two_threads, monke
                         lambda fn, count: handed.append(count) or run(fn, count))
     results = []
     with backend.use_kernels("numba"), block_threads.section():
-        for least in (direct.SPLIT_MIN_TAPS, 1):
-            monkeypatch.setattr(direct, "SPLIT_MIN_TAPS", least)
+        for taps, elements in ((direct.SPLIT_MIN_TAPS, direct.SPLIT_MIN_TAPS_ELEMENTS),
+                               (1, direct.SPLIT_MIN_TAPS_ELEMENTS), (64, 1000)):
+            monkeypatch.setattr(direct, "SPLIT_MIN_TAPS", taps)
+            monkeypatch.setattr(direct, "SPLIT_MIN_TAPS_ELEMENTS", elements)
             handed.clear()
             out = direct.forward(x, w, None, (1, 1), (2, 2), (1, 1), 1, (28, 28))
             dw = direct.weight_grad(x, dout, w.shape, (1, 1), (2, 2), (1, 1), 1)
-            assert [k for k in handed if k > 1] == ([] if least > 25 else [2, 2])
+            split = taps <= 25 or elements <= out.size
+            assert [k for k in handed if k > 1] == ([2, 2] if split else [])
             results.append((out, dw))
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
     xt, wt = torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64)
     want = torch.nn.functional.conv2d(xt, wt, padding=2).numpy()
     grad = torch.nn.grad.conv2d_weight(xt, w.shape, torch.tensor(dout, dtype=torch.float64),

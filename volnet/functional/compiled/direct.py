@@ -31,14 +31,26 @@ _NO_MASK = np.zeros((0, 0, 0, 0), np.bool_)   # forward_samples' "no ReLU gate t
 K_CHUNK = 128     # taps per pass over the outputs: a block's inputs (128 x 32 floats, ~24 KB
 #                   with the unaligned reads' extra lines) stay in L1 across the filter blocks
 SPLIT_MIN_TAPS = 64   # a pass (forward, dx or dw) of fewer taps per filter (C/G x KH x KW:
-#   multiply-adds per element of its output maps or of dout) stays on the calling thread:
-#   it streams a few bytes of memory per multiply-add and gains less from a second core than
-#   the hand-off costs after an idle gap (the helper wakes 0.1-2.6 ms late on a 2-core VM).
-#   In-process A/B on a 2-core EPYC, median ms after the suite's 0.1 s gap, split / not:
-#   forward: CIFAR net b128 step (3->12 3x3) 13.9 / 13.0 and 15.2 / 14.8, VGG-style b128
-#   (3->32 3x3) 178.6 / 162.9, LeNet b64 (1->6 5x5) 8.32 / 7.49; dw: CIFAR 16.1 / 15.2 and
-#   16.9 / 15.4, VGG-style 194.5 / 184.6, LeNet 8.82 / 8.84 (benchmarks/README.md, 64).
+#   multiply-adds per element of its output maps or of dout) streams a few bytes of memory
+#   per multiply-add: it splits over the threads only from SPLIT_MIN_TAPS_ELEMENTS elements
+#   of output (dout for dw). Below, a second core gains it less than the hand-off costs
+#   after an idle gap (the helper wakes 0.1-2.6 ms late on a 2-core VM); above, its stream
+#   is long enough (several ms) for the second core's bandwidth to pay. In-process A/B on a
+#   2-core EPYC, median ms after the suite's 0.1 s gap, split / not: the CIFAR net's b128
+#   step (3->12 3x3, 1.6M output elements) 13.9 / 13.0, 15.2 / 14.8 (forward), 16.1 / 15.2,
+#   16.9 / 15.4 (dw), 16.0 / 14.1 (both); LeNet b64 (1->6 5x5, 0.2M) 8.32 / 7.49, 8.82 /
+#   8.84, 7.52 / 7.79; the VGG-style b128 step (3->32 3x3, 4.2M) 176.3 / 181.8, 184.9 /
+#   190.4 and 159.6 / 164.7 (both; 178.6 / 162.9 and 194.5 / 184.6 in two earlier runs; the
+#   full suite's VGG-style row read 0.87-0.92 with it unsplit, 0.79-0.83 split:
+#   benchmarks/README.md, 64).
 #   The bits are the same either way.
+SPLIT_MIN_TAPS_ELEMENTS = 1 << 21
+
+
+def _splits(taps: int, elements: int) -> bool:
+    """Whether a direct pass of ``taps`` taps per filter over ``elements`` output (or dout)
+    elements may split over the threads (SPLIT_MIN_TAPS)."""
+    return taps >= SPLIT_MIN_TAPS or elements >= SPLIT_MIN_TAPS_ELEMENTS
 
 
 @dataclass(frozen=True)
@@ -224,7 +236,7 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     # block thread is awake (LeNet's 1->6 5x5 dw, 7.5M multiply-adds: section 61)
     parts = min(2, n)
     count = (min(block_threads.split_count(dout.size * cg * kh * kw, same_bits=True), parts)
-             if cg * kh * kw >= SPLIT_MIN_TAPS else 1)
+             if _splits(cg * kh * kw, dout.size) else 1)
     bounds = np.linspace(0, n, parts + 1).astype(np.int64)
     q_tile = max(16, GRAD_TILE_BYTES // (4 * f_pad) // 16 * 16)
     args = (tuple(padding), tuple(stride), lay.pitch, GRAD_FLUSH, q_tile,
@@ -350,10 +362,10 @@ def _run(x, wp, lay, rows, out, s, b, relu, padding, stride, mask):
     n = x.shape[0]
     # a pass too small to pay for a hand-off stays on the calling thread (split_count:
     # SPLIT_MIN, or SPLIT_MIN_AWAKE while a block thread spins; LeNet conv2's passes,
-    # benchmarks/README.md, 58), as does one of fewer than SPLIT_MIN_TAPS taps
+    # benchmarks/README.md, 58), as does a short one of few taps (SPLIT_MIN_TAPS)
     taps = rows.off.shape[1]
     threads = (block_threads.split_count(out.size * taps, same_bits=True)
-               if taps >= SPLIT_MIN_TAPS else 1)
+               if _splits(taps, out.size) else 1)
     blocks = lay.f_pad // kernels.FILTERS
     items, q_tile = _work_items(n, blocks, threads, lay.f_pad)
     args = (padding, stride, lay.pitch, K_CHUNK, q_tile, rows.taps, rows.lo, rows.hi,
