@@ -28,9 +28,9 @@ forward pass, dx and dw together (:func:`plan`) and reused by every later call.
   place of the direct kernel and im2col, forward and stride-1 dx, for layers of at least
   ``OUTER_TRAINING_MIN_FILTERS`` filters per group (``OUTER_TRAINING_MIN_FILTERS_NARROW``
   without AVX-512) and ``OUTER_TRAINING_MIN_TAPS`` taps (:func:`outer_trains`), where
-  it runs 5-45% faster (it is exact: im2col's error class); and dw (``outer.weight_grad``) from ``OUTER_DW_MIN_FILTERS`` filters in place of the
-  direct kernel's, an unrolling im2col's and small maps' Winograd dw
-  (:func:`outer_weight_grad`).
+  it runs 5-45% faster (it is exact: im2col's error class); and dw (``outer.weight_grad``)
+  from ``OUTER_DW_MIN_FILTERS`` filters in place of the direct kernel's, an unrolling
+  im2col's and small maps' Winograd dw (:func:`outer_weight_grad`).
 * ``"pointwise"``: the float32 1x1 unpadded kernel at inference, any stride
   (``compiled/pointwise.py``: positions in the vector lanes, the epilogue in registers),
   at batch 1 and on maps of at least ``POINTWISE_MIN_POSITIONS`` outputs, on a CPU with

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from volnet.functional import maxpool
+from volnet.functional import conv_choice, maxpool
 from volnet.functional.conv import conv_output_size, window_view
 from volnet.runtime import backend, launch
 
@@ -95,12 +95,6 @@ class _Winners:
 
 
 
-def _wide_vectors() -> bool:
-    """Whether the compiled kernels run on AVX-512 (numba is loaded when this is asked)."""
-    from volnet.functional.compiled import intrinsics
-    return intrinsics.wide_vectors()
-
-
 def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache, reuse):
     n, c, h, w = x.shape
     x3 = np.ascontiguousarray(x).reshape(n * c, h, w)
@@ -114,7 +108,7 @@ def _compiled_max_forward(x, kernel_size, stride, padding, out_size, keep_cache,
         arg = np.empty(out.shape, dtype=np.int32)
     halves = (tuple(kernel_size) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
               and tuple(out_size) == (h // 2, w // 2))     # 2x2 windows, every one whole
-    if not keep_cache and not (halves and w >= PAIR_WIDTH and _wide_vectors()):
+    if not keep_cache and not (halves and w >= PAIR_WIDTH and conv_choice.wide_vectors()):
         # inference: the maxima alone, no winners
         if halves and h % 2 == 0 and w % 2 == 0:
             launch.run(_KERNELS, "max_values_pairs", x.size, x3, out)
