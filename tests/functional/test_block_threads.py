@@ -233,7 +233,8 @@ def test_kept_columns_unrolled_on_threads(two_threads, monkeypatch, case):
     ho = h + 2 * p - 2
     dout = rng.standard_normal((n, f, ho, ho)).astype(np.float32)
     real_run, counts, runs = block_threads.run, [], []
-    monkeypatch.setattr(block_threads, "run", lambda fn, k: counts.append(k) or real_run(fn, k))
+    monkeypatch.setattr(block_threads, "run",
+                        lambda fn, k, **kw: counts.append(k) or real_run(fn, k, **kw))
     import numba
     for threads in (1, two_threads):
         numba.set_num_threads(threads)
@@ -482,7 +483,8 @@ def test_matmul_splits_large_products_and_matches_numpy(two_threads, monkeypatch
     monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
     counts = []
     real_run = block_threads.run
-    monkeypatch.setattr(block_threads, "run", lambda fn, n: counts.append(n) or real_run(fn, n))
+    monkeypatch.setattr(block_threads, "run",
+                        lambda fn, n, **kw: counts.append(n) or real_run(fn, n, **kw))
     with backend.use_kernels("numba"):
         got = block_threads.matmul(a, b)
         out = np.full(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]),
@@ -499,7 +501,8 @@ def test_matmul_stays_whole_inside_a_block_and_when_small(two_threads, monkeypat
     a = np.ones((64, 64), np.float32)
     counts = []
     real_run = block_threads.run
-    monkeypatch.setattr(block_threads, "run", lambda fn, n: counts.append(n) or real_run(fn, n))
+    monkeypatch.setattr(block_threads, "run",
+                        lambda fn, n, **kw: counts.append(n) or real_run(fn, n, **kw))
     with backend.use_kernels("numba"):
         assert (block_threads.matmul(a, a) == 64).all()           # 262K multiply-adds: whole
         monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
@@ -564,7 +567,8 @@ def test_1x1_conv_splits_its_lone_product_over_the_threads(two_threads, monkeypa
     monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
     counts = []
     real_run = block_threads.run
-    monkeypatch.setattr(block_threads, "run", lambda fn, k: counts.append(k) or real_run(fn, k))
+    monkeypatch.setattr(block_threads, "run",
+                        lambda fn, k, **kw: counts.append(k) or real_run(fn, k, **kw))
     with backend.use_kernels("numba"):
         out, _ = conv_gemm.forward(x, w, (1, 1), (0, 0), (1, 1), groups, (h, h))
     ref = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64),
@@ -583,7 +587,8 @@ def test_1x1_conv_epilogue_on_the_split_channels_matches_torch(two_threads, monk
     monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
     counts = []
     real_run = block_threads.run
-    monkeypatch.setattr(block_threads, "run", lambda fn, k: counts.append(k) or real_run(fn, k))
+    monkeypatch.setattr(block_threads, "run",
+                        lambda fn, k, **kw: counts.append(k) or real_run(fn, k, **kw))
     with backend.use_kernels("numba"):
         out, _ = conv2d_forward(x, w, b, keep_cache=False, relu=True, scale=scale,
                                 residual=residual.copy())
@@ -711,7 +716,7 @@ def test_layers_called_from_two_threads_at_once_give_their_alone_results(two_thr
         counts = []
         real_run = block_threads.run
         monkeypatch.setattr(block_threads, "run",
-                            lambda fn, k: counts.append(k) or real_run(fn, k))
+                            lambda fn, k, **kw: counts.append(k) or real_run(fn, k, **kw))
         conv2d_forward(*cases[0][:2], None, padding=(1, 1), keep_cache=False)
         assert counts and max(counts) == two_threads       # the layer does split
         mismatches, done = [], []
@@ -817,7 +822,7 @@ def test_dw_kernels_give_the_same_bits_split_by_the_spin_or_not(two_threads, mon
     run = block_threads.run
     handed = []
     monkeypatch.setattr(block_threads, "run",
-                        lambda fn, count: handed.append(count) or run(fn, count))
+                        lambda fn, count, **kw: handed.append(count) or run(fn, count, **kw))
     grad = (direct if kernel == "direct" else outer).weight_grad
     results = []
     with backend.use_kernels("numba"), block_threads.section():
@@ -843,7 +848,7 @@ def test_direct_passes_of_few_taps_stay_on_the_calling_thread(two_threads, monke
     run = block_threads.run
     handed = []
     monkeypatch.setattr(block_threads, "run",
-                        lambda fn, count: handed.append(count) or run(fn, count))
+                        lambda fn, count, **kw: handed.append(count) or run(fn, count, **kw))
     results = []
     with backend.use_kernels("numba"), block_threads.section():
         for taps, elements in ((direct.SPLIT_MIN_TAPS, direct.SPLIT_MIN_TAPS_ELEMENTS),
@@ -875,7 +880,8 @@ def test_matmul_pair_runs_two_balanced_products_side_by_side(two_threads, monkey
     w = rng.standard_normal((300, 700)).astype(np.float32)
     counts = []
     real_run = block_threads.run
-    monkeypatch.setattr(block_threads, "run", lambda fn, n: counts.append(n) or real_run(fn, n))
+    monkeypatch.setattr(block_threads, "run",
+                        lambda fn, n, **kw: counts.append(n) or real_run(fn, n, **kw))
     monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
     with backend.use_kernels("numba"), block_threads.section():
         dw, dx = block_threads.matmul_pair(dout.T, x, dout, w)     # 26.9M each: side by side

@@ -31,7 +31,8 @@ def counted_runs(monkeypatch):
     """The ``count`` of every block_threads.run call."""
     counts = []
     real_run = block_threads.run
-    monkeypatch.setattr(block_threads, "run", lambda fn, k: counts.append(k) or real_run(fn, k))
+    monkeypatch.setattr(block_threads, "run",
+                        lambda fn, k, **kw: counts.append(k) or real_run(fn, k, **kw))
     return counts
 
 
@@ -107,7 +108,8 @@ def test_split_conv_equals_the_numpy_reference_path_in_a_residual_block(two_thre
     monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)
     counts = []
     real_run = block_threads.run
-    monkeypatch.setattr(block_threads, "run", lambda fn, k: counts.append(k) or real_run(fn, k))
+    monkeypatch.setattr(block_threads, "run",
+                        lambda fn, k, **kw: counts.append(k) or real_run(fn, k, **kw))
     with backend.use_kernels("numba"):
         outs = [net.forward(x) for _ in range(3)]     # unplanned, then planned twice
     for out in outs:

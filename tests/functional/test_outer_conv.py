@@ -201,7 +201,8 @@ def test_one_thread_and_two_are_bit_identical(two_threads, monkeypatch, case, sp
     shares = {"samples": n0, "blocks": fb0, "tiles": t0}
     assert len(items) == 2 and len(set(shares[split])) == 2   # the split this case is for
     counts, real_run = [], block_threads.run
-    monkeypatch.setattr(block_threads, "run", lambda fn, k: counts.append(k) or real_run(fn, k))
+    monkeypatch.setattr(block_threads, "run",
+                        lambda fn, k, **kw: counts.append(k) or real_run(fn, k, **kw))
     results = []
     for threads in (1, two_threads):
         with backend.use_kernels("numba"), thread_policy.use_threads(threads), \
@@ -312,15 +313,17 @@ def _check_inside_arrays(case, most):
         ("tmp", tile * kernels.FILTERS))}
     inb_size = max(tile, lay.inb.size)
     inb_buf = np.full(inb_size + 2 * GUARD, -7, np.int64)
+    entered = np.full(1 + 2 * GUARD, -7, np.int64)   # raised as each item starts, nothing else
     for item in lay.items:
         kernels.forward_items(
             arrays["x"][1], arrays["w2"][1], g, *item, tile, lay.group, lay.off, lay.inb,
             inb_buf[GUARD:GUARD + inb_size], p, lay.pitch, lay.packed, scratch["x_in"][1],
             scratch["prod"][1], scratch["buf"][1], scratch["tmp"][1], out,
             arrays["scale"][1], arrays["bias"][1], True, arrays["residual"][1], False,
-            np.zeros((0, 0, 0), bool), k_chunk, most)
+            np.zeros((0, 0, 0), bool), k_chunk, most, entered[GUARD:GUARD + 1])
     assert (guards(out_buf) == np.float32(-1234.5)).all()
     assert (guards(inb_buf) == -7).all()
+    assert entered[GUARD] == 1 and (guards(entered) == -7).all()
     for name, (buf, _) in {**arrays, **scratch}.items():
         assert np.isnan(guards(buf)).all(), name
     assert np.isfinite(out).all()

@@ -155,7 +155,8 @@ def test_one_thread_and_two_are_bit_identical(two_threads, monkeypatch, case, sp
     monkeypatch.setattr(block_threads, "SPLIT_MIN", 1)     # these small layers split too
     assert _split(pointwise.layout(n, f, int(np.prod(_out_size(case))), two_threads)) == split
     counts, real_run = [], block_threads.run
-    monkeypatch.setattr(block_threads, "run", lambda fn, k: counts.append(k) or real_run(fn, k))
+    monkeypatch.setattr(block_threads, "run",
+                        lambda fn, k, **kw: counts.append(k) or real_run(fn, k, **kw))
     results = []
     for threads in (1, two_threads):
         with backend.use_kernels("numba"), thread_policy.use_threads(threads), \

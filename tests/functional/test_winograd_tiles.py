@@ -53,7 +53,9 @@ def test_input_tiles4_is_bt_d_bt_on_every_tile(shape):
     tiles = (q1 - q0) * cols0.size
     v = winograd.planes(np.full(36 * (c * tiles + winograd.PLANE_PAD), np.nan, np.float32),
                         c, tiles)
-    winograd_tiles.input_tiles4(x, v, q0, q1, rows0, cols0, d, pad, pad, c_lo, c_hi)
+    entered = np.zeros(1, np.int64)       # raised as the kernel starts (block_threads)
+    winograd_tiles.input_tiles4(x, v, q0, q1, rows0, cols0, d, pad, pad, c_lo, c_hi, entered)
+    assert entered[0] == 1
     got = winograd.matrices(v, c)[:, c_lo:c_hi]
     want = _reference(x, rows0, cols0, q0, q1, pad, d, c_lo, c_hi)[:, c_lo:c_hi]
     # float32 transforms of unit-variance inputs: entries up to ~100, rounding ~1e-5

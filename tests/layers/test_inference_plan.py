@@ -528,7 +528,7 @@ def test_concat_branches_run_side_by_side_at_batch_one(two_threads_plan, monkeyp
     groups = {id(fn): fn for fn, _, out, _ in plan.steps if out is None}
     calls, real = [], inference_plan.block_threads.run
     monkeypatch.setattr(inference_plan.block_threads, "run",
-                        lambda fn, k: calls.append((fn.__qualname__, k)) or real(fn, k))
+                        lambda fn, k, **kw: calls.append((fn.__qualname__, k)) or real(fn, k, **kw))
     got = net.forward(x)
     assert np.array_equal(got, want)
     by_groups = [k for name, k in calls if name.startswith("_Branches")]
@@ -625,7 +625,7 @@ def test_a_lone_convolution_beside_a_light_branch_runs_in_turn(two_threads_plan,
     net.forward(x)
     calls, real = [], inference_plan.block_threads.run
     monkeypatch.setattr(inference_plan.block_threads, "run",
-                        lambda fn, k: calls.append(fn.__qualname__) or real(fn, k))
+                        lambda fn, k, **kw: calls.append(fn.__qualname__) or real(fn, k, **kw))
     assert np.array_equal(net.forward(x), want)
     assert not any(name.startswith("_Branches") for name in calls)
 

@@ -168,3 +168,65 @@ def test_spin_setting_zero_never_spins():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=False,
                           text=True, timeout=120)
     assert done.stdout.strip() == "0.0"
+
+
+def test_spin_then_waits_for_the_second_flag_once_the_first_is_set():
+    """``then``: when the flag turns to ``value`` the spin goes on until ``then`` is set too
+    (a block thread handed a job waits for its caller's kernel), or ``then_us`` passed."""
+    from volnet.runtime import spin_wait
+    flag, then = np.ones(1, np.int64), np.zeros(1, np.int64)
+    start = time.perf_counter()
+    assert spin_wait.spin(flag, 60e6, None, 1, then, 2000) == 1   # then_us ran out
+    assert time.perf_counter() - start >= 0.001
+    then[0] = 1
+    start = time.perf_counter()
+    assert spin_wait.spin(flag, 60e6, None, 1, then, 60e6) == 1   # set: no wait
+    assert time.perf_counter() - start < 30
+    flag[0], then[0] = 2, 0
+    assert spin_wait.spin(flag, 60e6, None, 1, then, 60e6) == 2   # another value: no wait
+
+    def setter():
+        time.sleep(0.02)
+        then[0] = 1
+
+    flag[0] = 1
+    thread = threading.Thread(target=setter)
+    start = time.perf_counter()
+    thread.start()
+    assert spin_wait.spin(flag, 60e6, None, 1, then, 60e6) == 1   # a minute's limit
+    assert time.perf_counter() - start >= 0.015                   # ended by the setter
+    thread.join()
+
+
+@pytest.mark.parametrize("entered", [True, False])
+def test_a_helper_runs_its_block_once_the_callers_kernel_started(entered, long_spin,
+                                                                 monkeypatch):
+    """run(..., entered=True): a woken block thread takes the GIL only once the caller's
+    block raised block_threads.ENTERED (what its first compiled kernel does at entry,
+    outside the GIL), not while the caller still prepares it. The caller's block sleeps
+    first (the GIL free): a helper that did not wait would start then."""
+    from numba import njit
+
+    from volnet.runtime import spin_wait
+
+    @njit(nogil=True)
+    def kernel_entry(flag):
+        spin_wait.raise_flag(flag)
+
+    kernel_entry(np.zeros(1, np.int64))                           # compiled before timing
+    monkeypatch.setattr(block_threads, "ENTERED_WAIT_US", 60e6)
+    times = {}
+
+    def block(i):
+        if i == 0:
+            time.sleep(0.05)
+            times["entered"] = time.perf_counter()
+            kernel_entry(block_threads.ENTERED)
+        else:
+            times["helper"] = time.perf_counter()
+        return threading.get_ident()
+
+    block_threads.run(lambda i: i, 2)                             # the helper now spins
+    idents = block_threads.run(block, 2, entered=entered)
+    assert idents[0] == threading.get_ident() != idents[1]        # block 1 on the helper
+    assert (times["helper"] >= times["entered"]) == entered

@@ -176,7 +176,18 @@ def section():
         _local.workers = previous
 
 
-def run(fn, count: int) -> list:
+# Raised (to 1) by the caller's first compiled kernel of a run(..., entered=True), at its
+# entry, outside the GIL; a helper woken for that call waits for it, up to ENTERED_WAIT_US,
+# before it takes the GIL. Taken while the caller still runs Python (its block's set-up),
+# the GIL put the helper to sleep, and on a virtual machine whose idle cores halt that
+# sleep cost a core's wake-up: ResNet-18 b1's outer-kernel hand-offs started the helper's
+# block 90-110 us after the caller's, 42-50 us with the wait (benchmarks/README.md, 65).
+# Shared by concurrent callers: a flag raised by another's kernel only ends a wait early.
+ENTERED = np.ones(1, np.int64)
+ENTERED_WAIT_US = 100.0
+
+
+def run(fn, count: int, entered: bool = False) -> list:
     """``[fn(0), ..., fn(count - 1)]``; with ``count`` > 1 on as many threads (the caller's
     included) while BLAS uses one thread each. ``fn`` must release the GIL for its heavy
     parts (``nogil`` kernels, NumPy's matmul and copies). The blocks run with the caller's
@@ -184,7 +195,11 @@ def run(fn, count: int) -> list:
     every block has finished or stopped. Safe to call from several threads at once: each
     caller takes the block threads that are free, and one that finds none runs its blocks
     itself, in turn. Called from inside a block (a block thread, or the caller's own block),
-    it runs the blocks there, in turn."""
+    it runs the blocks there, in turn.
+
+    ``entered``: each block's first step outside the GIL is a compiled kernel that raises
+    :data:`ENTERED` as it starts (``spin_wait.store_release``); the helpers wait for the
+    caller's (see ENTERED) before they run their blocks' Python."""
     if count <= 1 or inside_blocks():
         return [fn(i) for i in range(count)]
     results = [None] * count
@@ -192,6 +207,7 @@ def run(fn, count: int) -> list:
         helpers = _claim(count - 1)
         parts = len(helpers) + 1          # block i runs on part i % parts; the caller is part 0
         call = _Call(len(helpers)) if helpers else None
+        ENTERED[0] = 0 if entered else 1
         if helpers:
             errors = np.geterr()          # NumPy's error state is per thread: the caller's
             for part, worker in enumerate(helpers, 1):
@@ -206,6 +222,7 @@ def run(fn, count: int) -> list:
             failure = _blocks(fn, range(0, count, parts), results)
         finally:
             _local.busy = False
+            ENTERED[0] = 1                # (a block that raised nothing: the helpers go now)
             if helpers:
                 _wait(call.done, call.flag)   # every block has finished before the caller goes on
     failures = ([failure] if failure else []) + (call.failures if helpers else [])
@@ -266,7 +283,7 @@ class _Worker:
             self.spin_until = time.perf_counter() + SPIN_US * 1e-6
             # spinning first keeps this core awake; the last helper of a call tells its
             # caller from inside the spin, outside the GIL
-            _wait(self.wake, self.flag, signal)
+            _wait(self.wake, self.flag, signal, ENTERED)
             self.spin_until = 0.0
             with _pool["lock"]:
                 self.poked = False
@@ -316,7 +333,8 @@ def _claim(helpers: int) -> list:
     return taken
 
 
-def _wait(lock: threading.Lock, flag: np.ndarray, signal: np.ndarray | None = None) -> None:
+def _wait(lock: threading.Lock, flag: np.ndarray, signal: np.ndarray | None = None,
+          entered: np.ndarray | None = None) -> None:
     """Acquire ``lock``: at once if it is free, else after up to ``SPIN_US`` of busy
     waiting (outside the GIL) for ``flag`` to be set (by a caller handing a job, the
     last helper of a call, or :func:`stop_spinning`), then asleep on it. The flag is only
@@ -326,14 +344,15 @@ def _wait(lock: threading.Lock, flag: np.ndarray, signal: np.ndarray | None = No
     inside the spin when there is one: the caller spinning on it then wakes to a free GIL
     instead of sleeping on it while this thread runs Python into its own spin (a no-op
     hand-off took 31 us with the flag set before, 24 us with it set in the spin;
-    benchmarks/README.md, section 60)."""
+    benchmarks/README.md, section 60). ``entered``: a helper's :data:`ENTERED`: once the
+    flag says a job came, the spin goes on until it is raised (at most ENTERED_WAIT_US)."""
     if lock.acquire(blocking=False):
         if signal is not None:
             signal[0] = _WAKE
         return
     if SPIN_US > 0:
         from volnet.runtime import spin_wait  # numba: only once block threads are in use
-        spin_wait.spin(flag, SPIN_US, signal, _WAKE)
+        spin_wait.spin(flag, SPIN_US, signal, _WAKE, entered, ENTERED_WAIT_US)
     elif signal is not None:
         signal[0] = _WAKE
     lock.acquire()

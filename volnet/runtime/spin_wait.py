@@ -47,7 +47,7 @@ def _load_acquire(typingctx, flag):
 
 
 @intrinsic
-def _store_release(typingctx, flag, value):
+def store_release(typingctx, flag, value):
     """``flag[0] = value`` (an int64 array) by an atomic release store: seen by another
     thread's acquire load after every write this thread made before it."""
     sig = types.void(flag, types.int64)
@@ -90,15 +90,28 @@ def _pause(typingctx):
     return sig, codegen
 
 
+@njit(inline="always")
+def raise_flag(flag):  # pragma: no cover - compiled
+    """``flag[0] = 1`` by a release store when ``flag`` (int64) is not empty: what a compiled
+    kernel does first to tell waiting threads it runs, outside the GIL
+    (block_threads.ENTERED)."""
+    if flag.size:
+        store_release(flag, 1)
+
+
 @njit(nogil=True, cache=True)
-def _spin(flag, cycles, signal, value):  # pragma: no cover - compiled
+def _spin(flag, cycles, signal, value, then, then_cycles):  # pragma: no cover - compiled
     if signal.size:
-        _store_release(signal, value)
+        store_release(signal, value)
     start = _cycles()
     while True:
-        value = _load_acquire(flag)
-        if value != 0:
-            return value
+        seen = _load_acquire(flag)
+        if seen != 0:
+            if seen == value and then.size:
+                start = _cycles()
+                while _load_acquire(then) == 0 and _cycles() - start < then_cycles:
+                    _pause()
+            return seen
         if _cycles() - start >= cycles:
             return 0
         for _ in range(8):
@@ -126,7 +139,7 @@ def prepare() -> None:
     done when the first block threads start, so no block thread's first wait does it."""
     rate = cycles_per_us()
     if rate > 0:
-        _spin(np.ones(1, np.int64), 0, _NO_SIGNAL, 0)
+        _spin(np.ones(1, np.int64), 0, _NO_SIGNAL, 0, _NO_SIGNAL, 0)
 
 
 @njit(nogil=True, cache=True)
@@ -138,18 +151,23 @@ _NO_SIGNAL = np.zeros(0, np.int64)
 
 
 def spin(flag: np.ndarray, microseconds: float, signal: np.ndarray | None = None,
-         value: int = 1) -> int:
+         value: int = 1, then: np.ndarray | None = None, then_us: float = 0.0) -> int:
     """Wait, busy and without the GIL, until ``flag[0]`` (an int64 array) is not 0 or
     ``microseconds`` have passed; returns the value seen (0: timed out).
 
     ``signal`` (an int64 array, or None): set ``signal[0] = value`` first, already outside
     the GIL, so that a thread spinning on it finds the GIL free when it wakes (set while
     holding it, the woken thread sleeps on the GIL until this one lets go, ~10 us here:
-    benchmarks/README.md, section 60)."""
+    benchmarks/README.md, section 60).
+
+    ``then`` (an int64 array, or None): when the flag turns to ``value``, go on spinning
+    until ``then[0]`` is not 0 too, or ``then_us`` more have passed (a block thread handed a
+    job waits so for its caller's kernel to start: block_threads.ENTERED)."""
     rate = cycles_per_us()
     if microseconds <= 0 or rate <= 0:
         if signal is not None:
             signal[0] = value
         return int(flag[0])
     return int(_spin(flag, int(microseconds * rate),
-                     _NO_SIGNAL if signal is None else signal, value))
+                     _NO_SIGNAL if signal is None else signal, value,
+                     _NO_SIGNAL if then is None else then, int(then_us * rate)))

@@ -250,12 +250,12 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
             groups, f_pad, k_pad, 16)
         total = np.zeros((groups, f_pad, k_pad), np.float64)
         kernels.weight_grad_samples(x, dout, bounds[i], bounds[i + 1], off, x_in, d_in, part,
-                                    total, *args)
+                                    total, *args, block_threads.ENTERED)
         return total
 
     if parts == 0:                                       # an empty batch
         return np.zeros(w_shape, np.float32)
-    totals = (block_threads.run(work, parts) if count > 1
+    totals = (block_threads.run(work, parts, entered=True) if count > 1
               else [work(i) for i in range(parts)])    # in part order: the same bits
     total = totals[0] if parts == 1 else totals[0] + totals[1]
     dw = total[:, :fg, :cg * kh * kw].astype(np.float32)
@@ -376,6 +376,6 @@ def _run(x, wp, lay, rows, out, s, b, relu, padding, stride, mask):
         prod = block_threads.scratch("direct_prod", lay.f_pad * lay.q_pad).reshape(
             lay.f_pad, lay.q_pad)
         kernels.forward_samples(x, *items[i], wp, rows.off, x_in, prod, out, s, b, bool(relu),
-                                mask, *args)
+                                mask, *args, block_threads.ENTERED)
 
-    block_threads.run(work, len(items))
+    block_threads.run(work, len(items), entered=True)

@@ -50,6 +50,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from volnet.runtime.spin_wait import raise_flag
+
 FILTERS = 8          # filters per register block (one broadcast weight each)
 VECTORS = 2          # 16-float vectors of outputs per register block
 PIXELS = 16 * VECTORS
@@ -344,7 +346,7 @@ def _products(x_in, off, wp, prod, fb0, fb1, k_chunk, q_tile, q_end, fg, spans,
 @njit(nogil=True, cache=True)
 def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, relu, mask,
                     padding, stride, pitch, k_chunk, q_tile, row_taps, row_lo,
-                    row_hi, narrow):  # pragma: no cover - compiled
+                    row_hi, narrow, entered):  # pragma: no cover - compiled
     """out[n] for samples n in [n0, n1) and each group's filter blocks [fb0, fb1): pack,
     products per group, store.
 
@@ -355,8 +357,10 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
     prod (Fpad, Qr) scratch; out (N, F, Ho, Wo) gets ``prod * scale + bias`` (scale, bias:
     (F,) or empty), rectified when ``relu``; then ``mask`` (bool, out's shape, or empty:
     none) gets out > 0 (the ReLU's gradient gate, written with the value, not by a pass
-    over out).
+    over out). ``entered`` (int64, one element or empty): raised to 1 as the kernel starts
+    (block_threads.ENTERED).
     """
+    raise_flag(entered)
     groups = wp.shape[0]
     f_all, ho, wo = out.shape[1:]
     fg = f_all // groups
@@ -398,7 +402,7 @@ def forward_samples(x, n0, n1, fb0, fb1, wp, off, x_in, prod, out, scale, bias, 
 
 @njit(nogil=True, cache=True)
 def weight_grad_samples(x, dout, n0, n1, off, x_in, d_in, part, total, padding, stride, pitch,
-                        flush, q_tile, narrow):  # pragma: no cover - compiled
+                        flush, q_tile, narrow, entered):  # pragma: no cover - compiled
     """total (G, Fpad, Kpad) += dw of samples [n0, n1), in float64.
 
     off (G, Kpad) tap offsets (padded with repeats of a valid one); x_in one packed
@@ -406,8 +410,10 @@ def weight_grad_samples(x, dout, n0, n1, off, x_in, d_in, part, total, padding, 
     zero at the pitch's padding columns and beyond, so their inputs count for nothing;
     part (G, Fpad, Kpad, 16) float32 lanes, added into ``total`` every ``flush`` samples
     (each lane sums at most flush * Qr / 16 products in float32). Outputs ``q_tile`` at a
-    time, so the input rows and output gradients of a tile stay in L2.
+    time, so the input rows and output gradients of a tile stay in L2. ``entered`` as in
+    :func:`forward_samples`.
     """
+    raise_flag(entered)
     groups, f_pad, q_pad = d_in.shape
     k_pad = off.shape[1]
     f_all, ho, wo = dout.shape[1:]

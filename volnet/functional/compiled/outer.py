@@ -209,9 +209,10 @@ def forward(x, w, bias, stride, padding, dilation, groups, out_size, relu=False,
         inb_g = block_threads.scratch("outer_inb", max(tile, lay.inb.size), np.int64)
         kernels.forward_items(x, w2, int(groups), *lay.items[i], tile, lay.group, lay.off,
                               lay.inb, inb_g, pads, pitch, lay.packed, x_in, prod, buf, tmp,
-                              out, s, b, has_res, res, bool(relu), gate, k_chunk, most)
+                              out, s, b, has_res, res, bool(relu), gate, k_chunk, most,
+                              block_threads.ENTERED)
 
-    block_threads.run(work, len(lay.items))
+    block_threads.run(work, len(lay.items), entered=True)
     return out
 
 
@@ -333,14 +334,14 @@ def _weight_grad(x, dout, w_shape, stride, padding, dilation, groups, gate, keep
         kernels.weight_grad_items(x, d, int(groups), *parts[i], group, off,
                                   lay.inb[:positions], inb_g, tuple(padding), lay.pitch,
                                   lay.packed, x_in, buf, mine, p_chunk, gate3, gated, chunk,
-                                  bias_mine, most)
+                                  bias_mine, most, block_threads.ENTERED)
         if blocks > 1:          # the thread's own blocks: straight into dw
             to_dw(mine, a, b)
             return None, bias_mine
         return mine.copy(), bias_mine     # a half of the batch: added below
 
     if threads > 1:
-        results = block_threads.run(work, len(parts))
+        results = block_threads.run(work, len(parts), entered=True)
     else:       # one thread: the parts in turn (run would hand them to block threads)
         results = [work(i) for i in range(len(parts))]
     for (_, _, a, b), (_, bias_part) in zip(parts, results):   # in part order: the same bits

@@ -71,6 +71,7 @@ from numba.extending import intrinsic
 
 from volnet.functional.compiled.direct_kernels import pack_sample
 from volnet.functional.compiled.intrinsics import array_data, prefetch
+from volnet.runtime.spin_wait import raise_flag
 
 POSITIONS = 6       # output positions per register block
 FILTERS = 64        # filters per register block: four 16-float vectors
@@ -339,7 +340,7 @@ def _block(fb, per_group, fg, cg, plane, base):  # pragma: no cover - compiled
 @njit(nogil=True, cache=True)
 def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb, inb_g,
                   padding, pitch, packed, x_in, prod, buf, tmp, out, scale, bias, has_res,
-                  residual, relu, mask, k_chunk, most):  # pragma: no cover - compiled
+                  residual, relu, mask, k_chunk, most, entered):  # pragma: no cover - compiled
     """out[n] for samples [n0, n1), filter blocks [fb0, fb1) (numbered over the groups,
     ceil(F/G / 64) each) and positions [t0, t1) (a multiple of 6 apart), ``tile``
     positions (a multiple of 6) at a time; or, with ``group`` > 1 (and every position),
@@ -355,7 +356,9 @@ def forward_items(x, w2, groups, n0, n1, fb0, fb1, t0, t1, tile, group, off, inb
     (F,) or empty; residual: out's shape, read when ``has_res``); ``mask`` (bool, out's
     shape flattened to (N, F, Ho * Wo), or empty (0, 0, 0)) gets out > 0 where ``relu``
     without a residual. ``most``: the most 16-filter vectors one register block takes
-    (:func:`block_vectors`)."""
+    (:func:`block_vectors`). ``entered`` (int64, one element or empty): raised to 1 as the
+    kernel starts (block_threads.ENTERED)."""
+    raise_flag(entered)
     c_all = x.shape[1]
     f_all, k_n = w2.shape
     cg, fg = c_all // groups, f_all // groups
@@ -454,7 +457,7 @@ def _gate_piece(dout, gate, n, f0, nf, a, e, chunk, gated, keep_gated,
 @njit(nogil=True, cache=True)
 def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g, padding,
                       pitch, packed, x_in, buf, acc, p_chunk, gate, gated, gated_chunk,
-                      bias_acc, most):  # pragma: no cover - compiled
+                      bias_acc, most, entered):  # pragma: no cover - compiled
     """acc[fb - fb0, k * 64 + f] += sum over samples [n0, n1) and positions p of
     dout[n, f0 + f, p] * x_pad[n, tap k at position p], for filter blocks [fb0, fb1)
     (numbered over the groups, ceil(F/G / 64) each; f0 the block's first filter): the
@@ -478,7 +481,8 @@ def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g,
     transpose; ``bias_acc`` (fb1 - fb0, 64) float64 gets each filter's sum of the gated
     values (the bias gradient), and ``gated`` (dout's shape, or empty: not wanted) the
     gated values themselves (dx's input). dout is then read once for all three. ``most``
-    as in :func:`forward_items`."""
+    and ``entered`` as in :func:`forward_items`."""
+    raise_flag(entered)
     has_gate = gate.size > 0
     keep_gated = gated.size > 0
     c_all = x.shape[1]

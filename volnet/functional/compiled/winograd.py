@@ -142,7 +142,7 @@ class _Grid:
     def input_points(self, x, v, q0, q1, padding):
         """V, 36 planes of (C, tiles), of one block of tile rows."""
         tiles.input_tiles4(x, v, q0, q1, self.rows0, self.cols0, self.d, *padding, 0,
-                           x.shape[1])
+                           x.shape[1], block_threads.ENTERED)
 
 
 def planes(buf: np.ndarray, rows: int, tiles_: int) -> np.ndarray:
@@ -206,7 +206,7 @@ def forward(x, w, bias, padding, dilation, out_size, u=None, relu=False, scale=N
             np.matmul(u, matrices(v, c), out=matrices(prod, f))
             tiles.output_tiles4(prod, f, out, s, b, add, relu, q0, q1, rows0, cols0, d, 0)
 
-    block_threads.run(work, count)
+    block_threads.run(work, count, entered=True)
     return out
 
 
@@ -233,7 +233,9 @@ def _by_filters(x, u, out, scale, bias, residual, relu, padding, d, workers):
     v = planes(block_threads.scratch("winograd_shared", A * A * (c * p + PLANE_PAD)), c, p)
     chans = _filter_ranges(c, min(workers, c))
     block_threads.run(lambda i: tiles.input_tiles4(x, v, 0, total, rows0, cols0, d, *padding,
-                                                   chans[i], chans[i + 1]), len(chans) - 1)
+                                                   chans[i], chans[i + 1],
+                                                   block_threads.ENTERED),
+                      len(chans) - 1, entered=True)
     bounds = _filter_ranges(f, min(workers, f))
 
     def products(i):
@@ -295,7 +297,7 @@ def weight_grad(x, dout, padding, dilation):
             else:
                 du[worker] += np.matmul(*product, out=part)
 
-    block_threads.run(work, count)
+    block_threads.run(work, count, entered=True)
     dw = np.empty((f, c, 3, 3), dtype=np.float32)
     _over_filters(lambda f0, f1: filters.filter_grads(du, G, dw, f0, f1), f)
     return dw

@@ -43,6 +43,7 @@ import numpy as np
 from numba import njit, uint64
 
 from volnet.functional.compiled.winograd_filters import FAST_MATH
+from volnet.runtime.spin_wait import raise_flag
 
 _F2, _F4, _F5, _F8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
 GROUP = 16      # channels whose rows are transformed before their points are written
@@ -123,15 +124,18 @@ def _bt4_lines(src, s0, ss, dst, d0, ds, n):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, fastmath=FAST_MATH)
-def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi):  # pragma: no cover
+def input_tiles4(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi,
+                 entered):  # pragma: no cover
     """BT of F(4x4,3x3) on every input tile of the block, channels ``[c_lo, c_hi)``: V,
     36 point planes ``out[t, c * tiles + p]`` (``out`` (36, >= C * tiles)), written out.
     (A channel range lets threads transform one shared block, each its channels.)
 
     Tile p = (q - q0) * cols0.size + (its column); its 6x6 inputs start at row
     rows0[q % rows0.size] - ph and column cols0[...] - pw of image q // rows0.size, with
-    step d; inputs outside the map are zero.
+    step d; inputs outside the map are zero. ``entered`` (int64, one element or empty):
+    raised to 1 as the kernel starts (block_threads.ENTERED).
     """
+    raise_flag(entered)
     if d != 1:
         _input_subgrid(x, out, q0, q1, rows0, cols0, d, ph, pw, c_lo, c_hi)
         return
