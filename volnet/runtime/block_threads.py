@@ -24,7 +24,12 @@ caller hands each free thread its share of the blocks by releasing that lock, ru
 own share, then waits on one lock the last thread releases. Measured on the 2-core machine
 under load (benchmarks/README.md section 41): a call of two trivial ``nogil`` blocks takes
 13-25 us, against 23-56 us through a ThreadPoolExecutor's futures and 4-9 us for a numba
-``prange`` launch (OpenMP, passive waiting).
+``prange`` launch (OpenMP, passive waiting). A helper needs the GIL to start its block's
+Python, which the caller holds until its own block reaches a kernel: a helper that asked
+for it then slept on it, and on a VM whose idle cores halt that sleep cost a core's wake-up
+(the helper's block started 90-110 us after the caller's in ResNet-18 b1's hand-offs). So
+where each block starts with a compiled kernel, the caller's kernel raises :data:`ENTERED`
+as it starts, outside the GIL, and the helpers wait for it (``run(..., entered=True)``).
 
 Waiting spins briefly before it sleeps (``SPIN_US``, runtime/spin_wait.py): a block thread
 after its job, and a caller for its helpers. On a virtual machine a core that has slept
@@ -178,11 +183,10 @@ def section():
 
 # Raised (to 1) by the caller's first compiled kernel of a run(..., entered=True), at its
 # entry, outside the GIL; a helper woken for that call waits for it, up to ENTERED_WAIT_US,
-# before it takes the GIL. Taken while the caller still runs Python (its block's set-up),
-# the GIL put the helper to sleep, and on a virtual machine whose idle cores halt that
-# sleep cost a core's wake-up: ResNet-18 b1's outer-kernel hand-offs started the helper's
-# block 90-110 us after the caller's, 42-50 us with the wait (benchmarks/README.md, 65).
-# Shared by concurrent callers: a flag raised by another's kernel only ends a wait early.
+# before it takes the GIL (the module's docstring; ResNet-18 b1's outer-kernel hand-offs
+# started the helper's block 90-110 us after the caller's, 45-50 us with the wait:
+# benchmarks/README.md, section 65). Shared by concurrent callers: another's raise only
+# ends a wait early, another's reset only makes it last up to ENTERED_WAIT_US.
 ENTERED = np.ones(1, np.int64)
 ENTERED_WAIT_US = 100.0
 

@@ -334,14 +334,15 @@ def _weight_grad(x, dout, w_shape, stride, padding, dilation, groups, gate, keep
         kernels.weight_grad_items(x, d, int(groups), *parts[i], group, off,
                                   lay.inb[:positions], inb_g, tuple(padding), lay.pitch,
                                   lay.packed, x_in, buf, mine, p_chunk, gate3, gated, chunk,
-                                  bias_mine, most, block_threads.ENTERED)
+                                  bias_mine, most)
         if blocks > 1:          # the thread's own blocks: straight into dw
             to_dw(mine, a, b)
             return None, bias_mine
         return mine.copy(), bias_mine     # a half of the batch: added below
 
     if threads > 1:
-        results = block_threads.run(work, len(parts), entered=True)
+        # not entered=True: each block's first step outside the GIL is zeroing its sums
+        results = block_threads.run(work, len(parts))
     else:       # one thread: the parts in turn (run would hand them to block threads)
         results = [work(i) for i in range(len(parts))]
     for (_, _, a, b), (_, bias_part) in zip(parts, results):   # in part order: the same bits

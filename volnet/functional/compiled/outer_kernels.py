@@ -457,7 +457,7 @@ def _gate_piece(dout, gate, n, f0, nf, a, e, chunk, gated, keep_gated,
 @njit(nogil=True, cache=True)
 def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g, padding,
                       pitch, packed, x_in, buf, acc, p_chunk, gate, gated, gated_chunk,
-                      bias_acc, most, entered):  # pragma: no cover - compiled
+                      bias_acc, most):  # pragma: no cover - compiled
     """acc[fb - fb0, k * 64 + f] += sum over samples [n0, n1) and positions p of
     dout[n, f0 + f, p] * x_pad[n, tap k at position p], for filter blocks [fb0, fb1)
     (numbered over the groups, ceil(F/G / 64) each; f0 the block's first filter): the
@@ -481,8 +481,7 @@ def weight_grad_items(x, dout, groups, n0, n1, fb0, fb1, group, off, inb, inb_g,
     transpose; ``bias_acc`` (fb1 - fb0, 64) float64 gets each filter's sum of the gated
     values (the bias gradient), and ``gated`` (dout's shape, or empty: not wanted) the
     gated values themselves (dx's input). dout is then read once for all three. ``most``
-    and ``entered`` as in :func:`forward_items`."""
-    raise_flag(entered)
+    as in :func:`forward_items`."""
     has_gate = gate.size > 0
     keep_gated = gated.size > 0
     c_all = x.shape[1]
