@@ -27,7 +27,8 @@ under load (benchmarks/README.md section 41): a call of two trivial ``nogil`` bl
 ``prange`` launch (OpenMP, passive waiting). A helper needs the GIL to start its block's
 Python, which the caller holds until its own block reaches a kernel: a helper that asked
 for it then slept on it, and on a VM whose idle cores halt that sleep cost a core's wake-up
-(the helper's block started 90-110 us after the caller's in ResNet-18 b1's hand-offs). So
+(in ResNet-18 b1's hand-offs the helper's block started 90-110 us into the call, the
+caller's 16). So
 where each block starts with a compiled kernel, the caller's kernel raises :data:`ENTERED`
 as it starts, outside the GIL, and the helpers wait for it (``run(..., entered=True)``).
 
@@ -183,8 +184,8 @@ def section():
 
 # Raised (to 1) by the caller's first compiled kernel of a run(..., entered=True), at its
 # entry, outside the GIL; a helper woken for that call waits for it, up to ENTERED_WAIT_US,
-# before it takes the GIL (the module's docstring; ResNet-18 b1's outer-kernel hand-offs
-# started the helper's block 90-110 us after the caller's, 45-50 us with the wait:
+# before it takes the GIL (the module's docstring; in ResNet-18 b1's outer-kernel hand-offs
+# the helper's block started 89-111 us into the call, 43-51 us with the wait:
 # benchmarks/README.md, section 65). Shared by concurrent callers: another's raise only
 # ends a wait early, another's reset only makes it last up to ENTERED_WAIT_US.
 ENTERED = np.ones(1, np.int64)
@@ -202,7 +203,7 @@ def run(fn, count: int, entered: bool = False) -> list:
     it runs the blocks there, in turn.
 
     ``entered``: each block's first step outside the GIL is a compiled kernel that raises
-    :data:`ENTERED` as it starts (``spin_wait.store_release``); the helpers wait for the
+    :data:`ENTERED` as it starts (``spin_wait.raise_flag``); the helpers wait for the
     caller's (see ENTERED) before they run their blocks' Python."""
     if count <= 1 or inside_blocks():
         return [fn(i) for i in range(count)]
