@@ -28,9 +28,9 @@ under load (benchmarks/README.md section 41): a call of two trivial ``nogil`` bl
 Python, which the caller holds until its own block reaches a kernel: a helper that asked
 for it then slept on it, and on a VM whose idle cores halt that sleep cost a core's wake-up
 (in ResNet-18 b1's hand-offs the helper's block started 90-110 us into the call, the
-caller's 16). So
-where each block starts with a compiled kernel, the caller's kernel raises :data:`ENTERED`
-as it starts, outside the GIL, and the helpers wait for it (``run(..., entered=True)``).
+caller's 16). So where each block starts with a compiled kernel, the caller's kernel raises
+:data:`ENTERED` as it starts, outside the GIL, and the helpers wait for it (``run(...,
+entered=True)``).
 
 Waiting spins briefly before it sleeps (``SPIN_US``, runtime/spin_wait.py): a block thread
 after its job, and a caller for its helpers. On a virtual machine a core that has slept
