@@ -212,8 +212,8 @@ def run(fn, count: int, entered: bool = False) -> list:
         helpers = _claim(count - 1)
         parts = len(helpers) + 1          # block i runs on part i % parts; the caller is part 0
         call = _Call(len(helpers)) if helpers else None
-        ENTERED[0] = 0 if entered else 1
         if helpers:
+            ENTERED[0] = 0 if entered else 1
             errors = np.geterr()          # NumPy's error state is per thread: the caller's
             for part, worker in enumerate(helpers, 1):
                 with _pool["lock"]:       # a poked thread (wake_up) takes the job on waking
@@ -227,8 +227,8 @@ def run(fn, count: int, entered: bool = False) -> list:
             failure = _blocks(fn, range(0, count, parts), results)
         finally:
             _local.busy = False
-            ENTERED[0] = 1                # (a block that raised nothing: the helpers go now)
             if helpers:
+                ENTERED[0] = 1            # (a block that raised nothing: the helpers go now)
                 _wait(call.done, call.flag)   # every block has finished before the caller goes on
     failures = ([failure] if failure else []) + (call.failures if helpers else [])
     if failures:

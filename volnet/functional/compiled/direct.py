@@ -47,10 +47,13 @@ SPLIT_MIN_TAPS = 64   # a pass (forward, dx or dw) of fewer taps per filter (C/G
 SPLIT_MIN_TAPS_ELEMENTS = 1 << 21
 
 
-def _splits(taps: int, elements: int) -> bool:
-    """Whether a direct pass of ``taps`` taps per filter over ``elements`` output (or dout)
-    elements may split over the threads (SPLIT_MIN_TAPS)."""
-    return taps >= SPLIT_MIN_TAPS or elements >= SPLIT_MIN_TAPS_ELEMENTS
+def _split_count(taps: int, elements: int) -> int:
+    """Threads a direct pass of ``taps`` taps per filter over ``elements`` output (or dout)
+    elements splits over: block_threads.split_count of its multiply-adds (same bits however
+    split), or 1 for a pass of few taps over few elements (SPLIT_MIN_TAPS)."""
+    if taps < SPLIT_MIN_TAPS and elements < SPLIT_MIN_TAPS_ELEMENTS:
+        return 1
+    return block_threads.split_count(elements * taps, same_bits=True)
 
 
 @dataclass(frozen=True)
@@ -235,8 +238,7 @@ def weight_grad(x, dout, w_shape, stride, padding, dilation, groups):
     # threads it gets): the pass splits as the forwards do, from SPLIT_MIN_AWAKE while a
     # block thread is awake (LeNet's 1->6 5x5 dw, 7.5M multiply-adds: section 61)
     parts = min(2, n)
-    count = (min(block_threads.split_count(dout.size * cg * kh * kw, same_bits=True), parts)
-             if _splits(cg * kh * kw, dout.size) else 1)
+    count = min(_split_count(cg * kh * kw, dout.size), parts)
     bounds = np.linspace(0, n, parts + 1).astype(np.int64)
     q_tile = max(16, GRAD_TILE_BYTES // (4 * f_pad) // 16 * 16)
     args = (tuple(padding), tuple(stride), lay.pitch, GRAD_FLUSH, q_tile,
@@ -363,9 +365,7 @@ def _run(x, wp, lay, rows, out, s, b, relu, padding, stride, mask):
     # a pass too small to pay for a hand-off stays on the calling thread (split_count:
     # SPLIT_MIN, or SPLIT_MIN_AWAKE while a block thread spins; LeNet conv2's passes,
     # benchmarks/README.md, 58), as does a short one of few taps (SPLIT_MIN_TAPS)
-    taps = rows.off.shape[1]
-    threads = (block_threads.split_count(out.size * taps, same_bits=True)
-               if _splits(taps, out.size) else 1)
+    threads = _split_count(rows.off.shape[1], out.size)
     blocks = lay.f_pad // kernels.FILTERS
     items, q_tile = _work_items(n, blocks, threads, lay.f_pad)
     args = (padding, stride, lay.pitch, K_CHUNK, q_tile, rows.taps, rows.lo, rows.hi,
