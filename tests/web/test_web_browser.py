@@ -62,7 +62,9 @@ def test_train_live_draw_and_look_inside(page, browser, server):
     page.mouse.down()
     page.mouse.move(box["x"] + 145, box["y"] + 240, steps=12)
     page.mouse.up()
-    poll(lambda: page.inner_text("#draw-prediction") != "-", 10, "a prediction of the drawing")
+    # the reply to the finished stroke (one sent mid-stroke may come first, or last)
+    poll(lambda: page.evaluate("predictSent > 0 && predictShown === predictSent"), 10,
+         "a prediction of the drawing")
     assert page.inner_text("#draw-prediction") == "1"
     assert page.locator("#draw-probs .bar").count() == 10
     preview_ink = ("() => Array.from(document.getElementById('draw-input').getContext('2d')"

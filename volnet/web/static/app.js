@@ -236,9 +236,15 @@ function stroke(ctx) {
   if (!pending) { pending = true; setTimeout(() => { pending = false; predictDrawing(); }, 150); }
 }
 
+// replies may come back out of order (one sent mid-stroke, one at its end): only a reply
+// newer than the one shown is drawn, so a late one never replaces the finished drawing's
+let predictSent = 0, predictShown = 0;
 function predictDrawing() {
+  const seq = ++predictSent;
   $("draw").toBlob(async blob => {
     const r = await post("/api/predict", blob, "image/png");
+    if (seq < predictShown) return;
+    predictShown = seq;
     $("draw-prediction").textContent = drawn ? r.predicted : "-";
     probabilityBars($("draw-probs"), r.probs);
     if (!drawn) { clearPreview(); return; }     // cleared while this prediction was on its way
